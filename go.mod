@@ -1,0 +1,3 @@
+module github.com/imagomq/imago
+
+go 1.26.8
