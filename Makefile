@@ -1,0 +1,45 @@
+# Imago: the two commands are `make run` and `make test` (see README.md).
+GO        ?= go
+BIN       := bin/imago
+SERVICES  := .services.env
+FUZZTIME  ?= 5s
+# Packages whose tests run under the race detector (the concurrent ones).
+RACE_PKGS := ./broker/... ./gateway/...
+
+.PHONY: run build test services check unit race fuzz bench clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/imago
+
+## run: build and start the embedded default (./data, 127.0.0.1:8080, no database, no ZooKeeper)
+run: build
+	./$(BIN) serve
+
+## services: make sure MariaDB, PostgreSQL and ZooKeeper run on loopback (installs when missing)
+services:
+	bash scripts/services.sh $(SERVICES)
+
+## test: everything, on a fresh machine
+test: services check
+	set -a && . ./$(SERVICES) && set +a && $(MAKE) --no-print-directory unit race fuzz
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' ; git ls-files --others --exclude-standard '*.go')); \
+	 if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 -timeout 20m ./...
+
+race:
+	$(GO) test -race -count=1 -timeout 20m -short $(RACE_PKGS)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./broker
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeProduceRequest$$' -fuzztime $(FUZZTIME) ./gateway
+
+bench: build
+	bash scripts/bench.sh
+
+clean:
+	rm -rf bin
