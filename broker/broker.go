@@ -1,51 +1,219 @@
 package broker
 
 import (
-	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/imagomq/imago/broker/internal/dedupe"
 )
 
 // Broker is an open data directory: topics, their partitions and the shared commit log.
 // All methods are safe for concurrent use.
 type Broker struct {
 	opts Options
+	lock *os.File // flock on the data directory
+
+	log    *commitLog
+	dedupe *dedupe.Store
+
+	topicMu     sync.Mutex // serialises topic creation; guards metas, nextTopicID
+	metas       []topicMeta
+	nextTopicID uint32
+	table       atomic.Pointer[topicTable]
+
+	// Produce queue, drained by the flusher.
+	qmu     sync.Mutex
+	queue   []*produceReq
+	qbytes  int64
+	closing bool
+	qsig    chan struct{}
+
+	idemMu   sync.Mutex
+	inflight map[dedupe.Key]*produceReq
+
+	// stateMu orders the flusher's apply phase (index writes, offsets, dedupe adds) against
+	// checkpoints and retention, so each sees a consistent cut of the log.
+	stateMu     sync.Mutex
+	appliedPos  int64 // log position covered by the index state
+	lastCkptPos atomic.Int64
+	failed      error // set when the log cannot be written; the broker then refuses produces
+
+	flusherDone chan struct{}
+	ckptSig     chan struct{}
+	stop        chan struct{}
+	wg          sync.WaitGroup
+	closed      atomic.Bool
+	closeOnce   sync.Once
+	closeErr    error
+
+	stats struct {
+		messagesIn, bytesIn, messagesOut, bytesOut atomic.Int64
+		recovered, truncated                       int64
+		openDuration                               time.Duration
+	}
 }
 
 // Open opens (creating if needed) the data directory in opts.Dir, recovers it after a crash
 // (truncating a torn tail, replaying the log since the last checkpoint) and starts the flusher.
-func Open(opts Options) (*Broker, error) { panic("todo") }
+func Open(opts Options) (*Broker, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("open broker: no data directory")
+	}
+	opts = opts.withDefaults()
+	began := time.Now()
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open broker: %w", err)
+	}
+	b := &Broker{
+		opts:        opts,
+		qsig:        make(chan struct{}, 1),
+		inflight:    make(map[dedupe.Key]*produceReq),
+		flusherDone: make(chan struct{}),
+		ckptSig:     make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		nextTopicID: 1,
+	}
+	b.lastCkptPos.Store(-1)
+	b.table.Store(&topicTable{byName: map[string]*topic{}, byID: map[uint32]*topic{}})
+	if err := b.lockDir(); err != nil {
+		return nil, err
+	}
+	if err := b.open(); err != nil {
+		b.closeFiles()
+		return nil, err
+	}
+	b.stats.openDuration = time.Since(began)
+	opts.Logger.Info("broker open", "dir", opts.Dir, "fsync", opts.Fsync.String(),
+		"topics", len(b.metas), "log_bytes", b.log.end.Load()-b.log.start(),
+		"replayed_bytes", b.stats.recovered, "truncated_bytes", b.stats.truncated,
+		"duration", b.stats.openDuration)
+	go b.runFlusher()
+	b.wg.Add(2)
+	go b.runCheckpointer()
+	go b.runRetention()
+	return b, nil
+}
+
+func (b *Broker) lockDir() error {
+	f, err := os.OpenFile(filepath.Join(b.opts.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open broker: lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("open broker: data directory %s is in use by another process: %w", b.opts.Dir, err)
+	}
+	b.lock = f
+	return nil
+}
+
+func (b *Broker) open() error {
+	metas, err := loadTopics(b.opts.Dir)
+	if err != nil {
+		return err
+	}
+	b.metas = metas
+	for _, m := range metas {
+		if m.ID >= b.nextTopicID {
+			b.nextTopicID = m.ID + 1
+		}
+		b.addTopic(b.newTopic(m))
+	}
+	if b.log, err = openCommitLog(filepath.Join(b.opts.Dir, "log"), b.opts.SegmentBytes); err != nil {
+		return err
+	}
+	cp, err := loadCheckpoint(b.opts.Dir)
+	if err != nil {
+		b.opts.Logger.Warn("checkpoint unreadable; rebuilding indexes from the log", "err", err)
+		cp = nil
+	}
+	var dcp dedupe.Checkpoint
+	if cp != nil {
+		dcp = cp.Dedupe
+	}
+	b.dedupe, err = dedupe.Open(dedupe.Options{Dir: filepath.Join(b.opts.Dir, "dedupe"), Window: b.opts.IdempotencyWindow, Now: b.opts.Now}, dcp)
+	if err != nil {
+		return fmt.Errorf("open idempotency store: %w", err)
+	}
+	if err := b.recover(cp); err != nil {
+		return err
+	}
+	b.log.onSync = nil
+	return b.checkpoint()
+}
 
 // Close stops accepting produces, flushes and syncs what is pending, writes a checkpoint and
 // closes every file. It is safe to call more than once.
-func (b *Broker) Close() error { panic("todo") }
-
-// CreateTopic creates a topic. It reports created=false with a nil error when the topic exists
-// with the same partition count, and ErrTopicExists when it exists with another.
-// ErrInvalidName and ErrInvalidArgument (partitions outside 1..10000) are returned for bad input.
-func (b *Broker) CreateTopic(name string, cfg TopicConfig) (created bool, err error) { panic("todo") }
-
-// Topics lists every topic, sorted by name, with its partitions.
-func (b *Broker) Topics() []TopicInfo { panic("todo") }
-
-// Topic describes one topic; ErrUnknownTopic if there is none.
-func (b *Broker) Topic(name string) (TopicInfo, error) { panic("todo") }
-
-// Produce appends msgs to topic as one unit: all are appended or none, also across a crash.
-// It returns after the messages are durable under the fsync policy. With a non-empty
-// idempotencyKey a repeat within the idempotency window returns the first result with
-// Duplicate set and appends nothing; a repeat with different messages gets ErrIdempotencyReused.
-// Once the request is queued it is not abandoned when ctx ends (it may already be on disk).
-// Errors: ErrUnknownTopic, ErrUnknownPartition, ErrMessageTooLarge, ErrInvalidArgument,
-// ErrBackpressure, ErrIdempotencyReused, ErrClosed.
-func (b *Broker) Produce(ctx context.Context, topic string, msgs []Message, idempotencyKey string) (ProduceResult, error) {
-	panic("todo")
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		b.closed.Store(true)
+		b.qmu.Lock()
+		b.closing = true
+		b.qmu.Unlock()
+		b.signal()
+		<-b.flusherDone
+		close(b.stop)
+		b.wg.Wait()
+		if err := b.checkpoint(); err != nil {
+			b.closeErr = err
+		}
+		if err := b.closeFiles(); err != nil && b.closeErr == nil {
+			b.closeErr = err
+		}
+		b.opts.Logger.Info("broker closed", "dir", b.opts.Dir)
+	})
+	return b.closeErr
 }
 
-// Fetch reads messages of one partition starting at opts.Offset. Only durable messages are
-// visible. With opts.Wait it waits (up to Wait, or until ctx ends) for a message at Offset when
-// Offset is the end. Errors: ErrUnknownTopic, ErrUnknownPartition, *OffsetRangeError, ErrCorrupt.
-func (b *Broker) Fetch(ctx context.Context, topic string, partition int, opts FetchOptions) (*FetchResult, error) {
-	panic("todo")
+func (b *Broker) closeFiles() error {
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	for _, t := range b.topicsByName() {
+		for _, p := range t.parts {
+			keep(p.close())
+		}
+	}
+	if b.dedupe != nil {
+		keep(b.dedupe.Close())
+	}
+	if b.log != nil {
+		keep(b.log.close())
+	}
+	if b.lock != nil {
+		keep(b.lock.Close())
+	}
+	return first
 }
 
 // Stats returns broker-wide counters.
-func (b *Broker) Stats() Stats { panic("todo") }
+func (b *Broker) Stats() Stats {
+	m := b.topicsByName()
+	s := Stats{Topics: len(m)}
+	for _, t := range m {
+		s.Partitions += len(t.parts)
+	}
+	s.MessagesIn = b.stats.messagesIn.Load()
+	s.BytesIn = b.stats.bytesIn.Load()
+	s.MessagesOut = b.stats.messagesOut.Load()
+	s.BytesOut = b.stats.bytesOut.Load()
+	s.Fsyncs = b.log.syncs.Load()
+	s.LogBytes = b.log.end.Load() - b.log.start()
+	b.qmu.Lock()
+	s.PendingBytes = b.qbytes
+	b.qmu.Unlock()
+	s.RecoveredBytes = b.stats.recovered
+	s.TruncatedBytes = b.stats.truncated
+	s.OpenDuration = b.stats.openDuration
+	s.IdempotencyKeys = b.dedupe.Len()
+	return s
+}

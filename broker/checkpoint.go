@@ -1,0 +1,138 @@
+package broker
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/imagomq/imago/broker/internal/dedupe"
+)
+
+// A checkpoint bounds start-up work: it records a log position P such that every partition's
+// index is durable for all records before P. Open replays only the log after P, so start-up
+// time depends on the checkpoint interval, not on the size of the log.
+//
+// Writing one: under stateMu (between two flusher apply phases) take P and each partition's
+// start, written end and bytes, and the idempotency store's durable point; then, outside the
+// lock, fsync the index segments written since the last checkpoint, and replace
+// checkpoint.json atomically.
+
+const checkpointFileName = "checkpoint.json"
+
+type checkpointFile struct {
+	Version    int               `json:"version"`
+	Position   int64             `json:"position"`
+	Partitions []checkpointPart  `json:"partitions"`
+	Dedupe     dedupe.Checkpoint `json:"dedupe"`
+	WrittenAt  string            `json:"written_at"`
+}
+
+type checkpointPart struct {
+	Topic     uint32 `json:"topic"`
+	Partition int    `json:"partition"`
+	Start     int64  `json:"start"`
+	End       int64  `json:"end"`
+	Bytes     int64  `json:"bytes"`
+}
+
+func loadCheckpoint(dir string) (*checkpointFile, error) {
+	b, err := os.ReadFile(filepath.Join(dir, checkpointFileName))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	var cp checkpointFile
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("parse checkpoint: %w", err)
+	}
+	if cp.Version != 1 {
+		return nil, fmt.Errorf("checkpoint version %d is not supported", cp.Version)
+	}
+	return &cp, nil
+}
+
+func (b *Broker) runCheckpointer() {
+	defer b.wg.Done()
+	tick := time.NewTicker(b.opts.CheckpointInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-tick.C:
+		case <-b.ckptSig:
+		}
+		if err := b.checkpoint(); err != nil {
+			b.opts.Logger.Error("checkpoint failed", "err", err)
+		}
+	}
+}
+
+// checkpoint writes a checkpoint if the log moved since the last one.
+func (b *Broker) checkpoint() error {
+	type dirtySeg struct {
+		p *partition
+		s *indexSegment
+	}
+	b.stateMu.Lock()
+	pos := b.appliedPos
+	if pos == b.lastCkptPos.Load() {
+		b.stateMu.Unlock()
+		return nil
+	}
+	cp := checkpointFile{Version: 1, Position: pos, WrittenAt: b.opts.Now().UTC().Format(time.RFC3339Nano)}
+	var dirty []dirtySeg
+	for _, t := range b.table.Load().byID {
+		for _, p := range t.parts {
+			cp.Partitions = append(cp.Partitions, checkpointPart{Topic: t.id, Partition: p.id, Start: p.start.Load(), End: p.written, Bytes: p.bytes.Load()})
+			p.mu.RLock()
+			for _, s := range p.segs {
+				if s.dirty {
+					s.dirty = false
+					dirty = append(dirty, dirtySeg{p, s})
+				}
+			}
+			p.mu.RUnlock()
+		}
+	}
+	dcp, err := b.dedupe.Sync()
+	b.stateMu.Unlock()
+	redirty := func() {
+		b.stateMu.Lock()
+		for _, d := range dirty {
+			d.s.dirty = true
+		}
+		b.stateMu.Unlock()
+	}
+	if err != nil {
+		redirty()
+		return fmt.Errorf("checkpoint: sync idempotency store: %w", err)
+	}
+	cp.Dedupe = dcp
+	for _, d := range dirty {
+		d.p.mu.RLock()
+		var err error
+		if !d.s.removed {
+			err = d.s.f.Sync()
+		}
+		d.p.mu.RUnlock()
+		if err != nil {
+			redirty()
+			return fmt.Errorf("checkpoint: sync index %s: %w", d.s.f.Name(), err)
+		}
+	}
+	data, err := json.Marshal(cp)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(b.opts.Dir, checkpointFileName, data); err != nil {
+		redirty()
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	b.lastCkptPos.Store(pos)
+	return nil
+}

@@ -1,0 +1,295 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// commitLog is the one append-only log that every partition's messages go to, split into
+// segment files named by the log position (byte offset) of their first byte.
+// One goroutine (the flusher) writes; any number read.
+type commitLog struct {
+	dir          string
+	segmentBytes int64
+
+	mu   sync.RWMutex // guards segs; readers hold it while they read a file
+	segs []*segment
+
+	end     atomic.Int64 // position after the last written byte
+	durable atomic.Int64 // position after the last fsync'd byte
+	syncs   atomic.Int64
+	onSync  func(time.Duration)
+}
+
+type segment struct {
+	base int64
+	f    *os.File
+}
+
+func segmentName(base int64) string { return fmt.Sprintf("%020d.log", base) }
+
+// openCommitLog opens the segments in dir (creating dir) without verifying them; recovery
+// verifies and truncates the tail.
+func openCommitLog(dir string, segmentBytes int64) (*commitLog, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create log dir: %w", err)
+	}
+	l := &commitLog{dir: dir, segmentBytes: segmentBytes}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list log dir: %w", err)
+	}
+	var bases []int64
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".log") {
+			continue
+		}
+		base, err := strconv.ParseInt(strings.TrimSuffix(name, ".log"), 10, 64)
+		if err != nil {
+			continue
+		}
+		bases = append(bases, base)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	for _, base := range bases {
+		f, err := os.OpenFile(filepath.Join(dir, segmentName(base)), os.O_RDWR, 0o644)
+		if err != nil {
+			l.close()
+			return nil, fmt.Errorf("open segment %d: %w", base, err)
+		}
+		l.segs = append(l.segs, &segment{base: base, f: f})
+	}
+	if len(l.segs) == 0 {
+		if err := l.createSegment(0); err != nil {
+			return nil, err
+		}
+	}
+	last := l.segs[len(l.segs)-1]
+	st, err := last.f.Stat()
+	if err != nil {
+		l.close()
+		return nil, fmt.Errorf("stat segment %d: %w", last.base, err)
+	}
+	l.end.Store(last.base + st.Size())
+	l.durable.Store(last.base + st.Size())
+	return l, nil
+}
+
+func (l *commitLog) createSegment(base int64) error {
+	f, err := os.OpenFile(filepath.Join(l.dir, segmentName(base)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("create segment %d: %w", base, err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return fmt.Errorf("create segment %d: %w", base, err)
+	}
+	l.mu.Lock()
+	l.segs = append(l.segs, &segment{base: base, f: f})
+	l.mu.Unlock()
+	return nil
+}
+
+// start is the position of the first byte still on disk.
+func (l *commitLog) start() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if len(l.segs) == 0 {
+		return l.end.Load()
+	}
+	return l.segs[0].base
+}
+
+// active is the base of the segment being written.
+func (l *commitLog) activeBase() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.segs[len(l.segs)-1].base
+}
+
+// write appends p to the active segment. Only the flusher calls it.
+func (l *commitLog) write(p []byte) error {
+	l.mu.RLock()
+	seg := l.segs[len(l.segs)-1]
+	l.mu.RUnlock()
+	pos := l.end.Load()
+	if _, err := seg.f.WriteAt(p, pos-seg.base); err != nil {
+		return fmt.Errorf("write segment %d at %d: %w", seg.base, pos-seg.base, err)
+	}
+	l.end.Store(pos + int64(len(p)))
+	return nil
+}
+
+// needsRoll reports whether n more bytes would overflow a non-empty active segment.
+func (l *commitLog) needsRoll(n int) bool {
+	base := l.activeBase()
+	used := l.end.Load() - base
+	return used > 0 && used+int64(n) > l.segmentBytes
+}
+
+// roll syncs the active segment and starts a new one at the current end.
+func (l *commitLog) roll() error {
+	if err := l.sync(); err != nil {
+		return err
+	}
+	return l.createSegment(l.end.Load())
+}
+
+// sync makes everything written so far durable. It is the one place the log fsyncs.
+func (l *commitLog) sync() error {
+	end := l.end.Load()
+	if l.durable.Load() >= end {
+		return nil
+	}
+	l.mu.RLock()
+	seg := l.segs[len(l.segs)-1]
+	l.mu.RUnlock()
+	t := time.Now()
+	err := fdatasync(seg.f)
+	d := time.Since(t)
+	if err != nil {
+		return fmt.Errorf("fsync segment %d: %w", seg.base, err)
+	}
+	l.syncs.Add(1)
+	if l.onSync != nil {
+		l.onSync(d)
+	}
+	l.durable.Store(end)
+	return nil
+}
+
+// readAt fills p from the log at pos. It fails with ErrCorrupt when pos is not on disk.
+func (l *commitLog) readAt(p []byte, pos int64) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > pos }) - 1
+	if i < 0 {
+		return fmt.Errorf("%w: log position %d was deleted", ErrCorrupt, pos)
+	}
+	for len(p) > 0 {
+		if i >= len(l.segs) {
+			return fmt.Errorf("%w: log position %d is past the end", ErrCorrupt, pos)
+		}
+		seg := l.segs[i]
+		n, err := seg.f.ReadAt(p, pos-seg.base)
+		p = p[n:]
+		pos += int64(n)
+		if len(p) == 0 {
+			return nil
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read segment %d: %w", seg.base, err)
+		}
+		i++
+	}
+	return nil
+}
+
+// segmentBounds lists [base, end) of every segment.
+func (l *commitLog) segmentBounds() [][2]int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make([][2]int64, len(l.segs))
+	for i, s := range l.segs {
+		end := l.end.Load()
+		if i+1 < len(l.segs) {
+			end = l.segs[i+1].base
+		}
+		out[i] = [2]int64{s.base, end}
+	}
+	return out
+}
+
+// truncate cuts the log at pos (recovery only). Segments wholly after pos are moved into
+// aside (a directory) rather than deleted, so an operator can inspect them.
+func (l *commitLog) truncate(pos int64, aside string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.segs) > 1 && l.segs[len(l.segs)-1].base > pos {
+		seg := l.segs[len(l.segs)-1]
+		seg.f.Close()
+		if err := os.MkdirAll(aside, 0o755); err != nil {
+			return err
+		}
+		if err := os.Rename(filepath.Join(l.dir, segmentName(seg.base)), filepath.Join(aside, segmentName(seg.base))); err != nil {
+			return fmt.Errorf("move segment %d aside: %w", seg.base, err)
+		}
+		l.segs = l.segs[:len(l.segs)-1]
+	}
+	seg := l.segs[len(l.segs)-1]
+	if err := seg.f.Truncate(pos - seg.base); err != nil {
+		return fmt.Errorf("truncate segment %d at %d: %w", seg.base, pos-seg.base, err)
+	}
+	if err := fdatasync(seg.f); err != nil {
+		return fmt.Errorf("sync truncated segment %d: %w", seg.base, err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		return err
+	}
+	l.end.Store(pos)
+	l.durable.Store(pos)
+	return nil
+}
+
+// deleteBefore removes whole segments that end at or before pos, never the active one.
+// It returns the bytes freed.
+func (l *commitLog) deleteBefore(pos int64) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var freed int64
+	for len(l.segs) > 1 && l.segs[1].base <= pos {
+		seg := l.segs[0]
+		seg.f.Close()
+		if err := os.Remove(filepath.Join(l.dir, segmentName(seg.base))); err != nil {
+			return freed, fmt.Errorf("delete segment %d: %w", seg.base, err)
+		}
+		freed += l.segs[1].base - seg.base
+		l.segs = l.segs[1:]
+	}
+	return freed, nil
+}
+
+func (l *commitLog) close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first error
+	for _, s := range l.segs {
+		if err := s.f.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	l.segs = nil
+	return first
+}
+
+func fdatasync(f *os.File) error {
+	for {
+		err := syscall.Fdatasync(int(f.Fd()))
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+const (
+	defaultFetchMessages = 100
+	defaultFetchBytes    = 1 << 20
+	// coalesceGap: index entries whose records lie this close in the log are read with one pread.
+	coalesceGap = 64 << 10
+)
+
+// Fetch reads messages of one partition starting at opts.Offset. Only durable messages are
+// visible. With opts.Wait it waits (up to Wait, or until ctx ends) for a message at Offset when
+// Offset is the end. Errors: ErrUnknownTopic, ErrUnknownPartition, *OffsetRangeError, ErrCorrupt.
+func (b *Broker) Fetch(ctx context.Context, topicName string, partition int, opts FetchOptions) (*FetchResult, error) {
+	t, err := b.lookup(topicName)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.partition(partition)
+	if err != nil {
+		return nil, err
+	}
+	if opts.MaxMessages <= 0 {
+		opts.MaxMessages = defaultFetchMessages
+	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = defaultFetchBytes
+	}
+	off := opts.Offset
+	var timer *time.Timer
+	for {
+		start, end := p.start.Load(), p.end.Load()
+		if off < start || off > end {
+			return nil, &OffsetRangeError{Offset: off, StartOffset: start, EndOffset: end}
+		}
+		if off < end {
+			break
+		}
+		if opts.Wait <= 0 || b.closed.Load() {
+			return &FetchResult{NextOffset: off, StartOffset: start, EndOffset: end}, nil
+		}
+		ch := p.waitChan()
+		if p.end.Load() > off {
+			continue
+		}
+		if timer == nil {
+			timer = time.NewTimer(opts.Wait)
+			defer timer.Stop()
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			opts.Wait = 0
+		case <-ctx.Done():
+			opts.Wait = 0
+		case <-b.stop:
+			opts.Wait = 0
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := b.read(p, off, opts)
+		if err != nil && errors.Is(err, ErrCorrupt) && attempt == 0 && p.start.Load() > off {
+			continue // retention removed what we were reading: report the range
+		}
+		if err == nil {
+			b.stats.messagesOut.Add(int64(len(res.Messages)))
+		}
+		return res, err
+	}
+}
+
+// read copies the index entries for [off, ...) within the limits and reads their records.
+func (b *Broker) read(p *partition, off int64, opts FetchOptions) (*FetchResult, error) {
+	p.mu.RLock()
+	start, end := p.start.Load(), p.end.Load()
+	if off < start || off > end {
+		p.mu.RUnlock()
+		return nil, &OffsetRangeError{Offset: off, StartOffset: start, EndOffset: end}
+	}
+	n := int(min(int64(opts.MaxMessages), end-off))
+	ents := make([]indexEntry, 0, n)
+	total := 0
+	for o := off; len(ents) < n; o++ {
+		e, ok := p.entry(o)
+		if !ok {
+			p.mu.RUnlock()
+			return nil, fmt.Errorf("%w: %s/%d has no index entry for offset %d", ErrCorrupt, p.t.name, p.id, o)
+		}
+		if len(ents) > 0 && total+int(e.Size) > opts.MaxBytes {
+			break
+		}
+		ents = append(ents, e)
+		total += int(e.Size)
+	}
+	p.mu.RUnlock()
+
+	// Read runs of nearby records with one pread each into one buffer.
+	type span struct {
+		pos  int64
+		at   int // where the span starts in buf
+		size int
+	}
+	var spans []span
+	bufSize := 0
+	for i := 0; i < len(ents); {
+		j := i + 1
+		last := ents[i].Pos + int64(ents[i].Size)
+		for j < len(ents) && ents[j].Pos >= last && ents[j].Pos-last <= coalesceGap && ents[j].Pos+int64(ents[j].Size)-ents[i].Pos <= int64(2*opts.MaxBytes+coalesceGap) {
+			last = ents[j].Pos + int64(ents[j].Size)
+			j++
+		}
+		spans = append(spans, span{pos: ents[i].Pos, at: bufSize, size: int(last - ents[i].Pos)})
+		bufSize += int(last - ents[i].Pos)
+		i = j
+	}
+	buf := make([]byte, bufSize)
+	for _, s := range spans {
+		if err := b.log.readAt(buf[s.at:s.at+s.size], s.pos); err != nil {
+			return nil, fmt.Errorf("read %s/%d at offset %d: %w", p.t.name, p.id, off, err)
+		}
+	}
+	res := &FetchResult{Messages: make([]FetchedMessage, len(ents)), StartOffset: start, EndOffset: end}
+	si := 0
+	for i, e := range ents {
+		for si+1 < len(spans) && spans[si+1].pos <= e.Pos {
+			si++
+		}
+		s := spans[si]
+		at := s.at + int(e.Pos-s.pos)
+		r, err := decodeRecord(buf[at : at+int(e.Size)])
+		if err != nil || r.Offset != off+int64(i) || r.CRC != e.CRC || int(r.Partition) != p.id || r.TopicID != p.t.id {
+			if err == nil {
+				err = fmt.Errorf("record at log position %d is offset %d of topic id %d partition %d", e.Pos, r.Offset, r.TopicID, r.Partition)
+			}
+			return nil, fmt.Errorf("%w: %s/%d offset %d: %v", ErrCorrupt, p.t.name, p.id, off+int64(i), err)
+		}
+		res.Messages[i] = FetchedMessage{
+			Offset:    r.Offset,
+			Timestamp: time.UnixMilli(r.Timestamp).UTC(),
+			Key:       r.Key,
+			Value:     r.Value,
+			ValueJSON: r.Attrs&attrValueJSON != 0,
+			Headers:   r.Headers,
+			CRC:       r.CRC,
+		}
+		b.stats.bytesOut.Add(int64(e.Size))
+	}
+	res.NextOffset = off + int64(len(ents))
+	return res, nil
+}

@@ -1,0 +1,271 @@
+package broker
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/imagomq/imago/broker/internal/dedupe"
+)
+
+// The flusher is the one goroutine that writes the commit log. Each round it takes every
+// queued produce request (up to MaxFlushBytes), encodes them into one buffer (one batch per
+// request, offsets assigned in queue order), writes it with one write(2), fsyncs once, then
+// applies the index entries, publishes the new readable ends and acknowledges every request.
+// Requests that arrive during the fsync wait for the next round: that is the group commit.
+
+type pendingEntry struct {
+	p   *partition
+	off int64
+	e   indexEntry
+}
+
+func (b *Broker) runFlusher() {
+	defer close(b.flusherDone)
+	var (
+		buf       []byte
+		entries   []pendingEntry
+		unsynced  []*partition // interval mode: written but not yet readable
+		lastSync  = time.Now()
+		intervalC <-chan time.Time
+		timer     *time.Timer
+	)
+	interval := b.opts.Fsync.Mode == FsyncInterval
+	for {
+		reqs, closing := b.take(intervalC)
+		if len(reqs) > 0 {
+			buf, entries, unsynced = b.flush(reqs, buf[:0], entries[:0], unsynced)
+		}
+		if interval && len(unsynced) > 0 {
+			if closing || time.Since(lastSync) >= b.opts.Fsync.Interval {
+				unsynced = b.syncAndPublish(unsynced)
+				lastSync = time.Now()
+				if timer != nil {
+					timer.Stop()
+				}
+				intervalC = nil
+			} else if intervalC == nil {
+				timer = time.NewTimer(b.opts.Fsync.Interval - time.Since(lastSync))
+				intervalC = timer.C
+			}
+		} else if intervalC != nil && len(reqs) == 0 {
+			intervalC = nil
+		}
+		if closing && len(reqs) == 0 {
+			if err := b.log.sync(); err != nil {
+				b.opts.Logger.Error("final fsync failed", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// take waits for queued requests and takes up to MaxFlushBytes of them (at least one).
+// It returns closing=true once Close was called and the queue is empty.
+func (b *Broker) take(tick <-chan time.Time) (reqs []*produceReq, closing bool) {
+	for {
+		b.qmu.Lock()
+		if len(b.queue) > 0 {
+			n, size := 0, 0
+			for n < len(b.queue) && (n == 0 || size+b.queue[n].size <= b.opts.MaxFlushBytes) {
+				size += b.queue[n].size
+				n++
+			}
+			reqs = make([]*produceReq, n)
+			copy(reqs, b.queue[:n])
+			rest := copy(b.queue, b.queue[n:])
+			clear(b.queue[rest:])
+			b.queue = b.queue[:rest]
+			b.qbytes -= int64(size)
+			b.qmu.Unlock()
+			return reqs, false
+		}
+		closing = b.closing
+		b.qmu.Unlock()
+		if closing {
+			return nil, true
+		}
+		select {
+		case <-b.qsig:
+		case <-tick:
+			return nil, false
+		}
+	}
+}
+
+// flush writes reqs as one group commit and acknowledges them.
+func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, unsynced []*partition) ([]byte, []pendingEntry, []*partition) {
+	b.stateMu.Lock()
+	failed := b.failed
+	b.stateMu.Unlock()
+	if failed != nil {
+		for _, r := range reqs {
+			r.err = failed
+			close(r.done)
+		}
+		return buf, entries, unsynced
+	}
+	now := b.opts.Now().UnixMilli()
+	var (
+		writeTime time.Duration
+		msgs      int
+		written   int
+		writeErr  error
+	)
+	writeOut := func() {
+		if len(buf) == 0 || writeErr != nil {
+			return
+		}
+		t := time.Now()
+		writeErr = b.log.write(buf)
+		writeTime += time.Since(t)
+		written += len(buf)
+		buf = buf[:0]
+	}
+	for _, r := range reqs {
+		if b.log.needsRoll(len(buf) + r.size) {
+			writeOut()
+			if writeErr == nil {
+				writeErr = b.log.roll()
+			}
+			if writeErr == nil {
+				buf = b.appendSnapshot(buf, now)
+			}
+		}
+		hdr := len(buf)
+		buf = grow(buf, batchHeaderSize)
+		r.offsets = make([]Position, len(r.msgs))
+		base := b.log.end.Load()
+		for i := range r.msgs {
+			p := r.t.parts[r.parts[i]]
+			off := p.next
+			p.next++
+			pos := base + int64(len(buf))
+			before := len(buf)
+			var crc uint32
+			buf, crc = appendRecord(buf, r.t.id, uint32(p.id), off, now, &r.msgs[i])
+			entries = append(entries, pendingEntry{p: p, off: off, e: indexEntry{Pos: pos, Size: uint32(len(buf) - before), CRC: crc, Timestamp: now}})
+			r.offsets[i] = Position{Partition: p.id, Offset: off}
+		}
+		h := batchHeader{Length: uint32(len(buf) - hdr), Type: batchMessages, Count: uint32(len(r.msgs)), Timestamp: now}
+		if r.hasKey {
+			h.Flags |= batchFlagKey
+			h.Key = r.key
+			h.Fingerprint = r.fp
+		}
+		putBatchHeader(buf[hdr:], h)
+		msgs += len(r.msgs)
+	}
+	writeOut()
+	var syncTime time.Duration
+	if writeErr == nil && b.opts.Fsync.Mode == FsyncAlways {
+		t := time.Now()
+		writeErr = b.log.sync()
+		syncTime = time.Since(t)
+	}
+	if writeErr != nil {
+		b.fail(writeErr, reqs)
+		return buf, entries[:0], unsynced
+	}
+
+	b.stateMu.Lock()
+	for _, pe := range entries {
+		if err := pe.p.writeEntry(pe.off, pe.e); err != nil {
+			b.stateMu.Unlock()
+			b.fail(err, reqs)
+			return buf, entries[:0], unsynced
+		}
+		pe.p.bytes.Add(int64(pe.e.Size))
+	}
+	for _, r := range reqs {
+		if r.hasKey {
+			e := dedupe.Entry{Key: r.key, Fingerprint: r.fp, Time: now, Offsets: make([]dedupe.Position, len(r.offsets))}
+			for i, o := range r.offsets {
+				e.Offsets[i] = dedupe.Position{Partition: int32(o.Partition), Offset: o.Offset}
+			}
+			if err := b.dedupe.Add(e); err != nil {
+				b.opts.Logger.Error("idempotency store add failed", "err", err)
+			}
+		}
+	}
+	b.appliedPos = b.log.end.Load()
+	for _, pe := range entries {
+		pe.p.written = pe.p.next
+	}
+	b.stateMu.Unlock()
+
+	// Publish: every touched partition's readable end moves to its next offset.
+	for _, pe := range entries {
+		if pe.p.end.Load() == pe.p.written {
+			continue
+		}
+		if b.opts.Fsync.Mode == FsyncInterval {
+			if !pe.p.pendingPublish {
+				pe.p.pendingPublish = true
+				unsynced = append(unsynced, pe.p)
+			}
+			continue
+		}
+		pe.p.publish(pe.p.written)
+	}
+	for _, r := range reqs {
+		close(r.done)
+	}
+	b.stats.messagesIn.Add(int64(msgs))
+	b.stats.bytesIn.Add(int64(written))
+	if b.opts.Observer != nil {
+		b.opts.Observer.Flushed(FlushStats{Requests: len(reqs), Messages: msgs, Bytes: written, Write: writeTime, Sync: syncTime})
+	}
+	if b.appliedPos-b.lastCkptPos.Load() >= b.opts.CheckpointBytes {
+		select {
+		case b.ckptSig <- struct{}{}:
+		default:
+		}
+	}
+	return buf, entries[:0], unsynced
+}
+
+// syncAndPublish (interval mode) fsyncs and then makes written messages readable.
+func (b *Broker) syncAndPublish(ps []*partition) []*partition {
+	if err := b.log.sync(); err != nil {
+		b.fail(err, nil)
+		return ps
+	}
+	for _, p := range ps {
+		p.pendingPublish = false
+		p.publish(p.written)
+	}
+	return ps[:0]
+}
+
+// fail puts the broker in the failed state after a write or fsync error: after a failed
+// fsync the kernel's view of the file is unknown, so nothing more is written until a restart
+// recovers the log from disk.
+func (b *Broker) fail(err error, reqs []*produceReq) {
+	err = fmt.Errorf("%w: commit log write failed, restart required: %v", ErrClosed, err)
+	b.stateMu.Lock()
+	if b.failed == nil {
+		b.failed = err
+		b.opts.Logger.Error("commit log failed; refusing writes until restart", "err", err)
+	}
+	b.stateMu.Unlock()
+	for _, r := range reqs {
+		r.err = err
+		close(r.done)
+	}
+}
+
+// appendSnapshot writes the snapshot batch that starts every new segment: every partition's
+// next offset, so a rebuild that starts at this segment knows them all.
+func (b *Broker) appendSnapshot(buf []byte, now int64) []byte {
+	hdr := len(buf)
+	buf = grow(buf, batchHeaderSize)
+	var count uint32
+	for _, t := range b.table.Load().byID {
+		for _, p := range t.parts {
+			buf, _ = appendRecord(buf, t.id, uint32(p.id), p.next, now, &Message{})
+			count++
+		}
+	}
+	putBatchHeader(buf[hdr:], batchHeader{Length: uint32(len(buf) - hdr), Type: batchSnapshot, Count: count, Timestamp: now})
+	return buf
+}

@@ -1,0 +1,210 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/imagomq/imago/broker/internal/dedupe"
+)
+
+// produceReq is one Produce call on its way through the flusher.
+type produceReq struct {
+	t     *topic
+	msgs  []Message
+	parts []int // chosen partition of each message
+	size  int   // encoded batch size
+
+	hasKey bool
+	key    dedupe.Key
+	fp     uint64
+
+	// Set by the flusher before done is closed.
+	offsets []Position
+	err     error
+	done    chan struct{}
+}
+
+// Produce appends msgs to topic as one unit: all are appended or none, also across a crash.
+// It returns after the messages are durable under the fsync policy. With a non-empty
+// idempotencyKey a repeat within the idempotency window returns the first result with
+// Duplicate set and appends nothing; a repeat with different messages gets ErrIdempotencyReused.
+// Once the request is queued it is not abandoned when ctx ends (it may already be on disk).
+// Errors: ErrUnknownTopic, ErrUnknownPartition, ErrMessageTooLarge, ErrInvalidArgument,
+// ErrBackpressure, ErrIdempotencyReused, ErrClosed.
+func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, idempotencyKey string) (ProduceResult, error) {
+	if b.closed.Load() {
+		return ProduceResult{}, ErrClosed
+	}
+	if len(msgs) == 0 {
+		return ProduceResult{}, fmt.Errorf("%w: a produce request needs at least one message", ErrInvalidArgument)
+	}
+	t, err := b.lookup(topicName)
+	if err != nil {
+		return ProduceResult{}, err
+	}
+	req := &produceReq{t: t, msgs: msgs, parts: make([]int, len(msgs)), size: batchHeaderSize, done: make(chan struct{})}
+	for i := range msgs {
+		m := &msgs[i]
+		rs := recordSize(m)
+		if rs-recordHeaderSize > b.opts.MaxMessageBytes {
+			return ProduceResult{}, fmt.Errorf("%w: message %d has %d bytes of key, headers and value; the limit is %d",
+				ErrMessageTooLarge, i, rs-recordHeaderSize, b.opts.MaxMessageBytes)
+		}
+		if len(m.Headers) > 0xffff {
+			return ProduceResult{}, fmt.Errorf("%w: message %d has %d headers; the limit is 65535", ErrInvalidArgument, i, len(m.Headers))
+		}
+		for _, h := range m.Headers {
+			if len(h.Key) > 0xffff {
+				return ProduceResult{}, fmt.Errorf("%w: message %d has a header name of %d bytes; the limit is 65535", ErrInvalidArgument, i, len(h.Key))
+			}
+		}
+		switch {
+		case m.Partition == -1 && m.Key != nil:
+			req.parts[i] = PartitionForKey(m.Key, len(t.parts))
+		case m.Partition == -1:
+			req.parts[i] = int((t.rr.Add(1) - 1) % uint32(len(t.parts)))
+		case m.Partition < 0 || m.Partition >= len(t.parts):
+			return ProduceResult{}, fmt.Errorf("%w: message %d names partition %d; topic %q has partitions 0..%d",
+				ErrUnknownPartition, i, m.Partition, t.name, len(t.parts)-1)
+		default:
+			req.parts[i] = m.Partition
+		}
+		req.size += rs
+	}
+	if req.size > maxBatchBytes {
+		return ProduceResult{}, fmt.Errorf("%w: request of %d bytes", ErrMessageTooLarge, req.size)
+	}
+	if idempotencyKey == "" {
+		return b.submit(req)
+	}
+	req.hasKey = true
+	req.key = idemKey(t.name, idempotencyKey)
+	req.fp = fingerprint(msgs)
+	for {
+		res, done, err := b.idemBegin(req)
+		if done {
+			return res, err
+		}
+		if err == nil {
+			break
+		}
+	}
+	res, err := b.submit(req)
+	b.idemMu.Lock()
+	delete(b.inflight, req.key)
+	b.idemMu.Unlock()
+	return res, err
+}
+
+// idemBegin checks req's key. done reports that the answer is final (a duplicate or an error);
+// otherwise a nil err means req is now the key's in-flight request, and a non-nil err means
+// an earlier in-flight request with the key failed and the caller should check again.
+func (b *Broker) idemBegin(req *produceReq) (res ProduceResult, done bool, err error) {
+	b.idemMu.Lock()
+	if e, ok := b.dedupe.Get(req.key); ok {
+		b.idemMu.Unlock()
+		if e.Fingerprint != req.fp {
+			return res, true, fmt.Errorf("%w: the key was first used %s", ErrIdempotencyReused, "with other messages")
+		}
+		res.Duplicate = true
+		res.Offsets = make([]Position, len(e.Offsets))
+		for i, o := range e.Offsets {
+			res.Offsets[i] = Position{Partition: int(o.Partition), Offset: o.Offset}
+		}
+		return res, true, nil
+	}
+	if other, ok := b.inflight[req.key]; ok {
+		b.idemMu.Unlock()
+		<-other.done
+		if other.err != nil {
+			return res, false, other.err
+		}
+		if other.fp != req.fp {
+			return res, true, fmt.Errorf("%w: the key is in use by a request with other messages", ErrIdempotencyReused)
+		}
+		return ProduceResult{Offsets: append([]Position(nil), other.offsets...), Duplicate: true}, true, nil
+	}
+	b.inflight[req.key] = req
+	b.idemMu.Unlock()
+	return res, false, nil
+}
+
+// submit queues req for the flusher and waits for its outcome.
+func (b *Broker) submit(req *produceReq) (ProduceResult, error) {
+	b.qmu.Lock()
+	if b.closing {
+		b.qmu.Unlock()
+		return ProduceResult{}, ErrClosed
+	}
+	if b.qbytes > 0 && b.qbytes+int64(req.size) > b.opts.MaxPendingBytes {
+		b.qmu.Unlock()
+		return ProduceResult{}, ErrBackpressure
+	}
+	b.queue = append(b.queue, req)
+	b.qbytes += int64(req.size)
+	b.qmu.Unlock()
+	b.signal()
+	<-req.done
+	if req.err != nil {
+		return ProduceResult{}, req.err
+	}
+	return ProduceResult{Offsets: req.offsets}, nil
+}
+
+func (b *Broker) signal() {
+	select {
+	case b.qsig <- struct{}{}:
+	default:
+	}
+}
+
+// idemKey scopes a client's key to its topic and hashes it to a fixed size.
+func idemKey(topic, key string) dedupe.Key {
+	h := sha256.New()
+	h.Write([]byte(topic))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	var k dedupe.Key
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+// fingerprint identifies a request's content (requested partitions, keys, headers, values) so
+// that a key reused for other messages is caught. Two CRCs of one length-prefixed encoding.
+func fingerprint(msgs []Message) uint64 {
+	c := crc32.New(castagnoli)
+	d := crc32.NewIEEE()
+	var n [8]byte
+	put := func(b []byte) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		c.Write(n[:])
+		d.Write(n[:])
+		c.Write(b)
+		d.Write(b)
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		flags := []byte{0, 0}
+		if m.Key != nil {
+			flags[0] = 1
+		}
+		if m.ValueJSON {
+			flags[1] = 1
+		}
+		put(flags)
+		var part [12]byte
+		binary.BigEndian.PutUint64(part[:], uint64(int64(m.Partition)))
+		binary.BigEndian.PutUint32(part[8:], uint32(len(m.Headers)))
+		put(part[:])
+		put(m.Key)
+		for _, h := range m.Headers {
+			put([]byte(h.Key))
+			put([]byte(h.Value))
+		}
+		put(m.Value)
+	}
+	return uint64(c.Sum32())<<32 | uint64(d.Sum32())
+}

@@ -1,0 +1,323 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/imagomq/imago/broker/internal/dedupe"
+)
+
+// Recovery on open:
+//  1. With a readable checkpoint, load each partition's index segments and check the last
+//     checkpointed entry against the record it points to. Any mismatch (a missing or damaged
+//     index), a checkpoint past the end of the log, or no checkpoint at all means a full
+//     rebuild: the index directory is dropped and the whole log is replayed.
+//  2. Replay the log from the checkpoint position: every batch is verified (header CRC, each
+//     record's CRC, record count); its records are re-indexed and its idempotency key
+//     remembered again.
+//  3. The first batch that fails verification is the torn tail: the log is cut there. The cut
+//     bytes are copied to repair/ first, and any later segment is moved there whole, so
+//     nothing is destroyed silently.
+
+// errRebuild asks for a full rebuild.
+var errRebuild = errors.New("index does not match the log")
+
+func (b *Broker) recover(cp *checkpointFile) error {
+	if cp != nil {
+		err := b.loadIndexes(cp)
+		if err == nil {
+			err = b.replay(cp.Position, false, cp.Position)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errRebuild) {
+			return err
+		}
+		b.opts.Logger.Warn("rebuilding every index from the log", "reason", err)
+	}
+	if err := b.resetIndexes(); err != nil {
+		return err
+	}
+	dedupeFrom := int64(0)
+	if cp != nil {
+		dedupeFrom = cp.Position
+	}
+	return b.replay(b.log.start(), true, dedupeFrom)
+}
+
+// loadIndexes opens every partition's index segments and restores its offsets from cp.
+func (b *Broker) loadIndexes(cp *checkpointFile) error {
+	if cp.Position > b.log.end.Load() || cp.Position < b.log.start() {
+		return fmt.Errorf("%w: checkpoint position %d outside the log [%d, %d]", errRebuild, cp.Position, b.log.start(), b.log.end.Load())
+	}
+	state := make(map[[2]int64]checkpointPart, len(cp.Partitions))
+	for _, c := range cp.Partitions {
+		state[[2]int64{int64(c.Topic), int64(c.Partition)}] = c
+	}
+	for _, t := range b.table.Load().byID {
+		for _, p := range t.parts {
+			c, ok := state[[2]int64{int64(t.id), int64(p.id)}]
+			if !ok {
+				// Created after the checkpoint: whatever index it has is replayed anew.
+				if err := os.RemoveAll(p.dir); err != nil {
+					return fmt.Errorf("reset index of %s/%d: %w", t.name, p.id, err)
+				}
+				continue
+			}
+			bases, err := listIndexSegments(p.dir)
+			if err != nil {
+				return fmt.Errorf("list index of %s/%d: %w", t.name, p.id, err)
+			}
+			for i, base := range bases {
+				if base%p.entries != 0 || (i > 0 && base != bases[i-1]+p.entries) {
+					return fmt.Errorf("%w: index segments of %s/%d are not contiguous", errRebuild, t.name, p.id)
+				}
+				s, err := openIndexSegment(p.dir, base, int(p.entries), false)
+				if err != nil {
+					return fmt.Errorf("%w: %v", errRebuild, err)
+				}
+				p.segs = append(p.segs, s)
+			}
+			start := c.Start
+			if len(p.segs) > 0 && p.segs[0].base > start {
+				start = p.segs[0].base // retention deleted segments after the checkpoint
+			}
+			if start > c.End {
+				start = c.End
+			}
+			p.start.Store(start)
+			p.next, p.written = c.End, c.End
+			p.bytes.Store(c.Bytes)
+			if c.End > start {
+				if err := b.verifyEntry(p, c.End-1); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// verifyEntry checks that the index entry of off points at the record it should.
+func (b *Broker) verifyEntry(p *partition, off int64) error {
+	e, ok := p.entry(off)
+	if !ok {
+		return fmt.Errorf("%w: %s/%d has no index entry for offset %d", errRebuild, p.t.name, p.id, off)
+	}
+	if e.Size < recordHeaderSize || e.Size > maxBatchBytes {
+		return fmt.Errorf("%w: %s/%d offset %d has a bad index entry", errRebuild, p.t.name, p.id, off)
+	}
+	buf := make([]byte, e.Size)
+	if err := b.log.readAt(buf, e.Pos); err != nil {
+		return fmt.Errorf("%w: %s/%d offset %d: %v", errRebuild, p.t.name, p.id, off, err)
+	}
+	r, err := decodeRecord(buf)
+	if err != nil || r.TopicID != p.t.id || int(r.Partition) != p.id || r.Offset != off || r.CRC != e.CRC {
+		return fmt.Errorf("%w: %s/%d offset %d does not point at its record", errRebuild, p.t.name, p.id, off)
+	}
+	return nil
+}
+
+// resetIndexes drops every index so a full replay can rebuild them.
+func (b *Broker) resetIndexes() error {
+	for _, t := range b.table.Load().byID {
+		for _, p := range t.parts {
+			if err := p.close(); err != nil {
+				return err
+			}
+			p.start.Store(0)
+			p.end.Store(0)
+			p.bytes.Store(0)
+			p.next, p.written = 0, 0
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(b.opts.Dir, "index")); err != nil {
+		return fmt.Errorf("reset indexes: %w", err)
+	}
+	return nil
+}
+
+// replay re-indexes the log from pos to its end and cuts a torn tail. In a rebuild, a
+// partition's first record (or snapshot) sets its start; batches before dedupeFrom are
+// already in the idempotency store.
+func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
+	from := pos
+	end := b.log.end.Load()
+	byID := b.table.Load().byID
+	rd := newLogReader(b.log, pos, end)
+	var recs []record
+	var cut error
+	for pos < end {
+		raw, err := rd.batch(pos)
+		if err != nil {
+			cut = err
+			break
+		}
+		bv, err := decodeBatch(raw, recs)
+		if err != nil {
+			cut = err
+			break
+		}
+		recs = bv.Records
+		if err := b.applyReplayed(pos, bv, byID, rebuild, pos >= dedupeFrom); err != nil {
+			if rebuild || !errors.Is(err, errRebuild) {
+				return err
+			}
+			return err
+		}
+		pos += int64(bv.Header.Length)
+	}
+	if cut != nil {
+		if err := b.cutTail(pos, end, cut); err != nil {
+			return err
+		}
+	}
+	for _, t := range byID {
+		for _, p := range t.parts {
+			p.written = p.next
+			p.publish(p.next)
+		}
+	}
+	b.appliedPos = pos
+	b.stats.recovered = pos - from
+	return nil
+}
+
+func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, rebuild, addDedupe bool) error {
+	offsets := make([]dedupe.Position, 0, len(bv.Records))
+	recPos := pos + batchHeaderSize
+	for _, r := range bv.Records {
+		t, ok := byID[r.TopicID]
+		if !ok || int(r.Partition) >= len(t.parts) {
+			return fmt.Errorf("%w: record at %d names topic id %d partition %d, which do not exist", errRebuild, recPos, r.TopicID, r.Partition)
+		}
+		p := t.parts[r.Partition]
+		if rebuild && r.Offset > p.next && p.next == p.start.Load() {
+			// The partition's earlier records were deleted by retention.
+			p.next = r.Offset
+			p.start.Store(r.Offset)
+		}
+		if bv.Header.Type == batchSnapshot {
+			recPos += int64(r.Size)
+			continue
+		}
+		if r.Offset != p.next {
+			return fmt.Errorf("%w: record at %d has offset %d, partition %s/%d expects %d", errRebuild, recPos, r.Offset, t.name, p.id, p.next)
+		}
+		if err := p.writeEntry(r.Offset, indexEntry{Pos: recPos, Size: uint32(r.Size), CRC: r.CRC, Timestamp: r.Timestamp}); err != nil {
+			return err
+		}
+		p.next++
+		p.bytes.Add(int64(r.Size))
+		offsets = append(offsets, dedupe.Position{Partition: int32(p.id), Offset: r.Offset})
+		recPos += int64(r.Size)
+	}
+	if addDedupe && bv.Header.Type == batchMessages && bv.Header.Flags&batchFlagKey != 0 {
+		if time.Duration(b.opts.Now().UnixMilli()-bv.Header.Timestamp)*time.Millisecond < b.opts.IdempotencyWindow {
+			if err := b.dedupe.Add(dedupe.Entry{Key: bv.Header.Key, Fingerprint: bv.Header.Fingerprint, Time: bv.Header.Timestamp, Offsets: offsets}); err != nil {
+				return fmt.Errorf("replay idempotency key: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// cutTail truncates the log at pos after saving the bytes [pos, end) under repair/.
+func (b *Broker) cutTail(pos, end int64, why error) error {
+	repair := filepath.Join(b.opts.Dir, "repair", strconv.FormatInt(b.opts.Now().UnixMilli(), 10))
+	if err := os.MkdirAll(repair, 0o755); err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	active := b.log.activeBase()
+	saveEnd := end
+	if active > pos {
+		saveEnd = min(end, b.segmentEnd(pos))
+	}
+	if n := saveEnd - pos; n > 0 && n <= 64<<20 {
+		buf := make([]byte, n)
+		if err := b.log.readAt(buf, pos); err == nil {
+			_ = os.WriteFile(filepath.Join(repair, fmt.Sprintf("tail-at-%020d.bin", pos)), buf, 0o644)
+		}
+	}
+	if active > pos {
+		b.opts.Logger.Error("log damaged before its last segment; later segments moved aside",
+			"position", pos, "repair_dir", repair, "reason", why)
+	} else {
+		b.opts.Logger.Warn("torn tail cut", "position", pos, "bytes", end-pos, "reason", why)
+	}
+	if err := b.log.truncate(pos, repair); err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
+	b.stats.truncated = end - pos
+	return nil
+}
+
+func (b *Broker) segmentEnd(pos int64) int64 {
+	for _, s := range b.log.segmentBounds() {
+		if pos >= s[0] && pos < s[1] {
+			return s[1]
+		}
+	}
+	return pos
+}
+
+// logReader reads batches sequentially through a large buffer.
+type logReader struct {
+	log        *commitLog
+	end        int64
+	buf        []byte
+	start, lim int64 // buf holds log bytes [start, lim)
+}
+
+func newLogReader(l *commitLog, pos, end int64) *logReader {
+	return &logReader{log: l, end: end, buf: make([]byte, 4<<20), start: pos, lim: pos}
+}
+
+// batch returns the bytes of the batch at pos (verified only for length).
+func (r *logReader) batch(pos int64) ([]byte, error) {
+	hdr, err := r.bytes(pos, batchHeaderSize)
+	if err != nil {
+		return nil, err
+	}
+	h, err := parseBatchHeader(hdr)
+	if err != nil {
+		return nil, err
+	}
+	return r.bytes(pos, int(h.Length))
+}
+
+func (r *logReader) bytes(pos int64, n int) ([]byte, error) {
+	if pos+int64(n) > r.end {
+		return nil, fmt.Errorf("%w: %d bytes at %d run past the end of the log (%d)", errTorn, n, pos, r.end)
+	}
+	if pos >= r.start && pos+int64(n) <= r.lim {
+		return r.buf[pos-r.start : pos-r.start+int64(n)], nil
+	}
+	if n > len(r.buf) {
+		r.buf = make([]byte, n)
+	}
+	want := min(int64(len(r.buf)), r.end-pos)
+	segEnd := r.segEnd(pos)
+	if pos+want > segEnd && pos+int64(n) <= segEnd {
+		want = segEnd - pos // a batch never spans segments; do not read across one needlessly
+	}
+	if err := r.log.readAt(r.buf[:want], pos); err != nil {
+		return nil, fmt.Errorf("%w: %v", errTorn, err)
+	}
+	r.start, r.lim = pos, pos+want
+	return r.buf[:n], nil
+}
+
+func (r *logReader) segEnd(pos int64) int64 {
+	for _, s := range r.log.segmentBounds() {
+		if pos >= s[0] && pos < s[1] {
+			return s[1]
+		}
+	}
+	return r.end
+}

@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"time"
+)
+
+// Retention deletes whole segments. Per partition, an index segment goes when it is not the
+// last one and either its newest message is older than the topic's retention age or the
+// partition without it still holds at least the topic's retention bytes; the partition's
+// start offset moves past it. A commit-log segment goes when no partition still has a
+// message in it (and the last checkpoint is past it). Because all partitions share the log,
+// a topic with long retention keeps the log segments its messages live in; their space is
+// reclaimed once every topic with data in them has let go.
+
+func (b *Broker) runRetention() {
+	defer b.wg.Done()
+	tick := time.NewTicker(b.opts.RetentionCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-tick.C:
+			b.EnforceRetention()
+		}
+	}
+}
+
+// EnforceRetention runs one retention pass now. It is also run every RetentionCheckInterval.
+func (b *Broker) EnforceRetention() {
+	now := b.opts.Now().UnixMilli()
+	var removed []*indexSegment
+	b.stateMu.Lock()
+	minPos := b.lastCkptPos.Load()
+	changed := false
+	for _, t := range b.table.Load().byID {
+		age, size := b.retention(t)
+		for _, p := range t.parts {
+			for {
+				p.mu.RLock()
+				if len(p.segs) < 2 || p.segs[0].base+p.entries > p.written {
+					p.mu.RUnlock()
+					break
+				}
+				first := p.segs[0]
+				segEnd := first.base + p.entries
+				newest, _ := p.entry(segEnd - 1)
+				var segBytes int64
+				for o := max(p.start.Load(), first.base); o < segEnd; o++ {
+					e, _ := p.entry(o)
+					segBytes += int64(e.Size)
+				}
+				p.mu.RUnlock()
+				expired := age > 0 && newest.Timestamp < now-age.Milliseconds()
+				oversize := size > 0 && p.bytes.Load()-segBytes >= size
+				if !expired && !oversize {
+					break
+				}
+				p.mu.Lock()
+				first.removed = true
+				p.segs = p.segs[1:]
+				p.start.Store(segEnd)
+				p.bytes.Add(-segBytes)
+				p.mu.Unlock()
+				removed = append(removed, first)
+				changed = true
+				b.opts.Logger.Info("retention removed index segment", "topic", t.name, "partition", p.id,
+					"base", first.base, "expired", expired, "oversize", oversize)
+			}
+			p.mu.RLock()
+			if p.start.Load() < p.written {
+				if e, ok := p.entry(p.start.Load()); ok && e.Pos < minPos {
+					minPos = e.Pos
+				}
+			}
+			p.mu.RUnlock()
+		}
+	}
+	if changed {
+		b.lastCkptPos.Store(-1) // the next checkpoint records the new start offsets
+	}
+	b.stateMu.Unlock()
+	for _, s := range removed {
+		if err := s.remove(); err != nil {
+			b.opts.Logger.Error("remove index segment", "err", err)
+		}
+	}
+	if changed {
+		// Record the new start offsets before the log they pointed into can go.
+		if err := b.checkpoint(); err != nil {
+			b.opts.Logger.Error("retention: checkpoint", "err", err)
+			return
+		}
+	}
+	if minPos > 0 {
+		if freed, err := b.log.deleteBefore(minPos); err != nil {
+			b.opts.Logger.Error("retention: delete log segment", "err", err)
+		} else if freed > 0 {
+			b.opts.Logger.Info("retention removed log segments", "bytes", freed, "before", minPos)
+		}
+	}
+	if err := b.dedupe.Expire(); err != nil {
+		b.opts.Logger.Error("retention: expire idempotency keys", "err", err)
+	}
+}
