@@ -217,3 +217,19 @@ func (b *Broker) Stats() Stats {
 	s.IdempotencyKeys = b.dedupe.Len()
 	return s
 }
+
+// abandon stops the broker the way a crash would, as far as the disk is concerned: pending
+// requests are flushed as usual, but no final checkpoint is written. Tests use it.
+func (b *Broker) abandon() {
+	b.closeOnce.Do(func() {
+		b.closed.Store(true)
+		b.qmu.Lock()
+		b.closing = true
+		b.qmu.Unlock()
+		b.signal()
+		<-b.flusherDone
+		close(b.stop)
+		b.wg.Wait()
+		b.closeFiles()
+	})
+}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"math"
 	"time"
 )
 
@@ -31,7 +32,7 @@ func (b *Broker) EnforceRetention() {
 	now := b.opts.Now().UnixMilli()
 	var removed []*indexSegment
 	b.stateMu.Lock()
-	minPos := b.lastCkptPos.Load()
+	minPos := int64(math.MaxInt64)
 	changed := false
 	for _, t := range b.table.Load().byID {
 		age, size := b.retention(t)
@@ -92,6 +93,7 @@ func (b *Broker) EnforceRetention() {
 			return
 		}
 	}
+	minPos = min(minPos, b.lastCkptPos.Load())
 	if minPos > 0 {
 		if freed, err := b.log.deleteBefore(minPos); err != nil {
 			b.opts.Logger.Error("retention: delete log segment", "err", err)

@@ -1,0 +1,107 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestIdempotencyKey(t *testing.T) {
+	for _, restart := range []string{"none", "clean", "crash"} {
+		t.Run(restart, func(t *testing.T) {
+			dir := t.TempDir()
+			b := mustOpen(t, testOptions(t, dir))
+			mustCreate(t, b, "t", 2)
+			req := []Message{{Value: []byte("pay-1"), Partition: -1}, {Value: []byte("pay-2"), Partition: -1}}
+			first, err := b.Produce(context.Background(), "t", req, "order-42")
+			if err != nil || first.Duplicate {
+				t.Fatalf("first: %+v %v", first, err)
+			}
+			switch restart {
+			case "clean":
+				b.Close()
+				b = mustOpen(t, testOptions(t, dir))
+			case "crash":
+				b.abandon() // the key lives only in the log: replay must bring it back
+				b = mustOpen(t, testOptions(t, dir))
+			}
+			defer b.Close()
+			again, err := b.Produce(context.Background(), "t", req, "order-42")
+			if err != nil || !again.Duplicate {
+				t.Fatalf("repeat: %+v %v", again, err)
+			}
+			for i := range first.Offsets {
+				if again.Offsets[i] != first.Offsets[i] {
+					t.Fatalf("repeat offsets %v, first %v", again.Offsets, first.Offsets)
+				}
+			}
+			n := len(fetchAll(t, b, "t", 0)) + len(fetchAll(t, b, "t", 1))
+			if n != 2 {
+				t.Fatalf("topic holds %d messages, want one copy of 2", n)
+			}
+			_, err = b.Produce(context.Background(), "t", []Message{msg("other")}, "order-42")
+			if !errors.Is(err, ErrIdempotencyReused) {
+				t.Fatalf("key reused with other messages: %v", err)
+			}
+			// The same key on another topic is another key.
+			mustCreate(t, b, "u", 1)
+			if res, err := b.Produce(context.Background(), "u", req, "order-42"); err != nil || res.Duplicate {
+				t.Fatalf("other topic: %+v %v", res, err)
+			}
+		})
+	}
+}
+
+func TestIdempotencyConcurrentSameKey(t *testing.T) {
+	b := mustOpen(t, testOptions(t, t.TempDir()))
+	defer b.Close()
+	mustCreate(t, b, "t", 1)
+	const n = 16
+	var wg sync.WaitGroup
+	results := make([]ProduceResult, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			res, err := b.Produce(context.Background(), "t", []Message{msg("once")}, "k")
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = res
+		}(i)
+	}
+	wg.Wait()
+	originals := 0
+	for _, r := range results {
+		if !r.Duplicate {
+			originals++
+		}
+		if r.Offsets[0] != (Position{0, 0}) {
+			t.Fatalf("offsets %v", r.Offsets)
+		}
+	}
+	if originals != 1 || len(fetchAll(t, b, "t", 0)) != 1 {
+		t.Fatalf("%d originals, %d stored", originals, len(fetchAll(t, b, "t", 0)))
+	}
+}
+
+func TestIdempotencyWindowExpires(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	o := testOptions(t, t.TempDir())
+	o.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	o.IdempotencyWindow = time.Hour
+	b := mustOpen(t, o)
+	defer b.Close()
+	mustCreate(t, b, "t", 1)
+	b.Produce(context.Background(), "t", []Message{msg("a")}, "k")
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	res, err := b.Produce(context.Background(), "t", []Message{msg("a")}, "k")
+	if err != nil || res.Duplicate || res.Offsets[0].Offset != 1 {
+		t.Fatalf("after the window: %+v %v", res, err)
+	}
+}

@@ -1,0 +1,434 @@
+// Package dedupe remembers the idempotency keys of produce requests for a time window, durably
+// enough to survive a restart together with the broker's checkpoint/replay.
+//
+// The broker appends every produce request as one batch to its commit log; a batch header
+// carries the request's key hash and fingerprint. After the flusher fsyncs a batch it calls
+// Store.Add. Adds are appended to the current dedupe file through a buffer and are not fsynced
+// one by one: the broker's periodic checkpoint calls Store.Sync, which makes everything added so
+// far durable and returns a Checkpoint that the broker keeps in its own checkpoint file. On
+// restart the broker calls Open with that Checkpoint and then replays its commit log from its
+// checkpoint position, calling Add again for every replayed batch that has a key. Open therefore
+// loads exactly what the Checkpoint covers and discards everything written after it (it truncates
+// the checkpointed file at the checkpointed size and deletes newer files): replay adds those
+// entries again, once each. Entries added after the last Sync and lost in a crash are fine for the
+// same reason.
+//
+// Files are rotated every Options.Rotate and deleted by Expire once every entry in them is older
+// than the window. In memory an entry keeps its offsets as runs (partition, first offset, count),
+// the same shape as on disk; Get expands them into a new slice. See format.go for the file format.
+//
+// Concurrency: Get may be called from any number of goroutines. Add, Sync, Expire and Close are
+// meant for one goroutine (the broker's flusher); they are serialized by a mutex and never make
+// Get wait for the disk. The package starts no goroutines.
+package dedupe
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Key is the hash of an idempotency key.
+type Key [16]byte
+
+// Position is where one message of a request was appended.
+type Position struct {
+	Partition int32
+	Offset    int64
+}
+
+// Entry is the remembered outcome of one produce request.
+type Entry struct {
+	Key         Key
+	Fingerprint uint64     // hash of the request's messages; a repeat with another fingerprint is a misuse
+	Time        int64      // unix milliseconds when it was appended
+	Offsets     []Position // one per message, in request order
+}
+
+// Checkpoint is a durable point in the dedupe files: every entry of every file older than File,
+// and the first Size bytes of File. The zero value means nothing is durable yet.
+type Checkpoint struct {
+	File string // base name of the file, e.g. "00000001700000000000.dedupe"
+	Size int64
+}
+
+// Options configure a Store.
+type Options struct {
+	// Dir is the directory of the dedupe files; it is created if missing. Required.
+	Dir string
+	// Window is how long an entry is remembered: entries older than this are forgotten.
+	// Default 24h. Time is counted in whole milliseconds.
+	Window time.Duration
+	// Rotate is how often Add starts a new file. Default Window/24.
+	Rotate time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+var errClosed = errors.New("dedupe: store is closed")
+
+// slowSync is the fsync duration above which a warning is logged.
+const slowSync = time.Second
+
+// Store is an open dedupe directory. See the package comment for who calls what.
+type Store struct {
+	dir      string
+	now      func() time.Time
+	windowMs int64
+	rotateMs int64
+
+	mu sync.RWMutex // guards m; Get holds it shared, writers hold wmu too
+	m  map[Key]record
+
+	wmu         sync.Mutex // serializes Add, Sync, Expire and Close; guards everything below
+	q           []queued   // keys in the order added, for Expire; q[qHead:] is live
+	qHead       int
+	files       []*file // every file kept, oldest first; cur is the last when not nil
+	cur         *file   // the file Add appends to; nil until the first Add after Open
+	w           *bufio.Writer
+	unsynced    []*file // rotated away from, not yet fsynced; still open
+	dirDirty    bool    // a file was created or deleted since the directory was last fsynced
+	lastCP      Checkpoint
+	lastCreated int64 // the newest file name ever seen, so names never repeat
+	scratch     []byte
+	err         error // the first write or fsync error; the store is unusable after it
+	closed      bool
+}
+
+type queued struct {
+	key  Key
+	time int64
+}
+
+// file is one dedupe file.
+type file struct {
+	name    string
+	created int64 // unix ms, from the name
+	size    int64
+	newest  int64    // newest entry time in the file; math.MinInt64 when empty
+	f       *os.File // open while written to or waiting for its fsync
+}
+
+// Open opens (creating if needed) the dedupe directory opts.Dir and restores the state that cp
+// covers: it loads every entry of the files older than cp.File and of cp.File up to cp.Size,
+// truncates cp.File there, deletes files newer than cp.File (all files for a zero cp), and cuts any
+// file at its first torn or corrupt entry. A cp.File that no longer exists is accepted only when
+// Expire could have deleted it (it was created more than Window ago).
+func Open(opts Options, cp Checkpoint) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("dedupe: open: Options.Dir is required")
+	}
+	if opts.Window <= 0 {
+		opts.Window = 24 * time.Hour
+	}
+	if opts.Rotate <= 0 {
+		opts.Rotate = opts.Window / 24
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("dedupe: open: %w", err)
+	}
+	s := &Store{
+		dir:      opts.Dir,
+		now:      opts.Now,
+		windowMs: max(opts.Window.Milliseconds(), 1),
+		rotateMs: max(opts.Rotate.Milliseconds(), 1),
+		m:        make(map[Key]record),
+	}
+	if err := s.recover(cp); err != nil {
+		return nil, fmt.Errorf("dedupe: open %s: %w", opts.Dir, err)
+	}
+	return s, nil
+}
+
+func (s *Store) nowMs() int64 { return s.now().UnixMilli() }
+
+// visible reports whether an entry of time t is still within the window at now.
+func (s *Store) visible(t, now int64) bool { return t >= now-s.windowMs }
+
+// Get returns the entry of k if it is within the window. The returned Offsets are the caller's.
+func (s *Store) Get(k Key) (Entry, bool) {
+	now := s.nowMs()
+	s.mu.RLock()
+	r, ok := s.m[k]
+	s.mu.RUnlock()
+	if !ok || !s.visible(r.time, now) {
+		return Entry{}, false
+	}
+	return Entry{Key: k, Fingerprint: r.fp, Time: r.time, Offsets: expand(r.runs)}, true
+}
+
+// Len returns the number of entries held in memory, including entries past the window that
+// Expire has not dropped yet.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.m)
+}
+
+// Add remembers e and appends it to the current file (buffered; Sync makes it durable).
+//
+// Adding an entry that is already remembered with the same fingerprint and offsets is a no-op,
+// so an overlapping replay cannot double it. Adding a key that is remembered within the window
+// with another fingerprint or other offsets is an error and changes nothing. An entry already
+// older than the window is ignored. Partitions and offsets must not be negative. After a write
+// error every later Add and Sync fails: reopen the store (the broker restarts and replays).
+func (s *Store) Add(e Entry) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	now := s.nowMs()
+	if !s.visible(e.Time, now) {
+		return nil
+	}
+	runs, err := makeRuns(e.Offsets)
+	if err != nil {
+		return fmt.Errorf("dedupe: add %x: %w", e.Key, err)
+	}
+	rec := record{fp: e.Fingerprint, time: e.Time, runs: runs}
+	// Only writers change m and they hold wmu: reading it here needs no read lock.
+	if old, ok := s.m[e.Key]; ok && s.visible(old.time, now) {
+		if old.fp == rec.fp && equalRuns(old.runs, rec.runs) {
+			return nil
+		}
+		return fmt.Errorf("dedupe: add %x: key is remembered with another request (fingerprint %016x, now %016x)",
+			e.Key, old.fp, rec.fp)
+	}
+	frame := encodeFrame(s.scratch[:0], e.Key, rec)
+	if len(frame)-frameHeaderSize > maxPayload {
+		return fmt.Errorf("dedupe: add %x: entry of %d bytes is larger than %d", e.Key, len(frame), maxPayload)
+	}
+	if cap(frame) <= 1<<20 {
+		s.scratch = frame
+	}
+	if err := s.rotateIfDue(now); err != nil {
+		return s.fail(err)
+	}
+	if _, err := s.w.Write(frame); err != nil {
+		return s.fail(fmt.Errorf("dedupe: append to %s: %w", s.cur.name, err))
+	}
+	s.cur.size += int64(len(frame))
+	s.cur.newest = max(s.cur.newest, e.Time)
+	s.q = append(s.q, queued{key: e.Key, time: e.Time})
+	s.mu.Lock()
+	s.m[e.Key] = rec
+	s.mu.Unlock()
+	return nil
+}
+
+// rotateIfDue starts a new current file when there is none or the current one is Rotate old.
+func (s *Store) rotateIfDue(now int64) error {
+	if s.cur != nil && now-s.cur.created < s.rotateMs {
+		return nil
+	}
+	if s.cur != nil {
+		if err := s.w.Flush(); err != nil {
+			return fmt.Errorf("dedupe: flush %s: %w", s.cur.name, err)
+		}
+		s.unsynced = append(s.unsynced, s.cur)
+		s.cur = nil
+	}
+	created := max(now, s.lastCreated+1, 0)
+	name := fileName(created)
+	f, err := os.OpenFile(filepath.Join(s.dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("dedupe: create file: %w", err)
+	}
+	s.lastCreated = created
+	s.cur = &file{name: name, created: created, newest: math.MinInt64, f: f}
+	s.files = append(s.files, s.cur)
+	s.dirDirty = true
+	if s.w == nil {
+		s.w = bufio.NewWriterSize(f, 64<<10)
+	} else {
+		s.w.Reset(f)
+	}
+	return nil
+}
+
+// Sync writes and fsyncs everything added so far (and the directory after a rotation or a
+// deletion) and returns the durable point, for the broker's checkpoint.
+func (s *Store) Sync() (Checkpoint, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.usable(); err != nil {
+		return Checkpoint{}, err
+	}
+	if err := s.syncLocked(); err != nil {
+		return Checkpoint{}, s.fail(err)
+	}
+	return s.lastCP, nil
+}
+
+func (s *Store) syncLocked() error {
+	if s.cur != nil {
+		if err := s.w.Flush(); err != nil {
+			return fmt.Errorf("dedupe: flush %s: %w", s.cur.name, err)
+		}
+	}
+	// Older files first: a checkpoint naming cur covers every file before it.
+	for len(s.unsynced) > 0 {
+		f := s.unsynced[0]
+		if err := syncFile(f.f); err != nil {
+			return fmt.Errorf("dedupe: fsync %s: %w", f.name, err)
+		}
+		if err := f.f.Close(); err != nil {
+			return fmt.Errorf("dedupe: close %s: %w", f.name, err)
+		}
+		f.f = nil
+		s.unsynced = s.unsynced[1:]
+	}
+	if s.cur != nil {
+		if err := syncFile(s.cur.f); err != nil {
+			return fmt.Errorf("dedupe: fsync %s: %w", s.cur.name, err)
+		}
+	}
+	if s.dirDirty {
+		if err := syncDir(s.dir); err != nil {
+			return err
+		}
+		s.dirDirty = false
+	}
+	if s.cur != nil {
+		s.lastCP = Checkpoint{File: s.cur.name, Size: s.cur.size}
+	}
+	return nil
+}
+
+// Expire drops the entries older than the window from memory and deletes every file whose newest
+// entry is older than the window and that was itself created before the window began. The
+// current file is never deleted. The deletions are made durable by the next Sync.
+func (s *Store) Expire() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	cutoff := s.nowMs() - s.windowMs
+	// Memory: pop the queue front while it is expired, deleting in chunks so that Get never
+	// waits long. A key added again later has a newer record, which stays. An entry whose Time
+	// is older than an entry added before it waits behind that one; Get hides it meanwhile.
+	for s.qHead < len(s.q) && s.q[s.qHead].time < cutoff {
+		s.mu.Lock()
+		for n := 0; n < 4096 && s.qHead < len(s.q) && s.q[s.qHead].time < cutoff; n++ {
+			k := s.q[s.qHead].key
+			if r, ok := s.m[k]; ok && r.time < cutoff {
+				delete(s.m, k)
+			}
+			s.q[s.qHead] = queued{}
+			s.qHead++
+		}
+		s.mu.Unlock()
+	}
+	if s.qHead > 1024 && s.qHead > len(s.q)/2 {
+		s.q = append([]queued(nil), s.q[s.qHead:]...)
+		s.qHead = 0
+	}
+	// Files.
+	var errs []error
+	kept := make([]*file, 0, len(s.files))
+	for _, f := range s.files {
+		if f == s.cur || f.newest >= cutoff || f.created >= cutoff {
+			kept = append(kept, f)
+			continue
+		}
+		if f.f != nil { // rotated away from but not synced yet: nothing of it needs to last
+			_ = f.f.Close()
+			f.f = nil
+			s.unsynced = removeFile(s.unsynced, f)
+		}
+		if err := os.Remove(filepath.Join(s.dir, f.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("dedupe: expire %s: %w", f.name, err))
+			kept = append(kept, f)
+			continue
+		}
+		s.dirDirty = true
+	}
+	s.files = kept
+	return errors.Join(errs...)
+}
+
+func removeFile(list []*file, f *file) []*file {
+	out := list[:0]
+	for _, g := range list {
+		if g != f {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// Close writes and fsyncs what was added and closes the files. It is safe to call more than once.
+// The Checkpoint of that last sync is not returned: what is past the broker's checkpoint is
+// discarded by Open and replayed anyway.
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	if s.err == nil {
+		errs = append(errs, s.syncLocked())
+	}
+	for _, f := range append(s.unsynced, s.cur) {
+		if f != nil && f.f != nil {
+			errs = append(errs, f.f.Close())
+			f.f = nil
+		}
+	}
+	s.unsynced, s.cur = nil, nil
+	return errors.Join(errs...)
+}
+
+func (s *Store) usable() error {
+	if s.closed {
+		return errClosed
+	}
+	if s.err != nil {
+		return fmt.Errorf("dedupe: store failed earlier, reopen it: %w", s.err)
+	}
+	return nil
+}
+
+// fail makes err sticky: after a failed write or fsync the state of the file is unknown.
+func (s *Store) fail(err error) error {
+	s.err = err
+	return err
+}
+
+// syncFile is the one place that fsyncs; a slow fsync is logged with its duration.
+func syncFile(f *os.File) error {
+	start := time.Now()
+	err := f.Sync()
+	if d := time.Since(start); d > slowSync {
+		slog.Warn("dedupe: slow fsync", "file", f.Name(), "duration", d)
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("dedupe: open dir for fsync: %w", err)
+	}
+	err = syncFile(d)
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("dedupe: fsync dir %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,188 @@
+package dedupe
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+const fileSuffix = ".dedupe"
+
+func fileName(createdMs int64) string { return fmt.Sprintf("%020d%s", createdMs, fileSuffix) }
+
+// parseName returns the creation time in a file name made by fileName.
+func parseName(name string) (int64, bool) {
+	digits, ok := strings.CutSuffix(name, fileSuffix)
+	if !ok || len(digits) != 20 {
+		return 0, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	ms, err := strconv.ParseInt(digits, 10, 64)
+	return ms, err == nil
+}
+
+// recover restores the state that cp covers; see Open.
+func (s *Store) recover(cp Checkpoint) error {
+	cpCreated := int64(math.MaxInt64) // zero checkpoint: every file is newer than it
+	if cp != (Checkpoint{}) {
+		ms, ok := parseName(cp.File)
+		if !ok || cp.Size < 0 {
+			return fmt.Errorf("invalid checkpoint %+v", cp)
+		}
+		cpCreated = ms
+		s.lastCreated = ms // a new file must sort after the checkpointed one, even if it is gone
+	}
+	dirents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	type found struct {
+		name    string
+		created int64
+	}
+	var all []found
+	for _, d := range dirents {
+		if ms, ok := parseName(d.Name()); ok && d.Type().IsRegular() {
+			all = append(all, found{d.Name(), ms})
+			s.lastCreated = max(s.lastCreated, ms)
+		}
+	}
+	slices.SortFunc(all, func(a, b found) int { return strings.Compare(a.name, b.name) })
+
+	now := s.nowMs()
+	cutoff := now - s.windowMs
+	if cp != (Checkpoint{}) && !slices.ContainsFunc(all, func(f found) bool { return f.created == cpCreated }) {
+		if cpCreated >= cutoff {
+			return fmt.Errorf("checkpoint file %s is missing but not old enough to have expired: "+
+				"dedupe entries are lost; to rebuild them replay the commit log from its start and open with a zero checkpoint",
+				cp.File)
+		}
+		s.lastCP = cp // expired and deleted: still the right answer for the next Open
+	}
+	// Load first, delete after: a refused Open deletes nothing.
+	var newer []string
+	for _, f := range all {
+		switch {
+		case cp == (Checkpoint{}) || f.created > cpCreated:
+			newer = append(newer, f.name)
+		case f.created == cpCreated:
+			size, err := s.load(f.name, f.created, cp.Size, now)
+			if err != nil {
+				return err
+			}
+			s.lastCP = Checkpoint{File: f.name, Size: size}
+		default:
+			if _, err := s.load(f.name, f.created, math.MaxInt64, now); err != nil {
+				return err
+			}
+		}
+	}
+	for _, name := range newer {
+		// Written after the checkpoint: replay adds it again.
+		if err := os.Remove(filepath.Join(s.dir, name)); err != nil {
+			return fmt.Errorf("delete %s, written after the checkpoint: %w", name, err)
+		}
+	}
+	if len(newer) > 0 {
+		if err := syncDir(s.dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// load reads the entries of the first limit bytes of a file into memory, cuts the file at its
+// first torn or corrupt entry (or at limit), records it in s.files and returns its new size.
+func (s *Store) load(name string, created, limit, now int64) (int64, error) {
+	path := filepath.Join(s.dir, name)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	fs := &file{name: name, created: created, newest: math.MinInt64}
+	good, stop := scan(io.LimitReader(f, limit), func(k Key, rec record) {
+		fs.newest = max(fs.newest, rec.time)
+		if !s.visible(rec.time, now) {
+			return
+		}
+		// A key can appear twice only when it was added again after it expired: the later
+		// entry wins. Expire keeps a record newer than the one it pops, so queueing both is right.
+		s.q = append(s.q, queued{key: k, time: rec.time})
+		s.m[k] = rec
+	})
+	switch {
+	case stop == nil, errors.Is(stop, errTorn), errors.Is(stop, errCorrupt):
+		// Cut below.
+	default:
+		return 0, fmt.Errorf("read %s at %d: %w", name, good, stop)
+	}
+	if good < info.Size() {
+		if err := f.Truncate(good); err != nil {
+			return 0, fmt.Errorf("truncate %s at %d: %w", name, good, err)
+		}
+		if err := syncFile(f); err != nil {
+			return 0, fmt.Errorf("fsync %s: %w", name, err)
+		}
+	}
+	fs.size = good
+	s.files = append(s.files, fs)
+	return good, nil
+}
+
+// scan calls fn for each entry in r and returns the end of the last good entry and why it
+// stopped: nil at a clean end, errTorn or errCorrupt for a bad entry, errVersion, or a read error.
+func scan(r io.Reader, fn func(Key, record)) (int64, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	var (
+		good    int64
+		hdr     [frameHeaderSize]byte
+		payload []byte
+	)
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			if err == io.EOF {
+				return good, nil
+			}
+			if err == io.ErrUnexpectedEOF {
+				return good, fmt.Errorf("%w: header cut short", errTorn)
+			}
+			return good, err
+		}
+		n, err := payloadLen(hdr[:])
+		if err != nil {
+			return good, err
+		}
+		if cap(payload) < n {
+			payload = make([]byte, n)
+		}
+		payload = payload[:n]
+		if _, err := io.ReadFull(br, payload); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return good, fmt.Errorf("%w: payload cut short", errTorn)
+			}
+			return good, err
+		}
+		k, rec, err := decodeChecked(hdr[:], payload)
+		if err != nil {
+			return good, err
+		}
+		fn(k, rec)
+		good += int64(frameHeaderSize + n)
+	}
+}
