@@ -13,6 +13,9 @@ import (
 	"github.com/imagomq/imago/broker/internal/dedupe"
 )
 
+// slowSync is the fsync duration above which a warning is logged.
+const slowSync = 500 * time.Millisecond
+
 // Broker is an open data directory: topics, their partitions and the shared commit log.
 // All methods are safe for concurrent use.
 type Broker struct {
@@ -144,7 +147,11 @@ func (b *Broker) open() error {
 	if err := b.recover(cp); err != nil {
 		return err
 	}
-	b.log.onSync = nil
+	b.log.onSync = func(d time.Duration) {
+		if d > slowSync {
+			b.opts.Logger.Warn("slow fsync", "duration", d)
+		}
+	}
 	return b.checkpoint()
 }
 
