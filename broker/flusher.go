@@ -135,18 +135,30 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		buf = grow(buf, batchHeaderSize)
 		r.offsets = make([]Position, len(r.msgs))
 		base := b.log.end.Load()
+		r.batchPos = base + int64(hdr)
+		count := len(r.msgs)
+		if r.control != nil {
+			buf, _ = appendRecord(buf, 0, 0, 0, now, &Message{Value: r.control})
+			count++
+		}
 		for i := range r.msgs {
-			p := r.t.parts[r.parts[i]]
-			off := p.next
-			p.next++
+			t := r.topicOf(i)
+			p := t.parts[r.parts[i]]
+			off := int64(-1)
+			if r.indexed {
+				off = p.next
+				p.next++
+			}
 			pos := base + int64(len(buf))
 			before := len(buf)
 			var crc uint32
-			buf, crc = appendRecord(buf, r.t.id, uint32(p.id), off, now, &r.msgs[i])
-			entries = append(entries, pendingEntry{p: p, off: off, e: indexEntry{Pos: pos, Size: uint32(len(buf) - before), CRC: crc, Timestamp: now}})
+			buf, crc = appendRecord(buf, t.id, uint32(p.id), off, now, &r.msgs[i])
+			if r.indexed {
+				entries = append(entries, pendingEntry{p: p, off: off, e: indexEntry{Pos: pos, Size: uint32(len(buf) - before), CRC: crc, Timestamp: now}})
+			}
 			r.offsets[i] = Position{Partition: p.id, Offset: off}
 		}
-		h := batchHeader{Length: uint32(len(buf) - hdr), Type: batchMessages, Count: uint32(len(r.msgs)), Timestamp: now}
+		h := batchHeader{Length: uint32(len(buf) - hdr), Type: r.kind, Count: uint32(count), Timestamp: now}
 		if r.hasKey {
 			h.Flags |= batchFlagKey
 			h.Key = r.key
@@ -177,6 +189,9 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		pe.p.bytes.Add(int64(pe.e.Size))
 	}
 	for _, r := range reqs {
+		if r.applied != nil {
+			r.applied(r.batchPos)
+		}
 		if r.hasKey {
 			e := dedupe.Entry{Key: r.key, Fingerprint: r.fp, Time: now, Offsets: make([]dedupe.Position, len(r.offsets))}
 			for i, o := range r.offsets {

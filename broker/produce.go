@@ -12,19 +12,29 @@ import (
 
 // produceReq is one Produce call on its way through the flusher.
 type produceReq struct {
-	t     *topic
-	msgs  []Message
-	parts []int // chosen partition of each message
-	size  int   // encoded batch size
+	t      *topic   // the topic of every message, unless topics is set
+	topics []*topic // per-message topics, for transactions that span topics
+	msgs   []Message
+	parts  []int // chosen partition of each message
+	size   int   // encoded batch size
+
+	// Transaction batches (txlog.go): kind is batchTx, control the control record's value,
+	// indexed false for a prepare (its records get no offsets), applied runs under stateMu
+	// when the batch is durable and indexed, with the batch's log position.
+	kind    uint8
+	control []byte
+	indexed bool
+	applied func(pos int64)
 
 	hasKey bool
 	key    dedupe.Key
 	fp     uint64
 
 	// Set by the flusher before done is closed.
-	offsets []Position
-	err     error
-	done    chan struct{}
+	batchPos int64
+	offsets  []Position
+	err      error
+	done     chan struct{}
 }
 
 // Produce appends msgs to topic as one unit: all are appended or none, also across a crash.
@@ -45,7 +55,7 @@ func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, 
 	if err != nil {
 		return ProduceResult{}, err
 	}
-	req := &produceReq{t: t, msgs: msgs, parts: make([]int, len(msgs)), size: batchHeaderSize, done: make(chan struct{})}
+	req := &produceReq{t: t, msgs: msgs, parts: make([]int, len(msgs)), size: batchHeaderSize, done: make(chan struct{}), kind: batchMessages, indexed: true}
 	for i := range msgs {
 		m := &msgs[i]
 		rs := recordSize(m)
@@ -152,6 +162,13 @@ func (b *Broker) submit(req *produceReq) (ProduceResult, error) {
 		return ProduceResult{}, req.err
 	}
 	return ProduceResult{Offsets: req.offsets}, nil
+}
+
+func (r *produceReq) topicOf(i int) *topic {
+	if r.topics != nil {
+		return r.topics[i]
+	}
+	return r.t
 }
 
 func (b *Broker) signal() {
