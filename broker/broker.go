@@ -37,6 +37,9 @@ type Broker struct {
 	closing bool
 	qsig    chan struct{}
 
+	txMu sync.Mutex // guards txs and every *tx in it; taken after stateMu, never before
+	txs  map[string]*tx
+
 	idemMu   sync.Mutex
 	inflight map[dedupe.Key]*produceReq
 
@@ -77,6 +80,7 @@ func Open(opts Options) (*Broker, error) {
 		opts:        opts,
 		qsig:        make(chan struct{}, 1),
 		inflight:    make(map[dedupe.Key]*produceReq),
+		txs:         make(map[string]*tx),
 		flusherDone: make(chan struct{}),
 		ckptSig:     make(chan struct{}, 1),
 		stop:        make(chan struct{}),
@@ -97,9 +101,10 @@ func Open(opts Options) (*Broker, error) {
 		"replayed_bytes", b.stats.recovered, "truncated_bytes", b.stats.truncated,
 		"duration", b.stats.openDuration)
 	go b.runFlusher()
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.runCheckpointer()
 	go b.runRetention()
+	go b.runTxSweeper()
 	return b, nil
 }
 

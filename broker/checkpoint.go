@@ -26,6 +26,7 @@ type checkpointFile struct {
 	Position   int64             `json:"position"`
 	Partitions []checkpointPart  `json:"partitions"`
 	Dedupe     dedupe.Checkpoint `json:"dedupe"`
+	Txs        []checkpointTx    `json:"transactions,omitempty"`
 	WrittenAt  string            `json:"written_at"`
 }
 
@@ -99,6 +100,7 @@ func (b *Broker) checkpoint() error {
 			p.mu.RUnlock()
 		}
 	}
+	cp.Txs = b.checkpointTxs(pos)
 	dcp, err := b.dedupe.Sync()
 	b.stateMu.Unlock()
 	redirty := func() {

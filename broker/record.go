@@ -16,7 +16,7 @@ import (
 //	 0 u32  length of the whole batch, header included
 //	 4 u32  CRC-32C of header bytes [8, 48)
 //	 8 u8   magic (1)
-//	 9 u8   type: 1 messages, 2 partition snapshot
+//	 9 u8   type: 1 messages, 2 partition snapshot, 3 transaction (txlog.go)
 //	10 u16  flags: bit 0 = has idempotency key
 //	12 u32  record count
 //	16 i64  broker timestamp, unix milliseconds
@@ -109,7 +109,7 @@ func parseBatchHeader(b []byte) (batchHeader, error) {
 	if h.Length < batchHeaderSize || h.Length > maxBatchBytes {
 		return h, fmt.Errorf("%w: batch length %d", errTorn, h.Length)
 	}
-	if h.Type != batchMessages && h.Type != batchSnapshot {
+	if h.Type != batchMessages && h.Type != batchSnapshot && h.Type != batchTx {
 		return h, fmt.Errorf("%w: batch type %d", errTorn, h.Type)
 	}
 	return h, nil

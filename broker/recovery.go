@@ -30,6 +30,9 @@ func (b *Broker) recover(cp *checkpointFile) error {
 	if cp != nil {
 		err := b.loadIndexes(cp)
 		if err == nil {
+			err = b.restoreTxs(cp.Txs)
+		}
+		if err == nil {
 			err = b.replay(cp.Position, false, cp.Position)
 		}
 		if err == nil {
@@ -43,6 +46,7 @@ func (b *Broker) recover(cp *checkpointFile) error {
 	if err := b.resetIndexes(); err != nil {
 		return err
 	}
+	clear(b.txs)
 	dedupeFrom := int64(0)
 	if cp != nil {
 		dedupeFrom = cp.Position
@@ -189,35 +193,28 @@ func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
 }
 
 func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, rebuild, addDedupe bool) error {
-	offsets := make([]dedupe.Position, 0, len(bv.Records))
-	recPos := pos + batchHeaderSize
-	for _, r := range bv.Records {
-		t, ok := byID[r.TopicID]
-		if !ok || int(r.Partition) >= len(t.parts) {
-			return fmt.Errorf("%w: record at %d names topic id %d partition %d, which do not exist", errRebuild, recPos, r.TopicID, r.Partition)
+	switch bv.Header.Type {
+	case batchTx:
+		return b.replayTx(pos, bv, byID, rebuild)
+	case batchSnapshot:
+		for _, r := range bv.Records {
+			t, ok := byID[r.TopicID]
+			if !ok || int(r.Partition) >= len(t.parts) {
+				continue // a topic the snapshot knew and topics.json does not: nothing to keep
+			}
+			p := t.parts[r.Partition]
+			if rebuild && r.Offset > p.next && p.next == p.start.Load() {
+				p.next = r.Offset
+				p.start.Store(r.Offset)
+			}
 		}
-		p := t.parts[r.Partition]
-		if rebuild && r.Offset > p.next && p.next == p.start.Load() {
-			// The partition's earlier records were deleted by retention.
-			p.next = r.Offset
-			p.start.Store(r.Offset)
-		}
-		if bv.Header.Type == batchSnapshot {
-			recPos += int64(r.Size)
-			continue
-		}
-		if r.Offset != p.next {
-			return fmt.Errorf("%w: record at %d has offset %d, partition %s/%d expects %d", errRebuild, recPos, r.Offset, t.name, p.id, p.next)
-		}
-		if err := p.writeEntry(r.Offset, indexEntry{Pos: recPos, Size: uint32(r.Size), CRC: r.CRC, Timestamp: r.Timestamp}); err != nil {
-			return err
-		}
-		p.next++
-		p.bytes.Add(int64(r.Size))
-		offsets = append(offsets, dedupe.Position{Partition: int32(p.id), Offset: r.Offset})
-		recPos += int64(r.Size)
+		return nil
 	}
-	if addDedupe && bv.Header.Type == batchMessages && bv.Header.Flags&batchFlagKey != 0 {
+	offsets, err := b.indexReplayed(bv.Records, pos+batchHeaderSize, byID, rebuild)
+	if err != nil {
+		return err
+	}
+	if addDedupe && bv.Header.Flags&batchFlagKey != 0 {
 		if time.Duration(b.opts.Now().UnixMilli()-bv.Header.Timestamp)*time.Millisecond < b.opts.IdempotencyWindow {
 			if err := b.dedupe.Add(dedupe.Entry{Key: bv.Header.Key, Fingerprint: bv.Header.Fingerprint, Time: bv.Header.Timestamp, Offsets: offsets}); err != nil {
 				return fmt.Errorf("replay idempotency key: %w", err)
@@ -225,6 +222,34 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 		}
 	}
 	return nil
+}
+
+// indexReplayed re-indexes records that start at log position recPos.
+func (b *Broker) indexReplayed(recs []record, recPos int64, byID map[uint32]*topic, rebuild bool) ([]dedupe.Position, error) {
+	offsets := make([]dedupe.Position, 0, len(recs))
+	for _, r := range recs {
+		t, ok := byID[r.TopicID]
+		if !ok || int(r.Partition) >= len(t.parts) {
+			return nil, fmt.Errorf("%w: record at %d names topic id %d partition %d, which do not exist", errRebuild, recPos, r.TopicID, r.Partition)
+		}
+		p := t.parts[r.Partition]
+		if rebuild && r.Offset > p.next && p.next == p.start.Load() {
+			// The partition's earlier records were deleted by retention.
+			p.next = r.Offset
+			p.start.Store(r.Offset)
+		}
+		if r.Offset != p.next {
+			return nil, fmt.Errorf("%w: record at %d has offset %d, partition %s/%d expects %d", errRebuild, recPos, r.Offset, t.name, p.id, p.next)
+		}
+		if err := p.writeEntry(r.Offset, indexEntry{Pos: recPos, Size: uint32(r.Size), CRC: r.CRC, Timestamp: r.Timestamp}); err != nil {
+			return nil, err
+		}
+		p.next++
+		p.bytes.Add(int64(r.Size))
+		offsets = append(offsets, dedupe.Position{Partition: int32(p.id), Offset: r.Offset})
+		recPos += int64(r.Size)
+	}
+	return offsets, nil
 }
 
 // cutTail truncates the log at pos after saving the bytes [pos, end) under repair/.

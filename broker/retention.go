@@ -94,6 +94,14 @@ func (b *Broker) EnforceRetention() {
 		}
 	}
 	minPos = min(minPos, b.lastCkptPos.Load())
+	if minPos > 0 && minPos < math.MaxInt64 {
+		// Prepared branches keep their prepare batches; re-write old ones at the head first.
+		if first := b.log.segmentBounds(); len(first) > 1 && minPos > first[0][1] {
+			minPos = b.compactPrepared(minPos)
+		} else {
+			minPos = min(minPos, b.compactPrepared(0))
+		}
+	}
 	if minPos > 0 {
 		if freed, err := b.log.deleteBefore(minPos); err != nil {
 			b.opts.Logger.Error("retention: delete log segment", "err", err)
