@@ -1,12 +1,22 @@
 // Package gateway is Imago's HTTP/JSON door (shared/API.md): routes, auth, error mapping,
 // long-poll fetch and metrics, over one *broker.Broker.
+//
+// The routes, and the token right each needs, are listed in one table (routes.go). Every
+// error leaves through one function (errors.go) that maps broker sentinel errors to the
+// statuses and codes of API.md. The produce decoder and the fetch encoder are hand-written
+// (produce_decode.go, fetch_encode.go) because they are the hot paths.
 package gateway
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/imagomq/imago/broker"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -35,24 +45,115 @@ type Options struct {
 	Logger  *slog.Logger
 	Metrics *Metrics // from NewMetrics; nil disables /metrics content beyond the Go defaults
 	Version string
+	// Gatherer is what /metrics serves. Default: the registry given to NewMetrics when it is
+	// a Gatherer, else prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+	// Ready, when set, is called by /readyz (with the request's context) to check resources
+	// beyond the broker, such as databases; an error answers 503 with its text.
+	Ready func(context.Context) error
 }
 
-// Metrics holds the Prometheus collectors. It implements broker.Observer, so it is created
-// before the broker is opened and handed to both.
-type Metrics struct { /* collectors */
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxBodyBytes = 16 << 20
+	DefaultMaxWait      = 30 * time.Second
+)
+
+// backend is the part of *broker.Broker the gateway uses.
+type backend interface {
+	CreateTopic(name string, cfg broker.TopicConfig) (bool, error)
+	Topics() []broker.TopicInfo
+	Topic(name string) (broker.TopicInfo, error)
+	Produce(ctx context.Context, topic string, msgs []broker.Message, idempotencyKey string) (broker.ProduceResult, error)
+	Fetch(ctx context.Context, topic string, partition int, opts broker.FetchOptions) (*broker.FetchResult, error)
+	Stats() broker.Stats
 }
-
-// NewMetrics registers Imago's collectors on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics { panic("todo") }
-
-// Flushed implements broker.Observer.
-func (m *Metrics) Flushed(broker.FlushStats) {}
 
 // Server is the HTTP door.
-type Server struct{}
+type Server struct {
+	b        backend
+	opts     Options
+	log      *slog.Logger
+	auth     *authenticator
+	metrics  *Metrics
+	gatherer prometheus.Gatherer
+	router   *chi.Mux
+	// promHandler serves /metrics.
+	promHandler http.Handler
+	started     time.Time
+
+	// closing ends long-poll waits; closed makes /readyz answer 503.
+	closing context.Context
+	stop    context.CancelFunc
+	closed  atomic.Bool
+}
 
 // New builds the server over b.
-func New(b *broker.Broker, opts Options) (*Server, error) { panic("todo") }
+func New(b *broker.Broker, opts Options) (*Server, error) {
+	if b == nil {
+		return nil, errors.New("gateway: the broker is nil")
+	}
+	return newServer(b, opts)
+}
+
+func newServer(b backend, opts Options) (*Server, error) {
+	if opts.DefaultPartitions == 0 {
+		opts.DefaultPartitions = 1
+	}
+	if opts.DefaultPartitions < 1 || opts.DefaultPartitions > 10000 {
+		return nil, fmt.Errorf("gateway: default partitions %d: want 1..10000", opts.DefaultPartitions)
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = DefaultMaxWait
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	auth, err := newAuthenticator(opts.Tokens)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	opts.Tokens = nil // the authenticator holds digests; do not keep secrets around
+	s := &Server{
+		b:        b,
+		opts:     opts,
+		log:      opts.Logger,
+		auth:     auth,
+		metrics:  opts.Metrics,
+		gatherer: opts.Gatherer,
+		started:  time.Now(),
+	}
+	if s.gatherer == nil {
+		s.gatherer = prometheus.DefaultGatherer
+		if s.metrics != nil {
+			s.gatherer = s.metrics.gatherer
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.attach(b)
+	}
+	s.promHandler = newPromHandler(s)
+	s.closing, s.stop = context.WithCancel(context.Background())
+	s.router = s.newRouter()
+	return s, nil
+}
 
 // Handler returns the root handler (chi router with middleware).
-func (s *Server) Handler() http.Handler { panic("todo") }
+func (s *Server) Handler() http.Handler { return s.router }
+
+// Close makes /readyz answer 503, ends long-poll fetches early (they answer with what they
+// have) and detaches the broker from the metrics. Requests in flight otherwise finish. Call
+// it before http.Server.Shutdown so that shutdown does not wait out long polls; it does not
+// close the broker. It is safe to call more than once.
+func (s *Server) Close() {
+	if s.closed.Swap(true) {
+		return
+	}
+	s.stop()
+	if s.metrics != nil {
+		s.metrics.brokerStats.b.Store(nil)
+	}
+}

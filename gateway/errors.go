@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/broker"
+)
+
+// apiError is an error with its HTTP status and API error code. Handlers return it for
+// problems they detect themselves; errorFor turns every other error into one.
+type apiError struct {
+	status  int
+	code    string
+	message string
+	field   string // request field or parameter at fault, when there is one
+	// set for offset_out_of_range
+	rangeErr *broker.OffsetRangeError
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func newError(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// fieldError reports a request body field of the wrong type or value (400 invalid_field).
+func fieldError(field, format string, args ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: "invalid_field", field: field,
+		message: field + " " + fmt.Sprintf(format, args...)}
+}
+
+// paramError reports a bad path or query parameter (400 invalid_parameter).
+func paramError(param, format string, args ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: "invalid_parameter", field: param,
+		message: param + " " + fmt.Sprintf(format, args...)}
+}
+
+func invalidNameError(what, name string) *apiError {
+	return newError(http.StatusBadRequest, "invalid_name",
+		"%s name %q is invalid: use 1 to 249 characters from A-Z, a-z, 0-9, '.', '_' and '-'", what, name)
+}
+
+func unknownTopicError(topic string) *apiError {
+	return newError(http.StatusNotFound, "unknown_topic",
+		"topic %q does not exist; create it with PUT /v1/topics/%s", topic, topic)
+}
+
+// errorFor maps any error to its status and code. It is the one place where broker
+// sentinel errors become HTTP statuses (shared/API.md, "General").
+func errorFor(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return newError(http.StatusRequestEntityTooLarge, "payload_too_large",
+			"the request body is larger than the limit of %d bytes; send fewer or smaller messages per request", mbe.Limit)
+	}
+	var re *broker.OffsetRangeError
+	if errors.As(err, &re) {
+		return &apiError{status: http.StatusRequestedRangeNotSatisfiable, code: "offset_out_of_range", rangeErr: re,
+			message: fmt.Sprintf("offset %d is outside the partition's range [%d, %d]; fetch from start_offset or end_offset",
+				re.Offset, re.StartOffset, re.EndOffset)}
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, broker.ErrUnknownTopic):
+		return newError(http.StatusNotFound, "unknown_topic", "%s; create the topic with PUT /v1/topics/{topic}", msg)
+	case errors.Is(err, broker.ErrUnknownPartition):
+		return newError(http.StatusNotFound, "unknown_partition", "%s; GET /v1/topics/{topic} lists the partitions", msg)
+	case errors.Is(err, broker.ErrTopicExists):
+		return newError(http.StatusConflict, "topic_exists", "%s; GET /v1/topics/{topic} shows its configuration", msg)
+	case errors.Is(err, broker.ErrInvalidName):
+		return newError(http.StatusBadRequest, "invalid_name", "%s: use 1 to 249 characters from A-Z, a-z, 0-9, '.', '_' and '-'", msg)
+	case errors.Is(err, broker.ErrInvalidArgument):
+		return newError(http.StatusBadRequest, "invalid_argument", "%s", msg)
+	case errors.Is(err, broker.ErrOffsetOutOfRange):
+		return newError(http.StatusRequestedRangeNotSatisfiable, "offset_out_of_range", "%s", msg)
+	case errors.Is(err, broker.ErrMessageTooLarge):
+		return newError(http.StatusRequestEntityTooLarge, "message_too_large", "%s; split the payload or raise the broker's max message size", msg)
+	case errors.Is(err, broker.ErrBackpressure):
+		return newError(http.StatusTooManyRequests, "backpressure", "%s; retry after the Retry-After delay", msg)
+	case errors.Is(err, broker.ErrIdempotencyReused):
+		return newError(http.StatusConflict, "idempotency_key_reused",
+			"%s; use a new Idempotency-Key for a different request", msg)
+	case errors.Is(err, broker.ErrClosed):
+		return newError(http.StatusServiceUnavailable, "unavailable", "%s; the server is shutting down, retry against a running one", msg)
+	case errors.Is(err, broker.ErrCorrupt):
+		return newError(http.StatusInternalServerError, "corrupt_record", "%s; the operator must check the broker's logs", msg)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return newError(http.StatusServiceUnavailable, "canceled", "the request was canceled before it finished; retry it")
+	}
+	return newError(http.StatusInternalServerError, "internal_error", "internal error; the operator can find details in the server log")
+}
+
+// writeError writes err as the JSON error body with its status.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	ae := errorFor(err)
+	if ae.status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", ae.status, "err", err)
+	}
+	body := api.ErrorResponse{Error: api.Error{Code: ae.code, Message: ae.message, Field: ae.field}}
+	if ae.rangeErr != nil {
+		body.StartOffset = &ae.rangeErr.StartOffset
+		body.EndOffset = &ae.rangeErr.EndOffset
+	}
+	h := w.Header()
+	h.Del("Content-Length")
+	h["Content-Type"] = jsonContentType
+	h["X-Content-Type-Options"] = nosniff
+	switch ae.status {
+	case http.StatusTooManyRequests:
+		h.Set("Retry-After", "1")
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Bearer realm="imago"`)
+	}
+	b, mErr := json.Marshal(body)
+	if mErr != nil { // cannot happen with these types
+		s.log.Error("encode error body", "err", mErr)
+		b = []byte(`{"error":{"code":"internal_error","message":"internal error"}}`)
+	}
+	w.WriteHeader(ae.status)
+	w.Write(append(b, '\n'))
+}
+
+var (
+	jsonContentType = []string{"application/json"}
+	nosniff         = []string{"nosniff"}
+)

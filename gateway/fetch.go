@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/imagomq/imago/broker"
+)
+
+// This file holds GET /v1/topics/{topic}/partitions/{partition}/messages: pull with
+// long-poll.
+//
+// Parameters: offset (required: a consumer always says where it is, so a forgotten offset
+// never replays a partition by accident), max_messages (1..10000, default 100), max_bytes
+// (1..64 MiB, default 1 MiB; at least one message is returned even when it is larger),
+// wait_ms (0..Options.MaxWait, default 0). Unknown parameters are ignored.
+
+const (
+	defaultMaxMessages = 100
+	maxMaxMessages     = 10000
+	defaultMaxBytes    = 1 << 20
+	maxMaxBytes        = 64 << 20
+)
+
+type fetchParams struct {
+	offset      int64
+	maxMessages int
+	maxBytes    int
+	wait        time.Duration
+}
+
+// parseFetchQuery parses the query string by hand (no url.Values map per request).
+func (s *Server) parseFetchQuery(raw string) (fetchParams, error) {
+	p := fetchParams{offset: -1, maxMessages: defaultMaxMessages, maxBytes: defaultMaxBytes}
+	var seen [4]bool
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.ContainsAny(k, "%+") || strings.ContainsAny(v, "%+") {
+			var err error
+			if k, err = url.QueryUnescape(k); err != nil {
+				return p, newError(http.StatusBadRequest, "invalid_parameter", "the query string is malformed: %v", err)
+			}
+			if v, err = url.QueryUnescape(v); err != nil {
+				return p, newError(http.StatusBadRequest, "invalid_parameter", "the query string is malformed: %v", err)
+			}
+		}
+		idx := -1
+		var lo, hi int64
+		switch k {
+		case "offset":
+			idx, lo, hi = 0, 0, math.MaxInt64
+		case "max_messages":
+			idx, lo, hi = 1, 1, maxMaxMessages
+		case "max_bytes":
+			idx, lo, hi = 2, 1, maxMaxBytes
+		case "wait_ms":
+			idx, lo, hi = 3, 0, s.opts.MaxWait.Milliseconds()
+		default:
+			continue
+		}
+		if seen[idx] {
+			return p, paramError(k, "appears twice; send it once")
+		}
+		seen[idx] = true
+		n, err := parseBounded(k, v, lo, hi)
+		if err != nil {
+			return p, err
+		}
+		switch idx {
+		case 0:
+			p.offset = n
+		case 1:
+			p.maxMessages = int(n)
+		case 2:
+			p.maxBytes = int(n)
+		case 3:
+			p.wait = time.Duration(n) * time.Millisecond
+		}
+	}
+	if !seen[0] {
+		return p, paramError("offset", "is required: add ?offset=N (GET /v1/topics/{topic} shows each partition's start_offset and end_offset)")
+	}
+	return p, nil
+}
+
+// parseBounded parses a decimal integer in [lo, hi].
+func parseBounded(name, v string, lo, hi int64) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		var ne *strconv.NumError
+		if errors.As(err, &ne) && ne.Err == strconv.ErrRange && v != "" && v[0] != '-' {
+			return 0, paramError(name, "is too large: %q; the maximum is %d", v, hi)
+		}
+		return 0, paramError(name, "must be an integer between %d and %d, not %q", lo, hi, v)
+	}
+	if n < lo || n > hi {
+		return 0, paramError(name, "must be between %d and %d, not %d", lo, hi, n)
+	}
+	return n, nil
+}
+
+func partitionParam(r *http.Request) (int, error) {
+	v := chi.URLParam(r, "partition")
+	n, err := parseBounded("partition", v, 0, math.MaxInt32)
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
+func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) error {
+	topic, err := topicParam(r)
+	if err != nil {
+		return err
+	}
+	partition, err := partitionParam(r)
+	if err != nil {
+		return err
+	}
+	q, err := s.parseFetchQuery(r.URL.RawQuery)
+	if err != nil {
+		return err
+	}
+	fo := broker.FetchOptions{Offset: q.offset, MaxMessages: q.maxMessages, MaxBytes: q.maxBytes, Wait: q.wait}
+	ctx := r.Context()
+	if q.wait > 0 {
+		// A long poll also ends when the server closes, so shutdown does not wait it out.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(s.closing, cancel)
+		defer stop()
+	}
+	res, err := s.b.Fetch(ctx, topic, partition, fo)
+	if err != nil && q.wait > 0 && ctx.Err() != nil && r.Context().Err() == nil {
+		// The server is closing: answer with what is there now.
+		fo.Wait = 0
+		res, err = s.b.Fetch(r.Context(), topic, partition, fo)
+	}
+	if err != nil {
+		if errors.Is(err, broker.ErrUnknownTopic) {
+			return unknownTopicError(topic)
+		}
+		if errors.Is(err, broker.ErrUnknownPartition) {
+			return newError(http.StatusNotFound, "unknown_partition",
+				"topic %q has no partition %d; GET /v1/topics/%s lists its partitions", topic, partition, topic)
+		}
+		return err
+	}
+	out := getBuf()
+	defer putBuf(out)
+	*out = appendFetchResponse(*out, topic, partition, res)
+	writeBody(w, http.StatusOK, *out)
+	return nil
+}
