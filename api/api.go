@@ -146,3 +146,158 @@ type Stats struct {
 type Status struct {
 	Status string `json:"status"`
 }
+
+// TxMessage is one message of a local transaction or an XA branch: a produce message that
+// names its topic.
+type TxMessage struct {
+	Topic string `json:"topic"`
+	ProduceMessage
+}
+
+// TopicPosition is where a committed transaction's message was stored.
+type TopicPosition struct {
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// BeginTxRequest is the body of POST /v1/transactions. TimeoutMS 0 (or absent) means 30000;
+// at most 3600000. A transaction past its timeout is rolled back.
+type BeginTxRequest struct {
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// TxCreated answers POST /v1/transactions (201).
+type TxCreated struct {
+	ID        string `json:"id"`
+	TimeoutMS int64  `json:"timeout_ms"`
+}
+
+// TxMessagesRequest is the body of POST /v1/transactions/{id}/messages.
+type TxMessagesRequest struct {
+	Messages []TxMessage `json:"messages"`
+}
+
+// TxMessagesResponse answers POST /v1/transactions/{id}/messages: the messages the
+// transaction holds in all, this request's included.
+type TxMessagesResponse struct {
+	Messages int `json:"messages"`
+}
+
+// Transaction states of local transactions.
+const (
+	TxOpen       = "open"
+	TxCommitted  = "committed"
+	TxRolledBack = "rolled_back"
+	TxTimedOut   = "timed_out"
+)
+
+// TxStatus answers GET /v1/transactions/{id}, and commit and rollback (without Messages and
+// CreatedAt). Messages is the number held while open; Offsets are set once committed.
+type TxStatus struct {
+	ID        string          `json:"id"`
+	State     string          `json:"state"`
+	Messages  *int            `json:"messages,omitempty"`
+	CreatedAt string          `json:"created_at,omitempty"`
+	Offsets   []TopicPosition `json:"offsets,omitempty"`
+}
+
+// TxCommitResponse answers POST /v1/transactions/{id}/commit and POST /v1/xa/commit: one
+// position per message, in the order the messages were added.
+type TxCommitResponse struct {
+	ID      string          `json:"id,omitempty"`
+	State   string          `json:"state"`
+	Offsets []TopicPosition `json:"offsets"`
+}
+
+// Xid identifies an XA branch. Gtrid and Bqual are hex, 1 to 64 bytes each; FormatID is a
+// non-negative int32.
+type Xid struct {
+	FormatID int32  `json:"format_id"`
+	Gtrid    string `json:"gtrid"`
+	Bqual    string `json:"bqual"`
+}
+
+// XA flags of start and end.
+const (
+	XANoFlags = "noflags"
+	XAJoin    = "join"
+	XAResume  = "resume"
+	XASuccess = "success"
+	XAFail    = "fail"
+	XASuspend = "suspend"
+)
+
+// XAStartRequest is the body of POST /v1/xa/start. Flags "" means noflags. TimeoutMS (0 or
+// absent: 30000) applies to a new branch (noflags) until it is prepared.
+type XAStartRequest struct {
+	Xid       Xid    `json:"xid"`
+	Flags     string `json:"flags,omitempty"`
+	TimeoutMS int64  `json:"timeout_ms,omitempty"`
+}
+
+// XAMessagesRequest is the body of POST /v1/xa/messages.
+type XAMessagesRequest struct {
+	Xid      Xid         `json:"xid"`
+	Messages []TxMessage `json:"messages"`
+}
+
+// XAEndRequest is the body of POST /v1/xa/end.
+type XAEndRequest struct {
+	Xid   Xid    `json:"xid"`
+	Flags string `json:"flags"`
+}
+
+// XAXidRequest is the body of POST /v1/xa/prepare, /v1/xa/rollback and /v1/xa/forget.
+type XAXidRequest struct {
+	Xid Xid `json:"xid"`
+}
+
+// XACommitRequest is the body of POST /v1/xa/commit.
+type XACommitRequest struct {
+	Xid      Xid  `json:"xid"`
+	OnePhase bool `json:"one_phase"`
+}
+
+// XAHeuristicRequest is the body of POST /v1/xa/heuristic (admin): Decision is "commit" or
+// "rollback".
+type XAHeuristicRequest struct {
+	Xid      Xid    `json:"xid"`
+	Decision string `json:"decision"`
+}
+
+// XA branch states reported after a verb.
+const (
+	XAActive           = "active"
+	XAIdle             = "idle"
+	XASuspended        = "suspended"
+	XARollbackOnly     = "rollback_only"
+	XAPrepared         = "prepared"
+	XACommitted        = "committed"
+	XARolledBack       = "rolled_back"
+	XAForgotten        = "forgotten"
+	XAHeurCommitted    = "heuristically_committed"
+	XAHeurRolledBack   = "heuristically_rolled_back"
+	XAVoteOK           = "ok"
+	XAVoteReadOnly     = "rdonly"
+	XADecisionCommit   = "commit"
+	XADecisionRollback = "rollback"
+)
+
+// XAState answers the XA verbs that have no other result: the branch's state after the verb.
+type XAState struct {
+	State string `json:"state"`
+}
+
+// XAPrepareResponse answers POST /v1/xa/prepare. Vote "rdonly" means the branch held no
+// message and is already forgotten (State "forgotten"): it needs no commit or rollback.
+type XAPrepareResponse struct {
+	Vote  string `json:"vote"`
+	State string `json:"state"`
+}
+
+// XARecoverResponse answers GET /v1/xa/recover: every prepared or heuristically completed
+// branch, sorted.
+type XARecoverResponse struct {
+	Xids []Xid `json:"xids"`
+}

@@ -175,7 +175,7 @@ func (b *Broker) CommitTx(ctx context.Context, id string) ([]TopicPosition, erro
 	}
 	t.state = TxCommitting
 	b.txMu.Unlock()
-	return b.commitBranch(t, false)
+	return b.commitBranch(t, false, TxOpen)
 }
 
 // RollbackTx discards an open local transaction.
@@ -323,7 +323,10 @@ func (b *Broker) runTxSweeper() {
 
 // commitBranch writes t's messages as one batch and finishes t. heuristic marks an operator's
 // decision, after which the branch stays (as heuristically committed) until forgotten.
-func (b *Broker) commitBranch(t *tx, heuristic bool) ([]TopicPosition, error) {
+// prev is the state before the commit began: the branch returns to it when the commit could
+// not be queued (back-pressure) or, for XA, when the write failed (the transaction manager
+// retries; after a restart recovery decides).
+func (b *Broker) commitBranch(t *tx, heuristic bool, prev TxState) ([]TopicPosition, error) {
 	op := txOpCommit
 	if heuristic {
 		op = txOpHeurCommit
@@ -351,10 +354,12 @@ func (b *Broker) commitBranch(t *tx, heuristic bool) ([]TopicPosition, error) {
 	}
 	if _, err := b.submit(req); err != nil {
 		b.txMu.Lock()
-		if !t.xa {
+		if t.xa || errors.Is(err, ErrBackpressure) {
+			t.state = prev
+		} else {
+			// The log failed: the broker refuses writes until a restart, whose recovery
+			// finds the commit batch whole or not at all.
 			b.finishLocked(t, TxRolledBack)
-		} else if t.state == TxCommitting {
-			t.state = TxPrepared // still prepared: the transaction manager may retry
 		}
 		b.txMu.Unlock()
 		return nil, err

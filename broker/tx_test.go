@@ -354,3 +354,28 @@ func TestXAHeuristicSurvivesRestart(t *testing.T) {
 		t.Fatal("forget did not clear")
 	}
 }
+
+func TestOnePhaseCommitFailureKeepsBranchIdle(t *testing.T) {
+	b := mustOpen(t, testOptions(t, t.TempDir()))
+	mustCreate(t, b, "a", 1)
+	x := xid(1)
+	if err := b.XAStart(x, XANoFlags, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.XAAdd(x, txMsgs("a", "v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.XAEnd(x, XASuccess); err != nil {
+		t.Fatal(err)
+	}
+	b.Close() // submit now fails with ErrClosed; ErrBackpressure takes the same path on a live broker
+	if _, err := b.XACommit(context.Background(), x, true); xaCode(err) != XAERRMFail {
+		t.Fatalf("commit: %v", err)
+	}
+	if st, _ := b.XAState(x); st != TxIdle {
+		t.Errorf("branch is %s after a failed one-phase commit, want idle", st)
+	}
+	if got := b.XARecover(); len(got) != 0 {
+		t.Errorf("recover lists a branch that never prepared: %v", got)
+	}
+}

@@ -183,9 +183,10 @@ func (b *Broker) XACommit(ctx context.Context, xid Xid, onePhase bool) ([]TopicP
 		b.txMu.Unlock()
 		return nil, xaErr(XAERProto, "two-phase commit needs a prepared branch; %s is %s", xid, t.state)
 	}
+	prev := t.state
 	t.state = TxCommitting
 	b.txMu.Unlock()
-	out, err := b.commitBranch(t, false)
+	out, err := b.commitBranch(t, false, prev)
 	if err != nil {
 		return nil, xaErr(XAERRMFail, "commit %s: %v", xid, err)
 	}
@@ -262,7 +263,7 @@ func (b *Broker) XAHeuristic(ctx context.Context, xid Xid, commit bool) error {
 	if commit {
 		t.state = TxCommitting
 		b.txMu.Unlock()
-		if _, err := b.commitBranch(t, true); err != nil {
+		if _, err := b.commitBranch(t, true, TxPrepared); err != nil {
 			return xaErr(XAERRMFail, "heuristic commit %s: %v", xid, err)
 		}
 		b.opts.Logger.Warn("heuristic commit", "xid", xid.String())

@@ -21,6 +21,7 @@ const (
 	rightConsume               // a consume pattern matching {topic}
 	rightDescribe              // a produce or consume pattern matching {topic}, or admin
 	rightAdmin                 // the admin flag (creating topics)
+	rightProducer              // at least one produce pattern (transactions, XA verbs)
 )
 
 func (r right) String() string {
@@ -37,6 +38,8 @@ func (r right) String() string {
 		return "produce, consume or admin"
 	case rightAdmin:
 		return "admin"
+	case rightProducer:
+		return "produce (on any topic)"
 	}
 	return "unknown"
 }
@@ -130,6 +133,8 @@ func (t *authToken) allows(need right, topic string) bool {
 		return t.admin || matchAny(t.produce, topic) || matchAny(t.consume, topic)
 	case rightAdmin:
 		return t.admin
+	case rightProducer:
+		return len(t.produce) > 0
 	}
 	return false
 }

@@ -68,8 +68,18 @@ func errorFor(err error) *apiError {
 			message: fmt.Sprintf("offset %d is outside the partition's range [%d, %d]; fetch from start_offset or end_offset",
 				re.Offset, re.StartOffset, re.EndOffset)}
 	}
+	var xe *broker.XAError
+	if errors.As(err, &xe) {
+		return newError(xaStatus(xe.Code), xe.Code, "%s", xe.Message)
+	}
 	msg := err.Error()
 	switch {
+	case errors.Is(err, broker.ErrTxNotFound):
+		return newError(http.StatusNotFound, "unknown_transaction", "%s; begin one with POST /v1/transactions", msg)
+	case errors.Is(err, broker.ErrTxTimedOut):
+		return newError(http.StatusConflict, "transaction_timed_out", "%s; begin a new transaction and send its messages again", msg)
+	case errors.Is(err, broker.ErrTxState):
+		return newError(http.StatusConflict, "transaction_not_open", "%s; GET /v1/transactions/{id} shows its state", msg)
 	case errors.Is(err, broker.ErrUnknownTopic):
 		return newError(http.StatusNotFound, "unknown_topic", "%s; create the topic with PUT /v1/topics/{topic}", msg)
 	case errors.Is(err, broker.ErrUnknownPartition):
@@ -97,6 +107,22 @@ func errorFor(err error) *apiError {
 		return newError(http.StatusServiceUnavailable, "canceled", "the request was canceled before it finished; retry it")
 	}
 	return newError(http.StatusInternalServerError, "internal_error", "internal error; the operator can find details in the server log")
+}
+
+// xaStatus is the HTTP status of an XA error code (shared/API.md, "XA resource").
+func xaStatus(code string) int {
+	switch code {
+	case broker.XAERNota:
+		return http.StatusNotFound
+	case broker.XAERInval:
+		return http.StatusBadRequest
+	case broker.XAERRMFail:
+		return http.StatusServiceUnavailable
+	case broker.XAERProto, broker.XAERDupID, broker.XARBRollback, broker.XARBTimeout,
+		broker.XAHeurCom, broker.XAHeurRB, broker.XAHeurHaz, broker.XAHeurMix:
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError // XAER_RMERR and any code not listed
 }
 
 // writeError writes err as the JSON error body with its status.

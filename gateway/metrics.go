@@ -28,6 +28,8 @@ import (
 //	partition_end_offset{topic,partition}        one past the last durable message
 //	partition_bytes{topic,partition}             bytes stored
 //	broker_*                                     broker.Stats counters and gauges
+//	transactions_total{kind,outcome}             local transactions and XA branches ended
+//	                                             through the gateway, by outcome (tx.go)
 type Metrics struct {
 	gatherer prometheus.Gatherer
 
@@ -44,6 +46,7 @@ type Metrics struct {
 	fsync         prometheus.Histogram
 
 	brokerStats *brokerCollector
+	txOutcomes  *prometheus.CounterVec
 
 	mu     sync.Mutex
 	routes map[string]*routeMetrics
@@ -98,8 +101,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 15),
 	})
 	m.brokerStats = newBrokerCollector()
+	m.txOutcomes = newTxOutcomes()
 	reg.MustRegister(m.requests, m.duration, m.bytesIn, m.bytesOut, m.inFlight,
-		m.flushMessages, m.flushRequests, m.flushBytes, m.flushWrite, m.fsync, m.brokerStats)
+		m.flushMessages, m.flushRequests, m.flushBytes, m.flushWrite, m.fsync, m.brokerStats, m.txOutcomes)
 	return m
 }
 

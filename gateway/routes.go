@@ -36,6 +36,21 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/v1/topics/{topic}", rightDescribe, s.handleDescribeTopic},
 		{http.MethodPost, "/v1/topics/{topic}/messages", rightProduce, s.handleProduce},
 		{http.MethodGet, "/v1/topics/{topic}/partitions/{partition}/messages", rightConsume, s.handleFetch},
+		// Transactions (tx.go, xa.go): /messages also checks the produce right on each topic.
+		{http.MethodPost, "/v1/transactions", rightProducer, s.handleBeginTx},
+		{http.MethodGet, "/v1/transactions/{id}", rightProducer, s.handleTxStatus},
+		{http.MethodPost, "/v1/transactions/{id}/messages", rightProducer, s.handleTxMessages},
+		{http.MethodPost, "/v1/transactions/{id}/commit", rightProducer, s.handleCommitTx},
+		{http.MethodPost, "/v1/transactions/{id}/rollback", rightProducer, s.handleRollbackTx},
+		{http.MethodPost, "/v1/xa/start", rightProducer, s.handleXAStart},
+		{http.MethodPost, "/v1/xa/messages", rightProducer, s.handleXAMessages},
+		{http.MethodPost, "/v1/xa/end", rightProducer, s.handleXAEnd},
+		{http.MethodPost, "/v1/xa/prepare", rightProducer, s.handleXAPrepare},
+		{http.MethodPost, "/v1/xa/commit", rightProducer, s.handleXACommit},
+		{http.MethodPost, "/v1/xa/rollback", rightProducer, s.handleXARollback},
+		{http.MethodPost, "/v1/xa/forget", rightProducer, s.handleXAForget},
+		{http.MethodGet, "/v1/xa/recover", rightProducer, s.handleXARecover},
+		{http.MethodPost, "/v1/xa/heuristic", rightAdmin, s.handleXAHeuristic},
 	}
 }
 

@@ -67,6 +67,26 @@ type backend interface {
 	Produce(ctx context.Context, topic string, msgs []broker.Message, idempotencyKey string) (broker.ProduceResult, error)
 	Fetch(ctx context.Context, topic string, partition int, opts broker.FetchOptions) (*broker.FetchResult, error)
 	Stats() broker.Stats
+	txBackend
+}
+
+// txBackend is the transactional part of *broker.Broker: local transactions (tx.go) and
+// XA branches (xa.go).
+type txBackend interface {
+	BeginTx(timeout time.Duration) (string, error)
+	AddTx(id string, msgs []broker.TxMessage) error
+	CommitTx(ctx context.Context, id string) ([]broker.TopicPosition, error)
+	RollbackTx(ctx context.Context, id string) error
+	TxStatus(id string) (broker.TxInfo, error)
+	XAStart(xid broker.Xid, flags string, timeout time.Duration) error
+	XAAdd(xid broker.Xid, msgs []broker.TxMessage) error
+	XAEnd(xid broker.Xid, flags string) error
+	XAPrepare(ctx context.Context, xid broker.Xid) (readOnly bool, err error)
+	XACommit(ctx context.Context, xid broker.Xid, onePhase bool) ([]broker.TopicPosition, error)
+	XARollback(ctx context.Context, xid broker.Xid) error
+	XAForget(ctx context.Context, xid broker.Xid) error
+	XAHeuristic(ctx context.Context, xid broker.Xid, commit bool) error
+	XARecover() []broker.Xid
 }
 
 // Server is the HTTP door.

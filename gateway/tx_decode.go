@@ -1,0 +1,461 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/imagomq/imago/broker"
+)
+
+// This file holds the decoder of transaction and XA request bodies: one JSON object whose
+// fields are drawn from xid, flags, timeout_ms, one_phase, decision and messages, each
+// endpoint allowing and requiring its own. It reuses the produce parser's primitives
+// (produce_decode.go), so a message of a transaction follows exactly the produce rules, plus
+// a required "topic".
+//
+// Error codes (also in api/openapi.yaml):
+//   - invalid_json: the body is not UTF-8 JSON (a transport problem, never an XA code);
+//   - on /v1/xa/*, every problem with the verb's own arguments (xid, flags, timeout_ms,
+//     one_phase, decision, unknown or repeated top-level fields) is 400 XAER_INVAL, so that an
+//     XAResource can raise it as an XAException; on /v1/transactions it is invalid_field;
+//   - "messages" and everything inside it is decoded as in produce: invalid_field, and
+//     invalid_name for a topic name that is not ^[A-Za-z0-9._-]{1,249}$.
+
+// txField bits name the top-level fields of a transaction or XA body.
+const (
+	tfXid = 1 << iota
+	tfFlags
+	tfTimeout
+	tfOnePhase
+	tfDecision
+	tfMessages
+)
+
+var txFieldNames = []string{"xid", "flags", "timeout_ms", "one_phase", "decision", "messages"}
+
+// maxTimeoutMS is the longest transaction or branch timeout (the broker's limit: one hour).
+const maxTimeoutMS = 3_600_000
+
+// txSpec is what one endpoint accepts.
+type txSpec struct {
+	allowed  int    // tf* bits the body may hold
+	required int    // tf* bits it must hold
+	xa       bool   // argument errors are XAER_INVAL rather than invalid_field
+	example  string // a valid body, for messages
+}
+
+// txBody is a decoded body. Message keys and JSON values alias the request body.
+type txBody struct {
+	seen      int
+	xid       broker.Xid
+	flags     string
+	timeoutMS int64
+	onePhase  bool
+	decision  string
+	msgs      []broker.TxMessage
+}
+
+// decodeTxBody parses body under spec. An empty body is an empty object when spec requires
+// nothing.
+func decodeTxBody(body []byte, spec txSpec) (txBody, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		if spec.required == 0 {
+			return txBody{}, nil
+		}
+		return txBody{}, newError(http.StatusBadRequest, "invalid_json", "request body is empty; send %s", spec.example)
+	}
+	if !utf8.Valid(body) {
+		return txBody{}, newError(http.StatusBadRequest, "invalid_json", "request body is not valid UTF-8; JSON text must be UTF-8")
+	}
+	d := txDecoder{parser: parser{b: body}, spec: spec}
+	out, err := d.body()
+	if err != nil {
+		if ae, ok := err.(*apiError); ok && ae.code != "invalid_json" && !json.Valid(body) {
+			// A field error was seen before a syntax error further on: report the syntax.
+			return txBody{}, jsonSyntaxError(body)
+		}
+		return txBody{}, err
+	}
+	return out, nil
+}
+
+type txDecoder struct {
+	parser
+	spec txSpec
+}
+
+// argError reports a bad argument of the verb: XAER_INVAL on XA endpoints, else invalid_field.
+func (d *txDecoder) argError(field, format string, args ...any) *apiError {
+	code := "invalid_field"
+	if d.spec.xa {
+		code = broker.XAERInval
+	}
+	return &apiError{status: http.StatusBadRequest, code: code, field: field,
+		message: field + " " + fmt.Sprintf(format, args...)}
+}
+
+func (d *txDecoder) body() (txBody, error) {
+	var out txBody
+	d.ws()
+	if c := d.peek(); c != '{' {
+		return out, d.argError("body", "must be a JSON object such as %s", d.spec.example)
+	}
+	d.i++
+	d.ws()
+	if d.peek() == '}' {
+		d.i++
+	} else {
+		for {
+			d.ws()
+			name, err := d.str()
+			if err != nil {
+				return out, err
+			}
+			if _, err := d.next(":", "':'"); err != nil {
+				return out, err
+			}
+			d.ws()
+			bit := 0
+			for i, n := range txFieldNames {
+				if string(name) == n {
+					bit = 1 << i
+				}
+			}
+			if bit == 0 || d.spec.allowed&bit == 0 {
+				return out, d.argError(string(name), "is not a known field; send %s", d.spec.example)
+			}
+			if out.seen&bit != 0 {
+				return out, d.argError(string(name), "appears twice")
+			}
+			out.seen |= bit
+			if err := d.field(bit, &out); err != nil {
+				return out, err
+			}
+			c, err := d.next(",}", "',' or '}'")
+			if err != nil {
+				return out, err
+			}
+			if c == '}' {
+				break
+			}
+		}
+	}
+	d.ws()
+	if d.i != len(d.b) {
+		return out, d.syntax("the end of the body")
+	}
+	for i, n := range txFieldNames {
+		if bit := 1 << i; d.spec.required&bit != 0 && out.seen&bit == 0 {
+			if bit == tfMessages {
+				return out, fieldError("messages", "is required: send %s", d.spec.example)
+			}
+			return out, d.argError(n, "is required: send %s", d.spec.example)
+		}
+	}
+	return out, nil
+}
+
+func (d *txDecoder) field(bit int, out *txBody) error {
+	var err error
+	switch bit {
+	case tfXid:
+		out.xid, err = d.xid()
+	case tfFlags:
+		out.flags, err = d.word("flags")
+	case tfDecision:
+		out.decision, err = d.word("decision")
+	case tfOnePhase:
+		switch d.peek() {
+		case 't':
+			out.onePhase, err = true, d.literal("true")
+		case 'f':
+			err = d.literal("false")
+		default:
+			err = d.argError("one_phase", "must be true or false")
+		}
+	case tfTimeout:
+		var n int64
+		n, err = d.integer("timeout_ms", 0, maxTimeoutMS)
+		out.timeoutMS = n
+	case tfMessages:
+		out.msgs, err = d.messages()
+	}
+	return err
+}
+
+// word parses a string argument such as flags.
+func (d *txDecoder) word(field string) (string, error) {
+	if d.peek() != '"' {
+		return "", d.argError(field, "must be a string")
+	}
+	s, err := d.str()
+	return string(s), err
+}
+
+// integer parses an integer argument in [lo, hi].
+func (d *txDecoder) integer(field string, lo, hi int64) (int64, error) {
+	c := d.peek()
+	if c != '-' && (c < '0' || c > '9') {
+		return 0, d.argError(field, "must be an integer from %d to %d", lo, hi)
+	}
+	start := d.i
+	if err := d.number(); err != nil {
+		return 0, err
+	}
+	num := d.b[start:d.i]
+	if bytes.ContainsAny(num, ".eE") {
+		return 0, d.argError(field, "must be an integer from %d to %d, not %s", lo, hi, num)
+	}
+	neg := num[0] == '-'
+	if neg {
+		num = num[1:]
+	}
+	var n int64
+	for _, c := range num {
+		n = n*10 + int64(c-'0')
+		if n > math.MaxInt32*int64(2) { // well past any limit used here; stops overflow
+			break
+		}
+	}
+	if neg {
+		n = -n
+	}
+	if n < lo || n > hi {
+		return 0, d.argError(field, "must be an integer from %d to %d, not %s", lo, hi, d.b[start:d.i])
+	}
+	return n, nil
+}
+
+// xid parses {"format_id": <int32 >= 0>, "gtrid": "<hex>", "bqual": "<hex>"} and checks the
+// X/Open limits (1 to 64 bytes for gtrid and bqual).
+func (d *txDecoder) xid() (broker.Xid, error) {
+	var x broker.Xid
+	const example = `{"format_id": 1, "gtrid": "<hex>", "bqual": "<hex>"}`
+	if d.peek() != '{' {
+		return x, d.argError("xid", "must be an object such as %s", example)
+	}
+	d.i++
+	d.ws()
+	seen := 0
+	if d.peek() == '}' {
+		d.i++
+	} else {
+		for {
+			d.ws()
+			name, err := d.str()
+			if err != nil {
+				return x, err
+			}
+			if _, err := d.next(":", "':'"); err != nil {
+				return x, err
+			}
+			d.ws()
+			var bit int
+			switch string(name) {
+			case "format_id":
+				bit = 1
+				n, err := d.integer("xid.format_id", 0, math.MaxInt32)
+				if err != nil {
+					return x, err
+				}
+				x.FormatID = int32(n)
+			case "gtrid":
+				bit = 2
+				if x.Gtrid, err = d.xidPart("xid.gtrid"); err != nil {
+					return x, err
+				}
+			case "bqual":
+				bit = 4
+				if x.Bqual, err = d.xidPart("xid.bqual"); err != nil {
+					return x, err
+				}
+			default:
+				return x, d.argError("xid."+string(name), "is not a known field; an xid is %s", example)
+			}
+			if seen&bit != 0 {
+				return x, d.argError("xid."+string(name), "appears twice")
+			}
+			seen |= bit
+			c, err := d.next(",}", "',' or '}'")
+			if err != nil {
+				return x, err
+			}
+			if c == '}' {
+				break
+			}
+		}
+	}
+	for i, n := range []string{"format_id", "gtrid", "bqual"} {
+		if seen&(1<<i) == 0 {
+			return x, d.argError("xid."+n, "is required; an xid is %s", example)
+		}
+	}
+	return x, nil
+}
+
+// xidPart parses a gtrid or bqual: hex text of 1 to 64 bytes.
+func (d *txDecoder) xidPart(field string) ([]byte, error) {
+	if d.peek() != '"' {
+		return nil, d.argError(field, "must be a hex string")
+	}
+	s, err := d.str()
+	if err != nil {
+		return nil, err
+	}
+	if len(s) == 0 || len(s) > 2*broker.MaxXidPart {
+		return nil, d.argError(field, "must be 1 to %d bytes (2 to %d hex digits), not %d hex digits", broker.MaxXidPart, 2*broker.MaxXidPart, len(s))
+	}
+	out := make([]byte, hex.DecodedLen(len(s)))
+	if _, err := hex.Decode(out, s); err != nil {
+		return nil, d.argError(field, "must be hex (an even number of digits 0-9, a-f): %v", err)
+	}
+	return out, nil
+}
+
+func (d *txDecoder) messages() ([]broker.TxMessage, error) {
+	if d.peek() != '[' {
+		return nil, fieldError("messages", `must be an array of messages such as [{"topic": "t", "value": ...}]`)
+	}
+	d.i++
+	d.ws()
+	if d.peek() == ']' {
+		d.i++
+		return nil, fieldError("messages", "must hold at least one message")
+	}
+	msgs := make([]broker.TxMessage, 0, 1)
+	for idx := 0; ; idx++ {
+		d.ws()
+		m, err := d.message(idx)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+		c, err := d.next(",]", "',' or ']'")
+		if err != nil {
+			return nil, err
+		}
+		if c == ']' {
+			return msgs, nil
+		}
+	}
+}
+
+const fTopic = fPartition << 1
+
+// message parses one message of a transaction: the produce message fields plus "topic".
+func (d *txDecoder) message(idx int) (broker.TxMessage, error) {
+	m := broker.TxMessage{Message: broker.Message{Partition: -1}}
+	if d.peek() != '{' {
+		return m, fieldError(fmt.Sprintf("messages[%d]", idx), `must be an object such as {"topic": "t", "key": "k", "value": ...}`)
+	}
+	d.i++
+	d.ws()
+	seen := 0
+	if d.peek() == '}' {
+		d.i++
+	} else {
+		for {
+			d.ws()
+			name, err := d.str()
+			if err != nil {
+				return m, err
+			}
+			if _, err := d.next(":", "':'"); err != nil {
+				return m, err
+			}
+			d.ws()
+			var bit int
+			switch string(name) {
+			case "topic":
+				bit = fTopic
+				if d.peek() != '"' {
+					return m, fieldError(msgField(idx, "topic"), "must be a string")
+				}
+				s, err := d.str()
+				if err != nil {
+					return m, err
+				}
+				m.Topic = string(s)
+				if !validName(m.Topic) {
+					ae := invalidNameError("topic", m.Topic)
+					ae.field = msgField(idx, "topic")
+					return m, ae
+				}
+			case "key":
+				bit = fKey
+				switch d.peek() {
+				case 'n':
+					if err := d.literal("null"); err != nil {
+						return m, err
+					}
+					m.Key = nil
+				case '"':
+					if m.Key, err = d.str(); err != nil {
+						return m, err
+					}
+				default:
+					return m, fieldError(msgField(idx, "key"), "must be a string or null")
+				}
+			case "value":
+				bit = fValue
+				if m.Value, err = d.value(); err != nil {
+					return m, err
+				}
+				m.ValueJSON = true
+			case "value_base64":
+				bit = fValueBase64
+				if d.peek() != '"' {
+					return m, fieldError(msgField(idx, "value_base64"), "must be a base64 string")
+				}
+				s, err := d.str()
+				if err != nil {
+					return m, err
+				}
+				dst := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+				n, err := base64.StdEncoding.Decode(dst, s)
+				if err != nil {
+					return m, fieldError(msgField(idx, "value_base64"), "must be standard base64 with padding (RFC 4648 section 4): %v", err)
+				}
+				m.Value = dst[:n]
+			case "headers":
+				bit = fHeaders
+				if m.Headers, err = d.headers(idx); err != nil {
+					return m, err
+				}
+			case "partition":
+				bit = fPartition
+				if m.Partition, err = d.partition(idx); err != nil {
+					return m, err
+				}
+			default:
+				return m, fieldError(msgField(idx, string(name)), "is not a known field; a message holds topic, key, value, value_base64, headers and partition")
+			}
+			if seen&bit != 0 {
+				return m, fieldError(msgField(idx, string(name)), "appears twice")
+			}
+			seen |= bit
+			c, err := d.next(",}", "',' or '}'")
+			if err != nil {
+				return m, err
+			}
+			if c == '}' {
+				break
+			}
+		}
+	}
+	switch {
+	case seen&fTopic == 0:
+		return m, fieldError(msgField(idx, "topic"), "is required: a transaction's messages may go to any topic, so each names its own")
+	case seen&fValue != 0 && seen&fValueBase64 != 0:
+		return m, fieldError(msgField(idx, "value"), "and value_base64 exclude each other: send one of them")
+	case seen&(fValue|fValueBase64) == 0:
+		return m, fieldError(msgField(idx, "value"), "is required: send value (any JSON) or value_base64 (bytes as base64)")
+	}
+	return m, nil
+}
