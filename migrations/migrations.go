@@ -1,0 +1,148 @@
+// Package migrations owns the SQL schema Imago keeps in an operator's database:
+// consumer offsets, partition ends and the consumer lag view, one set of
+// migrations per dialect (postgres/ and mysql/), embedded in the binary and
+// applied with pressly/goose by `imago migrate` or at start-up.
+//
+// Naming follows the DBA rules of DESIGN.md: in PostgreSQL everything lives in
+// schema imago (imago.consumer_offsets, imago.partition_ends,
+// imago.consumer_lag, and goose's own imago.goose_version); MySQL and MariaDB
+// have no schemas inside a database, so the same names carry the prefix imago_
+// (imago_consumer_offsets, ..., imago_goose_version).
+//
+// Apply is safe to call from several processes at once: it takes a
+// database-wide lock for the whole run (pg_advisory_lock in PostgreSQL,
+// GET_LOCK in MySQL/MariaDB), held on one dedicated connection, so a second
+// process waits and then finds nothing to do. The migrations themselves are
+// idempotent (IF NOT EXISTS, OR REPLACE) so that a database whose tables were
+// created by hand, or whose version table was dropped, is still brought up to
+// date rather than failing.
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/pressly/goose/v3"
+)
+
+// Dialects accepted by Apply.
+const (
+	Postgres = "postgres"
+	MySQL    = "mysql"
+)
+
+// VersionTable names goose's version table per dialect.
+var VersionTable = map[string]string{
+	Postgres: "imago.goose_version",
+	MySQL:    "imago_goose_version",
+}
+
+// lockKey is the PostgreSQL advisory lock key (and the MySQL GET_LOCK name)
+// that serializes concurrent runs of Apply. 0x696d61676f is "imago" in ASCII.
+const (
+	lockKey  int64 = 0x696d61676f
+	lockName       = "imago_migrations"
+)
+
+// lockWait bounds how long Apply waits for another process's run.
+const lockWait = 5 * time.Minute
+
+//go:embed postgres/*.sql mysql/*.sql
+var files embed.FS
+
+// FS returns the embedded migrations of a dialect ("postgres" or "mysql"),
+// for tooling that wants to list or print them.
+func FS(dialect string) (fs.FS, error) {
+	if _, ok := VersionTable[dialect]; !ok {
+		return nil, fmt.Errorf("migrations: unknown dialect %q (want %q or %q)", dialect, Postgres, MySQL)
+	}
+	return fs.Sub(files, dialect)
+}
+
+// Apply brings the database behind db up to the latest migration of dialect
+// ("postgres" or "mysql"; "mariadb" is accepted as "mysql"). It is idempotent
+// and safe to run concurrently from several processes (see the package
+// comment). For pgx use github.com/jackc/pgx/v5/stdlib to get a *sql.DB.
+func Apply(ctx context.Context, db *sql.DB, dialect string) error {
+	if dialect == "mariadb" {
+		dialect = MySQL
+	}
+	fsys, err := FS(dialect)
+	if err != nil {
+		return err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrations: connect: %w", err)
+	}
+	defer conn.Close()
+
+	unlock, err := lock(ctx, conn, dialect)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	if dialect == Postgres {
+		// goose creates imago.goose_version before the first migration runs,
+		// so the schema must exist first. Under the lock, so no race.
+		if _, err := conn.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS imago`); err != nil {
+			return fmt.Errorf("migrations: create schema imago: %w", err)
+		}
+	}
+
+	gd := goose.DialectPostgres
+	if dialect == MySQL {
+		gd = goose.DialectMySQL
+	}
+	p, err := goose.NewProvider(gd, db, fsys,
+		goose.WithTableName(VersionTable[dialect]),
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithSlog(slog.Default()),
+	)
+	if err != nil {
+		return fmt.Errorf("migrations: %s: %w", dialect, err)
+	}
+	res, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrations: %s up: %w", dialect, err)
+	}
+	for _, r := range res {
+		slog.InfoContext(ctx, "migration applied", "dialect", dialect,
+			"version", r.Source.Version, "duration", r.Duration)
+	}
+	return nil
+}
+
+// lock takes the database-wide migration lock on conn and returns its release.
+func lock(ctx context.Context, conn *sql.Conn, dialect string) (func(), error) {
+	switch dialect {
+	case Postgres:
+		lctx, cancel := context.WithTimeout(ctx, lockWait)
+		defer cancel()
+		if _, err := conn.ExecContext(lctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
+			return nil, fmt.Errorf("migrations: take advisory lock: %w", err)
+		}
+		return func() {
+			// The lock also dies with the session; the release is a courtesy.
+			_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, lockKey)
+		}, nil
+	default:
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, ?)`, lockName, int(lockWait.Seconds())).Scan(&got); err != nil {
+			return nil, fmt.Errorf("migrations: GET_LOCK: %w", err)
+		}
+		if !got.Valid || got.Int64 != 1 {
+			return nil, errors.New("migrations: another process holds the migration lock (GET_LOCK timed out)")
+		}
+		return func() {
+			_, _ = conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(?)`, lockName)
+		}, nil
+	}
+}

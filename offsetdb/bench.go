@@ -1,0 +1,211 @@
+package offsetdb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Modes of BenchCommits.
+const (
+	// BenchGroupCommit commits through Open's Batcher.
+	BenchGroupCommit = "group-commit"
+	// BenchUpdatePerCommit runs one autocommitted UPDATE per commit, on a
+	// pool of one connection per committer: the baseline.
+	BenchUpdatePerCommit = "update-per-commit"
+)
+
+// CommitBenchConfig configures BenchCommits (and `imago bench offsets`).
+type CommitBenchConfig struct {
+	// Store is "postgres" or "mysql"; DSN its database. Migrations are applied.
+	Store string
+	DSN   string
+	// Mode is BenchGroupCommit or BenchUpdatePerCommit.
+	Mode string
+	// Committers is the number of concurrent committers. Default 64. Each
+	// commits increasing offsets of its own partition, as consumers do.
+	Committers int
+	// Commits is the total number of commits; if 0, run for Duration.
+	Commits  int
+	Duration time.Duration
+	// Group is the consumer group written to. Default "imago-bench-<mode>-<time>".
+	Group string
+	// GroupCommit configures the Batcher in BenchGroupCommit mode.
+	GroupCommit GroupCommitConfig
+}
+
+// CommitBenchResult is what BenchCommits measured.
+type CommitBenchResult struct {
+	Mode       string
+	Committers int
+	Commits    int
+	Elapsed    time.Duration
+	// PerSecond is Commits / Elapsed.
+	PerSecond float64
+	// Latency of one commit call, from call to return.
+	P50, P99, Max time.Duration
+	// Transactions is the number of database transactions that wrote the
+	// commits (flushes in group-commit mode; Commits otherwise).
+	Transactions uint64
+}
+
+func (r CommitBenchResult) String() string {
+	return fmt.Sprintf("%-18s committers=%d commits=%d elapsed=%v commits/s=%.0f p50=%v p99=%v max=%v transactions=%d",
+		r.Mode, r.Committers, r.Commits, r.Elapsed.Round(time.Millisecond), r.PerSecond,
+		r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.Transactions)
+}
+
+// BenchCommits measures offset commits per second and commit latency
+// against a real database (figures of issue 3).
+func BenchCommits(ctx context.Context, cfg CommitBenchConfig) (CommitBenchResult, error) {
+	if cfg.Committers <= 0 {
+		cfg.Committers = 64
+	}
+	if cfg.Commits <= 0 && cfg.Duration <= 0 {
+		cfg.Duration = 5 * time.Second
+	}
+	if cfg.Group == "" {
+		cfg.Group = fmt.Sprintf("imago-bench-%s-%d", cfg.Mode, time.Now().UnixNano())
+	}
+	kind := (Config{Store: cfg.Store}).kind()
+	if kind != KindPostgres && kind != KindMySQL {
+		return CommitBenchResult{}, fmt.Errorf("offsetdb: bench: store %q is not postgres or mysql", cfg.Store)
+	}
+	const topic = "bench"
+	// The batcher needs few connections: one flusher, plus readers.
+	store, err := Open(ctx, Config{Store: kind, DSN: cfg.DSN, Migrate: true, MaxConns: 4, GroupCommit: cfg.GroupCommit})
+	if err != nil {
+		return CommitBenchResult{}, err
+	}
+	defer store.Close()
+	seed := make([]Offset, cfg.Committers)
+	for i := range seed {
+		seed[i] = Offset{Group: cfg.Group, Topic: topic, Partition: i, Next: 0, CommittedBy: "bench"}
+	}
+	if err := store.Commit(ctx, seed); err != nil {
+		return CommitBenchResult{}, fmt.Errorf("offsetdb: bench: seed rows: %w", err)
+	}
+
+	var commit func(ctx context.Context, partition int, next int64) error
+	var transactions func() uint64
+	var done atomic.Uint64
+	switch cfg.Mode {
+	case BenchGroupCommit:
+		before := store.Stats().Flushes
+		commit = func(ctx context.Context, p int, n int64) error {
+			return store.Commit(ctx, []Offset{{Group: cfg.Group, Topic: topic, Partition: p, Next: n, CommittedBy: "bench"}})
+		}
+		transactions = func() uint64 { return store.Stats().Flushes - before }
+	case BenchUpdatePerCommit:
+		transactions = done.Load
+		if kind == KindPostgres {
+			pool, err := newPgPool(ctx, Config{DSN: cfg.DSN, MaxConns: cfg.Committers})
+			if err != nil {
+				return CommitBenchResult{}, err
+			}
+			defer pool.Close()
+			commit = pgUpdateCommit(pool, cfg.Group, topic)
+		} else {
+			db, err := newMySQLDB(ctx, Config{DSN: cfg.DSN, MaxConns: cfg.Committers})
+			if err != nil {
+				return CommitBenchResult{}, err
+			}
+			defer db.Close()
+			commit = mysqlUpdateCommit(db, cfg.Group, topic)
+		}
+	default:
+		return CommitBenchResult{}, fmt.Errorf("offsetdb: bench: unknown mode %q", cfg.Mode)
+	}
+
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lats     []time.Duration
+		firstErr error
+		budget   atomic.Int64
+	)
+	budget.Store(int64(cfg.Commits))
+	deadline := time.Now().Add(cfg.Duration)
+	start := time.Now()
+	for c := range cfg.Committers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, 1024)
+			var next int64
+			for ctx.Err() == nil {
+				if cfg.Commits > 0 {
+					if budget.Add(-1) < 0 {
+						break
+					}
+				} else if time.Now().After(deadline) {
+					break
+				}
+				next++
+				t0 := time.Now()
+				if err := commit(ctx, c, next); err != nil {
+					mu.Lock()
+					firstErr = cmpErr(firstErr, err)
+					mu.Unlock()
+					break
+				}
+				mine = append(mine, time.Since(t0))
+				done.Add(1)
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return CommitBenchResult{}, fmt.Errorf("offsetdb: bench %s: %w", cfg.Mode, firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return CommitBenchResult{}, err
+	}
+	if len(lats) == 0 {
+		return CommitBenchResult{}, errors.New("offsetdb: bench: no commit completed")
+	}
+	slices.Sort(lats)
+	q := func(f float64) time.Duration { return lats[min(len(lats)-1, int(f*float64(len(lats))))] }
+	return CommitBenchResult{
+		Mode: cfg.Mode, Committers: cfg.Committers, Commits: len(lats), Elapsed: elapsed,
+		PerSecond: float64(len(lats)) / elapsed.Seconds(),
+		P50:       q(0.50), P99: q(0.99), Max: lats[len(lats)-1],
+		Transactions: transactions(),
+	}, nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func pgUpdateCommit(pool *pgxpool.Pool, group, topic string) func(context.Context, int, int64) error {
+	return func(ctx context.Context, p int, n int64) error {
+		_, err := pool.Exec(ctx, `UPDATE imago.consumer_offsets
+			SET next_offset = GREATEST(next_offset, $1), committed_at = now(), committed_by = $2
+			WHERE group_name = $3 AND topic = $4 AND partition = $5`, n, "bench", group, topic, p)
+		return err
+	}
+}
+
+func mysqlUpdateCommit(db *sql.DB, group, topic string) func(context.Context, int, int64) error {
+	return func(ctx context.Context, p int, n int64) error {
+		_, err := db.ExecContext(ctx, "UPDATE imago_consumer_offsets "+
+			"SET next_offset = GREATEST(next_offset, ?), committed_at = UTC_TIMESTAMP(6), committed_by = ? "+
+			"WHERE group_name = ? AND topic = ? AND `partition` = ?", n, "bench", group, topic, p)
+		return err
+	}
+}

@@ -1,0 +1,46 @@
+// Package offsetdb stores consumer offsets: for each consumer group, topic and
+// partition, the offset of the next message the group will consume ("next
+// offset"; every message below it has been processed).
+//
+// # Model
+//
+// An offset only moves forward. Every store keeps the greater of the stored and
+// the committed value, atomically where the value lives: GREATEST in an upsert
+// (PostgreSQL: INSERT ... ON CONFLICT DO UPDATE, MySQL/MariaDB: INSERT ... ON
+// DUPLICATE KEY UPDATE), a versioned compare-and-set in ZooKeeper, and the
+// store's lock in the file store. A late or replayed commit of a lower offset
+// is therefore harmless: it is acknowledged and changes nothing. The single
+// exception is Store.Reset, the operator's `imago groups reset`, which sets
+// the offset to any value, backwards included.
+//
+// # Group commit
+//
+// Open puts a Batcher in front of every store. Commit calls from any number of
+// goroutines wait in a queue; one flusher goroutine takes everything waiting
+// (up to GroupCommitConfig.MaxBatch distinct keys), coalesces it to the highest
+// offset per (group, topic, partition), sorts the keys, and writes them in one
+// database transaction with one multi-row upsert. Sorting makes every flusher,
+// in every process, lock rows in the same order, so concurrent flushes cannot
+// deadlock on each other. A flush starts as soon as the previous one finished
+// (natural batching: no added latency when idle, bigger batches under load),
+// or, with MaxDelay > 0, waits up to MaxDelay for more commits. Commit returns
+// only after the flush that holds it succeeded; a failed flush returns its
+// error to every commit in it.
+//
+// # Stores
+//
+//	file       the embedded default: an append-only log in the data directory
+//	           (offsets.log), one fsync per flush, compacted by atomic replace
+//	postgres   table imago.consumer_offsets, pgx v5 pool
+//	mysql      table imago_consumer_offsets, database/sql and go-sql-driver/mysql
+//	zookeeper  znodes <root>/consumers/<group>/offsets/<topic>/<partition>
+//
+// The SQL tables are created by package migrations (Config.Migrate applies them
+// at Open). They are meant to be read by people: `SELECT * FROM
+// imago.consumer_lag WHERE lag > 1000` answers "who is behind"; PartitionEnds
+// keeps imago.partition_ends current so that the lag view works.
+//
+// Transactional consume (the side effect and the offset in one transaction of
+// the application's database) uses CommitTx or CommitPgxTx with the
+// application's own transaction instead of a Store.
+package offsetdb
