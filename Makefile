@@ -4,7 +4,7 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 5s
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/...
+RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/...
 
 .PHONY: run build test services check unit race fuzz bench clean
 
@@ -40,6 +40,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTxBody$$' -fuzztime $(FUZZTIME) ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $(FUZZTIME) ./broker/internal/dedupe
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFileRecord$$' -fuzztime $(FUZZTIME) ./offsetdb
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./textproto
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) ./textproto
 
 bench: build
 	bash scripts/bench.sh

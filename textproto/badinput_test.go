@@ -1,0 +1,104 @@
+package textproto
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBadInput: each malformed request gets result 400 naming the problem, with the client's
+// opaque when it could be read, and the connection keeps serving.
+func TestBadInput(t *testing.T) {
+	ts := startServer(t, Options{})
+	ts.createTopic("t", 1)
+	c := ts.dial()
+	cases := []struct {
+		req    string
+		opaque int64
+		says   string
+	}{
+		{"frobnicate 1\r\n", 1, "unknown command"},
+		{"PUT t 0 1 0 2\r\n", 2, "unknown command"},
+		{"get t g 0 0 3\r\n", 3, "6 arguments"},
+		{"get t g 0 0 100 200 4\r\n", 4, "6 arguments"},
+		{"offset t g 0 5\r\n", 5, "5 arguments"},
+		{"put t 0 0 6\r\n", 6, "5 or 6 arguments"},
+		{"put t 0 1 0\r\nx", 0, "5 or 6 arguments"},
+		{"put t zero 1 0 7\r\nx", 7, "partition \"zero\" is not an integer"},
+		{"put t 0 1x 0 8\r\n", 8, "length \"1x\" is not an integer"},
+		{"put t 0 -5 0 9\r\n", 9, "length -5 is negative"},
+		{"put t -2 1 0 10\r\nx", 10, "partition -2 is out of range"},
+		{"put t 0 1 4 11\r\nx", 11, "flag 4 has unknown bits"},
+		{"put t/x 0 1 0 12\r\nx", 12, "topic name"},
+		{"put t 0 1 0 TX 13\r\nx", 13, "txkey"},
+		{"put t 0 99999999999 0 14\r\n", 14, "out of range"},
+		{"get t g 0 -1 100 15\r\n", 15, "offset -1 is negative"},
+		{"get t g 0 0 0 16\r\n", 16, "max_bytes 0 is out of range"},
+		{"get t g* 0 0 100 17\r\n", 17, "group name"},
+		{"get t g 0 0 100 op\r\n", 0, "opaque \"op\" is not an integer"},
+		{"version 1 2\r\n", 2, "at most 1 argument"},
+		{"quit now\r\n", 0, "no arguments"},
+		{"transaction TX:- s SOMETIMES 18\r\n", 18, "transaction type"},
+		{"transaction TX:- s BEGIN 0 19\r\n", 19, "timeout_s 0 is out of range"},
+		{"transaction TX:1 s COMMIT_ONE_PHASE 5 20\r\n", 20, "only taken by BEGIN"},
+		{"transaction s BEGIN 21\r\n", 21, "4 or 5 arguments"},
+		{"stats a b c\r\n", 0, "at most 2 arguments"},
+		{"auth\r\n", 0, "2 arguments"},
+	}
+	for _, tc := range cases {
+		a := c.call(tc.req)
+		if a.kind != "result" || a.code != 400 || a.opaque != tc.opaque || !strings.Contains(string(a.body), tc.says) {
+			t.Errorf("%q: got %v, want 400 with opaque %d saying %q", tc.req, a, tc.opaque, tc.says)
+		}
+		if got := c.expect("version 99\r\n", 200); got == "" {
+			t.Fatalf("after %q the connection does not serve", tc.req)
+		}
+	}
+	if ti, _ := ts.b.Topic("t"); ti.Partitions[0].EndOffset != 0 {
+		t.Fatalf("bad input appended %d messages", ti.Partitions[0].EndOffset)
+	}
+}
+
+func TestTruncatedPayload(t *testing.T) {
+	ts := startServer(t, Options{PayloadTimeout: 200 * time.Millisecond})
+	ts.createTopic("t", 1)
+	c := ts.dial()
+	if got := c.expect("put t 0 10 0 5\r\nhello", 400); !strings.Contains(got, "truncated payload: 5 of 10") {
+		t.Fatalf("truncated: %q", got)
+	}
+	c.expect("version 6\r\n", 200)
+	// At EOF the connection just closes.
+	c.write("put t 0 10 0 7\r\nhel")
+	c.nc.(interface{ CloseWrite() error }).CloseWrite()
+	c.expectClosed()
+	if ti, _ := ts.b.Topic("t"); ti.Partitions[0].EndOffset != 0 {
+		t.Fatalf("a truncated put appended a message")
+	}
+}
+
+// TestOversize: a length over the limit gets 413 and closes that connection only.
+func TestOversize(t *testing.T) {
+	ts := startServer(t, Options{MaxPayloadBytes: 1000})
+	ts.createTopic("t", 1)
+	other := ts.dial()
+	other.expect("version 1\r\n", 200)
+	c := ts.dial()
+	c.write("put t 0 1001 0 2\r\n" + strings.Repeat("x", 1001))
+	if a := c.readAnswer(); a.code != 413 || a.opaque != 2 {
+		t.Fatalf("oversize: %v", a)
+	}
+	c.expectClosed()
+	other.expect(putLine("t", 0, strings.Repeat("y", 1000), 0, 3), 200)
+}
+
+// TestLongLine: a line past MaxLineBytes without a newline gets 400 and the connection closes.
+func TestLongLine(t *testing.T) {
+	ts := startServer(t, Options{})
+	c := ts.dial()
+	c.write("version " + strings.Repeat("9", 5000))
+	if a := c.readAnswer(); a.code != 400 || !strings.Contains(string(a.body), "longer than 4096") {
+		t.Fatalf("long line: %v", a)
+	}
+	c.expectClosed()
+	ts.dial().expect("version 1\r\n", 200)
+}

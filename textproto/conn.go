@@ -1,0 +1,254 @@
+package textproto
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+const (
+	readBufferSize  = 64 << 10
+	writeBufferSize = 64 << 10
+	answerQueue     = 256
+	lingerTime      = 500 * time.Millisecond
+	lingerBytes     = 4 << 20
+)
+
+// conn is one client connection: a reader goroutine (readLoop: parse, execute, queue the
+// answer) and a writer goroutine (writeLoop: write answers, flush when none is queued).
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	remote string
+	br     *bufio.Reader
+	out    chan []byte // answers, in request order; closed by the reader when it ends
+	wdone  chan struct{}
+
+	// token is the authenticated token (nil: auth off, or not yet authenticated).
+	token  *authToken
+	authed bool
+
+	mu       sync.Mutex // guards stopping and waiting, and orders read deadlines against stop
+	stopping bool
+	waiting  bool // the reader is blocked waiting for a request
+
+	puts   putBatch
+	linger bool // close after a final answer: half-close and drain what the client still sends
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{
+		s:      s,
+		nc:     nc,
+		remote: nc.RemoteAddr().String(),
+		br:     bufio.NewReaderSize(nc, readBufferSize),
+		out:    make(chan []byte, answerQueue),
+		wdone:  make(chan struct{}),
+		authed: s.auth == nil,
+	}
+}
+
+// stop asks the connection to end after the command it is executing: a reader waiting for
+// a request is woken at once.
+func (c *conn) stop() {
+	c.mu.Lock()
+	c.stopping = true
+	if c.waiting {
+		c.nc.SetReadDeadline(time.Now())
+	}
+	c.mu.Unlock()
+}
+
+// arm sets the read deadline for a wait for the next request. It reports false when the
+// connection is stopping.
+func (c *conn) arm() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping {
+		return false
+	}
+	c.waiting = true
+	c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+	return true
+}
+
+func (c *conn) disarm() {
+	c.mu.Lock()
+	c.waiting = false
+	c.mu.Unlock()
+}
+
+func (c *conn) isStopping() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopping
+}
+
+// send queues an answer for the writer.
+func (c *conn) send(b []byte) { c.out <- b }
+
+func (c *conn) writeLoop() {
+	defer c.s.wg.Done()
+	defer close(c.wdone)
+	bw := bufio.NewWriterSize(c.nc, writeBufferSize)
+	failed := false
+	for b := range c.out {
+		if failed {
+			continue // keep draining so that the reader never blocks
+		}
+		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+		_, err := bw.Write(b)
+		if err == nil && len(c.out) == 0 {
+			err = bw.Flush()
+		}
+		if err != nil {
+			c.writeFailed(err)
+			failed = true
+		}
+		c.s.stats.bytesOut.Add(int64(len(b)))
+	}
+	if !failed {
+		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+		if err := bw.Flush(); err != nil {
+			c.writeFailed(err)
+		}
+	}
+}
+
+// writeFailed ends the connection: the reader's next read fails.
+func (c *conn) writeFailed(err error) {
+	c.s.log.Debug("text protocol write failed; closing", "remote", c.remote, "err", err)
+	c.nc.Close()
+}
+
+func (c *conn) readLoop() {
+	defer c.s.wg.Done()
+	defer func() {
+		close(c.out)
+		<-c.wdone
+		if c.linger {
+			lingerClose(c.nc)
+		} else {
+			c.nc.Close()
+		}
+		c.s.removeConn(c)
+	}()
+	c.s.log.Debug("text protocol connection", "remote", c.remote)
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if !c.handle(line) {
+			return
+		}
+	}
+}
+
+// readFailed handles the error that ends reading: EOF, an idle timeout, Close, an overlong line.
+func (c *conn) readFailed(err error) {
+	var le *errLine
+	switch {
+	case errors.As(err, &le):
+		c.s.stats.badRequests.Add(1)
+		c.send(appendResult(nil, codeBadRequest, 0, le.msg+"; closing the connection"))
+		c.linger = true
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if !c.isStopping() {
+			c.s.log.Debug("text protocol connection idle; closing", "remote", c.remote, "idle_timeout", c.s.opts.IdleTimeout)
+		}
+	default:
+		c.s.log.Debug("text protocol read failed", "remote", c.remote, "err", err)
+	}
+}
+
+// readLine returns the next request line, "\n" included. The line aliases the read buffer
+// and is valid until the next read. A line longer than MaxLineBytes is an *errLine.
+func (c *conn) readLine() ([]byte, error) {
+	max := c.s.opts.MaxLineBytes
+	for {
+		buf, _ := c.br.Peek(c.br.Buffered())
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			if i+1 > max {
+				return nil, lineErr("the request line is longer than %d bytes", max)
+			}
+			c.br.Discard(i + 1)
+			c.s.stats.bytesIn.Add(int64(i + 1))
+			return buf[:i+1], nil
+		}
+		if len(buf) >= max {
+			return nil, lineErr("the request line is longer than %d bytes", max)
+		}
+		if !c.arm() {
+			return nil, net.ErrClosed
+		}
+		_, err := c.br.Peek(len(buf) + 1)
+		c.disarm()
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// errTruncated: the payload did not arrive within PayloadTimeout.
+var errTruncated = errors.New("truncated payload")
+
+// readPayload appends the n bytes of a payload to dst. It returns errTruncated (with what
+// arrived consumed) when the rest does not come within PayloadTimeout, and the read error at
+// EOF or when the connection fails.
+func (c *conn) readPayload(dst []byte, n int) ([]byte, int, error) {
+	if c.br.Buffered() >= n {
+		b, _ := c.br.Peek(n)
+		dst = append(dst, b...)
+		c.br.Discard(n)
+		c.s.stats.bytesIn.Add(int64(n))
+		return dst, n, nil
+	}
+	c.nc.SetReadDeadline(time.Now().Add(c.s.opts.PayloadTimeout))
+	start := len(dst)
+	dst = append(dst, make([]byte, n)...)
+	got, err := io.ReadFull(c.br, dst[start:])
+	c.s.stats.bytesIn.Add(int64(got))
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && !c.isStopping() {
+			return dst[:start], got, errTruncated
+		}
+		return dst[:start], got, err
+	}
+	return dst, n, nil
+}
+
+// skipPayload discards the n bytes of a payload that will not be used.
+func (c *conn) skipPayload(n int) (int, error) {
+	if c.br.Buffered() >= n {
+		c.br.Discard(n)
+		c.s.stats.bytesIn.Add(int64(n))
+		return n, nil
+	}
+	c.nc.SetReadDeadline(time.Now().Add(c.s.opts.PayloadTimeout))
+	got, err := c.br.Discard(n)
+	c.s.stats.bytesIn.Add(int64(got))
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.isStopping() {
+		return got, errTruncated
+	}
+	return got, err
+}
+
+// lingerClose closes nc after a final answer without losing it: closing a socket that still
+// has unread input makes the kernel reset the connection, which can discard the answer before
+// the client reads it. So: half-close, drain briefly, close.
+func lingerClose(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.CloseWrite()
+		nc.SetReadDeadline(time.Now().Add(lingerTime))
+		io.CopyN(io.Discard, nc, lingerBytes)
+	}
+	nc.Close()
+}

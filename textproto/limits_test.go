@@ -1,0 +1,152 @@
+package textproto
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConnectionLimit(t *testing.T) {
+	ts := startServer(t, Options{MaxConnections: 2})
+	a, b := ts.dial(), ts.dial()
+	a.expect("version 1\r\n", 200)
+	b.expect("version 1\r\n", 200)
+	c := ts.dial()
+	ans := c.readAnswer()
+	if ans.code != 503 || ans.opaque != 0 || !strings.Contains(string(ans.body), "too many connections") {
+		t.Fatalf("refusal: %v", ans)
+	}
+	c.expectClosed()
+	a.write("quit\r\n")
+	a.expectClosed()
+	// The slot is free again once the server has noticed.
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.s.stats.currConns.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("connection count stays %d", ts.s.stats.currConns.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ts.dial().expect("version 2\r\n", 200)
+	if ts.s.stats.rejected.Load() != 1 {
+		t.Fatalf("rejected = %d", ts.s.stats.rejected.Load())
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	ts := startServer(t, Options{IdleTimeout: 150 * time.Millisecond})
+	c := ts.dial()
+	c.expect("version 1\r\n", 200)
+	start := time.Now()
+	c.expectClosed()
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("closed after %v, before the idle timeout", d)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	ts := startServer(t, Options{Tokens: []Token{
+		{Name: "payments", Token: "s3cret-payments", Produce: []string{"settlement.*"}, Consume: []string{"settlement.*"}},
+		{Name: "reader", Token: "s3cret-reader", Consume: []string{"*"}},
+	}})
+	ts.createTopic("settlement.transfers", 1)
+	ts.createTopic("hr", 1)
+
+	// Anything but auth first: 401 and closed.
+	c := ts.dial()
+	if a := c.call("version 5\r\n"); a.code != 401 || a.opaque != 5 {
+		t.Fatalf("before auth: %v", a)
+	}
+	c.expectClosed()
+	c = ts.dial()
+	if a := c.call(putLine("settlement.transfers", 0, "x", 0, 6)); a.code != 401 {
+		t.Fatalf("put before auth: %v", a)
+	}
+	c.expectClosed()
+	// A wrong token: 401 and closed; the answer does not echo it.
+	c = ts.dial()
+	a := c.call("auth wrong-token 7\r\n")
+	if a.code != 401 || strings.Contains(string(a.body), "wrong-token") {
+		t.Fatalf("wrong token: %v", a)
+	}
+	c.expectClosed()
+
+	c = ts.dial()
+	if got := c.expect("auth s3cret-payments 8\r\n", 200); got != "authenticated as payments" {
+		t.Fatalf("auth: %q", got)
+	}
+	c.expect(putLine("settlement.transfers", 0, "x", 0, 9), 200)
+	if got := c.expect(putLine("hr", 0, "x", 0, 10), 403); !strings.Contains(got, "produce") {
+		t.Fatalf("forbidden put: %q", got)
+	}
+	c.expect("get hr g 0 0 100 11\r\n", 403)
+	if a := c.call("get settlement.transfers g 0 0 100 12\r\n"); a.kind != "value" {
+		t.Fatalf("allowed get: %v", a)
+	}
+	c.expect("stats 13\r\n", 200)
+
+	r := ts.dial()
+	r.expect("auth s3cret-reader 14\r\n", 200)
+	r.expect(putLine("settlement.transfers", 0, "x", 0, 15), 403)
+	if a := r.call("get hr g 0 0 100 16\r\n"); a.kind != "value" {
+		t.Fatalf("reader get: %v", a)
+	}
+}
+
+func TestGetAnswersValue(t *testing.T) {
+	ts := startServer(t, Options{})
+	ts.createTopic("t", 1)
+	c := ts.dial()
+	if a := c.call("get t g 0 0 100 1\r\n"); a.kind != "value" || len(a.body) != 0 {
+		t.Fatalf("empty get: %v", a)
+	}
+}
+
+// TestClose: Close answers what is executing, closes idle connections at once and makes
+// Serve return ErrServerClosed.
+func TestClose(t *testing.T) {
+	ts := startServer(t, Options{})
+	ts.createTopic("t", 1)
+	idle := ts.dial()
+	idle.expect("version 1\r\n", 200)
+	busy := ts.dial()
+	var sb strings.Builder
+	for i := 0; i < 200; i++ {
+		sb.WriteString(putLine("t", 0, "m", 0, int64(i)))
+	}
+	busy.write(sb.String())
+	first := busy.readAnswer() // the server is working on them
+	start := time.Now()
+	if err := ts.s.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("close took %v", d)
+	}
+	idle.expectClosed()
+	// Every answer the busy client gets is a whole, successful one.
+	n := 1
+	for {
+		a, err := busy.tryRead()
+		if err != nil {
+			break
+		}
+		if a.code != 200 {
+			t.Fatalf("answer after close: %v", a)
+		}
+		n++
+	}
+	if ti, _ := ts.b.Topic("t"); ti.Partitions[0].EndOffset != int64(n) {
+		t.Fatalf("%d answers for %d messages appended (first %v)", n, ti.Partitions[0].EndOffset, first)
+	}
+	select {
+	case err := <-ts.served:
+		if !errors.Is(err, ErrServerClosed) {
+			t.Fatalf("Serve: %v", err)
+		}
+		ts.served <- err // for stop
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Serve did not return")
+	}
+}

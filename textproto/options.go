@@ -1,0 +1,141 @@
+package textproto
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Token is one auth token and its rights. It has the shape of gateway.Token, so that one
+// converts to the other (textproto.Token(t)); Produce and Consume hold topic patterns in
+// path.Match syntax (e.g. "settlement.*"). Admin is accepted for symmetry; no command of
+// this door needs it today.
+type Token struct {
+	Name    string
+	Token   string
+	Produce []string
+	Consume []string
+	Admin   bool
+}
+
+// GroupOffset is a committed consumer offset: Next is the next offset the group reads.
+type GroupOffset struct {
+	Group     string
+	Topic     string
+	Partition int
+	Next      int64
+}
+
+// OffsetStore is where the offset command commits and what stats groups lists. It is the
+// part of an offset store this door needs; the method names differ from offsetdb.Store's so
+// that a store (or a small adapter) can offer both.
+type OffsetStore interface {
+	// CommitOffset makes next the group's offset of the partition; it returns after the
+	// offset is durable. A commit never moves an offset backwards.
+	CommitOffset(ctx context.Context, group, topic string, partition int, next int64) error
+	// GroupOffsets lists every committed offset of every group.
+	GroupOffsets(ctx context.Context) ([]GroupOffset, error)
+}
+
+// Options configure a Server. NewOptions returns the defaults.
+type Options struct {
+	// Addr is the listen address of ListenAndServe. Default 127.0.0.1:8123.
+	Addr string
+	// MaxConnections caps open connections; one more is answered "result 503" and closed.
+	// Default 1024.
+	MaxConnections int
+	// IdleTimeout closes a connection that sends no request for this long. Default 5m.
+	IdleTimeout time.Duration
+	// PayloadTimeout bounds the wait for the rest of a put payload once its line is read;
+	// past it the put is answered "result 400" (truncated payload). Default 10s.
+	PayloadTimeout time.Duration
+	// WriteTimeout bounds one write of answers to a client. Default 30s.
+	WriteTimeout time.Duration
+	// MaxPayloadBytes caps a put's declared length; a larger one is answered "result 413" and
+	// the connection is closed. Default 1 MiB (the broker's default message limit).
+	MaxPayloadBytes int
+	// MaxLineBytes caps a request line; a longer one is answered "result 400" and the
+	// connection is closed. Default 4096.
+	MaxLineBytes int
+	// MaxGetBytes caps get's max_bytes (a larger request is served up to this). Default 8 MiB.
+	MaxGetBytes int
+	// Tokens enables auth when non-empty: the first request must be auth.
+	Tokens []Token
+	// Offsets is where offset commits go and what stats groups lists. Nil: offset answers
+	// 503 and stats groups is empty.
+	Offsets OffsetStore
+	// FsyncP99 reports the broker's recent fsync p99 for stats (see FsyncStats). Nil: 0.
+	FsyncP99 func() time.Duration
+	// Version is what version answers, and stats shows. Default "dev".
+	Version string
+	// BrokerID is stats' broker_id. Default 0.
+	BrokerID int
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of Options.
+const (
+	DefaultAddr            = "127.0.0.1:8123"
+	DefaultMaxConnections  = 1024
+	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultPayloadTimeout  = 10 * time.Second
+	DefaultWriteTimeout    = 30 * time.Second
+	DefaultMaxPayloadBytes = 1 << 20
+	DefaultMaxLineBytes    = 4096
+	DefaultMaxGetBytes     = 8 << 20
+)
+
+// NewOptions returns Options with every default filled in.
+func NewOptions() Options {
+	return Options{
+		Addr:            DefaultAddr,
+		MaxConnections:  DefaultMaxConnections,
+		IdleTimeout:     DefaultIdleTimeout,
+		PayloadTimeout:  DefaultPayloadTimeout,
+		WriteTimeout:    DefaultWriteTimeout,
+		MaxPayloadBytes: DefaultMaxPayloadBytes,
+		MaxLineBytes:    DefaultMaxLineBytes,
+		MaxGetBytes:     DefaultMaxGetBytes,
+		Version:         "dev",
+		Logger:          slog.Default(),
+	}
+}
+
+func (o Options) withDefaults() Options {
+	d := NewOptions()
+	if o.Addr == "" {
+		o.Addr = d.Addr
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = d.MaxConnections
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = d.IdleTimeout
+	}
+	if o.PayloadTimeout <= 0 {
+		o.PayloadTimeout = d.PayloadTimeout
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = d.WriteTimeout
+	}
+	if o.MaxPayloadBytes <= 0 {
+		o.MaxPayloadBytes = d.MaxPayloadBytes
+	}
+	if o.MaxLineBytes <= 0 {
+		o.MaxLineBytes = d.MaxLineBytes
+	}
+	if o.MaxLineBytes < 256 {
+		o.MaxLineBytes = 256
+	}
+	if o.MaxGetBytes <= 0 {
+		o.MaxGetBytes = d.MaxGetBytes
+	}
+	if o.Version == "" {
+		o.Version = d.Version
+	}
+	if o.Logger == nil {
+		o.Logger = d.Logger
+	}
+	return o
+}
