@@ -6,7 +6,7 @@ FUZZTIME  ?= 5s
 # Packages whose tests run under the race detector (the concurrent ones).
 RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/...
 
-.PHONY: run build test services check unit race fuzz bench clean
+.PHONY: run build test services check unit race fuzz java bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/imago
@@ -21,7 +21,8 @@ services:
 
 ## test: everything, on a fresh machine
 test: services check
-	set -a && . ./$(SERVICES) && set +a && $(MAKE) --no-print-directory unit race fuzz
+	bash scripts/java-deps.sh
+	set -a && . ./$(SERVICES) && set +a && $(MAKE) --no-print-directory unit race fuzz java
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' ; git ls-files --others --exclude-standard '*.go')); \
@@ -29,7 +30,7 @@ check:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/clients/java$$')
 
 race:
 	$(GO) test -race -count=1 -timeout 20m -short $(RACE_PKGS)
@@ -42,6 +43,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFileRecord$$' -fuzztime $(FUZZTIME) ./offsetdb
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./textproto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) ./textproto
+
+## java: the Java XAResource conformance harness and example. It restarts PostgreSQL and
+## MariaDB, so it runs alone, after everything else; -v so its table shows in CI logs.
+java:
+	$(GO) test -count=1 -v -timeout 5m ./clients/java/
 
 bench: build
 	bash scripts/bench.sh
