@@ -4,9 +4,9 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 5s
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/...
+RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/...
 
-.PHONY: run build test services check unit race fuzz java bench clean
+.PHONY: run build test services check unit race fuzz java crash-long bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/imago
@@ -48,6 +48,10 @@ fuzz:
 ## MariaDB, so it runs alone, after everything else; -v so its table shows in CI logs.
 java:
 	$(GO) test -count=1 -v -timeout 5m ./clients/java/
+
+## crash-long: the crash test with 50 SIGKILL rounds instead of 5
+crash-long:
+	$(GO) test -count=1 -timeout 15m ./cmd/imago -run Crash -crash.long -v
 
 bench: build
 	bash scripts/bench.sh

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/imagomq/imago/client"
+	"github.com/spf13/cobra"
+)
+
+type consumeFlags struct {
+	partition int
+	from      string
+	follow    bool
+	max       int64
+	format    string
+	wait      time.Duration
+	maxBytes  int
+}
+
+func newConsumeCmd(a *app) *cobra.Command {
+	var f consumeFlags
+	cmd := &cobra.Command{
+		Use:   "consume TOPIC",
+		Short: "Print the messages of one partition (tail it with --follow)",
+		Long: `Read one partition of a topic from --from and print the messages, one per line.
+
+--from is earliest (the first stored offset, the default), latest (the end: only new
+messages, useful with --follow) or an offset. Without --follow the command stops at the end
+of the partition as it was when it started; with --follow it long-polls for new messages
+until interrupted (Ctrl-C) or --max messages were printed.
+
+--format value prints each value: a JSON string as its text, other JSON as compact JSON,
+bytes (value_base64) as the raw bytes. --format json prints each whole message as one JSON
+object per line (topic, partition, offset, key, value, headers, timestamp).`,
+		Example: `  imago consume settlement.transfers
+  imago consume settlement.transfers --partition 2 --from 1000 --max 10
+  imago consume settlement.transfers --from latest --follow
+  imago consume settlement.transfers --format json | jq .value.amount`,
+		Args: exactArgs(1, "one topic name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConsume(cmd.Context(), a, f, args[0])
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVarP(&f.partition, "partition", "p", 0, "partition to read")
+	fl.StringVar(&f.from, "from", "earliest", "where to start: earliest, latest or an offset")
+	fl.BoolVarP(&f.follow, "follow", "f", false, "keep waiting for new messages")
+	fl.Int64VarP(&f.max, "max", "n", 0, "stop after this many messages (0: no limit)")
+	fl.StringVar(&f.format, "format", "value", "output: value or json")
+	fl.DurationVar(&f.wait, "wait", 30*time.Second, "with --follow, how long one long-poll request waits")
+	fl.IntVar(&f.maxBytes, "max-bytes", 1<<20, "bytes per fetch request")
+	return cmd
+}
+
+func runConsume(ctx context.Context, a *app, f consumeFlags, topic string) error {
+	if f.format != "value" && f.format != "json" {
+		return usagef("--format %q: want value or json", f.format)
+	}
+	if f.partition < 0 {
+		return usagef("--partition %d: want 0 or more", f.partition)
+	}
+	c := a.client()
+	var offset int64
+	switch f.from {
+	case "earliest", "latest":
+		t, err := c.DescribeTopic(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("describe topic %s: %w", topic, err)
+		}
+		if f.partition >= len(t.Partitions) {
+			return fmt.Errorf("topic %s has %d partitions; there is no partition %d", topic, len(t.Partitions), f.partition)
+		}
+		p := t.Partitions[f.partition]
+		offset = p.StartOffset
+		if f.from == "latest" {
+			offset = p.EndOffset
+		}
+	default:
+		n, err := strconv.ParseInt(f.from, 10, 64)
+		if err != nil || n < 0 {
+			return usagef("--from %q: want earliest, latest or an offset (0 or more)", f.from)
+		}
+		offset = n
+	}
+
+	out := bufio.NewWriterSize(a.stdout, 64<<10)
+	defer out.Flush()
+	var printed int64
+	stopAt := int64(-1) // without --follow: the end when the first fetch answered
+	for {
+		opts := client.FetchOptions{Offset: offset, MaxBytes: f.maxBytes, MaxMessages: 1000}
+		if f.max > 0 && f.max-printed < int64(opts.MaxMessages) {
+			opts.MaxMessages = int(f.max - printed)
+		}
+		if f.follow {
+			opts.Wait = f.wait
+		}
+		res, err := c.Fetch(ctx, topic, f.partition, opts)
+		if err != nil {
+			if ctx.Err() != nil && f.follow {
+				return nil // interrupted while following: a normal way to stop
+			}
+			return fmt.Errorf("fetch %s/%d at offset %d: %w", topic, f.partition, offset, err)
+		}
+		if stopAt < 0 {
+			stopAt = res.EndOffset
+		}
+		for i := range res.Messages {
+			m := &res.Messages[i]
+			if !f.follow && m.Offset >= stopAt {
+				return nil
+			}
+			if err := printMessage(out, m, f.format); err != nil {
+				return err
+			}
+			printed++
+			if f.max > 0 && printed >= f.max {
+				return nil
+			}
+		}
+		if err := out.Flush(); err != nil {
+			return err
+		}
+		if res.NextOffset > offset {
+			offset = res.NextOffset
+		}
+		if !f.follow && (offset >= stopAt || len(res.Messages) == 0) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			if f.follow {
+				return nil
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+func printMessage(w io.Writer, m *client.FetchedMessage, format string) error {
+	if format == "json" {
+		b, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		b = append(b, '\n')
+		_, err = w.Write(b)
+		return err
+	}
+	var line []byte
+	switch {
+	case m.ValueBase64 != nil:
+		raw, err := base64.StdEncoding.DecodeString(*m.ValueBase64)
+		if err != nil {
+			return fmt.Errorf("offset %d: value_base64: %w", m.Offset, err)
+		}
+		line = raw
+	case len(m.Value) > 0 && m.Value[0] == '"':
+		var s string
+		if err := json.Unmarshal(m.Value, &s); err != nil {
+			return fmt.Errorf("offset %d: value: %w", m.Offset, err)
+		}
+		line = []byte(s)
+	default:
+		line = m.Value
+	}
+	if _, err := w.Write(line); err != nil {
+		return err
+	}
+	_, err := w.Write([]byte{'\n'})
+	return err
+}

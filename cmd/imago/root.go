@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/imagomq/imago/client"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+const defaultServer = "http://127.0.0.1:8080"
+
+// app is what every command shares: the global flags and the standard streams.
+type app struct {
+	server string
+	token  string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// client returns an HTTP API client for --server and --token (or IMAGO_TOKEN).
+func (a *app) client() *client.Client {
+	return client.New(a.server, client.WithToken(a.token))
+}
+
+// usageError marks an error as the caller's: bad flags, arguments or configuration (exit 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
+
+// run executes the command line args and returns the exit code. Tests call it in-process.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	if isUsage(err) {
+		name := "imago"
+		if cmd != nil {
+			name = cmd.CommandPath()
+		}
+		fmt.Fprintf(stderr, "imago: %v\nRun '%s --help' for usage.\n", err, name)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "imago: %v\n", err)
+	return exitFailure
+}
+
+// isUsage reports whether err is a usage error, ours or one of cobra's (which are not typed).
+func isUsage(err error) bool {
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "invalid argument",
+		"flag needs an argument", "required flag", "accepts ", "requires at least", "requires at most"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "imago",
+		Short: "Imago: a transactional messaging gateway for payment systems",
+		Long: `Imago keeps partitioned, append-only, fsync'd logs behind an HTTP/JSON API.
+
+Start a server with 'imago serve' (./data, 127.0.0.1:8080, no configuration needed), then use
+the other commands against it. They talk to --server (or IMAGO_SERVER) over HTTP and send
+--token (or IMAGO_TOKEN) as a bearer token when the server has auth.tokens configured.
+
+Exit codes: 0 success, 1 failure, 2 usage (bad flags, arguments or configuration).`,
+		Example: `  imago serve
+  imago topics create settlement.transfers --partitions 4
+  echo '{"from":"A","to":"B","amount":100}' | imago produce settlement.transfers --input json --key A
+  imago consume settlement.transfers --partition 0 --from earliest --follow`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			if !cmd.Flags().Changed("server") {
+				if v := os.Getenv("IMAGO_SERVER"); v != "" {
+					a.server = v
+				}
+			}
+			if !cmd.Flags().Changed("token") {
+				a.token = os.Getenv("IMAGO_TOKEN")
+			}
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.server, "server", defaultServer, "server base URL (env IMAGO_SERVER)")
+	pf.StringVar(&a.token, "token", "", "bearer token (default $IMAGO_TOKEN)")
+
+	root.AddCommand(newServeCmd(a), newTopicsCmd(a), newProduceCmd(a), newConsumeCmd(a),
+		newBenchCmd(a), newVersionCmd(a))
+	return root
+}
+
+// Argument validators that report usage errors (exit 2).
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+	}
+	return nil
+}
+
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s needs %s", cmd.CommandPath(), what)
+		}
+		return nil
+	}
+}
+
+func minArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usagef("%s needs %s", cmd.CommandPath(), what)
+		}
+		return nil
+	}
+}

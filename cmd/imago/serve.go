@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/gateway"
+	"github.com/imagomq/imago/internal/config"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+)
+
+type serveFlags struct {
+	configPath string
+	dataDir    string
+	httpAddr   string
+	readyFile  string
+	logLevel   string
+}
+
+func newServeCmd(a *app) *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the server (HTTP API on 127.0.0.1:8080, data in ./data)",
+		Long: `Run the Imago server in the foreground.
+
+With no configuration it keeps everything in ./data and listens on 127.0.0.1:8080 only. A
+configuration file (--config imago.yaml) and IMAGO_* environment variables override the
+defaults; the flags below override both. Every scalar key has a variable: the key's path
+upper-cased, segments joined by "_" (log.segment_bytes -> IMAGO_LOG_SEGMENT_BYTES).
+
+Without auth.tokens in the configuration only loopback addresses (127.0.0.0/8, ::1,
+localhost) are accepted, since anyone reaching the port could otherwise produce and consume.
+
+Logs go to stderr. Once the port is open the server logs msg=listening with the bound
+address; --ready-file writes that address (http://host:port) into a file as well, which is
+how scripts wait for start-up with --http-addr 127.0.0.1:0. SIGINT or SIGTERM stops
+accepting connections, lets in-flight requests finish (http.shutdown_timeout), syncs and
+closes the log; a second signal closes the connections at once.`,
+		Example: `  imago serve
+  imago serve --config imago.yaml
+  imago serve --data-dir /var/lib/imago --http-addr 127.0.0.1:9090
+  IMAGO_LOG_FSYNC=interval:10ms imago serve
+  imago serve --http-addr 127.0.0.1:0 --ready-file /tmp/imago.addr`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadServeConfig(cmd, f)
+			if err != nil {
+				return err
+			}
+			logger, err := newLogger(a.stderr, f.logLevel)
+			if err != nil {
+				return &usageError{err}
+			}
+			return runServer(cmd.Context(), cfg, f.readyFile, logger)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.configPath, "config", "", "configuration file (YAML); empty means defaults and IMAGO_* variables only")
+	fl.StringVar(&f.dataDir, "data-dir", "", "data directory (overrides data_dir; default ./data)")
+	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP listen address (overrides http.addr; default 127.0.0.1:8080; port 0 picks one)")
+	fl.StringVar(&f.readyFile, "ready-file", "", "after listening, write the bound address (http://host:port) into this file")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// loadServeConfig applies defaults, file, environment and flags, then validates. Every problem
+// is a usage error (exit 2): the operator fixes the command line or the file.
+func loadServeConfig(cmd *cobra.Command, f serveFlags) (config.Config, error) {
+	cfg, err := config.Load(f.configPath)
+	if err != nil {
+		return cfg, &usageError{err}
+	}
+	if cmd.Flags().Changed("data-dir") {
+		cfg.DataDir = f.dataDir
+	}
+	if cmd.Flags().Changed("http-addr") {
+		cfg.HTTP.Addr = f.httpAddr
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, &usageError{fmt.Errorf("refusing to start, the configuration is not valid:\n  %s",
+			strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// runServer opens the broker and the gateway, serves until ctx ends, then shuts down in order:
+// stop accepting, let in-flight requests finish, close the broker (sync and close the logs).
+func runServer(ctx context.Context, cfg config.Config, readyFile string, logger *slog.Logger) error {
+	fsync, err := broker.ParseFsyncPolicy(cfg.Log.Fsync)
+	if err != nil {
+		return &usageError{err}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := gateway.NewMetrics(reg)
+
+	opts := broker.NewOptions(cfg.DataDir)
+	opts.Fsync = fsync
+	opts.SegmentBytes = int64(cfg.Log.SegmentBytes)
+	opts.RetentionAge = cfg.Log.Retention
+	opts.RetentionBytes = int64(cfg.Log.RetentionBytes)
+	opts.Logger = logger
+	opts.Observer = metrics
+
+	logger.Info("starting", "version", versionString(), "data_dir", cfg.DataDir, "fsync", fsync.String(),
+		"segment_bytes", cfg.Log.SegmentBytes.String(), "retention", cfg.Log.Retention, "auth_tokens", len(cfg.Auth.Tokens))
+	start := time.Now()
+	b, err := broker.Open(opts)
+	if err != nil {
+		return fmt.Errorf("open data directory %s: %w", cfg.DataDir, err)
+	}
+	logger.Info("storage open", "data_dir", cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
+	closeBroker := func() error {
+		if err := b.Close(); err != nil {
+			return fmt.Errorf("close storage: %w", err)
+		}
+		return nil
+	}
+
+	gw, err := gateway.New(b, gateway.Options{
+		Tokens:            gatewayTokens(cfg.Auth.Tokens),
+		AutoCreateTopics:  cfg.AutoCreateTopics,
+		DefaultPartitions: cfg.DefaultPartitions,
+		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
+		MaxWait:           cfg.HTTP.MaxWait,
+		Logger:            logger,
+		Metrics:           metrics,
+		Gatherer:          reg,
+		Version:           versionString(),
+	})
+	if err != nil {
+		return errors.Join(fmt.Errorf("start HTTP gateway: %w", err), closeBroker())
+	}
+	if cfg.Protocol.Enabled {
+		logger.Debug("the text protocol door is not part of this build yet; protocol.addr is not listened on", "addr", cfg.Protocol.Addr)
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err), closeBroker())
+	}
+	srv := &http.Server{
+		Handler:           gw.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		// A long-poll fetch may hold its answer for up to MaxWait before writing it.
+		WriteTimeout:   cfg.HTTP.MaxWait + time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	addr := "http://" + ln.Addr().String()
+	logger.Info("listening", "addr", addr)
+	if readyFile != "" {
+		if err := writeReadyFile(readyFile, addr); err != nil {
+			_ = srv.Close()
+			<-served
+			return errors.Join(err, closeBroker())
+		}
+		defer os.Remove(readyFile)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return errors.Join(fmt.Errorf("serve HTTP: %w", err), closeBroker())
+	}
+
+	logger.Info("shutting down: finishing in-flight requests", "timeout", cfg.HTTP.ShutdownTimeout)
+	gw.Close() // /readyz answers 503 and long polls answer now, so Shutdown does not wait them out
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+	defer cancel()
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	go func() {
+		select {
+		case <-again:
+			logger.Warn("second signal: closing connections now")
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("in-flight requests did not finish; closing their connections", "err", err)
+		_ = srv.Close()
+	}
+	<-served
+	if err := closeBroker(); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// writeReadyFile writes addr into path atomically (temporary file, then rename), so a reader
+// never sees a partial address.
+func writeReadyFile(path, addr string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".ready-*")
+	if err != nil {
+		return fmt.Errorf("write ready file: %w", err)
+	}
+	_, werr := tmp.WriteString(addr + "\n")
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write ready file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write ready file: %w", err)
+	}
+	return nil
+}
+
+func gatewayTokens(in []config.Token) []gateway.Token {
+	out := make([]gateway.Token, 0, len(in))
+	for _, t := range in {
+		out = append(out, gateway.Token{Name: t.Name, Token: t.Token, Produce: t.Produce, Consume: t.Consume, Admin: t.Admin})
+	}
+	return out
+}

@@ -1,0 +1,164 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path"
+	"strings"
+
+	"github.com/imagomq/imago/broker"
+)
+
+// Validate checks the configuration and returns every problem found, joined. The most
+// important rule: with no auth.tokens, every listen address must be loopback (127.0.0.0/8, ::1
+// or localhost), because without tokens anyone who reaches the port may produce and consume.
+// An address with an empty host (":8080") listens on every interface and is refused too.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if strings.TrimSpace(c.DataDir) == "" {
+		add("data_dir is empty: set it to the directory that holds the log (default ./data)")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
+		add("http.addr %q: want host:port such as 127.0.0.1:8080", c.HTTP.Addr)
+	} else if len(c.Auth.Tokens) == 0 && !IsLoopback(c.HTTP.Addr) {
+		errs = append(errs, notLoopbackError("http.addr", c.HTTP.Addr))
+	}
+	if c.Protocol.Enabled {
+		if _, _, err := net.SplitHostPort(c.Protocol.Addr); err != nil {
+			add("protocol.addr %q: want host:port such as 127.0.0.1:8123", c.Protocol.Addr)
+		} else if len(c.Auth.Tokens) == 0 && !IsLoopback(c.Protocol.Addr) {
+			errs = append(errs, notLoopbackError("protocol.addr", c.Protocol.Addr))
+		}
+	}
+	if c.HTTP.MaxWait < 0 {
+		add("http.max_wait %s: must not be negative", c.HTTP.MaxWait)
+	}
+	if c.HTTP.ShutdownTimeout < 0 {
+		add("http.shutdown_timeout %s: must not be negative", c.HTTP.ShutdownTimeout)
+	}
+	if _, err := broker.ParseFsyncPolicy(c.Log.Fsync); err != nil {
+		add("log.fsync: %v", err)
+	}
+	if c.Log.SegmentBytes < 1<<20 {
+		add("log.segment_bytes %s: must be at least 1MiB", c.Log.SegmentBytes)
+	}
+	if c.Log.Retention < 0 {
+		add("log.retention %s: must not be negative", c.Log.Retention)
+	}
+	if c.Log.RetentionBytes < 0 {
+		add("log.retention_bytes %d: must not be negative", c.Log.RetentionBytes)
+	}
+	switch c.Offsets.Store {
+	case "file", "zookeeper":
+	case "postgres", "mysql":
+		if c.Offsets.DSN == "" {
+			add("offsets.store %s needs offsets.dsn (or IMAGO_OFFSETS_DSN)", c.Offsets.Store)
+		}
+	default:
+		add("offsets.store %q: want file, postgres, mysql or zookeeper", c.Offsets.Store)
+	}
+	if c.Offsets.Store == "zookeeper" && len(c.ZooKeeper.Servers) == 0 {
+		add("offsets.store zookeeper needs zookeeper.servers")
+	}
+	if len(c.ZooKeeper.Servers) > 0 && !strings.HasPrefix(c.ZooKeeper.Root, "/") {
+		add("zookeeper.root %q: must start with /", c.ZooKeeper.Root)
+	}
+	for name, r := range c.Resources {
+		if r.Driver != "mysql" && r.Driver != "postgres" {
+			add("resources.%s.driver %q: want mysql or postgres", name, r.Driver)
+		}
+		if r.DSN == "" {
+			add("resources.%s.dsn is empty", name)
+		}
+	}
+	for name, op := range c.Operations {
+		if strings.TrimSpace(op.SQL) == "" {
+			add("operations.%s.sql is empty", name)
+		}
+		if op.ExpectRows < 0 {
+			add("operations.%s.expect_rows %d: must not be negative", name, op.ExpectRows)
+		}
+	}
+	for i, o := range c.Outbox {
+		if o.Name == "" || o.Table == "" {
+			add("outbox[%d]: name and table are required", i)
+		}
+		if _, ok := c.Resources[o.Resource]; !ok {
+			add("outbox[%d] (%s): resource %q is not in resources", i, o.Name, o.Resource)
+		}
+	}
+	errs = append(errs, c.validateTokens()...)
+	if c.DefaultPartitions < 1 || c.DefaultPartitions > 10000 {
+		add("default_partitions %d: want 1..10000", c.DefaultPartitions)
+	}
+	if c.MaxBodyBytes < 1024 {
+		add("max_body_bytes %s: must be at least 1KiB", c.MaxBodyBytes)
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) validateTokens() []error {
+	var errs []error
+	names := map[string]bool{}
+	secrets := map[string]string{}
+	for i, t := range c.Auth.Tokens {
+		where := fmt.Sprintf("auth.tokens[%d]", i)
+		if t.Name == "" {
+			errs = append(errs, fmt.Errorf("%s: name is required (it names the token in logs)", where))
+		} else if names[t.Name] {
+			errs = append(errs, fmt.Errorf("%s: name %q is used twice", where, t.Name))
+		}
+		names[t.Name] = true
+		if t.Token == "" {
+			errs = append(errs, fmt.Errorf("%s (%s): no secret: set token_env to the variable that holds it", where, t.Name))
+		} else if other, ok := secrets[t.Token]; ok {
+			errs = append(errs, fmt.Errorf("%s (%s): same secret as token %q; give each token its own", where, t.Name, other))
+		} else {
+			secrets[t.Token] = t.Name
+		}
+		for _, p := range append(append([]string(nil), t.Produce...), t.Consume...) {
+			if _, err := path.Match(p, ""); err != nil {
+				errs = append(errs, fmt.Errorf("%s (%s): topic pattern %q: %v", where, t.Name, p, err))
+			}
+		}
+	}
+	return errs
+}
+
+func notLoopbackError(key, addr string) error {
+	return fmt.Errorf("%s %q is not a loopback address and no auth.tokens are configured: "+
+		"without tokens anyone who can reach the port could produce and consume messages. "+
+		"Listen on loopback (for example 127.0.0.1:8080), or configure auth.tokens in the configuration file "+
+		"(each with name, token_env and produce/consume/admin rights)", key, addr)
+}
+
+// IsLoopback reports whether the host of the host:port addr is loopback: an IP in 127.0.0.0/8
+// or ::1, or the name localhost. An empty host (":8080", every interface) is not loopback, and
+// neither is any other name, since it may resolve elsewhere.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// LogValue implements slog.LogValuer so that a Token logged by mistake shows no secret.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", t.Name), slog.Bool("admin", t.Admin),
+		slog.Any("produce", t.Produce), slog.Any("consume", t.Consume))
+}
+
+// String keeps the secret out of fmt output.
+func (t Token) String() string { return fmt.Sprintf("token %s (secret redacted)", t.Name) }
+
+// GoString keeps the secret out of %#v output.
+func (t Token) GoString() string { return t.String() }
