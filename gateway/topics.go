@@ -140,9 +140,7 @@ func (s *Server) handleCreateTopic(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	if created {
-		s.log.Info("topic created", "topic", topic, "partitions", cfg.Partitions)
-	}
+	_ = created // the broker logs the creation
 	info, err := s.b.Topic(topic)
 	if err != nil {
 		return err

@@ -85,7 +85,7 @@ start_server() {
 	rm -f "$READY"
 	local t0 t1 i
 	t0=$(now_ns)
-	"$BIN" serve --data-dir "$DATA" --http-addr 127.0.0.1:0 --ready-file "$READY" >>"$SERVE_LOG" 2>&1 &
+	"$BIN" serve --data-dir "$DATA" --http-addr 127.0.0.1:0 --protocol-addr 127.0.0.1:0 --ready-file "$READY" >>"$SERVE_LOG" 2>&1 &
 	SERVER_PID=$!
 	for i in $(seq 1 12000); do
 		[[ -s "$READY" ]] && break

@@ -60,6 +60,7 @@ type serverProc struct {
 	exited    chan struct{}
 	waitErr   error
 	URL       string
+	Protocol  string // host:port of the text protocol door
 }
 
 // startServer starts `imago serve` on dataDir (created when missing) and waits until it has
@@ -85,7 +86,7 @@ func startServerEnv(t *testing.T, dataDir string, env []string, extraArgs ...str
 		t.Fatal(err)
 	}
 	fmt.Fprintf(logFile, "----- start %s\n", time.Now().Format(time.RFC3339Nano))
-	args := append([]string{"serve", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--ready-file", s.readyFile}, extraArgs...)
+	args := append([]string{"serve", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--protocol-addr", "127.0.0.1:0", "--ready-file", s.readyFile}, extraArgs...)
 	s.cmd = imagoCmd(args...)
 	s.cmd.Env = append(s.cmd.Env, env...)
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
@@ -107,7 +108,13 @@ func startServerEnv(t *testing.T, dataDir string, env []string, extraArgs ...str
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if b, err := os.ReadFile(s.readyFile); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			s.URL = strings.TrimSpace(string(b))
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			s.URL = strings.TrimSpace(lines[0])
+			for _, l := range lines[1:] {
+				if a, ok := strings.CutPrefix(strings.TrimSpace(l), "protocol "); ok {
+					s.Protocol = a
+				}
+			}
 			break
 		}
 		select {

@@ -18,17 +18,20 @@ import (
 	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/gateway"
 	"github.com/imagomq/imago/internal/config"
+	"github.com/imagomq/imago/offsetdb"
+	"github.com/imagomq/imago/textproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 )
 
 type serveFlags struct {
-	configPath string
-	dataDir    string
-	httpAddr   string
-	readyFile  string
-	logLevel   string
+	configPath   string
+	dataDir      string
+	httpAddr     string
+	readyFile    string
+	logLevel     string
+	protocolAddr string
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -73,7 +76,8 @@ closes the log; a second signal closes the connections at once.`,
 	fl.StringVar(&f.configPath, "config", "", "configuration file (YAML); empty means defaults and IMAGO_* variables only")
 	fl.StringVar(&f.dataDir, "data-dir", "", "data directory (overrides data_dir; default ./data)")
 	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP listen address (overrides http.addr; default 127.0.0.1:8080; port 0 picks one)")
-	fl.StringVar(&f.readyFile, "ready-file", "", "after listening, write the bound address (http://host:port) into this file")
+	fl.StringVar(&f.protocolAddr, "protocol-addr", "", "text protocol listen address (overrides protocol.addr; default 127.0.0.1:8123; port 0 picks one)")
+	fl.StringVar(&f.readyFile, "ready-file", "", "after listening, write the bound addresses into this file: http://host:port, then protocol host:port")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -91,6 +95,9 @@ func loadServeConfig(cmd *cobra.Command, f serveFlags) (config.Config, error) {
 	if cmd.Flags().Changed("http-addr") {
 		cfg.HTTP.Addr = f.httpAddr
 	}
+	if cmd.Flags().Changed("protocol-addr") {
+		cfg.Protocol.Addr = f.protocolAddr
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, &usageError{fmt.Errorf("refusing to start, the configuration is not valid:\n  %s",
 			strings.ReplaceAll(err.Error(), "\n", "\n  "))}
@@ -106,64 +113,137 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-// runServer opens the broker and the gateway, serves until ctx ends, then shuts down in order:
-// stop accepting, let in-flight requests finish, close the broker (sync and close the logs).
+// server is one running `imago serve`: the broker and everything started around it. Each
+// subsystem is a stage in its own file (serve_offsets.go, serve_protocol.go, ...) that sets
+// its field and registers what must be closed; stages close in reverse order, the broker last.
+type server struct {
+	cfg     config.Config
+	logger  *slog.Logger
+	reg     *prometheus.Registry
+	metrics *gateway.Metrics
+	fsync   *textproto.FsyncStats
+
+	b       *broker.Broker
+	offsets offsetdb.Store // nil until openOffsets
+	gw      *gateway.Server
+	tp      *textproto.Server
+	// protocolAddr is the text protocol's bound address.
+	protocolAddr string
+
+	closers []namedCloser
+}
+
+type namedCloser struct {
+	name  string
+	close func() error
+}
+
+// onClose registers fn to run at shutdown, before everything registered earlier.
+func (s *server) onClose(name string, fn func() error) {
+	s.closers = append(s.closers, namedCloser{name, fn})
+}
+
+// closeAll runs the registered closers in reverse order and joins their errors.
+func (s *server) closeAll() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		c := s.closers[i]
+		if err := c.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", c.name, err))
+		}
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+// runServer opens the broker and the subsystems around it, serves until ctx ends, then shuts
+// down in order: stop accepting, let in-flight requests finish, close the subsystems, close
+// the broker (sync and close the logs).
 func runServer(ctx context.Context, cfg config.Config, readyFile string, logger *slog.Logger) error {
+	s := &server{cfg: cfg, logger: logger}
+	err := s.start(ctx)
+	if err != nil {
+		return errors.Join(err, s.closeAll())
+	}
+	return s.serve(ctx, readyFile)
+}
+
+// start runs the stages in dependency order.
+func (s *server) start(ctx context.Context) error {
+	for _, stage := range []func(context.Context) error{
+		s.openBroker,
+		s.openOffsets,
+		s.openGateway,
+		s.openProtocol,
+	} {
+		if err := stage(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *server) openBroker(ctx context.Context) error {
+	cfg := s.cfg
 	fsync, err := broker.ParseFsyncPolicy(cfg.Log.Fsync)
 	if err != nil {
 		return &usageError{err}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := gateway.NewMetrics(reg)
+	s.reg = prometheus.NewRegistry()
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = gateway.NewMetrics(s.reg)
+	s.fsync = &textproto.FsyncStats{Next: s.metrics}
 
 	opts := broker.NewOptions(cfg.DataDir)
 	opts.Fsync = fsync
 	opts.SegmentBytes = int64(cfg.Log.SegmentBytes)
 	opts.RetentionAge = cfg.Log.Retention
 	opts.RetentionBytes = int64(cfg.Log.RetentionBytes)
-	opts.Logger = logger
-	opts.Observer = metrics
+	opts.Logger = s.logger
+	opts.Observer = s.fsync
 
-	logger.Info("starting", "version", versionString(), "data_dir", cfg.DataDir, "fsync", fsync.String(),
+	s.logger.Info("starting", "version", versionString(), "data_dir", cfg.DataDir, "fsync", fsync.String(),
 		"segment_bytes", cfg.Log.SegmentBytes.String(), "retention", cfg.Log.Retention, "auth_tokens", len(cfg.Auth.Tokens))
 	start := time.Now()
 	b, err := broker.Open(opts)
 	if err != nil {
 		return fmt.Errorf("open data directory %s: %w", cfg.DataDir, err)
 	}
-	logger.Info("storage open", "data_dir", cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
-	closeBroker := func() error {
-		if err := b.Close(); err != nil {
-			return fmt.Errorf("close storage: %w", err)
-		}
-		return nil
-	}
+	s.b = b
+	s.onClose("storage", b.Close)
+	s.logger.Info("storage open", "data_dir", cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
 
-	gw, err := gateway.New(b, gateway.Options{
+func (s *server) openGateway(ctx context.Context) error {
+	cfg := s.cfg
+	gw, err := gateway.New(s.b, gateway.Options{
 		Tokens:            gatewayTokens(cfg.Auth.Tokens),
 		AutoCreateTopics:  cfg.AutoCreateTopics,
 		DefaultPartitions: cfg.DefaultPartitions,
 		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
 		MaxWait:           cfg.HTTP.MaxWait,
-		Logger:            logger,
-		Metrics:           metrics,
-		Gatherer:          reg,
+		Logger:            s.logger,
+		Metrics:           s.metrics,
+		Gatherer:          s.reg,
 		Version:           versionString(),
 	})
 	if err != nil {
-		return errors.Join(fmt.Errorf("start HTTP gateway: %w", err), closeBroker())
+		return fmt.Errorf("start HTTP gateway: %w", err)
 	}
-	if cfg.Protocol.Enabled {
-		logger.Debug("the text protocol door is not part of this build yet; protocol.addr is not listened on", "addr", cfg.Protocol.Addr)
-	}
+	s.gw = gw
+	return nil
+}
 
+// serve listens on the HTTP address and blocks until ctx ends or serving fails.
+func (s *server) serve(ctx context.Context, readyFile string) error {
+	cfg, logger := s.cfg, s.logger
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
-		return errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err), closeBroker())
+		return errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err), s.closeAll())
 	}
 	srv := &http.Server{
-		Handler:           gw.Handler(),
+		Handler:           s.gw.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		// A long-poll fetch may hold its answer for up to MaxWait before writing it.
@@ -178,10 +258,14 @@ func runServer(ctx context.Context, cfg config.Config, readyFile string, logger 
 	addr := "http://" + ln.Addr().String()
 	logger.Info("listening", "addr", addr)
 	if readyFile != "" {
-		if err := writeReadyFile(readyFile, addr); err != nil {
+		ready := addr + "\n"
+		if s.tp != nil {
+			ready += "protocol " + s.protocolAddr + "\n"
+		}
+		if err := writeReadyFile(readyFile, ready); err != nil {
 			_ = srv.Close()
 			<-served
-			return errors.Join(err, closeBroker())
+			return errors.Join(err, s.closeAll())
 		}
 		defer os.Remove(readyFile)
 	}
@@ -189,11 +273,11 @@ func runServer(ctx context.Context, cfg config.Config, readyFile string, logger 
 	select {
 	case <-ctx.Done():
 	case err := <-served:
-		return errors.Join(fmt.Errorf("serve HTTP: %w", err), closeBroker())
+		return errors.Join(fmt.Errorf("serve HTTP: %w", err), s.closeAll())
 	}
 
 	logger.Info("shutting down: finishing in-flight requests", "timeout", cfg.HTTP.ShutdownTimeout)
-	gw.Close() // /readyz answers 503 and long polls answer now, so Shutdown does not wait them out
+	s.gw.Close() // /readyz answers 503 and long polls answer now, so Shutdown does not wait them out
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 	defer cancel()
 	again := make(chan os.Signal, 1)
@@ -212,7 +296,7 @@ func runServer(ctx context.Context, cfg config.Config, readyFile string, logger 
 		_ = srv.Close()
 	}
 	<-served
-	if err := closeBroker(); err != nil {
+	if err := s.closeAll(); err != nil {
 		return err
 	}
 	logger.Info("stopped")
@@ -226,7 +310,7 @@ func writeReadyFile(path, addr string) error {
 	if err != nil {
 		return fmt.Errorf("write ready file: %w", err)
 	}
-	_, werr := tmp.WriteString(addr + "\n")
+	_, werr := tmp.WriteString(addr)
 	cerr := tmp.Close()
 	if err := errors.Join(werr, cerr); err != nil {
 		os.Remove(tmp.Name())
