@@ -140,7 +140,6 @@ func (s *Server) handleCreateTopic(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	_ = created // the broker logs the creation
 	info, err := s.b.Topic(topic)
 	if err != nil {
 		return err
