@@ -301,3 +301,119 @@ type XAPrepareResponse struct {
 type XARecoverResponse struct {
 	Xids []Xid `json:"xids"`
 }
+
+// Consumer-group modes (POST /v1/groups/{group}/members "mode").
+const (
+	GroupClustered = "clustered"
+	GroupBroadcast = "broadcast"
+)
+
+// Start positions of a broadcast member without a committed offset ("from").
+const (
+	FromEarliest = "earliest"
+	FromLatest   = "latest"
+)
+
+// JoinGroupRequest is the body of POST /v1/groups/{group}/members. Mode "" means
+// clustered. SessionTimeoutMS 0 (or absent) means 30000; 1000..300000. From applies to a
+// partition the member has no committed offset for: broadcast members start at "latest" by
+// default (or "earliest"); clustered groups always start at the earliest stored offset.
+// ConsumerID (optional, a name) identifies the consumer across restarts: a join with the
+// ConsumerID of a live member of the group replaces that member, and a broadcast member's
+// offsets are kept under it (without it, under the member id).
+type JoinGroupRequest struct {
+	Topics           []string `json:"topics"`
+	Mode             string   `json:"mode,omitempty"`
+	SessionTimeoutMS int64    `json:"session_timeout_ms,omitempty"`
+	From             string   `json:"from,omitempty"`
+	ConsumerID       string   `json:"consumer_id,omitempty"`
+}
+
+// Assignment is one topic partition a member consumes.
+type Assignment struct {
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+}
+
+// JoinGroupResponse answers POST /v1/groups/{group}/members (201). Generation counts the
+// group's rebalances; Assignments are the member's partitions in that generation.
+type JoinGroupResponse struct {
+	MemberID         string       `json:"member_id"`
+	SessionTimeoutMS int64        `json:"session_timeout_ms"`
+	Mode             string       `json:"mode"`
+	Generation       int64        `json:"generation"`
+	Assignments      []Assignment `json:"assignments"`
+}
+
+// GroupMessages answers GET /v1/groups/{group}/members/{member}/messages: messages from the
+// member's partitions, in offset order per partition, and the member's current assignment.
+type GroupMessages struct {
+	Messages    []Message    `json:"messages"`
+	Generation  int64        `json:"generation"`
+	Assignments []Assignment `json:"assignments"`
+}
+
+// GroupOffset is a committed position: Offset is the next offset to read.
+type GroupOffset struct {
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// CommitOffsetsRequest is the body of POST /v1/groups/{group}/offsets.
+type CommitOffsetsRequest struct {
+	MemberID string        `json:"member_id"`
+	Offsets  []GroupOffset `json:"offsets"`
+}
+
+// CommitOffsetsResponse answers POST /v1/groups/{group}/offsets (200, once durable): the
+// offsets as committed.
+type CommitOffsetsResponse struct {
+	Offsets []GroupOffset `json:"offsets"`
+}
+
+// GroupOffsetStatus is one committed offset with the partition's end and the lag.
+// UpdatedAt is when the offset was last written (RFC 3339, UTC). Consumer is set for a
+// broadcast group's entries: the consumer (consumer_id or member id) whose offset it is.
+type GroupOffsetStatus struct {
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	EndOffset int64  `json:"end_offset"`
+	Lag       int64  `json:"lag"`
+	UpdatedAt string `json:"updated_at"`
+	Consumer  string `json:"consumer,omitempty"`
+}
+
+// GroupMember describes a live member of a group.
+type GroupMember struct {
+	MemberID         string       `json:"member_id"`
+	ConsumerID       string       `json:"consumer_id,omitempty"`
+	Topics           []string     `json:"topics"`
+	SessionTimeoutMS int64        `json:"session_timeout_ms"`
+	LastSeen         string       `json:"last_seen"`
+	Assignments      []Assignment `json:"assignments"`
+}
+
+// GroupOffsets answers GET /v1/groups/{group}/offsets. Mode, Generation and Members describe
+// the live membership in the answering broker process (empty when no member is live).
+type GroupOffsets struct {
+	Group      string              `json:"group"`
+	Mode       string              `json:"mode,omitempty"`
+	Generation int64               `json:"generation"`
+	Members    []GroupMember       `json:"members"`
+	Offsets    []GroupOffsetStatus `json:"offsets"`
+}
+
+// GroupSummary is one entry of GET /v1/groups.
+type GroupSummary struct {
+	Name    string `json:"name"`
+	Mode    string `json:"mode,omitempty"`
+	Members int    `json:"members"`
+}
+
+// GroupList answers GET /v1/groups: every group with committed offsets or live members,
+// sorted by name.
+type GroupList struct {
+	Groups []GroupSummary `json:"groups"`
+}

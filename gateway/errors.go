@@ -9,6 +9,7 @@ import (
 
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/offsetdb"
 )
 
 // apiError is an error with its HTTP status and API error code. Handlers return it for
@@ -72,6 +73,9 @@ func errorFor(err error) *apiError {
 	if errors.As(err, &xe) {
 		return newError(xaStatus(xe.Code), xe.Code, "%s", xe.Message)
 	}
+	if ae := groupErrorFor(err); ae != nil {
+		return ae
+	}
 	msg := err.Error()
 	switch {
 	case errors.Is(err, broker.ErrTxNotFound):
@@ -107,6 +111,38 @@ func errorFor(err error) *apiError {
 		return newError(http.StatusServiceUnavailable, "canceled", "the request was canceled before it finished; retry it")
 	}
 	return newError(http.StatusInternalServerError, "internal_error", "internal error; the operator can find details in the server log")
+}
+
+// groupErrorFor maps the consumer-group coordinator's errors (groups.go), or returns nil.
+func groupErrorFor(err error) *apiError {
+	var oe *ownerError
+	if errors.As(err, &oe) {
+		return &apiError{status: http.StatusConflict, code: "not_partition_owner", field: oe.field,
+			message: oe.msg + "; a member may commit only the partitions assigned to it"}
+	}
+	var se *storeError
+	if errors.As(err, &se) && !errors.Is(err, offsetdb.ErrInvalidOffset) {
+		return newError(http.StatusServiceUnavailable, "offset_store_unavailable",
+			"could not %s in the offset store; retry later (the cause is in the server log)", se.op)
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, errGroupsNotEnabled):
+		return newError(http.StatusServiceUnavailable, "not_ready", "%s; configure offsets.store and restart", msg)
+	case errors.Is(err, errUnknownMember):
+		return newError(http.StatusNotFound, "unknown_member", "%s; join again with POST /v1/groups/{group}/members", msg)
+	case errors.Is(err, errUnknownGroup):
+		return newError(http.StatusNotFound, "unknown_group", "%s; GET /v1/groups lists the groups", msg)
+	case errors.Is(err, errGroupMode):
+		return newError(http.StatusConflict, "group_mode_conflict", "%s; join with the group's mode or use another group name", msg)
+	case errors.Is(err, errGroupTopics):
+		return newError(http.StatusConflict, "group_topics_conflict", "%s; every member of a clustered group subscribes the same topics", msg)
+	case errors.Is(err, offsetdb.ErrInvalidOffset):
+		return newError(http.StatusBadRequest, "invalid_field", "%s", msg)
+	case errors.Is(err, offsetdb.ErrClosed):
+		return newError(http.StatusServiceUnavailable, "unavailable", "%s; the server is shutting down, retry against a running one", msg)
+	}
+	return nil
 }
 
 // xaStatus is the HTTP status of an XA error code (shared/API.md, "XA resource").

@@ -30,6 +30,8 @@ import (
 //	broker_*                                     broker.Stats counters and gauges
 //	transactions_total{kind,outcome}             local transactions and XA branches ended
 //	                                             through the gateway, by outcome (tx.go)
+//	consumer_committed_offset{group,topic,partition}  committed offset of the consumer groups
+//	consumer_lag{group,topic,partition}          this process served, and their lag (groups_lag.go)
 type Metrics struct {
 	gatherer prometheus.Gatherer
 
@@ -47,6 +49,7 @@ type Metrics struct {
 
 	brokerStats *brokerCollector
 	txOutcomes  *prometheus.CounterVec
+	groupLag    *lagCollector
 
 	mu     sync.Mutex
 	routes map[string]*routeMetrics
@@ -102,8 +105,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.brokerStats = newBrokerCollector()
 	m.txOutcomes = newTxOutcomes()
+	m.groupLag = newLagCollector()
 	reg.MustRegister(m.requests, m.duration, m.bytesIn, m.bytesOut, m.inFlight,
-		m.flushMessages, m.flushRequests, m.flushBytes, m.flushWrite, m.fsync, m.brokerStats, m.txOutcomes)
+		m.flushMessages, m.flushRequests, m.flushBytes, m.flushWrite, m.fsync, m.brokerStats, m.txOutcomes, m.groupLag)
 	return m
 }
 

@@ -31,6 +31,7 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/metrics", rightNone, s.handleMetrics},
 		{http.MethodGet, "/openapi.yaml", rightNone, s.handleOpenAPI},
 		{http.MethodGet, "/v1/stats", rightAny, s.handleStats},
+		{http.MethodGet, "/v1/outbox/sources", rightAny, s.handleOutboxSources},
 		{http.MethodGet, "/v1/topics", rightAny, s.handleListTopics},
 		{http.MethodPut, "/v1/topics/{topic}", rightAdmin, s.handleCreateTopic},
 		{http.MethodGet, "/v1/topics/{topic}", rightDescribe, s.handleDescribeTopic},
@@ -51,6 +52,13 @@ func (s *Server) routes() []route {
 		{http.MethodPost, "/v1/xa/forget", rightProducer, s.handleXAForget},
 		{http.MethodGet, "/v1/xa/recover", rightProducer, s.handleXARecover},
 		{http.MethodPost, "/v1/xa/heuristic", rightAdmin, s.handleXAHeuristic},
+		// Consumer groups (groups_http.go): each handler checks consume on the topics involved.
+		{http.MethodGet, "/v1/groups", rightAny, s.handleListGroups},
+		{http.MethodPost, "/v1/groups/{group}/members", rightAny, s.handleJoinGroup},
+		{http.MethodGet, "/v1/groups/{group}/members/{member}/messages", rightAny, s.handlePollGroup},
+		{http.MethodDelete, "/v1/groups/{group}/members/{member}", rightAny, s.handleLeaveGroup},
+		{http.MethodPost, "/v1/groups/{group}/offsets", rightAny, s.handleCommitOffsets},
+		{http.MethodGet, "/v1/groups/{group}/offsets", rightAny, s.handleGroupOffsets},
 	}
 }
 

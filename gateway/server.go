@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/offsetdb"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -51,6 +52,12 @@ type Options struct {
 	// Ready, when set, is called by /readyz (with the request's context) to check resources
 	// beyond the broker, such as databases; an error answers 503 with its text.
 	Ready func(context.Context) error
+	// Outbox, when set, reports the outbox relay sources for GET /v1/outbox/sources (outbox.go);
+	// nil answers an empty list.
+	Outbox OutboxStatus
+	// Offsets is the consumer offset store of the /v1/groups endpoints (groups.go); nil
+	// makes them answer 503 not_ready. The gateway does not close it.
+	Offsets offsetdb.Store
 }
 
 // Defaults for Options fields left zero.
@@ -106,6 +113,9 @@ type Server struct {
 	closing context.Context
 	stop    context.CancelFunc
 	closed  atomic.Bool
+
+	// groups coordinates the consumer groups; nil without Options.Offsets.
+	groups *groupCoordinator
 }
 
 // New builds the server over b.
@@ -155,6 +165,12 @@ func newServer(b backend, opts Options) (*Server, error) {
 	if s.metrics != nil {
 		s.metrics.attach(b)
 	}
+	if opts.Offsets != nil {
+		s.groups = newGroupCoordinator(b, opts.Offsets, opts.Logger)
+		if s.metrics != nil {
+			s.metrics.groupLag.c.Store(s.groups)
+		}
+	}
 	s.promHandler = newPromHandler(s)
 	s.closing, s.stop = context.WithCancel(context.Background())
 	s.router = s.newRouter()
@@ -175,5 +191,9 @@ func (s *Server) Close() {
 	s.stop()
 	if s.metrics != nil {
 		s.metrics.brokerStats.b.Store(nil)
+		s.metrics.groupLag.c.Store(nil)
+	}
+	if s.groups != nil {
+		s.groups.close() // stops the session sweeper and ends members' long polls
 	}
 }

@@ -125,6 +125,7 @@ type server struct {
 
 	b       *broker.Broker
 	offsets offsetdb.Store // nil until openOffsets
+	outbox  outboxRelays   // the outbox relays (serve_outbox.go)
 	gw      *gateway.Server
 	tp      *textproto.Server
 	// protocolAddr is the text protocol's bound address.
@@ -173,6 +174,7 @@ func (s *server) start(ctx context.Context) error {
 	for _, stage := range []func(context.Context) error{
 		s.openBroker,
 		s.openOffsets,
+		s.openOutbox,
 		s.openGateway,
 		s.openProtocol,
 	} {
@@ -227,6 +229,8 @@ func (s *server) openGateway(ctx context.Context) error {
 		Metrics:           s.metrics,
 		Gatherer:          s.reg,
 		Version:           versionString(),
+		Offsets:           s.offsets,
+		Outbox:            s.outbox,
 	})
 	if err != nil {
 		return fmt.Errorf("start HTTP gateway: %w", err)
