@@ -209,3 +209,38 @@ func TestOffsetOutOfRange(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestWaitAny(t *testing.T) {
+	b := mustOpen(t, testOptions(t, t.TempDir()))
+	defer b.Close()
+	mustCreate(t, b, "t", 3)
+	at := []PartitionOffset{{"t", 0, 0}, {"t", 1, 0}, {"t", 2, 0}}
+	if ready, err := b.WaitAny(context.Background(), 10*time.Millisecond, at); ready || err != nil {
+		t.Fatalf("empty partitions: ready=%v err=%v", ready, err)
+	}
+	done := make(chan bool, 1)
+	go func() {
+		ready, err := b.WaitAny(context.Background(), time.Minute, at)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- ready
+	}()
+	b.Produce(context.Background(), "t", []Message{{Value: []byte("x"), Partition: 2}}, "")
+	select {
+	case ready := <-done:
+		if !ready {
+			t.Fatal("WaitAny returned without a message")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("WaitAny did not wake on a produce to one of its partitions")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.WaitAny(ctx, time.Minute, []PartitionOffset{{"t", 2, 1}}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+	if _, err := b.WaitAny(ctx, time.Minute, []PartitionOffset{{"nope", 0, 0}}); !errors.Is(err, ErrUnknownTopic) {
+		t.Fatalf("unknown topic: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -153,4 +154,52 @@ func (b *Broker) read(p *partition, off int64, opts FetchOptions) (*FetchResult,
 	}
 	res.NextOffset = off + int64(len(ents))
 	return res, nil
+}
+
+// PartitionOffset names an offset of one partition.
+type PartitionOffset struct {
+	Topic     string
+	Partition int
+	Offset    int64
+}
+
+// WaitAny waits until at least one of the partitions has a readable message at or after its
+// offset (ready=true), or until wait passes, ctx ends or the broker closes (ready=false, with
+// ctx's error if it ended). It reads nothing: a long-poll across many partitions uses it to
+// sleep, then fetches. Errors: ErrUnknownTopic, ErrUnknownPartition.
+func (b *Broker) WaitAny(ctx context.Context, wait time.Duration, at []PartitionOffset) (ready bool, err error) {
+	parts := make([]*partition, len(at))
+	for i, a := range at {
+		t, err := b.lookup(a.Topic)
+		if err != nil {
+			return false, err
+		}
+		if parts[i], err = t.partition(a.Partition); err != nil {
+			return false, err
+		}
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	fixed := []reflect.SelectCase{
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(b.stop)},
+	}
+	cases := make([]reflect.SelectCase, 0, len(fixed)+len(parts))
+	for {
+		cases = append(cases[:0], fixed...)
+		for i, p := range parts {
+			ch := p.waitChan()
+			if p.end.Load() > at[i].Offset {
+				return true, nil
+			}
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+		}
+		switch chosen, _, _ := reflect.Select(cases); chosen {
+		case 0, 2:
+			return false, nil
+		case 1:
+			return false, ctx.Err()
+		}
+	}
 }

@@ -271,18 +271,16 @@ func (c *groupCoordinator) waitAny(ctx, closing context.Context, m *member, wait
 		case <-wctx.Done():
 		}
 	}()
+	at := make([]broker.PartitionOffset, 0, len(positions))
 	for p, off := range positions {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := c.b.Fetch(wctx, p.topic, p.partition, broker.FetchOptions{Offset: off, MaxMessages: 1, MaxBytes: 1, Wait: wait})
-			if err != nil || len(res.Messages) > 0 {
-				cancel()
-			}
-		}()
+		at = append(at, broker.PartitionOffset{Topic: p.topic, Partition: p.partition, Offset: off})
 	}
-	<-wctx.Done()
+	_, err := c.b.WaitAny(wctx, wait, at)
+	cancel()
 	wg.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -73,6 +73,7 @@ type backend interface {
 	Topic(name string) (broker.TopicInfo, error)
 	Produce(ctx context.Context, topic string, msgs []broker.Message, idempotencyKey string) (broker.ProduceResult, error)
 	Fetch(ctx context.Context, topic string, partition int, opts broker.FetchOptions) (*broker.FetchResult, error)
+	WaitAny(ctx context.Context, wait time.Duration, at []broker.PartitionOffset) (bool, error)
 	Stats() broker.Stats
 	txBackend
 }
