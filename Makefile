@@ -4,9 +4,9 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 5s
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/...
+RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/...
 
-.PHONY: run build test services check unit race fuzz java crash-long bench clean
+.PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/imago
@@ -22,7 +22,7 @@ services:
 ## test: everything, on a fresh machine
 test: services check
 	bash scripts/java-deps.sh
-	set -a && . ./$(SERVICES) && set +a && $(MAKE) --no-print-directory unit race fuzz java
+	set -a && . ./$(SERVICES) && set +a && $(MAKE) --no-print-directory unit race fuzz java disruptive
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' ; git ls-files --others --exclude-standard '*.go')); \
@@ -43,12 +43,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $(FUZZTIME) ./broker/internal/dedupe
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFileRecord$$' -fuzztime $(FUZZTIME) ./offsetdb
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./textproto
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./xa
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) ./textproto
 
 ## java: the Java XAResource conformance harness and example. It restarts PostgreSQL and
 ## MariaDB, so it runs alone, after everything else; -v so its table shows in CI logs.
 java:
 	$(GO) test -count=1 -v -timeout 5m ./clients/java/
+
+## disruptive: tests that restart the shared database servers, so they run alone, serially
+disruptive:
+	IMAGO_DISRUPTIVE=1 $(GO) test -count=1 -p 1 -run 'TestPostgresRestartBetweenPrepareAndCommit' ./xa
 
 ## crash-long: the crash test with 50 SIGKILL rounds instead of 5
 crash-long:

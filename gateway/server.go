@@ -95,6 +95,7 @@ type txBackend interface {
 	XAForget(ctx context.Context, xid broker.Xid) error
 	XAHeuristic(ctx context.Context, xid broker.Xid, commit bool) error
 	XARecover() []broker.Xid
+	XAState(xid broker.Xid) (broker.TxState, bool)
 }
 
 // Server is the HTTP door.

@@ -35,9 +35,11 @@ const (
 	tfOnePhase
 	tfDecision
 	tfMessages
+	tfEnd
+	tfPrepare
 )
 
-var txFieldNames = []string{"xid", "flags", "timeout_ms", "one_phase", "decision", "messages"}
+var txFieldNames = []string{"xid", "flags", "timeout_ms", "one_phase", "decision", "messages", "end", "prepare"}
 
 // maxTimeoutMS is the longest transaction or branch timeout (the broker's limit: one hour).
 const maxTimeoutMS = 3_600_000
@@ -59,6 +61,8 @@ type txBody struct {
 	onePhase  bool
 	decision  string
 	msgs      []broker.TxMessage
+	end       string // start only: end the branch with these flags after its messages
+	prepare   bool   // start only: prepare after end
 }
 
 // decodeTxBody parses body under spec. An empty body is an empty object when spec requires
@@ -185,6 +189,17 @@ func (d *txDecoder) field(bit int, out *txBody) error {
 		out.timeoutMS = n
 	case tfMessages:
 		out.msgs, err = d.messages()
+	case tfEnd:
+		out.end, err = d.word("end")
+	case tfPrepare:
+		switch d.peek() {
+		case 't':
+			out.prepare, err = true, d.literal("true")
+		case 'f':
+			err = d.literal("false")
+		default:
+			err = d.argError("prepare", "must be true or false")
+		}
 	}
 	return err
 }

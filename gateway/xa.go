@@ -21,7 +21,7 @@ import (
 const xidExample = `{"format_id": 1, "gtrid": "<hex>", "bqual": "<hex>"}`
 
 var (
-	xaStartSpec = txSpec{xa: true, allowed: tfXid | tfFlags | tfTimeout, required: tfXid,
+	xaStartSpec = txSpec{xa: true, allowed: tfXid | tfFlags | tfTimeout | tfMessages | tfEnd | tfPrepare, required: tfXid,
 		example: `{"xid": ` + xidExample + `, "flags": "noflags"}`}
 	xaMessagesSpec = txSpec{xa: true, allowed: tfXid | tfMessages, required: tfXid | tfMessages,
 		example: `{"xid": ` + xidExample + `, "messages": [{"topic": "t", "value": ...}]}`}
@@ -61,10 +61,11 @@ func (s *Server) xaCounted(err error) error {
 }
 
 func (s *Server) handleXAStart(w http.ResponseWriter, r *http.Request) error {
-	body, err := s.xaBody(w, r, xaStartSpec)
+	body, bp, err := s.readTxBody(w, r, xaStartSpec)
 	if err != nil {
 		return err
 	}
+	defer putBuf(bp) // XAAdd copies the messages
 	flags := body.flags
 	switch flags {
 	case "":
@@ -73,10 +74,77 @@ func (s *Server) handleXAStart(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return xaInval("flags", "flags of start must be noflags, join or resume, not %q", flags)
 	}
+	compound := body.seen&(tfMessages|tfEnd|tfPrepare) != 0
+	if compound {
+		if err := checkCompoundStart(flags, body); err != nil {
+			return err
+		}
+		if err := s.authorizeTopics(r, body.msgs); err != nil {
+			return err
+		}
+	}
 	if err := s.b.XAStart(body.xid, flags, time.Duration(body.timeoutMS)*time.Millisecond); err != nil {
 		return s.xaCounted(err)
 	}
-	return writeJSON(w, http.StatusOK, api.XAState{State: api.XAActive})
+	if !compound {
+		return writeJSON(w, http.StatusOK, api.XAState{State: api.XAActive})
+	}
+	return s.finishCompoundStart(w, r, body)
+}
+
+// checkCompoundStart validates a start that also carries the branch's work: messages, end and
+// prepare, so that a client that knows its whole branch needs two requests (this one and
+// commit) instead of five. Only a new branch (noflags) may be compound; prepare needs
+// end "success".
+func checkCompoundStart(flags string, body txBody) error {
+	if flags != broker.XANoFlags {
+		return xaInval("flags", "a start with messages, end or prepare must create the branch (flags noflags), not %q", flags)
+	}
+	switch body.end {
+	case "", broker.XASuccess, broker.XAFail, broker.XASuspend:
+	default:
+		return xaInval("end", "end must be success, fail or suspend, not %q", body.end)
+	}
+	if body.prepare && body.end != broker.XASuccess {
+		return xaInval("prepare", `prepare needs "end": "success" in the same request`)
+	}
+	return nil
+}
+
+// finishCompoundStart runs the rest of a compound start on the branch it created. If a step
+// fails the branch is rolled back (nothing of it remains) and the step's error is answered.
+func (s *Server) finishCompoundStart(w http.ResponseWriter, r *http.Request, body txBody) error {
+	undo := func(err error) error {
+		if st, ok := s.b.XAState(body.xid); ok && st == broker.TxOpen {
+			_ = s.b.XAEnd(body.xid, broker.XAFail)
+		}
+		_ = s.b.XARollback(r.Context(), body.xid)
+		return s.xaCounted(err)
+	}
+	if len(body.msgs) > 0 {
+		if err := s.addMessages(body.msgs, func() error { return s.b.XAAdd(body.xid, body.msgs) }); err != nil {
+			return undo(err)
+		}
+	}
+	if body.end == "" {
+		return writeJSON(w, http.StatusOK, api.XAState{State: api.XAActive})
+	}
+	if err := s.b.XAEnd(body.xid, body.end); err != nil {
+		return undo(err)
+	}
+	if !body.prepare {
+		state := map[string]string{broker.XASuccess: api.XAIdle, broker.XAFail: api.XARollbackOnly, broker.XASuspend: api.XASuspended}[body.end]
+		return writeJSON(w, http.StatusOK, api.XAState{State: state})
+	}
+	readOnly, err := s.b.XAPrepare(r.Context(), body.xid)
+	if err != nil {
+		return undo(err)
+	}
+	if readOnly {
+		s.metrics.txEnded(kindXA, outcomeReadOnly)
+		return writeJSON(w, http.StatusOK, api.XAPrepareResponse{Vote: api.XAVoteReadOnly, State: api.XAForgotten})
+	}
+	return writeJSON(w, http.StatusOK, api.XAPrepareResponse{Vote: api.XAVoteOK, State: api.XAPrepared})
 }
 
 func (s *Server) handleXAMessages(w http.ResponseWriter, r *http.Request) error {

@@ -444,7 +444,11 @@ func TestXABadInput(t *testing.T) {
 // two-phase commit: five requests, two fsyncs) over real HTTP against a real broker (fsync
 // always) from parallel clients, as BenchmarkProduceHTTP does for a plain produce (issue 4,
 // acceptance 5: at least 40% of its rate). One op is one branch.
-func BenchmarkXABranchHTTP(b *testing.B) {
+func BenchmarkXABranchHTTP(b *testing.B) { benchXA(b, false) }
+
+// benchXA drives whole branches (start, one 1 KiB message, end, prepare, commit) from 32
+// parallel clients: five requests each, or two with a compound start.
+func benchXA(b *testing.B, compound bool) {
 	ts := startServerB(b)
 	msg := `[{"topic":"bench","value":{"payload":"` + strings.Repeat("x", 1010) + `"}}]`
 	tr := &http.Transport{MaxIdleConnsPerHost: 256}
@@ -470,6 +474,11 @@ func BenchmarkXABranchHTTP(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			x := fmt.Sprintf(`{"format_id":1,"gtrid":"%016x","bqual":"01"}`, seq.Add(1))
+			if compound {
+				_ = post("start", `{"xid":`+x+`,"messages":`+msg+`,"end":"success","prepare":true}`) &&
+					post("commit", `{"xid":`+x+`}`)
+				continue
+			}
 			_ = post("start", `{"xid":`+x+`}`) &&
 				post("messages", `{"xid":`+x+`,"messages":`+msg+`}`) &&
 				post("end", `{"xid":`+x+`,"flags":"success"}`) &&

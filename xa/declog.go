@@ -1,0 +1,334 @@
+package xa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// The decision log: an append-only file in the coordinator's directory, written by one goroutine
+// that group-commits (many transactions' records share one write and one fsync). A record that
+// must be durable before the caller goes on (the commit decision, an operator's resolve) waits
+// for the fsync that covers it; the others ride along with the next one. The file is compacted
+// (rewritten with the last record of each transaction still worth keeping) when it grows.
+
+const logFileName = "decisions.log"
+
+type logReq struct {
+	rec  record
+	sync bool
+	done chan error // nil for fire-and-forget
+}
+
+type decisionLog struct {
+	path         string
+	dir          string
+	log          *slog.Logger
+	retention    time.Duration
+	compactBytes int64
+	baseCompact  int64
+	now          func() time.Time
+	onSync       func(time.Duration)
+
+	f       *os.File
+	size    int64
+	entries map[string]record // the last record per gtrid in the file (writer goroutine only)
+
+	reqs chan *logReq
+	stop chan struct{}
+	done chan struct{}
+
+	mu     sync.Mutex
+	failed error
+	closed bool
+}
+
+// openDecisionLog opens (creating) the log, cuts a torn tail and returns the last record of
+// every transaction in it.
+func openDecisionLog(dir string, retention time.Duration, compactBytes int64, now func() time.Time, onSync func(time.Duration), log *slog.Logger) (*decisionLog, []record, error) {
+	l := &decisionLog{
+		path: filepath.Join(dir, logFileName), dir: dir, log: log, retention: retention,
+		compactBytes: compactBytes, baseCompact: compactBytes, now: now, onSync: onSync,
+		entries: map[string]record{},
+		reqs:    make(chan *logReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open decision log: %w", err)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("read decision log: %w", err)
+	}
+	good, recs, cutErr := replay(data)
+	if good < int64(len(data)) {
+		log.Warn("decision log: cutting a torn or corrupt tail", "path", l.path, "offset", good, "cut_bytes", int64(len(data))-good, "err", cutErr)
+		if err := f.Truncate(good); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("cut decision log at %d: %w", good, err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("sync decision log: %w", err)
+		}
+	}
+	if _, err := f.Seek(good, io.SeekStart); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	l.f, l.size = f, good
+	out := make([]record, 0, len(recs))
+	for _, r := range recs {
+		l.entries[r.Gtrid] = r
+	}
+	for _, r := range l.entries {
+		out = append(out, r)
+	}
+	go l.run()
+	return l, out, nil
+}
+
+// replay decodes frames until the end or the first bad one; good is the length of the
+// valid prefix.
+func replay(data []byte) (good int64, recs []record, err error) {
+	for int(good) < len(data) {
+		r, n, err := decodeFrame(data[good:])
+		if err != nil {
+			return good, recs, err
+		}
+		recs = append(recs, r)
+		good += int64(n)
+	}
+	return good, recs, nil
+}
+
+func (l *decisionLog) submit(req *logReq) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed != nil {
+		return l.failed
+	}
+	if l.closed {
+		return ErrClosed
+	}
+	l.reqs <- req
+	return nil
+}
+
+// append queues r without waiting for it to be durable.
+func (l *decisionLog) append(r record) error {
+	return l.submit(&logReq{rec: r})
+}
+
+// appendSync appends r and returns once an fsync covers it.
+func (l *decisionLog) appendSync(ctx context.Context, r record) error {
+	req := &logReq{rec: r, sync: true, done: make(chan error, 1)}
+	if err := l.submit(req); err != nil {
+		return err
+	}
+	// Not abandoned on ctx: the caller must know whether its decision is durable.
+	return <-req.done
+}
+
+func (l *decisionLog) close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	return l.f.Close()
+}
+
+// run is the writer goroutine.
+func (l *decisionLog) run() {
+	defer close(l.done)
+	var buf []byte
+	var batch []*logReq
+	dirty := false
+	for {
+		batch = batch[:0]
+		select {
+		case req := <-l.reqs:
+			batch = append(batch, req)
+		case <-l.stop:
+			// Drain what was queued before close, then sync.
+		rest:
+			for {
+				select {
+				case req := <-l.reqs:
+					batch = append(batch, req)
+				default:
+					break rest
+				}
+			}
+			if len(batch) > 0 || dirty {
+				l.write(buf[:0], batch, true)
+			}
+			return
+		}
+	drain:
+		for len(batch) < 4096 {
+			select {
+			case req := <-l.reqs:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		wantSync := false
+		for _, r := range batch {
+			wantSync = wantSync || r.sync
+		}
+		buf = l.write(buf[:0], batch, wantSync)
+		dirty = !wantSync
+		if l.size > l.compactBytes {
+			l.compact()
+		}
+	}
+}
+
+func (l *decisionLog) write(buf []byte, batch []*logReq, sync bool) []byte {
+	for _, r := range batch {
+		buf = appendRecord(buf, &r.rec)
+	}
+	err := l.failedErr()
+	if err == nil && len(buf) > 0 {
+		if _, werr := l.f.Write(buf); werr != nil {
+			err = fmt.Errorf("write decision log: %w", werr)
+		}
+	}
+	if err == nil && sync {
+		err = l.sync()
+	}
+	if err != nil {
+		l.fail(err)
+	} else {
+		l.size += int64(len(buf))
+		for _, r := range batch {
+			l.entries[r.rec.Gtrid] = r.rec
+		}
+	}
+	for _, r := range batch {
+		if r.done != nil {
+			r.done <- err
+		}
+	}
+	return buf
+}
+
+// sync is the one fsync of the log, timed.
+func (l *decisionLog) sync() error {
+	began := time.Now()
+	err := l.f.Sync()
+	d := time.Since(began)
+	if l.onSync != nil {
+		l.onSync(d)
+	}
+	if d > time.Second {
+		l.log.Warn("decision log: slow fsync", "duration", d)
+	}
+	if err != nil {
+		return fmt.Errorf("fsync decision log: %w", err)
+	}
+	return nil
+}
+
+func (l *decisionLog) failedErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
+}
+
+// fail makes the log refuse every later record: after a failed write or fsync, what is on
+// disk is unknown, and only a restart (which reads it back) can tell.
+func (l *decisionLog) fail(err error) {
+	l.mu.Lock()
+	if l.failed == nil {
+		l.failed = err
+		l.log.Error("decision log failed; no new global transaction can decide until restart", "err", err)
+	}
+	l.mu.Unlock()
+}
+
+// keep reports whether compaction keeps r: every unfinished transaction, and finished ones
+// for the retention period (for status queries and client-id repeats).
+func (l *decisionLog) keep(r record, now time.Time) bool {
+	if !r.Status.Final() {
+		return true
+	}
+	return now.Sub(r.Finished) < l.retention
+}
+
+// compact rewrites the log with the records worth keeping: into a temporary file, fsync'd,
+// renamed over the log, and the directory fsync'd. A failure leaves the old log in use.
+func (l *decisionLog) compact() {
+	now := l.now()
+	var buf []byte
+	kept := map[string]record{}
+	for g, r := range l.entries {
+		if l.keep(r, now) {
+			r.Kind = recSnapshot
+			kept[g] = r
+			buf = appendRecord(buf, &r)
+		}
+	}
+	tmp := l.path + ".compact"
+	err := func() error {
+		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		if err := os.Rename(tmp, l.path); err != nil {
+			f.Close()
+			return err
+		}
+		if err := syncDir(l.dir); err != nil {
+			f.Close()
+			return err
+		}
+		l.f.Close()
+		l.f = f
+		return nil
+	}()
+	if err != nil {
+		os.Remove(tmp)
+		l.log.Warn("decision log: compaction failed; keeping the old file", "err", err)
+		// Do not retry on every batch.
+		l.compactBytes = l.size * 2
+		return
+	}
+	l.log.Info("decision log compacted", "from_bytes", l.size, "to_bytes", len(buf), "transactions", len(kept))
+	l.entries, l.size = kept, int64(len(buf))
+	l.compactBytes = max(l.baseCompact, l.size*2)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+// Package xa owns Imago's XA coordinator: one global transaction over MySQL/MariaDB,
+// PostgreSQL and the broker, committed with two-phase commit.
+//
+// # Model
+//
+// A Coordinator knows a fixed set of named resources (MySQL/MariaDB databases, PostgreSQL
+// databases and at most one broker). Begin opens a GlobalTx; Enlist returns the branch of a
+// resource, on which the application runs its own SQL (Exec, Query, QueryRow); Publish adds
+// messages to the broker's branch. Each SQL branch is pinned to one connection from its first
+// statement (XA START / BEGIN) until its phase 2, so its statements are one database
+// transaction. Commit runs the protocol:
+//
+//  1. a branch that did nothing is never started and costs nothing;
+//  2. when only one branch has work (and the transaction has no client id) it commits in
+//     one phase (XA COMMIT … ONE PHASE, COMMIT, or the broker's one-phase commit);
+//  3. otherwise a "preparing" record goes to the decision log, every branch is prepared
+//     (XA END + XA PREPARE, PREPARE TRANSACTION, broker prepare); a read-only vote (rdonly)
+//     takes a branch out of phase 2; any failed prepare rolls everything back;
+//  4. the "commit" decision is appended to the decision log and fsync'd before the first
+//     phase-2 commit; then every branch is committed; "done" is recorded once every branch
+//     answered.
+//
+// A branch that cannot be committed at once (a database restarting) stays prepared; the
+// recovery loop, which runs at start-up and every Options.RecoveryInterval, finishes it.
+//
+// # Xids
+//
+// Every branch has an Xid in Imago's format (xid.go): format id 0x494D4731 ("IMG1"), a
+// 40-character ASCII gtrid made of the coordinator's node id (16 hex digits) and the
+// transaction's own id (24 hex digits), and the resource's name as the branch qualifier.
+// MySQL receives it as hex literals (X'…',X'…',1229801265), PostgreSQL as a gid of hex digits and
+// underscores only. Recovery acts only on Xids of this format and of its own node id, so
+// coordinators with different node ids may share databases.
+//
+// # Recovery and presumed abort
+//
+// Recovery scans every resource (XA RECOVER, pg_prepared_xacts filtered by database, the
+// broker's XARecover) and: commits branches whose transaction has a commit decision; rolls
+// back branches whose transaction has a rollback decision; rolls back branches with no
+// decision once they have been seen for Options.Grace (presumed abort), never while their
+// transaction is still running in this process. A phase-2 commit answered XAER_NOTA counts as
+// done only when a commit was already sent for that branch; otherwise the transaction is
+// marked in_doubt and waits for an operator's Resolve.
+//
+// # Client ids
+//
+// BeginOptions.ID makes a transaction idempotent: Begin with an id that is known returns a
+// *DuplicateError carrying the first attempt's outcome (waiting for it when it is still
+// running). Such transactions always use two-phase commit, so that the commit decision (which
+// carries the id) is durable before anything commits: a repeat after a crash can never run
+// the work twice. Finished transactions are remembered for Options.Retention.
+package xa

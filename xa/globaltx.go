@@ -1,0 +1,724 @@
+package xa
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+)
+
+// BeginOptions configure one global transaction.
+type BeginOptions struct {
+	// ID is an optional client id (1–128 characters of [A-Za-z0-9._:-]) that makes the
+	// transaction idempotent: Begin with an id already known returns a *DuplicateError with
+	// the first attempt's outcome.
+	ID string
+	// Timeout rolls the transaction back if it has not decided by then. 0: Options.DefaultTimeout.
+	Timeout time.Duration
+}
+
+// DuplicateError is Begin's answer to a client id that is already known: Info is the first
+// attempt's outcome (Begin waited for it to settle).
+type DuplicateError struct{ Info TxInfo }
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("global transaction %q already ran: %s", e.Info.ID, e.Info.Status)
+}
+
+// Reason is an error with a code, which Rollback and Run keep as the transaction's reason
+// (returned to repeats of its client id). Any other error is kept with the code "aborted".
+type Reason struct{ Code, Message string }
+
+func (r *Reason) Error() string { return r.Code + ": " + r.Message }
+
+func validClientID(id string) error {
+	if len(id) == 0 || len(id) > maxClientIDLen {
+		return fmt.Errorf("%w: must be 1 to %d characters", ErrInvalidID, maxClientIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return fmt.Errorf("%w: %q holds a character other than letters, digits and . _ : -", ErrInvalidID, id)
+		}
+	}
+	return nil
+}
+
+// GlobalTx is one global transaction. Its methods are safe for concurrent use but run one at
+// a time.
+type GlobalTx struct {
+	c        *Coordinator
+	st       *txState
+	deadline time.Time
+	timeout  time.Duration
+	timer    *time.Timer
+
+	mu       sync.Mutex
+	active   bool
+	branches map[string]*Branch
+	order    []*Branch
+}
+
+// Branch is a resource's branch of a global transaction. For an SQL resource, its first
+// statement starts the branch (XA START / BEGIN) on a connection that stays pinned until
+// phase 2; close the rows of a Query before the next statement.
+type Branch struct {
+	tx     *GlobalTx
+	rm     resourceManager
+	xid    Xid
+	conn   branchConn
+	work   bool
+	broken bool // the connection failed mid-branch: it cannot commit
+	bs     *branchState
+}
+
+// Begin opens a global transaction.
+func (c *Coordinator) Begin(ctx context.Context, opts BeginOptions) (*GlobalTx, error) {
+	if opts.ID != "" {
+		if err := validClientID(opts.ID); err != nil {
+			return nil, err
+		}
+	}
+	timeout := opts.Timeout
+	switch {
+	case timeout == 0:
+		timeout = c.opts.DefaultTimeout
+	case timeout < 0 || timeout > c.opts.MaxTimeout:
+		return nil, fmt.Errorf("timeout must be between 1ms and %s, got %s", c.opts.MaxTimeout, timeout)
+	}
+	var raw [txIDLen / 2]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, fmt.Errorf("global transaction id: %w", err)
+	}
+	gtrid := c.node + hex.EncodeToString(raw[:])
+	now := c.opts.Now()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if prev, ok := c.byID[opts.ID]; ok && opts.ID != "" {
+		c.mu.Unlock()
+		select {
+		case <-prev.settled:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		c.mu.Lock()
+		in := prev.info()
+		c.mu.Unlock()
+		return nil, &DuplicateError{Info: in}
+	}
+	st := &txState{id: gtrid, gtrid: gtrid, clientID: opts.ID, status: StatusActive, created: now,
+		deadline: now.Add(timeout), live: true, settled: make(chan struct{})}
+	if opts.ID != "" {
+		st.id = opts.ID
+	}
+	c.txs[gtrid] = st
+	c.byID[st.id] = st
+	c.mu.Unlock()
+	t := &GlobalTx{c: c, st: st, deadline: st.deadline, timeout: timeout, active: true, branches: map[string]*Branch{}}
+	t.timer = time.AfterFunc(timeout, t.expire)
+	return t, nil
+}
+
+// ID is the transaction's id: its client id, or its gtrid.
+func (t *GlobalTx) ID() string { return t.st.id }
+
+// Gtrid is the global transaction id inside every branch's Xid.
+func (t *GlobalTx) Gtrid() string { return t.st.gtrid }
+
+// Deadline is when the transaction times out unless decided.
+func (t *GlobalTx) Deadline() time.Time { return t.deadline }
+
+// Info describes the transaction now.
+func (t *GlobalTx) Info() TxInfo {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	return t.st.info()
+}
+
+func (t *GlobalTx) setStatus(s Status) {
+	t.c.mu.Lock()
+	t.st.status = s
+	t.c.mu.Unlock()
+}
+
+// errInactive is the error for a call on a transaction that ended.
+func (t *GlobalTx) errInactive() error {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	if t.st.code == "timed_out" {
+		return ErrTimedOut
+	}
+	return fmt.Errorf("%w: %s is %s", ErrNotActive, t.st.id, t.st.status)
+}
+
+// Enlist returns the transaction's branch on a resource (the same one on every call).
+func (t *GlobalTx) Enlist(ctx context.Context, resource string) (*Branch, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.enlistLocked(resource)
+}
+
+func (t *GlobalTx) enlistLocked(resource string) (*Branch, error) {
+	if !t.active {
+		return nil, t.errInactive()
+	}
+	if b, ok := t.branches[resource]; ok {
+		return b, nil
+	}
+	rm, ok := t.c.rms[resource]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownResource, resource)
+	}
+	b := &Branch{tx: t, rm: rm, xid: makeXid(t.st.gtrid, resource)}
+	t.branches[resource] = b
+	t.order = append(t.order, b)
+	return b, nil
+}
+
+// stmtCtx bounds a statement by the transaction's deadline.
+func (t *GlobalTx) stmtCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(ctx, t.deadline)
+}
+
+// start starts the branch on first use. The caller holds t.mu.
+func (b *Branch) start(ctx context.Context) error {
+	if b.conn != nil {
+		return nil
+	}
+	if b.broken {
+		return &Error{Code: XAERRMFail, Resource: b.rm.Name(), Op: "start", Err: errors.New("the branch's connection failed earlier")}
+	}
+	conn, err := b.rm.start(ctx, b.xid, time.Until(b.tx.deadline))
+	if err != nil {
+		return err
+	}
+	b.conn = conn
+	b.tx.c.mu.Lock()
+	b.bs = &branchState{resource: b.rm.Name(), state: BranchActive}
+	b.tx.st.branches = append(b.tx.st.branches, b.bs)
+	b.tx.c.mu.Unlock()
+	return nil
+}
+
+// Resource is the branch's resource name; Driver its driver ("mysql", "postgres", "broker").
+func (b *Branch) Resource() string { return b.rm.Name() }
+
+// Driver is "mysql", "postgres" or "broker".
+func (b *Branch) Driver() string { return b.rm.Driver() }
+
+// Xid is the branch's Xid.
+func (b *Branch) Xid() Xid { return b.xid }
+
+func (b *Branch) sqlConn(ctx context.Context) (*sql.Conn, error) {
+	if !b.tx.active {
+		return nil, b.tx.errInactive()
+	}
+	if b.rm.Driver() == "broker" {
+		return nil, notSQL(b.rm.Name())
+	}
+	if err := b.start(ctx); err != nil {
+		return nil, err
+	}
+	b.work = true
+	return b.conn.db(), nil
+}
+
+// noteErr marks the branch broken when err means its connection is gone.
+func (b *Branch) noteErr(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) || ctx.Err() != nil || XACode(classify("", "", err)) == XAERRMFail {
+		b.broken = true
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !time.Now().Before(b.tx.deadline) {
+		return fmt.Errorf("%w: %v", ErrTimedOut, err)
+	}
+	return classify(b.rm.Name(), "exec", err)
+}
+
+// Exec runs a statement in the branch and returns the rows it affected.
+func (b *Branch) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	t := b.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sctx, cancel := t.stmtCtx(ctx)
+	defer cancel()
+	conn, err := b.sqlConn(sctx)
+	if err != nil {
+		return 0, err
+	}
+	if pb, ok := b.conn.(*pgBranch); ok {
+		pb.wrote = true
+	}
+	res, err := conn.ExecContext(sctx, query, args...)
+	if err != nil {
+		return 0, b.noteErr(sctx, err)
+	}
+	return res.RowsAffected()
+}
+
+// Query runs a query in the branch. Close the rows before the next statement.
+func (b *Branch) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	t := b.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// The rows outlive this call, so the deadline is not attached to ctx here; the
+	// transaction's timer still rolls the transaction back at its deadline.
+	conn, err := b.sqlConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := conn.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, b.noteErr(ctx, err)
+	}
+	return rows, nil
+}
+
+// QueryRow runs a query that returns one row, scanned into dest.
+func (b *Branch) QueryRow(ctx context.Context, query string, args []any, dest ...any) error {
+	t := b.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sctx, cancel := t.stmtCtx(ctx)
+	defer cancel()
+	conn, err := b.sqlConn(sctx)
+	if err != nil {
+		return err
+	}
+	if err := conn.QueryRowContext(sctx, query, args...).Scan(dest...); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		return b.noteErr(sctx, err)
+	}
+	return nil
+}
+
+// Publish adds messages to the broker's branch. They become visible when the transaction
+// commits, all at once, and never if it rolls back.
+func (t *GlobalTx) Publish(ctx context.Context, msgs ...broker.TxMessage) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.c.brokerN == "" {
+		return ErrNoBroker
+	}
+	b, err := t.enlistLocked(t.c.brokerN)
+	if err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := b.start(ctx); err != nil {
+		return err
+	}
+	if err := b.conn.publish(msgs); err != nil {
+		return err
+	}
+	b.work = true
+	return nil
+}
+
+// expire is the timeout: a transaction still active at its deadline is rolled back.
+func (t *GlobalTx) expire() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active {
+		return
+	}
+	t.c.log.Info("global transaction timed out", "id", t.st.id, "gtrid", t.st.gtrid)
+	t.c.metrics.timeouts.Inc()
+	t.rollbackLocked(context.Background(), &Reason{Code: "timed_out", Message: fmt.Sprintf("no decision within %s", t.timeout)})
+}
+
+// Rollback rolls the transaction back. reason (optional) is kept as its Code and Message.
+func (t *GlobalTx) Rollback(ctx context.Context, reason error) (TxInfo, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active {
+		return t.Info(), t.errInactive()
+	}
+	if reason == nil {
+		reason = &Reason{Code: "rolled_back", Message: "rolled back by the application"}
+	}
+	return t.rollbackLocked(ctx, reason), nil
+}
+
+func reasonOf(err error) (code, msg string) {
+	var r *Reason
+	if errors.As(err, &r) {
+		return r.Code, r.Message
+	}
+	if errors.Is(err, ErrTimedOut) {
+		return "timed_out", err.Error()
+	}
+	return "aborted", err.Error()
+}
+
+// rollbackLocked rolls back every started branch on its pinned connection. A branch whose
+// rollback fails is left to recovery (the rollback decision is in the log when any branch may
+// be prepared). The caller holds t.mu.
+func (t *GlobalTx) rollbackLocked(ctx context.Context, reason error) TxInfo {
+	began := time.Now()
+	t.active = false
+	c := t.c
+	code, msg := reasonOf(reason)
+	c.mu.Lock()
+	st := t.st
+	st.status, st.code, st.message = StatusRollingBack, code, msg
+	if st.decided.IsZero() {
+		st.decided = c.opts.Now()
+	}
+	mustLog := st.logged
+	if mustLog {
+		c.appendLog(st, recRollback, false)
+	}
+	c.mu.Unlock()
+
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
+	defer cancel()
+	allDone := true
+	var wg sync.WaitGroup
+	for _, b := range t.order {
+		if b.conn == nil || b.bs == nil || b.bs.state == BranchReadOnly || b.bs.state == BranchRolledBack {
+			continue
+		}
+		wg.Add(1)
+		go func(b *Branch) {
+			defer wg.Done()
+			err := b.conn.rollback(pctx)
+			code := XACode(err)
+			switch {
+			case err == nil || code == XAERNota || isRollbackCode(code):
+				c.setBranch(b.bs, BranchRolledBack)
+			case b.bs.state == BranchPrepared:
+				// Still prepared: recovery rolls it back (the decision is logged).
+				c.log.Warn("rollback of a prepared branch failed; recovery retries", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
+				c.mu.Lock()
+				allDone = false
+				c.mu.Unlock()
+			default:
+				// Never prepared: dropping the connection rolls it back on the server.
+				b.broken = true
+				c.setBranch(b.bs, BranchRolledBack)
+			}
+		}(b)
+	}
+	wg.Wait()
+	c.mu.Lock()
+	if allDone {
+		st.status, st.finished = StatusRolledBack, c.opts.Now()
+		if mustLog || st.clientID != "" {
+			c.appendLog(st, recDone, false)
+		}
+	} else if !st.logged {
+		c.appendLog(st, recRollback, false)
+	}
+	c.mu.Unlock()
+	c.metrics.phase.WithLabelValues("rollback").Observe(time.Since(began).Seconds())
+	return t.finish()
+}
+
+func (c *Coordinator) setBranch(bs *branchState, s BranchState) {
+	c.mu.Lock()
+	bs.state = s
+	c.mu.Unlock()
+}
+
+// finish releases every connection and hands the transaction over to recovery (if not
+// final). The caller holds t.mu.
+func (t *GlobalTx) finish() TxInfo {
+	t.active = false
+	t.timer.Stop()
+	for _, b := range t.order {
+		if b.conn != nil {
+			b.conn.release(b.broken)
+		}
+	}
+	c := t.c
+	c.mu.Lock()
+	st := t.st
+	st.live = false
+	in := st.info()
+	close(st.settled)
+	pending := !st.status.Final() && st.status != StatusInDoubt
+	c.mu.Unlock()
+	c.metrics.outcome(in.Status)
+	if pending {
+		c.kickRecovery()
+	}
+	return in
+}
+
+// Commit commits the transaction: in one phase when only one branch has work and the
+// transaction has no client id, else in two. It returns the outcome and nil once the commit
+// is decided (Status committed, or committing when a branch waits for recovery to finish
+// phase 2); an error wrapping ErrRolledBack (the cause inside) when it rolled back; an error
+// wrapping ErrInDoubt when a branch's outcome contradicts the decision.
+func (t *GlobalTx) Commit(ctx context.Context) (TxInfo, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active {
+		return t.Info(), t.errInactive()
+	}
+	c := t.c
+	var worked []*Branch
+	for _, b := range t.order {
+		if b.conn != nil {
+			if b.broken {
+				err := &Error{Code: XAERRMFail, Resource: b.rm.Name(), Op: "commit", Err: errors.New("the branch's connection failed during the transaction")}
+				return t.rollbackLocked(ctx, &Reason{Code: "branch_failed", Message: err.Error()}), fmt.Errorf("%w: %v", ErrRolledBack, err)
+			}
+			worked = append(worked, b) // a branch is started by its first statement or message
+		}
+	}
+	if time.Now().After(t.deadline) {
+		c.metrics.timeouts.Inc()
+		return t.rollbackLocked(ctx, &Reason{Code: "timed_out", Message: "the transaction passed its timeout before commit"}), fmt.Errorf("%w: %w", ErrRolledBack, ErrTimedOut)
+	}
+	switch {
+	case len(worked) == 0:
+		c.mu.Lock()
+		t.st.status, t.st.decided, t.st.finished = StatusCommitted, c.opts.Now(), c.opts.Now()
+		if t.st.clientID != "" {
+			c.appendLog(t.st, recDone, false)
+		}
+		c.mu.Unlock()
+		return t.finish(), nil
+	case len(worked) == 1 && t.st.clientID == "":
+		return t.commitOnePhase(ctx, worked[0])
+	}
+	return t.commitTwoPhase(ctx, worked)
+}
+
+func (t *GlobalTx) commitOnePhase(ctx context.Context, b *Branch) (TxInfo, error) {
+	c := t.c
+	began := time.Now()
+	t.setStatus(StatusCommitting)
+	sctx, cancel := t.stmtCtx(ctx)
+	defer cancel()
+	pos, err := b.conn.commit(sctx, true)
+	c.metrics.phase.WithLabelValues("one_phase").Observe(time.Since(began).Seconds())
+	c.mu.Lock()
+	st := t.st
+	st.decided = c.opts.Now()
+	if err == nil {
+		st.status, st.finished, st.offsets = StatusCommitted, st.decided, pos
+		b.bs.state = BranchCommitted
+		c.mu.Unlock()
+		return t.finish(), nil
+	}
+	code := XACode(err)
+	if isRollbackCode(code) || code == XAERNota || code == XAERProto || code == XAERInval {
+		st.status, st.finished, st.code, st.message = StatusRolledBack, st.decided, "commit_failed", err.Error()
+		b.bs.state = BranchRolledBack
+		c.mu.Unlock()
+		b.broken = true
+		return t.finish(), fmt.Errorf("%w: %w", ErrRolledBack, err)
+	}
+	// The connection failed during a one-phase commit: the branch is committed or rolled
+	// back and no resource can say which (it was never prepared).
+	st.status, st.code, st.message = StatusInDoubt, "heuristic_hazard", "one-phase commit failed mid-way: "+err.Error()
+	b.bs.state = BranchHeuristic
+	c.appendLog(st, recInDoubt, false)
+	c.mu.Unlock()
+	b.broken = true
+	c.log.Error("one-phase commit outcome unknown; transaction in doubt", "id", st.id, "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
+	return t.finish(), fmt.Errorf("%w: %v", ErrInDoubt, err)
+}
+
+func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo, error) {
+	c := t.c
+	st := t.st
+	began := time.Now()
+	c.mu.Lock()
+	st.status = StatusPreparing
+	c.appendLog(st, recPreparing, false)
+	c.mu.Unlock()
+
+	sctx, cancel := t.stmtCtx(ctx)
+	defer cancel()
+	errs := make([]error, len(worked))
+	var wg sync.WaitGroup
+	for i, b := range worked {
+		wg.Add(1)
+		go func(i int, b *Branch) {
+			defer wg.Done()
+			ro, err := b.conn.prepare(sctx)
+			switch {
+			case err == nil && ro:
+				c.setBranch(b.bs, BranchReadOnly)
+			case err == nil:
+				c.setBranch(b.bs, BranchPrepared)
+			case isRollbackCode(XACode(err)):
+				c.setBranch(b.bs, BranchFailed)
+				errs[i] = err
+			default:
+				// Unknown: it may be prepared. Dropping the connection detaches it; the
+				// rollback decision makes recovery roll it back.
+				b.broken = true
+				c.setBranch(b.bs, BranchPrepared)
+				errs[i] = err
+			}
+		}(i, b)
+	}
+	wg.Wait()
+	c.metrics.phase.WithLabelValues("prepare").Observe(time.Since(began).Seconds())
+	if err := errors.Join(errs...); err != nil {
+		code := "prepare_failed"
+		if errors.Is(sctx.Err(), context.DeadlineExceeded) {
+			code = "timed_out"
+		}
+		return t.rollbackLocked(ctx, &Reason{Code: code, Message: err.Error()}), fmt.Errorf("%w: %w", ErrRolledBack, err)
+	}
+	if c.hookAfterPrepare != nil {
+		if err := c.hookAfterPrepare(st.gtrid); err != nil {
+			return t.abandon(), err
+		}
+	}
+	if time.Now().After(t.deadline) {
+		c.metrics.timeouts.Inc()
+		return t.rollbackLocked(ctx, &Reason{Code: "timed_out", Message: "prepared after the transaction's timeout"}), fmt.Errorf("%w: %w", ErrRolledBack, ErrTimedOut)
+	}
+	var second []*Branch
+	for _, b := range worked {
+		if b.bs.state == BranchPrepared {
+			second = append(second, b)
+		}
+	}
+
+	// The decision: durable before the first phase-2 commit.
+	decideBegan := time.Now()
+	c.mu.Lock()
+	st.status, st.decided = StatusCommitting, c.opts.Now()
+	rec := st.snapshot(recCommit)
+	st.logged = true
+	c.mu.Unlock()
+	if len(second) > 0 {
+		if err := c.dlog.appendSync(ctx, rec); err != nil {
+			// Whether the decision reached the disk is unknown: leave every branch prepared
+			// for the recovery of the next start, which reads the log back.
+			c.mu.Lock()
+			st.status, st.code, st.message = StatusInDoubt, "decision_log_failed", err.Error()
+			c.mu.Unlock()
+			for _, b := range second {
+				b.broken = true
+			}
+			c.log.Error("commit decision could not be logged; branches left prepared for recovery at restart", "gtrid", st.gtrid, "err", err)
+			return t.finish(), fmt.Errorf("%w: decision log: %v", ErrInDoubt, err)
+		}
+	} else {
+		c.dlog.append(rec)
+	}
+	c.metrics.phase.WithLabelValues("decide").Observe(time.Since(decideBegan).Seconds())
+	if c.hookAfterDecision != nil {
+		if err := c.hookAfterDecision(st.gtrid); err != nil {
+			return t.abandon(), err
+		}
+	}
+
+	p2Began := time.Now()
+	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
+	defer pcancel()
+	var offsets []broker.TopicPosition
+	heuristic := false
+	for _, b := range second {
+		wg.Add(1)
+		go func(b *Branch) {
+			defer wg.Done()
+			c.mu.Lock()
+			sentBefore := b.bs.commitSent
+			b.bs.commitSent = true
+			c.mu.Unlock()
+			pos, err := b.conn.commit(pctx, false)
+			code := XACode(err)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			switch {
+			case err == nil:
+				b.bs.state = BranchCommitted
+				offsets = append(offsets, pos...)
+			case code == XAERNota && sentBefore:
+				b.bs.state = BranchCommitted
+			case code == XAERNota || code == XAHeurRB || code == XAHeurMix || isRollbackCode(code):
+				b.bs.state = BranchHeuristic
+				heuristic = true
+				c.log.Error("prepared branch vanished before its commit: heuristic hazard", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
+			case code == XAHeurCom:
+				b.bs.state = BranchCommitted
+			default:
+				b.broken = true // detach it; recovery commits it
+				c.log.Warn("phase-2 commit failed; recovery retries", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
+			}
+		}(b)
+	}
+	wg.Wait()
+	c.metrics.phase.WithLabelValues("commit").Observe(time.Since(p2Began).Seconds())
+	c.mu.Lock()
+	st.offsets = offsets
+	done := true
+	for _, bs := range st.branches {
+		if bs.state == BranchPrepared || bs.state == BranchActive {
+			done = false
+		}
+	}
+	var err error
+	switch {
+	case heuristic:
+		st.status, st.code, st.message = StatusInDoubt, "heuristic_hazard", "a prepared branch was finished by someone else before its commit"
+		c.appendLog(st, recInDoubt, false)
+		err = fmt.Errorf("%w: %s", ErrInDoubt, st.message)
+	case done:
+		st.status, st.finished = StatusCommitted, c.opts.Now()
+		c.appendLog(st, recDone, false)
+	}
+	c.mu.Unlock()
+	return t.finish(), err
+}
+
+// abandon leaves the transaction as a crash would (test hooks only): connections dropped,
+// branches prepared, state as logged; recovery ignores it until the coordinator is reopened.
+func (t *GlobalTx) abandon() TxInfo {
+	for _, b := range t.order {
+		b.broken = true
+	}
+	t.c.mu.Lock()
+	t.st.abandoned = true
+	t.c.mu.Unlock()
+	return t.finish()
+}
+
+// Run is a whole transaction in one call (what the HTTP API needs): Begin, fn, then Commit
+// when fn returns nil or Rollback (keeping fn's error as the reason, see Reason) when it does
+// not. A repeat of a known client id does not call fn: it returns the first outcome and a
+// *DuplicateError. The error is nil exactly when the outcome is a commit decision.
+func (c *Coordinator) Run(ctx context.Context, opts BeginOptions, fn func(ctx context.Context, tx *GlobalTx) error) (TxInfo, error) {
+	tx, err := c.Begin(ctx, opts)
+	if err != nil {
+		var dup *DuplicateError
+		if errors.As(err, &dup) {
+			return dup.Info, err
+		}
+		return TxInfo{}, err
+	}
+	if ferr := fn(ctx, tx); ferr != nil {
+		in, rerr := tx.Rollback(ctx, ferr)
+		if rerr != nil { // it ended already (timed out)
+			return in, fmt.Errorf("%w: %w", ErrRolledBack, rerr)
+		}
+		return in, fmt.Errorf("%w: %w", ErrRolledBack, ferr)
+	}
+	return tx.Commit(ctx)
+}

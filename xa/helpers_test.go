@@ -1,0 +1,165 @@
+package xa
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/testenv"
+)
+
+// env is a test's MariaDB and PostgreSQL databases, a broker and unique table names.
+type env struct {
+	t      *testing.T
+	my, pg *sql.DB
+	b      *broker.Broker
+	dir    string
+	suffix string
+}
+
+func uniq(t testing.TB) string {
+	t.Helper()
+	var raw [6]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(raw[:])
+}
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("IMAGO_XA_VERBOSE") == "1" {
+		return slog.Default()
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	myDSN, pgDSN := testenv.MySQLDSN(t), testenv.PostgresDSN(t)
+	e := &env{t: t, dir: t.TempDir(), suffix: uniq(t)}
+	var err error
+	if e.my, err = sql.Open("mysql", myDSN); err != nil {
+		t.Fatal(err)
+	}
+	if e.pg, err = sql.Open("pgx", pgDSN); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.my.Close(); e.pg.Close() })
+	bo := broker.NewOptions(e.dir + "/broker")
+	bo.Logger = quietLogger()
+	if e.b, err = broker.Open(bo); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.b.Close() })
+	return e
+}
+
+// table creates "<name>_<suffix>" in both databases with (id, balance) rows and drops it at
+// the end of the test.
+func (e *env) tables(rows map[string]int64) string {
+	e.t.Helper()
+	name := "xat_" + e.suffix
+	ctx := context.Background()
+	if _, err := e.my.ExecContext(ctx, "CREATE TABLE "+name+" (id VARCHAR(64) PRIMARY KEY, balance BIGINT NOT NULL) ENGINE=InnoDB"); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.pg.ExecContext(ctx, "CREATE TABLE "+name+" (id TEXT PRIMARY KEY, balance BIGINT NOT NULL)"); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		e.my.Exec("DROP TABLE IF EXISTS " + name)
+		e.pg.Exec("DROP TABLE IF EXISTS " + name)
+	})
+	for id, bal := range rows {
+		if _, err := e.my.ExecContext(ctx, "INSERT INTO "+name+" VALUES (?, ?)", id, bal); err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := e.pg.ExecContext(ctx, "INSERT INTO "+name+" VALUES ($1, $2)", id, bal); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if _, err := e.b.CreateTopic("xat."+e.suffix, broker.TopicConfig{Partitions: 1}); err != nil {
+		e.t.Fatal(err)
+	}
+	return name
+}
+
+func (e *env) options(node string) Options {
+	o := NewOptions(e.dir + "/coord")
+	o.NodeID = node
+	o.Resources = []Resource{MySQL("wallet", e.my), Postgres("ledger", e.pg), Broker("broker", e.b)}
+	o.Grace = time.Second
+	o.RecoveryInterval = 100 * time.Millisecond
+	o.Logger = quietLogger()
+	return o
+}
+
+func (e *env) open(o Options) *Coordinator {
+	e.t.Helper()
+	c, err := Open(context.Background(), o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (e *env) balance(db *sql.DB, table, id string) int64 {
+	e.t.Helper()
+	q := "SELECT balance FROM " + table + " WHERE id = ?"
+	if db == e.pg {
+		q = "SELECT balance FROM " + table + " WHERE id = $1"
+	}
+	var v int64
+	if err := db.QueryRow(q, id).Scan(&v); err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+func (e *env) messages(topic string) []broker.FetchedMessage {
+	e.t.Helper()
+	res, err := e.b.Fetch(context.Background(), topic, 0, broker.FetchOptions{Offset: 0, MaxMessages: 10000})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return res.Messages
+}
+
+// prepared lists the prepared branches of node in both databases and the broker.
+func (e *env) prepared(node string) []string {
+	e.t.Helper()
+	var out []string
+	for _, r := range []Resource{MySQL("wallet", e.my), Postgres("ledger", e.pg), Broker("broker", e.b)} {
+		xids, err := r.rm().recover(context.Background())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, x := range xids {
+			if _, n, _, _ := parseXid(x); n == node {
+				out = append(out, r.Name()+":"+string(x.Gtrid))
+			}
+		}
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or 30s pass.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func newNode(t testing.TB) string { return uniq(t) + "0000" }

@@ -1,0 +1,84 @@
+package xa
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics. The coordinator keeps its own Prometheus collectors (it is the one place that sees
+// phase durations and recovery actions as they happen); Collector hands them to whatever
+// registry serves /metrics. Nothing is registered globally.
+type metrics struct {
+	transactions *prometheus.CounterVec   // outcome
+	phase        *prometheus.HistogramVec // phase
+	recovery     *prometheus.CounterVec   // resource, action
+	timeouts     prometheus.Counter
+	fsync        prometheus.Histogram
+	gauges       []prometheus.Collector
+}
+
+func newMetrics(c *Coordinator) *metrics {
+	m := &metrics{
+		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imago_xa_transactions_total",
+			Help: "Global transactions by outcome when their owner returned: committed, committing (phase 2 left to recovery), rolled_back, rolling_back, in_doubt.",
+		}, []string{"outcome"}),
+		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "imago_xa_phase_duration_seconds",
+			Help:    "Duration of the coordinator's phases: prepare, decide (commit decision fsync), commit (phase 2), one_phase, rollback.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"phase"}),
+		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imago_xa_recovery_actions_total",
+			Help: "Recovery actions by resource: commit, rollback, presumed_abort, in_doubt, error.",
+		}, []string{"resource", "action"}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imago_xa_timeouts_total",
+			Help: "Global transactions rolled back because they passed their timeout before a decision.",
+		}),
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "imago_xa_decision_log_fsync_seconds",
+			Help:    "Duration of the decision log's fsyncs.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	gauge := func(name, help string, f func(Stats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f(c.Stats())) })
+	}
+	m.gauges = []prometheus.Collector{
+		gauge("imago_xa_in_doubt", "Global transactions in doubt, waiting for an operator's resolve.", func(s Stats) int { return s.InDoubt }),
+		gauge("imago_xa_active", "Global transactions running in this process.", func(s Stats) int { return s.Active }),
+		gauge("imago_xa_pending", "Decided global transactions whose phase 2 waits for recovery.", func(s Stats) int { return s.Pending }),
+	}
+	return m
+}
+
+func (m *metrics) observeFsync(d time.Duration) { m.fsync.Observe(d.Seconds()) }
+
+func (m *metrics) outcome(s Status) { m.transactions.WithLabelValues(string(s)).Inc() }
+
+func (m *metrics) all() []prometheus.Collector {
+	return append([]prometheus.Collector{m.transactions, m.phase, m.recovery, m.timeouts, m.fsync}, m.gauges...)
+}
+
+// Collector returns the coordinator's metrics for a Prometheus registry:
+// imago_xa_transactions_total{outcome}, imago_xa_phase_duration_seconds{phase},
+// imago_xa_recovery_actions_total{resource,action}, imago_xa_timeouts_total,
+// imago_xa_decision_log_fsync_seconds, and the gauges imago_xa_in_doubt, imago_xa_active,
+// imago_xa_pending.
+func (c *Coordinator) Collector() prometheus.Collector { return collector{c.metrics} }
+
+type collector struct{ m *metrics }
+
+func (k collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range k.m.all() {
+		c.Describe(ch)
+	}
+}
+
+func (k collector) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range k.m.all() {
+		c.Collect(ch)
+	}
+}

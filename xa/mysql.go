@@ -1,0 +1,231 @@
+package xa
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql" // the "mysql" database/sql driver
+
+	"github.com/imagomq/imago/broker"
+)
+
+// MySQL makes a MySQL/MariaDB database an XA resource. db must use go-sql-driver/mysql. The
+// caller keeps ownership of db. At the first enlistment the server's version is checked:
+// MySQL before 5.7.7 and MariaDB before 10.5 roll back a prepared XA branch when its client
+// disconnects, which breaks two-phase commit, so they are refused.
+func MySQL(name string, db *sql.DB) Resource {
+	return &mysqlRM{name: name, sqldb: db}
+}
+
+type mysqlRM struct {
+	name  string
+	sqldb *sql.DB
+	owned bool
+
+	mu      sync.Mutex
+	checked bool
+	version string
+}
+
+func (r *mysqlRM) Name() string                   { return r.name }
+func (r *mysqlRM) Driver() string                 { return "mysql" }
+func (r *mysqlRM) rm() resourceManager            { return r }
+func (r *mysqlRM) err(op string, err error) error { return classify(r.name, op, err) }
+
+func (r *mysqlRM) close() error {
+	if r.owned {
+		return r.sqldb.Close()
+	}
+	return nil
+}
+
+// check refuses servers that lose prepared branches on disconnect. A success is remembered.
+func (r *mysqlRM) check(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.checked {
+		return nil
+	}
+	var v string
+	if err := r.sqldb.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
+		return r.err("check", err)
+	}
+	if err := mysqlVersionOK(v); err != nil {
+		return fmt.Errorf("resource %s: %w", r.name, err)
+	}
+	r.checked, r.version = true, v
+	return nil
+}
+
+// mysqlVersionOK accepts MariaDB >= 10.5 and MySQL >= 5.7.7.
+func mysqlVersionOK(v string) error {
+	nums := strings.SplitN(strings.SplitN(v, "-", 2)[0], ".", 3)
+	n := [3]int{}
+	for i := 0; i < len(nums) && i < 3; i++ {
+		n[i], _ = strconv.Atoi(nums[i])
+	}
+	less := func(a, b, c int) bool {
+		if n[0] != a {
+			return n[0] < a
+		}
+		if n[1] != b {
+			return n[1] < b
+		}
+		return n[2] < c
+	}
+	if strings.Contains(strings.ToLower(v), "mariadb") {
+		if less(10, 5, 0) {
+			return fmt.Errorf("%w: MariaDB %s rolls back a prepared XA transaction when its client disconnects "+
+				"(fixed in MariaDB 10.5, MDEV-742); two-phase commit needs MariaDB 10.5 or later", ErrUnsupportedServer, v)
+		}
+		return nil
+	}
+	if less(5, 7, 7) {
+		return fmt.Errorf("%w: MySQL %s rolls back a prepared XA transaction when its client disconnects "+
+			"(fixed in MySQL 5.7.7); two-phase commit needs MySQL 5.7.7 or later", ErrUnsupportedServer, v)
+	}
+	return nil
+}
+
+func (r *mysqlRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchConn, error) {
+	if err := r.check(ctx); err != nil {
+		return nil, err
+	}
+	conn, err := r.sqldb.Conn(ctx)
+	if err != nil {
+		return nil, r.err("start", err)
+	}
+	b := &mysqlBranch{r: r, lit: mysqlXid(xid), conn: conn}
+	if _, err := conn.ExecContext(ctx, "XA START "+b.lit); err != nil {
+		b.release(true)
+		return nil, r.err("start", err)
+	}
+	return b, nil
+}
+
+func (r *mysqlRM) commit(ctx context.Context, xid Xid) error {
+	_, err := r.sqldb.ExecContext(ctx, "XA COMMIT "+mysqlXid(xid))
+	return r.err("commit", err)
+}
+
+func (r *mysqlRM) rollback(ctx context.Context, xid Xid) error {
+	_, err := r.sqldb.ExecContext(ctx, "XA ROLLBACK "+mysqlXid(xid))
+	return r.err("rollback", err)
+}
+
+// recover reads XA RECOVER. Imago's xids are printable ASCII, so the raw data column (gtrid
+// then bqual, split by the two length columns) needs no CONVERT XID (which MariaDB lacks);
+// rows of other formats are skipped before their data is looked at.
+func (r *mysqlRM) recover(ctx context.Context) ([]Xid, error) {
+	rows, err := r.sqldb.QueryContext(ctx, "XA RECOVER")
+	if err != nil {
+		return nil, r.err("recover", err)
+	}
+	defer rows.Close()
+	var out []Xid
+	for rows.Next() {
+		var format int64
+		var glen, blen int
+		var data []byte
+		if err := rows.Scan(&format, &glen, &blen, &data); err != nil {
+			return nil, r.err("recover", err)
+		}
+		if x, ok := decodeMySQLRecover(format, glen, blen, data); ok {
+			out = append(out, x)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, r.err("recover", err)
+	}
+	return out, nil
+}
+
+// decodeMySQLRecover turns one XA RECOVER row into an Xid of Imago's format.
+func decodeMySQLRecover(format int64, glen, blen int, data []byte) (Xid, bool) {
+	if format != int64(FormatID) || glen < 0 || blen < 0 || glen+blen != len(data) {
+		return Xid{}, false
+	}
+	x := Xid{FormatID: FormatID, Gtrid: append([]byte(nil), data[:glen]...), Bqual: append([]byte(nil), data[glen:]...)}
+	if _, _, _, ok := parseXid(x); !ok {
+		return Xid{}, false
+	}
+	return x, true
+}
+
+// mysqlBranch is one XA branch on its pinned connection. MariaDB keeps a prepared branch
+// attached to the session that prepared it (another session's XA COMMIT answers XAER_NOTA
+// until that session ends), so phase 2 also runs here.
+type mysqlBranch struct {
+	r        *mysqlRM
+	lit      string
+	conn     *sql.Conn
+	ended    bool
+	prepared bool
+}
+
+func (b *mysqlBranch) db() *sql.Conn { return b.conn }
+func (b *mysqlBranch) publish(msgs []broker.TxMessage) error {
+	return fmt.Errorf("resource %s is not a broker", b.r.name)
+}
+
+func (b *mysqlBranch) exec(ctx context.Context, stmt, op string) error {
+	if b.conn == nil {
+		return &Error{Code: XAERRMFail, Resource: b.r.name, Op: op, Err: sql.ErrConnDone}
+	}
+	_, err := b.conn.ExecContext(ctx, stmt)
+	return b.r.err(op, err)
+}
+
+func (b *mysqlBranch) prepare(ctx context.Context) (bool, error) {
+	if err := b.exec(ctx, "XA END "+b.lit, "prepare"); err != nil {
+		return false, err
+	}
+	b.ended = true
+	if err := b.exec(ctx, "XA PREPARE "+b.lit, "prepare"); err != nil {
+		return false, err
+	}
+	b.prepared = true
+	return false, nil
+}
+
+func (b *mysqlBranch) commit(ctx context.Context, onePhase bool) ([]broker.TopicPosition, error) {
+	if onePhase {
+		if !b.ended {
+			if err := b.exec(ctx, "XA END "+b.lit, "commit"); err != nil {
+				return nil, err
+			}
+			b.ended = true
+		}
+		return nil, b.exec(ctx, "XA COMMIT "+b.lit+" ONE PHASE", "commit")
+	}
+	return nil, b.exec(ctx, "XA COMMIT "+b.lit, "commit")
+}
+
+func (b *mysqlBranch) rollback(ctx context.Context) error {
+	if !b.ended {
+		err := b.exec(ctx, "XA END "+b.lit, "rollback")
+		if err != nil && !isRollbackCode(XACode(err)) {
+			return err
+		}
+		b.ended = true
+	}
+	return b.exec(ctx, "XA ROLLBACK "+b.lit, "rollback")
+}
+
+func (b *mysqlBranch) release(broken bool) {
+	if b.conn == nil {
+		return
+	}
+	if broken {
+		// Returning driver.ErrBadConn makes database/sql discard the connection.
+		_ = b.conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	b.conn.Close()
+	b.conn = nil
+}

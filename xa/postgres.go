@@ -1,0 +1,252 @@
+package xa
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
+
+	"github.com/imagomq/imago/broker"
+)
+
+// Postgres makes a PostgreSQL database an XA resource. db must use the pgx driver
+// (github.com/jackc/pgx/v5/stdlib, driver name "pgx"). The caller keeps ownership of db.
+// At the first enlistment the server's max_prepared_transactions is checked: with 0,
+// PREPARE TRANSACTION is refused, so the resource is too.
+func Postgres(name string, db *sql.DB) Resource {
+	return &pgRM{name: name, sqldb: db}
+}
+
+type pgRM struct {
+	name  string
+	sqldb *sql.DB
+	owned bool
+
+	mu      sync.Mutex
+	checked bool
+}
+
+func (r *pgRM) Name() string                   { return r.name }
+func (r *pgRM) Driver() string                 { return "postgres" }
+func (r *pgRM) rm() resourceManager            { return r }
+func (r *pgRM) err(op string, err error) error { return classify(r.name, op, err) }
+
+func (r *pgRM) close() error {
+	if r.owned {
+		return r.sqldb.Close()
+	}
+	return nil
+}
+
+func (r *pgRM) check(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.checked {
+		return nil
+	}
+	var v string
+	if err := r.sqldb.QueryRowContext(ctx, "SHOW max_prepared_transactions").Scan(&v); err != nil {
+		return r.err("check", err)
+	}
+	if n, _ := strconv.Atoi(v); n <= 0 {
+		return fmt.Errorf("resource %s: %w: PostgreSQL has max_prepared_transactions = %s, so it refuses PREPARE TRANSACTION; "+
+			"set it above 0 (at least the number of concurrent global transactions, e.g. 64) with "+
+			"`ALTER SYSTEM SET max_prepared_transactions = 64` or in postgresql.conf, then restart PostgreSQL",
+			r.name, ErrUnsupportedServer, v)
+	}
+	r.checked = true
+	return nil
+}
+
+func (r *pgRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchConn, error) {
+	if err := r.check(ctx); err != nil {
+		return nil, err
+	}
+	lit, err := pgLiteral(pgGID(xid))
+	if err != nil {
+		return nil, &Error{Code: XAERInval, Resource: r.name, Op: "start", Err: err}
+	}
+	conn, err := r.sqldb.Conn(ctx)
+	if err != nil {
+		return nil, r.err("start", err)
+	}
+	b := &pgBranch{r: r, lit: lit, conn: conn}
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		b.release(true)
+		return nil, r.err("start", err)
+	}
+	return b, nil
+}
+
+func (r *pgRM) finish(ctx context.Context, xid Xid, verb, op string) error {
+	lit, err := pgLiteral(pgGID(xid))
+	if err != nil {
+		return &Error{Code: XAERInval, Resource: r.name, Op: op, Err: err}
+	}
+	_, err = r.sqldb.ExecContext(ctx, verb+" "+lit)
+	return r.err(op, err)
+}
+
+func (r *pgRM) commit(ctx context.Context, xid Xid) error {
+	return r.finish(ctx, xid, "COMMIT PREPARED", "commit")
+}
+
+func (r *pgRM) rollback(ctx context.Context, xid Xid) error {
+	return r.finish(ctx, xid, "ROLLBACK PREPARED", "rollback")
+}
+
+// recover lists this database's prepared transactions of Imago's format (pg_prepared_xacts
+// shows every database's; COMMIT PREPARED must run in the right one).
+func (r *pgRM) recover(ctx context.Context) ([]Xid, error) {
+	rows, err := r.sqldb.QueryContext(ctx,
+		"SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE $1", pgGIDPrefix+"%")
+	if err != nil {
+		return nil, r.err("recover", err)
+	}
+	defer rows.Close()
+	var out []Xid
+	for rows.Next() {
+		var gid string
+		if err := rows.Scan(&gid); err != nil {
+			return nil, r.err("recover", err)
+		}
+		if x, ok := parsePGGID(gid); ok {
+			out = append(out, x)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, r.err("recover", err)
+	}
+	return out, nil
+}
+
+// pgBranch is one transaction on its pinned connection until PREPARE TRANSACTION (after
+// which PostgreSQL detaches it from the session).
+type pgBranch struct {
+	r        *pgRM
+	lit      string
+	conn     *sql.Conn
+	wrote    bool // Exec was called (Query alone may still write: checked at prepare)
+	prepared bool
+}
+
+func (b *pgBranch) db() *sql.Conn { return b.conn }
+func (b *pgBranch) publish(msgs []broker.TxMessage) error {
+	return fmt.Errorf("resource %s is not a broker", b.r.name)
+}
+
+// simple runs one statement through pgconn and returns its command tag: PostgreSQL answers
+// PREPARE TRANSACTION and COMMIT of a failed transaction with the tag ROLLBACK, not an error.
+func (b *pgBranch) simple(ctx context.Context, stmt, op string) (tag string, err error) {
+	if b.conn == nil {
+		return "", &Error{Code: XAERRMFail, Resource: b.r.name, Op: op, Err: sql.ErrConnDone}
+	}
+	err = b.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("resource %s: the database/sql driver is %T, want pgx (github.com/jackc/pgx/v5/stdlib)", b.r.name, dc)
+		}
+		res := c.Conn().PgConn().Exec(ctx, stmt)
+		results, rerr := res.ReadAll()
+		if rerr != nil {
+			if c.Conn().PgConn().IsClosed() {
+				return errors.Join(rerr, driver.ErrBadConn)
+			}
+			return rerr
+		}
+		if len(results) > 0 {
+			tag = results[len(results)-1].CommandTag.String()
+		}
+		return nil
+	})
+	return tag, b.r.err(op, err)
+}
+
+func (b *pgBranch) txStatus() byte {
+	var st byte
+	if b.conn == nil {
+		return 0
+	}
+	_ = b.conn.Raw(func(dc any) error {
+		if c, ok := dc.(*stdlib.Conn); ok {
+			st = c.Conn().PgConn().TxStatus()
+		}
+		return nil
+	})
+	return st
+}
+
+func (b *pgBranch) prepare(ctx context.Context) (bool, error) {
+	if st := b.txStatus(); st == 'E' {
+		return false, &Error{Code: XARBRollback, Resource: b.r.name, Op: "prepare",
+			Err: errors.New("a statement of the branch failed, so PostgreSQL aborted the transaction")}
+	}
+	if !b.wrote {
+		// Only queries ran: a transaction without an xid wrote nothing and votes rdonly.
+		var assigned sql.NullString
+		if err := b.conn.QueryRowContext(ctx, "SELECT txid_current_if_assigned()::text").Scan(&assigned); err != nil {
+			return false, b.r.err("prepare", err)
+		}
+		if !assigned.Valid {
+			tag, err := b.simple(ctx, "COMMIT", "prepare")
+			if err != nil {
+				return false, err
+			}
+			if tag != "COMMIT" {
+				return false, &Error{Code: XARBRollback, Resource: b.r.name, Op: "prepare", Err: fmt.Errorf("COMMIT answered %s", tag)}
+			}
+			return true, nil
+		}
+	}
+	tag, err := b.simple(ctx, "PREPARE TRANSACTION "+b.lit, "prepare")
+	if err != nil {
+		return false, err
+	}
+	if tag != "PREPARE TRANSACTION" {
+		return false, &Error{Code: XARBRollback, Resource: b.r.name, Op: "prepare",
+			Err: fmt.Errorf("PREPARE TRANSACTION answered %s: the transaction had failed", tag)}
+	}
+	b.prepared = true
+	return false, nil
+}
+
+func (b *pgBranch) commit(ctx context.Context, onePhase bool) ([]broker.TopicPosition, error) {
+	if !onePhase {
+		_, err := b.simple(ctx, "COMMIT PREPARED "+b.lit, "commit")
+		return nil, err
+	}
+	tag, err := b.simple(ctx, "COMMIT", "commit")
+	if err != nil {
+		return nil, err
+	}
+	if tag != "COMMIT" {
+		return nil, &Error{Code: XARBRollback, Resource: b.r.name, Op: "commit", Err: fmt.Errorf("COMMIT answered %s: the transaction had failed", tag)}
+	}
+	return nil, nil
+}
+
+func (b *pgBranch) rollback(ctx context.Context) error {
+	if b.prepared {
+		_, err := b.simple(ctx, "ROLLBACK PREPARED "+b.lit, "rollback")
+		return err
+	}
+	_, err := b.simple(ctx, "ROLLBACK", "rollback")
+	return err
+}
+
+func (b *pgBranch) release(broken bool) {
+	if b.conn == nil {
+		return
+	}
+	if broken {
+		_ = b.conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	b.conn.Close()
+	b.conn = nil
+}

@@ -1,0 +1,286 @@
+package xa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Recovery: finishes what the live path could not (a database down at phase 2, a crash), and
+// rolls back what nobody will ever decide. One pass:
+//
+//  1. scan every resource for prepared branches of Imago's format and this node;
+//  2. for each branch: skip it while its transaction runs in this process (its PREPARE may be
+//     in flight); commit it when the transaction's decision is commit; roll it back when the
+//     decision is rollback; with no decision (unknown to the log, or never decided) roll it
+//     back once it has been seen for Options.Grace (presumed abort); leave in_doubt ones to
+//     Resolve;
+//  3. for each decided transaction no longer live: a branch its resource no longer lists
+//     (scanned successfully) is finished — for a commit decision only if a commit was sent to
+//     it (or may have been, by a previous run after the durable decision), otherwise the
+//     transaction is marked in_doubt; once every branch is finished, "done" is logged.
+//
+// XAER_NOTA from a phase-2 call is not taken as an answer by itself: MariaDB lists a branch
+// still attached to a dying session but answers XAER_NOTA to other sessions, so the next scan
+// decides. Failures back off per transaction (0.5s doubling to 1m).
+
+const (
+	backoffBase = 500 * time.Millisecond
+	backoffMax  = time.Minute
+)
+
+func (c *Coordinator) kickRecovery() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Coordinator) runRecovery() {
+	defer c.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.stop
+		cancel()
+	}()
+	t := time.NewTicker(c.opts.RecoveryInterval)
+	defer t.Stop()
+	for {
+		if err := c.Recover(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("xa recovery pass incomplete", "err", err)
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+	}
+}
+
+func xidKey(gtrid, resource string) string { return gtrid + "/" + resource }
+
+// Recover runs one recovery pass now (the loop also runs them). It returns the errors of
+// resources that could not be scanned or finished.
+func (c *Coordinator) Recover(ctx context.Context) error {
+	c.recMu.Lock()
+	defer c.recMu.Unlock()
+	var errs []error
+	present := map[string]map[string]bool{} // resource → set of gtrids prepared there
+	for _, name := range c.order {
+		sctx, cancel := context.WithTimeout(ctx, c.opts.PhaseTimeout)
+		xids, err := c.rms[name].recover(sctx)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("scan %s: %w", name, err))
+			c.metrics.recovery.WithLabelValues(name, "error").Inc()
+			continue
+		}
+		set := map[string]bool{}
+		for _, x := range xids {
+			g, node, res, ok := parseXid(x)
+			if !ok || node != c.node || res != name {
+				continue
+			}
+			set[g] = true
+		}
+		present[name] = set
+	}
+	seen := map[string]bool{}
+	for _, name := range c.order {
+		for g := range present[name] {
+			seen[xidKey(g, name)] = true
+			if err := c.recoverBranch(ctx, g, name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	c.mu.Lock()
+	for k := range c.firstSeen {
+		if !seen[k] {
+			delete(c.firstSeen, k)
+		}
+	}
+	c.mu.Unlock()
+	c.settle(present)
+	c.prune()
+	return errors.Join(errs...)
+}
+
+// recoverBranch acts on one prepared branch found by the scan.
+func (c *Coordinator) recoverBranch(ctx context.Context, gtrid, resource string) error {
+	now := c.opts.Now()
+	key := xidKey(gtrid, resource)
+	c.mu.Lock()
+	st := c.txs[gtrid]
+	if st != nil && (st.live || st.abandoned || st.status == StatusInDoubt || now.Before(st.nextTry)) {
+		c.mu.Unlock()
+		return nil
+	}
+	action := ""
+	switch {
+	case st != nil && (st.status == StatusCommitting || st.status == StatusCommitted):
+		action = "commit"
+	case st != nil && (st.status == StatusRollingBack || st.status == StatusRolledBack):
+		action = "rollback"
+	default:
+		first, ok := c.firstSeen[key]
+		if !ok {
+			c.firstSeen[key] = now
+			first = now
+		}
+		if now.Sub(first) < c.opts.Grace {
+			c.mu.Unlock()
+			return nil
+		}
+		action = "presumed_abort"
+		if st != nil {
+			st.status, st.decided = StatusRollingBack, now
+			st.code, st.message = "presumed_abort", "prepared without a decision past the grace period"
+			c.appendLog(st, recRollback, false)
+		}
+	}
+	var bs *branchState
+	if st != nil {
+		bs = st.branch(resource)
+		if bs == nil {
+			bs = &branchState{resource: resource, state: BranchPrepared}
+			st.branches = append(st.branches, bs)
+		}
+		if action == "commit" {
+			bs.commitSent = true
+		}
+	}
+	c.mu.Unlock()
+
+	xid := makeXid(gtrid, resource)
+	pctx, cancel := context.WithTimeout(ctx, c.opts.PhaseTimeout)
+	defer cancel()
+	var err error
+	if action == "commit" {
+		err = c.rms[resource].commit(pctx, xid)
+	} else {
+		err = c.rms[resource].rollback(pctx, xid)
+	}
+	code := XACode(err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err == nil:
+		c.metrics.recovery.WithLabelValues(resource, action).Inc()
+		c.log.Info("xa recovery", "action", action, "gtrid", gtrid, "resource", resource)
+		if bs != nil {
+			bs.state = BranchCommitted
+			if action != "commit" {
+				bs.state = BranchRolledBack
+			}
+		}
+		delete(c.firstSeen, key)
+		return nil
+	case code == XAERNota:
+		// Decided by the next scan (see above).
+		return nil
+	case action == "commit" && (code == XAHeurRB || code == XAHeurMix || isRollbackCode(code)):
+		if st != nil {
+			c.markInDoubt(st, bs, fmt.Sprintf("%s answered %s to the commit of a prepared branch", resource, code))
+		}
+		return nil
+	}
+	c.metrics.recovery.WithLabelValues(resource, "error").Inc()
+	if st != nil {
+		st.tries++
+		d := backoffBase << min(st.tries, 10)
+		st.nextTry = now.Add(min(d, backoffMax))
+	}
+	return fmt.Errorf("recovery %s of %s on %s: %w", action, gtrid, resource, err)
+}
+
+// markInDoubt records a heuristic hazard. The caller holds c.mu.
+func (c *Coordinator) markInDoubt(st *txState, bs *branchState, why string) {
+	if bs != nil {
+		bs.state = BranchHeuristic
+	}
+	if st.status == StatusInDoubt {
+		return
+	}
+	st.status, st.code, st.message = StatusInDoubt, "heuristic_hazard", why
+	c.appendLog(st, recInDoubt, false)
+	c.metrics.recovery.WithLabelValues(bs.resource, "in_doubt").Inc()
+	c.log.Error("global transaction in doubt: an operator must resolve it", "id", st.id, "gtrid", st.gtrid, "reason", why)
+}
+
+// settle finishes the branches of decided transactions that their resources no longer list,
+// and logs "done" for transactions whose every branch is finished.
+func (c *Coordinator) settle(present map[string]map[string]bool) {
+	now := c.opts.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.txs {
+		if st.live || st.abandoned || st.status.Final() || st.status == StatusInDoubt {
+			continue
+		}
+		commit := st.status == StatusCommitting
+		rollback := st.status == StatusRollingBack
+		undecided := !commit && !rollback
+		if undecided && now.Sub(st.created) < c.opts.Grace {
+			continue
+		}
+		done := true
+		for _, bs := range st.branches {
+			if bs.state != BranchPrepared && bs.state != BranchActive {
+				continue
+			}
+			set, scanned := present[bs.resource]
+			if !scanned || set[st.gtrid] {
+				done = false
+				continue
+			}
+			switch {
+			case commit && bs.commitSent:
+				bs.state = BranchCommitted
+			case commit:
+				c.markInDoubt(st, bs, fmt.Sprintf("the prepared branch on %s is gone before its commit was sent", bs.resource))
+			default:
+				bs.state = BranchRolledBack
+			}
+		}
+		if st.status == StatusInDoubt || !done {
+			continue
+		}
+		st.finished = now
+		if commit {
+			st.status = StatusCommitted
+		} else {
+			st.status = StatusRolledBack
+			if undecided {
+				st.code, st.message = "presumed_abort", "never decided"
+			}
+		}
+		c.appendLog(st, recDone, false)
+		c.metrics.outcome(st.status)
+	}
+}
+
+// prune forgets finished transactions past their retention.
+func (c *Coordinator) prune() {
+	now := c.opts.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for g, st := range c.txs {
+		if st.live || !st.status.Final() {
+			continue
+		}
+		keep := c.opts.StatusRetention
+		if st.clientID != "" {
+			keep = c.opts.Retention
+		}
+		if now.Sub(st.finished) >= keep {
+			delete(c.txs, g)
+			if c.byID[st.id] == st {
+				delete(c.byID, st.id)
+			}
+		}
+	}
+}

@@ -1,0 +1,79 @@
+package xa
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+)
+
+// Resource is a resource manager the coordinator can enlist: build one with MySQL, Postgres,
+// Broker or OpenResource. Its methods are the coordinator's business.
+type Resource interface {
+	// Name is the resource's name, which is also its branches' qualifier.
+	Name() string
+	// Driver is "mysql", "postgres" or "broker".
+	Driver() string
+	rm() resourceManager
+}
+
+// resourceManager is what the coordinator needs of a resource.
+type resourceManager interface {
+	Resource
+	// check verifies that the server can be an XA resource (version, settings).
+	check(ctx context.Context) error
+	// start opens a branch: XA START / BEGIN / broker XAStart, on a connection of its own.
+	start(ctx context.Context, xid Xid, timeout time.Duration) (branchConn, error)
+	// commit and rollback finish a prepared branch from any connection (phase 2, recovery).
+	commit(ctx context.Context, xid Xid) error
+	rollback(ctx context.Context, xid Xid) error
+	// recover lists the prepared branches in Imago's format.
+	recover(ctx context.Context) ([]Xid, error)
+	close() error
+}
+
+// branchConn is one started branch on its pinned connection.
+type branchConn interface {
+	// db is the pinned connection of an SQL branch; nil for the broker.
+	db() *sql.Conn
+	// publish adds messages (broker only).
+	publish(msgs []broker.TxMessage) error
+	// prepare ends and prepares the branch; readOnly is the rdonly vote.
+	prepare(ctx context.Context) (readOnly bool, err error)
+	// commit is phase 2 on the pinned connection, or a one-phase commit of an unprepared branch.
+	commit(ctx context.Context, onePhase bool) ([]broker.TopicPosition, error)
+	// rollback rolls back the branch, prepared or not, on the pinned connection.
+	rollback(ctx context.Context) error
+	// release gives the connection back; broken discards it (the server then rolls back an
+	// unprepared branch and detaches a prepared one).
+	release(broken bool)
+}
+
+// OpenResource opens a database resource from configuration: driver "mysql" (also MariaDB) or
+// "postgres", with its DSN. The resource owns the *sql.DB and closes it with the coordinator.
+func OpenResource(name, driverName, dsn string) (Resource, error) {
+	if err := ValidResourceName(name); err != nil {
+		return nil, err
+	}
+	switch driverName {
+	case "mysql", "mariadb":
+		db, err := sql.Open("mysql", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("resource %s: %w", name, err)
+		}
+		r := MySQL(name, db).(*mysqlRM)
+		r.owned = true
+		return r, nil
+	case "postgres", "postgresql", "pgx":
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("resource %s: %w", name, err)
+		}
+		r := Postgres(name, db).(*pgRM)
+		r.owned = true
+		return r, nil
+	}
+	return nil, fmt.Errorf("resource %s: driver %q: want mysql or postgres", name, driverName)
+}
