@@ -1,47 +1,17 @@
-// Package client is the Go client of Imago's HTTP API (shared/API.md).
-//
-// # The model
-//
-// An Imago topic is split into partitions; each partition is an append-only log whose messages
-// have dense offsets 0, 1, 2, … A producer posts a batch of messages to a topic; the server
-// answers 200 only once the whole batch is durable (fsync'd under the default policy), and the
-// batch is one unit: all of its messages are stored, or none. The answer lists the (partition,
-// offset) of every message in request order.
-//
-// A network error or a timeout leaves the outcome unknown: the batch may or may not be stored.
-// Retrying is safe only with an idempotency key (ProduceOptions.IdempotencyKey): a repeat of a
-// key the server has seen returns the first answer with Duplicate set and stores nothing. This
-// client does not retry by itself.
-//
-// Consumers pull: Fetch reads one partition from an offset and returns the messages and the
-// offset to ask for next. With FetchOptions.Wait the call long-polls until a message arrives or
-// the wait ends. Only durable messages are ever returned.
-//
-// # Use
-//
-//	c := client.New("http://127.0.0.1:8080", client.WithToken(os.Getenv("IMAGO_TOKEN")))
-//	_, err := c.CreateTopic(ctx, "settlement.transfers", client.TopicConfig{Partitions: 4})
-//	res, err := c.Produce(ctx, "settlement.transfers",
-//		[]client.Message{{Key: client.Ptr("A"), Value: json.RawMessage(`{"from":"A","to":"B","amount":100}`)}},
-//		client.ProduceOptions{IdempotencyKey: "transfer-8812"})
-//	page, err := c.Fetch(ctx, "settlement.transfers", 0, client.FetchOptions{Offset: 0, Wait: 10 * time.Second})
-//
-// Errors from the server are *Error values carrying the HTTP status and the stable error code
-// of the API; branch on Code (errors.As), not on the message.
-//
-// The request and response types are those of package api, which the gateway serves.
+// This file holds the Client, its options, and the topic, produce, fetch and stats calls.
+
 package client
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/imagomq/imago/api"
@@ -65,13 +35,21 @@ type (
 	Topic = api.Topic
 	// TopicSummary is an entry of ListTopics.
 	TopicSummary = api.TopicSummary
+	// Stats are the server's counters (GET /v1/stats).
+	Stats = api.Stats
 )
 
-// Client talks to one Imago server. It is safe for concurrent use.
+// Client talks to one Imago server. It is safe for concurrent use. The zero configuration
+// (New with a URL only) retries what is safe to retry, 5 attempts in all.
 type Client struct {
 	base  string
 	token string
 	hc    *http.Client
+	retry httpRetry
+
+	// idPrefix and idSeq make idempotency keys: unique per client, ordered within it.
+	idPrefix string
+	idSeq    atomic.Uint64
 }
 
 // Option configures a Client.
@@ -84,9 +62,34 @@ func WithToken(token string) Option { return func(c *Client) { c.token = token }
 // its own transport and no overall timeout: bound calls with their context.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
+// WithRetries sets how many times in all a retryable request is sent (see the package doc for
+// what is retryable); 1 disables retries. The default is 5.
+func WithRetries(attempts int) Option {
+	return func(c *Client) {
+		if attempts < 1 {
+			attempts = 1
+		}
+		c.retry.attempts = attempts
+	}
+}
+
+// WithBackoff sets the backoff between attempts: the n-th retry waits a random time up to
+// min·2ⁿ⁻¹, capped at max (or the server's Retry-After when it asks for longer). The defaults
+// are 50 ms and 2 s.
+func WithBackoff(min, max time.Duration) Option {
+	return func(c *Client) {
+		if min > 0 {
+			c.retry.min = min
+		}
+		if max >= c.retry.min {
+			c.retry.max = max
+		}
+	}
+}
+
 // New returns a client for the server at baseURL ("http://127.0.0.1:8080").
 func New(baseURL string, opts ...Option) *Client {
-	c := &Client{base: strings.TrimRight(baseURL, "/")}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), retry: defaultRetry}
 	for _, o := range opts {
 		o(c)
 	}
@@ -95,11 +98,21 @@ func New(baseURL string, opts ...Option) *Client {
 		t.MaxIdleConnsPerHost = 64
 		c.hc = &http.Client{Transport: t}
 	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	c.idPrefix = "imago-go-" + hex.EncodeToString(id[:]) + "-"
 	return c
 }
 
 // BaseURL returns the server address the client was made with.
 func (c *Client) BaseURL() string { return c.base }
+
+// NewIdempotencyKey returns a key no other client makes: a random client id and a sequence
+// number. Produce uses one when ProduceOptions.Idempotent is set; keep the key to retry the same
+// request yourself later (after a crash, say).
+func (c *Client) NewIdempotencyKey() string {
+	return c.idPrefix + strconv.FormatUint(c.idSeq.Add(1), 10)
+}
 
 // JSON returns a message whose value is the JSON text v (not checked here; the server rejects
 // invalid JSON with 400).
@@ -118,8 +131,12 @@ func Ptr[T any](v T) *T { return &v }
 type ProduceOptions struct {
 	// IdempotencyKey, when set, makes a retry of this request safe: the server answers a repeat
 	// within its dedupe window (24 h by default, kept across restarts) with the first result and
-	// Duplicate set, and stores nothing.
+	// Duplicate set, and stores nothing. The client then retries the request by itself on
+	// network errors, 429 and 503.
 	IdempotencyKey string
+	// Idempotent makes up an IdempotencyKey (NewIdempotencyKey) when none is given, so that the
+	// request is retried safely.
+	Idempotent bool
 }
 
 // FetchOptions bound a Fetch.
@@ -139,7 +156,7 @@ type FetchOptions struct {
 // CreateTopic creates a topic. It reports created=false with a nil error when the topic exists
 // with the same configuration; a topic with another configuration is a 409 *Error.
 func (c *Client) CreateTopic(ctx context.Context, name string, cfg TopicConfig) (created bool, err error) {
-	status, err := c.do(ctx, http.MethodPut, "/v1/topics/"+url.PathEscape(name), nil, cfg, nil)
+	status, err := c.send(ctx, request{method: http.MethodPut, path: "/v1/topics/" + url.PathEscape(name), in: cfg, retry: true})
 	if err != nil {
 		return false, err
 	}
@@ -149,7 +166,7 @@ func (c *Client) CreateTopic(ctx context.Context, name string, cfg TopicConfig) 
 // ListTopics lists the topics, sorted by name.
 func (c *Client) ListTopics(ctx context.Context) ([]TopicSummary, error) {
 	var out api.TopicList
-	if _, err := c.do(ctx, http.MethodGet, "/v1/topics", nil, nil, &out); err != nil {
+	if _, err := c.get(ctx, "/v1/topics", &out); err != nil {
 		return nil, err
 	}
 	return out.Topics, nil
@@ -158,22 +175,30 @@ func (c *Client) ListTopics(ctx context.Context) ([]TopicSummary, error) {
 // DescribeTopic describes a topic with the start and end offset of each partition.
 func (c *Client) DescribeTopic(ctx context.Context, name string) (*Topic, error) {
 	var out Topic
-	if _, err := c.do(ctx, http.MethodGet, "/v1/topics/"+url.PathEscape(name), nil, nil, &out); err != nil {
+	if _, err := c.get(ctx, "/v1/topics/"+url.PathEscape(name), &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
 
 // Produce appends msgs to topic as one unit and returns their positions in request order once
-// they are durable. On a network error the outcome is unknown (see the package doc).
+// they are durable. With an idempotency key (opts) the request is retried on network errors,
+// 429 and 503; without one a network error leaves the outcome unknown and is returned as is
+// (see the package doc).
 func (c *Client) Produce(ctx context.Context, topic string, msgs []Message, opts ProduceOptions) (*ProduceResult, error) {
-	var hdr http.Header
-	if opts.IdempotencyKey != "" {
-		hdr = http.Header{"Idempotency-Key": {opts.IdempotencyKey}}
+	key := opts.IdempotencyKey
+	if key == "" && opts.Idempotent {
+		key = c.NewIdempotencyKey()
+	}
+	r := request{method: http.MethodPost, path: "/v1/topics/" + url.PathEscape(topic) + "/messages",
+		in: api.ProduceRequest{Messages: msgs}}
+	if key != "" {
+		r.hdr = http.Header{"Idempotency-Key": {key}}
+		r.retry = true
 	}
 	var out ProduceResult
-	req := api.ProduceRequest{Messages: msgs}
-	if _, err := c.do(ctx, http.MethodPost, "/v1/topics/"+url.PathEscape(topic)+"/messages", hdr, req, &out); err != nil {
+	r.out = &out
+	if _, err := c.send(ctx, r); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -194,7 +219,16 @@ func (c *Client) Fetch(ctx context.Context, topic string, partition int, opts Fe
 	}
 	p := "/v1/topics/" + url.PathEscape(topic) + "/partitions/" + strconv.Itoa(partition) + "/messages?" + q.Encode()
 	var out FetchResult
-	if _, err := c.do(ctx, http.MethodGet, p, nil, nil, &out); err != nil {
+	if _, err := c.get(ctx, p, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Stats returns the server's counters (GET /v1/stats): the text protocol's stats as JSON.
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+	var out Stats
+	if _, err := c.get(ctx, "/v1/stats", &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -202,55 +236,12 @@ func (c *Client) Fetch(ctx context.Context, topic string, partition int, opts Fe
 
 // Health returns nil when GET /healthz answers 200 (the process is up).
 func (c *Client) Health(ctx context.Context) error {
-	_, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil, nil)
+	_, err := c.send(ctx, request{method: http.MethodGet, path: "/healthz"})
 	return err
 }
 
 // Ready returns nil when GET /readyz answers 200 (storage open, resources reachable).
 func (c *Client) Ready(ctx context.Context) error {
-	_, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil, nil)
+	_, err := c.send(ctx, request{method: http.MethodGet, path: "/readyz"})
 	return err
-}
-
-// do sends one request with a JSON body (when in is not nil) and decodes a 2xx JSON answer
-// into out (when not nil). A non-2xx answer is returned as *Error.
-func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, in, out any) (int, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return 0, fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return 0, err
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, parseError(resp)
-	}
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return resp.StatusCode, nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return resp.StatusCode, fmt.Errorf("%s %s: decode %d response: %w", method, path, resp.StatusCode, err)
-	}
-	return resp.StatusCode, nil
 }

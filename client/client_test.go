@@ -16,7 +16,7 @@ func fakeServer(t *testing.T, h http.HandlerFunc) *Client {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return New(srv.URL+"/", WithToken("tok"))
+	return New(srv.URL+"/", WithToken("tok"), WithRetries(1)) // shapes, not retries
 }
 
 func TestProduceSendsBodyKeyAndToken(t *testing.T) {

@@ -29,7 +29,7 @@ func TestCLIWalkthrough(t *testing.T) {
 	}{
 		{args: []string{"topics", "create", "settlement.transfers", "--partitions", "4"}, stdout: []string{"created topic settlement.transfers with 4 partitions"}},
 		{args: []string{"topics", "create", "settlement.transfers", "--partitions", "4"}, stdout: []string{"exists"}},
-		{args: []string{"topics", "create", "settlement.transfers", "--partitions", "2"}, code: exitFailure},
+		{args: []string{"topics", "create", "settlement.transfers", "--partitions", "2"}, code: exitConflict},
 		{args: []string{"topics", "list"}, stdout: []string{"TOPIC", "settlement.transfers", "4"}},
 		{args: []string{"produce", "settlement.transfers", "--partition", "0", "hello", "world"},
 			stdout: []string{"partition=0 offset=0", "partition=0 offset=1"}},
@@ -48,7 +48,7 @@ func TestCLIWalkthrough(t *testing.T) {
 		{args: []string{"consume", "settlement.transfers", "-p", "1", "--format", "json"}, stdout: []string{`"key":"acct-42"`, `"value":{"n":1}`, `"headers":{"h":"v"}`}},
 		{args: []string{"consume", "settlement.transfers", "-p", "2"}, stdout: []string{"once\n"}},
 		{args: []string{"consume", "settlement.transfers", "-p", "0", "--from", "99"}, code: exitFailure},
-		{args: []string{"consume", "nope"}, code: exitFailure},
+		{args: []string{"consume", "nope"}, code: exitNotFound},
 		{args: []string{"consume", "settlement.transfers", "--from", "yesterday"}, code: exitUsage},
 		{args: []string{"produce", "settlement.transfers"}, code: exitUsage},
 	}
@@ -118,10 +118,10 @@ func TestCLIToken(t *testing.T) {
 	}
 	srv := startServerEnv(t, dir+"/data", []string{"TEST_IMAGO_OPS_TOKEN=" + secret}, "--config", cfg, "--log-level", "debug")
 
-	if code, _, stderr := imago(t, srv, "", "topics", "list"); code != exitFailure || !strings.Contains(stderr, "401") {
+	if code, _, stderr := imago(t, srv, "", "topics", "list"); code != exitDenied || !strings.Contains(stderr, "401") {
 		t.Fatalf("without a token: exit %d, %s", code, stderr)
 	}
-	if code, _, stderr := imago(t, srv, "", "--token", "wrong", "topics", "list"); code != exitFailure || !strings.Contains(stderr, "401") {
+	if code, _, stderr := imago(t, srv, "", "--token", "wrong", "topics", "list"); code != exitDenied || !strings.Contains(stderr, "401") {
 		t.Fatalf("wrong token: exit %d, %s", code, stderr)
 	}
 	if code, _, stderr := imago(t, srv, "", "--token", secret, "topics", "create", "t"); code != exitOK {

@@ -22,13 +22,16 @@ type consumeFlags struct {
 	format    string
 	wait      time.Duration
 	maxBytes  int
+	group     string
+	mode      string
+	fromSet   bool // --from was given (a group's join then sends it)
 }
 
 func newConsumeCmd(a *app) *cobra.Command {
 	var f consumeFlags
 	cmd := &cobra.Command{
 		Use:   "consume TOPIC",
-		Short: "Print the messages of one partition (tail it with --follow)",
+		Short: "Print the messages of one partition or of a group (tail it with --follow)",
 		Long: `Read one partition of a topic from --from and print the messages, one per line.
 
 --from is earliest (the first stored offset, the default), latest (the end: only new
@@ -36,32 +39,87 @@ messages, useful with --follow) or an offset. Without --follow the command stops
 of the partition as it was when it started; with --follow it long-polls for new messages
 until interrupted (Ctrl-C) or --max messages were printed.
 
---format value prints each value: a JSON string as its text, other JSON as compact JSON,
-bytes (value_base64) as the raw bytes. --format json prints each whole message as one JSON
-object per line (topic, partition, offset, key, value, headers, timestamp).`,
+--format plain (or value) prints each value: a JSON string as its text, other JSON as compact
+JSON, bytes (value_base64) as the raw bytes. --format offsets prints
+"<partition><TAB><offset><TAB><key or -><TAB><value>". --format json prints each whole message
+as one JSON object per line (topic, partition, offset, key, value, headers, timestamp).
+
+With --group GROUP the command joins the consumer group (--mode clustered or broadcast) for
+TOPIC, prints the messages of the partitions the group gives it, from the group's committed
+offsets (--from earliest or latest applies to a group without any), and commits the offsets
+of what it printed, so that the next run goes on from there. --partition is then unused.`,
 		Example: `  imago consume settlement.transfers
   imago consume settlement.transfers --partition 2 --from 1000 --max 10
   imago consume settlement.transfers --from latest --follow
-  imago consume settlement.transfers --format json | jq .value.amount`,
-		Args: exactArgs(1, "one topic name"),
+  imago consume settlement.transfers --format json | jq .value.amount
+  imago consume settlement.transfers --format offsets --max 5
+  imago consume settlement.transfers --group audit-cli --follow`,
+		Args:              exactArgs(1, "one topic name"),
+		ValidArgsFunction: completeTopics(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.fromSet = cmd.Flags().Changed("from")
+			if f.group != "" {
+				return runGroupConsume(cmd.Context(), a, f, args[0])
+			}
 			return runConsume(cmd.Context(), a, f, args[0])
 		},
 	}
-	fl := cmd.Flags()
-	fl.IntVarP(&f.partition, "partition", "p", 0, "partition to read")
-	fl.StringVar(&f.from, "from", "earliest", "where to start: earliest, latest or an offset")
-	fl.BoolVarP(&f.follow, "follow", "f", false, "keep waiting for new messages")
-	fl.Int64VarP(&f.max, "max", "n", 0, "stop after this many messages (0: no limit)")
-	fl.StringVar(&f.format, "format", "value", "output: value or json")
-	fl.DurationVar(&f.wait, "wait", 30*time.Second, "with --follow, how long one long-poll request waits")
-	fl.IntVar(&f.maxBytes, "max-bytes", 1<<20, "bytes per fetch request")
+	registerConsumeFlags(cmd, &f, "earliest", false)
 	return cmd
 }
 
+// newTailCmd is consume with other defaults: from the end, following (tail -f).
+func newTailCmd(a *app) *cobra.Command {
+	var f consumeFlags
+	cmd := &cobra.Command{
+		Use:   "tail TOPIC",
+		Short: "Follow new messages of a partition or a group (consume --from latest --follow)",
+		Long: `tail is consume with --from latest and --follow as defaults: it prints the messages that
+arrive from now on until interrupted. Every flag of consume applies; see 'imago consume --help'.`,
+		Example: `  imago tail settlement.transfers
+  imago tail settlement.transfers --partition 2 --format offsets
+  imago tail settlement.transfers --follow=false --from 0   # same as consume`,
+		Args:              exactArgs(1, "one topic name"),
+		ValidArgsFunction: completeTopics(a),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f.fromSet = cmd.Flags().Changed("from")
+			if f.group != "" {
+				return runGroupConsume(cmd.Context(), a, f, args[0])
+			}
+			return runConsume(cmd.Context(), a, f, args[0])
+		},
+	}
+	registerConsumeFlags(cmd, &f, "latest", true)
+	return cmd
+}
+
+func registerConsumeFlags(cmd *cobra.Command, f *consumeFlags, from string, follow bool) {
+	fl := cmd.Flags()
+	fl.IntVarP(&f.partition, "partition", "p", 0, "partition to read")
+	fl.StringVar(&f.from, "from", from, "where to start: earliest, latest or an offset")
+	fl.BoolVarP(&f.follow, "follow", "f", follow, "keep waiting for new messages")
+	fl.Int64VarP(&f.max, "max", "n", 0, "stop after this many messages (0: no limit)")
+	fl.StringVar(&f.format, "format", "plain", "output: plain (value), offsets or json")
+	fl.DurationVar(&f.wait, "wait", 30*time.Second, "with --follow, how long one long-poll request waits")
+	fl.IntVar(&f.maxBytes, "max-bytes", 1<<20, "bytes per fetch request")
+	fl.StringVarP(&f.group, "group", "g", "", "consume as a member of this consumer group and commit what is printed")
+	fl.StringVar(&f.mode, "mode", "clustered", "with --group: clustered (share the partitions) or broadcast")
+	_ = cmd.RegisterFlagCompletionFunc("format", fixedCompletions("plain", "offsets", "json"))
+	_ = cmd.RegisterFlagCompletionFunc("from", fixedCompletions("earliest", "latest"))
+	_ = cmd.RegisterFlagCompletionFunc("mode", fixedCompletions("clustered", "broadcast"))
+}
+
+func checkFormat(format string) error {
+	switch format {
+	case "plain", "value", "offsets", "json":
+		return nil
+	}
+	return usagef("--format %q: want plain, offsets or json", format)
+}
+
 func runConsume(ctx context.Context, a *app, f consumeFlags, topic string) error {
-	if f.format != "value" && f.format != "json" {
-		return usagef("--format %q: want value or json", f.format)
+	if err := checkFormat(f.format); err != nil {
+		return err
 	}
 	if f.partition < 0 {
 		return usagef("--partition %d: want 0 or more", f.partition)
@@ -144,7 +202,8 @@ func runConsume(ctx context.Context, a *app, f consumeFlags, topic string) error
 }
 
 func printMessage(w io.Writer, m *client.FetchedMessage, format string) error {
-	if format == "json" {
+	switch format {
+	case "json":
 		b, err := json.Marshal(m)
 		if err != nil {
 			return err
@@ -152,6 +211,14 @@ func printMessage(w io.Writer, m *client.FetchedMessage, format string) error {
 		b = append(b, '\n')
 		_, err = w.Write(b)
 		return err
+	case "offsets":
+		key := "-"
+		if m.Key != nil {
+			key = *m.Key
+		}
+		if _, err := fmt.Fprintf(w, "%d\t%d\t%s\t", m.Partition, m.Offset, key); err != nil {
+			return err
+		}
 	}
 	var line []byte
 	switch {

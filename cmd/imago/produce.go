@@ -14,6 +14,7 @@ import (
 
 type produceFlags struct {
 	key            string
+	keyField       string
 	partition      int
 	idempotencyKey string
 	batch          int
@@ -37,6 +38,10 @@ request is stored all-or-nothing and acknowledged once durable.
   json     the value is JSON text, stored as is ({"amount":100}, 42, "s")
   message  a whole message object: {"key":..., "value":..., "headers":{...}, "partition":N}
 
+Keys: --key gives every message the same key; --key-field NAME (with --input json) takes the
+key of each message from the field NAME of its value; with --input message the object's "key"
+field is the key. --header NAME=VALUE (repeatable) adds headers to every message.
+
 With --idempotency-key all messages go in one request, which the server stores at most once:
 run the same command again (after a timeout, say) and it answers with the first offsets,
 marked duplicate. For each message the command prints "partition=P offset=O".`,
@@ -44,7 +49,8 @@ marked duplicate. For each message the command prints "partition=P offset=O".`,
   echo '{"from":"A","to":"B","amount":100}' | imago produce settlement.transfers --input json --key A
   imago produce settlement.transfers --input json --idempotency-key transfer-8812 '{"amount":100}'
   seq 1 100000 | imago produce load-test --batch 500 --quiet
-  imago produce audit --header source=cli --partition 0 "manual correction"`,
+  imago produce audit --header source=cli --partition 0 "manual correction"
+  jq -c '.transfers[]' batch.json | imago produce settlement.transfers --input json --key-field from`,
 		Args: minArgs(1, "a topic name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runProduce(cmd.Context(), a, f, args[0], args[1:])
@@ -52,6 +58,7 @@ marked duplicate. For each message the command prints "partition=P offset=O".`,
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&f.key, "key", "k", "", "message key (messages with one key go to one partition)")
+	fl.StringVar(&f.keyField, "key-field", "", "with --input json: take each message's key from this top-level field of the value")
 	fl.IntVarP(&f.partition, "partition", "p", -1, "target partition (default: by key hash, round-robin without a key)")
 	fl.StringVar(&f.idempotencyKey, "idempotency-key", "", "send everything as one request with this Idempotency-Key")
 	fl.IntVar(&f.batch, "batch", 100, "maximum messages per request")
@@ -65,51 +72,9 @@ func runProduce(ctx context.Context, a *app, f produceFlags, topic string, value
 	if f.batch < 1 {
 		return usagef("--batch %d: want at least 1", f.batch)
 	}
-	if f.input != "text" && f.input != "json" && f.input != "message" {
-		return usagef("--input %q: want text, json or message", f.input)
-	}
-	headers := map[string]string{}
-	for _, h := range f.headers {
-		k, v, ok := strings.Cut(h, "=")
-		if !ok || k == "" {
-			return usagef("--header %q: want NAME=VALUE", h)
-		}
-		headers[k] = v
-	}
-	build := func(s string) (client.Message, error) {
-		var m client.Message
-		switch f.input {
-		case "text":
-			m = client.Text(s)
-		case "json":
-			if !json.Valid([]byte(s)) {
-				return m, fmt.Errorf("not JSON (use --input text to send it as a string): %.80q", s)
-			}
-			m.Value = json.RawMessage(s)
-		case "message":
-			dec := json.NewDecoder(strings.NewReader(s))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&m); err != nil {
-				return m, fmt.Errorf("not a message object {\"key\",\"value\",\"headers\",\"partition\"}: %v", err)
-			}
-		}
-		if f.key != "" && m.Key == nil {
-			m.Key = client.Ptr(f.key)
-		}
-		if f.partition >= 0 && m.Partition == nil {
-			m.Partition = client.Ptr(f.partition)
-		}
-		if len(headers) > 0 {
-			if m.Headers == nil {
-				m.Headers = map[string]string{}
-			}
-			for k, v := range headers {
-				if _, ok := m.Headers[k]; !ok {
-					m.Headers[k] = v
-				}
-			}
-		}
-		return m, nil
+	build, err := newMessageBuilder(f)
+	if err != nil {
+		return err
 	}
 
 	// A reader goroutine turns input into messages; the sender takes whatever is ready, up to
@@ -220,4 +185,89 @@ func printOffsets(w io.Writer, res *client.ProduceResult) error {
 		fmt.Fprintf(bw, "partition=%d offset=%d\n", p.Partition, p.Offset)
 	}
 	return bw.Flush()
+}
+
+// newMessageBuilder returns the function that turns one input (an argument or a line) into a
+// message under the flags --input, --key, --key-field, --partition and --header.
+func newMessageBuilder(f produceFlags) (func(string) (client.Message, error), error) {
+	if f.input != "text" && f.input != "json" && f.input != "message" {
+		return nil, usagef("--input %q: want text, json or message", f.input)
+	}
+	if f.keyField != "" && f.input != "json" {
+		return nil, usagef("--key-field needs --input json (with --input message, set the message's \"key\")")
+	}
+	if f.keyField != "" && f.key != "" {
+		return nil, usagef("--key and --key-field exclude each other")
+	}
+	headers := map[string]string{}
+	for _, h := range f.headers {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok || k == "" {
+			return nil, usagef("--header %q: want NAME=VALUE", h)
+		}
+		headers[k] = v
+	}
+	return func(s string) (client.Message, error) {
+		var m client.Message
+		switch f.input {
+		case "text":
+			m = client.Text(s)
+		case "json":
+			if !json.Valid([]byte(s)) {
+				return m, fmt.Errorf("not JSON (use --input text to send it as a string): %.80q", s)
+			}
+			m.Value = json.RawMessage(s)
+			if f.keyField != "" {
+				k, err := keyFromField(m.Value, f.keyField)
+				if err != nil {
+					return m, err
+				}
+				m.Key = &k
+			}
+		case "message":
+			dec := json.NewDecoder(strings.NewReader(s))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&m); err != nil {
+				return m, fmt.Errorf("not a message object {\"key\",\"value\",\"headers\",\"partition\"}: %v", err)
+			}
+		}
+		if f.key != "" && m.Key == nil {
+			m.Key = client.Ptr(f.key)
+		}
+		if f.partition >= 0 && m.Partition == nil {
+			m.Partition = client.Ptr(f.partition)
+		}
+		if len(headers) > 0 {
+			if m.Headers == nil {
+				m.Headers = map[string]string{}
+			}
+			for k, v := range headers {
+				if _, ok := m.Headers[k]; !ok {
+					m.Headers[k] = v
+				}
+			}
+		}
+		return m, nil
+	}, nil
+}
+
+// keyFromField returns the top-level field name of a JSON object as a key: a string as is,
+// a number or boolean as its JSON text.
+func keyFromField(value json.RawMessage, name string) (string, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(value, &obj); err != nil {
+		return "", fmt.Errorf("--key-field %s: the value is not a JSON object", name)
+	}
+	raw, ok := obj[name]
+	if !ok {
+		return "", fmt.Errorf("--key-field %s: the value has no field %q", name, name)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, nil
+	}
+	if len(raw) > 0 && (raw[0] == '{' || raw[0] == '[' || string(raw) == "null") {
+		return "", fmt.Errorf("--key-field %s: the field is %s; a key must be a string, number or boolean", name, raw)
+	}
+	return string(raw), nil
 }

@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitUsage
 	}
 	fmt.Fprintf(stderr, "imago: %v\n", err)
-	return exitFailure
+	return exitCodeFor(err)
 }
 
 // isUsage reports whether err is a usage error, ours or one of cobra's (which are not typed).
@@ -97,7 +97,11 @@ Start a server with 'imago serve' (./data, 127.0.0.1:8080, no configuration need
 the other commands against it. They talk to --server (or IMAGO_SERVER) over HTTP and send
 --token (or IMAGO_TOKEN) as a bearer token when the server has auth.tokens configured.
 
-Exit codes: 0 success, 1 failure, 2 usage (bad flags, arguments or configuration).`,
+Listings take --output json (-o json) for scripts.
+
+` + exitCodesHelp + `
+
+` + completionHelp,
 		Example: `  imago serve
   imago topics create settlement.transfers --partitions 4
   echo '{"from":"A","to":"B","amount":100}' | imago produce settlement.transfers --input json --key A
@@ -122,6 +126,11 @@ Exit codes: 0 success, 1 failure, 2 usage (bad flags, arguments or configuration
 
 	root.AddCommand(newServeCmd(a), newTopicsCmd(a), newProduceCmd(a), newConsumeCmd(a),
 		newBenchCmd(a), newVersionCmd(a))
+	root.AddCommand(newTailCmd(a), newStatsCmd(a), newTxCmd(a), newXACmd(a))
+	root.AddCommand(newGroupsCmd(a))
+	root.AddCommand(newMigrateCmd(a))
+	root.AddCommand(newDLQCmd(a))
+	root.AddCommand(newOutboxCmd(a))
 	return root
 }
 

@@ -1,0 +1,151 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"time"
+)
+
+// This file holds the one place requests are sent: JSON encoding, auth, error decoding, and
+// the retry loop for requests that are safe to repeat.
+
+// httpRetry says how often and how patiently a retryable request is repeated.
+type httpRetry struct {
+	attempts int           // in all, the first included
+	min, max time.Duration // backoff bounds
+}
+
+var defaultRetry = httpRetry{attempts: 5, min: 50 * time.Millisecond, max: 2 * time.Second}
+
+// request is one API call.
+type request struct {
+	method, path string
+	hdr          http.Header
+	in, out      any // JSON body to send, and where to decode a 2xx answer (either may be nil)
+	// retry marks the request as safe to send again after a network error, 429 or 503.
+	retry bool
+}
+
+// do sends one request without retries; it is the original helper, kept for the package's
+// other files. in is sent as JSON when not nil; a 2xx answer is decoded into out when not nil;
+// a non-2xx answer is returned as *Error.
+func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, in, out any) (int, error) {
+	return c.send(ctx, request{method: method, path: path, hdr: hdr, in: in, out: out})
+}
+
+// get sends a GET, which is always safe to retry.
+func (c *Client) get(ctx context.Context, path string, out any) (int, error) {
+	return c.send(ctx, request{method: http.MethodGet, path: path, out: out, retry: true})
+}
+
+// send sends r, and repeats it when r.retry is set and the failure is one that may pass (a
+// network error, 429, 503), with backoff, while attempts and the context's deadline allow.
+func (c *Client) send(ctx context.Context, r request) (int, error) {
+	var body []byte
+	if r.in != nil {
+		b, err := json.Marshal(r.in)
+		if err != nil {
+			return 0, fmt.Errorf("encode request: %w", err)
+		}
+		body = b
+	}
+	attempts := 1
+	if r.retry {
+		attempts = c.retry.attempts
+	}
+	for n := 1; ; n++ {
+		status, err := c.once(ctx, r, body)
+		if err == nil || n >= attempts || !retryable(ctx, err) {
+			return status, err
+		}
+		wait := c.retry.backoff(n, err)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return status, err // no time left for another attempt: the last answer stands
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return status, err
+		case <-t.C:
+		}
+	}
+}
+
+// retryable reports whether err may pass on a second attempt.
+func retryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable
+	}
+	var de *decodeError
+	return !errors.As(err, &de) // a transport error; an answer we cannot read is not retried
+}
+
+// backoff is the wait before retry n (1 for the first): full jitter over min·2ⁿ⁻¹ capped at
+// max, or the server's Retry-After when that is longer.
+func (p httpRetry) backoff(n int, err error) time.Duration {
+	ceil := p.min << min(n-1, 20)
+	if ceil > p.max || ceil <= 0 {
+		ceil = p.max
+	}
+	d := time.Duration(rand.Int64N(int64(ceil)) + 1)
+	var e *Error
+	if errors.As(err, &e) && e.RetryAfter > d {
+		d = e.RetryAfter
+	}
+	return d
+}
+
+// decodeError is a 2xx answer whose body could not be decoded.
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string { return e.err.Error() }
+func (e *decodeError) Unwrap() error { return e.err }
+
+// once sends r one time.
+func (c *Client) once(ctx context.Context, r request, body []byte) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.path, rd)
+	if err != nil {
+		return 0, err
+	}
+	for k, v := range r.hdr {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, parseError(resp)
+	}
+	if r.out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(r.out); err != nil {
+		return resp.StatusCode, &decodeError{fmt.Errorf("%s %s: decode %d response: %w", r.method, r.path, resp.StatusCode, err)}
+	}
+	return resp.StatusCode, nil
+}

@@ -1,0 +1,155 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/imagomq/imago/api"
+)
+
+// This file holds local transactions (/v1/transactions): messages for any topics made visible
+// together at commit, or never.
+
+// Types of local transactions and XA branches.
+type (
+	// TxMessage is a message of a transaction or XA branch: a Message that names its topic.
+	TxMessage = api.TxMessage
+	// TopicPosition is where a committed transaction's message was stored.
+	TopicPosition = api.TopicPosition
+	// TxStatus describes a local transaction.
+	TxStatus = api.TxStatus
+)
+
+// States of a local transaction (TxStatus.State).
+const (
+	TxOpen       = api.TxOpen
+	TxCommitted  = api.TxCommitted
+	TxRolledBack = api.TxRolledBack
+	TxTimedOut   = api.TxTimedOut
+)
+
+// ErrOutcomeUnknown is returned by Tx.Commit when the commit's answer was lost and the server
+// no longer knows the transaction (it restarted, or forgot it an hour after it ended): the
+// messages may or may not be stored. Fetch them to find out.
+var ErrOutcomeUnknown = errors.New("imago client: the outcome of the commit is unknown")
+
+// To returns m as a message of topic, for transactions and XA branches.
+func To(topic string, m Message) TxMessage { return TxMessage{Topic: topic, ProduceMessage: m} }
+
+// Tx is a local transaction. Its methods may be called from any goroutine, one at a time.
+type Tx struct {
+	c *Client
+	// ID is the server's id of the transaction; Client.Tx(ID) finds it again.
+	ID string
+	// Timeout is the transaction's timeout as the server applied it.
+	Timeout time.Duration
+}
+
+// Begin starts a local transaction that the server rolls back when it is still open after
+// timeout (0: the server default, 30 s; at most 1 h).
+func (c *Client) Begin(ctx context.Context, timeout time.Duration) (*Tx, error) {
+	var out api.TxCreated
+	// Safe to retry: a transaction begun by a lost attempt holds nothing and times out.
+	_, err := c.send(ctx, request{method: http.MethodPost, path: "/v1/transactions",
+		in: api.BeginTxRequest{TimeoutMS: timeout.Milliseconds()}, out: &out, retry: true})
+	if err != nil {
+		return nil, err
+	}
+	return &Tx{c: c, ID: out.ID, Timeout: time.Duration(out.TimeoutMS) * time.Millisecond}, nil
+}
+
+// Tx returns the transaction with the given id, begun earlier (by another process, say).
+func (c *Client) Tx(id string) *Tx { return &Tx{c: c, ID: id} }
+
+func (t *Tx) path(suffix string) string { return "/v1/transactions/" + url.PathEscape(t.ID) + suffix }
+
+// Add adds msgs to the transaction and returns the number of messages it holds. It is not
+// retried: after a network error, Status tells whether the messages were added (the count).
+func (t *Tx) Add(ctx context.Context, msgs ...TxMessage) (held int, err error) {
+	var out api.TxMessagesResponse
+	_, err = t.c.send(ctx, request{method: http.MethodPost, path: t.path("/messages"),
+		in: api.TxMessagesRequest{Messages: msgs}, out: &out})
+	return out.Messages, err
+}
+
+// Commit makes the transaction's messages visible, all together, and returns where each was
+// stored, in the order they were added. When the answer is lost (a network error, or 503
+// while the server stops), Commit asks the transaction's status until the outcome is known or
+// ctx ends: committed returns the positions, rolled back an error, and a server that forgot
+// the transaction ErrOutcomeUnknown.
+func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
+	var out api.TxCommitResponse
+	_, err := t.c.send(ctx, request{method: http.MethodPost, path: t.path("/commit"), out: &out})
+	if err == nil {
+		return out.Offsets, nil
+	}
+	if !outcomeLost(err) {
+		return nil, err
+	}
+	for n := 1; ; n++ {
+		if werr := txSleep(ctx, t.c.retry.backoff(n, err)); werr != nil {
+			return nil, fmt.Errorf("commit of transaction %s: %w (the outcome is unknown: %v)", t.ID, werr, err)
+		}
+		st, serr := t.Status(ctx)
+		switch {
+		case IsStatus(serr, http.StatusNotFound):
+			return nil, fmt.Errorf("commit of transaction %s: %w (%v)", t.ID, ErrOutcomeUnknown, err)
+		case serr != nil:
+			continue
+		case st.State == TxCommitted:
+			return st.Offsets, nil
+		case st.State != TxOpen:
+			return nil, fmt.Errorf("commit of transaction %s: the transaction is %s", t.ID, st.State)
+		}
+		// Still open (or committing): ask again.
+		_, err = t.c.send(ctx, request{method: http.MethodPost, path: t.path("/commit"), out: &out})
+		if err == nil {
+			return out.Offsets, nil
+		}
+		if !outcomeLost(err) && !IsCode(err, "transaction_not_open") {
+			return nil, err
+		}
+	}
+}
+
+// outcomeLost reports whether err leaves the outcome of a write unknown.
+func outcomeLost(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status == http.StatusServiceUnavailable
+	}
+	var de *decodeError
+	return !errors.As(err, &de)
+}
+
+func txSleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Rollback discards the transaction's messages.
+func (t *Tx) Rollback(ctx context.Context) error {
+	_, err := t.c.send(ctx, request{method: http.MethodPost, path: t.path("/rollback")})
+	return err
+}
+
+// Status returns the transaction's state (TxOpen, TxCommitted, TxRolledBack, TxTimedOut), the
+// messages it holds and, once committed, where they were stored. The server remembers a
+// finished transaction for an hour, and not across a restart.
+func (t *Tx) Status(ctx context.Context) (*TxStatus, error) {
+	var out TxStatus
+	if _, err := t.c.get(ctx, t.path(""), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -1,0 +1,112 @@
+package client_test
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imagomq/imago/client"
+)
+
+// TestLocalTransaction: messages for two topics are invisible until commit, then visible
+// together; a rolled-back transaction stores nothing.
+func TestLocalTransaction(t *testing.T) {
+	ctx := background(t)
+	c := client.New(imagoURL)
+	a, b := uniqueTopic("tx-a"), uniqueTopic("tx-b")
+	for _, topic := range []string{a, b} {
+		if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := c.Begin(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tx.Timeout != time.Minute {
+		t.Fatalf("timeout %v", tx.Timeout)
+	}
+	if n, err := tx.Add(ctx, client.To(a, client.Text("debit")), client.To(b, client.Text("credit"))); err != nil || n != 2 {
+		t.Fatalf("add: %d %v", n, err)
+	}
+	st, err := c.Tx(tx.ID).Status(ctx)
+	if err != nil || st.State != client.TxOpen || st.Messages == nil || *st.Messages != 2 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	if endOffset(t, c, a)+endOffset(t, c, b) != 0 {
+		t.Fatal("open transaction's messages are visible")
+	}
+	pos, err := tx.Commit(ctx)
+	if err != nil || len(pos) != 2 || pos[0].Topic != a || pos[1].Topic != b {
+		t.Fatalf("commit: %+v %v", pos, err)
+	}
+	if endOffset(t, c, a) != 1 || endOffset(t, c, b) != 1 {
+		t.Fatal("committed messages are not visible")
+	}
+
+	tx2, err := c.Begin(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx2.Add(ctx, client.To(a, client.Text("never"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx2.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := tx2.Status(ctx); err != nil || st.State != client.TxRolledBack {
+		t.Fatalf("status after rollback: %+v %v", st, err)
+	}
+	if _, err := tx2.Commit(ctx); !client.IsCode(err, "transaction_not_open") {
+		t.Fatalf("commit after rollback: %v", err)
+	}
+	if _, err := c.Tx("0123456789abcdef").Status(ctx); !client.IsStatus(err, 404) {
+		t.Fatalf("status of an unknown transaction: %v", err)
+	}
+	if endOffset(t, c, a) != 1 {
+		t.Fatal("rolled back message is visible")
+	}
+}
+
+// TestTxCommitLostAnswer: the answer of a commit is lost after the server committed (a proxy
+// cuts it: no real server does that on demand); Commit learns the outcome from the status
+// and returns the positions, and nothing is stored twice.
+func TestTxCommitLostAnswer(t *testing.T) {
+	ctx := background(t)
+	var cut atomic.Bool
+	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil && strings.HasSuffix(r.URL.Path, "/commit") && cut.CompareAndSwap(true, false) {
+			resp.Body.Close()
+			return nil, &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer (injected)")}
+		}
+		return resp, err
+	})}
+	c := client.New(imagoURL, client.WithHTTPClient(hc), client.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	topic := uniqueTopic("tx-lost")
+	if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := c.Begin(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Add(ctx, client.To(topic, client.Text("x")), client.To(topic, client.Text("y"))); err != nil {
+		t.Fatal(err)
+	}
+	cut.Store(true)
+	pos, err := tx.Commit(ctx)
+	if err != nil || len(pos) != 2 || pos[0].Offset != 0 || pos[1].Offset != 1 {
+		t.Fatalf("commit with a lost answer: %+v %v", pos, err)
+	}
+	if cut.Load() {
+		t.Fatal("the answer was not cut: the test tested nothing")
+	}
+	if end := endOffset(t, c, topic); end != 2 {
+		t.Fatalf("end %d, want 2", end)
+	}
+}

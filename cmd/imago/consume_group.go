@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/imagomq/imago/client"
+)
+
+// runGroupConsume is consume --group: join the group for topic, print what the polls return
+// and commit the offsets of what was printed, then leave.
+func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) error {
+	if err := checkFormat(f.format); err != nil {
+		return err
+	}
+	if f.mode != client.Clustered && f.mode != client.Broadcast {
+		return usagef("--mode %q: want clustered or broadcast", f.mode)
+	}
+	req := client.JoinGroupRequest{Topics: []string{topic}, Mode: f.mode}
+	if f.fromSet {
+		if f.from != "earliest" && f.from != "latest" {
+			return usagef("--from %q: with --group, want earliest or latest (a group starts at its committed offsets)", f.from)
+		}
+		req.From = f.from
+	}
+	c := a.client()
+	m, err := c.JoinGroup(ctx, f.group, req)
+	if err != nil {
+		return fmt.Errorf("join group %s: %w", f.group, err)
+	}
+	defer func() {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := c.LeaveGroup(lctx, f.group, m.MemberID); err != nil && !client.IsStatus(err, 404) {
+			fmt.Fprintf(a.stderr, "imago: leave group %s: %v (the server removes the member after its session timeout)\n", f.group, err)
+		}
+	}()
+
+	out := bufio.NewWriterSize(a.stdout, 64<<10)
+	defer out.Flush()
+	var printed int64
+	for {
+		opts := client.PollOptions{MaxBytes: f.maxBytes, MaxMessages: 1000}
+		if f.max > 0 && f.max-printed < int64(opts.MaxMessages) {
+			opts.MaxMessages = int(f.max - printed)
+		}
+		if f.follow {
+			opts.Wait = f.wait
+		}
+		res, err := c.PollGroup(ctx, f.group, m.MemberID, opts)
+		if err != nil {
+			if ctx.Err() != nil && f.follow {
+				return nil
+			}
+			return fmt.Errorf("poll group %s: %w", f.group, err)
+		}
+		next := map[client.Assignment]int64{}
+		var order []client.Assignment
+		for i := range res.Messages {
+			msg := &res.Messages[i]
+			if err := printMessage(out, msg, f.format); err != nil {
+				return err
+			}
+			tp := client.Assignment{Topic: msg.Topic, Partition: msg.Partition}
+			if _, ok := next[tp]; !ok {
+				order = append(order, tp)
+			}
+			next[tp] = msg.Offset + 1
+			printed++
+			if f.max > 0 && printed >= f.max {
+				break
+			}
+		}
+		if err := out.Flush(); err != nil {
+			return err
+		}
+		if len(order) > 0 {
+			offsets := make([]client.GroupOffset, len(order))
+			for i, tp := range order {
+				offsets[i] = client.GroupOffset{Topic: tp.Topic, Partition: tp.Partition, Offset: next[tp]}
+			}
+			// Commit even when interrupted: what was printed is done.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			err := c.CommitGroup(cctx, f.group, m.MemberID, offsets)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("commit offsets of group %s: %w", f.group, err)
+			}
+		}
+		switch {
+		case f.max > 0 && printed >= f.max:
+			return nil
+		case !f.follow && len(res.Messages) == 0:
+			return nil
+		case ctx.Err() != nil:
+			return nil
+		}
+	}
+}

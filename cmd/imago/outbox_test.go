@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagomq/imago/client"
+	"github.com/imagomq/imago/internal/testenv"
+	"github.com/imagomq/imago/migrations"
+	"github.com/imagomq/imago/outbox"
+)
+
+// outboxTable creates an outbox table of its own (same shape as the migrated one) and
+// returns the database, its name and a writer; everything is dropped at the end.
+func outboxTable(t *testing.T, dialect string) (*sql.DB, string, string, *outbox.Writer) {
+	t.Helper()
+	ctx := context.Background()
+	b := make([]byte, 6)
+	rand.Read(b)
+	suffix := hex.EncodeToString(b)
+	var dsn, driver, table string
+	var ddl []string
+	if dialect == outbox.Postgres {
+		dsn, driver, table = testenv.PostgresDSN(t), "pgx", "imago.outbox_c"+suffix
+		ddl = []string{`CREATE TABLE ` + table + ` (LIKE imago.outbox INCLUDING ALL)`,
+			`CREATE TRIGGER outbox_notify AFTER INSERT ON ` + table + ` FOR EACH STATEMENT EXECUTE FUNCTION imago.outbox_notify()`}
+	} else {
+		dsn, driver, table = testenv.MySQLDSN(t), "mysql", "imago_outbox_c"+suffix
+		ddl = []string{`CREATE TABLE ` + table + ` LIKE imago_outbox`}
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := migrations.ApplyOutbox(ctx, db, dialect); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range ddl {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		db.Exec(`DROP TABLE IF EXISTS ` + table)
+		if dialect == outbox.Postgres {
+			db.Exec(`DELETE FROM imago.outbox_relay WHERE source LIKE $1`, "%"+suffix)
+		} else {
+			db.Exec(`DELETE FROM imago_outbox_relay WHERE source LIKE ?`, "%"+suffix)
+		}
+	})
+	w, err := outbox.NewWriter(dialect, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, dsn, table, w
+}
+
+func writeOutbox(t *testing.T, db *sql.DB, w *outbox.Writer, topic string, n int) {
+	t.Helper()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := w.Write(context.Background(), tx, outbox.Message{Topic: topic, Key: "k", Payload: []byte{byte('a' + i%26)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func endOffset(t *testing.T, c *client.Client, topic string) int64 {
+	t.Helper()
+	info, err := c.DescribeTopic(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Partitions[0].EndOffset
+}
+
+// TestServeRelaysOutbox: `imago serve` with an outbox source in its configuration relays it,
+// reports it on GET /v1/outbox/sources and exposes the outbox metrics; and `imago outbox
+// relay` relays a MySQL source into that server over HTTP.
+func TestServeRelaysOutbox(t *testing.T) {
+	pg, pgDSN, pgTable, pgW := outboxTable(t, outbox.Postgres)
+	my, myDSN, myTable, myW := outboxTable(t, outbox.MySQL)
+	dir := t.TempDir()
+	source := "orders_" + pgTable[len("imago.outbox_c"):]
+	cfg := "resources:\n  ledger: {driver: postgres, dsn: \"" + pgDSN + "\"}\n" +
+		"outbox:\n  - {name: " + source + ", resource: ledger, table: " + pgTable + "}\n"
+	cfgPath := filepath.Join(dir, "imago.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, filepath.Join(dir, "data"), "--config", cfgPath)
+	c := srv.client()
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, "outbox.orders", client.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	writeOutbox(t, pg, pgW, "outbox.orders", 25)
+	waitUntil(t, 20*time.Second, "the PostgreSQL rows to be relayed", func() bool { return endOffset(t, c, "outbox.orders") == 25 })
+
+	var body struct {
+		Sources []struct {
+			Name          string  `json:"name"`
+			Active        bool    `json:"active"`
+			RelayedTotal  int64   `json:"relayed_total"`
+			LastRelayedAt *string `json:"last_relayed_at"`
+			Backlog       *int64  `json:"backlog"`
+		} `json:"sources"`
+	}
+	waitUntil(t, 10*time.Second, "the source status", func() bool {
+		resp, err := http.Get(srv.URL + "/v1/outbox/sources")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/outbox/sources: %d %v", resp.StatusCode, err)
+		}
+		return len(body.Sources) == 1 && body.Sources[0].RelayedTotal == 25
+	})
+	s := body.Sources[0]
+	if s.Name != source || !s.Active || s.LastRelayedAt == nil {
+		t.Errorf("source status %+v", s)
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`imago_outbox_relayed_total{source="` + source + `"} 25`, "imago_outbox_lag_seconds_bucket", "imago_outbox_backlog", "imago_outbox_last_relayed_timestamp_seconds"} {
+		if !bytes.Contains(m, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// imago outbox relay, on its own, over HTTP.
+	if _, err := c.CreateTopic(ctx, "outbox.wallet", client.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	writeOutbox(t, my, myW, "outbox.wallet", 10)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(rctx, []string{"outbox", "relay", "--server", srv.URL, "--name", "wallet_" + myTable[len("imago_outbox_c"):],
+			"--driver", "mysql", "--dsn", myDSN, "--table", myTable, "--migrate"}, strings.NewReader(""), io.Discard, &stderr)
+	}()
+	waitUntil(t, 20*time.Second, "the MySQL rows to be relayed", func() bool { return endOffset(t, c, "outbox.wallet") == 10 })
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Errorf("imago outbox relay exited %d: %s", code, stderr.String())
+	}
+}
+
+// TestOutboxRelayUsage: bad flags are usage errors.
+func TestOutboxRelayUsage(t *testing.T) {
+	var stderr bytes.Buffer
+	for _, args := range [][]string{
+		{"outbox", "relay"},
+		{"outbox", "relay", "--name", "x", "--driver", "postgres", "--dsn", "postgres://x", "--mode", "bogus"},
+		{"outbox", "relay", "--name", "x", "--driver", "oracle", "--dsn", "x"},
+	} {
+		stderr.Reset()
+		if code := run(context.Background(), args, strings.NewReader(""), io.Discard, &stderr); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr.String())
+		}
+	}
+}
+
+// waitUntil polls cond every 20ms until it holds or d passes.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/imagomq/imago/gateway"
+	"github.com/imagomq/imago/internal/config"
+	"github.com/imagomq/imago/outbox"
+)
+
+// outboxRelays are the relays of the configured outbox sources; they implement
+// gateway.OutboxStatus for GET /v1/outbox/sources.
+type outboxRelays []*outbox.Relay
+
+// OutboxSources implements gateway.OutboxStatus.
+func (rs outboxRelays) OutboxSources() []gateway.OutboxSource {
+	out := make([]gateway.OutboxSource, 0, len(rs))
+	for _, r := range rs {
+		st := r.Status()
+		out = append(out, gateway.OutboxSource{Name: st.Name, Active: st.Active, Backlog: st.Backlog,
+			RelayedTotal: st.RelayedTotal, LastRelayedAt: st.LastRelayedAt, Lag: st.Lag, LastError: st.LastError})
+	}
+	return out
+}
+
+// openOutbox starts one relay per configured outbox source, publishing into the in-process
+// broker. A relay that cannot reach its database keeps retrying in the background (it never
+// fails start-up: the database may come later, and another server may hold the source).
+// It runs before openGateway, which reports the relays.
+func (s *server) openOutbox(ctx context.Context) error {
+	s.outbox = outboxRelays{}
+	if len(s.cfg.Outbox) == 0 {
+		return nil
+	}
+	m := outbox.NewMetrics(s.reg)
+	for _, src := range s.cfg.Outbox {
+		opts, err := outboxOptions(s.cfg, src)
+		if err != nil {
+			return &usageError{err}
+		}
+		opts.Logger, opts.Metrics = s.logger, m
+		r, err := outbox.New(opts, outbox.BrokerPublisher{B: s.b})
+		if err != nil {
+			return &usageError{err}
+		}
+		r.Start()
+		s.onClose("outbox relay "+src.Name, r.Close)
+		s.outbox = append(s.outbox, r)
+		s.logger.Info("outbox relay started", "source", src.Name, "resource", src.Resource, "table", opts.Table)
+	}
+	return nil
+}
+
+// outboxOptions maps one configured source (and its resource) to relay options.
+func outboxOptions(cfg config.Config, src config.OutboxSource) (outbox.Options, error) {
+	res, ok := cfg.Resources[src.Resource]
+	if !ok {
+		return outbox.Options{}, fmt.Errorf("outbox source %s: resource %q is not in resources", src.Name, src.Resource)
+	}
+	dialect := res.Driver
+	switch dialect {
+	case "postgresql", "pgx":
+		dialect = outbox.Postgres
+	case "mariadb":
+		dialect = outbox.MySQL
+	}
+	return outbox.Options{Name: src.Name, Dialect: dialect, DSN: res.DSN, Table: src.Table}, nil
+}

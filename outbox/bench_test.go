@@ -1,0 +1,230 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/outbox"
+)
+
+// TestOutboxFigures measures, in one run, the relay's sustained throughput (1 KiB payloads,
+// from a pre-filled outbox into an in-process broker with fsync always) and the delay from a
+// writer's commit to the message being fetchable at a moderate write rate, for PostgreSQL and
+// MariaDB; with IMAGO_OUTBOX_BENCH_WATERMILL=1 it also runs Watermill's SQL forwarder
+// (bench/watermill, a module of its own) on the same database right after, for the ratio.
+// It runs only with IMAGO_OUTBOX_BENCH=1 (not in CI):
+//
+//	IMAGO_OUTBOX_BENCH=1 IMAGO_OUTBOX_BENCH_WATERMILL=1 go test -run TestOutboxFigures -v -timeout 30m ./outbox/
+//
+// IMAGO_OUTBOX_BENCH_N (rows, default 60000) and IMAGO_OUTBOX_BENCH_RATE (msgs/s of the latency
+// phase, default 2000) tune it.
+func TestOutboxFigures(t *testing.T) {
+	if os.Getenv("IMAGO_OUTBOX_BENCH") != "1" {
+		t.Skip("set IMAGO_OUTBOX_BENCH=1 to measure the outbox figures")
+	}
+	n := envInt("IMAGO_OUTBOX_BENCH_N", 60000)
+	rate := envInt("IMAGO_OUTBOX_BENCH_RATE", 2000)
+	for _, d := range dialects {
+		t.Run(d, func(t *testing.T) {
+			f := MeasureOutbox(t, d, n, rate, 5*time.Second)
+			t.Logf("%s: relay %d rows of 1 KiB in %.2fs = %.0f msgs/s (batch %d); commit-to-fetchable at %d msgs/s: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d samples)",
+				d, f.Rows, f.RelaySeconds, f.RelayRate, f.Batch, rate, f.P50ms, f.P99ms, f.MaxMs, f.Samples)
+			if os.Getenv("IMAGO_OUTBOX_BENCH_WATERMILL") == "1" {
+				wm := runWatermill(t, d, n)
+				t.Logf("%s: watermill forwarder %.0f msgs/s; imago relay / watermill = %.1fx", d, wm, f.RelayRate/wm)
+			}
+		})
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// Figures are the outbox measurements of one dialect.
+type Figures struct {
+	Rows                int
+	Batch               int
+	RelaySeconds        float64
+	RelayRate           float64
+	Samples             int
+	P50ms, P99ms, MaxMs float64
+}
+
+// MeasureOutbox fills an outbox table with rows 1 KiB rows and times the relay draining it,
+// then writes at rate msgs/s for dur (one row per transaction, 4 writers) with the relay
+// running and measures each message's commit-to-fetchable delay.
+func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Duration) Figures {
+	e := newDBEnv(t, dialect)
+	ctx := context.Background()
+	topic := uniqueName(t, "bench.")
+	b := openBroker(t, topic, 8)
+	pad := strings.Repeat("x", 1000)
+	mk := func(seq int) outbox.Message {
+		p, _ := json.Marshal(payload{Key: "k" + strconv.Itoa(seq%64), Seq: seq, Pad: pad})
+		return outbox.Message{Topic: topic, Key: "k" + strconv.Itoa(seq%64), Payload: p[:min(len(p), 1024)]}
+	}
+	// Fill: transactions of 500 rows.
+	for done := 0; done < rows; {
+		k := min(500, rows-done)
+		msgs := make([]outbox.Message, k)
+		for i := range msgs {
+			msgs[i] = mk(done + i)
+		}
+		tx, err := e.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.w.Write(ctx, tx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		done += k
+	}
+	runtime.GC()
+	f := Figures{Rows: rows, Batch: 1000}
+	opts := e.relayOptions()
+	opts.BatchSize = f.Batch
+	start := time.Now()
+	r := startRelay(t, opts, outbox.BrokerPublisher{B: b})
+	waitFor(t, 10*time.Minute, "the relay to drain the outbox", func() bool { return r.Status().RelayedTotal >= int64(rows) })
+	f.RelaySeconds = time.Since(start).Seconds()
+	f.RelayRate = float64(rows) / f.RelaySeconds
+
+	// Latency: consumers long-poll every partition from the current end.
+	info, err := b.Topic(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var commits sync.Map // seq -> commit time
+	var mu sync.Mutex
+	fetched := map[int]time.Time{}
+	cctx, cancel := context.WithCancel(ctx)
+	var cwg sync.WaitGroup
+	for p, pi := range info.Partitions {
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			off := pi.EndOffset
+			for cctx.Err() == nil {
+				res, err := b.Fetch(cctx, topic, p, broker.FetchOptions{Offset: off, MaxMessages: 1000, Wait: 200 * time.Millisecond})
+				if err != nil {
+					return
+				}
+				now := time.Now()
+				for _, m := range res.Messages {
+					var pl payload
+					if json.Unmarshal(m.Value, &pl) != nil {
+						continue
+					}
+					mu.Lock()
+					fetched[pl.Seq] = now
+					mu.Unlock()
+				}
+				off = res.NextOffset
+			}
+		}()
+	}
+	var seq atomic.Int64
+	seq.Store(int64(rows))
+	const writers = 4
+	var wwg sync.WaitGroup
+	per := time.Duration(float64(time.Second) * writers / float64(rate))
+	end := time.Now().Add(dur)
+	for range writers {
+		wwg.Add(1)
+		go func() {
+			defer wwg.Done()
+			next := time.Now()
+			for time.Now().Before(end) {
+				s := int(seq.Add(1))
+				tx, err := e.db.BeginTx(ctx, nil)
+				if err == nil {
+					err = e.w.Write(ctx, tx, mk(s))
+				}
+				if err == nil {
+					err = tx.Commit()
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				commits.Store(s, time.Now())
+				next = next.Add(per)
+				if d := time.Until(next); d > 0 {
+					time.Sleep(d) // pacing the writers, not synchronisation
+				}
+			}
+		}()
+	}
+	wwg.Wait()
+	written := int(seq.Load()) - rows
+	waitFor(t, time.Minute, "every written message to be fetched", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(fetched) >= written
+	})
+	cancel()
+	cwg.Wait()
+	var delays []time.Duration
+	commits.Range(func(k, v any) bool {
+		if at, ok := fetched[k.(int)]; ok {
+			delays = append(delays, max(at.Sub(v.(time.Time)), 0))
+		}
+		return true
+	})
+	slices.Sort(delays)
+	ms := func(q float64) float64 {
+		return float64(delays[min(int(q*float64(len(delays))), len(delays)-1)]) / 1e6
+	}
+	f.Samples, f.P50ms, f.P99ms, f.MaxMs = len(delays), ms(0.50), ms(0.99), ms(1)
+	return f
+}
+
+// runWatermill runs bench/watermill on the same database and returns its rate.
+func runWatermill(t *testing.T, dialect string, n int) float64 {
+	t.Helper()
+	dsn := testenvDSN(t, dialect)
+	dir, err := filepath.Abs("../bench/watermill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "run", ".", "-dialect", dialect, "-dsn", dsn, "-n", strconv.Itoa(n))
+	cmd.Dir = dir
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench/watermill: %v", err)
+	}
+	var res struct {
+		Rate float64 `json:"msgs_per_sec"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("bench/watermill output %q: %v", out, err)
+	}
+	return res.Rate
+}
+
+func testenvDSN(t *testing.T, dialect string) string {
+	if dialect == outbox.Postgres {
+		return pgDSN(t)
+	}
+	return myDSN(t)
+}

@@ -1,0 +1,180 @@
+package outbox_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imagomq/imago/client"
+)
+
+var longCrash = flag.Bool("outbox.long", false, "run the outbox crash tests longer (more writes, more kills)")
+
+// TestExactlyOnceUnderCrashes is acceptance test 1: concurrent writers insert outbox rows
+// (one transaction in five rolls back) while the relay, a separate process publishing over
+// HTTP, is SIGKILLed several times and the broker process is SIGKILLed and restarted once.
+// At the end every committed row is in the topic exactly once, no rolled-back row is, and
+// each key's messages are in commit order in one partition.
+func TestExactlyOnceUnderCrashes(t *testing.T) {
+	for _, d := range dialects {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			testExactlyOnce(t, d)
+		})
+	}
+}
+
+func testExactlyOnce(t *testing.T, dialect string) {
+	e := newDBEnv(t, dialect)
+	dir := t.TempDir()
+	bp := startBroker(t, dir, "127.0.0.1:0")
+	c := client.New(bp.URL)
+	topic := uniqueName(t, "t.")
+	const partitions = 4
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: partitions}); err != nil {
+		t.Fatal(err)
+	}
+	relayLog := filepath.Join(dir, "relay.log")
+	relay := e.startRelayProc(t, bp.URL, relayLog)
+
+	writeFor, kills := 3*time.Second, 4
+	if *longCrash {
+		writeFor, kills = 20*time.Second, 15
+	}
+	l := newLedger()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var werr atomic.Value
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			seq := map[string]int{}
+			for i := 0; !stop.Load(); i++ {
+				key := fmt.Sprintf("w%d-k%d", w, rng.IntN(3))
+				n := 1 + rng.IntN(3)
+				seqs := make([]int, n)
+				for j := range seqs {
+					seqs[j] = seq[key]
+					seq[key]++
+				}
+				commit := rng.IntN(5) != 0
+				if err := e.writeTx(ctx, topic, key, seqs, commit); err != nil {
+					werr.Store(err)
+					return
+				}
+				l.add(key, seqs, commit)
+			}
+		}()
+	}
+
+	// Chaos: kill the relay several times, the broker once (in the middle).
+	interval := writeFor / time.Duration(kills+1)
+	for k := range kills {
+		time.Sleep(interval)
+		relay.kill()
+		if k == kills/2 {
+			bp.kill()
+			bp = startBroker(t, dir, bp.addr)
+		}
+		relay = e.startRelayProc(t, bp.URL, relayLog)
+	}
+	time.Sleep(interval)
+	stop.Store(true)
+	wg.Wait()
+	if err := werr.Load(); err != nil {
+		t.Fatal(err)
+	}
+	total := l.total()
+	if total == 0 {
+		t.Fatal("no row committed")
+	}
+	waitFor(t, 90*time.Second, "the outbox to drain", func() bool {
+		if !relay.alive() {
+			b, _ := os.ReadFile(relayLog)
+			t.Fatalf("relay exited:\n%s", tail(string(b), 30))
+		}
+		return e.rowsLeft(t) == 0
+	})
+	msgs := fetchAllHTTP(t, c, topic, partitions)
+	l.check(t, msgs)
+	if t.Failed() {
+		b, _ := os.ReadFile(relayLog)
+		t.Logf("relay log, last lines:\n%s", tail(string(b), 40))
+	}
+	b, _ := os.ReadFile(relayLog)
+	t.Logf("%d messages committed and published exactly once; relay started %d times, republished claims %d times",
+		total, strings.Count(string(b), "----- start"), strings.Count(string(b), "republishing the batch"))
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestTakeover is acceptance test 3: two relay processes for one source; only one holds the
+// lock and publishes; SIGKILL it and the other takes over with no loss and no duplicate.
+func TestTakeover(t *testing.T) {
+	for _, d := range dialects {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			e := newDBEnv(t, d)
+			dir := t.TempDir()
+			bp := startBroker(t, dir, "127.0.0.1:0")
+			c := client.New(bp.URL)
+			topic := uniqueName(t, "t.")
+			ctx := context.Background()
+			if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 2}); err != nil {
+				t.Fatal(err)
+			}
+			logs := []string{filepath.Join(dir, "relay-a.log"), filepath.Join(dir, "relay-b.log")}
+			relays := []*proc{e.startRelayProc(t, bp.URL, logs[0]), e.startRelayProc(t, bp.URL, logs[1])}
+			isActive := func(i int) bool {
+				b, _ := os.ReadFile(logs[i])
+				return strings.Contains(string(b), "outbox relay active")
+			}
+			waitFor(t, 20*time.Second, "one relay active", func() bool { return isActive(0) || isActive(1) })
+			l := newLedger()
+			seq := 0
+			write := func(n int) {
+				for range n {
+					key := fmt.Sprintf("k%d", seq%5)
+					if err := e.writeTx(ctx, topic, key, []int{seq}, true); err != nil {
+						t.Fatal(err)
+					}
+					l.add(key, []int{seq}, true)
+					seq++
+				}
+			}
+			write(200)
+			active := 0
+			if isActive(1) {
+				active = 1
+			}
+			standby := 1 - active
+			// The standby retries the lock every 50ms; while the active one lives it never gets it.
+			time.Sleep(300 * time.Millisecond)
+			if isActive(standby) {
+				t.Fatal("both relays report holding the lock")
+			}
+			relays[active].kill()
+			write(200)
+			waitFor(t, 20*time.Second, "the standby to take over", func() bool { return isActive(standby) })
+			waitFor(t, 60*time.Second, "the outbox to drain", func() bool { return e.rowsLeft(t) == 0 })
+			l.check(t, fetchAllHTTP(t, c, topic, 2))
+		})
+	}
+}

@@ -1,0 +1,72 @@
+// Package outbox owns Imago's transactional outbox: the helpers an application uses to write
+// messages into an outbox table inside its own database transaction (Write, Writer), and the
+// relay that moves committed rows into their topics exactly once, in order (Relay).
+//
+// # The model
+//
+// The application inserts outbox rows in the same transaction as its business data, so a
+// message exists if and only if the transaction committed. The relay, one per source (an
+// outbox table in one database, named in the configuration), repeats:
+//
+//  1. claim the next batch of rows in commit order and record the batch's end in the relay's
+//     state row (imago.outbox_relay / imago_outbox_relay) before publishing;
+//  2. publish the batch, one produce request per topic, with the idempotency key
+//     "outbox:<source>:<first row id of the topic's group>";
+//  3. in one database transaction: delete (or, in mark mode, stamp relayed_at on) the batch's
+//     rows, move the cursor past them, and claim the next batch.
+//
+// A crash anywhere leaves either the cursor before the batch with its claim recorded (the next
+// relay republishes exactly the same groups under the same keys: the broker answers
+// "duplicate" and appends nothing) or the cursor after it. The broker keeps idempotency keys
+// for its dedupe window (24 h by default, across restarts), so a relay that stays down longer
+// than that with a claimed batch could publish it twice; a relay restarts in seconds.
+//
+// Per-key order: batches are published one after the other and a produce request keeps its
+// messages' order, so a key's messages reach their partition (hash of the key) in outbox order.
+//
+// # Commit order in PostgreSQL
+//
+// Ids from a sequence are handed out at INSERT and may commit out of order: a relay that
+// followed ids would skip a row whose transaction committed after a higher id was published.
+// Each row therefore records its transaction id (txid xid8 DEFAULT pg_current_xact_id()), and
+// the relay takes, in (txid, id) order, only rows with txid < pg_snapshot_xmin(pg_current_snapshot()):
+// every transaction below the snapshot's xmin has ended, and any transaction that starts
+// later gets a larger id, so no row can ever appear before the cursor. Rows of a transaction
+// still open wait (and hold back rows of later transactions) until it ends, so a long-running
+// transaction anywhere in the cluster delays the relay, never loses a row.
+//
+// Outbox order is (txid, id): transactions ordered by the moment they first wrote. For two
+// transactions that do not overlap this is their commit order. An application that writes one
+// key from overlapping transactions must order them itself (for example by locking the
+// account row as the transaction's first write).
+//
+// A statement trigger NOTIFYs imago_outbox at commit and the relay LISTENs, so it wakes at
+// once; correctness never depends on the notification (the relay also polls).
+//
+// # Commit order in MySQL and MariaDB
+//
+// InnoDB has no usable transaction id in the row, so the relay follows AUTO_INCREMENT ids and
+// treats a missing id (a gap) with care. Ids are allocated in increasing order at INSERT, so a
+// transaction that can still fill a gap below the highest id seen was already open when that
+// id was read. The relay publishes the contiguous run of ids after its cursor at once. When it
+// sees a gap it waits a short while (innodb_trx is a cache refreshed at most every 100 ms),
+// takes the set of InnoDB transactions open at that moment from
+// information_schema.innodb_trx, and waits until every one of them has ended; then every id
+// up to the highest one seen is final: a re-read (a fresh read view) shows each row that was
+// committed, and a gap still there belongs to a rolled-back transaction (or a failed insert)
+// and is passed. Rows after a gap thus wait for the writers that were open when it was seen,
+// never for later ones. Reading innodb_trx needs the PROCESS privilege; without it the relay
+// falls back to passing a gap once it is older than Options.GapGrace (default 1 minute), which
+// is safe only when no writing transaction lasts that long, and logs a warning.
+//
+// The relay polls MySQL with an adaptive interval: MinPoll after a batch, doubling while
+// idle up to MaxPoll.
+//
+// # One relay per source
+//
+// A relay works only while it holds the source's advisory lock (pg_try_advisory_lock or
+// GET_LOCK), taken on the same dedicated connection it does its work on: if that session dies,
+// the lock is released and the relay stops touching the outbox at once. Standby relays retry
+// every LockRetry and take over; the claim recorded in the state row makes the takeover
+// republish the interrupted batch under the same keys.
+package outbox

@@ -1,0 +1,238 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// pgStore is the PostgreSQL side of a relay: one pgx connection that holds the advisory lock,
+// LISTENs on imago_outbox and runs every query.
+type pgStore struct {
+	o      *Options
+	conn   *pgx.Conn
+	woken  atomic.Bool
+	mark   string // extra condition in mark mode
+	selCol string
+}
+
+const pgStateTable = "imago.outbox_relay"
+
+func openPG(ctx context.Context, o *Options) (*pgStore, error) {
+	cfg, err := pgx.ParseConfig(o.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: source %s: PostgreSQL DSN: %w", o.Name, err)
+	}
+	s := &pgStore{o: o}
+	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { s.woken.Store(true) }
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: source %s: connect to PostgreSQL: %w", o.Name, err)
+	}
+	s.conn = conn
+	if o.Mode == ModeMark {
+		s.mark = " AND relayed_at IS NULL"
+	}
+	s.selCol = `id, txid::text, topic, key, headers::text, payload, EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8`
+	if _, err := conn.Exec(ctx, `LISTEN imago_outbox`); err != nil {
+		s.close()
+		return nil, fmt.Errorf("outbox: source %s: LISTEN: %w", o.Name, err)
+	}
+	return s, nil
+}
+
+func (s *pgStore) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.conn.Close(ctx) // ends the session: the advisory lock goes with it
+}
+
+func (s *pgStore) tryLock(ctx context.Context) (bool, error) {
+	var ok bool
+	if err := s.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockKey(s.o.Name)).Scan(&ok); err != nil {
+		return false, fmt.Errorf("outbox: pg_try_advisory_lock: %w", err)
+	}
+	return ok, nil
+}
+
+func (s *pgStore) load(ctx context.Context) (state, error) {
+	var st state
+	if _, err := s.conn.Exec(ctx, `INSERT INTO `+pgStateTable+` (source) VALUES ($1) ON CONFLICT (source) DO NOTHING`, s.o.Name); err != nil {
+		return st, fmt.Errorf("outbox: create state row (run the outbox migrations?): %w", err)
+	}
+	var cx string
+	var ctxid, cid *int64
+	var claimTx *string
+	var last *time.Time
+	err := s.conn.QueryRow(ctx, `SELECT cursor_txid::text, cursor_id, claim_txid::text, claim_id, relayed_total, last_relayed_at
+		FROM `+pgStateTable+` WHERE source = $1`, s.o.Name).Scan(&cx, &ctxid, &claimTx, &cid, &st.total, &last)
+	if err != nil {
+		return st, fmt.Errorf("outbox: read state row: %w", err)
+	}
+	if st.cursor.txid, err = strconv.ParseUint(cx, 10, 64); err != nil {
+		return st, fmt.Errorf("outbox: state cursor_txid %q: %w", cx, err)
+	}
+	st.cursor.id = *ctxid
+	if claimTx != nil && cid != nil {
+		t, err := strconv.ParseUint(*claimTx, 10, 64)
+		if err != nil {
+			return st, fmt.Errorf("outbox: state claim_txid %q: %w", *claimTx, err)
+		}
+		st.claim = &pos{txid: t, id: *cid}
+	}
+	if last != nil {
+		st.last = *last
+	}
+	return st, nil
+}
+
+func (s *pgStore) scan(rows pgx.Rows) ([]row, error) {
+	defer rows.Close()
+	var out []row
+	now := time.Now()
+	for rows.Next() {
+		var rw row
+		var txid string
+		var key, headers *string
+		var age float64
+		if err := rows.Scan(&rw.pos.id, &txid, &rw.msg.Topic, &key, &headers, &rw.msg.Payload, &age); err != nil {
+			return nil, fmt.Errorf("outbox: read row: %w", err)
+		}
+		t, err := strconv.ParseUint(txid, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: row %d: txid %q: %w", rw.pos.id, txid, err)
+		}
+		rw.pos.txid = t
+		if key != nil {
+			rw.msg.Key = *key
+		}
+		if headers != nil {
+			if rw.msg.Headers, err = decodeHeaders(*headers); err != nil {
+				return nil, fmt.Errorf("outbox: row %d: %w", rw.pos.id, err)
+			}
+		}
+		rw.size = len(rw.msg.Payload) + len(rw.msg.Key) + 64
+		rw.age = time.Duration(age * float64(time.Second))
+		rw.readAt = now
+		out = append(out, rw)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: read rows: %w", err)
+	}
+	return out, nil
+}
+
+func (s *pgStore) next(ctx context.Context, cur pos, limit int) ([]row, bool, error) {
+	q := `SELECT ` + s.selCol + ` FROM ` + s.o.Table + `
+		WHERE (txid, id) > ($1::text::xid8, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot())` + s.mark + `
+		ORDER BY txid, id LIMIT $3`
+	rows, err := s.conn.Query(ctx, q, strconv.FormatUint(cur.txid, 10), cur.id, limit)
+	if err != nil {
+		return nil, false, fmt.Errorf("outbox: select rows: %w", err)
+	}
+	out, err := s.scan(rows)
+	if err != nil || len(out) > 0 {
+		return out, false, err
+	}
+	var waiting bool
+	err = s.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+s.o.Table+` WHERE (txid, id) > ($1::text::xid8, $2)`+s.mark+`)`,
+		strconv.FormatUint(cur.txid, 10), cur.id).Scan(&waiting)
+	if err != nil {
+		return nil, false, fmt.Errorf("outbox: look for open rows: %w", err)
+	}
+	return nil, waiting, nil
+}
+
+func (s *pgStore) claimed(ctx context.Context, cur, end pos) ([]row, error) {
+	q := `SELECT ` + s.selCol + ` FROM ` + s.o.Table + `
+		WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4)` + s.mark + `
+		ORDER BY txid, id`
+	rows, err := s.conn.Query(ctx, q, strconv.FormatUint(cur.txid, 10), cur.id, strconv.FormatUint(end.txid, 10), end.id)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: select claimed rows: %w", err)
+	}
+	return s.scan(rows)
+}
+
+func (s *pgStore) saveClaim(ctx context.Context, end pos) error {
+	tag, err := s.conn.Exec(ctx, `UPDATE `+pgStateTable+` SET claim_txid = $1::text::xid8, claim_id = $2, updated_at = now() WHERE source = $3`,
+		strconv.FormatUint(end.txid, 10), end.id, s.o.Name)
+	if err != nil {
+		return fmt.Errorf("outbox: record claim: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return errors.New("outbox: record claim: the state row is gone")
+	}
+	return nil
+}
+
+func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *pos) (int64, error) {
+	ct, ci, et, ei := strconv.FormatUint(cur.txid, 10), cur.id, strconv.FormatUint(end.txid, 10), end.id
+	var nt *string
+	var ni *int64
+	if nextClaim != nil {
+		t := strconv.FormatUint(nextClaim.txid, 10)
+		nt, ni = &t, &nextClaim.id
+	}
+	b := &pgx.Batch{}
+	rng := ` WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4)`
+	if s.o.Mode == ModeMark {
+		b.Queue(`UPDATE `+s.o.Table+` SET relayed_at = clock_timestamp()`+rng+` AND relayed_at IS NULL`, ct, ci, et, ei)
+	} else {
+		b.Queue(`DELETE FROM `+s.o.Table+rng, ct, ci, et, ei)
+	}
+	b.Queue(`UPDATE `+pgStateTable+` SET cursor_txid = $3::text::xid8, cursor_id = $4, claim_txid = $5::text::xid8, claim_id = $6,
+		relayed_total = relayed_total + $7, last_relayed_at = now(), updated_at = now()
+		WHERE source = $8 AND cursor_txid = $1::text::xid8 AND cursor_id = $2 RETURNING relayed_total`,
+		ct, ci, et, ei, nt, ni, n, s.o.Name)
+	// A batch sent without BEGIN runs as one implicit transaction (one Sync): all or nothing.
+	br := s.conn.SendBatch(ctx, b)
+	_, err := br.Exec()
+	var total int64
+	if err == nil {
+		err = br.QueryRow().Scan(&total)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = errors.New("the state row moved: another relay wrote it")
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("outbox: complete batch: %w", err)
+	}
+	return total, nil
+}
+
+func (s *pgStore) wait(ctx context.Context, d time.Duration) error {
+	if s.woken.Swap(false) {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	err := s.conn.PgConn().WaitForNotification(wctx)
+	s.woken.Store(false)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return nil // the poll interval passed
+	}
+	return err
+}
+
+func (s *pgStore) backlog(ctx context.Context, cur pos) (int64, error) {
+	var n int64
+	err := s.conn.QueryRow(ctx, `SELECT count(*) FROM `+s.o.Table+` WHERE (txid, id) > ($1::text::xid8, $2)`+s.mark,
+		strconv.FormatUint(cur.txid, 10), cur.id).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: count backlog: %w", err)
+	}
+	return n, nil
+}

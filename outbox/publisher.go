@@ -1,0 +1,85 @@
+package outbox
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"sort"
+
+	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/client"
+)
+
+// Publisher is where the relay sends messages: the in-process broker (BrokerPublisher) inside
+// `imago serve`, or a broker over HTTP (ClientPublisher) for `imago outbox relay`.
+type Publisher interface {
+	// Publish appends msgs to topic as one unit, in order, with the idempotency key: a repeat
+	// of the same key with the same messages must append nothing and succeed.
+	Publish(ctx context.Context, topic string, msgs []Message, idempotencyKey string) error
+}
+
+// ErrPermanent marks a publish error that retrying cannot fix (the idempotency key was used
+// with other messages): the relay stops the source and reports it.
+var ErrPermanent = errors.New("outbox: permanent publish error")
+
+// BrokerPublisher publishes to an in-process broker.
+type BrokerPublisher struct{ B *broker.Broker }
+
+// Publish implements Publisher.
+func (p BrokerPublisher) Publish(ctx context.Context, topic string, msgs []Message, key string) error {
+	out := make([]broker.Message, len(msgs))
+	for i, m := range msgs {
+		bm := broker.Message{Value: m.Payload, Partition: -1, Headers: sortedHeaders(m.Headers)}
+		if m.Key != "" {
+			bm.Key = []byte(m.Key)
+		}
+		out[i] = bm
+	}
+	_, err := p.B.Produce(ctx, topic, out, key)
+	if errors.Is(err, broker.ErrIdempotencyReused) || errors.Is(err, broker.ErrInvalidArgument) ||
+		errors.Is(err, broker.ErrMessageTooLarge) {
+		return errors.Join(ErrPermanent, err)
+	}
+	return err
+}
+
+// ClientPublisher publishes to a broker over its HTTP API.
+type ClientPublisher struct{ C *client.Client }
+
+// Publish implements Publisher.
+func (p ClientPublisher) Publish(ctx context.Context, topic string, msgs []Message, key string) error {
+	out := make([]client.Message, len(msgs))
+	for i, m := range msgs {
+		v := base64.StdEncoding.EncodeToString(m.Payload)
+		cm := client.Message{ValueBase64: &v}
+		if m.Key != "" {
+			k := m.Key
+			cm.Key = &k
+		}
+		if len(m.Headers) > 0 {
+			cm.Headers = m.Headers
+		}
+		out[i] = cm
+	}
+	_, err := p.C.Produce(ctx, topic, out, client.ProduceOptions{IdempotencyKey: key})
+	var ce *client.Error
+	if errors.As(err, &ce) && (ce.Status == http.StatusBadRequest || ce.Status == http.StatusConflict ||
+		ce.Status == http.StatusRequestEntityTooLarge) {
+		return errors.Join(ErrPermanent, err)
+	}
+	return err
+}
+
+// sortedHeaders orders headers by name, so that a republished batch is byte-identical.
+func sortedHeaders(h map[string]string) []broker.Header {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make([]broker.Header, 0, len(h))
+	for k, v := range h {
+		out = append(out, broker.Header{Key: k, Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}

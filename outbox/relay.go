@@ -1,0 +1,539 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Mode says what the relay does with a published row.
+type Mode string
+
+// Modes.
+const (
+	// ModeDelete deletes published rows (the default).
+	ModeDelete Mode = "delete"
+	// ModeMark keeps published rows and stamps relayed_at; the operator purges them.
+	ModeMark Mode = "mark"
+)
+
+// Options configure a Relay. Zero fields take the documented defaults.
+type Options struct {
+	// Name is the source name: it keys the relay's state row, its lock and its idempotency keys.
+	Name string
+	// Dialect is "postgres" or "mysql" ("mariadb" is accepted).
+	Dialect string
+	// DSN of the application's database (pgx URL or keyword/value; go-sql-driver/mysql DSN).
+	DSN string
+	// Table is the outbox table; default imago.outbox (PostgreSQL) or imago_outbox (MySQL).
+	Table string
+	// Mode: delete (default) or mark.
+	Mode Mode
+	// BatchSize caps rows per batch. Default 1000.
+	BatchSize int
+	// BatchBytes caps payload bytes per batch (a single larger row is still sent). Default 4 MiB.
+	BatchBytes int
+	// MinPoll is the first retry delay when rows are waiting for an open transaction, and the
+	// MySQL poll interval right after a batch. Default 2ms.
+	MinPoll time.Duration
+	// MaxPoll bounds the idle poll interval (PostgreSQL also wakes on NOTIFY). Default 200ms
+	// for MySQL, 1s for PostgreSQL.
+	MaxPoll time.Duration
+	// LockRetry is how often a standby relay tries to take the source's lock. Default 1s.
+	LockRetry time.Duration
+	// GapCheckDelay is how long the MySQL relay waits after seeing an id gap before reading
+	// information_schema.innodb_trx (a cache refreshed at most every 100 ms). Default 250ms.
+	GapCheckDelay time.Duration
+	// GapGrace is the MySQL fallback without the PROCESS privilege: a gap older than this is
+	// passed. Default 1m.
+	GapGrace time.Duration
+	// BacklogEvery is how often the active relay counts its backlog. Default 2s.
+	BacklogEvery time.Duration
+	Logger       *slog.Logger
+	// Metrics, when set, receives the source's series.
+	Metrics *Metrics
+}
+
+func (o *Options) defaults() error {
+	if o.Name == "" {
+		return errors.New("outbox: a relay needs a source name")
+	}
+	switch o.Dialect {
+	case Postgres, MySQL:
+	case "mariadb":
+		o.Dialect = MySQL
+	default:
+		return fmt.Errorf("outbox: source %s: unknown dialect %q (want postgres or mysql)", o.Name, o.Dialect)
+	}
+	if o.Table == "" {
+		o.Table = DefaultPostgresTable
+		if o.Dialect == MySQL {
+			o.Table = DefaultMySQLTable
+		}
+	}
+	if !ValidTable(o.Table) {
+		return fmt.Errorf("outbox: source %s: table name %q: want an identifier, optionally schema-qualified", o.Name, o.Table)
+	}
+	switch o.Mode {
+	case "":
+		o.Mode = ModeDelete
+	case ModeDelete, ModeMark:
+	default:
+		return fmt.Errorf("outbox: source %s: mode %q: want delete or mark", o.Name, o.Mode)
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 1000
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = 4 << 20
+	}
+	if o.MinPoll <= 0 {
+		o.MinPoll = 2 * time.Millisecond
+	}
+	if o.MaxPoll <= 0 {
+		o.MaxPoll = time.Second
+		if o.Dialect == MySQL {
+			o.MaxPoll = 200 * time.Millisecond
+		}
+	}
+	if o.LockRetry <= 0 {
+		o.LockRetry = time.Second
+	}
+	if o.GapCheckDelay <= 0 {
+		o.GapCheckDelay = 250 * time.Millisecond
+	}
+	if o.GapGrace <= 0 {
+		o.GapGrace = time.Minute
+	}
+	if o.BacklogEvery <= 0 {
+		o.BacklogEvery = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// pos is a place in commit order: (txid, id) in PostgreSQL, id alone (txid 0) in MySQL.
+type pos struct {
+	txid uint64
+	id   int64
+}
+
+func (p pos) after(q pos) bool { return p.txid > q.txid || (p.txid == q.txid && p.id > q.id) }
+
+// row is one outbox row read by the relay.
+type row struct {
+	pos     pos
+	msg     Message
+	size    int
+	age     time.Duration // created_at to the read, by the database clock
+	readAt  time.Time
+	headers []byte
+}
+
+// state is the source's row in the relay state table.
+type state struct {
+	cursor pos
+	claim  *pos
+	total  int64
+	last   time.Time
+}
+
+// store is one dialect's access to the outbox, on one dedicated session that holds the lock.
+type store interface {
+	// tryLock takes the source's session lock without waiting.
+	tryLock(ctx context.Context) (bool, error)
+	// load returns the source's state, creating the row if needed.
+	load(ctx context.Context) (state, error)
+	// next returns up to limit rows after cur that are final (can no longer be preceded by a
+	// row that commits later), in commit order; waiting reports rows that exist but are not yet final.
+	next(ctx context.Context, cur pos, limit int) (rows []row, waiting bool, err error)
+	// claimed returns the rows in (cur, end].
+	claimed(ctx context.Context, cur, end pos) ([]row, error)
+	// saveClaim records end as the batch in flight.
+	saveClaim(ctx context.Context, end pos) error
+	// complete removes (or marks) the rows in (cur, end], moves the cursor to end, and records
+	// nextClaim (nil: none), in one transaction; it returns the state's new relayed_total.
+	complete(ctx context.Context, cur, end pos, n int, nextClaim *pos) (int64, error)
+	// wait blocks up to d, returning early when the database signals new rows.
+	wait(ctx context.Context, d time.Duration) error
+	// backlog counts rows after cur not yet relayed.
+	backlog(ctx context.Context, cur pos) (int64, error)
+	close()
+}
+
+// Status is a source's state as reported by GET /v1/outbox/sources.
+type Status struct {
+	Name string
+	// Active is true while this process holds the source's lock.
+	Active bool
+	// Backlog is the last sampled count of waiting rows (-1 when never sampled here).
+	Backlog int64
+	// RelayedTotal is relayed_total of the source's state row, as last seen.
+	RelayedTotal int64
+	// LastRelayedAt is when the last batch was published (zero: never).
+	LastRelayedAt time.Time
+	// Lag is the commit-to-publish delay of the last batch's oldest row.
+	Lag time.Duration
+	// LastError is the last failure, cleared by the next success.
+	LastError string
+}
+
+// Relay drains one outbox source into the broker.
+type Relay struct {
+	opts Options
+	pub  Publisher
+	log  *slog.Logger
+	open func(ctx context.Context) (store, error)
+
+	mu     sync.Mutex
+	status Status
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a relay for one source; Run or Start it.
+func New(opts Options, pub Publisher) (*Relay, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	if pub == nil {
+		return nil, errors.New("outbox: a relay needs a publisher")
+	}
+	r := &Relay{opts: opts, pub: pub, log: opts.Logger.With("source", opts.Name)}
+	r.status = Status{Name: opts.Name, Backlog: -1}
+	switch opts.Dialect {
+	case Postgres:
+		r.open = func(ctx context.Context) (store, error) { return openPG(ctx, &r.opts) }
+	default:
+		r.open = func(ctx context.Context) (store, error) { return openMySQL(ctx, &r.opts) }
+	}
+	return r, nil
+}
+
+// Name returns the source name.
+func (r *Relay) Name() string { return r.opts.Name }
+
+// Status returns a snapshot of the source's state.
+func (r *Relay) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+// Start runs the relay in a goroutine until Close.
+func (r *Relay) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done = make(chan struct{})
+	go func() {
+		defer close(r.done)
+		_ = r.Run(ctx)
+	}()
+}
+
+// Close stops a relay started with Start and waits for it. A batch being published is
+// abandoned; its claim makes the next relay republish it under the same keys.
+func (r *Relay) Close() error {
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	<-r.done
+	return nil
+}
+
+// Run relays until ctx ends: it waits for the source's lock, relays while holding it, and
+// reconnects after any database error. It returns ctx's error, or an ErrPermanent error.
+func (r *Relay) Run(ctx context.Context) error {
+	backoff := r.opts.MinPoll
+	for {
+		err := r.session(ctx)
+		r.setActive(false)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, ErrPermanent) {
+			r.log.Error("outbox relay stopped: cannot publish", "err", err)
+			r.setErr(err)
+			return err
+		}
+		if err != nil {
+			r.log.Warn("outbox relay: database session ended; reconnecting", "err", err, "in", backoff)
+			r.setErr(err)
+			r.count("db")
+		}
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+		if err == nil {
+			backoff = r.opts.MinPoll
+		}
+	}
+}
+
+// session opens a connection, waits for the lock on it and relays until an error.
+func (r *Relay) session(ctx context.Context) error {
+	st, err := r.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	for {
+		ok, err := st.tryLock(ctx)
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		if err := sleep(ctx, r.opts.LockRetry); err != nil {
+			return err
+		}
+	}
+	r.log.Info("outbox relay active: holding the source lock", "table", r.opts.Table, "mode", string(r.opts.Mode))
+	r.setActive(true)
+	return r.relay(ctx, st)
+}
+
+// relay is the claim, publish, complete loop (see the package documentation).
+func (r *Relay) relay(ctx context.Context, st store) error {
+	s, err := st.load(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.status.RelayedTotal, r.status.LastRelayedAt = s.total, s.last
+	r.mu.Unlock()
+	cur := s.cursor
+	var batch []row
+	if s.claim != nil && s.claim.after(cur) {
+		if batch, err = st.claimed(ctx, cur, *s.claim); err != nil {
+			return err
+		}
+		r.log.Info("outbox relay: republishing the batch claimed before a restart", "rows", len(batch))
+		if len(batch) == 0 { // nothing left in the claim (cannot happen unless rows were removed by hand)
+			if _, err := st.complete(ctx, cur, *s.claim, 0, nil); err != nil {
+				return err
+			}
+			cur, batch = *s.claim, nil
+		}
+	}
+	var lastBacklog time.Time
+	idle := r.opts.MinPoll
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Since(lastBacklog) >= r.opts.BacklogEvery {
+			lastBacklog = time.Now()
+			if n, err := st.backlog(ctx, cur); err == nil {
+				r.setBacklog(n)
+			} else {
+				return err
+			}
+		}
+		if batch == nil {
+			rows, waiting, err := st.next(ctx, cur, r.opts.BatchSize)
+			if err != nil {
+				return err
+			}
+			if len(rows) == 0 {
+				d := r.opts.MaxPoll
+				if waiting {
+					d = idle
+					idle = min(2*idle, r.opts.MaxPoll)
+				} else if r.opts.Dialect == MySQL {
+					d = idle
+					idle = min(2*idle, r.opts.MaxPoll)
+				}
+				if err := st.wait(ctx, d); err != nil {
+					return err
+				}
+				continue
+			}
+			batch = r.cut(rows)
+			if err := st.saveClaim(ctx, batch[len(batch)-1].pos); err != nil {
+				return err
+			}
+		}
+		idle = r.opts.MinPoll
+		if err := r.publish(ctx, batch); err != nil {
+			return err
+		}
+		end := batch[len(batch)-1].pos
+		// Read the next batch before completing this one, so that its claim is recorded in
+		// the same transaction.
+		nextRows, _, err := st.next(ctx, end, r.opts.BatchSize)
+		if err != nil {
+			return err
+		}
+		var nextClaim *pos
+		if len(nextRows) > 0 {
+			nextRows = r.cut(nextRows)
+			p := nextRows[len(nextRows)-1].pos
+			nextClaim = &p
+		}
+		total, err := st.complete(ctx, cur, end, len(batch), nextClaim)
+		if err != nil {
+			return err
+		}
+		r.done1(batch, total)
+		cur = end
+		batch = nil
+		if len(nextRows) > 0 {
+			batch = nextRows
+		}
+	}
+}
+
+// cut trims rows to BatchBytes (at least one row).
+func (r *Relay) cut(rows []row) []row {
+	size := 0
+	for i, rw := range rows {
+		size += rw.size
+		if size > r.opts.BatchBytes && i > 0 {
+			return rows[:i]
+		}
+	}
+	return rows
+}
+
+// publish sends the batch, one request per topic (topics in parallel, each in row order),
+// retrying transient failures until it succeeds or ctx ends.
+func (r *Relay) publish(ctx context.Context, batch []row) error {
+	type group struct {
+		topic string
+		first int64
+		msgs  []Message
+	}
+	var groups []*group
+	byTopic := map[string]*group{}
+	for _, rw := range batch {
+		g := byTopic[rw.msg.Topic]
+		if g == nil {
+			g = &group{topic: rw.msg.Topic, first: rw.pos.id}
+			byTopic[rw.msg.Topic] = g
+			groups = append(groups, g)
+		}
+		g.msgs = append(g.msgs, rw.msg)
+	}
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := "outbox:" + r.opts.Name + ":" + strconv.FormatInt(g.first, 10)
+			errs[i] = r.publishOne(ctx, g.topic, g.msgs, key)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (r *Relay) publishOne(ctx context.Context, topic string, msgs []Message, key string) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := r.pub.Publish(ctx, topic, msgs, key)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrPermanent) {
+			return fmt.Errorf("publish %d rows to %s (key %s): %w", len(msgs), topic, key, err)
+		}
+		r.count("publish")
+		r.setErr(err)
+		r.log.Warn("outbox relay: publish failed; retrying the same batch", "topic", topic, "rows", len(msgs), "err", err, "in", backoff)
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (r *Relay) done1(batch []row, total int64) {
+	now := time.Now()
+	oldest := time.Duration(0)
+	m := r.opts.Metrics
+	for _, rw := range batch {
+		lag := rw.age + now.Sub(rw.readAt)
+		oldest = max(oldest, lag)
+		if m != nil {
+			m.lag.WithLabelValues(r.opts.Name).Observe(lag.Seconds())
+		}
+	}
+	if m != nil {
+		m.relayed.WithLabelValues(r.opts.Name).Add(float64(len(batch)))
+		m.lastTime.WithLabelValues(r.opts.Name).Set(float64(now.UnixNano()) / 1e9)
+	}
+	r.mu.Lock()
+	r.status.RelayedTotal = total
+	r.status.LastRelayedAt = now
+	r.status.Lag = oldest
+	r.status.LastError = ""
+	r.mu.Unlock()
+}
+
+func (r *Relay) setActive(on bool) {
+	r.mu.Lock()
+	r.status.Active = on
+	r.mu.Unlock()
+	if m := r.opts.Metrics; m != nil {
+		v := 0.0
+		if on {
+			v = 1
+		}
+		m.active.WithLabelValues(r.opts.Name).Set(v)
+	}
+}
+
+func (r *Relay) setBacklog(n int64) {
+	r.mu.Lock()
+	r.status.Backlog = n
+	r.mu.Unlock()
+	if m := r.opts.Metrics; m != nil {
+		m.backlog.WithLabelValues(r.opts.Name).Set(float64(n))
+	}
+}
+
+func (r *Relay) setErr(err error) {
+	r.mu.Lock()
+	r.status.LastError = err.Error()
+	r.mu.Unlock()
+}
+
+func (r *Relay) count(stage string) {
+	if m := r.opts.Metrics; m != nil {
+		m.errors.WithLabelValues(r.opts.Name, stage).Inc()
+	}
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// lockKey derives the advisory lock key (PostgreSQL) of a source: FNV-1a 64 of its name.
+func lockKey(name string) int64 {
+	h := uint64(14695981039346656037)
+	for _, c := range []byte("imago.outbox/" + name) {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return int64(h)
+}
