@@ -150,7 +150,7 @@ func TestGroupsResetFileStoreNeedsServerStopped(t *testing.T) {
 func TestMigrateCLI(t *testing.T) {
 	pg, my := testenv.PostgresDSN(t), testenv.MySQLDSN(t)
 	srv := &serverProc{URL: "http://127.0.0.1:1"} // migrate does not talk to a server
-	wantContains(t, imagoExpect(t, srv, exitOK, "migrate", "--dsn", pg), "postgres database postgres@127.0.0.1:5432/test is at migration version 1")
+	wantContains(t, imagoExpect(t, srv, exitOK, "migrate", "--dsn", pg), "postgres database postgres@127.0.0.1:5432/test is at migration version 2")
 	out := imagoExpect(t, srv, exitOK, "migrate", "--dsn", my, "-o", "json")
 	wantContains(t, out, `"dialect": "mysql"`, `"version": 1`)
 	imagoExpect(t, srv, exitOK, "migrate", "--dsn", my, "--driver", "mariadb")
