@@ -113,3 +113,46 @@ func TestTwoDoorsOneBroker(t *testing.T) {
 		t.Fatalf("stats: %d %q", code, data)
 	}
 }
+
+// TestOffsetsAcrossDoors: an offset committed with the text protocol's offset command is the
+// group's offset over HTTP, and one committed over HTTP shows in the text door's stats groups.
+func TestOffsetsAcrossDoors(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	ctx := context.Background()
+	cl := srv.client()
+	if _, err := cl.CreateTopic(ctx, "ledger", client.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	part := 0
+	for i := 0; i < 5; i++ {
+		if _, err := cl.Produce(ctx, "ledger", []client.Message{{Value: json.RawMessage(`1`), Partition: &part}}, client.ProduceOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc := dialProtocol(t, srv.Protocol)
+
+	// Text door → HTTP.
+	if _, code, data := pc.do("offset ledger billing 0 3 11", nil); code != 200 {
+		t.Fatalf("offset answered %d %q", code, data)
+	}
+	offs, err := cl.GroupOffsets(ctx, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(offs.Offsets) != 1 || offs.Offsets[0].Offset != 3 || offs.Offsets[0].Lag != 2 {
+		t.Fatalf("HTTP sees %+v after a text-door commit of 3", offs.Offsets)
+	}
+
+	// HTTP → text door.
+	m, err := cl.JoinGroup(ctx, "audit", client.JoinGroupRequest{Topics: []string{"ledger"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.CommitGroup(ctx, "audit", m.MemberID, []client.GroupOffset{{Topic: "ledger", Partition: 0, Offset: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	_, code, data := pc.do("stats groups 12", nil)
+	if code != 200 || !strings.Contains(string(data), "STAT audit:ledger:0 offset=4,lag=1") {
+		t.Fatalf("stats groups after an HTTP commit of 4: %d %q", code, data)
+	}
+}
