@@ -4,7 +4,7 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 5s
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/...
+RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/...
 
 .PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean
 
@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFileRecord$$' -fuzztime $(FUZZTIME) ./offsetdb
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./textproto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./xa
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeaders$$' -fuzztime $(FUZZTIME) ./outbox
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) ./textproto
 
 ## java: the Java XAResource conformance harness and example. It restarts PostgreSQL and

@@ -39,8 +39,8 @@ func TestOutboxFigures(t *testing.T) {
 	for _, d := range dialects {
 		t.Run(d, func(t *testing.T) {
 			f := MeasureOutbox(t, d, n, rate, 5*time.Second)
-			t.Logf("%s: relay %d rows of 1 KiB in %.2fs = %.0f msgs/s (batch %d); commit-to-fetchable at %d msgs/s: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d samples)",
-				d, f.Rows, f.RelaySeconds, f.RelayRate, f.Batch, rate, f.P50ms, f.P99ms, f.MaxMs, f.Samples)
+			t.Logf("%s: relay %d rows of 1 KiB in %.2fs = %.0f msgs/s (batch %d); commit-to-fetchable at %d msgs/s asked, %.0f achieved: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d samples)",
+				d, f.Rows, f.RelaySeconds, f.RelayRate, f.Batch, rate, float64(f.Samples)/5, f.P50ms, f.P99ms, f.MaxMs, f.Samples)
 			if os.Getenv("IMAGO_OUTBOX_BENCH_WATERMILL") == "1" {
 				wm := runWatermill(t, d, n)
 				t.Logf("%s: watermill forwarder %.0f msgs/s; imago relay / watermill = %.1fx", d, wm, f.RelayRate/wm)
@@ -74,10 +74,10 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 	ctx := context.Background()
 	topic := uniqueName(t, "bench.")
 	b := openBroker(t, topic, 8)
-	pad := strings.Repeat("x", 1000)
+	pad := strings.Repeat("x", 990) // payloads of about 1 KiB (1010 to 1020 bytes)
 	mk := func(seq int) outbox.Message {
 		p, _ := json.Marshal(payload{Key: "k" + strconv.Itoa(seq%64), Seq: seq, Pad: pad})
-		return outbox.Message{Topic: topic, Key: "k" + strconv.Itoa(seq%64), Payload: p[:min(len(p), 1024)]}
+		return outbox.Message{Topic: topic, Key: "k" + strconv.Itoa(seq%64), Payload: p}
 	}
 	// Fill: transactions of 500 rows.
 	for done := 0; done < rows; {
@@ -179,7 +179,13 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 	waitFor(t, time.Minute, "every written message to be fetched", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(fetched) >= written
+		all := len(fetched) >= written
+		commits.Range(func(k, _ any) bool {
+			_, ok := fetched[k.(int)]
+			all = all && ok
+			return all
+		})
+		return all
 	})
 	cancel()
 	cwg.Wait()
