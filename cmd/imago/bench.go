@@ -37,10 +37,10 @@ stderr is a terminal (--progress always|never to force).`,
   imago bench disk --dir ./data`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("bench needs a subcommand: produce, fetch, disk or xa")
+			return usagef("bench needs a subcommand: produce, fetch, disk, xa or put")
 		},
 	}
-	cmd.AddCommand(newBenchProduceCmd(a), newBenchFetchCmd(a), newBenchDiskCmd(a), newBenchXACmd(a))
+	cmd.AddCommand(newBenchProduceCmd(a), newBenchFetchCmd(a), newBenchDiskCmd(a), newBenchXACmd(a), newBenchPutCmd(a))
 	return cmd
 }
 
