@@ -417,3 +417,91 @@ type GroupSummary struct {
 type GroupList struct {
 	Groups []GroupSummary `json:"groups"`
 }
+
+// GlobalTxStep is one step of a global transaction: a named operation, configured as
+// operations.<resource>.<operation>, with its parameters (bound, never spliced into SQL).
+type GlobalTxStep struct {
+	Resource  string         `json:"resource"`
+	Operation string         `json:"operation"`
+	Params    map[string]any `json:"params,omitempty"`
+}
+
+// GlobalTxRequest is the body of POST /v1/global-transactions. ID (optional, 1 to 128
+// characters of [A-Za-z0-9._:-]) makes the call idempotent: a repeat returns the first
+// outcome. TimeoutMS 0 (or absent) means the coordinator's default (30000); at most 3600000.
+// Steps run in order, one XA branch per resource; Messages are the broker's branch.
+type GlobalTxRequest struct {
+	ID        string         `json:"id,omitempty"`
+	TimeoutMS int64          `json:"timeout_ms,omitempty"`
+	Steps     []GlobalTxStep `json:"steps,omitempty"`
+	Messages  []TxMessage    `json:"messages,omitempty"`
+}
+
+// GlobalTxStepResult is what one step did.
+type GlobalTxStepResult struct {
+	RowsAffected int64 `json:"rows_affected"`
+}
+
+// Global transaction statuses.
+const (
+	GlobalActive      = "active"
+	GlobalPreparing   = "preparing"
+	GlobalCommitting  = "committing"
+	GlobalCommitted   = "committed"
+	GlobalRollingBack = "rolling_back"
+	GlobalRolledBack  = "rolled_back"
+	GlobalInDoubt     = "in_doubt"
+)
+
+// GlobalTxResult answers POST /v1/global-transactions: 200 with Status "committed" (or
+// "committing": the commit is decided and durable, phase 2 of some branch is left to
+// recovery) and Steps and Offsets; 409 with Status "rolled_back" (or "in_doubt") and Error.
+// Duplicate is true when the id had been seen: the result is the first outcome, without
+// Steps (and without Offsets once the server restarted).
+type GlobalTxResult struct {
+	ID        string               `json:"id"`
+	Gtrid     string               `json:"gtrid,omitempty"`
+	Status    string               `json:"status"`
+	Steps     []GlobalTxStepResult `json:"steps,omitempty"`
+	Offsets   []TopicPosition      `json:"offsets,omitempty"`
+	Error     *Error               `json:"error,omitempty"`
+	Duplicate bool                 `json:"duplicate,omitempty"`
+}
+
+// GlobalTxBranch is one branch of a global transaction. Xid's gtrid and bqual are hex, as in
+// the XA resource endpoints.
+type GlobalTxBranch struct {
+	Resource string `json:"resource"`
+	Xid      Xid    `json:"xid"`
+	State    string `json:"state"`
+}
+
+// GlobalTx answers GET /v1/global-transactions/{id} and POST .../resolve. Times are RFC 3339
+// with milliseconds, UTC; DecidedAt and FinishedAt are null until then. Error says why it
+// rolled back or is in doubt, or how an operator resolved it (ResolvedBy: who).
+type GlobalTx struct {
+	ID         string           `json:"id"`
+	Gtrid      string           `json:"gtrid"`
+	Status     string           `json:"status"`
+	Branches   []GlobalTxBranch `json:"branches"`
+	CreatedAt  string           `json:"created_at"`
+	DecidedAt  *string          `json:"decided_at"`
+	FinishedAt *string          `json:"finished_at"`
+	Deadline   string           `json:"deadline"`
+	Error      *Error           `json:"error,omitempty"`
+	ResolvedBy string           `json:"resolved_by,omitempty"`
+	Offsets    []TopicPosition  `json:"offsets,omitempty"`
+}
+
+// GlobalTxList answers GET /v1/global-transactions?status=&limit=: oldest first.
+type GlobalTxList struct {
+	Transactions []GlobalTx `json:"transactions"`
+}
+
+// GlobalTxResolveRequest is the body of POST /v1/global-transactions/{id}/resolve (admin):
+// Decision is "commit" or "rollback"; Operator (optional) names the person, and is logged
+// with the token's name.
+type GlobalTxResolveRequest struct {
+	Decision string `json:"decision"`
+	Operator string `json:"operator,omitempty"`
+}

@@ -73,6 +73,9 @@ func errorFor(err error) *apiError {
 	if errors.As(err, &xe) {
 		return newError(xaStatus(xe.Code), xe.Code, "%s", xe.Message)
 	}
+	if ae := globalErrorFor(err); ae != nil {
+		return ae
+	}
 	if ae := groupErrorFor(err); ae != nil {
 		return ae
 	}

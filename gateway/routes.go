@@ -59,6 +59,11 @@ func (s *Server) routes() []route {
 		{http.MethodDelete, "/v1/groups/{group}/members/{member}", rightAny, s.handleLeaveGroup},
 		{http.MethodPost, "/v1/groups/{group}/offsets", rightAny, s.handleCommitOffsets},
 		{http.MethodGet, "/v1/groups/{group}/offsets", rightAny, s.handleGroupOffsets},
+		// Global transactions (global.go): POST also checks the produce right on each message's topic.
+		{http.MethodPost, "/v1/global-transactions", rightProducer, s.handleGlobalTx},
+		{http.MethodGet, "/v1/global-transactions", rightProducer, s.handleListGlobalTx},
+		{http.MethodGet, "/v1/global-transactions/{id}", rightProducer, s.handleGetGlobalTx},
+		{http.MethodPost, "/v1/global-transactions/{id}/resolve", rightAdmin, s.handleResolveGlobalTx},
 	}
 }
 

@@ -58,6 +58,13 @@ type Options struct {
 	// Offsets is the consumer offset store of the /v1/groups endpoints (groups.go); nil
 	// makes them answer 503 not_ready. The gateway does not close it.
 	Offsets offsetdb.Store
+	// Coordinator, when set, runs the /v1/global-transactions endpoints (global.go) and is
+	// pinged by /readyz (every configured resource must answer); nil makes them answer 503
+	// not_ready. The gateway does not close it.
+	Coordinator Coordinator
+	// Operations are the named SQL operations global transactions may run, keyed
+	// "<resource>.<operation>" (global_ops.go); checked against the coordinator's resources.
+	Operations map[string]OperationConfig
 }
 
 // Defaults for Options fields left zero.
@@ -118,6 +125,8 @@ type Server struct {
 
 	// groups coordinates the consumer groups; nil without Options.Offsets.
 	groups *groupCoordinator
+	// global runs global transactions; nil without Options.Coordinator.
+	global *globalState
 }
 
 // New builds the server over b.
@@ -171,6 +180,19 @@ func newServer(b backend, opts Options) (*Server, error) {
 		s.groups = newGroupCoordinator(b, opts.Offsets, opts.Logger)
 		if s.metrics != nil {
 			s.metrics.groupLag.c.Store(s.groups)
+		}
+	}
+	if s.global, err = newGlobalState(opts.Coordinator, opts.Operations); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if c, ready := opts.Coordinator, opts.Ready; c != nil {
+		s.opts.Ready = func(ctx context.Context) error {
+			if ready != nil {
+				if err := ready(ctx); err != nil {
+					return err
+				}
+			}
+			return c.Ping(ctx)
 		}
 	}
 	s.promHandler = newPromHandler(s)

@@ -183,7 +183,10 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *
 		t := strconv.FormatUint(nextClaim.txid, 10)
 		nt, ni = &t, &nextClaim.id
 	}
+	// One explicit transaction in two round trips: BEGIN, the removal and the cursor move go
+	// in one pipeline; COMMIT only if the cursor moved from where this relay left it.
 	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
 	rng := ` WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4)`
 	if s.o.Mode == ModeMark {
 		b.Queue(`UPDATE `+s.o.Table+` SET relayed_at = clock_timestamp()`+rng+` AND relayed_at IS NULL`, ct, ci, et, ei)
@@ -194,9 +197,11 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *
 		relayed_total = relayed_total + $7, last_relayed_at = now(), updated_at = now()
 		WHERE source = $8 AND cursor_txid = $1::text::xid8 AND cursor_id = $2 RETURNING relayed_total`,
 		ct, ci, et, ei, nt, ni, n, s.o.Name)
-	// A batch sent without BEGIN runs as one implicit transaction (one Sync): all or nothing.
 	br := s.conn.SendBatch(ctx, b)
 	_, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
 	var total int64
 	if err == nil {
 		err = br.QueryRow().Scan(&total)
@@ -208,7 +213,16 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *
 		err = cerr
 	}
 	if err != nil {
+		// Best effort: a broken session rolls back by itself, and the caller drops it.
+		_, _ = s.conn.Exec(ctx, `ROLLBACK`)
 		return 0, fmt.Errorf("outbox: complete batch: %w", err)
+	}
+	tag, err := s.conn.Exec(ctx, `COMMIT`)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: complete batch: commit: %w", err)
+	}
+	if tag.String() != "COMMIT" { // PostgreSQL answers COMMIT of a failed transaction with ROLLBACK
+		return 0, fmt.Errorf("outbox: complete batch: the transaction rolled back (%s)", tag)
 	}
 	return total, nil
 }

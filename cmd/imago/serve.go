@@ -20,6 +20,7 @@ import (
 	"github.com/imagomq/imago/internal/config"
 	"github.com/imagomq/imago/offsetdb"
 	"github.com/imagomq/imago/textproto"
+	"github.com/imagomq/imago/xa"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -130,6 +131,8 @@ type server struct {
 	tp      *textproto.Server
 	// protocolAddr is the text protocol's bound address.
 	protocolAddr string
+	// coord is the XA coordinator (serve_coordinator.go).
+	coord *xa.Coordinator
 
 	closers []namedCloser
 }
@@ -175,6 +178,7 @@ func (s *server) start(ctx context.Context) error {
 		s.openBroker,
 		s.openOffsets,
 		s.openOutbox,
+		s.openCoordinator,
 		s.openGateway,
 		s.openProtocol,
 	} {
@@ -231,6 +235,8 @@ func (s *server) openGateway(ctx context.Context) error {
 		Version:           versionString(),
 		Offsets:           s.offsets,
 		Outbox:            s.outbox,
+		Coordinator:       s.gatewayCoordinator(),
+		Operations:        s.gatewayOperations(),
 	})
 	if err != nil {
 		return fmt.Errorf("start HTTP gateway: %w", err)

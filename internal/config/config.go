@@ -120,6 +120,10 @@ type Operation struct {
 	SQL string `yaml:"sql"`
 	// ExpectRows, when positive, fails the step unless exactly this many rows were affected.
 	ExpectRows int `yaml:"expect_rows"`
+	// Params declares the type of each :name parameter: "string", "integer", "number",
+	// "boolean" or "any" (the default), with optional constraints ("integer min=1",
+	// "string max_length=64"). A value of another type is refused with a 400.
+	Params map[string]string `yaml:"params"`
 }
 
 // OutboxSource is one outbox table drained by the relay.

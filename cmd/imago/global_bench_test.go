@@ -1,0 +1,211 @@
+package main
+
+// The throughput figure of issue 5 (acceptance 4), gated: with 32 concurrent clients, global
+// transactions per second through POST /v1/global-transactions (one MariaDB step, one
+// PostgreSQL step, one message) against the raw rate of each database's own two-phase cycle
+// at the same concurrency with the same statement (MariaDB: XA START, UPDATE, XA END,
+// XA PREPARE, XA COMMIT; PostgreSQL: BEGIN, UPDATE, PREPARE TRANSACTION, COMMIT PREPARED),
+// all measured in one run. Target: at least 70% of the slower database's rate.
+//
+//	go test ./cmd/imago -run GlobalThroughput -gbench.duration 10s -v
+//
+// Each client updates an account of its own, so the figure is the protocol's cost, not
+// lock waits.
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/client"
+	"github.com/imagomq/imago/internal/testenv"
+)
+
+var (
+	gbenchDuration = flag.Duration("gbench.duration", 0, "global transaction throughput test: duration of each load (0 skips the test)")
+	gbenchClients  = flag.Int("gbench.clients", 32, "global transaction throughput test: concurrent clients")
+)
+
+func TestGlobalThroughput(t *testing.T) {
+	d := *gbenchDuration
+	if d <= 0 {
+		t.Skip("set -gbench.duration (e.g. 10s) to measure global transactions/s")
+	}
+	clients := *gbenchClients
+	sfx := gbankSuffix(t)
+	wallet, ledger, topic := "gbn_w_"+sfx, "gbn_l_"+sfx, "gbench."+sfx
+	my, err := sql.Open("mysql", testenv.MySQLDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := sql.Open("pgx", testenv.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	my.SetMaxIdleConns(clients + 4)
+	pg.SetMaxIdleConns(clients + 4)
+	t.Cleanup(func() {
+		my.Exec("DROP TABLE IF EXISTS " + wallet)
+		pg.Exec("DROP TABLE IF EXISTS " + ledger)
+		my.Close()
+		pg.Close()
+	})
+	if _, err := my.Exec("CREATE TABLE " + wallet + " (id VARCHAR(16) PRIMARY KEY, balance BIGINT NOT NULL) ENGINE=InnoDB"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.Exec("CREATE TABLE " + ledger + " (id TEXT PRIMARY KEY, balance BIGINT NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < clients; i++ {
+		my.Exec("INSERT INTO "+wallet+" VALUES (?, 1000000000)", fmt.Sprint("a", i))
+		pg.Exec("INSERT INTO "+ledger+" VALUES ($1, 0)", fmt.Sprint("a", i))
+	}
+	myStmt := "UPDATE " + wallet + " SET balance = balance - ? WHERE id = ?"
+	pgStmt := "UPDATE " + ledger + " SET balance = balance + $1 WHERE id = $2"
+
+	// Raw two-phase cycles, each database alone.
+	ctx := context.Background()
+	var seq atomic.Int64
+	rawMy := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
+		conn, err := my.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() error {
+			xid := fmt.Sprintf("X'%s'", hex.EncodeToString([]byte(fmt.Sprintf("gbn%s-%d", sfx, seq.Add(1)))))
+			for _, q := range []string{"XA START " + xid, "", "XA END " + xid, "XA PREPARE " + xid, "XA COMMIT " + xid} {
+				var err error
+				if q == "" {
+					_, err = conn.ExecContext(ctx, myStmt, 1, fmt.Sprint("a", i))
+				} else {
+					_, err = conn.ExecContext(ctx, q)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}, func() { conn.Close() }
+	})
+	rawPg := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
+		conn, err := pg.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() error {
+			gid := fmt.Sprintf("'gbn_%s_%d'", sfx, seq.Add(1))
+			for _, q := range []string{"BEGIN", "", "PREPARE TRANSACTION " + gid, "COMMIT PREPARED " + gid} {
+				var err error
+				if q == "" {
+					_, err = conn.ExecContext(ctx, pgStmt, 1, fmt.Sprint("a", i))
+				} else {
+					_, err = conn.ExecContext(ctx, q)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}, func() { conn.Close() }
+	})
+
+	// Global transactions through the HTTP API.
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`resources:
+  wallet: {driver: mysql, dsn: %q}
+  ledger: {driver: postgres, dsn: %q}
+operations:
+  wallet.debit: {sql: "UPDATE %s SET balance = balance - :amount WHERE id = :account", expect_rows: 1, params: {account: string, amount: integer}}
+  ledger.credit: {sql: "UPDATE %s SET balance = balance + :amount WHERE id = :account", expect_rows: 1, params: {account: string, amount: integer}}
+`, testenv.MySQLDSN(t), testenv.PostgresDSN(t), wallet, ledger)
+	cfgPath := filepath.Join(dir, "imago.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, filepath.Join(dir, "data"), "--config", cfgPath)
+	if _, err := srv.client().CreateTopic(ctx, topic, client.TopicConfig{Partitions: 4}); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + 4}}
+	global := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
+		acct := fmt.Sprint("a", i)
+		body, _ := json.Marshal(api.GlobalTxRequest{Steps: []api.GlobalTxStep{
+			{Resource: "wallet", Operation: "debit", Params: map[string]any{"account": acct, "amount": 1}},
+			{Resource: "ledger", Operation: "credit", Params: map[string]any{"account": acct, "amount": 1}},
+		}, Messages: []api.TxMessage{{Topic: topic, ProduceMessage: api.ProduceMessage{Key: &acct, Value: json.RawMessage(`{"amount":1}`)}}}})
+		return func() error {
+			resp, err := hc.Post(srv.URL+"/v1/global-transactions", "application/json", bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+			}
+			return nil
+		}, func() {}
+	})
+	if resp, err := hc.Get(srv.URL + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range bytes.Split(b, []byte("\n")) {
+			if bytes.HasPrefix(l, []byte("imago_xa_phase_duration_seconds_sum")) || bytes.HasPrefix(l, []byte("imago_xa_phase_duration_seconds_count")) ||
+				bytes.HasPrefix(l, []byte("imago_xa_decision_log_fsync_seconds_sum")) || bytes.HasPrefix(l, []byte("imago_xa_decision_log_fsync_seconds_count")) {
+				t.Logf("%s", l)
+			}
+		}
+	}
+	srv.stop()
+
+	slower := min(rawMy, rawPg)
+	t.Logf("%d clients, %s each: MariaDB XA cycle %.0f/s, PostgreSQL 2PC cycle %.0f/s, global transactions over HTTP %.0f/s: %.0f%% of the slower database (target >= 70%%)",
+		clients, d, rawMy, rawPg, global, 100*global/slower)
+	if global < 0.7*slower {
+		t.Logf("below the 70%% target")
+	}
+}
+
+// gbenchLoad runs clients loops of one operation each for d and returns operations/s. setup
+// returns client i's operation and its cleanup. An operation's error fails the test.
+func gbenchLoad(t *testing.T, clients int, d time.Duration, setup func(i int) (func() error, func())) float64 {
+	t.Helper()
+	var done atomic.Int64
+	var firstErr atomic.Value
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	began := time.Now()
+	for i := 0; i < clients; i++ {
+		op, cleanup := setup(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cleanup()
+			for time.Now().Before(stop) {
+				if err := op(); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		t.Fatalf("load failed: %v", err)
+	}
+	return float64(done.Load()) / time.Since(began).Seconds()
+}

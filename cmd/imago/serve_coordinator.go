@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/imagomq/imago/gateway"
+	"github.com/imagomq/imago/xa"
+)
+
+// coordinatorBroker is the name of the in-process broker's resource in the coordinator: the
+// branch qualifier of the broker's branches, and a name no configured resource may take.
+const coordinatorBroker = "broker"
+
+// resourceIdleConns is how many idle connections each resource's pool keeps.
+const resourceIdleConns = 64
+
+// Environment knobs of the coordinator's timing (durations such as 1s, 500ms). They are not
+// configuration keys yet; tests and operators that must see presumed abort sooner set them.
+const (
+	envXAGrace            = "IMAGO_XA_GRACE"
+	envXARecoveryInterval = "IMAGO_XA_RECOVERY_INTERVAL"
+)
+
+// openCoordinator opens the XA coordinator over the configured resources (resources.<name>)
+// and the in-process broker, keeping its decision log in <data_dir>/coordinator. It always
+// runs, also with no database configured: a global transaction may then only publish
+// messages (one broker branch), and a step naming a resource answers 400 unknown_resource.
+// A database that cannot be reached at start-up is logged and checked again at first use; one
+// that cannot be an XA resource (MySQL losing prepared branches on disconnect, PostgreSQL with
+// max_prepared_transactions = 0) stops the start-up with a message saying what to change.
+// It runs before openGateway, which serves /v1/global-transactions with it.
+func (s *server) openCoordinator(ctx context.Context) error {
+	names := make([]string, 0, len(s.cfg.Resources))
+	for name := range s.cfg.Resources {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	// The pools are opened here rather than by xa.OpenResource so that they keep enough idle
+	// connections: database/sql keeps 2 by default, and with more concurrent transactions
+	// every branch would open (and PostgreSQL fork) a new connection. They close after the
+	// coordinator (closers run in reverse order).
+	var resources []xa.Resource
+	var dbs []*sql.DB
+	s.onClose("xa resource pools", func() error {
+		var errs []error
+		for _, db := range dbs {
+			errs = append(errs, db.Close())
+		}
+		return errors.Join(errs...)
+	})
+	for _, name := range names {
+		if name == coordinatorBroker {
+			return &usageError{fmt.Errorf("resources.%s: the name %q is the broker's; choose another", name, name)}
+		}
+		if err := xa.ValidResourceName(name); err != nil {
+			return &usageError{fmt.Errorf("resources.%s: %w", name, err)}
+		}
+		rc := s.cfg.Resources[name]
+		driver := map[string]string{"mysql": "mysql", "mariadb": "mysql", "postgres": "pgx", "postgresql": "pgx", "pgx": "pgx"}[rc.Driver]
+		if driver == "" {
+			return &usageError{fmt.Errorf("resources.%s.driver %q: want mysql or postgres", name, rc.Driver)}
+		}
+		db, err := sql.Open(driver, rc.DSN)
+		if err != nil {
+			return &usageError{fmt.Errorf("resources.%s: %w", name, err)}
+		}
+		db.SetMaxIdleConns(resourceIdleConns)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+		dbs = append(dbs, db)
+		if driver == "mysql" {
+			resources = append(resources, xa.MySQL(name, db))
+		} else {
+			resources = append(resources, xa.Postgres(name, db))
+		}
+	}
+	o := xa.NewOptions(filepath.Join(s.cfg.DataDir, "coordinator"))
+	o.Resources = append(resources, xa.Broker(coordinatorBroker, s.b))
+	o.Logger = s.logger
+	for env, dst := range map[string]*time.Duration{envXAGrace: &o.Grace, envXARecoveryInterval: &o.RecoveryInterval} {
+		if v := os.Getenv(env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return &usageError{fmt.Errorf("%s=%q: want a positive duration such as 1s", env, v)}
+			}
+			*dst = d
+		}
+	}
+	c, err := xa.Open(ctx, o)
+	if err != nil {
+		return fmt.Errorf("open XA coordinator: %w", err)
+	}
+	s.coord = c
+	s.onClose("xa coordinator", c.Close)
+	s.reg.MustRegister(c.Collector())
+	s.logger.Info("xa coordinator ready", "resources", len(resources), "operations", len(s.cfg.Operations), "node", c.NodeID())
+	return nil
+}
+
+// gatewayOperations maps the configured operations for the gateway (nil when none).
+func (s *server) gatewayOperations() map[string]gateway.OperationConfig {
+	if len(s.cfg.Operations) == 0 {
+		return nil
+	}
+	out := make(map[string]gateway.OperationConfig, len(s.cfg.Operations))
+	for k, op := range s.cfg.Operations {
+		out[k] = gateway.OperationConfig{SQL: op.SQL, ExpectRows: op.ExpectRows, Params: op.Params}
+	}
+	return out
+}
+
+// gatewayCoordinator is the coordinator as the gateway's interface (a nil interface, not a
+// nil pointer, when there is none).
+func (s *server) gatewayCoordinator() gateway.Coordinator {
+	if s.coord == nil {
+		return nil
+	}
+	return s.coord
+}

@@ -1,0 +1,373 @@
+package gateway
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/xa"
+)
+
+// This file holds the global transactions endpoints (shared/API.md "Global transactions"):
+// one call runs named operations on MySQL/MariaDB and PostgreSQL resources and publishes
+// messages, all inside one global transaction of the XA coordinator (package xa), committed
+// with two-phase commit or rolled back everywhere.
+//
+//	POST /v1/global-transactions               run it (200 committed, 409 rolled_back)
+//	GET  /v1/global-transactions/{id}          status
+//	GET  /v1/global-transactions?status=&limit= list (in_doubt ones, for an operator)
+//	POST /v1/global-transactions/{id}/resolve  an operator's decision on an in_doubt one
+//
+// Outcomes: a nil error from the coordinator means the commit is decided and durable (status
+// committed, or committing while recovery finishes phase 2 of a branch): 200. A rollback,
+// for whatever reason (a step affecting the wrong number of rows, a database error, the
+// timeout, a failed prepare) is 409 with status rolled_back and the reason as error; an
+// in_doubt outcome (a branch finished against the decision) is 409 with status in_doubt. A
+// repeat of a client id answers the first outcome with "duplicate": true.
+
+// Coordinator is what the gateway needs of the XA coordinator (*xa.Coordinator).
+type Coordinator interface {
+	Run(ctx context.Context, opts xa.BeginOptions, fn func(ctx context.Context, tx *xa.GlobalTx) error) (xa.TxInfo, error)
+	Get(id string) (xa.TxInfo, error)
+	List(status xa.Status, limit int) []xa.TxInfo
+	Resolve(ctx context.Context, id string, d xa.Decision, by string) (xa.TxInfo, error)
+	Driver(resource string) (string, error)
+	Ping(ctx context.Context) error
+}
+
+var _ Coordinator = (*xa.Coordinator)(nil)
+
+// errNoCoordinator: the server runs without a coordinator (Options.Coordinator nil).
+var errNoCoordinator = errors.New("global transactions are not enabled on this server")
+
+// globalState is the server's part for global transactions.
+type globalState struct {
+	c   Coordinator
+	ops map[string]*operation
+}
+
+// newGlobalState compiles the operations against the coordinator's resources.
+func newGlobalState(c Coordinator, ops map[string]OperationConfig) (*globalState, error) {
+	if c == nil {
+		if len(ops) > 0 {
+			return nil, errors.New("operations are configured but there is no coordinator")
+		}
+		return nil, nil
+	}
+	compiled, err := compileOperations(ops, c.Driver)
+	if err != nil {
+		return nil, err
+	}
+	return &globalState{c: c, ops: compiled}, nil
+}
+
+// globalErrorFor maps the coordinator's errors (errors.go calls it), or returns nil.
+func globalErrorFor(err error) *apiError {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, errNoCoordinator):
+		return newError(http.StatusServiceUnavailable, "not_ready", "%s; the coordinator did not start (see the server log)", msg)
+	case errors.Is(err, xa.ErrInvalidID):
+		return &apiError{status: http.StatusBadRequest, code: "invalid_field", field: "id",
+			message: "id " + msg + "; use 1 to 128 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-'"}
+	case errors.Is(err, xa.ErrNotFound):
+		return newError(http.StatusNotFound, "unknown_transaction", "%s; finished transactions are forgotten after the retention period", msg)
+	case errors.Is(err, xa.ErrNotInDoubt):
+		return newError(http.StatusConflict, "not_in_doubt", "%s; only an in_doubt transaction takes an operator's decision", msg)
+	case errors.Is(err, xa.ErrUnknownResource):
+		return newError(http.StatusBadRequest, "unknown_resource", "%s; resources are configured under resources", msg)
+	case errors.Is(err, xa.ErrClosed):
+		return newError(http.StatusServiceUnavailable, "unavailable", "%s; the server is shutting down, retry against a running one", msg)
+	}
+	return nil
+}
+
+func (s *Server) globalTx() (*globalState, error) {
+	if s.global == nil {
+		return nil, errNoCoordinator
+	}
+	return s.global, nil
+}
+
+// handleGlobalTx runs one global transaction: POST /v1/global-transactions.
+func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.globalTx()
+	if err != nil {
+		return err
+	}
+	bp, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	req, err := decodeGlobalRequest(*bp, g.ops, g.c.Driver)
+	putBuf(bp) // the decoded request copies what it keeps
+	if err != nil {
+		return err
+	}
+	if err := s.authorizeTopics(r, req.msgs); err != nil {
+		return err
+	}
+	if err := s.checkTopics(req.msgs); err != nil {
+		return err
+	}
+	rows := make([]int64, len(req.steps))
+	info, err := g.c.Run(r.Context(), xa.BeginOptions{ID: req.id, Timeout: time.Duration(req.timeoutMS) * time.Millisecond},
+		func(ctx context.Context, tx *xa.GlobalTx) error {
+			for i, st := range req.steps {
+				n, err := runStep(ctx, tx, i, st)
+				if err != nil {
+					return err
+				}
+				rows[i] = n
+			}
+			if len(req.msgs) == 0 {
+				return nil
+			}
+			if err := tx.Publish(ctx, req.msgs...); err != nil {
+				return publishReason(err)
+			}
+			return nil
+		})
+	var dup *xa.DuplicateError
+	switch {
+	case err == nil:
+		res := resultOf(info)
+		for _, n := range rows {
+			res.Steps = append(res.Steps, api.GlobalTxStepResult{RowsAffected: n})
+		}
+		return writeJSON(w, http.StatusOK, res)
+	case errors.As(err, &dup):
+		res := resultOf(dup.Info)
+		res.Duplicate = true
+		return writeJSON(w, outcomeStatus(dup.Info.Status), res)
+	case errors.Is(err, xa.ErrRolledBack), errors.Is(err, xa.ErrInDoubt), errors.Is(err, xa.ErrTimedOut):
+		if info.ID == "" {
+			return err
+		}
+		res := resultOf(info)
+		if res.Error == nil {
+			code, msg := "rolled_back", err.Error()
+			if errors.Is(err, xa.ErrInDoubt) {
+				code = "in_doubt"
+			}
+			res.Error = &api.Error{Code: code, Message: msg}
+		}
+		return writeJSON(w, http.StatusConflict, res)
+	}
+	return err
+}
+
+// globalStep is a decoded step: its operation and bound values.
+type globalStep struct {
+	op   *operation
+	args []any
+}
+
+// runStep runs step i and checks its row count.
+func runStep(ctx context.Context, tx *xa.GlobalTx, i int, st globalStep) (int64, error) {
+	br, err := tx.Enlist(ctx, st.op.resource)
+	if err != nil {
+		return 0, err
+	}
+	n, err := br.Exec(ctx, st.op.sql, st.args...)
+	if err != nil {
+		code := "step_failed"
+		switch {
+		case errors.Is(err, xa.ErrTimedOut):
+			code = "timed_out"
+		case xa.XACode(err) == xa.XAERRMFail:
+			code = "resource_unavailable"
+		}
+		return 0, &xa.Reason{Code: code, Message: fmt.Sprintf("step %d %s failed: %v", i, st.op.name, err)}
+	}
+	if st.op.expectRows > 0 && n != st.op.expectRows {
+		return 0, &xa.Reason{Code: "step_failed", Message: fmt.Sprintf("step %d %s affected %d rows, expected %d", i, st.op.name, n, st.op.expectRows)}
+	}
+	return n, nil
+}
+
+func publishReason(err error) error {
+	if errors.Is(err, xa.ErrTimedOut) {
+		return err
+	}
+	return &xa.Reason{Code: "publish_failed", Message: fmt.Sprintf("messages could not be added to the broker's branch: %v", err)}
+}
+
+// outcomeStatus is the HTTP status of a finished transaction's outcome.
+func outcomeStatus(s xa.Status) int {
+	if s == xa.StatusCommitted || s == xa.StatusCommitting {
+		return http.StatusOK
+	}
+	return http.StatusConflict
+}
+
+func resultOf(in xa.TxInfo) api.GlobalTxResult {
+	res := api.GlobalTxResult{ID: in.ID, Gtrid: in.Gtrid, Status: string(in.Status), Offsets: positions(in.Offsets)}
+	if in.Code != "" && in.Status != xa.StatusCommitted && in.Status != xa.StatusCommitting {
+		res.Error = &api.Error{Code: in.Code, Message: in.Message}
+	}
+	return res
+}
+
+func positions(ps []broker.TopicPosition) []api.TopicPosition {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]api.TopicPosition, len(ps))
+	for i, p := range ps {
+		out[i] = api.TopicPosition{Topic: p.Topic, Partition: p.Partition, Offset: p.Offset}
+	}
+	return out
+}
+
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func optTime(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := t.UTC().Format(timeLayout)
+	return &s
+}
+
+func globalTxJSON(in xa.TxInfo) api.GlobalTx {
+	out := api.GlobalTx{ID: in.ID, Gtrid: in.Gtrid, Status: string(in.Status), Branches: []api.GlobalTxBranch{},
+		CreatedAt: in.Created.UTC().Format(timeLayout), DecidedAt: optTime(in.Decided), FinishedAt: optTime(in.Finished),
+		Deadline: in.Deadline.UTC().Format(timeLayout), ResolvedBy: in.ResolvedBy, Offsets: positions(in.Offsets)}
+	for _, b := range in.Branches {
+		out.Branches = append(out.Branches, api.GlobalTxBranch{Resource: b.Resource, State: string(b.State),
+			Xid: api.Xid{FormatID: b.Xid.FormatID, Gtrid: hex.EncodeToString(b.Xid.Gtrid), Bqual: hex.EncodeToString(b.Xid.Bqual)}})
+	}
+	if in.Code != "" {
+		out.Error = &api.Error{Code: in.Code, Message: in.Message}
+	}
+	return out
+}
+
+// checkTopics answers 404 for a message to an unknown topic (creating it instead when
+// auto_create_topics is on) and 404 for a partition the topic does not have, before anything
+// runs.
+func (s *Server) checkTopics(msgs []broker.TxMessage) error {
+	for i := range msgs {
+		m := &msgs[i]
+		if i > 0 && m.Topic == msgs[i-1].Topic && m.Partition < 0 {
+			continue
+		}
+		info, err := s.b.Topic(m.Topic)
+		if errors.Is(err, broker.ErrUnknownTopic) && s.opts.AutoCreateTopics {
+			created, cerr := s.b.CreateTopic(m.Topic, broker.TopicConfig{Partitions: s.opts.DefaultPartitions})
+			if cerr != nil && !errors.Is(cerr, broker.ErrTopicExists) {
+				return cerr
+			}
+			if created {
+				s.log.Info("topic auto-created", "topic", m.Topic, "partitions", s.opts.DefaultPartitions)
+			}
+			info, err = s.b.Topic(m.Topic)
+		}
+		if errors.Is(err, broker.ErrUnknownTopic) {
+			ae := unknownTopicError(m.Topic)
+			ae.field = msgField(i, "topic")
+			return ae
+		}
+		if err != nil {
+			return err
+		}
+		if m.Partition >= len(info.Partitions) {
+			return &apiError{status: http.StatusNotFound, code: "unknown_partition", field: msgField(i, "partition"),
+				message: fmt.Sprintf("topic %q has %d partitions; messages[%d].partition %d does not exist", m.Topic, len(info.Partitions), i, m.Partition)}
+		}
+	}
+	return nil
+}
+
+// handleGetGlobalTx answers GET /v1/global-transactions/{id}.
+func (s *Server) handleGetGlobalTx(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.globalTx()
+	if err != nil {
+		return err
+	}
+	in, err := g.c.Get(chi.URLParam(r, "id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, globalTxJSON(in))
+}
+
+var globalStatuses = []xa.Status{xa.StatusActive, xa.StatusPreparing, xa.StatusCommitting, xa.StatusCommitted,
+	xa.StatusRollingBack, xa.StatusRolledBack, xa.StatusInDoubt}
+
+// handleListGlobalTx answers GET /v1/global-transactions?status=in_doubt&limit=100.
+func (s *Server) handleListGlobalTx(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.globalTx()
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	status := xa.Status(q.Get("status"))
+	if status != "" {
+		ok := false
+		for _, st := range globalStatuses {
+			ok = ok || st == status
+		}
+		if !ok {
+			return paramError("status", "%q is not a status: use active, preparing, committing, committed, rolling_back, rolled_back or in_doubt", status)
+		}
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return paramError("limit", "must be an integer from 1 to 10000, not %q", v)
+		}
+		limit = n
+	}
+	out := api.GlobalTxList{Transactions: []api.GlobalTx{}}
+	for _, in := range g.c.List(status, limit) {
+		out.Transactions = append(out.Transactions, globalTxJSON(in))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// handleResolveGlobalTx records an operator's decision on an in_doubt transaction:
+// POST /v1/global-transactions/{id}/resolve {"decision": "commit" | "rollback"} (admin).
+// Who (the token's name, the operator field, the remote address) and when are logged and
+// kept in the decision log.
+func (s *Server) handleResolveGlobalTx(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.globalTx()
+	if err != nil {
+		return err
+	}
+	bp, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	req, err := decodeResolveRequest(*bp)
+	putBuf(bp)
+	if err != nil {
+		return err
+	}
+	id := chi.URLParam(r, "id")
+	by := s.tokenName(r)
+	if by == "" {
+		by = "anonymous"
+	}
+	if req.Operator != "" {
+		by += " (operator " + req.Operator + ")"
+	}
+	by += " from " + r.RemoteAddr
+	in, err := g.c.Resolve(r.Context(), id, xa.Decision(req.Decision), by)
+	if err != nil {
+		return err
+	}
+	s.log.Warn("global transaction resolved over HTTP", "id", id, "gtrid", in.Gtrid, "decision", req.Decision,
+		"by", by, "at", time.Now().UTC().Format(timeLayout))
+	return writeJSON(w, http.StatusOK, globalTxJSON(in))
+}
