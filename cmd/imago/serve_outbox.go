@@ -65,5 +65,5 @@ func outboxOptions(cfg config.Config, src config.OutboxSource) (outbox.Options, 
 	case "mariadb":
 		dialect = outbox.MySQL
 	}
-	return outbox.Options{Name: src.Name, Dialect: dialect, DSN: res.DSN, Table: src.Table}, nil
+	return outbox.Options{Name: src.Name, Dialect: dialect, DSN: res.DSN, Table: src.Table, Mode: outbox.Mode(src.Mode)}, nil
 }

@@ -131,6 +131,9 @@ type OutboxSource struct {
 	Name     string `yaml:"name"`
 	Resource string `yaml:"resource"`
 	Table    string `yaml:"table"`
+	// Mode is what the relay does with a published row: delete (the default) or mark (set
+	// relayed_at and keep it; the operator purges marked rows).
+	Mode string `yaml:"mode"`
 }
 
 // Auth holds the bearer tokens.

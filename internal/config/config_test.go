@@ -211,6 +211,10 @@ func TestValidate(t *testing.T) {
 			wantErr: []string{"topic pattern"}},
 		{name: "outbox resource", mutate: func(c *Config) { c.Outbox = []OutboxSource{{Name: "o", Resource: "nope", Table: "t"}} },
 			wantErr: []string{`resource "nope"`}},
+		{name: "outbox mode", mutate: func(c *Config) {
+			c.Resources = map[string]Resource{"db": {Driver: "postgres", DSN: "postgres://x"}}
+			c.Outbox = []OutboxSource{{Name: "o", Resource: "db", Table: "t", Mode: "shred"}}
+		}, wantErr: []string{`mode "shred"`}},
 		{name: "several problems at once", mutate: func(c *Config) { c.DataDir = ""; c.HTTP.Addr = ":1" },
 			wantErr: []string{"data_dir", "http.addr"}},
 	}

@@ -90,6 +90,9 @@ func (c Config) Validate() error {
 		if _, ok := c.Resources[o.Resource]; !ok {
 			add("outbox[%d] (%s): resource %q is not in resources", i, o.Name, o.Resource)
 		}
+		if o.Mode != "" && o.Mode != "delete" && o.Mode != "mark" {
+			add("outbox[%d] (%s): mode %q: want delete or mark", i, o.Name, o.Mode)
+		}
 	}
 	errs = append(errs, c.validateTokens()...)
 	if c.DefaultPartitions < 1 || c.DefaultPartitions > 10000 {
