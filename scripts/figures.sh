@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# scripts/figures.sh — the figures of the later issues, each group measured in one run on a
+# fresh server (the foundation's figures are scripts/bench.sh):
+#   text protocol (issue 7): durable puts, 1 KiB, 64 connections, 1 and 16 in flight, against
+#     HTTP produce (64 connections, 1 per request) and NATS JetStream's default publish (64 in
+#     flight); get MB/s from page cache (in-process benchmark)
+#   XA (issue 4): branches/s (start, 1 message, end, prepare, commit; 32 connections), five
+#     requests per branch and with a compound start, each against plain produce in the same run
+#   offsets (issue 3): group commit against one UPDATE per commit, PostgreSQL and MariaDB
+# Needs the services of scripts/services.sh (sources .services.env). Durations: FIG_DURATION.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D="${FIG_DURATION:-10s}"
+WORK="$(mktemp -d /var/tmp/imago-figures.XXXXXX)"
+trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+go build -o "$WORK/imago" ./cmd/imago
+IMAGO="$WORK/imago"
+
+start() {
+	rm -rf "$WORK/data" "$WORK/ready"
+	"$IMAGO" serve --data-dir "$WORK/data" --http-addr 127.0.0.1:0 --protocol-addr 127.0.0.1:0 \
+		--ready-file "$WORK/ready" >>"$WORK/serve.log" 2>&1 &
+	PID=$!
+	for _ in $(seq 600); do [[ -s "$WORK/ready" ]] && break; sleep 0.1; done
+	SERVER="$(head -n1 "$WORK/ready")"
+	PROTO="$(sed -n 's/^protocol //p' "$WORK/ready")"
+}
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+
+echo "== text protocol vs HTTP vs NATS JetStream (1 KiB, 64 connections, $D each)"
+start
+"$IMAGO" bench put --server "$SERVER" --protocol "$PROTO" --connections 64 --inflight 1 --duration "$D" --progress never
+"$IMAGO" bench put --server "$SERVER" --protocol "$PROTO" --connections 64 --inflight 16 --duration "$D" --progress never
+"$IMAGO" bench produce --server "$SERVER" --connections 64 --batch 1 --duration "$D" --progress never
+stop
+if [[ -x scripts/nats-bench.sh ]]; then bash scripts/nats-bench.sh -duration "$D"; fi
+go test -run '^$' -bench 'BenchmarkGet' -benchtime 3s ./textproto | grep -E '^Benchmark'
+
+echo "== XA branches vs plain produce (32 connections, $D each)"
+start
+"$IMAGO" bench xa --server "$SERVER" --duration "$D" --progress never
+"$IMAGO" bench xa --server "$SERVER" --duration "$D" --compound --progress never
+stop
+
+echo "== offset commits: group commit vs one UPDATE per commit (64 committers)"
+set -a
+# shellcheck disable=SC1091
+[[ -f .services.env ]] && . ./.services.env
+set +a
+IMAGO_FIGURES=1 go test -count=1 -run CommitFigures -v ./offsetdb/ 2>&1 | grep -E 'group commit|update-per-commit|group-commit|ok|FAIL' || true
