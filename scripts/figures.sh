@@ -7,7 +7,8 @@
 #   XA (issue 4): branches/s (start, 1 message, end, prepare, commit; 32 connections), five
 #     requests per branch and with a compound start, each against plain produce in the same run
 #   offsets (issue 3): group commit against one UPDATE per commit, PostgreSQL and MariaDB
-# Needs the services of scripts/services.sh (sources .services.env). Durations: FIG_DURATION.
+# Needs the services of scripts/services.sh (sources .services.env). Durations: FIG_DURATION;
+# FIG_ONLY=protocol|xa|offsets runs one group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D="${FIG_DURATION:-10s}"
@@ -27,24 +28,35 @@ start() {
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
 
-echo "== text protocol vs HTTP vs NATS JetStream (1 KiB, 64 connections, $D each)"
+ONLY="${FIG_ONLY:-all}"
+want() { [[ "$ONLY" == all || "$ONLY" == "$1" ]]; }
+
+if want protocol; then
+echo "== text protocol vs HTTP vs NATS JetStream (1 KiB, $D each)"
 start
+# JetStream's bench keeps 64 publishes in flight on one connection: the same shape first.
+"$IMAGO" bench put --server "$SERVER" --protocol "$PROTO" --connections 1 --inflight 64 --duration "$D" --progress never
 "$IMAGO" bench put --server "$SERVER" --protocol "$PROTO" --connections 64 --inflight 1 --duration "$D" --progress never
 "$IMAGO" bench put --server "$SERVER" --protocol "$PROTO" --connections 64 --inflight 16 --duration "$D" --progress never
 "$IMAGO" bench produce --server "$SERVER" --connections 64 --batch 1 --duration "$D" --progress never
 stop
 if [[ -x scripts/nats-bench.sh ]]; then bash scripts/nats-bench.sh -duration "$D"; fi
 go test -run '^$' -bench 'BenchmarkGet' -benchtime 3s ./textproto | grep -E '^Benchmark'
+fi
 
+if want xa; then
 echo "== XA branches vs plain produce (32 connections, $D each)"
 start
 "$IMAGO" bench xa --server "$SERVER" --duration "$D" --progress never
 "$IMAGO" bench xa --server "$SERVER" --duration "$D" --compound --progress never
 stop
+fi
 
+if want offsets; then
 echo "== offset commits: group commit vs one UPDATE per commit (64 committers)"
 set -a
 # shellcheck disable=SC1091
 [[ -f .services.env ]] && . ./.services.env
 set +a
 IMAGO_FIGURES=1 go test -count=1 -run CommitFigures -v ./offsetdb/ 2>&1 | grep -E 'group commit|update-per-commit|group-commit|ok|FAIL' || true
+fi
