@@ -199,14 +199,26 @@ const (
 	fValueBase64
 	fHeaders
 	fPartition
+	fTopic // transaction messages only
 )
 
 func msgField(idx int, name string) string { return fmt.Sprintf("messages[%d].%s", idx, name) }
 
 func (p *parser) message(idx int) (broker.Message, error) {
-	m := broker.Message{Partition: -1}
+	m, _, err := p.messageFields(idx, false)
+	return m, err
+}
+
+// messageFields parses one message object. With withTopic (a transaction's message) it also
+// takes, and requires, a "topic" naming the message's topic.
+func (p *parser) messageFields(idx int, withTopic bool) (m broker.Message, topic string, err error) {
+	m = broker.Message{Partition: -1}
+	example, known := `{"key": "k", "value": ...}`, "key, value, value_base64, headers and partition"
+	if withTopic {
+		example, known = `{"topic": "t", "key": "k", "value": ...}`, "topic, key, value, value_base64, headers and partition"
+	}
 	if p.peek() != '{' {
-		return m, fieldError(fmt.Sprintf("messages[%d]", idx), `must be an object such as {"key": "k", "value": ...}`)
+		return m, "", fieldError(fmt.Sprintf("messages[%d]", idx), "must be an object such as %s", example)
 	}
 	p.i++
 	p.ws()
@@ -218,70 +230,68 @@ func (p *parser) message(idx int) (broker.Message, error) {
 			p.ws()
 			name, err := p.str()
 			if err != nil {
-				return m, err
+				return m, "", err
 			}
 			if _, err := p.next(":", "':'"); err != nil {
-				return m, err
+				return m, "", err
 			}
 			p.ws()
 			var bit int
 			switch string(name) {
+			case "topic":
+				if !withTopic {
+					return m, "", fieldError(msgField(idx, "topic"), "is not a known field; a message holds %s", known)
+				}
+				bit = fTopic
+				if topic, err = p.topic(idx); err != nil {
+					return m, "", err
+				}
 			case "key":
 				bit = fKey
 				switch p.peek() {
 				case 'n':
 					if err := p.literal("null"); err != nil {
-						return m, err
+						return m, "", err
 					}
 					m.Key = nil
 				case '"':
 					if m.Key, err = p.str(); err != nil {
-						return m, err
+						return m, "", err
 					}
 				default:
-					return m, fieldError(msgField(idx, "key"), "must be a string or null")
+					return m, "", fieldError(msgField(idx, "key"), "must be a string or null")
 				}
 			case "value":
 				bit = fValue
 				if m.Value, err = p.value(); err != nil {
-					return m, err
+					return m, "", err
 				}
 				m.ValueJSON = true
 			case "value_base64":
 				bit = fValueBase64
-				if p.peek() != '"' {
-					return m, fieldError(msgField(idx, "value_base64"), "must be a base64 string")
+				if m.Value, err = p.base64Value(idx); err != nil {
+					return m, "", err
 				}
-				s, err := p.str()
-				if err != nil {
-					return m, err
-				}
-				dst := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
-				n, err := base64.StdEncoding.Decode(dst, s)
-				if err != nil {
-					return m, fieldError(msgField(idx, "value_base64"), "must be standard base64 with padding (RFC 4648 section 4): %v", err)
-				}
-				m.Value = dst[:n]
 			case "headers":
 				bit = fHeaders
 				if m.Headers, err = p.headers(idx); err != nil {
-					return m, err
+					return m, "", err
 				}
 			case "partition":
 				bit = fPartition
 				if m.Partition, err = p.partition(idx); err != nil {
-					return m, err
+					return m, "", err
 				}
 			default:
-				return m, fieldError(msgField(idx, string(name)), "is not a known field; a message holds key, value, value_base64, headers and partition")
+				return m, "", fieldError(msgField(idx, string(name)), "is not a known field; a message holds %s", known)
 			}
 			if seen&bit != 0 {
-				return m, fieldError(msgField(idx, string(name)), "appears twice")
+				return m, "", fieldError(msgField(idx, string(name)), "appears twice")
 			}
 			seen |= bit
 			c, err := p.next(",}", "',' or '}'")
 			if err != nil {
-				return m, err
+				return m, "", err
 			}
 			if c == '}' {
 				break
@@ -289,12 +299,49 @@ func (p *parser) message(idx int) (broker.Message, error) {
 		}
 	}
 	switch {
+	case withTopic && seen&fTopic == 0:
+		return m, "", fieldError(msgField(idx, "topic"), "is required: a transaction's messages may go to any topic, so each names its own")
 	case seen&fValue != 0 && seen&fValueBase64 != 0:
-		return m, fieldError(msgField(idx, "value"), "and value_base64 exclude each other: send one of them")
+		return m, "", fieldError(msgField(idx, "value"), "and value_base64 exclude each other: send one of them")
 	case seen&(fValue|fValueBase64) == 0:
-		return m, fieldError(msgField(idx, "value"), "is required: send value (any JSON) or value_base64 (bytes as base64)")
+		return m, "", fieldError(msgField(idx, "value"), "is required: send value (any JSON) or value_base64 (bytes as base64)")
 	}
-	return m, nil
+	return m, topic, nil
+}
+
+// topic parses a message's "topic": a string that is a valid topic name.
+func (p *parser) topic(idx int) (string, error) {
+	if p.peek() != '"' {
+		return "", fieldError(msgField(idx, "topic"), "must be a string")
+	}
+	s, err := p.str()
+	if err != nil {
+		return "", err
+	}
+	topic := string(s)
+	if !validName(topic) {
+		ae := invalidNameError("topic", topic)
+		ae.field = msgField(idx, "topic")
+		return "", ae
+	}
+	return topic, nil
+}
+
+// base64Value parses "value_base64": standard base64 with padding.
+func (p *parser) base64Value(idx int) ([]byte, error) {
+	if p.peek() != '"' {
+		return nil, fieldError(msgField(idx, "value_base64"), "must be a base64 string")
+	}
+	s, err := p.str()
+	if err != nil {
+		return nil, err
+	}
+	dst := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	n, err := base64.StdEncoding.Decode(dst, s)
+	if err != nil {
+		return nil, fieldError(msgField(idx, "value_base64"), "must be standard base64 with padding (RFC 4648 section 4): %v", err)
+	}
+	return dst[:n], nil
 }
 
 func (p *parser) headers(idx int) ([]broker.Header, error) {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -361,116 +360,8 @@ func (d *txDecoder) messages() ([]broker.TxMessage, error) {
 	}
 }
 
-const fTopic = fPartition << 1
-
 // message parses one message of a transaction: the produce message fields plus "topic".
 func (d *txDecoder) message(idx int) (broker.TxMessage, error) {
-	m := broker.TxMessage{Message: broker.Message{Partition: -1}}
-	if d.peek() != '{' {
-		return m, fieldError(fmt.Sprintf("messages[%d]", idx), `must be an object such as {"topic": "t", "key": "k", "value": ...}`)
-	}
-	d.i++
-	d.ws()
-	seen := 0
-	if d.peek() == '}' {
-		d.i++
-	} else {
-		for {
-			d.ws()
-			name, err := d.str()
-			if err != nil {
-				return m, err
-			}
-			if _, err := d.next(":", "':'"); err != nil {
-				return m, err
-			}
-			d.ws()
-			var bit int
-			switch string(name) {
-			case "topic":
-				bit = fTopic
-				if d.peek() != '"' {
-					return m, fieldError(msgField(idx, "topic"), "must be a string")
-				}
-				s, err := d.str()
-				if err != nil {
-					return m, err
-				}
-				m.Topic = string(s)
-				if !validName(m.Topic) {
-					ae := invalidNameError("topic", m.Topic)
-					ae.field = msgField(idx, "topic")
-					return m, ae
-				}
-			case "key":
-				bit = fKey
-				switch d.peek() {
-				case 'n':
-					if err := d.literal("null"); err != nil {
-						return m, err
-					}
-					m.Key = nil
-				case '"':
-					if m.Key, err = d.str(); err != nil {
-						return m, err
-					}
-				default:
-					return m, fieldError(msgField(idx, "key"), "must be a string or null")
-				}
-			case "value":
-				bit = fValue
-				if m.Value, err = d.value(); err != nil {
-					return m, err
-				}
-				m.ValueJSON = true
-			case "value_base64":
-				bit = fValueBase64
-				if d.peek() != '"' {
-					return m, fieldError(msgField(idx, "value_base64"), "must be a base64 string")
-				}
-				s, err := d.str()
-				if err != nil {
-					return m, err
-				}
-				dst := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
-				n, err := base64.StdEncoding.Decode(dst, s)
-				if err != nil {
-					return m, fieldError(msgField(idx, "value_base64"), "must be standard base64 with padding (RFC 4648 section 4): %v", err)
-				}
-				m.Value = dst[:n]
-			case "headers":
-				bit = fHeaders
-				if m.Headers, err = d.headers(idx); err != nil {
-					return m, err
-				}
-			case "partition":
-				bit = fPartition
-				if m.Partition, err = d.partition(idx); err != nil {
-					return m, err
-				}
-			default:
-				return m, fieldError(msgField(idx, string(name)), "is not a known field; a message holds topic, key, value, value_base64, headers and partition")
-			}
-			if seen&bit != 0 {
-				return m, fieldError(msgField(idx, string(name)), "appears twice")
-			}
-			seen |= bit
-			c, err := d.next(",}", "',' or '}'")
-			if err != nil {
-				return m, err
-			}
-			if c == '}' {
-				break
-			}
-		}
-	}
-	switch {
-	case seen&fTopic == 0:
-		return m, fieldError(msgField(idx, "topic"), "is required: a transaction's messages may go to any topic, so each names its own")
-	case seen&fValue != 0 && seen&fValueBase64 != 0:
-		return m, fieldError(msgField(idx, "value"), "and value_base64 exclude each other: send one of them")
-	case seen&(fValue|fValueBase64) == 0:
-		return m, fieldError(msgField(idx, "value"), "is required: send value (any JSON) or value_base64 (bytes as base64)")
-	}
-	return m, nil
+	m, topic, err := d.messageFields(idx, true)
+	return broker.TxMessage{Topic: topic, Message: m}, err
 }
