@@ -164,14 +164,7 @@ func (b *Broker) open() error {
 // closes every file. It is safe to call more than once.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
-		b.closed.Store(true)
-		b.qmu.Lock()
-		b.closing = true
-		b.qmu.Unlock()
-		b.signal()
-		<-b.flusherDone
-		close(b.stop)
-		b.wg.Wait()
+		b.stopWorkers()
 		if err := b.checkpoint(); err != nil {
 			b.closeErr = err
 		}
@@ -234,14 +227,20 @@ func (b *Broker) Stats() Stats {
 // requests are flushed as usual, but no final checkpoint is written. Tests use it.
 func (b *Broker) abandon() {
 	b.closeOnce.Do(func() {
-		b.closed.Store(true)
-		b.qmu.Lock()
-		b.closing = true
-		b.qmu.Unlock()
-		b.signal()
-		<-b.flusherDone
-		close(b.stop)
-		b.wg.Wait()
+		b.stopWorkers()
 		b.closeFiles()
 	})
+}
+
+// stopWorkers refuses new produces, lets the flusher write what is queued, and stops the
+// background goroutines.
+func (b *Broker) stopWorkers() {
+	b.closed.Store(true)
+	b.qmu.Lock()
+	b.closing = true
+	b.qmu.Unlock()
+	b.signal()
+	<-b.flusherDone
+	close(b.stop)
+	b.wg.Wait()
 }

@@ -77,6 +77,16 @@ func Apply(ctx context.Context, db *sql.DB, dialect string) error {
 	if err != nil {
 		return err
 	}
+	return up(ctx, db, dialect, "", fsys, VersionTable[dialect])
+}
+
+// up applies the migration set fsys (named set, "" for the DBA tables) to db under the
+// database-wide migration lock, recording versions in versionTable.
+func up(ctx context.Context, db *sql.DB, dialect, set string, fsys fs.FS, versionTable string) error {
+	what := dialect
+	if set != "" {
+		what = set + " " + dialect
+	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("migrations: connect: %w", err)
@@ -90,7 +100,7 @@ func Apply(ctx context.Context, db *sql.DB, dialect string) error {
 	defer unlock()
 
 	if dialect == Postgres {
-		// goose creates imago.goose_version before the first migration runs,
+		// goose creates its version table (in schema imago) before the first migration runs,
 		// so the schema must exist first. Under the lock, so no race.
 		if _, err := conn.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS imago`); err != nil {
 			return fmt.Errorf("migrations: create schema imago: %w", err)
@@ -102,19 +112,19 @@ func Apply(ctx context.Context, db *sql.DB, dialect string) error {
 		gd = goose.DialectMySQL
 	}
 	p, err := goose.NewProvider(gd, db, fsys,
-		goose.WithTableName(VersionTable[dialect]),
+		goose.WithTableName(versionTable),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithSlog(slog.Default()),
 	)
 	if err != nil {
-		return fmt.Errorf("migrations: %s: %w", dialect, err)
+		return fmt.Errorf("migrations: %s: %w", what, err)
 	}
 	res, err := p.Up(ctx)
 	if err != nil {
-		return fmt.Errorf("migrations: %s up: %w", dialect, err)
+		return fmt.Errorf("migrations: %s up: %w", what, err)
 	}
 	for _, r := range res {
-		slog.InfoContext(ctx, "migration applied", "dialect", dialect,
+		slog.InfoContext(ctx, "migration applied", "set", set, "dialect", dialect,
 			"version", r.Source.Version, "duration", r.Duration)
 	}
 	return nil

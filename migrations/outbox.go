@@ -6,9 +6,6 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
-	"log/slog"
-
-	"github.com/pressly/goose/v3"
 )
 
 // OutboxVersionTable names goose's version table of the outbox migrations per dialect. The
@@ -42,40 +39,5 @@ func ApplyOutbox(ctx context.Context, db *sql.DB, dialect string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("migrations: connect: %w", err)
-	}
-	defer conn.Close()
-	unlock, err := lock(ctx, conn, dialect)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if dialect == Postgres {
-		if _, err := conn.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS imago`); err != nil {
-			return fmt.Errorf("migrations: create schema imago: %w", err)
-		}
-	}
-	gd := goose.DialectPostgres
-	if dialect == MySQL {
-		gd = goose.DialectMySQL
-	}
-	p, err := goose.NewProvider(gd, db, fsys,
-		goose.WithTableName(OutboxVersionTable[dialect]),
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithSlog(slog.Default()),
-	)
-	if err != nil {
-		return fmt.Errorf("migrations: outbox %s: %w", dialect, err)
-	}
-	res, err := p.Up(ctx)
-	if err != nil {
-		return fmt.Errorf("migrations: outbox %s up: %w", dialect, err)
-	}
-	for _, r := range res {
-		slog.InfoContext(ctx, "outbox migration applied", "dialect", dialect,
-			"version", r.Source.Version, "duration", r.Duration)
-	}
-	return nil
+	return up(ctx, db, dialect, "outbox", fsys, OutboxVersionTable[dialect])
 }
