@@ -20,11 +20,7 @@ func appendFetchResponse(dst []byte, topic string, partition int, res *broker.Fe
 	dst = slices.Grow(dst, fetchResponseSize(topic, res))
 	// The per-message prefix {"topic":"t","partition":P,"offset": is the same for all.
 	var stackPrefix [320]byte
-	pfx := append(stackPrefix[:0], `{"topic":`...)
-	pfx = appendJSONString(pfx, topic)
-	pfx = append(pfx, `,"partition":`...)
-	pfx = strconv.AppendInt(pfx, int64(partition), 10)
-	pfx = append(pfx, `,"offset":`...)
+	pfx := appendMessagePrefix(stackPrefix[:0], topic, partition)
 
 	dst = append(dst, `{"messages":[`...)
 	for i := range res.Messages {
@@ -33,33 +29,7 @@ func appendFetchResponse(dst []byte, topic string, partition int, res *broker.Fe
 			dst = append(dst, ',')
 		}
 		dst = append(dst, pfx...)
-		dst = strconv.AppendInt(dst, m.Offset, 10)
-		if m.Key == nil {
-			dst = append(dst, `,"key":null`...)
-		} else {
-			dst = append(dst, `,"key":`...)
-			dst = appendJSONString(dst, m.Key)
-		}
-		if m.ValueJSON {
-			dst = append(dst, `,"value":`...)
-			dst = append(dst, m.Value...)
-		} else {
-			dst = append(dst, `,"value_base64":"`...)
-			dst = base64.StdEncoding.AppendEncode(dst, m.Value)
-			dst = append(dst, '"')
-		}
-		dst = append(dst, `,"headers":{`...)
-		for j, h := range m.Headers {
-			if j > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendJSONString(dst, h.Key)
-			dst = append(dst, ':')
-			dst = appendJSONString(dst, h.Value)
-		}
-		dst = append(dst, `},"timestamp":`...)
-		dst = appendTimestamp(dst, m.Timestamp)
-		dst = append(dst, '}')
+		dst = appendMessageRest(dst, m)
 	}
 	dst = append(dst, `],"next_offset":`...)
 	dst = strconv.AppendInt(dst, res.NextOffset, 10)
@@ -87,4 +57,51 @@ func fetchResponseSize(topic string, res *broker.FetchResult) int {
 		}
 	}
 	return n
+}
+
+// appendMessage writes one message as the fetch answers do.
+func appendMessage(dst []byte, topic string, partition int, m *broker.FetchedMessage) []byte {
+	return appendMessageRest(appendMessagePrefix(dst, topic, partition), m)
+}
+
+// appendMessagePrefix writes {"topic":"t","partition":P,"offset": (the same for every message
+// of a partition).
+func appendMessagePrefix(dst []byte, topic string, partition int) []byte {
+	dst = append(dst, `{"topic":`...)
+	dst = appendJSONString(dst, topic)
+	dst = append(dst, `,"partition":`...)
+	dst = strconv.AppendInt(dst, int64(partition), 10)
+	return append(dst, `,"offset":`...)
+}
+
+// appendMessageRest writes the rest of a message after its prefix: the offset's value, key,
+// value or value_base64, headers and timestamp, and the closing brace.
+func appendMessageRest(dst []byte, m *broker.FetchedMessage) []byte {
+	dst = strconv.AppendInt(dst, m.Offset, 10)
+	if m.Key == nil {
+		dst = append(dst, `,"key":null`...)
+	} else {
+		dst = append(dst, `,"key":`...)
+		dst = appendJSONString(dst, m.Key)
+	}
+	if m.ValueJSON {
+		dst = append(dst, `,"value":`...)
+		dst = append(dst, m.Value...)
+	} else {
+		dst = append(dst, `,"value_base64":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, m.Value)
+		dst = append(dst, '"')
+	}
+	dst = append(dst, `,"headers":{`...)
+	for j, h := range m.Headers {
+		if j > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, h.Key)
+		dst = append(dst, ':')
+		dst = appendJSONString(dst, h.Value)
+	}
+	dst = append(dst, `},"timestamp":`...)
+	dst = appendTimestamp(dst, m.Timestamp)
+	return append(dst, '}')
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -333,40 +332,4 @@ func appendAssignments(dst []byte, ps []tp) []byte {
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')
-}
-
-// appendMessage writes one message as a fetch answer does (fetch_encode.go).
-func appendMessage(dst []byte, topic string, partition int, m *broker.FetchedMessage) []byte {
-	dst = append(dst, `{"topic":`...)
-	dst = appendJSONString(dst, topic)
-	dst = append(dst, `,"partition":`...)
-	dst = strconv.AppendInt(dst, int64(partition), 10)
-	dst = append(dst, `,"offset":`...)
-	dst = strconv.AppendInt(dst, m.Offset, 10)
-	if m.Key == nil {
-		dst = append(dst, `,"key":null`...)
-	} else {
-		dst = append(dst, `,"key":`...)
-		dst = appendJSONString(dst, m.Key)
-	}
-	if m.ValueJSON {
-		dst = append(dst, `,"value":`...)
-		dst = append(dst, m.Value...)
-	} else {
-		dst = append(dst, `,"value_base64":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, m.Value)
-		dst = append(dst, '"')
-	}
-	dst = append(dst, `,"headers":{`...)
-	for j, h := range m.Headers {
-		if j > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendJSONString(dst, h.Key)
-		dst = append(dst, ':')
-		dst = appendJSONString(dst, h.Value)
-	}
-	dst = append(dst, `},"timestamp":`...)
-	dst = appendTimestamp(dst, m.Timestamp)
-	return append(dst, '}')
 }
