@@ -1,14 +1,11 @@
 package gateway
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
-	"fmt"
 	"net/http"
-	"path"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/imagomq/imago/internal/auth"
 )
 
 // right is what a route asks of the caller's token.
@@ -44,97 +41,44 @@ func (r right) String() string {
 	return "unknown"
 }
 
-// authToken is a configured token, kept as its SHA-256 so that lookups compare fixed-size
-// digests in constant time and the secret is not held in plain form.
-type authToken struct {
-	digest  [sha256.Size]byte
-	name    string
-	produce []string
-	consume []string
-	admin   bool
-}
+// authToken is the identity a request authenticated as (internal/auth).
+type authToken = auth.Identity
 
 // authenticator checks bearer tokens; nil means auth is off.
-type authenticator struct {
-	tokens []authToken
-}
+type authenticator struct{ set *auth.Set }
 
 func newAuthenticator(tokens []Token) (*authenticator, error) {
-	if len(tokens) == 0 {
-		return nil, nil
+	set, err := auth.NewSet(tokens)
+	if err != nil || set == nil {
+		return nil, err
 	}
-	a := &authenticator{}
-	names := map[string]bool{}
-	digests := map[[sha256.Size]byte]bool{}
-	for i, t := range tokens {
-		name := t.Name
-		if name == "" {
-			name = fmt.Sprintf("#%d", i)
-		}
-		if t.Token == "" {
-			return nil, fmt.Errorf("auth token %s: the token is empty", name)
-		}
-		if names[name] {
-			return nil, fmt.Errorf("auth token %s: the name appears twice", name)
-		}
-		names[name] = true
-		d := sha256.Sum256([]byte(t.Token))
-		if digests[d] {
-			return nil, fmt.Errorf("auth token %s: the same secret is configured twice", name)
-		}
-		digests[d] = true
-		for _, p := range append(append([]string(nil), t.Produce...), t.Consume...) {
-			if _, err := path.Match(p, ""); err != nil {
-				return nil, fmt.Errorf("auth token %s: topic pattern %q: %w", name, p, err)
-			}
-		}
-		a.tokens = append(a.tokens, authToken{digest: d, name: name,
-			produce: append([]string(nil), t.Produce...), consume: append([]string(nil), t.Consume...), admin: t.Admin})
-	}
-	return a, nil
+	return &authenticator{set: set}, nil
 }
 
-// lookup finds the token presented in an Authorization header. Every configured token is
-// compared, in constant time, so timing tells nothing about which one (if any) matched.
+// lookup finds the token presented in an Authorization header ("Bearer <token>").
 func (a *authenticator) lookup(header string) *authToken {
 	const prefix = "bearer "
 	if len(header) <= len(prefix) || !strings.EqualFold(header[:len(prefix)], prefix) {
 		return nil
 	}
-	d := sha256.Sum256([]byte(strings.TrimSpace(header[len(prefix):])))
-	var found *authToken
-	for i := range a.tokens {
-		if subtle.ConstantTimeCompare(d[:], a.tokens[i].digest[:]) == 1 {
-			found = &a.tokens[i]
-		}
-	}
-	return found
-}
-
-func matchAny(patterns []string, topic string) bool {
-	for _, p := range patterns {
-		if ok, _ := path.Match(p, topic); ok {
-			return true
-		}
-	}
-	return false
+	return a.set.Lookup(strings.TrimSpace(header[len(prefix):]))
 }
 
 // allows reports whether t holds right need on topic.
-func (t *authToken) allows(need right, topic string) bool {
+func allows(t *authToken, need right, topic string) bool {
 	switch need {
 	case rightNone, rightAny:
 		return true
 	case rightProduce:
-		return matchAny(t.produce, topic)
+		return t.CanProduce(topic)
 	case rightConsume:
-		return matchAny(t.consume, topic)
+		return t.CanConsume(topic)
 	case rightDescribe:
-		return t.admin || matchAny(t.produce, topic) || matchAny(t.consume, topic)
+		return t.Admin || t.CanProduce(topic) || t.CanConsume(topic)
 	case rightAdmin:
-		return t.admin
+		return t.Admin
 	case rightProducer:
-		return len(t.produce) > 0
+		return t.Producer()
 	}
 	return false
 }
@@ -154,11 +98,11 @@ func (s *Server) authorize(r *http.Request, need right) error {
 		return newError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid; check the token configured for your service")
 	}
 	topic := chi.URLParam(r, "topic")
-	if !t.allows(need, topic) {
+	if !allows(t, need, topic) {
 		if topic != "" {
-			return newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right on topic %q; ask an operator to extend its patterns", t.name, need, topic)
+			return newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right on topic %q; ask an operator to extend its patterns", t.Name, need, topic)
 		}
-		return newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right; ask an operator for an admin token", t.name, need)
+		return newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right; ask an operator for an admin token", t.Name, need)
 	}
 	return nil
 }

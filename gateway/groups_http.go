@@ -70,8 +70,8 @@ func (s *Server) requireConsume(r *http.Request, topics []string, field func(int
 		return newError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid; check the token configured for your service")
 	}
 	for i, topic := range topics {
-		if !t.allows(rightConsume, topic) {
-			e := newError(http.StatusForbidden, "forbidden", "token %q lacks the consume right on topic %q; ask an operator to extend its patterns", t.name, topic)
+		if !allows(t, rightConsume, topic) {
+			e := newError(http.StatusForbidden, "forbidden", "token %q lacks the consume right on topic %q; ask an operator to extend its patterns", t.Name, topic)
 			e.field = field(i)
 			return e
 		}
@@ -85,10 +85,10 @@ func (s *Server) requireConsumer(r *http.Request) error {
 		return nil
 	}
 	t := s.auth.lookup(r.Header.Get("Authorization"))
-	if t == nil || (len(t.consume) == 0 && !t.admin) {
+	if t == nil || (!t.Consumer() && !t.Admin) {
 		name := ""
 		if t != nil {
-			name = t.name
+			name = t.Name
 		}
 		return newError(http.StatusForbidden, "forbidden", "token %q has no consume right; reading consumer groups needs one (or admin)", name)
 	}

@@ -18,19 +18,15 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/auth"
 	"github.com/imagomq/imago/offsetdb"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Token is one bearer token and its rights. Produce and Consume hold topic patterns
-// (path.Match syntax, e.g. "settlement.*"); Admin allows topic creation and admin endpoints.
-type Token struct {
-	Name    string
-	Token   string
-	Produce []string
-	Consume []string
-	Admin   bool
-}
+// Token is one bearer token and its rights (internal/auth): Produce and Consume hold topic
+// patterns (path.Match syntax, e.g. "settlement.*"); Admin allows topic creation and admin
+// endpoints.
+type Token = auth.Token
 
 // Options configure a Server.
 type Options struct {

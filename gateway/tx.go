@@ -75,9 +75,9 @@ func (s *Server) authorizeTopics(r *http.Request, msgs []broker.TxMessage) error
 		if i > 0 && topic == msgs[i-1].Topic {
 			continue
 		}
-		if !t.allows(rightProduce, topic) {
+		if !allows(t, rightProduce, topic) {
 			return &apiError{status: http.StatusForbidden, code: "forbidden", field: msgField(i, "topic"),
-				message: fmt.Sprintf("token %q lacks the produce right on topic %q (messages[%d]); ask an operator to extend its patterns", t.name, topic, i)}
+				message: fmt.Sprintf("token %q lacks the produce right on topic %q (messages[%d]); ask an operator to extend its patterns", t.Name, topic, i)}
 		}
 	}
 	return nil
@@ -89,7 +89,7 @@ func (s *Server) tokenName(r *http.Request) string {
 		return ""
 	}
 	if t := s.auth.lookup(r.Header.Get("Authorization")); t != nil {
-		return t.name
+		return t.Name
 	}
 	return ""
 }

@@ -1,79 +1,23 @@
 package textproto
 
-import (
-	"crypto/sha256"
-	"crypto/subtle"
-	"fmt"
-	"path"
-)
+import "github.com/imagomq/imago/internal/auth"
 
-// authToken is a configured token kept as its SHA-256, compared in constant time; the secret
-// itself is not kept.
-type authToken struct {
-	digest  [sha256.Size]byte
-	name    string
-	produce []string
-	consume []string
-}
+// authToken is the identity a connection authenticated as (internal/auth).
+type authToken = auth.Identity
 
 // authenticator checks auth tokens; nil means auth is off.
-type authenticator struct{ tokens []authToken }
+type authenticator struct{ set *auth.Set }
 
 func newAuthenticator(tokens []Token) (*authenticator, error) {
-	if len(tokens) == 0 {
-		return nil, nil
+	set, err := auth.NewSet(tokens)
+	if err != nil || set == nil {
+		return nil, err
 	}
-	a := &authenticator{}
-	names := map[string]bool{}
-	digests := map[[sha256.Size]byte]bool{}
-	for i, t := range tokens {
-		name := t.Name
-		if name == "" {
-			name = fmt.Sprintf("#%d", i)
-		}
-		if t.Token == "" {
-			return nil, fmt.Errorf("auth token %s: the token is empty", name)
-		}
-		if names[name] {
-			return nil, fmt.Errorf("auth token %s: the name appears twice", name)
-		}
-		names[name] = true
-		d := sha256.Sum256([]byte(t.Token))
-		if digests[d] {
-			return nil, fmt.Errorf("auth token %s: the same secret is configured twice", name)
-		}
-		digests[d] = true
-		for _, p := range append(append([]string(nil), t.Produce...), t.Consume...) {
-			if _, err := path.Match(p, ""); err != nil {
-				return nil, fmt.Errorf("auth token %s: topic pattern %q: %w", name, p, err)
-			}
-		}
-		a.tokens = append(a.tokens, authToken{digest: d, name: name,
-			produce: append([]string(nil), t.Produce...), consume: append([]string(nil), t.Consume...)})
-	}
-	return a, nil
+	return &authenticator{set: set}, nil
 }
 
 // lookup compares the secret with every token in constant time.
-func (a *authenticator) lookup(secret string) *authToken {
-	d := sha256.Sum256([]byte(secret))
-	var found *authToken
-	for i := range a.tokens {
-		if subtle.ConstantTimeCompare(d[:], a.tokens[i].digest[:]) == 1 {
-			found = &a.tokens[i]
-		}
-	}
-	return found
-}
-
-func matchAny(patterns []string, topic string) bool {
-	for _, p := range patterns {
-		if ok, _ := path.Match(p, topic); ok {
-			return true
-		}
-	}
-	return false
-}
+func (a *authenticator) lookup(secret string) *authToken { return a.set.Lookup(secret) }
 
 // The rights a command needs on its topic.
 type right uint8
@@ -95,14 +39,14 @@ func (r right) String() string {
 }
 
 // allows reports whether the token (nil: auth is off) holds need on topic.
-func (t *authToken) allows(need right, topic string) bool {
+func allows(t *authToken, need right, topic string) bool {
 	switch {
 	case t == nil || need == rightAny:
 		return true
 	case need == rightProduce:
-		return matchAny(t.produce, topic)
+		return t.CanProduce(topic)
 	case need == rightConsume:
-		return matchAny(t.consume, topic)
+		return t.CanConsume(topic)
 	}
 	return false
 }

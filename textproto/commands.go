@@ -117,16 +117,16 @@ func (c *conn) authenticate(r request) bool {
 		return false
 	}
 	c.token, c.authed = t, true
-	c.send(appendResult(nil, codeOK, r.opaque, "authenticated as "+t.name))
+	c.send(appendResult(nil, codeOK, r.opaque, "authenticated as "+t.Name))
 	return true
 }
 
 // allowed checks the connection's token for need on topic, answering 403 when it lacks it.
 func (c *conn) allowed(need right, topic string, opaque int64) bool {
-	if c.token.allows(need, topic) {
+	if allows(c.token, need, topic) {
 		return true
 	}
-	c.send(appendResult(nil, codeForbidden, opaque, "token "+strconv.Quote(c.token.name)+" lacks the "+need.String()+
+	c.send(appendResult(nil, codeForbidden, opaque, "token "+strconv.Quote(c.token.Name)+" lacks the "+need.String()+
 		" right on topic "+strconv.Quote(topic)+"; ask an operator to extend its patterns"))
 	return false
 }

@@ -2,21 +2,13 @@ package textproto
 
 import (
 	"context"
+	"github.com/imagomq/imago/internal/auth"
 	"log/slog"
 	"time"
 )
 
-// Token is one auth token and its rights. It has the shape of gateway.Token, so that one
-// converts to the other (textproto.Token(t)); Produce and Consume hold topic patterns in
-// path.Match syntax (e.g. "settlement.*"). Admin is accepted for symmetry; no command of
-// this door needs it today.
-type Token struct {
-	Name    string
-	Token   string
-	Produce []string
-	Consume []string
-	Admin   bool
-}
+// Token is one auth token and its rights, the same type as the HTTP door's (internal/auth).
+type Token = auth.Token
 
 // GroupOffset is a committed consumer offset: Next is the next offset the group reads.
 type GroupOffset struct {

@@ -18,13 +18,9 @@ func (s *server) openProtocol(ctx context.Context) error {
 	if !s.cfg.Protocol.Enabled {
 		return nil
 	}
-	tokens := make([]textproto.Token, 0, len(s.cfg.Auth.Tokens))
-	for _, t := range gatewayTokens(s.cfg.Auth.Tokens) {
-		tokens = append(tokens, textproto.Token(t))
-	}
 	opts := textproto.NewOptions()
 	opts.Addr = s.cfg.Protocol.Addr
-	opts.Tokens = tokens
+	opts.Tokens = gatewayTokens(s.cfg.Auth.Tokens) // one token type for both doors
 	opts.FsyncP99 = s.fsync.P99
 	opts.Version = versionString()
 	opts.Logger = s.logger
