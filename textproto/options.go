@@ -2,9 +2,10 @@ package textproto
 
 import (
 	"context"
-	"github.com/imagomq/imago/internal/auth"
 	"log/slog"
 	"time"
+
+	"github.com/imagomq/imago/internal/auth"
 )
 
 // Token is one auth token and its rights, the same type as the HTTP door's (internal/auth).
