@@ -244,3 +244,12 @@ func (b *Broker) stopWorkers() {
 	close(b.stop)
 	b.wg.Wait()
 }
+
+// Err reports why the broker refuses writes, or nil: after a failed write or fsync of the
+// commit log the kernel's view of the file is unknown, so it stops appending until a restart
+// recovers the log from disk. Health checks report it (the gateway's /readyz answers 503).
+func (b *Broker) Err() error {
+	b.stateMu.Lock()
+	defer b.stateMu.Unlock()
+	return b.failed
+}

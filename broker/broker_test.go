@@ -244,3 +244,34 @@ func TestWaitAny(t *testing.T) {
 		t.Fatalf("unknown topic: %v", err)
 	}
 }
+
+// TestFailedLogRefusesWrites: after a write or fsync error (injected here: a real disk cannot
+// be made to fail on demand) the broker refuses produces, says why through Err, and a restart
+// recovers what was durable.
+func TestFailedLogRefusesWrites(t *testing.T) {
+	dir := t.TempDir()
+	b := mustOpen(t, testOptions(t, dir))
+	mustCreate(t, b, "t", 1)
+	if _, err := b.Produce(context.Background(), "t", []Message{msg("kept")}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if b.Err() != nil {
+		t.Fatalf("healthy broker reports %v", b.Err())
+	}
+	b.fail(errors.New("injected fsync failure"), nil)
+	if b.Err() == nil {
+		t.Fatal("Err is nil after a failure")
+	}
+	if _, err := b.Produce(context.Background(), "t", []Message{msg("refused")}, ""); !errors.Is(err, ErrClosed) {
+		t.Fatalf("produce after a failure: %v", err)
+	}
+	b.Close()
+	b = mustOpen(t, testOptions(t, dir))
+	defer b.Close()
+	if b.Err() != nil {
+		t.Fatalf("after restart: %v", b.Err())
+	}
+	if v := values(fetchAll(t, b, "t", 0)); len(v) != 1 || v[0] != "kept" {
+		t.Fatalf("after restart: %v", v)
+	}
+}

@@ -39,6 +39,9 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if s.closed.Load() {
 		return newError(http.StatusServiceUnavailable, "not_ready", "the server is shutting down")
 	}
+	if err := s.b.Err(); err != nil {
+		return newError(http.StatusServiceUnavailable, "not_ready", "storage refuses writes until the server is restarted: %v", err)
+	}
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(r.Context()); err != nil {
 			return newError(http.StatusServiceUnavailable, "not_ready", "a resource is not ready: %v", err)

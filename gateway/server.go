@@ -78,6 +78,7 @@ type backend interface {
 	Fetch(ctx context.Context, topic string, partition int, opts broker.FetchOptions) (*broker.FetchResult, error)
 	WaitAny(ctx context.Context, wait time.Duration, at []broker.PartitionOffset) (bool, error)
 	Stats() broker.Stats
+	Err() error
 	txBackend
 }
 
