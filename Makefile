@@ -35,21 +35,24 @@ unit:
 race:
 	$(GO) test -race -count=1 -timeout 20m -short $(RACE_PKGS)
 
+# -fuzzminimizetime 1s: go's fuzzer minimizes every new interesting input for up to 60s by
+# default, without counting executions; when -fuzztime ends during that, the run can fail
+# with "context deadline exceeded" (seen with FuzzDecodeProduceRequest). 1s keeps runs short.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./broker
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeProduceRequest$$' -fuzztime $(FUZZTIME) ./gateway
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTxBody$$' -fuzztime $(FUZZTIME) ./gateway
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGroupRequests$$' -fuzztime $(FUZZTIME) ./gateway
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $(FUZZTIME) ./broker/internal/dedupe
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFileRecord$$' -fuzztime $(FUZZTIME) ./offsetdb
-	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./textproto
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./xa
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeaders$$' -fuzztime $(FUZZTIME) ./outbox
-	$(GO) test -run '^$$' -fuzz '^FuzzCompileSQL$$' -fuzztime $(FUZZTIME) ./gateway
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGlobalRequest$$' -fuzztime $(FUZZTIME) ./gateway
-	$(GO) test -run '^$$' -fuzz '^FuzzAppendJSONString$$' -fuzztime $(FUZZTIME) ./gateway
-	$(GO) test -run '^$$' -fuzz '^FuzzParseXid$$' -fuzztime $(FUZZTIME) ./client
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) ./textproto
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./broker
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeProduceRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTxBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGroupRequests$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./broker/internal/dedupe
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFileRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./offsetdb
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./textproto
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./xa
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeaders$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./outbox
+	$(GO) test -run '^$$' -fuzz '^FuzzCompileSQL$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGlobalRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendJSONString$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzParseXid$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./client
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./textproto
 
 ## java: the Java XAResource conformance harness and example. It restarts PostgreSQL and
 ## MariaDB, so it runs alone, after everything else; -v so its table shows in CI logs.
