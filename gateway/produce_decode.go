@@ -107,6 +107,39 @@ func (p *parser) next(set string, expected string) (byte, error) {
 	return c, nil
 }
 
+// members walks the JSON object whose '{' is at the cursor (the caller checked it): for each
+// member it reads the name and the ':' and calls field with the cursor on the value, which
+// field must consume. It returns after the closing '}'.
+func (p *parser) members(field func(name []byte) error) error {
+	p.i++
+	p.ws()
+	if p.peek() == '}' {
+		p.i++
+		return nil
+	}
+	for {
+		p.ws()
+		name, err := p.str()
+		if err != nil {
+			return err
+		}
+		if _, err := p.next(":", "':'"); err != nil {
+			return err
+		}
+		p.ws()
+		if err := field(name); err != nil {
+			return err
+		}
+		c, err := p.next(",}", "',' or '}'")
+		if err != nil {
+			return err
+		}
+		if c == '}' {
+			return nil
+		}
+	}
+}
+
 func (p *parser) request() ([]broker.Message, error) {
 	p.ws()
 	if c := p.peek(); c != '{' {
@@ -115,41 +148,22 @@ func (p *parser) request() ([]broker.Message, error) {
 		}
 		return nil, fieldError("body", `must be a JSON object such as {"messages": [{"value": ...}]}`)
 	}
-	p.i++
 	var msgs []broker.Message
 	seen := false
-	p.ws()
-	if p.peek() == '}' {
-		p.i++
-	} else {
-		for {
-			p.ws()
-			name, err := p.str()
-			if err != nil {
-				return nil, err
-			}
-			if _, err := p.next(":", "':'"); err != nil {
-				return nil, err
-			}
-			p.ws()
-			if string(name) != "messages" {
-				return nil, fieldError(string(name), `is not a known field; the body holds only "messages"`)
-			}
-			if seen {
-				return nil, fieldError("messages", "appears twice")
-			}
-			seen = true
-			if msgs, err = p.messages(); err != nil {
-				return nil, err
-			}
-			c, err := p.next(",}", "',' or '}'")
-			if err != nil {
-				return nil, err
-			}
-			if c == '}' {
-				break
-			}
+	err := p.members(func(name []byte) error {
+		if string(name) != "messages" {
+			return fieldError(string(name), `is not a known field; the body holds only "messages"`)
 		}
+		if seen {
+			return fieldError("messages", "appears twice")
+		}
+		seen = true
+		var err error
+		msgs, err = p.messages()
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	p.ws()
 	if p.i != len(p.b) {
@@ -220,83 +234,66 @@ func (p *parser) messageFields(idx int, withTopic bool) (m broker.Message, topic
 	if p.peek() != '{' {
 		return m, "", fieldError(fmt.Sprintf("messages[%d]", idx), "must be an object such as %s", example)
 	}
-	p.i++
-	p.ws()
 	seen := 0
-	if p.peek() == '}' {
-		p.i++
-	} else {
-		for {
-			p.ws()
-			name, err := p.str()
-			if err != nil {
-				return m, "", err
+	err = p.members(func(name []byte) error {
+		var bit int
+		var err error
+		switch string(name) {
+		case "topic":
+			if !withTopic {
+				return fieldError(msgField(idx, "topic"), "is not a known field; a message holds %s", known)
 			}
-			if _, err := p.next(":", "':'"); err != nil {
-				return m, "", err
+			bit = fTopic
+			if topic, err = p.topic(idx); err != nil {
+				return err
 			}
-			p.ws()
-			var bit int
-			switch string(name) {
-			case "topic":
-				if !withTopic {
-					return m, "", fieldError(msgField(idx, "topic"), "is not a known field; a message holds %s", known)
+		case "key":
+			bit = fKey
+			switch p.peek() {
+			case 'n':
+				if err := p.literal("null"); err != nil {
+					return err
 				}
-				bit = fTopic
-				if topic, err = p.topic(idx); err != nil {
-					return m, "", err
-				}
-			case "key":
-				bit = fKey
-				switch p.peek() {
-				case 'n':
-					if err := p.literal("null"); err != nil {
-						return m, "", err
-					}
-					m.Key = nil
-				case '"':
-					if m.Key, err = p.str(); err != nil {
-						return m, "", err
-					}
-				default:
-					return m, "", fieldError(msgField(idx, "key"), "must be a string or null")
-				}
-			case "value":
-				bit = fValue
-				if m.Value, err = p.value(); err != nil {
-					return m, "", err
-				}
-				m.ValueJSON = true
-			case "value_base64":
-				bit = fValueBase64
-				if m.Value, err = p.base64Value(idx); err != nil {
-					return m, "", err
-				}
-			case "headers":
-				bit = fHeaders
-				if m.Headers, err = p.headers(idx); err != nil {
-					return m, "", err
-				}
-			case "partition":
-				bit = fPartition
-				if m.Partition, err = p.partition(idx); err != nil {
-					return m, "", err
+				m.Key = nil
+			case '"':
+				if m.Key, err = p.str(); err != nil {
+					return err
 				}
 			default:
-				return m, "", fieldError(msgField(idx, string(name)), "is not a known field; a message holds %s", known)
+				return fieldError(msgField(idx, "key"), "must be a string or null")
 			}
-			if seen&bit != 0 {
-				return m, "", fieldError(msgField(idx, string(name)), "appears twice")
+		case "value":
+			bit = fValue
+			if m.Value, err = p.value(); err != nil {
+				return err
 			}
-			seen |= bit
-			c, err := p.next(",}", "',' or '}'")
-			if err != nil {
-				return m, "", err
+			m.ValueJSON = true
+		case "value_base64":
+			bit = fValueBase64
+			if m.Value, err = p.base64Value(idx); err != nil {
+				return err
 			}
-			if c == '}' {
-				break
+		case "headers":
+			bit = fHeaders
+			if m.Headers, err = p.headers(idx); err != nil {
+				return err
 			}
+		case "partition":
+			bit = fPartition
+			if m.Partition, err = p.partition(idx); err != nil {
+				return err
+			}
+		default:
+			return fieldError(msgField(idx, string(name)), "is not a known field; a message holds %s", known)
 		}
+		if seen&bit != 0 {
+			return fieldError(msgField(idx, string(name)), "appears twice")
+		}
+		seen |= bit
+		return nil
+	})
+	if err != nil {
+		return m, "", err
 	}
 	switch {
 	case withTopic && seen&fTopic == 0:
@@ -352,38 +349,20 @@ func (p *parser) headers(idx int) ([]broker.Header, error) {
 	default:
 		return nil, fieldError(msgField(idx, "headers"), `must be an object of strings such as {"trace-id": "abc"}`)
 	}
-	p.i++
-	p.ws()
-	if p.peek() == '}' {
-		p.i++
-		return nil, nil
-	}
 	var hs []broker.Header
-	for {
-		p.ws()
-		k, err := p.str()
-		if err != nil {
-			return nil, err
-		}
-		if _, err := p.next(":", "':'"); err != nil {
-			return nil, err
-		}
-		p.ws()
+	err := p.members(func(k []byte) error {
 		if p.peek() != '"' {
-			return nil, fieldError(msgField(idx, "headers."+string(k)), "must be a string")
+			return fieldError(msgField(idx, "headers."+string(k)), "must be a string")
 		}
 		v, err := p.str()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		hs = append(hs, broker.Header{Key: string(k), Value: string(v)})
-		c, err := p.next(",}", "',' or '}'")
-		if err != nil {
-			return nil, err
-		}
-		if c == '}' {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(hs) > 1 {
 		slices.SortStableFunc(hs, func(a, b broker.Header) int { return strings.Compare(a.Key, b.Key) })

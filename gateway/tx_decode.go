@@ -109,45 +109,24 @@ func (d *txDecoder) body() (txBody, error) {
 	if c := d.peek(); c != '{' {
 		return out, d.argError("body", "must be a JSON object such as %s", d.spec.example)
 	}
-	d.i++
-	d.ws()
-	if d.peek() == '}' {
-		d.i++
-	} else {
-		for {
-			d.ws()
-			name, err := d.str()
-			if err != nil {
-				return out, err
-			}
-			if _, err := d.next(":", "':'"); err != nil {
-				return out, err
-			}
-			d.ws()
-			bit := 0
-			for i, n := range txFieldNames {
-				if string(name) == n {
-					bit = 1 << i
-				}
-			}
-			if bit == 0 || d.spec.allowed&bit == 0 {
-				return out, d.argError(string(name), "is not a known field; send %s", d.spec.example)
-			}
-			if out.seen&bit != 0 {
-				return out, d.argError(string(name), "appears twice")
-			}
-			out.seen |= bit
-			if err := d.field(bit, &out); err != nil {
-				return out, err
-			}
-			c, err := d.next(",}", "',' or '}'")
-			if err != nil {
-				return out, err
-			}
-			if c == '}' {
-				break
+	err := d.members(func(name []byte) error {
+		bit := 0
+		for i, n := range txFieldNames {
+			if string(name) == n {
+				bit = 1 << i
 			}
 		}
+		if bit == 0 || d.spec.allowed&bit == 0 {
+			return d.argError(string(name), "is not a known field; send %s", d.spec.example)
+		}
+		if out.seen&bit != 0 {
+			return d.argError(string(name), "appears twice")
+		}
+		out.seen |= bit
+		return d.field(bit, &out)
+	})
+	if err != nil {
+		return out, err
 	}
 	d.ws()
 	if d.i != len(d.b) {
@@ -254,56 +233,39 @@ func (d *txDecoder) xid() (broker.Xid, error) {
 	if d.peek() != '{' {
 		return x, d.argError("xid", "must be an object such as %s", example)
 	}
-	d.i++
-	d.ws()
 	seen := 0
-	if d.peek() == '}' {
-		d.i++
-	} else {
-		for {
-			d.ws()
-			name, err := d.str()
+	err := d.members(func(name []byte) error {
+		var bit int
+		var err error
+		switch string(name) {
+		case "format_id":
+			bit = 1
+			n, err := d.integer("xid.format_id", 0, math.MaxInt32)
 			if err != nil {
-				return x, err
+				return err
 			}
-			if _, err := d.next(":", "':'"); err != nil {
-				return x, err
+			x.FormatID = int32(n)
+		case "gtrid":
+			bit = 2
+			if x.Gtrid, err = d.xidPart("xid.gtrid"); err != nil {
+				return err
 			}
-			d.ws()
-			var bit int
-			switch string(name) {
-			case "format_id":
-				bit = 1
-				n, err := d.integer("xid.format_id", 0, math.MaxInt32)
-				if err != nil {
-					return x, err
-				}
-				x.FormatID = int32(n)
-			case "gtrid":
-				bit = 2
-				if x.Gtrid, err = d.xidPart("xid.gtrid"); err != nil {
-					return x, err
-				}
-			case "bqual":
-				bit = 4
-				if x.Bqual, err = d.xidPart("xid.bqual"); err != nil {
-					return x, err
-				}
-			default:
-				return x, d.argError("xid."+string(name), "is not a known field; an xid is %s", example)
+		case "bqual":
+			bit = 4
+			if x.Bqual, err = d.xidPart("xid.bqual"); err != nil {
+				return err
 			}
-			if seen&bit != 0 {
-				return x, d.argError("xid."+string(name), "appears twice")
-			}
-			seen |= bit
-			c, err := d.next(",}", "',' or '}'")
-			if err != nil {
-				return x, err
-			}
-			if c == '}' {
-				break
-			}
+		default:
+			return d.argError("xid."+string(name), "is not a known field; an xid is %s", example)
 		}
+		if seen&bit != 0 {
+			return d.argError("xid."+string(name), "appears twice")
+		}
+		seen |= bit
+		return nil
+	})
+	if err != nil {
+		return x, err
 	}
 	for i, n := range []string{"format_id", "gtrid", "bqual"} {
 		if seen&(1<<i) == 0 {
