@@ -317,19 +317,7 @@ func parseGet(r *request, a []string) error {
 	if err := parseOpaque(r, a[5]); err != nil {
 		return err
 	}
-	var err error
-	if r.topic, err = parseName("topic", a[0]); err != nil {
-		return err
-	}
-	if r.group, err = parseName("group", a[1]); err != nil {
-		return err
-	}
-	p, err := parseInt("partition", a[2], 0, maxInt32)
-	if err != nil {
-		return err
-	}
-	r.partition = int(p)
-	if r.offset, err = parseInt("offset", a[3], 0, 1<<63-1); err != nil {
+	if err := parseTopicGroupPosition(r, a); err != nil {
 		return err
 	}
 	mb, err := parseInt("max_bytes", a[4], 1, maxInt32)
@@ -347,6 +335,12 @@ func parseOffset(r *request, a []string) error {
 	if err := parseOpaque(r, a[4]); err != nil {
 		return err
 	}
+	return parseTopicGroupPosition(r, a)
+}
+
+// parseTopicGroupPosition parses the <topic> <group> <partition> <offset> that get and offset
+// start with.
+func parseTopicGroupPosition(r *request, a []string) error {
 	var err error
 	if r.topic, err = parseName("topic", a[0]); err != nil {
 		return err
