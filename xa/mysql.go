@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // the "mysql" database/sql driver
@@ -20,30 +19,16 @@ import (
 // MySQL before 5.7.7 and MariaDB before 10.5 roll back a prepared XA branch when its client
 // disconnects, which breaks two-phase commit, so they are refused.
 func MySQL(name string, db *sql.DB) Resource {
-	return &mysqlRM{name: name, sqldb: db}
+	return &mysqlRM{sqlRM: sqlRM{name: name, sqldb: db}}
 }
 
 type mysqlRM struct {
-	name  string
-	sqldb *sql.DB
-	owned bool
-
-	mu      sync.Mutex
-	checked bool
+	sqlRM
 	version string
 }
 
-func (r *mysqlRM) Name() string                   { return r.name }
-func (r *mysqlRM) Driver() string                 { return "mysql" }
-func (r *mysqlRM) rm() resourceManager            { return r }
-func (r *mysqlRM) err(op string, err error) error { return classify(r.name, op, err) }
-
-func (r *mysqlRM) close() error {
-	if r.owned {
-		return r.sqldb.Close()
-	}
-	return nil
-}
+func (r *mysqlRM) Driver() string      { return "mysql" }
+func (r *mysqlRM) rm() resourceManager { return r }
 
 // check refuses servers that lose prepared branches on disconnect. A success is remembered.
 func (r *mysqlRM) check(ctx context.Context) error {

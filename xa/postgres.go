@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
@@ -20,29 +19,13 @@ import (
 // At the first enlistment the server's max_prepared_transactions is checked: with 0,
 // PREPARE TRANSACTION is refused, so the resource is too.
 func Postgres(name string, db *sql.DB) Resource {
-	return &pgRM{name: name, sqldb: db}
+	return &pgRM{sqlRM{name: name, sqldb: db}}
 }
 
-type pgRM struct {
-	name  string
-	sqldb *sql.DB
-	owned bool
+type pgRM struct{ sqlRM }
 
-	mu      sync.Mutex
-	checked bool
-}
-
-func (r *pgRM) Name() string                   { return r.name }
-func (r *pgRM) Driver() string                 { return "postgres" }
-func (r *pgRM) rm() resourceManager            { return r }
-func (r *pgRM) err(op string, err error) error { return classify(r.name, op, err) }
-
-func (r *pgRM) close() error {
-	if r.owned {
-		return r.sqldb.Close()
-	}
-	return nil
-}
+func (r *pgRM) Driver() string      { return "postgres" }
+func (r *pgRM) rm() resourceManager { return r }
 
 func (r *pgRM) check(ctx context.Context) error {
 	r.mu.Lock()

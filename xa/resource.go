@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/imagomq/imago/broker"
@@ -76,4 +77,25 @@ func OpenResource(name, driverName, dsn string) (Resource, error) {
 		return r, nil
 	}
 	return nil, fmt.Errorf("resource %s: driver %q: want mysql or postgres", name, driverName)
+}
+
+// sqlRM is what the database resource managers share: the name, the *sql.DB (closed with the
+// coordinator when the resource opened it) and the one-time server check's state.
+type sqlRM struct {
+	name  string
+	sqldb *sql.DB
+	owned bool
+
+	mu      sync.Mutex // guards checked (and the driver's own check results)
+	checked bool
+}
+
+func (r *sqlRM) Name() string                   { return r.name }
+func (r *sqlRM) err(op string, err error) error { return classify(r.name, op, err) }
+
+func (r *sqlRM) close() error {
+	if r.owned {
+		return r.sqldb.Close()
+	}
+	return nil
 }
