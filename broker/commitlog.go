@@ -211,6 +211,16 @@ func (l *commitLog) segmentBounds() [][2]int64 {
 	return out
 }
 
+// segmentEnd is the end of the segment holding pos, or pos when no segment holds it.
+func (l *commitLog) segmentEnd(pos int64) int64 {
+	for _, s := range l.segmentBounds() {
+		if pos >= s[0] && pos < s[1] {
+			return s[1]
+		}
+	}
+	return pos
+}
+
 // truncate cuts the log at pos (recovery only). Segments wholly after pos are moved into
 // aside (a directory) rather than deleted, so an operator can inspect them.
 func (l *commitLog) truncate(pos int64, aside string) error {

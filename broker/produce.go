@@ -57,30 +57,12 @@ func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, 
 	}
 	req := &produceReq{t: t, msgs: msgs, parts: make([]int, len(msgs)), size: batchHeaderSize, done: make(chan struct{}), kind: batchMessages, indexed: true}
 	for i := range msgs {
-		m := &msgs[i]
-		rs := recordSize(m)
-		if rs-recordHeaderSize > b.opts.MaxMessageBytes {
-			return ProduceResult{}, fmt.Errorf("%w: message %d has %d bytes of key, headers and value; the limit is %d",
-				ErrMessageTooLarge, i, rs-recordHeaderSize, b.opts.MaxMessageBytes)
+		rs, err := b.checkMessage(i, &msgs[i])
+		if err != nil {
+			return ProduceResult{}, err
 		}
-		if len(m.Headers) > 0xffff {
-			return ProduceResult{}, fmt.Errorf("%w: message %d has %d headers; the limit is 65535", ErrInvalidArgument, i, len(m.Headers))
-		}
-		for _, h := range m.Headers {
-			if len(h.Key) > 0xffff {
-				return ProduceResult{}, fmt.Errorf("%w: message %d has a header name of %d bytes; the limit is 65535", ErrInvalidArgument, i, len(h.Key))
-			}
-		}
-		switch {
-		case m.Partition == -1 && m.Key != nil:
-			req.parts[i] = PartitionForKey(m.Key, len(t.parts))
-		case m.Partition == -1:
-			req.parts[i] = int((t.rr.Add(1) - 1) % uint32(len(t.parts)))
-		case m.Partition < 0 || m.Partition >= len(t.parts):
-			return ProduceResult{}, fmt.Errorf("%w: message %d names partition %d; topic %q has partitions 0..%d",
-				ErrUnknownPartition, i, m.Partition, t.name, len(t.parts)-1)
-		default:
-			req.parts[i] = m.Partition
+		if req.parts[i], err = choosePartition(t, &msgs[i], i); err != nil {
+			return ProduceResult{}, err
 		}
 		req.size += rs
 	}
@@ -162,6 +144,24 @@ func (b *Broker) submit(req *produceReq) (ProduceResult, error) {
 		return ProduceResult{}, req.err
 	}
 	return ProduceResult{Offsets: req.offsets}, nil
+}
+
+// checkMessage checks one message's limits and returns its encoded size.
+func (b *Broker) checkMessage(i int, m *Message) (int, error) {
+	rs := recordSize(m)
+	if rs-recordHeaderSize > b.opts.MaxMessageBytes {
+		return 0, fmt.Errorf("%w: message %d has %d bytes of key, headers and value; the limit is %d",
+			ErrMessageTooLarge, i, rs-recordHeaderSize, b.opts.MaxMessageBytes)
+	}
+	if len(m.Headers) > 0xffff {
+		return 0, fmt.Errorf("%w: message %d has %d headers; the limit is 65535", ErrInvalidArgument, i, len(m.Headers))
+	}
+	for _, h := range m.Headers {
+		if len(h.Key) > 0xffff {
+			return 0, fmt.Errorf("%w: message %d has a header name of %d bytes; the limit is 65535", ErrInvalidArgument, i, len(h.Key))
+		}
+	}
+	return rs, nil
 }
 
 func (r *produceReq) topicOf(i int) *topic {

@@ -169,10 +169,7 @@ func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
 		}
 		recs = bv.Records
 		if err := b.applyReplayed(pos, bv, byID, rebuild, pos >= dedupeFrom); err != nil {
-			if rebuild || !errors.Is(err, errRebuild) {
-				return err
-			}
-			return err
+			return err // errRebuild makes recover start over with a full rebuild
 		}
 		pos += int64(bv.Header.Length)
 	}
@@ -261,7 +258,7 @@ func (b *Broker) cutTail(pos, end int64, why error) error {
 	active := b.log.activeBase()
 	saveEnd := end
 	if active > pos {
-		saveEnd = min(end, b.segmentEnd(pos))
+		saveEnd = min(end, b.log.segmentEnd(pos))
 	}
 	if n := saveEnd - pos; n > 0 && n <= 64<<20 {
 		buf := make([]byte, n)
@@ -280,15 +277,6 @@ func (b *Broker) cutTail(pos, end int64, why error) error {
 	}
 	b.stats.truncated = end - pos
 	return nil
-}
-
-func (b *Broker) segmentEnd(pos int64) int64 {
-	for _, s := range b.log.segmentBounds() {
-		if pos >= s[0] && pos < s[1] {
-			return s[1]
-		}
-	}
-	return pos
 }
 
 // logReader reads batches sequentially through a large buffer.
@@ -327,7 +315,10 @@ func (r *logReader) bytes(pos int64, n int) ([]byte, error) {
 		r.buf = make([]byte, n)
 	}
 	want := min(int64(len(r.buf)), r.end-pos)
-	segEnd := r.segEnd(pos)
+	segEnd := r.log.segmentEnd(pos)
+	if segEnd == pos {
+		segEnd = r.end
+	}
 	if pos+want > segEnd && pos+int64(n) <= segEnd {
 		want = segEnd - pos // a batch never spans segments; do not read across one needlessly
 	}
@@ -336,13 +327,4 @@ func (r *logReader) bytes(pos int64, n int) ([]byte, error) {
 	}
 	r.start, r.lim = pos, pos+want
 	return r.buf[:n], nil
-}
-
-func (r *logReader) segEnd(pos int64) int64 {
-	for _, s := range r.log.segmentBounds() {
-		if pos >= s[0] && pos < s[1] {
-			return s[1]
-		}
-	}
-	return r.end
 }

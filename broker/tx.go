@@ -221,9 +221,9 @@ func (b *Broker) addMessages(t *tx, msgs []TxMessage) error {
 		if err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
-		rs := recordSize(&m.Message)
-		if rs-recordHeaderSize > b.opts.MaxMessageBytes {
-			return fmt.Errorf("%w: message %d has %d bytes; the limit is %d", ErrMessageTooLarge, i, rs-recordHeaderSize, b.opts.MaxMessageBytes)
+		rs, err := b.checkMessage(i, &m.Message)
+		if err != nil {
+			return err
 		}
 		p, err := choosePartition(tp, &m.Message, i)
 		if err != nil {
