@@ -150,8 +150,8 @@ func (b *Broker) read(p *partition, off int64, opts FetchOptions) (*FetchResult,
 			Headers:   r.Headers,
 			CRC:       r.CRC,
 		}
-		b.stats.bytesOut.Add(int64(e.Size))
 	}
+	b.stats.bytesOut.Add(int64(total))
 	res.NextOffset = off + int64(len(ents))
 	return res, nil
 }
