@@ -82,7 +82,10 @@ type brokerBranch struct {
 	ended bool
 }
 
-func (b *brokerBranch) db() *sql.Conn { return nil }
+func (b *brokerBranch) db(context.Context) (*sql.Conn, error) { return nil, notSQL(b.r.name) }
+func (b *brokerBranch) exec(context.Context, string, []any) (int64, error) {
+	return 0, notSQL(b.r.name)
+}
 
 func (b *brokerBranch) publish(msgs []broker.TxMessage) error {
 	return b.r.err("publish", b.r.b.XAAdd(b.xid, msgs))

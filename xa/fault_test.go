@@ -26,9 +26,9 @@ func prepareOrphans(t *testing.T, e *env, node, table string) string {
 		}
 		switch r.Driver() {
 		case "mysql":
-			_, err = bc.db().ExecContext(ctx, "UPDATE "+table+" SET balance = 0 WHERE id = 'a'")
+			_, err = bc.exec(ctx, "UPDATE "+table+" SET balance = 0 WHERE id = 'a'", nil)
 		case "postgres":
-			_, err = bc.db().ExecContext(ctx, "UPDATE "+table+" SET balance = 0 WHERE id = 'a'")
+			_, err = bc.exec(ctx, "UPDATE "+table+" SET balance = 0 WHERE id = 'a'", nil)
 		case "broker":
 			err = bc.publish([]broker.TxMessage{msg("xat."+e.suffix, "k", "orphan")})
 		}

@@ -219,18 +219,30 @@ func (b *Branch) Driver() string { return b.rm.Driver() }
 // Xid is the branch's Xid.
 func (b *Branch) Xid() Xid { return b.xid }
 
-func (b *Branch) sqlConn(ctx context.Context) (*sql.Conn, error) {
+// startSQL starts an SQL branch on first use and marks that it has work.
+func (b *Branch) startSQL(ctx context.Context) error {
 	if !b.tx.active {
-		return nil, b.tx.errInactive()
+		return b.tx.errInactive()
 	}
 	if b.rm.Driver() == "broker" {
-		return nil, notSQL(b.rm.Name())
+		return notSQL(b.rm.Name())
 	}
 	if err := b.start(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	b.work = true
-	return b.conn.db(), nil
+	return nil
+}
+
+func (b *Branch) sqlConn(ctx context.Context) (*sql.Conn, error) {
+	if err := b.startSQL(ctx); err != nil {
+		return nil, err
+	}
+	conn, err := b.conn.db(ctx)
+	if err != nil {
+		return nil, b.noteErr(ctx, err)
+	}
+	return conn, nil
 }
 
 // noteErr marks the branch broken when err means its connection is gone.
@@ -254,18 +266,14 @@ func (b *Branch) Exec(ctx context.Context, query string, args ...any) (int64, er
 	defer t.mu.Unlock()
 	sctx, cancel := t.stmtCtx(ctx)
 	defer cancel()
-	conn, err := b.sqlConn(sctx)
-	if err != nil {
+	if err := b.startSQL(sctx); err != nil {
 		return 0, err
 	}
-	if pb, ok := b.conn.(*pgBranch); ok {
-		pb.wrote = true
-	}
-	res, err := conn.ExecContext(sctx, query, args...)
+	n, err := b.conn.exec(sctx, query, args)
 	if err != nil {
 		return 0, b.noteErr(sctx, err)
 	}
-	return res.RowsAffected()
+	return n, nil
 }
 
 // Query runs a query in the branch. Close the rows before the next statement.

@@ -44,7 +44,9 @@ func newEnv(t *testing.T) *env {
 	myDSN, pgDSN := testenv.MySQLDSN(t), testenv.PostgresDSN(t)
 	e := &env{t: t, dir: t.TempDir(), suffix: uniq(t)}
 	var err error
-	if e.my, err = sql.Open("mysql", myDSN); err != nil {
+	// As serve opens it: prepared statements kept per connection, END and PREPARE in one
+	// round trip. TestPlainMySQLPool covers a pool opened with sql.Open.
+	if e.my, err = OpenMySQLDB(myDSN); err != nil {
 		t.Fatal(err)
 	}
 	if e.pg, err = sql.Open("pgx", pgDSN); err != nil {

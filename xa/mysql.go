@@ -4,12 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql" // the "mysql" database/sql driver
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/imagomq/imago/broker"
 )
@@ -87,6 +88,10 @@ func (r *mysqlRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchCo
 		return nil, r.err("start", err)
 	}
 	b := &mysqlBranch{r: r, lit: mysqlXid(xid), conn: conn}
+	_ = conn.Raw(func(dc any) error {
+		_, b.multi = dc.(*cachingConn) // opened by OpenMySQLDB: multi-statement text allowed
+		return nil
+	})
 	if _, err := conn.ExecContext(ctx, "XA START "+b.lit); err != nil {
 		b.release(true)
 		return nil, r.err("start", err)
@@ -152,14 +157,36 @@ type mysqlBranch struct {
 	conn     *sql.Conn
 	ended    bool
 	prepared bool
+	// multi: the connection accepts several statements in one text (OpenMySQLDB), so XA END
+	// and XA PREPARE go in one round trip.
+	multi bool
+	// endUnknown: a combined XA END; XA PREPARE failed, so the branch may be active or idle.
+	endUnknown bool
 }
 
-func (b *mysqlBranch) db() *sql.Conn { return b.conn }
+func (b *mysqlBranch) db(context.Context) (*sql.Conn, error) {
+	if b.conn == nil {
+		return nil, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "exec", Err: sql.ErrConnDone}
+	}
+	return b.conn, nil
+}
+
+func (b *mysqlBranch) exec(ctx context.Context, query string, args []any) (int64, error) {
+	conn, err := b.db(ctx)
+	if err != nil {
+		return 0, err
+	}
+	res, err := conn.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
 func (b *mysqlBranch) publish(msgs []broker.TxMessage) error {
 	return fmt.Errorf("resource %s is not a broker", b.r.name)
 }
 
-func (b *mysqlBranch) exec(ctx context.Context, stmt, op string) error {
+func (b *mysqlBranch) xa(ctx context.Context, stmt, op string) error {
 	if b.conn == nil {
 		return &Error{Code: XAERRMFail, Resource: b.r.name, Op: op, Err: sql.ErrConnDone}
 	}
@@ -168,11 +195,21 @@ func (b *mysqlBranch) exec(ctx context.Context, stmt, op string) error {
 }
 
 func (b *mysqlBranch) prepare(ctx context.Context) (bool, error) {
-	if err := b.exec(ctx, "XA END "+b.lit, "prepare"); err != nil {
+	if b.multi {
+		if err := b.xa(ctx, "XA END "+b.lit+"; XA PREPARE "+b.lit, "prepare"); err != nil {
+			// Which of the two failed is not known: rollback tries XA END again and
+			// accepts that the branch had already ended.
+			b.endUnknown = true
+			return false, err
+		}
+		b.ended, b.prepared = true, true
+		return false, nil
+	}
+	if err := b.xa(ctx, "XA END "+b.lit, "prepare"); err != nil {
 		return false, err
 	}
 	b.ended = true
-	if err := b.exec(ctx, "XA PREPARE "+b.lit, "prepare"); err != nil {
+	if err := b.xa(ctx, "XA PREPARE "+b.lit, "prepare"); err != nil {
 		return false, err
 	}
 	b.prepared = true
@@ -182,25 +219,26 @@ func (b *mysqlBranch) prepare(ctx context.Context) (bool, error) {
 func (b *mysqlBranch) commit(ctx context.Context, onePhase bool) ([]broker.TopicPosition, error) {
 	if onePhase {
 		if !b.ended {
-			if err := b.exec(ctx, "XA END "+b.lit, "commit"); err != nil {
+			if err := b.xa(ctx, "XA END "+b.lit, "commit"); err != nil {
 				return nil, err
 			}
 			b.ended = true
 		}
-		return nil, b.exec(ctx, "XA COMMIT "+b.lit+" ONE PHASE", "commit")
+		return nil, b.xa(ctx, "XA COMMIT "+b.lit+" ONE PHASE", "commit")
 	}
-	return nil, b.exec(ctx, "XA COMMIT "+b.lit, "commit")
+	return nil, b.xa(ctx, "XA COMMIT "+b.lit, "commit")
 }
 
 func (b *mysqlBranch) rollback(ctx context.Context) error {
 	if !b.ended {
-		err := b.exec(ctx, "XA END "+b.lit, "rollback")
-		if err != nil && !isRollbackCode(XACode(err)) {
+		err := b.xa(ctx, "XA END "+b.lit, "rollback")
+		// XAER_RMFAIL after a failed combined end-and-prepare: the branch had ended (IDLE).
+		if err != nil && !isRollbackCode(XACode(err)) && !(b.endUnknown && mysqlErrNumber(err) == 1399) {
 			return err
 		}
 		b.ended = true
 	}
-	return b.exec(ctx, "XA ROLLBACK "+b.lit, "rollback")
+	return b.xa(ctx, "XA ROLLBACK "+b.lit, "rollback")
 }
 
 func (b *mysqlBranch) release(broken bool) {
@@ -213,4 +251,13 @@ func (b *mysqlBranch) release(broken bool) {
 	}
 	b.conn.Close()
 	b.conn = nil
+}
+
+// mysqlErrNumber is the server's error number of err, 0 if err is not a server error.
+func mysqlErrNumber(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
 }

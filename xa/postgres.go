@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 
 	"github.com/imagomq/imago/broker"
@@ -59,12 +61,8 @@ func (r *pgRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchConn,
 	if err != nil {
 		return nil, r.err("start", err)
 	}
-	b := &pgBranch{r: r, lit: lit, conn: conn}
-	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
-		b.release(true)
-		return nil, r.err("start", err)
-	}
-	return b, nil
+	// BEGIN is not sent yet: it travels with the branch's first statement (see exec).
+	return &pgBranch{r: r, lit: lit, conn: conn}, nil
 }
 
 func (r *pgRM) finish(ctx context.Context, xid Xid, verb, op string) error {
@@ -110,16 +108,94 @@ func (r *pgRM) recover(ctx context.Context) ([]Xid, error) {
 }
 
 // pgBranch is one transaction on its pinned connection until PREPARE TRANSACTION (after
-// which PostgreSQL detaches it from the session).
+// which PostgreSQL detaches it from the session). The transaction begins with the branch's
+// first statement: exec sends BEGIN and the statement in one round trip (a pipeline), and a
+// branch that ran nothing has no transaction at all (it votes rdonly at prepare).
 type pgBranch struct {
 	r        *pgRM
 	lit      string
 	conn     *sql.Conn
-	wrote    bool // Exec was called (Query alone may still write: checked at prepare)
+	begun    bool // BEGIN was sent
+	wrote    bool // exec was called (a query alone may still write: checked at prepare)
 	prepared bool
 }
 
-func (b *pgBranch) db() *sql.Conn { return b.conn }
+// db begins the transaction if needed and returns the connection.
+func (b *pgBranch) db(ctx context.Context) (*sql.Conn, error) {
+	if b.conn == nil {
+		return nil, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "exec", Err: sql.ErrConnDone}
+	}
+	if !b.begun {
+		if _, err := b.simple(ctx, "BEGIN", "exec"); err != nil {
+			return nil, err
+		}
+		b.begun = true
+	}
+	return b.conn, nil
+}
+
+// exec runs a statement in the branch. The first one goes out in one pipeline with BEGIN;
+// its parameters stay bound parameters (pgx's extended protocol, statements cached per
+// connection as database/sql's pgx driver does).
+func (b *pgBranch) exec(ctx context.Context, query string, args []any) (int64, error) {
+	if b.conn == nil {
+		return 0, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "exec", Err: sql.ErrConnDone}
+	}
+	b.wrote = true
+	if b.begun || !pipelineArgs(args) {
+		conn, err := b.db(ctx)
+		if err != nil {
+			return 0, err
+		}
+		res, err := conn.ExecContext(ctx, query, args...)
+		if err != nil {
+			return 0, err
+		}
+		return res.RowsAffected()
+	}
+	var n int64
+	err := b.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("resource %s: the database/sql driver is %T, want pgx (github.com/jackc/pgx/v5/stdlib)", b.r.name, dc)
+		}
+		batch := &pgx.Batch{}
+		batch.Queue("BEGIN")
+		batch.Queue(query, args...)
+		br := c.Conn().SendBatch(ctx, batch)
+		_, berr := br.Exec()
+		if berr == nil {
+			b.begun = true
+			var tag pgconn.CommandTag
+			tag, berr = br.Exec()
+			n = tag.RowsAffected()
+		}
+		if cerr := br.Close(); berr == nil {
+			berr = cerr
+		}
+		if berr != nil {
+			// A failed statement after BEGIN leaves the transaction open (aborted).
+			b.begun = b.begun || c.Conn().PgConn().TxStatus() != 'I'
+			if c.Conn().PgConn().IsClosed() {
+				return errors.Join(berr, driver.ErrBadConn)
+			}
+		}
+		return berr
+	})
+	return n, err
+}
+
+// pipelineArgs reports whether args can go to pgx directly (database/sql's named arguments
+// and output parameters cannot).
+func pipelineArgs(args []any) bool {
+	for _, a := range args {
+		switch a.(type) {
+		case sql.NamedArg, sql.Out:
+			return false
+		}
+	}
+	return true
+}
 func (b *pgBranch) publish(msgs []broker.TxMessage) error {
 	return fmt.Errorf("resource %s is not a broker", b.r.name)
 }
@@ -166,6 +242,9 @@ func (b *pgBranch) txStatus() byte {
 }
 
 func (b *pgBranch) prepare(ctx context.Context) (bool, error) {
+	if !b.begun {
+		return true, nil // nothing ran: no transaction, nothing to prepare
+	}
 	if st := b.txStatus(); st == 'E' {
 		return false, &Error{Code: XARBRollback, Resource: b.r.name, Op: "prepare",
 			Err: errors.New("a statement of the branch failed, so PostgreSQL aborted the transaction")}
@@ -204,6 +283,9 @@ func (b *pgBranch) commit(ctx context.Context, onePhase bool) ([]broker.TopicPos
 		_, err := b.simple(ctx, "COMMIT PREPARED "+b.lit, "commit")
 		return nil, err
 	}
+	if !b.begun {
+		return nil, nil
+	}
 	tag, err := b.simple(ctx, "COMMIT", "commit")
 	if err != nil {
 		return nil, err
@@ -218,6 +300,9 @@ func (b *pgBranch) rollback(ctx context.Context) error {
 	if b.prepared {
 		_, err := b.simple(ctx, "ROLLBACK PREPARED "+b.lit, "rollback")
 		return err
+	}
+	if !b.begun {
+		return nil
 	}
 	_, err := b.simple(ctx, "ROLLBACK", "rollback")
 	return err

@@ -37,8 +37,10 @@ type resourceManager interface {
 
 // branchConn is one started branch on its pinned connection.
 type branchConn interface {
-	// db is the pinned connection of an SQL branch; nil for the broker.
-	db() *sql.Conn
+	// db is the pinned connection of an SQL branch, its transaction begun; nil for the broker.
+	db(ctx context.Context) (*sql.Conn, error)
+	// exec runs one statement in an SQL branch and returns the rows it affected.
+	exec(ctx context.Context, query string, args []any) (int64, error)
 	// publish adds messages (broker only).
 	publish(msgs []broker.TxMessage) error
 	// prepare ends and prepares the branch; readOnly is the rdonly vote.
@@ -60,7 +62,7 @@ func OpenResource(name, driverName, dsn string) (Resource, error) {
 	}
 	switch driverName {
 	case "mysql", "mariadb":
-		db, err := sql.Open("mysql", dsn)
+		db, err := OpenMySQLDB(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("resource %s: %w", name, err)
 		}

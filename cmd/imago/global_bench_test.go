@@ -37,6 +37,7 @@ import (
 var (
 	gbenchDuration = flag.Duration("gbench.duration", 0, "global transaction throughput test: duration of each load (0 skips the test)")
 	gbenchClients  = flag.Int("gbench.clients", 32, "global transaction throughput test: concurrent clients")
+	gbenchProfile  = flag.String("gbench.serverprofile", "", "global transaction throughput test: write the server's CPU profile over the global load to this file")
 )
 
 func TestGlobalThroughput(t *testing.T) {
@@ -84,12 +85,18 @@ func TestGlobalThroughput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Prepared once per connection, as the coordinator's MariaDB pool keeps it (plain
+		// go-sql-driver would prepare and close it on every call, a slower baseline).
+		stmt, err := conn.PrepareContext(ctx, myStmt)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return func() error {
 			xid := fmt.Sprintf("X'%s'", hex.EncodeToString([]byte(fmt.Sprintf("gbn%s-%d", sfx, seq.Add(1)))))
 			for _, q := range []string{"XA START " + xid, "", "XA END " + xid, "XA PREPARE " + xid, "XA COMMIT " + xid} {
 				var err error
 				if q == "" {
-					_, err = conn.ExecContext(ctx, myStmt, 1, fmt.Sprint("a", i))
+					_, err = stmt.ExecContext(ctx, 1, fmt.Sprint("a", i))
 				} else {
 					_, err = conn.ExecContext(ctx, q)
 				}
@@ -98,7 +105,7 @@ func TestGlobalThroughput(t *testing.T) {
 				}
 			}
 			return nil
-		}, func() { conn.Close() }
+		}, func() { stmt.Close(); conn.Close() }
 	})
 	rawPg := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
 		conn, err := pg.Conn(ctx)
@@ -135,11 +142,31 @@ operations:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := startServer(t, filepath.Join(dir, "data"), "--config", cfgPath)
+	args := []string{"--config", cfgPath}
+	const pprofAddr = "127.0.0.1:16061"
+	if *gbenchProfile != "" {
+		args = append(args, "--pprof-addr", pprofAddr)
+	}
+	srv := startServer(t, filepath.Join(dir, "data"), args...)
 	if _, err := srv.client().CreateTopic(ctx, topic, client.TopicConfig{Partitions: 4}); err != nil {
 		t.Fatal(err)
 	}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + 4}}
+	profiled := make(chan error, 1)
+	if *gbenchProfile != "" {
+		go func() {
+			secs := max(1, int(d.Seconds())-1)
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, secs))
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				err = os.WriteFile(*gbenchProfile, b, 0o644)
+			}
+			profiled <- err
+		}()
+	} else {
+		profiled <- nil
+	}
 	global := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
 		acct := fmt.Sprint("a", i)
 		body, _ := json.Marshal(api.GlobalTxRequest{Steps: []api.GlobalTxStep{
@@ -168,6 +195,9 @@ operations:
 				t.Logf("%s", l)
 			}
 		}
+	}
+	if err := <-profiled; err != nil {
+		t.Errorf("server profile: %v", err)
 	}
 	srv.stop()
 

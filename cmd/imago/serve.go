@@ -33,6 +33,7 @@ type serveFlags struct {
 	readyFile    string
 	logLevel     string
 	protocolAddr string
+	pprofAddr    string
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -70,7 +71,7 @@ closes the log; a second signal closes the connections at once.`,
 			if err != nil {
 				return &usageError{err}
 			}
-			return runServer(cmd.Context(), cfg, f.readyFile, logger)
+			return runServer(cmd.Context(), cfg, f.readyFile, f.pprofAddr, logger)
 		},
 	}
 	fl := cmd.Flags()
@@ -80,6 +81,7 @@ closes the log; a second signal closes the connections at once.`,
 	fl.StringVar(&f.protocolAddr, "protocol-addr", "", "text protocol listen address (overrides protocol.addr; default 127.0.0.1:8123; port 0 picks one)")
 	fl.StringVar(&f.readyFile, "ready-file", "", "after listening, write the bound addresses into this file: http://host:port, then protocol host:port")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback address; empty: off")
 	return cmd
 }
 
@@ -163,9 +165,12 @@ func (s *server) closeAll() error {
 // runServer opens the broker and the subsystems around it, serves until ctx ends, then shuts
 // down in order: stop accepting, let in-flight requests finish, close the subsystems, close
 // the broker (sync and close the logs).
-func runServer(ctx context.Context, cfg config.Config, readyFile string, logger *slog.Logger) error {
+func runServer(ctx context.Context, cfg config.Config, readyFile, pprofAddr string, logger *slog.Logger) error {
 	s := &server{cfg: cfg, logger: logger}
-	err := s.start(ctx)
+	err := s.startDebug(pprofAddr)
+	if err == nil {
+		err = s.start(ctx)
+	}
 	if err != nil {
 		return errors.Join(err, s.closeAll())
 	}

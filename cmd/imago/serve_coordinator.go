@@ -67,7 +67,13 @@ func (s *server) openCoordinator(ctx context.Context) error {
 		if driver == "" {
 			return &usageError{fmt.Errorf("resources.%s.driver %q: want mysql or postgres", name, rc.Driver)}
 		}
-		db, err := sql.Open(driver, rc.DSN)
+		var db *sql.DB
+		var err error
+		if driver == "mysql" {
+			db, err = xa.OpenMySQLDB(rc.DSN) // keeps prepared statements per connection
+		} else {
+			db, err = sql.Open(driver, rc.DSN)
+		}
 		if err != nil {
 			return &usageError{fmt.Errorf("resources.%s: %w", name, err)}
 		}

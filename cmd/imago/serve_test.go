@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,6 +64,7 @@ func TestServeUsageErrors(t *testing.T) {
 		{name: "unknown config key", args: []string{"serve", "--config", badKey}, want: `unknown field "adress"`},
 		{name: "missing config file", args: []string{"serve", "--config", filepath.Join(dir, "nope.yaml")}, want: "nope.yaml"},
 		{name: "bad log level", args: []string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--log-level", "loud"}, want: "--log-level"},
+		{name: "pprof off loopback", args: []string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--pprof-addr", "0.0.0.0:0"}, want: "--pprof-addr 0.0.0.0:0: the profiler listens on loopback only"},
 		{name: "unknown flag", args: []string{"serve", "--htp-addr", "x"}, want: "unknown flag"},
 		{name: "stray argument", args: []string{"serve", "now"}, want: "takes no arguments"},
 		{name: "unknown command", args: []string{"srve"}, want: "unknown command"},
@@ -93,5 +97,25 @@ func TestHelpAndVersion(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"version"}, nil, &stdout, &stderr); code != exitOK || !strings.HasPrefix(stdout.String(), "imago ") {
 		t.Errorf("version: exit %d, %q", code, stdout.String())
+	}
+}
+
+// TestServePprof: --pprof-addr serves Go's profiler on loopback, next to the API.
+func TestServePprof(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	startServer(t, filepath.Join(t.TempDir(), "data"), "--pprof-addr", addr)
+	resp, err := http.Get("http://" + addr + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "serve") {
+		t.Fatalf("pprof cmdline: %d %q", resp.StatusCode, body)
 	}
 }
