@@ -12,12 +12,12 @@ import (
 // GroupCommitConfig tunes the Batcher. The zero value is the recommended
 // setting: natural batching, 512 keys per flush.
 type GroupCommitConfig struct {
-	// MaxBatch bounds the distinct (group, topic, partition) keys written by
-	// one flush. A Commit call is never split, so a single call with more
-	// keys is flushed alone. Default 512.
+	// MaxBatch bounds the offsets (before coalescing to one per key) taken
+	// into one flush. A Commit call is never split, so a single call with
+	// more offsets is flushed alone. Default 512.
 	MaxBatch int
 	// MaxDelay is how long a flush waits for more commits after the first one
-	// arrives, unless MaxBatch keys are already waiting. Default 0: flush as
+	// arrives, unless MaxBatch offsets are already waiting. Default 0: flush as
 	// soon as the previous flush finished. While a flush runs (a database
 	// round trip and commit, ~0.5-2 ms) new commits queue up and form the next
 	// batch, so batches grow with load without adding latency when idle;
@@ -69,10 +69,11 @@ type Batcher struct {
 	cfg   GroupCommitConfig
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	queue  []*commitRequest
-	queued int // offsets in queue
-	closed bool
+	mu       sync.Mutex
+	queue    []*commitRequest
+	queued   int // offsets in queue
+	inflight int // rows of the flushes running now
+	closed   bool
 
 	wake chan struct{} // capacity 1: "the queue changed"
 	stop chan struct{} // closed by Close
@@ -157,7 +158,10 @@ func (b *Batcher) Flush(ctx context.Context) error {
 }
 
 func (b *Batcher) enqueue(offsets []Offset) (*commitRequest, error) {
-	req := &commitRequest{offsets: offsets, done: make(chan error, 1), at: time.Now()}
+	req := &commitRequest{offsets: offsets, done: make(chan error, 1)}
+	if b.cfg.MaxDelay > 0 {
+		req.at = time.Now() // only waitForBatch reads it
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -247,10 +251,23 @@ func (b *Batcher) flushOnce(mayWait bool) bool {
 	if mayWait && b.cfg.MaxDelay > 0 {
 		b.waitForBatch()
 	}
+	if mayWait && b.cfg.Flushers > 1 {
+		b.waitTurn()
+	}
 	reqs, rows := b.take()
 	if len(reqs) == 0 {
 		return false
 	}
+	defer func() {
+		b.mu.Lock()
+		b.inflight -= len(rows)
+		b.mu.Unlock()
+		// A flusher may be waiting for this one to finish (waitTurn).
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}()
 	var err error
 	if len(rows) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.FlushTimeout)
@@ -301,35 +318,41 @@ func (b *Batcher) waitForBatch() {
 	}
 }
 
-// take removes requests from the head of the queue while their distinct keys
-// fit in MaxBatch (at least one request), and returns them with the rows to
-// write: the highest offset per key, sorted by key.
+// waitTurn keeps batches even when several flushers run: a flush starts while another is
+// running only once at least as many offsets are queued as that one carries. Under a steady
+// load of N committers two flushers then alternate with N/2 rows each, instead of splitting
+// the committers into ever smaller flushes (each costing a database round trip and commit);
+// the wait ends at the latest when the running flush finishes, and without concurrent load
+// there is no wait at all.
+func (b *Batcher) waitTurn() {
+	for {
+		b.mu.Lock()
+		empty, ready := len(b.queue) == 0, b.inflight == 0 || b.queued >= b.inflight
+		b.mu.Unlock()
+		if empty || ready {
+			return
+		}
+		select {
+		case <-b.wake:
+		case <-b.stop:
+			return
+		}
+	}
+}
+
+// take removes requests from the head of the queue while their offsets fit in
+// MaxBatch (at least one request), and returns them with the rows to write: the
+// highest offset per key, sorted by key.
 func (b *Batcher) take() ([]*commitRequest, []Offset) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	keys := make(map[Key]int) // index into rows
 	var rows []Offset
 	n := 0
 	for _, r := range b.queue {
-		fresh := 0
-		for _, o := range r.offsets {
-			if _, ok := keys[o.Key()]; !ok {
-				fresh++
-			}
-		}
-		if n > 0 && len(keys)+fresh > b.cfg.MaxBatch {
+		if n > 0 && len(rows)+len(r.offsets) > b.cfg.MaxBatch {
 			break
 		}
-		for _, o := range r.offsets {
-			if i, ok := keys[o.Key()]; ok {
-				if o.Next >= rows[i].Next {
-					rows[i] = o
-				}
-				continue
-			}
-			keys[o.Key()] = len(rows)
-			rows = append(rows, o)
-		}
+		rows = append(rows, r.offsets...)
 		b.queued -= len(r.offsets)
 		n++
 	}
@@ -339,8 +362,10 @@ func (b *Batcher) take() ([]*commitRequest, []Offset) {
 		b.queue = nil
 	}
 	if len(rows) > 0 {
-		// Sorted, so concurrent flushes lock rows in one order.
+		// One row per key, sorted, so concurrent flushes lock rows in one order.
+		// Every request was validated by Commit, so this cannot fail.
 		rows, _ = Coalesce(rows)
 	}
+	b.inflight += len(rows)
 	return reqs, rows
 }

@@ -209,3 +209,69 @@ func mysqlUpdateCommit(db *sql.DB, group, topic string) func(context.Context, in
 		return err
 	}
 }
+
+// CeilingShape is one way to keep a number of offsets in flight: Flushes concurrent
+// transactions of Rows offsets each, and the rate the database sustained that way.
+type CeilingShape struct {
+	Flushes, Rows int
+	PerSecond     float64 // offsets written per second
+}
+
+// BenchFlushCeiling measures what the database itself sustains when at most inFlight offsets
+// are outstanding, the situation of inFlight synchronous committers: for each split of
+// inFlight into k concurrent transactions of inFlight/k rows (k = 1, 2, 4, 8), writers call
+// the store's Commit back to back with no batcher, queue or wake-up in between, for d each.
+// No group commit of inFlight synchronous committers can beat the best of these rates: each
+// committer has one commit outstanding, so the database never holds more than inFlight
+// offsets at once, and here it gets them with zero client overhead.
+func BenchFlushCeiling(ctx context.Context, store, dsn string, inFlight int, d time.Duration) ([]CeilingShape, error) {
+	kind := (Config{Store: store}).kind()
+	if kind != KindPostgres && kind != KindMySQL {
+		return nil, fmt.Errorf("offsetdb: bench: store %q is not postgres or mysql", store)
+	}
+	direct, err := OpenDirect(ctx, Config{Store: kind, DSN: dsn, Migrate: true, MaxConns: 8})
+	if err != nil {
+		return nil, err
+	}
+	defer direct.Close()
+	group := fmt.Sprintf("imago-bench-ceiling-%d", time.Now().UnixNano())
+	var out []CeilingShape
+	for _, k := range []int{1, 2, 4, 8} {
+		rows := inFlight / k
+		if rows == 0 {
+			break
+		}
+		var (
+			wg       sync.WaitGroup
+			written  atomic.Int64
+			mu       sync.Mutex
+			firstErr error
+		)
+		start := time.Now()
+		for w := range k {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				batch := make([]Offset, rows)
+				for n := int64(1); time.Since(start) < d && ctx.Err() == nil; n++ {
+					for i := range batch {
+						batch[i] = Offset{Group: group, Topic: "bench", Partition: w*rows + i, Next: n, CommittedBy: "bench"}
+					}
+					if err := direct.Commit(ctx, batch); err != nil {
+						mu.Lock()
+						firstErr = cmpErr(firstErr, err)
+						mu.Unlock()
+						return
+					}
+					written.Add(int64(rows))
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return nil, fmt.Errorf("offsetdb: bench ceiling: %w", firstErr)
+		}
+		out = append(out, CeilingShape{Flushes: k, Rows: rows, PerSecond: float64(written.Load()) / time.Since(start).Seconds()})
+	}
+	return out, ctx.Err()
+}

@@ -16,16 +16,19 @@
 // # Group commit
 //
 // Open puts a Batcher in front of every store. Commit calls from any number of
-// goroutines wait in a queue; one flusher goroutine takes everything waiting
-// (up to GroupCommitConfig.MaxBatch distinct keys), coalesces it to the highest
+// goroutines wait in a queue; a flusher goroutine takes everything waiting
+// (up to GroupCommitConfig.MaxBatch offsets), coalesces it to the highest
 // offset per (group, topic, partition), sorts the keys, and writes them in one
 // database transaction with one multi-row upsert. Sorting makes every flusher,
 // in every process, lock rows in the same order, so concurrent flushes cannot
-// deadlock on each other. A flush starts as soon as the previous one finished
-// (natural batching: no added latency when idle, bigger batches under load),
-// or, with MaxDelay > 0, waits up to MaxDelay for more commits. Commit returns
-// only after the flush that holds it succeeded; a failed flush returns its
-// error to every commit in it.
+// deadlock on each other. Two flushers (GroupCommitConfig.Flushers) overlap one
+// flush's database commit with the next batch; the second starts only once as
+// many offsets wait as the running flush carries (or it finished), so under a
+// steady load of N committers they alternate with N/2 rows each. A flush needs
+// no timer (natural batching: no added latency when idle, bigger batches under
+// load); with MaxDelay > 0 it waits up to MaxDelay for more commits. Commit
+// returns only after the flush that holds it succeeded; a failed flush returns
+// its error to every commit in it.
 //
 // # Stores
 //

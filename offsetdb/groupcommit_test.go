@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,5 +343,116 @@ func TestCoalesce(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("Coalesce = %v, want %v", got, want)
+	}
+}
+
+// gatedStore wraps a real store, holds its first flush until the gate opens
+// and records the rows of every flush. Like flakyStore, it exists because a
+// real server cannot be made to stall one chosen flush on demand.
+type gatedStore struct {
+	Store
+	entered chan struct{}
+	gate    chan struct{}
+	mu      sync.Mutex
+	sizes   []int
+}
+
+func (g *gatedStore) Commit(ctx context.Context, offsets []Offset) error {
+	g.mu.Lock()
+	g.sizes = append(g.sizes, len(offsets))
+	first := len(g.sizes) == 1
+	g.mu.Unlock()
+	if first {
+		close(g.entered)
+		<-g.gate
+	}
+	return g.Store.Commit(ctx, offsets)
+}
+
+func (g *gatedStore) flushSizes() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.sizes)
+}
+
+// While a flush of 16 offsets runs, the second flusher does not send the
+// first commits that arrive as flushes of their own: it waits until as many
+// offsets are queued as the running flush carries, then sends them together.
+func TestGroupCommitFlushersKeepBatchesEven(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	real, err := OpenFile(t.TempDir(), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedStore{Store: real, entered: make(chan struct{}), gate: make(chan struct{})}
+	b := NewBatcher(g, GroupCommitConfig{Flushers: 2}, quietLogger())
+	defer b.Close()
+	gateOpen := false
+	defer func() { // before Close, which waits for the held flush
+		if !gateOpen {
+			close(g.gate)
+		}
+	}()
+	big := make([]Offset, 16)
+	for i := range big {
+		big[i] = Offset{Group: "g", Topic: "big", Partition: i, Next: 1}
+	}
+	first := make(chan error, 1)
+	go func() { first <- b.Commit(ctx, big) }()
+	<-g.entered
+
+	results := make(chan error, 16)
+	commit := func(i int) {
+		go func() { results <- b.Commit(ctx, []Offset{{Group: "g", Topic: "small", Partition: i, Next: 1}}) }()
+	}
+	waitQueued := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			b.mu.Lock()
+			n := b.queued
+			b.mu.Unlock()
+			if n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d offsets queued, want %d", n, want)
+			}
+		}
+	}
+	for i := range 15 {
+		commit(i)
+	}
+	waitQueued(15)
+	if s := g.flushSizes(); len(s) != 1 {
+		t.Fatalf("flushes %v while 15 of 16 offsets were queued behind a running flush of 16: want none started", s)
+	}
+	commit(15)
+	for deadline := time.Now().Add(10 * time.Second); len(g.flushSizes()) < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second flusher did not start once 16 offsets were queued")
+		}
+	}
+	for range 16 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := g.flushSizes(); len(s) != 2 || s[1] != 16 {
+		t.Fatalf("flush sizes %v, want [16 16] (the second flush ran while the first was held)", s)
+	}
+	// A flush that finishes lets a smaller batch go: nothing waits for a count.
+	for i := range 3 {
+		go func() { results <- b.Commit(ctx, []Offset{{Group: "g", Topic: "late", Partition: i, Next: 1}}) }()
+	}
+	close(g.gate)
+	gateOpen = true
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

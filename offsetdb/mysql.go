@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/imagomq/imago/internal/mysqlpool"
 	"github.com/imagomq/imago/migrations"
 )
 
@@ -53,11 +56,12 @@ func newMySQLDB(ctx context.Context, cfg Config) (*sql.DB, error) {
 	mc.ParseTime = true
 	mc.Loc = time.UTC
 	where := fmt.Sprintf("%s@%s/%s", mc.User, mc.Addr, mc.DBName)
-	conn, err := mysql.NewConnector(mc)
+	// Connections keep their prepared statements: a flush is one round trip, not a
+	// prepare, an execute and a close (see mysqlUpsert for the statement sizes).
+	db, err := mysqlpool.Open(mc)
 	if err != nil {
 		return nil, fmt.Errorf("offsetdb: mysql: %s: %w", where, err)
 	}
-	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(cfg.maxConns())
 	db.SetMaxIdleConns(cfg.maxConns())
 	db.SetConnMaxLifetime(time.Hour)
@@ -107,27 +111,54 @@ func (s *MySQLStore) Commit(ctx context.Context, offsets []Offset) error {
 }
 
 // mysqlUpsert writes sorted, coalesced rows with as few statements as the
-// bind parameter limit allows.
+// bind parameter limit allows. A statement has a power-of-two number of rows
+// (the last row repeated to fill it: the repeat updates its row to the values
+// it already has), so a connection that keeps prepared statements reuses at
+// most 14 texts, whatever the batch sizes.
 func mysqlUpsert(ctx context.Context, ex Execer, rows []Offset) error {
 	for len(rows) > 0 {
 		chunk := rows[:min(len(rows), mysqlRowsPerStatement)]
 		rows = rows[len(chunk):]
-		var q strings.Builder
-		q.WriteString("INSERT INTO imago_consumer_offsets (group_name, topic, `partition`, next_offset, committed_at, committed_by) VALUES ")
-		args := make([]any, 0, 5*len(chunk))
-		for i, o := range chunk {
-			if i > 0 {
-				q.WriteByte(',')
-			}
-			q.WriteString("(?,?,?,?,UTC_TIMESTAMP(6),?)")
+		size := 1
+		for size < len(chunk) {
+			size *= 2
+		}
+		args := make([]any, 0, 5*size)
+		for i := range size {
+			o := chunk[min(i, len(chunk)-1)]
 			args = append(args, o.Group, o.Topic, o.Partition, o.Next, o.CommittedBy)
 		}
-		q.WriteString(mysqlUpsertTail)
-		if _, err := ex.ExecContext(ctx, q.String(), args...); err != nil {
+		if _, err := ex.ExecContext(ctx, mysqlUpsertText(size), args...); err != nil {
 			return fmt.Errorf("offsetdb: upsert %d offsets: %w", len(chunk), err)
 		}
 	}
 	return nil
+}
+
+// mysqlUpsertTexts builds, once and on first use, the upsert statement for 2^i rows.
+var mysqlUpsertTexts [14]func() string
+
+func init() {
+	for i := range mysqlUpsertTexts {
+		mysqlUpsertTexts[i] = sync.OnceValue(func() string {
+			var q strings.Builder
+			q.WriteString("INSERT INTO imago_consumer_offsets (group_name, topic, `partition`, next_offset, committed_at, committed_by) VALUES ")
+			for r := range 1 << i {
+				if r > 0 {
+					q.WriteByte(',')
+				}
+				q.WriteString("(?,?,?,?,UTC_TIMESTAMP(6),?)")
+			}
+			q.WriteString(mysqlUpsertTail)
+			return q.String()
+		})
+	}
+}
+
+// mysqlUpsertText is the upsert statement for size rows, a power of two up to
+// mysqlRowsPerStatement.
+func mysqlUpsertText(size int) string {
+	return mysqlUpsertTexts[bits.TrailingZeros(uint(size))]()
 }
 
 func isMySQLConflict(err error) bool {

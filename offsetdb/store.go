@@ -120,6 +120,11 @@ func Coalesce(offsets []Offset) ([]Offset, error) {
 		}
 	}
 	out := slices.Clone(offsets)
+	// Already in strictly increasing key order (one offset, or rows a flush already
+	// coalesced): nothing to sort or merge.
+	if slices.IsSortedFunc(out, func(a, b Offset) int { return cmp.Or(compareKeys(a.Key(), b.Key()), -1) }) {
+		return out, nil
+	}
 	// Stable sort keeps input order among equal keys, so "later wins" holds.
 	slices.SortStableFunc(out, func(a, b Offset) int { return compareKeys(a.Key(), b.Key()) })
 	n := 0

@@ -4,85 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/imagomq/imago/internal/testenv"
 )
-
-// sessionStatus reads a counter of the connection's own session.
-func sessionStatus(t *testing.T, conn *sql.Conn, name string) int64 {
-	t.Helper()
-	var n string
-	var v int64
-	if err := conn.QueryRowContext(context.Background(), "SHOW SESSION STATUS LIKE '"+name+"'").Scan(&n, &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-// A connection of OpenMySQLDB prepares a statement with arguments once and executes it from
-// then on (go-sql-driver alone prepares and closes it every time); the parameters stay bound.
-func TestMySQLConnKeepsPreparedStatements(t *testing.T) {
-	e := newEnv(t)
-	table := e.tables(map[string]int64{"a": 0})
-	ctx := context.Background()
-	conn, err := e.my.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	before := sessionStatus(t, conn, "Com_stmt_prepare")
-	for i := range 20 {
-		res, err := conn.ExecContext(ctx, "UPDATE "+table+" SET balance = balance + ? WHERE id = ?", 1, "a")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			t.Fatalf("exec %d affected %d rows", i, n)
-		}
-	}
-	// A value that would break a spliced string is only data.
-	if _, err := conn.ExecContext(ctx, "UPDATE "+table+" SET balance = balance + ? WHERE id = ?", 1, "a' OR '1'='1"); err != nil {
-		t.Fatal(err)
-	}
-	var bal int64
-	if err := conn.QueryRowContext(ctx, "SELECT balance FROM "+table+" WHERE id = ?", "a").Scan(&bal); err != nil || bal != 20 {
-		t.Fatalf("balance %d, %v; want 20", bal, err)
-	}
-	if got := sessionStatus(t, conn, "Com_stmt_prepare") - before; got != 2 {
-		t.Fatalf("%d statements prepared for 22 executions of 2 statements, want 2", got)
-	}
-	// A server error leaves the statement usable.
-	if _, err := conn.ExecContext(ctx, "INSERT INTO "+table+" VALUES (?, ?)", "a", 1); err == nil {
-		t.Fatal("duplicate key accepted")
-	}
-	if _, err := conn.ExecContext(ctx, "INSERT INTO "+table+" VALUES (?, ?)", "b", 1); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// The cache is bounded: the least recently used statement is closed on the server.
-func TestMySQLConnEvictsStatements(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	conn, err := e.my.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	closed := sessionStatus(t, conn, "Com_stmt_close")
-	for i := range stmtCacheSize + 5 {
-		var v int
-		if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT ? + %d", i), 1).Scan(&v); err != nil || v != i+1 {
-			t.Fatalf("query %d: %d %v", i, v, err)
-		}
-	}
-	if got := sessionStatus(t, conn, "Com_stmt_close") - closed; got != 5 {
-		t.Fatalf("%d statements closed after %d distinct ones, want 5", got, stmtCacheSize+5)
-	}
-}
 
 // A combined "XA END; XA PREPARE" that fails leaves it unknown whether the branch ended;
 // rollback must still roll it back. Here the branch was already ended (IDLE), so the

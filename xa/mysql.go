@@ -13,7 +13,29 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/mysqlpool"
 )
+
+// OpenMySQLDB opens a connection pool for a MySQL/MariaDB resource, tuned for XA branches:
+//
+//   - A statement with arguments runs as a server-side prepared statement that the
+//     connection keeps (up to 64, least recently used closed first), so a step is one
+//     round trip where go-sql-driver alone takes two (prepare, execute, close). Arguments
+//     stay bound parameters.
+//   - Multi-statement text is enabled, so that a branch ends and prepares in one round trip
+//     ("XA END x; XA PREPARE x", both built from the xid's hex literal, never from input).
+//
+// OpenResource and `imago serve` use it; a *sql.DB from sql.Open works with MySQL too,
+// with those round trips more.
+func OpenMySQLDB(dsn string) (*sql.DB, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		// The parse error may quote the DSN, password included: do not wrap it.
+		return nil, errors.New("cannot parse the MySQL DSN")
+	}
+	cfg.MultiStatements = true
+	return mysqlpool.Open(cfg)
+}
 
 // MySQL makes a MySQL/MariaDB database an XA resource. db must use go-sql-driver/mysql. The
 // caller keeps ownership of db. At the first enlistment the server's version is checked:
@@ -89,7 +111,7 @@ func (r *mysqlRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchCo
 	}
 	b := &mysqlBranch{r: r, lit: mysqlXid(xid), conn: conn}
 	_ = conn.Raw(func(dc any) error {
-		_, b.multi = dc.(*cachingConn) // opened by OpenMySQLDB: multi-statement text allowed
+		b.multi = mysqlpool.Caching(dc) // opened by OpenMySQLDB: multi-statement text allowed
 		return nil
 	})
 	if _, err := conn.ExecContext(ctx, "XA START "+b.lit); err != nil {

@@ -1,4 +1,9 @@
-package xa
+// Package mysqlpool opens go-sql-driver/mysql connection pools whose connections keep their
+// server-side prepared statements. go-sql-driver on its own runs a statement with arguments
+// as prepare, execute and close: three packets, two round trips, and a parse on the server
+// every time. Here the statement is prepared once per connection and executed from then on;
+// arguments stay bound parameters (nothing is interpolated into SQL text).
+package mysqlpool
 
 import (
 	"context"
@@ -10,35 +15,24 @@ import (
 	"github.com/go-sql-driver/mysql"
 )
 
-// stmtCacheSize bounds the server-side prepared statements one connection keeps. A
-// coordinator runs a handful of configured operations, so the bound is rarely reached; when
-// it is, the least recently used statement is closed.
-const stmtCacheSize = 64
+// CacheSize bounds the prepared statements one connection keeps; past it the least recently
+// used one is closed on the server.
+const CacheSize = 64
 
-// OpenMySQLDB opens a connection pool for a MySQL/MariaDB resource, tuned for XA branches:
-//
-//   - A statement with arguments runs as a server-side prepared statement that the
-//     connection keeps (up to 64, least recently used closed first). go-sql-driver on its
-//     own prepares, executes and closes the statement each time: three packets and two
-//     round trips where one suffices. Arguments stay bound parameters; nothing is
-//     interpolated into SQL text.
-//   - Multi-statement text is enabled, so that a branch ends and prepares in one round trip
-//     ("XA END x; XA PREPARE x", both built from the xid's hex literal, never from input).
-//
-// MySQL and OpenResource use it; a *sql.DB opened elsewhere still works with MySQL, without
-// these savings.
-func OpenMySQLDB(dsn string) (*sql.DB, error) {
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		// The parse error may quote the DSN, password included: do not wrap it.
-		return nil, errors.New("cannot parse the MySQL DSN")
-	}
-	cfg.MultiStatements = true
+// Open returns a pool for cfg whose connections keep prepared statements.
+func Open(cfg *mysql.Config) (*sql.DB, error) {
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("mysql connector: %w", err)
 	}
 	return sql.OpenDB(cachingConnector{conn}), nil
+}
+
+// Caching reports whether conn, the driver connection of database/sql's Conn.Raw, is one of
+// this package's (so a pool opened by Open).
+func Caching(conn any) bool {
+	_, ok := conn.(*cachingConn)
+	return ok
 }
 
 // cachingConnector makes connections that keep their prepared statements.
@@ -92,7 +86,7 @@ func (c *cachingConn) stmt(ctx context.Context, query string) (driver.Stmt, erro
 	if err != nil {
 		return nil, err
 	}
-	if len(c.stmts) >= stmtCacheSize {
+	if len(c.stmts) >= CacheSize {
 		var oldest string
 		var at uint64
 		for q, s := range c.stmts {
