@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,9 +71,10 @@ type Batcher struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
-	queue    []*commitRequest
-	queued   int // offsets in queue
-	inflight int // rows of the flushes running now
+	queue    []*flushBatch        // FIFO; commits join the last one while it has room
+	queued   int                  // offsets in queue
+	running  map[*flushBatch]bool // batches being written now
+	inflight int                  // rows of the running batches
 	closed   bool
 
 	wake chan struct{} // capacity 1: "the queue changed"
@@ -82,10 +84,16 @@ type Batcher struct {
 	commits, flushes, failed, rows atomic.Uint64
 }
 
-type commitRequest struct {
-	offsets []Offset // coalesced; empty for a barrier (Flush, Reset)
-	done    chan error
-	at      time.Time
+// flushBatch is the unit of group commit: the offsets of the commits that
+// joined it, written by one flush. Its waiters share one channel, closed when
+// the flush is over, so a flush wakes its commits with one close instead of a
+// send per commit.
+type flushBatch struct {
+	offsets []Offset // as committed (coalesced when the flush takes the batch)
+	commits int
+	at      time.Time     // when the first commit joined (MaxDelay only)
+	done    chan struct{} // closed after err is set
+	err     error
 }
 
 // NewBatcher starts group commit in front of store; the Batcher owns store
@@ -95,12 +103,13 @@ func NewBatcher(store Store, cfg GroupCommitConfig, log *slog.Logger) *Batcher {
 		log = slog.Default()
 	}
 	b := &Batcher{
-		store: store,
-		cfg:   cfg.withDefaults(),
-		log:   log,
-		wake:  make(chan struct{}, 1),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		store:   store,
+		cfg:     cfg.withDefaults(),
+		log:     log,
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		running: make(map[*flushBatch]bool),
+		done:    make(chan struct{}),
 	}
 	var wg sync.WaitGroup
 	for range b.cfg.Flushers {
@@ -122,59 +131,81 @@ func NewBatcher(store Store, cfg GroupCommitConfig, log *slog.Logger) *Batcher {
 // If ctx ends first Commit returns ctx.Err(); the offsets may still be
 // written later (harmless: offsets never move backwards).
 func (b *Batcher) Commit(ctx context.Context, offsets []Offset) error {
-	co, err := Coalesce(offsets)
-	if err != nil {
-		return err
+	for _, o := range offsets {
+		if err := validate(o); err != nil {
+			return err
+		}
 	}
-	if len(co) == 0 {
+	if len(offsets) == 0 {
 		return nil
 	}
-	req, err := b.enqueue(co)
+	fb, err := b.enqueue(offsets)
 	if err != nil {
 		return err
 	}
 	b.commits.Add(1)
 	select {
-	case err := <-req.done:
-		return err
+	case <-fb.done:
+		return fb.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// Flush waits until every commit queued before the call has been flushed, and
-// returns the error of the flush holding the last of them.
+// Flush waits until every commit queued before the call has been flushed
+// (queued or being written), and returns the first error among those flushes.
 func (b *Batcher) Flush(ctx context.Context) error {
-	req, err := b.enqueue(nil)
-	if err != nil {
-		return err
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
 	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	pending := slices.Clone(b.queue)
+	for fb := range b.running {
+		pending = append(pending, fb)
 	}
+	b.mu.Unlock()
+	var first error
+	for _, fb := range pending {
+		select {
+		case <-fb.done:
+			if first == nil {
+				first = fb.err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return first
 }
 
-func (b *Batcher) enqueue(offsets []Offset) (*commitRequest, error) {
-	req := &commitRequest{offsets: offsets, done: make(chan error, 1)}
-	if b.cfg.MaxDelay > 0 {
-		req.at = time.Now() // only waitForBatch reads it
-	}
+// enqueue copies offsets into the last queued batch, or a new one if that
+// one is full (MaxBatch offsets; a single larger commit gets a batch alone).
+func (b *Batcher) enqueue(offsets []Offset) (*flushBatch, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil, ErrClosed
 	}
-	b.queue = append(b.queue, req)
+	var fb *flushBatch
+	if n := len(b.queue); n > 0 && len(b.queue[n-1].offsets)+len(offsets) <= b.cfg.MaxBatch {
+		fb = b.queue[n-1]
+	} else {
+		fb = &flushBatch{done: make(chan struct{})}
+		if b.cfg.MaxDelay > 0 {
+			fb.at = time.Now() // only waitForBatch reads it
+		}
+		b.queue = append(b.queue, fb)
+	}
+	fb.offsets = append(fb.offsets, offsets...)
+	fb.commits++
 	b.queued += len(offsets)
 	b.mu.Unlock()
 	select {
 	case b.wake <- struct{}{}:
 	default:
 	}
-	return req, nil
+	return fb, nil
 }
 
 // Get reads the underlying store. A commit that returned is visible.
@@ -246,7 +277,7 @@ func (b *Batcher) run() {
 }
 
 // flushOnce takes one batch from the queue and writes it; it reports whether
-// it found anything. With mayWait it honours MaxDelay.
+// it found anything. With mayWait it honours MaxDelay and waitTurn.
 func (b *Batcher) flushOnce(mayWait bool) bool {
 	if mayWait && b.cfg.MaxDelay > 0 {
 		b.waitForBatch()
@@ -254,38 +285,33 @@ func (b *Batcher) flushOnce(mayWait bool) bool {
 	if mayWait && b.cfg.Flushers > 1 {
 		b.waitTurn()
 	}
-	reqs, rows := b.take()
-	if len(reqs) == 0 {
+	fb, rows := b.take()
+	if fb == nil {
 		return false
 	}
-	defer func() {
-		b.mu.Lock()
-		b.inflight -= len(rows)
-		b.mu.Unlock()
-		// A flusher may be waiting for this one to finish (waitTurn).
-		select {
-		case b.wake <- struct{}{}:
-		default:
-		}
-	}()
-	var err error
-	if len(rows) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.FlushTimeout)
-		start := time.Now()
-		err = b.store.Commit(ctx, rows)
-		cancel()
-		if err != nil {
-			b.failed.Add(1)
-			err = fmt.Errorf("offsetdb: group commit of %d offsets for %d commits: %w", len(rows), len(reqs), err)
-			b.log.Warn("offset flush failed", "rows", len(rows), "commits", len(reqs),
-				"duration", time.Since(start), "err", err)
-		} else {
-			b.flushes.Add(1)
-			b.rows.Add(uint64(len(rows)))
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.FlushTimeout)
+	start := time.Now()
+	err := b.store.Commit(ctx, rows)
+	cancel()
+	if err != nil {
+		b.failed.Add(1)
+		err = fmt.Errorf("offsetdb: group commit of %d offsets for %d commits: %w", len(rows), fb.commits, err)
+		b.log.Warn("offset flush failed", "rows", len(rows), "commits", fb.commits,
+			"duration", time.Since(start), "err", err)
+	} else {
+		b.flushes.Add(1)
+		b.rows.Add(uint64(len(rows)))
 	}
-	for _, r := range reqs {
-		r.done <- err
+	b.mu.Lock()
+	fb.err = err
+	close(fb.done)
+	delete(b.running, fb)
+	b.inflight -= len(rows)
+	b.mu.Unlock()
+	// A flusher may be waiting for this one to finish (waitTurn).
+	select {
+	case b.wake <- struct{}{}:
+	default:
 	}
 	return true
 }
@@ -340,32 +366,25 @@ func (b *Batcher) waitTurn() {
 	}
 }
 
-// take removes requests from the head of the queue while their offsets fit in
-// MaxBatch (at least one request), and returns them with the rows to write: the
-// highest offset per key, sorted by key.
-func (b *Batcher) take() ([]*commitRequest, []Offset) {
+// take removes the oldest batch from the queue and returns it with the rows
+// to write: the highest offset per key, sorted by key (so concurrent flushes
+// lock rows in one order).
+func (b *Batcher) take() (*flushBatch, []Offset) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var rows []Offset
-	n := 0
-	for _, r := range b.queue {
-		if n > 0 && len(rows)+len(r.offsets) > b.cfg.MaxBatch {
-			break
-		}
-		rows = append(rows, r.offsets...)
-		b.queued -= len(r.offsets)
-		n++
+	if len(b.queue) == 0 {
+		return nil, nil
 	}
-	reqs := b.queue[:n:n]
-	b.queue = b.queue[n:]
+	fb := b.queue[0]
+	b.queue[0] = nil
+	b.queue = b.queue[1:]
 	if len(b.queue) == 0 {
 		b.queue = nil
 	}
-	if len(rows) > 0 {
-		// One row per key, sorted, so concurrent flushes lock rows in one order.
-		// Every request was validated by Commit, so this cannot fail.
-		rows, _ = Coalesce(rows)
-	}
+	b.queued -= len(fb.offsets)
+	// Every offset was validated by Commit, so this cannot fail.
+	rows, _ := Coalesce(fb.offsets)
+	b.running[fb] = true
 	b.inflight += len(rows)
-	return reqs, rows
+	return fb, rows
 }

@@ -244,7 +244,7 @@ func TestGroupCommitFailureReachesEveryWaiter(t *testing.T) {
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		b.mu.Lock()
-		n := len(b.queue)
+		n := b.queued
 		b.mu.Unlock()
 		if n == waiters {
 			break
@@ -454,5 +454,46 @@ func TestGroupCommitFlushersKeepBatchesEven(t *testing.T) {
 		if err := <-results; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// Flush (and so Reset) waits for flushes already running on another flusher,
+// not only for what is still queued.
+func TestGroupCommitFlushWaitsForRunningFlushes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	real, err := OpenFile(t.TempDir(), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedStore{Store: real, entered: make(chan struct{}), gate: make(chan struct{})}
+	b := NewBatcher(g, GroupCommitConfig{Flushers: 2}, quietLogger())
+	defer b.Close()
+	gateOpen := false
+	defer func() {
+		if !gateOpen {
+			close(g.gate)
+		}
+	}()
+	held := make(chan error, 1)
+	go func() { held <- b.Commit(ctx, []Offset{{Group: "g", Topic: "t", Partition: 0, Next: 7}}) }()
+	<-g.entered
+	flushed := make(chan error, 1)
+	go func() { flushed <- b.Flush(ctx) }()
+	select {
+	case err := <-flushed:
+		t.Fatalf("Flush returned (%v) while a commit queued before it was still being written", err)
+	case <-time.After(200 * time.Millisecond): // a negative check: nothing to wait on
+	}
+	close(g.gate)
+	gateOpen = true
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if o := mustGet(t, b, "g", "t", 0); o.Next != 7 {
+		t.Fatalf("offset %d after Flush, want 7", o.Next)
 	}
 }
