@@ -3,6 +3,7 @@ package xa
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,8 +21,23 @@ import (
 
 // Options configure a Coordinator. NewOptions returns the defaults.
 type Options struct {
-	// Dir holds the decision log, the node id and a lock file. Required.
+	// Dir holds the decision log (unless DecisionDB is set), the node id and a lock file.
+	// Required.
 	Dir string
+	// DecisionDB, when set, keeps the decision log in a table of this database instead of
+	// the file Dir/decisions.log: imago.xa_decisions in PostgreSQL, imago_xa_decisions in
+	// MySQL/MariaDB, created or updated by Open (package migrations). Same protocol as the
+	// file: the commit decision is committed there before the first phase-2 commit (the
+	// database's commit is the fsync), one row per transaction of this node id holds its last
+	// record, and finished transactions are deleted after Retention. The caller keeps
+	// ownership of the pool (it may be a resource's) and closes it after the coordinator.
+	// Coordinators sharing the database need distinct node ids. Open refuses to switch from a
+	// file that still holds unfinished transactions; a switch back to the file does not carry
+	// the table's rows over, so make it with none unfinished. Default nil: the file.
+	DecisionDB *sql.DB
+	// DecisionDialect is DecisionDB's dialect: "mysql" (go-sql-driver/mysql; MySQL or
+	// MariaDB) or "postgres" (pgx stdlib). Required with DecisionDB.
+	DecisionDialect string
 	// NodeID is this coordinator's id inside every gtrid: 16 lowercase hex digits. Empty: read
 	// from Dir/node-id, created at random on first use. Coordinators sharing a database must
 	// have different node ids; recovery only touches its own node's branches.
@@ -40,12 +56,13 @@ type Options struct {
 	// PhaseTimeout bounds one phase-2 or recovery call on one resource. Default 30s.
 	PhaseTimeout time.Duration
 	// Retention is how long a finished transaction with a client id is remembered (repeats of
-	// its id return its outcome). Default 1h.
+	// its id return its outcome), and how long the decision log (file or table) keeps a
+	// finished transaction. Default 1h.
 	Retention time.Duration
 	// StatusRetention is how long a finished transaction without a client id stays visible to
 	// Get. Default 5m.
 	StatusRetention time.Duration
-	// CompactBytes: the decision log is compacted when it grows past this. Default 64 MiB.
+	// CompactBytes: the decision log file is compacted when it grows past this. Default 64 MiB.
 	CompactBytes int64
 	// Logger receives the coordinator's structured log. Default slog.Default().
 	Logger *slog.Logger
@@ -110,7 +127,7 @@ type Coordinator struct {
 	opts    Options
 	log     *slog.Logger
 	node    string
-	dlog    *decisionLog
+	dlog    decisionStore
 	lock    *os.File
 	rms     map[string]resourceManager
 	order   []string
@@ -210,12 +227,11 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	c.node = node
-	dlog, recs, err := openDecisionLog(opts.Dir, opts.Retention, opts.CompactBytes, opts.Now, c.metrics.observeFsync, c.log)
+	recs, where, err := c.openLog(ctx)
 	if err != nil {
 		c.lock.Close()
 		return nil, err
 	}
-	c.dlog = dlog
 	c.load(recs)
 	for _, name := range c.order {
 		err := c.rms[name].check(ctx)
@@ -227,10 +243,42 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 			c.log.Warn("xa resource not reachable at start-up; checked again at first use", "resource", name, "err", err)
 		}
 	}
-	c.log.Info("xa coordinator open", "dir", opts.Dir, "node", c.node, "resources", strings.Join(c.order, ","), "transactions_in_log", len(recs))
+	c.log.Info("xa coordinator open", "dir", opts.Dir, "decision_log", where, "node", c.node, "resources", strings.Join(c.order, ","), "transactions_in_log", len(recs))
 	c.wg.Add(1)
 	go c.runRecovery()
 	return c, nil
+}
+
+// openLog opens the decision log (the file in Dir, or the table in Options.DecisionDB), sets
+// c.dlog and returns the records it holds and where it is.
+func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
+	o := c.opts
+	if o.DecisionDB == nil {
+		l, recs, err := openDecisionLog(o.Dir, o.Retention, o.CompactBytes, o.Now, c.metrics.observeFsync, c.log)
+		if err != nil {
+			return nil, "", err
+		}
+		c.dlog = l
+		return recs, l.path, nil
+	}
+	n, err := unfinishedInFileLog(o.Dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("open coordinator: %w", err)
+	}
+	if n > 0 {
+		return nil, "", fmt.Errorf("open coordinator: %s holds %d unfinished global transactions; "+
+			"finish them with the file decision log (leave Options.DecisionDB unset until none is left), then switch to the table",
+			filepath.Join(o.Dir, logFileName), n)
+	}
+	l, recs, err := openSQLDecisionLog(ctx, sqlLogConfig{
+		db: o.DecisionDB, dialect: o.DecisionDialect, node: c.node, retention: o.Retention,
+		writeTimeout: o.PhaseTimeout, now: o.Now, onSync: c.metrics.observeFsync, log: c.log,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("open coordinator: %w", err)
+	}
+	c.dlog = l
+	return recs, l.table, nil
 }
 
 func (c *Coordinator) lockDir() error {

@@ -20,6 +20,19 @@ import (
 
 const logFileName = "decisions.log"
 
+// decisionStore is a decision log as the coordinator uses it: the file in the coordinator's
+// directory (decisionLog, the default) or a table in a database (sqlDecisionLog). Both keep the
+// last record of each transaction, group-commit, and fail for good after a write whose outcome
+// is unknown (only a restart, which reads the log back, can tell what it holds).
+type decisionStore interface {
+	// append queues r without waiting for it to be durable.
+	append(r record) error
+	// appendSync appends r and returns once it is durable (or the write failed).
+	appendSync(ctx context.Context, r record) error
+	// close writes what was queued and stops the writer.
+	close() error
+}
+
 type logReq struct {
 	rec  record
 	sync bool
@@ -44,9 +57,14 @@ type decisionLog struct {
 	stop chan struct{}
 	done chan struct{}
 
+	// mu orders submissions against close (nothing is queued after the writer's final
+	// drain); it is held while sending to reqs, so the writer never takes it.
 	mu     sync.Mutex
-	failed error
 	closed bool
+	// failMu guards failed, which the writer sets and reads: a separate lock, since a
+	// submitter may hold mu while it waits for room in reqs.
+	failMu sync.Mutex
+	failed error
 }
 
 // openDecisionLog opens (creating) the log, cuts a torn tail and returns the last record of
@@ -110,11 +128,11 @@ func replay(data []byte) (good int64, recs []record, err error) {
 }
 
 func (l *decisionLog) submit(req *logReq) error {
+	if err := l.failedErr(); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.failed != nil {
-		return l.failed
-	}
 	if l.closed {
 		return ErrClosed
 	}
@@ -245,20 +263,20 @@ func (l *decisionLog) sync() error {
 }
 
 func (l *decisionLog) failedErr() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
 	return l.failed
 }
 
 // fail makes the log refuse every later record: after a failed write or fsync, what is on
 // disk is unknown, and only a restart (which reads it back) can tell.
 func (l *decisionLog) fail(err error) {
-	l.mu.Lock()
+	l.failMu.Lock()
 	if l.failed == nil {
 		l.failed = err
 		l.log.Error("decision log failed; no new global transaction can decide until restart", "err", err)
 	}
-	l.mu.Unlock()
+	l.failMu.Unlock()
 }
 
 // keep reports whether compaction keeps r: every unfinished transaction, and finished ones

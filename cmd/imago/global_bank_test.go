@@ -10,7 +10,11 @@ package main
 // transfers whose call was cut by a kill are all-or-nothing; and once recovery settles (waited
 // on, not slept) no branch of this coordinator is left in XA RECOVER or pg_prepared_xacts.
 //
-//	go test ./cmd/imago -run GlobalBank                   # 5 kills
+//
+// TestGlobalBankCrashDecisionTable runs the same test with the coordinator's decision log in
+// the PostgreSQL resource's database (coordinator.decision_log: ledger), with 3 kills.
+//
+//	go test ./cmd/imago -run GlobalBank                   # 5 kills (3 with the table log)
 //	go test ./cmd/imago -run GlobalBank -gbank.long -v    # 30 kills
 //	go test ./cmd/imago -run GlobalBank -gbank.seed 42    # replay a kill schedule
 
@@ -21,6 +25,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -61,8 +66,9 @@ func gbankSuffix(t *testing.T) string {
 }
 
 // gbankConfig writes the server's configuration: the two resources and the operations the
-// transfers use (money moves by a signed delta that may not take a balance below zero).
-func gbankConfig(t *testing.T, dir string, n gbankNames) string {
+// transfers use (money moves by a signed delta that may not take a balance below zero), then
+// extra (more YAML).
+func gbankConfig(t *testing.T, dir string, n gbankNames, extra string) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`resources:
   wallet: {driver: mysql, dsn: %q}
@@ -84,7 +90,7 @@ operations:
     sql: "INSERT INTO %[6]s (tid, delta) VALUES (:tid, :delta)"
     expect_rows: 1
     params: {tid: "string max_length=64", delta: integer}
-`, testenv.MySQLDSN(t), testenv.PostgresDSN(t), n.wallet, n.wjournal, n.ledger, n.ljournal)
+`, testenv.MySQLDSN(t), testenv.PostgresDSN(t), n.wallet, n.wjournal, n.ledger, n.ljournal) + extra
 	path := filepath.Join(dir, "imago.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -149,6 +155,50 @@ func TestGlobalBankCrash(t *testing.T) {
 	if *gbankLong {
 		kills = 30
 	}
+	gbankRun(t, kills, "", nil)
+}
+
+// TestGlobalBankCrashDecisionTable is the bank test with the decision log in the ledger
+// resource's PostgreSQL database: the commit decisions that recovery applies after a kill
+// come from imago.xa_decisions. Short (3 kills) unless -gbank.long.
+func TestGlobalBankCrashDecisionTable(t *testing.T) {
+	testenv.MySQLDSN(t)
+	testenv.PostgresDSN(t)
+	kills := 3
+	if *gbankLong {
+		kills = 30
+	}
+	gbankRun(t, kills, "coordinator: {decision_log: ledger}\n", func(pg *sql.DB, dataDir, node string) {
+		t.Cleanup(func() { pg.Exec("DELETE FROM imago.xa_decisions WHERE node_id = $1", node) })
+		if _, err := os.Stat(filepath.Join(dataDir, "coordinator", "decisions.log")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a decision log file exists with coordinator.decision_log: ledger (%v)", err)
+		}
+		// Recovery finishes every transaction of the node that reached the table ("done" is
+		// logged by the pass after the branches are gone: waited on, not slept).
+		var rows, open int
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if err := pg.QueryRow(`SELECT count(*), count(*) FILTER (WHERE status NOT IN ('committed', 'rolled_back'))
+				FROM imago.xa_decisions WHERE node_id = $1`, node).Scan(&rows, &open); err != nil {
+				t.Fatal(err)
+			}
+			if open == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // polling a condition
+		}
+		if rows == 0 {
+			t.Error("no decision of the node in imago.xa_decisions")
+		}
+		if open != 0 {
+			t.Errorf("%d of the node's %d transactions in imago.xa_decisions are still not final 60s after recovery settled", open, rows)
+		}
+	})
+}
+
+// gbankRun runs the bank test with kills SIGKILL/restart rounds and extraConfig appended to
+// the configuration; check, when not nil, runs once recovery has settled.
+func gbankRun(t *testing.T, kills int, extraConfig string, check func(pg *sql.DB, dataDir, node string)) {
 	seed := *gbankSeed
 	if seed == 0 {
 		seed = time.Now().UnixNano()
@@ -160,7 +210,7 @@ func TestGlobalBankCrash(t *testing.T) {
 	n := gbankNames{wallet: "gbk_w_" + sfx, wjournal: "gbk_wj_" + sfx, ledger: "gbk_l_" + sfx, ljournal: "gbk_lj_" + sfx, topic: "gbank." + sfx}
 	my, pg := gbankDBs(t, n)
 	dir := t.TempDir()
-	cfgPath := gbankConfig(t, dir, n)
+	cfgPath := gbankConfig(t, dir, n, extraConfig)
 	dataDir := filepath.Join(dir, "data")
 	env := []string{envXAGrace + "=1s", envXARecoveryInterval + "=200ms"}
 	start := func() *serverProc { return startServerEnv(t, dataDir, env, "--config", cfgPath) }
@@ -268,6 +318,9 @@ func TestGlobalBankCrash(t *testing.T) {
 		kills, len(led.started), len(led.committed), len(led.rolledBck), cut, len(msgs))
 	if len(led.committed) == 0 || len(led.rolledBck) == 0 {
 		t.Errorf("the load did not exercise both outcomes")
+	}
+	if check != nil {
+		check(pg, dataDir, node)
 	}
 	srv.stop()
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/gateway"
+	"github.com/imagomq/imago/internal/config"
 	"github.com/imagomq/imago/xa"
 )
 
@@ -21,15 +22,19 @@ const coordinatorBroker = "broker"
 // resourceIdleConns is how many idle connections each resource's pool keeps.
 const resourceIdleConns = 64
 
-// Environment knobs of the coordinator's timing (durations such as 1s, 500ms). They are not
-// configuration keys yet; tests and operators that must see presumed abort sooner set them.
+// The older environment names of coordinator.grace and coordinator.recovery_interval
+// (durations such as 1s, 500ms). They still work, and win over the configuration (and over
+// IMAGO_COORDINATOR_GRACE / IMAGO_COORDINATOR_RECOVERY_INTERVAL).
 const (
 	envXAGrace            = "IMAGO_XA_GRACE"
 	envXARecoveryInterval = "IMAGO_XA_RECOVERY_INTERVAL"
 )
 
 // openCoordinator opens the XA coordinator over the configured resources (resources.<name>)
-// and the in-process broker, keeping its decision log in <data_dir>/coordinator. It always
+// and the in-process broker, keeping its node id in <data_dir>/coordinator and its decision
+// log there too (coordinator.decision_log: file) or in the table imago.xa_decisions /
+// imago_xa_decisions of a resource's database (coordinator.decision_log: <resource>), on
+// that resource's pool. It always
 // runs, also with no database configured: a global transaction may then only publish
 // messages (one broker branch), and a step naming a resource answers 400 unknown_resource.
 // A database that cannot be reached at start-up is logged and checked again at first use; one
@@ -48,6 +53,8 @@ func (s *server) openCoordinator(ctx context.Context) error {
 	// coordinator (closers run in reverse order).
 	var resources []xa.Resource
 	var dbs []*sql.DB
+	var decisionDB *sql.DB
+	var decisionDialect string
 	s.onClose("xa resource pools", func() error {
 		var errs []error
 		for _, db := range dbs {
@@ -80,15 +87,30 @@ func (s *server) openCoordinator(ctx context.Context) error {
 		db.SetMaxIdleConns(resourceIdleConns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 		dbs = append(dbs, db)
+		dialect := "postgres"
 		if driver == "mysql" {
 			resources = append(resources, xa.MySQL(name, db))
+			dialect = "mysql"
 		} else {
 			resources = append(resources, xa.Postgres(name, db))
 		}
+		if name == s.cfg.Coordinator.DecisionLog {
+			decisionDB, decisionDialect = db, dialect
+		}
+	}
+	if dl := s.cfg.Coordinator.DecisionLog; dl != "" && dl != config.DecisionLogFile && decisionDB == nil {
+		return &usageError{fmt.Errorf("coordinator.decision_log %q: not a resource in resources; want %q or a resource's name", dl, config.DecisionLogFile)}
 	}
 	o := xa.NewOptions(filepath.Join(s.cfg.DataDir, "coordinator"))
 	o.Resources = append(resources, xa.Broker(coordinatorBroker, s.b))
 	o.Logger = s.logger
+	o.DecisionDB, o.DecisionDialect = decisionDB, decisionDialect
+	if s.cfg.Coordinator.Grace > 0 {
+		o.Grace = s.cfg.Coordinator.Grace
+	}
+	if s.cfg.Coordinator.RecoveryInterval > 0 {
+		o.RecoveryInterval = s.cfg.Coordinator.RecoveryInterval
+	}
 	for env, dst := range map[string]*time.Duration{envXAGrace: &o.Grace, envXARecoveryInterval: &o.RecoveryInterval} {
 		if v := os.Getenv(env); v != "" {
 			d, err := time.ParseDuration(v)
@@ -105,7 +127,8 @@ func (s *server) openCoordinator(ctx context.Context) error {
 	s.coord = c
 	s.onClose("xa coordinator", c.Close)
 	s.reg.MustRegister(c.Collector())
-	s.logger.Info("xa coordinator ready", "resources", len(resources), "operations", len(s.cfg.Operations), "node", c.NodeID())
+	s.logger.Info("xa coordinator ready", "resources", len(resources), "operations", len(s.cfg.Operations), "node", c.NodeID(),
+		"decision_log", s.cfg.Coordinator.DecisionLog)
 	return nil
 }
 

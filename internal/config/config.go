@@ -19,6 +19,7 @@
 //	log.segment_bytes      IMAGO_LOG_SEGMENT_BYTES
 //	auto_create_topics     IMAGO_AUTO_CREATE_TOPICS
 //	resources.wallet.dsn   IMAGO_RESOURCES_WALLET_DSN   (entries present in the file only)
+//	coordinator.grace      IMAGO_COORDINATOR_GRACE
 //
 // Lists of strings (zookeeper.servers) take a comma-separated value. Lists of objects (outbox,
 // auth.tokens) are set in the file only; a token's secret comes from the variable its token_env
@@ -45,6 +46,8 @@ type Config struct {
 	ZooKeeper ZooKeeper `yaml:"zookeeper"`
 	// Resources are the XA resource managers the coordinator may enlist, by name.
 	Resources map[string]Resource `yaml:"resources"`
+	// Coordinator configures the XA coordinator.
+	Coordinator Coordinator `yaml:"coordinator"`
 	// Operations are the only SQL statements the HTTP API can run, by name ("wallet.debit").
 	Operations map[string]Operation `yaml:"operations"`
 	// Outbox lists the outbox tables the relay drains.
@@ -115,6 +118,25 @@ type Resource struct {
 	DSN string `yaml:"dsn"`
 }
 
+// DecisionLogFile is Coordinator.DecisionLog's value for the file in the data directory.
+const DecisionLogFile = "file"
+
+// Coordinator configures the XA coordinator.
+type Coordinator struct {
+	// DecisionLog is where the coordinator records its decisions: "file" (the default, an
+	// fsync'd log in <data_dir>/coordinator) or the name of a mysql or postgres resource in
+	// resources, whose database then holds them in the table imago.xa_decisions (PostgreSQL) or
+	// imago_xa_decisions (MySQL/MariaDB), created at start-up.
+	DecisionLog string `yaml:"decision_log"`
+	// Grace is how long a prepared branch with no decision must have been seen before recovery
+	// rolls it back (presumed abort). Default 30s. IMAGO_XA_GRACE, the older name, still works
+	// and wins over this key.
+	Grace time.Duration `yaml:"grace"`
+	// RecoveryInterval is the period of the recovery scan. Default 5s.
+	// IMAGO_XA_RECOVERY_INTERVAL, the older name, still works and wins over this key.
+	RecoveryInterval time.Duration `yaml:"recovery_interval"`
+}
+
 // Operation is a named SQL statement with :name parameters.
 type Operation struct {
 	SQL string `yaml:"sql"`
@@ -172,6 +194,7 @@ func Default() Config {
 			Retention:    168 * time.Hour,
 		},
 		Offsets:           Offsets{Store: "file", GroupCommit: 2 * time.Millisecond},
+		Coordinator:       Coordinator{DecisionLog: DecisionLogFile, Grace: 30 * time.Second, RecoveryInterval: 5 * time.Second},
 		ZooKeeper:         ZooKeeper{Root: "/imago"},
 		DefaultPartitions: 1,
 		MaxBodyBytes:      16 << 20,

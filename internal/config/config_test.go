@@ -170,6 +170,47 @@ max_body_bytes: 4MiB
 	}
 }
 
+// The coordinator section: defaults, the file, and the IMAGO_COORDINATOR_* overrides.
+func TestLoadCoordinator(t *testing.T) {
+	c, err := load("", envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Coordinator != (Coordinator{DecisionLog: "file", Grace: 30 * time.Second, RecoveryInterval: 5 * time.Second}) {
+		t.Fatalf("coordinator defaults: %+v", c.Coordinator)
+	}
+	path := writeFile(t, `
+resources:
+  ledger: {driver: postgres, dsn: "postgres://postgres@127.0.0.1:5432/test"}
+coordinator: {decision_log: ledger, grace: 10s}
+`)
+	c, err = load(path, envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Coordinator != (Coordinator{DecisionLog: "ledger", Grace: 10 * time.Second, RecoveryInterval: 5 * time.Second}) {
+		t.Fatalf("coordinator from the file: %+v", c.Coordinator)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c, err = load(path, envMap(map[string]string{
+		"IMAGO_COORDINATOR_DECISION_LOG": "file", "IMAGO_COORDINATOR_GRACE": "2s", "IMAGO_COORDINATOR_RECOVERY_INTERVAL": "250ms",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Coordinator != (Coordinator{DecisionLog: "file", Grace: 2 * time.Second, RecoveryInterval: 250 * time.Millisecond}) {
+		t.Fatalf("coordinator with the environment: %+v", c.Coordinator)
+	}
+	if _, err := load(path, envMap(map[string]string{"IMAGO_COORDINATOR_GRACE": "soon"})); err == nil || !strings.Contains(err.Error(), "coordinator.grace") {
+		t.Fatalf("IMAGO_COORDINATOR_GRACE=soon: %v", err)
+	}
+	if _, err := load(writeFile(t, "coordinator: {decision_table: x}\n"), envMap(nil)); err == nil || !strings.Contains(err.Error(), "decision_table") {
+		t.Fatalf("unknown coordinator key: %v", err)
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	if _, err := Load(filepath.Join(t.TempDir(), "nope.yaml")); err == nil {
 		t.Fatal("want an error for a missing file")
@@ -215,6 +256,29 @@ func TestValidate(t *testing.T) {
 			c.Resources = map[string]Resource{"db": {Driver: "postgres", DSN: "postgres://x"}}
 			c.Outbox = []OutboxSource{{Name: "o", Resource: "db", Table: "t", Mode: "shred"}}
 		}, wantErr: []string{`mode "shred"`}},
+		{name: "decision log in a postgres resource", mutate: func(c *Config) {
+			c.Resources = map[string]Resource{"ledger": {Driver: "postgres", DSN: "postgres://x"}}
+			c.Coordinator.DecisionLog = "ledger"
+		}},
+		{name: "decision log in a mysql resource", mutate: func(c *Config) {
+			c.Resources = map[string]Resource{"wallet": {Driver: "mysql", DSN: "root@tcp(127.0.0.1:3306)/test"}}
+			c.Coordinator.DecisionLog = "wallet"
+		}},
+		{name: "decision log names no resource", mutate: func(c *Config) {
+			c.Resources = map[string]Resource{"wallet": {Driver: "mysql", DSN: "x"}, "ledger": {Driver: "postgres", DSN: "y"}}
+			c.Coordinator.DecisionLog = "ledgr"
+		}, wantErr: []string{`coordinator.decision_log "ledgr"`, `"file"`, "configured: ledger, wallet"}},
+		{name: "decision log with no resources", mutate: func(c *Config) { c.Coordinator.DecisionLog = "postgres" },
+			wantErr: []string{`coordinator.decision_log "postgres"`, "none is configured"}},
+		{name: "decision log empty", mutate: func(c *Config) { c.Coordinator.DecisionLog = "" },
+			wantErr: []string{`coordinator.decision_log ""`}},
+		{name: "decision log in a resource of another driver", mutate: func(c *Config) {
+			c.Resources = map[string]Resource{"kv": {Driver: "redis", DSN: "x"}}
+			c.Coordinator.DecisionLog = "kv"
+		}, wantErr: []string{`coordinator.decision_log "kv"`, `driver is "redis"`}},
+		{name: "grace", mutate: func(c *Config) { c.Coordinator.Grace = 0 }, wantErr: []string{"coordinator.grace 0s: must be positive"}},
+		{name: "recovery interval", mutate: func(c *Config) { c.Coordinator.RecoveryInterval = -time.Second },
+			wantErr: []string{"coordinator.recovery_interval -1s: must be positive"}},
 		{name: "several problems at once", mutate: func(c *Config) { c.DataDir = ""; c.HTTP.Addr = ":1" },
 			wantErr: []string{"data_dir", "http.addr"}},
 	}
@@ -279,6 +343,8 @@ func TestEnvVarNames(t *testing.T) {
 		"IMAGO_PROTOCOL_ENABLED": "protocol.enabled", "IMAGO_ZOOKEEPER_SERVERS": "zookeeper.servers",
 		"IMAGO_RESOURCES_WALLET_DSN": "resources.wallet.dsn", "IMAGO_OPERATIONS_WALLET_DEBIT_SQL": "operations.wallet.debit.sql",
 		"IMAGO_MAX_BODY_BYTES": "max_body_bytes", "IMAGO_OFFSETS_GROUP_COMMIT": "offsets.group_commit",
+		"IMAGO_COORDINATOR_DECISION_LOG": "coordinator.decision_log", "IMAGO_COORDINATOR_GRACE": "coordinator.grace",
+		"IMAGO_COORDINATOR_RECOVERY_INTERVAL": "coordinator.recovery_interval",
 	} {
 		if vars[env] != key {
 			t.Errorf("%s -> %q, want %q", env, vars[env], key)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path"
+	"sort"
 	"strings"
 
 	"github.com/imagomq/imago/broker"
@@ -75,6 +76,7 @@ func (c Config) Validate() error {
 			add("resources.%s.dsn is empty", name)
 		}
 	}
+	errs = append(errs, c.validateCoordinator()...)
 	for name, op := range c.Operations {
 		if strings.TrimSpace(op.SQL) == "" {
 			add("operations.%s.sql is empty", name)
@@ -102,6 +104,35 @@ func (c Config) Validate() error {
 		add("max_body_bytes %s: must be at least 1KiB", c.MaxBodyBytes)
 	}
 	return errors.Join(errs...)
+}
+
+func (c Config) validateCoordinator() []error {
+	var errs []error
+	if dl := c.Coordinator.DecisionLog; dl != DecisionLogFile {
+		r, ok := c.Resources[dl]
+		switch {
+		case !ok:
+			names := make([]string, 0, len(c.Resources))
+			for n := range c.Resources {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			have := "none is configured"
+			if len(names) > 0 {
+				have = "configured: " + strings.Join(names, ", ")
+			}
+			errs = append(errs, fmt.Errorf("coordinator.decision_log %q: want %q (the default, a file in data_dir) or the name of a mysql or postgres resource in resources (%s)", dl, DecisionLogFile, have))
+		case r.Driver != "mysql" && r.Driver != "postgres":
+			errs = append(errs, fmt.Errorf("coordinator.decision_log %q: the resource's driver is %q; the decision table needs a mysql or postgres database", dl, r.Driver))
+		}
+	}
+	if c.Coordinator.Grace <= 0 {
+		errs = append(errs, fmt.Errorf("coordinator.grace %s: must be positive (default 30s)", c.Coordinator.Grace))
+	}
+	if c.Coordinator.RecoveryInterval <= 0 {
+		errs = append(errs, fmt.Errorf("coordinator.recovery_interval %s: must be positive (default 5s)", c.Coordinator.RecoveryInterval))
+	}
+	return errs
 }
 
 func (c Config) validateTokens() []error {

@@ -1,0 +1,606 @@
+package xa
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/imagomq/imago/migrations"
+)
+
+// The decision log in a database table (Options.DecisionDB): imago.xa_decisions in
+// PostgreSQL, imago_xa_decisions in MySQL/MariaDB (migrations 00003). Same contract as the
+// file log: one writer goroutine group-commits everything queued in one transaction, a
+// multi-row upsert keyed by (node_id, gtrid) with the keys sorted (concurrent coordinators
+// lock rows in one order), so a row holds the last record of its transaction. appendSync
+// returns once the COMMIT that holds its record succeeded: that commit, which the database
+// makes durable, is the log's fsync. A write whose outcome is unknown fails the log for good,
+// as a failed fsync fails the file log.
+//
+// Each row holds the full record in the file log's frame encoding (column record, read back
+// at open and checked by its CRC) and a readable copy for DBAs (status, client_id, times,
+// decided_by). Rows of finished transactions leave once past the retention, by the rule the
+// file log's compaction uses (decisionLog.keep), at open and every sqlSweepEvery.
+
+const (
+	// sqlSweepEvery is the period of the retention sweep.
+	sqlSweepEvery = time.Minute
+	// sqlMaxBatch caps the records of one write (as the file log's batch).
+	sqlMaxBatch = 4096
+	// mysqlDecisionRows caps the rows of one MySQL statement (10 bind parameters each, and a
+	// packet well under max_allowed_packet). A statement has a power-of-two number of rows,
+	// the last one repeated to fill it, so a pool keeping prepared statements (OpenMySQLDB)
+	// reuses at most 11 texts.
+	mysqlDecisionRows = 1 << mysqlDecisionRowsLog2
+	// mysqlDecisionRowsLog2 is log2(mysqlDecisionRows).
+	mysqlDecisionRowsLog2 = 10
+	// sqlConflictRetries bounds the retries of a write the database rolled back for a
+	// deadlock or a lock wait timeout (nothing of it was committed, so a retry is safe).
+	sqlConflictRetries = 5
+)
+
+// Dialects of Options.DecisionDialect.
+const (
+	dialectMySQL    = "mysql"
+	dialectPostgres = "postgres"
+)
+
+// sqlLogConfig is what openSQLDecisionLog needs.
+type sqlLogConfig struct {
+	db           *sql.DB
+	dialect      string // "mysql" (also "mariadb") or "postgres"
+	node         string
+	retention    time.Duration
+	writeTimeout time.Duration // bounds one write (its outcome is then unknown: the log fails)
+	sweepEvery   time.Duration
+	now          func() time.Time
+	onSync       func(time.Duration)
+	log          *slog.Logger
+}
+
+type sqlDecisionLog struct {
+	cfg   sqlLogConfig
+	table string
+
+	entries map[string]record // the last record per gtrid in the table (writer goroutine only)
+
+	reqs chan *logReq
+	stop chan struct{}
+	done chan struct{}
+
+	// sendMu: submitters hold it shared while they queue, close holds it exclusively to set
+	// closed, so nothing is queued after the writer's last drain. The writer never takes it.
+	sendMu sync.RWMutex
+	closed bool
+
+	failMu sync.Mutex
+	failed error
+}
+
+// normalizeDialect maps the accepted dialect names to "mysql" or "postgres".
+func normalizeDialect(d string) (string, error) {
+	switch strings.ToLower(d) {
+	case "mysql", "mariadb":
+		return dialectMySQL, nil
+	case "postgres", "postgresql", "pgx":
+		return dialectPostgres, nil
+	}
+	return "", fmt.Errorf("decision log dialect %q: want mysql or postgres", d)
+}
+
+// openSQLDecisionLog creates or updates the table (migrations.Apply), reads the rows of this
+// node back, deletes those past the retention and returns the last record of every other
+// transaction. A row that does not decode stops the open: skipping a commit decision could
+// have recovery roll back a transaction that committed elsewhere.
+func openSQLDecisionLog(ctx context.Context, cfg sqlLogConfig) (*sqlDecisionLog, []record, error) {
+	dialect, err := normalizeDialect(cfg.dialect)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open decision log: %w", err)
+	}
+	cfg.dialect = dialect
+	if cfg.sweepEvery <= 0 {
+		cfg.sweepEvery = sqlSweepEvery
+	}
+	l := &sqlDecisionLog{
+		cfg: cfg, table: "imago.xa_decisions",
+		entries: map[string]record{},
+		reqs:    make(chan *logReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if dialect == dialectMySQL {
+		l.table = "imago_xa_decisions"
+	}
+	if err := migrations.Apply(ctx, cfg.db, dialect); err != nil {
+		return nil, nil, fmt.Errorf("open decision log table %s: %w", l.table, err)
+	}
+	l.checkDurability(ctx)
+	if err := l.load(ctx); err != nil {
+		return nil, nil, err
+	}
+	l.sweep(ctx)
+	out := make([]record, 0, len(l.entries))
+	for _, r := range l.entries {
+		out = append(out, r)
+	}
+	go l.run()
+	return l, out, nil
+}
+
+// load reads this node's rows into entries.
+func (l *sqlDecisionLog) load(ctx context.Context) error {
+	q := "SELECT gtrid, record FROM " + l.table + " WHERE node_id = " + l.ph(1)
+	rows, err := l.cfg.db.QueryContext(ctx, q, l.cfg.node)
+	if err != nil {
+		return fmt.Errorf("read decision log table %s: %w", l.table, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var gtrid string
+		var frame []byte
+		if err := rows.Scan(&gtrid, &frame); err != nil {
+			return fmt.Errorf("read decision log table %s: %w", l.table, err)
+		}
+		r, n, err := decodeFrame(frame)
+		switch {
+		case err == nil && n != len(frame):
+			err = fmt.Errorf("%w: %d bytes after the frame", errBadRecord, len(frame)-n)
+		case err == nil && r.Gtrid != gtrid:
+			err = fmt.Errorf("%w: the record is of gtrid %s", errBadRecord, r.Gtrid)
+		}
+		if err != nil {
+			return fmt.Errorf("decision log table %s, node %s, gtrid %q: %w (the coordinator wrote every row; restore it or delete it knowing what it decided)", l.table, l.cfg.node, gtrid, err)
+		}
+		l.entries[gtrid] = r
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read decision log table %s: %w", l.table, err)
+	}
+	return nil
+}
+
+// checkDurability warns when the database does not make a commit durable: then neither is
+// a decision. It does not refuse: the operator may have reasons (a replica that is synchronous).
+func (l *sqlDecisionLog) checkDurability(ctx context.Context) {
+	var setting, value string
+	var err error
+	if l.cfg.dialect == dialectPostgres {
+		setting = "synchronous_commit"
+		if err = l.cfg.db.QueryRowContext(ctx, "SELECT current_setting('synchronous_commit')").Scan(&value); err == nil && value == "off" {
+			l.cfg.log.Warn("decision log: PostgreSQL runs with synchronous_commit = off, so a commit decision may be lost in a crash of the database", "table", l.table)
+		}
+		var fsync string
+		if err == nil {
+			setting = "fsync"
+			if err = l.cfg.db.QueryRowContext(ctx, "SELECT current_setting('fsync')").Scan(&fsync); err == nil && fsync == "off" {
+				l.cfg.log.Warn("decision log: PostgreSQL runs with fsync = off, so a commit decision may be lost in a crash of the machine", "table", l.table)
+			}
+		}
+	} else {
+		setting = "innodb_flush_log_at_trx_commit"
+		if err = l.cfg.db.QueryRowContext(ctx, "SELECT CAST(@@innodb_flush_log_at_trx_commit AS CHAR)").Scan(&value); err == nil && value != "1" {
+			l.cfg.log.Warn("decision log: innodb_flush_log_at_trx_commit is not 1, so a commit decision may be lost in a crash", "table", l.table, "value", value)
+		}
+	}
+	if err != nil {
+		l.cfg.log.Warn("decision log: cannot read the database's durability setting", "setting", setting, "err", err)
+	}
+}
+
+func (l *sqlDecisionLog) submit(req *logReq) error {
+	if err := l.failedErr(); err != nil {
+		return err
+	}
+	l.sendMu.RLock()
+	defer l.sendMu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.reqs <- req
+	return nil
+}
+
+// append queues r; it is written with the next transaction.
+func (l *sqlDecisionLog) append(r record) error {
+	return l.submit(&logReq{rec: r})
+}
+
+// appendSync appends r and returns once the transaction that holds it committed.
+func (l *sqlDecisionLog) appendSync(ctx context.Context, r record) error {
+	req := &logReq{rec: r, sync: true, done: make(chan error, 1)}
+	if err := l.submit(req); err != nil {
+		return err
+	}
+	// Not abandoned on ctx: the caller must know whether its decision is durable.
+	return <-req.done
+}
+
+// close writes what was queued and stops the writer. The database stays open (its owner
+// closes it).
+func (l *sqlDecisionLog) close() error {
+	l.sendMu.Lock()
+	if l.closed {
+		l.sendMu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.sendMu.Unlock()
+	close(l.stop)
+	<-l.done
+	return nil
+}
+
+// run is the writer goroutine.
+func (l *sqlDecisionLog) run() {
+	defer close(l.done)
+	sweep := time.NewTicker(l.cfg.sweepEvery)
+	defer sweep.Stop()
+	var batch []*logReq
+	for {
+		batch = batch[:0]
+		select {
+		case req := <-l.reqs:
+			batch = append(batch, req)
+		case <-sweep.C:
+			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.writeTimeout)
+			l.sweep(ctx)
+			cancel()
+			continue
+		case <-l.stop:
+			// Nothing is queued after closed was set: drain, write, stop.
+			for drained := false; !drained; {
+				select {
+				case req := <-l.reqs:
+					batch = append(batch, req)
+				default:
+					drained = true
+				}
+			}
+			if len(batch) > 0 {
+				l.write(batch)
+			}
+			return
+		}
+	drain:
+		for len(batch) < sqlMaxBatch {
+			select {
+			case req := <-l.reqs:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		l.write(batch)
+	}
+}
+
+// write commits the batch's records (the last one per gtrid) in one transaction and answers
+// every waiter with the outcome.
+func (l *sqlDecisionLog) write(batch []*logReq) {
+	err := l.failedErr()
+	var rows []record
+	if err == nil {
+		last := make(map[string]int, len(batch))
+		for i, r := range batch {
+			last[r.rec.Gtrid] = i
+		}
+		rows = make([]record, 0, len(last))
+		for _, i := range last {
+			rows = append(rows, batch[i].rec)
+		}
+		slices.SortFunc(rows, func(a, b record) int { return strings.Compare(a.Gtrid, b.Gtrid) })
+		began := time.Now()
+		err = l.upsert(rows)
+		d := time.Since(began)
+		if l.cfg.onSync != nil {
+			l.cfg.onSync(d)
+		}
+		if d > time.Second {
+			l.cfg.log.Warn("decision log: slow write", "table", l.table, "duration", d, "records", len(rows))
+		}
+		if err != nil {
+			err = fmt.Errorf("write decision log table %s (%d records): %w", l.table, len(rows), err)
+			l.fail(err)
+		}
+	}
+	if err == nil {
+		for _, r := range rows {
+			l.entries[r.Gtrid] = r
+		}
+	}
+	for _, r := range batch {
+		if r.done != nil {
+			r.done <- err
+		}
+	}
+}
+
+// upsert writes rows (sorted, one per gtrid) in one transaction, again when the database
+// rolled it back for a deadlock or a lock wait timeout.
+func (l *sqlDecisionLog) upsert(rows []record) error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.writeTimeout)
+	defer cancel()
+	var err error
+	for attempt := 0; attempt < sqlConflictRetries; attempt++ {
+		if l.cfg.dialect == dialectPostgres {
+			_, err = l.cfg.db.ExecContext(ctx, pgDecisionUpsert, l.pgArgs(rows)...)
+		} else {
+			err = l.mysqlUpsert(ctx, rows)
+		}
+		if err == nil || !isRolledBackConflict(err) {
+			return err
+		}
+		l.cfg.log.Warn("decision log: write rolled back by the database, retrying", "table", l.table, "attempt", attempt+1, "err", err)
+		select {
+		case <-time.After(time.Duration(attempt+1) * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
+	return err
+}
+
+// pgDecisionUpsert writes a batch with one statement: the rows arrive as arrays (one bind
+// parameter each, whatever the batch size), in the order given (sorted; WITH ORDINALITY keeps
+// it). A statement in autocommit mode is one transaction: its commit is the durability point.
+const pgDecisionUpsert = `
+INSERT INTO imago.xa_decisions AS d (node_id, gtrid, client_id, status, created_at, decided_at, finished_at, decided_by, record, updated_at)
+SELECT $1, u.g, u.c, u.s, u.ca, u.da, u.fa, u.b, u.r, now()
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bytea[])
+       WITH ORDINALITY AS u(g, c, s, ca, da, fa, b, r, i)
+ ORDER BY u.i
+ON CONFLICT (node_id, gtrid) DO UPDATE
+   SET client_id = EXCLUDED.client_id, status = EXCLUDED.status, created_at = EXCLUDED.created_at,
+       decided_at = EXCLUDED.decided_at, finished_at = EXCLUDED.finished_at,
+       decided_by = EXCLUDED.decided_by, record = EXCLUDED.record, updated_at = EXCLUDED.updated_at`
+
+func (l *sqlDecisionLog) pgArgs(rows []record) []any {
+	n := len(rows)
+	g, c, s, b := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	ca, da, fa := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+	frames := make([][]byte, n)
+	ptr := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &t
+	}
+	for i := range rows {
+		r := &rows[i]
+		g[i], c[i], s[i], b[i] = r.Gtrid, readable(r.ClientID, maxClientIDLen), string(r.Status), readable(r.By, maxByLen)
+		ca[i], da[i], fa[i] = ptr(r.Created), ptr(r.Decided), ptr(r.Finished)
+		frames[i] = appendRecord(nil, r)
+	}
+	return []any{l.cfg.node, g, c, s, ca, da, fa, b, frames}
+}
+
+// mysqlDecisionUpsertTail makes the row the new record, whatever it held.
+const mysqlDecisionUpsertTail = `
+ON DUPLICATE KEY UPDATE client_id = VALUES(client_id), status = VALUES(status), created_at = VALUES(created_at),
+  decided_at = VALUES(decided_at), finished_at = VALUES(finished_at), decided_by = VALUES(decided_by),
+  record = VALUES(record), updated_at = VALUES(updated_at)`
+
+// mysqlDecisionTexts builds, once and on first use, the upsert statement for 2^i rows.
+var mysqlDecisionTexts [mysqlDecisionRowsLog2 + 1]func() string
+
+func init() {
+	for i := range mysqlDecisionTexts {
+		mysqlDecisionTexts[i] = sync.OnceValue(func() string {
+			var q strings.Builder
+			q.WriteString("INSERT INTO imago_xa_decisions (node_id, gtrid, client_id, status, created_at, decided_at, finished_at, decided_by, record, updated_at) VALUES ")
+			for r := range 1 << i {
+				if r > 0 {
+					q.WriteByte(',')
+				}
+				q.WriteString("(?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))")
+			}
+			q.WriteString(mysqlDecisionUpsertTail)
+			return q.String()
+		})
+	}
+}
+
+// mysqlUpsert writes rows: one statement in autocommit mode (one transaction, no BEGIN and
+// COMMIT round trips) up to mysqlDecisionRows, several in one transaction past it.
+func (l *sqlDecisionLog) mysqlUpsert(ctx context.Context, rows []record) error {
+	if len(rows) <= mysqlDecisionRows {
+		return l.mysqlExec(ctx, l.cfg.db, rows)
+	}
+	tx, err := l.cfg.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), mysqlDecisionRows)]
+		rows = rows[len(chunk):]
+		if err := l.mysqlExec(ctx, tx, chunk); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// mysqlExec runs one statement of a power-of-two number of rows: the last row repeated (the
+// repeat writes its row again with the same values).
+func (l *sqlDecisionLog) mysqlExec(ctx context.Context, ex execer, rows []record) error {
+	size := 1
+	for size < len(rows) {
+		size *= 2
+	}
+	args := make([]any, 0, 9*size)
+	var last []any
+	for i := range rows {
+		r := &rows[i]
+		last = []any{l.cfg.node, r.Gtrid, readable(r.ClientID, maxClientIDLen), string(r.Status),
+			mysqlTime(r.Created), mysqlTime(r.Decided), mysqlTime(r.Finished), readable(r.By, maxByLen), appendRecord(nil, r)}
+		args = append(args, last...)
+	}
+	for i := len(rows); i < size; i++ {
+		args = append(args, last...)
+	}
+	_, err := ex.ExecContext(ctx, mysqlDecisionTexts[bits.TrailingZeros(uint(size))](), args...)
+	return err
+}
+
+// mysqlTime is t as a DATETIME(6) value in UTC (whatever the connection's loc), or NULL.
+func mysqlTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format("2006-01-02 15:04:05.000000")
+}
+
+// readable makes s fit a readable column: at most max bytes, valid UTF-8, no NUL (which
+// PostgreSQL's text refuses). A value the column refused would fail the log; the record
+// column keeps the exact bytes.
+func readable(s string, max int) string {
+	if len(s) > max {
+		s = s[:max]
+	}
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+// isRolledBackConflict reports errors after which the database rolled the whole write back:
+// a deadlock, a serialization failure, a lock wait timeout. An error of the COMMIT itself is
+// not among them.
+func isRolledBackConflict(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		// 1213 ER_LOCK_DEADLOCK (the transaction is rolled back), 1205 ER_LOCK_WAIT_TIMEOUT
+		// (the statement is; mysqlUpsert then rolls the transaction back).
+		return me.Number == 1213 || me.Number == 1205
+	}
+	var pe *pgconn.PgError
+	// 40001 serialization_failure, 40P01 deadlock_detected.
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// sweep deletes the rows of finished transactions past the retention: what the file log's
+// compaction would drop (decisionLog.keep). A failure is logged and tried again next time.
+func (l *sqlDecisionLog) sweep(ctx context.Context) {
+	if l.failedErr() != nil {
+		return
+	}
+	now := l.cfg.now()
+	var gone []string
+	for g, r := range l.entries {
+		if !l.keep(r, now) {
+			gone = append(gone, g)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	slices.Sort(gone)
+	deleted := 0
+	for len(gone) > 0 {
+		chunk := gone[:min(len(gone), mysqlDecisionRows)]
+		gone = gone[len(chunk):]
+		if err := l.delete(ctx, chunk); err != nil {
+			l.cfg.log.Warn("decision log: deleting finished transactions failed; tried again later", "table", l.table, "err", err)
+			return
+		}
+		for _, g := range chunk {
+			delete(l.entries, g)
+		}
+		deleted += len(chunk)
+	}
+	l.cfg.log.Info("decision log: finished transactions past retention deleted", "table", l.table, "deleted", deleted, "kept", len(l.entries))
+}
+
+// keep is the file log's rule (decisionLog.keep), so that both logs forget the same
+// transactions: every unfinished one, and finished ones for the retention.
+func (l *sqlDecisionLog) keep(r record, now time.Time) bool {
+	rule := decisionLog{retention: l.cfg.retention}
+	return rule.keep(r, now)
+}
+
+// unfinishedInFileLog counts the transactions a file decision log in dir leaves unfinished
+// (none when there is no file): a coordinator moving to a table must not forget them.
+func unfinishedInFileLog(dir string) (int, error) {
+	data, err := os.ReadFile(filepath.Join(dir, logFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read decision log file: %w", err)
+	}
+	_, recs, _ := replay(data) // a torn tail is cut at open too
+	last := map[string]record{}
+	for _, r := range recs {
+		last[r.Gtrid] = r
+	}
+	n := 0
+	for _, r := range last {
+		if !r.Status.Final() {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// delete removes the rows of gtrids (sorted), only if their status is final.
+func (l *sqlDecisionLog) delete(ctx context.Context, gtrids []string) error {
+	final := " AND status IN ('" + string(StatusCommitted) + "', '" + string(StatusRolledBack) + "')"
+	if l.cfg.dialect == dialectPostgres {
+		_, err := l.cfg.db.ExecContext(ctx, "DELETE FROM imago.xa_decisions WHERE node_id = $1 AND gtrid = ANY($2::text[])"+final, l.cfg.node, gtrids)
+		return err
+	}
+	size := 1
+	for size < len(gtrids) {
+		size *= 2
+	}
+	args := make([]any, 0, size+1)
+	args = append(args, l.cfg.node)
+	for i := range size {
+		args = append(args, gtrids[min(i, len(gtrids)-1)])
+	}
+	q := "DELETE FROM imago_xa_decisions WHERE node_id = ? AND gtrid IN (?" + strings.Repeat(",?", size-1) + ")" + final
+	_, err := l.cfg.db.ExecContext(ctx, q, args...)
+	return err
+}
+
+// ph is the n-th bind placeholder of the dialect.
+func (l *sqlDecisionLog) ph(n int) string {
+	if l.cfg.dialect == dialectPostgres {
+		return fmt.Sprintf("$%d", n)
+	}
+	return "?"
+}
+
+func (l *sqlDecisionLog) failedErr() error {
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
+	return l.failed
+}
+
+// fail makes the log refuse every later record: after a failed write the table's content is
+// unknown (a COMMIT may have failed after the server made it durable), and only a restart
+// (which reads it back) can tell.
+func (l *sqlDecisionLog) fail(err error) {
+	l.failMu.Lock()
+	if l.failed == nil {
+		l.failed = err
+		l.cfg.log.Error("decision log failed; no new global transaction can decide until restart", "table", l.table, "err", err)
+	}
+	l.failMu.Unlock()
+}

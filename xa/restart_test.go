@@ -1,0 +1,80 @@
+package xa
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const mariadbd = "/usr/sbin/mariadbd"
+
+// restartMariaDB stops the running mariadbd and starts it again with the arguments it ran
+// with, the way scripts/services.sh starts it (start-stop-daemon, no systemd).
+func restartMariaDB(t *testing.T) {
+	t.Helper()
+	var args []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		if exe, err := os.Readlink(d + "/exe"); err != nil || exe != mariadbd {
+			continue
+		}
+		raw, err := os.ReadFile(d + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args = strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")[1:]
+		break
+	}
+	if args == nil {
+		t.Errorf("no running %s found", mariadbd)
+		return
+	}
+	run := func(name string, a ...string) {
+		if out, err := exec.Command(name, a...).CombinedOutput(); err != nil {
+			t.Errorf("%s %v: %v: %s", name, a, err, out)
+		}
+	}
+	run("start-stop-daemon", "--stop", "--exec", mariadbd, "--retry", "TERM/60/KILL/5")
+	run("start-stop-daemon", append([]string{"--start", "--oknodo", "--background", "--exec", mariadbd, "--"}, args...)...)
+}
+
+// MariaDB restarts after the commit decision: the prepared branch survives the restart, the
+// phase-2 commit on the pinned (now dead) connection fails, and recovery commits the branch
+// from a new session.
+func TestMariaDBRestartBetweenPrepareAndCommit(t *testing.T) {
+	if os.Getenv("IMAGO_DISRUPTIVE") != "1" {
+		t.Skip("restarts MariaDB; set IMAGO_DISRUPTIVE=1 to run (serially)")
+	}
+	e := newEnv(t)
+	table := e.tables(map[string]int64{"a": 100, "b": 0})
+	node := newNode(t)
+	c := e.open(e.options(node))
+	c.hookAfterDecision = func(string) error {
+		restartMariaDB(t)
+		return nil
+	}
+	ctx := context.Background()
+	id := "myrestart-" + e.suffix
+	in, err := c.Run(ctx, BeginOptions{ID: id}, func(ctx context.Context, tx *GlobalTx) error {
+		return transfer(ctx, tx, table, "a", "b", 40, msg("xat."+e.suffix, "a", `{}`))
+	})
+	if err != nil {
+		t.Fatalf("the decision was commit; Run must not fail: %+v %v", in, err)
+	}
+	t.Logf("status right after commit: %s", in.Status)
+	waitFor(t, "MariaDB", func() bool { return e.my.Ping() == nil })
+	waitFor(t, "recovery to finish the commit", func() bool {
+		got, _ := c.Get(id)
+		return got.Status == StatusCommitted
+	})
+	if e.balance(e.my, table, "a") != 60 || e.balance(e.pg, table, "b") != 40 || len(e.messages("xat."+e.suffix)) != 1 {
+		t.Fatal("the restart lost a branch")
+	}
+	if p := e.prepared(node); len(p) != 0 {
+		t.Fatalf("left prepared: %v", p)
+	}
+}
