@@ -1,5 +1,7 @@
 // Package migrations owns the SQL schema Imago keeps in an operator's database:
-// consumer offsets, partition ends and the consumer lag view, one set of
+// consumer offsets, partition ends, the consumer lag view and the XA
+// coordinator's decision table (used when coordinator.decision_log names a
+// resource), one set of
 // migrations per dialect (postgres/ and mysql/), embedded in the binary and
 // applied with pressly/goose by `imago migrate` or at start-up.
 //

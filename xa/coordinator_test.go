@@ -3,6 +3,7 @@ package xa
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,5 +201,31 @@ func TestTimeoutRollsBack(t *testing.T) {
 	}
 	if e.balance(e.my, table, "a") != 10 || len(e.messages("xat."+e.suffix)) != 0 {
 		t.Fatal("a timed-out transaction left changes")
+	}
+}
+
+// A configured node id is used and written to the directory; a directory that already holds
+// another id refuses it (its prepared branches and decisions carry the old one).
+func TestConfiguredNodeID(t *testing.T) {
+	e := newEnv(t)
+	node := newNode(t)
+	o := e.options(node)
+	o.Dir = t.TempDir()
+	c, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeID() != node {
+		t.Fatalf("node id %s, want the configured %s", c.NodeID(), node)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o.NodeID = newNode(t)
+	if c, err := Open(context.Background(), o); err == nil || !strings.Contains(err.Error(), "differs from") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("a second node id on the same directory: %v, want a refusal", err)
 	}
 }

@@ -39,7 +39,7 @@ func newMetrics(c *Coordinator) *metrics {
 		}),
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "imago_xa_decision_log_fsync_seconds",
-			Help:    "Duration of the decision log's fsyncs.",
+			Help:    "Duration of the decision log's durable writes: the file's fsyncs, or the commits of the decision table.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}

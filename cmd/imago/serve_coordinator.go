@@ -105,6 +105,7 @@ func (s *server) openCoordinator(ctx context.Context) error {
 	o.Resources = append(resources, xa.Broker(coordinatorBroker, s.b))
 	o.Logger = s.logger
 	o.DecisionDB, o.DecisionDialect = decisionDB, decisionDialect
+	o.NodeID = s.cfg.Coordinator.NodeID
 	if s.cfg.Coordinator.Grace > 0 {
 		o.Grace = s.cfg.Coordinator.Grace
 	}

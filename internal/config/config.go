@@ -135,6 +135,12 @@ type Coordinator struct {
 	// RecoveryInterval is the period of the recovery scan. Default 5s.
 	// IMAGO_XA_RECOVERY_INTERVAL, the older name, still works and wins over this key.
 	RecoveryInterval time.Duration `yaml:"recovery_interval"`
+	// NodeID fixes the coordinator's node id (16 lowercase hex digits), the start of every
+	// gtrid it makes. Empty: the id in <data_dir>/coordinator/node-id, generated on first
+	// start. Set it to bring a node back on a new data directory (its prepared branches and
+	// decision-table rows carry the id); start-up refuses an id that differs from the one
+	// already in the directory.
+	NodeID string `yaml:"node_id"`
 }
 
 // Operation is a named SQL statement with :name parameters.

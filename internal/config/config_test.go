@@ -277,6 +277,7 @@ func TestValidate(t *testing.T) {
 			c.Coordinator.DecisionLog = "kv"
 		}, wantErr: []string{`coordinator.decision_log "kv"`, `driver is "redis"`}},
 		{name: "grace", mutate: func(c *Config) { c.Coordinator.Grace = 0 }, wantErr: []string{"coordinator.grace 0s: must be positive"}},
+		{name: "node id", mutate: func(c *Config) { c.Coordinator.NodeID = "NODE-1" }, wantErr: []string{`coordinator.node_id "NODE-1": want 16 lowercase hex digits`}},
 		{name: "recovery interval", mutate: func(c *Config) { c.Coordinator.RecoveryInterval = -time.Second },
 			wantErr: []string{"coordinator.recovery_interval -1s: must be positive"}},
 		{name: "several problems at once", mutate: func(c *Config) { c.DataDir = ""; c.HTTP.Addr = ":1" },
@@ -344,7 +345,7 @@ func TestEnvVarNames(t *testing.T) {
 		"IMAGO_RESOURCES_WALLET_DSN": "resources.wallet.dsn", "IMAGO_OPERATIONS_WALLET_DEBIT_SQL": "operations.wallet.debit.sql",
 		"IMAGO_MAX_BODY_BYTES": "max_body_bytes", "IMAGO_OFFSETS_GROUP_COMMIT": "offsets.group_commit",
 		"IMAGO_COORDINATOR_DECISION_LOG": "coordinator.decision_log", "IMAGO_COORDINATOR_GRACE": "coordinator.grace",
-		"IMAGO_COORDINATOR_RECOVERY_INTERVAL": "coordinator.recovery_interval",
+		"IMAGO_COORDINATOR_RECOVERY_INTERVAL": "coordinator.recovery_interval", "IMAGO_COORDINATOR_NODE_ID": "coordinator.node_id",
 	} {
 		if vars[env] != key {
 			t.Errorf("%s -> %q, want %q", env, vars[env], key)

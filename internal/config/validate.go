@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -126,6 +127,9 @@ func (c Config) validateCoordinator() []error {
 			errs = append(errs, fmt.Errorf("coordinator.decision_log %q: the resource's driver is %q; the decision table needs a mysql or postgres database", dl, r.Driver))
 		}
 	}
+	if id := c.Coordinator.NodeID; id != "" && !nodeIDPattern.MatchString(id) {
+		errs = append(errs, fmt.Errorf("coordinator.node_id %q: want 16 lowercase hex digits (see <data_dir>/coordinator/node-id)", id))
+	}
 	if c.Coordinator.Grace <= 0 {
 		errs = append(errs, fmt.Errorf("coordinator.grace %s: must be positive (default 30s)", c.Coordinator.Grace))
 	}
@@ -196,3 +200,6 @@ func (t Token) String() string { return fmt.Sprintf("token %s (secret redacted)"
 
 // GoString keeps the secret out of %#v output.
 func (t Token) GoString() string { return t.String() }
+
+// nodeIDPattern is the coordinator's node id (xa: 16 lowercase hex digits).
+var nodeIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
