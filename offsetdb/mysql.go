@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/bits"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -117,49 +114,25 @@ func (s *MySQLStore) Commit(ctx context.Context, offsets []Offset) error {
 // most 14 texts, whatever the batch sizes.
 func mysqlUpsert(ctx context.Context, ex Execer, rows []Offset) error {
 	for len(rows) > 0 {
-		chunk := rows[:min(len(rows), mysqlRowsPerStatement)]
+		chunk := rows[:min(len(rows), mysqlUpsertStmt.MaxRows())]
 		rows = rows[len(chunk):]
-		size := 1
-		for size < len(chunk) {
-			size *= 2
-		}
+		size := mysqlUpsertStmt.RowsFor(len(chunk))
 		args := make([]any, 0, 5*size)
 		for i := range size {
 			o := chunk[min(i, len(chunk)-1)]
 			args = append(args, o.Group, o.Topic, o.Partition, o.Next, o.CommittedBy)
 		}
-		if _, err := ex.ExecContext(ctx, mysqlUpsertText(size), args...); err != nil {
+		if _, err := ex.ExecContext(ctx, mysqlUpsertStmt.Text(size), args...); err != nil {
 			return fmt.Errorf("offsetdb: upsert %d offsets: %w", len(chunk), err)
 		}
 	}
 	return nil
 }
 
-// mysqlUpsertTexts builds, once and on first use, the upsert statement for 2^i rows.
-var mysqlUpsertTexts [14]func() string
-
-func init() {
-	for i := range mysqlUpsertTexts {
-		mysqlUpsertTexts[i] = sync.OnceValue(func() string {
-			var q strings.Builder
-			q.WriteString("INSERT INTO imago_consumer_offsets (group_name, topic, `partition`, next_offset, committed_at, committed_by) VALUES ")
-			for r := range 1 << i {
-				if r > 0 {
-					q.WriteByte(',')
-				}
-				q.WriteString("(?,?,?,?,UTC_TIMESTAMP(6),?)")
-			}
-			q.WriteString(mysqlUpsertTail)
-			return q.String()
-		})
-	}
-}
-
-// mysqlUpsertText is the upsert statement for size rows, a power of two up to
-// mysqlRowsPerStatement.
-func mysqlUpsertText(size int) string {
-	return mysqlUpsertTexts[bits.TrailingZeros(uint(size))]()
-}
+// mysqlUpsertStmt is the offsets upsert for 1, 2, 4 ... mysqlRowsPerStatement rows.
+var mysqlUpsertStmt = mysqlpool.NewMultiRow(
+	"INSERT INTO imago_consumer_offsets (group_name, topic, `partition`, next_offset, committed_at, committed_by) VALUES ",
+	"(?,?,?,?,UTC_TIMESTAMP(6),?)", mysqlUpsertTail, mysqlRowsPerStatement)
 
 func isMySQLConflict(err error) bool {
 	var me *mysql.MySQLError

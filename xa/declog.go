@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 )
 
@@ -53,18 +52,7 @@ type decisionLog struct {
 	size    int64
 	entries map[string]record // the last record per gtrid in the file (writer goroutine only)
 
-	reqs chan *logReq
-	stop chan struct{}
-	done chan struct{}
-
-	// mu orders submissions against close (nothing is queued after the writer's final
-	// drain); it is held while sending to reqs, so the writer never takes it.
-	mu     sync.Mutex
-	closed bool
-	// failMu guards failed, which the writer sets and reads: a separate lock, since a
-	// submitter may hold mu while it waits for room in reqs.
-	failMu sync.Mutex
-	failed error
+	logQueue
 }
 
 // openDecisionLog opens (creating) the log, cuts a torn tail and returns the last record of
@@ -73,8 +61,8 @@ func openDecisionLog(dir string, retention time.Duration, compactBytes int64, no
 	l := &decisionLog{
 		path: filepath.Join(dir, logFileName), dir: dir, log: log, retention: retention,
 		compactBytes: compactBytes, baseCompact: compactBytes, now: now, onSync: onSync,
-		entries: map[string]record{},
-		reqs:    make(chan *logReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+		entries:  map[string]record{},
+		logQueue: newLogQueue(log, "path", filepath.Join(dir, logFileName)),
 	}
 	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -127,44 +115,10 @@ func replay(data []byte) (good int64, recs []record, err error) {
 	return good, recs, nil
 }
 
-func (l *decisionLog) submit(req *logReq) error {
-	if err := l.failedErr(); err != nil {
-		return err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return ErrClosed
-	}
-	l.reqs <- req
-	return nil
-}
-
-// append queues r without waiting for it to be durable.
-func (l *decisionLog) append(r record) error {
-	return l.submit(&logReq{rec: r})
-}
-
-// appendSync appends r and returns once an fsync covers it.
-func (l *decisionLog) appendSync(ctx context.Context, r record) error {
-	req := &logReq{rec: r, sync: true, done: make(chan error, 1)}
-	if err := l.submit(req); err != nil {
-		return err
-	}
-	// Not abandoned on ctx: the caller must know whether its decision is durable.
-	return <-req.done
-}
-
 func (l *decisionLog) close() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.stopWriter() {
 		return nil
 	}
-	l.closed = true
-	l.mu.Unlock()
-	close(l.stop)
-	<-l.done
 	return l.f.Close()
 }
 
@@ -181,29 +135,13 @@ func (l *decisionLog) run() {
 			batch = append(batch, req)
 		case <-l.stop:
 			// Drain what was queued before close, then sync.
-		rest:
-			for {
-				select {
-				case req := <-l.reqs:
-					batch = append(batch, req)
-				default:
-					break rest
-				}
-			}
+			batch = l.drain(batch, int(^uint(0)>>1))
 			if len(batch) > 0 || dirty {
 				l.write(buf[:0], batch, true)
 			}
 			return
 		}
-	drain:
-		for len(batch) < 4096 {
-			select {
-			case req := <-l.reqs:
-				batch = append(batch, req)
-			default:
-				break drain
-			}
-		}
+		batch = l.drain(batch, 4096)
 		wantSync := false
 		for _, r := range batch {
 			wantSync = wantSync || r.sync
@@ -237,11 +175,7 @@ func (l *decisionLog) write(buf []byte, batch []*logReq, sync bool) []byte {
 			l.entries[r.rec.Gtrid] = r.rec
 		}
 	}
-	for _, r := range batch {
-		if r.done != nil {
-			r.done <- err
-		}
-	}
+	answer(batch, err)
 	return buf
 }
 
@@ -260,23 +194,6 @@ func (l *decisionLog) sync() error {
 		return fmt.Errorf("fsync decision log: %w", err)
 	}
 	return nil
-}
-
-func (l *decisionLog) failedErr() error {
-	l.failMu.Lock()
-	defer l.failMu.Unlock()
-	return l.failed
-}
-
-// fail makes the log refuse every later record: after a failed write or fsync, what is on
-// disk is unknown, and only a restart (which reads it back) can tell.
-func (l *decisionLog) fail(err error) {
-	l.failMu.Lock()
-	if l.failed == nil {
-		l.failed = err
-		l.log.Error("decision log failed; no new global transaction can decide until restart", "err", err)
-	}
-	l.failMu.Unlock()
 }
 
 // keep reports whether compaction keeps r: every unfinished transaction, and finished ones

@@ -6,18 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/imagomq/imago/internal/mysqlpool"
 	"github.com/imagomq/imago/migrations"
 )
 
@@ -44,9 +43,7 @@ const (
 	// packet well under max_allowed_packet). A statement has a power-of-two number of rows,
 	// the last one repeated to fill it, so a pool keeping prepared statements (OpenMySQLDB)
 	// reuses at most 11 texts.
-	mysqlDecisionRows = 1 << mysqlDecisionRowsLog2
-	// mysqlDecisionRowsLog2 is log2(mysqlDecisionRows).
-	mysqlDecisionRowsLog2 = 10
+	mysqlDecisionRows = 1 << 10
 	// sqlConflictRetries bounds the retries of a write the database rolled back for a
 	// deadlock or a lock wait timeout (nothing of it was committed, so a retry is safe).
 	sqlConflictRetries = 5
@@ -77,17 +74,7 @@ type sqlDecisionLog struct {
 
 	entries map[string]record // the last record per gtrid in the table (writer goroutine only)
 
-	reqs chan *logReq
-	stop chan struct{}
-	done chan struct{}
-
-	// sendMu: submitters hold it shared while they queue, close holds it exclusively to set
-	// closed, so nothing is queued after the writer's last drain. The writer never takes it.
-	sendMu sync.RWMutex
-	closed bool
-
-	failMu sync.Mutex
-	failed error
+	logQueue
 }
 
 // normalizeDialect maps the accepted dialect names to "mysql" or "postgres".
@@ -117,11 +104,11 @@ func openSQLDecisionLog(ctx context.Context, cfg sqlLogConfig) (*sqlDecisionLog,
 	l := &sqlDecisionLog{
 		cfg: cfg, table: "imago.xa_decisions",
 		entries: map[string]record{},
-		reqs:    make(chan *logReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if dialect == dialectMySQL {
 		l.table = "imago_xa_decisions"
 	}
+	l.logQueue = newLogQueue(cfg.log, "table", l.table)
 	if err := migrations.Apply(ctx, cfg.db, dialect); err != nil {
 		return nil, nil, fmt.Errorf("open decision log table %s: %w", l.table, err)
 	}
@@ -198,46 +185,10 @@ func (l *sqlDecisionLog) checkDurability(ctx context.Context) {
 	}
 }
 
-func (l *sqlDecisionLog) submit(req *logReq) error {
-	if err := l.failedErr(); err != nil {
-		return err
-	}
-	l.sendMu.RLock()
-	defer l.sendMu.RUnlock()
-	if l.closed {
-		return ErrClosed
-	}
-	l.reqs <- req
-	return nil
-}
-
-// append queues r; it is written with the next transaction.
-func (l *sqlDecisionLog) append(r record) error {
-	return l.submit(&logReq{rec: r})
-}
-
-// appendSync appends r and returns once the transaction that holds it committed.
-func (l *sqlDecisionLog) appendSync(ctx context.Context, r record) error {
-	req := &logReq{rec: r, sync: true, done: make(chan error, 1)}
-	if err := l.submit(req); err != nil {
-		return err
-	}
-	// Not abandoned on ctx: the caller must know whether its decision is durable.
-	return <-req.done
-}
-
 // close writes what was queued and stops the writer. The database stays open (its owner
 // closes it).
 func (l *sqlDecisionLog) close() error {
-	l.sendMu.Lock()
-	if l.closed {
-		l.sendMu.Unlock()
-		return nil
-	}
-	l.closed = true
-	l.sendMu.Unlock()
-	close(l.stop)
-	<-l.done
+	l.stopWriter()
 	return nil
 }
 
@@ -259,28 +210,13 @@ func (l *sqlDecisionLog) run() {
 			continue
 		case <-l.stop:
 			// Nothing is queued after closed was set: drain, write, stop.
-			for drained := false; !drained; {
-				select {
-				case req := <-l.reqs:
-					batch = append(batch, req)
-				default:
-					drained = true
-				}
-			}
+			batch = l.drain(batch, int(^uint(0)>>1))
 			if len(batch) > 0 {
 				l.write(batch)
 			}
 			return
 		}
-	drain:
-		for len(batch) < sqlMaxBatch {
-			select {
-			case req := <-l.reqs:
-				batch = append(batch, req)
-			default:
-				break drain
-			}
-		}
+		batch = l.drain(batch, sqlMaxBatch)
 		l.write(batch)
 	}
 }
@@ -319,11 +255,7 @@ func (l *sqlDecisionLog) write(batch []*logReq) {
 			l.entries[r.Gtrid] = r
 		}
 	}
-	for _, r := range batch {
-		if r.done != nil {
-			r.done <- err
-		}
-	}
+	answer(batch, err)
 }
 
 // upsert writes rows (sorted, one per gtrid) in one transaction, again when the database
@@ -391,25 +323,10 @@ ON DUPLICATE KEY UPDATE client_id = VALUES(client_id), status = VALUES(status), 
   decided_at = VALUES(decided_at), finished_at = VALUES(finished_at), decided_by = VALUES(decided_by),
   record = VALUES(record), updated_at = VALUES(updated_at)`
 
-// mysqlDecisionTexts builds, once and on first use, the upsert statement for 2^i rows.
-var mysqlDecisionTexts [mysqlDecisionRowsLog2 + 1]func() string
-
-func init() {
-	for i := range mysqlDecisionTexts {
-		mysqlDecisionTexts[i] = sync.OnceValue(func() string {
-			var q strings.Builder
-			q.WriteString("INSERT INTO imago_xa_decisions (node_id, gtrid, client_id, status, created_at, decided_at, finished_at, decided_by, record, updated_at) VALUES ")
-			for r := range 1 << i {
-				if r > 0 {
-					q.WriteByte(',')
-				}
-				q.WriteString("(?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))")
-			}
-			q.WriteString(mysqlDecisionUpsertTail)
-			return q.String()
-		})
-	}
-}
+// mysqlDecisionStmt is the decisions upsert for 1, 2, 4 ... mysqlDecisionRows rows.
+var mysqlDecisionStmt = mysqlpool.NewMultiRow(
+	"INSERT INTO imago_xa_decisions (node_id, gtrid, client_id, status, created_at, decided_at, finished_at, decided_by, record, updated_at) VALUES ",
+	"(?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))", mysqlDecisionUpsertTail, mysqlDecisionRows)
 
 // mysqlUpsert writes rows: one statement in autocommit mode (one transaction, no BEGIN and
 // COMMIT round trips) up to mysqlDecisionRows, several in one transaction past it.
@@ -439,10 +356,7 @@ type execer interface {
 // mysqlExec runs one statement of a power-of-two number of rows: the last row repeated (the
 // repeat writes its row again with the same values).
 func (l *sqlDecisionLog) mysqlExec(ctx context.Context, ex execer, rows []record) error {
-	size := 1
-	for size < len(rows) {
-		size *= 2
-	}
+	size := mysqlDecisionStmt.RowsFor(len(rows))
 	args := make([]any, 0, 9*size)
 	var last []any
 	for i := range rows {
@@ -454,7 +368,7 @@ func (l *sqlDecisionLog) mysqlExec(ctx context.Context, ex execer, rows []record
 	for i := len(rows); i < size; i++ {
 		args = append(args, last...)
 	}
-	_, err := ex.ExecContext(ctx, mysqlDecisionTexts[bits.TrailingZeros(uint(size))](), args...)
+	_, err := ex.ExecContext(ctx, mysqlDecisionStmt.Text(size), args...)
 	return err
 }
 
@@ -565,10 +479,7 @@ func (l *sqlDecisionLog) delete(ctx context.Context, gtrids []string) error {
 		_, err := l.cfg.db.ExecContext(ctx, "DELETE FROM imago.xa_decisions WHERE node_id = $1 AND gtrid = ANY($2::text[])"+final, l.cfg.node, gtrids)
 		return err
 	}
-	size := 1
-	for size < len(gtrids) {
-		size *= 2
-	}
+	size := mysqlDecisionStmt.RowsFor(len(gtrids)) // an IN list of power-of-two length, as the upsert
 	args := make([]any, 0, size+1)
 	args = append(args, l.cfg.node)
 	for i := range size {
@@ -585,22 +496,4 @@ func (l *sqlDecisionLog) ph(n int) string {
 		return fmt.Sprintf("$%d", n)
 	}
 	return "?"
-}
-
-func (l *sqlDecisionLog) failedErr() error {
-	l.failMu.Lock()
-	defer l.failMu.Unlock()
-	return l.failed
-}
-
-// fail makes the log refuse every later record: after a failed write the table's content is
-// unknown (a COMMIT may have failed after the server made it durable), and only a restart
-// (which reads it back) can tell.
-func (l *sqlDecisionLog) fail(err error) {
-	l.failMu.Lock()
-	if l.failed == nil {
-		l.failed = err
-		l.cfg.log.Error("decision log failed; no new global transaction can decide until restart", "table", l.table, "err", err)
-	}
-	l.failMu.Unlock()
 }
