@@ -353,6 +353,7 @@ type gatedStore struct {
 	Store
 	entered chan struct{}
 	gate    chan struct{}
+	opened  sync.Once
 	mu      sync.Mutex
 	sizes   []int
 }
@@ -369,6 +370,25 @@ func (g *gatedStore) Commit(ctx context.Context, offsets []Offset) error {
 	return g.Store.Commit(ctx, offsets)
 }
 
+// open lets the held flush go on (once).
+func (g *gatedStore) open() { g.opened.Do(func() { close(g.gate) }) }
+
+// gatedBatcher is a Batcher with two flushers over a gatedStore of a file
+// store; the gate opens at the latest when the test ends (before the Batcher
+// closes, which waits for the held flush).
+func gatedBatcher(t *testing.T) (*Batcher, *gatedStore) {
+	t.Helper()
+	real, err := OpenFile(t.TempDir(), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedStore{Store: real, entered: make(chan struct{}), gate: make(chan struct{})}
+	b := NewBatcher(g, GroupCommitConfig{Flushers: 2}, quietLogger())
+	t.Cleanup(func() { b.Close() })
+	t.Cleanup(g.open) // runs first
+	return b, g
+}
+
 func (g *gatedStore) flushSizes() []int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -381,19 +401,7 @@ func (g *gatedStore) flushSizes() []int {
 func TestGroupCommitFlushersKeepBatchesEven(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	real, err := OpenFile(t.TempDir(), quietLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gatedStore{Store: real, entered: make(chan struct{}), gate: make(chan struct{})}
-	b := NewBatcher(g, GroupCommitConfig{Flushers: 2}, quietLogger())
-	defer b.Close()
-	gateOpen := false
-	defer func() { // before Close, which waits for the held flush
-		if !gateOpen {
-			close(g.gate)
-		}
-	}()
+	b, g := gatedBatcher(t)
 	big := make([]Offset, 16)
 	for i := range big {
 		big[i] = Offset{Group: "g", Topic: "big", Partition: i, Next: 1}
@@ -445,8 +453,7 @@ func TestGroupCommitFlushersKeepBatchesEven(t *testing.T) {
 	for i := range 3 {
 		go func() { results <- b.Commit(ctx, []Offset{{Group: "g", Topic: "late", Partition: i, Next: 1}}) }()
 	}
-	close(g.gate)
-	gateOpen = true
+	g.open()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
@@ -462,19 +469,7 @@ func TestGroupCommitFlushersKeepBatchesEven(t *testing.T) {
 func TestGroupCommitFlushWaitsForRunningFlushes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	real, err := OpenFile(t.TempDir(), quietLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gatedStore{Store: real, entered: make(chan struct{}), gate: make(chan struct{})}
-	b := NewBatcher(g, GroupCommitConfig{Flushers: 2}, quietLogger())
-	defer b.Close()
-	gateOpen := false
-	defer func() {
-		if !gateOpen {
-			close(g.gate)
-		}
-	}()
+	b, g := gatedBatcher(t)
 	held := make(chan error, 1)
 	go func() { held <- b.Commit(ctx, []Offset{{Group: "g", Topic: "t", Partition: 0, Next: 7}}) }()
 	<-g.entered
@@ -485,8 +480,7 @@ func TestGroupCommitFlushWaitsForRunningFlushes(t *testing.T) {
 		t.Fatalf("Flush returned (%v) while a commit queued before it was still being written", err)
 	case <-time.After(200 * time.Millisecond): // a negative check: nothing to wait on
 	}
-	close(g.gate)
-	gateOpen = true
+	g.open()
 	if err := <-flushed; err != nil {
 		t.Fatal(err)
 	}

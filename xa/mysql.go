@@ -194,7 +194,13 @@ func (b *mysqlBranch) db(context.Context) (*sql.Conn, error) {
 }
 
 func (b *mysqlBranch) exec(ctx context.Context, query string, args []any) (int64, error) {
-	conn, err := b.db(ctx)
+	return execOn(ctx, b, query, args)
+}
+
+// execOn runs a statement on bc's connection (its transaction begun) and returns the rows it
+// affected.
+func execOn(ctx context.Context, bc branchConn, query string, args []any) (int64, error) {
+	conn, err := bc.db(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -143,15 +143,7 @@ func (b *pgBranch) exec(ctx context.Context, query string, args []any) (int64, e
 	}
 	b.wrote = true
 	if b.begun || !pipelineArgs(args) {
-		conn, err := b.db(ctx)
-		if err != nil {
-			return 0, err
-		}
-		res, err := conn.ExecContext(ctx, query, args...)
-		if err != nil {
-			return 0, err
-		}
-		return res.RowsAffected()
+		return execOn(ctx, b, query, args)
 	}
 	var n int64
 	err := b.conn.Raw(func(dc any) error {
