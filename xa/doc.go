@@ -23,6 +23,19 @@
 // A branch that cannot be committed at once (a database restarting) stays prepared; the
 // recovery loop, which runs at start-up and every Options.RecoveryInterval, finishes it.
 //
+// # Round trips
+//
+// A MySQL/MariaDB resource built on a pool from OpenMySQLDB keeps each connection's prepared
+// statements and ends and prepares a branch with one "XA END x; XA PREPARE x" text; a
+// PostgreSQL branch sends BEGIN in one pipeline with its first Exec. With one statement per
+// database that is 4 round trips to MariaDB and 3 to PostgreSQL per global transaction.
+//
+// # The decision log
+//
+// By default a group-committed file in Options.Dir (declog.go); with Options.DecisionDB, a
+// table in that database (declog_sql.go), written by the same rules: one writer, one
+// transaction per batch, durable (committed) before appendSync returns.
+//
 // # Xids
 //
 // Every branch has an Xid in Imago's format (xid.go): format id 0x494D4731 ("IMG1"), a
