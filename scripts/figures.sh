@@ -58,5 +58,9 @@ set -a
 # shellcheck disable=SC1091
 [[ -f .services.env ]] && . ./.services.env
 set +a
-IMAGO_FIGURES=1 go test -count=1 -run CommitFigures -v ./offsetdb/ 2>&1 | grep -E 'group commit|update-per-commit|group-commit|ceiling|ok|FAIL' || true
+for db in "postgres|${IMAGO_TEST_PG_DSN:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}" \
+	"mysql|${IMAGO_TEST_MYSQL_DSN:-root@tcp(127.0.0.1:3306)/test}"; do
+	echo "-- ${db%%|*}"
+	"$IMAGO" bench offsets --store "${db%%|*}" --dsn "${db#*|}" --duration "$D"
+done
 fi

@@ -26,7 +26,9 @@ func newBenchCmd(a *app) *cobra.Command {
 one written for this purpose (pre-built request bytes, minimal response parsing) so that on
 a small machine the server, not the load generator, gets the CPU. 'bench disk' measures the
 raw sequential write rate of a directory with an fsync per MiB, the ceiling for durable
-produce.
+produce. 'bench xa' and 'bench put' measure XA branches and the text protocol against a
+running server; 'bench offsets' measures offset commits into a database (--dsn), group
+commit against one UPDATE per commit.
 
 At the end each prints requests, msgs/s, MB/s (MB = 10^6 bytes) and p50/p99/p999 latency;
 --json prints one JSON line instead. A live progress line goes to stderr each second when
@@ -37,10 +39,10 @@ stderr is a terminal (--progress always|never to force).`,
   imago bench disk --dir ./data`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("bench needs a subcommand: produce, fetch, disk, xa or put")
+			return usagef("bench needs a subcommand: produce, fetch, disk, xa, put or offsets")
 		},
 	}
-	cmd.AddCommand(newBenchProduceCmd(a), newBenchFetchCmd(a), newBenchDiskCmd(a), newBenchXACmd(a), newBenchPutCmd(a))
+	cmd.AddCommand(newBenchProduceCmd(a), newBenchFetchCmd(a), newBenchDiskCmd(a), newBenchXACmd(a), newBenchPutCmd(a), newBenchOffsetsCmd(a))
 	return cmd
 }
 

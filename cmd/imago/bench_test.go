@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand"
@@ -11,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 func TestHistogramBuckets(t *testing.T) {
@@ -165,5 +169,37 @@ func TestProduceBody(t *testing.T) {
 	}
 	if v := jsonStringValue(1024); len(v) != 1024 || v[0] != '"' || v[1023] != '"' {
 		t.Fatal("value size")
+	}
+}
+
+// bench offsets runs its three loads against a real database and reports them as JSON.
+func TestBenchOffsets(t *testing.T) {
+	for _, db := range []struct{ store, dsn string }{
+		{"postgres", testenv.PostgresDSN(t)},
+		{"mysql", testenv.MySQLDSN(t)},
+	} {
+		t.Run(db.store, func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			args := []string{"bench", "offsets", "--store", db.store, "--dsn", db.dsn, "--committers", "8", "--duration", "300ms", "--json"}
+			if code := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); code != exitOK {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			var rep benchOffsetsReport
+			if err := json.Unmarshal([]byte(stdout.String()), &rep); err != nil {
+				t.Fatalf("%v: %q", err, stdout.String())
+			}
+			if rep.Baseline.Commits == 0 || rep.GroupCommit.Commits == 0 || len(rep.Ceiling) != 4 || rep.Ceiling[3].Rows != 1 {
+				t.Fatalf("report %+v", rep)
+			}
+			// Group commit wrote its commits in fewer transactions; the baseline in one each.
+			if rep.GroupCommit.Transactions >= uint64(rep.GroupCommit.Commits) || rep.Baseline.Transactions != uint64(rep.Baseline.Commits) {
+				t.Fatalf("transactions: group commit %d for %d commits, baseline %d for %d",
+					rep.GroupCommit.Transactions, rep.GroupCommit.Commits, rep.Baseline.Transactions, rep.Baseline.Commits)
+			}
+		})
+	}
+	var stderr strings.Builder
+	if code := run(context.Background(), []string{"bench", "offsets", "--store", "oracle", "--dsn", "x"}, strings.NewReader(""), io.Discard, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "--store") {
+		t.Fatalf("unknown store: exit %d, %s", code, stderr.String())
 	}
 }

@@ -85,7 +85,7 @@ func TestServeUsageErrors(t *testing.T) {
 
 func TestHelpAndVersion(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"produce", "--help"}, {"consume", "--help"},
-		{"topics", "create", "--help"}, {"bench", "produce", "--help"}, {"bench", "fetch", "--help"}, {"bench", "disk", "--help"}} {
+		{"topics", "create", "--help"}, {"bench", "produce", "--help"}, {"bench", "fetch", "--help"}, {"bench", "disk", "--help"}, {"bench", "offsets", "--help"}} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); code != exitOK {
 			t.Errorf("%v: exit %d: %s", args, code, stderr.String())
