@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D="${FIG_DURATION:-10s}"
 WORK="$(mktemp -d /var/tmp/imago-figures.XXXXXX)"
-trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'if [[ -n "${PID:-}" ]]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 go build -o "$WORK/imago" ./cmd/imago
 IMAGO="$WORK/imago"
 
@@ -26,7 +26,7 @@ start() {
 	SERVER="$(head -n1 "$WORK/ready")"
 	PROTO="$(sed -n 's/^protocol //p' "$WORK/ready")"
 }
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 
 ONLY="${FIG_ONLY:-all}"
 want() { [[ "$ONLY" == all || "$ONLY" == "$1" ]]; }
