@@ -7,8 +7,9 @@
 #   XA (issue 4): branches/s (start, 1 message, end, prepare, commit; 32 connections), five
 #     requests per branch and with a compound start, each against plain produce in the same run
 #   offsets (issue 3): group commit against one UPDATE per commit, PostgreSQL and MariaDB
+#   coordinator (issue 5): global transactions against each database's raw two-phase cycle
 # Needs the services of scripts/services.sh (sources .services.env). Durations: FIG_DURATION;
-# FIG_ONLY=protocol|xa|offsets runs one group.
+# FIG_ONLY=protocol|xa|offsets|coordinator runs one group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D="${FIG_DURATION:-10s}"
@@ -63,4 +64,13 @@ for db in "postgres|${IMAGO_TEST_PG_DSN:-postgres://postgres@127.0.0.1:5432/test
 	echo "-- ${db%%|*}"
 	"$IMAGO" bench offsets --store "${db%%|*}" --dsn "${db#*|}" --duration "$D"
 done
+fi
+
+if want coordinator; then
+echo "== global transactions over HTTP vs each database's raw 2PC cycle (32 clients, $D each)"
+set -a
+# shellcheck disable=SC1091
+[[ -f .services.env ]] && . ./.services.env
+set +a
+go test -count=1 ./cmd/imago -run GlobalThroughput -gbench.duration "$D" -v 2>&1 | grep -E 'clients|CPU per|FAIL' || true
 fi
