@@ -1,9 +1,11 @@
 // Package migrations owns the SQL schema Imago keeps in an operator's database:
-// consumer offsets, partition ends, the consumer lag view and the XA
-// coordinator's decision table (used when coordinator.decision_log names a
-// resource), one set of
+// consumer offsets, partition ends and the consumer lag view, one set of
 // migrations per dialect (postgres/ and mysql/), embedded in the binary and
-// applied with pressly/goose by `imago migrate` or at start-up.
+// applied with pressly/goose by `imago migrate` or at start-up. Two more sets
+// live in other databases and keep their own goose version tables: the
+// transactional outbox (outbox.go, in the application's database) and the XA
+// coordinator's decision table (xa.go, in a resource's database, used when
+// coordinator.decision_log names that resource).
 //
 // Naming follows the DBA rules of DESIGN.md: in PostgreSQL everything lives in
 // schema imago (imago.consumer_offsets, imago.partition_ends,

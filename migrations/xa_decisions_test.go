@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// The XA coordinator's decision table (00003): its columns, each commented, in both dialects.
+// The XA coordinator's decision table (the xa set): its columns, each commented, in both
+// dialects, and nothing of the offsets set created with it.
 func TestXADecisionsTable(t *testing.T) {
 	wantCols := "[node_id gtrid client_id status created_at decided_at finished_at updated_at decided_by record]"
 	for _, dialect := range []string{Postgres, MySQL} {
@@ -16,7 +17,7 @@ func TestXADecisionsTable(t *testing.T) {
 			ctx := context.Background()
 			driver, dsn := freshDatabase(t, dialect)
 			db := openDB(t, driver, dsn)
-			if err := Apply(ctx, db, dialect); err != nil {
+			if err := ApplyXA(ctx, db, dialect); err != nil {
 				t.Fatal(err)
 			}
 			var tableComment string
@@ -62,6 +63,22 @@ func TestXADecisionsTable(t *testing.T) {
 				t.Errorf("columns %v, want %s", cols, wantCols)
 			}
 			checkDecisionKey(t, db, dialect)
+			// The resource's database gets the decision table only, not the offset tables.
+			offsets := `SELECT count(*) FROM information_schema.tables WHERE table_schema = 'imago' AND table_name = 'consumer_offsets'`
+			if dialect == MySQL {
+				offsets = `SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'imago_consumer_offsets'`
+			}
+			var n int
+			if err := db.QueryRowContext(ctx, offsets).Scan(&n); err != nil || n != 0 {
+				t.Errorf("ApplyXA created the offset tables too (%d, %v)", n, err)
+			}
+			// Applying again is a no-op; the offsets set still applies on top, with its own versions.
+			if err := ApplyXA(ctx, db, dialect); err != nil {
+				t.Fatal(err)
+			}
+			if err := Apply(ctx, db, dialect); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 }

@@ -21,7 +21,7 @@ import (
 )
 
 // The decision log in a database table (Options.DecisionDB): imago.xa_decisions in
-// PostgreSQL, imago_xa_decisions in MySQL/MariaDB (migrations 00003). Same contract as the
+// PostgreSQL, imago_xa_decisions in MySQL/MariaDB (migrations.ApplyXA). Same contract as the
 // file log: one writer goroutine group-commits everything queued in one transaction, a
 // multi-row upsert keyed by (node_id, gtrid) with the keys sorted (concurrent coordinators
 // lock rows in one order), so a row holds the last record of its transaction. appendSync
@@ -88,7 +88,7 @@ func normalizeDialect(d string) (string, error) {
 	return "", fmt.Errorf("decision log dialect %q: want mysql or postgres", d)
 }
 
-// openSQLDecisionLog creates or updates the table (migrations.Apply), reads the rows of this
+// openSQLDecisionLog creates or updates the table (migrations.ApplyXA), reads the rows of this
 // node back, deletes those past the retention and returns the last record of every other
 // transaction. A row that does not decode stops the open: skipping a commit decision could
 // have recovery roll back a transaction that committed elsewhere.
@@ -109,7 +109,7 @@ func openSQLDecisionLog(ctx context.Context, cfg sqlLogConfig) (*sqlDecisionLog,
 		l.table = "imago_xa_decisions"
 	}
 	l.logQueue = newLogQueue(cfg.log, "table", l.table)
-	if err := migrations.Apply(ctx, cfg.db, dialect); err != nil {
+	if err := migrations.ApplyXA(ctx, cfg.db, dialect); err != nil {
 		return nil, nil, fmt.Errorf("open decision log table %s: %w", l.table, err)
 	}
 	l.checkDurability(ctx)

@@ -6,6 +6,8 @@
 -- Idempotent on purpose (IF NOT EXISTS): see migrations.Apply.
 
 -- +goose Up
+CREATE SCHEMA IF NOT EXISTS imago;
+
 CREATE TABLE IF NOT EXISTS imago.xa_decisions (
     node_id     text        NOT NULL,
     gtrid       text        NOT NULL,
