@@ -45,30 +45,14 @@ func MySQL(name string, db *sql.DB) Resource {
 	return &mysqlRM{sqlRM: sqlRM{name: name, sqldb: db}}
 }
 
-type mysqlRM struct {
-	sqlRM
-	version string
-}
+type mysqlRM struct{ sqlRM }
 
 func (r *mysqlRM) Driver() string      { return "mysql" }
 func (r *mysqlRM) rm() resourceManager { return r }
 
 // check refuses servers that lose prepared branches on disconnect. A success is remembered.
 func (r *mysqlRM) check(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.checked {
-		return nil
-	}
-	var v string
-	if err := r.sqldb.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
-		return r.err("check", err)
-	}
-	if err := mysqlVersionOK(v); err != nil {
-		return fmt.Errorf("resource %s: %w", r.name, err)
-	}
-	r.checked, r.version = true, v
-	return nil
+	return r.checkOnce(ctx, "SELECT VERSION()", mysqlVersionOK)
 }
 
 // mysqlVersionOK accepts MariaDB >= 10.5 and MySQL >= 5.7.7.
@@ -135,27 +119,16 @@ func (r *mysqlRM) rollback(ctx context.Context, xid Xid) error {
 // then bqual, split by the two length columns) needs no CONVERT XID (which MariaDB lacks);
 // rows of other formats are skipped before their data is looked at.
 func (r *mysqlRM) recover(ctx context.Context) ([]Xid, error) {
-	rows, err := r.sqldb.QueryContext(ctx, "XA RECOVER")
-	if err != nil {
-		return nil, r.err("recover", err)
-	}
-	defer rows.Close()
-	var out []Xid
-	for rows.Next() {
+	return r.recoverRows(ctx, "XA RECOVER", nil, func(rows *sql.Rows) (Xid, bool, error) {
 		var format int64
 		var glen, blen int
 		var data []byte
 		if err := rows.Scan(&format, &glen, &blen, &data); err != nil {
-			return nil, r.err("recover", err)
+			return Xid{}, false, err
 		}
-		if x, ok := decodeMySQLRecover(format, glen, blen, data); ok {
-			out = append(out, x)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, r.err("recover", err)
-	}
-	return out, nil
+		x, ok := decodeMySQLRecover(format, glen, blen, data)
+		return x, ok, nil
+	})
 }
 
 // decodeMySQLRecover turns one XA RECOVER row into an Xid of Imago's format.

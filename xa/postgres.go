@@ -29,24 +29,17 @@ type pgRM struct{ sqlRM }
 func (r *pgRM) Driver() string      { return "postgres" }
 func (r *pgRM) rm() resourceManager { return r }
 
+// check refuses a server with max_prepared_transactions = 0. A success is remembered.
 func (r *pgRM) check(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.checked {
+	return r.checkOnce(ctx, "SHOW max_prepared_transactions", func(v string) error {
+		if n, _ := strconv.Atoi(v); n <= 0 {
+			return fmt.Errorf("%w: PostgreSQL has max_prepared_transactions = %s, so it refuses PREPARE TRANSACTION; "+
+				"set it above 0 (at least the number of concurrent global transactions, e.g. 64) with "+
+				"`ALTER SYSTEM SET max_prepared_transactions = 64` or in postgresql.conf, then restart PostgreSQL",
+				ErrUnsupportedServer, v)
+		}
 		return nil
-	}
-	var v string
-	if err := r.sqldb.QueryRowContext(ctx, "SHOW max_prepared_transactions").Scan(&v); err != nil {
-		return r.err("check", err)
-	}
-	if n, _ := strconv.Atoi(v); n <= 0 {
-		return fmt.Errorf("resource %s: %w: PostgreSQL has max_prepared_transactions = %s, so it refuses PREPARE TRANSACTION; "+
-			"set it above 0 (at least the number of concurrent global transactions, e.g. 64) with "+
-			"`ALTER SYSTEM SET max_prepared_transactions = 64` or in postgresql.conf, then restart PostgreSQL",
-			r.name, ErrUnsupportedServer, v)
-	}
-	r.checked = true
-	return nil
+	})
 }
 
 func (r *pgRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchConn, error) {
@@ -85,26 +78,15 @@ func (r *pgRM) rollback(ctx context.Context, xid Xid) error {
 // recover lists this database's prepared transactions of Imago's format (pg_prepared_xacts
 // shows every database's; COMMIT PREPARED must run in the right one).
 func (r *pgRM) recover(ctx context.Context) ([]Xid, error) {
-	rows, err := r.sqldb.QueryContext(ctx,
-		"SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE $1", pgGIDPrefix+"%")
-	if err != nil {
-		return nil, r.err("recover", err)
-	}
-	defer rows.Close()
-	var out []Xid
-	for rows.Next() {
-		var gid string
-		if err := rows.Scan(&gid); err != nil {
-			return nil, r.err("recover", err)
-		}
-		if x, ok := parsePGGID(gid); ok {
-			out = append(out, x)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, r.err("recover", err)
-	}
-	return out, nil
+	return r.recoverRows(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE $1",
+		[]any{pgGIDPrefix + "%"}, func(rows *sql.Rows) (Xid, bool, error) {
+			var gid string
+			if err := rows.Scan(&gid); err != nil {
+				return Xid{}, false, err
+			}
+			x, ok := parsePGGID(gid)
+			return x, ok, nil
+		})
 }
 
 // pgBranch is one transaction on its pinned connection until PREPARE TRANSACTION (after

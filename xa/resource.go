@@ -88,7 +88,7 @@ type sqlRM struct {
 	sqldb *sql.DB
 	owned bool
 
-	mu      sync.Mutex // guards checked (and the driver's own check results)
+	mu      sync.Mutex // guards checked
 	checked bool
 }
 
@@ -100,4 +100,48 @@ func (r *sqlRM) close() error {
 		return r.sqldb.Close()
 	}
 	return nil
+}
+
+// checkOnce runs the server check of a database resource until it succeeds once: query
+// returns one value, which accept judges. A success is remembered; a failure (an unreachable
+// server, an unsupported one) is tried again at the next enlistment.
+func (r *sqlRM) checkOnce(ctx context.Context, query string, accept func(string) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.checked {
+		return nil
+	}
+	var v string
+	if err := r.sqldb.QueryRowContext(ctx, query).Scan(&v); err != nil {
+		return r.err("check", err)
+	}
+	if err := accept(v); err != nil {
+		return fmt.Errorf("resource %s: %w", r.name, err)
+	}
+	r.checked = true
+	return nil
+}
+
+// recoverRows runs a recovery query and turns each row into an Xid with decode, which
+// reports false for a row of another format (skipped).
+func (r *sqlRM) recoverRows(ctx context.Context, query string, args []any, decode func(*sql.Rows) (Xid, bool, error)) ([]Xid, error) {
+	rows, err := r.sqldb.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, r.err("recover", err)
+	}
+	defer rows.Close()
+	var out []Xid
+	for rows.Next() {
+		x, ok, err := decode(rows)
+		if err != nil {
+			return nil, r.err("recover", err)
+		}
+		if ok {
+			out = append(out, x)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, r.err("recover", err)
+	}
+	return out, nil
 }
