@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -57,4 +58,15 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		decodeBatch(b, nil)
 	})
+}
+
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"settlement.transfers": true, "a": true, "A-b_c.9": true, strings.Repeat("x", 249): true,
+		"": false, strings.Repeat("x", 250): false, "a b": false, "a/b": false, "é": false, "a\n": false,
+	} {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
 }

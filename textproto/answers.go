@@ -27,30 +27,32 @@ const (
 
 // appendResult appends "result <code> <len> <opaque>\r\n<text>\r\n".
 func appendResult(dst []byte, code int, opaque int64, text string) []byte {
-	dst = append(dst, "result "...)
-	dst = strconv.AppendInt(dst, int64(code), 10)
-	dst = append(dst, ' ')
-	dst = strconv.AppendInt(dst, int64(len(text)), 10)
-	dst = append(dst, ' ')
-	dst = strconv.AppendInt(dst, opaque, 10)
-	dst = append(dst, "\r\n"...)
+	dst = appendResultHead(dst, code, len(text), opaque)
 	dst = append(dst, text...)
 	return append(dst, answerTrailer...)
 }
 
-// appendPutResult appends the 200 answer of a put: "<partition> <offset>".
+// appendPutResult appends the 200 answer of a put: "<partition> <offset>". It formats the
+// text on the stack: it runs for every put.
 func appendPutResult(dst []byte, opaque int64, partition int, offset int64) []byte {
 	var tb [48]byte
 	text := strconv.AppendInt(tb[:0], int64(partition), 10)
 	text = append(text, ' ')
 	text = strconv.AppendInt(text, offset, 10)
-	dst = append(dst, "result 200 "...)
-	dst = strconv.AppendInt(dst, int64(len(text)), 10)
-	dst = append(dst, ' ')
-	dst = strconv.AppendInt(dst, opaque, 10)
-	dst = append(dst, "\r\n"...)
+	dst = appendResultHead(dst, codeOK, len(text), opaque)
 	dst = append(dst, text...)
 	return append(dst, answerTrailer...)
+}
+
+// appendResultHead appends the header line of a result answer: "result <code> <len> <opaque>\r\n".
+func appendResultHead(dst []byte, code, textLen int, opaque int64) []byte {
+	dst = append(dst, "result "...)
+	dst = strconv.AppendInt(dst, int64(code), 10)
+	dst = append(dst, ' ')
+	dst = strconv.AppendInt(dst, int64(textLen), 10)
+	dst = append(dst, ' ')
+	dst = strconv.AppendInt(dst, opaque, 10)
+	return append(dst, "\r\n"...)
 }
 
 // failure is an answer code and text for an error.

@@ -5,20 +5,6 @@ import "github.com/imagomq/imago/internal/auth"
 // authToken is the identity a connection authenticated as (internal/auth).
 type authToken = auth.Identity
 
-// authenticator checks auth tokens; nil means auth is off.
-type authenticator struct{ set *auth.Set }
-
-func newAuthenticator(tokens []Token) (*authenticator, error) {
-	set, err := auth.NewSet(tokens)
-	if err != nil || set == nil {
-		return nil, err
-	}
-	return &authenticator{set: set}, nil
-}
-
-// lookup compares the secret with every token in constant time.
-func (a *authenticator) lookup(secret string) *authToken { return a.set.Lookup(secret) }
-
 // The rights a command needs on its topic.
 type right uint8
 

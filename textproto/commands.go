@@ -46,11 +46,10 @@ func (c *conn) handle(line []byte) bool {
 			c.send(appendResult(nil, codeBadRequest, r.opaque, perr.Error()))
 			return c.authed // before auth, a malformed auth ends the connection
 		}
-		c.s.stats.badRequests.Add(1)
 		if r.cmd == cmdPut {
 			c.s.stats.putFailed.Add(1)
 		}
-		c.send(appendResult(nil, codeBadRequest, r.opaque, perr.Error()))
+		c.answerErr(r.opaque, perr)
 		return true
 	}
 	switch r.cmd {
@@ -108,7 +107,7 @@ func (c *conn) authenticate(r request) bool {
 		c.send(appendResult(nil, codeOK, r.opaque, "auth is off on this server; every command is allowed"))
 		return true
 	}
-	t := c.s.auth.lookup(r.token)
+	t := c.s.auth.Lookup(r.token)
 	if t == nil {
 		c.s.stats.authFailures.Add(1)
 		c.s.log.Info("text protocol auth failed", "remote", c.remote)
@@ -165,30 +164,36 @@ func (c *conn) put(r request) bool {
 		return c.txPut(r)
 	}
 	b := &c.puts
-	b.topic, b.puts, b.arena = r.topic, b.puts[:0], b.arena[:0]
-	var (
-		got int
-		err error
-	)
-	start := len(b.arena)
-	b.arena, got, err = c.readPayload(b.arena, r.length)
-	switch {
-	case errors.Is(err, errTruncated):
-		c.s.stats.putFailed.Add(1)
-		c.answerErr(r.opaque, truncated(got, r.length))
-		return true
-	case err != nil:
-		return false
+	b.topic, b.puts = r.topic, b.puts[:0]
+	var stop, keep bool
+	if b.arena, stop, keep = c.readPutPayload(b.arena[:0], r); stop {
+		return keep
 	}
-	if !c.allowed(rightProduce, r.topic, r.opaque) {
-		c.s.stats.putFailed.Add(1)
-		return true
-	}
-	b.puts = append(b.puts, pendingPut{opaque: r.opaque, partition: r.partition, flag: r.flag, start: start, end: len(b.arena)})
+	b.puts = append(b.puts, pendingPut{opaque: r.opaque, partition: r.partition, flag: r.flag, start: 0, end: len(b.arena)})
 	for len(b.puts) < maxBatchPuts && len(b.arena) < maxBatchBytes && c.nextPut(b) {
 	}
 	c.producePuts(b)
 	return true
+}
+
+// readPutPayload appends a put's payload to dst and checks the token's produce right. When
+// the put cannot run, stop is true and keep is what handle reports: a truncated payload or a
+// missing right has been answered (keep true); any other read error ends the connection.
+func (c *conn) readPutPayload(dst []byte, r request) (_ []byte, stop, keep bool) {
+	dst, got, err := c.readPayload(dst, r.length)
+	switch {
+	case errors.Is(err, errTruncated):
+		c.s.stats.putFailed.Add(1)
+		c.answerErr(r.opaque, truncated(got, r.length))
+		return dst, true, true
+	case err != nil:
+		return dst, true, false
+	}
+	if !c.allowed(rightProduce, r.topic, r.opaque) {
+		c.s.stats.putFailed.Add(1)
+		return dst, true, true
+	}
+	return dst, false, true
 }
 
 // nextPut adds the next request to the batch when it is a put for the batch's topic outside a

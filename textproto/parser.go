@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imagomq/imago/broker"
 )
 
 // command is a request's command word.
@@ -211,24 +213,10 @@ func parseOpaque(r *request, w string) error {
 }
 
 func parseName(what, w string) (string, error) {
-	if !validName(w) {
+	if !broker.ValidName(w) {
 		return "", lineErr("%s name %s is invalid: use 1 to 249 characters from A-Z, a-z, 0-9, '.', '_' and '-'", what, quoteWord(w))
 	}
 	return w, nil
-}
-
-// validName is broker.ValidName without a regular expression (it runs for every request).
-func validName(s string) bool {
-	if len(s) < 1 || len(s) > 249 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func parseInt(what, w string, min, max int64) (int64, error) {

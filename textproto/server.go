@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/auth"
 )
 
 // ErrServerClosed is returned by Serve and ListenAndServe after Close.
@@ -23,7 +24,7 @@ type Server struct {
 	b       *broker.Broker
 	opts    Options
 	log     *slog.Logger
-	auth    *authenticator
+	auth    *auth.Set // nil: auth is off
 	started time.Time
 	pid     int
 
@@ -49,16 +50,16 @@ func New(b *broker.Broker, opts Options) (*Server, error) {
 		return nil, errors.New("textproto: the broker is nil")
 	}
 	opts = opts.withDefaults()
-	auth, err := newAuthenticator(opts.Tokens)
+	tokens, err := auth.NewSet(opts.Tokens)
 	if err != nil {
 		return nil, fmt.Errorf("textproto: %w", err)
 	}
-	opts.Tokens = nil // the authenticator holds digests; do not keep secrets around
+	opts.Tokens = nil // the set holds digests; do not keep secrets around
 	s := &Server{
 		b:         b,
 		opts:      opts,
 		log:       opts.Logger,
-		auth:      auth,
+		auth:      tokens,
 		started:   time.Now(),
 		pid:       os.Getpid(),
 		listeners: map[net.Listener]struct{}{},

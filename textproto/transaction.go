@@ -127,20 +127,15 @@ func (c *conn) xaTx(r request) (string, error) {
 		return voteOK, nil
 	case txCommitOne, txCommitTwo:
 		out, err := s.b.XACommit(s.ctx, xid, r.txType == txCommitOne)
+		s.txs.finished(r.txkey, err)
 		if err != nil {
-			s.txs.failed(r.txkey, err)
 			return "", err
 		}
-		s.txs.finished(r.txkey, nil)
 		return positions(out), nil
 	case txRollback:
 		err := s.b.XARollback(s.ctx, xid)
-		if err != nil {
-			s.txs.failed(r.txkey, err)
-			return "", err
-		}
-		s.txs.finished(r.txkey, errRolledBack)
-		return "ok", nil
+		s.txs.finished(r.txkey, rolledBack(err))
+		return "ok", err
 	case txForget:
 		return "ok", s.b.XAForget(s.ctx, xid)
 	}
@@ -165,18 +160,9 @@ func positions(ps []broker.TopicPosition) string {
 // txPut adds a put to a transaction; it answers "<partition> -1": the offset is known at
 // commit, and the partition is the one asked for (-1 when the broker chooses at commit).
 func (c *conn) txPut(r request) bool {
-	payload, got, err := c.readPayload(nil, r.length)
-	switch {
-	case errors.Is(err, errTruncated):
-		c.s.stats.putFailed.Add(1)
-		c.answerErr(r.opaque, truncated(got, r.length))
-		return true
-	case err != nil:
-		return false
-	}
-	if !c.allowed(rightProduce, r.topic, r.opaque) {
-		c.s.stats.putFailed.Add(1)
-		return true
+	payload, stop, keep := c.readPutPayload(nil, r)
+	if stop {
+		return keep
 	}
 	m, err := putMessage(payload, r.flag, r.partition)
 	if err == nil {
