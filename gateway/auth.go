@@ -84,25 +84,41 @@ func allows(t *authToken, need right, topic string) bool {
 }
 
 // authorize checks the request's token against the route's right: 401 unauthorized for a
-// missing or unknown token, 403 forbidden for a token without the right.
-func (s *Server) authorize(r *http.Request, need right) error {
+// missing or unknown token, 403 forbidden for a token without the right. It returns the
+// token (nil when auth is off or the route is open), which wrap keeps for callerToken.
+func (s *Server) authorize(r *http.Request, need right) (*authToken, error) {
 	if s.auth == nil || need == rightNone {
-		return nil
+		return nil, nil
 	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return newError(http.StatusUnauthorized, "unauthorized", "this endpoint needs a token: send the header Authorization: Bearer <token>")
+		return nil, newError(http.StatusUnauthorized, "unauthorized", "this endpoint needs a token: send the header Authorization: Bearer <token>")
 	}
 	t := s.auth.lookup(h)
 	if t == nil {
-		return newError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid; check the token configured for your service")
+		return nil, errInvalidToken()
 	}
 	topic := chi.URLParam(r, "topic")
 	if !allows(t, need, topic) {
 		if topic != "" {
-			return newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right on topic %q; ask an operator to extend its patterns", t.Name, need, topic)
+			return nil, newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right on topic %q; ask an operator to extend its patterns", t.Name, need, topic)
 		}
-		return newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right; ask an operator for an admin token", t.Name, need)
+		return nil, newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right; ask an operator for an admin token", t.Name, need)
+	}
+	return t, nil
+}
+
+// errInvalidToken is the 401 for a token that matches none configured.
+func errInvalidToken() *apiError {
+	return newError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid; check the token configured for your service")
+}
+
+// callerToken is the token the request authenticated with, as wrap kept it from authorize
+// (nil when auth is off), so that a handler checking rights on the topics of its body does
+// not look the token up again.
+func callerToken(w http.ResponseWriter) *authToken {
+	if rw, ok := w.(*recorder); ok {
+		return rw.token
 	}
 	return nil
 }

@@ -29,16 +29,29 @@ const (
 	maxMaxBytes        = 64 << 20
 )
 
+// fetchParams are a fetch's parameters: its offset and the bounds it shares with a member's
+// poll.
 type fetchParams struct {
-	offset      int64
-	maxMessages int
-	maxBytes    int
-	wait        time.Duration
+	offset int64
+	pollParams
 }
 
-// parseFetchQuery parses the query string by hand (no url.Values map per request).
+// parseFetchQuery parses a fetch's query string; offset is required.
 func (s *Server) parseFetchQuery(raw string) (fetchParams, error) {
-	p := fetchParams{offset: -1, maxMessages: defaultMaxMessages, maxBytes: defaultMaxBytes}
+	return s.parseReadQuery(raw, true)
+}
+
+// parsePollQuery parses max_messages, max_bytes and wait_ms of a member's poll (a poll reads
+// at the member's cursors: offset is ignored like any unknown parameter).
+func (s *Server) parsePollQuery(raw string) (pollParams, error) {
+	p, err := s.parseReadQuery(raw, false)
+	return p.pollParams, err
+}
+
+// parseReadQuery parses the query string of a fetch (withOffset) or a poll by hand (no
+// url.Values map per request).
+func (s *Server) parseReadQuery(raw string, withOffset bool) (fetchParams, error) {
+	p := fetchParams{offset: -1, pollParams: pollParams{maxMessages: defaultMaxMessages, maxBytes: defaultMaxBytes}}
 	var seen [4]bool
 	for raw != "" {
 		var kv string
@@ -58,14 +71,14 @@ func (s *Server) parseFetchQuery(raw string) (fetchParams, error) {
 		}
 		idx := -1
 		var lo, hi int64
-		switch k {
-		case "offset":
+		switch {
+		case k == "offset" && withOffset:
 			idx, lo, hi = 0, 0, math.MaxInt64
-		case "max_messages":
+		case k == "max_messages":
 			idx, lo, hi = 1, 1, maxMaxMessages
-		case "max_bytes":
+		case k == "max_bytes":
 			idx, lo, hi = 2, 1, maxMaxBytes
-		case "wait_ms":
+		case k == "wait_ms":
 			idx, lo, hi = 3, 0, s.opts.MaxWait.Milliseconds()
 		default:
 			continue
@@ -89,7 +102,7 @@ func (s *Server) parseFetchQuery(raw string) (fetchParams, error) {
 			p.wait = time.Duration(n) * time.Millisecond
 		}
 	}
-	if !seen[0] {
+	if withOffset && !seen[0] {
 		return p, paramError("offset", "is required: add ?offset=N (GET /v1/topics/{topic} shows each partition's start_offset and end_offset)")
 	}
 	return p, nil
@@ -121,7 +134,7 @@ func partitionParam(r *http.Request) (int, error) {
 }
 
 func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) error {
-	topic, err := topicParam(r)
+	topic, err := nameParam(r, "topic")
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -112,7 +111,7 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.authorizeTopics(r, req.msgs); err != nil {
+	if err := s.authorizeTopics(w, req.msgs); err != nil {
 		return err
 	}
 	if err := s.checkTopics(req.msgs); err != nil {
@@ -217,34 +216,20 @@ func resultOf(in xa.TxInfo) api.GlobalTxResult {
 	return res
 }
 
+// positions is positionsJSON, but nil (no "offsets" in the answer) when there are none.
 func positions(ps []broker.TopicPosition) []api.TopicPosition {
 	if len(ps) == 0 {
 		return nil
 	}
-	out := make([]api.TopicPosition, len(ps))
-	for i, p := range ps {
-		out[i] = api.TopicPosition{Topic: p.Topic, Partition: p.Partition, Offset: p.Offset}
-	}
-	return out
-}
-
-const timeLayout = "2006-01-02T15:04:05.000Z07:00"
-
-func optTime(t time.Time) *string {
-	if t.IsZero() {
-		return nil
-	}
-	s := t.UTC().Format(timeLayout)
-	return &s
+	return positionsJSON(ps)
 }
 
 func globalTxJSON(in xa.TxInfo) api.GlobalTx {
 	out := api.GlobalTx{ID: in.ID, Gtrid: in.Gtrid, Status: string(in.Status), Branches: []api.GlobalTxBranch{},
-		CreatedAt: in.Created.UTC().Format(timeLayout), DecidedAt: optTime(in.Decided), FinishedAt: optTime(in.Finished),
-		Deadline: in.Deadline.UTC().Format(timeLayout), ResolvedBy: in.ResolvedBy, Offsets: positions(in.Offsets)}
+		CreatedAt: formatTimestamp(in.Created), DecidedAt: optTime(in.Decided), FinishedAt: optTime(in.Finished),
+		Deadline: formatTimestamp(in.Deadline), ResolvedBy: in.ResolvedBy, Offsets: positions(in.Offsets)}
 	for _, b := range in.Branches {
-		out.Branches = append(out.Branches, api.GlobalTxBranch{Resource: b.Resource, State: string(b.State),
-			Xid: api.Xid{FormatID: b.Xid.FormatID, Gtrid: hex.EncodeToString(b.Xid.Gtrid), Bqual: hex.EncodeToString(b.Xid.Bqual)}})
+		out.Branches = append(out.Branches, api.GlobalTxBranch{Resource: b.Resource, State: string(b.State), Xid: xidJSON(b.Xid)})
 	}
 	if in.Code != "" {
 		out.Error = &api.Error{Code: in.Code, Message: in.Message}
@@ -256,29 +241,14 @@ func globalTxJSON(in xa.TxInfo) api.GlobalTx {
 // auto_create_topics is on) and 404 for a partition the topic does not have, before anything
 // runs.
 func (s *Server) checkTopics(msgs []broker.TxMessage) error {
+	var info broker.TopicInfo
 	for i := range msgs {
 		m := &msgs[i]
-		if i > 0 && m.Topic == msgs[i-1].Topic && m.Partition < 0 {
-			continue
-		}
-		info, err := s.b.Topic(m.Topic)
-		if errors.Is(err, broker.ErrUnknownTopic) && s.opts.AutoCreateTopics {
-			created, cerr := s.b.CreateTopic(m.Topic, broker.TopicConfig{Partitions: s.opts.DefaultPartitions})
-			if cerr != nil && !errors.Is(cerr, broker.ErrTopicExists) {
-				return cerr
+		if i == 0 || m.Topic != msgs[i-1].Topic {
+			var err error
+			if info, err = s.messageTopic(m.Topic, i); err != nil {
+				return err
 			}
-			if created {
-				s.log.Info("topic auto-created", "topic", m.Topic, "partitions", s.opts.DefaultPartitions)
-			}
-			info, err = s.b.Topic(m.Topic)
-		}
-		if errors.Is(err, broker.ErrUnknownTopic) {
-			ae := unknownTopicError(m.Topic)
-			ae.field = msgField(i, "topic")
-			return ae
-		}
-		if err != nil {
-			return err
 		}
 		if m.Partition >= len(info.Partitions) {
 			return &apiError{status: http.StatusNotFound, code: "unknown_partition", field: msgField(i, "partition"),
@@ -286,6 +256,24 @@ func (s *Server) checkTopics(msgs []broker.TxMessage) error {
 		}
 	}
 	return nil
+}
+
+// messageTopic describes the topic of message i, creating it when it is unknown and the
+// server auto-creates topics (404 unknown_topic otherwise).
+func (s *Server) messageTopic(topic string, i int) (broker.TopicInfo, error) {
+	info, err := s.b.Topic(topic)
+	if errors.Is(err, broker.ErrUnknownTopic) && s.opts.AutoCreateTopics {
+		if err := s.autoCreateTopic(topic); err != nil {
+			return info, err
+		}
+		info, err = s.b.Topic(topic)
+	}
+	if errors.Is(err, broker.ErrUnknownTopic) {
+		ae := unknownTopicError(topic)
+		ae.field = msgField(i, "topic")
+		return info, ae
+	}
+	return info, err
 }
 
 // handleGetGlobalTx answers GET /v1/global-transactions/{id}.
@@ -355,7 +343,7 @@ func (s *Server) handleResolveGlobalTx(w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	id := chi.URLParam(r, "id")
-	by := s.tokenName(r)
+	by := tokenName(w)
 	if by == "" {
 		by = "anonymous"
 	}
@@ -368,6 +356,6 @@ func (s *Server) handleResolveGlobalTx(w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	s.log.Warn("global transaction resolved over HTTP", "id", id, "gtrid", in.Gtrid, "decision", req.Decision,
-		"by", by, "at", time.Now().UTC().Format(timeLayout))
+		"by", by, "at", formatTimestamp(time.Now()))
 	return writeJSON(w, http.StatusOK, globalTxJSON(in))
 }

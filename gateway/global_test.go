@@ -60,12 +60,7 @@ func startGlobal(t *testing.T, extra Options) *globalEnv {
 	}
 
 	dir := t.TempDir()
-	bo := broker.NewOptions(dir + "/log")
-	bo.Logger = quietLogger()
-	b, err := broker.Open(bo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openBroker(t, dir)
 	wallet, err := xa.OpenResource("wallet", "mysql", myDSN)
 	if err != nil {
 		t.Fatal(err)
@@ -74,16 +69,9 @@ func startGlobal(t *testing.T, extra Options) *globalEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	co := xa.NewOptions(dir + "/coordinator")
-	co.Resources = []xa.Resource{wallet, ledger, xa.Broker("broker", b)}
-	co.Logger = quietLogger()
-	c, err := xa.Open(ctx, co)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.coord = c
+	e.coord = openCoordinator(t, dir, wallet, ledger, xa.Broker("broker", b))
 	opts := extra
-	opts.Coordinator = c
+	opts.Coordinator = e.coord
 	opts.Logger = quietLogger()
 	if opts.Operations == nil {
 		opts.Operations = map[string]OperationConfig{
@@ -99,23 +87,62 @@ func startGlobal(t *testing.T, extra Options) *globalEnv {
 	}
 	reg := prometheus.NewRegistry()
 	opts.Metrics = NewMetrics(reg)
-	s, err := New(b, opts)
+	e.testServer = serve(t, b, opts)
+	e.dir, e.reg = dir, reg
+	e.createTopic(e.topic, 1)
+	return e
+}
+
+// openBroker opens a broker under dir/log; it closes with the test, after what was opened
+// over it.
+func openBroker(t *testing.T, dir string) *broker.Broker {
+	t.Helper()
+	bo := broker.NewOptions(dir + "/log")
+	bo.Logger = quietLogger()
+	b, err := broker.Open(bo)
 	if err != nil {
-		c.Close()
-		b.Close()
 		t.Fatal(err)
 	}
-	e.testServer = &testServer{t: t, dir: dir, b: b, s: s, reg: reg, opts: opts, hs: httptest.NewServer(s.Handler())}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// openCoordinator opens a coordinator under dir/coordinator over resources; it closes with
+// the test.
+func openCoordinator(t *testing.T, dir string, resources ...xa.Resource) *xa.Coordinator {
+	t.Helper()
+	co := xa.NewOptions(dir + "/coordinator")
+	co.Resources = resources
+	co.Logger = quietLogger()
+	c, err := xa.Open(context.Background(), co)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		e.s.Close()
-		e.hs.Close()
 		if err := c.Close(); err != nil {
 			t.Errorf("close coordinator: %v", err)
 		}
-		b.Close()
 	})
-	e.createTopic(e.topic, 1)
-	return e
+	return c
+}
+
+// serve builds a gateway over b and serves it; both stop with the test (before the broker
+// and coordinator it runs over).
+func serve(t *testing.T, b *broker.Broker, opts Options) *testServer {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quietLogger()
+	}
+	s, err := New(b, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{t: t, b: b, s: s, opts: opts, hs: httptest.NewServer(s.Handler())}
+	t.Cleanup(func() {
+		s.Close()
+		ts.hs.Close()
+	})
+	return ts
 }
 
 // balances returns A and B in the wallet (MariaDB) and the ledger (PostgreSQL).
@@ -351,21 +378,8 @@ func TestGlobalTxBadInput(t *testing.T) {
 // is built.
 func TestGlobalTxStartupChecks(t *testing.T) {
 	dir := t.TempDir()
-	bo := broker.NewOptions(dir + "/log")
-	bo.Logger = quietLogger()
-	b, err := broker.Open(bo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	co := xa.NewOptions(dir + "/coordinator")
-	co.Resources = []xa.Resource{xa.Broker("broker", b)}
-	co.Logger = quietLogger()
-	c, err := xa.Open(context.Background(), co)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	b := openBroker(t, dir)
+	c := openCoordinator(t, dir, xa.Broker("broker", b))
 	for name, ops := range map[string]map[string]OperationConfig{
 		"unknown resource": {"wallet.debit": {SQL: "UPDATE w SET b = b - :a"}},
 		"broker resource":  {"broker.debit": {SQL: "UPDATE w SET b = b - :a"}},
@@ -383,13 +397,7 @@ func TestGlobalTxStartupChecks(t *testing.T) {
 	if r := ts.do("POST", "/v1/global-transactions", `{"messages": []}`); r.status != 503 {
 		t.Errorf("no coordinator: %d %s", r.status, r.body)
 	}
-	s, err := New(b, Options{Coordinator: c, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	defer hs.Close()
-	ts2 := &testServer{t: t, hs: hs, s: s, b: b}
+	ts2 := serve(t, b, Options{Coordinator: c})
 	r := ts2.do("POST", "/v1/global-transactions", `{"steps": [{"resource": "wallet", "operation": "debit", "params": {}}]}`)
 	if r.status != 400 || errorBody(t, r).Error.Code != "unknown_resource" {
 		t.Errorf("no resources: %d %s", r.status, r.body)
@@ -399,33 +407,14 @@ func TestGlobalTxStartupChecks(t *testing.T) {
 // TestGlobalTxReadyz: /readyz answers 503 while a configured resource cannot be reached.
 func TestGlobalTxReadyz(t *testing.T) {
 	dir := t.TempDir()
-	bo := broker.NewOptions(dir + "/log")
-	bo.Logger = quietLogger()
-	b, err := broker.Open(bo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openBroker(t, dir)
 	// Port 1 on loopback: nothing listens there, the connection is refused at once.
 	down, err := xa.OpenResource("down", "mysql", "root@tcp(127.0.0.1:1)/test?timeout=2s")
 	if err != nil {
 		t.Fatal(err)
 	}
-	co := xa.NewOptions(dir + "/coordinator")
-	co.Resources = []xa.Resource{down, xa.Broker("broker", b)}
-	co.Logger = quietLogger()
-	c, err := xa.Open(context.Background(), co)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := New(b, Options{Coordinator: c, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	defer hs.Close()
-	ts := &testServer{t: t, hs: hs, s: s, b: b}
+	c := openCoordinator(t, dir, down, xa.Broker("broker", b))
+	ts := serve(t, b, Options{Coordinator: c})
 	r := ts.do("GET", "/readyz", "")
 	if r.status != 503 || errorBody(t, r).Error.Code != "not_ready" {
 		t.Errorf("readyz with an unreachable resource: %d %s", r.status, r.body)
@@ -455,16 +444,10 @@ func (f *inDoubtCoordinator) Resolve(ctx context.Context, id string, d xa.Decisi
 func TestGlobalTxResolveAuth(t *testing.T) {
 	e := startGlobal(t, Options{})
 	fake := &inDoubtCoordinator{Coordinator: e.coord}
-	s, err := New(e.b, Options{Coordinator: fake, Logger: quietLogger(), Tokens: []Token{
+	ts := serve(t, e.b, Options{Coordinator: fake, Tokens: []Token{
 		{Name: "payments", Token: "p-secret", Produce: []string{"*"}},
 		{Name: "dba", Token: "d-secret", Admin: true},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	defer hs.Close()
-	ts := &testServer{t: t, hs: hs, s: s, b: e.b}
 	body := `{"decision": "rollback", "operator": "alice"}`
 	if r := ts.do("POST", "/v1/global-transactions/hz-1/resolve", body, "Authorization", "Bearer p-secret"); r.status != 403 {
 		t.Fatalf("a producer token resolved: %d %s", r.status, r.body)

@@ -357,8 +357,7 @@ func (c *groupCoordinator) memberLocked(group, id string) (*group, *member, erro
 	return g, m, nil
 }
 
-// member returns a live member's group, topics and store group name, and counts the call
-// as a heartbeat.
+// touch returns a live member and its group, and counts the call as the member's heartbeat.
 func (c *groupCoordinator) touch(group, id string) (*group, *member, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -436,7 +435,7 @@ func (c *groupCoordinator) describe(name string) (mode string, generation int64,
 	for _, m := range g.members {
 		members = append(members, api.GroupMember{MemberID: m.id, ConsumerID: strings.TrimPrefix(m.consumer, m.id),
 			Topics: m.topics, SessionTimeoutMS: m.timeout.Milliseconds(),
-			LastSeen: string(appendTimestampRaw(nil, m.lastSeen)), Assignments: assignments(m.assigned)})
+			LastSeen: formatTimestamp(m.lastSeen), Assignments: assignments(m.assigned)})
 	}
 	slices.SortFunc(members, func(a, b api.GroupMember) int { return strings.Compare(a.MemberID, b.MemberID) })
 	return g.mode, g.generation, members, true
@@ -463,10 +462,4 @@ func (c *groupCoordinator) knownStoreGroups() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// appendTimestampRaw is appendTimestamp without the quotes.
-func appendTimestampRaw(dst []byte, t time.Time) []byte {
-	q := appendTimestamp(nil, t)
-	return append(dst, q[1:len(q)-1]...)
 }

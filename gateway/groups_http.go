@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
 )
@@ -43,31 +41,48 @@ func (s *Server) groupsReady() error {
 	return nil
 }
 
-func groupParam(r *http.Request) (string, error) {
-	g := chi.URLParam(r, "group")
-	if !validName(g) {
-		return "", invalidNameError("group", g)
+// groupParam checks that consumer groups are enabled and returns the {group} path parameter.
+func (s *Server) groupParam(r *http.Request) (string, error) {
+	if err := s.groupsReady(); err != nil {
+		return "", err
 	}
-	return g, nil
+	return nameParam(r, "group")
 }
 
-func memberParam(r *http.Request) (string, error) {
-	m := chi.URLParam(r, "member")
-	if !validName(m) {
-		return "", invalidNameError("member", m)
+// memberParams checks that consumer groups are enabled and returns the {group} and {member}
+// path parameters.
+func (s *Server) memberParams(r *http.Request) (group, id string, err error) {
+	if group, err = s.groupParam(r); err != nil {
+		return "", "", err
 	}
-	return m, nil
+	if id, err = nameParam(r, "member"); err != nil {
+		return "", "", err
+	}
+	return group, id, nil
+}
+
+// consumingMember returns a live member, counting the request as its heartbeat, once the
+// caller's token is found to have the consume right on the member's topics.
+func (s *Server) consumingMember(w http.ResponseWriter, group, id string) (*group, *member, error) {
+	g, m, err := s.groups.touch(group, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.requireConsume(w, m.topics, func(int) string { return "member" }); err != nil {
+		return nil, nil, err
+	}
+	return g, m, nil
 }
 
 // requireConsume checks that the caller's token may consume every topic (403 forbidden,
 // error.field naming the first that fails). field(i) names topic i in the request.
-func (s *Server) requireConsume(r *http.Request, topics []string, field func(int) string) error {
+func (s *Server) requireConsume(w http.ResponseWriter, topics []string, field func(int) string) error {
 	if s.auth == nil {
 		return nil
 	}
-	t := s.auth.lookup(r.Header.Get("Authorization"))
+	t := callerToken(w)
 	if t == nil { // authorize already let it through: cannot happen
-		return newError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid; check the token configured for your service")
+		return errInvalidToken()
 	}
 	for i, topic := range topics {
 		if !allows(t, rightConsume, topic) {
@@ -80,11 +95,11 @@ func (s *Server) requireConsume(r *http.Request, topics []string, field func(int
 }
 
 // requireConsumer checks that the caller's token has some consume pattern, or admin.
-func (s *Server) requireConsumer(r *http.Request) error {
+func (s *Server) requireConsumer(w http.ResponseWriter) error {
 	if s.auth == nil {
 		return nil
 	}
-	t := s.auth.lookup(r.Header.Get("Authorization"))
+	t := callerToken(w)
 	if t == nil || (!t.Consumer() && !t.Admin) {
 		name := ""
 		if t != nil {
@@ -127,7 +142,7 @@ func decodeJoin(group string, body []byte) (joinRequest, error) {
 		return req, fieldError("topics", "holds %d topics; at most %d", len(*b.Topics), maxGroupTopics)
 	}
 	for i, t := range *b.Topics {
-		if !validName(t) {
+		if !broker.ValidName(t) {
 			e := invalidNameError("topic", t)
 			e.field = fmt.Sprintf("topics[%d]", i)
 			return req, e
@@ -166,7 +181,7 @@ func decodeJoin(group string, body []byte) (joinRequest, error) {
 		req.from = *b.From
 	}
 	if b.ConsumerID != nil && *b.ConsumerID != "" {
-		if !validName(*b.ConsumerID) {
+		if !broker.ValidName(*b.ConsumerID) {
 			e := invalidNameError("consumer_id", *b.ConsumerID)
 			e.field = "consumer_id"
 			return req, e
@@ -195,7 +210,7 @@ func decodeCommit(body []byte) (string, []api.GroupOffset, error) {
 	if b.MemberID == nil || *b.MemberID == "" {
 		return "", nil, fieldError("member_id", "is required: the member_id the join answered, as in %s", commitExample)
 	}
-	if !validName(*b.MemberID) {
+	if !broker.ValidName(*b.MemberID) {
 		e := invalidNameError("member", *b.MemberID)
 		e.field = "member_id"
 		return "", nil, e
@@ -212,7 +227,7 @@ func decodeCommit(body []byte) (string, []api.GroupOffset, error) {
 		switch {
 		case o.Topic == nil:
 			return "", nil, fieldError(f+".topic", "is required")
-		case !validName(*o.Topic):
+		case !broker.ValidName(*o.Topic):
 			e := invalidNameError("topic", *o.Topic)
 			e.field = f + ".topic"
 			return "", nil, e
@@ -230,43 +245,8 @@ func decodeCommit(body []byte) (string, []api.GroupOffset, error) {
 	return *b.MemberID, out, nil
 }
 
-// parsePollQuery parses max_messages, max_bytes and wait_ms of a member's poll.
-func (s *Server) parsePollQuery(raw string) (pollParams, error) {
-	p := pollParams{maxMessages: defaultMaxMessages, maxBytes: defaultMaxBytes}
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return p, newError(http.StatusBadRequest, "invalid_parameter", "the query string is malformed: %v", err)
-	}
-	for _, spec := range []struct {
-		name   string
-		lo, hi int64
-		set    func(int64)
-	}{
-		{"max_messages", 1, maxMaxMessages, func(n int64) { p.maxMessages = int(n) }},
-		{"max_bytes", 1, maxMaxBytes, func(n int64) { p.maxBytes = int(n) }},
-		{"wait_ms", 0, s.opts.MaxWait.Milliseconds(), func(n int64) { p.wait = time.Duration(n) * time.Millisecond }},
-	} {
-		vs := q[spec.name]
-		if len(vs) == 0 {
-			continue
-		}
-		if len(vs) > 1 {
-			return p, paramError(spec.name, "appears twice; send it once")
-		}
-		n, err := parseBounded(spec.name, vs[0], spec.lo, spec.hi)
-		if err != nil {
-			return p, err
-		}
-		spec.set(n)
-	}
-	return p, nil
-}
-
 func (s *Server) handleJoinGroup(w http.ResponseWriter, r *http.Request) error {
-	if err := s.groupsReady(); err != nil {
-		return err
-	}
-	group, err := groupParam(r)
+	group, err := s.groupParam(r)
 	if err != nil {
 		return err
 	}
@@ -279,7 +259,7 @@ func (s *Server) handleJoinGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.requireConsume(r, req.topics, func(i int) string { return "topics" }); err != nil {
+	if err := s.requireConsume(w, req.topics, func(i int) string { return "topics" }); err != nil {
 		return err
 	}
 	res, err := s.groups.join(req)
@@ -293,14 +273,7 @@ func (s *Server) handleJoinGroup(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handlePollGroup(w http.ResponseWriter, r *http.Request) error {
-	if err := s.groupsReady(); err != nil {
-		return err
-	}
-	group, err := groupParam(r)
-	if err != nil {
-		return err
-	}
-	id, err := memberParam(r)
+	group, id, err := s.memberParams(r)
 	if err != nil {
 		return err
 	}
@@ -308,14 +281,11 @@ func (s *Server) handlePollGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	_, m, err := s.groups.touch(group, id)
+	g, m, err := s.consumingMember(w, group, id)
 	if err != nil {
 		return err
 	}
-	if err := s.requireConsume(r, m.topics, func(int) string { return "member" }); err != nil {
-		return err
-	}
-	ans, err := s.groups.poll(r.Context(), s.closing, group, id, q)
+	ans, err := s.groups.poll(r.Context(), s.closing, g, m, q)
 	if err != nil {
 		return err
 	}
@@ -327,10 +297,7 @@ func (s *Server) handlePollGroup(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleCommitOffsets(w http.ResponseWriter, r *http.Request) error {
-	if err := s.groupsReady(); err != nil {
-		return err
-	}
-	group, err := groupParam(r)
+	group, err := s.groupParam(r)
 	if err != nil {
 		return err
 	}
@@ -347,7 +314,7 @@ func (s *Server) handleCommitOffsets(w http.ResponseWriter, r *http.Request) err
 	for i, o := range offs {
 		topics[i] = o.Topic
 	}
-	if err := s.requireConsume(r, topics, func(i int) string { return fmt.Sprintf("offsets[%d].topic", i) }); err != nil {
+	if err := s.requireConsume(w, topics, func(i int) string { return fmt.Sprintf("offsets[%d].topic", i) }); err != nil {
 		return err
 	}
 	// An offset is the next one to read: at most the partition's end.
@@ -397,22 +364,11 @@ func (s *Server) handleCommitOffsets(w http.ResponseWriter, r *http.Request) err
 }
 
 func (s *Server) handleLeaveGroup(w http.ResponseWriter, r *http.Request) error {
-	if err := s.groupsReady(); err != nil {
-		return err
-	}
-	group, err := groupParam(r)
+	group, id, err := s.memberParams(r)
 	if err != nil {
 		return err
 	}
-	id, err := memberParam(r)
-	if err != nil {
-		return err
-	}
-	_, m, err := s.groups.touch(group, id)
-	if err != nil {
-		return err
-	}
-	if err := s.requireConsume(r, m.topics, func(int) string { return "member" }); err != nil {
+	if _, _, err := s.consumingMember(w, group, id); err != nil {
 		return err
 	}
 	if err := s.groups.leave(group, id); err != nil {
@@ -423,14 +379,11 @@ func (s *Server) handleLeaveGroup(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (s *Server) handleGroupOffsets(w http.ResponseWriter, r *http.Request) error {
-	if err := s.groupsReady(); err != nil {
-		return err
-	}
-	group, err := groupParam(r)
+	group, err := s.groupParam(r)
 	if err != nil {
 		return err
 	}
-	if err := s.requireConsumer(r); err != nil {
+	if err := s.requireConsumer(w); err != nil {
 		return err
 	}
 	ctx := r.Context()
@@ -454,7 +407,7 @@ func (s *Server) handleGroupOffsets(w http.ResponseWriter, r *http.Request) erro
 		}
 		for _, o := range offs {
 			st := api.GroupOffsetStatus{Topic: o.Topic, Partition: o.Partition, Offset: o.Next, EndOffset: -1,
-				UpdatedAt: string(appendTimestampRaw(nil, o.CommittedAt)), Consumer: strings.TrimPrefix(sg, group+broadcastSep)}
+				UpdatedAt: formatTimestamp(o.CommittedAt), Consumer: strings.TrimPrefix(sg, group+broadcastSep)}
 			if sg == group {
 				st.Consumer = ""
 			}
@@ -485,7 +438,7 @@ func (s *Server) handleListGroups(w http.ResponseWriter, r *http.Request) error 
 	if err := s.groupsReady(); err != nil {
 		return err
 	}
-	if err := s.requireConsumer(r); err != nil {
+	if err := s.requireConsumer(w); err != nil {
 		return err
 	}
 	all, err := s.groups.store.Groups(r.Context())

@@ -20,7 +20,7 @@ import (
 // the member's assignment changes or the server closes). A broker method that waits on
 // several partitions would replace the fan-out.
 
-// pollParams bound one poll.
+// pollParams bound one read: a member's poll, or a fetch (fetchParams).
 type pollParams struct {
 	maxMessages int
 	maxBytes    int
@@ -40,12 +40,9 @@ type pollAnswer struct {
 	assigned   []tp
 }
 
-// poll serves one poll of member id of group. closing ends a long poll early.
-func (c *groupCoordinator) poll(ctx, closing context.Context, group, id string, q pollParams) (pollAnswer, error) {
-	g, m, err := c.touch(group, id)
-	if err != nil {
-		return pollAnswer{}, err
-	}
+// poll serves one poll of member m of g, which the caller found live with touch. closing
+// ends a long poll early.
+func (c *groupCoordinator) poll(ctx, closing context.Context, g *group, m *member, q pollParams) (pollAnswer, error) {
 	select {
 	case m.pollSem <- struct{}{}:
 	case <-ctx.Done():
@@ -55,7 +52,7 @@ func (c *groupCoordinator) poll(ctx, closing context.Context, group, id string, 
 	c.mu.Lock()
 	if m.gone {
 		c.mu.Unlock()
-		return pollAnswer{}, fmt.Errorf("%w: member %q of group %q was removed", errUnknownMember, id, group)
+		return pollAnswer{}, fmt.Errorf("%w: member %q of group %q was removed", errUnknownMember, m.id, g.name)
 	}
 	m.polling++
 	c.mu.Unlock()

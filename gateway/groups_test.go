@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/offsetdb"
 )
 
@@ -570,11 +571,11 @@ func FuzzDecodeGroupRequests(f *testing.F) {
 		id, offs, err := decodeCommit(body)
 		check(err)
 		if err == nil {
-			if !validName(id) || len(offs) == 0 {
+			if !broker.ValidName(id) || len(offs) == 0 {
 				t.Fatalf("body %q accepted with member %q and %d offsets", body, id, len(offs))
 			}
 			for _, o := range offs {
-				if o.Offset < 0 || o.Partition < 0 || !validName(o.Topic) {
+				if o.Offset < 0 || o.Partition < 0 || !broker.ValidName(o.Topic) {
 					t.Fatalf("body %q accepted offset %+v", body, o)
 				}
 			}

@@ -163,6 +163,22 @@ func errorBody(t *testing.T, r response) api.ErrorResponse {
 	return e
 }
 
+// expectError fails the test unless r is an error answer with status and code and, when field
+// is not empty, that error.field.
+func expectError(t *testing.T, r response, status int, code, field string) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
+	}
+	e := errorBody(t, r)
+	if e.Error.Code != code {
+		t.Errorf("code %q, want %q (%s)", e.Error.Code, code, e.Error.Message)
+	}
+	if field != "" && e.Error.Field != field {
+		t.Errorf("field %q, want %q (%s)", e.Error.Field, field, e.Error.Message)
+	}
+}
+
 func itoa(n int) string { return strconv.Itoa(n) }
 
 // inFlight reads imago_http_requests_in_flight.

@@ -71,6 +71,22 @@ func appendJSONString[S ~string | ~[]byte](dst []byte, s S) []byte {
 	return append(dst, '"')
 }
 
+// timestampLayout is the API's time format: RFC 3339 in UTC with milliseconds.
+const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// formatTimestamp formats t as appendTimestamp does, without the quotes, for the answers
+// that encoding/json writes.
+func formatTimestamp(t time.Time) string { return t.UTC().Format(timestampLayout) }
+
+// optTime is formatTimestamp of t, or nil (JSON null) for the zero time.
+func optTime(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := formatTimestamp(t)
+	return &s
+}
+
 // appendTimestamp appends t as a quoted RFC 3339 time in UTC with milliseconds,
 // e.g. "2026-11-24T09:30:00.123Z".
 func appendTimestamp(dst []byte, t time.Time) []byte {
@@ -78,7 +94,7 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 	year, month, day := t.Date()
 	if year < 0 || year > 9999 {
 		dst = append(dst, '"')
-		dst = t.AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+		dst = t.AppendFormat(dst, timestampLayout)
 		return append(dst, '"')
 	}
 	hour, min, sec := t.Clock()

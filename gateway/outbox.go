@@ -2,25 +2,13 @@ package gateway
 
 import (
 	"net/http"
-	"time"
+
+	"github.com/imagomq/imago/outbox"
 )
 
-// OutboxSource is one transactional outbox source as GET /v1/outbox/sources reports it.
-type OutboxSource struct {
-	Name string
-	// Active is true while this process holds the source's lock and relays it.
-	Active bool
-	// Backlog is rows waiting in the outbox table; negative when not sampled yet.
-	Backlog int64
-	// RelayedTotal counts rows the source has published (kept in the database, across relays).
-	RelayedTotal int64
-	// LastRelayedAt is when the last batch was published; zero when never.
-	LastRelayedAt time.Time
-	// Lag is the commit-to-publish delay of the last batch's oldest row.
-	Lag time.Duration
-	// LastError is the last failure, empty after a success.
-	LastError string
-}
+// OutboxSource is one transactional outbox source as GET /v1/outbox/sources reports it: the
+// relay's own status.
+type OutboxSource = outbox.Status
 
 // OutboxStatus reports the outbox relay sources this process runs (Options.Outbox).
 type OutboxStatus interface {
@@ -43,14 +31,10 @@ func (s *Server) handleOutboxSources(w http.ResponseWriter, r *http.Request) err
 	if s.opts.Outbox != nil {
 		for _, src := range s.opts.Outbox.OutboxSources() {
 			j := outboxSourceJSON{Name: src.Name, Active: src.Active, RelayedTotal: src.RelayedTotal,
-				LagMS: src.Lag.Milliseconds(), LastError: src.LastError}
+				LagMS: src.Lag.Milliseconds(), LastError: src.LastError, LastRelayedAt: optTime(src.LastRelayedAt)}
 			if src.Backlog >= 0 {
 				b := src.Backlog
 				j.Backlog = &b
-			}
-			if !src.LastRelayedAt.IsZero() {
-				t := src.LastRelayedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")
-				j.LastRelayedAt = &t
 			}
 			out = append(out, j)
 		}

@@ -39,7 +39,7 @@ func idempotencyKey(r *http.Request) (string, error) {
 }
 
 func (s *Server) handleProduce(w http.ResponseWriter, r *http.Request) error {
-	topic, err := topicParam(r)
+	topic, err := nameParam(r, "topic")
 	if err != nil {
 		return err
 	}
@@ -63,12 +63,8 @@ func (s *Server) handleProduce(w http.ResponseWriter, r *http.Request) error {
 		if !s.opts.AutoCreateTopics {
 			return unknownTopicError(topic)
 		}
-		created, cerr := s.b.CreateTopic(topic, broker.TopicConfig{Partitions: s.opts.DefaultPartitions})
-		if cerr != nil && !errors.Is(cerr, broker.ErrTopicExists) {
-			return cerr
-		}
-		if created {
-			s.log.Info("topic auto-created", "topic", topic, "partitions", s.opts.DefaultPartitions)
+		if err := s.autoCreateTopic(topic); err != nil {
+			return err
 		}
 		res, err = s.b.Produce(r.Context(), topic, msgs, key)
 	}

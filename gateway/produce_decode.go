@@ -316,7 +316,7 @@ func (p *parser) topic(idx int) (string, error) {
 		return "", err
 	}
 	topic := string(s)
-	if !validName(topic) {
+	if !broker.ValidName(topic) {
 		ae := invalidNameError("topic", topic)
 		ae.field = msgField(idx, "topic")
 		return "", ae

@@ -130,7 +130,8 @@ func (s *Server) wrap(pattern string, need right, h handlerFunc) http.HandlerFun
 			rm.observe(rw.status, time.Since(start), in, rw.written)
 			putRecorder(rw)
 		}()
-		err := s.authorize(r, need)
+		t, err := s.authorize(r, need)
+		rw.token = t
 		if err == nil {
 			err = h(rw, r)
 		}
@@ -149,7 +150,8 @@ type recorder struct {
 	http.ResponseWriter
 	status      int
 	written     int64
-	bodyRead    int64 // set by readBody
+	bodyRead    int64      // set by readBody
+	token       *authToken // set by wrap from authorize; read by callerToken
 	wroteHeader bool
 }
 

@@ -18,27 +18,14 @@ import (
 // maxPartitions is the broker's limit on partitions per topic.
 const maxPartitions = 10000
 
-// validName is broker.ValidName without the regexp: ^[A-Za-z0-9._-]{1,249}$.
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 249 {
-		return false
+// nameParam returns the path parameter param ({topic}, {group}, {member}) after checking it
+// is a valid name.
+func nameParam(r *http.Request, param string) (string, error) {
+	v := chi.URLParam(r, param)
+	if !broker.ValidName(v) {
+		return "", invalidNameError(param, v)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// topicParam returns the {topic} path parameter after checking it is a valid name.
-func topicParam(r *http.Request) (string, error) {
-	t := chi.URLParam(r, "topic")
-	if !validName(t) {
-		return "", invalidNameError("topic", t)
-	}
-	return t, nil
+	return v, nil
 }
 
 // topicRequest is the PUT /v1/topics/{topic} body; pointers tell absent from zero.
@@ -102,7 +89,7 @@ func jsonKind(goKind string) string {
 }
 
 func (s *Server) handleCreateTopic(w http.ResponseWriter, r *http.Request) error {
-	topic, err := topicParam(r)
+	topic, err := nameParam(r, "topic")
 	if err != nil {
 		return err
 	}
@@ -167,7 +154,7 @@ func topicJSON(info broker.TopicInfo) api.Topic {
 }
 
 func (s *Server) handleDescribeTopic(w http.ResponseWriter, r *http.Request) error {
-	topic, err := topicParam(r)
+	topic, err := nameParam(r, "topic")
 	if err != nil {
 		return err
 	}

@@ -62,13 +62,13 @@ func (s *Server) readTxBody(w http.ResponseWriter, r *http.Request, spec txSpec)
 
 // authorizeTopics checks that the caller's token may produce to the topic of every message
 // (403 forbidden naming the first that it may not). The route already checked the token.
-func (s *Server) authorizeTopics(r *http.Request, msgs []broker.TxMessage) error {
+func (s *Server) authorizeTopics(w http.ResponseWriter, msgs []broker.TxMessage) error {
 	if s.auth == nil {
 		return nil
 	}
-	t := s.auth.lookup(r.Header.Get("Authorization"))
-	if t == nil {
-		return newError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid; check the token configured for your service")
+	t := callerToken(w)
+	if t == nil { // authorize already let it through: cannot happen
+		return errInvalidToken()
 	}
 	for i := range msgs {
 		topic := msgs[i].Topic
@@ -84,11 +84,8 @@ func (s *Server) authorizeTopics(r *http.Request, msgs []broker.TxMessage) error
 }
 
 // tokenName is the name of the caller's token, for audit logs ("" when auth is off).
-func (s *Server) tokenName(r *http.Request) string {
-	if s.auth == nil {
-		return ""
-	}
-	if t := s.auth.lookup(r.Header.Get("Authorization")); t != nil {
+func tokenName(w http.ResponseWriter) string {
+	if t := callerToken(w); t != nil {
 		return t.Name
 	}
 	return ""
@@ -106,15 +103,24 @@ func (s *Server) addMessages(msgs []broker.TxMessage, add func() error) error {
 		if _, terr := s.b.Topic(topic); !errors.Is(terr, broker.ErrUnknownTopic) {
 			continue
 		}
-		created, cerr := s.b.CreateTopic(topic, broker.TopicConfig{Partitions: s.opts.DefaultPartitions})
-		if cerr != nil && !errors.Is(cerr, broker.ErrTopicExists) {
-			return cerr
-		}
-		if created {
-			s.log.Info("topic auto-created", "topic", topic, "partitions", s.opts.DefaultPartitions)
+		if err := s.autoCreateTopic(topic); err != nil {
+			return err
 		}
 	}
 	return add()
+}
+
+// autoCreateTopic creates topic with Options.DefaultPartitions, for a server that
+// auto-creates topics. A topic that another request created meanwhile is no error.
+func (s *Server) autoCreateTopic(topic string) error {
+	created, err := s.b.CreateTopic(topic, broker.TopicConfig{Partitions: s.opts.DefaultPartitions})
+	if err != nil && !errors.Is(err, broker.ErrTopicExists) {
+		return err
+	}
+	if created {
+		s.log.Info("topic auto-created", "topic", topic, "partitions", s.opts.DefaultPartitions)
+	}
+	return nil
 }
 
 func (s *Server) handleBeginTx(w http.ResponseWriter, r *http.Request) error {
@@ -144,7 +150,7 @@ func (s *Server) handleTxMessages(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	defer putBuf(bp)
-	if err := s.authorizeTopics(r, body.msgs); err != nil {
+	if err := s.authorizeTopics(w, body.msgs); err != nil {
 		return err
 	}
 	if err := s.addMessages(body.msgs, func() error { return s.b.AddTx(id, body.msgs) }); err != nil {
@@ -209,8 +215,7 @@ func (s *Server) handleTxStatus(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	n := info.Messages
-	ts := appendTimestamp(nil, info.Created)
-	out := api.TxStatus{ID: id, State: string(info.State), Messages: &n, CreatedAt: string(ts[1 : len(ts)-1])}
+	out := api.TxStatus{ID: id, State: string(info.State), Messages: &n, CreatedAt: formatTimestamp(info.Created)}
 	if info.State == broker.TxCommitted {
 		out.Offsets = positionsJSON(info.Offsets)
 	}

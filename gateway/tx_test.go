@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/broker"
 )
 
 // txCounter reads imago_transactions_total{kind,outcome}.
@@ -252,17 +253,7 @@ func TestLocalTxErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := ts.do(c.method, c.path, c.body)
-			if r.status != c.status {
-				t.Fatalf("status %d, want %d; body %s", r.status, c.status, r.body)
-			}
-			e := errorBody(t, r)
-			if e.Error.Code != c.code {
-				t.Errorf("code %q, want %q (%s)", e.Error.Code, c.code, e.Error.Message)
-			}
-			if c.field != "" && e.Error.Field != c.field {
-				t.Errorf("field %q, want %q (%s)", e.Error.Field, c.field, e.Error.Message)
-			}
+			expectError(t, ts.do(c.method, c.path, c.body), c.status, c.code, c.field)
 		})
 	}
 	// None of that touched the transaction: it is open and empty, and commits nothing.
@@ -415,7 +406,7 @@ func FuzzDecodeTxBody(f *testing.F) {
 			}
 		}
 		for i, m := range out.msgs {
-			if !validName(m.Topic) {
+			if !broker.ValidName(m.Topic) {
 				t.Fatalf("message %d: topic %q", i, m.Topic)
 			}
 			if m.ValueJSON && !json.Valid(m.Value) {

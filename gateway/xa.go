@@ -79,7 +79,7 @@ func (s *Server) handleXAStart(w http.ResponseWriter, r *http.Request) error {
 		if err := checkCompoundStart(flags, body); err != nil {
 			return err
 		}
-		if err := s.authorizeTopics(r, body.msgs); err != nil {
+		if err := s.authorizeTopics(w, body.msgs); err != nil {
 			return err
 		}
 	}
@@ -153,7 +153,7 @@ func (s *Server) handleXAMessages(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	defer putBuf(bp) // XAAdd copies the messages
-	if err := s.authorizeTopics(r, body.msgs); err != nil {
+	if err := s.authorizeTopics(w, body.msgs); err != nil {
 		return err
 	}
 	if err := s.addMessages(body.msgs, func() error { return s.b.XAAdd(body.xid, body.msgs) }); err != nil {
@@ -270,7 +270,7 @@ func (s *Server) handleXAHeuristic(w http.ResponseWriter, r *http.Request) error
 	default:
 		return xaInval("decision", "decision must be commit or rollback, not %q", body.decision)
 	}
-	by := s.tokenName(r)
+	by := tokenName(w)
 	if err := s.b.XAHeuristic(r.Context(), body.xid, commit); err != nil {
 		s.log.Warn("heuristic decision refused", "xid", body.xid.String(), "decision", body.decision, "by", by,
 			"remote", r.RemoteAddr, "err", err)

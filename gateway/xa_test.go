@@ -409,17 +409,7 @@ func TestXABadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := ts.do("POST", "/v1/xa/"+c.verb, c.body)
-			if r.status != c.status {
-				t.Fatalf("status %d, want %d; body %s", r.status, c.status, r.body)
-			}
-			e := errorBody(t, r)
-			if e.Error.Code != c.code {
-				t.Errorf("code %q, want %q (%s)", e.Error.Code, c.code, e.Error.Message)
-			}
-			if c.field != "" && e.Error.Field != c.field {
-				t.Errorf("field %q, want %q (%s)", e.Error.Field, c.field, e.Error.Message)
-			}
+			expectError(t, ts.do("POST", "/v1/xa/"+c.verb, c.body), c.status, c.code, c.field)
 		})
 	}
 	if r := ts.do("POST", "/v1/xa/recover", ""); r.status != 405 {
