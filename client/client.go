@@ -208,21 +208,26 @@ func (c *Client) Produce(ctx context.Context, topic string, msgs []Message, opts
 // 416 *Error whose StartOffset and EndOffset say what is stored.
 func (c *Client) Fetch(ctx context.Context, topic string, partition int, opts FetchOptions) (*FetchResult, error) {
 	q := url.Values{"offset": {strconv.FormatInt(opts.Offset, 10)}}
-	if opts.MaxMessages > 0 {
-		q.Set("max_messages", strconv.Itoa(opts.MaxMessages))
-	}
-	if opts.MaxBytes > 0 {
-		q.Set("max_bytes", strconv.Itoa(opts.MaxBytes))
-	}
-	if opts.Wait > 0 {
-		q.Set("wait_ms", strconv.FormatInt(opts.Wait.Milliseconds(), 10))
-	}
+	setReadLimits(q, opts.MaxMessages, opts.MaxBytes, opts.Wait)
 	p := "/v1/topics/" + url.PathEscape(topic) + "/partitions/" + strconv.Itoa(partition) + "/messages?" + q.Encode()
 	var out FetchResult
 	if _, err := c.get(ctx, p, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// setReadLimits adds the bounds of a fetch or a poll to q; a zero bound is left to the server.
+func setReadLimits(q url.Values, maxMessages, maxBytes int, wait time.Duration) {
+	if maxMessages > 0 {
+		q.Set("max_messages", strconv.Itoa(maxMessages))
+	}
+	if maxBytes > 0 {
+		q.Set("max_bytes", strconv.Itoa(maxBytes))
+	}
+	if wait > 0 {
+		q.Set("wait_ms", strconv.FormatInt(wait.Milliseconds(), 10))
+	}
 }
 
 // Stats returns the server's counters (GET /v1/stats): the text protocol's stats as JSON.

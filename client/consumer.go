@@ -9,10 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,7 +63,7 @@ func groupPath(group string) string { return "/v1/groups/" + url.PathEscape(grou
 // ConsumerID replaces).
 func (c *Client) JoinGroup(ctx context.Context, group string, req JoinGroupRequest) (*Membership, error) {
 	var out Membership
-	if _, err := c.do(ctx, http.MethodPost, groupPath(group)+"/members", nil, req, &out); err != nil {
+	if _, err := c.send(ctx, request{method: http.MethodPost, path: groupPath(group) + "/members", in: req, out: &out}); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -74,21 +74,14 @@ func (c *Client) JoinGroup(ctx context.Context, group string, req JoinGroupReque
 // is removed (then PollGroup answers 404 unknown_member).
 func (c *Client) PollGroup(ctx context.Context, group, member string, opts PollOptions) (*GroupMessages, error) {
 	q := url.Values{}
-	if opts.MaxMessages > 0 {
-		q.Set("max_messages", strconv.Itoa(opts.MaxMessages))
-	}
-	if opts.MaxBytes > 0 {
-		q.Set("max_bytes", strconv.Itoa(opts.MaxBytes))
-	}
-	if opts.Wait > 0 {
-		q.Set("wait_ms", strconv.FormatInt(opts.Wait.Milliseconds(), 10))
-	}
+	setReadLimits(q, opts.MaxMessages, opts.MaxBytes, opts.Wait)
 	p := groupPath(group) + "/members/" + url.PathEscape(member) + "/messages"
 	if len(q) > 0 {
 		p += "?" + q.Encode()
 	}
 	var out GroupMessages
-	if _, err := c.do(ctx, http.MethodGet, p, nil, nil, &out); err != nil {
+	// Not retried here: a Consumer retries its polls itself, within its session timeout.
+	if _, err := c.send(ctx, request{method: http.MethodGet, path: p, out: &out}); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -99,13 +92,13 @@ func (c *Client) PollGroup(ctx context.Context, group, member string, opts PollO
 // not_partition_owner *Error; an offset lower than the stored one changes nothing.
 func (c *Client) CommitGroup(ctx context.Context, group, member string, offsets []GroupOffset) error {
 	req := api.CommitOffsetsRequest{MemberID: member, Offsets: offsets}
-	_, err := c.do(ctx, http.MethodPost, groupPath(group)+"/offsets", nil, req, nil)
+	_, err := c.send(ctx, request{method: http.MethodPost, path: groupPath(group) + "/offsets", in: req})
 	return err
 }
 
 // LeaveGroup removes member from group at once (its partitions go to the others).
 func (c *Client) LeaveGroup(ctx context.Context, group, member string) error {
-	_, err := c.do(ctx, http.MethodDelete, groupPath(group)+"/members/"+url.PathEscape(member), nil, nil, nil)
+	_, err := c.send(ctx, request{method: http.MethodDelete, path: groupPath(group) + "/members/" + url.PathEscape(member)})
 	return err
 }
 
@@ -113,7 +106,7 @@ func (c *Client) LeaveGroup(ctx context.Context, group, member string) error {
 // members.
 func (c *Client) GroupOffsets(ctx context.Context, group string) (*GroupOffsets, error) {
 	var out GroupOffsets
-	if _, err := c.do(ctx, http.MethodGet, groupPath(group)+"/offsets", nil, nil, &out); err != nil {
+	if _, err := c.get(ctx, groupPath(group)+"/offsets", &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -122,7 +115,7 @@ func (c *Client) GroupOffsets(ctx context.Context, group string) (*GroupOffsets,
 // ListGroups lists the groups with committed offsets or live members, sorted by name.
 func (c *Client) ListGroups(ctx context.Context) ([]GroupSummary, error) {
 	var out api.GroupList
-	if _, err := c.do(ctx, http.MethodGet, "/v1/groups", nil, nil, &out); err != nil {
+	if _, err := c.get(ctx, "/v1/groups", &out); err != nil {
 		return nil, err
 	}
 	return out.Groups, nil
@@ -285,9 +278,7 @@ func NewConsumer(c *Client, group string, topics []string, opts ...ConsumerOptio
 }
 
 // MemberID returns the member id of the current membership ("" when not joined).
-func (cs *Consumer) MemberID() string { return cs.memberIDValue() }
-
-func (cs *Consumer) memberIDValue() string {
+func (cs *Consumer) MemberID() string {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	return cs.memberID
@@ -343,7 +334,7 @@ func (cs *Consumer) loop(ctx context.Context, process processor) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if cs.memberIDValue() == "" {
+		if cs.MemberID() == "" {
 			if err := cs.join(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -358,13 +349,13 @@ func (cs *Consumer) loop(ctx context.Context, process processor) error {
 				continue
 			}
 		}
-		res, err := cs.c.PollGroup(ctx, cs.group, cs.memberIDValue(), cs.pollOptions())
+		res, err := cs.c.PollGroup(ctx, cs.group, cs.MemberID(), cs.pollOptions())
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			if isGone(err) {
-				cs.cfg.logger.Warn("membership lost; joining again", "group", cs.group, "member", cs.memberIDValue(), "err", err)
+				cs.cfg.logger.Warn("membership lost; joining again", "group", cs.group, "member", cs.MemberID(), "err", err)
 				cs.dropMembership()
 				continue
 			}
@@ -458,7 +449,7 @@ func (cs *Consumer) reassign(generation int64, as []Assignment) {
 	cs.mu.Unlock()
 	if generation != cs.generation || len(lost) > 0 {
 		slices.SortFunc(lost, compareAssignments)
-		cs.cfg.logger.Info("assignment", "group", cs.group, "member", cs.memberIDValue(), "generation", generation,
+		cs.cfg.logger.Info("assignment", "group", cs.group, "member", cs.MemberID(), "generation", generation,
 			"partitions", len(next), "lost", fmt.Sprint(lost))
 	}
 	cs.generation = generation
@@ -482,7 +473,7 @@ func (cs *Consumer) batches(ctx context.Context, msgs []FetchedMessage) ([]batch
 	by := map[Assignment][]FetchedMessage{}
 	for _, m := range msgs {
 		tp := Assignment{Topic: m.Topic, Partition: m.Partition}
-		if cs.assigned != nil && len(cs.assigned) > 0 && !cs.assigned[tp] {
+		if len(cs.assigned) > 0 && !cs.assigned[tp] {
 			continue
 		}
 		by[tp] = append(by[tp], m)
@@ -502,11 +493,7 @@ func (cs *Consumer) batches(ctx context.Context, msgs []FetchedMessage) ([]batch
 			}
 		}
 		if known {
-			i := 0
-			for i < len(ms) && ms[i].Offset < pos {
-				i++
-			}
-			ms = ms[i:]
+			ms = fromOffset(ms, pos)
 			if cs.fillGaps && len(ms) > 0 && ms[0].Offset > pos {
 				gap, err := cs.fetchRange(ctx, tp, pos, ms[0].Offset)
 				if err != nil {
@@ -521,6 +508,15 @@ func (cs *Consumer) batches(ctx context.Context, msgs []FetchedMessage) ([]batch
 	}
 	slices.SortFunc(out, func(a, b batch) int { return compareAssignments(a.tp, b.tp) })
 	return out, nil
+}
+
+// fromOffset returns the messages of msgs (sorted by offset) at offset off and after.
+func fromOffset(msgs []FetchedMessage, off int64) []FetchedMessage {
+	i := 0
+	for i < len(msgs) && msgs[i].Offset < off {
+		i++
+	}
+	return msgs[i:]
 }
 
 // fetchRange reads offsets [from, to) of a partition directly (a TxConsumer whose database is
@@ -714,7 +710,7 @@ func (cs *Consumer) committed(offsets []GroupOffset) {
 // shutdown commits what was handled and leaves the group.
 func (cs *Consumer) shutdown(ctx context.Context) {
 	cs.commit(ctx)
-	member := cs.memberIDValue()
+	member := cs.MemberID()
 	if member == "" {
 		return
 	}
@@ -763,7 +759,7 @@ func backoffDelay(n int, base, ceil time.Duration) time.Duration {
 	if d > ceil || d <= 0 {
 		d = ceil
 	}
-	jitter := time.Duration(randInt64N(int64(d)/2+1)) - d/4
+	jitter := time.Duration(rand.Int64N(int64(d)/2+1)) - d/4
 	return max(d+jitter, time.Millisecond)
 }
 

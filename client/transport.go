@@ -32,13 +32,6 @@ type request struct {
 	retry bool
 }
 
-// do sends one request without retries; it is the original helper, kept for the package's
-// other files. in is sent as JSON when not nil; a 2xx answer is decoded into out when not nil;
-// a non-2xx answer is returned as *Error.
-func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, in, out any) (int, error) {
-	return c.send(ctx, request{method: method, path: path, hdr: hdr, in: in, out: out})
-}
-
 // get sends a GET, which is always safe to retry.
 func (c *Client) get(ctx context.Context, path string, out any) (int, error) {
 	return c.send(ctx, request{method: http.MethodGet, path: path, out: out, retry: true})

@@ -82,17 +82,16 @@ func (t *Tx) Add(ctx context.Context, msgs ...TxMessage) (held int, err error) {
 // ctx ends: committed returns the positions, rolled back an error, and a server that forgot
 // the transaction ErrOutcomeUnknown.
 func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
-	var out api.TxCommitResponse
-	_, err := t.c.send(ctx, request{method: http.MethodPost, path: t.path("/commit"), out: &out})
+	pos, err := t.commitOnce(ctx)
 	if err == nil {
-		return out.Offsets, nil
+		return pos, nil
 	}
 	if !outcomeLost(err) {
 		return nil, err
 	}
 	for n := 1; ; n++ {
-		if werr := txSleep(ctx, t.c.retry.backoff(n, err)); werr != nil {
-			return nil, fmt.Errorf("commit of transaction %s: %w (the outcome is unknown: %v)", t.ID, werr, err)
+		if !sleepCtx(ctx, t.c.retry.backoff(n, err)) {
+			return nil, fmt.Errorf("commit of transaction %s: %w (the outcome is unknown: %v)", t.ID, ctx.Err(), err)
 		}
 		st, serr := t.Status(ctx)
 		switch {
@@ -106,14 +105,20 @@ func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
 			return nil, fmt.Errorf("commit of transaction %s: the transaction is %s", t.ID, st.State)
 		}
 		// Still open (or committing): ask again.
-		_, err = t.c.send(ctx, request{method: http.MethodPost, path: t.path("/commit"), out: &out})
-		if err == nil {
-			return out.Offsets, nil
+		if pos, err = t.commitOnce(ctx); err == nil {
+			return pos, nil
 		}
 		if !outcomeLost(err) && !IsCode(err, "transaction_not_open") {
 			return nil, err
 		}
 	}
+}
+
+// commitOnce sends the commit one time.
+func (t *Tx) commitOnce(ctx context.Context) ([]TopicPosition, error) {
+	var out api.TxCommitResponse
+	_, err := t.c.send(ctx, request{method: http.MethodPost, path: t.path("/commit"), out: &out})
+	return out.Offsets, err
 }
 
 // outcomeLost reports whether err leaves the outcome of a write unknown.
@@ -124,17 +129,6 @@ func outcomeLost(err error) bool {
 	}
 	var de *decodeError
 	return !errors.As(err, &de)
-}
-
-func txSleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Rollback discards the transaction's messages.

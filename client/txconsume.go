@@ -70,8 +70,8 @@ type TxConsumer struct {
 // dialect "postgres" (driver github.com/jackc/pgx/v5/stdlib) or "mysql" (MySQL or MariaDB,
 // github.com/go-sql-driver/mysql). Use it with Run.
 func NewTxConsumer(c *Client, group string, topics []string, db *sql.DB, dialect string, opts ...ConsumerOption) *TxConsumer {
-	if dialect == "mariadb" {
-		dialect = migrations.MySQL
+	if d, ok := migrations.Dialect(dialect); ok {
+		dialect = d
 	}
 	return newTxConsumer(c, group, topics, &sqlTxStore{db: db, dialect: dialect}, opts)
 }
@@ -177,11 +177,7 @@ func (tc *TxConsumer) process(ctx context.Context, tp Assignment, msgs []Fetched
 // batch, and returns the batch starting at stored.
 func (tc *TxConsumer) realign(ctx context.Context, tp Assignment, msgs []FetchedMessage, stored int64) ([]FetchedMessage, error) {
 	if stored > msgs[0].Offset {
-		i := 0
-		for i < len(msgs) && msgs[i].Offset < stored {
-			i++
-		}
-		return msgs[i:], nil
+		return fromOffset(msgs, stored), nil
 	}
 	gap, err := tc.cs.fetchRange(ctx, tp, stored, msgs[0].Offset)
 	if err != nil {
@@ -248,7 +244,7 @@ func (tc *TxConsumer) committedBy() string {
 	if id := tc.cs.cfg.consumerID; id != "" {
 		return id
 	}
-	return tc.cs.memberIDValue()
+	return tc.cs.MemberID()
 }
 
 // oneByOne handles msgs one transaction each: a failing message is retried with backoff and
@@ -401,15 +397,20 @@ func (s *sqlTxStore) read(ctx context.Context, group, topic string, partition in
 	if err != nil {
 		return 0, false, err
 	}
-	var n int64
-	err = s.db.QueryRowContext(ctx, q, group, topic, partition).Scan(&n)
-	if errors.Is(err, sql.ErrNoRows) {
+	return scanOffset(s.db.QueryRowContext(ctx, q, group, topic, partition), group, topic, partition)
+}
+
+// scanOffset reads the next_offset of one offset row (database/sql or pgx); ok is false when
+// there is no row.
+func scanOffset(row interface{ Scan(...any) error }, group, topic string, partition int) (next int64, ok bool, err error) {
+	err = row.Scan(&next)
+	if errors.Is(err, sql.ErrNoRows) || errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("read offset of %s/%s/%d: %w", group, topic, partition, err)
 	}
-	return n, true, nil
+	return next, true, nil
 }
 
 func (s *sqlTxStore) begin(ctx context.Context) (txHandle, error) {
@@ -462,15 +463,7 @@ func (s *pgxTxStore) migrate(ctx context.Context) error {
 func (s *pgxTxStore) ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 func (s *pgxTxStore) read(ctx context.Context, group, topic string, partition int) (int64, bool, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, pgRead, group, topic, partition).Scan(&n)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("read offset of %s/%s/%d: %w", group, topic, partition, err)
-	}
-	return n, true, nil
+	return scanOffset(s.pool.QueryRow(ctx, pgRead, group, topic, partition), group, topic, partition)
 }
 
 func (s *pgxTxStore) begin(ctx context.Context) (txHandle, error) {

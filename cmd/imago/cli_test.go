@@ -18,6 +18,23 @@ func imago(t *testing.T, srv *serverProc, stdin string, args ...string) (int, st
 	return code, stdout.String(), stderr.String()
 }
 
+// cliOutput is what a command line run in the background printed.
+type cliOutput struct{ stdout, stderr string }
+
+// imagoAsync runs the command line in the background against srv until it ends or 30 s pass,
+// and sends what it printed on the channel.
+func imagoAsync(t *testing.T, srv *serverProc, args ...string) <-chan cliOutput {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	done := make(chan cliOutput, 1)
+	go func() {
+		var stdout, stderr bytes.Buffer
+		run(ctx, append([]string{"--server", srv.URL}, args...), strings.NewReader(""), &stdout, &stderr)
+		done <- cliOutput{stdout.String(), stderr.String()}
+	}()
+	return done
+}
+
 // TestCLIWalkthrough is the README's command-line walk-through against a real server.
 func TestCLIWalkthrough(t *testing.T) {
 	srv := startServer(t, t.TempDir()+"/data")
@@ -87,22 +104,14 @@ func TestConsumeFollow(t *testing.T) {
 	if code, _, stderr := imago(t, srv, "", "topics", "create", "tail"); code != 0 {
 		t.Fatal(stderr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	done := make(chan string, 1)
-	go func() {
-		var stdout, stderr bytes.Buffer
-		run(ctx, []string{"--server", srv.URL, "consume", "tail", "--from", "0", "--follow", "--max", "2", "--wait", "5s"},
-			strings.NewReader(""), &stdout, &stderr)
-		done <- stdout.String()
-	}()
+	done := imagoAsync(t, srv, "consume", "tail", "--from", "0", "--follow", "--max", "2", "--wait", "5s")
 	time.Sleep(200 * time.Millisecond) // let the consumer reach its long-poll
 	for _, v := range []string{"first", "second"} {
 		if code, _, stderr := imago(t, srv, "", "produce", "tail", v); code != 0 {
 			t.Fatal(stderr)
 		}
 	}
-	if got := <-done; got != "first\nsecond\n" {
+	if got := (<-done).stdout; got != "first\nsecond\n" {
 		t.Fatalf("follow printed %q", got)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -187,14 +186,7 @@ func TestCLITailGroupAndCompletion(t *testing.T) {
 	if code, _, stderr := imago(t, srv, "", "produce", "events", "old"); code != 0 {
 		t.Fatal(stderr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	done := make(chan string, 1)
-	go func() {
-		var stdout, stderr bytes.Buffer
-		run(ctx, []string{"--server", srv.URL, "tail", "events", "--max", "1", "--wait", "5s"}, strings.NewReader(""), &stdout, &stderr)
-		done <- stdout.String() + stderr.String()
-	}()
+	done := imagoAsync(t, srv, "tail", "events", "--max", "1", "--wait", "5s")
 	// tail starts at the end as it was when it started; produce until it prints (it may not
 	// have read the end yet when the first message goes in, and "old" must never show).
 	var got string
@@ -203,7 +195,8 @@ func TestCLITailGroupAndCompletion(t *testing.T) {
 			t.Fatal(stderr)
 		}
 		select {
-		case got = <-done:
+		case out := <-done:
+			got = out.stdout + out.stderr
 		case <-time.After(300 * time.Millisecond):
 		}
 	}

@@ -56,13 +56,7 @@ of what it printed, so that the next run goes on from there. --partition is then
   imago consume settlement.transfers --group audit-cli --follow`,
 		Args:              exactArgs(1, "one topic name"),
 		ValidArgsFunction: completeTopics(a),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			f.fromSet = cmd.Flags().Changed("from")
-			if f.group != "" {
-				return runGroupConsume(cmd.Context(), a, f, args[0])
-			}
-			return runConsume(cmd.Context(), a, f, args[0])
-		},
+		RunE:              consumeRunE(a, &f),
 	}
 	registerConsumeFlags(cmd, &f, "earliest", false)
 	return cmd
@@ -81,16 +75,34 @@ arrive from now on until interrupted. Every flag of consume applies; see 'imago 
   imago tail settlement.transfers --follow=false --from 0   # same as consume`,
 		Args:              exactArgs(1, "one topic name"),
 		ValidArgsFunction: completeTopics(a),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			f.fromSet = cmd.Flags().Changed("from")
-			if f.group != "" {
-				return runGroupConsume(cmd.Context(), a, f, args[0])
-			}
-			return runConsume(cmd.Context(), a, f, args[0])
-		},
+		RunE:              consumeRunE(a, &f),
 	}
 	registerConsumeFlags(cmd, &f, "latest", true)
 	return cmd
+}
+
+// consumeRunE runs consume or tail: as a group member with --group, else on one partition.
+func consumeRunE(a *app, f *consumeFlags) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		f.fromSet = cmd.Flags().Changed("from")
+		if f.group != "" {
+			return runGroupConsume(cmd.Context(), a, *f, args[0])
+		}
+		return runConsume(cmd.Context(), a, *f, args[0])
+	}
+}
+
+// readLimits are the message cap and the long-poll wait of the next fetch or poll, once
+// printed messages were printed.
+func (f *consumeFlags) readLimits(printed int64) (maxMessages int, wait time.Duration) {
+	maxMessages = 1000
+	if f.max > 0 && f.max-printed < int64(maxMessages) {
+		maxMessages = int(f.max - printed)
+	}
+	if f.follow {
+		wait = f.wait
+	}
+	return maxMessages, wait
 }
 
 func registerConsumeFlags(cmd *cobra.Command, f *consumeFlags, from string, follow bool) {
@@ -153,13 +165,8 @@ func runConsume(ctx context.Context, a *app, f consumeFlags, topic string) error
 	var printed int64
 	stopAt := int64(-1) // without --follow: the end when the first fetch answered
 	for {
-		opts := client.FetchOptions{Offset: offset, MaxBytes: f.maxBytes, MaxMessages: 1000}
-		if f.max > 0 && f.max-printed < int64(opts.MaxMessages) {
-			opts.MaxMessages = int(f.max - printed)
-		}
-		if f.follow {
-			opts.Wait = f.wait
-		}
+		opts := client.FetchOptions{Offset: offset, MaxBytes: f.maxBytes}
+		opts.MaxMessages, opts.Wait = f.readLimits(printed)
 		res, err := c.Fetch(ctx, topic, f.partition, opts)
 		if err != nil {
 			if ctx.Err() != nil && f.follow {

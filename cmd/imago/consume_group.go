@@ -42,13 +42,8 @@ func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) 
 	defer out.Flush()
 	var printed int64
 	for {
-		opts := client.PollOptions{MaxBytes: f.maxBytes, MaxMessages: 1000}
-		if f.max > 0 && f.max-printed < int64(opts.MaxMessages) {
-			opts.MaxMessages = int(f.max - printed)
-		}
-		if f.follow {
-			opts.Wait = f.wait
-		}
+		opts := client.PollOptions{MaxBytes: f.maxBytes}
+		opts.MaxMessages, opts.Wait = f.readLimits(printed)
 		res, err := c.PollGroup(ctx, f.group, m.MemberID, opts)
 		if err != nil {
 			if ctx.Err() != nil && f.follow {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -179,22 +178,20 @@ func runOutboxRelays(ctx context.Context, a *app, f outboxFlags, opts []outbox.O
 	return errors.Join(errs...)
 }
 
-func applyOutboxMigrations(ctx context.Context, dialect, dsn string) error {
-	driver := "pgx"
-	switch dialect {
-	case "mysql", "mariadb":
-		driver = "mysql"
-	case "postgres", "postgresql", "pgx":
-	default:
-		return usagef("driver %q: want postgres or mysql", dialect)
-	}
-	db, err := sql.Open(driver, dsn)
+// applyOutboxMigrations creates or updates the outbox tables of the database dsn of driver
+// (postgres or mysql, also mariadb).
+func applyOutboxMigrations(ctx context.Context, driver, dsn string) error {
+	dialect, err := migrateDialect(driver, dsn)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", dialect, err)
+		return err
+	}
+	db, where, err := openMigrateDB(dialect, dsn)
+	if err != nil {
+		return err
 	}
 	defer db.Close()
 	if err := migrations.ApplyOutbox(ctx, db, dialect); err != nil {
-		return err
+		return fmt.Errorf("outbox migrations of %s: %w", where, err)
 	}
 	return nil
 }
