@@ -70,12 +70,12 @@ func FS(dialect string) (fs.FS, error) {
 }
 
 // Apply brings the database behind db up to the latest migration of dialect
-// ("postgres" or "mysql"; "mariadb" is accepted as "mysql"). It is idempotent
+// ("postgres" or "mysql"; other names of Dialect are accepted). It is idempotent
 // and safe to run concurrently from several processes (see the package
 // comment). For pgx use github.com/jackc/pgx/v5/stdlib to get a *sql.DB.
 func Apply(ctx context.Context, db *sql.DB, dialect string) error {
-	if dialect == "mariadb" {
-		dialect = MySQL
+	if d, ok := Dialect(dialect); ok {
+		dialect = d
 	}
 	fsys, err := FS(dialect)
 	if err != nil {

@@ -29,11 +29,11 @@ func OutboxFS(dialect string) (fs.FS, error) {
 
 // ApplyOutbox creates or updates the transactional outbox in the application's database
 // behind db: imago.outbox and imago.outbox_relay in PostgreSQL (with the NOTIFY trigger),
-// imago_outbox and imago_outbox_relay in MySQL/MariaDB ("mariadb" is accepted as "mysql").
+// imago_outbox and imago_outbox_relay in MySQL/MariaDB (other names of Dialect are accepted).
 // Like Apply it is idempotent and serialized across processes by the migration lock.
 func ApplyOutbox(ctx context.Context, db *sql.DB, dialect string) error {
-	if dialect == "mariadb" {
-		dialect = MySQL
+	if d, ok := Dialect(dialect); ok {
+		dialect = d
 	}
 	fsys, err := OutboxFS(dialect)
 	if err != nil {

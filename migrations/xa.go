@@ -29,11 +29,11 @@ func XAFS(dialect string) (fs.FS, error) {
 }
 
 // ApplyXA creates or updates the XA coordinator's decision table in db: imago.xa_decisions
-// in PostgreSQL, imago_xa_decisions in MySQL/MariaDB ("mariadb" is accepted as "mysql").
+// in PostgreSQL, imago_xa_decisions in MySQL/MariaDB (other names of Dialect are accepted).
 // Like Apply it is idempotent and serialized across processes by the migration lock.
 func ApplyXA(ctx context.Context, db *sql.DB, dialect string) error {
-	if dialect == "mariadb" {
-		dialect = MySQL
+	if d, ok := Dialect(dialect); ok {
+		dialect = d
 	}
 	fsys, err := XAFS(dialect)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/imagomq/imago/migrations"
 )
 
 // Store keeps consumer offsets. All methods are safe for concurrent use.
@@ -173,13 +175,12 @@ const (
 )
 
 func (c Config) kind() string {
+	if d, ok := migrations.Dialect(c.Store); ok {
+		return d // KindPostgres or KindMySQL
+	}
 	switch k := strings.ToLower(c.Store); k {
 	case "", KindFile:
 		return KindFile
-	case "mariadb":
-		return KindMySQL
-	case "postgresql", "pgx":
-		return KindPostgres
 	case "zk":
 		return KindZooKeeper
 	default:

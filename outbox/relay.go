@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/imagomq/imago/migrations"
 )
 
 // Mode says what the relay does with a published row.
@@ -62,13 +64,11 @@ func (o *Options) defaults() error {
 	if o.Name == "" {
 		return errors.New("outbox: a relay needs a source name")
 	}
-	switch o.Dialect {
-	case Postgres, MySQL:
-	case "mariadb":
-		o.Dialect = MySQL
-	default:
+	d, ok := migrations.Dialect(o.Dialect)
+	if !ok {
 		return fmt.Errorf("outbox: source %s: unknown dialect %q (want postgres or mysql)", o.Name, o.Dialect)
 	}
+	o.Dialect = d
 	if o.Table == "" {
 		o.Table = DefaultPostgresTable
 		if o.Dialect == MySQL {

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/imagomq/imago/migrations"
 )
 
 // Dialects.
@@ -52,13 +54,11 @@ type Writer struct {
 
 // NewWriter returns a writer for table (empty: the dialect's default table).
 func NewWriter(dialect, table string) (*Writer, error) {
-	switch dialect {
-	case Postgres, MySQL:
-	case "mariadb":
-		dialect = MySQL
-	default:
+	d, ok := migrations.Dialect(dialect)
+	if !ok {
 		return nil, fmt.Errorf("outbox: unknown dialect %q (want %q or %q)", dialect, Postgres, MySQL)
 	}
+	dialect = d
 	if table == "" {
 		table = DefaultPostgresTable
 		if dialect == MySQL {

@@ -49,12 +49,6 @@ const (
 	sqlConflictRetries = 5
 )
 
-// Dialects of Options.DecisionDialect.
-const (
-	dialectMySQL    = "mysql"
-	dialectPostgres = "postgres"
-)
-
 // sqlLogConfig is what openSQLDecisionLog needs.
 type sqlLogConfig struct {
 	db           *sql.DB
@@ -77,25 +71,14 @@ type sqlDecisionLog struct {
 	logQueue
 }
 
-// normalizeDialect maps the accepted dialect names to "mysql" or "postgres".
-func normalizeDialect(d string) (string, error) {
-	switch strings.ToLower(d) {
-	case "mysql", "mariadb":
-		return dialectMySQL, nil
-	case "postgres", "postgresql", "pgx":
-		return dialectPostgres, nil
-	}
-	return "", fmt.Errorf("decision log dialect %q: want mysql or postgres", d)
-}
-
 // openSQLDecisionLog creates or updates the table (migrations.ApplyXA), reads the rows of this
 // node back, deletes those past the retention and returns the last record of every other
 // transaction. A row that does not decode stops the open: skipping a commit decision could
 // have recovery roll back a transaction that committed elsewhere.
 func openSQLDecisionLog(ctx context.Context, cfg sqlLogConfig) (*sqlDecisionLog, []record, error) {
-	dialect, err := normalizeDialect(cfg.dialect)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open decision log: %w", err)
+	dialect, ok := migrations.Dialect(cfg.dialect)
+	if !ok {
+		return nil, nil, fmt.Errorf("open decision log: dialect %q: want mysql or postgres", cfg.dialect)
 	}
 	cfg.dialect = dialect
 	if cfg.sweepEvery <= 0 {
@@ -105,7 +88,7 @@ func openSQLDecisionLog(ctx context.Context, cfg sqlLogConfig) (*sqlDecisionLog,
 		cfg: cfg, table: "imago.xa_decisions",
 		entries: map[string]record{},
 	}
-	if dialect == dialectMySQL {
+	if dialect == migrations.MySQL {
 		l.table = "imago_xa_decisions"
 	}
 	l.logQueue = newLogQueue(cfg.log, "table", l.table)
@@ -162,7 +145,7 @@ func (l *sqlDecisionLog) load(ctx context.Context) error {
 func (l *sqlDecisionLog) checkDurability(ctx context.Context) {
 	var setting, value string
 	var err error
-	if l.cfg.dialect == dialectPostgres {
+	if l.cfg.dialect == migrations.Postgres {
 		setting = "synchronous_commit"
 		if err = l.cfg.db.QueryRowContext(ctx, "SELECT current_setting('synchronous_commit')").Scan(&value); err == nil && value == "off" {
 			l.cfg.log.Warn("decision log: PostgreSQL runs with synchronous_commit = off, so a commit decision may be lost in a crash of the database", "table", l.table)
@@ -265,7 +248,7 @@ func (l *sqlDecisionLog) upsert(rows []record) error {
 	defer cancel()
 	var err error
 	for attempt := 0; attempt < sqlConflictRetries; attempt++ {
-		if l.cfg.dialect == dialectPostgres {
+		if l.cfg.dialect == migrations.Postgres {
 			_, err = l.cfg.db.ExecContext(ctx, pgDecisionUpsert, l.pgArgs(rows)...)
 		} else {
 			err = l.mysqlUpsert(ctx, rows)
@@ -475,7 +458,7 @@ func unfinishedInFileLog(dir string) (int, error) {
 // delete removes the rows of gtrids (sorted), only if their status is final.
 func (l *sqlDecisionLog) delete(ctx context.Context, gtrids []string) error {
 	final := " AND status IN ('" + string(StatusCommitted) + "', '" + string(StatusRolledBack) + "')"
-	if l.cfg.dialect == dialectPostgres {
+	if l.cfg.dialect == migrations.Postgres {
 		_, err := l.cfg.db.ExecContext(ctx, "DELETE FROM imago.xa_decisions WHERE node_id = $1 AND gtrid = ANY($2::text[])"+final, l.cfg.node, gtrids)
 		return err
 	}
@@ -492,7 +475,7 @@ func (l *sqlDecisionLog) delete(ctx context.Context, gtrids []string) error {
 
 // ph is the n-th bind placeholder of the dialect.
 func (l *sqlDecisionLog) ph(n int) string {
-	if l.cfg.dialect == dialectPostgres {
+	if l.cfg.dialect == migrations.Postgres {
 		return fmt.Sprintf("$%d", n)
 	}
 	return "?"

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/internal/testenv"
+	"github.com/imagomq/imago/migrations"
 )
 
 // The decision log in a table, against real MariaDB and PostgreSQL. Every test writes under
@@ -29,7 +30,7 @@ type sqlLogDB struct {
 
 // ph is the n-th placeholder of the dialect.
 func (d sqlLogDB) ph(n int) string {
-	if d.dialect == dialectPostgres {
+	if d.dialect == migrations.Postgres {
 		return fmt.Sprintf("$%d", n)
 	}
 	return "?"
@@ -38,7 +39,7 @@ func (d sqlLogDB) ph(n int) string {
 // eachSQLLogDB runs fn for MariaDB and PostgreSQL, each with a pool opened as serve opens a
 // resource's (OpenMySQLDB keeps prepared statements).
 func eachSQLLogDB(t *testing.T, fn func(t *testing.T, d sqlLogDB)) {
-	for _, dialect := range []string{dialectMySQL, dialectPostgres} {
+	for _, dialect := range []string{migrations.MySQL, migrations.Postgres} {
 		t.Run(dialect, func(t *testing.T) {
 			fn(t, openSQLLogDB(t, dialect))
 		})
@@ -49,7 +50,7 @@ func openSQLLogDB(t *testing.T, dialect string) sqlLogDB {
 	t.Helper()
 	var d sqlLogDB
 	var err error
-	if dialect == dialectMySQL {
+	if dialect == migrations.MySQL {
 		d = sqlLogDB{dialect: dialect, table: "imago_xa_decisions", dsn: testenv.MySQLDSN(t)}
 		d.db, err = OpenMySQLDB(d.dsn)
 	} else {
@@ -152,7 +153,7 @@ func oneSession(t *testing.T, d sqlLogDB) int64 {
 	t.Helper()
 	d.db.SetMaxOpenConns(1)
 	q := "SELECT CONNECTION_ID()"
-	if d.dialect == dialectPostgres {
+	if d.dialect == migrations.Postgres {
 		q = "SELECT pg_backend_pid()"
 	}
 	var id int64
@@ -167,7 +168,7 @@ func oneSession(t *testing.T, d sqlLogDB) int64 {
 func writing(t *testing.T, admin sqlLogDB, session int64) bool {
 	t.Helper()
 	var q string
-	if admin.dialect == dialectPostgres {
+	if admin.dialect == migrations.Postgres {
 		q = "SELECT coalesce(query, '') FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND wait_event_type = 'Lock'"
 	} else {
 		q = "SELECT COALESCE(info, '') FROM information_schema.processlist WHERE id = ?"
@@ -261,7 +262,7 @@ func TestSQLDecisionLogReopen(t *testing.T) {
 		var status, client, by string
 		var finished sql.NullString
 		q := "SELECT status, client_id, decided_by, finished_at FROM " + d.table + " WHERE node_id = " + d.ph(1) + " AND gtrid = " + d.ph(2)
-		if d.dialect == dialectPostgres {
+		if d.dialect == migrations.Postgres {
 			q = "SELECT status, client_id, decided_by, to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM " + d.table + " WHERE node_id = $1 AND gtrid = $2"
 		}
 		if err := admin.db.QueryRow(q, node, done.Gtrid).Scan(&status, &client, &by, &finished); err != nil {
@@ -317,7 +318,7 @@ func TestSQLDecisionLogWriteFailure(t *testing.T) {
 		}
 		waitFor(t, "the waiters to queue", func() bool { return len(l.reqs) == waiters })
 		kill := "KILL " + fmt.Sprint(session)
-		if d.dialect == dialectPostgres {
+		if d.dialect == migrations.Postgres {
 			kill = fmt.Sprintf("SELECT pg_terminate_backend(%d)", session)
 		}
 		if _, err := admin.db.Exec(kill); err != nil {
@@ -437,7 +438,7 @@ func TestSQLDecisionLogRetention(t *testing.T) {
 // TestRecoveryCommitsDecidedAfterCrash with the decision log in a table: the decision is a
 // row, the process dies, a new coordinator of the same node and database commits the branches.
 func TestRecoveryCommitsDecidedAfterCrashSQLLog(t *testing.T) {
-	for _, dialect := range []string{dialectMySQL, dialectPostgres} {
+	for _, dialect := range []string{migrations.MySQL, migrations.Postgres} {
 		t.Run(dialect, func(t *testing.T) {
 			e := newEnv(t)
 			table := e.tables(map[string]int64{"a": 100, "b": 0})
@@ -446,7 +447,7 @@ func TestRecoveryCommitsDecidedAfterCrashSQLLog(t *testing.T) {
 			o.Grace = time.Hour // only the decision may commit these
 			o.DecisionDB, o.DecisionDialect = e.pg, dialect
 			d := sqlLogDB{dialect: dialect, db: e.pg, table: "imago.xa_decisions"}
-			if dialect == dialectMySQL {
+			if dialect == migrations.MySQL {
 				o.DecisionDB, d.db, d.table = e.my, e.my, "imago_xa_decisions"
 			}
 			t.Cleanup(func() { d.db.Exec("DELETE FROM "+d.table+" WHERE node_id = "+d.ph(1), node) })
@@ -508,7 +509,7 @@ func TestRecoveryCommitsDecidedAfterCrashSQLLog(t *testing.T) {
 // A coordinator does not move to a table while its file log holds unfinished transactions:
 // their decisions would be forgotten.
 func TestSQLLogRefusesUnfinishedFileLog(t *testing.T) {
-	d := openSQLLogDB(t, dialectPostgres)
+	d := openSQLLogDB(t, migrations.Postgres)
 	o := NewOptions(t.TempDir())
 	o.NodeID = newNode(t)
 	o.Logger = quietLogger()

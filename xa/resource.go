@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/migrations"
 )
 
 // Resource is a resource manager the coordinator can enlist: build one with MySQL, Postgres,
@@ -60,8 +61,9 @@ func OpenResource(name, driverName, dsn string) (Resource, error) {
 	if err := ValidResourceName(name); err != nil {
 		return nil, err
 	}
-	switch driverName {
-	case "mysql", "mariadb":
+	dialect, _ := migrations.Dialect(driverName)
+	switch dialect {
+	case migrations.MySQL:
 		db, err := OpenMySQLDB(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("resource %s: %w", name, err)
@@ -69,7 +71,7 @@ func OpenResource(name, driverName, dsn string) (Resource, error) {
 		r := MySQL(name, db).(*mysqlRM)
 		r.owned = true
 		return r, nil
-	case "postgres", "postgresql", "pgx":
+	case migrations.Postgres:
 		db, err := sql.Open("pgx", dsn)
 		if err != nil {
 			return nil, fmt.Errorf("resource %s: %w", name, err)

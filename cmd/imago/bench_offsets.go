@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/imagomq/imago/migrations"
 	"github.com/imagomq/imago/offsetdb"
 )
 
@@ -41,7 +42,7 @@ imago-bench-<mode>-<time>.`,
 			if err := c.check(); err != nil {
 				return err
 			}
-			if store != "postgres" && store != "mysql" && store != "mariadb" {
+			if _, ok := migrations.Dialect(store); !ok {
 				return usagef("--store %q: want postgres or mysql", store)
 			}
 			if dsn == "" {

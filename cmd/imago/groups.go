@@ -11,10 +11,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/imagomq/imago/client"
 	"github.com/imagomq/imago/internal/config"
+	"github.com/imagomq/imago/migrations"
 	"github.com/imagomq/imago/offsetdb"
-	"github.com/spf13/cobra"
 )
 
 func newGroupsCmd(a *app) *cobra.Command {
@@ -82,7 +84,7 @@ func (f *storeFlags) open(ctx context.Context, cmd *cobra.Command) (offsetdb.Sto
 		cfg.DataDir = f.dataDir
 	}
 	kind := storeName(cfg.Offsets.Store)
-	if (kind == "postgres" || kind == "mysql" || kind == "mariadb") && cfg.Offsets.DSN == "" {
+	if _, sql := migrations.Dialect(kind); sql && cfg.Offsets.DSN == "" {
 		return nil, kind, usagef("the %s offset store needs --dsn (or offsets.dsn, or IMAGO_OFFSETS_DSN)", kind)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -88,13 +88,9 @@ from IMAGO_OFFSETS_DSN so that its password stays out of the command line.`,
 
 // migrateDialect returns the migrations dialect of driver, or the one the DSN's shape shows.
 func migrateDialect(driver, dsn string) (string, error) {
-	switch strings.ToLower(driver) {
-	case "postgres", "postgresql", "pgx":
-		return migrations.Postgres, nil
-	case "mysql", "mariadb":
-		return migrations.MySQL, nil
-	case "":
-	default:
+	if d, ok := migrations.Dialect(driver); ok {
+		return d, nil
+	} else if driver != "" {
 		return "", usagef("--driver %q: want postgres or mysql", driver)
 	}
 	switch {

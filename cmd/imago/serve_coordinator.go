@@ -12,6 +12,7 @@ import (
 
 	"github.com/imagomq/imago/gateway"
 	"github.com/imagomq/imago/internal/config"
+	"github.com/imagomq/imago/migrations"
 	"github.com/imagomq/imago/xa"
 )
 
@@ -70,16 +71,16 @@ func (s *server) openCoordinator(ctx context.Context) error {
 			return &usageError{fmt.Errorf("resources.%s: %w", name, err)}
 		}
 		rc := s.cfg.Resources[name]
-		driver := map[string]string{"mysql": "mysql", "mariadb": "mysql", "postgres": "pgx", "postgresql": "pgx", "pgx": "pgx"}[rc.Driver]
-		if driver == "" {
+		dialect, ok := migrations.Dialect(rc.Driver)
+		if !ok {
 			return &usageError{fmt.Errorf("resources.%s.driver %q: want mysql or postgres", name, rc.Driver)}
 		}
 		var db *sql.DB
 		var err error
-		if driver == "mysql" {
+		if dialect == migrations.MySQL {
 			db, err = xa.OpenMySQLDB(rc.DSN) // keeps prepared statements per connection
 		} else {
-			db, err = sql.Open(driver, rc.DSN)
+			db, err = sql.Open("pgx", rc.DSN)
 		}
 		if err != nil {
 			return &usageError{fmt.Errorf("resources.%s: %w", name, err)}
@@ -87,10 +88,8 @@ func (s *server) openCoordinator(ctx context.Context) error {
 		db.SetMaxIdleConns(resourceIdleConns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 		dbs = append(dbs, db)
-		dialect := "postgres"
-		if driver == "mysql" {
+		if dialect == migrations.MySQL {
 			resources = append(resources, xa.MySQL(name, db))
-			dialect = "mysql"
 		} else {
 			resources = append(resources, xa.Postgres(name, db))
 		}

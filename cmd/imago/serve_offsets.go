@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/migrations"
 	"github.com/imagomq/imago/offsetdb"
 )
 
@@ -60,11 +60,8 @@ func storeName(s string) string {
 // isDatabaseStore reports whether offsets.store names a SQL database (the stores with a
 // partition_ends table).
 func isDatabaseStore(store string) bool {
-	switch strings.ToLower(store) {
-	case "postgres", "postgresql", "pgx", "mysql", "mariadb":
-		return true
-	}
-	return false
+	_, ok := migrations.Dialect(store)
+	return ok
 }
 
 // partitionEndsWriter keeps imago.partition_ends (imago_partition_ends) current: once per

@@ -17,9 +17,7 @@ type outboxRelays []*outbox.Relay
 func (rs outboxRelays) OutboxSources() []gateway.OutboxSource {
 	out := make([]gateway.OutboxSource, 0, len(rs))
 	for _, r := range rs {
-		st := r.Status()
-		out = append(out, gateway.OutboxSource{Name: st.Name, Active: st.Active, Backlog: st.Backlog,
-			RelayedTotal: st.RelayedTotal, LastRelayedAt: st.LastRelayedAt, Lag: st.Lag, LastError: st.LastError})
+		out = append(out, r.Status()) // gateway.OutboxSource is outbox.Status
 	}
 	return out
 }
@@ -58,12 +56,6 @@ func outboxOptions(cfg config.Config, src config.OutboxSource) (outbox.Options, 
 	if !ok {
 		return outbox.Options{}, fmt.Errorf("outbox source %s: resource %q is not in resources", src.Name, src.Resource)
 	}
-	dialect := res.Driver
-	switch dialect {
-	case "postgresql", "pgx":
-		dialect = outbox.Postgres
-	case "mariadb":
-		dialect = outbox.MySQL
-	}
-	return outbox.Options{Name: src.Name, Dialect: dialect, DSN: res.DSN, Table: src.Table, Mode: outbox.Mode(src.Mode)}, nil
+	// outbox.Options accepts every driver name of migrations.Dialect.
+	return outbox.Options{Name: src.Name, Dialect: res.Driver, DSN: res.DSN, Table: src.Table, Mode: outbox.Mode(src.Mode)}, nil
 }
