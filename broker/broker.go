@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/imagomq/imago/broker/internal/dedupe"
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // slowSync is the fsync duration above which a warning is logged.
@@ -109,13 +109,12 @@ func Open(opts Options) (*Broker, error) {
 }
 
 func (b *Broker) lockDir() error {
-	f, err := os.OpenFile(filepath.Join(b.opts.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := fsutil.LockFile(filepath.Join(b.opts.Dir, "LOCK"))
+	if errors.Is(err, fsutil.ErrLocked) {
+		return fmt.Errorf("open broker: data directory %s is in use by another process: %w", b.opts.Dir, err)
+	}
 	if err != nil {
 		return fmt.Errorf("open broker: lock file: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return fmt.Errorf("open broker: data directory %s is in use by another process: %w", b.opts.Dir, err)
 	}
 	b.lock = f
 	return nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker/internal/dedupe"
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // A checkpoint bounds start-up work: it records a log position P such that every partition's
@@ -119,7 +120,7 @@ func (b *Broker) checkpoint() error {
 		d.p.mu.RLock()
 		var err error
 		if !d.s.removed {
-			err = d.s.f.Sync()
+			err = fsutil.Fsync(d.s.f)
 		}
 		d.p.mu.RUnlock()
 		if err != nil {

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // commitLog is the one append-only log that every partition's messages go to, split into
@@ -91,7 +92,7 @@ func (l *commitLog) createSegment(base int64) error {
 	if err != nil {
 		return fmt.Errorf("create segment %d: %w", base, err)
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := fsutil.SyncDir(l.dir); err != nil {
 		f.Close()
 		return fmt.Errorf("create segment %d: %w", base, err)
 	}
@@ -156,7 +157,7 @@ func (l *commitLog) sync() error {
 	seg := l.segs[len(l.segs)-1]
 	l.mu.RUnlock()
 	t := time.Now()
-	err := fdatasync(seg.f)
+	err := fsutil.Fdatasync(seg.f)
 	d := time.Since(t)
 	if err != nil {
 		return fmt.Errorf("fsync segment %d: %w", seg.base, err)
@@ -241,10 +242,10 @@ func (l *commitLog) truncate(pos int64, aside string) error {
 	if err := seg.f.Truncate(pos - seg.base); err != nil {
 		return fmt.Errorf("truncate segment %d at %d: %w", seg.base, pos-seg.base, err)
 	}
-	if err := fdatasync(seg.f); err != nil {
+	if err := fsutil.Fdatasync(seg.f); err != nil {
 		return fmt.Errorf("sync truncated segment %d: %w", seg.base, err)
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := fsutil.SyncDir(l.dir); err != nil {
 		return err
 	}
 	l.end.Store(pos)
@@ -281,25 +282,4 @@ func (l *commitLog) close() error {
 	}
 	l.segs = nil
 	return first
-}
-
-func fdatasync(f *os.File) error {
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // A partition's index maps its logical offsets to records in the commit log. It is dense:
@@ -85,7 +87,7 @@ func openIndexSegment(dir string, base int64, entries int, create bool) (*indexS
 		return nil, fmt.Errorf("map index %s: %w", path, err)
 	}
 	if create {
-		if err := syncDir(dir); err != nil {
+		if err := fsutil.SyncDir(dir); err != nil {
 			syscall.Munmap(data)
 			f.Close()
 			return nil, err

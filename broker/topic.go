@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 const maxPartitions = 10000
@@ -74,7 +76,7 @@ func writeFileAtomic(dir, name string, b []byte) error {
 		f.Close()
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	if err := f.Sync(); err != nil {
+	if err := fsutil.Fsync(f); err != nil {
 		f.Close()
 		return fmt.Errorf("sync %s: %w", name, err)
 	}
@@ -84,7 +86,7 @@ func writeFileAtomic(dir, name string, b []byte) error {
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("rename %s: %w", name, err)
 	}
-	return syncDir(dir)
+	return fsutil.SyncDir(dir)
 }
 
 func (m topicMeta) config() TopicConfig {

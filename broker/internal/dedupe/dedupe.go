@@ -32,6 +32,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // Key is the hash of an idempotency key.
@@ -411,7 +413,7 @@ func (s *Store) fail(err error) error {
 // syncFile is the one place that fsyncs; a slow fsync is logged with its duration.
 func syncFile(f *os.File) error {
 	start := time.Now()
-	err := f.Sync()
+	err := fsutil.Fsync(f)
 	if d := time.Since(start); d > slowSync {
 		slog.Warn("dedupe: slow fsync", "file", f.Name(), "duration", d)
 	}
@@ -419,16 +421,13 @@ func syncFile(f *os.File) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("dedupe: open dir for fsync: %w", err)
-	}
-	err = syncFile(d)
-	if cerr := d.Close(); err == nil {
-		err = cerr
+	start := time.Now()
+	err := fsutil.SyncDir(dir)
+	if d := time.Since(start); d > slowSync {
+		slog.Warn("dedupe: slow fsync", "dir", dir, "duration", d)
 	}
 	if err != nil {
-		return fmt.Errorf("dedupe: fsync dir %s: %w", dir, err)
+		return fmt.Errorf("dedupe: %w", err)
 	}
 	return nil
 }
