@@ -43,12 +43,15 @@ type Broker struct {
 	idemMu   sync.Mutex
 	inflight map[dedupe.Key]*produceReq
 
+	ckptMu sync.Mutex // one checkpoint at a time (checkpoint.go); taken before stateMu
+
 	// stateMu orders the flusher's apply phase (index writes, offsets, dedupe adds) against
 	// checkpoints and retention, so each sees a consistent cut of the log.
 	stateMu     sync.Mutex
-	appliedPos  int64 // log position covered by the index state
-	lastCkptPos atomic.Int64
-	failed      error // set when the log cannot be written; the broker then refuses produces
+	appliedPos  int64        // log position covered by the index state
+	ckptStale   bool         // retention changed start offsets: checkpoint even if appliedPos did not move
+	lastCkptPos atomic.Int64 // position of the last checkpoint written; stored under ckptMu
+	failed      error        // set when the log cannot be written; the broker then refuses produces
 
 	flusherDone chan struct{}
 	ckptSig     chan struct{}
@@ -121,6 +124,16 @@ func (b *Broker) lockDir() error {
 }
 
 func (b *Broker) open() error {
+	// Temporary files of atomic replacements cut short by a crash (".tmp" is the fixed name
+	// earlier versions used).
+	for _, name := range []string{topicsFileName, checkpointFileName} {
+		if err := fsutil.RemoveTemps(b.opts.Dir, name); err != nil {
+			return fmt.Errorf("open broker: %w", err)
+		}
+		if err := os.Remove(filepath.Join(b.opts.Dir, name+".tmp")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("open broker: %w", err)
+		}
+	}
 	metas, err := loadTopics(b.opts.Dir)
 	if err != nil {
 		return err

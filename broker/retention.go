@@ -78,7 +78,7 @@ func (b *Broker) EnforceRetention() {
 		}
 	}
 	if changed {
-		b.lastCkptPos.Store(-1) // the next checkpoint records the new start offsets
+		b.ckptStale = true // the next checkpoint records the new start offsets
 	}
 	b.stateMu.Unlock()
 	for _, s := range removed {

@@ -63,30 +63,7 @@ func saveTopics(dir string, metas []topicMeta) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(dir, topicsFileName, b)
-}
-
-func writeFileAtomic(dir, name string, b []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := fsutil.Fsync(f); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s: %w", name, err)
-	}
-	return fsutil.SyncDir(dir)
+	return fsutil.WriteFileAtomic(dir, topicsFileName, b, 0o644)
 }
 
 func (m topicMeta) config() TopicConfig {
