@@ -122,6 +122,10 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		buf = buf[:0]
 	}
 	for _, r := range reqs {
+		if r.stale != nil && r.stale() {
+			r.skipped = true
+			continue
+		}
 		if b.log.needsRoll(len(buf) + r.size) {
 			writeOut()
 			if writeErr == nil {
@@ -189,7 +193,7 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		pe.p.bytes.Add(int64(pe.e.Size))
 	}
 	for _, r := range reqs {
-		if r.applied != nil {
+		if r.applied != nil && !r.skipped {
 			r.applied(r.batchPos)
 		}
 		if r.hasKey {

@@ -25,6 +25,10 @@ type produceReq struct {
 	control []byte
 	indexed bool
 	applied func(pos int64)
+	// stale, when set, is asked by the flusher just before it encodes the request: true means
+	// the request no longer applies and is dropped unwritten (skipped; applied is not run).
+	stale   func() bool
+	skipped bool
 
 	hasKey bool
 	key    dedupe.Key

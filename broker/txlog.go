@@ -211,6 +211,15 @@ func (b *Broker) compactPrepared(limit int64) int64 {
 	b.txMu.Unlock()
 	for _, t := range old {
 		req := b.txRequest(t, txOpPrepare, false)
+		// Chosen above, written later: a commit, rollback or heuristic decision queued in
+		// between is in the log before this batch, and a PREPARE after the decision would
+		// bring the branch back, prepared, after a crash. The flusher asks again, in queue
+		// order, right before it encodes the batch; a decision queued after that lands after it.
+		req.stale = func() bool {
+			b.txMu.Lock()
+			defer b.txMu.Unlock()
+			return b.txs[t.key] != t || t.state != TxPrepared
+		}
 		req.applied = func(pos int64) {
 			b.txMu.Lock()
 			t.preparePos = pos
