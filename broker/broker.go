@@ -257,9 +257,24 @@ func (b *Broker) stopWorkers() {
 	b.wg.Wait()
 }
 
+// idempotencyFailedLocked stops writes when the idempotency store has failed (a write or fsync
+// error is sticky there: nothing more would be remembered). Keyed produces acknowledged from
+// then on would not be recognised when retried, so the broker stops as after a log failure:
+// produces are refused and Err reports it until a restart, whose replay of the log since the
+// last checkpoint re-adds every key the failed store lost. The batch that was being applied is
+// durable and still acknowledged. The caller holds stateMu.
+func (b *Broker) idempotencyFailedLocked() {
+	derr := b.dedupe.Err()
+	if derr == nil || b.failed != nil {
+		return // not a store failure (a refused entry), or already stopped
+	}
+	b.failed = fmt.Errorf("%w: idempotency store failed, restart required: %v", ErrClosed, derr)
+	b.opts.Logger.Error("idempotency store failed; refusing writes until restart", "err", derr)
+}
+
 // Err reports why the broker refuses writes, or nil: after a failed write or fsync of the
-// commit log the kernel's view of the file is unknown, so it stops appending until a restart
-// recovers the log from disk. Health checks report it (the gateway's /readyz answers 503).
+// commit log (or of the idempotency store) the kernel's view of the file is unknown, so it
+// stops appending until a restart recovers the log from disk. Health checks report it (the gateway's /readyz answers 503).
 func (b *Broker) Err() error {
 	b.stateMu.Lock()
 	defer b.stateMu.Unlock()

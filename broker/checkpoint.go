@@ -114,6 +114,9 @@ func (b *Broker) checkpoint() error {
 	}
 	cp.Txs = b.checkpointTxs(pos)
 	dcp, err := b.dedupe.Sync()
+	if err != nil {
+		b.idempotencyFailedLocked()
+	}
 	b.stateMu.Unlock()
 	redirty := func() {
 		b.stateMu.Lock()

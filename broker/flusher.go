@@ -203,6 +203,7 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 			}
 			if err := b.dedupe.Add(e); err != nil {
 				b.opts.Logger.Error("idempotency store add failed", "err", err)
+				b.idempotencyFailedLocked()
 			}
 		}
 	}

@@ -394,6 +394,14 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
+// Err returns the write or fsync error that made the store unusable, or nil. Once it is set,
+// Add and Sync fail until the store is reopened.
+func (s *Store) Err() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.err
+}
+
 func (s *Store) usable() error {
 	if s.closed {
 		return errClosed
