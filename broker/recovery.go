@@ -58,6 +58,17 @@ func (b *Broker) recover(cp *checkpointFile) error {
 	dedupeFrom := int64(0)
 	if cp != nil {
 		dedupeFrom = cp.Position
+		// Heuristic outcomes whose batches retention deleted live only in the checkpoint:
+		// keep them (a forget later in the log still removes them).
+		var heur []checkpointTx
+		for _, c := range cp.Txs {
+			if c.State == TxHeurCommitted || c.State == TxHeurRolledBack {
+				heur = append(heur, c)
+			}
+		}
+		if err := b.restoreTxs(heur); err != nil {
+			return err
+		}
 	}
 	return b.replay(b.log.start(), true, dedupeFrom)
 }
