@@ -76,7 +76,9 @@ func Open(opts Options) (*Broker, error) {
 	}
 	opts = opts.withDefaults()
 	began := time.Now()
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	// A new data directory's name (and any parent made for it) is fsync'd into its parent:
+	// a power loss must not take it with its first acknowledged writes.
+	if err := fsutil.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open broker: %w", err)
 	}
 	b := &Broker{
@@ -150,8 +152,12 @@ func (b *Broker) open() error {
 	}
 	cp, err := loadCheckpoint(b.opts.Dir)
 	if err != nil {
-		b.opts.Logger.Warn("checkpoint unreadable; rebuilding indexes from the log", "err", err)
-		cp = nil
+		// Not "no checkpoint": without it the idempotency store would be opened empty (its
+		// durable point is recorded here), forgetting keys whose batches retention deleted.
+		return fmt.Errorf("open broker: %s in %s cannot be used (%w); refusing to start. "+
+			"Restore it, or move it aside to rebuild every index from the log, accepting that "+
+			"Idempotency-Keys whose batches retention already deleted are forgotten",
+			checkpointFileName, b.opts.Dir, err)
 	}
 	var dcp dedupe.Checkpoint
 	if cp != nil {

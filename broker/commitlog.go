@@ -42,7 +42,7 @@ func segmentName(base int64) string { return fmt.Sprintf("%020d.log", base) }
 // openCommitLog opens the segments in dir (creating dir) without verifying them; recovery
 // verifies and truncates the tail.
 func openCommitLog(dir string, segmentBytes int64) (*commitLog, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create log dir: %w", err)
 	}
 	l := &commitLog{dir: dir, segmentBytes: segmentBytes}

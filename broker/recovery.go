@@ -258,7 +258,11 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 	if addDedupe && bv.Header.Flags&batchFlagKey != 0 {
 		if time.Duration(b.opts.Now().UnixMilli()-bv.Header.Timestamp)*time.Millisecond < b.opts.IdempotencyWindow {
 			if err := b.dedupe.Add(dedupe.Entry{Key: bv.Header.Key, Fingerprint: bv.Header.Fingerprint, Time: bv.Header.Timestamp, Offsets: offsets}); err != nil {
-				return fmt.Errorf("replay idempotency key: %w", err)
+				if b.dedupe.Err() != nil {
+					return fmt.Errorf("replay idempotency key: %w", err)
+				}
+				// A refused entry (not a store failure) must not keep the broker from opening.
+				b.opts.Logger.Warn("replay: idempotency key not remembered", "position", pos, "err", err)
 			}
 		}
 	}

@@ -135,7 +135,7 @@ func Open(opts Options, cp Checkpoint) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("dedupe: open: %w", err)
 	}
 	s := &Store{
@@ -180,7 +180,8 @@ func (s *Store) Len() int {
 //
 // Adding an entry that is already remembered with the same fingerprint and offsets is a no-op,
 // so an overlapping replay cannot double it. Adding a key that is remembered within the window
-// with another fingerprint or other offsets is an error and changes nothing. An entry already
+// (of now and of e.Time) with another fingerprint or other offsets is an error and changes
+// nothing. An entry already
 // older than the window is ignored. Partitions and offsets must not be negative. After a write
 // error every later Add and Sync fails: reopen the store (the broker restarts and replays).
 func (s *Store) Add(e Entry) error {
@@ -199,7 +200,10 @@ func (s *Store) Add(e Entry) error {
 	}
 	rec := record{fp: e.Fingerprint, time: e.Time, runs: runs}
 	// Only writers change m and they hold wmu: reading it here needs no read lock.
-	if old, ok := s.m[e.Key]; ok && s.visible(old.time, now) {
+	// An old entry that had left the window when e was made is superseded, not a conflict:
+	// the key was used again after it expired (this matters on replay after the wall clock
+	// stepped back, when both uses look recent).
+	if old, ok := s.m[e.Key]; ok && s.visible(old.time, now) && s.visible(old.time, e.Time) {
 		if old.fp == rec.fp && equalRuns(old.runs, rec.runs) {
 			return nil
 		}
