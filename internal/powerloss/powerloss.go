@@ -187,10 +187,13 @@ func (r *Recorder) Save(path string) error {
 	return os.WriteFile(path, buf, 0o644)
 }
 
-// Baseline records everything under root as durable as it is now (a state the test trusts,
-// for example right after a Drop).
+// Baseline forgets every record and records everything under root as durable as it is now (a
+// state the test trusts, for example right after a Drop).
 func (r *Recorder) Baseline(root string) error {
 	root = filepath.Clean(root)
+	r.mu.Lock()
+	r.files, r.dirs = map[uint64]int64{}, map[string]map[string]uint64{}
+	r.mu.Unlock()
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
