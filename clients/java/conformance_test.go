@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,6 +139,10 @@ type imagoServer struct {
 	gw   *gateway.Server
 	srv  *http.Server
 	done chan struct{}
+
+	// requests counts the HTTP requests served, across restarts: a Java program asks for it
+	// ("REQUESTS imago") to show that a call sent nothing.
+	requests atomic.Int64
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -183,7 +188,12 @@ func (s *imagoServer) start() error {
 	}
 	s.addr = ln.Addr().String()
 	s.b, s.gw = b, gw
-	s.srv = &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	h := gw.Handler()
+	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		h.ServeHTTP(w, r)
+	})
+	s.srv = &http.Server{Handler: count, ReadHeaderTimeout: 10 * time.Second}
 	s.done = make(chan struct{})
 	go func(srv *http.Server, done chan struct{}) {
 		defer close(done)
@@ -218,7 +228,8 @@ func (s *imagoServer) restart() error {
 }
 
 // javaRun runs a Java program; a line "RESTART imago" on its standard output restarts srv
-// and answers READY on its standard input. It returns the rest of the output and the error.
+// and answers READY on its standard input, and a line "REQUESTS imago" answers the number of
+// requests srv has served. It returns the rest of the output and the error.
 func javaRun(t *testing.T, ctx context.Context, srv *imagoServer, java string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, java, args...)
@@ -248,6 +259,12 @@ func javaRun(t *testing.T, ctx context.Context, srv *imagoServer, java string, a
 			}
 			if _, err := io.WriteString(stdin, answer+"\n"); err != nil {
 				t.Errorf("answer the harness: %v", err)
+			}
+			continue
+		}
+		if line == "REQUESTS imago" {
+			if _, err := fmt.Fprintf(stdin, "%d\n", srv.requests.Load()); err != nil {
+				t.Errorf("answer the program: %v", err)
 			}
 			continue
 		}
