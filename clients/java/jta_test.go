@@ -149,6 +149,13 @@ func TestJavaJTABitronix(t *testing.T) {
 		run + "-thread-b":   {0, 0},
 		run + "-thread-b-1": {0, 0},
 		run + "-thread-b-2": {0, 0},
+		// the association rules by hand: one branch moved between threads, committed
+		run + "-raw-1":         {0, 1},
+		run + "-raw-2":         {0, 1},
+		run + "-raw-3":         {0, 1},
+		run + "-raw-suspended": {0, 0},
+		run + "-raw-ended":     {0, 0},
+		run + "-raw-failed":    {0, 0},
 	})
 	st.expectPrepared(0, 0)
 

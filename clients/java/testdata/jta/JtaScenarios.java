@@ -3,6 +3,7 @@ import bitronix.tm.Configuration;
 import bitronix.tm.TransactionManagerServices;
 import bitronix.tm.resource.jdbc.PoolingDataSource;
 import io.imago.xa.ImagoXAResource;
+import io.imago.xa.ImagoXid;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
@@ -26,6 +27,8 @@ import javax.transaction.Transaction;
 import javax.transaction.TransactionManager;
 import javax.transaction.UserTransaction;
 import javax.transaction.xa.XAException;
+import javax.transaction.xa.XAResource;
+import javax.transaction.xa.Xid;
 
 /**
  * The JTA scenarios clients/java/jta_test.go runs under Bitronix, over PostgreSQL (Bitronix's
@@ -223,6 +226,56 @@ public final class JtaScenarios {
 
         // 6. Two threads, two transactions, one resource object, publishing in turns.
         twoThreads(app, run);
+
+        // 7. The association rules with no manager (the raw XAResource way).
+        rawAssociation(d.imago().baseUrl(), app.topic(), run);
+    }
+
+    /**
+     * The association rules driven by hand, without a manager (so with xids: this is the raw
+     * XAResource way, not application code). One branch, moved between threads by
+     * suspend/resume and end/join, takes -raw-1..3 and commits; a branch ended from another
+     * thread leaves its first thread without association.
+     */
+    static void rawAssociation(String url, String topic, String run) throws Exception {
+        ImagoXAResource r = ImagoXAResource.builder(url).build();
+        Xid x = ImagoXid.of(0x494d47, run + "-raw", "b");
+        Xid other = ImagoXid.of(0x494d47, run + "-raw-other", "b");
+        r.start(x, XAResource.TMNOFLAGS);
+        r.publishJson(topic, run + "-raw-1", "{}");
+        expectProto("start of another branch on an associated thread", () -> r.start(other, XAResource.TMNOFLAGS));
+        r.end(x, XAResource.TMSUSPEND);
+        expectProto("publish after end(TMSUSPEND)", () -> r.publishJson(topic, run + "-raw-suspended", "{}"));
+        onOtherThread(() -> {
+            r.start(x, XAResource.TMRESUME);
+            r.publishJson(topic, run + "-raw-2", "{}");
+            r.end(x, XAResource.TMSUCCESS);
+        });
+        r.start(x, XAResource.TMJOIN);
+        r.publishJson(topic, run + "-raw-3", "{}");
+        r.end(x, XAResource.TMSUCCESS);
+        expectProto("publish after end(TMSUCCESS)", () -> r.publishJson(topic, run + "-raw-ended", "{}"));
+        check("prepare of the moved branch", r.prepare(x) == XAResource.XA_OK, "not XA_OK");
+        r.commit(x, false);
+
+        // end(TMFAIL) from another thread (a timeout reaper) dissociates the thread that started it.
+        r.start(other, XAResource.TMNOFLAGS);
+        onOtherThread(() -> r.end(other, XAResource.TMFAIL));
+        expectProto("publish after another thread's end(TMFAIL)", () -> r.publishJson(topic, run + "-raw-failed", "{}"));
+        r.rollback(other);
+        System.out.println("ok raw association: suspend, resume on another thread, join, end from another thread");
+    }
+
+    static void onOtherThread(Call c) throws Exception {
+        ExecutorService one = Executors.newSingleThreadExecutor();
+        try {
+            one.submit(() -> {
+                c.run();
+                return null;
+            }).get(1, TimeUnit.MINUTES);
+        } finally {
+            one.shutdownNow();
+        }
     }
 
     /**
