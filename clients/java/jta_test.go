@@ -242,3 +242,67 @@ func (s jtaState) expectPrepared(pg, imago int) {
 		s.t.Errorf("%d branch(es) of server id %s prepared in Imago, want %d: %s", n, s.serverID, imago, raw)
 	}
 }
+
+// TestJavaJTASettlementExample runs examples/java-xa/jta/JtaSettlement under Bitronix against a
+// real Imago and PostgreSQL: a debit with the funds commits the debit and the message together;
+// a debit without them rolls back and leaves neither; nothing stays prepared on either side.
+func TestJavaJTASettlementExample(t *testing.T) {
+	java, javac := javaTools(t)
+	jars := bitronixJars(t)
+	pgURL, _ := jdbcURLs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := pgx.Connect(ctx, testenv.PostgresDSN(t))
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+
+	sep := string(os.PathListSeparator)
+	classes := compileJava(t, javac, "", "src")
+	libs := strings.Join(append([]string{classes, pgJar}, jars...), sep)
+	example := compileJava(t, javac, libs, "../../examples/java-xa/jta")
+	srv := startImago(t)
+
+	account := "acct-jta-" + randomHex(t, 6)
+	t.Cleanup(func() {
+		if _, err := db.Exec(context.Background(), "DELETE FROM example_wallets WHERE id = $1", account); err != nil {
+			t.Errorf("clean up the wallet: %v", err)
+		}
+	})
+	serverID := "settle-jta-" + randomHex(t, 5) // 21 bytes: a multiple of 3 (see TestJavaJTABitronix)
+	journal := t.TempDir()
+	run := func(extra ...string) int {
+		t.Helper()
+		args := append([]string{
+			"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+			"-cp", example + sep + libs, "JtaSettlement",
+			"--imago", srv.url(), "--jdbc", pgURL, "--account", account, "--amount", "100",
+			"--journal-dir", journal, "--server-id", serverID,
+		}, extra...)
+		out, err := javaRun(t, ctx, srv, java, args...)
+		report(t, "JtaSettlement "+strings.Join(extra, " "), out)
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return 0
+		case errors.As(err, &ee):
+			return ee.ExitCode()
+		}
+		t.Fatalf("run the example: %v", err)
+		return -1
+	}
+	st := jtaState{t: t, ctx: ctx, db: db, srv: srv, serverID: serverID}
+
+	if code := run("--init-balance", "150"); code != 0 {
+		t.Fatalf("first settlement: exit status %d, want 0 (committed)", code)
+	}
+	assertSettled(t, ctx, db, srv, account, 50, 1)
+	st.expectPrepared(0, 0)
+
+	if code := run(); code != 3 {
+		t.Fatalf("second settlement: exit status %d, want 3 (rolled back)", code)
+	}
+	assertSettled(t, ctx, db, srv, account, 50, 1)
+	st.expectPrepared(0, 0)
+}
