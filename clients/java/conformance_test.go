@@ -1,7 +1,8 @@
 // Package javaharness_test builds the JDK-only XAResource of clients/java with javac and runs
 // its conformance harness (io.imago.xa.Conformance) against a real Imago served in-process,
 // the real PostgreSQL and the real MariaDB of scripts/services.sh; example_test.go runs the
-// settlement example of examples/java-xa the same way.
+// settlement example of examples/java-xa the same way, and jta_test.go runs the JTA scenarios
+// and the JTA example under Bitronix (these restart no database).
 //
 // It needs javac and java, and Debian's JDBC drivers (scripts/java-deps.sh installs them).
 // Without them the tests skip, unless IMAGO_REQUIRE_SERVICES=1 (make test), where they fail.
@@ -103,7 +104,8 @@ func jdbcURLs(t *testing.T) (pg, mariadb string) {
 	return pg, mariadb
 }
 
-// compileJava compiles the sources under dirs (with classpath) into a new directory.
+// compileJava compiles the sources under dirs, each a directory or one .java file (with
+// classpath), into a new directory.
 func compileJava(t *testing.T, javac, classpath string, dirs ...string) string {
 	t.Helper()
 	out := t.TempDir()
