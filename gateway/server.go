@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/groups"
 	"github.com/imagomq/imago/internal/auth"
 	"github.com/imagomq/imago/offsetdb"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +52,7 @@ type Options struct {
 	// Outbox, when set, reports the outbox relay sources for GET /v1/outbox/sources (outbox.go);
 	// nil answers an empty list.
 	Outbox OutboxStatus
-	// Offsets is the consumer offset store of the /v1/groups endpoints (groups.go); nil
+	// Offsets is the consumer offset store of the /v1/groups endpoints (groups_http.go); nil
 	// makes them answer 503 not_ready. The gateway does not close it.
 	Offsets offsetdb.Store
 	// Coordinator, when set, runs the /v1/global-transactions endpoints (global.go) and is
@@ -121,7 +122,7 @@ type Server struct {
 	closed  atomic.Bool
 
 	// groups coordinates the consumer groups; nil without Options.Offsets.
-	groups *groupCoordinator
+	groups *groups.Coordinator
 	// global runs global transactions; nil without Options.Coordinator.
 	global *globalState
 }
@@ -174,7 +175,8 @@ func newServer(b backend, opts Options) (*Server, error) {
 		s.metrics.attach(b)
 	}
 	if opts.Offsets != nil {
-		s.groups = newGroupCoordinator(b, opts.Offsets, opts.Logger)
+		s.groups = groups.New(b, opts.Offsets, opts.Logger)
+		s.groups.Start()
 		if s.metrics != nil {
 			s.metrics.groupLag.c.Store(s.groups)
 		}
@@ -215,6 +217,6 @@ func (s *Server) Close() {
 		s.metrics.groupLag.c.Store(nil)
 	}
 	if s.groups != nil {
-		s.groups.close() // stops the session sweeper and ends members' long polls
+		s.groups.Close() // stops the session sweeper and ends members' long polls
 	}
 }
