@@ -21,6 +21,7 @@ import (
 	"github.com/imagomq/imago/groups"
 	"github.com/imagomq/imago/internal/auth"
 	"github.com/imagomq/imago/offsetdb"
+	"github.com/imagomq/imago/xa"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -59,9 +60,10 @@ type Options struct {
 	// pinged by /readyz (every configured resource must answer); nil makes them answer 503
 	// not_ready. The gateway does not close it.
 	Coordinator Coordinator
-	// Operations are the named SQL operations global transactions may run, keyed
-	// "<resource>.<operation>" (global_ops.go); checked against the coordinator's resources.
-	Operations map[string]OperationConfig
+	// Operations are the named SQL operations global transactions may run, compiled when the
+	// configuration is loaded (xa.CompileOperations); New checks them against the
+	// coordinator's resources.
+	Operations *xa.Operations
 }
 
 // Defaults for Options fields left zero.
