@@ -53,7 +53,7 @@ func unknownTopicError(topic string) *apiError {
 }
 
 // errorFor maps any error to its status and code. It is the one place where broker
-// sentinel errors become HTTP statuses (shared/API.md, "General").
+// sentinel errors become HTTP statuses (docs/http-api.md, "General").
 func errorFor(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
@@ -153,7 +153,7 @@ func groupErrorFor(err error) *apiError {
 	return nil
 }
 
-// xaStatus is the HTTP status of an XA error code (shared/API.md, "XA resource").
+// xaStatus is the HTTP status of an XA error code (docs/http-api.md, "XA resource").
 func xaStatus(code string) int {
 	switch code {
 	case broker.XAERNota:

@@ -1,9 +1,9 @@
-// Package gateway is Imago's HTTP/JSON door (shared/API.md): routes, auth, error mapping,
+// Package gateway is Imago's HTTP/JSON door (docs/http-api.md): routes, auth, error mapping,
 // long-poll fetch and metrics, over one *broker.Broker.
 //
 // The routes, and the token right each needs, are listed in one table (routes.go). Every
 // error leaves through one function (errors.go) that maps broker sentinel errors to the
-// statuses and codes of API.md. The produce decoder and the fetch encoder are hand-written
+// statuses and codes of docs/http-api.md. The produce decoder and the fetch encoder are hand-written
 // (produce_decode.go, fetch_encode.go) because they are the hot paths.
 package gateway
 
