@@ -172,7 +172,7 @@ func (r *recoverer) toDLQ(ctx context.Context, msg FetchedMessage, cause error, 
 		}
 		if permanent(err) {
 			return &HandlerError{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset, Attempts: attempts,
-				Err: fmt.Errorf("%w; and storing the dead letter in %s failed: %v", cause, DLQTopic(msg.Topic), err)}
+				Err: fmt.Errorf("%w; and storing the dead letter in %s failed: %w", cause, DLQTopic(msg.Topic), err)}
 		}
 		r.log.Warn("storing a dead letter failed; retrying", "topic", DLQTopic(msg.Topic), "err", err)
 		if !sleepCtx(ctx, backoffDelay(n, 100*time.Millisecond, 5*time.Second)) {
