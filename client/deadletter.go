@@ -1,8 +1,10 @@
 package client
 
-// Local recovery (MetaQ's RecoverManager): a message whose handler fails is retried in place
-// with backoff, then moved to the dead-letter topic <topic>.DLQ with the failure in its
-// headers, and the consumer moves on. ReplayDeadLetters puts dead letters back.
+// Dead-letter handling, what MetaQ calls local recovery (its RecoverManager): a message whose
+// handler fails is retried in place with backoff, then moved to the dead-letter topic
+// <topic>.DLQ with the failure in its headers, and the consumer moves on. ReplayDeadLetters
+// puts dead letters back. (Crash recovery is the broker's, in-doubt recovery the
+// coordinator's: this file is neither.)
 
 import (
 	"context"
