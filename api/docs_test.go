@@ -4,6 +4,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -62,4 +63,47 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestErrorCodesDocumented: the error-code table of docs/http-api.md lists exactly the codes
+// of Codes, each with its status.
+func TestErrorCodesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/http-api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(doc), "## Error codes")
+	if !ok {
+		t.Fatal("docs/http-api.md has no Error codes section")
+	}
+	row := regexp.MustCompile("(?m)^\\| (\\d{3}) \\| ([^|]+) \\|")
+	code := regexp.MustCompile("`([a-z_]+)`")
+	documented := map[string]int{}
+	for _, m := range row.FindAllStringSubmatch(table, -1) {
+		status, _ := strconv.Atoi(m[1])
+		for _, c := range code.FindAllStringSubmatch(m[2], -1) {
+			documented[c[1]] = status
+		}
+	}
+	seen := map[string]bool{}
+	for _, c := range Codes {
+		if seen[c.Code] {
+			t.Errorf("code %s is listed twice in Codes", c.Code)
+		}
+		seen[c.Code] = true
+		if st, ok := documented[c.Code]; !ok || st != c.Status {
+			t.Errorf("code %s (%d) is documented with status %d (documented: %v)", c.Code, c.Status, st, ok)
+		}
+		if got, ok := LookupCode(c.Code); !ok || got != c || Retryable(c.Code) != c.Retryable {
+			t.Errorf("LookupCode(%s) = %+v, %v", c.Code, got, ok)
+		}
+	}
+	for c := range documented {
+		if !seen[c] {
+			t.Errorf("docs/http-api.md documents %s, which Codes does not list", c)
+		}
+	}
+	if Retryable("XAER_NOTA") || Retryable("") {
+		t.Error("an unknown code is retryable")
+	}
 }

@@ -112,7 +112,7 @@ func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
 		if pos, err = t.commitOnce(ctx); err == nil {
 			return pos, nil
 		}
-		if !outcomeLost(err) && !IsCode(err, "transaction_not_open") {
+		if !outcomeLost(err) && !IsCode(err, api.CodeTransactionNotOpen) {
 			return nil, err
 		}
 	}
