@@ -18,7 +18,7 @@ import javax.transaction.xa.XAResource;
 import javax.transaction.xa.Xid;
 
 /**
- * Imago's broker as a {@link XAResource}, over the HTTP API (docs/http-api.md, "XA resource"), with
+ * Imago's broker as a {@link XAResource}, over the HTTP API (shared/API.md, "XA resource"), with
  * nothing beyond the JDK.
  *
  * <p>A transaction manager enlists it like a database's resource: {@code start}, then
@@ -406,7 +406,7 @@ public final class ImagoXAResource implements XAResource {
         throw errorFor(method + " " + path, status, json, text);
     }
 
-    /** Maps an HTTP error answer to an XAException (docs/http-api.md: error.code carries the XA code). */
+    /** Maps an HTTP error answer to an XAException (shared/API.md: error.code carries the XA code). */
     static ImagoXAException errorFor(String what, int status, Map<String, Object> json, String text) {
         String apiCode = null;
         String message = null;
