@@ -31,6 +31,7 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/metrics", rightNone, s.handleMetrics},
 		{http.MethodGet, "/openapi.yaml", rightNone, s.handleOpenAPI},
 		{http.MethodGet, "/v1/stats", rightAny, s.handleStats},
+		{http.MethodGet, "/v1/whoami", rightAny, s.handleWhoAmI},
 		{http.MethodGet, "/v1/outbox/sources", rightAny, s.handleOutboxSources},
 		{http.MethodGet, "/v1/topics", rightAny, s.handleListTopics},
 		{http.MethodPut, "/v1/topics/{topic}", rightAdmin, s.handleCreateTopic},
