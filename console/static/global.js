@@ -33,7 +33,7 @@ export async function render(main) {
         title: admin ? `${label}: POST ${u}/resolve` : 'needs an admin token',
         onclick: () => confirmResolve(t, decision, () => { showResolved(); refresh().catch(() => {}); }),
       }, label);
-      return row([h('code', {}, v(t.id, u)), time(t.created_at),
+      return row([h('code', { class: 'id' }, v(t.id, u)), time(t.created_at),
         h('div', {}, t.branches.map((b) => h('div', {}, h('strong', {}, b.resource), ' ', v(h('span', { class: b.state === 'prepared' ? 'warn' : null }, b.state), u),
           h('span', { class: 'muted mono' }, ` ${b.xid.gtrid.slice(0, 12)}…/${b.xid.bqual}`)))),
         t.error ? h('span', {}, h('code', {}, t.error.code), ' ', t.error.message) : '',
@@ -41,7 +41,7 @@ export async function render(main) {
     });
     const resolved = all.transactions.filter((t) => t.resolved_by).slice(-20).reverse();
     const recent = all.transactions.slice(-15).reverse();
-    live.replaceChildren(
+    live.replaceChildren(...[
       h('h2', {}, 'By status'),
       table(src(LIST), STATUSES.map((s) => [s.replace('_', ' '), 'num']),
         [row(STATUSES.map((s) => n(v(h('span', { 'data-count': s, class: s === 'in_doubt' && counts[s] ? 'bad' : null }, num(counts[s])),
@@ -58,7 +58,7 @@ export async function render(main) {
       table(src(LIST), ['Id', 'Status', 'Branches', 'Created (UTC)', 'Decided (UTC)', 'Finished (UTC)'], recent.map((t) => {
         const u = '/v1/global-transactions/' + enc(t.id);
         return row([h('code', {}, v(t.id, u)), v(t.status, u), n(v(num(t.branches.length), u)), time(t.created_at), time(t.decided_at), time(t.finished_at)]);
-      }), 'None yet.'));
+      }), 'None yet.')].filter(Boolean));
   };
   return refresh;
 }

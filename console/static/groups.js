@@ -57,9 +57,9 @@ export async function renderGroup(main, name) {
     live.replaceChildren(
       h('p', {}, 'Mode ', v(o.mode || 'clustered', url), ' · generation ', v(num(o.generation), url), ' · total lag ',
         v(h('strong', { 'data-lag': name }, num(lag)), url)),
-      h('h2', {}, 'Lag, last 10 minutes'),
+      h('h2', {}, 'Total lag, sampled by this page (up to 10 minutes)'),
       lineChart(history.get(name) || [], `Total lag of group ${name}`, WINDOW),
-      h('p', { class: 'muted' }, 'Sampled by this page every few seconds from ', h('a', { href: url, class: 'mono' }, 'GET ' + url), '.'),
+      h('p', { class: 'muted' }, 'One sample every few seconds from ', h('a', { href: url, class: 'mono' }, 'GET ' + url), ' while a groups page is open.'),
       h('h2', {}, 'Members'),
       table(src(url), ['Member', 'Consumer id', 'Topics', 'Assignment', ['Session timeout', 'num'], 'Last seen (UTC)'],
         o.members.map((m) => row([h('code', {}, v(m.member_id, url)), m.consumer_id || '', m.topics.join(', '),

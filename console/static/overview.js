@@ -47,7 +47,7 @@ export async function render(main) {
       const rateText = (x, unit) => x === null ? 'sampling…' : dec(x, 1) + ' ' + unit;
       out.push(h('h2', {}, 'Log and traffic'));
       out.push(h('div', { class: 'cards' },
-        card('fsync p50 (since start)', v(ms(m.quantile(0.5, fs)), '/metrics'), 'imago_fsync_duration_seconds'),
+        card('fsync p50 (since start)', v(ms(m.quantile(0.5, fs)), '/metrics')),
         card('fsync p99 (since start)', v(ms(m.quantile(0.99, fs)), '/metrics')),
         card('fsync p50 / p99 (last interval)', v(window ? `${ms(m.quantile(0.5, window))} / ${ms(m.quantile(0.99, window))}` : 'no fsync', '/metrics')),
         card('fsyncs', v(num(m.value(cur, 'imago_broker_fsyncs_total')), '/metrics'), rateText(r('imago_broker_fsyncs_total'), '/s')),
