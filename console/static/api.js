@@ -36,6 +36,8 @@ function askToken(message) {
       resolve(t);
     });
   });
+  // Escape would close the dialog with no token and leave the call waiting: keep it open.
+  dlg.addEventListener('cancel', (ev) => ev.preventDefault());
   if (!dlg.open) dlg.showModal();
   input.focus();
   return asking;
