@@ -32,6 +32,7 @@ func TestOrderedSyncExample(t *testing.T) {
 		t.Fatalf("sink printed:\n%s", got)
 	}
 	same(t, my, pg)
+	t.Logf("the source printed:\n%s\nthe sink printed:\n%s", out, got)
 
 	// More changes, and a sink started again: it goes on from the offsets in its own database.
 	out = exampletest.Run(t, ".", nil, source, "-dsn", my, "-server", url, "-accounts", "2", "-rounds", "1")
