@@ -91,6 +91,7 @@ type consoleEnv struct {
 	t                  *testing.T
 	url                string
 	topic, group, sfx  string
+	traffic            string
 	wallet, ledger     string
 	ledgerDSN          string
 	my, pg             *sql.DB // pg: the test's own database (the ledger's)
@@ -118,8 +119,10 @@ func TestConsoleBrowser(t *testing.T) {
 	e.startBrowser(chromium)
 	began := time.Now()
 
+	e.startTraffic()
 	ops := e.tab()
 	e.giveToken(ops, consoleOpsToken, "ops")
+	e.do(ops, "refresh every second", js(`(() => { const s = document.getElementById('refresh'); s.value = '1000'; s.dispatchEvent(new Event('change')); return true; })()`))
 	e.topicsPage(ops)
 	e.groupsPage(ops)
 	e.overviewPage(ops)
@@ -281,6 +284,14 @@ func wait(expr string) chromedp.Action[chromedp.Void] {
 	})
 }
 
+// js evaluates an expression.
+func js(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[any](expr)(ctx, t)
+		return err
+	})
+}
+
 func goTo(hash string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 		_, err := chromedp.Evaluate[any](fmt.Sprintf(`location.hash = %q`, hash))(ctx, t)
@@ -372,7 +383,81 @@ func (e *consoleEnv) groupsPage(ctx context.Context) {
 	e.do(ctx, "group page", goTo("#/groups/"+e.group), loaded("groups", 2),
 		wait(fmt.Sprintf(`(document.querySelector('[data-lag=%q]') || {}).textContent === '2'`, e.group)),
 		wait(`document.querySelector('svg.chart polyline')`))
+
+	// A group behind the steady traffic: its lag grows, drops when it commits, grows again;
+	// the page's chart draws that from its samples.
+	audit := "payments-audit-" + e.sfx
+	if code := consoleAPI(t, e.url, consoleOpsToken, "POST", "/v1/groups/"+audit+"/members",
+		map[string]any{"topics": []string{e.traffic}, "consumer_id": "audit-1"}, &join); code != 201 {
+		t.Fatalf("join %s: %d", audit, code)
+	}
+	var start []map[string]any
+	for p := range 3 {
+		start = append(start, map[string]any{"topic": e.traffic, "partition": p, "offset": 0})
+	}
+	if code := consoleAPI(t, e.url, consoleOpsToken, "POST", "/v1/groups/"+audit+"/offsets",
+		map[string]any{"member_id": join.MemberID, "offsets": start}, nil); code != 200 {
+		t.Fatalf("commit %s: %d", audit, code)
+	}
+	samples := func(n int) chromedp.Action[chromedp.Void] {
+		return wait(fmt.Sprintf(`((document.querySelector('svg.chart polyline') || {getAttribute: () => ''}).getAttribute('points') || '').split(' ').length >= %d`, n))
+	}
+	e.do(ctx, "lag chart", goTo("#/groups/"+audit), loaded("groups", 1), samples(4))
+	var info struct {
+		Partitions []struct {
+			Partition int   `json:"partition"`
+			EndOffset int64 `json:"end_offset"`
+		} `json:"partitions"`
+	}
+	consoleAPI(t, e.url, consoleOpsToken, "GET", "/v1/topics/"+e.traffic, nil, &info)
+	var offs []map[string]any
+	for _, p := range info.Partitions {
+		offs = append(offs, map[string]any{"topic": e.traffic, "partition": p.Partition, "offset": p.EndOffset})
+	}
+	if code := consoleAPI(t, e.url, consoleOpsToken, "POST", "/v1/groups/"+audit+"/offsets",
+		map[string]any{"member_id": join.MemberID, "offsets": offs}, nil); code != 200 {
+		t.Fatalf("commit %s: %d", audit, code)
+	}
+	e.do(ctx, "lag chart after a commit", samples(8))
 	e.shot(ctx, "group")
+}
+
+// startTraffic produces to a topic of its own (a few messages every 100 ms) and fetches from
+// it, until the test ends, so that rates, lag and charts have something to show.
+func (e *consoleEnv) startTraffic() {
+	t := e.t
+	e.traffic = "payments." + e.sfx
+	if code := consoleAPI(t, e.url, consoleOpsToken, "PUT", "/v1/topics/"+e.traffic, map[string]int{"partitions": 3}, nil); code != 201 {
+		t.Fatalf("create topic %s: %d", e.traffic, code)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		var next int64
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			var msgs []map[string]any
+			for j := 0; j <= i%3; j++ {
+				msgs = append(msgs, map[string]any{"key": fmt.Sprintf("acct-%d", (i+j)%7),
+					"value": map[string]any{"payment": i, "amount": 100 + i%50}})
+			}
+			consoleCall(e.url, consoleOpsToken, "POST", "/v1/topics/"+e.traffic+"/messages", map[string]any{"messages": msgs}, nil)
+			var f struct {
+				NextOffset int64 `json:"next_offset"`
+			}
+			if code, _ := consoleCall(e.url, consoleOpsToken, "GET", fmt.Sprintf("/v1/topics/%s/partitions/0/messages?offset=%d", e.traffic, next), nil, &f); code == 200 {
+				next = f.NextOffset
+			}
+		}
+	}()
 }
 
 func (e *consoleEnv) overviewPage(ctx context.Context) {
@@ -518,7 +603,9 @@ func (e *consoleEnv) resolveThroughUI(ctx context.Context) {
 		t.Errorf("wallet balance %d (%v), want 980: both transactions' MariaDB branches committed", bal, err)
 	}
 	e.do(ctx, "resolved list", goTo("#/global"), loaded("global", 1),
-		wait(`document.querySelector('[data-count="in_doubt"]').textContent === '1'`))
+		wait(`document.querySelector('[data-count="in_doubt"]').textContent === '1'`),
+		wait(fmt.Sprintf(`document.getElementById('main').innerText.includes(%q)`, "ops (operator alice)")))
+	e.shot(ctx, "resolved")
 }
 
 func (e *consoleEnv) readerCannotResolve(ctx context.Context) {

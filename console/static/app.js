@@ -9,7 +9,8 @@ import * as groups from './groups.js';
 import * as global from './global.js';
 import * as xa from './xa.js';
 
-const REFRESH_MS = 5000;
+// The refresh period of the page on screen (header select), kept for the tab.
+const REFRESH_KEY = 'imago.refresh';
 
 const routes = [
   [/^\/?$/, 'overview', 'Overview', () => overview.render],
@@ -89,11 +90,20 @@ async function route() {
 
 let routed = false;
 
+function schedule(ms) {
+  if (timer) clearInterval(timer);
+  timer = ms > 0 ? setInterval(() => tick(document.getElementById('main'), current.seq, false), ms) : null;
+}
+
 async function start() {
+  const sel = document.getElementById('refresh');
+  const saved = sessionStorage.getItem(REFRESH_KEY);
+  if (saved !== null && [...sel.options].some((o) => o.value === saved)) sel.value = saved;
+  sel.addEventListener('change', () => { sessionStorage.setItem(REFRESH_KEY, sel.value); schedule(Number(sel.value)); });
   await showWho(); // asks for a token first when the server requires one
   window.addEventListener('hashchange', route);
   await route();
-  timer = setInterval(() => tick(document.getElementById('main'), current.seq, false), REFRESH_MS);
+  schedule(Number(sel.value));
   // A second sample soon after the first, so that rates show without waiting a full period.
   setTimeout(() => tick(document.getElementById('main'), current.seq, false), 1200);
 }
