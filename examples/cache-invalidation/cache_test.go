@@ -35,4 +35,12 @@ func TestCacheInvalidationExample(t *testing.T) {
 		t.Errorf("output is not what the README shows:\n%s", out)
 	}
 	t.Logf("the example printed:\n%s", out)
+
+	// Again, as the README says: each instance starts after the offset it committed, so the
+	// first invalidation is not handled twice and the new one is at offset 1.
+	again := exampletest.Start(t, ".", nil, example, "-server", url, "-caches", "3").Wait(t, 60*time.Second)
+	if !strings.Contains(again, "published one invalidation of price:sku-2, price:sku-4 at offset 1") ||
+		strings.Count(again, ": evicted ") != 6 || strings.Index(again, ": evicted ") < strings.Index(again, "published one") {
+		t.Errorf("second run:\n%s", again)
+	}
 }
