@@ -82,6 +82,7 @@ func run(server string, n int) error {
 	consumers := make([]*client.Consumer, n)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	evicted := make(chan struct{})
 	for i := range n {
 		ch := &cache{name: fmt.Sprintf("cache-%c", 'a'+i), m: map[string]int64{
 			"price:sku-1": 1999, "price:sku-2": 2450, "price:sku-3": 999, "price:sku-4": 12900}}
@@ -101,7 +102,7 @@ func run(server string, n int) error {
 				}
 				for _, k := range inv.Keys {
 					if v, ok := ch.evict(k); ok {
-						fmt.Printf("%s: evicted %s (cached %d) because %s; still cached: %s\n", ch.name, k, v, inv.Why, strings.Join(ch.keys(), " "))
+						fmt.Printf("%s: evicted %s (cached %d) because %s (offset %d); still cached: %s\n", ch.name, k, v, inv.Why, m.Offset, strings.Join(ch.keys(), " "))
 						mu.Lock()
 						if missing[ch.name]--; missing[ch.name] == 0 {
 							left := 0
@@ -109,7 +110,7 @@ func run(server string, n int) error {
 								left += x
 							}
 							if left == 0 {
-								stop() // every instance evicted every stale key
+								close(evicted) // every instance evicted every stale key
 							}
 						}
 						mu.Unlock()
@@ -142,10 +143,41 @@ func run(server string, n int) error {
 		return fmt.Errorf("publish: %w", err)
 	}
 	fmt.Printf("published one invalidation of %s at offset %d\n", strings.Join(stale, ", "), pos.Offset)
-	wg.Wait()
-	if ctx.Err() != nil {
+	select {
+	case <-evicted:
+	case <-runCtx.Done():
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
 		return fmt.Errorf("not every instance evicted the stale keys: %v", missing)
 	}
+	// Stop once every instance's offset is committed past the message, so that a next run
+	// starts after it (the offsets are the group's, per consumer id).
+	for !committedPast(runCtx, c, n, pos) {
+		select {
+		case <-runCtx.Done():
+			wg.Wait()
+			return fmt.Errorf("offsets not committed: %w", runCtx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	stop()
+	wg.Wait()
 	fmt.Printf("all %d caches evicted %s\n", n, strings.Join(stale, ", "))
 	return nil
+}
+
+// committedPast reports whether n consumers of the group have committed an offset past pos.
+func committedPast(ctx context.Context, c *client.Client, n int, pos client.Position) bool {
+	g, err := c.GroupOffsets(ctx, "price-cache")
+	if err != nil {
+		return false
+	}
+	past := 0
+	for _, o := range g.Offsets {
+		if o.Topic == Topic && o.Partition == pos.Partition && o.Offset > pos.Offset {
+			past++
+		}
+	}
+	return past >= n
 }
