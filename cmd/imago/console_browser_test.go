@@ -567,9 +567,11 @@ func (e *consoleEnv) resolveThroughUI(ctx context.Context) {
 		wait(`document.querySelector('[data-count="in_doubt"]').textContent === '2'`),
 		wait(fmt.Sprintf(`document.querySelector(%q) && !document.querySelector(%q).disabled`, btn, btn)))
 	e.shot(ctx, "global")
+	// Without a mouse: focus the button, Enter; the dialog takes the focus; Enter submits.
 	e.do(ctx, "resolve through the UI",
-		chromedp.Click(chromedp.CSS(btn)),
-		wait(`document.getElementById('resolve-dialog').open`),
+		chromedp.Focus(chromedp.CSS(btn)),
+		chromedp.KeyEvent("\r"),
+		wait(`document.getElementById('resolve-dialog').open && document.activeElement.id === 'resolve-confirm'`),
 		chromedp.SendKeys(chromedp.ID("resolve-confirm"), id[:len(id)-1]), // not yet the id: still disabled
 		wait(`document.getElementById('resolve-submit').disabled`),
 		chromedp.SendKeys(chromedp.ID("resolve-confirm"), id[len(id)-1:]),
@@ -577,7 +579,7 @@ func (e *consoleEnv) resolveThroughUI(ctx context.Context) {
 		wait(`!document.getElementById('resolve-submit').disabled`),
 	)
 	e.shot(ctx, "resolve")
-	e.do(ctx, "resolved", chromedp.Click(chromedp.ID("resolve-submit")),
+	e.do(ctx, "resolved", chromedp.KeyEvent("\r"), // focus is in the operator field: Enter submits the form
 		wait(fmt.Sprintf(`(document.querySelector('[data-resolved-by=%q]') || {}).textContent`, id)))
 	// The API says so too: resolved by the ops token for operator alice, then committed by recovery.
 	var tx struct {
