@@ -6,7 +6,7 @@ FUZZTIME  ?= 20000x
 # Packages whose tests run under the race detector (the concurrent ones).
 RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/...
 
-.PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean
+.PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean screenshots
 
 build:
 	$(GO) build -o $(BIN) ./cmd/imago
@@ -68,6 +68,11 @@ disruptive:
 ## crash-long: the crash test with 50 SIGKILL rounds instead of 5
 crash-long:
 	$(GO) test -count=1 -timeout 15m ./cmd/imago -run Crash -crash.long -v
+
+## screenshots: the console's pages at 1280x800, taken by its browser test, into docs/console/
+screenshots: services
+	set -a && . ./$(SERVICES) && set +a && IMAGO_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console \
+		$(GO) test -count=1 -run '^TestConsoleBrowser$$' ./cmd/imago
 
 bench: build
 	bash scripts/bench.sh

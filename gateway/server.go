@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/console"
 	"github.com/imagomq/imago/groups"
 	"github.com/imagomq/imago/internal/auth"
 	"github.com/imagomq/imago/offsetdb"
@@ -202,8 +203,9 @@ func newServer(b backend, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Handler returns the root handler (chi router with middleware).
-func (s *Server) Handler() http.Handler { return s.router }
+// Handler returns the root handler: the operator console's static files at / and /console/
+// (package console), every other request to the API's router.
+func (s *Server) Handler() http.Handler { return console.Wrap(s.router) }
 
 // Close makes /readyz answer 503, ends long-poll fetches early (they answer with what they
 // have) and detaches the broker from the metrics. Requests in flight otherwise finish. Call
