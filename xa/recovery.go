@@ -17,7 +17,8 @@ import (
 //     back once it has been seen for Options.Grace (presumed abort); leave in_doubt ones to
 //     Resolve;
 //  3. for each decided transaction no longer live: a branch its resource no longer lists
-//     (scanned successfully) is finished — for a commit decision only if a commit was sent to
+//     (scanned successfully, by a scan begun after the transaction stopped being live; see
+//     recovery_scan.go) is finished — for a commit decision only if a commit was sent to
 //     it (or may have been, by a previous run after the durable decision), otherwise the
 //     transaction is marked in_doubt; once every branch is finished, "done" is logged.
 //
@@ -68,29 +69,20 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 	c.recMu.Lock()
 	defer c.recMu.Unlock()
 	var errs []error
-	present := map[string]map[string]bool{} // resource → set of gtrids prepared there
+	present := map[string]scan{} // resource → its scan in this pass
 	for _, name := range c.order {
-		sctx, cancel := context.WithTimeout(ctx, c.opts.PhaseTimeout)
-		xids, err := c.rms[name].recover(sctx)
-		cancel()
+		sc, err := c.scan(ctx, name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("scan %s: %w", name, err))
 			c.metrics.recovery.WithLabelValues(name, "error").Inc()
 			continue
 		}
-		set := map[string]bool{}
-		for _, x := range xids {
-			g, node, res, ok := parseXid(x)
-			if !ok || node != c.node || res != name {
-				continue
-			}
-			set[g] = true
-		}
-		present[name] = set
+		present[name] = sc
 	}
+	c.noteScans(present)
 	seen := map[string]bool{}
 	for _, name := range c.order {
-		for g := range present[name] {
+		for g := range present[name].gtrids {
 			seen[xidKey(g, name)] = true
 			if err := c.recoverBranch(ctx, g, name); err != nil {
 				errs = append(errs, err)
@@ -213,7 +205,7 @@ func (c *Coordinator) markInDoubt(st *txState, bs *branchState, why string) {
 
 // settle finishes the branches of decided transactions that their resources no longer list,
 // and logs "done" for transactions whose every branch is finished.
-func (c *Coordinator) settle(present map[string]map[string]bool) {
+func (c *Coordinator) settle(present map[string]scan) {
 	now := c.opts.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -232,8 +224,9 @@ func (c *Coordinator) settle(present map[string]map[string]bool) {
 			if bs.state != BranchPrepared && bs.state != BranchActive {
 				continue
 			}
-			set, scanned := present[bs.resource]
-			if !scanned || set[st.gtrid] {
+			if !present[bs.resource].after(st.quiet) || present[bs.resource].gtrids[st.gtrid] {
+				// Not scanned, scanned before the transaction's outcome last changed (a
+				// stale scan: the branch may have been prepared since), or still prepared.
 				done = false
 				continue
 			}
@@ -250,6 +243,7 @@ func (c *Coordinator) settle(present map[string]map[string]bool) {
 			continue
 		}
 		st.finished = now
+		st.quiet = c.scanSeq.Add(1)
 		if commit {
 			st.status = StatusCommitted
 		} else {
@@ -263,7 +257,9 @@ func (c *Coordinator) settle(present map[string]map[string]bool) {
 	}
 }
 
-// prune forgets finished transactions past their retention.
+// prune forgets finished transactions past their retention, and only those that a successful
+// scan of every resource they used, begun after they finished, shows with no branch left
+// prepared (see confirmedGone).
 func (c *Coordinator) prune() {
 	now := c.opts.Now()
 	c.mu.Lock()
@@ -276,7 +272,7 @@ func (c *Coordinator) prune() {
 		if st.clientID != "" {
 			keep = c.opts.Retention
 		}
-		if now.Sub(st.finished) >= keep {
+		if now.Sub(st.finished) >= keep && c.confirmedGone(st) {
 			delete(c.txs, g)
 			if c.byID[st.id] == st {
 				delete(c.byID, st.id)
