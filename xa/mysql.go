@@ -98,7 +98,7 @@ func (r *mysqlRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchCo
 		b.multi = mysqlpool.Caching(dc) // opened by OpenMySQLDB: multi-statement text allowed
 		return nil
 	})
-	if _, err := conn.ExecContext(ctx, "XA START "+b.lit); err != nil {
+	if err := b.begin(ctx); err != nil {
 		b.release(true)
 		return nil, r.err("start", err)
 	}
@@ -157,6 +157,10 @@ type mysqlBranch struct {
 	multi bool
 	// endUnknown: a combined XA END; XA PREPARE failed, so the branch may be active or idle.
 	endUnknown bool
+	// wrote: a statement run through exec affected a row; writes0: the session's handler
+	// write counters at XA START (see mysql_readonly.go).
+	wrote   bool
+	writes0 int64
 }
 
 func (b *mysqlBranch) db(context.Context) (*sql.Conn, error) {
@@ -167,7 +171,11 @@ func (b *mysqlBranch) db(context.Context) (*sql.Conn, error) {
 }
 
 func (b *mysqlBranch) exec(ctx context.Context, query string, args []any) (int64, error) {
-	return execOn(ctx, b, query, args)
+	n, err := execOn(ctx, b, query, args)
+	if n > 0 {
+		b.wrote = true
+	}
+	return n, err
 }
 
 // execOn runs a statement on bc's connection (its transaction begun) and returns the rows it
@@ -196,6 +204,19 @@ func (b *mysqlBranch) xa(ctx context.Context, stmt, op string) error {
 }
 
 func (b *mysqlBranch) prepare(ctx context.Context) (bool, error) {
+	if b.conn == nil {
+		return false, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "prepare", Err: sql.ErrConnDone}
+	}
+	ro, err := b.readOnly(ctx)
+	if err != nil {
+		return false, err
+	}
+	if ro {
+		if err := b.finishReadOnly(ctx); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
 	if b.multi {
 		if err := b.xa(ctx, "XA END "+b.lit+"; XA PREPARE "+b.lit, "prepare"); err != nil {
 			// Which of the two failed is not known: rollback tries XA END again and

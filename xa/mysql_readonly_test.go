@@ -141,3 +141,61 @@ func TestInDoubtBranchDoesNotBlockOtherBranches(t *testing.T) {
 		}
 	}
 }
+
+// The vote itself, on the real MariaDB: only a branch that changed no row votes read-only
+// (its locks released at once); a write the branch's Exec did not count (here through the
+// pinned connection directly) is found by InnoDB's count and prepared.
+func TestMySQLReadOnlyVote(t *testing.T) {
+	e := newEnv(t)
+	table := e.tables(map[string]int64{"a": 100})
+	ctx := context.Background()
+	r := MySQL("wallet", e.my).rm()
+	node := newNode(t)
+	e.rollbackLeftovers(node, []Resource{r})
+	for _, tc := range []struct {
+		name   string
+		run    func(bc branchConn) error
+		wantRO bool
+	}{
+		{"select for update", func(bc branchConn) error {
+			conn, _ := bc.db(ctx)
+			var v int64
+			return conn.QueryRowContext(ctx, "SELECT balance FROM "+table+" WHERE id = 'a' FOR UPDATE").Scan(&v)
+		}, true},
+		{"update of no row", func(bc branchConn) error {
+			_, err := bc.exec(ctx, "UPDATE "+table+" SET balance = 1 WHERE id = 'nobody'", nil)
+			return err
+		}, true},
+		{"write outside exec", func(bc branchConn) error {
+			conn, _ := bc.db(ctx)
+			_, err := conn.ExecContext(ctx, "UPDATE "+table+" SET balance = balance + 1 WHERE id = 'a'")
+			return err
+		}, false},
+	} {
+		x := makeXid(node+uniq(t)+uniq(t), "wallet")
+		bc, err := r.start(ctx, x, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.run(bc); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		ro, err := bc.prepare(ctx)
+		if err != nil || ro != tc.wantRO {
+			t.Errorf("%s: read-only vote %v (%v), want %v", tc.name, ro, err, tc.wantRO)
+		}
+		if !ro {
+			if _, err := bc.commit(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bc.release(false)
+		// The row is free again (a read-only branch's FOR UPDATE lock went with it).
+		if _, err := e.my.ExecContext(ctx, "UPDATE "+table+" SET balance = balance WHERE id = 'a'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.balance(e.my, table, "a") != 101 {
+		t.Fatal("the prepared write was not committed")
+	}
+}

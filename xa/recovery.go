@@ -12,7 +12,9 @@ import (
 //
 //  1. scan every resource for prepared branches of Imago's format and this node;
 //  2. for each branch: skip it while its transaction runs in this process (its PREPARE may be
-//     in flight); commit it when the transaction's decision is commit; roll it back when the
+//     in flight); commit it when the transaction's decision is commit (also when the
+//     transaction is in_doubt because another of its branches contradicted a durable commit
+//     decision: see commitBranchInDoubt); roll it back when the
 //     decision is rollback; with no decision (unknown to the log, or never decided) roll it
 //     back once it has been seen for Options.Grace (presumed abort); leave in_doubt ones to
 //     Resolve;
@@ -107,13 +109,13 @@ func (c *Coordinator) recoverBranch(ctx context.Context, gtrid, resource string)
 	key := xidKey(gtrid, resource)
 	c.mu.Lock()
 	st := c.txs[gtrid]
-	if st != nil && (st.live || st.abandoned || st.status == StatusInDoubt || now.Before(st.nextTry)) {
+	if st != nil && (st.live || st.abandoned || now.Before(st.nextTry) || st.status == StatusInDoubt && !commitBranchInDoubt(st, resource)) {
 		c.mu.Unlock()
 		return nil
 	}
 	action := ""
 	switch {
-	case st != nil && (st.status == StatusCommitting || st.status == StatusCommitted):
+	case st != nil && (st.status == StatusCommitting || st.status == StatusCommitted || st.status == StatusInDoubt):
 		action = "commit"
 	case st != nil && (st.status == StatusRollingBack || st.status == StatusRolledBack):
 		action = "rollback"
@@ -210,7 +212,11 @@ func (c *Coordinator) settle(present map[string]scan) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, st := range c.txs {
-		if st.live || st.abandoned || st.status.Final() || st.status == StatusInDoubt {
+		if st.live || st.abandoned || st.status.Final() {
+			continue
+		}
+		if st.status == StatusInDoubt {
+			c.settleInDoubt(st, present)
 			continue
 		}
 		commit := st.status == StatusCommitting
