@@ -219,6 +219,9 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 		}
 		c.rms[r.Name()] = r.rm()
 		c.order = append(c.order, r.Name())
+		if p, ok := r.rm().(interface{ setPhaseTimeout(time.Duration) }); ok {
+			p.setPhaseTimeout(opts.PhaseTimeout) // bounds its sessions' idleness (mysql_session.go)
+		}
 	}
 	sort.Strings(c.order)
 	c.metrics = newMetrics(c)

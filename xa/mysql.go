@@ -45,7 +45,10 @@ func MySQL(name string, db *sql.DB) Resource {
 	return &mysqlRM{sqlRM: sqlRM{name: name, sqldb: db}}
 }
 
-type mysqlRM struct{ sqlRM }
+type mysqlRM struct {
+	sqlRM
+	phase time.Duration // Options.PhaseTimeout, for the session's wait_timeout; guarded by mu
+}
 
 func (r *mysqlRM) Driver() string      { return "mysql" }
 func (r *mysqlRM) rm() resourceManager { return r }
@@ -85,7 +88,7 @@ func mysqlVersionOK(v string) error {
 	return nil
 }
 
-func (r *mysqlRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchConn, error) {
+func (r *mysqlRM) start(ctx context.Context, xid Xid, timeout time.Duration) (branchConn, error) {
 	if err := r.check(ctx); err != nil {
 		return nil, err
 	}
@@ -98,7 +101,7 @@ func (r *mysqlRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchCo
 		b.multi = mysqlpool.Caching(dc) // opened by OpenMySQLDB: multi-statement text allowed
 		return nil
 	})
-	if err := b.begin(ctx); err != nil {
+	if err := b.begin(ctx, r.sessionSetup(timeout)); err != nil {
 		b.release(true)
 		return nil, r.err("start", err)
 	}

@@ -27,20 +27,22 @@ import (
 const handlerWritesQuery = "SELECT CAST(SUM(VARIABLE_VALUE) AS SIGNED) FROM information_schema.SESSION_STATUS " +
 	"WHERE VARIABLE_NAME IN ('HANDLER_WRITE', 'HANDLER_UPDATE', 'HANDLER_DELETE')"
 
-// begin runs XA START and reads the handler counters' baseline.
-func (b *mysqlBranch) begin(ctx context.Context) error {
+// begin runs setup (mysql_session.go), XA START, and reads the handler counters' baseline.
+func (b *mysqlBranch) begin(ctx context.Context, setup string) error {
 	if !b.multi {
-		if _, err := b.conn.ExecContext(ctx, "XA START "+b.lit); err != nil {
-			return err
+		for _, q := range []string{setup, "XA START " + b.lit} {
+			if _, err := b.conn.ExecContext(ctx, q); err != nil {
+				return err
+			}
 		}
 		return b.conn.QueryRowContext(ctx, handlerWritesQuery).Scan(&b.writes0)
 	}
-	rows, err := b.conn.QueryContext(ctx, "XA START "+b.lit+"; "+handlerWritesQuery)
+	rows, err := b.conn.QueryContext(ctx, setup+"; XA START "+b.lit+"; "+handlerWritesQuery)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	for !rows.Next() { // XA START's result has no row; the query's comes next
+	for !rows.Next() { // the results of SET and XA START have no row; the query's comes last
 		if !rows.NextResultSet() {
 			if err := rows.Err(); err != nil {
 				return err

@@ -174,7 +174,10 @@ func (c *Coordinator) recoverBranch(ctx context.Context, gtrid, resource string)
 		delete(c.firstSeen, key)
 		return nil
 	case code == XAERNota:
-		// Decided by the next scan (see above).
+		// Decided by the next scan (see above); a MariaDB branch still held by another
+		// session (mysql_session.go) answers this while listed.
+		c.metrics.recovery.WithLabelValues(resource, "held_by_session").Inc()
+		c.log.Warn("xa recovery: a listed prepared branch answered XAER_NOTA; another session may still hold it", "action", action, "gtrid", gtrid, "resource", resource)
 		return nil
 	case action == "commit" && (code == XAHeurRB || code == XAHeurMix || isRollbackCode(code)):
 		if st != nil {
