@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,7 +15,12 @@ const mariadbd = "/usr/sbin/mariadbd"
 // with, the way scripts/services.sh starts it (start-stop-daemon, no systemd).
 func restartMariaDB(t *testing.T) {
 	t.Helper()
-	var args []string
+	stopMariaDB(t)()()
+}
+
+// mariadbArgs returns the arguments of the running mariadbd, nil (and a test error when t is
+// not nil) when none runs.
+func mariadbArgs(t *testing.T) []string {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		if exe, err := os.Readlink(d + "/exe"); err != nil || exe != mariadbd {
@@ -26,20 +30,12 @@ func restartMariaDB(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		args = strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")[1:]
-		break
+		return strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")[1:]
 	}
-	if args == nil {
+	if t != nil {
 		t.Errorf("no running %s found", mariadbd)
-		return
 	}
-	run := func(name string, a ...string) {
-		if out, err := exec.Command(name, a...).CombinedOutput(); err != nil {
-			t.Errorf("%s %v: %v: %s", name, a, err, out)
-		}
-	}
-	run("start-stop-daemon", "--stop", "--exec", mariadbd, "--retry", "TERM/60/KILL/5")
-	run("start-stop-daemon", append([]string{"--start", "--oknodo", "--background", "--exec", mariadbd, "--"}, args...)...)
+	return nil
 }
 
 // MariaDB restarts after the commit decision: the prepared branch survives the restart, the
