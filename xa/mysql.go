@@ -160,20 +160,35 @@ type mysqlBranch struct {
 	multi bool
 	// endUnknown: a combined XA END; XA PREPARE failed, so the branch may be active or idle.
 	endUnknown bool
-	// wrote: a statement run through exec affected a row; writes0: the session's handler
-	// write counters at XA START (see mysql_readonly.go).
-	wrote   bool
-	writes0 int64
+	// Read-only detection (mysql_readonly.go): wrote, a statement certainly changed a row;
+	// unknown, one ran whose changes are not known; writes0, the handler write counters
+	// read before the first statement that needed them (baselined).
+	wrote, unknown, baselined bool
+	writes0                   int64
 }
 
-func (b *mysqlBranch) db(context.Context) (*sql.Conn, error) {
+// db is the pinned connection, for a statement whose changes the branch cannot count: the
+// handler counters' baseline is read first (mysql_readonly.go).
+func (b *mysqlBranch) db(ctx context.Context) (*sql.Conn, error) {
 	if b.conn == nil {
 		return nil, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "exec", Err: sql.ErrConnDone}
+	}
+	if err := b.baseline(ctx); err != nil {
+		return nil, err
 	}
 	return b.conn, nil
 }
 
 func (b *mysqlBranch) exec(ctx context.Context, query string, args []any) (int64, error) {
+	if b.conn != nil && b.countable(query, args) {
+		res, err := b.conn.ExecContext(ctx, query, args...)
+		if err != nil {
+			return 0, err
+		}
+		n, err := res.RowsAffected()
+		b.counted(n)
+		return n, err
+	}
 	n, err := execOn(ctx, b, query, args)
 	if n > 0 {
 		b.wrote = true

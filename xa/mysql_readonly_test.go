@@ -142,9 +142,9 @@ func TestInDoubtBranchDoesNotBlockOtherBranches(t *testing.T) {
 	}
 }
 
-// The vote itself, on the real MariaDB: only a branch that changed no row votes read-only
-// (its locks released at once); a write the branch's Exec did not count (here through the
-// pinned connection directly) is found by InnoDB's count and prepared.
+// The vote itself, on the real MariaDB: only a branch that certainly changed no row votes
+// read-only (its locks released at once); a write the branch's Exec did not count (here
+// through the pinned connection directly) is found by the handler counters and prepared.
 func TestMySQLReadOnlyVote(t *testing.T) {
 	e := newEnv(t)
 	table := e.tables(map[string]int64{"a": 100})
@@ -164,6 +164,19 @@ func TestMySQLReadOnlyVote(t *testing.T) {
 		}, true},
 		{"update of no row", func(bc branchConn) error {
 			_, err := bc.exec(ctx, "UPDATE "+table+" SET balance = 1 WHERE id = 'nobody'", nil)
+			return err
+		}, true},
+		{"update of no row, with arguments (unknown: prepared)", func(bc branchConn) error {
+			_, err := bc.exec(ctx, "UPDATE "+table+" SET balance = ? WHERE id = ?", []any{1, "nobody"})
+			return err
+		}, false},
+		{"select, then update of no row with arguments", func(bc branchConn) error {
+			conn, _ := bc.db(ctx)
+			var v int64
+			if err := conn.QueryRowContext(ctx, "SELECT balance FROM "+table+" WHERE id = 'a'").Scan(&v); err != nil {
+				return err
+			}
+			_, err := bc.exec(ctx, "UPDATE "+table+" SET balance = ? WHERE id = ?", []any{1, "nobody"})
 			return err
 		}, true},
 		{"write outside exec", func(bc branchConn) error {
@@ -197,5 +210,22 @@ func TestMySQLReadOnlyVote(t *testing.T) {
 	}
 	if e.balance(e.my, table, "a") != 101 {
 		t.Fatal("the prepared write was not committed")
+	}
+}
+
+func TestIsCall(t *testing.T) {
+	for q, want := range map[string]bool{
+		"CALL pay(?)":                    true,
+		"  call pay(?)":                  true,
+		"/* x */ CALL pay(?)":            true,
+		"-- note\nCall pay(?)":           true,
+		"/* unterminated":                true,
+		"UPDATE t SET a = ? WHERE b = ?": false,
+		"/* call */ UPDATE t SET a = ?":  false,
+		"SELECT callback FROM t":         false,
+	} {
+		if got := isCall(q); got != want {
+			t.Errorf("isCall(%q) = %v, want %v", q, got, want)
+		}
 	}
 }
