@@ -29,6 +29,7 @@ import (
 const bankChildEnv = "IMAGO_XA_BANK_CHILD"
 
 func TestMain(m *testing.M) {
+	closeInheritedOnExec()
 	if os.Getenv(bankChildEnv) != "" {
 		os.Exit(bankChild())
 	}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -72,5 +74,22 @@ func TestMariaDBRestartBetweenPrepareAndCommit(t *testing.T) {
 	}
 	if p := e.prepared(node); len(p) != 0 {
 		t.Fatalf("left prepared: %v", p)
+	}
+}
+
+// closeInheritedOnExec marks every file descriptor this process inherited (beyond stdin,
+// stdout and stderr) close-on-exec. The disruptive tests run under
+// flock /tmp/imago-dbrestart.lock, whose descriptor the test process inherits; without this, a
+// database server a test starts (pg_ctlcluster, start-stop-daemon) would inherit it too and
+// hold the lock for as long as it runs.
+func closeInheritedOnExec() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
 	}
 }
