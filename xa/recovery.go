@@ -16,8 +16,8 @@ import (
 //     transaction is in_doubt because another of its branches contradicted a durable commit
 //     decision: see commitBranchInDoubt); roll it back when the
 //     decision is rollback; with no decision (unknown to the log, or never decided) roll it
-//     back once it has been seen for Options.Grace (presumed abort); leave in_doubt ones to
-//     Resolve;
+//     back once it has been seen for Options.Grace (presumed abort); leave the other branches
+//     of in_doubt ones to Resolve;
 //  3. for each decided transaction no longer live: a branch its resource no longer lists
 //     (scanned successfully, by a scan begun after the transaction stopped being live; see
 //     recovery_scan.go) is finished — for a commit decision only if a commit was sent to

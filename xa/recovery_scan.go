@@ -58,6 +58,9 @@ func (c *Coordinator) noteScans(scans map[string]scan) {
 // after st finished and lists none of its branches. The caller holds c.mu.
 func (c *Coordinator) confirmedGone(st *txState) bool {
 	for _, bs := range st.branches {
+		if _, ok := c.rms[bs.resource]; !ok {
+			continue // a resource no longer configured (read from the log) is never scanned
+		}
 		s := c.lastScan[bs.resource]
 		if !s.after(st.quiet) || s.gtrids[st.gtrid] {
 			return false
