@@ -63,7 +63,7 @@ java:
 
 ## disruptive: tests that restart the shared database servers, so they run alone, serially
 disruptive:
-	IMAGO_DISRUPTIVE=1 $(GO) test -count=1 -p 1 -run 'Test(Postgres|MariaDB)RestartBetweenPrepareAndCommit' ./xa
+	IMAGO_DISRUPTIVE=1 $(GO) test -count=1 -p 1 -run 'Test(Postgres|MariaDB)RestartBetweenPrepareAndCommit|TestDatabaseRestartsDuringPhaseTwo' ./xa
 
 ## crash-long: the crash test with 50 SIGKILL rounds instead of 5
 crash-long:

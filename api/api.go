@@ -455,7 +455,9 @@ const (
 
 // GlobalTxResult answers POST /v1/global-transactions: 200 with Status "committed" (or
 // "committing": the commit is decided and durable, phase 2 of some branch is left to
-// recovery) and Steps and Offsets; 409 with Status "rolled_back" (or "in_doubt") and Error.
+// recovery) and Steps and Offsets; 409 with Status "rolled_back", "rolling_back" (rolled back
+// too: nothing is committed, recovery still applies the rollback to a prepared branch whose
+// database was unreachable) or "in_doubt", and Error.
 // Duplicate is true when the id had been seen: the result is the first outcome, without
 // Steps (and without Offsets once the server restarted).
 type GlobalTxResult struct {

@@ -29,6 +29,7 @@ import (
 const bankChildEnv = "IMAGO_XA_BANK_CHILD"
 
 func TestMain(m *testing.M) {
+	closeInheritedOnExec()
 	if os.Getenv(bankChildEnv) != "" {
 		os.Exit(bankChild())
 	}
@@ -49,38 +50,10 @@ func namesFor(s string) bankNames {
 
 func TestBankCrash(t *testing.T) {
 	e := newEnv(t)
-	e.b.Close() // the children own the broker directory
+	e.b.Close() // the children own the broker directory (and create the topic)
+	e.b = nil
 	s := e.suffix
-	n := namesFor(s)
-	ctx := context.Background()
-	for _, q := range []string{
-		"CREATE TABLE " + n.wallet + " (id VARCHAR(16) PRIMARY KEY, balance BIGINT NOT NULL) ENGINE=InnoDB",
-		"CREATE TABLE " + n.wjournal + " (tid VARCHAR(64) PRIMARY KEY, delta BIGINT NOT NULL) ENGINE=InnoDB",
-	} {
-		if _, err := e.my.ExecContext(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, q := range []string{
-		"CREATE TABLE " + n.ledger + " (id TEXT PRIMARY KEY, balance BIGINT NOT NULL)",
-		"CREATE TABLE " + n.ljournal + " (tid TEXT PRIMARY KEY, delta BIGINT NOT NULL)",
-	} {
-		if _, err := e.pg.ExecContext(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		e.my.Exec("DROP TABLE IF EXISTS " + n.wallet + ", " + n.wjournal)
-		e.pg.Exec("DROP TABLE IF EXISTS " + n.ledger + ", " + n.ljournal)
-	})
-	for i := 0; i < bankAccounts; i++ {
-		if _, err := e.my.Exec("INSERT INTO "+n.wallet+" VALUES (?, ?)", fmt.Sprint("m", i), bankInitial); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e.pg.Exec("INSERT INTO "+n.ledger+" VALUES ($1, $2)", fmt.Sprint("p", i), bankInitial); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n := e.bankSetup()
 	node := newNode(t)
 	kills := 5
 	if os.Getenv("IMAGO_XA_BANK_LONG") == "1" {
@@ -145,36 +118,6 @@ func TestBankCrash(t *testing.T) {
 	}
 	run("drain", false)
 
-	// Balances.
-	var total int64
-	for _, q := range []struct {
-		db *sql.DB
-		q  string
-	}{{e.my, "SELECT COALESCE(SUM(balance),0) FROM " + n.wallet}, {e.pg, "SELECT COALESCE(SUM(balance),0) FROM " + n.ledger}} {
-		var v int64
-		if err := q.db.QueryRow(q.q).Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		total += v
-	}
-	if want := int64(2 * bankAccounts * bankInitial); total != want {
-		t.Errorf("total balance %d, want %d", total, want)
-	}
-	journal := func(db *sql.DB, table string) map[string]bool {
-		rows, err := db.Query("SELECT tid FROM " + table)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		m := map[string]bool{}
-		for rows.Next() {
-			var tid string
-			rows.Scan(&tid)
-			m[tid] = true
-		}
-		return m
-	}
-	wj, lj := journal(e.my, n.wjournal), journal(e.pg, n.ljournal)
 	bo := broker.NewOptions(e.dir + "/broker")
 	bo.Logger = quietLogger()
 	b, err := broker.Open(bo)
@@ -182,19 +125,10 @@ func TestBankCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	msgs := map[string]int{}
-	for off := int64(0); ; {
-		res, err := b.Fetch(ctx, n.topic, 0, broker.FetchOptions{Offset: off, MaxMessages: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range res.Messages {
-			msgs[string(m.Key)]++
-		}
-		if res.NextOffset >= res.EndOffset || len(res.Messages) == 0 {
-			break
-		}
-		off = res.NextOffset
+	e.b = b
+	total, wj, lj, msgs := e.bankState(n)
+	if want := int64(2 * bankAccounts * bankInitial); total != want {
+		t.Errorf("total balance %d, want %d", total, want)
 	}
 	cut := 0
 	for tid := range started {
@@ -309,35 +243,7 @@ func bankChild() int {
 				toPG := mrand.IntN(2) == 0
 				say("S %s", tid)
 				_, err := c.Run(ctx, BeginOptions{ID: tid, Timeout: 5 * time.Second}, func(ctx context.Context, tx *GlobalTx) error {
-					// MariaDB first, then PostgreSQL, in every transfer: no cross-database deadlock.
-					wb, _ := tx.Enlist(ctx, "wallet")
-					lb, _ := tx.Enlist(ctx, "ledger")
-					myDelta, pgDelta := -amount, amount
-					if !toPG {
-						myDelta, pgDelta = amount, -amount
-					}
-					k, err := wb.Exec(ctx, "UPDATE "+n.wallet+" SET balance = balance + ? WHERE id = ? AND balance + ? >= 0", myDelta, myAcct, myDelta)
-					if err != nil {
-						return err
-					}
-					if k != 1 {
-						return &Reason{Code: "step_failed", Message: "insufficient funds in " + myAcct}
-					}
-					if _, err := wb.Exec(ctx, "INSERT INTO "+n.wjournal+" VALUES (?, ?)", tid, myDelta); err != nil {
-						return err
-					}
-					k, err = lb.Exec(ctx, "UPDATE "+n.ledger+" SET balance = balance + $1 WHERE id = $2 AND balance + $1 >= 0", pgDelta, pgAcct)
-					if err != nil {
-						return err
-					}
-					if k != 1 {
-						return &Reason{Code: "step_failed", Message: "insufficient funds in " + pgAcct}
-					}
-					if _, err := lb.Exec(ctx, "INSERT INTO "+n.ljournal+" VALUES ($1, $2)", tid, pgDelta); err != nil {
-						return err
-					}
-					return tx.Publish(ctx, broker.TxMessage{Topic: n.topic, Message: broker.Message{
-						Key: []byte(tid), Value: []byte(`{"amount":` + strconv.FormatInt(amount, 10) + `}`), ValueJSON: true, Partition: -1}})
+					return bankTransfer(ctx, tx, n, tid, myAcct, pgAcct, amount, toPG)
 				})
 				switch {
 				case err == nil:
@@ -352,4 +258,39 @@ func bankChild() int {
 	}
 	wg.Wait()
 	return 0
+}
+
+// bankTransfer moves amount between a wallet account (MariaDB) and a ledger account
+// (PostgreSQL), toPG giving the direction, journals it on both sides under tid and publishes
+// its settlement message (key tid).
+func bankTransfer(ctx context.Context, tx *GlobalTx, n bankNames, tid, myAcct, pgAcct string, amount int64, toPG bool) error {
+	// MariaDB first, then PostgreSQL, in every transfer: no cross-database deadlock.
+	wb, _ := tx.Enlist(ctx, "wallet")
+	lb, _ := tx.Enlist(ctx, "ledger")
+	myDelta, pgDelta := -amount, amount
+	if !toPG {
+		myDelta, pgDelta = amount, -amount
+	}
+	k, err := wb.Exec(ctx, "UPDATE "+n.wallet+" SET balance = balance + ? WHERE id = ? AND balance + ? >= 0", myDelta, myAcct, myDelta)
+	if err != nil {
+		return err
+	}
+	if k != 1 {
+		return &Reason{Code: "step_failed", Message: "insufficient funds in " + myAcct}
+	}
+	if _, err := wb.Exec(ctx, "INSERT INTO "+n.wjournal+" VALUES (?, ?)", tid, myDelta); err != nil {
+		return err
+	}
+	k, err = lb.Exec(ctx, "UPDATE "+n.ledger+" SET balance = balance + $1 WHERE id = $2 AND balance + $1 >= 0", pgDelta, pgAcct)
+	if err != nil {
+		return err
+	}
+	if k != 1 {
+		return &Reason{Code: "step_failed", Message: "insufficient funds in " + pgAcct}
+	}
+	if _, err := lb.Exec(ctx, "INSERT INTO "+n.ljournal+" VALUES ($1, $2)", tid, pgDelta); err != nil {
+		return err
+	}
+	return tx.Publish(ctx, broker.TxMessage{Topic: n.topic, Message: broker.Message{
+		Key: []byte(tid), Value: []byte(`{"amount":` + strconv.FormatInt(amount, 10) + `}`), ValueJSON: true, Partition: -1}})
 }

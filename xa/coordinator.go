@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -141,6 +142,8 @@ type Coordinator struct {
 
 	recMu     sync.Mutex
 	firstSeen map[string]time.Time // xid key → when recovery first saw it prepared without a decision
+	scanSeq   atomic.Uint64        // orders recovery scans and transactions' outcomes (recovery_scan.go)
+	lastScan  map[string]scan      // resource → its last successful scan; guarded by mu
 	kick      chan struct{}
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -166,6 +169,7 @@ type txState struct {
 	settled             chan struct{} // closed when the live owner lets go
 	nextTry             time.Time     // recovery backoff
 	tries               int
+	quiet               uint64 // scanSeq when its outcome last changed (released, or settled final)
 }
 
 type branchState struct {
@@ -197,7 +201,7 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 	}
 	c := &Coordinator{
 		opts: opts, log: opts.Logger, rms: map[string]resourceManager{},
-		txs: map[string]*txState{}, byID: map[string]*txState{}, firstSeen: map[string]time.Time{},
+		txs: map[string]*txState{}, byID: map[string]*txState{}, firstSeen: map[string]time.Time{}, lastScan: map[string]scan{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	for _, r := range opts.Resources {
@@ -215,6 +219,9 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 		}
 		c.rms[r.Name()] = r.rm()
 		c.order = append(c.order, r.Name())
+		if p, ok := r.rm().(interface{ setPhaseTimeout(time.Duration) }); ok {
+			p.setPhaseTimeout(opts.PhaseTimeout) // bounds its sessions' idleness (mysql_session.go)
+		}
 	}
 	sort.Strings(c.order)
 	c.metrics = newMetrics(c)

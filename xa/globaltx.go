@@ -459,6 +459,7 @@ func (t *GlobalTx) finish() TxInfo {
 	c.mu.Lock()
 	st := t.st
 	st.live = false
+	st.quiet = c.scanSeq.Add(1) // recovery settles it only from scans begun after this
 	in := st.info()
 	close(st.settled)
 	pending := !st.status.Final() && st.status != StatusInDoubt

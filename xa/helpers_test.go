@@ -165,3 +165,23 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 func newNode(t testing.TB) string { return uniq(t) + "0000" }
+
+// rollbackLeftovers rolls back, at the end of the test (before its tables are dropped: a
+// prepared branch's locks would hold the DROP TABLE forever), whatever node left prepared on
+// resources after a failure.
+func (e *env) rollbackLeftovers(node string, resources []Resource) {
+	e.t.Cleanup(func() {
+		for _, r := range resources {
+			xids, err := r.rm().recover(context.Background())
+			if err != nil {
+				continue
+			}
+			for _, x := range xids {
+				if _, n, _, _ := parseXid(x); n == node {
+					e.t.Logf("rolling back a leftover branch %s", x.Bqual)
+					r.rm().rollback(context.Background(), x)
+				}
+			}
+		}
+	})
+}

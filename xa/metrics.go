@@ -31,7 +31,7 @@ func newMetrics(c *Coordinator) *metrics {
 		}, []string{"phase"}),
 		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imago_xa_recovery_actions_total",
-			Help: "Recovery actions by resource: commit, rollback, presumed_abort, in_doubt, error.",
+			Help: "Recovery actions by resource: commit, rollback, presumed_abort, in_doubt, error, held_by_session (a listed branch another session still holds: XAER_NOTA).",
 		}, []string{"resource", "action"}),
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "imago_xa_timeouts_total",

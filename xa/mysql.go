@@ -45,7 +45,10 @@ func MySQL(name string, db *sql.DB) Resource {
 	return &mysqlRM{sqlRM: sqlRM{name: name, sqldb: db}}
 }
 
-type mysqlRM struct{ sqlRM }
+type mysqlRM struct {
+	sqlRM
+	phase time.Duration // Options.PhaseTimeout, for the session's wait_timeout; guarded by mu
+}
 
 func (r *mysqlRM) Driver() string      { return "mysql" }
 func (r *mysqlRM) rm() resourceManager { return r }
@@ -85,7 +88,7 @@ func mysqlVersionOK(v string) error {
 	return nil
 }
 
-func (r *mysqlRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchConn, error) {
+func (r *mysqlRM) start(ctx context.Context, xid Xid, timeout time.Duration) (branchConn, error) {
 	if err := r.check(ctx); err != nil {
 		return nil, err
 	}
@@ -98,7 +101,7 @@ func (r *mysqlRM) start(ctx context.Context, xid Xid, _ time.Duration) (branchCo
 		b.multi = mysqlpool.Caching(dc) // opened by OpenMySQLDB: multi-statement text allowed
 		return nil
 	})
-	if _, err := conn.ExecContext(ctx, "XA START "+b.lit); err != nil {
+	if err := b.begin(ctx, r.sessionSetup(timeout)); err != nil {
 		b.release(true)
 		return nil, r.err("start", err)
 	}
@@ -157,17 +160,40 @@ type mysqlBranch struct {
 	multi bool
 	// endUnknown: a combined XA END; XA PREPARE failed, so the branch may be active or idle.
 	endUnknown bool
+	// Read-only detection (mysql_readonly.go): wrote, a statement certainly changed a row;
+	// unknown, one ran whose changes are not known; writes0, the handler write counters
+	// read before the first statement that needed them (baselined).
+	wrote, unknown, baselined bool
+	writes0                   int64
 }
 
-func (b *mysqlBranch) db(context.Context) (*sql.Conn, error) {
+// db is the pinned connection, for a statement whose changes the branch cannot count: the
+// handler counters' baseline is read first (mysql_readonly.go).
+func (b *mysqlBranch) db(ctx context.Context) (*sql.Conn, error) {
 	if b.conn == nil {
 		return nil, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "exec", Err: sql.ErrConnDone}
+	}
+	if err := b.baseline(ctx); err != nil {
+		return nil, err
 	}
 	return b.conn, nil
 }
 
 func (b *mysqlBranch) exec(ctx context.Context, query string, args []any) (int64, error) {
-	return execOn(ctx, b, query, args)
+	if b.conn != nil && b.countable(query, args) {
+		res, err := b.conn.ExecContext(ctx, query, args...)
+		if err != nil {
+			return 0, err
+		}
+		n, err := res.RowsAffected()
+		b.counted(n)
+		return n, err
+	}
+	n, err := execOn(ctx, b, query, args)
+	if n > 0 {
+		b.wrote = true
+	}
+	return n, err
 }
 
 // execOn runs a statement on bc's connection (its transaction begun) and returns the rows it
@@ -196,6 +222,19 @@ func (b *mysqlBranch) xa(ctx context.Context, stmt, op string) error {
 }
 
 func (b *mysqlBranch) prepare(ctx context.Context) (bool, error) {
+	if b.conn == nil {
+		return false, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "prepare", Err: sql.ErrConnDone}
+	}
+	ro, err := b.readOnly(ctx)
+	if err != nil {
+		return false, err
+	}
+	if ro {
+		if err := b.finishReadOnly(ctx); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
 	if b.multi {
 		if err := b.xa(ctx, "XA END "+b.lit+"; XA PREPARE "+b.lit, "prepare"); err != nil {
 			// Which of the two failed is not known: rollback tries XA END again and

@@ -12,12 +12,15 @@ import (
 //
 //  1. scan every resource for prepared branches of Imago's format and this node;
 //  2. for each branch: skip it while its transaction runs in this process (its PREPARE may be
-//     in flight); commit it when the transaction's decision is commit; roll it back when the
+//     in flight); commit it when the transaction's decision is commit (also when the
+//     transaction is in_doubt because another of its branches contradicted a durable commit
+//     decision: see commitBranchInDoubt); roll it back when the
 //     decision is rollback; with no decision (unknown to the log, or never decided) roll it
-//     back once it has been seen for Options.Grace (presumed abort); leave in_doubt ones to
-//     Resolve;
+//     back once it has been seen for Options.Grace (presumed abort); leave the other branches
+//     of in_doubt ones to Resolve;
 //  3. for each decided transaction no longer live: a branch its resource no longer lists
-//     (scanned successfully) is finished — for a commit decision only if a commit was sent to
+//     (scanned successfully, by a scan begun after the transaction stopped being live; see
+//     recovery_scan.go) is finished — for a commit decision only if a commit was sent to
 //     it (or may have been, by a previous run after the durable decision), otherwise the
 //     transaction is marked in_doubt; once every branch is finished, "done" is logged.
 //
@@ -68,29 +71,20 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 	c.recMu.Lock()
 	defer c.recMu.Unlock()
 	var errs []error
-	present := map[string]map[string]bool{} // resource → set of gtrids prepared there
+	present := map[string]scan{} // resource → its scan in this pass
 	for _, name := range c.order {
-		sctx, cancel := context.WithTimeout(ctx, c.opts.PhaseTimeout)
-		xids, err := c.rms[name].recover(sctx)
-		cancel()
+		sc, err := c.scan(ctx, name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("scan %s: %w", name, err))
 			c.metrics.recovery.WithLabelValues(name, "error").Inc()
 			continue
 		}
-		set := map[string]bool{}
-		for _, x := range xids {
-			g, node, res, ok := parseXid(x)
-			if !ok || node != c.node || res != name {
-				continue
-			}
-			set[g] = true
-		}
-		present[name] = set
+		present[name] = sc
 	}
+	c.noteScans(present)
 	seen := map[string]bool{}
 	for _, name := range c.order {
-		for g := range present[name] {
+		for g := range present[name].gtrids {
 			seen[xidKey(g, name)] = true
 			if err := c.recoverBranch(ctx, g, name); err != nil {
 				errs = append(errs, err)
@@ -115,13 +109,13 @@ func (c *Coordinator) recoverBranch(ctx context.Context, gtrid, resource string)
 	key := xidKey(gtrid, resource)
 	c.mu.Lock()
 	st := c.txs[gtrid]
-	if st != nil && (st.live || st.abandoned || st.status == StatusInDoubt || now.Before(st.nextTry)) {
+	if st != nil && (st.live || st.abandoned || now.Before(st.nextTry) || st.status == StatusInDoubt && !commitBranchInDoubt(st, resource)) {
 		c.mu.Unlock()
 		return nil
 	}
 	action := ""
 	switch {
-	case st != nil && (st.status == StatusCommitting || st.status == StatusCommitted):
+	case st != nil && (st.status == StatusCommitting || st.status == StatusCommitted || st.status == StatusInDoubt):
 		action = "commit"
 	case st != nil && (st.status == StatusRollingBack || st.status == StatusRolledBack):
 		action = "rollback"
@@ -180,7 +174,10 @@ func (c *Coordinator) recoverBranch(ctx context.Context, gtrid, resource string)
 		delete(c.firstSeen, key)
 		return nil
 	case code == XAERNota:
-		// Decided by the next scan (see above).
+		// Decided by the next scan (see above); a MariaDB branch still held by another
+		// session (mysql_session.go) answers this while listed.
+		c.metrics.recovery.WithLabelValues(resource, "held_by_session").Inc()
+		c.log.Warn("xa recovery: a listed prepared branch answered XAER_NOTA; another session may still hold it", "action", action, "gtrid", gtrid, "resource", resource)
 		return nil
 	case action == "commit" && (code == XAHeurRB || code == XAHeurMix || isRollbackCode(code)):
 		if st != nil {
@@ -213,12 +210,16 @@ func (c *Coordinator) markInDoubt(st *txState, bs *branchState, why string) {
 
 // settle finishes the branches of decided transactions that their resources no longer list,
 // and logs "done" for transactions whose every branch is finished.
-func (c *Coordinator) settle(present map[string]map[string]bool) {
+func (c *Coordinator) settle(present map[string]scan) {
 	now := c.opts.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, st := range c.txs {
-		if st.live || st.abandoned || st.status.Final() || st.status == StatusInDoubt {
+		if st.live || st.abandoned || st.status.Final() {
+			continue
+		}
+		if st.status == StatusInDoubt {
+			c.settleInDoubt(st, present)
 			continue
 		}
 		commit := st.status == StatusCommitting
@@ -232,8 +233,9 @@ func (c *Coordinator) settle(present map[string]map[string]bool) {
 			if bs.state != BranchPrepared && bs.state != BranchActive {
 				continue
 			}
-			set, scanned := present[bs.resource]
-			if !scanned || set[st.gtrid] {
+			if !present[bs.resource].after(st.quiet) || present[bs.resource].gtrids[st.gtrid] {
+				// Not scanned, scanned before the transaction's outcome last changed (a
+				// stale scan: the branch may have been prepared since), or still prepared.
 				done = false
 				continue
 			}
@@ -250,6 +252,7 @@ func (c *Coordinator) settle(present map[string]map[string]bool) {
 			continue
 		}
 		st.finished = now
+		st.quiet = c.scanSeq.Add(1)
 		if commit {
 			st.status = StatusCommitted
 		} else {
@@ -263,7 +266,9 @@ func (c *Coordinator) settle(present map[string]map[string]bool) {
 	}
 }
 
-// prune forgets finished transactions past their retention.
+// prune forgets finished transactions past their retention, and only those that a successful
+// scan of every resource they used, begun after they finished, shows with no branch left
+// prepared (see confirmedGone).
 func (c *Coordinator) prune() {
 	now := c.opts.Now()
 	c.mu.Lock()
@@ -276,7 +281,7 @@ func (c *Coordinator) prune() {
 		if st.clientID != "" {
 			keep = c.opts.Retention
 		}
-		if now.Sub(st.finished) >= keep {
+		if now.Sub(st.finished) >= keep && c.confirmedGone(st) {
 			delete(c.txs, g)
 			if c.byID[st.id] == st {
 				delete(c.byID, st.id)

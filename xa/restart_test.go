@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -16,7 +17,12 @@ const mariadbd = "/usr/sbin/mariadbd"
 // with, the way scripts/services.sh starts it (start-stop-daemon, no systemd).
 func restartMariaDB(t *testing.T) {
 	t.Helper()
-	var args []string
+	stopMariaDB(t)()()
+}
+
+// mariadbArgs returns the arguments of the running mariadbd, nil (and a test error when t is
+// not nil) when none runs.
+func mariadbArgs(t *testing.T) []string {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		if exe, err := os.Readlink(d + "/exe"); err != nil || exe != mariadbd {
@@ -26,20 +32,12 @@ func restartMariaDB(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		args = strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")[1:]
-		break
+		return strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")[1:]
 	}
-	if args == nil {
+	if t != nil {
 		t.Errorf("no running %s found", mariadbd)
-		return
 	}
-	run := func(name string, a ...string) {
-		if out, err := exec.Command(name, a...).CombinedOutput(); err != nil {
-			t.Errorf("%s %v: %v: %s", name, a, err, out)
-		}
-	}
-	run("start-stop-daemon", "--stop", "--exec", mariadbd, "--retry", "TERM/60/KILL/5")
-	run("start-stop-daemon", append([]string{"--start", "--oknodo", "--background", "--exec", mariadbd, "--"}, args...)...)
+	return nil
 }
 
 // MariaDB restarts after the commit decision: the prepared branch survives the restart, the
@@ -76,5 +74,22 @@ func TestMariaDBRestartBetweenPrepareAndCommit(t *testing.T) {
 	}
 	if p := e.prepared(node); len(p) != 0 {
 		t.Fatalf("left prepared: %v", p)
+	}
+}
+
+// closeInheritedOnExec marks every file descriptor this process inherited (beyond stdin,
+// stdout and stderr) close-on-exec. The disruptive tests run under
+// flock /tmp/imago-dbrestart.lock, whose descriptor the test process inherits; without this, a
+// database server a test starts (pg_ctlcluster, start-stop-daemon) would inherit it too and
+// hold the lock for as long as it runs.
+func closeInheritedOnExec() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
 	}
 }

@@ -364,7 +364,8 @@ func gbankTransfer(hc *http.Client, url string, n gbankNames, tid string, rng *m
 	switch {
 	case resp.StatusCode == 200 && (res.Status == "committed" || res.Status == "committing"):
 		led.committed[tid] = true
-	case resp.StatusCode == 409 && res.Status == "rolled_back":
+	case resp.StatusCode == 409 && (res.Status == "rolled_back" || res.Status == "rolling_back"):
+		// rolling_back: rolled back, a prepared branch's rollback left to recovery.
 		led.rolledBck[tid] = true
 	case resp.StatusCode == 503:
 		// Shutting down or a resource down: nothing was decided by this call.
