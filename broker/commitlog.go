@@ -11,8 +11,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // commitLog is the one append-only log that every partition's messages go to, split into
@@ -283,23 +284,8 @@ func (l *commitLog) close() error {
 	return first
 }
 
-func fdatasync(f *os.File) error {
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
+// fdatasync and syncDir go through internal/fsutil: one implementation of the EINTR loop and
+// the directory fsync, and the process-wide seam through which tests make a sync fail.
+func fdatasync(f *os.File) error { return fsutil.Fdatasync(f) }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
-}
+func syncDir(dir string) error { return fsutil.SyncDir(dir) }
