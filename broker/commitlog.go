@@ -139,14 +139,6 @@ func (l *commitLog) needsRoll(n int) bool {
 	return used > 0 && used+int64(n) > l.segmentBytes
 }
 
-// roll syncs the active segment and starts a new one at the current end.
-func (l *commitLog) roll() error {
-	if err := l.sync(); err != nil {
-		return err
-	}
-	return l.createSegment(l.end.Load())
-}
-
 // sync makes everything written so far durable. It is the one place the log fsyncs.
 func (l *commitLog) sync() error {
 	end := l.end.Load()

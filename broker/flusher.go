@@ -93,6 +93,15 @@ func (b *Broker) take(tick <-chan time.Time) (reqs []*produceReq, closing bool) 
 }
 
 // flush writes reqs as one group commit and acknowledges them.
+//
+// Failures are answered by what is known to be stored. A request is "stored" once its bytes are
+// where the policy says an acknowledgement needs them (fsync'd, or written for interval and
+// never). When a write or fsync fails, the requests stored before it (an earlier part of the
+// group that a segment roll fsync'd) are acknowledged and the rest fail; the broker then stops
+// (fail), and the restart cuts the log at the position fail recorded, so a failed request is
+// certainly not there. When something fails after the group is stored (creating an index file,
+// storing an index entry), every request is acknowledged: its batch is in the log and the
+// restart indexes it; only the readable ends stay where they were until then.
 func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, unsynced []*partition) ([]byte, []pendingEntry, []*partition) {
 	b.stateMu.Lock()
 	failed := b.failed
@@ -110,26 +119,39 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		msgs      int
 		written   int
 		writeErr  error
+		stored    int // reqs[:stored] are stored as the policy requires
 	)
-	writeOut := func() {
+	mustSync := b.opts.Fsync.Mode == FsyncAlways
+	writeOut := func(upto int) {
 		if len(buf) == 0 || writeErr != nil {
 			return
 		}
 		t := time.Now()
 		writeErr = b.log.write(buf)
 		writeTime += time.Since(t)
+		if writeErr != nil {
+			return
+		}
 		written += len(buf)
 		buf = buf[:0]
+		if !mustSync {
+			stored = upto
+		}
 	}
-	for _, r := range reqs {
+	for i, r := range reqs {
 		if b.log.needsRoll(len(buf) + r.size) {
-			writeOut()
+			writeOut(i)
 			if writeErr == nil {
-				writeErr = b.log.roll()
+				// The roll fsyncs what the segment holds: reqs[:i] are stored whatever follows.
+				if writeErr = b.log.sync(); writeErr == nil {
+					stored = i
+					writeErr = b.log.createSegment(b.log.end.Load())
+				}
 			}
-			if writeErr == nil {
-				buf = b.appendSnapshot(buf, now)
+			if writeErr != nil {
+				break // reqs[i:] get no offsets: they are not written
 			}
+			buf = b.appendSnapshot(buf, now)
 		}
 		hdr := len(buf)
 		buf = grow(buf, batchHeaderSize)
@@ -167,46 +189,52 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		putBatchHeader(buf[hdr:], h)
 		msgs += len(r.msgs)
 	}
-	writeOut()
+	writeOut(len(reqs))
 	var syncTime time.Duration
-	if writeErr == nil && b.opts.Fsync.Mode == FsyncAlways {
+	if writeErr == nil && mustSync {
 		t := time.Now()
-		writeErr = b.log.sync()
+		if writeErr = b.log.sync(); writeErr == nil {
+			stored = len(reqs)
+		}
 		syncTime = time.Since(t)
 	}
 	if writeErr != nil {
-		b.fail(writeErr, reqs)
-		return buf, entries[:0], unsynced
+		b.fail(writeErr, reqs[stored:])
+		b.stateMu.Lock()
+		b.settle(reqs[:stored], now)
+		b.stateMu.Unlock()
+		for _, r := range reqs[:stored] {
+			close(r.done)
+		}
+		return buf[:0], entries[:0], unsynced
 	}
 
 	b.stateMu.Lock()
+	var indexErr error
 	for _, pe := range entries {
-		if err := pe.p.writeEntry(pe.off, pe.e); err != nil {
-			b.stateMu.Unlock()
-			b.fail(err, reqs)
-			return buf, entries[:0], unsynced
-		}
-		pe.p.bytes.Add(int64(pe.e.Size))
-	}
-	for _, r := range reqs {
-		if r.applied != nil {
-			r.applied(r.batchPos)
-		}
-		if r.hasKey {
-			e := dedupe.Entry{Key: r.key, Fingerprint: r.fp, Time: now, Offsets: make([]dedupe.Position, len(r.offsets))}
-			for i, o := range r.offsets {
-				e.Offsets[i] = dedupe.Position{Partition: int32(o.Partition), Offset: o.Offset}
-			}
-			if err := b.dedupe.Add(e); err != nil {
-				b.opts.Logger.Error("idempotency store add failed", "err", err)
-			}
+		if indexErr = pe.p.writeEntry(pe.off, pe.e); indexErr != nil {
+			break
 		}
 	}
-	b.appliedPos = b.log.end.Load()
-	for _, pe := range entries {
-		pe.p.written = pe.p.next
+	b.settle(reqs, now)
+	if indexErr == nil {
+		for _, pe := range entries {
+			pe.p.bytes.Add(int64(pe.e.Size))
+		}
+		b.appliedPos = b.log.end.Load()
+		for _, pe := range entries {
+			pe.p.written = pe.p.next
+		}
 	}
 	b.stateMu.Unlock()
+	if indexErr != nil {
+		// Stored but not indexed: acknowledged, not readable until the restart indexes it.
+		b.fail(indexErr, nil)
+		for _, r := range reqs {
+			close(r.done)
+		}
+		return buf, entries[:0], unsynced
+	}
 
 	// Publish: every touched partition's readable end moves to its next offset.
 	for _, pe := range entries {
@@ -239,6 +267,25 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 	return buf, entries[:0], unsynced
 }
 
+// settle does what a stored request needs besides its index entries: its transaction callback
+// and its idempotency key. The caller holds stateMu.
+func (b *Broker) settle(reqs []*produceReq, now int64) {
+	for _, r := range reqs {
+		if r.applied != nil {
+			r.applied(r.batchPos)
+		}
+		if r.hasKey {
+			e := dedupe.Entry{Key: r.key, Fingerprint: r.fp, Time: now, Offsets: make([]dedupe.Position, len(r.offsets))}
+			for i, o := range r.offsets {
+				e.Offsets[i] = dedupe.Position{Partition: int32(o.Partition), Offset: o.Offset}
+			}
+			if err := b.dedupe.Add(e); err != nil {
+				b.opts.Logger.Error("idempotency store add failed", "err", err)
+			}
+		}
+	}
+}
+
 // syncAndPublish (interval mode) fsyncs and then makes written messages readable.
 func (b *Broker) syncAndPublish(ps []*partition) []*partition {
 	if err := b.log.sync(); err != nil {
@@ -256,7 +303,7 @@ func (b *Broker) syncAndPublish(ps []*partition) []*partition {
 // fsync the kernel's view of the file is unknown, so nothing more is written until a restart
 // recovers the log from disk.
 func (b *Broker) fail(err error, reqs []*produceReq) {
-	err = fmt.Errorf("%w: commit log write failed, restart required: %v", ErrClosed, err)
+	err = fmt.Errorf("%w: storage failed, restart required: %v", ErrClosed, err)
 	b.stateMu.Lock()
 	if b.failed == nil {
 		b.failed = err
