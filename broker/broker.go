@@ -49,6 +49,12 @@ type Broker struct {
 	appliedPos  int64 // log position covered by the index state
 	lastCkptPos atomic.Int64
 	failed      error // set when the log cannot be written; the broker then refuses produces
+	// syncedPos and syncedDedupe are appliedPos and the idempotency store's end as of the last
+	// log fsync: the most a checkpoint may claim (fsync interval or never).
+	syncedPos    int64
+	syncedDedupe dedupe.Checkpoint
+	fmark        *failMark // failmark.go
+	failUnknown  error     // flusher only: set when the fail mark could not be recorded
 
 	flusherDone chan struct{}
 	ckptSig     chan struct{}
@@ -136,6 +142,9 @@ func (b *Broker) open() error {
 	if b.log, err = openCommitLog(filepath.Join(b.opts.Dir, "log"), b.opts.SegmentBytes); err != nil {
 		return err
 	}
+	if err := b.applyFailMark(); err != nil {
+		return err
+	}
 	cp, err := loadCheckpoint(b.opts.Dir)
 	if err != nil {
 		b.opts.Logger.Warn("checkpoint unreadable; rebuilding indexes from the log", "err", err)
@@ -152,6 +161,7 @@ func (b *Broker) open() error {
 	if err := b.recover(cp); err != nil {
 		return err
 	}
+	b.markSyncedLocked()
 	b.log.onSync = func(d time.Duration) {
 		if d > slowSync {
 			b.opts.Logger.Warn("slow fsync", "duration", d)
@@ -193,6 +203,9 @@ func (b *Broker) closeFiles() error {
 	}
 	if b.log != nil {
 		keep(b.log.close())
+	}
+	if b.fmark != nil {
+		keep(b.fmark.close())
 	}
 	if b.lock != nil {
 		keep(b.lock.Close())

@@ -80,7 +80,7 @@ func (b *Broker) checkpoint() error {
 		s *indexSegment
 	}
 	b.stateMu.Lock()
-	pos := b.appliedPos
+	pos := b.syncedPos // never past the durable log (fsync interval, never)
 	if pos == b.lastCkptPos.Load() {
 		b.stateMu.Unlock()
 		return nil
@@ -89,7 +89,7 @@ func (b *Broker) checkpoint() error {
 	var dirty []dirtySeg
 	for _, t := range b.table.Load().byID {
 		for _, p := range t.parts {
-			cp.Partitions = append(cp.Partitions, checkpointPart{Topic: t.id, Partition: p.id, Start: p.start.Load(), End: p.written, Bytes: p.bytes.Load()})
+			cp.Partitions = append(cp.Partitions, checkpointPart{Topic: t.id, Partition: p.id, Start: p.start.Load(), End: p.synced, Bytes: p.bytes.Load() - p.unsyncedBytes})
 			p.mu.RLock()
 			for _, s := range p.segs {
 				if s.dirty {
@@ -101,7 +101,8 @@ func (b *Broker) checkpoint() error {
 		}
 	}
 	cp.Txs = b.checkpointTxs(pos)
-	dcp, err := b.dedupe.Sync()
+	dcp := b.syncedDedupe // Sync below makes it durable; later keys are replayed from the log
+	_, err := b.dedupe.Sync()
 	b.stateMu.Unlock()
 	redirty := func() {
 		b.stateMu.Lock()

@@ -30,6 +30,10 @@ type commitLog struct {
 	durable atomic.Int64 // position after the last fsync'd byte
 	syncs   atomic.Int64
 	onSync  func(time.Duration)
+	// syncErr is the first failed fsync, returned by every later sync (flusher only). Linux
+	// reports a writeback error once: a second fdatasync may succeed although the pages it was
+	// about never reached the disk, so a failed log is never trusted again.
+	syncErr error
 }
 
 type segment struct {
@@ -141,6 +145,9 @@ func (l *commitLog) needsRoll(n int) bool {
 
 // sync makes everything written so far durable. It is the one place the log fsyncs.
 func (l *commitLog) sync() error {
+	if l.syncErr != nil {
+		return l.syncErr
+	}
 	end := l.end.Load()
 	if l.durable.Load() >= end {
 		return nil
@@ -152,7 +159,8 @@ func (l *commitLog) sync() error {
 	err := fdatasync(seg.f)
 	d := time.Since(t)
 	if err != nil {
-		return fmt.Errorf("fsync segment %d: %w", seg.base, err)
+		l.syncErr = fmt.Errorf("fsync segment %d: %w", seg.base, err)
+		return l.syncErr
 	}
 	l.syncs.Add(1)
 	if l.onSync != nil {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -19,6 +20,10 @@ type pendingEntry struct {
 	e   indexEntry
 }
 
+// With fsync "interval" the flusher fsyncs every Interval and then publishes. With "never" it
+// publishes at once and still fsyncs once per CheckpointInterval while there is unsynced data:
+// a checkpoint may only name a durable position (otherwise retention could never reclaim the
+// log, and after a power loss the checkpoint would point past the end of it).
 func (b *Broker) runFlusher() {
 	defer close(b.flusherDone)
 	var (
@@ -29,14 +34,18 @@ func (b *Broker) runFlusher() {
 		intervalC <-chan time.Time
 		timer     *time.Timer
 	)
-	interval := b.opts.Fsync.Mode == FsyncInterval
+	lazy := b.opts.Fsync.Mode != FsyncAlways
+	every := b.opts.Fsync.Interval
+	if b.opts.Fsync.Mode == FsyncNever {
+		every = b.opts.CheckpointInterval
+	}
 	for {
 		reqs, closing := b.take(intervalC)
 		if len(reqs) > 0 {
 			buf, entries, unsynced = b.flush(reqs, buf[:0], entries[:0], unsynced)
 		}
-		if interval && len(unsynced) > 0 {
-			if closing || time.Since(lastSync) >= b.opts.Fsync.Interval {
+		if lazy && (len(unsynced) > 0 || b.log.durable.Load() < b.log.end.Load()) {
+			if closing || time.Since(lastSync) >= every {
 				unsynced = b.syncAndPublish(unsynced)
 				lastSync = time.Now()
 				if timer != nil {
@@ -44,16 +53,14 @@ func (b *Broker) runFlusher() {
 				}
 				intervalC = nil
 			} else if intervalC == nil {
-				timer = time.NewTimer(b.opts.Fsync.Interval - time.Since(lastSync))
+				timer = time.NewTimer(every - time.Since(lastSync))
 				intervalC = timer.C
 			}
 		} else if intervalC != nil && len(reqs) == 0 {
 			intervalC = nil
 		}
 		if closing && len(reqs) == 0 {
-			if err := b.log.sync(); err != nil {
-				b.opts.Logger.Error("final fsync failed", "err", err)
-			}
+			b.syncAndPublish(unsynced)
 			return
 		}
 	}
@@ -220,10 +227,17 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 	if indexErr == nil {
 		for _, pe := range entries {
 			pe.p.bytes.Add(int64(pe.e.Size))
+			pe.p.unsyncedBytes += int64(pe.e.Size)
 		}
 		b.appliedPos = b.log.end.Load()
 		for _, pe := range entries {
 			pe.p.written = pe.p.next
+		}
+		if stored == len(reqs) && b.log.durable.Load() == b.appliedPos {
+			for _, pe := range entries {
+				pe.p.synced, pe.p.unsyncedBytes = pe.p.written, 0
+			}
+			b.syncedPos, b.syncedDedupe = b.appliedPos, b.dedupe.Mark()
 		}
 	}
 	b.stateMu.Unlock()
@@ -286,12 +300,19 @@ func (b *Broker) settle(reqs []*produceReq, now int64) {
 	}
 }
 
-// syncAndPublish (interval mode) fsyncs and then makes written messages readable.
+// syncAndPublish (interval and never mode, and at close) fsyncs, records the synced state for
+// checkpoints and then makes the written messages of ps readable. After a failed fsync it never
+// publishes again (commitLog.sync keeps failing).
 func (b *Broker) syncAndPublish(ps []*partition) []*partition {
 	if err := b.log.sync(); err != nil {
 		b.fail(err, nil)
 		return ps
 	}
+	b.stateMu.Lock()
+	if b.failed == nil && b.log.durable.Load() >= b.appliedPos {
+		b.markSyncedLocked()
+	}
+	b.stateMu.Unlock()
 	for _, p := range ps {
 		p.pendingPublish = false
 		p.publish(p.written)
@@ -299,19 +320,51 @@ func (b *Broker) syncAndPublish(ps []*partition) []*partition {
 	return ps[:0]
 }
 
-// fail puts the broker in the failed state after a write or fsync error: after a failed
+// markSyncedLocked records the current state as durable: the log is fsync'd up to appliedPos.
+// The caller holds stateMu.
+func (b *Broker) markSyncedLocked() {
+	for _, t := range b.table.Load().byID {
+		for _, p := range t.parts {
+			p.synced, p.unsyncedBytes = p.written, 0
+		}
+	}
+	b.syncedPos, b.syncedDedupe = b.appliedPos, b.dedupe.Mark()
+}
+
+// fail puts the broker in the failed state after a write, fsync or index error: after a failed
 // fsync the kernel's view of the file is unknown, so nothing more is written until a restart
-// recovers the log from disk.
+// recovers the log from disk. The first failure records the durable end of the log in the fail
+// mark (failmark.go), after one last fsync when none has failed yet (fsync interval or never:
+// what was acknowledged after write(2) is kept if it can still be made durable); the restart
+// cuts the log there, so reqs (answered with the error) are certainly not stored. Flusher only
+// (tests call it while the flusher is idle).
 func (b *Broker) fail(err error, reqs []*produceReq) {
 	err = fmt.Errorf("%w: storage failed, restart required: %v", ErrClosed, err)
 	b.stateMu.Lock()
-	if b.failed == nil {
+	first := b.failed == nil
+	if first {
 		b.failed = err
-		b.opts.Logger.Error("commit log failed; refusing writes until restart", "err", err)
 	}
 	b.stateMu.Unlock()
+	reqErr := err
+	if first {
+		if serr := b.log.sync(); serr != nil && !errors.Is(err, serr) {
+			b.opts.Logger.Error("fsync after a failure failed too", "err", serr)
+		}
+		pos := b.log.durable.Load()
+		b.opts.Logger.Error("storage failed; refusing writes until restart", "err", err, "durable_end", pos)
+		if b.fmark != nil {
+			if merr := b.fmark.record(pos); merr != nil {
+				b.opts.Logger.Error("could not record where the restart must cut the log; answers to the failed requests are outcome unknown", "err", merr)
+				b.failUnknown = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+			}
+		}
+	}
+	if b.failUnknown != nil {
+		reqErr = b.failUnknown
+	}
 	for _, r := range reqs {
-		r.err = err
+		r.err = reqErr
 		close(r.done)
 	}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -190,5 +191,36 @@ func TestCheckpointNotPastDurableLog(t *testing.T) {
 	}
 	if other.Offsets[0] == res.Offsets[0] {
 		t.Fatalf("two messages at %+v", res.Offsets[0])
+	}
+}
+
+// TestOutcomeUnknownWhenFailMarkCannotBeRecorded: when the fsync fails and so does recording
+// where the restart must cut, the request may survive in the page cache: the answer says the
+// outcome is unknown (retry only with the same key), and a local transaction is not reported
+// rolled back.
+func TestOutcomeUnknownWhenFailMarkCannotBeRecorded(t *testing.T) {
+	dir := t.TempDir()
+	b := mustOpen(t, testOptions(t, dir))
+	defer b.Close()
+	mustCreate(t, b, "t", 1)
+	logDir := filepath.Join(dir, "log")
+	injectSyncFaults(t, func(ev fsutil.Event) bool {
+		return fileSyncUnder(logDir)(ev) || filepath.Base(ev.Path) == failMarkName
+	})
+	id, err := b.BeginTx(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddTx(id, txMsgs("t", "v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CommitTx(context.Background(), id); !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("commit with a failed fsync and no fail mark: %v, want ErrOutcomeUnknown", err)
+	}
+	if info, _ := b.TxStatus(id); info.State == TxRolledBack {
+		t.Fatal("a commit whose batch may be stored is reported rolled back")
+	}
+	if _, err := b.Produce(context.Background(), "t", []Message{msg("x")}, ""); err == nil {
+		t.Fatal("produce accepted by a failed broker")
 	}
 }

@@ -24,9 +24,13 @@ type partition struct {
 	end   atomic.Int64
 	bytes atomic.Int64 // record bytes between start and the written end
 
-	next           int64 // owned by the flusher (and by recovery before it starts)
-	written        int64 // entries applied to the index; guarded by the broker's stateMu
-	pendingPublish bool  // flusher only: written but waiting for an interval fsync
+	next    int64 // owned by the flusher (and by recovery before it starts)
+	written int64 // entries applied to the index; guarded by the broker's stateMu
+	// synced is written as of the last log fsync, and unsyncedBytes the record bytes added
+	// since (both guarded by stateMu): a checkpoint records these, never more than is durable.
+	synced         int64
+	unsyncedBytes  int64
+	pendingPublish bool // flusher only: written but waiting for an interval fsync
 
 	nmu    sync.Mutex
 	notify chan struct{} // closed and cleared when end moves; nil when nobody waits
