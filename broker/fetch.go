@@ -88,10 +88,10 @@ func (b *Broker) read(p *partition, off int64, opts FetchOptions) (*FetchResult,
 	ents := make([]indexEntry, 0, n)
 	total := 0
 	for o := off; len(ents) < n; o++ {
-		e, ok := p.entry(o)
-		if !ok {
+		e, err := p.readEntry(o)
+		if err != nil {
 			p.mu.RUnlock()
-			return nil, fmt.Errorf("%w: %s/%d has no index entry for offset %d", ErrCorrupt, p.t.name, p.id, o)
+			return nil, err
 		}
 		if len(ents) > 0 && total+int(e.Size) > opts.MaxBytes {
 			break

@@ -54,12 +54,18 @@ func (p *partition) segmentFor(off int64) *indexSegment {
 
 // entry reads the index entry of off. The caller holds p.mu (read) and off is written.
 func (p *partition) entry(off int64) (indexEntry, bool) {
+	e, err := p.readEntry(off)
+	return e, err == nil
+}
+
+// readEntry reads the index entry of off, or fails with ErrCorrupt (no entry, or its page
+// could not be read). The caller holds p.mu (read) and off is written.
+func (p *partition) readEntry(off int64) (indexEntry, error) {
 	s := p.segmentFor(off)
 	if s == nil {
-		return indexEntry{}, false
+		return indexEntry{}, fmt.Errorf("%w: %s/%d has no index entry for offset %d", ErrCorrupt, p.t.name, p.id, off)
 	}
-	i := (off - s.base) * indexEntrySize
-	return getIndexEntry(s.data[i : i+indexEntrySize]), true
+	return s.load(off - s.base)
 }
 
 // writeEntry stores the entry of off, creating index segments as needed. Flusher only.
@@ -73,8 +79,9 @@ func (p *partition) writeEntry(off int64, e indexEntry) error {
 			return err
 		}
 	}
-	i := (off - s.base) * indexEntrySize
-	putIndexEntry(s.data[i:i+indexEntrySize], e)
+	if err := s.store(off-s.base, e); err != nil {
+		return err
+	}
 	s.dirty = true
 	return nil
 }
