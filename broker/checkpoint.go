@@ -68,7 +68,7 @@ func (b *Broker) runCheckpointer() {
 		case <-b.ckptSig:
 		}
 		if err := b.checkpoint(); err != nil {
-			b.opts.Logger.Error("checkpoint failed", "err", err)
+			b.stopWrites(err) // flusher.go
 		}
 	}
 }

@@ -320,6 +320,20 @@ func (b *Broker) syncAndPublish(ps []*partition) []*partition {
 	return ps[:0]
 }
 
+// stopWrites puts the broker in the failed state after a periodic checkpoint failed (a full
+// disk, or an fsync error on an index or idempotency file, which a retry could not be trusted
+// after). The log itself is intact, so nothing is cut at the restart; but without checkpoints
+// retention cannot reclaim space and a failed index fsync would be trusted by the next attempt,
+// so writes stop (503, /readyz 503) until a restart, which replays from the last checkpoint.
+func (b *Broker) stopWrites(err error) {
+	b.stateMu.Lock()
+	defer b.stateMu.Unlock()
+	if b.failed == nil {
+		b.failed = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
+		b.opts.Logger.Error("checkpoint failed; refusing writes until restart", "err", err)
+	}
+}
+
 // markSyncedLocked records the current state as durable: the log is fsync'd up to appliedPos.
 // The caller holds stateMu.
 func (b *Broker) markSyncedLocked() {
@@ -339,7 +353,7 @@ func (b *Broker) markSyncedLocked() {
 // cuts the log there, so reqs (answered with the error) are certainly not stored. Flusher only
 // (tests call it while the flusher is idle).
 func (b *Broker) fail(err error, reqs []*produceReq) {
-	err = fmt.Errorf("%w: storage failed, restart required: %v", ErrClosed, err)
+	err = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
 	b.stateMu.Lock()
 	first := b.failed == nil
 	if first {

@@ -17,3 +17,10 @@ func TestOutcomeUnknownIsNotPlainUnavailable(t *testing.T) {
 		t.Fatalf("errorFor(outcome unknown) = %d %s", ae.status, ae.code)
 	}
 }
+
+func TestStorageFailedIsNotShuttingDown(t *testing.T) {
+	err := fmt.Errorf("%w: %w, restart required: disk full", broker.ErrClosed, broker.ErrStorage)
+	if ae := errorFor(err); ae.status != http.StatusServiceUnavailable || ae.code != "storage_failed" {
+		t.Fatalf("errorFor(storage failed) = %d %s", ae.status, ae.code)
+	}
+}
