@@ -129,6 +129,9 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		stored    int // reqs[:stored] are stored as the policy requires
 	)
 	mustSync := b.opts.Fsync.Mode == FsyncAlways
+	for _, r := range reqs {
+		mustSync = mustSync || r.sync
+	}
 	writeOut := func(upto int) {
 		if len(buf) == 0 || writeErr != nil {
 			return
@@ -233,11 +236,15 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		for _, pe := range entries {
 			pe.p.written = pe.p.next
 		}
-		if stored == len(reqs) && b.log.durable.Load() == b.appliedPos {
-			for _, pe := range entries {
-				pe.p.synced, pe.p.unsyncedBytes = pe.p.written, 0
+		if mustSync && b.log.durable.Load() == b.appliedPos {
+			if b.opts.Fsync.Mode == FsyncAlways {
+				for _, pe := range entries { // every earlier flush was synced too
+					pe.p.synced, pe.p.unsyncedBytes = pe.p.written, 0
+				}
+				b.syncedPos, b.syncedDedupe = b.appliedPos, b.dedupe.Mark()
+			} else {
+				b.markSyncedLocked()
 			}
-			b.syncedPos, b.syncedDedupe = b.appliedPos, b.dedupe.Mark()
 		}
 	}
 	b.stateMu.Unlock()
@@ -250,12 +257,21 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		return buf, entries[:0], unsynced
 	}
 
-	// Publish: every touched partition's readable end moves to its next offset.
+	// Publish: every touched partition's readable end moves to its next offset. In interval mode
+	// it waits for the next fsync, unless this group was fsync'd (it held a transaction record):
+	// then everything written so far is durable and readable.
+	if mustSync && b.opts.Fsync.Mode == FsyncInterval {
+		for _, p := range unsynced {
+			p.pendingPublish = false
+			p.publish(p.written)
+		}
+		unsynced = unsynced[:0]
+	}
 	for _, pe := range entries {
 		if pe.p.end.Load() == pe.p.written {
 			continue
 		}
-		if b.opts.Fsync.Mode == FsyncInterval {
+		if b.opts.Fsync.Mode == FsyncInterval && !mustSync {
 			if !pe.p.pendingPublish {
 				pe.p.pendingPublish = true
 				unsynced = append(unsynced, pe.p)
