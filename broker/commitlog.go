@@ -227,16 +227,23 @@ func (l *commitLog) segmentEnd(pos int64) int64 {
 func (l *commitLog) truncate(pos int64, aside string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	moved := false
 	for len(l.segs) > 1 && l.segs[len(l.segs)-1].base > pos {
 		seg := l.segs[len(l.segs)-1]
 		seg.f.Close()
-		if err := os.MkdirAll(aside, 0o755); err != nil {
+		if err := fsutil.MkdirAll(aside, 0o755); err != nil {
 			return err
 		}
 		if err := os.Rename(filepath.Join(l.dir, segmentName(seg.base)), filepath.Join(aside, segmentName(seg.base))); err != nil {
 			return fmt.Errorf("move segment %d aside: %w", seg.base, err)
 		}
 		l.segs = l.segs[:len(l.segs)-1]
+		moved = true
+	}
+	if moved {
+		if err := syncDir(aside); err != nil {
+			return err
+		}
 	}
 	seg := l.segs[len(l.segs)-1]
 	if err := seg.f.Truncate(pos - seg.base); err != nil {

@@ -252,19 +252,13 @@ func (b *Broker) indexReplayed(recs []record, recPos int64, byID map[uint32]*top
 // cutTail truncates the log at pos after saving the bytes [pos, end) under repair/.
 func (b *Broker) cutTail(pos, end int64, why error) error {
 	repair := filepath.Join(b.opts.Dir, "repair", strconv.FormatInt(b.opts.Now().UnixMilli(), 10))
-	if err := os.MkdirAll(repair, 0o755); err != nil {
-		return fmt.Errorf("repair: %w", err)
-	}
 	active := b.log.activeBase()
 	saveEnd := end
 	if active > pos {
 		saveEnd = min(end, b.log.segmentEnd(pos))
 	}
-	if n := saveEnd - pos; n > 0 && n <= 64<<20 {
-		buf := make([]byte, n)
-		if err := b.log.readAt(buf, pos); err == nil {
-			_ = os.WriteFile(filepath.Join(repair, fmt.Sprintf("tail-at-%020d.bin", pos)), buf, 0o644)
-		}
+	if err := b.saveCut(repair, pos, saveEnd); err != nil { // repaircopy.go
+		return fmt.Errorf("repair: could not keep a copy of the %d bytes to cut at log position %d, so the log is left as it is: %w", saveEnd-pos, pos, err)
 	}
 	if active > pos {
 		b.opts.Logger.Error("log damaged before its last segment; later segments moved aside",
