@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/imagomq/imago/broker/internal/dedupe"
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // slowSync is the fsync duration above which a warning is logged.
@@ -43,12 +43,15 @@ type Broker struct {
 	idemMu   sync.Mutex
 	inflight map[dedupe.Key]*produceReq
 
+	ckptMu sync.Mutex // one checkpoint at a time (checkpoint.go); taken before stateMu
+
 	// stateMu orders the flusher's apply phase (index writes, offsets, dedupe adds) against
 	// checkpoints and retention, so each sees a consistent cut of the log.
 	stateMu     sync.Mutex
-	appliedPos  int64 // log position covered by the index state
-	lastCkptPos atomic.Int64
-	failed      error // set when the log cannot be written; the broker then refuses produces
+	appliedPos  int64        // log position covered by the index state
+	ckptStale   bool         // retention changed start offsets: checkpoint even if appliedPos did not move
+	lastCkptPos atomic.Int64 // position of the last checkpoint written; stored under ckptMu
+	failed      error        // set when the log cannot be written; the broker then refuses produces
 	// syncedPos and syncedDedupe are appliedPos and the idempotency store's end as of the last
 	// log fsync: the most a checkpoint may claim (fsync interval or never).
 	syncedPos    int64
@@ -79,7 +82,9 @@ func Open(opts Options) (*Broker, error) {
 	}
 	opts = opts.withDefaults()
 	began := time.Now()
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	// A new data directory's name (and any parent made for it) is fsync'd into its parent:
+	// a power loss must not take it with its first acknowledged writes.
+	if err := fsutil.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open broker: %w", err)
 	}
 	b := &Broker{
@@ -115,19 +120,28 @@ func Open(opts Options) (*Broker, error) {
 }
 
 func (b *Broker) lockDir() error {
-	f, err := os.OpenFile(filepath.Join(b.opts.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := fsutil.LockFile(filepath.Join(b.opts.Dir, "LOCK"))
+	if errors.Is(err, fsutil.ErrLocked) {
+		return fmt.Errorf("open broker: data directory %s is in use by another process: %w", b.opts.Dir, err)
+	}
 	if err != nil {
 		return fmt.Errorf("open broker: lock file: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return fmt.Errorf("open broker: data directory %s is in use by another process: %w", b.opts.Dir, err)
 	}
 	b.lock = f
 	return nil
 }
 
 func (b *Broker) open() error {
+	// Temporary files of atomic replacements cut short by a crash (".tmp" is the fixed name
+	// earlier versions used).
+	for _, name := range []string{topicsFileName, checkpointFileName} {
+		if err := fsutil.RemoveTemps(b.opts.Dir, name); err != nil {
+			return fmt.Errorf("open broker: %w", err)
+		}
+		if err := os.Remove(filepath.Join(b.opts.Dir, name+".tmp")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("open broker: %w", err)
+		}
+	}
 	metas, err := loadTopics(b.opts.Dir)
 	if err != nil {
 		return err
@@ -147,8 +161,12 @@ func (b *Broker) open() error {
 	}
 	cp, err := loadCheckpoint(b.opts.Dir)
 	if err != nil {
-		b.opts.Logger.Warn("checkpoint unreadable; rebuilding indexes from the log", "err", err)
-		cp = nil
+		// Not "no checkpoint": without it the idempotency store would be opened empty (its
+		// durable point is recorded here), forgetting keys whose batches retention deleted.
+		return fmt.Errorf("open broker: %s in %s cannot be used (%w); refusing to start. "+
+			"Restore it, or move it aside to rebuild every index from the log, accepting that "+
+			"Idempotency-Keys whose batches retention already deleted are forgotten",
+			checkpointFileName, b.opts.Dir, err)
 	}
 	var dcp dedupe.Checkpoint
 	if cp != nil {
@@ -258,9 +276,24 @@ func (b *Broker) stopWorkers() {
 	b.wg.Wait()
 }
 
+// idempotencyFailedLocked stops writes when the idempotency store has failed (a write or fsync
+// error is sticky there: nothing more would be remembered). Keyed produces acknowledged from
+// then on would not be recognised when retried, so the broker stops as after a log failure:
+// produces are refused and Err reports it until a restart, whose replay of the log since the
+// last checkpoint re-adds every key the failed store lost. The batch that was being applied is
+// durable and still acknowledged. The caller holds stateMu.
+func (b *Broker) idempotencyFailedLocked() {
+	derr := b.dedupe.Err()
+	if derr == nil || b.failed != nil {
+		return // not a store failure (a refused entry), or already stopped
+	}
+	b.failed = fmt.Errorf("%w: idempotency store failed, restart required: %v", ErrClosed, derr)
+	b.opts.Logger.Error("idempotency store failed; refusing writes until restart", "err", derr)
+}
+
 // Err reports why the broker refuses writes, or nil: after a failed write or fsync of the
-// commit log the kernel's view of the file is unknown, so it stops appending until a restart
-// recovers the log from disk. Health checks report it (the gateway's /readyz answers 503).
+// commit log (or of the idempotency store) the kernel's view of the file is unknown, so it
+// stops appending until a restart recovers the log from disk. Health checks report it (the gateway's /readyz answers 503).
 func (b *Broker) Err() error {
 	b.stateMu.Lock()
 	defer b.stateMu.Unlock()

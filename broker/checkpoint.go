@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker/internal/dedupe"
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // A checkpoint bounds start-up work: it records a log position P such that every partition's
@@ -18,6 +19,13 @@ import (
 // start, written end and bytes, and the idempotency store's durable point; then, outside the
 // lock, fsync the index segments written since the last checkpoint, and replace
 // checkpoint.json atomically.
+//
+// Checkpoints run one at a time (ckptMu over the whole of checkpoint()): the periodic
+// checkpointer, retention and Close all write them. Two at once would let the second find no
+// dirty index segment (the first took the flags and is still syncing them) and publish a
+// checkpoint that claims unsynced index pages durable, or let an older checkpoint land after a
+// newer one while lastCkptPos says otherwise, and retention trusts lastCkptPos when it deletes
+// log segments. Serialized, each checkpoint starts from the state the previous one left.
 
 const checkpointFileName = "checkpoint.json"
 
@@ -73,18 +81,22 @@ func (b *Broker) runCheckpointer() {
 	}
 }
 
-// checkpoint writes a checkpoint if the log moved since the last one.
+// checkpoint writes a checkpoint if the log moved since the last one, or if retention asked
+// for one (ckptStale).
 func (b *Broker) checkpoint() error {
 	type dirtySeg struct {
 		p *partition
 		s *indexSegment
 	}
+	b.ckptMu.Lock()
+	defer b.ckptMu.Unlock()
 	b.stateMu.Lock()
 	pos := b.syncedPos // never past the durable log (fsync interval, never)
-	if pos == b.lastCkptPos.Load() {
+	if pos == b.lastCkptPos.Load() && !b.ckptStale {
 		b.stateMu.Unlock()
 		return nil
 	}
+	b.ckptStale = false
 	cp := checkpointFile{Version: 1, Position: pos, WrittenAt: b.opts.Now().UTC().Format(time.RFC3339Nano)}
 	var dirty []dirtySeg
 	for _, t := range b.table.Load().byID {
@@ -103,12 +115,16 @@ func (b *Broker) checkpoint() error {
 	cp.Txs = b.checkpointTxs(pos)
 	dcp := b.syncedDedupe // Sync below makes it durable; later keys are replayed from the log
 	_, err := b.dedupe.Sync()
+	if err != nil {
+		b.idempotencyFailedLocked()
+	}
 	b.stateMu.Unlock()
 	redirty := func() {
 		b.stateMu.Lock()
 		for _, d := range dirty {
 			d.s.dirty = true
 		}
+		b.ckptStale = true
 		b.stateMu.Unlock()
 	}
 	if err != nil {
@@ -120,7 +136,7 @@ func (b *Broker) checkpoint() error {
 		d.p.mu.RLock()
 		var err error
 		if !d.s.removed {
-			err = d.s.f.Sync()
+			err = fsutil.Fsync(d.s.f)
 		}
 		d.p.mu.RUnlock()
 		if err != nil {
@@ -130,9 +146,10 @@ func (b *Broker) checkpoint() error {
 	}
 	data, err := json.Marshal(cp)
 	if err != nil {
+		redirty()
 		return err
 	}
-	if err := writeFileAtomic(b.opts.Dir, checkpointFileName, data); err != nil {
+	if err := fsutil.WriteFileAtomic(b.opts.Dir, checkpointFileName, data, 0o644); err != nil {
 		redirty()
 		return fmt.Errorf("checkpoint: %w", err)
 	}

@@ -46,7 +46,7 @@ func segmentName(base int64) string { return fmt.Sprintf("%020d.log", base) }
 // openCommitLog opens the segments in dir (creating dir) without verifying them; recovery
 // verifies and truncates the tail.
 func openCommitLog(dir string, segmentBytes int64) (*commitLog, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create log dir: %w", err)
 	}
 	l := &commitLog{dir: dir, segmentBytes: segmentBytes}
@@ -96,7 +96,7 @@ func (l *commitLog) createSegment(base int64) error {
 	if err != nil {
 		return fmt.Errorf("create segment %d: %w", base, err)
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := fsutil.SyncDir(l.dir); err != nil {
 		f.Close()
 		return fmt.Errorf("create segment %d: %w", base, err)
 	}
@@ -156,7 +156,7 @@ func (l *commitLog) sync() error {
 	seg := l.segs[len(l.segs)-1]
 	l.mu.RUnlock()
 	t := time.Now()
-	err := fdatasync(seg.f)
+	err := fsutil.Fdatasync(seg.f)
 	d := time.Since(t)
 	if err != nil {
 		l.syncErr = fmt.Errorf("fsync segment %d: %w", seg.base, err)
@@ -241,7 +241,7 @@ func (l *commitLog) truncate(pos int64, aside string) error {
 		moved = true
 	}
 	if moved {
-		if err := syncDir(aside); err != nil {
+		if err := fsutil.SyncDir(aside); err != nil {
 			return err
 		}
 	}
@@ -249,10 +249,10 @@ func (l *commitLog) truncate(pos int64, aside string) error {
 	if err := seg.f.Truncate(pos - seg.base); err != nil {
 		return fmt.Errorf("truncate segment %d at %d: %w", seg.base, pos-seg.base, err)
 	}
-	if err := fdatasync(seg.f); err != nil {
+	if err := fsutil.Fdatasync(seg.f); err != nil {
 		return fmt.Errorf("sync truncated segment %d: %w", seg.base, err)
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := fsutil.SyncDir(l.dir); err != nil {
 		return err
 	}
 	l.end.Store(pos)
@@ -290,9 +290,3 @@ func (l *commitLog) close() error {
 	l.segs = nil
 	return first
 }
-
-// fdatasync and syncDir go through internal/fsutil: one implementation of the EINTR loop and
-// the directory fsync, and the process-wide seam through which tests make a sync fail.
-func fdatasync(f *os.File) error { return fsutil.Fdatasync(f) }
-
-func syncDir(dir string) error { return fsutil.SyncDir(dir) }

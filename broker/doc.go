@@ -45,5 +45,9 @@
 //
 // Recovery (recovery.go) replays only the log after the last checkpoint, verifying each batch
 // record by record and cutting a torn tail, so start-up time depends on the checkpoint
-// interval, not on the size of the log.
+// interval, not on the size of the log. It fdatasyncs what it replayed before serving any of
+// it: after a kill -9 in fdatasync the page cache may hold a batch no fsync covered, and a
+// retry answered "duplicate" must never rest on it. An unreadable checkpoint.json stops
+// start-up with an error naming it (it is never taken for "no checkpoint", which would open
+// the idempotency store empty); moving it aside rebuilds every index from the log.
 package broker

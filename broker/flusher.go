@@ -149,6 +149,10 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		}
 	}
 	for i, r := range reqs {
+		if r.stale != nil && r.stale() {
+			r.skipped = true
+			continue
+		}
 		if b.log.needsRoll(len(buf) + r.size) {
 			writeOut(i)
 			if writeErr == nil {
@@ -301,7 +305,7 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 // and its idempotency key. The caller holds stateMu.
 func (b *Broker) settle(reqs []*produceReq, now int64) {
 	for _, r := range reqs {
-		if r.applied != nil {
+		if r.applied != nil && !r.skipped {
 			r.applied(r.batchPos)
 		}
 		if r.hasKey {
@@ -311,6 +315,7 @@ func (b *Broker) settle(reqs []*produceReq, now int64) {
 			}
 			if err := b.dedupe.Add(e); err != nil {
 				b.opts.Logger.Error("idempotency store add failed", "err", err)
+				b.idempotencyFailedLocked()
 			}
 		}
 	}

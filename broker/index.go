@@ -102,7 +102,7 @@ func openIndexSegment(dir string, base int64, entries int, create bool) (*indexS
 		return nil, fmt.Errorf("map index %s: %w", path, err)
 	}
 	if create {
-		if err := syncDir(dir); err != nil {
+		if err := fsutil.SyncDir(dir); err != nil {
 			syscall.Munmap(data)
 			f.Close()
 			return nil, err

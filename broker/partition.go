@@ -2,9 +2,10 @@ package broker
 
 import (
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // partition is one partition of a topic: its index segments and its offsets.
@@ -88,7 +89,7 @@ func (p *partition) writeEntry(off int64, e indexEntry) error {
 
 // addSegment creates the index segment with the given base; it must come after the last one.
 func (p *partition) addSegment(base int64) (*indexSegment, error) {
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create index dir: %w", err)
 	}
 	s, err := openIndexSegment(p.dir, base, int(p.entries), true)

@@ -28,6 +28,10 @@ type produceReq struct {
 	// sync makes the group fsync before this request is acknowledged whatever the policy:
 	// transaction records (txlog.go) are promises to a transaction manager.
 	sync bool
+	// stale, when set, is asked by the flusher just before it encodes the request: true means
+	// the request no longer applies and is dropped unwritten (skipped; applied is not run).
+	stale   func() bool
+	skipped bool
 
 	hasKey bool
 	key    dedupe.Key

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker/internal/dedupe"
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // Recovery on open:
@@ -22,6 +23,13 @@ import (
 //  3. The first batch that fails verification is the torn tail: the log is cut there. The cut
 //     bytes are copied to repair/ first, and any later segment is moved there whole, so
 //     nothing is destroyed silently.
+//  4. Everything replayed is fdatasync'd (and log/ fsync'd) before any of it is published,
+//     checkpointed or used to answer a retried Idempotency-Key. After a kill -9 the log can
+//     hold a batch that was written but never synced (the process died in fdatasync, its
+//     producer never acknowledged): it is still in the page cache, so replay finds it. Serving
+//     it, or answering its retry "duplicate", promises it is stored; a power loss before the
+//     kernel writes it back would break that promise. One fsync per segment at start-up keeps
+//     it.
 
 // errRebuild asks for a full rebuild.
 var errRebuild = errors.New("index does not match the log")
@@ -50,6 +58,17 @@ func (b *Broker) recover(cp *checkpointFile) error {
 	dedupeFrom := int64(0)
 	if cp != nil {
 		dedupeFrom = cp.Position
+		// Heuristic outcomes whose batches retention deleted live only in the checkpoint:
+		// keep them (a forget later in the log still removes them).
+		var heur []checkpointTx
+		for _, c := range cp.Txs {
+			if c.State == TxHeurCommitted || c.State == TxHeurRolledBack {
+				heur = append(heur, c)
+			}
+		}
+		if err := b.restoreTxs(heur); err != nil {
+			return err
+		}
 	}
 	return b.replay(b.log.start(), true, dedupeFrom)
 }
@@ -178,6 +197,9 @@ func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
 			return err
 		}
 	}
+	if err := b.syncReplayed(from); err != nil {
+		return err
+	}
 	for _, t := range byID {
 		for _, p := range t.parts {
 			p.written = p.next
@@ -186,6 +208,28 @@ func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
 	}
 	b.appliedPos = pos
 	b.stats.recovered = pos - from
+	return nil
+}
+
+// syncReplayed makes the log from pos to its end durable (step 4 above): every segment that
+// holds bytes at or after pos, and the log directory. Only then is log.durable its end.
+func (b *Broker) syncReplayed(pos int64) error {
+	l := b.log
+	l.mu.RLock()
+	segs := append([]*segment(nil), l.segs...)
+	l.mu.RUnlock()
+	for i, s := range segs {
+		if i+1 < len(segs) && segs[i+1].base <= pos {
+			continue // wholly before pos: covered by the checkpoint
+		}
+		if err := fsutil.Fdatasync(s.f); err != nil {
+			return fmt.Errorf("recovery: sync segment %d: %w", s.base, err)
+		}
+	}
+	if err := fsutil.SyncDir(l.dir); err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	l.durable.Store(l.end.Load())
 	return nil
 }
 
@@ -214,7 +258,11 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 	if addDedupe && bv.Header.Flags&batchFlagKey != 0 {
 		if time.Duration(b.opts.Now().UnixMilli()-bv.Header.Timestamp)*time.Millisecond < b.opts.IdempotencyWindow {
 			if err := b.dedupe.Add(dedupe.Entry{Key: bv.Header.Key, Fingerprint: bv.Header.Fingerprint, Time: bv.Header.Timestamp, Offsets: offsets}); err != nil {
-				return fmt.Errorf("replay idempotency key: %w", err)
+				if b.dedupe.Err() != nil {
+					return fmt.Errorf("replay idempotency key: %w", err)
+				}
+				// A refused entry (not a store failure) must not keep the broker from opening.
+				b.opts.Logger.Warn("replay: idempotency key not remembered", "position", pos, "err", err)
 			}
 		}
 	}

@@ -179,8 +179,14 @@ func TestIndexRebuild(t *testing.T) {
 				f.Close()
 			}
 		},
-		"checkpoint garbage": func(t *testing.T, dir string) {
-			os.WriteFile(filepath.Join(dir, checkpointFileName), []byte("{not json"), 0o644)
+		"checkpoint garbage, moved aside by the operator": func(t *testing.T, dir string) {
+			path := filepath.Join(dir, checkpointFileName)
+			os.WriteFile(path, []byte("{not json"), 0o644)
+			if b, err := Open(testOptions(t, dir)); err == nil {
+				b.Close()
+				t.Fatal("started with an unreadable checkpoint")
+			}
+			os.Rename(path, path+".unreadable")
 		},
 		"checkpoint deleted": func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, checkpointFileName))

@@ -78,7 +78,7 @@ func (b *Broker) EnforceRetention() {
 		}
 	}
 	if changed {
-		b.lastCkptPos.Store(-1) // the next checkpoint records the new start offsets
+		b.ckptStale = true // the next checkpoint records the new start offsets
 	}
 	b.stateMu.Unlock()
 	for _, s := range removed {
@@ -95,11 +95,23 @@ func (b *Broker) EnforceRetention() {
 	}
 	minPos = min(minPos, b.lastCkptPos.Load())
 	if minPos > 0 && minPos < math.MaxInt64 {
-		// Prepared branches keep their prepare batches; re-write old ones at the head first.
+		// Prepared and heuristic branches keep their batches; re-write old ones at the head
+		// first.
+		var compacted bool
 		if first := b.log.segmentBounds(); len(first) > 1 && minPos > first[0][1] {
-			minPos = b.compactPrepared(minPos)
+			minPos, compacted = b.compactPrepared(minPos)
 		} else {
-			minPos = min(minPos, b.compactPrepared(0))
+			pinned, _ := b.compactPrepared(0)
+			minPos = min(minPos, pinned)
+		}
+		if compacted {
+			// The checkpoint on disk names the old positions: record the new ones before the
+			// segments holding the old go, or a crash in between finds the checkpoint pointing
+			// into deleted log and rebuilds every index from the whole log.
+			if err := b.checkpoint(); err != nil {
+				b.opts.Logger.Error("retention: checkpoint after compaction", "err", err)
+				return
+			}
 		}
 	}
 	if minPos > 0 {

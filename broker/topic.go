@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 const maxPartitions = 10000
@@ -61,30 +63,7 @@ func saveTopics(dir string, metas []topicMeta) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(dir, topicsFileName, b)
-}
-
-func writeFileAtomic(dir, name string, b []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s: %w", name, err)
-	}
-	return syncDir(dir)
+	return fsutil.WriteFileAtomic(dir, topicsFileName, b, 0o644)
 }
 
 func (m topicMeta) config() TopicConfig {

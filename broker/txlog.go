@@ -24,6 +24,11 @@ import (
 // from the log at open; retention keeps the log segments those positions are in. So that a
 // long-prepared branch does not pin old segments forever, retention first re-writes its
 // prepare batch at the head of the log (compaction), after which the old segment can go.
+// Heuristically completed branches are compacted the same way (their decision, control record
+// only), so that a full rebuild from the log left after retention still knows them until they
+// are forgotten; a full rebuild with a readable checkpoint also keeps the heuristic branches it
+// lists. Retention checkpoints after compacting and before deleting, so the checkpoint on disk
+// never names a deleted position.
 const (
 	batchTx = 3
 
@@ -188,9 +193,11 @@ func (b *Broker) replayTx(pos int64, bv batchView, byID map[uint32]*topic, rebui
 		delete(b.txs, key)
 	case txOpHeurCommit:
 		t.state, t.msgs, t.topics, t.parts = TxHeurCommitted, nil, nil, nil
+		t.preparePos = pos // the batch that carries the branch now (compaction moves it)
 		b.txs[key] = t
 	case txOpHeurRollback:
 		t.state, t.msgs, t.topics, t.parts = TxHeurRolledBack, nil, nil, nil
+		t.preparePos = pos
 		b.txs[key] = t
 	default:
 		return fmt.Errorf("%w: transaction batch at %d has op %d", errRebuild, pos, op)
@@ -198,38 +205,77 @@ func (b *Broker) replayTx(pos int64, bv batchView, byID map[uint32]*topic, rebui
 	return nil
 }
 
-// compactPrepared re-writes the prepare batch of every prepared branch whose batch lies
-// before limit at the head of the log, so retention can delete the segment it was in.
-// It returns the lowest prepare position still pinned (limit if none).
-func (b *Broker) compactPrepared(limit int64) int64 {
+// compactPrepared re-writes, at the head of the log, the batch of every branch whose batch lies
+// before limit: the prepare batch (with its messages) of a prepared branch, and the decision
+// (control record only) of a heuristically completed one, so that retention can delete the
+// segment it was in and a full rebuild of the log that is left still finds the branch.
+// It returns the lowest position still pinned (limit if none) and whether it wrote anything
+// (the caller then checkpoints before deleting: the checkpoint on disk names old positions).
+func (b *Broker) compactPrepared(limit int64) (pinned int64, wrote bool) {
 	b.txMu.Lock()
 	var old []*tx
 	for _, t := range b.txs {
-		if t.xa && t.durable && t.state == TxPrepared && t.preparePos < limit {
+		if t.xa && t.durable && compactOp(t.state) != 0 && t.preparePos < limit {
 			old = append(old, t)
 		}
 	}
 	b.txMu.Unlock()
 	for _, t := range old {
-		req := b.txRequest(t, txOpPrepare, false)
+		b.txMu.Lock()
+		state := t.state
+		b.txMu.Unlock()
+		op := compactOp(state)
+		if op == 0 {
+			continue
+		}
+		req := b.txRequest(t, op, false)
+		if op != txOpPrepare {
+			req.topics, req.msgs, req.parts = nil, nil, nil // the outcome only: its messages are indexed already
+			req.size = batchHeaderSize + recordHeaderSize + len(req.control)
+		}
+		// Chosen above, written later: a commit, rollback, heuristic decision or forget queued
+		// in between is in the log before this batch, and a PREPARE (or a heuristic outcome)
+		// after it would bring the branch back after a crash. The flusher asks again, in queue
+		// order, right before it encodes the batch; a decision queued after that lands after it.
+		req.stale = func() bool {
+			b.txMu.Lock()
+			defer b.txMu.Unlock()
+			return b.txs[t.key] != t || t.state != state
+		}
 		req.applied = func(pos int64) {
 			b.txMu.Lock()
 			t.preparePos = pos
 			b.txMu.Unlock()
 		}
 		if _, err := b.submit(req); err != nil {
-			b.opts.Logger.Error("compact prepared branch", "xid", t.key, "err", err)
+			b.opts.Logger.Error("compact transaction branch", "xid", t.key, "err", err)
+		} else if !req.skipped {
+			wrote = true
 		}
 	}
-	pinned := limit
+	pinned = limit
 	b.txMu.Lock()
 	for _, t := range b.txs {
-		if t.xa && t.durable && t.state != TxHeurCommitted && t.state != TxHeurRolledBack && t.preparePos < pinned {
+		if t.xa && t.durable && t.preparePos < pinned {
 			pinned = t.preparePos
 		}
 	}
 	b.txMu.Unlock()
-	return pinned
+	return pinned, wrote
+}
+
+// compactOp is the op that re-writes a branch in state s at the head of the log, or 0 for a
+// branch compaction leaves alone (committing or rolling back: its decision is on its way).
+func compactOp(s TxState) byte {
+	switch s {
+	case TxPrepared:
+		return txOpPrepare
+	case TxHeurCommitted:
+		return txOpHeurCommit
+	case TxHeurRolledBack:
+		return txOpHeurRollback
+	}
+	return 0
 }
 
 func sortXids(x []Xid) {

@@ -41,10 +41,11 @@ const (
 
 // sentMsg is one message as the test sent it.
 type sentMsg struct {
-	id      string
-	key     *string
-	value   json.RawMessage
-	headers map[string]string
+	id        string
+	key       *string
+	value     json.RawMessage
+	headers   map[string]string
+	partition *int // nil: the server chose
 }
 
 // sentReq is one produce request and what became of it.
@@ -55,6 +56,19 @@ type sentReq struct {
 	// kill) and the request may or may not be stored, but all-or-nothing.
 	acked   bool
 	offsets []client.Position
+	// key is the Idempotency-Key the request was sent with ("" for none); duplicate says the
+	// acknowledgement was a "duplicate" answer to a retry after a restart.
+	key       string
+	duplicate bool
+}
+
+// clientMessages is the request as the client sends it (again, for a retry).
+func (r *sentReq) clientMessages() []client.Message {
+	msgs := make([]client.Message, len(r.msgs))
+	for i, m := range r.msgs {
+		msgs[i] = client.Message{Key: m.key, Value: m.value, Headers: m.headers, Partition: m.partition}
+	}
+	return msgs
 }
 
 type position struct {
@@ -106,7 +120,7 @@ func TestCrashRecovery(t *testing.T) {
 	var totalAcked, totalCut int
 	start := time.Now()
 	for round := 1; round <= rounds; round++ {
-		acked, cut := loadAndKill(t, srv, led, round, rng)
+		acked, cut := loadAndKill(t, srv, led, round, rng, false)
 		totalAcked += acked
 		totalCut += cut
 		srv = startServer(t, dataDir)
@@ -128,7 +142,8 @@ func TestCrashRecovery(t *testing.T) {
 // loadAndKill runs the producers against srv, kills the server with SIGKILL after a random
 // delay, and waits for the producers to stop. It returns the number of acknowledged requests
 // and of requests whose outcome is unknown.
-func loadAndKill(t *testing.T, srv *serverProc, led *ledger, round int, rng *rand.Rand) (acked, cut int) {
+// With keyed, every request carries an Idempotency-Key (its id).
+func loadAndKill(t *testing.T, srv *serverProc, led *ledger, round int, rng *rand.Rand, keyed bool) (acked, cut int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -142,16 +157,18 @@ func loadAndKill(t *testing.T, srv *serverProc, led *ledger, round int, rng *ran
 			defer wg.Done()
 			for seq := 0; ctx.Err() == nil; seq++ {
 				req := newCrashRequest(prng, fmt.Sprintf("r%d-p%d-s%d", round, p, seq))
-				led.add(req)
-				msgs := make([]client.Message, len(req.msgs))
-				for i, m := range req.msgs {
-					msgs[i] = client.Message{Key: m.key, Value: m.value, Headers: m.headers}
+				if keyed {
+					req.key = req.id
+				}
+				for i := range req.msgs {
 					if prng.Intn(2) == 0 { // half the messages name their partition, so requests span partitions
-						msgs[i].Partition = client.Ptr(prng.Intn(crashPartitions))
+						req.msgs[i].partition = client.Ptr(prng.Intn(crashPartitions))
 					}
 				}
+				led.add(req)
+				msgs := req.clientMessages()
 				rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
-				res, err := c.Produce(rctx, crashTopic, msgs, client.ProduceOptions{})
+				res, err := c.Produce(rctx, crashTopic, msgs, client.ProduceOptions{IdempotencyKey: req.key})
 				rcancel()
 				if err != nil {
 					var e *client.Error

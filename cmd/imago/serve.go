@@ -195,6 +195,9 @@ func (s *server) start(ctx context.Context) error {
 }
 
 func (s *server) openBroker(ctx context.Context) error {
+	if err := s.installSyncJournal(); err != nil {
+		return err
+	}
 	cfg := s.cfg
 	fsync, err := broker.ParseFsyncPolicy(cfg.Log.Fsync)
 	if err != nil {

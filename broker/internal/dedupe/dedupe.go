@@ -32,6 +32,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // Key is the hash of an idempotency key.
@@ -133,7 +135,7 @@ func Open(opts Options, cp Checkpoint) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("dedupe: open: %w", err)
 	}
 	s := &Store{
@@ -178,7 +180,8 @@ func (s *Store) Len() int {
 //
 // Adding an entry that is already remembered with the same fingerprint and offsets is a no-op,
 // so an overlapping replay cannot double it. Adding a key that is remembered within the window
-// with another fingerprint or other offsets is an error and changes nothing. An entry already
+// (of now and of e.Time) with another fingerprint or other offsets is an error and changes
+// nothing. An entry already
 // older than the window is ignored. Partitions and offsets must not be negative. After a write
 // error every later Add and Sync fails: reopen the store (the broker restarts and replays).
 func (s *Store) Add(e Entry) error {
@@ -197,7 +200,10 @@ func (s *Store) Add(e Entry) error {
 	}
 	rec := record{fp: e.Fingerprint, time: e.Time, runs: runs}
 	// Only writers change m and they hold wmu: reading it here needs no read lock.
-	if old, ok := s.m[e.Key]; ok && s.visible(old.time, now) {
+	// An old entry that had left the window when e was made is superseded, not a conflict:
+	// the key was used again after it expired (this matters on replay after the wall clock
+	// stepped back, when both uses look recent).
+	if old, ok := s.m[e.Key]; ok && s.visible(old.time, now) && s.visible(old.time, e.Time) {
 		if old.fp == rec.fp && equalRuns(old.runs, rec.runs) {
 			return nil
 		}
@@ -404,6 +410,14 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
+// Err returns the write or fsync error that made the store unusable, or nil. Once it is set,
+// Add and Sync fail until the store is reopened.
+func (s *Store) Err() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.err
+}
+
 func (s *Store) usable() error {
 	if s.closed {
 		return errClosed
@@ -423,7 +437,7 @@ func (s *Store) fail(err error) error {
 // syncFile is the one place that fsyncs; a slow fsync is logged with its duration.
 func syncFile(f *os.File) error {
 	start := time.Now()
-	err := f.Sync()
+	err := fsutil.Fsync(f)
 	if d := time.Since(start); d > slowSync {
 		slog.Warn("dedupe: slow fsync", "file", f.Name(), "duration", d)
 	}
@@ -431,16 +445,13 @@ func syncFile(f *os.File) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("dedupe: open dir for fsync: %w", err)
-	}
-	err = syncFile(d)
-	if cerr := d.Close(); err == nil {
-		err = cerr
+	start := time.Now()
+	err := fsutil.SyncDir(dir)
+	if d := time.Since(start); d > slowSync {
+		slog.Warn("dedupe: slow fsync", "dir", dir, "duration", d)
 	}
 	if err != nil {
-		return fmt.Errorf("dedupe: fsync dir %s: %w", dir, err)
+		return fmt.Errorf("dedupe: %w", err)
 	}
 	return nil
 }
