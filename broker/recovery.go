@@ -20,9 +20,10 @@ import (
 //  2. Replay the log from the checkpoint position: every batch is verified (header CRC, each
 //     record's CRC, record count); its records are re-indexed and its idempotency key
 //     remembered again.
-//  3. The first batch that fails verification is the torn tail: the log is cut there. The cut
-//     bytes are copied to repair/ first, and any later segment is moved there whole, so
-//     nothing is destroyed silently.
+//  3. The first batch that fails verification is the torn tail when no valid batch follows it
+//     anywhere in the log: the log is cut there. The cut bytes are copied to repair/ first, and
+//     any later segment is moved there whole, so nothing is destroyed silently. When a valid
+//     batch follows, it is corruption: start-up refuses and cuts nothing (verify.go).
 //  4. Everything replayed is fdatasync'd (and log/ fsync'd) before any of it is published,
 //     checkpointed or used to answer a retried Idempotency-Key. After a kill -9 the log can
 //     hold a batch that was written but never synced (the process died in fdatasync, its
@@ -193,6 +194,9 @@ func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
 		pos += int64(bv.Header.Length)
 	}
 	if cut != nil {
+		if err := b.checkTail(pos, end, cut); err != nil { // verify.go: corruption, not a torn tail
+			return err
+		}
 		if err := b.cutTail(pos, end, cut); err != nil {
 			return err
 		}
