@@ -57,6 +57,7 @@ type Broker struct {
 	syncedPos    int64
 	syncedDedupe dedupe.Checkpoint
 	fmark        *failMark // failmark.go
+	gapSeen      bool      // recovery met a dropped batch (logrepair.go): offsets may jump
 	failUnknown  error     // flusher only: set when the fail mark could not be recorded
 
 	flusherDone chan struct{}

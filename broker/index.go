@@ -39,6 +39,10 @@ type indexEntry struct {
 	Timestamp int64
 }
 
+// gapEntry marks an offset whose record was in a corrupt batch an operator dropped
+// (logrepair.go): readers skip it. An all-zero entry is not a gap but a missing one (corrupt).
+var gapEntry = indexEntry{Pos: -1}
+
 func putIndexEntry(b []byte, e indexEntry) {
 	be := binary.BigEndian
 	be.PutUint64(b[0:], uint64(e.Pos))

@@ -239,6 +239,11 @@ func (b *Broker) syncReplayed(pos int64) error {
 
 func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, rebuild, addDedupe bool) error {
 	switch bv.Header.Type {
+	case batchGap: // logrepair.go
+		b.opts.Logger.Warn("the log holds a corrupt batch an operator dropped; the offsets it held are skipped",
+			"position", pos, "bytes", bv.Header.Length)
+		b.gapSeen = true
+		return nil
 	case batchTx:
 		return b.replayTx(pos, bv, byID, rebuild)
 	case batchSnapshot:
@@ -286,6 +291,14 @@ func (b *Broker) indexReplayed(recs []record, recPos int64, byID map[uint32]*top
 			// The partition's earlier records were deleted by retention.
 			p.next = r.Offset
 			p.start.Store(r.Offset)
+		}
+		if r.Offset > p.next && b.gapSeen {
+			b.opts.Logger.Warn("offsets lost to a dropped corrupt batch", "topic", t.name, "partition", p.id, "from", p.next, "to", r.Offset-1)
+			for ; p.next < r.Offset; p.next++ {
+				if err := p.writeEntry(p.next, gapEntry); err != nil {
+					return nil, err
+				}
+			}
 		}
 		if r.Offset != p.next {
 			return nil, fmt.Errorf("%w: record at %d has offset %d, partition %s/%d expects %d", errRebuild, recPos, r.Offset, t.name, p.id, p.next)

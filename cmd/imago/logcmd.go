@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/imagomq/imago/broker"
 	"github.com/spf13/cobra"
@@ -16,10 +17,10 @@ func newLogCmd(a *app) *cobra.Command {
 		Example: `  imago log verify --data-dir /var/lib/imago`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("log needs a subcommand: verify")
+			return usagef("log needs a subcommand: verify or repair")
 		},
 	}
-	cmd.AddCommand(newLogVerifyCmd(a))
+	cmd.AddCommand(newLogVerifyCmd(a), newLogRepairCmd(a))
 	return cmd
 }
 
@@ -69,5 +70,38 @@ It also reads the part of the log behind the last checkpoint, which start-up doe
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "data", "data directory")
 	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newLogRepairCmd(a *app) *cobra.Command {
+	var dataDir string
+	var pos int64
+	cmd := &cobra.Command{
+		Use:   "repair",
+		Short: "Drop the corrupt batch that start-up refused, keeping every valid batch after it",
+		Long: `With the server stopped, replace the corrupt batch at log position --drop-corrupt-batch (as
+named by imago log verify or by the server's refusal to start) with a gap: its bytes, up to the
+next valid batch, are first copied to repair/ and fsync'd. The batches after it keep their
+positions and offsets; the offsets the dropped batch held are lost, and readers skip them with a
+logged warning. The index is rebuilt at the next start. The command refuses any other position.`,
+		Example: `  imago log verify --data-dir ./data
+  imago log repair --data-dir ./data --drop-corrupt-batch 558`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("drop-corrupt-batch") {
+				return usagef("log repair needs --drop-corrupt-batch POS (the log position imago log verify names)")
+			}
+			logger := slog.New(slog.NewTextHandler(a.stderr, nil))
+			rep, err := broker.DropCorruptBatch(dataDir, pos, logger)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "dropped %d bytes at log position %d of %s; the original bytes are in %s\n",
+				rep.Bytes, rep.Position, rep.Segment, rep.Copy)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "data", "data directory")
+	cmd.Flags().Int64Var(&pos, "drop-corrupt-batch", 0, "log position of the corrupt batch to drop")
 	return cmd
 }

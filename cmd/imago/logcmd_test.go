@@ -85,4 +85,25 @@ func TestCorruptLogRefusesToStart(t *testing.T) {
 	if fi, err := os.Stat(seg); err != nil || fi.Size() != int64(len(raw)) {
 		t.Fatalf("the refused start changed the segment: %v %v", fi, err)
 	}
+
+	// The operator's choice: drop the bad batch, keep the two after it at their offsets.
+	stdout.Reset()
+	stderr.Reset()
+	code = run(ctx, []string{"log", "repair", "--data-dir", dataDir, "--drop-corrupt-batch", strconv.FormatInt(bad, 10)}, strings.NewReader(""), &stdout, &stderr)
+	if code != 0 || !strings.Contains(stdout.String(), "dropped") {
+		t.Fatalf("log repair: exit %d: %s %s", code, stdout.String(), stderr.String())
+	}
+	srv = startServer(t, dataDir)
+	c = srv.client()
+	res, err := c.Fetch(ctx, "t", 0, client.FetchOptions{Offset: 0, MaxMessages: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range res.Messages {
+		got = append(got, strconv.FormatInt(m.Offset, 10)+"="+string(m.Value))
+	}
+	if strings.Join(got, " ") != `0="v0" 1="v1" 3="v3" 4="v4"` {
+		t.Fatalf("after the repair: %v", got)
+	}
 }
