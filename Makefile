@@ -4,9 +4,9 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 20000x
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/...
+RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/...
 
-.PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean
+.PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean screenshots
 
 build:
 	$(GO) build -o $(BIN) ./cmd/imago
@@ -49,14 +49,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./textproto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./xa
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeaders$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./outbox
-	$(GO) test -run '^$$' -fuzz '^FuzzCompileSQL$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzCompileSQL$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./xa
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGlobalRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendJSONString$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzParseXid$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./client
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./textproto
 
-## java: the Java XAResource conformance harness and example. It restarts PostgreSQL and
-## MariaDB, so it runs alone, after everything else; -v so its table shows in CI logs.
+## java: the Java XAResource conformance harness, the examples, and the JTA scenarios under
+## Bitronix. The harness restarts PostgreSQL and MariaDB, so it runs alone, after everything
+## else; -v so its table shows in CI logs.
 java:
 	$(GO) test -count=1 -v -timeout 5m ./clients/java/
 
@@ -67,6 +68,11 @@ disruptive:
 ## crash-long: the crash test with 50 SIGKILL rounds instead of 5
 crash-long:
 	$(GO) test -count=1 -timeout 15m ./cmd/imago -run Crash -crash.long -v
+
+## screenshots: the console's pages at 1280x800, taken by its browser test, into docs/console/
+screenshots: services
+	set -a && . ./$(SERVICES) && set +a && IMAGO_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console \
+		$(GO) test -count=1 -run '^TestConsoleBrowser$$' ./cmd/imago
 
 bench: build
 	bash scripts/bench.sh

@@ -660,14 +660,14 @@ func (cs *Consumer) commit(ctx context.Context) {
 		cs.cfg.logger.Warn("commit refused: membership lost; the next owner starts at the committed offsets",
 			"group", cs.group, "member", member, "err", err)
 		cs.dropMembership()
-	case IsCode(err, "not_partition_owner"):
+	case IsCode(err, api.CodeNotPartitionOwner):
 		// Commit partition by partition: keep what we still own, forget the rest.
 		for _, o := range offsets {
 			err := cs.c.CommitGroup(cctx, cs.group, member, []GroupOffset{o})
 			switch {
 			case err == nil:
 				cs.committed([]GroupOffset{o})
-			case IsCode(err, "not_partition_owner") || isGone(err):
+			case IsCode(err, api.CodeNotPartitionOwner) || isGone(err):
 				tp := Assignment{Topic: o.Topic, Partition: o.Partition}
 				cs.mu.Lock()
 				delete(cs.pending, tp)
@@ -729,7 +729,7 @@ func (cs *Consumer) shutdown(ctx context.Context) {
 
 // isGone reports an answer that means "this membership no longer exists".
 func isGone(err error) bool {
-	return IsCode(err, "unknown_member") || IsCode(err, "unknown_group")
+	return IsCode(err, api.CodeUnknownMember) || IsCode(err, api.CodeUnknownGroup)
 }
 
 // permanent reports an answer that will not change by asking again (bad request, no right,

@@ -1,4 +1,4 @@
-// Package client is the Go client of Imago's HTTP API (shared/API.md): produce (one request at
+// Package client is the Go client of Imago's HTTP API (docs/http-api.md): produce (one request at
 // a time, or batched in the background by a Producer), fetch, topics, local transactions, the
 // broker as an XA resource (XAResource) and the server's statistics.
 //

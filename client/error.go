@@ -14,7 +14,8 @@ import (
 )
 
 // Error is an answer of the server other than 2xx. Code is the API's stable snake_case code
-// ("unknown_topic", "offset_out_of_range", …); branch on it with errors.As or IsCode.
+// (api.CodeUnknownTopic, api.CodeOffsetOutOfRange, …); branch on it with IsCode and the api
+// constants, or errors.As. Retryable tells whether the same request may succeed later.
 type Error struct {
 	// Status is the HTTP status code.
 	Status int
@@ -38,7 +39,13 @@ func (e *Error) Error() string {
 	return s
 }
 
-// IsCode reports whether err is an *Error with the given code.
+// Retryable reports whether the server's answer says the same request may succeed later
+// (api.Retryable: back-pressure, not ready, unavailable, canceled). Only a request that is
+// safe to repeat should be repeated: a produce with an Idempotency-Key, a global transaction
+// with an id, a read.
+func (e *Error) Retryable() bool { return api.Retryable(e.Code) }
+
+// IsCode reports whether err is an *Error with the given code (an api.Code* constant).
 func IsCode(err error, code string) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == code

@@ -89,6 +89,10 @@ func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
 	if !outcomeLost(err) {
 		return nil, err
 	}
+	// The lost answer's error (a network error, or a 503 *Error) is kept as text below, not
+	// wrapped: wrapped, IsStatus(err, 503) and the CLI's exit code would call an unknown
+	// outcome "retry later", and a caller that retries with a new transaction could publish
+	// the messages twice. What the caller branches on is ErrOutcomeUnknown or ctx's error.
 	for n := 1; ; n++ {
 		if !sleepCtx(ctx, t.c.retry.backoff(n, err)) {
 			return nil, fmt.Errorf("commit of transaction %s: %w (the outcome is unknown: %v)", t.ID, ctx.Err(), err)
@@ -108,7 +112,7 @@ func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
 		if pos, err = t.commitOnce(ctx); err == nil {
 			return pos, nil
 		}
-		if !outcomeLost(err) && !IsCode(err, "transaction_not_open") {
+		if !outcomeLost(err) && !IsCode(err, api.CodeTransactionNotOpen) {
 			return nil, err
 		}
 	}

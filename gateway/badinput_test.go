@@ -8,7 +8,7 @@ import (
 )
 
 // TestBadInput sends each kind of malformed request and checks the status and error code
-// (issue 2, acceptance 5; DESIGN.md invariant 7). The stored data must be untouched after.
+// (docs/design.md, invariant 7). The stored data must be untouched after.
 func TestBadInput(t *testing.T) {
 	ts := startServer(t, Options{MaxBodyBytes: 4096})
 	ts.createTopic("orders", 2)

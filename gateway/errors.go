@@ -9,6 +9,7 @@ import (
 
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/groups"
 	"github.com/imagomq/imago/offsetdb"
 )
 
@@ -52,7 +53,7 @@ func unknownTopicError(topic string) *apiError {
 }
 
 // errorFor maps any error to its status and code. It is the one place where broker
-// sentinel errors become HTTP statuses (shared/API.md, "General").
+// sentinel errors become HTTP statuses (docs/http-api.md, "General").
 func errorFor(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
@@ -107,10 +108,10 @@ func errorFor(err error) *apiError {
 		return newError(http.StatusConflict, "idempotency_key_reused",
 			"%s; use a new Idempotency-Key for a different request", msg)
 	case errors.Is(err, broker.ErrOutcomeUnknown):
-		return newError(http.StatusServiceUnavailable, "outcome_unknown",
+		return newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
 			"%s; it may have been stored: retry only with the same Idempotency-Key, after the server restarted", msg)
 	case errors.Is(err, broker.ErrStorage):
-		return newError(http.StatusServiceUnavailable, "storage_failed",
+		return newError(http.StatusServiceUnavailable, api.CodeStorageFailed,
 			"%s; the request was not stored; the broker accepts writes again after a restart (see /readyz)", msg)
 	case errors.Is(err, broker.ErrClosed):
 		return newError(http.StatusServiceUnavailable, "unavailable", "%s; the server is shutting down, retry against a running one", msg)
@@ -122,29 +123,33 @@ func errorFor(err error) *apiError {
 	return newError(http.StatusInternalServerError, "internal_error", "internal error; the operator can find details in the server log")
 }
 
-// groupErrorFor maps the consumer-group coordinator's errors (groups.go), or returns nil.
+// groupErrorFor maps the consumer-group coordinator's errors (package groups), or returns nil.
 func groupErrorFor(err error) *apiError {
-	var oe *ownerError
+	var oe *groups.OwnerError
 	if errors.As(err, &oe) {
-		return &apiError{status: http.StatusConflict, code: "not_partition_owner", field: oe.field,
-			message: oe.msg + "; a member may commit only the partitions assigned to it"}
+		return &apiError{status: http.StatusConflict, code: "not_partition_owner", field: fmt.Sprintf("offsets[%d]", oe.Index),
+			message: oe.Error() + "; a member may commit only the partitions assigned to it"}
 	}
-	var se *storeError
+	var se *groups.StoreError
 	if errors.As(err, &se) && !errors.Is(err, offsetdb.ErrInvalidOffset) {
 		return newError(http.StatusServiceUnavailable, "offset_store_unavailable",
-			"could not %s in the offset store; retry later (the cause is in the server log)", se.op)
+			"could not %s in the offset store; retry later (the cause is in the server log)", se.Op)
+	}
+	var fe *groups.FieldError
+	if errors.As(err, &fe) {
+		return fieldError(fe.Field, "%s", fe.Message)
 	}
 	msg := err.Error()
 	switch {
 	case errors.Is(err, errGroupsNotEnabled):
 		return newError(http.StatusServiceUnavailable, "not_ready", "%s; configure offsets.store and restart", msg)
-	case errors.Is(err, errUnknownMember):
+	case errors.Is(err, groups.ErrUnknownMember):
 		return newError(http.StatusNotFound, "unknown_member", "%s; join again with POST /v1/groups/{group}/members", msg)
-	case errors.Is(err, errUnknownGroup):
+	case errors.Is(err, groups.ErrUnknownGroup):
 		return newError(http.StatusNotFound, "unknown_group", "%s; GET /v1/groups lists the groups", msg)
-	case errors.Is(err, errGroupMode):
+	case errors.Is(err, groups.ErrModeConflict):
 		return newError(http.StatusConflict, "group_mode_conflict", "%s; join with the group's mode or use another group name", msg)
-	case errors.Is(err, errGroupTopics):
+	case errors.Is(err, groups.ErrTopicsConflict):
 		return newError(http.StatusConflict, "group_topics_conflict", "%s; every member of a clustered group subscribes the same topics", msg)
 	case errors.Is(err, offsetdb.ErrInvalidOffset):
 		return newError(http.StatusBadRequest, "invalid_field", "%s", msg)
@@ -154,7 +159,7 @@ func groupErrorFor(err error) *apiError {
 	return nil
 }
 
-// xaStatus is the HTTP status of an XA error code (shared/API.md, "XA resource").
+// xaStatus is the HTTP status of an XA error code (docs/http-api.md, "XA resource").
 func xaStatus(code string) int {
 	switch code {
 	case broker.XAERNota:

@@ -15,7 +15,7 @@ import (
 	"github.com/imagomq/imago/xa"
 )
 
-// This file holds the global transactions endpoints (shared/API.md "Global transactions"):
+// This file holds the global transactions endpoints (docs/http-api.md, "Global transactions"):
 // one call runs named operations on MySQL/MariaDB and PostgreSQL resources and publishes
 // messages, all inside one global transaction of the XA coordinator (package xa), committed
 // with two-phase commit or rolled back everywhere.
@@ -50,22 +50,22 @@ var errNoCoordinator = errors.New("global transactions are not enabled on this s
 // globalState is the server's part for global transactions.
 type globalState struct {
 	c   Coordinator
-	ops map[string]*operation
+	ops *xa.Operations
 }
 
-// newGlobalState compiles the operations against the coordinator's resources.
-func newGlobalState(c Coordinator, ops map[string]OperationConfig) (*globalState, error) {
+// newGlobalState checks the compiled operations (xa.CompileOperations) against the
+// coordinator's resources.
+func newGlobalState(c Coordinator, ops *xa.Operations) (*globalState, error) {
 	if c == nil {
-		if len(ops) > 0 {
+		if ops.Len() > 0 {
 			return nil, errors.New("operations are configured but there is no coordinator")
 		}
 		return nil, nil
 	}
-	compiled, err := compileOperations(ops, c.Driver)
-	if err != nil {
+	if err := ops.Check(c.Driver); err != nil {
 		return nil, err
 	}
-	return &globalState{c: c, ops: compiled}, nil
+	return &globalState{c: c, ops: ops}, nil
 }
 
 // globalErrorFor maps the coordinator's errors (errors.go calls it), or returns nil.
@@ -121,7 +121,7 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 	info, err := g.c.Run(r.Context(), xa.BeginOptions{ID: req.id, Timeout: time.Duration(req.timeoutMS) * time.Millisecond},
 		func(ctx context.Context, tx *xa.GlobalTx) error {
 			for i, st := range req.steps {
-				n, err := runStep(ctx, tx, i, st)
+				n, err := st.op.Run(ctx, tx, i, st.args)
 				if err != nil {
 					return err
 				}
@@ -166,31 +166,8 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 
 // globalStep is a decoded step: its operation and bound values.
 type globalStep struct {
-	op   *operation
+	op   *xa.Operation
 	args []any
-}
-
-// runStep runs step i and checks its row count.
-func runStep(ctx context.Context, tx *xa.GlobalTx, i int, st globalStep) (int64, error) {
-	br, err := tx.Enlist(ctx, st.op.resource)
-	if err != nil {
-		return 0, err
-	}
-	n, err := br.Exec(ctx, st.op.sql, st.args...)
-	if err != nil {
-		code := "step_failed"
-		switch {
-		case errors.Is(err, xa.ErrTimedOut):
-			code = "timed_out"
-		case xa.XACode(err) == xa.XAERRMFail:
-			code = "resource_unavailable"
-		}
-		return 0, &xa.Reason{Code: code, Message: fmt.Sprintf("step %d %s failed: %v", i, st.op.name, err)}
-	}
-	if st.op.expectRows > 0 && n != st.op.expectRows {
-		return 0, &xa.Reason{Code: "step_failed", Message: fmt.Sprintf("step %d %s affected %d rows, expected %d", i, st.op.name, n, st.op.expectRows)}
-	}
-	return n, nil
 }
 
 func publishReason(err error) error {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/xa"
 )
 
 // This file decodes the bodies of the global transactions endpoints. They are not a hot path
@@ -79,7 +81,7 @@ func stringField(raw json.RawMessage, field string) (string, error) {
 
 // decodeGlobalRequest decodes and checks a global transaction body: every step must name a
 // configured operation with well-typed parameters, and there must be something to do.
-func decodeGlobalRequest(body []byte, ops map[string]*operation, driverOf func(string) (string, error)) (globalRequest, error) {
+func decodeGlobalRequest(body []byte, ops *xa.Operations, driverOf func(string) (string, error)) (globalRequest, error) {
 	var out globalRequest
 	if len(bytes.TrimSpace(body)) == 0 {
 		return out, newError(http.StatusBadRequest, "invalid_json", "request body is empty; send %s", globalTxExample)
@@ -133,7 +135,7 @@ func decodeGlobalRequest(body []byte, ops map[string]*operation, driverOf func(s
 	return out, nil
 }
 
-func decodeSteps(raw json.RawMessage, ops map[string]*operation, driverOf func(string) (string, error)) ([]globalStep, error) {
+func decodeSteps(raw json.RawMessage, ops *xa.Operations, driverOf func(string) (string, error)) ([]globalStep, error) {
 	raw = bytes.TrimSpace(raw)
 	const stepExample = `{"resource": "wallet", "operation": "debit", "params": {"account": "A", "amount": 100}}`
 	if len(raw) == 0 || raw[0] != '[' {
@@ -169,8 +171,8 @@ func decodeSteps(raw json.RawMessage, ops map[string]*operation, driverOf func(s
 		if err != nil {
 			return nil, err
 		}
-		op, ok := ops[resource+"."+opName]
-		if !ok || strings.Contains(opName, ".") {
+		op, ok := ops.Lookup(resource, opName)
+		if !ok {
 			if _, derr := driverOf(resource); derr != nil {
 				return nil, &apiError{status: http.StatusBadRequest, code: "unknown_resource", field: field + ".resource",
 					message: fmt.Sprintf("resource %q is not configured; resources are configured under resources", resource)}
@@ -187,13 +189,27 @@ func decodeSteps(raw json.RawMessage, ops map[string]*operation, driverOf func(s
 				return nil, jsonSyntaxError(praw)
 			}
 		}
-		args, err := op.bind(field, params)
+		args, err := op.Bind(params)
+		var pe *xa.ParamError
+		if errors.As(err, &pe) {
+			return nil, paramError(field+".params."+pe.Param, "%s", pe.Reason)
+		}
 		if err != nil {
 			return nil, err
 		}
 		steps = append(steps, globalStep{op: op, args: args})
 	}
 	return steps, nil
+}
+
+// unknownOperation is the 400 for a step naming an operation that is not configured.
+func unknownOperation(field, resource, name string, ops *xa.Operations) *apiError {
+	list := "none"
+	if known := ops.Names(resource); len(known) > 0 {
+		list = strings.Join(known, ", ")
+	}
+	return &apiError{status: http.StatusBadRequest, code: "unknown_operation", field: field + ".operation",
+		message: fmt.Sprintf("operation %q is not configured for resource %q (its operations: %s); configure it as operations.%s.%s", name, resource, list, resource, name)}
 }
 
 // resolveRequest is a decoded resolve body.

@@ -74,7 +74,7 @@ func startGlobal(t *testing.T, extra Options) *globalEnv {
 	opts.Coordinator = e.coord
 	opts.Logger = quietLogger()
 	if opts.Operations == nil {
-		opts.Operations = map[string]OperationConfig{
+		opts.Operations = mustCompile(t, e.coord, map[string]xa.OperationConfig{
 			"wallet.debit": {SQL: "UPDATE " + e.wallet + " SET balance = balance - :amount WHERE id = :account AND balance >= :amount",
 				ExpectRows: 1, Params: map[string]string{"account": "string max_length=16", "amount": "integer min=1"}},
 			"wallet.credit": {SQL: "UPDATE " + e.wallet + " SET balance = balance + :amount WHERE id = :account",
@@ -83,7 +83,7 @@ func startGlobal(t *testing.T, extra Options) *globalEnv {
 				ExpectRows: 1, Params: map[string]string{"account": "string", "amount": "integer min=1"}},
 			"ledger.debit": {SQL: "UPDATE " + e.ledger + " SET balance = balance - :amount WHERE id = :account AND balance >= :amount",
 				ExpectRows: 1, Params: map[string]string{"account": "string", "amount": "integer min=1"}},
-		}
+		})
 	}
 	reg := prometheus.NewRegistry()
 	opts.Metrics = NewMetrics(reg)
@@ -374,22 +374,40 @@ func TestGlobalTxBadInput(t *testing.T) {
 	}
 }
 
-// TestGlobalTxStartupChecks: operations are checked against the resources when the server
-// is built.
+// mustCompile compiles operations against the coordinator's resources, as the server's
+// configuration load does.
+func mustCompile(t testing.TB, c *xa.Coordinator, cfg map[string]xa.OperationConfig) *xa.Operations {
+	t.Helper()
+	ops, err := xa.CompileOperations(cfg, c.Driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ops
+}
+
+// TestGlobalTxStartupChecks: compiled operations are checked against the coordinator's
+// resources when the server is built (the compiler's own checks are xa's
+// TestCompileOperations).
 func TestGlobalTxStartupChecks(t *testing.T) {
 	dir := t.TempDir()
 	b := openBroker(t, dir)
 	c := openCoordinator(t, dir, xa.Broker("broker", b))
-	for name, ops := range map[string]map[string]OperationConfig{
-		"unknown resource": {"wallet.debit": {SQL: "UPDATE w SET b = b - :a"}},
-		"broker resource":  {"broker.debit": {SQL: "UPDATE w SET b = b - :a"}},
-		"no dot":           {"debit": {SQL: "UPDATE w SET b = b - :a"}},
-	} {
-		if _, err := New(b, Options{Coordinator: c, Operations: ops, Logger: quietLogger()}); err == nil {
-			t.Errorf("%s: New accepted %v", name, ops)
+	// Compiled for a configuration whose resources differ from the coordinator's.
+	anyDB := func(string) (string, error) { return "mysql", nil }
+	for name, key := range map[string]string{"unknown resource": "wallet.debit", "broker resource": "broker.debit"} {
+		ops, err := xa.CompileOperations(map[string]xa.OperationConfig{key: {SQL: "UPDATE w SET b = b - :a"}}, anyDB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := New(b, Options{Coordinator: c, Operations: ops, Logger: quietLogger()}); err == nil || !strings.Contains(err.Error(), "operations."+key) {
+			t.Errorf("%s: New: %v", name, err)
 		}
 	}
-	if _, err := New(b, Options{Operations: map[string]OperationConfig{"a.b": {SQL: "SELECT 1"}}, Logger: quietLogger()}); err == nil {
+	ops, err := xa.CompileOperations(map[string]xa.OperationConfig{"a.b": {SQL: "SELECT 1"}}, func(string) (string, error) { return "postgres", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(b, Options{Operations: ops, Logger: quietLogger()}); err == nil {
 		t.Error("operations without a coordinator were accepted")
 	}
 	// Without a coordinator the endpoints answer 503; with one but no resource, a step is 400.

@@ -6,15 +6,18 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/groups"
 )
 
-// This file holds the /v1/groups endpoints (shared/API.md, "Consumer groups") over the
-// coordinator of groups.go.
+// This file holds the /v1/groups endpoints (docs/http-api.md, "Consumer groups"): a thin
+// adapter over the consumer-group coordinator of package groups. It decodes and validates
+// requests, checks rights, and maps the coordinator's answers and errors to the wire
+// (errors.go).
 //
 // Rights, when auth is on: joining needs a consume pattern matching every topic joined;
 // polling and leaving need consume on the member's topics; committing needs consume on
@@ -25,14 +28,22 @@ import (
 // commitTimeout bounds the wait for the offset store in a commit.
 const commitTimeout = 30 * time.Second
 
-// storeError is a failure of the offset store (503 offset_store_unavailable).
-type storeError struct {
-	op  string
-	err error
+// Session timeouts of group members (package groups holds the rules).
+const (
+	DefaultSessionTimeout = groups.DefaultSessionTimeout
+	MinSessionTimeout     = groups.MinSessionTimeout
+	MaxSessionTimeout     = groups.MaxSessionTimeout
+)
+
+// pollParams bound one read: a member's poll (groups.Limits), or a fetch (fetchParams).
+type pollParams struct {
+	maxMessages int
+	maxBytes    int
+	wait        time.Duration
 }
 
-func (e *storeError) Error() string { return e.op + ": " + e.err.Error() }
-func (e *storeError) Unwrap() error { return e.err }
+// errGroupsNotEnabled is a groups request to a server without an offset store.
+var errGroupsNotEnabled = errors.New("consumer groups are not enabled")
 
 func (s *Server) groupsReady() error {
 	if s.groups == nil {
@@ -63,15 +74,15 @@ func (s *Server) memberParams(r *http.Request) (group, id string, err error) {
 
 // consumingMember returns a live member, counting the request as its heartbeat, once the
 // caller's token is found to have the consume right on the member's topics.
-func (s *Server) consumingMember(w http.ResponseWriter, group, id string) (*group, *member, error) {
-	g, m, err := s.groups.touch(group, id)
+func (s *Server) consumingMember(w http.ResponseWriter, group, id string) (*groups.Member, error) {
+	m, err := s.groups.Touch(group, id)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if err := s.requireConsume(w, m.topics, func(int) string { return "member" }); err != nil {
-		return nil, nil, err
+	if err := s.requireConsume(w, m.Topics(), func(int) string { return "member" }); err != nil {
+		return nil, err
 	}
-	return g, m, nil
+	return m, nil
 }
 
 // requireConsume checks that the caller's token may consume every topic (403 forbidden,
@@ -129,12 +140,12 @@ const (
 )
 
 // decodeJoin parses and validates a join body.
-func decodeJoin(group string, body []byte) (joinRequest, error) {
+func decodeJoin(group string, body []byte) (groups.JoinRequest, error) {
 	var b joinBody
 	if err := decodeStrict(body, &b, joinExample); err != nil {
-		return joinRequest{}, err
+		return groups.JoinRequest{}, err
 	}
-	req := joinRequest{group: group, mode: api.GroupClustered, timeout: DefaultSessionTimeout}
+	req := groups.JoinRequest{Group: group, Mode: groups.Clustered, SessionTimeout: DefaultSessionTimeout}
 	if b.Topics == nil || len(*b.Topics) == 0 {
 		return req, fieldError("topics", "is required: name at least one topic, as in %s", joinExample)
 	}
@@ -148,13 +159,13 @@ func decodeJoin(group string, body []byte) (joinRequest, error) {
 			return req, e
 		}
 	}
-	req.topics = slices.Clone(*b.Topics)
-	slices.Sort(req.topics)
-	req.topics = slices.Compact(req.topics)
+	req.Topics = slices.Clone(*b.Topics)
+	slices.Sort(req.Topics)
+	req.Topics = slices.Compact(req.Topics)
 	if b.Mode != nil {
 		switch *b.Mode {
 		case api.GroupClustered, api.GroupBroadcast:
-			req.mode = *b.Mode
+			req.Mode = groups.Mode(*b.Mode)
 		default:
 			return req, fieldError("mode", "must be %q or %q, not %q", api.GroupClustered, api.GroupBroadcast, *b.Mode)
 		}
@@ -165,20 +176,20 @@ func decodeJoin(group string, body []byte) (joinRequest, error) {
 			return req, fieldError("session_timeout_ms", "must be between %d and %d (0 or absent: %d), not %d",
 				MinSessionTimeout.Milliseconds(), MaxSessionTimeout.Milliseconds(), DefaultSessionTimeout.Milliseconds(), ms)
 		}
-		req.timeout = time.Duration(ms) * time.Millisecond
+		req.SessionTimeout = time.Duration(ms) * time.Millisecond
 	}
-	req.from = api.FromEarliest
-	if req.mode == api.GroupBroadcast {
-		req.from = api.FromLatest
+	req.From = api.FromEarliest
+	if req.Mode == groups.Broadcast {
+		req.From = api.FromLatest
 	}
 	if b.From != nil && *b.From != "" {
 		switch {
 		case *b.From != api.FromEarliest && *b.From != api.FromLatest:
 			return req, fieldError("from", "must be %q or %q, not %q", api.FromEarliest, api.FromLatest, *b.From)
-		case req.mode == api.GroupClustered && *b.From != api.FromEarliest:
+		case req.Mode == groups.Clustered && *b.From != api.FromEarliest:
 			return req, fieldError("from", "must be %q or absent in a clustered group: a partition without a committed offset starts at its start offset (move a group with imago groups reset --to-latest)", api.FromEarliest)
 		}
-		req.from = *b.From
+		req.From = *b.From
 	}
 	if b.ConsumerID != nil && *b.ConsumerID != "" {
 		if !broker.ValidName(*b.ConsumerID) {
@@ -186,7 +197,7 @@ func decodeJoin(group string, body []byte) (joinRequest, error) {
 			e.field = "consumer_id"
 			return req, e
 		}
-		req.consumerID = *b.ConsumerID
+		req.ConsumerID = *b.ConsumerID
 	}
 	return req, nil
 }
@@ -202,7 +213,7 @@ type commitBody struct {
 }
 
 // decodeCommit parses and validates a commit body.
-func decodeCommit(body []byte) (string, []api.GroupOffset, error) {
+func decodeCommit(body []byte) (string, []groups.Offset, error) {
 	var b commitBody
 	if err := decodeStrict(body, &b, commitExample); err != nil {
 		return "", nil, err
@@ -221,7 +232,7 @@ func decodeCommit(body []byte) (string, []api.GroupOffset, error) {
 	if len(*b.Offsets) > maxCommitOffsets {
 		return "", nil, fieldError("offsets", "holds %d offsets; at most %d", len(*b.Offsets), maxCommitOffsets)
 	}
-	out := make([]api.GroupOffset, len(*b.Offsets))
+	out := make([]groups.Offset, len(*b.Offsets))
 	for i, o := range *b.Offsets {
 		f := fmt.Sprintf("offsets[%d]", i)
 		switch {
@@ -240,7 +251,7 @@ func decodeCommit(body []byte) (string, []api.GroupOffset, error) {
 		case *o.Offset < 0:
 			return "", nil, fieldError(f+".offset", "must not be negative, not %d", *o.Offset)
 		}
-		out[i] = api.GroupOffset{Topic: *o.Topic, Partition: int(*o.Partition), Offset: *o.Offset}
+		out[i] = groups.Offset{Topic: *o.Topic, Partition: int(*o.Partition), Next: *o.Offset}
 	}
 	return *b.MemberID, out, nil
 }
@@ -259,17 +270,19 @@ func (s *Server) handleJoinGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.requireConsume(w, req.topics, func(i int) string { return "topics" }); err != nil {
+	if err := s.requireConsume(w, req.Topics, func(i int) string { return "topics" }); err != nil {
 		return err
 	}
-	res, err := s.groups.join(req)
+	res, err := s.groups.Join(req)
 	if err != nil {
 		if errors.Is(err, broker.ErrUnknownTopic) {
 			return newError(http.StatusNotFound, "unknown_topic", "%s; create the topic with PUT /v1/topics/{topic} before joining", err)
 		}
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, res)
+	return writeJSON(w, http.StatusCreated, api.JoinGroupResponse{MemberID: res.MemberID,
+		SessionTimeoutMS: res.SessionTimeout.Milliseconds(), Mode: string(res.Mode),
+		Generation: res.Generation, Assignments: assignments(res.Partitions)})
 }
 
 func (s *Server) handlePollGroup(w http.ResponseWriter, r *http.Request) error {
@@ -281,11 +294,11 @@ func (s *Server) handlePollGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	g, m, err := s.consumingMember(w, group, id)
+	m, err := s.consumingMember(w, group, id)
 	if err != nil {
 		return err
 	}
-	ans, err := s.groups.poll(r.Context(), s.closing, g, m, q)
+	ans, err := s.groups.Poll(r.Context(), m, groups.Limits{MaxMessages: q.maxMessages, MaxBytes: q.maxBytes, Wait: q.wait})
 	if err != nil {
 		return err
 	}
@@ -337,30 +350,21 @@ func (s *Server) handleCommitOffsets(w http.ResponseWriter, r *http.Request) err
 			e.field = fmt.Sprintf("offsets[%d].partition", i)
 			return e
 		}
-		if pi := info.Partitions[o.Partition]; o.Offset > pi.EndOffset {
-			return &broker.OffsetRangeError{Offset: o.Offset, StartOffset: pi.StartOffset, EndOffset: pi.EndOffset}
+		if pi := info.Partitions[o.Partition]; o.Next > pi.EndOffset {
+			return &broker.OffsetRangeError{Offset: o.Next, StartOffset: pi.StartOffset, EndOffset: pi.EndOffset}
 		}
 	}
-	g, m, err := s.groups.touch(group, id)
+	ctx, cancel := context.WithTimeout(r.Context(), commitTimeout)
+	err = s.groups.Commit(ctx, group, id, offs)
+	cancel()
 	if err != nil {
 		return err
 	}
-	g.commitGate.RLock()
-	rows, err := s.groups.commitCheck(g, m, offs)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(r.Context(), commitTimeout)
-		err = s.groups.store.Commit(ctx, rows)
-		cancel()
-		if err != nil {
-			err = &storeError{op: "commit offsets", err: err}
-		}
+	res := api.CommitOffsetsResponse{Offsets: make([]api.GroupOffset, len(offs))}
+	for i, o := range offs {
+		res.Offsets[i] = api.GroupOffset{Topic: o.Topic, Partition: o.Partition, Offset: o.Next}
 	}
-	g.commitGate.RUnlock()
-	if err != nil {
-		return err
-	}
-	s.groups.committed(m, rows)
-	return writeJSON(w, http.StatusOK, api.CommitOffsetsResponse{Offsets: offs})
+	return writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) handleLeaveGroup(w http.ResponseWriter, r *http.Request) error {
@@ -368,10 +372,10 @@ func (s *Server) handleLeaveGroup(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if _, _, err := s.consumingMember(w, group, id); err != nil {
+	if _, err := s.consumingMember(w, group, id); err != nil {
 		return err
 	}
-	if err := s.groups.leave(group, id); err != nil {
+	if err := s.groups.Leave(group, id); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -386,50 +390,20 @@ func (s *Server) handleGroupOffsets(w http.ResponseWriter, r *http.Request) erro
 	if err := s.requireConsumer(w); err != nil {
 		return err
 	}
-	ctx := r.Context()
-	c := s.groups
-	storeGroups := []string{group}
-	all, err := c.store.Groups(ctx)
+	st, err := s.groups.Status(r.Context(), group)
 	if err != nil {
-		return &storeError{op: "list groups", err: err}
+		return err
 	}
-	for _, name := range all {
-		if strings.HasPrefix(name, group+broadcastSep) {
-			storeGroups = append(storeGroups, name)
-		}
+	out := api.GroupOffsets{Group: group, Mode: string(st.Mode), Generation: st.Generation,
+		Offsets: make([]api.GroupOffsetStatus, len(st.Offsets)), Members: make([]api.GroupMember, len(st.Members))}
+	for i, o := range st.Offsets {
+		out.Offsets[i] = api.GroupOffsetStatus{Topic: o.Topic, Partition: o.Partition, Offset: o.Offset, EndOffset: o.EndOffset,
+			Lag: o.Lag, UpdatedAt: formatTimestamp(o.UpdatedAt), Consumer: o.Consumer}
 	}
-	out := api.GroupOffsets{Group: group, Offsets: []api.GroupOffsetStatus{}}
-	topics := map[string]broker.TopicInfo{}
-	for _, sg := range storeGroups {
-		offs, err := c.store.List(ctx, sg)
-		if err != nil {
-			return &storeError{op: "read the group's offsets", err: err}
-		}
-		for _, o := range offs {
-			st := api.GroupOffsetStatus{Topic: o.Topic, Partition: o.Partition, Offset: o.Next, EndOffset: -1,
-				UpdatedAt: formatTimestamp(o.CommittedAt), Consumer: strings.TrimPrefix(sg, group+broadcastSep)}
-			if sg == group {
-				st.Consumer = ""
-			}
-			info, ok := topics[o.Topic]
-			if !ok {
-				info, _ = s.b.Topic(o.Topic) // a topic that is gone has no end: -1
-				topics[o.Topic] = info
-			}
-			if o.Partition < len(info.Partitions) {
-				st.EndOffset = info.Partitions[o.Partition].EndOffset
-				st.Lag = max(0, st.EndOffset-o.Next)
-			}
-			out.Offsets = append(out.Offsets, st)
-		}
-	}
-	var live bool
-	out.Mode, out.Generation, out.Members, live = c.describe(group)
-	if !live && len(out.Offsets) == 0 {
-		return fmt.Errorf("%w: group %q has no committed offset and no live member", errUnknownGroup, group)
-	}
-	if !live && len(storeGroups) > 1 {
-		out.Mode = api.GroupBroadcast
+	for i, m := range st.Members {
+		out.Members[i] = api.GroupMember{MemberID: m.ID, ConsumerID: m.ConsumerID, Topics: m.Topics,
+			SessionTimeoutMS: m.SessionTimeout.Milliseconds(), LastSeen: formatTimestamp(m.LastSeen),
+			Assignments: assignments(m.Partitions)}
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -441,26 +415,56 @@ func (s *Server) handleListGroups(w http.ResponseWriter, r *http.Request) error 
 	if err := s.requireConsumer(w); err != nil {
 		return err
 	}
-	all, err := s.groups.store.Groups(r.Context())
+	list, err := s.groups.List(r.Context())
 	if err != nil {
-		return &storeError{op: "list groups", err: err}
+		return err
 	}
-	byName := s.groups.live()
-	for _, name := range all {
-		base, _, broadcast := strings.Cut(name, broadcastSep)
-		if _, ok := byName[base]; ok {
-			continue
-		}
-		sum := api.GroupSummary{Name: base}
-		if broadcast {
-			sum.Mode = api.GroupBroadcast
-		}
-		byName[base] = sum
+	out := api.GroupList{Groups: make([]api.GroupSummary, len(list))}
+	for i, g := range list {
+		out.Groups[i] = api.GroupSummary{Name: g.Name, Mode: string(g.Mode), Members: g.Members}
 	}
-	out := api.GroupList{Groups: make([]api.GroupSummary, 0, len(byName))}
-	for _, g := range byName {
-		out.Groups = append(out.Groups, g)
-	}
-	slices.SortFunc(out.Groups, func(a, b api.GroupSummary) int { return strings.Compare(a.Name, b.Name) })
 	return writeJSON(w, http.StatusOK, out)
+}
+
+func assignments(ps []groups.Partition) []api.Assignment {
+	out := make([]api.Assignment, len(ps))
+	for i, p := range ps {
+		out[i] = api.Assignment{Topic: p.Topic, Partition: p.Partition}
+	}
+	return out
+}
+
+// appendPollResponse writes {"messages":[...],"generation":G,"assignments":[...]}.
+func appendPollResponse(dst []byte, a groups.Polled) []byte {
+	dst = append(dst, `{"messages":[`...)
+	n := 0
+	for _, b := range a.Batches {
+		for i := range b.Result.Messages {
+			if n > 0 {
+				dst = append(dst, ',')
+			}
+			n++
+			dst = appendMessage(dst, b.Partition.Topic, b.Partition.Partition, &b.Result.Messages[i])
+		}
+	}
+	dst = append(dst, `],"generation":`...)
+	dst = strconv.AppendInt(dst, a.Generation, 10)
+	dst = append(dst, `,"assignments":`...)
+	dst = appendAssignments(dst, a.Partitions)
+	return append(dst, "}\n"...)
+}
+
+func appendAssignments(dst []byte, ps []groups.Partition) []byte {
+	dst = append(dst, '[')
+	for i, p := range ps {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"topic":`...)
+		dst = appendJSONString(dst, p.Topic)
+		dst = append(dst, `,"partition":`...)
+		dst = strconv.AppendInt(dst, int64(p.Partition), 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, ']')
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/groups"
 	"github.com/imagomq/imago/offsetdb"
 )
 
@@ -564,8 +565,8 @@ func FuzzDecodeGroupRequests(f *testing.F) {
 		}
 		req, err := decodeJoin("g", body)
 		check(err)
-		if err == nil && (len(req.topics) == 0 || req.timeout < MinSessionTimeout || req.timeout > MaxSessionTimeout ||
-			(req.mode != api.GroupClustered && req.mode != api.GroupBroadcast)) {
+		if err == nil && (len(req.Topics) == 0 || req.SessionTimeout < MinSessionTimeout || req.SessionTimeout > MaxSessionTimeout ||
+			(req.Mode != groups.Clustered && req.Mode != groups.Broadcast)) {
 			t.Fatalf("body %q accepted as %+v", body, req)
 		}
 		id, offs, err := decodeCommit(body)
@@ -575,7 +576,7 @@ func FuzzDecodeGroupRequests(f *testing.F) {
 				t.Fatalf("body %q accepted with member %q and %d offsets", body, id, len(offs))
 			}
 			for _, o := range offs {
-				if o.Offset < 0 || o.Partition < 0 || !broker.ValidName(o.Topic) {
+				if o.Next < 0 || o.Partition < 0 || !broker.ValidName(o.Topic) {
 					t.Fatalf("body %q accepted offset %+v", body, o)
 				}
 			}

@@ -12,7 +12,7 @@ import (
 )
 
 // TestOpenAPIMatchesRouter checks that every route in the router is in api/openapi.yaml and
-// every operation in the spec is served (issue 2, build 5).
+// every operation in the spec is served.
 func TestOpenAPIMatchesRouter(t *testing.T) {
 	ts := startServer(t, Options{})
 	served := map[string]bool{}

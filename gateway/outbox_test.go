@@ -12,7 +12,7 @@ type fixedOutbox []OutboxSource
 func (f fixedOutbox) OutboxSources() []OutboxSource { return f }
 
 // TestOutboxSources: GET /v1/outbox/sources reports what the status provider says, with the
-// fields of API.md; without a provider it answers an empty list.
+// fields of docs/http-api.md; without a provider it answers an empty list.
 func TestOutboxSources(t *testing.T) {
 	ts := startServer(t, Options{})
 	r := ts.must(http.StatusOK, http.MethodGet, "/v1/outbox/sources", "")

@@ -31,6 +31,7 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/metrics", rightNone, s.handleMetrics},
 		{http.MethodGet, "/openapi.yaml", rightNone, s.handleOpenAPI},
 		{http.MethodGet, "/v1/stats", rightAny, s.handleStats},
+		{http.MethodGet, "/v1/whoami", rightAny, s.handleWhoAmI},
 		{http.MethodGet, "/v1/outbox/sources", rightAny, s.handleOutboxSources},
 		{http.MethodGet, "/v1/topics", rightAny, s.handleListTopics},
 		{http.MethodPut, "/v1/topics/{topic}", rightAdmin, s.handleCreateTopic},
@@ -61,8 +62,9 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/v1/groups/{group}/offsets", rightAny, s.handleGroupOffsets},
 		// Global transactions (global.go): POST also checks the produce right on each message's topic.
 		{http.MethodPost, "/v1/global-transactions", rightProducer, s.handleGlobalTx},
-		{http.MethodGet, "/v1/global-transactions", rightProducer, s.handleListGlobalTx},
-		{http.MethodGet, "/v1/global-transactions/{id}", rightProducer, s.handleGetGlobalTx},
+		// Reading them needs any valid token, so an on-call reader (the console) sees what is in doubt.
+		{http.MethodGet, "/v1/global-transactions", rightAny, s.handleListGlobalTx},
+		{http.MethodGet, "/v1/global-transactions/{id}", rightAny, s.handleGetGlobalTx},
 		{http.MethodPost, "/v1/global-transactions/{id}/resolve", rightAdmin, s.handleResolveGlobalTx},
 	}
 }

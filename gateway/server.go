@@ -1,9 +1,9 @@
-// Package gateway is Imago's HTTP/JSON door (shared/API.md): routes, auth, error mapping,
+// Package gateway is Imago's HTTP/JSON door (docs/http-api.md): routes, auth, error mapping,
 // long-poll fetch and metrics, over one *broker.Broker.
 //
 // The routes, and the token right each needs, are listed in one table (routes.go). Every
 // error leaves through one function (errors.go) that maps broker sentinel errors to the
-// statuses and codes of API.md. The produce decoder and the fetch encoder are hand-written
+// statuses and codes of docs/http-api.md. The produce decoder and the fetch encoder are hand-written
 // (produce_decode.go, fetch_encode.go) because they are the hot paths.
 package gateway
 
@@ -18,8 +18,11 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/console"
+	"github.com/imagomq/imago/groups"
 	"github.com/imagomq/imago/internal/auth"
 	"github.com/imagomq/imago/offsetdb"
+	"github.com/imagomq/imago/xa"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -51,16 +54,17 @@ type Options struct {
 	// Outbox, when set, reports the outbox relay sources for GET /v1/outbox/sources (outbox.go);
 	// nil answers an empty list.
 	Outbox OutboxStatus
-	// Offsets is the consumer offset store of the /v1/groups endpoints (groups.go); nil
+	// Offsets is the consumer offset store of the /v1/groups endpoints (groups_http.go); nil
 	// makes them answer 503 not_ready. The gateway does not close it.
 	Offsets offsetdb.Store
 	// Coordinator, when set, runs the /v1/global-transactions endpoints (global.go) and is
 	// pinged by /readyz (every configured resource must answer); nil makes them answer 503
 	// not_ready. The gateway does not close it.
 	Coordinator Coordinator
-	// Operations are the named SQL operations global transactions may run, keyed
-	// "<resource>.<operation>" (global_ops.go); checked against the coordinator's resources.
-	Operations map[string]OperationConfig
+	// Operations are the named SQL operations global transactions may run, compiled when the
+	// configuration is loaded (xa.CompileOperations); New checks them against the
+	// coordinator's resources.
+	Operations *xa.Operations
 }
 
 // Defaults for Options fields left zero.
@@ -121,7 +125,7 @@ type Server struct {
 	closed  atomic.Bool
 
 	// groups coordinates the consumer groups; nil without Options.Offsets.
-	groups *groupCoordinator
+	groups *groups.Coordinator
 	// global runs global transactions; nil without Options.Coordinator.
 	global *globalState
 }
@@ -174,7 +178,8 @@ func newServer(b backend, opts Options) (*Server, error) {
 		s.metrics.attach(b)
 	}
 	if opts.Offsets != nil {
-		s.groups = newGroupCoordinator(b, opts.Offsets, opts.Logger)
+		s.groups = groups.New(b, opts.Offsets, opts.Logger)
+		s.groups.Start()
 		if s.metrics != nil {
 			s.metrics.groupLag.c.Store(s.groups)
 		}
@@ -198,8 +203,9 @@ func newServer(b backend, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Handler returns the root handler (chi router with middleware).
-func (s *Server) Handler() http.Handler { return s.router }
+// Handler returns the root handler: the operator console's static files at / and /console/
+// (package console), every other request to the API's router.
+func (s *Server) Handler() http.Handler { return console.Wrap(s.router) }
 
 // Close makes /readyz answer 503, ends long-poll fetches early (they answer with what they
 // have) and detaches the broker from the metrics. Requests in flight otherwise finish. Call
@@ -215,6 +221,6 @@ func (s *Server) Close() {
 		s.metrics.groupLag.c.Store(nil)
 	}
 	if s.groups != nil {
-		s.groups.close() // stops the session sweeper and ends members' long polls
+		s.groups.Close() // stops the session sweeper and ends members' long polls
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// This file holds the local transactions (/v1/transactions, shared/API.md "Local
+// This file holds the local transactions (/v1/transactions, docs/http-api.md "Local
 // transactions") and what they share with the XA verbs (xa.go): the per-topic produce check
 // on messages, auto-creation of topics, and the outcome counter.
 //

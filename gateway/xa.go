@@ -10,7 +10,7 @@ import (
 	"github.com/imagomq/imago/broker"
 )
 
-// This file holds the XA verbs (/v1/xa/..., shared/API.md "XA resource"): the broker as a
+// This file holds the XA verbs (/v1/xa/..., docs/http-api.md "XA resource"): the broker as a
 // resource manager under javax.transaction.xa.XAResource semantics (the state machine is the
 // broker's, broker/tx.go and broker/xa.go). Every verb is a POST whose body names the xid;
 // recover is a GET. A successful verb without another result answers {"state": ...}, the

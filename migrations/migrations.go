@@ -7,7 +7,7 @@
 // coordinator's decision table (xa.go, in a resource's database, used when
 // coordinator.decision_log names that resource).
 //
-// Naming follows the DBA rules of DESIGN.md: in PostgreSQL everything lives in
+// Naming follows the DBA rules of docs/design.md: in PostgreSQL everything lives in
 // schema imago (imago.consumer_offsets, imago.partition_ends,
 // imago.consumer_lag, and goose's own imago.goose_version); MySQL and MariaDB
 // have no schemas inside a database, so the same names carry the prefix imago_

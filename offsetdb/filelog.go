@@ -84,10 +84,10 @@ func decodeRecord(line []byte) (fileRecord, error) {
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return r, fmt.Errorf("%w: %v", errBadRecord, err)
+		return r, fmt.Errorf("%w: %w", errBadRecord, err)
 	}
 	if err := validate(r.offset()); err != nil {
-		return r, fmt.Errorf("%w: %v", errBadRecord, err)
+		return r, fmt.Errorf("%w: %w", errBadRecord, err)
 	}
 	return r, nil
 }

@@ -343,11 +343,19 @@ start_zookeeper() {
 	wait_for "$WAIT" "ZooKeeper" zk_alive zk_ok "$ZK_OUT" "$ZK_LOG"
 }
 
+# ensure_chromium installs Debian's chromium, the headless browser of the console's browser test
+# (cmd/imago/console_browser_test.go). Nothing to start: the test runs it.
+ensure_chromium() {
+	command -v chromium >/dev/null 2>&1 && return
+	apt_install chromium
+}
+
 # ---------------------------------------------------------------------------------------------
 start=$SECONDS
 ensure_mariadb
 ensure_postgres
 ensure_zookeeper
+ensure_chromium
 
 tmp="$(mktemp "$(dirname "$ENV_FILE")/.services.env.XXXXXX")"
 cat >"$tmp" <<EOF

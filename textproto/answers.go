@@ -9,7 +9,7 @@ import (
 	"github.com/imagomq/imago/broker"
 )
 
-// Answer codes (PROTOCOL.md, "Answers"); they follow HTTP.
+// Answer codes (docs/protocol.md, "Answers"); they follow HTTP.
 const (
 	codeOK              = 200
 	codeBadRequest      = 400

@@ -1,5 +1,5 @@
 // Package textproto is the MetaQ-style text protocol door over the same broker as the HTTP
-// gateway (shared/PROTOCOL.md): a listener, a line parser and command handlers that an
+// gateway (docs/protocol.md): a listener, a line parser and command handlers that an
 // operator can drive with nc, the way MetaQ's and memcached's ports are driven.
 //
 // A request is a line of space-separated words ending in "\r\n" (a bare "\n" is accepted),
@@ -24,7 +24,7 @@
 //
 // # Put flags
 //
-// The flag word of put uses the bits of Imago's record attributes (FRAMING.md):
+// The flag word of put uses the bits of Imago's record attributes (docs/protocol.md):
 // bit 0 (1): the payload starts with a key, as a big-endian u32 key length and the key bytes,
 // and the rest is the value; bit 1 (2): the value is JSON text (checked; the HTTP door then
 // returns it as "value" rather than "value_base64"). Other bits are reserved and refused.
@@ -32,7 +32,7 @@
 // # Values
 //
 // The payload of a value answer is the messages of a get, each framed as described in
-// FRAMING.md; DecodeMessages parses it.
+// docs/protocol.md; DecodeMessages parses it.
 //
 // # Auth
 //

@@ -11,7 +11,7 @@ import (
 	"github.com/imagomq/imago/broker"
 )
 
-// The payload of a value answer: messages back to back, each framed as below (FRAMING.md has
+// The payload of a value answer: messages back to back, each framed as below (docs/protocol.md has
 // a worked example). All integers are big-endian. The layout is that of a broker record
 // without the topic id and partition, which the get names already; the CRC is computed over
 // the frame itself so that a client can check what it received.

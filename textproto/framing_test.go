@@ -9,7 +9,7 @@ import (
 	"github.com/imagomq/imago/broker"
 )
 
-// exampleMessage is the worked example of FRAMING.md.
+// exampleMessage is the worked example of docs/protocol.md.
 func exampleMessage() broker.FetchedMessage {
 	return broker.FetchedMessage{
 		Offset:    42,
@@ -21,7 +21,7 @@ func exampleMessage() broker.FetchedMessage {
 	}
 }
 
-// exampleFrame is FRAMING.md's example, byte for byte.
+// exampleFrame is docs/protocol.md's example, byte for byte.
 const exampleFrame = "000000000000002a" + // offset 42
 	"0000003b" + // length 59: the bytes after this field
 	"a36f5c0c" + // CRC-32C of the 55 bytes after this field

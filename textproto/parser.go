@@ -44,7 +44,7 @@ const (
 	maxTxTimeoutSecs = 3600
 )
 
-// Put flag bits: the record attribute bits of FRAMING.md.
+// Put flag bits: the record attribute bits of docs/protocol.md.
 const (
 	FlagKey  = 1 // the payload starts with a u32 key length and the key
 	FlagJSON = 2 // the value is JSON text

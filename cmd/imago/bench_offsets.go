@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/imagomq/imago/internal/offsetbench"
 	"github.com/imagomq/imago/migrations"
-	"github.com/imagomq/imago/offsetdb"
 )
 
 func newBenchOffsetsCmd(a *app) *cobra.Command {
@@ -65,29 +65,29 @@ imago-bench-<mode>-<time>.`,
 type benchOffsetsReport struct {
 	Store            string                     `json:"store"`
 	Committers       int                        `json:"committers"`
-	Baseline         offsetdb.CommitBenchResult `json:"update_per_commit"`
-	GroupCommit      offsetdb.CommitBenchResult `json:"group_commit"`
-	Ceiling          []offsetdb.CeilingShape    `json:"ceiling"`
+	Baseline         offsetbench.Result         `json:"update_per_commit"`
+	GroupCommit      offsetbench.Result         `json:"group_commit"`
+	Ceiling          []offsetbench.CeilingShape `json:"ceiling"`
 	Ratio            float64                    `json:"ratio"`
 	CeilingRatio     float64                    `json:"ceiling_ratio"`
 	GroupCommitP99Ms float64                    `json:"group_commit_p99_ms"`
 }
 
 func runBenchOffsets(ctx context.Context, a *app, c benchCommon, store, dsn string, committers int) error {
-	run := func(mode string) (offsetdb.CommitBenchResult, error) {
-		return offsetdb.BenchCommits(ctx, offsetdb.CommitBenchConfig{
+	run := func(mode string) (offsetbench.Result, error) {
+		return offsetbench.Commits(ctx, offsetbench.Config{
 			Store: store, DSN: dsn, Mode: mode, Committers: committers, Duration: c.duration,
 		})
 	}
-	base, err := run(offsetdb.BenchUpdatePerCommit)
+	base, err := run(offsetbench.ModeUpdatePerCommit)
 	if err != nil {
 		return err
 	}
-	gc, err := run(offsetdb.BenchGroupCommit)
+	gc, err := run(offsetbench.ModeGroupCommit)
 	if err != nil {
 		return err
 	}
-	shapes, err := offsetdb.BenchFlushCeiling(ctx, store, dsn, committers, max(c.duration/4, 250*time.Millisecond))
+	shapes, err := offsetbench.FlushCeiling(ctx, store, dsn, committers, max(c.duration/4, 250*time.Millisecond))
 	if err != nil {
 		return err
 	}

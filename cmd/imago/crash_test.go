@@ -1,6 +1,6 @@
 package main
 
-// Crash tests (DESIGN.md invariant 3, issue 2 acceptance 2 and 4): a real `imago serve` child
+// Crash tests (docs/design.md, invariant 3): a real `imago serve` child
 // process under concurrent produce load is killed with SIGKILL at random moments and restarted
 // on the same data directory; after each restart the test reads every partition back and checks
 // what the server promised.

@@ -63,7 +63,7 @@ closes the log; a second signal closes the connections at once.`,
   imago serve --http-addr 127.0.0.1:0 --ready-file /tmp/imago.addr`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadServeConfig(cmd, f)
+			cfg, ops, err := loadServeConfig(cmd, f)
 			if err != nil {
 				return err
 			}
@@ -71,7 +71,7 @@ closes the log; a second signal closes the connections at once.`,
 			if err != nil {
 				return &usageError{err}
 			}
-			return runServer(cmd.Context(), cfg, f.readyFile, f.pprofAddr, logger)
+			return runServer(cmd.Context(), cfg, ops, f.readyFile, f.pprofAddr, logger)
 		},
 	}
 	fl := cmd.Flags()
@@ -85,12 +85,13 @@ closes the log; a second signal closes the connections at once.`,
 	return cmd
 }
 
-// loadServeConfig applies defaults, file, environment and flags, then validates. Every problem
-// is a usage error (exit 2): the operator fixes the command line or the file.
-func loadServeConfig(cmd *cobra.Command, f serveFlags) (config.Config, error) {
+// loadServeConfig applies defaults, file, environment and flags, then validates and compiles
+// the named operations (once: the server runs what this returns). Every problem is a usage
+// error (exit 2) naming what is wrong: the operator fixes the command line or the file.
+func loadServeConfig(cmd *cobra.Command, f serveFlags) (config.Config, *xa.Operations, error) {
 	cfg, err := config.Load(f.configPath)
 	if err != nil {
-		return cfg, &usageError{err}
+		return cfg, nil, &usageError{err}
 	}
 	if cmd.Flags().Changed("data-dir") {
 		cfg.DataDir = f.dataDir
@@ -101,11 +102,12 @@ func loadServeConfig(cmd *cobra.Command, f serveFlags) (config.Config, error) {
 	if cmd.Flags().Changed("protocol-addr") {
 		cfg.Protocol.Addr = f.protocolAddr
 	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, &usageError{fmt.Errorf("refusing to start, the configuration is not valid:\n  %s",
+	ops, opsErr := compileOperations(cfg)
+	if err := errors.Join(cfg.Validate(), opsErr); err != nil {
+		return cfg, nil, &usageError{fmt.Errorf("refusing to start, the configuration is not valid:\n  %s",
 			strings.ReplaceAll(err.Error(), "\n", "\n  "))}
 	}
-	return cfg, nil
+	return cfg, ops, nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
@@ -135,6 +137,8 @@ type server struct {
 	protocolAddr string
 	// coord is the XA coordinator (serve_coordinator.go).
 	coord *xa.Coordinator
+	// ops are the named operations, compiled when the configuration was loaded.
+	ops *xa.Operations
 
 	closers []namedCloser
 }
@@ -165,8 +169,8 @@ func (s *server) closeAll() error {
 // runServer opens the broker and the subsystems around it, serves until ctx ends, then shuts
 // down in order: stop accepting, let in-flight requests finish, close the subsystems, close
 // the broker (sync and close the logs).
-func runServer(ctx context.Context, cfg config.Config, readyFile, pprofAddr string, logger *slog.Logger) error {
-	s := &server{cfg: cfg, logger: logger}
+func runServer(ctx context.Context, cfg config.Config, ops *xa.Operations, readyFile, pprofAddr string, logger *slog.Logger) error {
+	s := &server{cfg: cfg, ops: ops, logger: logger}
 	err := s.startDebug(pprofAddr)
 	if err == nil {
 		err = s.start(ctx)
@@ -244,7 +248,7 @@ func (s *server) openGateway(ctx context.Context) error {
 		Offsets:           s.offsets,
 		Outbox:            s.outbox,
 		Coordinator:       s.gatewayCoordinator(),
-		Operations:        s.gatewayOperations(),
+		Operations:        s.ops,
 	})
 	if err != nil {
 		return fmt.Errorf("start HTTP gateway: %w", err)

@@ -127,21 +127,28 @@ func (s *server) openCoordinator(ctx context.Context) error {
 	s.coord = c
 	s.onClose("xa coordinator", c.Close)
 	s.reg.MustRegister(c.Collector())
-	s.logger.Info("xa coordinator ready", "resources", len(resources), "operations", len(s.cfg.Operations), "node", c.NodeID(),
+	s.logger.Info("xa coordinator ready", "resources", len(resources), "operations", s.ops.Len(), "node", c.NodeID(),
 		"decision_log", s.cfg.Coordinator.DecisionLog)
 	return nil
 }
 
-// gatewayOperations maps the configured operations for the gateway (nil when none).
-func (s *server) gatewayOperations() map[string]gateway.OperationConfig {
-	if len(s.cfg.Operations) == 0 {
-		return nil
+// compileOperations compiles the configured operations against the configured resources
+// (nil when there are none). Each problem names its operation.
+func compileOperations(cfg config.Config) (*xa.Operations, error) {
+	if len(cfg.Operations) == 0 {
+		return nil, nil
 	}
-	out := make(map[string]gateway.OperationConfig, len(s.cfg.Operations))
-	for k, op := range s.cfg.Operations {
-		out[k] = gateway.OperationConfig{SQL: op.SQL, ExpectRows: op.ExpectRows, Params: op.Params}
+	ops := make(map[string]xa.OperationConfig, len(cfg.Operations))
+	for k, op := range cfg.Operations {
+		ops[k] = xa.OperationConfig{SQL: op.SQL, ExpectRows: op.ExpectRows, Params: op.Params}
 	}
-	return out
+	return xa.CompileOperations(ops, func(resource string) (string, error) {
+		r, ok := cfg.Resources[resource]
+		if !ok {
+			return "", fmt.Errorf("resource %q is not in resources", resource)
+		}
+		return r.Driver, nil
+	})
 }
 
 // gatewayCoordinator is the coordinator as the gateway's interface (a nil interface, not a

@@ -56,6 +56,18 @@ func TestServeUsageErrors(t *testing.T) {
 	dir := t.TempDir()
 	badKey := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badKey, []byte("http: {adress: 127.0.0.1:1}\n"), 0o600)
+	// Named operations are compiled when the configuration is loaded: each bad one is named,
+	// and nothing (not even the data directory) is opened.
+	badOps := filepath.Join(dir, "badops.yaml")
+	opsData := filepath.Join(dir, "never-created")
+	os.WriteFile(badOps, []byte("data_dir: "+opsData+`
+resources:
+  wallet: {driver: mysql, dsn: "root@tcp(127.0.0.1:1)/test"}
+operations:
+  wallet.debit: {sql: "UPDATE w SET b = b - ? WHERE id = :account", expect_rows: 1}
+  wallet.credit: {sql: "UPDATE w SET b = b + :amount", expect_rows: -1}
+  bank.credit: {sql: "UPDATE w SET b = b + :amount"}
+`), 0o600)
 	tests := []struct {
 		name string
 		args []string
@@ -68,6 +80,9 @@ func TestServeUsageErrors(t *testing.T) {
 		{name: "unknown flag", args: []string{"serve", "--htp-addr", "x"}, want: "unknown flag"},
 		{name: "stray argument", args: []string{"serve", "now"}, want: "takes no arguments"},
 		{name: "unknown command", args: []string{"srve"}, want: "unknown command"},
+		{name: "bad operation sql", args: []string{"serve", "--config", badOps}, want: "operations.wallet.debit.sql: '?' at byte 21"},
+		{name: "bad operation expect_rows", args: []string{"serve", "--config", badOps}, want: "operations.wallet.credit.expect_rows -1"},
+		{name: "operation on no resource", args: []string{"serve", "--config", badOps}, want: `operations.bank.credit: resource "bank" is not in resources`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +95,9 @@ func TestServeUsageErrors(t *testing.T) {
 				t.Errorf("stderr does not say %q and point to --help:\n%s", tt.want, stderr.String())
 			}
 		})
+	}
+	if _, err := os.Stat(opsData); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a configuration with bad operations created the data directory: %v", err)
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package config holds imago's configuration: the Go form of the YAML file (imago.yaml) sketched
-// in DESIGN.md, its defaults, the IMAGO_* environment overrides and the checks that run before a
+// in docs/operations.md, its defaults, the IMAGO_* environment overrides and the checks that run before a
 // server starts.
 //
 // Precedence, lowest first: the defaults of Default, the YAML file, IMAGO_* environment variables,
@@ -72,7 +72,7 @@ type HTTP struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
-// Protocol configures the text protocol door (PROTOCOL.md).
+// Protocol configures the text protocol door (docs/protocol.md).
 type Protocol struct {
 	// Enabled turns the door on. Default true.
 	Enabled bool `yaml:"enabled"`

@@ -11,7 +11,7 @@ import (
 //
 // It decodes its YAML node itself because the YAML library reads an unquoted 127.0.0.1:2181
 // inside a flow list inside a flow map (`zookeeper: {servers: [127.0.0.1:2181]}`, the form
-// DESIGN.md shows) as a one-entry map; HostList turns such an entry back into "host:port".
+// docs/operations.md shows) as a one-entry map; HostList turns such an entry back into "host:port".
 type HostList []string
 
 // UnmarshalYAML implements yaml.NodeUnmarshaler.

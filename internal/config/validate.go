@@ -78,14 +78,9 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateCoordinator()...)
-	for name, op := range c.Operations {
-		if strings.TrimSpace(op.SQL) == "" {
-			add("operations.%s.sql is empty", name)
-		}
-		if op.ExpectRows < 0 {
-			add("operations.%s.expect_rows %d: must not be negative", name, op.ExpectRows)
-		}
-	}
+	// operations are checked where they are compiled, once, at load (xa.CompileOperations,
+	// called by imago serve next to Validate): empty SQL, a negative expect_rows and every
+	// other problem are reported there with the operation's name.
 	for i, o := range c.Outbox {
 		if o.Name == "" || o.Table == "" {
 			add("outbox[%d]: name and table are required", i)

@@ -225,6 +225,27 @@ func TestAddRepeat(t *testing.T) {
 	check(t, s, 5, again)
 }
 
+// TestAddReusedKeyAfterClockStepBack: a key used again after its window expired, replayed
+// after the wall clock stepped back (both uses look recent at now): the later use supersedes
+// the earlier one instead of being refused as a conflict.
+func TestAddReusedKeyAfterClockStepBack(t *testing.T) {
+	c := newClock()
+	s := mustOpen(t, testOpts(t.TempDir(), c), Checkpoint{})
+	first := entry(1, t0)
+	later := entry(1, t0+time.Hour.Milliseconds()+1)
+	later.Fingerprint = 42
+	c.set(t0 + 30*time.Minute.Milliseconds()) // the clock stepped back below the later use
+	mustAdd(t, s, first)
+	mustAdd(t, s, later)
+	check(t, s, 5, later)
+	// Within the window of the later entry, another fingerprint is still a conflict.
+	clash := later
+	clash.Fingerprint = 43
+	if err := s.Add(clash); err == nil {
+		t.Error("Add of a key remembered within the window with another fingerprint: no error")
+	}
+}
+
 func TestWindowExpiry(t *testing.T) {
 	c := newClock()
 	dir := t.TempDir()

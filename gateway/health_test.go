@@ -34,7 +34,8 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-func TestOperations(t *testing.T) {
+// TestHealthEndpoints: /v1/stats, /healthz, /readyz and /openapi.yaml answer.
+func TestHealthEndpoints(t *testing.T) {
 	ts := startServer(t, Options{Version: "v0.0.0-test"})
 	ts.createTopic("s", 3)
 	ts.produce("s", `{"messages":[{"value":1}]}`)

@@ -1,18 +1,19 @@
-package gateway
+package xa
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 )
 
-// This file holds the named operations of the global transactions API: the only SQL the
-// HTTP API can run. Each is configured as
+// This file holds the named operations of global transactions: the only SQL the HTTP API
+// can run. Each is configured as
 //
 //	operations:
 //	  wallet.debit:
@@ -24,6 +25,9 @@ import (
 // runs operations["wallet.debit"] on the resource "wallet". The operation part is what
 // follows the last '.', so a resource name may hold dots and an operation name may not.
 //
+// Every operation is compiled once, when the configuration is loaded (CompileOperations):
+// a bad one stops start-up with its name, and nothing is parsed per request.
+//
 // :name parameters are rewritten into the resource driver's placeholders (? for MySQL and
 // MariaDB, $1, $2 ... for PostgreSQL, the same number for a repeated name) and their values
 // are bound, never spliced into the text. The parser skips quoted strings, quoted
@@ -33,7 +37,8 @@ import (
 // params declares each parameter's type (string, integer, number, boolean, or any) with
 // optional constraints (min=, max= for integer; max_length= for string). A parameter not
 // declared is "any": a JSON string, number or boolean. Values are checked before anything
-// runs: a missing, unknown or ill-typed parameter is 400 invalid_parameter naming it.
+// runs (Operation.Bind): a missing, unknown or ill-typed parameter is a *ParamError naming
+// it, which the HTTP door answers with 400 invalid_parameter.
 
 // OperationConfig is one configured operation (config: operations.<resource>.<operation>).
 type OperationConfig struct {
@@ -43,6 +48,14 @@ type OperationConfig struct {
 	// Params maps a parameter name to its type spec ("integer min=1", "string max_length=64").
 	Params map[string]string
 }
+
+// ParamError is a step parameter that is missing, unknown or of the wrong type or value.
+type ParamError struct {
+	Param  string // the parameter's name
+	Reason string // what is wrong, as a predicate: "is missing: ...", "must be an integer, ..."
+}
+
+func (e *ParamError) Error() string { return e.Param + " " + e.Reason }
 
 // paramKind is a parameter's declared type.
 type paramKind int
@@ -73,15 +86,224 @@ type paramSpec struct {
 	maxLength int
 }
 
-// operation is a compiled operation.
-type operation struct {
+// Operation is a compiled operation.
+type Operation struct {
 	name       string // "wallet.debit"
 	resource   string
+	driver     string
 	sql        string // with the driver's placeholders
 	args       []string
 	expectRows int64
 	params     map[string]paramSpec
 	names      []string // parameter names, sorted, for messages
+}
+
+// Name is the operation's key, "<resource>.<operation>".
+func (op *Operation) Name() string { return op.name }
+
+// Resource is the resource the operation runs on.
+func (op *Operation) Resource() string { return op.resource }
+
+// SQL is the statement with the driver's placeholders, and Args the parameter name of each
+// placeholder, in order.
+func (op *Operation) SQL() (string, []string) { return op.sql, op.args }
+
+// Operations are the compiled operations of a configuration. The zero value, and nil, hold
+// none.
+type Operations struct {
+	byName map[string]*Operation
+}
+
+// Len is the number of operations.
+func (o *Operations) Len() int {
+	if o == nil {
+		return 0
+	}
+	return len(o.byName)
+}
+
+// Lookup returns the operation of a resource by its name (the part after the last '.').
+func (o *Operations) Lookup(resource, operation string) (*Operation, bool) {
+	if o == nil || strings.Contains(operation, ".") {
+		return nil, false
+	}
+	op, ok := o.byName[resource+"."+operation]
+	return op, ok
+}
+
+// Names returns the operation names configured for a resource, sorted.
+func (o *Operations) Names(resource string) []string {
+	var out []string
+	if o == nil {
+		return out
+	}
+	for _, op := range o.byName {
+		if op.resource == resource {
+			out = append(out, strings.TrimPrefix(op.name, resource+"."))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Check verifies that every operation's resource is known to driverOf (a coordinator's
+// Driver) with the driver it was compiled for.
+func (o *Operations) Check(driverOf func(resource string) (string, error)) error {
+	if o == nil {
+		return nil
+	}
+	var errs []error
+	for _, key := range o.keys() {
+		op := o.byName[key]
+		d, err := driverOf(op.resource)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("operations.%s: resource %q is not a resource of the coordinator", key, op.resource))
+		case d != op.driver:
+			errs = append(errs, fmt.Errorf("operations.%s: resource %q is a %s resource, compiled for %s", key, op.resource, d, op.driver))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Operations) keys() []string {
+	keys := make([]string, 0, len(o.byName))
+	for k := range o.byName {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// CompileOperations checks and compiles the configured operations. driverOf returns a
+// resource's driver ("mysql" or "postgres") or an error when the resource is not
+// configured. Every problem is reported, each naming its operation
+// ("operations.wallet.debit.sql: ..."), sorted by name.
+func CompileOperations(cfg map[string]OperationConfig, driverOf func(resource string) (string, error)) (*Operations, error) {
+	out := &Operations{byName: make(map[string]*Operation, len(cfg))}
+	keys := make([]string, 0, len(cfg))
+	for k := range cfg {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var errs []error
+	for _, key := range keys {
+		op, err := compileOperation(key, cfg[key], driverOf)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out.byName[key] = op
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func compileOperation(key string, oc OperationConfig, driverOf func(string) (string, error)) (*Operation, error) {
+	i := strings.LastIndexByte(key, '.')
+	if i <= 0 || i == len(key)-1 {
+		return nil, fmt.Errorf("operations.%s: the key must be <resource>.<operation> (for example wallet.debit)", key)
+	}
+	res := key[:i]
+	driver, err := driverOf(res)
+	if err != nil {
+		return nil, fmt.Errorf("operations.%s: resource %q is not in resources", key, res)
+	}
+	if driver != "mysql" && driver != "postgres" {
+		return nil, fmt.Errorf("operations.%s: resource %q is a %s resource, not a database", key, res, driver)
+	}
+	if oc.ExpectRows < 0 {
+		return nil, fmt.Errorf("operations.%s.expect_rows %d: must not be negative", key, oc.ExpectRows)
+	}
+	q, args, err := compileSQL(oc.SQL, driver)
+	if err != nil {
+		return nil, fmt.Errorf("operations.%s.sql: %w", key, err)
+	}
+	op := &Operation{name: key, resource: res, driver: driver, sql: q, args: args, expectRows: int64(oc.ExpectRows),
+		params: map[string]paramSpec{}}
+	for _, a := range args {
+		if _, ok := op.params[a]; !ok {
+			op.params[a] = paramSpec{kind: kindAny}
+			op.names = append(op.names, a)
+		}
+	}
+	pnames := make([]string, 0, len(oc.Params))
+	for name := range oc.Params {
+		pnames = append(pnames, name)
+	}
+	sort.Strings(pnames)
+	for _, name := range pnames {
+		if _, ok := op.params[name]; !ok {
+			return nil, fmt.Errorf("operations.%s.params.%s: the SQL has no :%s", key, name, name)
+		}
+		p, err := parseParamSpec(oc.Params[name])
+		if err != nil {
+			return nil, fmt.Errorf("operations.%s.params.%s: %w", key, name, err)
+		}
+		op.params[name] = p
+	}
+	sort.Strings(op.names)
+	return op, nil
+}
+
+// Bind checks a step's parameters against the operation and returns the values in
+// placeholder order. A problem is a *ParamError.
+func (op *Operation) Bind(params map[string]json.RawMessage) ([]any, error) {
+	vals := make(map[string]any, len(params))
+	// Unknown names first, in name order, so the answer does not depend on map order.
+	given := make([]string, 0, len(params))
+	for name := range params {
+		given = append(given, name)
+	}
+	sort.Strings(given)
+	for _, name := range given {
+		spec, ok := op.params[name]
+		if !ok {
+			return nil, &ParamError{Param: name, Reason: fmt.Sprintf("is not a parameter of %s (its parameters: %s)", op.name, strings.Join(op.names, ", "))}
+		}
+		v, err := spec.value(params[name])
+		if err != nil {
+			return nil, &ParamError{Param: name, Reason: err.Error()}
+		}
+		vals[name] = v
+	}
+	for _, name := range op.names {
+		if _, ok := vals[name]; !ok {
+			return nil, &ParamError{Param: name, Reason: fmt.Sprintf("is missing: %s needs %s", op.name, strings.Join(op.names, ", "))}
+		}
+	}
+	args := make([]any, len(op.args))
+	for i, a := range op.args {
+		args[i] = vals[a]
+	}
+	return args, nil
+}
+
+// Run runs the operation as step i of tx with the values Bind returned, and checks its row
+// count. A failure is a *Reason (code step_failed, timed_out or resource_unavailable) that
+// rolls the transaction back, or an error of Enlist.
+func (op *Operation) Run(ctx context.Context, tx *GlobalTx, i int, args []any) (int64, error) {
+	br, err := tx.Enlist(ctx, op.resource)
+	if err != nil {
+		return 0, err
+	}
+	n, err := br.Exec(ctx, op.sql, args...)
+	if err != nil {
+		code := "step_failed"
+		switch {
+		case errors.Is(err, ErrTimedOut):
+			code = "timed_out"
+		case XACode(err) == XAERRMFail:
+			code = "resource_unavailable"
+		}
+		return 0, &Reason{Code: code, Message: fmt.Sprintf("step %d %s failed: %v", i, op.name, err)}
+	}
+	if op.expectRows > 0 && n != op.expectRows {
+		return 0, &Reason{Code: "step_failed", Message: fmt.Sprintf("step %d %s affected %d rows, expected %d", i, op.name, n, op.expectRows)}
+	}
+	return n, nil
 }
 
 // parseParamSpec parses "integer min=1 max=100", "string max_length=64", "number", ...
@@ -117,59 +339,6 @@ func parseParamSpec(s string) (paramSpec, error) {
 		}
 	}
 	return p, nil
-}
-
-// compileOperations checks and compiles the configured operations. driverOf returns a
-// resource's driver ("mysql" or "postgres") or an error when the resource is not configured.
-func compileOperations(cfg map[string]OperationConfig, driverOf func(string) (string, error)) (map[string]*operation, error) {
-	out := make(map[string]*operation, len(cfg))
-	keys := make([]string, 0, len(cfg))
-	for k := range cfg {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, key := range keys {
-		oc := cfg[key]
-		i := strings.LastIndexByte(key, '.')
-		if i <= 0 || i == len(key)-1 {
-			return nil, fmt.Errorf("operations.%s: the key must be <resource>.<operation> (for example wallet.debit)", key)
-		}
-		res := key[:i]
-		driver, err := driverOf(res)
-		if err != nil {
-			return nil, fmt.Errorf("operations.%s: resource %q is not in resources", key, res)
-		}
-		if driver != "mysql" && driver != "postgres" {
-			return nil, fmt.Errorf("operations.%s: resource %q is a %s resource, not a database", key, res, driver)
-		}
-		if oc.ExpectRows < 0 {
-			return nil, fmt.Errorf("operations.%s.expect_rows %d: must not be negative", key, oc.ExpectRows)
-		}
-		q, args, err := compileSQL(oc.SQL, driver)
-		if err != nil {
-			return nil, fmt.Errorf("operations.%s.sql: %w", key, err)
-		}
-		op := &operation{name: key, resource: res, sql: q, args: args, expectRows: int64(oc.ExpectRows), params: map[string]paramSpec{}}
-		for _, a := range args {
-			if _, ok := op.params[a]; !ok {
-				op.params[a] = paramSpec{kind: kindAny}
-				op.names = append(op.names, a)
-			}
-		}
-		for name, spec := range oc.Params {
-			if _, ok := op.params[name]; !ok {
-				return nil, fmt.Errorf("operations.%s.params.%s: the SQL has no :%s", key, name, name)
-			}
-			p, err := parseParamSpec(spec)
-			if err != nil {
-				return nil, fmt.Errorf("operations.%s.params.%s: %w", key, name, err)
-			}
-			op.params[name] = p
-		}
-		sort.Strings(op.names)
-		out[key] = op
-	}
-	return out, nil
 }
 
 func isIdentStart(c byte) bool { return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
@@ -286,33 +455,6 @@ func skipQuoted(src string, i int, q byte, backslash bool) (int, error) {
 	return 0, fmt.Errorf("unterminated %c quote at byte %d", q, i)
 }
 
-// bind checks a step's parameters against the operation and returns the values in
-// placeholder order. field is the step's path in the request ("steps[0]").
-func (op *operation) bind(field string, params map[string]json.RawMessage) ([]any, error) {
-	vals := make(map[string]any, len(params))
-	for name, raw := range params {
-		spec, ok := op.params[name]
-		if !ok {
-			return nil, paramError(field+".params."+name, "is not a parameter of %s (its parameters: %s)", op.name, strings.Join(op.names, ", "))
-		}
-		v, err := spec.value(raw)
-		if err != nil {
-			return nil, paramError(field+".params."+name, "%v", err)
-		}
-		vals[name] = v
-	}
-	for _, name := range op.names {
-		if _, ok := vals[name]; !ok {
-			return nil, paramError(field+".params."+name, "is missing: %s needs %s", op.name, strings.Join(op.names, ", "))
-		}
-	}
-	args := make([]any, len(op.args))
-	for i, a := range op.args {
-		args[i] = vals[a]
-	}
-	return args, nil
-}
-
 // value converts a JSON value under the spec: integer → int64, number → its decimal text
 // (exact, for DECIMAL columns), string → string, boolean → bool; any takes a string, number
 // (int64 when integral, else its text) or boolean.
@@ -408,21 +550,4 @@ func jsonValueKind(c byte) string {
 		return "null"
 	}
 	return "a number"
-}
-
-// unknownOperation is the 400 for a step naming an operation that is not configured.
-func unknownOperation(field, resource, name string, ops map[string]*operation) *apiError {
-	var known []string
-	for k, op := range ops {
-		if op.resource == resource {
-			known = append(known, strings.TrimPrefix(k, resource+"."))
-		}
-	}
-	sort.Strings(known)
-	list := "none"
-	if len(known) > 0 {
-		list = strings.Join(known, ", ")
-	}
-	return &apiError{status: http.StatusBadRequest, code: "unknown_operation", field: field + ".operation",
-		message: fmt.Sprintf("operation %q is not configured for resource %q (its operations: %s); configure it as operations.%s.%s", name, resource, list, resource, name)}
 }

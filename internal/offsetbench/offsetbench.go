@@ -1,4 +1,8 @@
-package offsetdb
+// Package offsetbench measures offset commits against a real database: through the offset
+// store's group commit, against one autocommitted UPDATE per commit, and the database's own
+// ceiling. It backs `imago bench offsets` and the offset figures; it is internal because it is
+// a load generator, not something an application that stores offsets should import.
+package offsetbench
 
 import (
 	"context"
@@ -10,24 +14,28 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+	"github.com/imagomq/imago/internal/mysqlpool"
+	"github.com/imagomq/imago/migrations"
+	"github.com/imagomq/imago/offsetdb"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Modes of BenchCommits.
+// Modes of Commits.
 const (
-	// BenchGroupCommit commits through Open's Batcher.
-	BenchGroupCommit = "group-commit"
-	// BenchUpdatePerCommit runs one autocommitted UPDATE per commit, on a
+	// ModeGroupCommit commits through offsetdb.Open's Batcher.
+	ModeGroupCommit = "group-commit"
+	// ModeUpdatePerCommit runs one autocommitted UPDATE per commit, on a
 	// pool of one connection per committer: the baseline.
-	BenchUpdatePerCommit = "update-per-commit"
+	ModeUpdatePerCommit = "update-per-commit"
 )
 
-// CommitBenchConfig configures BenchCommits (and `imago bench offsets`).
-type CommitBenchConfig struct {
+// Config configures Commits (and `imago bench offsets`).
+type Config struct {
 	// Store is "postgres" or "mysql"; DSN its database. Migrations are applied.
 	Store string
 	DSN   string
-	// Mode is BenchGroupCommit or BenchUpdatePerCommit.
+	// Mode is ModeGroupCommit or ModeUpdatePerCommit.
 	Mode string
 	// Committers is the number of concurrent committers. Default 64. Each
 	// commits increasing offsets of its own partition, as consumers do.
@@ -37,12 +45,12 @@ type CommitBenchConfig struct {
 	Duration time.Duration
 	// Group is the consumer group written to. Default "imago-bench-<mode>-<time>".
 	Group string
-	// GroupCommit configures the Batcher in BenchGroupCommit mode.
-	GroupCommit GroupCommitConfig
+	// GroupCommit configures the Batcher in ModeGroupCommit mode.
+	GroupCommit offsetdb.GroupCommitConfig
 }
 
-// CommitBenchResult is what BenchCommits measured.
-type CommitBenchResult struct {
+// Result is what Commits measured.
+type Result struct {
 	Mode       string
 	Committers int
 	Commits    int
@@ -56,15 +64,15 @@ type CommitBenchResult struct {
 	Transactions uint64
 }
 
-func (r CommitBenchResult) String() string {
+func (r Result) String() string {
 	return fmt.Sprintf("%-18s committers=%d commits=%d elapsed=%v commits/s=%.0f p50=%v p99=%v max=%v transactions=%d",
 		r.Mode, r.Committers, r.Commits, r.Elapsed.Round(time.Millisecond), r.PerSecond,
 		r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.Transactions)
 }
 
 // BenchCommits measures offset commits per second and commit latency
-// against a real database (figures of issue 3).
-func BenchCommits(ctx context.Context, cfg CommitBenchConfig) (CommitBenchResult, error) {
+// against a real database (the offset figures of docs/operations.md).
+func Commits(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Committers <= 0 {
 		cfg.Committers = 64
 	}
@@ -74,54 +82,54 @@ func BenchCommits(ctx context.Context, cfg CommitBenchConfig) (CommitBenchResult
 	if cfg.Group == "" {
 		cfg.Group = fmt.Sprintf("imago-bench-%s-%d", cfg.Mode, time.Now().UnixNano())
 	}
-	kind := (Config{Store: cfg.Store}).kind()
-	if kind != KindPostgres && kind != KindMySQL {
-		return CommitBenchResult{}, fmt.Errorf("offsetdb: bench: store %q is not postgres or mysql", cfg.Store)
+	kind, ok := migrations.Dialect(cfg.Store)
+	if !ok {
+		return Result{}, fmt.Errorf("offsetbench: store %q is not postgres or mysql", cfg.Store)
 	}
 	const topic = "bench"
 	// The batcher needs few connections: one flusher, plus readers.
-	store, err := Open(ctx, Config{Store: kind, DSN: cfg.DSN, Migrate: true, MaxConns: 4, GroupCommit: cfg.GroupCommit})
+	store, err := offsetdb.Open(ctx, offsetdb.Config{Store: kind, DSN: cfg.DSN, Migrate: true, MaxConns: 4, GroupCommit: cfg.GroupCommit})
 	if err != nil {
-		return CommitBenchResult{}, err
+		return Result{}, err
 	}
 	defer store.Close()
-	seed := make([]Offset, cfg.Committers)
+	seed := make([]offsetdb.Offset, cfg.Committers)
 	for i := range seed {
-		seed[i] = Offset{Group: cfg.Group, Topic: topic, Partition: i, Next: 0, CommittedBy: "bench"}
+		seed[i] = offsetdb.Offset{Group: cfg.Group, Topic: topic, Partition: i, Next: 0, CommittedBy: "bench"}
 	}
 	if err := store.Commit(ctx, seed); err != nil {
-		return CommitBenchResult{}, fmt.Errorf("offsetdb: bench: seed rows: %w", err)
+		return Result{}, fmt.Errorf("offsetbench: seed rows: %w", err)
 	}
 
 	var commit func(ctx context.Context, partition int, next int64) error
 	var transactions func() uint64
 	var done atomic.Uint64
 	switch cfg.Mode {
-	case BenchGroupCommit:
+	case ModeGroupCommit:
 		before := store.Stats().Flushes
 		commit = func(ctx context.Context, p int, n int64) error {
-			return store.Commit(ctx, []Offset{{Group: cfg.Group, Topic: topic, Partition: p, Next: n, CommittedBy: "bench"}})
+			return store.Commit(ctx, []offsetdb.Offset{{Group: cfg.Group, Topic: topic, Partition: p, Next: n, CommittedBy: "bench"}})
 		}
 		transactions = func() uint64 { return store.Stats().Flushes - before }
-	case BenchUpdatePerCommit:
+	case ModeUpdatePerCommit:
 		transactions = done.Load
-		if kind == KindPostgres {
-			pool, err := newPgPool(ctx, Config{DSN: cfg.DSN, MaxConns: cfg.Committers})
+		if kind == migrations.Postgres {
+			pool, err := openPgPool(ctx, cfg.DSN, cfg.Committers)
 			if err != nil {
-				return CommitBenchResult{}, err
+				return Result{}, err
 			}
 			defer pool.Close()
 			commit = pgUpdateCommit(pool, cfg.Group, topic)
 		} else {
-			db, err := newMySQLDB(ctx, Config{DSN: cfg.DSN, MaxConns: cfg.Committers})
+			db, err := openMySQL(ctx, cfg.DSN, cfg.Committers)
 			if err != nil {
-				return CommitBenchResult{}, err
+				return Result{}, err
 			}
 			defer db.Close()
 			commit = mysqlUpdateCommit(db, cfg.Group, topic)
 		}
 	default:
-		return CommitBenchResult{}, fmt.Errorf("offsetdb: bench: unknown mode %q", cfg.Mode)
+		return Result{}, fmt.Errorf("offsetbench: unknown mode %q", cfg.Mode)
 	}
 
 	var (
@@ -167,17 +175,17 @@ func BenchCommits(ctx context.Context, cfg CommitBenchConfig) (CommitBenchResult
 	wg.Wait()
 	elapsed := time.Since(start)
 	if firstErr != nil {
-		return CommitBenchResult{}, fmt.Errorf("offsetdb: bench %s: %w", cfg.Mode, firstErr)
+		return Result{}, fmt.Errorf("offsetbench %s: %w", cfg.Mode, firstErr)
 	}
 	if err := ctx.Err(); err != nil {
-		return CommitBenchResult{}, err
+		return Result{}, err
 	}
 	if len(lats) == 0 {
-		return CommitBenchResult{}, errors.New("offsetdb: bench: no commit completed")
+		return Result{}, errors.New("offsetbench: no commit completed")
 	}
 	slices.Sort(lats)
 	q := func(f float64) time.Duration { return lats[min(len(lats)-1, int(f*float64(len(lats))))] }
-	return CommitBenchResult{
+	return Result{
 		Mode: cfg.Mode, Committers: cfg.Committers, Commits: len(lats), Elapsed: elapsed,
 		PerSecond: float64(len(lats)) / elapsed.Seconds(),
 		P50:       q(0.50), P99: q(0.99), Max: lats[len(lats)-1],
@@ -217,19 +225,19 @@ type CeilingShape struct {
 	PerSecond     float64 // offsets written per second
 }
 
-// BenchFlushCeiling measures what the database itself sustains when at most inFlight offsets
+// FlushCeiling measures what the database itself sustains when at most inFlight offsets
 // are outstanding, the situation of inFlight synchronous committers: for each split of
 // inFlight into k concurrent transactions of inFlight/k rows (k = 1, 2, 4, 8), writers call
 // the store's Commit back to back with no batcher, queue or wake-up in between, for d each.
 // No group commit of inFlight synchronous committers can beat the best of these rates: each
 // committer has one commit outstanding, so the database never holds more than inFlight
 // offsets at once, and here it gets them with zero client overhead.
-func BenchFlushCeiling(ctx context.Context, store, dsn string, inFlight int, d time.Duration) ([]CeilingShape, error) {
-	kind := (Config{Store: store}).kind()
-	if kind != KindPostgres && kind != KindMySQL {
-		return nil, fmt.Errorf("offsetdb: bench: store %q is not postgres or mysql", store)
+func FlushCeiling(ctx context.Context, store, dsn string, inFlight int, d time.Duration) ([]CeilingShape, error) {
+	kind, ok := migrations.Dialect(store)
+	if !ok {
+		return nil, fmt.Errorf("offsetbench: store %q is not postgres or mysql", store)
 	}
-	direct, err := OpenDirect(ctx, Config{Store: kind, DSN: dsn, Migrate: true, MaxConns: 8})
+	direct, err := offsetdb.OpenDirect(ctx, offsetdb.Config{Store: kind, DSN: dsn, Migrate: true, MaxConns: 8})
 	if err != nil {
 		return nil, err
 	}
@@ -252,10 +260,10 @@ func BenchFlushCeiling(ctx context.Context, store, dsn string, inFlight int, d t
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				batch := make([]Offset, rows)
+				batch := make([]offsetdb.Offset, rows)
 				for n := int64(1); time.Since(start) < d && ctx.Err() == nil; n++ {
 					for i := range batch {
-						batch[i] = Offset{Group: group, Topic: "bench", Partition: w*rows + i, Next: n, CommittedBy: "bench"}
+						batch[i] = offsetdb.Offset{Group: group, Topic: "bench", Partition: w*rows + i, Next: n, CommittedBy: "bench"}
 					}
 					if err := direct.Commit(ctx, batch); err != nil {
 						mu.Lock()
@@ -269,9 +277,52 @@ func BenchFlushCeiling(ctx context.Context, store, dsn string, inFlight int, d t
 		}
 		wg.Wait()
 		if firstErr != nil {
-			return nil, fmt.Errorf("offsetdb: bench ceiling: %w", firstErr)
+			return nil, fmt.Errorf("offsetbench ceiling: %w", firstErr)
 		}
 		out = append(out, CeilingShape{Flushes: k, Rows: rows, PerSecond: float64(written.Load()) / time.Since(start).Seconds()})
 	}
 	return out, ctx.Err()
+}
+
+// openPgPool opens a pool of conns connections for the baseline's UPDATEs (the tables exist:
+// the store opened first applied the migrations).
+func openPgPool(ctx context.Context, dsn string, conns int) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The parse error may quote the DSN, password included: do not wrap it.
+		return nil, errors.New("offsetbench: postgres: cannot parse the DSN")
+	}
+	pc.MaxConns = int32(conns)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("offsetbench: postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("offsetbench: postgres: %w", err)
+	}
+	return pool, nil
+}
+
+// openMySQL opens a pool of conns connections that keep their prepared statements, as the
+// offset store's do.
+func openMySQL(ctx context.Context, dsn string, conns int) (*sql.DB, error) {
+	mc, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		// The parse error may quote the DSN, password included: do not wrap it.
+		return nil, errors.New("offsetbench: mysql: cannot parse the DSN")
+	}
+	mc.ParseTime = true
+	mc.Loc = time.UTC
+	db, err := mysqlpool.Open(mc)
+	if err != nil {
+		return nil, fmt.Errorf("offsetbench: mysql: %w", err)
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("offsetbench: mysql: %w", err)
+	}
+	return db, nil
 }

@@ -1,4 +1,4 @@
-package offsetdb
+package offsetbench
 
 import (
 	"context"
@@ -7,21 +7,22 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/internal/testenv"
+	"github.com/imagomq/imago/migrations"
 )
 
 // BenchmarkOffsetCommits measures offset commits through group commit
 // against one autocommitted UPDATE per commit, 64 committers, on PostgreSQL
-// and MariaDB (acceptance 6). Custom metrics: commits/s, p99-ms.
+// and MariaDB . Custom metrics: commits/s, p99-ms.
 //
-//	go test -run '^$' -bench OffsetCommits -benchtime 20000x ./offsetdb/
+//	go test -run '^$' -bench OffsetCommits -benchtime 20000x ./internal/offsetbench/
 func BenchmarkOffsetCommits(b *testing.B) {
 	for _, db := range []struct{ kind, dsn string }{
-		{KindPostgres, testenv.PostgresDSN(b)},
-		{KindMySQL, testenv.MySQLDSN(b)},
+		{migrations.Postgres, testenv.PostgresDSN(b)},
+		{migrations.MySQL, testenv.MySQLDSN(b)},
 	} {
-		for _, mode := range []string{BenchGroupCommit, BenchUpdatePerCommit} {
+		for _, mode := range []string{ModeGroupCommit, ModeUpdatePerCommit} {
 			b.Run(db.kind+"/"+mode, func(b *testing.B) {
-				res, err := BenchCommits(context.Background(), CommitBenchConfig{
+				res, err := Commits(context.Background(), Config{
 					Store: db.kind, DSN: db.dsn, Mode: mode, Committers: 64, Commits: b.N,
 				})
 				if err != nil {
@@ -37,23 +38,23 @@ func BenchmarkOffsetCommits(b *testing.B) {
 }
 
 // TestCommitFigures runs the comparison once per database and checks the
-// targets of acceptance 6: at least 10x the commits per second of one UPDATE
+// targets: at least 10x the commits per second of one UPDATE
 // per commit, p99 under 20 ms. It measures for 12 s and depends on the
 // machine and its load (other test packages share the databases), so it runs
-// only when asked: IMAGO_FIGURES=1 go test -run CommitFigures -v ./offsetdb/
-// It also prints the ceiling of BenchFlushCeiling: the most offsets per second
+// only when asked: IMAGO_FIGURES=1 go test -run CommitFigures -v ./internal/offsetbench/
+// It also prints the ceiling of FlushCeiling: the most offsets per second
 // the database absorbs with 64 in flight, whatever the batching.
 func TestCommitFigures(t *testing.T) {
 	if os.Getenv("IMAGO_FIGURES") != "1" {
 		t.Skip("a measurement: set IMAGO_FIGURES=1 to run it")
 	}
 	for _, db := range []struct{ kind, dsn string }{
-		{KindPostgres, testenv.PostgresDSN(t)},
-		{KindMySQL, testenv.MySQLDSN(t)},
+		{migrations.Postgres, testenv.PostgresDSN(t)},
+		{migrations.MySQL, testenv.MySQLDSN(t)},
 	} {
 		t.Run(db.kind, func(t *testing.T) {
-			run := func(mode string) CommitBenchResult {
-				res, err := BenchCommits(context.Background(), CommitBenchConfig{
+			run := func(mode string) Result {
+				res, err := Commits(context.Background(), Config{
 					Store: db.kind, DSN: db.dsn, Mode: mode, Committers: 64, Duration: 3 * time.Second,
 				})
 				if err != nil {
@@ -62,12 +63,12 @@ func TestCommitFigures(t *testing.T) {
 				t.Logf("%s %s", db.kind, res)
 				return res
 			}
-			base := run(BenchUpdatePerCommit)
-			gc := run(BenchGroupCommit)
+			base := run(ModeUpdatePerCommit)
+			gc := run(ModeGroupCommit)
 			// What the database sustains with 64 offsets in flight and no client overhead:
 			// the bound for any group commit of 64 synchronous committers (see
-			// BenchFlushCeiling), to tell a slow batcher from a database at its limit.
-			shapes, err := BenchFlushCeiling(context.Background(), db.kind, db.dsn, 64, 750*time.Millisecond)
+			// FlushCeiling), to tell a slow batcher from a database at its limit.
+			shapes, err := FlushCeiling(context.Background(), db.kind, db.dsn, 64, 750*time.Millisecond)
 			if err != nil {
 				t.Fatal(err)
 			}

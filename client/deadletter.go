@@ -1,8 +1,10 @@
 package client
 
-// Local recovery (MetaQ's RecoverManager): a message whose handler fails is retried in place
-// with backoff, then moved to the dead-letter topic <topic>.DLQ with the failure in its
-// headers, and the consumer moves on. ReplayDeadLetters puts dead letters back.
+// Dead-letter handling, what MetaQ calls local recovery (its RecoverManager): a message whose
+// handler fails is retried in place with backoff, then moved to the dead-letter topic
+// <topic>.DLQ with the failure in its headers, and the consumer moves on. ReplayDeadLetters
+// puts dead letters back. (Crash recovery is the broker's, in-doubt recovery the
+// coordinator's: this file is neither.)
 
 import (
 	"context"
@@ -172,7 +174,7 @@ func (r *recoverer) toDLQ(ctx context.Context, msg FetchedMessage, cause error, 
 		}
 		if permanent(err) {
 			return &HandlerError{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset, Attempts: attempts,
-				Err: fmt.Errorf("%w; and storing the dead letter in %s failed: %v", cause, DLQTopic(msg.Topic), err)}
+				Err: fmt.Errorf("%w; and storing the dead letter in %s failed: %w", cause, DLQTopic(msg.Topic), err)}
 		}
 		r.log.Warn("storing a dead letter failed; retrying", "topic", DLQTopic(msg.Topic), "err", err)
 		if !sleepCtx(ctx, backoffDelay(n, 100*time.Millisecond, 5*time.Second)) {

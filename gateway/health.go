@@ -10,8 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// This file holds the operations endpoints: /healthz, /readyz, /metrics, /openapi.yaml and
-// /v1/stats.
+// This file holds the health and introspection endpoints an operator's tooling polls:
+// /healthz (the process answers), /readyz (it can take traffic), /metrics, /openapi.yaml
+// and /v1/stats.
 
 // writeJSON writes v with encoding/json (for the endpoints that are not hot paths).
 func writeJSON(w http.ResponseWriter, status int, v any) error {

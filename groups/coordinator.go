@@ -1,0 +1,423 @@
+package groups
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/offsetdb"
+)
+
+// Session timeouts of group members.
+const (
+	DefaultSessionTimeout = 30 * time.Second
+	MinSessionTimeout     = time.Second
+	MaxSessionTimeout     = 5 * time.Minute
+	// sweepInterval is how often members past their session timeout are looked for.
+	sweepInterval = 200 * time.Millisecond
+	// BroadcastSep joins a broadcast group's name and its consumer in the offset store.
+	BroadcastSep = "~"
+	// maxStoreName is the offset store's limit on group names (offsetdb).
+	maxStoreName = 255
+)
+
+// Mode is how a group shares its partitions.
+type Mode string
+
+// The group modes.
+const (
+	// Clustered deals every partition to exactly one member.
+	Clustered Mode = "clustered"
+	// Broadcast gives every member every partition, with offsets of its own.
+	Broadcast Mode = "broadcast"
+)
+
+// Where a broadcast member without a committed offset starts.
+const (
+	FromEarliest = "earliest"
+	FromLatest   = "latest"
+)
+
+// Errors of the coordinator, for callers to branch on.
+var (
+	ErrUnknownMember  = errors.New("unknown member")
+	ErrUnknownGroup   = errors.New("unknown group")
+	ErrModeConflict   = errors.New("group mode conflict")
+	ErrTopicsConflict = errors.New("group topics conflict")
+	ErrNotOwner       = errors.New("not the partition's owner")
+)
+
+// OwnerError is a commit for a partition the member does not own; it wraps ErrNotOwner.
+type OwnerError struct {
+	Index int // which of the committed offsets
+	msg   string
+}
+
+func (e *OwnerError) Error() string { return e.msg }
+func (e *OwnerError) Unwrap() error { return ErrNotOwner }
+
+// StoreError is a failure of the offset store; Op says what was being done.
+type StoreError struct {
+	Op  string
+	Err error
+}
+
+func (e *StoreError) Error() string { return e.Op + ": " + e.Err.Error() }
+func (e *StoreError) Unwrap() error { return e.Err }
+
+// FieldError is a join the coordinator refuses because of one of its fields.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + " " + e.Message }
+
+// Backend is the part of *broker.Broker the coordinator reads.
+type Backend interface {
+	Topic(name string) (broker.TopicInfo, error)
+	Topics() []broker.TopicInfo
+	Fetch(ctx context.Context, topic string, partition int, opts broker.FetchOptions) (*broker.FetchResult, error)
+	WaitAny(ctx context.Context, wait time.Duration, at []broker.PartitionOffset) (bool, error)
+}
+
+// Partition is a topic partition.
+type Partition struct {
+	Topic     string
+	Partition int
+}
+
+func comparePartition(a, b Partition) int {
+	return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+}
+
+// group is one consumer group's live membership. Guarded by Coordinator.mu, except
+// commitGate.
+type group struct {
+	name       string
+	mode       Mode
+	topics     []string    // clustered: the topics every member subscribes
+	parts      []Partition // clustered: every partition of topics, sorted
+	generation int64
+	members    map[string]*Member
+	// commitGate is read-held by a commit from its ownership check until the store has it;
+	// a member that gains a partition takes it (Lock+Unlock) before reading the committed
+	// offset, so it sees every commit accepted under the previous assignment.
+	commitGate sync.RWMutex
+}
+
+// Member is one live member of a group, as Touch returns it. Its fields are guarded by
+// Coordinator.mu.
+type Member struct {
+	g          *group
+	id         string
+	consumer   string // ConsumerID, or id
+	storeGroup string // offset store group name
+	topics     []string
+	timeout    time.Duration
+	from       string
+	initial    map[Partition]int64 // broadcast FromLatest: partition ends at join
+	want       []Partition         // broadcast: every partition of topics
+	lastSeen   time.Time
+	polling    int // polls in progress: a polling member is alive
+	assigned   []Partition
+	owns       map[Partition]bool
+	cursors    map[Partition]int64
+	rr         int // where the next poll starts among assigned, for fairness
+	// changed is closed (and replaced) when the assignment changes or the member is removed,
+	// to end its long poll early.
+	changed chan struct{}
+	gone    bool
+	// pollSem serializes the member's polls, so two concurrent polls cannot both return the
+	// messages at the same cursor.
+	pollSem chan struct{}
+}
+
+// ID is the member's id.
+func (m *Member) ID() string { return m.id }
+
+// Topics are the topics the member subscribes, sorted (set at join, never changed).
+func (m *Member) Topics() []string { return m.topics }
+
+// Coordinator owns every group of one process (or of the cluster's leader).
+type Coordinator struct {
+	b     Backend
+	store offsetdb.Store
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	groups map[string]*group
+	// known are offset-store group names this coordinator served (joined or committed), for
+	// the lag metrics.
+	known map[string]bool
+
+	lag lagCache
+
+	stop      chan struct{}
+	done      chan struct{}
+	startOnce sync.Once
+	closeOnce sync.Once
+}
+
+// New returns a coordinator over the broker b and the offset store. Start runs its session
+// sweeper; Close stops it.
+func New(b Backend, store offsetdb.Store, log *slog.Logger) *Coordinator {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Coordinator{b: b, store: store, log: log, groups: map[string]*group{}, known: map[string]bool{},
+		lag: lagCache{entries: map[string]lagEntry{}}, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start runs the sweeper that removes members past their session timeout. Calling it again,
+// or after Close, does nothing.
+func (c *Coordinator) Start() {
+	c.startOnce.Do(func() { go c.sweep() })
+}
+
+// Close stops the sweeper and ends every long poll (they answer with what they have).
+// Membership is not carried over: a coordinator that takes over starts empty and members
+// rejoin. Safe to call more than once, and without Start.
+func (c *Coordinator) Close() {
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		c.startOnce.Do(func() { close(c.done) }) // never started: nothing to wait for
+		<-c.done
+	})
+}
+
+// Store is the offset store the coordinator commits to.
+func (c *Coordinator) Store() offsetdb.Store { return c.store }
+
+// sweep removes members silent past their session timeout.
+func (c *Coordinator) sweep() {
+	defer close(c.done)
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			c.expire(now)
+		}
+	}
+}
+
+// expire removes the members of every group whose session ended before now.
+func (c *Coordinator) expire(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, g := range c.groups {
+		removed := false
+		for _, m := range g.members {
+			if m.polling == 0 && now.Sub(m.lastSeen) > m.timeout {
+				c.log.Info("group member timed out", "group", g.name, "member", m.id,
+					"silent", now.Sub(m.lastSeen).Round(time.Millisecond), "session_timeout", m.timeout)
+				c.removeLocked(g, m)
+				removed = true
+			}
+		}
+		if removed {
+			c.rebalanceLocked(g)
+		}
+	}
+}
+
+func newMemberID() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return "m-" + hex.EncodeToString(b[:])
+}
+
+// JoinRequest is a validated join.
+type JoinRequest struct {
+	Group          string
+	Topics         []string // sorted, unique
+	Mode           Mode
+	SessionTimeout time.Duration
+	From           string // FromEarliest or FromLatest
+	ConsumerID     string // optional
+}
+
+// Joined is the answer to a join.
+type Joined struct {
+	MemberID       string
+	SessionTimeout time.Duration
+	Mode           Mode
+	Generation     int64
+	Partitions     []Partition
+}
+
+// Join adds a member and rebalances the group. An unknown topic is broker.ErrUnknownTopic.
+func (c *Coordinator) Join(req JoinRequest) (Joined, error) {
+	// Partition counts, and ends for a broadcast member starting at the latest offset,
+	// read before taking the lock.
+	var parts []Partition
+	initial := map[Partition]int64{}
+	for _, t := range req.Topics {
+		info, err := c.b.Topic(t)
+		if err != nil {
+			return Joined{}, err
+		}
+		for _, p := range info.Partitions {
+			parts = append(parts, Partition{t, p.Partition})
+			initial[Partition{t, p.Partition}] = p.EndOffset
+		}
+	}
+	slices.SortFunc(parts, comparePartition)
+	now := time.Now()
+	m := &Member{id: newMemberID(), topics: req.Topics, timeout: req.SessionTimeout, from: req.From,
+		lastSeen: now, owns: map[Partition]bool{}, cursors: map[Partition]int64{},
+		changed: make(chan struct{}), pollSem: make(chan struct{}, 1)}
+	m.consumer = cmp.Or(req.ConsumerID, m.id)
+	m.storeGroup = req.Group
+	if req.Mode == Broadcast {
+		m.storeGroup = req.Group + BroadcastSep + m.consumer
+		if len(m.storeGroup) > maxStoreName {
+			return Joined{}, &FieldError{Field: "consumer_id", Message: fmt.Sprintf(
+				"with the group name makes the broadcast offset name %d bytes long; the offset store allows %d: use a shorter group name or consumer_id",
+				len(m.storeGroup), maxStoreName)}
+		}
+		if req.From == FromLatest {
+			m.initial = initial
+		}
+		m.want = parts
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[req.Group]
+	if g == nil {
+		g = &group{name: req.Group, mode: req.Mode, members: map[string]*Member{}}
+		if req.Mode == Clustered {
+			g.topics, g.parts = req.Topics, parts
+		}
+		c.groups[req.Group] = g
+	} else {
+		if g.mode != req.Mode {
+			return Joined{}, fmt.Errorf("%w: group %q is %s (set by its first live member), this join asks for %s",
+				ErrModeConflict, g.name, g.mode, req.Mode)
+		}
+		if g.mode == Clustered && !slices.Equal(g.topics, req.Topics) {
+			return Joined{}, fmt.Errorf("%w: the members of group %q subscribe %s, this join asks for %s",
+				ErrTopicsConflict, g.name, strings.Join(g.topics, ","), strings.Join(req.Topics, ","))
+		}
+	}
+	if req.ConsumerID != "" {
+		for _, old := range g.members {
+			if old.consumer == req.ConsumerID {
+				c.log.Info("group member replaced by a join with its consumer_id", "group", g.name, "member", old.id,
+					"consumer_id", req.ConsumerID, "new_member", m.id)
+				c.removeLocked(g, old)
+			}
+		}
+	}
+	m.g = g
+	g.members[m.id] = m
+	c.known[m.storeGroup] = true
+	c.rebalanceLocked(g)
+	c.log.Info("group member joined", "group", g.name, "member", m.id, "mode", g.mode, "topics", strings.Join(req.Topics, ","),
+		"generation", g.generation, "partitions", len(m.assigned))
+	return Joined{MemberID: m.id, SessionTimeout: m.timeout, Mode: g.mode,
+		Generation: g.generation, Partitions: slices.Clone(m.assigned)}, nil
+}
+
+// removeLocked takes m out of g and wakes its polls; the caller rebalances.
+func (c *Coordinator) removeLocked(g *group, m *Member) {
+	delete(g.members, m.id)
+	m.gone = true
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// rebalanceLocked bumps the generation and deals the partitions again (Assign). A member
+// keeps the cursors of the partitions it keeps; a partition it gains starts at the
+// committed offset.
+func (c *Coordinator) rebalanceLocked(g *group) {
+	if len(g.members) == 0 {
+		delete(c.groups, g.name)
+		return
+	}
+	g.generation++
+	ids := make([]string, 0, len(g.members))
+	for id := range g.members {
+		ids = append(ids, id)
+	}
+	var deal map[string][]Partition
+	if g.mode == Clustered {
+		deal = Assign(ids, g.parts)
+	}
+	for _, m := range g.members {
+		next := deal[m.id]
+		if g.mode == Broadcast {
+			next = m.want
+		}
+		if slices.Equal(next, m.assigned) && m.assigned != nil {
+			continue
+		}
+		owns := make(map[Partition]bool, len(next))
+		for _, p := range next {
+			owns[p] = true
+		}
+		for p := range m.cursors {
+			if !owns[p] {
+				delete(m.cursors, p)
+			}
+		}
+		m.assigned, m.owns = next, owns
+		if m.assigned == nil {
+			m.assigned = []Partition{}
+		}
+		close(m.changed)
+		m.changed = make(chan struct{})
+	}
+}
+
+// memberLocked finds a live member.
+func (c *Coordinator) memberLocked(group, id string) (*group, *Member, error) {
+	g := c.groups[group]
+	if g == nil {
+		return nil, nil, fmt.Errorf("%w: group %q has no live member %q (it left, timed out or never joined)", ErrUnknownMember, group, id)
+	}
+	m := g.members[id]
+	if m == nil {
+		return nil, nil, fmt.Errorf("%w: group %q has no live member %q (it left, timed out or was replaced)", ErrUnknownMember, group, id)
+	}
+	return g, m, nil
+}
+
+// Touch returns a live member and counts the call as the member's heartbeat.
+func (c *Coordinator) Touch(group, id string) (*Member, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, m, err := c.memberLocked(group, id)
+	if err != nil {
+		return nil, err
+	}
+	m.lastSeen = time.Now()
+	return m, nil
+}
+
+// Leave removes a member and rebalances.
+func (c *Coordinator) Leave(group, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g, m, err := c.memberLocked(group, id)
+	if err != nil {
+		return err
+	}
+	c.removeLocked(g, m)
+	c.rebalanceLocked(g)
+	c.log.Info("group member left", "group", group, "member", id, "generation", g.generation)
+	return nil
+}

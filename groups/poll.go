@@ -1,0 +1,293 @@
+package groups
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+)
+
+// This file holds a member's poll: it reads from the member's partitions, starting at each
+// one's cursor, and long-polls across all of them.
+//
+// The long poll waits on every partition at once with one broker.WaitAny over the member's
+// positions, ended when the first has a message, the wait ends, the member's assignment
+// changes or the coordinator closes.
+
+// Limits bound one poll.
+type Limits struct {
+	MaxMessages int
+	MaxBytes    int
+	// Wait is how long a poll that finds nothing waits for a message (0: answer at once).
+	Wait time.Duration
+}
+
+// Batch is one partition's messages in a poll answer.
+type Batch struct {
+	Partition Partition
+	Result    *broker.FetchResult
+}
+
+// Polled is what a poll returns: the messages, and the member's generation and assignment.
+type Polled struct {
+	Batches    []Batch
+	Generation int64
+	Partitions []Partition
+}
+
+// Poll serves one poll of member m, which the caller found live with Touch.
+func (c *Coordinator) Poll(ctx context.Context, m *Member, q Limits) (Polled, error) {
+	select {
+	case m.pollSem <- struct{}{}:
+	case <-ctx.Done():
+		return Polled{}, ctx.Err()
+	}
+	defer func() { <-m.pollSem }()
+	c.mu.Lock()
+	if m.gone {
+		c.mu.Unlock()
+		return Polled{}, fmt.Errorf("%w: member %q of group %q was removed", ErrUnknownMember, m.id, m.g.name)
+	}
+	m.polling++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		m.polling--
+		m.lastSeen = time.Now()
+		c.mu.Unlock()
+	}()
+
+	ans, err := c.collect(ctx, m, q)
+	if err != nil || len(ans.Batches) > 0 || q.Wait <= 0 {
+		return ans, err
+	}
+	if err := c.waitAny(ctx, m, q.Wait); err != nil {
+		return Polled{}, err
+	}
+	return c.collect(ctx, m, q)
+}
+
+// collect reads what is there now from the member's partitions, round-robin from where the
+// previous poll started, and moves the cursors past it.
+func (c *Coordinator) collect(ctx context.Context, m *Member, q Limits) (Polled, error) {
+	g := m.g
+	c.mu.Lock()
+	if m.gone {
+		c.mu.Unlock()
+		return Polled{}, fmt.Errorf("%w: member %q of group %q was removed", ErrUnknownMember, m.id, g.name)
+	}
+	assigned := m.assigned
+	first := 0
+	if len(assigned) > 0 {
+		first = m.rr % len(assigned)
+		m.rr++
+	}
+	cursors := make(map[Partition]int64, len(assigned))
+	var missing []Partition
+	for _, p := range assigned {
+		if off, ok := m.cursors[p]; ok {
+			cursors[p] = off
+		} else {
+			missing = append(missing, p)
+		}
+	}
+	c.mu.Unlock()
+
+	if len(missing) > 0 {
+		if err := c.initCursors(ctx, m, missing, cursors); err != nil {
+			return Polled{}, err
+		}
+	}
+
+	var batches []Batch
+	resets := map[Partition]int64{}
+	msgsLeft, bytesLeft := q.MaxMessages, q.MaxBytes
+	for i := range assigned {
+		p := assigned[(first+i)%len(assigned)]
+		off, ok := cursors[p]
+		if !ok {
+			continue // lost while its cursor was read
+		}
+		res, err := c.b.Fetch(ctx, p.Topic, p.Partition, broker.FetchOptions{Offset: off, MaxMessages: msgsLeft, MaxBytes: bytesLeft})
+		var re *broker.OffsetRangeError
+		switch {
+		case errors.As(err, &re):
+			to := re.StartOffset
+			if re.Offset > re.EndOffset {
+				to = re.EndOffset
+				c.log.Error("group cursor is past the partition's end; continuing at the end", "group", g.name, "member", m.id,
+					"topic", p.Topic, "partition", p.Partition, "offset", off, "end_offset", re.EndOffset)
+			} else {
+				c.log.Warn("retention removed messages the group had not consumed; continuing at the start", "group", g.name,
+					"member", m.id, "topic", p.Topic, "partition", p.Partition, "offset", off, "start_offset", re.StartOffset)
+			}
+			resets[p] = to
+			continue
+		case errors.Is(err, broker.ErrUnknownTopic), errors.Is(err, broker.ErrUnknownPartition):
+			continue
+		case err != nil:
+			return Polled{}, err
+		}
+		if len(res.Messages) == 0 {
+			continue
+		}
+		batches = append(batches, Batch{p, res})
+		msgsLeft -= len(res.Messages)
+		bytesLeft -= fetchedSize(res)
+		if msgsLeft <= 0 || bytesLeft <= 0 {
+			break
+		}
+	}
+	return c.advance(m, batches, resets)
+}
+
+// advance keeps the messages of partitions the member still owns at an unchanged cursor and
+// moves the cursors past them.
+func (c *Coordinator) advance(m *Member, batches []Batch, resets map[Partition]int64) (Polled, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.gone {
+		return Polled{}, fmt.Errorf("%w: member %q of group %q was removed during its poll", ErrUnknownMember, m.id, m.g.name)
+	}
+	for p, to := range resets {
+		if _, ok := m.cursors[p]; ok && m.owns[p] {
+			m.cursors[p] = to
+		}
+	}
+	kept := batches[:0]
+	for _, b := range batches {
+		cur, ok := m.cursors[b.Partition]
+		if !ok || !m.owns[b.Partition] {
+			continue // the partition moved (and maybe came back) during the poll
+		}
+		msgs := b.Result.Messages
+		for len(msgs) > 0 && msgs[0].Offset < cur {
+			msgs = msgs[1:] // committed meanwhile by this member
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		b.Result.Messages = msgs
+		if b.Result.NextOffset > cur {
+			m.cursors[b.Partition] = b.Result.NextOffset
+		}
+		kept = append(kept, b)
+	}
+	return Polled{Batches: kept, Generation: m.g.generation, Partitions: m.assigned}, nil
+}
+
+// initCursors sets the cursors of partitions the member just gained: the committed offset,
+// else the member's start position. It first waits for commits accepted under the previous
+// assignment (commitGate).
+func (c *Coordinator) initCursors(ctx context.Context, m *Member, missing []Partition, cursors map[Partition]int64) error {
+	m.g.commitGate.Lock()
+	m.g.commitGate.Unlock() //nolint:staticcheck // an empty critical section: a barrier for earlier commits
+	starts := map[string]map[int]int64{}
+	found := make(map[Partition]int64, len(missing))
+	for _, p := range missing {
+		o, ok, err := c.store.Get(ctx, m.storeGroup, p.Topic, p.Partition)
+		if err != nil {
+			return &StoreError{Op: "read the committed offset", Err: err}
+		}
+		if ok {
+			found[p] = o.Next
+			continue
+		}
+		if off, ok := m.initial[p]; ok {
+			found[p] = off
+			continue
+		}
+		st := starts[p.Topic]
+		if st == nil {
+			info, err := c.b.Topic(p.Topic)
+			if err != nil {
+				continue
+			}
+			st = map[int]int64{}
+			for _, pi := range info.Partitions {
+				st[pi.Partition] = pi.StartOffset
+			}
+			starts[p.Topic] = st
+		}
+		if off, ok := st[p.Partition]; ok {
+			found[p] = off
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, off := range found {
+		if !m.owns[p] {
+			continue
+		}
+		if cur, ok := m.cursors[p]; ok {
+			off = cur
+		} else {
+			m.cursors[p] = off
+		}
+		cursors[p] = off
+	}
+	return nil
+}
+
+// waitAny waits until one of the member's partitions has a message at its cursor, the wait
+// ends, the member's assignment changes or the coordinator closes.
+func (c *Coordinator) waitAny(ctx context.Context, m *Member, wait time.Duration) error {
+	c.mu.Lock()
+	if m.gone {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: member %q was removed", ErrUnknownMember, m.id)
+	}
+	changed := m.changed
+	positions := make(map[Partition]int64, len(m.cursors))
+	for _, p := range m.assigned {
+		if off, ok := m.cursors[p]; ok {
+			positions[p] = off
+		}
+	}
+	c.mu.Unlock()
+
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // ends with wctx
+		defer wg.Done()
+		select {
+		case <-changed:
+			cancel()
+		case <-c.stop:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	at := make([]broker.PartitionOffset, 0, len(positions))
+	for p, off := range positions {
+		at = append(at, broker.PartitionOffset{Topic: p.Topic, Partition: p.Partition, Offset: off})
+	}
+	_, err := c.b.WaitAny(wctx, wait, at)
+	cancel()
+	wg.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// fetchedSize estimates the bytes of a fetch result, for Limits.MaxBytes.
+func fetchedSize(res *broker.FetchResult) int {
+	n := 0
+	for i := range res.Messages {
+		m := &res.Messages[i]
+		n += 32 + len(m.Key) + len(m.Value)
+		for _, h := range m.Headers {
+			n += len(h.Key) + len(h.Value) + 4
+		}
+	}
+	return n
+}

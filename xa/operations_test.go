@@ -1,0 +1,221 @@
+package xa
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestCompileSQL(t *testing.T) {
+	for _, c := range []struct {
+		driver, src, want string
+		args              []string
+		err               bool
+	}{
+		{"mysql", "UPDATE w SET b = b - :amount WHERE id = :account AND b >= :amount",
+			"UPDATE w SET b = b - ? WHERE id = ? AND b >= ?", []string{"amount", "account", "amount"}, false},
+		{"postgres", "UPDATE w SET b = b - :amount WHERE id = :account AND b >= :amount",
+			"UPDATE w SET b = b - $1 WHERE id = $2 AND b >= $1", []string{"amount", "account"}, false},
+		{"postgres", "SELECT :x::bigint, ':not' || \":nor\" -- :comment\n/* :c */ FROM t", "SELECT $1::bigint, ':not' || \":nor\" -- :comment\n/* :c */ FROM t", []string{"x"}, false},
+		{"postgres", "SELECT $$ :no $$, $tag$ :x $tag$, :y", "SELECT $$ :no $$, $tag$ :x $tag$, $1", []string{"y"}, false},
+		{"mysql", "SELECT 'it''s :no', 'a\\' :no', `:col` # :c\n, :y", "SELECT 'it''s :no', 'a\\' :no', `:col` # :c\n, ?", []string{"y"}, false},
+		{"mysql", "SELECT a:b", "SELECT a:b", nil, false},
+		{"mysql", "SELECT ?", "", nil, true},
+		{"postgres", "SELECT $1", "", nil, true},
+		{"postgres", "SELECT 'open", "", nil, true},
+		{"mysql", "SELECT /* open", "", nil, true},
+		{"mysql", "  ", "", nil, true},
+	} {
+		got, args, err := compileSQL(c.src, c.driver)
+		if (err != nil) != c.err {
+			t.Errorf("%s %q: error %v, want error %v", c.driver, c.src, err, c.err)
+			continue
+		}
+		if err == nil && (got != c.want || !reflect.DeepEqual(args, c.args)) {
+			t.Errorf("%s %q:\n got %q %v\nwant %q %v", c.driver, c.src, got, args, c.want, c.args)
+		}
+	}
+}
+
+func TestParamValues(t *testing.T) {
+	spec := func(s string) paramSpec {
+		p, err := parseParamSpec(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct {
+		spec, raw string
+		want      any
+		ok        bool
+	}{
+		{"integer", "100", int64(100), true},
+		{"integer", "1e2", int64(100), true},
+		{"integer", "1.5", nil, false},
+		{"integer", `"100"`, nil, false},
+		{"integer min=1", "0", nil, false},
+		{"integer max=10", "11", nil, false},
+		{"integer", "99999999999999999999", nil, false},
+		{"number", "12.50", "12.50", true},
+		{"number", `"12.50"`, nil, false},
+		{"string", `"a\u00e9"`, "aé", true},
+		{"string max_length=2", `"abc"`, nil, false},
+		{"string", "true", nil, false},
+		{"boolean", "true", true, true},
+		{"boolean", "1", nil, false},
+		{"any", `"x"`, "x", true},
+		{"any", "7", int64(7), true},
+		{"any", "7.5", "7.5", true},
+		{"any", "null", nil, false},
+		{"any", "[1]", nil, false},
+	} {
+		v, err := spec(c.spec).value(json.RawMessage(c.raw))
+		if (err == nil) != c.ok || (c.ok && v != c.want) {
+			t.Errorf("%s %s: %v (%T) %v, want %v ok=%v", c.spec, c.raw, v, v, err, c.want, c.ok)
+		}
+	}
+	for _, bad := range []string{"", "float", "integer min", "integer min=x", "string min=1", "boolean max=2"} {
+		if _, err := parseParamSpec(bad); err == nil {
+			t.Errorf("spec %q accepted", bad)
+		}
+	}
+}
+
+// FuzzCompileSQL: the named-parameter compiler never panics, and what it accepts keeps every
+// byte outside parameters and has one placeholder per parameter occurrence.
+func FuzzCompileSQL(f *testing.F) {
+	for _, s := range []string{"UPDATE w SET b = b - :amount WHERE id = :account", "SELECT $$:x$$, :y::int", "SELECT 'a'':b', `c`, \"d\" -- :e", "/* :x */ :y"} {
+		f.Add(s, true)
+		f.Add(s, false)
+	}
+	f.Fuzz(func(t *testing.T, src string, pg bool) {
+		driver := "mysql"
+		if pg {
+			driver = "postgres"
+		}
+		out, args, err := compileSQL(src, driver)
+		if err != nil {
+			return
+		}
+		for _, a := range args {
+			if a == "" || !isIdentStart(a[0]) {
+				t.Fatalf("argument name %q from %q", a, src)
+			}
+		}
+		if !pg && strings.Count(out, "?") != len(args)+strings.Count(src, "?") {
+			t.Fatalf("%q -> %q has %d placeholders for %d arguments", src, out, strings.Count(out, "?"), len(args))
+		}
+	})
+}
+
+func driverOfTest(r string) (string, error) {
+	switch r {
+	case "wallet":
+		return "mysql", nil
+	case "ledger", "ops.eu":
+		return "postgres", nil
+	case "broker":
+		return "broker", nil
+	}
+	return "", errors.New("unknown")
+}
+
+// TestCompileOperations: every bad operation is refused with its name and what is wrong,
+// all of them at once; a good set compiles.
+func TestCompileOperations(t *testing.T) {
+	good := OperationConfig{SQL: "UPDATE w SET b = b - :amount WHERE id = :account", ExpectRows: 1,
+		Params: map[string]string{"amount": "integer min=1"}}
+	for _, c := range []struct {
+		name string
+		ops  map[string]OperationConfig
+		want []string // substrings of the error; none: compiles
+	}{
+		{"good", map[string]OperationConfig{"wallet.debit": good, "ledger.debit": good, "ops.eu.credit": good}, nil},
+		{"no dot", map[string]OperationConfig{"debit": good}, []string{"operations.debit: the key must be <resource>.<operation>"}},
+		{"trailing dot", map[string]OperationConfig{"wallet.": good}, []string{"operations.wallet.: the key"}},
+		{"unknown resource", map[string]OperationConfig{"bank.debit": good}, []string{`operations.bank.debit: resource "bank" is not in resources`}},
+		{"broker resource", map[string]OperationConfig{"broker.debit": good}, []string{`operations.broker.debit: resource "broker" is a broker resource, not a database`}},
+		{"negative expect_rows", map[string]OperationConfig{"wallet.debit": {SQL: "SELECT 1", ExpectRows: -1}},
+			[]string{"operations.wallet.debit.expect_rows -1: must not be negative"}},
+		{"empty sql", map[string]OperationConfig{"wallet.debit": {SQL: " "}}, []string{"operations.wallet.debit.sql: empty statement"}},
+		{"positional parameter", map[string]OperationConfig{"wallet.debit": {SQL: "SELECT ?"}}, []string{"operations.wallet.debit.sql: '?' at byte 7"}},
+		{"param not in sql", map[string]OperationConfig{"wallet.debit": {SQL: "SELECT :a", Params: map[string]string{"b": "integer"}}},
+			[]string{"operations.wallet.debit.params.b: the SQL has no :b"}},
+		{"bad param type", map[string]OperationConfig{"wallet.debit": {SQL: "SELECT :a", Params: map[string]string{"a": "float"}}},
+			[]string{"operations.wallet.debit.params.a: type \"float\""}},
+		{"two bad, both named", map[string]OperationConfig{"wallet.debit": {SQL: ""}, "ledger.credit": {SQL: "SELECT $1"}, "wallet.ok": good},
+			[]string{"operations.wallet.debit.sql", "operations.ledger.credit.sql: positional parameter"}},
+	} {
+		ops, err := CompileOperations(c.ops, driverOfTest)
+		if len(c.want) == 0 {
+			if err != nil || ops.Len() != len(c.ops) {
+				t.Errorf("%s: %v, %d operations", c.name, err, ops.Len())
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%s: compiled", c.name)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not say %q", c.name, err, w)
+			}
+		}
+	}
+}
+
+// TestOperationsLookupAndBind: lookup by resource and name, and Bind's parameter errors.
+func TestOperationsLookupAndBind(t *testing.T) {
+	ops, err := CompileOperations(map[string]OperationConfig{
+		"wallet.debit":  {SQL: "UPDATE w SET b = b - :amount WHERE id = :account AND b >= :amount", Params: map[string]string{"amount": "integer min=1"}},
+		"wallet.credit": {SQL: "UPDATE w SET b = b + :amount WHERE id = :account"},
+		"ops.eu.credit": {SQL: "UPDATE w SET b = b + :amount WHERE id = :account"},
+	}, driverOfTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ops.Lookup("ops", "eu.credit"); ok {
+		t.Error("an operation name with a dot was found")
+	}
+	if op, ok := ops.Lookup("ops.eu", "credit"); !ok || op.Resource() != "ops.eu" {
+		t.Errorf("ops.eu credit: %v %v", op, ok)
+	}
+	if got := ops.Names("wallet"); !reflect.DeepEqual(got, []string{"credit", "debit"}) {
+		t.Errorf("names of wallet: %v", got)
+	}
+	var none *Operations
+	if _, ok := none.Lookup("wallet", "debit"); ok || none.Len() != 0 || len(none.Names("wallet")) != 0 {
+		t.Error("nil operations are not empty")
+	}
+	op, _ := ops.Lookup("wallet", "debit")
+	args, err := op.Bind(map[string]json.RawMessage{"amount": json.RawMessage("5"), "account": json.RawMessage(`"A"`)})
+	if err != nil || !reflect.DeepEqual(args, []any{int64(5), "A", int64(5)}) {
+		t.Fatalf("bind: %v %v", args, err)
+	}
+	for _, c := range []struct {
+		params map[string]json.RawMessage
+		param  string
+		reason string
+	}{
+		{map[string]json.RawMessage{"amount": json.RawMessage("5")}, "account", "is missing: wallet.debit needs account, amount"},
+		{map[string]json.RawMessage{"amount": json.RawMessage("0"), "account": json.RawMessage(`"A"`)}, "amount", "must be at least 1, not 0"},
+		{map[string]json.RawMessage{"amount": json.RawMessage("1"), "account": json.RawMessage(`"A"`), "x": json.RawMessage("1")}, "x",
+			"is not a parameter of wallet.debit (its parameters: account, amount)"},
+	} {
+		_, err := op.Bind(c.params)
+		var pe *ParamError
+		if !errors.As(err, &pe) || pe.Param != c.param || pe.Reason != c.reason {
+			t.Errorf("bind %v: %v, want %s %s", c.params, err, c.param, c.reason)
+		}
+	}
+	if err := ops.Check(driverOfTest); err != nil {
+		t.Errorf("check against the same resources: %v", err)
+	}
+	if err := ops.Check(func(string) (string, error) { return "mysql", nil }); err == nil || !strings.Contains(err.Error(), "operations.ops.eu.credit") {
+		t.Errorf("check against other drivers: %v", err)
+	}
+}
