@@ -224,3 +224,21 @@ func TestOutcomeUnknownWhenFailMarkCannotBeRecorded(t *testing.T) {
 		t.Fatal("produce accepted by a failed broker")
 	}
 }
+
+// TestNeverModeCheckpointsAdvance: with fsync never, checkpoints may name only fsync'd log, so
+// the flusher fsyncs once per checkpoint interval; without that the checkpoint would never move
+// (a long replay at every start, and retention could never delete the log).
+func TestNeverModeCheckpointsAdvance(t *testing.T) {
+	o := testOptions(t, t.TempDir())
+	o.Fsync = FsyncPolicy{Mode: FsyncNever}
+	o.CheckpointInterval = 20 * time.Millisecond
+	b := mustOpen(t, o)
+	defer b.Close()
+	mustCreate(t, b, "t", 1)
+	produceN(t, b, 5)
+	end := b.log.end.Load()
+	waitFor(t, "a checkpoint covering the log", func() bool { return b.lastCkptPos.Load() == end })
+	if d := b.log.durable.Load(); d < end {
+		t.Fatalf("checkpoint at %d with the log durable to %d", end, d)
+	}
+}
