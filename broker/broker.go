@@ -288,7 +288,7 @@ func (b *Broker) idempotencyFailedLocked() {
 	if derr == nil || b.failed != nil {
 		return // not a store failure (a refused entry), or already stopped
 	}
-	b.failed = fmt.Errorf("%w: idempotency store failed, restart required: %v", ErrClosed, derr)
+	b.failed = fmt.Errorf("%w: %w: idempotency store failed, restart required: %v", ErrClosed, ErrStorage, derr)
 	b.opts.Logger.Error("idempotency store failed; refusing writes until restart", "err", derr)
 }
 

@@ -215,8 +215,8 @@ func runDiskFull(t *testing.T, c diskFullCase) {
 			time.Sleep(5 * time.Millisecond) // let the 20ms checkpointer run between requests
 		}
 	}
-	if last.status != http.StatusServiceUnavailable {
-		t.Fatalf("with the disk full: %d %s, want 503", last.status, last.body)
+	if last.status != http.StatusServiceUnavailable || errorBody(t, last).Error.Code != api.CodeStorageFailed {
+		t.Fatalf("with the disk full: %d %s, want 503 %s", last.status, last.body, api.CodeStorageFailed)
 	}
 	if r := ts.do(http.MethodGet, "/readyz", ""); r.status != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz with the disk full: %d %s", r.status, r.body)
