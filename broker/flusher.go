@@ -20,10 +20,11 @@ type pendingEntry struct {
 	e   indexEntry
 }
 
-// With fsync "interval" the flusher fsyncs every Interval and then publishes. With "never" it
-// publishes at once and still fsyncs once per CheckpointInterval while there is unsynced data:
-// a checkpoint may only name a durable position (otherwise retention could never reclaim the
-// log, and after a power loss the checkpoint would point past the end of it).
+// runFlusher is the flusher's loop. With fsync "interval" it fsyncs every Interval and then
+// publishes. With "never" it publishes at once and still fsyncs once per CheckpointInterval
+// while there is unsynced data: a checkpoint may only name a durable position (otherwise
+// retention could never reclaim the log, and after a power loss the checkpoint would point past
+// the end of it).
 func (b *Broker) runFlusher() {
 	defer close(b.flusherDone)
 	var (
