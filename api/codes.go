@@ -42,6 +42,8 @@ const (
 	CodeUnavailable            = "unavailable"
 	CodeOffsetStoreUnavailable = "offset_store_unavailable"
 	CodeCanceled               = "canceled"
+	CodeStorageFailed          = "storage_failed"
+	CodeOutcomeUnknown         = "outcome_unknown"
 )
 
 // CodeInfo describes one error code.
@@ -95,6 +97,8 @@ var Codes = []CodeInfo{
 	{CodeUnavailable, http.StatusServiceUnavailable, true, "the server is shutting down"},
 	{CodeOffsetStoreUnavailable, http.StatusServiceUnavailable, true, "the offset store failed"},
 	{CodeCanceled, http.StatusServiceUnavailable, true, "the request was canceled before it finished"},
+	{CodeStorageFailed, http.StatusServiceUnavailable, true, "a write, fsync or checkpoint failed (a full disk, an I/O error): the request was not stored, and writes resume after a restart"},
+	{CodeOutcomeUnknown, http.StatusServiceUnavailable, true, "a write to the disk failed and the request may or may not be stored: retry it only with the same Idempotency-Key"},
 }
 
 var codeIndex = func() map[string]CodeInfo {

@@ -52,6 +52,13 @@ type Broker struct {
 	ckptStale   bool         // retention changed start offsets: checkpoint even if appliedPos did not move
 	lastCkptPos atomic.Int64 // position of the last checkpoint written; stored under ckptMu
 	failed      error        // set when the log cannot be written; the broker then refuses produces
+	// syncedPos and syncedDedupe are appliedPos and the idempotency store's end as of the last
+	// log fsync: the most a checkpoint may claim (fsync interval or never).
+	syncedPos    int64
+	syncedDedupe dedupe.Checkpoint
+	fmark        *failMark // failmark.go
+	gapSeen      bool      // recovery met a dropped batch (logrepair.go): offsets may jump
+	failUnknown  error     // flusher only: set when the fail mark could not be recorded
 
 	flusherDone chan struct{}
 	ckptSig     chan struct{}
@@ -150,6 +157,9 @@ func (b *Broker) open() error {
 	if b.log, err = openCommitLog(filepath.Join(b.opts.Dir, "log"), b.opts.SegmentBytes); err != nil {
 		return err
 	}
+	if err := b.applyFailMark(); err != nil {
+		return err
+	}
 	cp, err := loadCheckpoint(b.opts.Dir)
 	if err != nil {
 		// Not "no checkpoint": without it the idempotency store would be opened empty (its
@@ -170,6 +180,7 @@ func (b *Broker) open() error {
 	if err := b.recover(cp); err != nil {
 		return err
 	}
+	b.markSyncedLocked()
 	b.log.onSync = func(d time.Duration) {
 		if d > slowSync {
 			b.opts.Logger.Warn("slow fsync", "duration", d)
@@ -211,6 +222,9 @@ func (b *Broker) closeFiles() error {
 	}
 	if b.log != nil {
 		keep(b.log.close())
+	}
+	if b.fmark != nil {
+		keep(b.fmark.close())
 	}
 	if b.lock != nil {
 		keep(b.lock.Close())
@@ -274,7 +288,7 @@ func (b *Broker) idempotencyFailedLocked() {
 	if derr == nil || b.failed != nil {
 		return // not a store failure (a refused entry), or already stopped
 	}
-	b.failed = fmt.Errorf("%w: idempotency store failed, restart required: %v", ErrClosed, derr)
+	b.failed = fmt.Errorf("%w: %w: idempotency store failed, restart required: %v", ErrClosed, ErrStorage, derr)
 	b.opts.Logger.Error("idempotency store failed; refusing writes until restart", "err", derr)
 }
 

@@ -76,7 +76,7 @@ func (b *Broker) runCheckpointer() {
 		case <-b.ckptSig:
 		}
 		if err := b.checkpoint(); err != nil {
-			b.opts.Logger.Error("checkpoint failed", "err", err)
+			b.stopWrites(err) // flusher.go
 		}
 	}
 }
@@ -91,7 +91,7 @@ func (b *Broker) checkpoint() error {
 	b.ckptMu.Lock()
 	defer b.ckptMu.Unlock()
 	b.stateMu.Lock()
-	pos := b.appliedPos
+	pos := b.syncedPos // never past the durable log (fsync interval, never)
 	if pos == b.lastCkptPos.Load() && !b.ckptStale {
 		b.stateMu.Unlock()
 		return nil
@@ -101,7 +101,7 @@ func (b *Broker) checkpoint() error {
 	var dirty []dirtySeg
 	for _, t := range b.table.Load().byID {
 		for _, p := range t.parts {
-			cp.Partitions = append(cp.Partitions, checkpointPart{Topic: t.id, Partition: p.id, Start: p.start.Load(), End: p.written, Bytes: p.bytes.Load()})
+			cp.Partitions = append(cp.Partitions, checkpointPart{Topic: t.id, Partition: p.id, Start: p.start.Load(), End: p.synced, Bytes: p.bytes.Load() - p.unsyncedBytes})
 			p.mu.RLock()
 			for _, s := range p.segs {
 				if s.dirty {
@@ -113,7 +113,8 @@ func (b *Broker) checkpoint() error {
 		}
 	}
 	cp.Txs = b.checkpointTxs(pos)
-	dcp, err := b.dedupe.Sync()
+	dcp := b.syncedDedupe // Sync below makes it durable; later keys are replayed from the log
+	_, err := b.dedupe.Sync()
 	if err != nil {
 		b.idempotencyFailedLocked()
 	}

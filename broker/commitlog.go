@@ -30,6 +30,10 @@ type commitLog struct {
 	durable atomic.Int64 // position after the last fsync'd byte
 	syncs   atomic.Int64
 	onSync  func(time.Duration)
+	// syncErr is the first failed fsync, returned by every later sync (flusher only). Linux
+	// reports a writeback error once: a second fdatasync may succeed although the pages it was
+	// about never reached the disk, so a failed log is never trusted again.
+	syncErr error
 }
 
 type segment struct {
@@ -139,16 +143,11 @@ func (l *commitLog) needsRoll(n int) bool {
 	return used > 0 && used+int64(n) > l.segmentBytes
 }
 
-// roll syncs the active segment and starts a new one at the current end.
-func (l *commitLog) roll() error {
-	if err := l.sync(); err != nil {
-		return err
-	}
-	return l.createSegment(l.end.Load())
-}
-
 // sync makes everything written so far durable. It is the one place the log fsyncs.
 func (l *commitLog) sync() error {
+	if l.syncErr != nil {
+		return l.syncErr
+	}
 	end := l.end.Load()
 	if l.durable.Load() >= end {
 		return nil
@@ -160,7 +159,8 @@ func (l *commitLog) sync() error {
 	err := fsutil.Fdatasync(seg.f)
 	d := time.Since(t)
 	if err != nil {
-		return fmt.Errorf("fsync segment %d: %w", seg.base, err)
+		l.syncErr = fmt.Errorf("fsync segment %d: %w", seg.base, err)
+		return l.syncErr
 	}
 	l.syncs.Add(1)
 	if l.onSync != nil {
@@ -227,16 +227,23 @@ func (l *commitLog) segmentEnd(pos int64) int64 {
 func (l *commitLog) truncate(pos int64, aside string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	moved := false
 	for len(l.segs) > 1 && l.segs[len(l.segs)-1].base > pos {
 		seg := l.segs[len(l.segs)-1]
 		seg.f.Close()
-		if err := os.MkdirAll(aside, 0o755); err != nil {
+		if err := fsutil.MkdirAll(aside, 0o755); err != nil {
 			return err
 		}
 		if err := os.Rename(filepath.Join(l.dir, segmentName(seg.base)), filepath.Join(aside, segmentName(seg.base))); err != nil {
 			return fmt.Errorf("move segment %d aside: %w", seg.base, err)
 		}
 		l.segs = l.segs[:len(l.segs)-1]
+		moved = true
+	}
+	if moved {
+		if err := fsutil.SyncDir(aside); err != nil {
+			return err
+		}
 	}
 	seg := l.segs[len(l.segs)-1]
 	if err := seg.f.Truncate(pos - seg.base); err != nil {

@@ -30,6 +30,7 @@
 //	dedupe/                    remembered idempotency keys (internal/dedupe)
 //	checkpoint.json            the point up to which indexes are durable (checkpoint.go)
 //	repair/                    bytes cut from a torn tail, kept for inspection
+//	failmark                   after a failed write or fsync: where the restart cuts the log (failmark.go)
 //	LOCK                       flock: one process per data directory
 //
 // # Durability and visibility

@@ -86,18 +86,28 @@ func (b *Broker) read(p *partition, off int64, opts FetchOptions) (*FetchResult,
 	}
 	n := int(min(int64(opts.MaxMessages), end-off))
 	ents := make([]indexEntry, 0, n)
+	offs := make([]int64, 0, n)
 	total := 0
-	for o := off; len(ents) < n; o++ {
-		e, ok := p.entry(o)
-		if !ok {
+	next := off
+	for o := off; len(ents) < n && o < end; o++ {
+		e, err := p.readEntry(o)
+		if err != nil {
 			p.mu.RUnlock()
-			return nil, fmt.Errorf("%w: %s/%d has no index entry for offset %d", ErrCorrupt, p.t.name, p.id, o)
+			return nil, err
+		}
+		if e == gapEntry {
+			// An offset of a corrupt batch an operator dropped (logrepair.go): skipped.
+			b.opts.Logger.Warn("skipping an offset lost to a dropped corrupt batch", "topic", p.t.name, "partition", p.id, "offset", o)
+			next = o + 1
+			continue
 		}
 		if len(ents) > 0 && total+int(e.Size) > opts.MaxBytes {
 			break
 		}
 		ents = append(ents, e)
+		offs = append(offs, o)
 		total += int(e.Size)
+		next = o + 1
 	}
 	p.mu.RUnlock()
 
@@ -135,11 +145,11 @@ func (b *Broker) read(p *partition, off int64, opts FetchOptions) (*FetchResult,
 		s := spans[si]
 		at := s.at + int(e.Pos-s.pos)
 		r, err := decodeRecord(buf[at : at+int(e.Size)])
-		if err != nil || r.Offset != off+int64(i) || r.CRC != e.CRC || int(r.Partition) != p.id || r.TopicID != p.t.id {
+		if err != nil || r.Offset != offs[i] || r.CRC != e.CRC || int(r.Partition) != p.id || r.TopicID != p.t.id {
 			if err == nil {
 				err = fmt.Errorf("record at log position %d is offset %d of topic id %d partition %d", e.Pos, r.Offset, r.TopicID, r.Partition)
 			}
-			return nil, fmt.Errorf("%w: %s/%d offset %d: %v", ErrCorrupt, p.t.name, p.id, off+int64(i), err)
+			return nil, fmt.Errorf("%w: %s/%d offset %d: %v", ErrCorrupt, p.t.name, p.id, offs[i], err)
 		}
 		res.Messages[i] = FetchedMessage{
 			Offset:    r.Offset,
@@ -152,7 +162,7 @@ func (b *Broker) read(p *partition, off int64, opts FetchOptions) (*FetchResult,
 		}
 	}
 	b.stats.bytesOut.Add(int64(total))
-	res.NextOffset = off + int64(len(ents))
+	res.NextOffset = next
 	return res, nil
 }
 

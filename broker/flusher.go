@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -19,6 +20,11 @@ type pendingEntry struct {
 	e   indexEntry
 }
 
+// runFlusher is the flusher's loop. With fsync "interval" it fsyncs every Interval and then
+// publishes. With "never" it publishes at once and still fsyncs once per CheckpointInterval
+// while there is unsynced data: a checkpoint may only name a durable position (otherwise
+// retention could never reclaim the log, and after a power loss the checkpoint would point past
+// the end of it).
 func (b *Broker) runFlusher() {
 	defer close(b.flusherDone)
 	var (
@@ -29,14 +35,18 @@ func (b *Broker) runFlusher() {
 		intervalC <-chan time.Time
 		timer     *time.Timer
 	)
-	interval := b.opts.Fsync.Mode == FsyncInterval
+	lazy := b.opts.Fsync.Mode != FsyncAlways
+	every := b.opts.Fsync.Interval
+	if b.opts.Fsync.Mode == FsyncNever {
+		every = b.opts.CheckpointInterval
+	}
 	for {
 		reqs, closing := b.take(intervalC)
 		if len(reqs) > 0 {
 			buf, entries, unsynced = b.flush(reqs, buf[:0], entries[:0], unsynced)
 		}
-		if interval && len(unsynced) > 0 {
-			if closing || time.Since(lastSync) >= b.opts.Fsync.Interval {
+		if lazy && (len(unsynced) > 0 || b.log.durable.Load() < b.log.end.Load()) {
+			if closing || time.Since(lastSync) >= every {
 				unsynced = b.syncAndPublish(unsynced)
 				lastSync = time.Now()
 				if timer != nil {
@@ -44,16 +54,14 @@ func (b *Broker) runFlusher() {
 				}
 				intervalC = nil
 			} else if intervalC == nil {
-				timer = time.NewTimer(b.opts.Fsync.Interval - time.Since(lastSync))
+				timer = time.NewTimer(every - time.Since(lastSync))
 				intervalC = timer.C
 			}
 		} else if intervalC != nil && len(reqs) == 0 {
 			intervalC = nil
 		}
 		if closing && len(reqs) == 0 {
-			if err := b.log.sync(); err != nil {
-				b.opts.Logger.Error("final fsync failed", "err", err)
-			}
+			b.syncAndPublish(unsynced)
 			return
 		}
 	}
@@ -93,6 +101,15 @@ func (b *Broker) take(tick <-chan time.Time) (reqs []*produceReq, closing bool) 
 }
 
 // flush writes reqs as one group commit and acknowledges them.
+//
+// Failures are answered by what is known to be stored. A request is "stored" once its bytes are
+// where the policy says an acknowledgement needs them (fsync'd, or written for interval and
+// never). When a write or fsync fails, the requests stored before it (an earlier part of the
+// group that a segment roll fsync'd) are acknowledged and the rest fail; the broker then stops
+// (fail), and the restart cuts the log at the position fail recorded, so a failed request is
+// certainly not there. When something fails after the group is stored (creating an index file,
+// storing an index entry), every request is acknowledged: its batch is in the log and the
+// restart indexes it; only the readable ends stay where they were until then.
 func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, unsynced []*partition) ([]byte, []pendingEntry, []*partition) {
 	b.stateMu.Lock()
 	failed := b.failed
@@ -110,30 +127,46 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		msgs      int
 		written   int
 		writeErr  error
+		stored    int // reqs[:stored] are stored as the policy requires
 	)
-	writeOut := func() {
+	mustSync := b.opts.Fsync.Mode == FsyncAlways
+	for _, r := range reqs {
+		mustSync = mustSync || r.sync
+	}
+	writeOut := func(upto int) {
 		if len(buf) == 0 || writeErr != nil {
 			return
 		}
 		t := time.Now()
 		writeErr = b.log.write(buf)
 		writeTime += time.Since(t)
+		if writeErr != nil {
+			return
+		}
 		written += len(buf)
 		buf = buf[:0]
+		if !mustSync {
+			stored = upto
+		}
 	}
-	for _, r := range reqs {
+	for i, r := range reqs {
 		if r.stale != nil && r.stale() {
 			r.skipped = true
 			continue
 		}
 		if b.log.needsRoll(len(buf) + r.size) {
-			writeOut()
+			writeOut(i)
 			if writeErr == nil {
-				writeErr = b.log.roll()
+				// The roll fsyncs what the segment holds: reqs[:i] are stored whatever follows.
+				if writeErr = b.log.sync(); writeErr == nil {
+					stored = i
+					writeErr = b.log.createSegment(b.log.end.Load())
+				}
 			}
-			if writeErr == nil {
-				buf = b.appendSnapshot(buf, now)
+			if writeErr != nil {
+				break // reqs[i:] get no offsets: they are not written
 			}
+			buf = b.appendSnapshot(buf, now)
 		}
 		hdr := len(buf)
 		buf = grow(buf, batchHeaderSize)
@@ -171,54 +204,79 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		putBatchHeader(buf[hdr:], h)
 		msgs += len(r.msgs)
 	}
-	writeOut()
+	writeOut(len(reqs))
 	var syncTime time.Duration
-	if writeErr == nil && b.opts.Fsync.Mode == FsyncAlways {
+	if writeErr == nil && mustSync {
 		t := time.Now()
-		writeErr = b.log.sync()
+		if writeErr = b.log.sync(); writeErr == nil {
+			stored = len(reqs)
+		}
 		syncTime = time.Since(t)
 	}
 	if writeErr != nil {
-		b.fail(writeErr, reqs)
-		return buf, entries[:0], unsynced
+		b.fail(writeErr, reqs[stored:])
+		b.stateMu.Lock()
+		b.settle(reqs[:stored], now)
+		b.stateMu.Unlock()
+		for _, r := range reqs[:stored] {
+			close(r.done)
+		}
+		return buf[:0], entries[:0], unsynced
 	}
 
 	b.stateMu.Lock()
+	var indexErr error
 	for _, pe := range entries {
-		if err := pe.p.writeEntry(pe.off, pe.e); err != nil {
-			b.stateMu.Unlock()
-			b.fail(err, reqs)
-			return buf, entries[:0], unsynced
-		}
-		pe.p.bytes.Add(int64(pe.e.Size))
-	}
-	for _, r := range reqs {
-		if r.applied != nil && !r.skipped {
-			r.applied(r.batchPos)
-		}
-		if r.hasKey {
-			e := dedupe.Entry{Key: r.key, Fingerprint: r.fp, Time: now, Offsets: make([]dedupe.Position, len(r.offsets))}
-			for i, o := range r.offsets {
-				e.Offsets[i] = dedupe.Position{Partition: int32(o.Partition), Offset: o.Offset}
-			}
-			if err := b.dedupe.Add(e); err != nil {
-				b.opts.Logger.Error("idempotency store add failed", "err", err)
-				b.idempotencyFailedLocked()
-			}
+		if indexErr = pe.p.writeEntry(pe.off, pe.e); indexErr != nil {
+			break
 		}
 	}
-	b.appliedPos = b.log.end.Load()
-	for _, pe := range entries {
-		pe.p.written = pe.p.next
+	b.settle(reqs, now)
+	if indexErr == nil {
+		for _, pe := range entries {
+			pe.p.bytes.Add(int64(pe.e.Size))
+			pe.p.unsyncedBytes += int64(pe.e.Size)
+		}
+		b.appliedPos = b.log.end.Load()
+		for _, pe := range entries {
+			pe.p.written = pe.p.next
+		}
+		if mustSync && b.log.durable.Load() == b.appliedPos {
+			if b.opts.Fsync.Mode == FsyncAlways {
+				for _, pe := range entries { // every earlier flush was synced too
+					pe.p.synced, pe.p.unsyncedBytes = pe.p.written, 0
+				}
+				b.syncedPos, b.syncedDedupe = b.appliedPos, b.dedupe.Mark()
+			} else {
+				b.markSyncedLocked()
+			}
+		}
 	}
 	b.stateMu.Unlock()
+	if indexErr != nil {
+		// Stored but not indexed: acknowledged, not readable until the restart indexes it.
+		b.fail(indexErr, nil)
+		for _, r := range reqs {
+			close(r.done)
+		}
+		return buf, entries[:0], unsynced
+	}
 
-	// Publish: every touched partition's readable end moves to its next offset.
+	// Publish: every touched partition's readable end moves to its next offset. In interval mode
+	// it waits for the next fsync, unless this group was fsync'd (it held a transaction record):
+	// then everything written so far is durable and readable.
+	if mustSync && b.opts.Fsync.Mode == FsyncInterval {
+		for _, p := range unsynced {
+			p.pendingPublish = false
+			p.publish(p.written)
+		}
+		unsynced = unsynced[:0]
+	}
 	for _, pe := range entries {
 		if pe.p.end.Load() == pe.p.written {
 			continue
 		}
-		if b.opts.Fsync.Mode == FsyncInterval {
+		if b.opts.Fsync.Mode == FsyncInterval && !mustSync {
 			if !pe.p.pendingPublish {
 				pe.p.pendingPublish = true
 				unsynced = append(unsynced, pe.p)
@@ -244,12 +302,39 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 	return buf, entries[:0], unsynced
 }
 
-// syncAndPublish (interval mode) fsyncs and then makes written messages readable.
+// settle does what a stored request needs besides its index entries: its transaction callback
+// and its idempotency key. The caller holds stateMu.
+func (b *Broker) settle(reqs []*produceReq, now int64) {
+	for _, r := range reqs {
+		if r.applied != nil && !r.skipped {
+			r.applied(r.batchPos)
+		}
+		if r.hasKey {
+			e := dedupe.Entry{Key: r.key, Fingerprint: r.fp, Time: now, Offsets: make([]dedupe.Position, len(r.offsets))}
+			for i, o := range r.offsets {
+				e.Offsets[i] = dedupe.Position{Partition: int32(o.Partition), Offset: o.Offset}
+			}
+			if err := b.dedupe.Add(e); err != nil {
+				b.opts.Logger.Error("idempotency store add failed", "err", err)
+				b.idempotencyFailedLocked()
+			}
+		}
+	}
+}
+
+// syncAndPublish (interval and never mode, and at close) fsyncs, records the synced state for
+// checkpoints and then makes the written messages of ps readable. After a failed fsync it never
+// publishes again (commitLog.sync keeps failing).
 func (b *Broker) syncAndPublish(ps []*partition) []*partition {
 	if err := b.log.sync(); err != nil {
 		b.fail(err, nil)
 		return ps
 	}
+	b.stateMu.Lock()
+	if b.failed == nil && b.log.durable.Load() >= b.appliedPos {
+		b.markSyncedLocked()
+	}
+	b.stateMu.Unlock()
 	for _, p := range ps {
 		p.pendingPublish = false
 		p.publish(p.written)
@@ -257,19 +342,65 @@ func (b *Broker) syncAndPublish(ps []*partition) []*partition {
 	return ps[:0]
 }
 
-// fail puts the broker in the failed state after a write or fsync error: after a failed
-// fsync the kernel's view of the file is unknown, so nothing more is written until a restart
-// recovers the log from disk.
-func (b *Broker) fail(err error, reqs []*produceReq) {
-	err = fmt.Errorf("%w: commit log write failed, restart required: %v", ErrClosed, err)
+// stopWrites puts the broker in the failed state after a periodic checkpoint failed (a full
+// disk, or an fsync error on an index or idempotency file, which a retry could not be trusted
+// after). The log itself is intact, so nothing is cut at the restart; but without checkpoints
+// retention cannot reclaim space and a failed index fsync would be trusted by the next attempt,
+// so writes stop (503, /readyz 503) until a restart, which replays from the last checkpoint.
+func (b *Broker) stopWrites(err error) {
 	b.stateMu.Lock()
+	defer b.stateMu.Unlock()
 	if b.failed == nil {
+		b.failed = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
+		b.opts.Logger.Error("checkpoint failed; refusing writes until restart", "err", err)
+	}
+}
+
+// markSyncedLocked records the current state as durable: the log is fsync'd up to appliedPos.
+// The caller holds stateMu.
+func (b *Broker) markSyncedLocked() {
+	for _, t := range b.table.Load().byID {
+		for _, p := range t.parts {
+			p.synced, p.unsyncedBytes = p.written, 0
+		}
+	}
+	b.syncedPos, b.syncedDedupe = b.appliedPos, b.dedupe.Mark()
+}
+
+// fail puts the broker in the failed state after a write, fsync or index error: after a failed
+// fsync the kernel's view of the file is unknown, so nothing more is written until a restart
+// recovers the log from disk. The first failure records the durable end of the log in the fail
+// mark (failmark.go), after one last fsync when none has failed yet (fsync interval or never:
+// what was acknowledged after write(2) is kept if it can still be made durable); the restart
+// cuts the log there, so reqs (answered with the error) are certainly not stored. Flusher only
+// (tests call it while the flusher is idle).
+func (b *Broker) fail(err error, reqs []*produceReq) {
+	err = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
+	b.stateMu.Lock()
+	first := b.failed == nil
+	if first {
 		b.failed = err
-		b.opts.Logger.Error("commit log failed; refusing writes until restart", "err", err)
 	}
 	b.stateMu.Unlock()
+	reqErr := err
+	if first {
+		if serr := b.log.sync(); serr != nil && !errors.Is(err, serr) {
+			b.opts.Logger.Error("fsync after a failure failed too", "err", serr)
+		}
+		pos := b.log.durable.Load()
+		b.opts.Logger.Error("storage failed; refusing writes until restart", "err", err, "durable_end", pos)
+		if b.fmark != nil {
+			if merr := b.fmark.record(pos); merr != nil {
+				b.opts.Logger.Error("could not record where the restart must cut the log; answers to the failed requests are outcome unknown", "err", merr)
+				b.failUnknown = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+			}
+		}
+	}
+	if b.failUnknown != nil {
+		reqErr = b.failUnknown
+	}
 	for _, r := range reqs {
-		r.err = err
+		r.err = reqErr
 		close(r.done)
 	}
 }

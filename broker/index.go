@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +19,13 @@ import (
 // entries (Options.IndexSegmentEntries), their bases are multiples of it, and their files are
 // named by base offset. Files are memory-mapped; the flusher writes entries, readers copy them.
 //
+// A mapping turns disk errors into signals: a store into a page the file system cannot back (a
+// full disk under a sparse file) or a load from a page it cannot read (EIO) is a SIGBUS. So
+// segments are preallocated when they are created or opened (a full disk is then ENOSPC from
+// fallocate, an error, and the broker stops writing), and every access to a mapping goes through
+// load/store, which turn a fault on the page into an error (runtime/debug.SetPanicOnFault)
+// instead of killing the process.
+//
 // The index is derived data: it is not fsync'd on append. The checkpoint fsyncs it and records
 // how many entries are valid; anything after that is rebuilt from the commit log on open.
 //
@@ -30,6 +38,10 @@ type indexEntry struct {
 	CRC       uint32
 	Timestamp int64
 }
+
+// gapEntry marks an offset whose record was in a corrupt batch an operator dropped
+// (logrepair.go): readers skip it. An all-zero entry is not a gap but a missing one (corrupt).
+var gapEntry = indexEntry{Pos: -1}
 
 func putIndexEntry(b []byte, e indexEntry) {
 	be := binary.BigEndian
@@ -75,11 +87,18 @@ func openIndexSegment(dir string, base int64, entries int, create bool) (*indexS
 		f.Close()
 		return nil, fmt.Errorf("stat index %s: %w", path, err)
 	}
-	if st.Size() != size {
+	if st.Size() > size {
 		if err := f.Truncate(size); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("size index %s: %w", path, err)
 		}
+	}
+	if err := fsutil.Preallocate(f, size); err != nil {
+		f.Close()
+		if create {
+			os.Remove(path)
+		}
+		return nil, fmt.Errorf("allocate index %s: %w", path, err)
 	}
 	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
@@ -94,6 +113,37 @@ func openIndexSegment(dir string, base int64, entries int, create bool) (*indexS
 		}
 	}
 	return &indexSegment{base: base, f: f, data: data}, nil
+}
+
+// load copies entry i out of the mapping.
+func (s *indexSegment) load(i int64) (e indexEntry, err error) {
+	defer guardFault(&err, s, "read")()
+	at := i * indexEntrySize
+	return getIndexEntry(s.data[at : at+indexEntrySize]), nil
+}
+
+// store copies e into entry i of the mapping.
+func (s *indexSegment) store(i int64, e indexEntry) (err error) {
+	defer guardFault(&err, s, "write")()
+	at := i * indexEntrySize
+	putIndexEntry(s.data[at:at+indexEntrySize], e)
+	return nil
+}
+
+// guardFault makes a memory fault on s's mapping, until the returned function runs (deferred),
+// a panic that it turns into *err. Other panics go on.
+func guardFault(err *error, s *indexSegment, op string) func() {
+	old := debug.SetPanicOnFault(true)
+	return func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			*err = fmt.Errorf("%w: %s index %s: the page could not be accessed (disk full or I/O error): %v",
+				ErrCorrupt, op, s.f.Name(), r)
+		}
+	}
 }
 
 func (s *indexSegment) close() error {

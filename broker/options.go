@@ -14,8 +14,11 @@ const (
 	// FsyncAlways acknowledges a produce only after an fsync covers it (the default).
 	FsyncAlways FsyncMode = iota
 	// FsyncInterval acknowledges after write(2) and fsyncs at most every Interval.
+	// Transaction records (XA prepare, commit, rollback, heuristic decisions, forget, local
+	// commits) are fsync'd before they are answered under every policy.
 	FsyncInterval
-	// FsyncNever acknowledges after write(2) and leaves syncing to the operating system.
+	// FsyncNever acknowledges after write(2) and fsyncs only once per CheckpointInterval (so
+	// that a checkpoint never names bytes that are not on disk), and for transaction records.
 	FsyncNever
 )
 

@@ -25,9 +25,13 @@ type partition struct {
 	end   atomic.Int64
 	bytes atomic.Int64 // record bytes between start and the written end
 
-	next           int64 // owned by the flusher (and by recovery before it starts)
-	written        int64 // entries applied to the index; guarded by the broker's stateMu
-	pendingPublish bool  // flusher only: written but waiting for an interval fsync
+	next    int64 // owned by the flusher (and by recovery before it starts)
+	written int64 // entries applied to the index; guarded by the broker's stateMu
+	// synced is written as of the last log fsync, and unsyncedBytes the record bytes added
+	// since (both guarded by stateMu): a checkpoint records these, never more than is durable.
+	synced         int64
+	unsyncedBytes  int64
+	pendingPublish bool // flusher only: written but waiting for an interval fsync
 
 	nmu    sync.Mutex
 	notify chan struct{} // closed and cleared when end moves; nil when nobody waits
@@ -51,12 +55,18 @@ func (p *partition) segmentFor(off int64) *indexSegment {
 
 // entry reads the index entry of off. The caller holds p.mu (read) and off is written.
 func (p *partition) entry(off int64) (indexEntry, bool) {
+	e, err := p.readEntry(off)
+	return e, err == nil
+}
+
+// readEntry reads the index entry of off, or fails with ErrCorrupt (no entry, or its page
+// could not be read). The caller holds p.mu (read) and off is written.
+func (p *partition) readEntry(off int64) (indexEntry, error) {
 	s := p.segmentFor(off)
 	if s == nil {
-		return indexEntry{}, false
+		return indexEntry{}, fmt.Errorf("%w: %s/%d has no index entry for offset %d", ErrCorrupt, p.t.name, p.id, off)
 	}
-	i := (off - s.base) * indexEntrySize
-	return getIndexEntry(s.data[i : i+indexEntrySize]), true
+	return s.load(off - s.base)
 }
 
 // writeEntry stores the entry of off, creating index segments as needed. Flusher only.
@@ -70,8 +80,9 @@ func (p *partition) writeEntry(off int64, e indexEntry) error {
 			return err
 		}
 	}
-	i := (off - s.base) * indexEntrySize
-	putIndexEntry(s.data[i:i+indexEntrySize], e)
+	if err := s.store(off-s.base, e); err != nil {
+		return err
+	}
 	s.dirty = true
 	return nil
 }

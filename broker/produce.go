@@ -25,6 +25,9 @@ type produceReq struct {
 	control []byte
 	indexed bool
 	applied func(pos int64)
+	// sync makes the group fsync before this request is acknowledged whatever the policy:
+	// transaction records (txlog.go) are promises to a transaction manager.
+	sync bool
 	// stale, when set, is asked by the flusher just before it encodes the request: true means
 	// the request no longer applies and is dropped unwritten (skipped; applied is not run).
 	stale   func() bool

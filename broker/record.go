@@ -16,7 +16,8 @@ import (
 //	 0 u32  length of the whole batch, header included
 //	 4 u32  CRC-32C of header bytes [8, 48)
 //	 8 u8   magic (1)
-//	 9 u8   type: 1 messages, 2 partition snapshot, 3 transaction (txlog.go)
+//	 9 u8   type: 1 messages, 2 partition snapshot, 3 transaction (txlog.go), 4 gap (a
+//	        corrupt batch dropped by the operator, logrepair.go: no records, zero padding)
 //	10 u16  flags: bit 0 = has idempotency key
 //	12 u32  record count
 //	16 i64  broker timestamp, unix milliseconds
@@ -48,6 +49,7 @@ const (
 
 	batchMessages = 1
 	batchSnapshot = 2
+	batchGap      = 4
 
 	batchFlagKey = 1
 
@@ -109,7 +111,7 @@ func parseBatchHeader(b []byte) (batchHeader, error) {
 	if h.Length < batchHeaderSize || h.Length > maxBatchBytes {
 		return h, fmt.Errorf("%w: batch length %d", errTorn, h.Length)
 	}
-	if h.Type != batchMessages && h.Type != batchSnapshot && h.Type != batchTx {
+	if h.Type != batchMessages && h.Type != batchSnapshot && h.Type != batchTx && h.Type != batchGap {
 		return h, fmt.Errorf("%w: batch type %d", errTorn, h.Type)
 	}
 	return h, nil
@@ -271,6 +273,12 @@ func decodeBatch(b []byte, recs []record) (batchView, error) {
 	}
 	body := b[batchHeaderSize:h.Length]
 	recs = recs[:0]
+	if h.Type == batchGap {
+		if h.Count != 0 {
+			return batchView{}, fmt.Errorf("%w: gap batch with %d records", errTorn, h.Count)
+		}
+		return batchView{Header: h, Records: recs}, nil
+	}
 	for len(body) > 0 {
 		r, err := decodeRecord(body)
 		if err != nil {

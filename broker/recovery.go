@@ -20,9 +20,10 @@ import (
 //  2. Replay the log from the checkpoint position: every batch is verified (header CRC, each
 //     record's CRC, record count); its records are re-indexed and its idempotency key
 //     remembered again.
-//  3. The first batch that fails verification is the torn tail: the log is cut there. The cut
-//     bytes are copied to repair/ first, and any later segment is moved there whole, so
-//     nothing is destroyed silently.
+//  3. The first batch that fails verification is the torn tail when no valid batch follows it
+//     anywhere in the log: the log is cut there. The cut bytes are copied to repair/ first, and
+//     any later segment is moved there whole, so nothing is destroyed silently. When a valid
+//     batch follows, it is corruption: start-up refuses and cuts nothing (verify.go).
 //  4. Everything replayed is fdatasync'd (and log/ fsync'd) before any of it is published,
 //     checkpointed or used to answer a retried Idempotency-Key. After a kill -9 the log can
 //     hold a batch that was written but never synced (the process died in fdatasync, its
@@ -193,6 +194,9 @@ func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
 		pos += int64(bv.Header.Length)
 	}
 	if cut != nil {
+		if err := b.checkTail(pos, end, cut); err != nil { // verify.go: corruption, not a torn tail
+			return err
+		}
 		if err := b.cutTail(pos, end, cut); err != nil {
 			return err
 		}
@@ -235,6 +239,11 @@ func (b *Broker) syncReplayed(pos int64) error {
 
 func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, rebuild, addDedupe bool) error {
 	switch bv.Header.Type {
+	case batchGap: // logrepair.go
+		b.opts.Logger.Warn("the log holds a corrupt batch an operator dropped; the offsets it held are skipped",
+			"position", pos, "bytes", bv.Header.Length)
+		b.gapSeen = true
+		return nil
 	case batchTx:
 		return b.replayTx(pos, bv, byID, rebuild)
 	case batchSnapshot:
@@ -283,6 +292,14 @@ func (b *Broker) indexReplayed(recs []record, recPos int64, byID map[uint32]*top
 			p.next = r.Offset
 			p.start.Store(r.Offset)
 		}
+		if r.Offset > p.next && b.gapSeen {
+			b.opts.Logger.Warn("offsets lost to a dropped corrupt batch", "topic", t.name, "partition", p.id, "from", p.next, "to", r.Offset-1)
+			for ; p.next < r.Offset; p.next++ {
+				if err := p.writeEntry(p.next, gapEntry); err != nil {
+					return nil, err
+				}
+			}
+		}
 		if r.Offset != p.next {
 			return nil, fmt.Errorf("%w: record at %d has offset %d, partition %s/%d expects %d", errRebuild, recPos, r.Offset, t.name, p.id, p.next)
 		}
@@ -300,19 +317,13 @@ func (b *Broker) indexReplayed(recs []record, recPos int64, byID map[uint32]*top
 // cutTail truncates the log at pos after saving the bytes [pos, end) under repair/.
 func (b *Broker) cutTail(pos, end int64, why error) error {
 	repair := filepath.Join(b.opts.Dir, "repair", strconv.FormatInt(b.opts.Now().UnixMilli(), 10))
-	if err := os.MkdirAll(repair, 0o755); err != nil {
-		return fmt.Errorf("repair: %w", err)
-	}
 	active := b.log.activeBase()
 	saveEnd := end
 	if active > pos {
 		saveEnd = min(end, b.log.segmentEnd(pos))
 	}
-	if n := saveEnd - pos; n > 0 && n <= 64<<20 {
-		buf := make([]byte, n)
-		if err := b.log.readAt(buf, pos); err == nil {
-			_ = os.WriteFile(filepath.Join(repair, fmt.Sprintf("tail-at-%020d.bin", pos)), buf, 0o644)
-		}
+	if err := b.saveCut(repair, pos, saveEnd); err != nil { // repaircopy.go
+		return fmt.Errorf("repair: could not keep a copy of the %d bytes to cut at log position %d, so the log is left as it is: %w", saveEnd-pos, pos, err)
 	}
 	if active > pos {
 		b.opts.Logger.Error("log damaged before its last segment; later segments moved aside",

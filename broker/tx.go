@@ -354,11 +354,15 @@ func (b *Broker) commitBranch(t *tx, heuristic bool, prev TxState) ([]TopicPosit
 	}
 	if _, err := b.submit(req); err != nil {
 		b.txMu.Lock()
-		if t.xa || errors.Is(err, ErrBackpressure) {
+		switch {
+		case t.xa || errors.Is(err, ErrBackpressure):
 			t.state = prev
-		} else {
-			// The log failed: the broker refuses writes until a restart, whose recovery
-			// finds the commit batch whole or not at all.
+		case errors.Is(err, ErrOutcomeUnknown):
+			// The commit batch may be in the log: never report rolled_back. The
+			// transaction stays committing (shown as open) until the restart.
+		default:
+			// The log failed: the broker refuses writes until a restart, which cuts the
+			// log at the durable end recorded by fail, so the commit batch is not there.
 			b.finishLocked(t, TxRolledBack)
 		}
 		b.txMu.Unlock()

@@ -63,6 +63,7 @@ func (b *Broker) txRequest(t *tx, op byte, indexed bool) *produceReq {
 		kind:    batchTx,
 		control: control,
 		indexed: indexed,
+		sync:    true,
 		size:    batchHeaderSize + recordHeaderSize + len(control),
 		done:    make(chan struct{}),
 	}

@@ -20,6 +20,13 @@ var (
 	ErrIdempotencyReused = errors.New("idempotency key reused with a different request")
 	ErrClosed            = errors.New("broker is closed")
 	ErrCorrupt           = errors.New("stored record is corrupt")
+	// ErrStorage (with ErrClosed) refuses writes after a write, fsync or checkpoint failed (a
+	// full disk, an I/O error), until a restart. A request refused with it is not stored.
+	ErrStorage = errors.New("storage failed")
+	// ErrOutcomeUnknown: a write failed and the broker could not record where the restart must
+	// cut the log, so the request may or may not be stored. Retry it only with the same
+	// idempotency key (which answers "duplicate" if it was stored).
+	ErrOutcomeUnknown = errors.New("outcome unknown: the request may have been stored")
 )
 
 // OffsetRangeError is returned (wrapping ErrOffsetOutOfRange) when a fetch asks for an

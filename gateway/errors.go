@@ -107,6 +107,12 @@ func errorFor(err error) *apiError {
 	case errors.Is(err, broker.ErrIdempotencyReused):
 		return newError(http.StatusConflict, "idempotency_key_reused",
 			"%s; use a new Idempotency-Key for a different request", msg)
+	case errors.Is(err, broker.ErrOutcomeUnknown):
+		return newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
+			"%s; it may have been stored: retry only with the same Idempotency-Key, after the server restarted", msg)
+	case errors.Is(err, broker.ErrStorage):
+		return newError(http.StatusServiceUnavailable, api.CodeStorageFailed,
+			"%s; the request was not stored; the broker accepts writes again after a restart (see /readyz)", msg)
 	case errors.Is(err, broker.ErrClosed):
 		return newError(http.StatusServiceUnavailable, "unavailable", "%s; the server is shutting down, retry against a running one", msg)
 	case errors.Is(err, broker.ErrCorrupt):

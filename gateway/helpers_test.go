@@ -36,11 +36,20 @@ func startServer(t testing.TB, opts Options) *testServer {
 
 func startServerDir(t testing.TB, dir string, opts Options) *testServer {
 	t.Helper()
+	return startServerTuned(t, dir, opts, nil)
+}
+
+// startServerTuned is startServerDir with the broker's options changed by tune (when not nil).
+func startServerTuned(t testing.TB, dir string, opts Options, tune func(*broker.Options)) *testServer {
+	t.Helper()
 	ts := &testServer{t: t, dir: dir, reg: prometheus.NewRegistry(), opts: opts}
 	m := NewMetrics(ts.reg)
 	bo := broker.NewOptions(dir)
 	bo.Logger = quietLogger()
 	bo.Observer = m
+	if tune != nil {
+		tune(&bo)
+	}
 	b, err := broker.Open(bo)
 	if err != nil {
 		t.Fatalf("open broker: %v", err)

@@ -131,6 +131,7 @@ Listings take --output json (-o json) for scripts.
 	root.AddCommand(newMigrateCmd(a))
 	root.AddCommand(newDLQCmd(a))
 	root.AddCommand(newOutboxCmd(a))
+	root.AddCommand(newLogCmd(a))
 	return root
 }
 

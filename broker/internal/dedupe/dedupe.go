@@ -311,6 +311,18 @@ func (s *Store) syncLocked() error {
 	return nil
 }
 
+// Mark returns the point after everything added so far, durable or not. A checkpoint may name it
+// once a later Sync has made it durable; Open then drops what was added after it, which the
+// broker's replay adds again if its log still holds those batches (after a power loss it may not).
+func (s *Store) Mark() Checkpoint {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.cur == nil {
+		return s.lastCP
+	}
+	return Checkpoint{File: s.cur.name, Size: s.cur.size}
+}
+
 // Expire drops the entries older than the window from memory and deletes every file whose newest
 // entry is older than the window and that was itself created before the window began. The
 // current file is never deleted. The deletions are made durable by the next Sync.

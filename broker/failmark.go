@@ -1,0 +1,118 @@
+package broker
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/imagomq/imago/internal/fsutil"
+)
+
+// The fail mark. When a write or fsync of the commit log fails, the broker stops writing (fail)
+// and records in the file "failmark" the log position up to which the log is known durable. The
+// next start cuts the log there before anything reads it (the cut bytes go to repair/ like a
+// torn tail). Without it a restart would trust the page cache: Linux keeps the pages whose
+// writeback failed, marked clean, so the bytes of requests that were answered with an error
+// would be read back, served and counted as duplicates of a retry, then vanish at the next power
+// loss, or stay and make two copies. With it, a request the broker answered with a failure is
+// certainly not in the log after the restart, so retrying it is safe.
+//
+// The file has a fixed size and is created, zeroed and fsync'd at open, so that recording the
+// position overwrites allocated bytes and needs no free space: a full disk is a common reason to
+// be here. If recording fails anyway, the failed requests are answered ErrOutcomeUnknown.
+//
+//	24 bytes: "IMAGOFM1", i64 position, u32 CRC-32C of the first 16 bytes, 4 zero bytes
+//	(all zero: no mark)
+const (
+	failMarkName  = "failmark"
+	failMarkSize  = 24
+	failMarkMagic = "IMAGOFM1"
+)
+
+type failMark struct {
+	f *os.File
+}
+
+// openFailMark opens (creating it if needed) the fail mark in dir and returns the position it
+// records, with set=false when there is none.
+func openFailMark(dir string) (m *failMark, pos int64, set bool, err error) {
+	path := filepath.Join(dir, failMarkName)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := fsutil.WriteFileAtomic(dir, failMarkName, make([]byte, failMarkSize), 0o644); err != nil {
+			return nil, 0, false, fmt.Errorf("create fail mark: %w", err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("open fail mark: %w", err)
+	}
+	buf := make([]byte, failMarkSize)
+	if _, err := io.ReadFull(f, buf); err != nil {
+		f.Close()
+		return nil, 0, false, fmt.Errorf("read fail mark %s: %w", path, err)
+	}
+	m = &failMark{f: f}
+	if bytes.Equal(buf, make([]byte, failMarkSize)) {
+		return m, 0, false, nil
+	}
+	if string(buf[:8]) != failMarkMagic || crc32.Checksum(buf[:16], castagnoli) != binary.BigEndian.Uint32(buf[16:]) {
+		f.Close()
+		return nil, 0, false, fmt.Errorf("fail mark %s is damaged: it should hold the log position to cut at after a failed write; "+
+			"inspect the end of the log, then remove the file to start", path)
+	}
+	return m, int64(binary.BigEndian.Uint64(buf[8:])), true, nil
+}
+
+// record makes pos the durable end that the next start cuts the log at.
+func (m *failMark) record(pos int64) error {
+	buf := make([]byte, failMarkSize)
+	copy(buf, failMarkMagic)
+	binary.BigEndian.PutUint64(buf[8:], uint64(pos))
+	binary.BigEndian.PutUint32(buf[16:], crc32.Checksum(buf[:16], castagnoli))
+	return m.write(buf)
+}
+
+// clear removes the mark (after the cut is durable).
+func (m *failMark) clear() error { return m.write(make([]byte, failMarkSize)) }
+
+func (m *failMark) write(buf []byte) error {
+	if _, err := m.f.WriteAt(buf, 0); err != nil {
+		return fmt.Errorf("write fail mark: %w", err)
+	}
+	if err := fsutil.Fdatasync(m.f); err != nil {
+		return fmt.Errorf("sync fail mark: %w", err)
+	}
+	return nil
+}
+
+func (m *failMark) close() error { return m.f.Close() }
+
+// applyFailMark opens the fail mark and, when a failure was recorded, cuts the log at the
+// recorded durable end and clears the mark. It runs before recovery reads the log.
+func (b *Broker) applyFailMark() error {
+	m, pos, set, err := openFailMark(b.opts.Dir)
+	if err != nil {
+		return err
+	}
+	b.fmark = m
+	if !set {
+		return nil
+	}
+	end := b.log.end.Load()
+	switch {
+	case pos < end:
+		b.opts.Logger.Warn("a write or fsync of the log failed before the last stop; cutting the log at the durable end recorded then",
+			"position", pos, "bytes", end-pos)
+		if err := b.cutTail(pos, end, fmt.Errorf("bytes past %d were not known durable when the log failed", pos)); err != nil {
+			return err
+		}
+	case pos > end:
+		b.opts.Logger.Error("the log is shorter than the durable end recorded when it failed", "recorded", pos, "end", end)
+	}
+	return m.clear()
+}

@@ -1,0 +1,94 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
+)
+
+// Dropping a corrupt batch is the operator's explicit choice when start-up refuses a log with a
+// bad batch in the middle (verify.go). The bad batch's bytes, up to the next valid batch, are
+// copied to repair/ and replaced in place by a gap batch of the same length: no records, zero
+// padding. Every later batch keeps its log position and its messages keep their offsets. The
+// offsets the dropped batch held are lost: recovery marks them in the index (gapEntry) and
+// readers skip them with a logged warning. Its idempotency key, if any, is forgotten when the
+// batch lay after the last checkpoint (a retry of that request is stored again); when a
+// checkpoint covered it, the key is still remembered and a retry answers "duplicate" with the
+// skipped offsets. The index is rebuilt from the log at the next start.
+
+// DropReport describes what DropCorruptBatch did.
+type DropReport struct {
+	Segment  string // the segment file changed
+	Position int64  // log position of the dropped batch
+	Bytes    int64  // bytes replaced by the gap (up to the next valid batch)
+	Copy     string // where the dropped bytes were saved
+}
+
+// DropCorruptBatch replaces the corrupt batch at log position pos of the data directory dir with
+// a gap, after saving its bytes under repair/. It refuses unless VerifyLog reports corruption at
+// exactly pos, and while a broker holds the directory. Every step is fsync'd.
+func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	lock, err := fsutil.LockFile(filepath.Join(dir, "LOCK"))
+	if err != nil {
+		return DropReport{}, fmt.Errorf("data directory %s is in use (stop the server first): %w", dir, err)
+	}
+	defer lock.Close()
+	rep, err := VerifyLog(dir)
+	if err != nil {
+		return DropReport{}, err
+	}
+	ce := rep.Corruption
+	if ce == nil || ce.Position != pos {
+		found := "no corruption"
+		if ce != nil {
+			found = fmt.Sprintf("corruption at log position %d", ce.Position)
+		}
+		return DropReport{}, fmt.Errorf("no corrupt batch at log position %d: imago log verify finds %s; nothing changed", pos, found)
+	}
+	n := ce.NextValid - pos
+	if n < batchHeaderSize {
+		return DropReport{}, fmt.Errorf("the bad bytes at %d are %d long, too short for a gap batch of %d; nothing changed", pos, n, batchHeaderSize)
+	}
+	l, err := openLogReadOnly(filepath.Join(dir, "log"))
+	if err != nil {
+		return DropReport{}, err
+	}
+	defer l.close()
+	saveDir := filepath.Join(dir, "repair", strconv.FormatInt(time.Now().UnixMilli(), 10))
+	name := fmt.Sprintf("dropped-at-%020d.bin", pos)
+	if err := saveLogBytes(l, saveDir, name, pos, ce.NextValid); err != nil {
+		return DropReport{}, fmt.Errorf("save the bytes to drop (nothing changed): %w", err)
+	}
+	gap := make([]byte, n)
+	putBatchHeader(gap, batchHeader{Length: uint32(n), Type: batchGap, Timestamp: time.Now().UnixMilli()})
+	f, err := os.OpenFile(ce.Segment, os.O_RDWR, 0)
+	if err != nil {
+		return DropReport{}, err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(gap, ce.FileOffset); err != nil {
+		return DropReport{}, fmt.Errorf("write the gap into %s at %d: %w", ce.Segment, ce.FileOffset, err)
+	}
+	if err := fsutil.Fdatasync(f); err != nil {
+		return DropReport{}, fmt.Errorf("sync %s: %w", ce.Segment, err)
+	}
+	// The index may point into the dropped bytes (a checkpoint covered them): rebuild it.
+	if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+		return DropReport{}, fmt.Errorf("remove the index for a rebuild: %w", err)
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		return DropReport{}, err
+	}
+	out := DropReport{Segment: ce.Segment, Position: pos, Bytes: n, Copy: filepath.Join(saveDir, name)}
+	logger.Warn("dropped a corrupt batch from the commit log", "segment", out.Segment, "position", pos,
+		"bytes", n, "reason", ce.Reason, "valid_batches_after", ce.ValidAfter, "copy", out.Copy)
+	return out, nil
+}
