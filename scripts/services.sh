@@ -350,10 +350,25 @@ ensure_chromium() {
 	apt_install chromium
 }
 
+# clear_stale_branches rolls back prepared transactions of Imago's XA format (gid 494d4731_...)
+# that a killed or crashed test run left in the test server for more than 10 minutes. A prepared
+# transaction holds back PostgreSQL's cluster-wide xmin, which stalls every outbox relay's
+# snapshot check in later runs (and keeps its row locks). Only these test services are touched;
+# a live test's branches are younger than that.
+clear_stale_branches() {
+	local db gid
+	while IFS='|' read -r db gid; do
+		[[ -n "$gid" ]] || continue
+		log "PostgreSQL: rolling back stale prepared transaction $gid (database $db, left by an earlier test run)"
+		pg_tcp -d "$db" -c "ROLLBACK PREPARED '$gid'" >/dev/null || log "PostgreSQL: could not roll back $gid"
+	done < <(pg_tcp -d postgres -Atc "SELECT database, gid FROM pg_prepared_xacts WHERE gid ~ '^494d4731_[0-9a-f_]+\$' AND prepared < now() - interval '10 minutes'")
+}
+
 # ---------------------------------------------------------------------------------------------
 start=$SECONDS
 ensure_mariadb
 ensure_postgres
+clear_stale_branches
 ensure_zookeeper
 ensure_chromium
 
