@@ -76,9 +76,10 @@ func (c *testClock) now() time.Time          { return time.Unix(0, c.ns.Load()) 
 func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 type sqlLogOpts struct {
-	now        func() time.Time
-	sweepEvery time.Duration
-	onSync     func(time.Duration)
+	now          func() time.Time
+	sweepEvery   time.Duration
+	onSync       func(time.Duration)
+	writeTimeout time.Duration // 0: 30s
 }
 
 func openSQLLog(t *testing.T, d sqlLogDB, node string, o sqlLogOpts) (*sqlDecisionLog, []record) {
@@ -86,8 +87,11 @@ func openSQLLog(t *testing.T, d sqlLogDB, node string, o sqlLogOpts) (*sqlDecisi
 	if o.now == nil {
 		o.now = time.Now
 	}
+	if o.writeTimeout == 0 {
+		o.writeTimeout = 30 * time.Second
+	}
 	l, recs, err := openSQLDecisionLog(context.Background(), sqlLogConfig{
-		db: d.db, dialect: d.dialect, node: node, retention: time.Hour, writeTimeout: 30 * time.Second,
+		db: d.db, dialect: d.dialect, node: node, retention: time.Hour, writeTimeout: o.writeTimeout,
 		sweepEvery: o.sweepEvery, now: o.now, onSync: o.onSync, log: quietLogger(),
 	})
 	if err != nil {
