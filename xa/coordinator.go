@@ -163,6 +163,7 @@ type txState struct {
 	live                bool          // a GlobalTx of this process still owns it
 	abandoned           bool          // test hook: left as a crash leaves it
 	logged              bool          // the decision log has a record of it
+	resolving           bool          // a Resolve waits for its record to be durable
 	settled             chan struct{} // closed when the live owner lets go
 	nextTry             time.Time     // recovery backoff
 	tries               int
@@ -458,8 +459,14 @@ func (c *Coordinator) Driver(resource string) (string, error) {
 	return r.Driver(), nil
 }
 
-// Ping checks that every resource answers (for /readyz).
+// Ping checks that the decision log has not failed and that every resource answers (for
+// /readyz). A table log whose last write the database refused (and which retries the next
+// one) does not fail Ping: with no traffic it would never recover; a resource's own check
+// shows an unreachable database.
 func (c *Coordinator) Ping(ctx context.Context) error {
+	if err := c.dlog.failedErr(); err != nil {
+		return fmt.Errorf("%w: %v", ErrDecisionLogFailed, err)
+	}
 	for _, name := range c.order {
 		if _, err := c.rms[name].recover(ctx); err != nil {
 			return err
@@ -576,23 +583,30 @@ func (c *Coordinator) Resolve(ctx context.Context, id string, d Decision, by str
 		c.mu.Unlock()
 		return TxInfo{}, fmt.Errorf("%w: %s is %s", ErrNotInDoubt, id, st.status)
 	}
-	now := c.opts.Now()
-	st.by, st.decided = by, now
-	st.code, st.message = "resolved_"+string(d), fmt.Sprintf("resolved %s by %s at %s", d, by, now.UTC().Format(time.RFC3339))
-	st.status = StatusCommitting
-	if d == DecideRollback {
-		st.status = StatusRollingBack
+	if st.resolving {
+		c.mu.Unlock()
+		return TxInfo{}, fmt.Errorf("%w: %s is being resolved", ErrNotInDoubt, id)
 	}
+	// The decision takes effect once its record is durable: until then the transaction stays
+	// in_doubt (recovery leaves it alone), and stays so if the append fails.
+	st.resolving = true
+	rec := resolveRecord(st, d, by, c.opts.Now())
+	c.mu.Unlock()
+	if err := c.dlog.appendSync(ctx, rec); err != nil {
+		c.mu.Lock()
+		st.resolving = false
+		c.mu.Unlock()
+		return TxInfo{}, fmt.Errorf("record resolve of %s (not applied; still in_doubt): %w", id, err)
+	}
+	c.mu.Lock()
+	st.resolving = false
+	st.status, st.by, st.decided, st.code, st.message = rec.Status, rec.By, rec.Decided, rec.Code, rec.Message
 	for _, b := range st.branches {
 		b.commitSent = true
 	}
 	st.nextTry, st.tries = time.Time{}, 0
-	rec := st.snapshot(recResolve)
 	st.logged = true
 	c.mu.Unlock()
-	if err := c.dlog.appendSync(ctx, rec); err != nil {
-		return TxInfo{}, fmt.Errorf("record resolve of %s: %w", id, err)
-	}
 	c.log.Warn("in-doubt global transaction resolved by an operator", "id", id, "gtrid", st.gtrid, "decision", string(d), "by", by)
 	c.kickRecovery()
 	return c.Get(id)

@@ -30,6 +30,8 @@ type decisionStore interface {
 	appendSync(ctx context.Context, r record) error
 	// close writes what was queued and stops the writer.
 	close() error
+	// failedErr is the error that failed the log for good, or nil.
+	failedErr() error
 }
 
 type logReq struct {
@@ -154,22 +156,32 @@ func (l *decisionLog) run() {
 	}
 }
 
+// write writes the batch (and fsyncs with sync) and answers its waiters. Any error fails the
+// log; the waiters learn whether their records were certainly not written (errNotWritten).
 func (l *decisionLog) write(buf []byte, batch []*logReq, sync bool) []byte {
 	for _, r := range batch {
 		buf = appendRecord(buf, &r.rec)
 	}
-	err := l.failedErr()
-	if err == nil && len(buf) > 0 {
-		if _, werr := l.f.Write(buf); werr != nil {
+	if err := l.failedErr(); err != nil {
+		answer(batch, notWritten(err))
+		return buf
+	}
+	var err error
+	if len(buf) > 0 {
+		if n, werr := l.f.Write(buf); werr != nil {
 			err = fmt.Errorf("write decision log: %w", werr)
+			l.fail(err)
+			if n == 0 {
+				err = notWritten(err)
+			}
 		}
 	}
 	if err == nil && sync {
-		err = l.sync()
+		if err = l.sync(); err != nil {
+			l.fail(err)
+		}
 	}
-	if err != nil {
-		l.fail(err)
-	} else {
+	if err == nil {
 		l.size += int64(len(buf))
 		for _, r := range batch {
 			l.entries[r.rec.Gtrid] = r.rec

@@ -54,6 +54,9 @@ var (
 	ErrInvalidID = errors.New("invalid global transaction id")
 	// ErrClosed: the coordinator is closed.
 	ErrClosed = errors.New("coordinator is closed")
+	// ErrDecisionLogFailed: the decision log failed for good (a write whose outcome is
+	// unknown); no transaction prepares until the coordinator is restarted, and Ping reports it.
+	ErrDecisionLogFailed = errors.New("decision log failed; restart the coordinator")
 	// ErrUnsupportedServer: a database that cannot be an XA resource (see the message).
 	ErrUnsupportedServer = errors.New("database server cannot be an XA resource")
 )

@@ -551,10 +551,21 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	c := t.c
 	st := t.st
 	began := time.Now()
+	// A failed decision log could not take the decision: nothing may prepare (each branch
+	// would wait, locks held, for a restart). The "preparing" record is queued, not waited
+	// for: presumed abort does not need it (see doc.go).
 	c.mu.Lock()
 	st.status = StatusPreparing
-	c.appendLog(st, recPreparing, false)
+	logErr := c.dlog.failedErr()
+	if logErr == nil {
+		logErr = c.appendLog(st, recPreparing, false)
+	}
 	c.mu.Unlock()
+	if logErr != nil {
+		c.log.Warn("decision log failed: global transaction rolled back before prepare", "id", st.id, "gtrid", st.gtrid, "err", logErr)
+		return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the decision log cannot take a decision: " + logErr.Error()}),
+			fmt.Errorf("%w: %w: %v", ErrRolledBack, ErrDecisionLogFailed, logErr)
+	}
 
 	sctx, cancel := t.stmtCtx(ctx)
 	defer cancel()
@@ -615,7 +626,14 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	st.logged = true
 	c.mu.Unlock()
 	if len(second) > 0 {
-		if err := c.dlog.appendSync(ctx, rec); err != nil {
+		if err := c.dlog.appendSync(ctx, rec); errors.Is(err, errNotWritten) {
+			// Nothing of the decision was written: nothing committed anywhere, so the
+			// transaction rolls back (presumed abort covers a rollback record that cannot be
+			// written either).
+			c.log.Warn("commit decision not written: global transaction rolled back", "id", st.id, "gtrid", st.gtrid, "err", err)
+			return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the commit decision could not be logged: " + err.Error()}),
+				fmt.Errorf("%w: decision log: %w", ErrRolledBack, err)
+		} else if err != nil {
 			// Whether the decision reached the disk is unknown: leave every branch prepared
 			// for the recovery of the next start, which reads the log back.
 			c.mu.Lock()
