@@ -55,8 +55,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseXid$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./client
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./textproto
 
-## java: the Java XAResource conformance harness and example. It restarts PostgreSQL and
-## MariaDB, so it runs alone, after everything else; -v so its table shows in CI logs.
+## java: the Java XAResource conformance harness, the examples, and the JTA scenarios under
+## Bitronix. The harness restarts PostgreSQL and MariaDB, so it runs alone, after everything
+## else; -v so its table shows in CI logs.
 java:
 	$(GO) test -count=1 -v -timeout 5m ./clients/java/
 

@@ -1,7 +1,8 @@
 // Package javaharness_test builds the JDK-only XAResource of clients/java with javac and runs
 // its conformance harness (io.imago.xa.Conformance) against a real Imago served in-process,
 // the real PostgreSQL and the real MariaDB of scripts/services.sh; example_test.go runs the
-// settlement example of examples/java-xa the same way.
+// settlement example of examples/java-xa the same way, and jta_test.go runs the JTA scenarios
+// and the JTA example under Bitronix (these restart no database).
 //
 // It needs javac and java, and Debian's JDBC drivers (scripts/java-deps.sh installs them).
 // Without them the tests skip, unless IMAGO_REQUIRE_SERVICES=1 (make test), where they fail.
@@ -27,6 +28,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,7 +104,8 @@ func jdbcURLs(t *testing.T) (pg, mariadb string) {
 	return pg, mariadb
 }
 
-// compileJava compiles the sources under dirs (with classpath) into a new directory.
+// compileJava compiles the sources under dirs, each a directory or one .java file (with
+// classpath), into a new directory.
 func compileJava(t *testing.T, javac, classpath string, dirs ...string) string {
 	t.Helper()
 	out := t.TempDir()
@@ -138,6 +141,10 @@ type imagoServer struct {
 	gw   *gateway.Server
 	srv  *http.Server
 	done chan struct{}
+
+	// requests counts the HTTP requests served, across restarts: a Java program asks for it
+	// ("REQUESTS imago") to show that a call sent nothing.
+	requests atomic.Int64
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -183,7 +190,12 @@ func (s *imagoServer) start() error {
 	}
 	s.addr = ln.Addr().String()
 	s.b, s.gw = b, gw
-	s.srv = &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	h := gw.Handler()
+	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		h.ServeHTTP(w, r)
+	})
+	s.srv = &http.Server{Handler: count, ReadHeaderTimeout: 10 * time.Second}
 	s.done = make(chan struct{})
 	go func(srv *http.Server, done chan struct{}) {
 		defer close(done)
@@ -218,7 +230,8 @@ func (s *imagoServer) restart() error {
 }
 
 // javaRun runs a Java program; a line "RESTART imago" on its standard output restarts srv
-// and answers READY on its standard input. It returns the rest of the output and the error.
+// and answers READY on its standard input, and a line "REQUESTS imago" answers the number of
+// requests srv has served. It returns the rest of the output and the error.
 func javaRun(t *testing.T, ctx context.Context, srv *imagoServer, java string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, java, args...)
@@ -248,6 +261,12 @@ func javaRun(t *testing.T, ctx context.Context, srv *imagoServer, java string, a
 			}
 			if _, err := io.WriteString(stdin, answer+"\n"); err != nil {
 				t.Errorf("answer the harness: %v", err)
+			}
+			continue
+		}
+		if line == "REQUESTS imago" {
+			if _, err := fmt.Fprintf(stdin, "%d\n", srv.requests.Load()); err != nil {
+				t.Errorf("answer the program: %v", err)
 			}
 			continue
 		}

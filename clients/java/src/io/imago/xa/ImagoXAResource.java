@@ -18,8 +18,8 @@ import javax.transaction.xa.XAResource;
 import javax.transaction.xa.Xid;
 
 /**
- * Imago's broker as a {@link XAResource}, over the HTTP API (shared/API.md, "XA resource"), with
- * nothing beyond the JDK.
+ * Imago's broker as a {@link XAResource}, over the HTTP API (the XA resource endpoints,
+ * /v1/xa/*, in api/openapi.yaml), with nothing beyond the JDK.
  *
  * <p>A transaction manager enlists it like a database's resource: {@code start}, then
  * {@link #publish} the branch's messages (they stay invisible), {@code end}, {@code prepare}
@@ -27,13 +27,40 @@ import javax.transaction.xa.Xid;
  * then {@code commit} or {@code rollback}. After a crash {@code recover} lists every prepared,
  * undecided branch and every heuristically completed one; {@code forget} clears the latter.
  *
+ * <h2>Branch association</h2>
+ *
+ * <p>As with a JDBC {@code XAConnection}, work done through the resource belongs to the branch
+ * its transaction manager started on it, on the calling thread: {@code start} associates the
+ * calling thread with the branch, {@code end} (TMSUCCESS, TMFAIL or TMSUSPEND, from any thread)
+ * dissociates it, {@code start} with TMJOIN or TMRESUME associates the calling thread again, and
+ * {@code commit}/{@code rollback} clear whatever association is left. The methods without an xid
+ * ({@link #publish(String, String, byte[])}, {@link #publishJson(String, String, String)},
+ * {@link #publishMessages(List)}) add to the branch associated with the calling thread; with
+ * none they throw {@code XAException(XAER_PROTO)} and send nothing, so a message is never
+ * published outside a transaction by accident. One instance serves any number of threads, each
+ * in its own transaction. The rules (X/Open's, with the broker as judge of the branch's state):
+ * <ul>
+ *   <li>{@code start} on a thread already associated with another branch of this instance:
+ *       {@code XAER_PROTO}, nothing sent (one branch per thread and resource). With the same
+ *       branch the broker answers ({@code XAER_DUPID} for TMNOFLAGS, as without association);
+ *   <li>a failed {@code start} associates nothing; {@code end} dissociates even when it fails
+ *       (a branch rolled back by its timeout, {@code XA_RBTIMEOUT}, has no work to take);
+ *   <li>a suspended association may be resumed on any thread (there is no connection to migrate).
+ * </ul>
+ * With an {@link Enlister} ({@link Builder#enlister}), publishing with no association first
+ * asks the enlister to enlist this resource in the calling thread's global transaction, as a
+ * pooled JDBC DataSource enlists its connection: the manager calls {@code start} and the message
+ * goes to the new branch. The xid-taking methods stay, for managers, tests and hand-written
+ * two-phase commit; they ignore the association.
+ *
  * <p>Errors are {@link ImagoXAException}s (an {@link XAException}) whose {@code errorCode} is the
  * XA code the server answered ({@code XAER_NOTA}, {@code XAER_PROTO}, {@code XAER_DUPID},
  * {@code XA_RBROLLBACK}, {@code XA_HEURCOM}, ...); a request that gets no answer, or a 503, is
  * {@code XAER_RMFAIL}, so a transaction manager retries it later.
  *
- * <p>Instances are thread-safe and cheap; all instances with the same base URL talk to the same
- * resource manager ({@link #isSameRM}).
+ * <p>Instances are thread-safe; create one per broker URL and share it (its HttpClient pools the
+ * connections). All instances with the same base URL talk to the same resource manager
+ * ({@link #isSameRM}).
  */
 public final class ImagoXAResource implements XAResource {
     /** The default time one HTTP request may take. */
@@ -43,9 +70,26 @@ public final class ImagoXAResource implements XAResource {
     private final String token;
     private final HttpClient http;
     private final Duration requestTimeout;
+    private final Enlister enlister; // null: publishing needs an association made by start()
+    private final BranchAssociations associations = new BranchAssociations();
 
+    // The transaction timeout: what the calling thread set last, else what any thread set last.
+    // A manager sets it and then calls start on the same thread; with one instance shared by
+    // concurrent transactions, a single field would let one transaction's start take another's.
     private volatile int timeoutSeconds; // 0: the broker's default
+    private final ThreadLocal<Integer> threadTimeoutSeconds = new ThreadLocal<>();
     private boolean scanning; // a recover scan is open (guarded by this)
+
+    /**
+     * Enlists a resource in the calling thread's global transaction, the way a JTA manager's
+     * {@code Transaction.enlistResource} does (which calls {@code start} on this thread). With
+     * JTA: {@code r -> { Transaction tx = tm.getTransaction(); return tx != null && tx.enlistResource(r); }}.
+     */
+    @FunctionalInterface
+    public interface Enlister {
+        /** Enlists resource in the calling thread's transaction; false when there is none. */
+        boolean enlist(XAResource resource) throws Exception;
+    }
 
     /** A resource for the broker at {@code baseUrl} (e.g. "http://127.0.0.1:8080"), without auth. */
     public ImagoXAResource(String baseUrl) {
@@ -61,6 +105,7 @@ public final class ImagoXAResource implements XAResource {
         this.baseUrl = normalize(b.baseUrl);
         this.token = b.token;
         this.requestTimeout = b.requestTimeout;
+        this.enlister = b.enlister;
         this.http = b.http != null ? b.http
                 : HttpClient.newBuilder()
                         .version(HttpClient.Version.HTTP_1_1)
@@ -80,6 +125,7 @@ public final class ImagoXAResource implements XAResource {
         private HttpClient http;
         private Duration requestTimeout = DEFAULT_REQUEST_TIMEOUT;
         private Duration connectTimeout = Duration.ofSeconds(5);
+        private Enlister enlister;
 
         private Builder(String baseUrl) {
             this.baseUrl = baseUrl;
@@ -106,6 +152,16 @@ public final class ImagoXAResource implements XAResource {
         /** How long connecting may take (default 5 s); ignored with {@link #httpClient}. */
         public Builder connectTimeout(Duration d) {
             this.connectTimeout = d;
+            return this;
+        }
+
+        /**
+         * How publishing without an xid finds a branch when the calling thread has none: the
+         * enlister enlists the resource in the thread's global transaction (default: none, and
+         * publishing with no association fails with XAER_PROTO).
+         */
+        public Builder enlister(Enlister enlister) {
+            this.enlister = enlister;
             return this;
         }
 
@@ -140,13 +196,14 @@ public final class ImagoXAResource implements XAResource {
     // ---------------------------------------------------------------------------------------
     // XAResource
 
+    /** Starts (TMNOFLAGS), joins (TMJOIN) or resumes (TMRESUME) xid and associates the calling thread with it. */
     @Override
     public void start(Xid xid, int flags) throws XAException {
         Map<String, Object> body = xidBody(xid);
         switch (flags) {
             case TMNOFLAGS:
                 body.put("flags", "noflags");
-                int t = timeoutSeconds;
+                int t = getTransactionTimeout();
                 if (t > 0) {
                     body.put("timeout_ms", t * 1000L);
                 }
@@ -160,9 +217,17 @@ public final class ImagoXAResource implements XAResource {
             default:
                 throw invalid("start flags must be TMNOFLAGS, TMJOIN or TMRESUME, not " + flags);
         }
+        ImagoXid held = associations.current();
+        if (held != null && !ImagoXid.same(held, xid)) {
+            throw new ImagoXAException(XAException.XAER_PROTO, 0, null, "start " + ImagoXid.copyOf(xid)
+                    + ": this thread is still associated with branch " + held + " of " + this
+                    + "; end it first (one branch per thread and resource)", null);
+        }
         post("/v1/xa/start", body);
+        associations.associate(xid);
     }
 
+    /** Ends the work on xid (TMSUCCESS, TMFAIL, TMSUSPEND) and dissociates it from its thread, whatever the answer. */
     @Override
     public void end(Xid xid, int flags) throws XAException {
         Map<String, Object> body = xidBody(xid);
@@ -179,6 +244,7 @@ public final class ImagoXAResource implements XAResource {
             default:
                 throw invalid("end flags must be TMSUCCESS, TMFAIL or TMSUSPEND, not " + flags);
         }
+        associations.end(xid);
         post("/v1/xa/end", body);
     }
 
@@ -209,6 +275,7 @@ public final class ImagoXAResource implements XAResource {
     public List<Map<String, Object>> commitWithOffsets(Xid xid, boolean onePhase) throws XAException {
         Map<String, Object> body = xidBody(xid);
         body.put("one_phase", onePhase);
+        associations.end(xid);
         Map<String, Object> out = post("/v1/xa/commit", body);
         List<Map<String, Object>> offsets = new ArrayList<>();
         if (out.get("offsets") instanceof List) {
@@ -225,7 +292,9 @@ public final class ImagoXAResource implements XAResource {
 
     @Override
     public void rollback(Xid xid) throws XAException {
-        post("/v1/xa/rollback", xidBody(xid));
+        Map<String, Object> body = xidBody(xid);
+        associations.end(xid);
+        post("/v1/xa/rollback", body);
     }
 
     @Override
@@ -270,23 +339,81 @@ public final class ImagoXAResource implements XAResource {
         return other instanceof ImagoXAResource && ((ImagoXAResource) other).baseUrl.equals(baseUrl);
     }
 
-    /** The timeout that {@code start(TMNOFLAGS)} sends; 0 means the broker's default (30 s). */
+    /**
+     * The timeout that {@code start(TMNOFLAGS)} sends; 0 means the broker's default (30 s). It
+     * holds for the calling thread's later starts, and for other threads' until they set their own.
+     */
     @Override
     public boolean setTransactionTimeout(int seconds) throws XAException {
         if (seconds < 0) {
             throw invalid("the transaction timeout must not be negative, got " + seconds);
         }
         timeoutSeconds = seconds;
+        threadTimeoutSeconds.set(seconds);
         return true;
     }
 
     @Override
     public int getTransactionTimeout() {
-        return timeoutSeconds;
+        Integer t = threadTimeoutSeconds.get();
+        return t != null ? t : timeoutSeconds;
     }
 
     // ---------------------------------------------------------------------------------------
-    // Messages of a branch
+    // Messages of the calling thread's branch
+
+    /**
+     * Adds one message with a binary value to the branch associated with the calling thread
+     * (enlisting first, with an {@link Enlister}); {@code XAER_PROTO} when there is none.
+     */
+    public void publish(String topic, String key, byte[] value) throws XAException {
+        publish(associatedBranch(), topic, key, value);
+    }
+
+    /** Adds one message whose value is JSON text to the calling thread's branch, as {@link #publish(String, String, byte[])}. */
+    public void publishJson(String topic, String key, String jsonValue) throws XAException {
+        publishJson(associatedBranch(), topic, key, jsonValue);
+    }
+
+    /** Adds messages (the API's message shape) to the calling thread's branch, as {@link #publish(String, String, byte[])}. */
+    public void publishMessages(List<Map<String, Object>> messages) throws XAException {
+        publishMessages(associatedBranch(), messages);
+    }
+
+    /**
+     * The branch the calling thread is associated with; without one, asks the enlister (if any)
+     * to enlist this resource in the thread's transaction, whose start associates it.
+     */
+    private Xid associatedBranch() throws XAException {
+        Xid xid = associations.current();
+        if (xid != null) {
+            return xid;
+        }
+        if (enlister == null) {
+            throw new ImagoXAException(XAException.XAER_PROTO, 0, null, "publish through " + this
+                    + ": no transaction branch is associated with this thread; a transaction manager"
+                    + " associates one when it enlists the resource (start), or pass the xid", null);
+        }
+        boolean enlisted;
+        try {
+            enlisted = enlister.enlist(this);
+        } catch (XAException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new ImagoXAException(XAException.XAER_PROTO, 0, null, "publish through " + this
+                    + ": the transaction manager did not enlist the resource: " + e, e);
+        }
+        xid = associations.current();
+        if (xid == null) {
+            throw new ImagoXAException(XAException.XAER_PROTO, 0, null, "publish through " + this + ": "
+                    + (enlisted ? "the resource was enlisted but no branch was started on this thread"
+                            : "this thread has no global transaction (begin one first)"), null);
+        }
+        return xid;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Messages of a branch named by its xid
 
     /** Adds one message with a binary value (sent as value_base64) to the active branch xid. */
     public void publish(Xid xid, String topic, String key, byte[] value) throws XAException {
@@ -406,7 +533,7 @@ public final class ImagoXAResource implements XAResource {
         throw errorFor(method + " " + path, status, json, text);
     }
 
-    /** Maps an HTTP error answer to an XAException (shared/API.md: error.code carries the XA code). */
+    /** Maps an HTTP error answer to an XAException (the API's error.code carries the XA code). */
     static ImagoXAException errorFor(String what, int status, Map<String, Object> json, String text) {
         String apiCode = null;
         String message = null;

@@ -7,8 +7,8 @@ import javax.transaction.xa.XAException;
 import javax.transaction.xa.XAResource;
 
 /**
- * The XA error codes by name, as the HTTP API spells them in {@code error.code} (shared/API.md,
- * "XA resource") and as {@link XAException} numbers them, in both directions.
+ * The XA error codes by name, as the HTTP API spells them in {@code error.code} (the XA
+ * resource endpoints, /v1/xa/*) and as {@link XAException} numbers them, in both directions.
  */
 public final class XACodes {
     private XACodes() {}
