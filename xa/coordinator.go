@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // Options configure a Coordinator. NewOptions returns the defaults.
@@ -336,7 +337,7 @@ func writeFileSync(path, content string) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := fsutil.Fsync(f); err != nil {
 		f.Close()
 		return err
 	}
@@ -344,7 +345,7 @@ func writeFileSync(path, content string) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return fsutil.SyncDir(filepath.Dir(path))
 }
 
 // load rebuilds the table from the decision log. A transaction a previous run left without a

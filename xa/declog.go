@@ -2,13 +2,14 @@ package xa
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // The decision log: an append-only file in the coordinator's directory, written by one goroutine
@@ -82,7 +83,7 @@ func openDecisionLog(dir string, retention time.Duration, compactBytes int64, no
 			f.Close()
 			return nil, nil, fmt.Errorf("cut decision log at %d: %w", good, err)
 		}
-		if err := f.Sync(); err != nil {
+		if err := fsutil.Fsync(f); err != nil {
 			f.Close()
 			return nil, nil, fmt.Errorf("sync decision log: %w", err)
 		}
@@ -194,7 +195,7 @@ func (l *decisionLog) write(buf []byte, batch []*logReq, sync bool) []byte {
 // sync is the one fsync of the log, timed.
 func (l *decisionLog) sync() error {
 	began := time.Now()
-	err := l.f.Sync()
+	err := fsutil.Fdatasync(l.f)
 	d := time.Since(began)
 	if l.onSync != nil {
 		l.onSync(d)
@@ -240,7 +241,7 @@ func (l *decisionLog) compact() {
 			f.Close()
 			return err
 		}
-		if err := f.Sync(); err != nil {
+		if err := fsutil.Fsync(f); err != nil {
 			f.Close()
 			return err
 		}
@@ -248,7 +249,7 @@ func (l *decisionLog) compact() {
 			f.Close()
 			return err
 		}
-		if err := syncDir(l.dir); err != nil {
+		if err := fsutil.SyncDir(l.dir); err != nil {
 			f.Close()
 			return err
 		}
@@ -266,16 +267,4 @@ func (l *decisionLog) compact() {
 	l.log.Info("decision log compacted", "from_bytes", l.size, "to_bytes", len(buf), "transactions", len(kept))
 	l.entries, l.size = kept, int64(len(buf))
 	l.compactBytes = max(l.baseCompact, l.size*2)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
 }
