@@ -219,7 +219,10 @@ func (l *decisionLog) keep(r record, now time.Time) bool {
 }
 
 // compact rewrites the log with the records worth keeping: into a temporary file, fsync'd,
-// renamed over the log, and the directory fsync'd. A failure leaves the old log in use.
+// renamed over the log, and the directory fsync'd. A failure before the rename leaves the old
+// log in use. Once renamed, the new file is the log (the old one has no name left: writing on
+// there would be writing to nothing); a directory fsync that still fails after retries leaves
+// the rename not known durable, so the log fails.
 func (l *decisionLog) compact() {
 	now := l.now()
 	var buf []byte
@@ -232,30 +235,24 @@ func (l *decisionLog) compact() {
 		}
 	}
 	tmp := l.path + ".compact"
-	err := func() error {
+	f, err := func() (*os.File, error) {
 		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := f.Write(buf); err != nil {
 			f.Close()
-			return err
+			return nil, err
 		}
 		if err := fsutil.Fsync(f); err != nil {
 			f.Close()
-			return err
+			return nil, err
 		}
 		if err := os.Rename(tmp, l.path); err != nil {
 			f.Close()
-			return err
+			return nil, err
 		}
-		if err := fsutil.SyncDir(l.dir); err != nil {
-			f.Close()
-			return err
-		}
-		l.f.Close()
-		l.f = f
-		return nil
+		return f, nil
 	}()
 	if err != nil {
 		os.Remove(tmp)
@@ -264,7 +261,30 @@ func (l *decisionLog) compact() {
 		l.compactBytes = l.size * 2
 		return
 	}
-	l.log.Info("decision log compacted", "from_bytes", l.size, "to_bytes", len(buf), "transactions", len(kept))
-	l.entries, l.size = kept, int64(len(buf))
+	l.f.Close()
+	from := l.size
+	l.f, l.entries, l.size = f, kept, int64(len(buf))
 	l.compactBytes = max(l.baseCompact, l.size*2)
+	if err := syncDirRetry(l.dir); err != nil {
+		l.fail(fmt.Errorf("decision log compacted and renamed, but the directory fsync failed, so the rename is not known durable: %w", err))
+		return
+	}
+	l.log.Info("decision log compacted", "from_bytes", from, "to_bytes", len(buf), "transactions", len(kept))
+}
+
+// dirSyncTries is how many times syncDirRetry tries, with a growing pause.
+const dirSyncTries = 4
+
+// syncDirRetry fsyncs dir, again after a failure (EMFILE, or an EIO the next try does not
+// repeat), and returns the last error.
+func syncDirRetry(dir string) error {
+	var err error
+	pause := 10 * time.Millisecond
+	for i := 1; ; i++ {
+		if err = fsutil.SyncDir(dir); err == nil || i == dirSyncTries {
+			return err
+		}
+		time.Sleep(pause)
+		pause *= 4
+	}
 }
