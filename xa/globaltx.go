@@ -511,14 +511,33 @@ func (t *GlobalTx) Commit(ctx context.Context) (TxInfo, error) {
 	return t.commitTwoPhase(ctx, worked)
 }
 
+// commitOnePhase commits the one branch with work in one phase. That commit is the decision:
+// like phase 2 it is bounded by its own PhaseTimeout, and neither the caller's context (an
+// HTTP client that went away) nor the transaction's deadline (checked before, by Commit) can
+// cancel it half-way; cancelling it would make its outcome unknown (PostgreSQL rolls a
+// cancelled COMMIT back, MariaDB usually completes it) for nothing.
 func (t *GlobalTx) commitOnePhase(ctx context.Context, b *Branch) (TxInfo, error) {
 	c := t.c
 	began := time.Now()
 	t.setStatus(StatusCommitting)
-	sctx, cancel := t.stmtCtx(ctx)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
 	defer cancel()
-	pos, err := b.conn.commit(sctx, true)
+	pos, err := b.conn.commit(pctx, true)
 	c.metrics.phase.WithLabelValues("one_phase").Observe(time.Since(began).Seconds())
+	if errors.Is(err, broker.ErrBackpressure) {
+		// The broker refused the commit before writing anything and kept the branch idle:
+		// roll it back, which makes the outcome a rollback (nothing published).
+		if rerr := b.conn.rollback(pctx); rerr != nil {
+			c.log.Warn("rollback of a broker branch refused under back-pressure failed; the broker's branch timeout rolls it back", "gtrid", t.st.gtrid, "err", rerr)
+		}
+		c.mu.Lock()
+		st := t.st
+		st.decided = c.opts.Now()
+		st.status, st.finished, st.code, st.message = StatusRolledBack, st.decided, "broker_busy", "the broker refused the commit under back-pressure: "+err.Error()
+		b.bs.state = BranchRolledBack
+		c.mu.Unlock()
+		return t.finish(), fmt.Errorf("%w: %w", ErrRolledBack, err)
+	}
 	c.mu.Lock()
 	st := t.st
 	st.decided = c.opts.Now()

@@ -189,4 +189,3 @@ func TestOnePhaseBrokerBackpressureRollsBack(t *testing.T) {
 		t.Errorf("branches left: %v", got)
 	}
 }
-
