@@ -130,6 +130,7 @@ type Coordinator struct {
 	node    string
 	dlog    decisionStore
 	lock    *os.File
+	leases  *leaseSet // the node lease in every database (lease.go)
 	rms     map[string]resourceManager
 	order   []string
 	brokerN string
@@ -229,8 +230,13 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	c.node = node
+	if err := c.takeLeases(ctx); err != nil {
+		c.lock.Close()
+		return nil, err
+	}
 	recs, where, err := c.openLog(ctx)
 	if err != nil {
+		c.leases.release()
 		c.lock.Close()
 		return nil, err
 	}
@@ -434,6 +440,9 @@ func (c *Coordinator) Close() error {
 	var errs []error
 	if c.dlog != nil {
 		errs = append(errs, c.dlog.close())
+	}
+	if c.leases != nil {
+		c.leases.release()
 	}
 	for _, name := range c.order {
 		errs = append(errs, c.rms[name].close())

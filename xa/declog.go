@@ -33,6 +33,8 @@ type decisionStore interface {
 	close() error
 	// failedErr is the error that failed the log for good, or nil.
 	failedErr() error
+	// fail makes the log refuse every later record.
+	fail(err error)
 }
 
 type logReq struct {

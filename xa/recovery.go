@@ -69,9 +69,14 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 	defer c.recMu.Unlock()
 	var errs []error
 	present := map[string]map[string]bool{} // resource → set of gtrids prepared there
+	c.checkLeases(ctx)
 	for _, name := range c.order {
 		sctx, cancel := context.WithTimeout(ctx, c.opts.PhaseTimeout)
-		xids, err := c.rms[name].recover(sctx)
+		err := c.holdLease(sctx, name) // never act on a database without the node lease there
+		var xids []Xid
+		if err == nil {
+			xids, err = c.rms[name].recover(sctx)
+		}
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("scan %s: %w", name, err))
