@@ -206,7 +206,7 @@ func (r *sqlRM) pool() *sql.DB { return r.sqldb }
 // process's) or, with leaseKeyDecisions, of the decision table's database.
 func (c *Coordinator) holdLease(ctx context.Context, key string) error {
 	if key == leaseKeyDecisions {
-		if c.opts.DecisionDB == nil {
+		if _, known := migrations.Dialect(c.opts.DecisionDialect); !known || c.opts.DecisionDB == nil {
 			return nil
 		}
 		return c.leases.hold(ctx, key, c.opts.DecisionDB, c.opts.DecisionDialect)
@@ -223,8 +223,9 @@ func (c *Coordinator) holdLease(ctx context.Context, key string) error {
 // that cannot be reached is logged and left to recovery).
 func (c *Coordinator) takeLeases(ctx context.Context) error {
 	c.leases = newLeaseSet(c.node, c.log)
-	if db := c.opts.DecisionDB; db != nil {
-		if err := c.leases.holdAtOpen(ctx, leaseKeyDecisions, db, c.opts.DecisionDialect); err != nil {
+	// An unknown dialect is openLog's error to report.
+	if _, known := migrations.Dialect(c.opts.DecisionDialect); known && c.opts.DecisionDB != nil {
+		if err := c.leases.holdAtOpen(ctx, leaseKeyDecisions, c.opts.DecisionDB, c.opts.DecisionDialect); err != nil {
 			return fmt.Errorf("open coordinator: %w", err)
 		}
 	}
