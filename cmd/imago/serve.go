@@ -257,16 +257,7 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err), s.closeAll())
 	}
-	srv := &http.Server{
-		Handler:           s.gw.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		// A long-poll fetch may hold its answer for up to MaxWait before writing it.
-		WriteTimeout:   cfg.HTTP.MaxWait + time.Minute,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(cfg, s.gw.Handler(), logger)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
@@ -344,4 +335,18 @@ func gatewayTokens(in []config.Token) []gateway.Token {
 		out = append(out, gateway.Token{Name: t.Name, Token: t.Token, Produce: t.Produce, Consume: t.Consume, Admin: t.Admin})
 	}
 	return out
+}
+
+// newHTTPServer is the HTTP server serve runs, with its timeouts.
+func newHTTPServer(cfg config.Config, h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		// A long-poll fetch may hold its answer for up to MaxWait before writing it.
+		WriteTimeout:   cfg.HTTP.MaxWait + time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
 }
