@@ -337,14 +337,18 @@ func gatewayTokens(in []config.Token) []gateway.Token {
 	return out
 }
 
-// newHTTPServer is the HTTP server serve runs, with its timeouts.
+// newHTTPServer is the HTTP server serve runs, with its timeouts. The write timeout outlasts
+// the longest request: a long-poll fetch holds its answer for up to MaxWait, and a global
+// transaction may run for the largest timeout_ms (gateway.MaxTimeout), then spend a phase
+// timeout on each of its phases; a connection closed before the answer leaves the client not
+// knowing the outcome.
 func newHTTPServer(cfg config.Config, h http.Handler, logger *slog.Logger) *http.Server {
+	longest := max(cfg.HTTP.MaxWait, gateway.MaxTimeout+2*xa.NewOptions("").PhaseTimeout)
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
-		// A long-poll fetch may hold its answer for up to MaxWait before writing it.
-		WriteTimeout:   cfg.HTTP.MaxWait + time.Minute,
+		WriteTimeout:      longest + time.Minute,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
