@@ -61,7 +61,9 @@ type decisionLog struct {
 }
 
 // openDecisionLog opens (creating) the log, cuts a torn tail and returns the last record of
-// every transaction in it.
+// every transaction in it. A bad frame followed by a valid one is corruption, not a torn tail
+// (appends only ever tear the end): the open fails naming the file and the offset, and the file
+// is left as it is.
 func openDecisionLog(dir string, retention time.Duration, compactBytes int64, now func() time.Time, onSync func(time.Duration), log *slog.Logger) (*decisionLog, []record, error) {
 	l := &decisionLog{
 		path: filepath.Join(dir, logFileName), dir: dir, log: log, retention: retention,
@@ -80,6 +82,12 @@ func openDecisionLog(dir string, retention time.Duration, compactBytes int64, no
 	}
 	good, recs, cutErr := replay(data)
 	if good < int64(len(data)) {
+		if next := nextValidFrame(data, good); next >= 0 {
+			f.Close()
+			return nil, nil, fmt.Errorf("decision log %s is corrupt at offset %d (%v), and a valid record follows at offset %d: "+
+				"that is not a torn tail, and cutting it would drop decisions; restore the file, or repair it knowing what it decided",
+				l.path, good, cutErr, next)
+		}
 		log.Warn("decision log: cutting a torn or corrupt tail", "path", l.path, "offset", good, "cut_bytes", int64(len(data))-good, "err", cutErr)
 		if err := f.Truncate(good); err != nil {
 			f.Close()
@@ -118,6 +126,17 @@ func replay(data []byte) (good int64, recs []record, err error) {
 		good += int64(n)
 	}
 	return good, recs, nil
+}
+
+// nextValidFrame returns the offset of the first valid frame after the bad one at bad, or -1
+// when none follows (a torn tail).
+func nextValidFrame(data []byte, bad int64) int64 {
+	for off := bad + 1; off+frameHeader <= int64(len(data)); off++ {
+		if _, _, err := decodeFrame(data[off:]); err == nil {
+			return off
+		}
+	}
+	return -1
 }
 
 func (l *decisionLog) close() error {
