@@ -93,16 +93,27 @@ func (c *Coordinator) Begin(ctx context.Context, opts BeginOptions) (*GlobalTx, 
 	case timeout < 0 || timeout > c.opts.MaxTimeout:
 		return nil, fmt.Errorf("timeout must be between 1ms and %s, got %s", c.opts.MaxTimeout, timeout)
 	}
-	var raw [txIDLen / 2]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, fmt.Errorf("global transaction id: %w", err)
-	}
-	gtrid := c.node + hex.EncodeToString(raw[:])
 	now := c.opts.Now()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, ErrClosed
+	}
+	// Client ids and gtrids are two namespaces that Get and Resolve both accept: a client id
+	// naming another transaction's gtrid is refused (it must not be taken for that
+	// transaction's repeat), and a gtrid is never one of the known client ids.
+	if other, ok := c.txs[opts.ID]; ok && opts.ID != "" && other.clientID != opts.ID {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q is the gtrid of another global transaction", ErrInvalidID, opts.ID)
+	}
+	var gtrid string
+	for gtrid == "" || c.byID[gtrid] != nil || c.txs[gtrid] != nil {
+		var raw [txIDLen / 2]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("global transaction id: %w", err)
+		}
+		gtrid = c.node + hex.EncodeToString(raw[:])
 	}
 	if prev, ok := c.byID[opts.ID]; ok && opts.ID != "" {
 		c.mu.Unlock()
