@@ -48,7 +48,8 @@
 // transaction's own id (24 hex digits), and the resource's name as the branch qualifier.
 // MySQL receives it as hex literals (X'…',X'…',1229801265), PostgreSQL as a gid of hex digits and
 // underscores only. Recovery acts only on Xids of this format and of its own node id, so
-// coordinators with different node ids may share databases.
+// coordinators with different node ids may share databases; a lease on the node id in every
+// database (lease.go) refuses a second live coordinator with the same one.
 //
 // # Recovery and presumed abort
 //
