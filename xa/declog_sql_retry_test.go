@@ -98,3 +98,32 @@ func TestSQLDecisionLogRetriesKnownFailures(t *testing.T) {
 		})
 	})
 }
+
+// A write slower than the write timeout (here: waiting for a row lock held by another session,
+// through the log's ordinary pool) must not leave its outcome unknown and fail the log for
+// good: the database is made to give up on it first (a server-side timeout, which rolls it
+// back), so the waiters learn that nothing was written and the log takes the next records.
+func TestSQLDecisionLogSlowWriteDoesNotFailTheLog(t *testing.T) {
+	eachSQLLogDB(t, func(t *testing.T, d sqlLogDB) {
+		ctx := context.Background()
+		admin := openSQLLogDB(t, d.dialect)
+		node := newNode(t)
+		l, _ := openSQLLog(t, d, node, sqlLogOpts{writeTimeout: time.Second})
+		first := nodeRecord(node, 1, StatusCommitting)
+		if err := l.appendSync(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		release := blockRow(t, admin, node, first.Gtrid)
+		err := l.appendSync(ctx, nodeRecord(node, 1, StatusInDoubt))
+		release()
+		if err == nil {
+			t.Fatal("a write blocked past the write timeout succeeded")
+		}
+		if ferr := l.failedErr(); ferr != nil {
+			t.Fatalf("a write slower than the write timeout failed the log for good: %v", ferr)
+		}
+		if err := l.appendSync(ctx, nodeRecord(node, 2, StatusCommitting)); err != nil {
+			t.Fatalf("the next write: %v", err)
+		}
+	})
+}
