@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -46,6 +47,9 @@ const (
 	// the last one repeated to fill it, so a pool keeping prepared statements (OpenMySQLDB)
 	// reuses at most 11 texts.
 	mysqlDecisionRows = 1 << 10
+	// sqlClientSlack is how much longer than the write timeout the client waits for a write:
+	// the database's own bound (writerConn) answers first, with a known outcome.
+	sqlClientSlack = 5 * time.Second
 	// sqlRetryPause and sqlMaxRetryPause are the first and the longest pause between the
 	// attempts of a write the database rolled back (nothing of it was committed, so a retry is
 	// safe).
@@ -71,8 +75,48 @@ type sqlDecisionLog struct {
 	table string
 
 	entries map[string]record // the last record per gtrid in the table (writer goroutine only)
+	conn    *sql.Conn         // the writer's session (writerConn; writer goroutine only)
 
 	logQueue
+}
+
+// writerConn returns the writer's own session, opened on first use and after a failed write,
+// with the write timeout set on the server: PostgreSQL's statement_timeout (a slower write is
+// cancelled, 57014), MySQL/MariaDB's innodb_lock_wait_timeout (a write waiting longer for a
+// row lock is rolled back, 1205; whole seconds). The values are numbers formatted here, not
+// input. The session is discarded, never returned to the pool with those settings.
+func (l *sqlDecisionLog) writerConn(ctx context.Context) (*sql.Conn, error) {
+	if l.conn != nil {
+		return l.conn, nil
+	}
+	conn, err := l.cfg.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", max(1, int64(math.Ceil(l.cfg.writeTimeout.Seconds()))))
+	if l.cfg.dialect == migrations.Postgres {
+		q = fmt.Sprintf("SET statement_timeout = %d", max(1, l.cfg.writeTimeout.Milliseconds()))
+	}
+	if _, err := conn.ExecContext(ctx, q); err != nil {
+		discardConn(conn)
+		return nil, err
+	}
+	l.conn = conn
+	return conn, nil
+}
+
+// dropWriterConn discards the writer's session (after a failed write, and at close).
+func (l *sqlDecisionLog) dropWriterConn() {
+	if l.conn != nil {
+		discardConn(l.conn)
+		l.conn = nil
+	}
+}
+
+// discardConn closes conn's session instead of returning it to the pool.
+func discardConn(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	conn.Close()
 }
 
 // openSQLDecisionLog creates or updates the table (migrations.ApplyXA), reads the rows of this
@@ -175,7 +219,9 @@ func (l *sqlDecisionLog) checkDurability(ctx context.Context) {
 // close writes what was queued and stops the writer. The database stays open (its owner
 // closes it).
 func (l *sqlDecisionLog) close() error {
-	l.stopWriter()
+	if l.stopWriter() {
+		l.dropWriterConn() // the writer has returned
+	}
 	return nil
 }
 
@@ -253,17 +299,26 @@ func (l *sqlDecisionLog) write(batch []*logReq) {
 // upsert writes rows (sorted, one per gtrid) in one transaction. A write the database rolled
 // back (writeRolledBack: a deadlock, a lock or statement timeout, a server that cannot be
 // reached) is tried again, with a growing pause, as long as the write timeout since the first
-// attempt has not passed; rolledBack then reports that nothing of it was written. Each attempt
-// has the whole write timeout: an attempt cut by its context has an unknown outcome.
+// attempt has not passed; rolledBack then reports that nothing of it was written.
+//
+// The write timeout is enforced by the database (writerConn): a write slower than it is
+// cancelled there and rolled back, a known outcome. The client waits sqlClientSlack longer, so
+// only a database that does not answer at all (its outcome unknown) fails the log.
 func (l *sqlDecisionLog) upsert(rows []record) (rolledBack bool, err error) {
 	began := time.Now()
 	pause := sqlRetryPause
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.writeTimeout)
-		if l.cfg.dialect == migrations.Postgres {
-			_, err = l.cfg.db.ExecContext(ctx, pgDecisionUpsert, l.pgArgs(rows)...)
-		} else {
-			err = l.mysqlUpsert(ctx, rows)
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.writeTimeout+sqlClientSlack)
+		var conn *sql.Conn
+		if conn, err = l.writerConn(ctx); err == nil {
+			if l.cfg.dialect == migrations.Postgres {
+				_, err = conn.ExecContext(ctx, pgDecisionUpsert, l.pgArgs(rows)...)
+			} else {
+				err = l.mysqlUpsert(ctx, conn, rows)
+			}
+			if err != nil {
+				l.dropWriterConn()
+			}
 		}
 		cancel()
 		if err == nil {
@@ -330,11 +385,11 @@ var mysqlDecisionStmt = mysqlpool.NewMultiRow(
 
 // mysqlUpsert writes rows: one statement in autocommit mode (one transaction, no BEGIN and
 // COMMIT round trips) up to mysqlDecisionRows, several in one transaction past it.
-func (l *sqlDecisionLog) mysqlUpsert(ctx context.Context, rows []record) error {
+func (l *sqlDecisionLog) mysqlUpsert(ctx context.Context, conn *sql.Conn, rows []record) error {
 	if len(rows) <= mysqlDecisionRows {
-		return l.mysqlExec(ctx, l.cfg.db, rows)
+		return l.mysqlExec(ctx, conn, rows)
 	}
-	tx, err := l.cfg.db.BeginTx(ctx, nil)
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -151,17 +151,19 @@ func blockRow(t *testing.T, d sqlLogDB, node, gtrid string) (release func()) {
 	return release
 }
 
-// oneSession limits d's pool (the log's) to one connection and returns that connection's
-// server session id (MySQL connection id, PostgreSQL backend pid).
-func oneSession(t *testing.T, d sqlLogDB) int64 {
+// writerSession returns the server session id (MySQL connection id, PostgreSQL backend pid)
+// of l's writer, which writes on a session of its own once it wrote. Call it while l is idle.
+func writerSession(t *testing.T, l *sqlDecisionLog) int64 {
 	t.Helper()
-	d.db.SetMaxOpenConns(1)
 	q := "SELECT CONNECTION_ID()"
-	if d.dialect == migrations.Postgres {
+	if l.cfg.dialect == migrations.Postgres {
 		q = "SELECT pg_backend_pid()"
 	}
+	if l.conn == nil {
+		t.Fatal("the log has not written yet: no writer session")
+	}
 	var id int64
-	if err := d.db.QueryRow(q).Scan(&id); err != nil {
+	if err := l.conn.QueryRowContext(context.Background(), q).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	return id
@@ -217,7 +219,7 @@ func TestSQLDecisionLogReopen(t *testing.T) {
 
 		// Hold x's row: the next write of it waits, and everything queued meanwhile goes
 		// into the following write, several versions of x among them.
-		session := oneSession(t, d)
+		session := writerSession(t, l)
 		release := blockRow(t, admin, node, x.Gtrid)
 		blocked := make(chan error, 1)
 		go func() {
@@ -308,7 +310,7 @@ func TestSQLDecisionLogWriteFailure(t *testing.T) {
 		if err := l.appendSync(ctx, first); err != nil {
 			t.Fatal(err)
 		}
-		session := oneSession(t, d)
+		session := writerSession(t, l)
 		release := blockRow(t, admin, node, first.Gtrid)
 		const waiters = 5
 		errs := make(chan error, waiters+1)

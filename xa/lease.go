@@ -3,7 +3,6 @@ package xa
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -171,8 +170,7 @@ func (s *leaseSet) drop(l *dbLease) {
 	}
 	// The connection is discarded, not returned to the pool: its session ends, and so does the
 	// lock if it still exists.
-	_ = l.conn.Raw(func(any) error { return driver.ErrBadConn })
-	l.conn.Close()
+	discardConn(l.conn)
 }
 
 // release unlocks and drops every lease (Close).
