@@ -188,7 +188,9 @@ func (b *Broker) XACommit(ctx context.Context, xid Xid, onePhase bool) ([]TopicP
 	b.txMu.Unlock()
 	out, err := b.commitBranch(t, false, prev)
 	if err != nil {
-		return nil, xaErr(XAERRMFail, "commit %s: %v", xid, err)
+		e := xaErr(XAERRMFail, "commit %s: %v", xid, err)
+		e.err = err
+		return nil, e
 	}
 	return out, nil
 }

@@ -79,9 +79,14 @@ const (
 type XAError struct {
 	Code    string
 	Message string
+	err     error // the cause, when there is one (ErrBackpressure on a commit)
 }
 
 func (e *XAError) Error() string { return e.Code + ": " + e.Message }
+
+// Unwrap returns the cause, so that callers can tell ErrBackpressure (nothing was written, the
+// branch is as before the call) from a failed write.
+func (e *XAError) Unwrap() error { return e.err }
 
 func xaErr(code, format string, args ...any) *XAError {
 	return &XAError{Code: code, Message: fmt.Sprintf(format, args...)}

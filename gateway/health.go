@@ -34,7 +34,8 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, api.Status{Status: "ok"})
 }
 
-// handleReadyz answers 200 when the broker is open and every configured resource answers,
+// handleReadyz answers 200 when the broker is open, the coordinator's decision log has not
+// failed and every configured resource answers (Options.Ready, then the coordinator's Ping),
 // 503 not_ready otherwise (and from the moment Close is called).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if s.closed.Load() {
@@ -45,7 +46,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(r.Context()); err != nil {
-			return newError(http.StatusServiceUnavailable, "not_ready", "a resource is not ready: %v", err)
+			return newError(http.StatusServiceUnavailable, "not_ready", "not ready: %v", err)
 		}
 	}
 	return writeJSON(w, http.StatusOK, api.Status{Status: "ready"})

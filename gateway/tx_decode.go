@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"time"
 	"unicode/utf8"
 
 	"github.com/imagomq/imago/broker"
@@ -42,6 +43,10 @@ var txFieldNames = []string{"xid", "flags", "timeout_ms", "one_phase", "decision
 
 // maxTimeoutMS is the longest transaction or branch timeout (the broker's limit: one hour).
 const maxTimeoutMS = 3_600_000
+
+// MaxTimeout is the longest timeout_ms a request may ask for (global transactions, broker
+// transactions and branches).
+const MaxTimeout = maxTimeoutMS * time.Millisecond
 
 // txSpec is what one endpoint accepts.
 type txSpec struct {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // Options configure a Coordinator. NewOptions returns the defaults.
@@ -130,6 +131,7 @@ type Coordinator struct {
 	node    string
 	dlog    decisionStore
 	lock    *os.File
+	leases  *leaseSet // the node lease in every database (lease.go)
 	rms     map[string]resourceManager
 	order   []string
 	brokerN string
@@ -166,6 +168,7 @@ type txState struct {
 	live                bool          // a GlobalTx of this process still owns it
 	abandoned           bool          // test hook: left as a crash leaves it
 	logged              bool          // the decision log has a record of it
+	resolving           bool          // a Resolve waits for its record to be durable
 	settled             chan struct{} // closed when the live owner lets go
 	nextTry             time.Time     // recovery backoff
 	tries               int
@@ -234,8 +237,13 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	c.node = node
+	if err := c.takeLeases(ctx); err != nil {
+		c.lock.Close()
+		return nil, err
+	}
 	recs, where, err := c.openLog(ctx)
 	if err != nil {
+		c.leases.release()
 		c.lock.Close()
 		return nil, err
 	}
@@ -342,7 +350,7 @@ func writeFileSync(path, content string) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := fsutil.Fsync(f); err != nil {
 		f.Close()
 		return err
 	}
@@ -350,7 +358,7 @@ func writeFileSync(path, content string) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return fsutil.SyncDir(filepath.Dir(path))
 }
 
 // load rebuilds the table from the decision log. A transaction a previous run left without a
@@ -440,6 +448,9 @@ func (c *Coordinator) Close() error {
 	if c.dlog != nil {
 		errs = append(errs, c.dlog.close())
 	}
+	if c.leases != nil {
+		c.leases.release()
+	}
 	for _, name := range c.order {
 		errs = append(errs, c.rms[name].close())
 	}
@@ -465,8 +476,14 @@ func (c *Coordinator) Driver(resource string) (string, error) {
 	return r.Driver(), nil
 }
 
-// Ping checks that every resource answers (for /readyz).
+// Ping checks that the decision log has not failed and that every resource answers (for
+// /readyz). A table log whose last write the database refused (and which retries the next
+// one) does not fail Ping: with no traffic it would never recover; a resource's own check
+// shows an unreachable database.
 func (c *Coordinator) Ping(ctx context.Context) error {
+	if err := c.dlog.failedErr(); err != nil {
+		return fmt.Errorf("%w: %v", ErrDecisionLogFailed, err)
+	}
 	for _, name := range c.order {
 		if _, err := c.rms[name].recover(ctx); err != nil {
 			return err
@@ -583,23 +600,30 @@ func (c *Coordinator) Resolve(ctx context.Context, id string, d Decision, by str
 		c.mu.Unlock()
 		return TxInfo{}, fmt.Errorf("%w: %s is %s", ErrNotInDoubt, id, st.status)
 	}
-	now := c.opts.Now()
-	st.by, st.decided = by, now
-	st.code, st.message = "resolved_"+string(d), fmt.Sprintf("resolved %s by %s at %s", d, by, now.UTC().Format(time.RFC3339))
-	st.status = StatusCommitting
-	if d == DecideRollback {
-		st.status = StatusRollingBack
+	if st.resolving {
+		c.mu.Unlock()
+		return TxInfo{}, fmt.Errorf("%w: %s is being resolved", ErrNotInDoubt, id)
 	}
+	// The decision takes effect once its record is durable: until then the transaction stays
+	// in_doubt (recovery leaves it alone), and stays so if the append fails.
+	st.resolving = true
+	rec := resolveRecord(st, d, by, c.opts.Now())
+	c.mu.Unlock()
+	if err := c.dlog.appendSync(ctx, rec); err != nil {
+		c.mu.Lock()
+		st.resolving = false
+		c.mu.Unlock()
+		return TxInfo{}, fmt.Errorf("record resolve of %s (not applied; still in_doubt): %w", id, err)
+	}
+	c.mu.Lock()
+	st.resolving = false
+	st.status, st.by, st.decided, st.code, st.message = rec.Status, rec.By, rec.Decided, rec.Code, rec.Message
 	for _, b := range st.branches {
 		b.commitSent = true
 	}
 	st.nextTry, st.tries = time.Time{}, 0
-	rec := st.snapshot(recResolve)
 	st.logged = true
 	c.mu.Unlock()
-	if err := c.dlog.appendSync(ctx, rec); err != nil {
-		return TxInfo{}, fmt.Errorf("record resolve of %s: %w", id, err)
-	}
 	c.log.Warn("in-doubt global transaction resolved by an operator", "id", id, "gtrid", st.gtrid, "decision", string(d), "by", by)
 	c.kickRecovery()
 	return c.Get(id)

@@ -2,13 +2,14 @@ package xa
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // The decision log: an append-only file in the coordinator's directory, written by one goroutine
@@ -30,6 +31,10 @@ type decisionStore interface {
 	appendSync(ctx context.Context, r record) error
 	// close writes what was queued and stops the writer.
 	close() error
+	// failedErr is the error that failed the log for good, or nil.
+	failedErr() error
+	// fail makes the log refuse every later record.
+	fail(err error)
 }
 
 type logReq struct {
@@ -56,7 +61,9 @@ type decisionLog struct {
 }
 
 // openDecisionLog opens (creating) the log, cuts a torn tail and returns the last record of
-// every transaction in it.
+// every transaction in it. A bad frame followed by a valid one is corruption, not a torn tail
+// (appends only ever tear the end): the open fails naming the file and the offset, and the file
+// is left as it is.
 func openDecisionLog(dir string, retention time.Duration, compactBytes int64, now func() time.Time, onSync func(time.Duration), log *slog.Logger) (*decisionLog, []record, error) {
 	l := &decisionLog{
 		path: filepath.Join(dir, logFileName), dir: dir, log: log, retention: retention,
@@ -75,12 +82,18 @@ func openDecisionLog(dir string, retention time.Duration, compactBytes int64, no
 	}
 	good, recs, cutErr := replay(data)
 	if good < int64(len(data)) {
+		if next := nextValidFrame(data, good); next >= 0 {
+			f.Close()
+			return nil, nil, fmt.Errorf("decision log %s is corrupt at offset %d (%v), and a valid record follows at offset %d: "+
+				"that is not a torn tail, and cutting it would drop decisions; restore the file, or repair it knowing what it decided",
+				l.path, good, cutErr, next)
+		}
 		log.Warn("decision log: cutting a torn or corrupt tail", "path", l.path, "offset", good, "cut_bytes", int64(len(data))-good, "err", cutErr)
 		if err := f.Truncate(good); err != nil {
 			f.Close()
 			return nil, nil, fmt.Errorf("cut decision log at %d: %w", good, err)
 		}
-		if err := f.Sync(); err != nil {
+		if err := fsutil.Fsync(f); err != nil {
 			f.Close()
 			return nil, nil, fmt.Errorf("sync decision log: %w", err)
 		}
@@ -113,6 +126,17 @@ func replay(data []byte) (good int64, recs []record, err error) {
 		good += int64(n)
 	}
 	return good, recs, nil
+}
+
+// nextValidFrame returns the offset of the first valid frame after the bad one at bad, or -1
+// when none follows (a torn tail).
+func nextValidFrame(data []byte, bad int64) int64 {
+	for off := bad + 1; off+frameHeader <= int64(len(data)); off++ {
+		if _, _, err := decodeFrame(data[off:]); err == nil {
+			return off
+		}
+	}
+	return -1
 }
 
 func (l *decisionLog) close() error {
@@ -154,22 +178,32 @@ func (l *decisionLog) run() {
 	}
 }
 
+// write writes the batch (and fsyncs with sync) and answers its waiters. Any error fails the
+// log; the waiters learn whether their records were certainly not written (errNotWritten).
 func (l *decisionLog) write(buf []byte, batch []*logReq, sync bool) []byte {
 	for _, r := range batch {
 		buf = appendRecord(buf, &r.rec)
 	}
-	err := l.failedErr()
-	if err == nil && len(buf) > 0 {
-		if _, werr := l.f.Write(buf); werr != nil {
+	if err := l.failedErr(); err != nil {
+		answer(batch, notWritten(err))
+		return buf
+	}
+	var err error
+	if len(buf) > 0 {
+		if n, werr := l.f.Write(buf); werr != nil {
 			err = fmt.Errorf("write decision log: %w", werr)
+			l.fail(err)
+			if n == 0 {
+				err = notWritten(err)
+			}
 		}
 	}
 	if err == nil && sync {
-		err = l.sync()
+		if err = l.sync(); err != nil {
+			l.fail(err)
+		}
 	}
-	if err != nil {
-		l.fail(err)
-	} else {
+	if err == nil {
 		l.size += int64(len(buf))
 		for _, r := range batch {
 			l.entries[r.rec.Gtrid] = r.rec
@@ -182,7 +216,7 @@ func (l *decisionLog) write(buf []byte, batch []*logReq, sync bool) []byte {
 // sync is the one fsync of the log, timed.
 func (l *decisionLog) sync() error {
 	began := time.Now()
-	err := l.f.Sync()
+	err := fsutil.Fdatasync(l.f)
 	d := time.Since(began)
 	if l.onSync != nil {
 		l.onSync(d)
@@ -206,7 +240,10 @@ func (l *decisionLog) keep(r record, now time.Time) bool {
 }
 
 // compact rewrites the log with the records worth keeping: into a temporary file, fsync'd,
-// renamed over the log, and the directory fsync'd. A failure leaves the old log in use.
+// renamed over the log, and the directory fsync'd. A failure before the rename leaves the old
+// log in use. Once renamed, the new file is the log (the old one has no name left: writing on
+// there would be writing to nothing); a directory fsync that still fails after retries leaves
+// the rename not known durable, so the log fails.
 func (l *decisionLog) compact() {
 	now := l.now()
 	var buf []byte
@@ -219,30 +256,24 @@ func (l *decisionLog) compact() {
 		}
 	}
 	tmp := l.path + ".compact"
-	err := func() error {
+	f, err := func() (*os.File, error) {
 		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := f.Write(buf); err != nil {
 			f.Close()
-			return err
+			return nil, err
 		}
-		if err := f.Sync(); err != nil {
+		if err := fsutil.Fsync(f); err != nil {
 			f.Close()
-			return err
+			return nil, err
 		}
 		if err := os.Rename(tmp, l.path); err != nil {
 			f.Close()
-			return err
+			return nil, err
 		}
-		if err := syncDir(l.dir); err != nil {
-			f.Close()
-			return err
-		}
-		l.f.Close()
-		l.f = f
-		return nil
+		return f, nil
 	}()
 	if err != nil {
 		os.Remove(tmp)
@@ -251,19 +282,30 @@ func (l *decisionLog) compact() {
 		l.compactBytes = l.size * 2
 		return
 	}
-	l.log.Info("decision log compacted", "from_bytes", l.size, "to_bytes", len(buf), "transactions", len(kept))
-	l.entries, l.size = kept, int64(len(buf))
+	l.f.Close()
+	from := l.size
+	l.f, l.entries, l.size = f, kept, int64(len(buf))
 	l.compactBytes = max(l.baseCompact, l.size*2)
+	if err := syncDirRetry(l.dir); err != nil {
+		l.fail(fmt.Errorf("decision log compacted and renamed, but the directory fsync failed, so the rename is not known durable: %w", err))
+		return
+	}
+	l.log.Info("decision log compacted", "from_bytes", from, "to_bytes", len(buf), "transactions", len(kept))
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
+// dirSyncTries is how many times syncDirRetry tries, with a growing pause.
+const dirSyncTries = 4
+
+// syncDirRetry fsyncs dir, again after a failure (EMFILE, or an EIO the next try does not
+// repeat), and returns the last error.
+func syncDirRetry(dir string) error {
+	var err error
+	pause := 10 * time.Millisecond
+	for i := 1; ; i++ {
+		if err = fsutil.SyncDir(dir); err == nil || i == dirSyncTries {
+			return err
+		}
+		time.Sleep(pause)
+		pause *= 4
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
 }

@@ -2,9 +2,20 @@ package xa
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 )
+
+// errNotWritten marks an append error after which the record is certainly not in the log: the
+// log refused it (failed earlier, or closed), or the database rolled the write back. A commit
+// decision that was not written is a rollback; any other append error leaves the outcome
+// unknown until a restart reads the log back.
+var errNotWritten = errors.New("nothing was written")
+
+// notWritten wraps err as an error of a write that certainly wrote nothing.
+func notWritten(err error) error { return fmt.Errorf("%w: %w", errNotWritten, err) }
 
 // logQueue is what both decision logs (the file, declog.go; the table, declog_sql.go) share
 // on the submitting side: records go through reqs to one writer goroutine, which answers a
@@ -37,12 +48,12 @@ func newLogQueue(log *slog.Logger, where ...any) logQueue {
 
 func (q *logQueue) submit(req *logReq) error {
 	if err := q.failedErr(); err != nil {
-		return err
+		return notWritten(err)
 	}
 	q.mu.RLock()
 	defer q.mu.RUnlock()
 	if q.closed {
-		return ErrClosed
+		return notWritten(ErrClosed)
 	}
 	q.reqs <- req
 	return nil
@@ -100,6 +111,7 @@ func answer(batch []*logReq, err error) {
 	}
 }
 
+// failedErr is the error that failed the log for good, or nil.
 func (q *logQueue) failedErr() error {
 	q.failMu.Lock()
 	defer q.failMu.Unlock()

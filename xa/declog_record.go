@@ -292,3 +292,19 @@ func decodePayload(p []byte) (record, error) {
 	r.Status = statusCodes[st]
 	return r, nil
 }
+
+// resolveRecord is the record of an operator's decision d on st (in_doubt): st as it becomes
+// once the record is durable. The caller holds c.mu.
+func resolveRecord(st *txState, d Decision, by string, now time.Time) record {
+	r := st.snapshot(recResolve)
+	r.By, r.Decided = by, now
+	r.Code, r.Message = "resolved_"+string(d), fmt.Sprintf("resolved %s by %s at %s", d, by, now.UTC().Format(time.RFC3339))
+	r.Status = StatusCommitting
+	if d == DecideRollback {
+		r.Status = StatusRollingBack
+	}
+	for i := range r.Branches {
+		r.Branches[i].CommitSent = true
+	}
+	return r
+}

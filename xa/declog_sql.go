@@ -3,9 +3,12 @@ package xa
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,9 +47,14 @@ const (
 	// the last one repeated to fill it, so a pool keeping prepared statements (OpenMySQLDB)
 	// reuses at most 11 texts.
 	mysqlDecisionRows = 1 << 10
-	// sqlConflictRetries bounds the retries of a write the database rolled back for a
-	// deadlock or a lock wait timeout (nothing of it was committed, so a retry is safe).
-	sqlConflictRetries = 5
+	// sqlClientSlack is how much longer than the write timeout the client waits for a write:
+	// the database's own bound (writerConn) answers first, with a known outcome.
+	sqlClientSlack = 5 * time.Second
+	// sqlRetryPause and sqlMaxRetryPause are the first and the longest pause between the
+	// attempts of a write the database rolled back (nothing of it was committed, so a retry is
+	// safe).
+	sqlRetryPause    = 10 * time.Millisecond
+	sqlMaxRetryPause = time.Second
 )
 
 // sqlLogConfig is what openSQLDecisionLog needs.
@@ -67,8 +75,48 @@ type sqlDecisionLog struct {
 	table string
 
 	entries map[string]record // the last record per gtrid in the table (writer goroutine only)
+	conn    *sql.Conn         // the writer's session (writerConn; writer goroutine only)
 
 	logQueue
+}
+
+// writerConn returns the writer's own session, opened on first use and after a failed write,
+// with the write timeout set on the server: PostgreSQL's statement_timeout (a slower write is
+// cancelled, 57014), MySQL/MariaDB's innodb_lock_wait_timeout (a write waiting longer for a
+// row lock is rolled back, 1205; whole seconds). The values are numbers formatted here, not
+// input. The session is discarded, never returned to the pool with those settings.
+func (l *sqlDecisionLog) writerConn(ctx context.Context) (*sql.Conn, error) {
+	if l.conn != nil {
+		return l.conn, nil
+	}
+	conn, err := l.cfg.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", max(1, int64(math.Ceil(l.cfg.writeTimeout.Seconds()))))
+	if l.cfg.dialect == migrations.Postgres {
+		q = fmt.Sprintf("SET statement_timeout = %d", max(1, l.cfg.writeTimeout.Milliseconds()))
+	}
+	if _, err := conn.ExecContext(ctx, q); err != nil {
+		discardConn(conn)
+		return nil, err
+	}
+	l.conn = conn
+	return conn, nil
+}
+
+// dropWriterConn discards the writer's session (after a failed write, and at close).
+func (l *sqlDecisionLog) dropWriterConn() {
+	if l.conn != nil {
+		discardConn(l.conn)
+		l.conn = nil
+	}
+}
+
+// discardConn closes conn's session instead of returning it to the pool.
+func discardConn(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	conn.Close()
 }
 
 // openSQLDecisionLog creates or updates the table (migrations.ApplyXA), reads the rows of this
@@ -171,7 +219,9 @@ func (l *sqlDecisionLog) checkDurability(ctx context.Context) {
 // close writes what was queued and stops the writer. The database stays open (its owner
 // closes it).
 func (l *sqlDecisionLog) close() error {
-	l.stopWriter()
+	if l.stopWriter() {
+		l.dropWriterConn() // the writer has returned
+	}
 	return nil
 }
 
@@ -205,65 +255,87 @@ func (l *sqlDecisionLog) run() {
 }
 
 // write commits the batch's records (the last one per gtrid) in one transaction and answers
-// every waiter with the outcome.
+// every waiter with the outcome. A write the database certainly rolled back is retried for up
+// to the write timeout and then answered errNotWritten, the log staying usable; a write whose
+// outcome is unknown fails the log for good.
 func (l *sqlDecisionLog) write(batch []*logReq) {
-	err := l.failedErr()
-	var rows []record
-	if err == nil {
-		last := make(map[string]int, len(batch))
-		for i, r := range batch {
-			last[r.rec.Gtrid] = i
-		}
-		rows = make([]record, 0, len(last))
-		for _, i := range last {
-			rows = append(rows, batch[i].rec)
-		}
-		slices.SortFunc(rows, func(a, b record) int { return strings.Compare(a.Gtrid, b.Gtrid) })
-		began := time.Now()
-		err = l.upsert(rows)
-		d := time.Since(began)
-		if l.cfg.onSync != nil {
-			l.cfg.onSync(d)
-		}
-		if d > time.Second {
-			l.cfg.log.Warn("decision log: slow write", "table", l.table, "duration", d, "records", len(rows))
-		}
-		if err != nil {
-			err = fmt.Errorf("write decision log table %s (%d records): %w", l.table, len(rows), err)
-			l.fail(err)
-		}
+	if err := l.failedErr(); err != nil {
+		answer(batch, notWritten(err))
+		return
 	}
-	if err == nil {
+	last := make(map[string]int, len(batch))
+	for i, r := range batch {
+		last[r.rec.Gtrid] = i
+	}
+	rows := make([]record, 0, len(last))
+	for _, i := range last {
+		rows = append(rows, batch[i].rec)
+	}
+	slices.SortFunc(rows, func(a, b record) int { return strings.Compare(a.Gtrid, b.Gtrid) })
+	began := time.Now()
+	rolledBack, err := l.upsert(rows)
+	d := time.Since(began)
+	if l.cfg.onSync != nil {
+		l.cfg.onSync(d)
+	}
+	if d > time.Second {
+		l.cfg.log.Warn("decision log: slow write", "table", l.table, "duration", d, "records", len(rows))
+	}
+	switch {
+	case err == nil:
 		for _, r := range rows {
 			l.entries[r.Gtrid] = r
 		}
+	case rolledBack:
+		err = notWritten(fmt.Errorf("write decision log table %s (%d records): %w", l.table, len(rows), err))
+		l.cfg.log.Error("decision log: write refused by the database until the write timeout; nothing of it was written", "table", l.table, "records", len(rows), "err", err)
+	default:
+		err = fmt.Errorf("write decision log table %s (%d records): %w", l.table, len(rows), err)
+		l.fail(err)
 	}
 	answer(batch, err)
 }
 
-// upsert writes rows (sorted, one per gtrid) in one transaction, again when the database
-// rolled it back for a deadlock or a lock wait timeout.
-func (l *sqlDecisionLog) upsert(rows []record) error {
-	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.writeTimeout)
-	defer cancel()
-	var err error
-	for attempt := 0; attempt < sqlConflictRetries; attempt++ {
-		if l.cfg.dialect == migrations.Postgres {
-			_, err = l.cfg.db.ExecContext(ctx, pgDecisionUpsert, l.pgArgs(rows)...)
-		} else {
-			err = l.mysqlUpsert(ctx, rows)
+// upsert writes rows (sorted, one per gtrid) in one transaction. A write the database rolled
+// back (writeRolledBack: a deadlock, a lock or statement timeout, a server that cannot be
+// reached) is tried again, with a growing pause, as long as the write timeout since the first
+// attempt has not passed; rolledBack then reports that nothing of it was written.
+//
+// The write timeout is enforced by the database (writerConn): a write slower than it is
+// cancelled there and rolled back, a known outcome. The client waits sqlClientSlack longer, so
+// only a database that does not answer at all (its outcome unknown) fails the log.
+func (l *sqlDecisionLog) upsert(rows []record) (rolledBack bool, err error) {
+	began := time.Now()
+	pause := sqlRetryPause
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.writeTimeout+sqlClientSlack)
+		var conn *sql.Conn
+		if conn, err = l.writerConn(ctx); err == nil {
+			if l.cfg.dialect == migrations.Postgres {
+				_, err = conn.ExecContext(ctx, pgDecisionUpsert, l.pgArgs(rows)...)
+			} else {
+				err = l.mysqlUpsert(ctx, conn, rows)
+			}
+			if err != nil {
+				l.dropWriterConn()
+			}
 		}
-		if err == nil || !isRolledBackConflict(err) {
-			return err
+		cancel()
+		if err == nil {
+			return false, nil
 		}
-		l.cfg.log.Warn("decision log: write rolled back by the database, retrying", "table", l.table, "attempt", attempt+1, "err", err)
-		select {
-		case <-time.After(time.Duration(attempt+1) * time.Millisecond):
-		case <-ctx.Done():
-			return err
+		if !writeRolledBack(err) {
+			return false, err
 		}
+		if time.Since(began)+pause >= l.cfg.writeTimeout {
+			return true, err
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			l.cfg.log.Warn("decision log: write rolled back by the database, retrying", "table", l.table, "attempt", attempt, "err", err)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, sqlMaxRetryPause)
 	}
-	return err
 }
 
 // pgDecisionUpsert writes a batch with one statement: the rows arrive as arrays (one bind
@@ -313,11 +385,11 @@ var mysqlDecisionStmt = mysqlpool.NewMultiRow(
 
 // mysqlUpsert writes rows: one statement in autocommit mode (one transaction, no BEGIN and
 // COMMIT round trips) up to mysqlDecisionRows, several in one transaction past it.
-func (l *sqlDecisionLog) mysqlUpsert(ctx context.Context, rows []record) error {
+func (l *sqlDecisionLog) mysqlUpsert(ctx context.Context, conn *sql.Conn, rows []record) error {
 	if len(rows) <= mysqlDecisionRows {
-		return l.mysqlExec(ctx, l.cfg.db, rows)
+		return l.mysqlExec(ctx, conn, rows)
 	}
-	tx, err := l.cfg.db.BeginTx(ctx, nil)
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -329,7 +401,10 @@ func (l *sqlDecisionLog) mysqlUpsert(ctx context.Context, rows []record) error {
 			return err
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%w: %w", errCommitOutcome, err)
+	}
+	return nil
 }
 
 type execer interface {
@@ -376,19 +451,53 @@ func readable(s string, max int) string {
 	return strings.ReplaceAll(s, "\x00", "\uFFFD")
 }
 
-// isRolledBackConflict reports errors after which the database rolled the whole write back:
-// a deadlock, a serialization failure, a lock wait timeout. An error of the COMMIT itself is
-// not among them.
-func isRolledBackConflict(err error) bool {
+// errCommitOutcome marks the failure of an explicit COMMIT: it may have committed.
+var errCommitOutcome = errors.New("commit outcome unknown")
+
+// writeRolledBack reports whether err, the error of one write, certainly means that nothing
+// of it was committed. Every write is one statement in autocommit mode (or, for a big MySQL
+// batch, statements inside a transaction rolled back on error; its COMMIT's error is
+// errCommitOutcome), so an error the server answered for the statement means it was rolled
+// back, except the errors of a session killed or a server shutting down, which may arrive
+// after the commit. A connection that could not be made, or failed before the statement was
+// sent, wrote nothing. Anything else (a connection lost mid-statement, a context that expired)
+// leaves the outcome unknown.
+func writeRolledBack(err error) bool {
+	if errors.Is(err, errCommitOutcome) {
+		return false
+	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
-		// 1213 ER_LOCK_DEADLOCK (the transaction is rolled back), 1205 ER_LOCK_WAIT_TIMEOUT
-		// (the statement is; mysqlUpsert then rolls the transaction back).
-		return me.Number == 1213 || me.Number == 1205
+		switch me.Number {
+		case 1053, 1077, 1078, 1079, 1080, 1152, 1153, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1180, 1181, 1317, 1927:
+			// Server shutdown, aborted connections, errors during COMMIT or ROLLBACK, a
+			// query or connection killed: possibly after the commit.
+			return false
+		}
+		return true
 	}
 	var pe *pgconn.PgError
-	// 40001 serialization_failure, 40P01 deadlock_detected.
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+	if errors.As(err, &pe) {
+		class := pe.Code[:min(2, len(pe.Code))]
+		switch {
+		case pe.Code == "57014": // query_canceled: the statement (and its implicit commit) did not complete
+			return true
+		case class == "08", class == "57", class == "58", class == "XX":
+			return false // connection exception, operator intervention, system or internal error
+		}
+		return true
+	}
+	var ce *pgconn.ConnectError
+	var ne *net.OpError
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne) && ne.Op == "dial":
+		return true
+	case errors.Is(err, driver.ErrBadConn):
+		// database/sql gives it back only after its own retries; the drivers return it only
+		// when nothing was sent.
+		return true
+	}
+	return pgconn.SafeToRetry(err)
 }
 
 // sweep deletes the rows of finished transactions past the retention: what the file log's

@@ -76,9 +76,10 @@ func (c *testClock) now() time.Time          { return time.Unix(0, c.ns.Load()) 
 func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 type sqlLogOpts struct {
-	now        func() time.Time
-	sweepEvery time.Duration
-	onSync     func(time.Duration)
+	now          func() time.Time
+	sweepEvery   time.Duration
+	onSync       func(time.Duration)
+	writeTimeout time.Duration // 0: 30s
 }
 
 func openSQLLog(t *testing.T, d sqlLogDB, node string, o sqlLogOpts) (*sqlDecisionLog, []record) {
@@ -86,8 +87,11 @@ func openSQLLog(t *testing.T, d sqlLogDB, node string, o sqlLogOpts) (*sqlDecisi
 	if o.now == nil {
 		o.now = time.Now
 	}
+	if o.writeTimeout == 0 {
+		o.writeTimeout = 30 * time.Second
+	}
 	l, recs, err := openSQLDecisionLog(context.Background(), sqlLogConfig{
-		db: d.db, dialect: d.dialect, node: node, retention: time.Hour, writeTimeout: 30 * time.Second,
+		db: d.db, dialect: d.dialect, node: node, retention: time.Hour, writeTimeout: o.writeTimeout,
 		sweepEvery: o.sweepEvery, now: o.now, onSync: o.onSync, log: quietLogger(),
 	})
 	if err != nil {
@@ -147,17 +151,19 @@ func blockRow(t *testing.T, d sqlLogDB, node, gtrid string) (release func()) {
 	return release
 }
 
-// oneSession limits d's pool (the log's) to one connection and returns that connection's
-// server session id (MySQL connection id, PostgreSQL backend pid).
-func oneSession(t *testing.T, d sqlLogDB) int64 {
+// writerSession returns the server session id (MySQL connection id, PostgreSQL backend pid)
+// of l's writer, which writes on a session of its own once it wrote. Call it while l is idle.
+func writerSession(t *testing.T, l *sqlDecisionLog) int64 {
 	t.Helper()
-	d.db.SetMaxOpenConns(1)
 	q := "SELECT CONNECTION_ID()"
-	if d.dialect == migrations.Postgres {
+	if l.cfg.dialect == migrations.Postgres {
 		q = "SELECT pg_backend_pid()"
 	}
+	if l.conn == nil {
+		t.Fatal("the log has not written yet: no writer session")
+	}
 	var id int64
-	if err := d.db.QueryRow(q).Scan(&id); err != nil {
+	if err := l.conn.QueryRowContext(context.Background(), q).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	return id
@@ -213,7 +219,7 @@ func TestSQLDecisionLogReopen(t *testing.T) {
 
 		// Hold x's row: the next write of it waits, and everything queued meanwhile goes
 		// into the following write, several versions of x among them.
-		session := oneSession(t, d)
+		session := writerSession(t, l)
 		release := blockRow(t, admin, node, x.Gtrid)
 		blocked := make(chan error, 1)
 		go func() {
@@ -304,7 +310,7 @@ func TestSQLDecisionLogWriteFailure(t *testing.T) {
 		if err := l.appendSync(ctx, first); err != nil {
 			t.Fatal(err)
 		}
-		session := oneSession(t, d)
+		session := writerSession(t, l)
 		release := blockRow(t, admin, node, first.Gtrid)
 		const waiters = 5
 		errs := make(chan error, waiters+1)
@@ -324,17 +330,27 @@ func TestSQLDecisionLogWriteFailure(t *testing.T) {
 		if _, err := admin.db.Exec(kill); err != nil {
 			t.Fatal(err)
 		}
+		// The write in flight has an unknown outcome; those queued behind it were refused, so
+		// certainly not written. All carry the one error that failed the log.
 		var firstErr error
+		unknown := 0
 		for i := 0; i < waiters+1; i++ {
 			err := <-errs
 			if err == nil {
 				t.Fatal("a write on a killed session succeeded")
 			}
+			if !errors.Is(err, errNotWritten) {
+				unknown++
+			}
+			cause := strings.TrimPrefix(err.Error(), errNotWritten.Error()+": ")
 			if firstErr == nil {
-				firstErr = err
-			} else if err.Error() != firstErr.Error() {
+				firstErr = errors.New(cause)
+			} else if cause != firstErr.Error() {
 				t.Errorf("waiters got different errors: %v / %v", firstErr, err)
 			}
+		}
+		if unknown != 1 {
+			t.Errorf("%d waiters were told their outcome is unknown, want 1 (the write in flight)", unknown)
 		}
 		if !strings.Contains(firstErr.Error(), "write decision log table") {
 			t.Errorf("the error does not say what failed: %v", firstErr)

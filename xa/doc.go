@@ -13,7 +13,9 @@
 //  1. a branch that did nothing is never started and costs nothing;
 //  2. when only one branch has work (and the transaction has no client id) it commits in
 //     one phase (XA COMMIT … ONE PHASE, COMMIT, or the broker's one-phase commit);
-//  3. otherwise a "preparing" record goes to the decision log, every branch is prepared
+//  3. otherwise (and only while the decision log has not failed) a "preparing" record is
+//     queued to the decision log (not waited for: presumed abort does not need it; it only
+//     lets a restart roll back at once instead of after the grace period), every branch is prepared
 //     (XA END + XA PREPARE, PREPARE TRANSACTION, broker prepare); a read-only vote (rdonly)
 //     takes a branch out of phase 2; any failed prepare rolls everything back;
 //  4. the "commit" decision is appended to the decision log and fsync'd before the first
@@ -34,7 +36,10 @@
 //
 // By default a group-committed file in Options.Dir (declog.go); with Options.DecisionDB, a
 // table in that database (declog_sql.go), written by the same rules: one writer, one
-// transaction per batch, durable (committed) before appendSync returns.
+// transaction per batch, durable (committed) before appendSync returns. A write whose outcome
+// is unknown fails the log until a restart: no transaction prepares meanwhile (it rolls back
+// with the code decision_log_failed) and Ping, hence /readyz, reports it. A commit decision
+// that certainly was not written is a rollback. Resolve takes effect once its record is durable.
 //
 // # Xids
 //
@@ -43,7 +48,8 @@
 // transaction's own id (24 hex digits), and the resource's name as the branch qualifier.
 // MySQL receives it as hex literals (X'…',X'…',1229801265), PostgreSQL as a gid of hex digits and
 // underscores only. Recovery acts only on Xids of this format and of its own node id, so
-// coordinators with different node ids may share databases.
+// coordinators with different node ids may share databases; a lease on the node id in every
+// database (lease.go) refuses a second live coordinator with the same one.
 //
 // # Recovery and presumed abort
 //

@@ -93,16 +93,27 @@ func (c *Coordinator) Begin(ctx context.Context, opts BeginOptions) (*GlobalTx, 
 	case timeout < 0 || timeout > c.opts.MaxTimeout:
 		return nil, fmt.Errorf("timeout must be between 1ms and %s, got %s", c.opts.MaxTimeout, timeout)
 	}
-	var raw [txIDLen / 2]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, fmt.Errorf("global transaction id: %w", err)
-	}
-	gtrid := c.node + hex.EncodeToString(raw[:])
 	now := c.opts.Now()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, ErrClosed
+	}
+	// Client ids and gtrids are two namespaces that Get and Resolve both accept: a client id
+	// naming another transaction's gtrid is refused (it must not be taken for that
+	// transaction's repeat), and a gtrid is never one of the known client ids.
+	if other, ok := c.txs[opts.ID]; ok && opts.ID != "" && other.clientID != opts.ID {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q is the gtrid of another global transaction", ErrInvalidID, opts.ID)
+	}
+	var gtrid string
+	for gtrid == "" || c.byID[gtrid] != nil || c.txs[gtrid] != nil {
+		var raw [txIDLen / 2]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("global transaction id: %w", err)
+		}
+		gtrid = c.node + hex.EncodeToString(raw[:])
 	}
 	if prev, ok := c.byID[opts.ID]; ok && opts.ID != "" {
 		c.mu.Unlock()
@@ -512,14 +523,33 @@ func (t *GlobalTx) Commit(ctx context.Context) (TxInfo, error) {
 	return t.commitTwoPhase(ctx, worked)
 }
 
+// commitOnePhase commits the one branch with work in one phase. That commit is the decision:
+// like phase 2 it is bounded by its own PhaseTimeout, and neither the caller's context (an
+// HTTP client that went away) nor the transaction's deadline (checked before, by Commit) can
+// cancel it half-way; cancelling it would make its outcome unknown (PostgreSQL rolls a
+// cancelled COMMIT back, MariaDB usually completes it) for nothing.
 func (t *GlobalTx) commitOnePhase(ctx context.Context, b *Branch) (TxInfo, error) {
 	c := t.c
 	began := time.Now()
 	t.setStatus(StatusCommitting)
-	sctx, cancel := t.stmtCtx(ctx)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
 	defer cancel()
-	pos, err := b.conn.commit(sctx, true)
+	pos, err := b.conn.commit(pctx, true)
 	c.metrics.phase.WithLabelValues("one_phase").Observe(time.Since(began).Seconds())
+	if errors.Is(err, broker.ErrBackpressure) {
+		// The broker refused the commit before writing anything and kept the branch idle:
+		// roll it back, which makes the outcome a rollback (nothing published).
+		if rerr := b.conn.rollback(pctx); rerr != nil {
+			c.log.Warn("rollback of a broker branch refused under back-pressure failed; the broker's branch timeout rolls it back", "gtrid", t.st.gtrid, "err", rerr)
+		}
+		c.mu.Lock()
+		st := t.st
+		st.decided = c.opts.Now()
+		st.status, st.finished, st.code, st.message = StatusRolledBack, st.decided, "broker_busy", "the broker refused the commit under back-pressure: "+err.Error()
+		b.bs.state = BranchRolledBack
+		c.mu.Unlock()
+		return t.finish(), fmt.Errorf("%w: %w", ErrRolledBack, err)
+	}
 	c.mu.Lock()
 	st := t.st
 	st.decided = c.opts.Now()
@@ -552,10 +582,21 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	c := t.c
 	st := t.st
 	began := time.Now()
+	// A failed decision log could not take the decision: nothing may prepare (each branch
+	// would wait, locks held, for a restart). The "preparing" record is queued, not waited
+	// for: presumed abort does not need it (see doc.go).
 	c.mu.Lock()
 	st.status = StatusPreparing
-	c.appendLog(st, recPreparing, false)
+	logErr := c.dlog.failedErr()
+	if logErr == nil {
+		logErr = c.appendLog(st, recPreparing, false)
+	}
 	c.mu.Unlock()
+	if logErr != nil {
+		c.log.Warn("decision log failed: global transaction rolled back before prepare", "id", st.id, "gtrid", st.gtrid, "err", logErr)
+		return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the decision log cannot take a decision: " + logErr.Error()}),
+			fmt.Errorf("%w: %w: %v", ErrRolledBack, ErrDecisionLogFailed, logErr)
+	}
 
 	sctx, cancel := t.stmtCtx(ctx)
 	defer cancel()
@@ -616,7 +657,14 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	st.logged = true
 	c.mu.Unlock()
 	if len(second) > 0 {
-		if err := c.dlog.appendSync(ctx, rec); err != nil {
+		if err := c.dlog.appendSync(ctx, rec); errors.Is(err, errNotWritten) {
+			// Nothing of the decision was written: nothing committed anywhere, so the
+			// transaction rolls back (presumed abort covers a rollback record that cannot be
+			// written either).
+			c.log.Warn("commit decision not written: global transaction rolled back", "id", st.id, "gtrid", st.gtrid, "err", err)
+			return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the commit decision could not be logged: " + err.Error()}),
+				fmt.Errorf("%w: decision log: %w", ErrRolledBack, err)
+		} else if err != nil {
 			// Whether the decision reached the disk is unknown: leave every branch prepared
 			// for the recovery of the next start, which reads the log back.
 			c.mu.Lock()

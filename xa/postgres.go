@@ -64,6 +64,18 @@ func (r *pgRM) finish(ctx context.Context, xid Xid, verb, op string) error {
 		return &Error{Code: XAERInval, Resource: r.name, Op: op, Err: err}
 	}
 	_, err = r.sqldb.ExecContext(ctx, verb+" "+lit)
+	return r.phase2Err(op, err)
+}
+
+// phase2Err classifies the error of COMMIT PREPARED or ROLLBACK PREPARED. SQLSTATE 57014
+// (query_canceled: a cancel request, a statement timeout) means the statement did not run to
+// its end: the branch is still prepared, which is XAER_RMFAIL (try again), not the rollback
+// 57014 means for a statement inside a transaction.
+func (r *pgRM) phase2Err(op string, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "57014" {
+		return &Error{Code: XAERRMFail, Resource: r.name, Op: op, Err: fmt.Errorf("cancelled; the branch is still prepared: %w", err)}
+	}
 	return r.err(op, err)
 }
 
@@ -219,9 +231,21 @@ func (b *pgBranch) prepare(ctx context.Context) (bool, error) {
 	if !b.begun {
 		return true, nil // nothing ran: no transaction, nothing to prepare
 	}
-	if st := b.txStatus(); st == 'E' {
+	switch st := b.txStatus(); st {
+	case 'T':
+	case 'E':
 		return false, &Error{Code: XARBRollback, Resource: b.r.name, Op: "prepare",
 			Err: errors.New("a statement of the branch failed, so PostgreSQL aborted the transaction")}
+	case 'I':
+		// A statement ended the transaction (COMMIT, ROLLBACK): what ran before it is
+		// committed or rolled back outside the global transaction, and what ran after it
+		// ran in autocommit. Nothing is left to prepare; the global transaction must not
+		// count this branch as done.
+		return false, &Error{Code: XARBRollback, Resource: b.r.name, Op: "prepare",
+			Err: errors.New("the branch's transaction was ended by one of its statements (COMMIT or ROLLBACK run by the application's SQL); a branch's SQL must not end its transaction")}
+	default:
+		return false, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "prepare",
+			Err: fmt.Errorf("the connection's transaction status is %q, want T (in a transaction block)", st)}
 	}
 	if !b.wrote {
 		// Only queries ran: a transaction without an xid wrote nothing and votes rdonly.
@@ -255,7 +279,7 @@ func (b *pgBranch) prepare(ctx context.Context) (bool, error) {
 func (b *pgBranch) commit(ctx context.Context, onePhase bool) ([]broker.TopicPosition, error) {
 	if !onePhase {
 		_, err := b.simple(ctx, "COMMIT PREPARED "+b.lit, "commit")
-		return nil, err
+		return nil, b.r.phase2Err("commit", err)
 	}
 	if !b.begun {
 		return nil, nil
@@ -273,7 +297,7 @@ func (b *pgBranch) commit(ctx context.Context, onePhase bool) ([]broker.TopicPos
 func (b *pgBranch) rollback(ctx context.Context) error {
 	if b.prepared {
 		_, err := b.simple(ctx, "ROLLBACK PREPARED "+b.lit, "rollback")
-		return err
+		return b.r.phase2Err("rollback", err)
 	}
 	if !b.begun {
 		return nil

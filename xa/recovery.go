@@ -72,8 +72,15 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 	defer c.recMu.Unlock()
 	var errs []error
 	present := map[string]scan{} // resource → its scan in this pass
+	c.checkLeases(ctx)
 	for _, name := range c.order {
-		sc, err := c.scan(ctx, name)
+		lctx, cancel := context.WithTimeout(ctx, c.opts.PhaseTimeout)
+		err := c.holdLease(lctx, name) // never act on a database without the node lease there
+		cancel()
+		var sc scan
+		if err == nil {
+			sc, err = c.scan(ctx, name)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("scan %s: %w", name, err))
 			c.metrics.recovery.WithLabelValues(name, "error").Inc()

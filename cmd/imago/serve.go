@@ -264,16 +264,7 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err), s.closeAll())
 	}
-	srv := &http.Server{
-		Handler:           s.gw.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		// A long-poll fetch may hold its answer for up to MaxWait before writing it.
-		WriteTimeout:   cfg.HTTP.MaxWait + time.Minute,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(cfg, s.gw.Handler(), logger)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
@@ -351,4 +342,22 @@ func gatewayTokens(in []config.Token) []gateway.Token {
 		out = append(out, gateway.Token{Name: t.Name, Token: t.Token, Produce: t.Produce, Consume: t.Consume, Admin: t.Admin})
 	}
 	return out
+}
+
+// newHTTPServer is the HTTP server serve runs, with its timeouts. The write timeout outlasts
+// the longest request: a long-poll fetch holds its answer for up to MaxWait, and a global
+// transaction may run for the largest timeout_ms (gateway.MaxTimeout), then spend a phase
+// timeout on each of its phases; a connection closed before the answer leaves the client not
+// knowing the outcome.
+func newHTTPServer(cfg config.Config, h http.Handler, logger *slog.Logger) *http.Server {
+	longest := max(cfg.HTTP.MaxWait, gateway.MaxTimeout+2*xa.NewOptions("").PhaseTimeout)
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      longest + time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
 }
