@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/internal/auth"
 )
 
@@ -92,7 +93,7 @@ func (s *Server) authorize(r *http.Request, need right) (*authToken, error) {
 	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return nil, newError(http.StatusUnauthorized, "unauthorized", "this endpoint needs a token: send the header Authorization: Bearer <token>")
+		return nil, newError(http.StatusUnauthorized, api.CodeUnauthorized, "this endpoint needs a token: send the header Authorization: Bearer <token>")
 	}
 	t := s.auth.lookup(h)
 	if t == nil {
@@ -101,16 +102,16 @@ func (s *Server) authorize(r *http.Request, need right) (*authToken, error) {
 	topic := chi.URLParam(r, "topic")
 	if !allows(t, need, topic) {
 		if topic != "" {
-			return nil, newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right on topic %q; ask an operator to extend its patterns", t.Name, need, topic)
+			return nil, newError(http.StatusForbidden, api.CodeForbidden, "token %q lacks the %s right on topic %q; ask an operator to extend its patterns", t.Name, need, topic)
 		}
-		return nil, newError(http.StatusForbidden, "forbidden", "token %q lacks the %s right; ask an operator for an admin token", t.Name, need)
+		return nil, newError(http.StatusForbidden, api.CodeForbidden, "token %q lacks the %s right; ask an operator for an admin token", t.Name, need)
 	}
 	return t, nil
 }
 
 // errInvalidToken is the 401 for a token that matches none configured.
 func errInvalidToken() *apiError {
-	return newError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid; check the token configured for your service")
+	return newError(http.StatusUnauthorized, api.CodeUnauthorized, "the bearer token is not valid; check the token configured for your service")
 }
 
 // callerToken is the token the request authenticated with, as wrap kept it from authorize

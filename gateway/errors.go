@@ -32,23 +32,23 @@ func newError(status int, code, format string, args ...any) *apiError {
 
 // fieldError reports a request body field of the wrong type or value (400 invalid_field).
 func fieldError(field, format string, args ...any) *apiError {
-	return &apiError{status: http.StatusBadRequest, code: "invalid_field", field: field,
+	return &apiError{status: http.StatusBadRequest, code: api.CodeInvalidField, field: field,
 		message: field + " " + fmt.Sprintf(format, args...)}
 }
 
 // paramError reports a bad path or query parameter (400 invalid_parameter).
 func paramError(param, format string, args ...any) *apiError {
-	return &apiError{status: http.StatusBadRequest, code: "invalid_parameter", field: param,
+	return &apiError{status: http.StatusBadRequest, code: api.CodeInvalidParameter, field: param,
 		message: param + " " + fmt.Sprintf(format, args...)}
 }
 
 func invalidNameError(what, name string) *apiError {
-	return newError(http.StatusBadRequest, "invalid_name",
+	return newError(http.StatusBadRequest, api.CodeInvalidName,
 		"%s name %q is invalid: use 1 to 249 characters from A-Z, a-z, 0-9, '.', '_' and '-'", what, name)
 }
 
 func unknownTopicError(topic string) *apiError {
-	return newError(http.StatusNotFound, "unknown_topic",
+	return newError(http.StatusNotFound, api.CodeUnknownTopic,
 		"topic %q does not exist; create it with PUT /v1/topics/%s", topic, topic)
 }
 
@@ -61,12 +61,12 @@ func errorFor(err error) *apiError {
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return newError(http.StatusRequestEntityTooLarge, "payload_too_large",
+		return newError(http.StatusRequestEntityTooLarge, api.CodePayloadTooLarge,
 			"the request body is larger than the limit of %d bytes; send fewer or smaller messages per request", mbe.Limit)
 	}
 	var re *broker.OffsetRangeError
 	if errors.As(err, &re) {
-		return &apiError{status: http.StatusRequestedRangeNotSatisfiable, code: "offset_out_of_range", rangeErr: re,
+		return &apiError{status: http.StatusRequestedRangeNotSatisfiable, code: api.CodeOffsetOutOfRange, rangeErr: re,
 			message: fmt.Sprintf("offset %d is outside the partition's range [%d, %d]; fetch from start_offset or end_offset",
 				re.Offset, re.StartOffset, re.EndOffset)}
 	}
@@ -83,29 +83,29 @@ func errorFor(err error) *apiError {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, broker.ErrTxNotFound):
-		return newError(http.StatusNotFound, "unknown_transaction", "%s; begin one with POST /v1/transactions", msg)
+		return newError(http.StatusNotFound, api.CodeUnknownTransaction, "%s; begin one with POST /v1/transactions", msg)
 	case errors.Is(err, broker.ErrTxTimedOut):
-		return newError(http.StatusConflict, "transaction_timed_out", "%s; begin a new transaction and send its messages again", msg)
+		return newError(http.StatusConflict, api.CodeTransactionTimedOut, "%s; begin a new transaction and send its messages again", msg)
 	case errors.Is(err, broker.ErrTxState):
-		return newError(http.StatusConflict, "transaction_not_open", "%s; GET /v1/transactions/{id} shows its state", msg)
+		return newError(http.StatusConflict, api.CodeTransactionNotOpen, "%s; GET /v1/transactions/{id} shows its state", msg)
 	case errors.Is(err, broker.ErrUnknownTopic):
-		return newError(http.StatusNotFound, "unknown_topic", "%s; create the topic with PUT /v1/topics/{topic}", msg)
+		return newError(http.StatusNotFound, api.CodeUnknownTopic, "%s; create the topic with PUT /v1/topics/{topic}", msg)
 	case errors.Is(err, broker.ErrUnknownPartition):
-		return newError(http.StatusNotFound, "unknown_partition", "%s; GET /v1/topics/{topic} lists the partitions", msg)
+		return newError(http.StatusNotFound, api.CodeUnknownPartition, "%s; GET /v1/topics/{topic} lists the partitions", msg)
 	case errors.Is(err, broker.ErrTopicExists):
-		return newError(http.StatusConflict, "topic_exists", "%s; GET /v1/topics/{topic} shows its configuration", msg)
+		return newError(http.StatusConflict, api.CodeTopicExists, "%s; GET /v1/topics/{topic} shows its configuration", msg)
 	case errors.Is(err, broker.ErrInvalidName):
-		return newError(http.StatusBadRequest, "invalid_name", "%s: use 1 to 249 characters from A-Z, a-z, 0-9, '.', '_' and '-'", msg)
+		return newError(http.StatusBadRequest, api.CodeInvalidName, "%s: use 1 to 249 characters from A-Z, a-z, 0-9, '.', '_' and '-'", msg)
 	case errors.Is(err, broker.ErrInvalidArgument):
-		return newError(http.StatusBadRequest, "invalid_argument", "%s", msg)
+		return newError(http.StatusBadRequest, api.CodeInvalidArgument, "%s", msg)
 	case errors.Is(err, broker.ErrOffsetOutOfRange):
-		return newError(http.StatusRequestedRangeNotSatisfiable, "offset_out_of_range", "%s", msg)
+		return newError(http.StatusRequestedRangeNotSatisfiable, api.CodeOffsetOutOfRange, "%s", msg)
 	case errors.Is(err, broker.ErrMessageTooLarge):
-		return newError(http.StatusRequestEntityTooLarge, "message_too_large", "%s; split the payload or raise the broker's max message size", msg)
+		return newError(http.StatusRequestEntityTooLarge, api.CodeMessageTooLarge, "%s; split the payload or raise the broker's max message size", msg)
 	case errors.Is(err, broker.ErrBackpressure):
-		return newError(http.StatusTooManyRequests, "backpressure", "%s; retry after the Retry-After delay", msg)
+		return newError(http.StatusTooManyRequests, api.CodeBackpressure, "%s; retry after the Retry-After delay", msg)
 	case errors.Is(err, broker.ErrIdempotencyReused):
-		return newError(http.StatusConflict, "idempotency_key_reused",
+		return newError(http.StatusConflict, api.CodeIdempotencyKeyReused,
 			"%s; use a new Idempotency-Key for a different request", msg)
 	case errors.Is(err, broker.ErrOutcomeUnknown):
 		return newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
@@ -114,25 +114,25 @@ func errorFor(err error) *apiError {
 		return newError(http.StatusServiceUnavailable, api.CodeStorageFailed,
 			"%s; the request was not stored; the broker accepts writes again after a restart (see /readyz)", msg)
 	case errors.Is(err, broker.ErrClosed):
-		return newError(http.StatusServiceUnavailable, "unavailable", "%s; the server is shutting down, retry against a running one", msg)
+		return newError(http.StatusServiceUnavailable, api.CodeUnavailable, "%s; the server is shutting down, retry against a running one", msg)
 	case errors.Is(err, broker.ErrCorrupt):
-		return newError(http.StatusInternalServerError, "corrupt_record", "%s; the operator must check the broker's logs", msg)
+		return newError(http.StatusInternalServerError, api.CodeCorruptRecord, "%s; the operator must check the broker's logs", msg)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return newError(http.StatusServiceUnavailable, "canceled", "the request was canceled before it finished; retry it")
+		return newError(http.StatusServiceUnavailable, api.CodeCanceled, "the request was canceled before it finished; retry it")
 	}
-	return newError(http.StatusInternalServerError, "internal_error", "internal error; the operator can find details in the server log")
+	return newError(http.StatusInternalServerError, api.CodeInternalError, "internal error; the operator can find details in the server log")
 }
 
 // groupErrorFor maps the consumer-group coordinator's errors (package groups), or returns nil.
 func groupErrorFor(err error) *apiError {
 	var oe *groups.OwnerError
 	if errors.As(err, &oe) {
-		return &apiError{status: http.StatusConflict, code: "not_partition_owner", field: fmt.Sprintf("offsets[%d]", oe.Index),
+		return &apiError{status: http.StatusConflict, code: api.CodeNotPartitionOwner, field: fmt.Sprintf("offsets[%d]", oe.Index),
 			message: oe.Error() + "; a member may commit only the partitions assigned to it"}
 	}
 	var se *groups.StoreError
 	if errors.As(err, &se) && !errors.Is(err, offsetdb.ErrInvalidOffset) {
-		return newError(http.StatusServiceUnavailable, "offset_store_unavailable",
+		return newError(http.StatusServiceUnavailable, api.CodeOffsetStoreUnavailable,
 			"could not %s in the offset store; retry later (the cause is in the server log)", se.Op)
 	}
 	var fe *groups.FieldError
@@ -142,19 +142,19 @@ func groupErrorFor(err error) *apiError {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, errGroupsNotEnabled):
-		return newError(http.StatusServiceUnavailable, "not_ready", "%s; configure offsets.store and restart", msg)
+		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "%s; configure offsets.store and restart", msg)
 	case errors.Is(err, groups.ErrUnknownMember):
-		return newError(http.StatusNotFound, "unknown_member", "%s; join again with POST /v1/groups/{group}/members", msg)
+		return newError(http.StatusNotFound, api.CodeUnknownMember, "%s; join again with POST /v1/groups/{group}/members", msg)
 	case errors.Is(err, groups.ErrUnknownGroup):
-		return newError(http.StatusNotFound, "unknown_group", "%s; GET /v1/groups lists the groups", msg)
+		return newError(http.StatusNotFound, api.CodeUnknownGroup, "%s; GET /v1/groups lists the groups", msg)
 	case errors.Is(err, groups.ErrModeConflict):
-		return newError(http.StatusConflict, "group_mode_conflict", "%s; join with the group's mode or use another group name", msg)
+		return newError(http.StatusConflict, api.CodeGroupModeConflict, "%s; join with the group's mode or use another group name", msg)
 	case errors.Is(err, groups.ErrTopicsConflict):
-		return newError(http.StatusConflict, "group_topics_conflict", "%s; every member of a clustered group subscribes the same topics", msg)
+		return newError(http.StatusConflict, api.CodeGroupTopicsConflict, "%s; every member of a clustered group subscribes the same topics", msg)
 	case errors.Is(err, offsetdb.ErrInvalidOffset):
-		return newError(http.StatusBadRequest, "invalid_field", "%s", msg)
+		return newError(http.StatusBadRequest, api.CodeInvalidField, "%s", msg)
 	case errors.Is(err, offsetdb.ErrClosed):
-		return newError(http.StatusServiceUnavailable, "unavailable", "%s; the server is shutting down, retry against a running one", msg)
+		return newError(http.StatusServiceUnavailable, api.CodeUnavailable, "%s; the server is shutting down, retry against a running one", msg)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
 )
 
@@ -63,10 +64,10 @@ func (s *Server) parseReadQuery(raw string, withOffset bool) (fetchParams, error
 		if strings.ContainsAny(k, "%+") || strings.ContainsAny(v, "%+") {
 			var err error
 			if k, err = url.QueryUnescape(k); err != nil {
-				return p, newError(http.StatusBadRequest, "invalid_parameter", "the query string is malformed: %v", err)
+				return p, newError(http.StatusBadRequest, api.CodeInvalidParameter, "the query string is malformed: %v", err)
 			}
 			if v, err = url.QueryUnescape(v); err != nil {
-				return p, newError(http.StatusBadRequest, "invalid_parameter", "the query string is malformed: %v", err)
+				return p, newError(http.StatusBadRequest, api.CodeInvalidParameter, "the query string is malformed: %v", err)
 			}
 		}
 		idx := -1
@@ -167,7 +168,7 @@ func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) error {
 			return unknownTopicError(topic)
 		}
 		if errors.Is(err, broker.ErrUnknownPartition) {
-			return newError(http.StatusNotFound, "unknown_partition",
+			return newError(http.StatusNotFound, api.CodeUnknownPartition,
 				"topic %q has no partition %d; GET /v1/topics/%s lists its partitions", topic, partition, topic)
 		}
 		return err

@@ -73,18 +73,18 @@ func globalErrorFor(err error) *apiError {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, errNoCoordinator):
-		return newError(http.StatusServiceUnavailable, "not_ready", "%s; the coordinator did not start (see the server log)", msg)
+		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "%s; the coordinator did not start (see the server log)", msg)
 	case errors.Is(err, xa.ErrInvalidID):
-		return &apiError{status: http.StatusBadRequest, code: "invalid_field", field: "id",
+		return &apiError{status: http.StatusBadRequest, code: api.CodeInvalidField, field: "id",
 			message: "id " + msg + "; use 1 to 128 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-'"}
 	case errors.Is(err, xa.ErrNotFound):
-		return newError(http.StatusNotFound, "unknown_transaction", "%s; finished transactions are forgotten after the retention period", msg)
+		return newError(http.StatusNotFound, api.CodeUnknownTransaction, "%s; finished transactions are forgotten after the retention period", msg)
 	case errors.Is(err, xa.ErrNotInDoubt):
-		return newError(http.StatusConflict, "not_in_doubt", "%s; only an in_doubt transaction takes an operator's decision", msg)
+		return newError(http.StatusConflict, api.CodeNotInDoubt, "%s; only an in_doubt transaction takes an operator's decision", msg)
 	case errors.Is(err, xa.ErrUnknownResource):
-		return newError(http.StatusBadRequest, "unknown_resource", "%s; resources are configured under resources", msg)
+		return newError(http.StatusBadRequest, api.CodeUnknownResource, "%s; resources are configured under resources", msg)
 	case errors.Is(err, xa.ErrClosed):
-		return newError(http.StatusServiceUnavailable, "unavailable", "%s; the server is shutting down, retry against a running one", msg)
+		return newError(http.StatusServiceUnavailable, api.CodeUnavailable, "%s; the server is shutting down, retry against a running one", msg)
 	}
 	return nil
 }
@@ -228,7 +228,7 @@ func (s *Server) checkTopics(msgs []broker.TxMessage) error {
 			}
 		}
 		if m.Partition >= len(info.Partitions) {
-			return &apiError{status: http.StatusNotFound, code: "unknown_partition", field: msgField(i, "partition"),
+			return &apiError{status: http.StatusNotFound, code: api.CodeUnknownPartition, field: msgField(i, "partition"),
 				message: fmt.Sprintf("topic %q has %d partitions; messages[%d].partition %d does not exist", m.Topic, len(info.Partitions), i, m.Partition)}
 		}
 	}

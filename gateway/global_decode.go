@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/xa"
 )
@@ -84,10 +85,10 @@ func stringField(raw json.RawMessage, field string) (string, error) {
 func decodeGlobalRequest(body []byte, ops *xa.Operations, driverOf func(string) (string, error)) (globalRequest, error) {
 	var out globalRequest
 	if len(bytes.TrimSpace(body)) == 0 {
-		return out, newError(http.StatusBadRequest, "invalid_json", "request body is empty; send %s", globalTxExample)
+		return out, newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is empty; send %s", globalTxExample)
 	}
 	if !utf8.Valid(body) {
-		return out, newError(http.StatusBadRequest, "invalid_json", "request body is not valid UTF-8; JSON text must be UTF-8")
+		return out, newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is not valid UTF-8; JSON text must be UTF-8")
 	}
 	if !json.Valid(body) {
 		return out, jsonSyntaxError(body)
@@ -174,7 +175,7 @@ func decodeSteps(raw json.RawMessage, ops *xa.Operations, driverOf func(string) 
 		op, ok := ops.Lookup(resource, opName)
 		if !ok {
 			if _, derr := driverOf(resource); derr != nil {
-				return nil, &apiError{status: http.StatusBadRequest, code: "unknown_resource", field: field + ".resource",
+				return nil, &apiError{status: http.StatusBadRequest, code: api.CodeUnknownResource, field: field + ".resource",
 					message: fmt.Sprintf("resource %q is not configured; resources are configured under resources", resource)}
 			}
 			return nil, unknownOperation(field, resource, opName, ops)
@@ -208,7 +209,7 @@ func unknownOperation(field, resource, name string, ops *xa.Operations) *apiErro
 	if known := ops.Names(resource); len(known) > 0 {
 		list = strings.Join(known, ", ")
 	}
-	return &apiError{status: http.StatusBadRequest, code: "unknown_operation", field: field + ".operation",
+	return &apiError{status: http.StatusBadRequest, code: api.CodeUnknownOperation, field: field + ".operation",
 		message: fmt.Sprintf("operation %q is not configured for resource %q (its operations: %s); configure it as operations.%s.%s", name, resource, list, resource, name)}
 }
 
@@ -222,7 +223,7 @@ func decodeResolveRequest(body []byte) (resolveRequest, error) {
 	var out resolveRequest
 	const example = `{"decision": "commit"}`
 	if len(bytes.TrimSpace(body)) == 0 {
-		return out, newError(http.StatusBadRequest, "invalid_json", "request body is empty; send %s", example)
+		return out, newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is empty; send %s", example)
 	}
 	if !json.Valid(body) {
 		return out, jsonSyntaxError(body)

@@ -97,7 +97,7 @@ func (s *Server) requireConsume(w http.ResponseWriter, topics []string, field fu
 	}
 	for i, topic := range topics {
 		if !allows(t, rightConsume, topic) {
-			e := newError(http.StatusForbidden, "forbidden", "token %q lacks the consume right on topic %q; ask an operator to extend its patterns", t.Name, topic)
+			e := newError(http.StatusForbidden, api.CodeForbidden, "token %q lacks the consume right on topic %q; ask an operator to extend its patterns", t.Name, topic)
 			e.field = field(i)
 			return e
 		}
@@ -116,7 +116,7 @@ func (s *Server) requireConsumer(w http.ResponseWriter) error {
 		if t != nil {
 			name = t.Name
 		}
-		return newError(http.StatusForbidden, "forbidden", "token %q has no consume right; reading consumer groups needs one (or admin)", name)
+		return newError(http.StatusForbidden, api.CodeForbidden, "token %q has no consume right; reading consumer groups needs one (or admin)", name)
 	}
 	return nil
 }
@@ -276,7 +276,7 @@ func (s *Server) handleJoinGroup(w http.ResponseWriter, r *http.Request) error {
 	res, err := s.groups.Join(req)
 	if err != nil {
 		if errors.Is(err, broker.ErrUnknownTopic) {
-			return newError(http.StatusNotFound, "unknown_topic", "%s; create the topic with PUT /v1/topics/{topic} before joining", err)
+			return newError(http.StatusNotFound, api.CodeUnknownTopic, "%s; create the topic with PUT /v1/topics/{topic} before joining", err)
 		}
 		return err
 	}
@@ -346,7 +346,7 @@ func (s *Server) handleCommitOffsets(w http.ResponseWriter, r *http.Request) err
 			ends[o.Topic] = info
 		}
 		if o.Partition >= len(info.Partitions) {
-			e := newError(http.StatusNotFound, "unknown_partition", "topic %q has no partition %d; GET /v1/topics/%s lists its partitions", o.Topic, o.Partition, o.Topic)
+			e := newError(http.StatusNotFound, api.CodeUnknownPartition, "topic %q has no partition %d; GET /v1/topics/%s lists its partitions", o.Topic, o.Partition, o.Topic)
 			e.field = fmt.Sprintf("offsets[%d].partition", i)
 			return e
 		}

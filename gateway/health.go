@@ -39,14 +39,14 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 // 503 not_ready otherwise (and from the moment Close is called).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if s.closed.Load() {
-		return newError(http.StatusServiceUnavailable, "not_ready", "the server is shutting down")
+		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "the server is shutting down")
 	}
 	if err := s.b.Err(); err != nil {
-		return newError(http.StatusServiceUnavailable, "not_ready", "storage refuses writes until the server is restarted: %v", err)
+		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "storage refuses writes until the server is restarted: %v", err)
 	}
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(r.Context()); err != nil {
-			return newError(http.StatusServiceUnavailable, "not_ready", "not ready: %v", err)
+			return newError(http.StatusServiceUnavailable, api.CodeNotReady, "not ready: %v", err)
 		}
 	}
 	return writeJSON(w, http.StatusOK, api.Status{Status: "ready"})

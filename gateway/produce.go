@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
 )
 
@@ -22,16 +23,16 @@ func idempotencyKey(r *http.Request) (string, error) {
 		return "", nil
 	case 1:
 	default:
-		return "", newError(http.StatusBadRequest, "invalid_idempotency_key", "send the Idempotency-Key header once, not %d times", len(vals))
+		return "", newError(http.StatusBadRequest, api.CodeInvalidIdempotencyKey, "send the Idempotency-Key header once, not %d times", len(vals))
 	}
 	k := vals[0]
 	if len(k) == 0 || len(k) > maxIdempotencyKey {
-		return "", newError(http.StatusBadRequest, "invalid_idempotency_key",
+		return "", newError(http.StatusBadRequest, api.CodeInvalidIdempotencyKey,
 			"the Idempotency-Key must be 1 to %d bytes long, not %d", maxIdempotencyKey, len(k))
 	}
 	for i := 0; i < len(k); i++ {
 		if k[i] < 0x20 || k[i] > 0x7e {
-			return "", newError(http.StatusBadRequest, "invalid_idempotency_key",
+			return "", newError(http.StatusBadRequest, api.CodeInvalidIdempotencyKey,
 				"the Idempotency-Key must be printable ASCII; byte %d is 0x%02x", i, k[i])
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
+	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
 )
 
@@ -38,7 +39,7 @@ const maxValueDepth = 1000
 // errors are *apiError with code invalid_json or invalid_field.
 func decodeProduceRequest(body []byte) ([]broker.Message, error) {
 	if !utf8.Valid(body) {
-		return nil, newError(http.StatusBadRequest, "invalid_json", "request body is not valid UTF-8; JSON text must be UTF-8")
+		return nil, newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is not valid UTF-8; JSON text must be UTF-8")
 	}
 	p := parser{b: body}
 	msgs, err := p.request()
@@ -57,9 +58,9 @@ func jsonSyntaxError(body []byte) *apiError {
 	var discard bytes.Buffer
 	err := json.Compact(&discard, body)
 	if se, ok := err.(*json.SyntaxError); ok {
-		return newError(http.StatusBadRequest, "invalid_json", "request body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset)
+		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset)
 	}
-	return newError(http.StatusBadRequest, "invalid_json", "request body is not valid JSON")
+	return newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is not valid JSON")
 }
 
 type parser struct {
@@ -70,11 +71,11 @@ type parser struct {
 func (p *parser) syntax(expected string) error {
 	if p.i >= len(p.b) {
 		if len(p.b) == 0 {
-			return newError(http.StatusBadRequest, "invalid_json", `request body is empty; send {"messages": [{"value": ...}]}`)
+			return newError(http.StatusBadRequest, api.CodeInvalidJSON, `request body is empty; send {"messages": [{"value": ...}]}`)
 		}
-		return newError(http.StatusBadRequest, "invalid_json", "request body is not valid JSON: it ends early, where %s was expected", expected)
+		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is not valid JSON: it ends early, where %s was expected", expected)
 	}
-	return newError(http.StatusBadRequest, "invalid_json", "request body is not valid JSON: unexpected %q at byte %d, where %s was expected",
+	return newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is not valid JSON: unexpected %q at byte %d, where %s was expected",
 		rune(p.b[p.i]), p.i, expected)
 }
 
@@ -543,7 +544,7 @@ func (p *parser) skipWS(saw *bool) {
 // skip validates one JSON value, recording whether it holds whitespace between tokens.
 func (p *parser) skip(depth int, saw *bool) error {
 	if depth > maxValueDepth {
-		return newError(http.StatusBadRequest, "invalid_json", "a value is nested more than %d levels deep", maxValueDepth)
+		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "a value is nested more than %d levels deep", maxValueDepth)
 	}
 	switch p.peek() {
 	case '{':

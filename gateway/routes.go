@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/imagomq/imago/api"
 )
 
 // handlerFunc is a route handler; a returned error is written by writeError.
@@ -75,14 +76,14 @@ func (s *Server) newRouter() *chi.Mux {
 		r.Method(rt.method, rt.pattern, s.wrap(rt.pattern, rt.need, rt.h))
 	}
 	r.NotFound(s.wrap("unmatched", rightNone, func(w http.ResponseWriter, req *http.Request) error {
-		return newError(http.StatusNotFound, "not_found", "no endpoint at %s; GET /openapi.yaml lists them", req.URL.Path)
+		return newError(http.StatusNotFound, api.CodeNotFound, "no endpoint at %s; GET /openapi.yaml lists them", req.URL.Path)
 	}))
 	r.MethodNotAllowed(s.wrap("unmatched", rightNone, func(w http.ResponseWriter, req *http.Request) error {
 		allowed := s.allowedMethods(req.URL.Path)
 		if len(allowed) > 0 {
 			w.Header().Set("Allow", strings.Join(allowed, ", "))
 		}
-		return newError(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s; use %s",
+		return newError(http.StatusMethodNotAllowed, api.CodeMethodNotAllowed, "%s is not allowed on %s; use %s",
 			req.Method, req.URL.Path, strings.Join(allowed, " or "))
 	}))
 	return r

@@ -39,14 +39,14 @@ type topicRequest struct {
 // and maps encoding/json's errors to invalid_json or invalid_field.
 func decodeStrict(body []byte, v any, example string) error {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return newError(http.StatusBadRequest, "invalid_json", "request body is empty; send %s", example)
+		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is empty; send %s", example)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {
 		if _, err2 := dec.Token(); err2 != io.EOF {
-			return newError(http.StatusBadRequest, "invalid_json", "request body holds data after the JSON object; send only %s", example)
+			return newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body holds data after the JSON object; send only %s", example)
 		}
 		return nil
 	}
@@ -69,7 +69,7 @@ func decodeStrict(body []byte, v any, example string) error {
 	if !json.Valid(body) {
 		return jsonSyntaxError(body)
 	}
-	return newError(http.StatusBadRequest, "invalid_field", "%s; send %s", err.Error()[len("json: "):], example)
+	return newError(http.StatusBadRequest, api.CodeInvalidField, "%s; send %s", err.Error()[len("json: "):], example)
 }
 
 func jsonKind(goKind string) string {

@@ -76,7 +76,7 @@ func (s *Server) authorizeTopics(w http.ResponseWriter, msgs []broker.TxMessage)
 			continue
 		}
 		if !allows(t, rightProduce, topic) {
-			return &apiError{status: http.StatusForbidden, code: "forbidden", field: msgField(i, "topic"),
+			return &apiError{status: http.StatusForbidden, code: api.CodeForbidden, field: msgField(i, "topic"),
 				message: fmt.Sprintf("token %q lacks the produce right on topic %q (messages[%d]); ask an operator to extend its patterns", t.Name, topic, i)}
 		}
 	}

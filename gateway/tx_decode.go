@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
 )
 
@@ -76,10 +77,10 @@ func decodeTxBody(body []byte, spec txSpec) (txBody, error) {
 		if spec.required == 0 {
 			return txBody{}, nil
 		}
-		return txBody{}, newError(http.StatusBadRequest, "invalid_json", "request body is empty; send %s", spec.example)
+		return txBody{}, newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is empty; send %s", spec.example)
 	}
 	if !utf8.Valid(body) {
-		return txBody{}, newError(http.StatusBadRequest, "invalid_json", "request body is not valid UTF-8; JSON text must be UTF-8")
+		return txBody{}, newError(http.StatusBadRequest, api.CodeInvalidJSON, "request body is not valid UTF-8; JSON text must be UTF-8")
 	}
 	d := txDecoder{parser: parser{b: body}, spec: spec}
 	out, err := d.body()

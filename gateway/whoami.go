@@ -15,7 +15,7 @@ func (s *Server) handleWhoAmI(w http.ResponseWriter, r *http.Request) error {
 	}
 	t := callerToken(w)
 	if t == nil { // rightAny has already answered 401; kept for safety
-		return newError(http.StatusUnauthorized, "unauthorized", "a bearer token is required")
+		return newError(http.StatusUnauthorized, api.CodeUnauthorized, "a bearer token is required")
 	}
 	return writeJSON(w, http.StatusOK, api.WhoAmI{Auth: true, Name: t.Name, Admin: t.Admin, Producer: t.Producer(), Consumer: t.Consumer()})
 }
