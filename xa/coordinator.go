@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/imagomq/imago/broker"
@@ -199,7 +198,7 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, errors.New("open coordinator: no directory")
 	}
 	opts = opts.withDefaults()
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open coordinator: %w", err)
 	}
 	c := &Coordinator{
@@ -297,12 +296,8 @@ func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 }
 
 func (c *Coordinator) lockDir() error {
-	f, err := os.OpenFile(filepath.Join(c.opts.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := fsutil.LockFile(filepath.Join(c.opts.Dir, "LOCK"))
 	if err != nil {
-		return fmt.Errorf("open coordinator: lock file: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
 		return fmt.Errorf("open coordinator: directory %s is in use by another coordinator: %w", c.opts.Dir, err)
 	}
 	c.lock = f
@@ -337,28 +332,13 @@ func (c *Coordinator) nodeID() (string, error) {
 	return id, writeFileSync(path, id+"\n")
 }
 
+// writeFileSync replaces path with content durably (fsutil.WriteFileAtomic), unless it already
+// holds exactly that.
 func writeFileSync(path, content string) error {
 	if b, err := os.ReadFile(path); err == nil && string(b) == content {
 		return nil
 	}
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return err
-	}
-	if err := fsutil.Fsync(f); err != nil {
-		f.Close()
-		return err
-	}
-	f.Close()
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return fsutil.SyncDir(filepath.Dir(path))
+	return fsutil.WriteFileAtomic(filepath.Dir(path), filepath.Base(path), []byte(content), 0o644)
 }
 
 // load rebuilds the table from the decision log. A transaction a previous run left without a

@@ -75,6 +75,12 @@ func openDecisionLog(dir string, retention time.Duration, compactBytes int64, no
 	if err != nil {
 		return nil, nil, fmt.Errorf("open decision log: %w", err)
 	}
+	// The file may have just been created: its name must be durable before the first decision
+	// is acknowledged into it, or a power loss takes the file with the decisions.
+	if err := fsutil.SyncDir(dir); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("open decision log: %w", err)
+	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
