@@ -26,8 +26,9 @@ func TestDecisionLogCompactionDirSyncFails(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			var failed atomic.Int64
+			var armed atomic.Bool // from after the open: only compaction's directory syncs fail
 			restore := fsutil.SetHook(func(ev fsutil.Event, do func() error) error {
-				if ev.Kind == fsutil.Dir && ev.Path == dir && (tc.failures < 0 || failed.Load() < tc.failures) {
+				if armed.Load() && ev.Kind == fsutil.Dir && ev.Path == dir && (tc.failures < 0 || failed.Load() < tc.failures) {
 					failed.Add(1)
 					return syscall.EIO
 				}
@@ -39,6 +40,7 @@ func TestDecisionLogCompactionDirSyncFails(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			armed.Store(true)
 			acked := map[string]bool{}
 			for i := 0; i < 300; i++ {
 				r := sampleRecord(i) // committing: every one is kept by compaction
