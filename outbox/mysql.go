@@ -19,21 +19,13 @@ type mysqlStore struct {
 	o    *Options
 	db   *sql.DB
 	conn *sql.Conn
+	aux  *sql.DB // short-lived sessions of the gap check's sentinel transactions
+	self int64   // CONNECTION_ID() of conn
 	mark string
 	inc  int64 // @@auto_increment_increment
 
 	wm  int64     // every id <= wm is final: committed rows are visible, missing ids never will be
 	gap *gapCheck // the gap being checked, if any
-}
-
-// gapCheck follows one gap: seen at seenAt below id high; trx is the set of InnoDB transactions
-// open GapCheckDelay later. Once all of them have ended, every id <= high is final.
-type gapCheck struct {
-	high      int64
-	seenAt    time.Time
-	trx       map[string]bool
-	fallback  bool
-	lastProbe time.Time
 }
 
 const mysqlStateTable = "imago_outbox_relay"
@@ -51,7 +43,10 @@ func openMySQL(ctx context.Context, o *Options) (*mysqlStore, error) {
 	}
 	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(1)
-	s := &mysqlStore{o: o, db: db}
+	aux := sql.OpenDB(conn)
+	aux.SetMaxOpenConns(2)
+	aux.SetMaxIdleConns(0) // every sentinel is a new session: its thread id is unique
+	s := &mysqlStore{o: o, db: db, aux: aux}
 	if o.Mode == ModeMark {
 		s.mark = " AND relayed_at IS NULL"
 	}
@@ -59,9 +54,10 @@ func openMySQL(ctx context.Context, o *Options) (*mysqlStore, error) {
 	defer cancel()
 	if s.conn, err = db.Conn(cctx); err != nil {
 		db.Close()
+		aux.Close()
 		return nil, fmt.Errorf("outbox: source %s: connect to MySQL: %w", o.Name, err)
 	}
-	if err := s.conn.QueryRowContext(ctx, `SELECT @@auto_increment_increment`).Scan(&s.inc); err != nil {
+	if err := s.conn.QueryRowContext(ctx, `SELECT @@auto_increment_increment, CONNECTION_ID()`).Scan(&s.inc, &s.self); err != nil {
 		s.close()
 		return nil, fmt.Errorf("outbox: source %s: read auto_increment_increment: %w", o.Name, err)
 	}
@@ -72,6 +68,8 @@ func openMySQL(ctx context.Context, o *Options) (*mysqlStore, error) {
 }
 
 func (s *mysqlStore) close() {
+	s.dropGap()
+	_ = s.aux.Close()
 	if s.conn != nil {
 		_ = s.conn.Close()
 	}
@@ -115,7 +113,7 @@ func (s *mysqlStore) load(ctx context.Context) (state, error) {
 		st.last = last.Time
 	}
 	s.wm = st.cursor.id
-	s.gap = nil
+	s.dropGap()
 	return st, nil
 }
 
@@ -173,6 +171,7 @@ func (s *mysqlStore) next(ctx context.Context, cur pos, limit int) ([]row, bool,
 			break
 		}
 		if n == len(rows) {
+			s.dropGap() // nothing missing now: a check still pending is moot
 			return rows, false, nil
 		}
 		// A gap below rows[n]: check it; rows[:n] are final already.
@@ -185,82 +184,6 @@ func (s *mysqlStore) next(ctx context.Context, cur pos, limit int) ([]row, bool,
 		}
 		return rows[:n], true, nil
 	}
-}
-
-// checkGap advances the gap check for a gap below high; it reports whether the watermark moved.
-func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
-	now := time.Now()
-	g := s.gap
-	if g == nil {
-		// Every missing id below the highest committed id visible now can be settled by the
-		// same check, not only those below this page of rows.
-		var maxID sql.NullInt64
-		if err := s.conn.QueryRowContext(ctx, `SELECT MAX(id) FROM `+s.o.Table).Scan(&maxID); err != nil {
-			return false, fmt.Errorf("outbox: read the highest id: %w", err)
-		}
-		s.gap = &gapCheck{high: max(high, maxID.Int64), seenAt: now}
-		return false, nil
-	}
-	switch {
-	case g.fallback:
-		if now.Sub(g.seenAt) < s.o.GapGrace {
-			return false, nil
-		}
-	case g.trx == nil:
-		if now.Sub(g.seenAt) < s.o.GapCheckDelay {
-			return false, nil
-		}
-		open, err := s.openTrx(ctx)
-		if err != nil {
-			var me *mysql.MySQLError
-			if errors.As(err, &me) && (me.Number == 1227 || me.Number == 1142) { // access denied
-				s.o.Logger.Warn("outbox relay: cannot read information_schema.innodb_trx (grant PROCESS); passing id gaps after a grace period",
-					"source", s.o.Name, "grace", s.o.GapGrace)
-				g.fallback = true
-				return false, nil
-			}
-			return false, err
-		}
-		g.trx, g.lastProbe = open, now
-		if len(open) > 0 {
-			return false, nil
-		}
-	default:
-		if now.Sub(g.lastProbe) < 5*time.Millisecond {
-			return false, nil
-		}
-		open, err := s.openTrx(ctx)
-		if err != nil {
-			return false, err
-		}
-		g.lastProbe = now
-		for id := range g.trx {
-			if open[id] {
-				return false, nil
-			}
-		}
-	}
-	s.wm = max(s.wm, g.high)
-	s.gap = nil
-	return true, nil
-}
-
-// openTrx lists the InnoDB transactions open now, other than this session's.
-func (s *mysqlStore) openTrx(ctx context.Context) (map[string]bool, error) {
-	rows, err := s.conn.QueryContext(ctx, `SELECT trx_id FROM information_schema.innodb_trx WHERE trx_mysql_thread_id <> CONNECTION_ID()`)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: read information_schema.innodb_trx: %w", err)
-	}
-	defer rows.Close()
-	open := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("outbox: read innodb_trx: %w", err)
-		}
-		open[id] = true
-	}
-	return open, rows.Err()
 }
 
 func (s *mysqlStore) claimed(ctx context.Context, cur, end pos) ([]row, error) {
