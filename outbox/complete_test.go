@@ -73,7 +73,7 @@ func TestCompleteRemovesOnlyPublishedRows(t *testing.T) {
 				published[m.p.Seq] = true
 			}
 			var left int
-			if err := e.db.QueryRow(`SELECT COUNT(*) FROM `+e.table+` WHERE id = 2 AND relayed_at IS NULL`).Scan(&left); err != nil {
+			if err := e.db.QueryRow(`SELECT COUNT(*) FROM ` + e.table + ` WHERE id = 2 AND relayed_at IS NULL`).Scan(&left); err != nil {
 				t.Fatal(err)
 			}
 			if !published[2] && left != 1 {

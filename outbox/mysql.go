@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -202,7 +203,7 @@ func (s *mysqlStore) saveClaim(ctx context.Context, end pos) error {
 	return nil
 }
 
-func (s *mysqlStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *pos) (total int64, err error) {
+func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, nextClaim *pos) (total int64, err error) {
 	// READ COMMITTED: no gap locks, so the DELETE never blocks the application's inserts.
 	tx, err := s.conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
@@ -213,20 +214,55 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, n int, nextClai
 			_ = tx.Rollback()
 		}
 	}()
-	if s.o.Mode == ModeMark {
-		_, err = tx.ExecContext(ctx, `UPDATE `+s.o.Table+` SET relayed_at = NOW(6) WHERE id > ? AND id <= ? AND relayed_at IS NULL`, cur.id, end.id)
-	} else {
-		_, err = tx.ExecContext(ctx, `DELETE FROM `+s.o.Table+` WHERE id > ? AND id <= ?`, cur.id, end.id)
+	if len(batch) > 0 {
+		// Exactly the published ids: a row that landed inside (cur, end] unpublished stays.
+		ids := make([]any, len(batch))
+		for i, rw := range batch {
+			ids[i] = rw.pos.id
+		}
+		in := " WHERE id IN (?" + strings.Repeat(",?", len(ids)-1) + ")"
+		var res sql.Result
+		if s.o.Mode == ModeMark {
+			res, err = tx.ExecContext(ctx, `UPDATE `+s.o.Table+` SET relayed_at = NOW(6)`+in+` AND relayed_at IS NULL`, ids...)
+		} else {
+			res, err = tx.ExecContext(ctx, `DELETE FROM `+s.o.Table+in, ids...)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("outbox: complete batch: remove rows: %w", err)
+		}
+		if k, _ := res.RowsAffected(); k != int64(len(batch)) {
+			err = fmt.Errorf("%w: %w: source %s: batch (%d, %d] of %d rows: %d removed", ErrPermanent, ErrRowsChanged, s.o.Name, cur.id, end.id, len(batch), k)
+			return 0, err
+		}
 	}
+	// Anything left in the range was not published: stop, loudly, with the row in place.
+	var stray []int64
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM `+s.o.Table+` WHERE id > ? AND id <= ?`+s.mark+` ORDER BY id LIMIT 20`, cur.id, end.id)
 	if err != nil {
-		return 0, fmt.Errorf("outbox: complete batch: remove rows: %w", err)
+		return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
+	}
+	for rows.Next() {
+		var id int64
+		if err = rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
+		}
+		stray = append(stray, id)
+	}
+	rows.Close()
+	if err = rows.Err(); err != nil {
+		return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
+	}
+	if len(stray) > 0 {
+		err = fmt.Errorf("%w: %w: source %s: ids %v committed inside batch (%d, %d] after it was read", ErrPermanent, ErrStrayRows, s.o.Name, stray, cur.id, end.id)
+		return 0, err
 	}
 	var claim any
 	if nextClaim != nil {
 		claim = nextClaim.id
 	}
 	res, err := tx.ExecContext(ctx, `UPDATE `+mysqlStateTable+` SET cursor_id = ?, claim_id = ?, relayed_total = relayed_total + ?,
-		last_relayed_at = NOW(6), updated_at = NOW(6) WHERE source = ? AND cursor_id = ?`, end.id, claim, n, s.o.Name, cur.id)
+		last_relayed_at = NOW(6), updated_at = NOW(6) WHERE source = ? AND cursor_id = ?`, end.id, claim, len(batch), s.o.Name, cur.id)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: complete batch: move cursor: %w", err)
 	}

@@ -175,7 +175,7 @@ func (s *pgStore) saveClaim(ctx context.Context, end pos) error {
 	return nil
 }
 
-func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *pos) (int64, error) {
+func (s *pgStore) complete(ctx context.Context, cur, end pos, batch []row, nextClaim *pos) (int64, error) {
 	ct, ci, et, ei := strconv.FormatUint(cur.txid, 10), cur.id, strconv.FormatUint(end.txid, 10), end.id
 	var nt *string
 	var ni *int64
@@ -183,24 +183,35 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *
 		t := strconv.FormatUint(nextClaim.txid, 10)
 		nt, ni = &t, &nextClaim.id
 	}
-	// One explicit transaction in two round trips: BEGIN, the removal and the cursor move go
-	// in one pipeline; COMMIT only if the cursor moved from where this relay left it.
+	ids := make([]int64, len(batch))
+	for i, rw := range batch {
+		ids[i] = rw.pos.id
+	}
+	// One explicit transaction in two round trips: BEGIN, the removal of exactly the published
+	// ids, the count of rows left in the range and the cursor move go in one pipeline; COMMIT
+	// only if all of them are as expected.
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	rng := ` WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4)`
 	if s.o.Mode == ModeMark {
-		b.Queue(`UPDATE `+s.o.Table+` SET relayed_at = clock_timestamp()`+rng+` AND relayed_at IS NULL`, ct, ci, et, ei)
+		b.Queue(`UPDATE `+s.o.Table+` SET relayed_at = clock_timestamp() WHERE id = ANY($1) AND relayed_at IS NULL`, ids)
 	} else {
-		b.Queue(`DELETE FROM `+s.o.Table+rng, ct, ci, et, ei)
+		b.Queue(`DELETE FROM `+s.o.Table+` WHERE id = ANY($1)`, ids)
 	}
+	b.Queue(`SELECT count(*) FROM `+s.o.Table+rng+s.mark, ct, ci, et, ei)
 	b.Queue(`UPDATE `+pgStateTable+` SET cursor_txid = $3::text::xid8, cursor_id = $4, claim_txid = $5::text::xid8, claim_id = $6,
 		relayed_total = relayed_total + $7, last_relayed_at = now(), updated_at = now()
 		WHERE source = $8 AND cursor_txid = $1::text::xid8 AND cursor_id = $2 RETURNING relayed_total`,
-		ct, ci, et, ei, nt, ni, n, s.o.Name)
+		ct, ci, et, ei, nt, ni, len(batch), s.o.Name)
 	br := s.conn.SendBatch(ctx, b)
 	_, err := br.Exec()
+	var removed pgconn.CommandTag
 	if err == nil {
-		_, err = br.Exec()
+		removed, err = br.Exec()
+	}
+	var stray int64
+	if err == nil {
+		err = br.QueryRow().Scan(&stray)
 	}
 	var total int64
 	if err == nil {
@@ -211,6 +222,12 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && removed.RowsAffected() != int64(len(batch)) {
+		err = fmt.Errorf("%w: %w: source %s: batch of %d rows: %d removed", ErrPermanent, ErrRowsChanged, s.o.Name, len(batch), removed.RowsAffected())
+	}
+	if err == nil && stray > 0 {
+		err = fmt.Errorf("%w: %w: source %s: %d rows inside the batch's range were not published", ErrPermanent, ErrStrayRows, s.o.Name, stray)
 	}
 	if err != nil {
 		// Best effort: a broken session rolls back by itself, and the caller drops it.

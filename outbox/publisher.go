@@ -19,9 +19,19 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, msgs []Message, idempotencyKey string) error
 }
 
-// ErrPermanent marks a publish error that retrying cannot fix (the idempotency key was used
-// with other messages): the relay stops the source and reports it.
-var ErrPermanent = errors.New("outbox: permanent publish error")
+// ErrPermanent marks an error that retrying cannot fix (the idempotency key was used with
+// other messages, a row appeared inside a published batch): the relay stops the source and
+// reports it.
+var ErrPermanent = errors.New("outbox: permanent error")
+
+// ErrStrayRows: completing a batch found a row inside the batch's range (cur, end] that the
+// batch did not publish (it committed after the relay judged its id gap final). The relay
+// stops rather than remove or pass it unpublished; the row stays in the outbox.
+var ErrStrayRows = errors.New("outbox: unpublished rows inside a published batch's range")
+
+// ErrRowsChanged: removing (or marking) a published batch touched another number of rows than
+// the batch has (rows removed or marked by someone else).
+var ErrRowsChanged = errors.New("outbox: the published batch's rows changed under the relay")
 
 // BrokerPublisher publishes to an in-process broker.
 type BrokerPublisher struct{ B *broker.Broker }

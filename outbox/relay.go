@@ -157,9 +157,12 @@ type store interface {
 	claimed(ctx context.Context, cur, end pos) ([]row, error)
 	// saveClaim records end as the batch in flight.
 	saveClaim(ctx context.Context, end pos) error
-	// complete removes (or marks) the rows in (cur, end], moves the cursor to end, and records
-	// nextClaim (nil: none), in one transaction; it returns the state's new relayed_total.
-	complete(ctx context.Context, cur, end pos, n int, nextClaim *pos) (int64, error)
+	// complete removes (or marks) exactly the rows of batch, the published rows in (cur, end],
+	// moves the cursor to end, and records nextClaim (nil: none), in one transaction; it
+	// returns the state's new relayed_total. It fails with ErrRowsChanged when another number
+	// of rows was removed, and with ErrStrayRows when (cur, end] holds a row batch does not
+	// (both wrap ErrPermanent): then nothing is removed and the cursor stays.
+	complete(ctx context.Context, cur, end pos, batch []row, nextClaim *pos) (int64, error)
 	// wait blocks up to d, returning early when the database signals new rows.
 	wait(ctx context.Context, d time.Duration) error
 	// backlog counts rows after cur not yet relayed.
@@ -260,7 +263,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if errors.Is(err, ErrPermanent) {
-			r.log.Error("outbox relay stopped: cannot publish", "err", err)
+			r.log.Error("outbox relay stopped: an operator must act (see the outbox runbook)", "err", err)
 			r.setErr(err)
 			return err
 		}
@@ -320,7 +323,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 		}
 		r.log.Info("outbox relay: republishing the batch claimed before a restart", "rows", len(batch))
 		if len(batch) == 0 { // nothing left in the claim (cannot happen unless rows were removed by hand)
-			if _, err := st.complete(ctx, cur, *s.claim, 0, nil); err != nil {
+			if _, err := st.complete(ctx, cur, *s.claim, nil, nil); err != nil {
 				return err
 			}
 			cur, batch = *s.claim, nil
@@ -381,7 +384,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 			p := nextRows[len(nextRows)-1].pos
 			nextClaim = &p
 		}
-		total, err := st.complete(ctx, cur, end, len(batch), nextClaim)
+		total, err := st.complete(ctx, cur, end, batch, nextClaim)
 		if err != nil {
 			return err
 		}
