@@ -58,6 +58,13 @@ func openMySQL(ctx context.Context, o *Options) (*mysqlStore, error) {
 		aux.Close()
 		return nil, fmt.Errorf("outbox: source %s: connect to MySQL: %w", o.Name, err)
 	}
+	// The server ends the session, and with it GET_LOCK, after SessionTimeout without a
+	// statement (a frozen or dead relay); net_*_timeout bound a statement stuck on the network.
+	secs := max(int64(o.SessionTimeout/time.Second), 1)
+	if _, err := s.conn.ExecContext(ctx, `SET SESSION wait_timeout = ?, net_read_timeout = ?, net_write_timeout = ?`, secs, secs, secs); err != nil {
+		s.close()
+		return nil, fmt.Errorf("outbox: source %s: set session timeouts: %w", o.Name, err)
+	}
 	if err := s.conn.QueryRowContext(ctx, `SELECT @@auto_increment_increment, CONNECTION_ID()`).Scan(&s.inc, &s.self); err != nil {
 		s.close()
 		return nil, fmt.Errorf("outbox: source %s: read auto_increment_increment: %w", o.Name, err)
@@ -281,6 +288,8 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, ne
 	}
 	return total, nil
 }
+
+func (s *mysqlStore) ping(ctx context.Context) error { return s.conn.PingContext(ctx) }
 
 func (s *mysqlStore) wait(ctx context.Context, d time.Duration) error { return sleep(ctx, d) }
 

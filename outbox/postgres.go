@@ -39,6 +39,25 @@ func openPG(ctx context.Context, o *Options) (*pgStore, error) {
 		return nil, fmt.Errorf("outbox: source %s: connect to PostgreSQL: %w", o.Name, err)
 	}
 	s.conn = conn
+	// The server ends the session, and with it the advisory lock, after SessionTimeout without
+	// a statement (a frozen or dead relay; idle_session_timeout needs PostgreSQL 14); its TCP
+	// keepalives and tcp_user_timeout drop a dead host's connection sooner.
+	ms := strconv.FormatInt(o.SessionTimeout.Milliseconds(), 10)
+	for _, kv := range [][2]string{
+		{"idle_session_timeout", ms}, {"idle_in_transaction_session_timeout", ms}, {"tcp_user_timeout", ms},
+		{"tcp_keepalives_idle", "5"}, {"tcp_keepalives_interval", "2"}, {"tcp_keepalives_count", "3"},
+	} {
+		if _, err := conn.Exec(ctx, `SELECT set_config($1, $2, false)`, kv[0], kv[1]); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "42704" { // unrecognized parameter: an older server
+				o.Logger.Warn("outbox relay: the server does not know a session timeout; a frozen relay may keep the lock longer",
+					"source", o.Name, "parameter", kv[0])
+				continue
+			}
+			s.close()
+			return nil, fmt.Errorf("outbox: source %s: set %s: %w", o.Name, kv[0], err)
+		}
+	}
 	if o.Mode == ModeMark {
 		s.mark = " AND relayed_at IS NULL"
 	}
@@ -243,6 +262,8 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, batch []row, nextC
 	}
 	return total, nil
 }
+
+func (s *pgStore) ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 
 func (s *pgStore) wait(ctx context.Context, d time.Duration) error {
 	if s.woken.Swap(false) {

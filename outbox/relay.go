@@ -47,6 +47,15 @@ type Options struct {
 	MaxPoll time.Duration
 	// LockRetry is how often a standby relay tries to take the source's lock. Default 1s.
 	LockRetry time.Duration
+	// SessionTimeout bounds how long the database keeps the relay's session, and so the
+	// source's lock, once the relay stops talking to it (a frozen process, a dead host): the
+	// session is ended after SessionTimeout without a statement (MySQL wait_timeout,
+	// PostgreSQL idle_session_timeout and idle_in_transaction_session_timeout), and TCP
+	// keepalives and tcp_user_timeout drop a connection to a dead host sooner. A standby takes
+	// over within SessionTimeout + LockRetry (about 16 s with the defaults). The relay talks at
+	// least every MaxPoll, and pings every SessionTimeout/3 while it publishes. Default 15s; it
+	// must exceed 2×MaxPoll and 2×LockRetry.
+	SessionTimeout time.Duration
 	// GapCheckDelay is how long the MySQL relay waits after seeing an id gap before reading
 	// information_schema.innodb_trx (a cache refreshed at most every 100 ms). Default 250ms.
 	GapCheckDelay time.Duration
@@ -103,6 +112,13 @@ func (o *Options) defaults() error {
 	if o.LockRetry <= 0 {
 		o.LockRetry = time.Second
 	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = DefaultSessionTimeout
+	}
+	if o.SessionTimeout < 2*o.MaxPoll || o.SessionTimeout < 2*o.LockRetry || o.SessionTimeout < 2*time.Second {
+		return fmt.Errorf("outbox: source %s: session timeout %s: want at least 2s and twice max poll (%s) and lock retry (%s)",
+			o.Name, o.SessionTimeout, o.MaxPoll, o.LockRetry)
+	}
 	if o.GapCheckDelay <= 0 {
 		o.GapCheckDelay = 250 * time.Millisecond
 	}
@@ -117,6 +133,9 @@ func (o *Options) defaults() error {
 	}
 	return nil
 }
+
+// DefaultSessionTimeout is Options.SessionTimeout's default.
+const DefaultSessionTimeout = 15 * time.Second
 
 // pos is a place in commit order: (txid, id) in PostgreSQL, id alone (txid 0) in MySQL.
 type pos struct {
@@ -167,6 +186,8 @@ type store interface {
 	wait(ctx context.Context, d time.Duration) error
 	// backlog counts rows after cur not yet relayed.
 	backlog(ctx context.Context, cur pos) (int64, error)
+	// ping runs a trivial statement, so the server does not end the idle session.
+	ping(ctx context.Context) error
 	close()
 }
 
@@ -368,7 +389,10 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 			}
 		}
 		idle = r.opts.MinPoll
-		if err := r.publish(ctx, batch); err != nil {
+		stop := keepAlive(st, r.opts.SessionTimeout/3)
+		err := r.publish(ctx, batch)
+		stop()
+		if err != nil {
 			return err
 		}
 		end := batch[len(batch)-1].pos
@@ -395,6 +419,31 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 			batch = nextRows
 		}
 	}
+}
+
+// keepAlive pings st every d until stop is called: publishing may take longer than the
+// session timeout (a broker that is down), and the session must outlive it. The session is
+// not used otherwise meanwhile. A ping is never cancelled half-way (a cancelled statement can
+// leave a pgx connection unusable); stop waits for the one in flight.
+func keepAlive(st store, d time.Duration) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), d)
+				_ = st.ping(ctx) // a dead session shows at the next real statement
+				cancel()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 // cut trims rows to BatchBytes (at least one row).
