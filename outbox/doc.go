@@ -95,4 +95,23 @@
 // takes over within SessionTimeout + LockRetry (16 s with the defaults, always under 30 s
 // with SessionTimeout at most 25 s). A relay that wakes up finds its session gone and
 // reconnects as a standby.
+//
+// # Failover, restore and the epoch
+//
+// The idempotency keys hold the source name and row ids, and row ids are only unique within
+// one history of the outbox. After an asynchronous failover or a point-in-time restore the
+// cursor can be older than what was published and rows can be rebuilt under used ids: the
+// broker answers idempotency_key_reused and the relay stops (ErrKeyReused), logging the
+// operator command that raises the source's epoch (a column of the state row); from epoch 1
+// on the keys read "outbox:<source>:e<epoch>:<first row id>", so rebuilt batches no longer
+// collide. Raising it is the operator's decision, not the relay's: rows published before the
+// regression and present again are then published twice (nothing is lost), and in a payment
+// system someone should know. A relay process that completed batches past the cursor it then
+// loads logs a warning at once.
+//
+// PostgreSQL cursors are transaction ids of one cluster. The state row stores the cluster's
+// system identifier (pg_control_system()) with the cursor; a relay on another cluster (a
+// restored dump, a logical replication cutover), or whose cursor's transaction id is beyond
+// any the cluster has handed out, refuses to run (ErrSourceMoved) and logs the command that
+// resets the cursor in a new epoch. docs/outbox.md is the operator's runbook.
 package outbox

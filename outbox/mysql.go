@@ -109,8 +109,8 @@ func (s *mysqlStore) load(ctx context.Context) (state, error) {
 	}
 	var claim sql.NullInt64
 	var last sql.NullTime
-	err := s.conn.QueryRowContext(ctx, `SELECT cursor_id, claim_id, relayed_total, last_relayed_at FROM `+mysqlStateTable+` WHERE source = ?`,
-		s.o.Name).Scan(&st.cursor.id, &claim, &st.total, &last)
+	err := s.conn.QueryRowContext(ctx, `SELECT epoch, cursor_id, claim_id, relayed_total, last_relayed_at FROM `+mysqlStateTable+` WHERE source = ?`,
+		s.o.Name).Scan(&st.epoch, &st.cursor.id, &claim, &st.total, &last)
 	if err != nil {
 		return st, fmt.Errorf("outbox: read state row: %w", err)
 	}

@@ -90,10 +90,13 @@ func (s *pgStore) load(ctx context.Context) (state, error) {
 	}
 	var cx string
 	var ctxid, cid *int64
-	var claimTx *string
+	var claimTx, sysid *string
 	var last *time.Time
-	err := s.conn.QueryRow(ctx, `SELECT cursor_txid::text, cursor_id, claim_txid::text, claim_id, relayed_total, last_relayed_at
-		FROM `+pgStateTable+` WHERE source = $1`, s.o.Name).Scan(&cx, &ctxid, &claimTx, &cid, &st.total, &last)
+	var here string
+	var xmax uint64
+	err := s.conn.QueryRow(ctx, `SELECT epoch, system_id, cursor_txid::text, cursor_id, claim_txid::text, claim_id, relayed_total, last_relayed_at,
+			(SELECT system_identifier::text FROM pg_control_system()), pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+		FROM `+pgStateTable+` WHERE source = $1`, s.o.Name).Scan(&st.epoch, &sysid, &cx, &ctxid, &claimTx, &cid, &st.total, &last, &here, &xmax)
 	if err != nil {
 		return st, fmt.Errorf("outbox: read state row: %w", err)
 	}
@@ -110,6 +113,19 @@ func (s *pgStore) load(ctx context.Context) (state, error) {
 	}
 	if last != nil {
 		st.last = *last
+	}
+	// The cursor's transaction ids mean something only in the cluster that handed them out: a
+	// restored dump or a logical replication cutover starts another count, below the cursor.
+	if sysid != nil && *sysid != here {
+		return st, fmt.Errorf("%w: %w: source %s: the cursor was recorded in cluster %s, this is cluster %s", ErrPermanent, ErrSourceMoved, s.o.Name, *sysid, here)
+	}
+	if st.cursor.txid >= xmax && st.cursor.txid > 0 {
+		return st, fmt.Errorf("%w: %w: source %s: the cursor's transaction id %d is beyond any this cluster has handed out (%d)", ErrPermanent, ErrSourceMoved, s.o.Name, st.cursor.txid, xmax)
+	}
+	if sysid == nil {
+		if _, err := s.conn.Exec(ctx, `UPDATE `+pgStateTable+` SET system_id = $1 WHERE source = $2 AND system_id IS NULL`, here, s.o.Name); err != nil {
+			return st, fmt.Errorf("outbox: record the cluster's system identifier: %w", err)
+		}
 	}
 	return st, nil
 }

@@ -157,6 +157,7 @@ type row struct {
 
 // state is the source's row in the relay state table.
 type state struct {
+	epoch  int64 // part of the idempotency keys (see keyFor)
 	cursor pos
 	claim  *pos
 	total  int64
@@ -217,6 +218,10 @@ type Relay struct {
 
 	mu     sync.Mutex
 	status Status
+
+	epoch int64 // of the state row, as loaded by the session relaying now
+	high  pos   // the furthest cursor this process completed in epoch highEpoch
+	highE int64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -284,7 +289,20 @@ func (r *Relay) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if errors.Is(err, ErrPermanent) {
-			r.log.Error("outbox relay stopped: an operator must act (see the outbox runbook)", "err", err)
+			switch {
+			case errors.Is(err, ErrKeyReused):
+				r.log.Error("outbox relay stopped: the broker holds one of this source's idempotency keys with other messages: "+
+					"the outbox's history went back (a failover or a restore) and rows were rebuilt under used ids. "+
+					"To publish the rows after the cursor under a new epoch (rows published before the regression may be published again; none is lost), run the command, then restart the relay",
+					"err", err, "command", epochSQL(r.opts.Dialect, r.opts.Name))
+			case errors.Is(err, ErrSourceMoved):
+				r.log.Error("outbox relay refuses to run: the cursor belongs to another database cluster (a restored dump or a replication cutover); "+
+					"new rows would sort below it and never be relayed. Check that every row still in the outbox is unpublished, run the command "+
+					"(it publishes every row in the outbox again, from the start, under a new epoch), then restart the relay",
+					"err", err, "command", resetSQL(r.opts.Dialect, r.opts.Name))
+			default:
+				r.log.Error("outbox relay stopped: an operator must act (see docs/outbox.md)", "err", err)
+			}
 			r.setErr(err)
 			return err
 		}
@@ -336,6 +354,14 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 	r.mu.Lock()
 	r.status.RelayedTotal, r.status.LastRelayedAt = s.total, s.last
 	r.mu.Unlock()
+	r.epoch = s.epoch
+	if s.epoch == r.highE && r.high.after(s.cursor) {
+		// This process completed batches past the stored cursor: the database went back (a
+		// failover to a replica that had not received them, a restore). Batches rebuilt with
+		// other rows under used ids will stop the relay (ErrKeyReused).
+		r.log.Warn("outbox relay: the cursor moved back since this process last completed a batch (failover or restore?)",
+			"cursor_id", s.cursor.id, "completed_id", r.high.id)
+	}
 	cur := s.cursor
 	var batch []row
 	if s.claim != nil && s.claim.after(cur) {
@@ -414,6 +440,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 		}
 		r.done1(batch, total)
 		cur = end
+		r.high, r.highE = end, r.epoch
 		batch = nil
 		if len(nextRows) > 0 {
 			batch = nextRows
@@ -483,7 +510,7 @@ func (r *Relay) publish(ctx context.Context, batch []row) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			key := "outbox:" + r.opts.Name + ":" + strconv.FormatInt(g.first, 10)
+			key := keyFor(r.opts.Name, r.epoch, g.first)
 			errs[i] = r.publishOne(ctx, g.topic, g.msgs, key)
 		}()
 	}
@@ -578,6 +605,15 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// keyFor is the idempotency key of a topic's group of a batch: "outbox:<source>:<first id>" in
+// epoch 0, "outbox:<source>:e<epoch>:<first id>" after an operator started a new epoch.
+func keyFor(source string, epoch, first int64) string {
+	if epoch == 0 {
+		return "outbox:" + source + ":" + strconv.FormatInt(first, 10)
+	}
+	return "outbox:" + source + ":e" + strconv.FormatInt(epoch, 10) + ":" + strconv.FormatInt(first, 10)
 }
 
 // lockKey derives the advisory lock key (PostgreSQL) of a source: FNV-1a 64 of its name.

@@ -183,7 +183,17 @@ func TestRefuseAfterRestore(t *testing.T) {
 	if _, err := e.db.ExecContext(ctx, cmd); err != nil {
 		t.Fatalf("run %q: %v", cmd, err)
 	}
-	startRelay(t, e.relayOptions(), pub)
+	r = startRelay(t, e.relayOptions(), pub)
 	waitFor(t, 20*time.Second, "the new rows relayed", func() bool { return e.rowsLeft(t) == 0 })
+	r.Close()
 	l.check(t, fetchAllBroker(t, b, topic))
+
+	// A cursor recorded in another cluster (its system identifier stored with it) is refused
+	// too, even when its transaction ids happen to be in range here.
+	if _, err := e.db.ExecContext(ctx, `UPDATE imago.outbox_relay SET system_id = '1' WHERE source = $1`, e.source); err != nil {
+		t.Fatal(err)
+	}
+	if err := runUntilStop(t, e.relayOptions(), pub, 10*time.Second); !errors.Is(err, outbox.ErrSourceMoved) {
+		t.Fatalf("relay with another cluster's cursor: Run returned %v, want ErrSourceMoved", err)
+	}
 }
