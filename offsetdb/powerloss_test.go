@@ -2,6 +2,7 @@ package offsetdb
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -71,5 +72,47 @@ func TestFileStorePowerLossTail(t *testing.T) {
 			}
 		})
 	}
-	_ = errors.New
+
+}
+
+// TestFileStoreCompactionDirSyncFails: compaction renamed the new log over the old one, but
+// the directory's fsync failed: the rename may not survive a crash, and the old log would come
+// back without anything appended to the new one since. The store must fail, not log and carry
+// on acknowledging commits it may lose.
+func TestFileStoreCompactionDirSyncFails(t *testing.T) {
+	dir := t.TempDir()
+	s := openFileT(t, dir)
+	defer s.Close()
+	s.slack = 5
+	injected := errors.New("injected: directory fsync failed")
+	syncDirFn = func(string) error { return injected }
+	defer func() { syncDirFn = syncDir }()
+	acked := map[int]int64{}
+	var failed error
+	for i := range 100 {
+		o := Offset{Group: "g", Topic: "t", Partition: i % 2, Next: int64(i)}
+		if err := s.Commit(context.Background(), []Offset{o}); err != nil {
+			failed = err
+			break
+		}
+		acked[o.Partition] = o.Next
+	}
+	if failed == nil {
+		t.Fatal("every commit succeeded although compaction could not make its rename durable")
+	}
+	if !errors.Is(failed, injected) {
+		t.Errorf("commit error %v does not wrap the directory sync's", failed)
+	}
+	if err := s.Commit(context.Background(), []Offset{{Group: "g", Topic: "t", Partition: 0, Next: 1000}}); err == nil {
+		t.Error("a commit after the failure succeeded")
+	}
+	s.Close()
+	syncDirFn = syncDir
+	s = openFileT(t, dir)
+	defer s.Close()
+	for p, want := range acked {
+		if o := mustGet(t, s, "g", "t", p); o.Next < want {
+			t.Errorf("partition %d: %d after reopen, acknowledged %d", p, o.Next, want)
+		}
+	}
 }
