@@ -267,6 +267,14 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, batch []row, nextC
 	if err != nil {
 		// Best effort: a broken session rolls back by itself, and the caller drops it.
 		_, _ = s.conn.Exec(ctx, `ROLLBACK`)
+		if stray > 0 { // name some of them for the operator
+			var some *string
+			_ = s.conn.QueryRow(ctx, `SELECT string_agg(txid::text || '/' || id::text, ' ') FROM (SELECT txid, id FROM `+s.o.Table+rng+s.mark+
+				` ORDER BY txid, id LIMIT 20) x`, ct, ci, et, ei).Scan(&some)
+			if some != nil {
+				err = fmt.Errorf("%w (batch (%s/%d, %s/%d], first rows txid/id: %s)", err, ct, ci, et, ei, *some)
+			}
+		}
 		return 0, fmt.Errorf("outbox: complete batch: %w", err)
 	}
 	tag, err := s.conn.Exec(ctx, `COMMIT`)
