@@ -56,8 +56,10 @@ type Options struct {
 	// least every MaxPoll, and pings every SessionTimeout/3 while it publishes. Default 15s; it
 	// must exceed 2×MaxPoll and 2×LockRetry.
 	SessionTimeout time.Duration
-	// GapCheckDelay is how long the MySQL relay waits after seeing an id gap before reading
-	// information_schema.innodb_trx (a cache refreshed at most every 100 ms). Default 250ms.
+	// GapCheckDelay is how long the MySQL relay waits after seeing an id gap (and opening its
+	// sentinel transaction) before it first reads information_schema.innodb_trx, a cache InnoDB
+	// refreshes only after 100 ms without readers; a view without the sentinel is stale and is
+	// read again later. Default 250ms.
 	GapCheckDelay time.Duration
 	// GapGrace is the MySQL fallback without the PROCESS privilege: a gap older than this is
 	// passed. Default 1m.
