@@ -61,7 +61,9 @@ func openPG(ctx context.Context, o *Options) (*pgStore, error) {
 	if o.Mode == ModeMark {
 		s.mark = " AND relayed_at IS NULL"
 	}
-	s.selCol = `id, txid::text, topic, key, headers::text, payload, EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8`
+	// txid is read as text under another name: a select-list column named txid would be what
+	// ORDER BY txid sorts by, as text, and "1000" sorts before "999".
+	s.selCol = `id, txid::text AS txid_text, topic, key, headers::text, payload, EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8`
 	if _, err := conn.Exec(ctx, `LISTEN imago_outbox`); err != nil {
 		s.close()
 		return nil, fmt.Errorf("outbox: source %s: LISTEN: %w", o.Name, err)
