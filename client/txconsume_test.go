@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"net/http"
+	"strings"
 
 	"io"
 	"log/slog"
@@ -33,7 +35,7 @@ func txName(t *testing.T, prefix string) string {
 }
 
 // txSetup makes a topic of one partition holding one message, and a database handle.
-func txSetup(t *testing.T, driver string) (c *client.Client, topic, group string, db *sql.DB) {
+func txSetup(t *testing.T, driver string) (c *client.Client, topic, group string, db *sql.DB, url string) {
 	t.Helper()
 	ctx := context.Background()
 	dsn := testenv.PostgresDSN(t)
@@ -58,7 +60,7 @@ func txSetup(t *testing.T, driver string) (c *client.Client, topic, group string
 	}
 	t.Cleanup(func() { offs.Close() })
 	srv := startImago(t, "", gateway.Options{Offsets: offs, AutoCreateTopics: true, Logger: quietLogger()})
-	c = client.New(srv.URL)
+	c, url = client.New(srv.URL), srv.URL
 	topic, group = txName(t, "txc."), txName(t, "g-")
 	if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
 		t.Fatal(err)
@@ -66,7 +68,7 @@ func txSetup(t *testing.T, driver string) (c *client.Client, topic, group string
 	if _, err := c.Produce(ctx, topic, []client.Message{{Value: []byte(`"m0"`)}}, client.ProduceOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return c, topic, group, db
+	return c, topic, group, db, url
 }
 
 // storedOffset reads the partition's offset from the consumer's database (-1: no row).
@@ -107,7 +109,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // group under the same key: the consumer must take it as stored and go on, not stop on the
 // broker's idempotency_key_reused.
 func TestTxConsumerDeadLetterAgainAfterRestart(t *testing.T) {
-	c, topic, group, db := txSetup(t, "mysql")
+	c, topic, group, db, _ := txSetup(t, "mysql")
 	ctx := context.Background()
 	res, err := c.Fetch(ctx, topic, 0, client.FetchOptions{MaxMessages: 1})
 	if err != nil || len(res.Messages) != 1 {
@@ -158,50 +160,43 @@ func TestTxConsumerDeadLetterAgainAfterRestart(t *testing.T) {
 }
 
 // TestTxConsumerZombieDoesNotDeadLetter: a member that lost the partition (a zombie) keeps
-// failing a message while the new owner applies it and commits its offset. The zombie must
-// take the offset row's lock and see that before it dead-letters: a dead letter of an applied
-// message, replayed later, would apply it twice.
+// failing a message while the new owner applies it. A dead letter of a message the new owner
+// applied would, replayed, apply it twice: the zombie must hold the offset row's lock, and
+// have checked the offset, while it sends the dead letter. The new owner here applies the
+// message the moment the zombie starts sending its dead letter (a hook in the zombie's HTTP
+// transport), waiting at most 500 ms for the row: if it gets the row, the zombie was not
+// holding it.
 func TestTxConsumerZombieDoesNotDeadLetter(t *testing.T) {
-	c, topic, group, db := txSetup(t, "pgx")
+	_, topic, group, db, url := txSetup(t, "pgx")
 	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `INSERT INTO imago.consumer_offsets (group_name, topic, partition, next_offset, committed_by)
+		VALUES ($1, $2, 0, 0, 'first-owner')`, group, topic); err != nil {
+		t.Fatal(err)
+	}
 	owner, err := db.Conn(ctx) // the new owner's session
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer owner.Close()
-	var ownerPID int
-	if err := owner.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&ownerPID); err != nil {
+	if _, err := owner.ExecContext(ctx, `SET lock_timeout = '500ms'`); err != nil {
 		t.Fatal(err)
 	}
-	// The row exists (committed): the new owner's update must wait for the zombie's lock.
-	if _, err := db.ExecContext(ctx, `INSERT INTO imago.consumer_offsets (group_name, topic, partition, next_offset, committed_by)
-		VALUES ($1, $2, 0, 0, 'first-owner')`, group, topic); err != nil {
-		t.Fatal(err)
-	}
-	var calls atomic.Int32
-	applied := make(chan error, 1)
-	handler := func(ctx context.Context, tx *sql.Tx, msg client.FetchedMessage) error {
-		if calls.Add(1) != 3 { // the last attempt: once in the batch, then Attempts (2) one by one
-			return errors.New("handler refuses")
-		}
-		// While this transaction holds the row lock, the new owner applies the message: its
-		// update waits for the lock and goes first once the zombie's transaction rolls back.
-		go func() {
-			_, err := owner.ExecContext(ctx, `UPDATE imago.consumer_offsets SET next_offset = 1, committed_by = 'new-owner'
-				WHERE group_name = $1 AND topic = $2 AND partition = 0`, group, topic)
-			applied <- err
-		}()
-		for {
-			var waiting bool
-			if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)`, ownerPID).Scan(&waiting); err != nil {
-				return err
+	var hooked, applied atomic.Bool
+	var ownerErr atomic.Value
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if strings.Contains(r.URL.Path, ".DLQ") && hooked.CompareAndSwap(false, true) {
+			res, err := owner.ExecContext(context.Background(), `UPDATE imago.consumer_offsets SET next_offset = 1, committed_by = 'new-owner'
+				WHERE group_name = $1 AND topic = $2 AND partition = 0 AND next_offset = 0`, group, topic)
+			if err == nil {
+				n, _ := res.RowsAffected()
+				applied.Store(n == 1)
+			} else {
+				ownerErr.Store(err)
 			}
-			if waiting {
-				return errors.New("handler refuses")
-			}
-			time.Sleep(5 * time.Millisecond)
 		}
-	}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	c := client.New(url, client.WithHTTPClient(&http.Client{Transport: rt}))
 	tc := client.NewTxConsumer(c, group, []string{topic}, db, "postgres",
 		client.ConsumerRetry(client.RetryPolicy{Attempts: 2, Backoff: 10 * time.Millisecond}),
 		client.ConsumerDeadLetter(true), client.ConsumerPollWait(100*time.Millisecond),
@@ -209,26 +204,29 @@ func TestTxConsumerZombieDoesNotDeadLetter(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- tc.Run(rctx, handler) }()
-	select {
-	case err := <-applied:
-		if err != nil {
-			t.Fatalf("new owner: %v", err)
+	go func() {
+		done <- tc.Run(rctx, func(ctx context.Context, tx *sql.Tx, msg client.FetchedMessage) error {
+			return errors.New("handler refuses")
+		})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !hooked.Load() || storedOffset(t, db, "pgx", group, topic) != 1 || dlqCount(t, c, topic) != 1 {
+		select {
+		case err := <-done:
+			t.Fatalf("consumer stopped: %v", err)
+		default:
 		}
-	case err := <-done:
-		t.Fatalf("consumer stopped: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("timed out waiting for the new owner to apply the message")
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: hooked %v, offset %d, %d dead letters", hooked.Load(), storedOffset(t, db, "pgx", group, topic), dlqCount(t, c, topic))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	// Give the zombie the time to take its next step (there is nothing to wait on when it
-	// does nothing wrong); a dead letter shows in the topic.
-	time.Sleep(time.Second)
 	cancel()
 	<-done
-	if n := dlqCount(t, c, topic); n != 0 {
-		t.Fatalf("the zombie dead-lettered a message the new owner applied (%d dead letters)", n)
+	if applied.Load() {
+		t.Fatal("the new owner applied the message while the zombie was dead-lettering it: applied and dead-lettered")
 	}
-	if n := storedOffset(t, db, "pgx", group, topic); n != 1 {
-		t.Fatalf("stored offset %d, want 1", n)
+	if err, _ := ownerErr.Load().(error); err == nil || !strings.Contains(err.Error(), "55P03") {
+		t.Errorf("the new owner's update: %v; want a lock timeout (55P03): the zombie holds the row while it sends the dead letter", err)
 	}
 }
