@@ -49,9 +49,9 @@ func openPG(ctx context.Context, o *Options) (*pgStore, error) {
 	} {
 		if _, err := conn.Exec(ctx, `SELECT set_config($1, $2, false)`, kv[0], kv[1]); err != nil {
 			var pe *pgconn.PgError
-			if errors.As(err, &pe) && pe.Code == "42704" { // unrecognized parameter: an older server
-				o.Logger.Warn("outbox relay: the server does not know a session timeout; a frozen relay may keep the lock longer",
-					"source", o.Name, "parameter", kv[0])
+			if errors.As(err, &pe) { // an older server (42704) or a platform without the socket option
+				o.Logger.Warn("outbox relay: the server refused a session timeout; a frozen relay may keep the lock longer",
+					"source", o.Name, "parameter", kv[0], "err", err)
 				continue
 			}
 			s.close()
