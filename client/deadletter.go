@@ -172,6 +172,14 @@ func (r *recoverer) toDLQ(ctx context.Context, msg FetchedMessage, cause error, 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if IsCode(err, "idempotency_key_reused") {
+			// The key names one message of one group (DeadLetterKey): its dead letter is
+			// stored already, by an attempt that died before committing the offset; the
+			// headers differ (time, error text, attempts), the message does not. Stored once.
+			r.log.Warn("the message's dead letter was stored by an earlier attempt; not storing it again", "group", r.group, "topic", msg.Topic,
+				"partition", msg.Partition, "offset", msg.Offset, "dlq", DLQTopic(msg.Topic))
+			return nil
+		}
 		if permanent(err) {
 			return &HandlerError{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset, Attempts: attempts,
 				Err: fmt.Errorf("%w; and storing the dead letter in %s failed: %w", cause, DLQTopic(msg.Topic), err)}
@@ -251,7 +259,9 @@ func DeadLetter(group string, msg FetchedMessage, cause error, attempts int) Mes
 
 // DeadLetterKey is the idempotency key of msg's dead letter for group: the same message
 // dead-lettered twice (a crash between the dead letter and the offset commit) is stored once,
-// within the server's dedupe window (24 h by default).
+// within the server's dedupe window (24 h by default). The second dead letter's headers
+// differ (time, error, attempts), so the broker answers idempotency_key_reused; the consumer
+// takes that answer as "stored already" (the key names exactly one message of one group).
 func DeadLetterKey(group string, msg FetchedMessage) string {
 	return idemKey("imago-dlq", group, msg.Topic, strconv.Itoa(msg.Partition), strconv.FormatInt(msg.Offset, 10))
 }

@@ -43,8 +43,10 @@ type PgxTxHandler func(ctx context.Context, tx pgx.Tx, msg FetchedMessage) error
 // noticed yet waits for the lock, sees the offset moved and drops its stale batch, so two
 // members never both apply a message. When a handler fails, the batch is rolled back and
 // replayed one message per transaction, so that retries and the dead letter concern the
-// failing message only; a dead-lettered message's offset is committed in a transaction of its
-// own (with no handler writes).
+// failing message only. A message is dead-lettered inside a transaction of its own (with no
+// handler writes) that first locks the offset row and checks the offset is still the
+// message's, then stores the dead letter, then commits the offset: a member that lost the
+// partition never dead-letters a message the new owner has applied.
 //
 // # Which offset counts
 //
@@ -311,29 +313,76 @@ func (tc *TxConsumer) oneByOne(ctx context.Context, tp Assignment, msgs []Fetche
 		if !rec.deadLetter {
 			return next, done, &HandlerError{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Attempts: n, Err: err}
 		}
-		if derr := rec.toDLQ(ctx, m, err, n); derr != nil {
+		// Dead-letter under the offset row's lock, after checking that the offset is still
+		// this message's: a member that lost the partition must not dead-letter a message the
+		// new owner applied (a replay of that dead letter would apply it twice).
+		for {
+			derr := tc.deadLetter(ctx, tp, m, err, n)
+			if derr == nil {
+				next, done = m.Offset+1, true
+				break
+			}
 			if ctx.Err() != nil {
 				return next, done, nil
 			}
-			return next, done, derr
-		}
-		// Commit the dead letter's offset alone; retry database failures.
-		for {
-			cerr := tc.applyBatch(ctx, tp, []FetchedMessage{m}, func(FetchedMessage) bool { return true })
-			if cerr == nil || errors.As(cerr, &moved) {
+			var herr *HandlerError
+			if errors.As(derr, &herr) {
+				return next, done, derr
+			}
+			if errors.As(derr, &moved) {
+				rest, aerr := tc.realign(ctx, tp, msgs[i:], moved.stored)
+				if aerr != nil {
+					return next, done, aerr
+				}
+				next, done = moved.stored, true
+				msgs, i = rest, -1
 				break
 			}
+			tc.cs.cfg.logger.Warn("dead-letter commit failed; retrying", "group", tc.cs.group, "topic", tp.Topic,
+				"partition", tp.Partition, "offset", m.Offset, "err", derr)
 			if !sleepCtx(ctx, 200*time.Millisecond) {
 				return next, done, nil
 			}
 		}
-		if moved != nil && moved.stored > m.Offset+1 {
-			next, done = moved.stored, true
-		} else {
-			next, done = m.Offset+1, true
-		}
 	}
 	return next, done, nil
+}
+
+// deadLetter stores m's dead letter and commits its offset in one transaction that holds the
+// offset row's lock from before the dead letter is sent: *errMoved when the stored offset is
+// no longer m's (another member handled it), a *HandlerError when the dead letter cannot be
+// stored, any other error for the database (the caller retries; a dead letter sent twice is
+// stored once, see DeadLetterKey).
+func (tc *TxConsumer) deadLetter(ctx context.Context, tp Assignment, m FetchedMessage, cause error, attempts int) error {
+	tx, err := tc.store.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tx.rollback()
+		}
+	}()
+	stored, err := tx.lock(ctx, tc.cs.group, tp.Topic, tp.Partition, m.Offset, tc.committedBy())
+	if err != nil {
+		return fmt.Errorf("lock offset row: %w", err)
+	}
+	if stored != m.Offset {
+		return &errMoved{stored: stored}
+	}
+	if err := tc.cs.rec.toDLQ(ctx, m, cause, attempts); err != nil {
+		return err
+	}
+	o := offsetdb.Offset{Group: tc.cs.group, Topic: tp.Topic, Partition: tp.Partition, Next: m.Offset + 1, CommittedBy: tc.committedBy()}
+	if err := tx.commitOffset(ctx, o); err != nil {
+		return err
+	}
+	ok = true
+	if err := tx.commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // txStore is the database side of a TxConsumer: database/sql or pgx.

@@ -29,7 +29,8 @@ const slowSync = 100 * time.Millisecond
 // in memory for reads. When the log holds several times more records than
 // keys, it is compacted: the live offsets are written to offsets.log.tmp,
 // fsync'd, renamed over offsets.log, and the directory fsync'd, so a crash
-// leaves either the old or the new log. At open, a torn last record (a crash
+// leaves either the old or the new log; when that directory fsync fails, the
+// store refuses commits until reopened. At open, a torn last record (a crash
 // mid-write) is cut off; any other damage is an error. One process at a time:
 // offsets.lock is flock'ed.
 type FileStore struct {
@@ -174,7 +175,10 @@ func (s *FileStore) append(buf []byte, recs []fileRecord) error {
 	s.records += len(recs)
 	if s.records > 4*len(s.offsets)+s.slack {
 		if err := s.compact(); err != nil {
-			// The log is still valid, just long: report and carry on.
+			if s.broken != nil {
+				return s.broken // the rename may not be durable: see compact
+			}
+			// Before the rename the log is still valid, just long: report and carry on.
 			s.log.Warn("offset log compaction failed", "file", s.path(), "err", err)
 		}
 	}
@@ -211,17 +215,27 @@ func (s *FileStore) compact() error {
 		f.Close()
 		return err
 	}
-	if err := syncDir(s.dir); err != nil {
-		// The rename may not be durable yet, but either file is a full log.
-		s.log.Warn("offset log: fsync of directory failed", "dir", s.dir, "err", err)
-	}
 	old := s.f
 	s.f = f
 	s.records = len(s.offsets)
 	old.Close()
+	if err := syncDirFn(s.dir); err != nil {
+		// The rename may not be durable: after a crash the old log could come back, without
+		// anything appended to the new one from now on. Either file holds every offset
+		// written so far (the commit that triggered compaction reports the failure although
+		// its offsets are durable); the store refuses every next commit until it is reopened,
+		// which re-reads whichever log the directory names.
+		s.broken = fmt.Errorf("offsetdb: file store: fsync of directory %s after compaction: %w", s.dir, err)
+		s.log.Error("offset log: fsync of the directory failed after compaction; refusing commits until reopened", "dir", s.dir, "err", err)
+		return s.broken
+	}
 	s.log.Debug("offset log compacted", "file", s.path(), "records", s.records)
 	return nil
 }
+
+// syncDirFn is syncDir; a test replaces it to make the directory sync fail, which a real
+// file system does only on a failing disk.
+var syncDirFn = syncDir
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

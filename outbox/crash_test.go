@@ -14,21 +14,57 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/client"
+	"github.com/imagomq/imago/outbox"
 )
 
 var longCrash = flag.Bool("outbox.long", false, "run the outbox crash tests longer (more writes, more kills)")
 
 // TestExactlyOnceUnderCrashes is acceptance test 1: concurrent writers insert outbox rows
-// (one transaction in five rolls back) while the relay, a separate process publishing over
-// HTTP, is SIGKILLed several times and the broker process is SIGKILLed and restarted once.
-// At the end every committed row is in the topic exactly once, no rolled-back row is, and
-// each key's messages are in commit order in one partition.
+// (one transaction in five rolls back, and some stay open for seconds before they end) while
+// the relay, a separate process publishing over HTTP, is SIGKILLed several times and the
+// broker process is SIGKILLed and restarted once. On MySQL/MariaDB a second source, with its
+// own writers and relay process, polls the same server meanwhile (its gap checks read
+// information_schema.innodb_trx too), and a monitoring agent reads that table in bursts. At the end every committed row is in the topic exactly
+// once, no rolled-back row is, each key's messages are in commit order in one partition, and
+// the outbox is empty: no row was deleted without being published.
 func TestExactlyOnceUnderCrashes(t *testing.T) {
 	for _, d := range dialects {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
 			testExactlyOnce(t, d)
 		})
+	}
+}
+
+// writers runs n writer goroutines on e until stop: transactions of 1 to 3 messages, one in
+// five rolled back; with slow, every fourth transaction stays open 0.5 to 2.5 s.
+func writers(ctx context.Context, e *dbEnv, topic string, n int, slow bool, l *ledger, stop *atomic.Bool, wg *sync.WaitGroup, werr *atomic.Value) {
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			seq := map[string]int{}
+			for i := 0; !stop.Load(); i++ {
+				key := fmt.Sprintf("%s-%s%d-k%d", e.source, map[bool]string{false: "w", true: "slow"}[slow], w, rng.IntN(3))
+				n := 1 + rng.IntN(3)
+				seqs := make([]int, n)
+				for j := range seqs {
+					seqs[j] = seq[key]
+					seq[key]++
+				}
+				commit := rng.IntN(5) != 0
+				var hold time.Duration
+				if slow && i%4 == 0 {
+					hold = 500*time.Millisecond + time.Duration(rng.IntN(2000))*time.Millisecond
+				}
+				if err := e.writeTxHold(ctx, topic, key, seqs, commit, hold); err != nil {
+					werr.Store(err)
+					return
+				}
+				l.add(key, seqs, commit)
+			}
+		}()
 	}
 }
 
@@ -54,26 +90,34 @@ func testExactlyOnce(t *testing.T, dialect string) {
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var werr atomic.Value
-	for w := range 6 {
+	writers(ctx, e, topic, 6, false, l, &stop, &wg, &werr)
+	writers(ctx, e, topic, 2, true, l, &stop, &wg, &werr) // writers that stay open for seconds
+
+	// MySQL/MariaDB: a second source on the same server, relayed by a process of its own.
+	var e2 *dbEnv
+	var l2 *ledger
+	var topic2, relay2Log string
+	var relay2 *proc
+	if dialect == outbox.MySQL {
+		e2, l2, topic2 = newDBEnv(t, dialect), newLedger(), uniqueName(t, "t2.")
+		if _, err := c.CreateTopic(ctx, topic2, client.TopicConfig{Partitions: partitions}); err != nil {
+			t.Fatal(err)
+		}
+		relay2Log = filepath.Join(dir, "relay2.log")
+		relay2 = e2.startRelayProc(t, bp.URL, relay2Log)
+		writers(ctx, e2, topic2, 2, true, l2, &stop, &wg, &werr)
+		// And a monitoring agent that reads innodb_trx in bursts faster than its 100 ms
+		// refresh (freezing it), with pauses in between.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			seq := map[string]int{}
-			for i := 0; !stop.Load(); i++ {
-				key := fmt.Sprintf("w%d-k%d", w, rng.IntN(3))
-				n := 1 + rng.IntN(3)
-				seqs := make([]int, n)
-				for j := range seqs {
-					seqs[j] = seq[key]
-					seq[key]++
+			for !stop.Load() {
+				for i := 0; i < 50 && !stop.Load(); i++ {
+					var n int
+					_ = e2.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.innodb_trx`).Scan(&n)
+					time.Sleep(20 * time.Millisecond)
 				}
-				commit := rng.IntN(5) != 0
-				if err := e.writeTx(ctx, topic, key, seqs, commit); err != nil {
-					werr.Store(err)
-					return
-				}
-				l.add(key, seqs, commit)
+				time.Sleep(300 * time.Millisecond)
 			}
 		}()
 	}
@@ -99,15 +143,22 @@ func testExactlyOnce(t *testing.T, dialect string) {
 	if total == 0 {
 		t.Fatal("no row committed")
 	}
-	waitFor(t, 90*time.Second, "the outbox to drain", func() bool {
-		if !relay.alive() {
-			b, _ := os.ReadFile(relayLog)
-			t.Fatalf("relay exited:\n%s", tail(string(b), 30))
+	drained := func(e *dbEnv, p *proc, log string) func() bool {
+		return func() bool {
+			if !p.alive() {
+				b, _ := os.ReadFile(log)
+				t.Fatalf("relay exited:\n%s", tail(string(b), 30))
+			}
+			return e.rowsLeft(t) == 0
 		}
-		return e.rowsLeft(t) == 0
-	})
+	}
+	waitFor(t, 90*time.Second, "the outbox to drain", drained(e, relay, relayLog))
 	msgs := fetchAllHTTP(t, c, topic, partitions)
 	l.check(t, msgs)
+	if e2 != nil {
+		waitFor(t, 90*time.Second, "the second outbox to drain", drained(e2, relay2, relay2Log))
+		l2.check(t, fetchAllHTTP(t, c, topic2, partitions))
+	}
 	if t.Failed() {
 		b, _ := os.ReadFile(relayLog)
 		t.Logf("relay log, last lines:\n%s", tail(string(b), 40))

@@ -49,15 +49,31 @@
 // treats a missing id (a gap) with care. Ids are allocated in increasing order at INSERT, so a
 // transaction that can still fill a gap below the highest id seen was already open when that
 // id was read. The relay publishes the contiguous run of ids after its cursor at once. When it
-// sees a gap it waits a short while (innodb_trx is a cache refreshed at most every 100 ms),
-// takes the set of InnoDB transactions open at that moment from
-// information_schema.innodb_trx, and waits until every one of them has ended; then every id
-// up to the highest one seen is final: a re-read (a fresh read view) shows each row that was
-// committed, and a gap still there belongs to a rolled-back transaction (or a failed insert)
-// and is passed. Rows after a gap thus wait for the writers that were open when it was seen,
-// never for later ones. Reading innodb_trx needs the PROCESS privilege; without it the relay
-// falls back to passing a gap once it is older than Options.GapGrace (default 1 minute), which
-// is safe only when no writing transaction lasts that long, and logs a warning.
+// sees a gap it reads MAX(id), then the server's clock (seenAt), then opens a sentinel
+// transaction on a new session, and reads information_schema.innodb_trx until a view shows
+// the sentinel. That table is a cache InnoDB refreshes only when nobody has read it for
+// 100 ms, so one session reading it faster (a monitoring agent, another relay on the server)
+// freezes it; a view that shows the sentinel is younger than the MAX(id) read, one that does
+// not is stale and is read again later (above 100 ms apart, with growing jitter), for as long
+// as it takes: the relay stalls, it never passes a gap on a stale view, and warns after 30 s.
+// From the fresh view it takes the transactions that started no later than seenAt and may
+// have written (rows modified, locks held, or a statement running), named by
+// (trx_mysql_thread_id, trx_started) because MariaDB gives every transaction that has not
+// written trx_id 0; an idle read-only transaction holds no id and is not waited for. Once
+// every one of them has ended, every id up to the highest one seen is final: a re-read (a
+// fresh read view) shows each row that was committed, and a gap still there belongs to a
+// rolled-back transaction (or a failed insert) and is passed. Rows after a gap thus wait for
+// the writers that were open when it was seen, never for later ones. A prepared XA
+// transaction that wrote is waited for like any other. Reading innodb_trx needs the PROCESS
+// privilege; without it the relay falls back to passing a gap once it is older than
+// Options.GapGrace (default 1 minute), which is safe only when no writing transaction lasts
+// that long, and logs a warning.
+//
+// Completing a batch deletes (or marks) exactly the ids it published and checks the count,
+// then looks for any row left inside the batch's id range: one there committed after its gap
+// was judged final (the GapGrace fallback, or a row inserted with an explicit id). The relay
+// then stops the source (ErrStrayRows) with the row in place, rather than remove it or leave
+// it below the cursor unpublished; docs/outbox.md says what the operator does.
 //
 // The relay polls MySQL with an adaptive interval: MinPoll after a batch, doubling while
 // idle up to MaxPoll.
@@ -69,4 +85,33 @@
 // the lock is released and the relay stops touching the outbox at once. Standby relays retry
 // every LockRetry and take over; the claim recorded in the state row makes the takeover
 // republish the interrupted batch under the same keys.
+//
+// A relay that hangs, or whose host dies without closing its connection, would keep a session
+// the server believes alive (for about two hours of default TCP keepalive). The relay's
+// session therefore carries a timeout (Options.SessionTimeout, 15 s): MySQL wait_timeout and
+// net_read/write_timeout, PostgreSQL idle_session_timeout, idle_in_transaction_session_timeout,
+// tcp_user_timeout and TCP keepalives. The relay issues a statement at least every MaxPoll and
+// pings while it publishes, so only a relay that stopped running loses its session; a standby
+// takes over within SessionTimeout + LockRetry (16 s with the defaults, always under 30 s
+// with SessionTimeout at most 25 s). A relay that wakes up finds its session gone and
+// reconnects as a standby.
+//
+// # Failover, restore and the epoch
+//
+// The idempotency keys hold the source name and row ids, and row ids are only unique within
+// one history of the outbox. After an asynchronous failover or a point-in-time restore the
+// cursor can be older than what was published and rows can be rebuilt under used ids: the
+// broker answers idempotency_key_reused and the relay stops (ErrKeyReused), logging the
+// operator command that raises the source's epoch (a column of the state row); from epoch 1
+// on the keys read "outbox:<source>:e<epoch>:<first row id>", so rebuilt batches no longer
+// collide. Raising it is the operator's decision, not the relay's: rows published before the
+// regression and present again are then published twice (nothing is lost), and in a payment
+// system someone should know. A relay process that completed batches past the cursor it then
+// loads logs a warning at once.
+//
+// PostgreSQL cursors are transaction ids of one cluster. The state row stores the cluster's
+// system identifier (pg_control_system()) with the cursor; a relay on another cluster (a
+// restored dump, a logical replication cutover), or whose cursor's transaction id is beyond
+// any the cluster has handed out, refuses to run (ErrSourceMoved) and logs the command that
+// resets the cursor in a new epoch. docs/outbox.md is the operator's runbook.
 package outbox

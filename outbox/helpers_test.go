@@ -191,6 +191,11 @@ type payload struct {
 
 // writeTx writes one transaction of msgs (key, seqs...) and commits or rolls back.
 func (e *dbEnv) writeTx(ctx context.Context, topic, key string, seqs []int, commit bool) error {
+	return e.writeTxHold(ctx, topic, key, seqs, commit, 0)
+}
+
+// writeTxHold is writeTx keeping the transaction open for hold after its inserts.
+func (e *dbEnv) writeTxHold(ctx context.Context, topic, key string, seqs []int, commit bool, hold time.Duration) error {
 	tx, err := e.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -203,6 +208,9 @@ func (e *dbEnv) writeTx(ctx context.Context, topic, key string, seqs []int, comm
 	if err := e.w.Write(ctx, tx, msgs...); err != nil {
 		_ = tx.Rollback()
 		return err
+	}
+	if hold > 0 {
+		time.Sleep(hold) // an application transaction doing other work after its insert
 	}
 	if !commit {
 		return tx.Rollback()

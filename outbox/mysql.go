@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -19,21 +20,13 @@ type mysqlStore struct {
 	o    *Options
 	db   *sql.DB
 	conn *sql.Conn
+	aux  *sql.DB // short-lived sessions of the gap check's sentinel transactions
+	self int64   // CONNECTION_ID() of conn
 	mark string
 	inc  int64 // @@auto_increment_increment
 
 	wm  int64     // every id <= wm is final: committed rows are visible, missing ids never will be
 	gap *gapCheck // the gap being checked, if any
-}
-
-// gapCheck follows one gap: seen at seenAt below id high; trx is the set of InnoDB transactions
-// open GapCheckDelay later. Once all of them have ended, every id <= high is final.
-type gapCheck struct {
-	high      int64
-	seenAt    time.Time
-	trx       map[string]bool
-	fallback  bool
-	lastProbe time.Time
 }
 
 const mysqlStateTable = "imago_outbox_relay"
@@ -51,7 +44,10 @@ func openMySQL(ctx context.Context, o *Options) (*mysqlStore, error) {
 	}
 	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(1)
-	s := &mysqlStore{o: o, db: db}
+	aux := sql.OpenDB(conn)
+	aux.SetMaxOpenConns(2)
+	aux.SetMaxIdleConns(0) // every sentinel is a new session: its thread id is unique
+	s := &mysqlStore{o: o, db: db, aux: aux}
 	if o.Mode == ModeMark {
 		s.mark = " AND relayed_at IS NULL"
 	}
@@ -59,9 +55,17 @@ func openMySQL(ctx context.Context, o *Options) (*mysqlStore, error) {
 	defer cancel()
 	if s.conn, err = db.Conn(cctx); err != nil {
 		db.Close()
+		aux.Close()
 		return nil, fmt.Errorf("outbox: source %s: connect to MySQL: %w", o.Name, err)
 	}
-	if err := s.conn.QueryRowContext(ctx, `SELECT @@auto_increment_increment`).Scan(&s.inc); err != nil {
+	// The server ends the session, and with it GET_LOCK, after SessionTimeout without a
+	// statement (a frozen or dead relay); net_*_timeout bound a statement stuck on the network.
+	secs := max(int64(o.SessionTimeout/time.Second), 1)
+	if _, err := s.conn.ExecContext(ctx, `SET SESSION wait_timeout = ?, net_read_timeout = ?, net_write_timeout = ?`, secs, secs, secs); err != nil {
+		s.close()
+		return nil, fmt.Errorf("outbox: source %s: set session timeouts: %w", o.Name, err)
+	}
+	if err := s.conn.QueryRowContext(ctx, `SELECT @@auto_increment_increment, CONNECTION_ID()`).Scan(&s.inc, &s.self); err != nil {
 		s.close()
 		return nil, fmt.Errorf("outbox: source %s: read auto_increment_increment: %w", o.Name, err)
 	}
@@ -72,6 +76,8 @@ func openMySQL(ctx context.Context, o *Options) (*mysqlStore, error) {
 }
 
 func (s *mysqlStore) close() {
+	s.dropGap()
+	_ = s.aux.Close()
 	if s.conn != nil {
 		_ = s.conn.Close()
 	}
@@ -103,8 +109,8 @@ func (s *mysqlStore) load(ctx context.Context) (state, error) {
 	}
 	var claim sql.NullInt64
 	var last sql.NullTime
-	err := s.conn.QueryRowContext(ctx, `SELECT cursor_id, claim_id, relayed_total, last_relayed_at FROM `+mysqlStateTable+` WHERE source = ?`,
-		s.o.Name).Scan(&st.cursor.id, &claim, &st.total, &last)
+	err := s.conn.QueryRowContext(ctx, `SELECT epoch, cursor_id, claim_id, relayed_total, last_relayed_at FROM `+mysqlStateTable+` WHERE source = ?`,
+		s.o.Name).Scan(&st.epoch, &st.cursor.id, &claim, &st.total, &last)
 	if err != nil {
 		return st, fmt.Errorf("outbox: read state row: %w", err)
 	}
@@ -115,7 +121,7 @@ func (s *mysqlStore) load(ctx context.Context) (state, error) {
 		st.last = last.Time
 	}
 	s.wm = st.cursor.id
-	s.gap = nil
+	s.dropGap()
 	return st, nil
 }
 
@@ -173,6 +179,7 @@ func (s *mysqlStore) next(ctx context.Context, cur pos, limit int) ([]row, bool,
 			break
 		}
 		if n == len(rows) {
+			s.dropGap() // nothing missing now: a check still pending is moot
 			return rows, false, nil
 		}
 		// A gap below rows[n]: check it; rows[:n] are final already.
@@ -185,82 +192,6 @@ func (s *mysqlStore) next(ctx context.Context, cur pos, limit int) ([]row, bool,
 		}
 		return rows[:n], true, nil
 	}
-}
-
-// checkGap advances the gap check for a gap below high; it reports whether the watermark moved.
-func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
-	now := time.Now()
-	g := s.gap
-	if g == nil {
-		// Every missing id below the highest committed id visible now can be settled by the
-		// same check, not only those below this page of rows.
-		var maxID sql.NullInt64
-		if err := s.conn.QueryRowContext(ctx, `SELECT MAX(id) FROM `+s.o.Table).Scan(&maxID); err != nil {
-			return false, fmt.Errorf("outbox: read the highest id: %w", err)
-		}
-		s.gap = &gapCheck{high: max(high, maxID.Int64), seenAt: now}
-		return false, nil
-	}
-	switch {
-	case g.fallback:
-		if now.Sub(g.seenAt) < s.o.GapGrace {
-			return false, nil
-		}
-	case g.trx == nil:
-		if now.Sub(g.seenAt) < s.o.GapCheckDelay {
-			return false, nil
-		}
-		open, err := s.openTrx(ctx)
-		if err != nil {
-			var me *mysql.MySQLError
-			if errors.As(err, &me) && (me.Number == 1227 || me.Number == 1142) { // access denied
-				s.o.Logger.Warn("outbox relay: cannot read information_schema.innodb_trx (grant PROCESS); passing id gaps after a grace period",
-					"source", s.o.Name, "grace", s.o.GapGrace)
-				g.fallback = true
-				return false, nil
-			}
-			return false, err
-		}
-		g.trx, g.lastProbe = open, now
-		if len(open) > 0 {
-			return false, nil
-		}
-	default:
-		if now.Sub(g.lastProbe) < 5*time.Millisecond {
-			return false, nil
-		}
-		open, err := s.openTrx(ctx)
-		if err != nil {
-			return false, err
-		}
-		g.lastProbe = now
-		for id := range g.trx {
-			if open[id] {
-				return false, nil
-			}
-		}
-	}
-	s.wm = max(s.wm, g.high)
-	s.gap = nil
-	return true, nil
-}
-
-// openTrx lists the InnoDB transactions open now, other than this session's.
-func (s *mysqlStore) openTrx(ctx context.Context) (map[string]bool, error) {
-	rows, err := s.conn.QueryContext(ctx, `SELECT trx_id FROM information_schema.innodb_trx WHERE trx_mysql_thread_id <> CONNECTION_ID()`)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: read information_schema.innodb_trx: %w", err)
-	}
-	defer rows.Close()
-	open := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("outbox: read innodb_trx: %w", err)
-		}
-		open[id] = true
-	}
-	return open, rows.Err()
 }
 
 func (s *mysqlStore) claimed(ctx context.Context, cur, end pos) ([]row, error) {
@@ -279,7 +210,7 @@ func (s *mysqlStore) saveClaim(ctx context.Context, end pos) error {
 	return nil
 }
 
-func (s *mysqlStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *pos) (total int64, err error) {
+func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, nextClaim *pos) (total int64, err error) {
 	// READ COMMITTED: no gap locks, so the DELETE never blocks the application's inserts.
 	tx, err := s.conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
@@ -290,20 +221,55 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, n int, nextClai
 			_ = tx.Rollback()
 		}
 	}()
-	if s.o.Mode == ModeMark {
-		_, err = tx.ExecContext(ctx, `UPDATE `+s.o.Table+` SET relayed_at = NOW(6) WHERE id > ? AND id <= ? AND relayed_at IS NULL`, cur.id, end.id)
-	} else {
-		_, err = tx.ExecContext(ctx, `DELETE FROM `+s.o.Table+` WHERE id > ? AND id <= ?`, cur.id, end.id)
+	if len(batch) > 0 {
+		// Exactly the published ids: a row that landed inside (cur, end] unpublished stays.
+		ids := make([]any, len(batch))
+		for i, rw := range batch {
+			ids[i] = rw.pos.id
+		}
+		in := " WHERE id IN (?" + strings.Repeat(",?", len(ids)-1) + ")"
+		var res sql.Result
+		if s.o.Mode == ModeMark {
+			res, err = tx.ExecContext(ctx, `UPDATE `+s.o.Table+` SET relayed_at = NOW(6)`+in+` AND relayed_at IS NULL`, ids...)
+		} else {
+			res, err = tx.ExecContext(ctx, `DELETE FROM `+s.o.Table+in, ids...)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("outbox: complete batch: remove rows: %w", err)
+		}
+		if k, _ := res.RowsAffected(); k != int64(len(batch)) {
+			err = fmt.Errorf("%w: %w: source %s: batch (%d, %d] of %d rows: %d removed", ErrPermanent, ErrRowsChanged, s.o.Name, cur.id, end.id, len(batch), k)
+			return 0, err
+		}
 	}
+	// Anything left in the range was not published: stop, loudly, with the row in place.
+	var stray []int64
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM `+s.o.Table+` WHERE id > ? AND id <= ?`+s.mark+` ORDER BY id LIMIT 20`, cur.id, end.id)
 	if err != nil {
-		return 0, fmt.Errorf("outbox: complete batch: remove rows: %w", err)
+		return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
+	}
+	for rows.Next() {
+		var id int64
+		if err = rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
+		}
+		stray = append(stray, id)
+	}
+	rows.Close()
+	if err = rows.Err(); err != nil {
+		return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
+	}
+	if len(stray) > 0 {
+		err = fmt.Errorf("%w: %w: source %s: ids %v committed inside batch (%d, %d] after it was read", ErrPermanent, ErrStrayRows, s.o.Name, stray, cur.id, end.id)
+		return 0, err
 	}
 	var claim any
 	if nextClaim != nil {
 		claim = nextClaim.id
 	}
 	res, err := tx.ExecContext(ctx, `UPDATE `+mysqlStateTable+` SET cursor_id = ?, claim_id = ?, relayed_total = relayed_total + ?,
-		last_relayed_at = NOW(6), updated_at = NOW(6) WHERE source = ? AND cursor_id = ?`, end.id, claim, n, s.o.Name, cur.id)
+		last_relayed_at = NOW(6), updated_at = NOW(6) WHERE source = ? AND cursor_id = ?`, end.id, claim, len(batch), s.o.Name, cur.id)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: complete batch: move cursor: %w", err)
 	}
@@ -322,6 +288,8 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, n int, nextClai
 	}
 	return total, nil
 }
+
+func (s *mysqlStore) ping(ctx context.Context) error { return s.conn.PingContext(ctx) }
 
 func (s *mysqlStore) wait(ctx context.Context, d time.Duration) error { return sleep(ctx, d) }
 

@@ -39,10 +39,31 @@ func openPG(ctx context.Context, o *Options) (*pgStore, error) {
 		return nil, fmt.Errorf("outbox: source %s: connect to PostgreSQL: %w", o.Name, err)
 	}
 	s.conn = conn
+	// The server ends the session, and with it the advisory lock, after SessionTimeout without
+	// a statement (a frozen or dead relay; idle_session_timeout needs PostgreSQL 14); its TCP
+	// keepalives and tcp_user_timeout drop a dead host's connection sooner.
+	ms := strconv.FormatInt(o.SessionTimeout.Milliseconds(), 10)
+	for _, kv := range [][2]string{
+		{"idle_session_timeout", ms}, {"idle_in_transaction_session_timeout", ms}, {"tcp_user_timeout", ms},
+		{"tcp_keepalives_idle", "5"}, {"tcp_keepalives_interval", "2"}, {"tcp_keepalives_count", "3"},
+	} {
+		if _, err := conn.Exec(ctx, `SELECT set_config($1, $2, false)`, kv[0], kv[1]); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) { // an older server (42704) or a platform without the socket option
+				o.Logger.Warn("outbox relay: the server refused a session timeout; a frozen relay may keep the lock longer",
+					"source", o.Name, "parameter", kv[0], "err", err)
+				continue
+			}
+			s.close()
+			return nil, fmt.Errorf("outbox: source %s: set %s: %w", o.Name, kv[0], err)
+		}
+	}
 	if o.Mode == ModeMark {
 		s.mark = " AND relayed_at IS NULL"
 	}
-	s.selCol = `id, txid::text, topic, key, headers::text, payload, EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8`
+	// txid is read as text under another name: a select-list column named txid would be what
+	// ORDER BY txid sorts by, as text, and "1000" sorts before "999".
+	s.selCol = `id, txid::text AS txid_text, topic, key, headers::text, payload, EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8`
 	if _, err := conn.Exec(ctx, `LISTEN imago_outbox`); err != nil {
 		s.close()
 		return nil, fmt.Errorf("outbox: source %s: LISTEN: %w", o.Name, err)
@@ -71,10 +92,13 @@ func (s *pgStore) load(ctx context.Context) (state, error) {
 	}
 	var cx string
 	var ctxid, cid *int64
-	var claimTx *string
+	var claimTx, sysid *string
 	var last *time.Time
-	err := s.conn.QueryRow(ctx, `SELECT cursor_txid::text, cursor_id, claim_txid::text, claim_id, relayed_total, last_relayed_at
-		FROM `+pgStateTable+` WHERE source = $1`, s.o.Name).Scan(&cx, &ctxid, &claimTx, &cid, &st.total, &last)
+	var here string
+	var xmax uint64
+	err := s.conn.QueryRow(ctx, `SELECT epoch, system_id, cursor_txid::text, cursor_id, claim_txid::text, claim_id, relayed_total, last_relayed_at,
+			(SELECT system_identifier::text FROM pg_control_system()), pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+		FROM `+pgStateTable+` WHERE source = $1`, s.o.Name).Scan(&st.epoch, &sysid, &cx, &ctxid, &claimTx, &cid, &st.total, &last, &here, &xmax)
 	if err != nil {
 		return st, fmt.Errorf("outbox: read state row: %w", err)
 	}
@@ -91,6 +115,19 @@ func (s *pgStore) load(ctx context.Context) (state, error) {
 	}
 	if last != nil {
 		st.last = *last
+	}
+	// The cursor's transaction ids mean something only in the cluster that handed them out: a
+	// restored dump or a logical replication cutover starts another count, below the cursor.
+	if sysid != nil && *sysid != here {
+		return st, fmt.Errorf("%w: %w: source %s: the cursor was recorded in cluster %s, this is cluster %s", ErrPermanent, ErrSourceMoved, s.o.Name, *sysid, here)
+	}
+	if st.cursor.txid >= xmax && st.cursor.txid > 0 {
+		return st, fmt.Errorf("%w: %w: source %s: the cursor's transaction id %d is beyond any this cluster has handed out (%d)", ErrPermanent, ErrSourceMoved, s.o.Name, st.cursor.txid, xmax)
+	}
+	if sysid == nil {
+		if _, err := s.conn.Exec(ctx, `UPDATE `+pgStateTable+` SET system_id = $1 WHERE source = $2 AND system_id IS NULL`, here, s.o.Name); err != nil {
+			return st, fmt.Errorf("outbox: record the cluster's system identifier: %w", err)
+		}
 	}
 	return st, nil
 }
@@ -175,7 +212,7 @@ func (s *pgStore) saveClaim(ctx context.Context, end pos) error {
 	return nil
 }
 
-func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *pos) (int64, error) {
+func (s *pgStore) complete(ctx context.Context, cur, end pos, batch []row, nextClaim *pos) (int64, error) {
 	ct, ci, et, ei := strconv.FormatUint(cur.txid, 10), cur.id, strconv.FormatUint(end.txid, 10), end.id
 	var nt *string
 	var ni *int64
@@ -183,24 +220,35 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *
 		t := strconv.FormatUint(nextClaim.txid, 10)
 		nt, ni = &t, &nextClaim.id
 	}
-	// One explicit transaction in two round trips: BEGIN, the removal and the cursor move go
-	// in one pipeline; COMMIT only if the cursor moved from where this relay left it.
+	ids := make([]int64, len(batch))
+	for i, rw := range batch {
+		ids[i] = rw.pos.id
+	}
+	// One explicit transaction in two round trips: BEGIN, the removal of exactly the published
+	// ids, the count of rows left in the range and the cursor move go in one pipeline; COMMIT
+	// only if all of them are as expected.
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	rng := ` WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4)`
 	if s.o.Mode == ModeMark {
-		b.Queue(`UPDATE `+s.o.Table+` SET relayed_at = clock_timestamp()`+rng+` AND relayed_at IS NULL`, ct, ci, et, ei)
+		b.Queue(`UPDATE `+s.o.Table+` SET relayed_at = clock_timestamp() WHERE id = ANY($1) AND relayed_at IS NULL`, ids)
 	} else {
-		b.Queue(`DELETE FROM `+s.o.Table+rng, ct, ci, et, ei)
+		b.Queue(`DELETE FROM `+s.o.Table+` WHERE id = ANY($1)`, ids)
 	}
+	b.Queue(`SELECT count(*) FROM `+s.o.Table+rng+s.mark, ct, ci, et, ei)
 	b.Queue(`UPDATE `+pgStateTable+` SET cursor_txid = $3::text::xid8, cursor_id = $4, claim_txid = $5::text::xid8, claim_id = $6,
 		relayed_total = relayed_total + $7, last_relayed_at = now(), updated_at = now()
 		WHERE source = $8 AND cursor_txid = $1::text::xid8 AND cursor_id = $2 RETURNING relayed_total`,
-		ct, ci, et, ei, nt, ni, n, s.o.Name)
+		ct, ci, et, ei, nt, ni, len(batch), s.o.Name)
 	br := s.conn.SendBatch(ctx, b)
 	_, err := br.Exec()
+	var removed pgconn.CommandTag
 	if err == nil {
-		_, err = br.Exec()
+		removed, err = br.Exec()
+	}
+	var stray int64
+	if err == nil {
+		err = br.QueryRow().Scan(&stray)
 	}
 	var total int64
 	if err == nil {
@@ -212,9 +260,23 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && removed.RowsAffected() != int64(len(batch)) {
+		err = fmt.Errorf("%w: %w: source %s: batch of %d rows: %d removed", ErrPermanent, ErrRowsChanged, s.o.Name, len(batch), removed.RowsAffected())
+	}
+	if err == nil && stray > 0 {
+		err = fmt.Errorf("%w: %w: source %s: %d rows inside the batch's range were not published", ErrPermanent, ErrStrayRows, s.o.Name, stray)
+	}
 	if err != nil {
 		// Best effort: a broken session rolls back by itself, and the caller drops it.
 		_, _ = s.conn.Exec(ctx, `ROLLBACK`)
+		if stray > 0 { // name some of them for the operator
+			var some *string
+			_ = s.conn.QueryRow(ctx, `SELECT string_agg(txid::text || '/' || id::text, ' ') FROM (SELECT txid, id FROM `+s.o.Table+rng+s.mark+
+				` ORDER BY txid, id LIMIT 20) x`, ct, ci, et, ei).Scan(&some)
+			if some != nil {
+				err = fmt.Errorf("%w (batch (%s/%d, %s/%d], first rows txid/id: %s)", err, ct, ci, et, ei, *some)
+			}
+		}
 		return 0, fmt.Errorf("outbox: complete batch: %w", err)
 	}
 	tag, err := s.conn.Exec(ctx, `COMMIT`)
@@ -226,6 +288,8 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, n int, nextClaim *
 	}
 	return total, nil
 }
+
+func (s *pgStore) ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 
 func (s *pgStore) wait(ctx context.Context, d time.Duration) error {
 	if s.woken.Swap(false) {

@@ -19,9 +19,30 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, msgs []Message, idempotencyKey string) error
 }
 
-// ErrPermanent marks a publish error that retrying cannot fix (the idempotency key was used
-// with other messages): the relay stops the source and reports it.
-var ErrPermanent = errors.New("outbox: permanent publish error")
+// ErrPermanent marks an error that retrying cannot fix (the idempotency key was used with
+// other messages, a row appeared inside a published batch): the relay stops the source and
+// reports it.
+var ErrPermanent = errors.New("outbox: permanent error")
+
+// ErrStrayRows: completing a batch found a row inside the batch's range (cur, end] that the
+// batch did not publish (it committed after the relay judged its id gap final). The relay
+// stops rather than remove or pass it unpublished; the row stays in the outbox.
+var ErrStrayRows = errors.New("outbox: unpublished rows inside a published batch's range")
+
+// ErrKeyReused: the broker holds one of the relay's idempotency keys with other messages: the
+// outbox's history diverged from what was published (a failover or a restore moved the
+// cursor back and rows were rebuilt under used ids). The relay stops and logs the command
+// that moves the source to a new epoch (docs/outbox.md).
+var ErrKeyReused = errors.New("outbox: idempotency key already used with other messages")
+
+// ErrSourceMoved: the state row's cursor belongs to another PostgreSQL cluster (a restored
+// dump, a logical replication cutover): new rows would sort below it and never be relayed.
+// The relay refuses to run and logs the command that resets the cursor (docs/outbox.md).
+var ErrSourceMoved = errors.New("outbox: the cursor belongs to another database cluster")
+
+// ErrRowsChanged: removing (or marking) a published batch touched another number of rows than
+// the batch has (rows removed or marked by someone else).
+var ErrRowsChanged = errors.New("outbox: the published batch's rows changed under the relay")
 
 // BrokerPublisher publishes to an in-process broker.
 type BrokerPublisher struct{ B *broker.Broker }
@@ -37,7 +58,10 @@ func (p BrokerPublisher) Publish(ctx context.Context, topic string, msgs []Messa
 		out[i] = bm
 	}
 	_, err := p.B.Produce(ctx, topic, out, key)
-	if errors.Is(err, broker.ErrIdempotencyReused) || errors.Is(err, broker.ErrInvalidArgument) ||
+	if errors.Is(err, broker.ErrIdempotencyReused) {
+		return errors.Join(ErrPermanent, ErrKeyReused, err)
+	}
+	if errors.Is(err, broker.ErrInvalidArgument) ||
 		errors.Is(err, broker.ErrMessageTooLarge) {
 		return errors.Join(ErrPermanent, err)
 	}
@@ -64,7 +88,10 @@ func (p ClientPublisher) Publish(ctx context.Context, topic string, msgs []Messa
 	}
 	_, err := p.C.Produce(ctx, topic, out, client.ProduceOptions{IdempotencyKey: key})
 	var ce *client.Error
-	if errors.As(err, &ce) && (ce.Status == http.StatusBadRequest || ce.Status == http.StatusConflict ||
+	if errors.As(err, &ce) && ce.Status == http.StatusConflict {
+		return errors.Join(ErrPermanent, ErrKeyReused, err)
+	}
+	if errors.As(err, &ce) && (ce.Status == http.StatusBadRequest ||
 		ce.Status == http.StatusRequestEntityTooLarge) {
 		return errors.Join(ErrPermanent, err)
 	}

@@ -47,8 +47,19 @@ type Options struct {
 	MaxPoll time.Duration
 	// LockRetry is how often a standby relay tries to take the source's lock. Default 1s.
 	LockRetry time.Duration
-	// GapCheckDelay is how long the MySQL relay waits after seeing an id gap before reading
-	// information_schema.innodb_trx (a cache refreshed at most every 100 ms). Default 250ms.
+	// SessionTimeout bounds how long the database keeps the relay's session, and so the
+	// source's lock, once the relay stops talking to it (a frozen process, a dead host): the
+	// session is ended after SessionTimeout without a statement (MySQL wait_timeout,
+	// PostgreSQL idle_session_timeout and idle_in_transaction_session_timeout), and TCP
+	// keepalives and tcp_user_timeout drop a connection to a dead host sooner. A standby takes
+	// over within SessionTimeout + LockRetry (about 16 s with the defaults). The relay talks at
+	// least every MaxPoll, and pings every SessionTimeout/3 while it publishes. Default 15s; it
+	// must exceed 2×MaxPoll and 2×LockRetry.
+	SessionTimeout time.Duration
+	// GapCheckDelay is how long the MySQL relay waits after seeing an id gap (and opening its
+	// sentinel transaction) before it first reads information_schema.innodb_trx, a cache InnoDB
+	// refreshes only after 100 ms without readers; a view without the sentinel is stale and is
+	// read again later. Default 250ms.
 	GapCheckDelay time.Duration
 	// GapGrace is the MySQL fallback without the PROCESS privilege: a gap older than this is
 	// passed. Default 1m.
@@ -103,6 +114,13 @@ func (o *Options) defaults() error {
 	if o.LockRetry <= 0 {
 		o.LockRetry = time.Second
 	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = DefaultSessionTimeout
+	}
+	if o.SessionTimeout < 2*o.MaxPoll || o.SessionTimeout < 2*o.LockRetry || o.SessionTimeout < 2*time.Second {
+		return fmt.Errorf("outbox: source %s: session timeout %s: want at least 2s and twice max poll (%s) and lock retry (%s)",
+			o.Name, o.SessionTimeout, o.MaxPoll, o.LockRetry)
+	}
 	if o.GapCheckDelay <= 0 {
 		o.GapCheckDelay = 250 * time.Millisecond
 	}
@@ -117,6 +135,9 @@ func (o *Options) defaults() error {
 	}
 	return nil
 }
+
+// DefaultSessionTimeout is Options.SessionTimeout's default.
+const DefaultSessionTimeout = 15 * time.Second
 
 // pos is a place in commit order: (txid, id) in PostgreSQL, id alone (txid 0) in MySQL.
 type pos struct {
@@ -138,6 +159,7 @@ type row struct {
 
 // state is the source's row in the relay state table.
 type state struct {
+	epoch  int64 // part of the idempotency keys (see keyFor)
 	cursor pos
 	claim  *pos
 	total  int64
@@ -157,13 +179,18 @@ type store interface {
 	claimed(ctx context.Context, cur, end pos) ([]row, error)
 	// saveClaim records end as the batch in flight.
 	saveClaim(ctx context.Context, end pos) error
-	// complete removes (or marks) the rows in (cur, end], moves the cursor to end, and records
-	// nextClaim (nil: none), in one transaction; it returns the state's new relayed_total.
-	complete(ctx context.Context, cur, end pos, n int, nextClaim *pos) (int64, error)
+	// complete removes (or marks) exactly the rows of batch, the published rows in (cur, end],
+	// moves the cursor to end, and records nextClaim (nil: none), in one transaction; it
+	// returns the state's new relayed_total. It fails with ErrRowsChanged when another number
+	// of rows was removed, and with ErrStrayRows when (cur, end] holds a row batch does not
+	// (both wrap ErrPermanent): then nothing is removed and the cursor stays.
+	complete(ctx context.Context, cur, end pos, batch []row, nextClaim *pos) (int64, error)
 	// wait blocks up to d, returning early when the database signals new rows.
 	wait(ctx context.Context, d time.Duration) error
 	// backlog counts rows after cur not yet relayed.
 	backlog(ctx context.Context, cur pos) (int64, error)
+	// ping runs a trivial statement, so the server does not end the idle session.
+	ping(ctx context.Context) error
 	close()
 }
 
@@ -193,6 +220,10 @@ type Relay struct {
 
 	mu     sync.Mutex
 	status Status
+
+	epoch int64 // of the state row, as loaded by the session relaying now
+	high  pos   // the furthest cursor this process completed in epoch highEpoch
+	highE int64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -260,7 +291,20 @@ func (r *Relay) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if errors.Is(err, ErrPermanent) {
-			r.log.Error("outbox relay stopped: cannot publish", "err", err)
+			switch {
+			case errors.Is(err, ErrKeyReused):
+				r.log.Error("outbox relay stopped: the broker holds one of this source's idempotency keys with other messages: "+
+					"the outbox's history went back (a failover or a restore) and rows were rebuilt under used ids. "+
+					"To publish the rows after the cursor under a new epoch (rows published before the regression may be published again; none is lost), run the command, then restart the relay",
+					"err", err, "command", epochSQL(r.opts.Dialect, r.opts.Name))
+			case errors.Is(err, ErrSourceMoved):
+				r.log.Error("outbox relay refuses to run: the cursor belongs to another database cluster (a restored dump or a replication cutover); "+
+					"new rows would sort below it and never be relayed. Check that every row still in the outbox is unpublished, run the command "+
+					"(it publishes every row in the outbox again, from the start, under a new epoch), then restart the relay",
+					"err", err, "command", resetSQL(r.opts.Dialect, r.opts.Name))
+			default:
+				r.log.Error("outbox relay stopped: an operator must act (see docs/outbox.md)", "err", err)
+			}
 			r.setErr(err)
 			return err
 		}
@@ -312,6 +356,14 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 	r.mu.Lock()
 	r.status.RelayedTotal, r.status.LastRelayedAt = s.total, s.last
 	r.mu.Unlock()
+	r.epoch = s.epoch
+	if s.epoch == r.highE && r.high.after(s.cursor) {
+		// This process completed batches past the stored cursor: the database went back (a
+		// failover to a replica that had not received them, a restore). Batches rebuilt with
+		// other rows under used ids will stop the relay (ErrKeyReused).
+		r.log.Warn("outbox relay: the cursor moved back since this process last completed a batch (failover or restore?)",
+			"cursor_id", s.cursor.id, "completed_id", r.high.id)
+	}
 	cur := s.cursor
 	var batch []row
 	if s.claim != nil && s.claim.after(cur) {
@@ -320,7 +372,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 		}
 		r.log.Info("outbox relay: republishing the batch claimed before a restart", "rows", len(batch))
 		if len(batch) == 0 { // nothing left in the claim (cannot happen unless rows were removed by hand)
-			if _, err := st.complete(ctx, cur, *s.claim, 0, nil); err != nil {
+			if _, err := st.complete(ctx, cur, *s.claim, nil, nil); err != nil {
 				return err
 			}
 			cur, batch = *s.claim, nil
@@ -365,7 +417,10 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 			}
 		}
 		idle = r.opts.MinPoll
-		if err := r.publish(ctx, batch); err != nil {
+		stop := keepAlive(st, r.opts.SessionTimeout/3)
+		err := r.publish(ctx, batch)
+		stop()
+		if err != nil {
 			return err
 		}
 		end := batch[len(batch)-1].pos
@@ -381,17 +436,43 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 			p := nextRows[len(nextRows)-1].pos
 			nextClaim = &p
 		}
-		total, err := st.complete(ctx, cur, end, len(batch), nextClaim)
+		total, err := st.complete(ctx, cur, end, batch, nextClaim)
 		if err != nil {
 			return err
 		}
 		r.done1(batch, total)
 		cur = end
+		r.high, r.highE = end, r.epoch
 		batch = nil
 		if len(nextRows) > 0 {
 			batch = nextRows
 		}
 	}
+}
+
+// keepAlive pings st every d until stop is called: publishing may take longer than the
+// session timeout (a broker that is down), and the session must outlive it. The session is
+// not used otherwise meanwhile. A ping is never cancelled half-way (a cancelled statement can
+// leave a pgx connection unusable); stop waits for the one in flight.
+func keepAlive(st store, d time.Duration) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), d)
+				_ = st.ping(ctx) // a dead session shows at the next real statement
+				cancel()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 // cut trims rows to BatchBytes (at least one row).
@@ -431,7 +512,7 @@ func (r *Relay) publish(ctx context.Context, batch []row) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			key := "outbox:" + r.opts.Name + ":" + strconv.FormatInt(g.first, 10)
+			key := keyFor(r.opts.Name, r.epoch, g.first)
 			errs[i] = r.publishOne(ctx, g.topic, g.msgs, key)
 		}()
 	}
@@ -526,6 +607,15 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// keyFor is the idempotency key of a topic's group of a batch: "outbox:<source>:<first id>" in
+// epoch 0, "outbox:<source>:e<epoch>:<first id>" after an operator started a new epoch.
+func keyFor(source string, epoch, first int64) string {
+	if epoch == 0 {
+		return "outbox:" + source + ":" + strconv.FormatInt(first, 10)
+	}
+	return "outbox:" + source + ":e" + strconv.FormatInt(epoch, 10) + ":" + strconv.FormatInt(first, 10)
 }
 
 // lockKey derives the advisory lock key (PostgreSQL) of a source: FNV-1a 64 of its name.

@@ -1,0 +1,215 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// The MySQL/MariaDB gap check (see "Commit order in MySQL and MariaDB" in the package
+// documentation).
+//
+// information_schema.innodb_trx is a cache that InnoDB refreshes only when nobody has read it
+// for 100 ms: one session reading it faster (a monitoring agent, another relay) freezes it,
+// for as long as it keeps reading. A view of it is therefore trusted only once it shows a
+// sentinel: a transaction the relay opens on a new session after reading MAX(id). A view that
+// shows the sentinel was taken after the sentinel began, so after MAX(id) was read, so every
+// transaction that could still fill a gap below MAX(id) and has not ended is in it. A view
+// without the sentinel is stale: the relay waits (longer each time, with jitter, so that two
+// relays do not keep the cache frozen for each other) and reads again. It stalls while the
+// cache stays frozen; it never passes a gap on a stale view.
+//
+// Transactions are named by (trx_mysql_thread_id, trx_started): MariaDB reports every
+// transaction that has not written with trx_id 0 and MySQL reuses a pseudo id per session.
+// Of the transactions in the first fresh view the relay waits only for those that
+//   - started no later than seenAt (the server's clock read after MAX(id); trx_started has
+//     whole seconds, so one started in the same second is kept): a transaction that started
+//     later allocates ids above MAX(id);
+//   - may have written: trx_rows_modified > 0, trx_lock_structs > 0 (an INSERT holds an
+//     intention lock on the table until its transaction ends), or a statement running now
+//     (trx_query not NULL: an INSERT between allocating its id and locking). An idle
+//     transaction that has only read holds no id and is not waited for.
+//
+// A prepared XA transaction (thread id 0) that wrote is waited for like any other: it may
+// hold an outbox row that commits later.
+
+// gapCheck follows one gap below high.
+type gapCheck struct {
+	high   int64
+	seenAt time.Time // server clock (session time zone), read after MAX(id)
+	since  time.Time // local clock at the same moment: paces the delays and the grace period
+
+	sentinel   *sql.Conn // open until a fresh view has shown it
+	sentinelID int64
+
+	trx       map[trxKey]bool // the transactions to wait for; nil until a fresh view
+	fallback  bool            // no PROCESS privilege: pass the gap after GapGrace
+	nextProbe time.Time
+	stale     int  // consecutive stale views
+	warned    bool // the stale-cache warning was logged for this gap
+}
+
+// trxKey names an InnoDB transaction.
+type trxKey struct {
+	thread  int64
+	started time.Time
+}
+
+// trxRow is one row of innodb_trx.
+type trxRow struct {
+	key      trxKey
+	mayWrite bool
+}
+
+// staleWarnAfter is how long the relay stalls on a frozen innodb_trx cache before it warns.
+const staleWarnAfter = 30 * time.Second
+
+// probeDelay is the pause before the next innodb_trx read: above 100 ms so the cache can
+// refresh, with jitter growing with the count of stale views (up to about 2 s) so that
+// several readers drift apart.
+func probeDelay(stale int) time.Duration {
+	base := 110 * time.Millisecond
+	span := min(100*time.Millisecond<<min(stale, 5), 2*time.Second)
+	return base + rand.N(span)
+}
+
+// dropGap abandons the gap check in progress, ending its sentinel transaction.
+func (s *mysqlStore) dropGap() {
+	if s.gap != nil && s.gap.sentinel != nil {
+		_ = s.gap.sentinel.Close() // a rollback: the sentinel only read
+	}
+	s.gap = nil
+}
+
+// checkGap advances the gap check for a gap below high; it reports whether the watermark moved.
+func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
+	now := time.Now()
+	g := s.gap
+	if g == nil {
+		return false, s.startGap(ctx, high)
+	}
+	if now.Before(g.nextProbe) {
+		return false, nil
+	}
+	if g.fallback {
+		if now.Sub(g.since) < s.o.GapGrace {
+			return false, nil
+		}
+		return s.passGap(), nil
+	}
+	view, err := s.readTrx(ctx)
+	if err != nil {
+		var me *mysql.MySQLError
+		if g.trx == nil && errors.As(err, &me) && (me.Number == 1227 || me.Number == 1142) { // access denied
+			s.o.Logger.Warn("outbox relay: cannot read information_schema.innodb_trx (grant PROCESS); passing id gaps after a grace period",
+				"source", s.o.Name, "grace", s.o.GapGrace)
+			g.fallback = true
+			return false, nil
+		}
+		return false, err
+	}
+	if g.trx == nil {
+		fresh := false
+		for _, t := range view {
+			if t.key.thread == g.sentinelID {
+				fresh = true
+				break
+			}
+		}
+		if !fresh {
+			g.stale++
+			g.nextProbe = now.Add(probeDelay(g.stale))
+			if !g.warned && now.Sub(g.since) > staleWarnAfter {
+				g.warned = true
+				s.o.Logger.Warn("outbox relay: information_schema.innodb_trx stays stale (another session reads it more often than every 100 ms); rows after an id gap wait",
+					"source", s.o.Name, "waiting", now.Sub(g.since).Round(time.Second))
+			}
+			return false, nil
+		}
+		_ = g.sentinel.Close()
+		g.sentinel = nil
+		g.trx = map[trxKey]bool{}
+		for _, t := range view {
+			if t.key.thread == g.sentinelID || t.key.thread == s.self || !t.mayWrite || t.key.started.After(g.seenAt) {
+				continue
+			}
+			g.trx[t.key] = true
+		}
+		if len(g.trx) == 0 {
+			return s.passGap(), nil
+		}
+		g.nextProbe = now.Add(probeDelay(0))
+		return false, nil
+	}
+	// A later view is at least as recent as the fresh one: a transaction missing from it ended.
+	for _, t := range view {
+		if g.trx[t.key] {
+			g.nextProbe = now.Add(probeDelay(0))
+			return false, nil
+		}
+	}
+	return s.passGap(), nil
+}
+
+// startGap reads MAX(id), then the server's clock, then opens the sentinel transaction.
+func (s *mysqlStore) startGap(ctx context.Context, high int64) error {
+	// Every missing id below the highest committed id visible now can be settled by the same
+	// check, not only those below this page of rows.
+	var maxID sql.NullInt64
+	if err := s.conn.QueryRowContext(ctx, `SELECT MAX(id) FROM `+s.o.Table).Scan(&maxID); err != nil {
+		return fmt.Errorf("outbox: read the highest id: %w", err)
+	}
+	g := &gapCheck{high: max(high, maxID.Int64), since: time.Now()}
+	if err := s.conn.QueryRowContext(ctx, `SELECT NOW()`).Scan(&g.seenAt); err != nil {
+		return fmt.Errorf("outbox: read the server clock: %w", err)
+	}
+	c, err := s.aux.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: open the gap check's sentinel session: %w", err)
+	}
+	if err := c.QueryRowContext(ctx, `SELECT CONNECTION_ID()`).Scan(&g.sentinelID); err != nil {
+		_ = c.Close()
+		return fmt.Errorf("outbox: sentinel session: %w", err)
+	}
+	// WITH CONSISTENT SNAPSHOT starts the InnoDB transaction now, not at its first read.
+	if _, err := c.ExecContext(ctx, `START TRANSACTION WITH CONSISTENT SNAPSHOT`); err != nil {
+		_ = c.Close()
+		return fmt.Errorf("outbox: sentinel transaction: %w", err)
+	}
+	g.sentinel = c
+	g.nextProbe = g.since.Add(s.o.GapCheckDelay)
+	s.gap = g
+	return nil
+}
+
+// passGap makes every id up to the gap's high final.
+func (s *mysqlStore) passGap() bool {
+	s.wm = max(s.wm, s.gap.high)
+	s.dropGap()
+	return true
+}
+
+// readTrx reads information_schema.innodb_trx.
+func (s *mysqlStore) readTrx(ctx context.Context) ([]trxRow, error) {
+	rows, err := s.conn.QueryContext(ctx, `SELECT trx_mysql_thread_id, trx_started,
+		trx_rows_modified > 0 OR trx_lock_structs > 0 OR trx_query IS NOT NULL
+		FROM information_schema.innodb_trx`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: read information_schema.innodb_trx: %w", err)
+	}
+	defer rows.Close()
+	var out []trxRow
+	for rows.Next() {
+		var t trxRow
+		if err := rows.Scan(&t.key.thread, &t.key.started, &t.mayWrite); err != nil {
+			return nil, fmt.Errorf("outbox: read innodb_trx: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
