@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // File names inside the file store's directory.
@@ -55,10 +57,10 @@ func OpenFile(dir string, log *slog.Logger) (*FileStore, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := fsutil.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("offsetdb: file store: %w", err)
 	}
-	lock, err := lockFile(filepath.Join(dir, fileLockName))
+	lock, err := fsutil.LockFile(filepath.Join(dir, fileLockName))
 	if err != nil {
 		return nil, fmt.Errorf("offsetdb: file store %s: %w", dir, err)
 	}
@@ -76,6 +78,12 @@ func (s *FileStore) path() string { return filepath.Join(s.dir, fileLogName) }
 func (s *FileStore) load() error {
 	f, err := os.OpenFile(s.path(), os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
+		return err
+	}
+	// The log may have just been created: its name must be durable before the first commit
+	// is acknowledged into it.
+	if err := fsutil.SyncDir(s.dir); err != nil {
+		f.Close()
 		return err
 	}
 	valid, torn, err := scanLog(f, func(r fileRecord) {
@@ -117,7 +125,7 @@ func (s *FileStore) apply(r fileRecord) {
 // sync is the store's one fsync, timed.
 func (s *FileStore) sync(f *os.File) error {
 	start := time.Now()
-	err := f.Sync()
+	err := fsutil.Fsync(f)
 	if d := time.Since(start); d > slowSync {
 		s.log.Warn("slow fsync", "file", f.Name(), "duration", d)
 	}
@@ -219,7 +227,7 @@ func (s *FileStore) compact() error {
 	s.f = f
 	s.records = len(s.offsets)
 	old.Close()
-	if err := syncDirFn(s.dir); err != nil {
+	if err := fsutil.SyncDir(s.dir); err != nil {
 		// The rename may not be durable: after a crash the old log could come back, without
 		// anything appended to the new one from now on. Either file holds every offset
 		// written so far (the commit that triggered compaction reports the failure although
@@ -231,19 +239,6 @@ func (s *FileStore) compact() error {
 	}
 	s.log.Debug("offset log compacted", "file", s.path(), "records", s.records)
 	return nil
-}
-
-// syncDirFn is syncDir; a test replaces it to make the directory sync fail, which a real
-// file system does only on a failing disk.
-var syncDirFn = syncDir
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // sortedLocked returns the offsets whose key passes keep, sorted by key.

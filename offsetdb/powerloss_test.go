@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagomq/imago/internal/fsutil"
 )
 
 // TestFileStorePowerLossTail: the shapes a power loss in the middle of the last append leaves
@@ -85,8 +87,13 @@ func TestFileStoreCompactionDirSyncFails(t *testing.T) {
 	defer s.Close()
 	s.slack = 5
 	injected := errors.New("injected: directory fsync failed")
-	syncDirFn = func(string) error { return injected }
-	defer func() { syncDirFn = syncDir }()
+	restore := fsutil.SetHook(func(ev fsutil.Event, do func() error) error {
+		if ev.Kind == fsutil.Dir && ev.Path == dir {
+			return injected
+		}
+		return do()
+	})
+	defer restore()
 	acked := map[int]int64{}
 	var failed error
 	for i := range 100 {
@@ -107,7 +114,7 @@ func TestFileStoreCompactionDirSyncFails(t *testing.T) {
 		t.Error("a commit after the failure succeeded")
 	}
 	s.Close()
-	syncDirFn = syncDir
+	restore()
 	s = openFileT(t, dir)
 	defer s.Close()
 	for p, want := range acked {
