@@ -54,7 +54,7 @@ and resources sections; --source picks some by name) or from --name, --driver, -
 --table for a single source.
 
 Any number of relays may run for one source (in 'imago serve' processes or here): one holds the
-source's database lock and relays, the others wait and take over within a second when it dies.
+source's database lock and relays, the others wait and take over within a second when it dies, or within about 16 s when it hangs (its database session times out).
 Every batch is published with idempotency keys derived from the source name and row ids, so a
 relay killed between publishing and deleting never makes a second copy visible.`,
 		Example: `  imago outbox relay --server http://127.0.0.1:8080 --name orders --driver postgres \
