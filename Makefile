@@ -4,7 +4,7 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 20000x
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/...
+RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./internal/... ./console/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/...
 
 .PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean screenshots
 
@@ -65,7 +65,7 @@ java:
 disruptive:
 	IMAGO_DISRUPTIVE=1 $(GO) test -count=1 -p 1 -run 'Test(Postgres|MariaDB)RestartBetweenPrepareAndCommit|TestDatabaseRestartsDuringPhaseTwo' ./xa
 
-## crash-long: the crash test with 50 SIGKILL rounds instead of 5
+## crash-long: the crash tests with their long round counts (SIGKILL: 50 rounds; SIGKILL plus power loss: 25)
 crash-long:
 	$(GO) test -count=1 -timeout 15m ./cmd/imago -run Crash -crash.long -v
 
