@@ -71,7 +71,46 @@ func (b *Broker) recover(cp *checkpointFile) error {
 			return err
 		}
 	}
-	return b.replay(b.log.start(), true, dedupeFrom)
+	if err := b.replay(b.log.start(), true, dedupeFrom); err != nil {
+		return err
+	}
+	if b.gapSeen && cp != nil {
+		return b.keepDroppedEnds(cp)
+	}
+	return nil
+}
+
+// keepDroppedEnds runs after a full rebuild that met a batch an operator dropped
+// (logrepair.go). When that batch held a partition's last messages, no later record says that
+// their offsets were used, but they were acknowledged (consumers may have committed past them,
+// and the idempotency store may name them): the checkpoint's end of the partition is kept, the
+// offsets between are marked lost like any other dropped offset, and new messages start after.
+func (b *Broker) keepDroppedEnds(cp *checkpointFile) error {
+	for _, c := range cp.Partitions {
+		t, ok := b.table.Load().byID[c.Topic]
+		if !ok || c.Partition >= len(t.parts) {
+			continue
+		}
+		p := t.parts[c.Partition]
+		if c.End <= p.next {
+			continue
+		}
+		if p.next == p.start.Load() && c.Start > p.next {
+			p.next = min(c.Start, c.End) // nothing replayed: retention had deleted the rest
+			p.start.Store(p.next)
+		}
+		if p.next < c.End {
+			b.opts.Logger.Warn("offsets lost to a dropped corrupt batch", "topic", t.name, "partition", p.id, "from", p.next, "to", c.End-1)
+		}
+		for ; p.next < c.End; p.next++ {
+			if err := p.writeEntry(p.next, gapEntry); err != nil {
+				return err
+			}
+		}
+		p.written = p.next
+		p.publish(p.next)
+	}
+	return nil
 }
 
 // loadIndexes opens every partition's index segments and restores its offsets from cp.
