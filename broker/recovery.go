@@ -166,11 +166,20 @@ func (b *Broker) loadIndexes(cp *checkpointFile) error {
 	return nil
 }
 
-// verifyEntry checks that the index entry of off points at the record it should.
+// verifyEntry checks that the index entry of off points at the record it should. Offsets lost
+// to a dropped batch (gap entries, logrepair.go) point at nothing: the last entry before them
+// is checked instead, and a run of gaps down to the start is accepted as it is.
 func (b *Broker) verifyEntry(p *partition, off int64) error {
 	e, ok := p.entry(off)
+	for ok && e == gapEntry && off > p.start.Load() {
+		off--
+		e, ok = p.entry(off)
+	}
 	if !ok {
 		return fmt.Errorf("%w: %s/%d has no index entry for offset %d", errRebuild, p.t.name, p.id, off)
+	}
+	if e == gapEntry {
+		return nil
 	}
 	if e.Size < recordHeaderSize || e.Size > maxBatchBytes {
 		return fmt.Errorf("%w: %s/%d offset %d has a bad index entry", errRebuild, p.t.name, p.id, off)
