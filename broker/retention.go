@@ -69,9 +69,15 @@ func (b *Broker) EnforceRetention() {
 					"base", first.base, "expired", expired, "oversize", oversize)
 			}
 			p.mu.RLock()
-			if p.start.Load() < p.written {
-				if e, ok := p.entry(p.start.Load()); ok && e.Pos < minPos {
-					minPos = e.Pos
+			// The first retained record pins the log; offsets lost to a dropped batch
+			// (gap entries, logrepair.go) point at no position and are passed over.
+			for o := p.start.Load(); o < p.written; o++ {
+				e, ok := p.entry(o)
+				if !ok || e != gapEntry {
+					if ok && e.Pos < minPos {
+						minPos = e.Pos
+					}
+					break
 				}
 			}
 			p.mu.RUnlock()
