@@ -75,9 +75,75 @@ func (b *Broker) recover(cp *checkpointFile) error {
 		return err
 	}
 	if b.gapSeen && cp != nil {
+		if err := b.keepDroppedPrepares(cp); err != nil {
+			return err
+		}
 		return b.keepDroppedEnds(cp)
 	}
 	return nil
+}
+
+// keepDroppedPrepares runs after a full rebuild that met a dropped batch. A branch the
+// checkpoint lists as prepared, whose prepare batch is now that gap and which no later batch
+// decided, had its messages in the dropped bytes: it cannot be committed. Forgetting it would
+// answer the transaction manager's commit with XAER_NOTA, which managers take for "already
+// committed", leaving the global transaction half committed unseen; so it comes back as
+// heuristically rolled back (XA_HEURRB until forgotten), which the next checkpoint records.
+func (b *Broker) keepDroppedPrepares(cp *checkpointFile) error {
+	for _, c := range cp.Txs {
+		if c.State != TxPrepared || b.txs[c.Key] != nil || !b.gapAt(c.Pos) {
+			continue
+		}
+		decided, err := b.decidedAfter(c.Key, c.Pos)
+		if err != nil {
+			return err
+		}
+		if decided {
+			continue
+		}
+		xid, err := ParseXid(c.Key)
+		if err != nil {
+			return fmt.Errorf("checkpoint names transaction %q: %w", c.Key, err)
+		}
+		b.opts.Logger.Error("the prepare batch of a prepared branch was dropped as corrupt: its messages are lost and the branch is now heuristically rolled back",
+			"xid", c.Key, "position", c.Pos)
+		b.txs[c.Key] = &tx{key: c.Key, xa: true, xid: xid, state: TxHeurRolledBack, preparePos: c.Pos, durable: true, created: b.opts.Now()}
+	}
+	return nil
+}
+
+// gapAt reports whether the batch at pos is a dropped batch's gap.
+func (b *Broker) gapAt(pos int64) bool {
+	hdr := make([]byte, batchHeaderSize)
+	if b.log.readAt(hdr, pos) != nil {
+		return false
+	}
+	h, err := parseBatchHeader(hdr)
+	return err == nil && h.Type == batchGap
+}
+
+// decidedAfter reports whether a transaction batch after pos other than a prepare names key.
+func (b *Broker) decidedAfter(key string, pos int64) (bool, error) {
+	end := b.log.end.Load()
+	rd := newLogReader(b.log, pos, end)
+	var recs []record
+	for pos < end {
+		raw, err := rd.batch(pos)
+		if err != nil {
+			return false, fmt.Errorf("look for a decision on %s: %w", key, err)
+		}
+		bv, err := decodeBatch(raw, recs)
+		if err != nil {
+			return false, fmt.Errorf("look for a decision on %s: %w", key, err)
+		}
+		recs = bv.Records
+		if bv.Header.Type == batchTx && len(recs) > 0 && len(recs[0].Value) > 0 &&
+			recs[0].Value[0] != txOpPrepare && string(recs[0].Value[1:]) == key {
+			return true, nil
+		}
+		pos += int64(bv.Header.Length)
+	}
+	return false, nil
 }
 
 // keepDroppedEnds runs after a full rebuild that met a batch an operator dropped
