@@ -65,3 +65,34 @@ func TestRetentionPastDroppedOffsets(t *testing.T) {
 		t.Fatalf("the log still starts at %d: the segment of v1 (%d) holds nothing retained, the first is v3 at %d", start, e1.Pos, e3.Pos)
 	}
 }
+
+// TestRetentionAgeIgnoresDroppedOffsets: an offset lost to a dropped corrupt batch has no
+// timestamp (its gap entry reads as 0). When it is the last offset of an index segment, retention
+// by age must judge the segment by its newest real message, not expire it as if it were 1970.
+func TestRetentionAgeIgnoresDroppedOffsets(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(t, dir)
+	o.IndexSegmentEntries = 4
+	o.RetentionCheckInterval = time.Hour
+	b := mustOpen(t, o)
+	if _, err := b.CreateTopic("t", TopicConfig{Partitions: 1, RetentionAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	produceN(t, b, 6) // v3 is the last offset of the first index segment
+	p := b.table.Load().byName["t"].parts[0]
+	p.mu.RLock()
+	e3, _ := p.entry(3)
+	p.mu.RUnlock()
+	b.Close()
+	pos := e3.Pos - batchHeaderSize
+	overwrite(t, lastSegment(t, dir), pos+batchHeaderSize+recordHeaderSize, []byte{'X'})
+	if _, err := DropCorruptBatch(dir, pos, nil); err != nil {
+		t.Fatal(err)
+	}
+	b = mustOpen(t, o)
+	defer b.Close()
+	b.EnforceRetention()
+	if info, _ := b.Topic("t"); info.Partitions[0].StartOffset != 0 {
+		t.Fatalf("retention moved the start to %d: v0..v2, a moment old, were expired because the segment's last offset was lost", info.Partitions[0].StartOffset)
+	}
+}
