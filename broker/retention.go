@@ -47,7 +47,12 @@ func (b *Broker) EnforceRetention() {
 				segEnd := first.base + p.entries
 				// An entry that cannot be read (its page faulted) is unknown, not zero: the
 				// partition is left as it is rather than expired on a made-up timestamp.
+				// Offsets lost to a dropped batch (gap entries) have no timestamp: the newest
+				// real message decides (a segment of nothing but gaps has expired).
 				newest, err := p.readEntry(segEnd - 1)
+				for o := segEnd - 2; err == nil && newest == gapEntry && o >= max(p.start.Load(), first.base); o-- {
+					newest, err = p.readEntry(o)
+				}
 				var segBytes int64
 				for o := max(p.start.Load(), first.base); o < segEnd && err == nil; o++ {
 					var e indexEntry
