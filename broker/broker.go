@@ -59,6 +59,7 @@ type Broker struct {
 	fmark        *failMark // failmark.go
 	gapSeen      bool      // recovery met a dropped batch (logrepair.go): offsets may jump
 	failUnknown  error     // flusher only: set when the fail mark could not be recorded
+	failMarked   bool      // flusher only: fail ran (the mark is recorded, or failUnknown set)
 
 	flusherDone chan struct{}
 	ckptSig     chan struct{}

@@ -377,12 +377,16 @@ func (b *Broker) markSyncedLocked() {
 func (b *Broker) fail(err error, reqs []*produceReq) {
 	err = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
 	b.stateMu.Lock()
-	first := b.failed == nil
-	if first {
+	if b.failed == nil {
 		b.failed = err
 	}
 	b.stateMu.Unlock()
 	reqErr := err
+	// The first failure of the log itself records the mark, also when a failed checkpoint or
+	// idempotency store had already stopped writes (b.failed set, no mark): a request in the
+	// flush that was under way then is answered with this error and must be cut at the restart.
+	first := !b.failMarked
+	b.failMarked = true
 	if first {
 		if serr := b.log.sync(); serr != nil && !errors.Is(err, serr) {
 			b.opts.Logger.Error("fsync after a failure failed too", "err", serr)

@@ -117,32 +117,31 @@ func openIndexSegment(dir string, base int64, entries int, create bool) (*indexS
 
 // load copies entry i out of the mapping.
 func (s *indexSegment) load(i int64) (e indexEntry, err error) {
-	defer guardFault(&err, s, "read")()
+	defer s.guardFault(&err, debug.SetPanicOnFault(true), "read")
 	at := i * indexEntrySize
 	return getIndexEntry(s.data[at : at+indexEntrySize]), nil
 }
 
 // store copies e into entry i of the mapping.
 func (s *indexSegment) store(i int64, e indexEntry) (err error) {
-	defer guardFault(&err, s, "write")()
+	defer s.guardFault(&err, debug.SetPanicOnFault(true), "write")
 	at := i * indexEntrySize
 	putIndexEntry(s.data[at:at+indexEntrySize], e)
 	return nil
 }
 
-// guardFault makes a memory fault on s's mapping, until the returned function runs (deferred),
-// a panic that it turns into *err. Other panics go on.
-func guardFault(err *error, s *indexSegment, op string) func() {
-	old := debug.SetPanicOnFault(true)
-	return func() {
-		debug.SetPanicOnFault(old)
-		if r := recover(); r != nil {
-			if _, fault := r.(interface{ Addr() uintptr }); !fault {
-				panic(r)
-			}
-			*err = fmt.Errorf("%w: %s index %s: the page could not be accessed (disk full or I/O error): %v",
-				ErrCorrupt, op, s.f.Name(), r)
+// guardFault, deferred right after debug.SetPanicOnFault(true) (whose result is old), restores
+// old and turns a memory fault on s's mapping, which that made a panic, into *err. Other panics
+// go on. It is a method deferred directly, not a returned closure: a fetch loads one entry per
+// message and the guard must not allocate.
+func (s *indexSegment) guardFault(err *error, old bool, op string) {
+	debug.SetPanicOnFault(old)
+	if r := recover(); r != nil {
+		if _, fault := r.(interface{ Addr() uintptr }); !fault {
+			panic(r)
 		}
+		*err = fmt.Errorf("%w: %s index %s: the page could not be accessed (disk full or I/O error): %v",
+			ErrCorrupt, op, s.f.Name(), r)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // Index segments are memory-mapped. A store into a page the file system cannot back (a full
@@ -57,4 +58,30 @@ func TestIndexFaultOnWriteStopsTheBroker(t *testing.T) {
 	b = mustOpen(t, o)
 	defer b.Close()
 	wantValues(t, fetchAll(t, b, "t", 0), 2)
+}
+
+// TestIndexFaultKeepsRetentionOff: retention reads the newest entry of a partition's first
+// index segment to decide whether it expired. When that page cannot be read (EIO, or the fault
+// these tests make), the entry is unknown, not zero: taking its timestamp for 0 would expire the
+// segment and move the partition's start past messages that are nowhere near their retention age.
+func TestIndexFaultKeepsRetentionOff(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(t, dir)
+	o.IndexSegmentEntries = 1024
+	o.RetentionCheckInterval = time.Hour
+	b := mustOpen(t, o)
+	defer b.Close()
+	if _, err := b.CreateTopic("t", TopicConfig{Partitions: 1, RetentionAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1030; i++ { // two index segments
+		if _, err := b.Produce(context.Background(), "t", []Message{msg("v")}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shrinkIndex(t, dir) // the first segment's pages now fault
+	b.EnforceRetention()
+	if info, _ := b.Topic("t"); info.Partitions[0].StartOffset != 0 {
+		t.Fatalf("retention moved the start to %d: an unreadable index page was taken for expired messages", info.Partitions[0].StartOffset)
+	}
 }

@@ -19,7 +19,13 @@ import (
 // readers skip them with a logged warning. Its idempotency key, if any, is forgotten when the
 // batch lay after the last checkpoint (a retry of that request is stored again); when a
 // checkpoint covered it, the key is still remembered and a retry answers "duplicate" with the
-// skipped offsets. The index is rebuilt from the log at the next start.
+// skipped offsets. The index is rebuilt from the log at the next start. When the dropped batch
+// held a partition's last messages, the rebuild keeps the end the checkpoint recorded (those
+// offsets stay lost, never reused); with no checkpoint covering it, nothing on disk records
+// them and new messages get them again (docs/operations.md says so to the operator). A
+// prepared branch whose prepare batch is dropped cannot be committed any more: when the
+// checkpoint lists it and no later batch decided it, it comes back heuristically rolled back
+// (recovery.go), so the transaction manager's commit gets XA_HEURRB, not XAER_NOTA.
 
 // DropReport describes what DropCorruptBatch did.
 type DropReport struct {

@@ -71,7 +71,112 @@ func (b *Broker) recover(cp *checkpointFile) error {
 			return err
 		}
 	}
-	return b.replay(b.log.start(), true, dedupeFrom)
+	if err := b.replay(b.log.start(), true, dedupeFrom); err != nil {
+		return err
+	}
+	if b.gapSeen && cp != nil {
+		if err := b.keepDroppedPrepares(cp); err != nil {
+			return err
+		}
+		return b.keepDroppedEnds(cp)
+	}
+	return nil
+}
+
+// keepDroppedPrepares runs after a full rebuild that met a dropped batch. A branch the
+// checkpoint lists as prepared, whose prepare batch is now that gap and which no later batch
+// decided, had its messages in the dropped bytes: it cannot be committed. Forgetting it would
+// answer the transaction manager's commit with XAER_NOTA, which managers take for "already
+// committed", leaving the global transaction half committed unseen; so it comes back as
+// heuristically rolled back (XA_HEURRB until forgotten), which the next checkpoint records.
+func (b *Broker) keepDroppedPrepares(cp *checkpointFile) error {
+	for _, c := range cp.Txs {
+		if c.State != TxPrepared || b.txs[c.Key] != nil || !b.gapAt(c.Pos) {
+			continue
+		}
+		decided, err := b.decidedAfter(c.Key, c.Pos)
+		if err != nil {
+			return err
+		}
+		if decided {
+			continue
+		}
+		xid, err := ParseXid(c.Key)
+		if err != nil {
+			return fmt.Errorf("checkpoint names transaction %q: %w", c.Key, err)
+		}
+		b.opts.Logger.Error("the prepare batch of a prepared branch was dropped as corrupt: its messages are lost and the branch is now heuristically rolled back",
+			"xid", c.Key, "position", c.Pos)
+		b.txs[c.Key] = &tx{key: c.Key, xa: true, xid: xid, state: TxHeurRolledBack, preparePos: c.Pos, durable: true, created: b.opts.Now()}
+	}
+	return nil
+}
+
+// gapAt reports whether the batch at pos is a dropped batch's gap.
+func (b *Broker) gapAt(pos int64) bool {
+	hdr := make([]byte, batchHeaderSize)
+	if b.log.readAt(hdr, pos) != nil {
+		return false
+	}
+	h, err := parseBatchHeader(hdr)
+	return err == nil && h.Type == batchGap
+}
+
+// decidedAfter reports whether a transaction batch after pos other than a prepare names key.
+func (b *Broker) decidedAfter(key string, pos int64) (bool, error) {
+	end := b.log.end.Load()
+	rd := newLogReader(b.log, pos, end)
+	var recs []record
+	for pos < end {
+		raw, err := rd.batch(pos)
+		if err != nil {
+			return false, fmt.Errorf("look for a decision on %s: %w", key, err)
+		}
+		bv, err := decodeBatch(raw, recs)
+		if err != nil {
+			return false, fmt.Errorf("look for a decision on %s: %w", key, err)
+		}
+		recs = bv.Records
+		if bv.Header.Type == batchTx && len(recs) > 0 && len(recs[0].Value) > 0 &&
+			recs[0].Value[0] != txOpPrepare && string(recs[0].Value[1:]) == key {
+			return true, nil
+		}
+		pos += int64(bv.Header.Length)
+	}
+	return false, nil
+}
+
+// keepDroppedEnds runs after a full rebuild that met a batch an operator dropped
+// (logrepair.go). When that batch held a partition's last messages, no later record says that
+// their offsets were used, but they were acknowledged (consumers may have committed past them,
+// and the idempotency store may name them): the checkpoint's end of the partition is kept, the
+// offsets between are marked lost like any other dropped offset, and new messages start after.
+func (b *Broker) keepDroppedEnds(cp *checkpointFile) error {
+	for _, c := range cp.Partitions {
+		t, ok := b.table.Load().byID[c.Topic]
+		if !ok || c.Partition >= len(t.parts) {
+			continue
+		}
+		p := t.parts[c.Partition]
+		if c.End <= p.next {
+			continue
+		}
+		if p.next == p.start.Load() && c.Start > p.next {
+			p.next = min(c.Start, c.End) // nothing replayed: retention had deleted the rest
+			p.start.Store(p.next)
+		}
+		if p.next < c.End {
+			b.opts.Logger.Warn("offsets lost to a dropped corrupt batch", "topic", t.name, "partition", p.id, "from", p.next, "to", c.End-1)
+		}
+		for ; p.next < c.End; p.next++ {
+			if err := p.writeEntry(p.next, gapEntry); err != nil {
+				return err
+			}
+		}
+		p.written = p.next
+		p.publish(p.next)
+	}
+	return nil
 }
 
 // loadIndexes opens every partition's index segments and restores its offsets from cp.
@@ -127,11 +232,20 @@ func (b *Broker) loadIndexes(cp *checkpointFile) error {
 	return nil
 }
 
-// verifyEntry checks that the index entry of off points at the record it should.
+// verifyEntry checks that the index entry of off points at the record it should. Offsets lost
+// to a dropped batch (gap entries, logrepair.go) point at nothing: the last entry before them
+// is checked instead, and a run of gaps down to the start is accepted as it is.
 func (b *Broker) verifyEntry(p *partition, off int64) error {
 	e, ok := p.entry(off)
+	for ok && e == gapEntry && off > p.start.Load() {
+		off--
+		e, ok = p.entry(off)
+	}
 	if !ok {
 		return fmt.Errorf("%w: %s/%d has no index entry for offset %d", errRebuild, p.t.name, p.id, off)
+	}
+	if e == gapEntry {
+		return nil
 	}
 	if e.Size < recordHeaderSize || e.Size > maxBatchBytes {
 		return fmt.Errorf("%w: %s/%d offset %d has a bad index entry", errRebuild, p.t.name, p.id, off)

@@ -45,13 +45,25 @@ func (b *Broker) EnforceRetention() {
 				}
 				first := p.segs[0]
 				segEnd := first.base + p.entries
-				newest, _ := p.entry(segEnd - 1)
+				// An entry that cannot be read (its page faulted) is unknown, not zero: the
+				// partition is left as it is rather than expired on a made-up timestamp.
+				// Offsets lost to a dropped batch (gap entries) have no timestamp: the newest
+				// real message decides (a segment of nothing but gaps has expired).
+				newest, err := p.readEntry(segEnd - 1)
+				for o := segEnd - 2; err == nil && newest == gapEntry && o >= max(p.start.Load(), first.base); o-- {
+					newest, err = p.readEntry(o)
+				}
 				var segBytes int64
-				for o := max(p.start.Load(), first.base); o < segEnd; o++ {
-					e, _ := p.entry(o)
+				for o := max(p.start.Load(), first.base); o < segEnd && err == nil; o++ {
+					var e indexEntry
+					e, err = p.readEntry(o)
 					segBytes += int64(e.Size)
 				}
 				p.mu.RUnlock()
+				if err != nil {
+					b.opts.Logger.Error("retention: index unreadable, partition left as it is", "topic", t.name, "partition", p.id, "err", err)
+					break
+				}
 				expired := age > 0 && newest.Timestamp < now-age.Milliseconds()
 				oversize := size > 0 && p.bytes.Load()-segBytes >= size
 				if !expired && !oversize {
@@ -69,9 +81,17 @@ func (b *Broker) EnforceRetention() {
 					"base", first.base, "expired", expired, "oversize", oversize)
 			}
 			p.mu.RLock()
-			if p.start.Load() < p.written {
-				if e, ok := p.entry(p.start.Load()); ok && e.Pos < minPos {
-					minPos = e.Pos
+			// The first retained record pins the log; offsets lost to a dropped batch
+			// (gap entries, logrepair.go) point at no position and are passed over.
+			for o := p.start.Load(); o < p.written; o++ {
+				e, ok := p.entry(o)
+				if !ok {
+					minPos = 0 // where the partition starts in the log is unknown: delete none
+					break
+				}
+				if e != gapEntry {
+					minPos = min(minPos, e.Pos)
+					break
 				}
 			}
 			p.mu.RUnlock()

@@ -103,6 +103,9 @@ type tx struct {
 	preparePos int64
 	offsets    []TopicPosition
 	finished   time.Time
+	// forgets counts forgets queued for the branch (an XA forget leaves its state alone until
+	// the forget is durable): compaction's staleness check sees it (txlog.go).
+	forgets int
 }
 
 func localKey(id string) string { return "TX:" + id }

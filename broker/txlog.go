@@ -240,7 +240,7 @@ func (b *Broker) compactPrepared(limit int64) (pinned int64, wrote bool) {
 		req.stale = func() bool {
 			b.txMu.Lock()
 			defer b.txMu.Unlock()
-			return b.txs[t.key] != t || t.state != state
+			return b.txs[t.key] != t || t.state != state || t.forgets > 0
 		}
 		req.applied = func(pos int64) {
 			b.txMu.Lock()

@@ -86,3 +86,49 @@ func TestCompactionSkipsDecidedBranches(t *testing.T) {
 		t.Errorf("topic holds %v, want the filler and the committed branch's one message", got)
 	}
 }
+
+// TestCompactionSkipsForgottenBranches: a forget does not change the branch's state when it is
+// queued (the branch goes when the forget is durable), so compaction, asking right before it
+// encodes its re-write of the heuristic decision, still finds the branch as it chose it when the
+// forget is queued ahead of it in the same round. The log then holds FORGET followed by the
+// heuristic decision, and after a crash the forgotten branch is back: the transaction manager,
+// which already forgot it, finds an unknown heuristic outcome in its recovery scan.
+func TestCompactionSkipsForgottenBranches(t *testing.T) {
+	h := newPowerLoss(t)
+	dir := t.TempDir()
+	o := testOptions(t, dir)
+	o.CheckpointInterval = time.Hour
+	o.RetentionCheckInterval = time.Hour
+	ctx := context.Background()
+	b := mustOpen(t, o)
+	mustCreate(t, b, "a", 1)
+	x := xid(1)
+	prepareBranch(t, b, x, "a", "m")
+	if err := b.XAHeuristic(ctx, x, false); err != nil {
+		t.Fatal(err)
+	}
+
+	held, release := h.holdNext(logSync(dir))
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); b.Produce(ctx, "a", []Message{msg("filler")}, "") }()
+	<-held
+	go func() {
+		defer wg.Done()
+		if err := b.XAForget(ctx, x); err != nil {
+			t.Errorf("forget: %v", err)
+		}
+	}()
+	waitQueued(t, b, 1) // the forget waits for the flusher
+	go func() { defer wg.Done(); b.compactPrepared(b.log.end.Load()) }()
+	waitQueued(t, b, 2) // compaction chose the branch and queued its heuristic decision again
+	release(nil)
+	wg.Wait()
+
+	b.abandon()
+	b = mustOpen(t, o)
+	defer b.Close()
+	if st, ok := b.XAState(x); ok {
+		t.Errorf("the forgotten branch is back after the restart, %s", st)
+	}
+}

@@ -23,6 +23,20 @@ import (
 // is the header's. Finding one by scanning byte by byte through garbage is what etcd's WAL does
 // in spirit (a torn entry is only ever the final write); random bytes pass both checks with a
 // probability near 2^-64.
+//
+// A power loss can break the rule's premise in one place: the last write(2), whose fdatasync
+// had not returned, may reach the disk with holes (pages are written back in no set order and a
+// file system may show never-written blocks as zeros), so a zeroed batch can be followed by
+// valid batches of the same flush. None of them was acknowledged, and cutting would be safe;
+// start-up still refuses, deliberately. After its last fsync returns the broker writes nothing
+// more, so the disk holds no record of whether the final flush was acknowledged: the same
+// bytes are left by a flush that was fsync'd, acknowledged and then damaged (a lost or
+// misdirected write, a firmware fault returning zeroed sectors). Any rule that cuts there —
+// "only the last flush can be undurable", "zeros are a hole" — would in that case delete
+// acknowledged batches silently, which is the one thing recovery must never do. Refusing costs
+// availability, not data: `imago log repair --drop-corrupt-batch` turns the bad batch into a gap
+// and keeps the valid ones after it (their producers were never answered; a retry with the same
+// Idempotency-Key answers "duplicate", as after any crash between fsync and answer).
 
 // CorruptionError reports a damaged batch in the commit log that valid batches follow.
 type CorruptionError struct {

@@ -242,8 +242,12 @@ func (b *Broker) XAForget(ctx context.Context, xid Xid) error {
 		b.txMu.Unlock()
 		return xaErr(XAERProto, "forget is for heuristically completed branches; %s is %s", xid, t.state)
 	}
+	t.forgets++
 	b.txMu.Unlock()
 	if err := b.writeOutcome(t, txOpForget, func() { delete(b.txs, t.key) }); err != nil {
+		b.txMu.Lock()
+		t.forgets--
+		b.txMu.Unlock()
 		return xaErr(XAERRMFail, "forget %s: %v", xid, err)
 	}
 	return nil
