@@ -51,12 +51,12 @@ func TestCorruptLogRefusesToStart(t *testing.T) {
 	if len(starts) != 5 {
 		t.Fatalf("%d batches in the segment, want 5", len(starts))
 	}
-	bad := starts[2]
+	bad := starts[1] // the second request's batch
 	raw[bad+13] ^= 0x40
 	if err := os.WriteFile(seg, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	where := []string{seg, "byte " + strconv.FormatInt(bad, 10), "header checksum mismatch", "2 valid batches follow"}
+	where := []string{seg, "byte " + strconv.FormatInt(bad, 10), "header checksum mismatch", "3 valid batches follow"}
 
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, []string{"log", "verify", "--data-dir", dataDir}, strings.NewReader(""), &stdout, &stderr)
@@ -86,7 +86,7 @@ func TestCorruptLogRefusesToStart(t *testing.T) {
 		t.Fatalf("the refused start changed the segment: %v %v", fi, err)
 	}
 
-	// The operator's choice: drop the bad batch, keep the two after it at their offsets.
+	// The operator's choice: drop the bad batch, keep the three after it at their offsets.
 	stdout.Reset()
 	stderr.Reset()
 	code = run(ctx, []string{"log", "repair", "--data-dir", dataDir, "--drop-corrupt-batch", strconv.FormatInt(bad, 10)}, strings.NewReader(""), &stdout, &stderr)
@@ -103,7 +103,7 @@ func TestCorruptLogRefusesToStart(t *testing.T) {
 	for _, m := range res.Messages {
 		got = append(got, strconv.FormatInt(m.Offset, 10)+"="+string(m.Value))
 	}
-	if strings.Join(got, " ") != `0="v0" 1="v1" 3="v3" 4="v4"` {
+	if strings.Join(got, " ") != `0="v0" 2="v2" 3="v3" 4="v4"` {
 		t.Fatalf("after the repair: %v", got)
 	}
 }
