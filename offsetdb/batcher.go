@@ -82,6 +82,7 @@ type Batcher struct {
 	done chan struct{} // closed when every flusher returned
 
 	commits, flushes, failed, rows atomic.Uint64
+	wakeups                        atomic.Uint64 // a flusher woke from wake (tests)
 }
 
 // flushBatch is the unit of group commit: the offsets of the commits that
@@ -265,6 +266,7 @@ func (b *Batcher) run() {
 	for {
 		select {
 		case <-b.wake:
+			b.wakeups.Add(1)
 		case <-b.stop:
 			// Closed: nothing can be queued any more; flush what is left.
 			for b.flushOnce(false) {
@@ -337,6 +339,7 @@ func (b *Batcher) waitForBatch() {
 		t := time.NewTimer(wait)
 		select {
 		case <-b.wake:
+			b.wakeups.Add(1)
 		case <-t.C:
 		case <-b.stop:
 		}
@@ -360,6 +363,7 @@ func (b *Batcher) waitTurn() {
 		}
 		select {
 		case <-b.wake:
+			b.wakeups.Add(1)
 		case <-b.stop:
 			return
 		}
