@@ -67,6 +67,7 @@ type Stats struct {
 // It implements Store; Get, List, Groups read the underlying store directly.
 type Batcher struct {
 	store Store
+	write func(context.Context, []Offset) error // writes a coalesced, sorted batch
 	cfg   GroupCommitConfig
 	log   *slog.Logger
 
@@ -75,13 +76,25 @@ type Batcher struct {
 	queued   int                  // offsets in queue
 	running  map[*flushBatch]bool // batches being written now
 	inflight int                  // rows of the running batches
+	idle     int                  // flushers waiting in next
+	sizeHint int                  // offsets of the last batch taken: the next one's capacity
 	closed   bool
 
-	wake chan struct{} // capacity 1: "the queue changed"
+	// wake (capacity 1) tells an idle flusher that a batch may start. It is
+	// sent only when one can (see startable), not on every commit: a flush
+	// of n commits wakes a flusher once, not n times.
+	wake chan struct{}
 	stop chan struct{} // closed by Close
 	done chan struct{} // closed when every flusher returned
 
 	commits, flushes, failed, rows atomic.Uint64
+	wakeups                        atomic.Uint64 // a flusher woke from wake (tests)
+}
+
+// sortedWriter is implemented by the stores that can take a batch exactly as
+// the flush prepared it (validated, coalesced, sorted), without a second pass.
+type sortedWriter interface {
+	commitSorted(ctx context.Context, rows []Offset) error
 }
 
 // flushBatch is the unit of group commit: the offsets of the commits that
@@ -104,12 +117,16 @@ func NewBatcher(store Store, cfg GroupCommitConfig, log *slog.Logger) *Batcher {
 	}
 	b := &Batcher{
 		store:   store,
+		write:   store.Commit,
 		cfg:     cfg.withDefaults(),
 		log:     log,
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		running: make(map[*flushBatch]bool),
 		done:    make(chan struct{}),
+	}
+	if w, ok := store.(sortedWriter); ok {
+		b.write = w.commitSorted
 	}
 	var wg sync.WaitGroup
 	for range b.cfg.Flushers {
@@ -144,6 +161,10 @@ func (b *Batcher) Commit(ctx context.Context, offsets []Offset) error {
 		return err
 	}
 	b.commits.Add(1)
+	if ctx.Done() == nil { // cannot be canceled: a plain receive is cheaper than a select
+		<-fb.done
+		return fb.err
+	}
 	select {
 	case <-fb.done:
 		return fb.err
@@ -191,21 +212,35 @@ func (b *Batcher) enqueue(offsets []Offset) (*flushBatch, error) {
 	if n := len(b.queue); n > 0 && len(b.queue[n-1].offsets)+len(offsets) <= b.cfg.MaxBatch {
 		fb = b.queue[n-1]
 	} else {
-		fb = &flushBatch{done: make(chan struct{})}
+		fb = &flushBatch{
+			offsets: make([]Offset, 0, max(len(offsets), min(b.sizeHint, b.cfg.MaxBatch))),
+			done:    make(chan struct{}),
+		}
 		if b.cfg.MaxDelay > 0 {
-			fb.at = time.Now() // only waitForBatch reads it
+			fb.at = time.Now() // only next reads it
 		}
 		b.queue = append(b.queue, fb)
 	}
 	fb.offsets = append(fb.offsets, offsets...)
 	fb.commits++
 	b.queued += len(offsets)
+	// With MaxDelay an idle flusher keeps a timer for the oldest commit and
+	// counts toward MaxBatch, so it hears of every commit; without, only of
+	// the one that lets a flush start.
+	signal := b.idle > 0 && (b.cfg.MaxDelay > 0 || b.startable())
 	b.mu.Unlock()
+	if signal {
+		b.signal()
+	}
+	return fb, nil
+}
+
+// signal wakes an idle flusher, unless a wake-up is already pending.
+func (b *Batcher) signal() {
 	select {
 	case b.wake <- struct{}{}:
 	default:
 	}
-	return fb, nil
 }
 
 // Get reads the underlying store. A commit that returned is visible.
@@ -263,35 +298,19 @@ func (b *Batcher) Close() error {
 // run is a flusher goroutine, owned by the Batcher and stopped by Close.
 func (b *Batcher) run() {
 	for {
-		select {
-		case <-b.wake:
-		case <-b.stop:
-			// Closed: nothing can be queued any more; flush what is left.
-			for b.flushOnce(false) {
-			}
+		fb, rows, ok := b.next()
+		if !ok {
 			return
 		}
-		for b.flushOnce(true) {
-		}
+		b.flush(fb, rows)
 	}
 }
 
-// flushOnce takes one batch from the queue and writes it; it reports whether
-// it found anything. With mayWait it honours MaxDelay and waitTurn.
-func (b *Batcher) flushOnce(mayWait bool) bool {
-	if mayWait && b.cfg.MaxDelay > 0 {
-		b.waitForBatch()
-	}
-	if mayWait && b.cfg.Flushers > 1 {
-		b.waitTurn()
-	}
-	fb, rows := b.take()
-	if fb == nil {
-		return false
-	}
+// flush writes one batch and reports the outcome to its commits.
+func (b *Batcher) flush(fb *flushBatch, rows []Offset) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.FlushTimeout)
 	start := time.Now()
-	err := b.store.Commit(ctx, rows)
+	err := b.write(ctx, rows)
 	cancel()
 	if err != nil {
 		b.failed.Add(1)
@@ -302,79 +321,85 @@ func (b *Batcher) flushOnce(mayWait bool) bool {
 		b.flushes.Add(1)
 		b.rows.Add(uint64(len(rows)))
 	}
-	b.mu.Lock()
+	// Wake the commits outside the lock (a close readies every waiting
+	// goroutine), and before the batch leaves running, so that Flush, which
+	// collects running batches under the lock, never misses an unfinished one.
 	fb.err = err
 	close(fb.done)
+	b.mu.Lock()
 	delete(b.running, fb)
 	b.inflight -= len(rows)
 	b.mu.Unlock()
-	// A flusher may be waiting for this one to finish (waitTurn).
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
-	return true
+	// No signal: this flusher goes on to next itself, and whether a batch may
+	// start is one condition for every flusher.
 }
 
-// waitForBatch waits until MaxBatch offsets are queued or MaxDelay passed
-// since the oldest queued commit, or the Batcher is closing.
-func (b *Batcher) waitForBatch() {
-	for {
-		b.mu.Lock()
-		n := b.queued
-		var oldest time.Time
-		if len(b.queue) > 0 {
-			oldest = b.queue[0].at
-		}
-		b.mu.Unlock()
-		if n == 0 && oldest.IsZero() {
-			return
-		}
-		wait := time.Until(oldest.Add(b.cfg.MaxDelay))
-		if n >= b.cfg.MaxBatch || wait <= 0 {
-			return
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-b.wake:
-		case <-t.C:
-		case <-b.stop:
-		}
-		t.Stop()
+// startable reports whether a flusher may take the oldest batch now (b.mu
+// held). With no flush running, at once: no timer and no added latency when
+// idle. While flushes run, only once the queue holds at least as many
+// offsets as a running flush carries on average: under a steady load of N
+// committers and k flushers the flushes then settle at about N/k rows each,
+// instead of splitting the committers into ever smaller flushes, each costing
+// a round trip and a commit. The wait ends at the latest when the running
+// flushes finish; a flusher that finishes is one that is free to go.
+func (b *Batcher) startable() bool {
+	if len(b.queue) == 0 {
+		return false
 	}
+	n := len(b.running)
+	return n == 0 || b.queued*n >= b.inflight
 }
 
-// waitTurn keeps batches even when several flushers run: a flush starts while another is
-// running only once at least as many offsets are queued as that one carries. Under a steady
-// load of N committers two flushers then alternate with N/2 rows each, instead of splitting
-// the committers into ever smaller flushes (each costing a database round trip and commit);
-// the wait ends at the latest when the running flush finishes, and without concurrent load
-// there is no wait at all.
-func (b *Batcher) waitTurn() {
-	for {
-		b.mu.Lock()
-		empty, ready := len(b.queue) == 0, b.inflight == 0 || b.queued >= b.inflight
-		b.mu.Unlock()
-		if empty || ready {
-			return
-		}
-		select {
-		case <-b.wake:
-		case <-b.stop:
-			return
-		}
-	}
-}
-
-// take removes the oldest batch from the queue and returns it with the rows
-// to write: the highest offset per key, sorted by key (so concurrent flushes
-// lock rows in one order).
-func (b *Batcher) take() (*flushBatch, []Offset) {
+// next waits until a batch may start (startable, and with MaxDelay until
+// MaxBatch offsets wait or the oldest commit waited MaxDelay), takes it from
+// the queue and returns it with its rows; false once the Batcher is closed
+// and drained. After Close it takes what is left without waiting for a turn.
+func (b *Batcher) next() (*flushBatch, []Offset, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.queue) == 0 {
-		return nil, nil
+	for {
+		if b.closed {
+			if len(b.queue) == 0 {
+				return nil, nil, false
+			}
+			fb, rows := b.take()
+			return fb, rows, true
+		}
+		var timer *time.Timer
+		var timeout <-chan time.Time
+		if b.startable() {
+			if b.cfg.MaxDelay <= 0 || b.queued >= b.cfg.MaxBatch {
+				fb, rows := b.take()
+				return fb, rows, true
+			}
+			wait := time.Until(b.queue[0].at.Add(b.cfg.MaxDelay))
+			if wait <= 0 {
+				fb, rows := b.take()
+				return fb, rows, true
+			}
+			timer = time.NewTimer(wait)
+			timeout = timer.C
+		}
+		b.idle++
+		b.mu.Unlock()
+		select {
+		case <-b.wake:
+			b.wakeups.Add(1)
+		case <-timeout:
+		case <-b.stop:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		b.mu.Lock()
+		b.idle--
 	}
+}
+
+// take removes the oldest batch from the queue (b.mu held) and returns it
+// with the rows to write: the highest offset per key, sorted by key (so
+// concurrent flushes lock rows in one order).
+func (b *Batcher) take() (*flushBatch, []Offset) {
 	fb := b.queue[0]
 	b.queue[0] = nil
 	b.queue = b.queue[1:]
@@ -382,9 +407,15 @@ func (b *Batcher) take() (*flushBatch, []Offset) {
 		b.queue = nil
 	}
 	b.queued -= len(fb.offsets)
-	// Every offset was validated by Commit, so this cannot fail.
-	rows, _ := Coalesce(fb.offsets)
+	b.sizeHint = len(fb.offsets)
+	// Every offset was validated by Commit.
+	rows := coalesceValid(fb.offsets)
 	b.running[fb] = true
 	b.inflight += len(rows)
+	// Another batch may be ready too (a commit larger than MaxBatch allows
+	// behind this one): pass the turn on.
+	if b.idle > 0 && b.startable() {
+		b.signal()
+	}
 	return fb, rows
 }

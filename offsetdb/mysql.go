@@ -86,8 +86,20 @@ func (s *MySQLStore) Commit(ctx context.Context, offsets []Offset) error {
 		return err
 	}
 	rows, err := Coalesce(offsets)
-	if err != nil || len(rows) == 0 {
+	if err != nil {
 		return err
+	}
+	return s.commitSorted(ctx, rows)
+}
+
+// commitSorted writes rows as Coalesce returns them (the Batcher's flush
+// prepared them so: no second pass).
+func (s *MySQLStore) commitSorted(ctx context.Context, rows []Offset) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		return nil
 	}
 	return retryConflict(ctx, func() error {
 		if len(rows) <= mysqlRowsPerStatement {

@@ -99,8 +99,20 @@ func (s *PostgresStore) Commit(ctx context.Context, offsets []Offset) error {
 		return err
 	}
 	rows, err := Coalesce(offsets)
-	if err != nil || len(rows) == 0 {
+	if err != nil {
 		return err
+	}
+	return s.commitSorted(ctx, rows)
+}
+
+// commitSorted writes rows as Coalesce returns them (the Batcher's flush
+// prepared them so: no second pass).
+func (s *PostgresStore) commitSorted(ctx context.Context, rows []Offset) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		return nil
 	}
 	args := pgArrays(rows)
 	return retryConflict(ctx, func() error {

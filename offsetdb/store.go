@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -121,26 +120,7 @@ func Coalesce(offsets []Offset) ([]Offset, error) {
 			return nil, err
 		}
 	}
-	out := slices.Clone(offsets)
-	// Already in strictly increasing key order (one offset, or rows a flush already
-	// coalesced): nothing to sort or merge.
-	if slices.IsSortedFunc(out, func(a, b Offset) int { return cmp.Or(compareKeys(a.Key(), b.Key()), -1) }) {
-		return out, nil
-	}
-	// Stable sort keeps input order among equal keys, so "later wins" holds.
-	slices.SortStableFunc(out, func(a, b Offset) int { return compareKeys(a.Key(), b.Key()) })
-	n := 0
-	for i, o := range out {
-		if i > 0 && out[n-1].Key() == o.Key() {
-			if o.Next >= out[n-1].Next {
-				out[n-1] = o
-			}
-			continue
-		}
-		out[n] = o
-		n++
-	}
-	return out[:n], nil
+	return coalesceValid(offsets), nil
 }
 
 // Config selects and configures a store for Open.

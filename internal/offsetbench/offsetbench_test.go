@@ -64,14 +64,17 @@ func TestCommitFigures(t *testing.T) {
 				return res
 			}
 			base := run(ModeUpdatePerCommit)
-			gc := run(ModeGroupCommit)
-			// What the database sustains with 64 offsets in flight and no client overhead:
-			// the bound for any group commit of 64 synchronous committers (see
-			// FlushCeiling), to tell a slow batcher from a database at its limit.
-			shapes, err := FlushCeiling(context.Background(), db.kind, db.dsn, 64, 750*time.Millisecond)
+			// Group commit in alternation with what the database sustains with 64 offsets in
+			// flight and no client overhead: the bound for any group commit of 64 synchronous
+			// committers (see FlushCeiling), to tell a slow batcher from a database at its
+			// limit. Alternating, both see the same load of the machine.
+			gc, shapes, err := AgainstCeiling(context.Background(), Config{
+				Store: db.kind, DSN: db.dsn, Committers: 64, Duration: 3 * time.Second,
+			}, 3)
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Logf("%s %s", db.kind, gc)
 			var ceiling float64
 			for _, sh := range shapes {
 				t.Logf("%s ceiling: %d flushes x %d rows in flight: %.0f offsets/s", db.kind, sh.Flushes, sh.Rows, sh.PerSecond)
