@@ -362,10 +362,12 @@ func writeFileSync(path, content string) error {
 }
 
 // load rebuilds the table from the decision log. A transaction a previous run left without a
-// decision cannot still be preparing (that process is gone): it is decided rollback now, so
-// recovery rolls its branches back without waiting for the grace period.
+// decision cannot still be preparing (that process is gone): it is decided rollback now (the
+// decision durable first, abortUndecided), so recovery rolls its branches back without waiting
+// for the grace period.
 func (c *Coordinator) load(recs []record) {
 	now := c.opts.Now()
+	var undecided []*txState
 	for _, r := range recs {
 		st := &txState{
 			id: r.Gtrid, gtrid: r.Gtrid, clientID: r.ClientID, status: r.Status,
@@ -380,13 +382,37 @@ func (c *Coordinator) load(recs []record) {
 			st.branches = append(st.branches, &branchState{resource: b.Resource, state: b.State, commitSent: b.CommitSent})
 		}
 		if st.status == StatusActive || st.status == StatusPreparing {
-			st.status, st.decided = StatusRollingBack, now
-			st.code, st.message = "coordinator_restarted", "the coordinator stopped before deciding; rolled back (presumed abort)"
-			c.appendLog(st, recRollback, false)
+			undecided = append(undecided, st)
 		}
 		c.txs[st.gtrid] = st
 		c.byID[st.id] = st
 	}
+	c.abortUndecided(undecided, now)
+}
+
+// abortUndecided decides rollback for the transactions a previous run left undecided, each
+// once its record is durable (a decision is recorded before recovery acts on it). One whose
+// record cannot be written stays undecided: recovery's presumed abort tries again after the
+// grace period, recording it first as well.
+func (c *Coordinator) abortUndecided(sts []*txState, now time.Time) {
+	var wg sync.WaitGroup
+	for _, st := range sts {
+		prev := *st
+		st.status, st.decided = StatusRollingBack, now
+		st.code, st.message = "coordinator_restarted", "the coordinator stopped before deciding; rolled back (presumed abort)"
+		rec := st.snapshot(recRollback)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.dlog.appendSync(context.Background(), rec); err != nil {
+				c.log.Warn("decision log: the rollback of a transaction left undecided could not be recorded; recovery presumes abort after the grace period", "gtrid", st.gtrid, "err", err)
+				c.mu.Lock()
+				st.status, st.decided, st.code, st.message = prev.status, prev.decided, prev.code, prev.message
+				c.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // snapshot is the decision-log record of st. The caller holds c.mu.

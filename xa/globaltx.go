@@ -401,10 +401,39 @@ func (t *GlobalTx) rollbackLocked(ctx context.Context, reason error) TxInfo {
 		st.decided = c.opts.Now()
 	}
 	mustLog := st.logged
-	if mustLog {
+	prepared := false
+	for _, b := range t.order {
+		prepared = prepared || b.bs != nil && b.bs.state == BranchPrepared
+	}
+	var rec record
+	if prepared {
+		rec = st.snapshot(recRollback)
+		st.logged, mustLog = true, true
+	} else if mustLog {
 		c.appendLog(st, recRollback, false)
 	}
 	c.mu.Unlock()
+	if prepared {
+		// A branch may be prepared: the rollback decision is durable before any branch is
+		// rolled back (the log then refuses a later commit for this gtrid). A log that refuses
+		// it because it has failed takes no decision until a restart, which presumes abort for
+		// this transaction: no commit can ever be recorded for it, so the rollback goes on. A
+		// log that holds a different decision wins: nothing is rolled back.
+		err := c.dlog.appendSync(ctx, rec)
+		if errors.Is(err, ErrConflictingDecision) {
+			c.mu.Lock()
+			st.status, st.code, st.message = StatusInDoubt, "conflicting_decision", err.Error()
+			c.mu.Unlock()
+			for _, b := range t.order {
+				b.broken = true // prepared branches stay so, for recovery and the operator
+			}
+			c.log.Error("rollback refused by the decision log; branches left as they are", "gtrid", st.gtrid, "err", err)
+			return t.finish()
+		}
+		if err != nil {
+			c.log.Warn("rollback decision not recorded (the decision log failed); rolling back, as a restart would presume abort", "gtrid", st.gtrid, "err", err)
+		}
+	}
 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
 	defer cancel()
