@@ -37,6 +37,13 @@ type Options struct {
 	// file that still holds unfinished transactions; a switch back to the file does not carry
 	// the table's rows over, so make it with none unfinished. Default nil: the file.
 	DecisionDB *sql.DB
+	// DecisionBroker, when set, keeps the decision log in the broker's commit log (decision
+	// batches, always fsync'd, sharing the flusher's fsync with the broker's other writes; see
+	// declog_broker.go). Pass the *broker.Broker this process runs; set at most one of
+	// DecisionDB and DecisionBroker. Open refuses to switch from a file that still holds
+	// unfinished transactions; a switch away does not carry the held decisions over, so make
+	// it with none unfinished. Default nil.
+	DecisionBroker DecisionBroker
 	// DecisionDialect is DecisionDB's dialect: "mysql" (go-sql-driver/mysql; MySQL or
 	// MariaDB) or "postgres" (pgx stdlib). Required with DecisionDB.
 	DecisionDialect string
@@ -268,7 +275,10 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 // c.dlog and returns the records it holds and where it is.
 func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 	o := c.opts
-	if o.DecisionDB == nil {
+	if o.DecisionDB != nil && o.DecisionBroker != nil {
+		return nil, "", errors.New("open coordinator: both DecisionDB and DecisionBroker are set; the decision log is in one place")
+	}
+	if o.DecisionDB == nil && o.DecisionBroker == nil {
 		l, recs, err := openDecisionLog(o.Dir, o.Retention, o.CompactBytes, o.Now, c.metrics.observeFsync, c.log)
 		if err != nil {
 			return nil, "", err
@@ -282,8 +292,16 @@ func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 	}
 	if n > 0 {
 		return nil, "", fmt.Errorf("open coordinator: %s holds %d unfinished global transactions; "+
-			"finish them with the file decision log (leave Options.DecisionDB unset until none is left), then switch to the table",
+			"finish them with the file decision log (leave Options.DecisionDB and DecisionBroker unset until none is left), then switch",
 			filepath.Join(o.Dir, logFileName), n)
+	}
+	if o.DecisionBroker != nil {
+		l, recs, err := openBrokerDecisionLog(o.DecisionBroker, c.node, o.Retention, o.Now, c.metrics.observeFsync, c.log)
+		if err != nil {
+			return nil, "", fmt.Errorf("open coordinator: %w", err)
+		}
+		c.dlog = l
+		return recs, "commitlog", nil
 	}
 	l, recs, err := openSQLDecisionLog(ctx, sqlLogConfig{
 		db: o.DecisionDB, dialect: o.DecisionDialect, node: c.node, retention: o.Retention,

@@ -5,14 +5,38 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/imagomq/imago/broker"
 )
 
-// decisionStores runs fn against the file log and the table log (MariaDB and PostgreSQL).
+// decisionStores runs fn against the file log, the commit-log log and the table log (MariaDB
+// and PostgreSQL).
 func decisionStores(t *testing.T, fn func(t *testing.T, node string, open func() (decisionStore, []record))) {
 	t.Run("file", func(t *testing.T) {
 		dir := t.TempDir()
 		fn(t, newNode(t), func() (decisionStore, []record) {
 			l, recs, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l, recs
+		})
+	})
+	t.Run("commitlog", func(t *testing.T) {
+		dir := t.TempDir()
+		var b *broker.Broker
+		t.Cleanup(func() { b.Close() })
+		fn(t, newNode(t), func() (decisionStore, []record) {
+			if b != nil {
+				b.Close() // reopened: its decisions are rebuilt from the log
+			}
+			o := broker.NewOptions(dir)
+			o.Logger = quietLogger()
+			var err error
+			if b, err = broker.Open(o); err != nil {
+				t.Fatal(err)
+			}
+			l, recs, err := openBrokerDecisionLog(b, "", time.Hour, time.Now, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
