@@ -121,11 +121,18 @@ func decisionBatchSize(recs []DecisionRecord) int {
 // takes its records now: every held decision whose batch lies before decLimit, up to
 // compactChunk bytes; with none it is skipped.
 func (b *Broker) encodeDecisions(buf []byte, req *produceReq, pos int64, now int64) []byte {
-	b.decMu.Lock()
-	defer b.decMu.Unlock()
 	hdr := len(buf)
 	buf = grow(buf, batchHeaderSize)
-	for _, r := range req.decisions {
+	buf = b.appendDecisionRecords(buf, req.decisions, pos, now)
+	putBatchHeader(buf[hdr:], batchHeader{Length: uint32(len(buf) - hdr), Type: batchDecision, Count: uint32(len(req.decisions)), Timestamp: now})
+	return buf
+}
+
+// appendDecisionRecords appends recs as records of the batch at pos and holds them.
+func (b *Broker) appendDecisionRecords(buf []byte, recs []DecisionRecord, pos int64, now int64) []byte {
+	b.decMu.Lock()
+	defer b.decMu.Unlock()
+	for _, r := range recs {
 		m := decisionMessage(r)
 		buf, _ = appendRecord(buf, 0, 0, -1, now, &m)
 		if len(r.Value) == 0 {
@@ -134,8 +141,44 @@ func (b *Broker) encodeDecisions(buf []byte, req *produceReq, pos int64, now int
 			b.decisions[r.Key] = heldDecision{value: r.Value, pos: pos}
 		}
 	}
-	putBatchHeader(buf[hdr:], batchHeader{Length: uint32(len(buf) - hdr), Type: batchDecision, Count: uint32(len(req.decisions)), Timestamp: now})
 	return buf
+}
+
+// XACommitDecided commits an idle XA branch (ended with success, never prepared) in one batch
+// that also carries the coordinator's decision record dec: the branch's messages become
+// visible exactly when the decision is durable (the batch is fsync'd before it returns,
+// whatever the fsync policy). It is how a coordinator whose decision log is this commit log
+// saves the broker branch's prepare round and commit round: the branch's commit is the
+// decision. Errors are XACommit's.
+func (b *Broker) XACommitDecided(ctx context.Context, xid Xid, dec DecisionRecord) ([]TopicPosition, error) {
+	if dec.Key == "" || len(dec.Key) > maxDecisionKey || len(dec.Value) == 0 {
+		return nil, xaErr(XAERInval, "decision record with key of %d bytes and %d value bytes", len(dec.Key), len(dec.Value))
+	}
+	b.txMu.Lock()
+	t, err := b.xaBranch(xid)
+	if err != nil {
+		b.txMu.Unlock()
+		return nil, err
+	}
+	switch t.state {
+	case TxIdle:
+	case TxRollbackOnly:
+		b.finishLocked(t, TxRolledBack)
+		b.txMu.Unlock()
+		return nil, xaErr(XARBRollback, "branch %s was marked rollback-only and is rolled back", xid)
+	default:
+		b.txMu.Unlock()
+		return nil, xaErr(XAERProto, "a decided commit needs an idle branch; %s is %s", xid, t.state)
+	}
+	t.state = TxCommitting
+	b.txMu.Unlock()
+	out, err := b.commitBranchDecided(t, false, TxIdle, &dec)
+	if err != nil {
+		e := xaErr(XAERRMFail, "commit %s: %v", xid, err)
+		e.err = err
+		return nil, e
+	}
+	return out, nil
 }
 
 // compactChunk bounds one compaction batch of decisions.

@@ -126,3 +126,58 @@ func TestDecisionsSurviveRetention(t *testing.T) {
 	defer b.Close()
 	sameDecisions(t, "full rebuild after retention", decisionMap(b), map[string]string{"kept": "commit"})
 }
+
+// XACommitDecided commits an idle branch and records the decision in one batch: the messages
+// are readable and the decision held when it returns (fsync'd under fsync never too), the
+// branch is never listed by recover, and both survive a restart and a full rebuild.
+func TestXACommitDecided(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(t, dir)
+	o.Fsync = FsyncPolicy{Mode: FsyncNever}
+	o.CheckpointInterval = time.Hour
+	b := mustOpen(t, o)
+	mustCreate(t, b, "a", 2)
+	ctx := context.Background()
+	x := xid(1)
+	if err := b.XAStart(x, XANoFlags, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.XAAdd(x, txMsgs("a", "m0", "m1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.XACommitDecided(ctx, x, DecisionRecord{Key: "g", Value: []byte("commit")}); err == nil {
+		t.Fatal("a decided commit of an active branch was taken")
+	}
+	if err := b.XAEnd(x, XASuccess); err != nil {
+		t.Fatal(err)
+	}
+	pos, err := b.XACommitDecided(ctx, x, DecisionRecord{Key: "g", Value: []byte("commit")})
+	if err != nil || len(pos) != 2 {
+		t.Fatalf("decided commit: %v %v", pos, err)
+	}
+	if d, e := b.log.durable.Load(), b.log.end.Load(); d < e {
+		t.Fatalf("XACommitDecided returned with the log durable to %d of %d", d, e)
+	}
+	check := func(what string) {
+		t.Helper()
+		sameDecisions(t, what, decisionMap(b), map[string]string{"g": "commit"})
+		p0, p1 := fetchAll(t, b, "a", 0), fetchAll(t, b, "a", 1)
+		if len(p0) != 1 || len(p1) != 1 || string(p0[0].Value) != "m0" || string(p1[0].Value) != "m1" {
+			t.Fatalf("%s: messages %v %v", what, p0, p1)
+		}
+		if r := b.XARecover(); len(r) != 0 {
+			t.Fatalf("%s: recover lists %v", what, r)
+		}
+	}
+	check("live")
+	b.Close()
+	b = mustOpen(t, o)
+	check("after a restart")
+	b.Close()
+	if err := os.Remove(filepath.Join(dir, checkpointFileName)); err != nil {
+		t.Fatal(err)
+	}
+	b = mustOpen(t, o)
+	defer b.Close()
+	check("after a full rebuild")
+}

@@ -200,6 +200,10 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 			}
 			r.offsets[i] = Position{Partition: p.id, Offset: off}
 		}
+		if len(r.decisions) > 0 { // a commit that carries the coordinator's decision (decisions.go)
+			buf = b.appendDecisionRecords(buf, r.decisions, r.batchPos, now)
+			count += len(r.decisions)
+		}
 		h := batchHeader{Length: uint32(len(buf) - hdr), Type: r.kind, Count: uint32(count), Timestamp: now}
 		if r.hasKey {
 			h.Flags |= batchFlagKey
