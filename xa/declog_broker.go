@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imagomq/imago/broker"
@@ -41,7 +42,11 @@ type brokerDecisionLog struct {
 	now       func() time.Time
 	onSync    func(time.Duration)
 	log       *slog.Logger
-	entries   map[string]record // the last record per gtrid held by the broker (writer only)
+	// entries is the last record per gtrid the broker holds or is writing (set when a record
+	// is taken, so that a decided commit, which does not go through the writer, and the
+	// writer's records are checked against each other: declog_first.go). Guarded by mu.
+	mu      sync.Mutex
+	entries map[string]record
 
 	logQueue
 }
@@ -108,12 +113,21 @@ func dropped(r *record) bool { return r.Status.Final() && r.ClientID == "" }
 // wrote): those records are certainly not in the log, and the log fails for good since the
 // broker takes nothing more. An outcome the broker cannot tell fails the log too.
 func (l *brokerDecisionLog) write(batch []*logReq) {
-	batch = firstDecisionWins(batch, l.entries, l.log, l.where)
-	if len(batch) == 0 {
-		return
-	}
 	if err := l.failedErr(); err != nil {
 		answer(batch, notWritten(err))
+		return
+	}
+	l.mu.Lock()
+	batch = firstDecisionWins(batch, l.entries, l.log, l.where)
+	for _, req := range batch {
+		if dropped(&req.rec) {
+			delete(l.entries, req.rec.Gtrid)
+		} else {
+			l.entries[req.rec.Gtrid] = req.rec
+		}
+	}
+	l.mu.Unlock()
+	if len(batch) == 0 {
 		return
 	}
 	recs := make([]broker.DecisionRecord, len(batch))
@@ -129,6 +143,8 @@ func (l *brokerDecisionLog) write(batch []*logReq) {
 		l.onSync(time.Since(began))
 	}
 	if err != nil {
+		// The log fails for good: entries may now name records that are not in it, which
+		// matters to nobody (every later record is refused).
 		err = fmt.Errorf("write decisions to the commit log: %w", err)
 		l.fail(err)
 		if !errors.Is(err, broker.ErrOutcomeUnknown) {
@@ -137,14 +153,62 @@ func (l *brokerDecisionLog) write(batch []*logReq) {
 		answer(batch, err)
 		return
 	}
-	for _, req := range batch {
-		if dropped(&req.rec) {
-			delete(l.entries, req.rec.Gtrid)
-		} else {
-			l.entries[req.rec.Gtrid] = req.rec
-		}
-	}
 	answer(batch, nil)
+}
+
+// decidedCommitter is the broker's decided commit (broker.XACommitDecided), which a
+// BrokerResource may offer.
+type decidedCommitter interface {
+	XACommitDecided(ctx context.Context, xid broker.Xid, dec broker.DecisionRecord) ([]broker.TopicPosition, error)
+}
+
+// commitDecided makes the commit decision rec durable in the same batch that commits the
+// broker branch xid (idle, never prepared): one write and one fsync for the branch's prepare,
+// its commit and the decision. It keeps the first-decision rule like the writer. Errors: one
+// wrapping errNotWritten when nothing was written (the broker refused the commit before writing
+// it, or has failed: the log then fails too), any other when the outcome is unknown (the log
+// fails).
+func (l *brokerDecisionLog) commitDecided(ctx context.Context, dc decidedCommitter, xid Xid, rec record) ([]broker.TopicPosition, error) {
+	if err := l.failedErr(); err != nil {
+		return nil, notWritten(err)
+	}
+	req := &logReq{rec: rec, done: make(chan error, 1)}
+	l.mu.Lock()
+	if len(firstDecisionWins([]*logReq{req}, l.entries, l.log, l.where)) == 0 {
+		l.mu.Unlock()
+		return nil, <-req.done
+	}
+	prev, had := l.entries[rec.Gtrid]
+	l.entries[rec.Gtrid] = rec
+	l.mu.Unlock()
+	began := time.Now()
+	pos, err := dc.XACommitDecided(ctx, xid, broker.DecisionRecord{Key: rec.Gtrid, Value: appendRecord(nil, &rec)})
+	if l.onSync != nil {
+		l.onSync(time.Since(began))
+	}
+	if err == nil {
+		return pos, nil
+	}
+	var xe *broker.XAError
+	refused := errors.As(err, &xe) && xe.Code != broker.XAERRMFail || errors.Is(err, broker.ErrBackpressure)
+	if refused {
+		// Refused before anything was written (the branch timed out, back-pressure): the log
+		// stays usable and holds what it held.
+		l.mu.Lock()
+		if had {
+			l.entries[rec.Gtrid] = prev
+		} else {
+			delete(l.entries, rec.Gtrid)
+		}
+		l.mu.Unlock()
+		return nil, notWritten(fmt.Errorf("commit decision with the broker branch: %w", err))
+	}
+	err = fmt.Errorf("commit decision with the broker branch: %w", err)
+	l.fail(err)
+	if errors.Is(err, broker.ErrOutcomeUnknown) {
+		return nil, err
+	}
+	return nil, notWritten(err)
 }
 
 // sweep drops the finished transactions past retention.
@@ -154,19 +218,25 @@ func (l *brokerDecisionLog) sweep() {
 	}
 	now := l.now()
 	var recs []broker.DecisionRecord
+	l.mu.Lock()
 	for g, r := range l.entries {
 		if r.Status.Final() && now.Sub(r.Finished) >= l.retention {
 			recs = append(recs, broker.DecisionRecord{Key: g})
 		}
 	}
+	l.mu.Unlock()
 	if len(recs) == 0 {
 		return
 	}
+	// A final transaction gets no later record (its gtrid is never reused), so nothing
+	// changes these entries while the drop is written.
 	if err := l.b.AppendDecisions(context.Background(), recs); err != nil {
 		l.log.Warn("decision log: dropping finished transactions past retention failed", "err", err)
 		return
 	}
+	l.mu.Lock()
 	for _, r := range recs {
 		delete(l.entries, r.Key)
 	}
+	l.mu.Unlock()
 }

@@ -630,8 +630,19 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	sctx, cancel := t.stmtCtx(ctx)
 	defer cancel()
 	errs := make([]error, len(worked))
+	// With the decision log in the broker's commit log, the broker branch is not prepared: it
+	// is ended now and committed by the batch that holds the decision (commitDecided).
+	fused, dc := c.fusedBrokerBranch(worked)
+	if fused != nil {
+		if err := fused.conn.(*brokerBranch).end(broker.XASuccess, "prepare"); err != nil {
+			return t.rollbackLocked(ctx, &Reason{Code: "prepare_failed", Message: err.Error()}), fmt.Errorf("%w: %w", ErrRolledBack, err)
+		}
+	}
 	var wg sync.WaitGroup
 	for i, b := range worked {
+		if b == fused {
+			continue
+		}
 		wg.Add(1)
 		go func(i int, b *Branch) {
 			defer wg.Done()
@@ -682,10 +693,43 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	decideBegan := time.Now()
 	c.mu.Lock()
 	st.status, st.decided = StatusCommitting, c.opts.Now()
+	if fused != nil {
+		fused.bs.state, fused.bs.commitSent = BranchCommitted, true // what the decision's batch does
+	}
 	rec := st.snapshot(recCommit)
 	st.logged = true
 	c.mu.Unlock()
-	if len(second) > 0 {
+	var offsets []broker.TopicPosition
+	if fused != nil {
+		pos, err := c.dlog.(*brokerDecisionLog).commitDecided(context.WithoutCancel(ctx), dc, fused.xid, rec)
+		if errors.Is(err, errNotWritten) {
+			c.mu.Lock()
+			fused.bs.state, fused.bs.commitSent = BranchActive, false
+			c.mu.Unlock()
+			code := "decision_log_failed"
+			if errors.Is(err, broker.ErrBackpressure) {
+				code = "broker_busy"
+			}
+			c.log.Warn("commit decision not written: global transaction rolled back", "id", st.id, "gtrid", st.gtrid, "err", err)
+			return t.rollbackLocked(ctx, &Reason{Code: code, Message: "the commit decision could not be logged: " + err.Error()}),
+				fmt.Errorf("%w: decision log: %w", ErrRolledBack, err)
+		} else if err != nil {
+			// Unknown whether the batch (the decision and the broker branch's commit) is on
+			// disk: leave every prepared branch for the recovery of the next start.
+			c.mu.Lock()
+			// Not commitSent: recovery must not take the decision as durable before a
+			// restart reads the log back (commitDecided, recovery_indoubt.go).
+			fused.bs.state, fused.bs.commitSent = BranchActive, false
+			st.status, st.code, st.message = StatusInDoubt, "decision_log_failed", err.Error()
+			c.mu.Unlock()
+			for _, b := range worked {
+				b.broken = true
+			}
+			c.log.Error("commit decision could not be logged; branches left prepared for recovery at restart", "gtrid", st.gtrid, "err", err)
+			return t.finish(), fmt.Errorf("%w: decision log: %v", ErrInDoubt, err)
+		}
+		offsets = pos
+	} else if len(second) > 0 {
 		if err := c.dlog.appendSync(ctx, rec); errors.Is(err, errNotWritten) {
 			// Nothing of the decision was written: nothing committed anywhere, so the
 			// transaction rolls back (presumed abort covers a rollback record that cannot be
@@ -718,7 +762,6 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	p2Began := time.Now()
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
 	defer pcancel()
-	var offsets []broker.TopicPosition
 	heuristic := false
 	for _, b := range second {
 		wg.Add(1)
@@ -772,6 +815,34 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	}
 	c.mu.Unlock()
 	return t.finish(), err
+}
+
+// fusedBrokerBranch returns the broker branch among worked when its commit can carry the
+// commit decision: the decision log is the broker's commit log and the broker resource is that
+// same broker (in process). The caller holds t.mu.
+func (c *Coordinator) fusedBrokerBranch(worked []*Branch) (*Branch, decidedCommitter) {
+	l, ok := c.dlog.(*brokerDecisionLog)
+	if !ok {
+		return nil, nil
+	}
+	lb, ok := l.b.(*broker.Broker)
+	if !ok {
+		return nil, nil
+	}
+	for _, b := range worked {
+		rm, ok := b.rm.(*brokerRM)
+		if !ok {
+			continue
+		}
+		if bb, ok := rm.b.(*broker.Broker); !ok || bb != lb {
+			return nil, nil
+		}
+		if _, ok := b.conn.(*brokerBranch); !ok {
+			return nil, nil
+		}
+		return b, lb
+	}
+	return nil, nil
 }
 
 // abandon leaves the transaction as a crash would (test hooks only): connections dropped,
