@@ -25,9 +25,11 @@ func (e *env) reopenBroker() {
 	e.t.Cleanup(func() { b.Close() })
 }
 
-// With the decision log in the commit log, a commit decision made durable before a crash is
-// rebuilt by the broker's recovery and applied by the coordinator's, and a transaction left
-// undecided is rolled back at the restart; a repeat of the client id returns the outcome.
+// With the decision log in the commit log, a commit decision made durable before a crash (in
+// the batch that also commits the broker branch) is rebuilt by the broker's recovery and
+// applied to the database branches by the coordinator's, and a transaction left undecided is
+// rolled back at the restart (its broker branch never reached the log); a repeat of the client
+// id returns the outcome.
 func TestCommitLogDecisionsAcrossRestart(t *testing.T) {
 	e := newEnv(t)
 	table := e.tables(map[string]int64{"a": 100, "b": 0, "c": 100, "d": 0})
@@ -55,7 +57,12 @@ func TestCommitLogDecisionsAcrossRestart(t *testing.T) {
 	}); !errors.Is(err, errSimulatedCrash) {
 		t.Fatal(err)
 	}
-	waitFor(t, "both transactions' branches to be listed", func() bool { return len(e.prepared(node)) == 6 })
+	// The broker branches are never prepared: the decided one was committed by the batch that
+	// holds its decision, the undecided one was only ended (in memory).
+	waitFor(t, "both transactions' database branches to be listed", func() bool { return len(e.prepared(node)) == 4 })
+	if n := len(e.messages(topic)); n != 1 {
+		t.Fatalf("%d messages before the restart; want the decided transaction's, visible with its decision", n)
+	}
 	c.Close()
 	e.reopenBroker()
 
