@@ -252,4 +252,3 @@ func (c *Coordinator) fusedBrokerBranch(worked []*Branch) (*Branch, decidedCommi
 	}
 	return nil, nil
 }
-
