@@ -195,12 +195,19 @@ operations:
 		if resp, err := hc.Get(srv.URL + "/metrics"); err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			var fsyncs float64 // fsync calls of the broker and, with the file log, of the decision file
 			for _, l := range bytes.Split(b, []byte("\n")) {
 				if bytes.HasPrefix(l, []byte("imago_xa_phase_duration_seconds_sum")) || bytes.HasPrefix(l, []byte("imago_xa_phase_duration_seconds_count")) ||
 					bytes.HasPrefix(l, []byte("imago_xa_decision_log_fsync_seconds_sum")) || bytes.HasPrefix(l, []byte("imago_xa_decision_log_fsync_seconds_count")) {
 					t.Logf("%s", l)
 				}
+				f := strings.Fields(string(l))
+				if len(f) == 2 && (f[0] == "imago_fsync_duration_seconds_count" || declog == "file" && f[0] == "imago_xa_decision_log_fsync_seconds_count") {
+					n, _ := strconv.ParseFloat(f[1], 64)
+					fsyncs += n
+				}
 			}
+			global.fsyncs = fsyncs / (global.rate * d.Seconds())
 		}
 		if err := <-profiled; err != nil {
 			t.Errorf("server profile: %v", err)
@@ -222,8 +229,8 @@ operations:
 			profile += "." + declog
 		}
 		global := runGlobal(declog, profile)
-		t.Logf("%d clients, %s each: MariaDB XA cycle %.0f/s (CPUs %.0f%% busy), PostgreSQL 2PC cycle %.0f/s (%.0f%% busy), global transactions over HTTP (decision_log %s) %.0f/s (%.0f%% busy): %.0f%% of the slower database, %.0f%% of the bound the two cycles allow",
-			clients, d, rawMy.rate, 100*rawMy.busy, rawPg.rate, 100*rawPg.busy, declog, global.rate, 100*global.busy, 100*global.rate/slower, 100*global.rate/bound)
+		t.Logf("%d clients, %s each: MariaDB XA cycle %.0f/s (CPUs %.0f%% busy), PostgreSQL 2PC cycle %.0f/s (%.0f%% busy), global transactions over HTTP (decision_log %s) %.0f/s (%.0f%% busy, %.2f fsync calls of Imago each): %.0f%% of the slower database, %.0f%% of the bound the two cycles allow",
+			clients, d, rawMy.rate, 100*rawMy.busy, rawPg.rate, 100*rawPg.busy, declog, global.rate, 100*global.busy, global.fsyncs, 100*global.rate/slower, 100*global.rate/bound)
 		t.Logf("CPU per operation (decision_log %s): MariaDB cycle %.0f µs, PostgreSQL cycle %.0f µs, global transaction %.0f µs (Imago's own, load generator included: %.0f µs = %.0f%% of the two cycles); "+
 			"the two cycles alone allow %.0f/s = %.0f%% of the slower database on this machine",
 			declog, 1e6*rawMy.cpuPerOp(), 1e6*rawPg.cpuPerOp(), 1e6*global.cpuPerOp(), 1e6*(global.cpuPerOp()-both), 100*(global.cpuPerOp()-both)/both,
@@ -270,7 +277,7 @@ func gbenchLoad(t *testing.T, clients int, d time.Duration, setup func(i int) (f
 }
 
 // gbenchResult is one load's rate and how busy the machine's CPUs were meanwhile (0..1).
-type gbenchResult struct{ rate, busy float64 }
+type gbenchResult struct{ rate, busy, fsyncs float64 } // fsyncs: per operation (global transactions only)
 
 // cpuPerOp is the machine CPU time one operation took, in CPU-seconds.
 func (r gbenchResult) cpuPerOp() float64 { return r.busy * float64(runtime.NumCPU()) / r.rate }
