@@ -113,3 +113,37 @@ func TestCommitLogRefusesUnfinishedFileLog(t *testing.T) {
 		t.Fatal("opened on the commit log over a file log with an unfinished transaction")
 	}
 }
+
+// The commit-log decision log fails between the prepare phase and the decided commit (a
+// failed broker write: a fault a real disk cannot be made to produce on demand, so the log is
+// failed directly): nothing of the decision nor of the broker branch is written, the
+// transaction rolls back, no branch stays prepared and no message is published.
+func TestCommitLogDecisionNotWrittenRollsBack(t *testing.T) {
+	e := newEnv(t)
+	table := e.tables(map[string]int64{"a": 100, "b": 0})
+	node := newNode(t)
+	o := e.options(node)
+	o.DecisionBroker = e.b
+	c := e.open(o)
+	cleanLeftovers(t, e, node)
+	c.hookAfterPrepare = func(string) error {
+		c.dlog.(*brokerDecisionLog).fail(errors.New("write decisions to the commit log: input/output error (injected)"))
+		return nil
+	}
+	ctx := context.Background()
+	in, err := c.Run(ctx, BeginOptions{ID: "cl-not-written-" + e.suffix}, func(ctx context.Context, tx *GlobalTx) error {
+		return transfer(ctx, tx, table, "a", "b", 30, msg("xat."+e.suffix, "a", `{}`))
+	})
+	if !errors.Is(err, ErrRolledBack) || in.Status != StatusRolledBack || in.Code != "decision_log_failed" {
+		t.Fatalf("decision not written: %+v %v; want rolled_back, decision_log_failed", in, err)
+	}
+	if p := e.prepared(node); len(p) != 0 {
+		t.Fatalf("branches left prepared: %v", p)
+	}
+	if e.balance(e.my, table, "a") != 100 || e.balance(e.pg, table, "b") != 0 || len(e.messages("xat."+e.suffix)) != 0 {
+		t.Fatal("changes kept although the commit decision was never written")
+	}
+	if err := c.Ping(ctx); err == nil {
+		t.Fatal("Ping does not report the failed decision log")
+	}
+}
