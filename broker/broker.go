@@ -40,6 +40,9 @@ type Broker struct {
 	txMu sync.Mutex // guards txs and every *tx in it; taken after stateMu, never before
 	txs  map[string]*tx
 
+	decMu     sync.Mutex // guards decisions; taken after stateMu and txMu, never before
+	decisions map[string]heldDecision
+
 	idemMu   sync.Mutex
 	inflight map[dedupe.Key]*produceReq
 
@@ -94,6 +97,7 @@ func Open(opts Options) (*Broker, error) {
 		qsig:        make(chan struct{}, 1),
 		inflight:    make(map[dedupe.Key]*produceReq),
 		txs:         make(map[string]*tx),
+		decisions:   make(map[string]heldDecision),
 		flusherDone: make(chan struct{}),
 		ckptSig:     make(chan struct{}, 1),
 		stop:        make(chan struct{}),

@@ -30,12 +30,13 @@ import (
 const checkpointFileName = "checkpoint.json"
 
 type checkpointFile struct {
-	Version    int               `json:"version"`
-	Position   int64             `json:"position"`
-	Partitions []checkpointPart  `json:"partitions"`
-	Dedupe     dedupe.Checkpoint `json:"dedupe"`
-	Txs        []checkpointTx    `json:"transactions,omitempty"`
-	WrittenAt  string            `json:"written_at"`
+	Version    int                  `json:"version"`
+	Position   int64                `json:"position"`
+	Partitions []checkpointPart     `json:"partitions"`
+	Dedupe     dedupe.Checkpoint    `json:"dedupe"`
+	Txs        []checkpointTx       `json:"transactions,omitempty"`
+	Decisions  []checkpointDecision `json:"decisions,omitempty"`
+	WrittenAt  string               `json:"written_at"`
 }
 
 type checkpointPart struct {
@@ -113,6 +114,7 @@ func (b *Broker) checkpoint() error {
 		}
 	}
 	cp.Txs = b.checkpointTxs(pos)
+	cp.Decisions = b.checkpointDecisions(pos)
 	dcp := b.syncedDedupe // Sync below makes it durable; later keys are replayed from the log
 	_, err := b.dedupe.Sync()
 	if err != nil {

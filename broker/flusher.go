@@ -150,7 +150,7 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		}
 	}
 	for i, r := range reqs {
-		if r.stale != nil && r.stale() {
+		if r.stale != nil && r.stale() || r.kind == batchDecision && r.decLimit >= 0 && !b.takeCompaction(r) {
 			r.skipped = true
 			continue
 		}
@@ -169,6 +169,11 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 			buf = b.appendSnapshot(buf, now)
 		}
 		hdr := len(buf)
+		if r.kind == batchDecision {
+			r.batchPos = b.log.end.Load() + int64(hdr)
+			buf = b.encodeDecisions(buf, r, r.batchPos, now)
+			continue
+		}
 		buf = grow(buf, batchHeaderSize)
 		r.offsets = make([]Position, len(r.msgs))
 		base := b.log.end.Load()
@@ -194,6 +199,10 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 				entries = append(entries, pendingEntry{p: p, off: off, e: indexEntry{Pos: pos, Size: uint32(len(buf) - before), CRC: crc, Timestamp: now}})
 			}
 			r.offsets[i] = Position{Partition: p.id, Offset: off}
+		}
+		if len(r.decisions) > 0 { // a commit that carries the coordinator's decision (decisions.go)
+			buf = b.appendDecisionRecords(buf, r.decisions, r.batchPos, now)
+			count += len(r.decisions)
 		}
 		h := batchHeader{Length: uint32(len(buf) - hdr), Type: r.kind, Count: uint32(count), Timestamp: now}
 		if r.hasKey {

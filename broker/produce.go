@@ -32,6 +32,10 @@ type produceReq struct {
 	// the request no longer applies and is dropped unwritten (skipped; applied is not run).
 	stale   func() bool
 	skipped bool
+	// Decision batches (decisions.go): kind is batchDecision and decisions its records; with
+	// decLimit >= 0 it is a compaction, whose records the flusher takes when it encodes it.
+	decisions []DecisionRecord
+	decLimit  int64
 
 	hasKey bool
 	key    dedupe.Key

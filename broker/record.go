@@ -111,7 +111,7 @@ func parseBatchHeader(b []byte) (batchHeader, error) {
 	if h.Length < batchHeaderSize || h.Length > maxBatchBytes {
 		return h, fmt.Errorf("%w: batch length %d", errTorn, h.Length)
 	}
-	if h.Type != batchMessages && h.Type != batchSnapshot && h.Type != batchTx && h.Type != batchGap {
+	if h.Type != batchMessages && h.Type != batchSnapshot && h.Type != batchTx && h.Type != batchGap && h.Type != batchDecision {
 		return h, fmt.Errorf("%w: batch type %d", errTorn, h.Type)
 	}
 	return h, nil

@@ -42,6 +42,9 @@ func (b *Broker) recover(cp *checkpointFile) error {
 			err = b.restoreTxs(cp.Txs)
 		}
 		if err == nil {
+			err = b.restoreDecisions(cp.Decisions)
+		}
+		if err == nil {
 			err = b.replay(cp.Position, false, cp.Position)
 		}
 		if err == nil {
@@ -56,9 +59,15 @@ func (b *Broker) recover(cp *checkpointFile) error {
 		return err
 	}
 	clear(b.txs)
+	clear(b.decisions)
 	dedupeFrom := int64(0)
 	if cp != nil {
 		dedupeFrom = cp.Position
+		// Decisions whose batches retention deleted live only in the checkpoint: keep them
+		// (later batches in the log override them).
+		if err := b.restoreDecisions(cp.Decisions); err != nil {
+			return err
+		}
 		// Heuristic outcomes whose batches retention deleted live only in the checkpoint:
 		// keep them (a forget later in the log still removes them).
 		var heur []checkpointTx
@@ -360,6 +369,8 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 		return nil
 	case batchTx:
 		return b.replayTx(pos, bv, byID, rebuild)
+	case batchDecision:
+		return b.replayDecisions(pos, bv)
 	case batchSnapshot:
 		for _, r := range bv.Records {
 			t, ok := byID[r.TopicID]

@@ -119,10 +119,14 @@ func (b *Broker) EnforceRetention() {
 		// first.
 		var compacted bool
 		if first := b.log.segmentBounds(); len(first) > 1 && minPos > first[0][1] {
-			minPos, compacted = b.compactPrepared(minPos)
+			limit := minPos
+			minPos, compacted = b.compactPrepared(limit)
+			pinned, wrote := b.compactDecisions(limit) // decisions.go
+			minPos, compacted = min(minPos, pinned), compacted || wrote
 		} else {
 			pinned, _ := b.compactPrepared(0)
-			minPos = min(minPos, pinned)
+			dpinned, _ := b.compactDecisions(0)
+			minPos = min(minPos, pinned, dpinned)
 		}
 		if compacted {
 			// The checkpoint on disk names the old positions: record the new ones before the

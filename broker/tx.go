@@ -330,21 +330,35 @@ func (b *Broker) runTxSweeper() {
 // not be queued (back-pressure) or, for XA, when the write failed (the transaction manager
 // retries; after a restart recovery decides).
 func (b *Broker) commitBranch(t *tx, heuristic bool, prev TxState) ([]TopicPosition, error) {
+	return b.commitBranchDecided(t, heuristic, prev, nil)
+}
+
+// commitBranchDecided is commitBranch; with dec, the commit batch also carries the
+// coordinator's decision record dec (decisions.go), so the commit and the decision are one
+// batch, durable together or not at all.
+func (b *Broker) commitBranchDecided(t *tx, heuristic bool, prev TxState, dec *DecisionRecord) ([]TopicPosition, error) {
 	op := txOpCommit
 	if heuristic {
 		op = txOpHeurCommit
+	}
+	if dec != nil {
+		op = txOpCommitDecided
 	}
 	final := TxCommitted
 	if heuristic {
 		final = TxHeurCommitted
 	}
-	if len(t.msgs) == 0 && !heuristic {
+	if len(t.msgs) == 0 && !heuristic && dec == nil {
 		b.txMu.Lock()
 		b.finishLocked(t, TxCommitted)
 		b.txMu.Unlock()
 		return nil, nil
 	}
 	req := b.txRequest(t, op, true)
+	if dec != nil {
+		req.decisions = []DecisionRecord{*dec}
+		req.size = decisionBatchSize(req.decisions) - batchHeaderSize + req.size
+	}
 	req.applied = func(int64) {
 		b.txMu.Lock()
 		defer b.txMu.Unlock()

@@ -38,6 +38,9 @@ const (
 	txOpHeurCommit   byte = 4
 	txOpHeurRollback byte = 5
 	txOpForget       byte = 6
+	// commit with the coordinator's decision: as commit, and the batch's last record is a
+	// decision record (decisions.go), so the branch's commit is the transaction's decision
+	txOpCommitDecided byte = 7
 )
 
 type checkpointTx struct {
@@ -166,6 +169,17 @@ func (b *Broker) replayTx(pos int64, bv batchView, byID map[uint32]*topic, rebui
 	op, key := ctl.Value[0], string(ctl.Value[1:])
 	recs := bv.Records[1:]
 	recPos := pos + batchHeaderSize + int64(ctl.Size)
+	if op == txOpCommitDecided {
+		if len(recs) == 0 {
+			return fmt.Errorf("%w: decided commit batch at %d has no decision record", errRebuild, pos)
+		}
+		dec := recs[len(recs)-1]
+		recs = recs[:len(recs)-1]
+		if err := b.replayDecisions(pos, batchView{Records: []record{dec}}); err != nil {
+			return err
+		}
+		op = txOpCommit
+	}
 	if op == txOpCommit || op == txOpHeurCommit {
 		if _, err := b.indexReplayed(recs, recPos, byID, rebuild); err != nil {
 			return err

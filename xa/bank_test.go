@@ -48,7 +48,15 @@ func namesFor(s string) bankNames {
 	return bankNames{wallet: "xab_w_" + s, wjournal: "xab_wj_" + s, ledger: "xab_l_" + s, ljournal: "xab_lj_" + s, topic: "xab." + s}
 }
 
+// TestBankCrash runs the bank with each decision log: the file, the broker's commit log and a
+// table (in PostgreSQL).
 func TestBankCrash(t *testing.T) {
+	for _, declog := range []string{"file", "commitlog", "table"} {
+		t.Run(declog, func(t *testing.T) { bankCrash(t, declog) })
+	}
+}
+
+func bankCrash(t *testing.T, declog string) {
 	e := newEnv(t)
 	e.b.Close() // the children own the broker directory (and create the topic)
 	e.b = nil
@@ -63,7 +71,7 @@ func TestBankCrash(t *testing.T) {
 	var mu sync.Mutex
 	run := func(mode string, kill bool) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestBankCrash$")
-		cmd.Env = append(os.Environ(), bankChildEnv+"="+mode, "XAB_SUFFIX="+s, "XAB_NODE="+node, "XAB_DIR="+e.dir,
+		cmd.Env = append(os.Environ(), bankChildEnv+"="+mode, "XAB_SUFFIX="+s, "XAB_NODE="+node, "XAB_DECLOG="+declog, "XAB_DIR="+e.dir,
 			"XAB_MY="+testenv.MySQLDSN(t), "XAB_PG="+testenv.PostgresDSN(t))
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
@@ -156,7 +164,7 @@ func TestBankCrash(t *testing.T) {
 	if p := e.prepared(node); len(p) != 0 {
 		t.Errorf("prepared branches left: %v", p)
 	}
-	t.Logf("%d kills: %d transfers started, %d committed, %d rolled back, %d cut by a kill", kills, len(started), len(committed), len(rolledBack), cut)
+	t.Logf("decision log %s, %d kills: %d transfers started, %d committed, %d rolled back, %d cut by a kill", declog, kills, len(started), len(committed), len(rolledBack), cut)
 	if len(committed) == 0 || len(rolledBack) == 0 {
 		t.Errorf("the load did not exercise both outcomes")
 	}
@@ -191,6 +199,12 @@ func bankChild() int {
 	o.Grace = time.Second
 	o.RecoveryInterval = 200 * time.Millisecond
 	o.Logger = quietLogger()
+	switch os.Getenv("XAB_DECLOG") {
+	case "commitlog":
+		o.DecisionBroker = b
+	case "table":
+		o.DecisionDB, o.DecisionDialect = pg, "postgres"
+	}
 	ctx := context.Background()
 	c, err := Open(ctx, o)
 	if err != nil {

@@ -36,6 +36,13 @@ type Options struct {
 	// file that still holds unfinished transactions; a switch back to the file does not carry
 	// the table's rows over, so make it with none unfinished. Default nil: the file.
 	DecisionDB *sql.DB
+	// DecisionBroker, when set, keeps the decision log in the broker's commit log (decision
+	// batches, always fsync'd, sharing the flusher's fsync with the broker's other writes; see
+	// declog_broker.go). Pass the *broker.Broker this process runs; set at most one of
+	// DecisionDB and DecisionBroker. Open refuses to switch from a file that still holds
+	// unfinished transactions; a switch away does not carry the held decisions over, so make
+	// it with none unfinished. Default nil.
+	DecisionBroker DecisionBroker
 	// DecisionDialect is DecisionDB's dialect: "mysql" (go-sql-driver/mysql; MySQL or
 	// MariaDB) or "postgres" (pgx stdlib). Required with DecisionDB.
 	DecisionDialect string
@@ -267,7 +274,10 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 // c.dlog and returns the records it holds and where it is.
 func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 	o := c.opts
-	if o.DecisionDB == nil {
+	if o.DecisionDB != nil && o.DecisionBroker != nil {
+		return nil, "", errors.New("open coordinator: both DecisionDB and DecisionBroker are set; the decision log is in one place")
+	}
+	if o.DecisionDB == nil && o.DecisionBroker == nil {
 		l, recs, err := openDecisionLog(o.Dir, o.Retention, o.CompactBytes, o.Now, c.metrics.observeFsync, c.log)
 		if err != nil {
 			return nil, "", err
@@ -281,8 +291,16 @@ func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 	}
 	if n > 0 {
 		return nil, "", fmt.Errorf("open coordinator: %s holds %d unfinished global transactions; "+
-			"finish them with the file decision log (leave Options.DecisionDB unset until none is left), then switch to the table",
+			"finish them with the file decision log (leave Options.DecisionDB and DecisionBroker unset until none is left), then switch",
 			filepath.Join(o.Dir, logFileName), n)
+	}
+	if o.DecisionBroker != nil {
+		l, recs, err := openBrokerDecisionLog(o.DecisionBroker, c.node, o.Retention, o.Now, c.metrics.observeFsync, c.log)
+		if err != nil {
+			return nil, "", fmt.Errorf("open coordinator: %w", err)
+		}
+		c.dlog = l
+		return recs, "commitlog", nil
 	}
 	l, recs, err := openSQLDecisionLog(ctx, sqlLogConfig{
 		db: o.DecisionDB, dialect: o.DecisionDialect, node: c.node, retention: o.Retention,
@@ -342,10 +360,12 @@ func writeFileSync(path, content string) error {
 }
 
 // load rebuilds the table from the decision log. A transaction a previous run left without a
-// decision cannot still be preparing (that process is gone): it is decided rollback now, so
-// recovery rolls its branches back without waiting for the grace period.
+// decision cannot still be preparing (that process is gone): it is decided rollback now (the
+// decision durable first, abortUndecided), so recovery rolls its branches back without waiting
+// for the grace period.
 func (c *Coordinator) load(recs []record) {
 	now := c.opts.Now()
+	var undecided []*txState
 	for _, r := range recs {
 		st := &txState{
 			id: r.Gtrid, gtrid: r.Gtrid, clientID: r.ClientID, status: r.Status,
@@ -360,13 +380,37 @@ func (c *Coordinator) load(recs []record) {
 			st.branches = append(st.branches, &branchState{resource: b.Resource, state: b.State, commitSent: b.CommitSent})
 		}
 		if st.status == StatusActive || st.status == StatusPreparing {
-			st.status, st.decided = StatusRollingBack, now
-			st.code, st.message = "coordinator_restarted", "the coordinator stopped before deciding; rolled back (presumed abort)"
-			c.appendLog(st, recRollback, false)
+			undecided = append(undecided, st)
 		}
 		c.txs[st.gtrid] = st
 		c.byID[st.id] = st
 	}
+	c.abortUndecided(undecided, now)
+}
+
+// abortUndecided decides rollback for the transactions a previous run left undecided, each
+// once its record is durable (a decision is recorded before recovery acts on it). One whose
+// record cannot be written stays undecided: recovery's presumed abort tries again after the
+// grace period, recording it first as well.
+func (c *Coordinator) abortUndecided(sts []*txState, now time.Time) {
+	var wg sync.WaitGroup
+	for _, st := range sts {
+		prev := *st
+		st.status, st.decided = StatusRollingBack, now
+		st.code, st.message = "coordinator_restarted", "the coordinator stopped before deciding; rolled back (presumed abort)"
+		rec := st.snapshot(recRollback)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.dlog.appendSync(context.Background(), rec); err != nil {
+				c.log.Warn("decision log: the rollback of a transaction left undecided could not be recorded; recovery presumes abort after the grace period", "gtrid", st.gtrid, "err", err)
+				c.mu.Lock()
+				st.status, st.decided, st.code, st.message = prev.status, prev.decided, prev.code, prev.message
+				c.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // snapshot is the decision-log record of st. The caller holds c.mu.

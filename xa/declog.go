@@ -187,6 +187,7 @@ func (l *decisionLog) run() {
 // write writes the batch (and fsyncs with sync) and answers its waiters. Any error fails the
 // log; the waiters learn whether their records were certainly not written (errNotWritten).
 func (l *decisionLog) write(buf []byte, batch []*logReq, sync bool) []byte {
+	batch = firstDecisionWins(batch, l.entries, l.log, l.where)
 	for _, r := range batch {
 		buf = appendRecord(buf, &r.rec)
 	}

@@ -259,6 +259,9 @@ func (l *sqlDecisionLog) run() {
 // to the write timeout and then answered errNotWritten, the log staying usable; a write whose
 // outcome is unknown fails the log for good.
 func (l *sqlDecisionLog) write(batch []*logReq) {
+	if batch = firstDecisionWins(batch, l.entries, l.cfg.log, l.where); len(batch) == 0 {
+		return
+	}
 	if err := l.failedErr(); err != nil {
 		answer(batch, notWritten(err))
 		return

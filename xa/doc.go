@@ -41,6 +41,14 @@
 // with the code decision_log_failed) and Ping, hence /readyz, reports it. A commit decision
 // that certainly was not written is a rollback. Resolve takes effect once its record is durable.
 //
+// With Options.DecisionBroker the log is the broker's commit log (declog_broker.go): decision
+// batches the broker fsyncs with its other writes, rebuilds at recovery and keeps through
+// retention. The broker branch is then never prepared: its commit batch carries the commit
+// decision (broker.XACommitDecided), one write and one fsync for both.
+//
+// Every log keeps the first decision for a gtrid (declog_first.go): a later, different one is
+// refused and logged. Every outcome is recorded before it is acted on, presumed abort included.
+//
 // # Xids
 //
 // Every branch has an Xid in Imago's format (xid.go): format id 0x494D4731 ("IMG1"), a

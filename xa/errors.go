@@ -62,6 +62,10 @@ var (
 	ErrDecisionLogFailed = errors.New("decision log failed; restart the coordinator")
 	// ErrUnsupportedServer: a database that cannot be an XA resource (see the message).
 	ErrUnsupportedServer = errors.New("database server cannot be an XA resource")
+	// ErrConflictingDecision: the decision log refused a record that decides a transaction
+	// otherwise than the decision it already holds (the first decision wins); nothing of the
+	// record was written.
+	ErrConflictingDecision = errors.New("a different decision for this transaction is already logged")
 )
 
 // Error is a resource manager's failure with its XA code.

@@ -401,10 +401,39 @@ func (t *GlobalTx) rollbackLocked(ctx context.Context, reason error) TxInfo {
 		st.decided = c.opts.Now()
 	}
 	mustLog := st.logged
-	if mustLog {
+	prepared := false
+	for _, b := range t.order {
+		prepared = prepared || b.bs != nil && b.bs.state == BranchPrepared
+	}
+	var rec record
+	if prepared {
+		rec = st.snapshot(recRollback)
+		st.logged, mustLog = true, true
+	} else if mustLog {
 		c.appendLog(st, recRollback, false)
 	}
 	c.mu.Unlock()
+	if prepared {
+		// A branch may be prepared: the rollback decision is durable before any branch is
+		// rolled back (the log then refuses a later commit for this gtrid). A log that refuses
+		// it because it has failed takes no decision until a restart, which presumes abort for
+		// this transaction: no commit can ever be recorded for it, so the rollback goes on. A
+		// log that holds a different decision wins: nothing is rolled back.
+		err := c.dlog.appendSync(ctx, rec)
+		if errors.Is(err, ErrConflictingDecision) {
+			c.mu.Lock()
+			st.status, st.code, st.message = StatusInDoubt, "conflicting_decision", err.Error()
+			c.mu.Unlock()
+			for _, b := range t.order {
+				b.broken = true // prepared branches stay so, for recovery and the operator
+			}
+			c.log.Error("rollback refused by the decision log; branches left as they are", "gtrid", st.gtrid, "err", err)
+			return t.finish()
+		}
+		if err != nil {
+			c.log.Warn("rollback decision not recorded (the decision log failed); rolling back, as a restart would presume abort", "gtrid", st.gtrid, "err", err)
+		}
+	}
 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
 	defer cancel()
@@ -576,173 +605,6 @@ func (t *GlobalTx) commitOnePhase(ctx context.Context, b *Branch) (TxInfo, error
 	b.broken = true
 	c.log.Error("one-phase commit outcome unknown; transaction in doubt", "id", st.id, "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
 	return t.finish(), fmt.Errorf("%w: %v", ErrInDoubt, err)
-}
-
-func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo, error) {
-	c := t.c
-	st := t.st
-	began := time.Now()
-	// A failed decision log could not take the decision: nothing may prepare (each branch
-	// would wait, locks held, for a restart). The "preparing" record is queued, not waited
-	// for: presumed abort does not need it (see doc.go).
-	c.mu.Lock()
-	st.status = StatusPreparing
-	logErr := c.dlog.failedErr()
-	if logErr == nil {
-		logErr = c.appendLog(st, recPreparing, false)
-	}
-	c.mu.Unlock()
-	if logErr != nil {
-		c.log.Warn("decision log failed: global transaction rolled back before prepare", "id", st.id, "gtrid", st.gtrid, "err", logErr)
-		return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the decision log cannot take a decision: " + logErr.Error()}),
-			fmt.Errorf("%w: %w: %v", ErrRolledBack, ErrDecisionLogFailed, logErr)
-	}
-
-	sctx, cancel := t.stmtCtx(ctx)
-	defer cancel()
-	errs := make([]error, len(worked))
-	var wg sync.WaitGroup
-	for i, b := range worked {
-		wg.Add(1)
-		go func(i int, b *Branch) {
-			defer wg.Done()
-			ro, err := b.conn.prepare(sctx)
-			switch {
-			case err == nil && ro:
-				c.setBranch(b.bs, BranchReadOnly)
-			case err == nil:
-				c.setBranch(b.bs, BranchPrepared)
-			case isRollbackCode(XACode(err)):
-				c.setBranch(b.bs, BranchFailed)
-				errs[i] = err
-			default:
-				// Unknown: it may be prepared. Dropping the connection detaches it; the
-				// rollback decision makes recovery roll it back.
-				b.broken = true
-				c.setBranch(b.bs, BranchPrepared)
-				errs[i] = err
-			}
-		}(i, b)
-	}
-	wg.Wait()
-	c.metrics.phase.WithLabelValues("prepare").Observe(time.Since(began).Seconds())
-	if err := errors.Join(errs...); err != nil {
-		code := "prepare_failed"
-		if errors.Is(sctx.Err(), context.DeadlineExceeded) {
-			code = "timed_out"
-		}
-		return t.rollbackLocked(ctx, &Reason{Code: code, Message: err.Error()}), fmt.Errorf("%w: %w", ErrRolledBack, err)
-	}
-	if c.hookAfterPrepare != nil {
-		if err := c.hookAfterPrepare(st.gtrid); err != nil {
-			return t.abandon(), err
-		}
-	}
-	if time.Now().After(t.deadline) {
-		c.metrics.timeouts.Inc()
-		return t.rollbackLocked(ctx, &Reason{Code: "timed_out", Message: "prepared after the transaction's timeout"}), fmt.Errorf("%w: %w", ErrRolledBack, ErrTimedOut)
-	}
-	var second []*Branch
-	for _, b := range worked {
-		if b.bs.state == BranchPrepared {
-			second = append(second, b)
-		}
-	}
-
-	// The decision: durable before the first phase-2 commit.
-	decideBegan := time.Now()
-	c.mu.Lock()
-	st.status, st.decided = StatusCommitting, c.opts.Now()
-	rec := st.snapshot(recCommit)
-	st.logged = true
-	c.mu.Unlock()
-	if len(second) > 0 {
-		if err := c.dlog.appendSync(ctx, rec); errors.Is(err, errNotWritten) {
-			// Nothing of the decision was written: nothing committed anywhere, so the
-			// transaction rolls back (presumed abort covers a rollback record that cannot be
-			// written either).
-			c.log.Warn("commit decision not written: global transaction rolled back", "id", st.id, "gtrid", st.gtrid, "err", err)
-			return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the commit decision could not be logged: " + err.Error()}),
-				fmt.Errorf("%w: decision log: %w", ErrRolledBack, err)
-		} else if err != nil {
-			// Whether the decision reached the disk is unknown: leave every branch prepared
-			// for the recovery of the next start, which reads the log back.
-			c.mu.Lock()
-			st.status, st.code, st.message = StatusInDoubt, "decision_log_failed", err.Error()
-			c.mu.Unlock()
-			for _, b := range second {
-				b.broken = true
-			}
-			c.log.Error("commit decision could not be logged; branches left prepared for recovery at restart", "gtrid", st.gtrid, "err", err)
-			return t.finish(), fmt.Errorf("%w: decision log: %v", ErrInDoubt, err)
-		}
-	} else {
-		c.dlog.append(rec)
-	}
-	c.metrics.phase.WithLabelValues("decide").Observe(time.Since(decideBegan).Seconds())
-	if c.hookAfterDecision != nil {
-		if err := c.hookAfterDecision(st.gtrid); err != nil {
-			return t.abandon(), err
-		}
-	}
-
-	p2Began := time.Now()
-	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
-	defer pcancel()
-	var offsets []broker.TopicPosition
-	heuristic := false
-	for _, b := range second {
-		wg.Add(1)
-		go func(b *Branch) {
-			defer wg.Done()
-			c.mu.Lock()
-			sentBefore := b.bs.commitSent
-			b.bs.commitSent = true
-			c.mu.Unlock()
-			pos, err := b.conn.commit(pctx, false)
-			code := XACode(err)
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			switch {
-			case err == nil:
-				b.bs.state = BranchCommitted
-				offsets = append(offsets, pos...)
-			case code == XAERNota && sentBefore:
-				b.bs.state = BranchCommitted
-			case code == XAERNota || code == XAHeurRB || code == XAHeurMix || isRollbackCode(code):
-				b.bs.state = BranchHeuristic
-				heuristic = true
-				c.log.Error("prepared branch vanished before its commit: heuristic hazard", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
-			case code == XAHeurCom:
-				b.bs.state = BranchCommitted
-			default:
-				b.broken = true // detach it; recovery commits it
-				c.log.Warn("phase-2 commit failed; recovery retries", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
-			}
-		}(b)
-	}
-	wg.Wait()
-	c.metrics.phase.WithLabelValues("commit").Observe(time.Since(p2Began).Seconds())
-	c.mu.Lock()
-	st.offsets = offsets
-	done := true
-	for _, bs := range st.branches {
-		if bs.state == BranchPrepared || bs.state == BranchActive {
-			done = false
-		}
-	}
-	var err error
-	switch {
-	case heuristic:
-		st.status, st.code, st.message = StatusInDoubt, "heuristic_hazard", "a prepared branch was finished by someone else before its commit"
-		c.appendLog(st, recInDoubt, false)
-		err = fmt.Errorf("%w: %s", ErrInDoubt, st.message)
-	case done:
-		st.status, st.finished = StatusCommitted, c.opts.Now()
-		c.appendLog(st, recDone, false)
-	}
-	c.mu.Unlock()
-	return t.finish(), err
 }
 
 // abandon leaves the transaction as a crash would (test hooks only): connections dropped,

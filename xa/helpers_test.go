@@ -58,7 +58,11 @@ func newEnv(t *testing.T) *env {
 	if e.b, err = broker.Open(bo); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.b.Close() })
+	t.Cleanup(func() {
+		if e.b != nil { // a test may have closed it and failed before reopening
+			e.b.Close()
+		}
+	})
 	return e
 }
 

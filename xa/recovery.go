@@ -137,11 +137,13 @@ func (c *Coordinator) recoverBranch(ctx context.Context, gtrid, resource string)
 			return nil
 		}
 		action = "presumed_abort"
-		if st != nil {
-			st.status, st.decided = StatusRollingBack, now
-			st.code, st.message = "presumed_abort", "prepared without a decision past the grace period"
-			c.appendLog(st, recRollback, false)
+		c.mu.Unlock()
+		var err error
+		if st, err = c.recordPresumedAbort(gtrid, resource, st, now); err != nil {
+			c.metrics.recovery.WithLabelValues(resource, "error").Inc()
+			return fmt.Errorf("presumed abort of %s on %s: not rolled back, its rollback decision could not be recorded: %w", gtrid, resource, err)
 		}
+		c.mu.Lock()
 	}
 	var bs *branchState
 	if st != nil {
@@ -199,6 +201,47 @@ func (c *Coordinator) recoverBranch(ctx context.Context, gtrid, resource string)
 		st.nextTry = now.Add(min(d, backoffMax))
 	}
 	return fmt.Errorf("recovery %s of %s on %s: %w", action, gtrid, resource, err)
+}
+
+// recordPresumedAbort makes the rollback decision of an undecided transaction durable before
+// recovery rolls any of its branches back: the decision is recorded before it is acted on, and
+// the log then refuses a later commit decision for the gtrid (declog_first.go). st is the
+// transaction as the coordinator knows it, or nil for a gtrid the log never held (a branch
+// prepared by a run whose "preparing" record did not reach the log); that one is added to the
+// table, so its "done" is logged once its branches are gone. On an error (the log failed, or
+// holds another decision) nothing changes and the branch stays prepared. The caller does not
+// hold c.mu.
+func (c *Coordinator) recordPresumedAbort(gtrid, resource string, st *txState, now time.Time) (*txState, error) {
+	const code, why = "presumed_abort", "prepared without a decision past the grace period"
+	c.mu.Lock()
+	fresh := st == nil
+	if fresh {
+		st = &txState{id: gtrid, gtrid: gtrid, created: now, settled: make(chan struct{}),
+			branches: []*branchState{{resource: resource, state: BranchPrepared}}}
+		close(st.settled)
+	}
+	prev := *st
+	st.status, st.decided, st.code, st.message = StatusRollingBack, now, code, why
+	rec := st.snapshot(recRollback)
+	if !fresh {
+		*st = prev
+	}
+	c.mu.Unlock()
+	if err := c.dlog.appendSync(context.Background(), rec); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if fresh {
+		if other := c.txs[gtrid]; other != nil {
+			st = other // cannot happen while recMu is held; keep what the table has
+		} else {
+			c.txs[gtrid], c.byID[gtrid] = st, st
+		}
+	}
+	st.status, st.decided, st.code, st.message = StatusRollingBack, now, code, why
+	st.logged = true
+	return st, nil
 }
 
 // markInDoubt records a heuristic hazard. The caller holds c.mu.

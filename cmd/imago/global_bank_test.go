@@ -158,6 +158,24 @@ func TestGlobalBankCrash(t *testing.T) {
 	gbankRun(t, kills, "", nil)
 }
 
+// TestGlobalBankCrashDecisionCommitLog is the bank test with the decision log in the broker's
+// commit log (coordinator.decision_log: commitlog): the commit decisions that recovery applies
+// after a kill are decision batches the broker rebuilt at its restart. Short (3 kills) unless
+// -gbank.long.
+func TestGlobalBankCrashDecisionCommitLog(t *testing.T) {
+	testenv.MySQLDSN(t)
+	testenv.PostgresDSN(t)
+	kills := 3
+	if *gbankLong {
+		kills = 30
+	}
+	gbankRun(t, kills, "coordinator: {decision_log: commitlog}\n", func(pg *sql.DB, dataDir, node string) {
+		if _, err := os.Stat(filepath.Join(dataDir, "coordinator", "decisions.log")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a decision log file exists with coordinator.decision_log: commitlog (%v)", err)
+		}
+	})
+}
+
 // TestGlobalBankCrashDecisionTable is the bank test with the decision log in the ledger
 // resource's PostgreSQL database: the commit decisions that recovery applies after a kill
 // come from imago.xa_decisions. Short (3 kills) unless -gbank.long.

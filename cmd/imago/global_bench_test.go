@@ -40,7 +40,8 @@ import (
 var (
 	gbenchDuration = flag.Duration("gbench.duration", 0, "global transaction throughput test: duration of each load (0 skips the test)")
 	gbenchClients  = flag.Int("gbench.clients", 32, "global transaction throughput test: concurrent clients")
-	gbenchProfile  = flag.String("gbench.serverprofile", "", "global transaction throughput test: write the server's CPU profile over the global load to this file")
+	gbenchProfile  = flag.String("gbench.serverprofile", "", "global transaction throughput test: write the server's CPU profile over the global load to this file (with several decision logs, the log's name is added)")
+	gbenchDeclogs  = flag.String("gbench.declog", "file,commitlog", "global transaction throughput test: the coordinator.decision_log values to measure, comma-separated, each against the same raw cycles")
 )
 
 func TestGlobalThroughput(t *testing.T) {
@@ -132,91 +133,108 @@ func TestGlobalThroughput(t *testing.T) {
 		}, func() { conn.Close() }
 	})
 
-	// Global transactions through the HTTP API.
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`resources:
+	// Global transactions through the HTTP API, once per decision log.
+	runGlobal := func(declog, profile string) gbenchResult {
+		dir := t.TempDir()
+		cfg := fmt.Sprintf(`coordinator: {decision_log: %s}
+resources:
   wallet: {driver: mysql, dsn: %q}
   ledger: {driver: postgres, dsn: %q}
 operations:
   wallet.debit: {sql: "UPDATE %s SET balance = balance - :amount WHERE id = :account", expect_rows: 1, params: {account: string, amount: integer}}
   ledger.credit: {sql: "UPDATE %s SET balance = balance + :amount WHERE id = :account", expect_rows: 1, params: {account: string, amount: integer}}
-`, testenv.MySQLDSN(t), testenv.PostgresDSN(t), wallet, ledger)
-	cfgPath := filepath.Join(dir, "imago.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"--config", cfgPath}
-	const pprofAddr = "127.0.0.1:16061"
-	if *gbenchProfile != "" {
-		args = append(args, "--pprof-addr", pprofAddr)
-	}
-	srv := startServer(t, filepath.Join(dir, "data"), args...)
-	if _, err := srv.client().CreateTopic(ctx, topic, client.TopicConfig{Partitions: 4}); err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + 4}}
-	profiled := make(chan error, 1)
-	if *gbenchProfile != "" {
-		go func() {
-			secs := max(1, int(d.Seconds())-1)
-			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, secs))
-			if err == nil {
+`, declog, testenv.MySQLDSN(t), testenv.PostgresDSN(t), wallet, ledger)
+		cfgPath := filepath.Join(dir, "imago.yaml")
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"--config", cfgPath}
+		const pprofAddr = "127.0.0.1:16061"
+		if profile != "" {
+			args = append(args, "--pprof-addr", pprofAddr)
+		}
+		srv := startServer(t, filepath.Join(dir, "data"), args...)
+		if _, err := srv.client().CreateTopic(ctx, topic, client.TopicConfig{Partitions: 4}); err != nil {
+			t.Fatal(err)
+		}
+		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + 4}}
+		profiled := make(chan error, 1)
+		if profile != "" {
+			go func() {
+				secs := max(1, int(d.Seconds())-1)
+				resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, secs))
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					err = os.WriteFile(profile, b, 0o644)
+				}
+				profiled <- err
+			}()
+		} else {
+			profiled <- nil
+		}
+		global := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
+			acct := fmt.Sprint("a", i)
+			body, _ := json.Marshal(api.GlobalTxRequest{Steps: []api.GlobalTxStep{
+				{Resource: "wallet", Operation: "debit", Params: map[string]any{"account": acct, "amount": 1}},
+				{Resource: "ledger", Operation: "credit", Params: map[string]any{"account": acct, "amount": 1}},
+			}, Messages: []api.TxMessage{{Topic: topic, ProduceMessage: api.ProduceMessage{Key: &acct, Value: json.RawMessage(`{"amount":1}`)}}}})
+			return func() error {
+				resp, err := hc.Post(srv.URL+"/v1/global-transactions", "application/json", bytes.NewReader(body))
+				if err != nil {
+					return err
+				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				err = os.WriteFile(*gbenchProfile, b, 0o644)
-			}
-			profiled <- err
-		}()
-	} else {
-		profiled <- nil
-	}
-	global := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
-		acct := fmt.Sprint("a", i)
-		body, _ := json.Marshal(api.GlobalTxRequest{Steps: []api.GlobalTxStep{
-			{Resource: "wallet", Operation: "debit", Params: map[string]any{"account": acct, "amount": 1}},
-			{Resource: "ledger", Operation: "credit", Params: map[string]any{"account": acct, "amount": 1}},
-		}, Messages: []api.TxMessage{{Topic: topic, ProduceMessage: api.ProduceMessage{Key: &acct, Value: json.RawMessage(`{"amount":1}`)}}}})
-		return func() error {
-			resp, err := hc.Post(srv.URL+"/v1/global-transactions", "application/json", bytes.NewReader(body))
-			if err != nil {
-				return err
-			}
+				if resp.StatusCode != 200 {
+					return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+				}
+				return nil
+			}, func() {}
+		})
+		if resp, err := hc.Get(srv.URL + "/metrics"); err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+			var fsyncs float64 // fsync calls of the broker and, with the file log, of the decision file
+			for _, l := range bytes.Split(b, []byte("\n")) {
+				if bytes.HasPrefix(l, []byte("imago_xa_phase_duration_seconds_sum")) || bytes.HasPrefix(l, []byte("imago_xa_phase_duration_seconds_count")) ||
+					bytes.HasPrefix(l, []byte("imago_xa_decision_log_fsync_seconds_sum")) || bytes.HasPrefix(l, []byte("imago_xa_decision_log_fsync_seconds_count")) {
+					t.Logf("%s", l)
+				}
+				f := strings.Fields(string(l))
+				if len(f) == 2 && (f[0] == "imago_fsync_duration_seconds_count" || declog == "file" && f[0] == "imago_xa_decision_log_fsync_seconds_count") {
+					n, _ := strconv.ParseFloat(f[1], 64)
+					fsyncs += n
+				}
 			}
-			return nil
-		}, func() {}
-	})
-	if resp, err := hc.Get(srv.URL + "/metrics"); err == nil {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, l := range bytes.Split(b, []byte("\n")) {
-			if bytes.HasPrefix(l, []byte("imago_xa_phase_duration_seconds_sum")) || bytes.HasPrefix(l, []byte("imago_xa_phase_duration_seconds_count")) ||
-				bytes.HasPrefix(l, []byte("imago_xa_decision_log_fsync_seconds_sum")) || bytes.HasPrefix(l, []byte("imago_xa_decision_log_fsync_seconds_count")) {
-				t.Logf("%s", l)
-			}
+			global.fsyncs = fsyncs / (global.rate * d.Seconds())
 		}
+		if err := <-profiled; err != nil {
+			t.Errorf("server profile: %v", err)
+		}
+		srv.stop()
+		return global
 	}
-	if err := <-profiled; err != nil {
-		t.Errorf("server profile: %v", err)
-	}
-	srv.stop()
 
 	slower := min(rawMy.rate, rawPg.rate)
-	t.Logf("%d clients, %s each: MariaDB XA cycle %.0f/s (CPUs %.0f%% busy), PostgreSQL 2PC cycle %.0f/s (%.0f%% busy), global transactions over HTTP %.0f/s (%.0f%% busy): %.0f%% of the slower database (target >= 70%%)",
-		clients, d, rawMy.rate, 100*rawMy.busy, rawPg.rate, 100*rawPg.busy, global.rate, 100*global.busy, 100*global.rate/slower)
 	// On one machine the databases share the CPUs with each other and with Imago. A global
 	// transaction runs one cycle on each database, so if each raw cycle already keeps the CPUs
 	// busy, the CPU time of the two cycles added is what one global transaction needs at least
 	// (less only by the round trips Imago saves), before HTTP, the broker and the decision log.
 	both := rawMy.cpuPerOp() + rawPg.cpuPerOp()
-	t.Logf("CPU per operation: MariaDB cycle %.0f µs, PostgreSQL cycle %.0f µs, global transaction %.0f µs; "+
-		"the two cycles alone allow %.0f/s = %.0f%% of the slower database on this machine",
-		1e6*rawMy.cpuPerOp(), 1e6*rawPg.cpuPerOp(), 1e6*global.cpuPerOp(), float64(runtime.NumCPU())/both, 100*float64(runtime.NumCPU())/both/slower)
-	if global.rate < 0.7*slower {
-		t.Logf("below the 70%% target")
+	bound := float64(runtime.NumCPU()) / both
+	for _, declog := range strings.Split(*gbenchDeclogs, ",") {
+		profile := *gbenchProfile
+		if profile != "" && strings.Contains(*gbenchDeclogs, ",") {
+			profile += "." + declog
+		}
+		global := runGlobal(declog, profile)
+		t.Logf("%d clients, %s each: MariaDB XA cycle %.0f/s (CPUs %.0f%% busy), PostgreSQL 2PC cycle %.0f/s (%.0f%% busy), global transactions over HTTP (decision_log %s) %.0f/s (%.0f%% busy, %.2f fsync calls of Imago each): %.0f%% of the slower database, %.0f%% of the bound the two cycles allow",
+			clients, d, rawMy.rate, 100*rawMy.busy, rawPg.rate, 100*rawPg.busy, declog, global.rate, 100*global.busy, global.fsyncs, 100*global.rate/slower, 100*global.rate/bound)
+		t.Logf("CPU per operation (decision_log %s): MariaDB cycle %.0f µs, PostgreSQL cycle %.0f µs, global transaction %.0f µs (Imago's own, load generator included: %.0f µs = %.0f%% of the two cycles); "+
+			"the two cycles alone allow %.0f/s = %.0f%% of the slower database on this machine",
+			declog, 1e6*rawMy.cpuPerOp(), 1e6*rawPg.cpuPerOp(), 1e6*global.cpuPerOp(), 1e6*(global.cpuPerOp()-both), 100*(global.cpuPerOp()-both)/both,
+			bound, 100*bound/slower)
 	}
 }
 
@@ -259,7 +277,7 @@ func gbenchLoad(t *testing.T, clients int, d time.Duration, setup func(i int) (f
 }
 
 // gbenchResult is one load's rate and how busy the machine's CPUs were meanwhile (0..1).
-type gbenchResult struct{ rate, busy float64 }
+type gbenchResult struct{ rate, busy, fsyncs float64 } // fsyncs: per operation (global transactions only)
 
 // cpuPerOp is the machine CPU time one operation took, in CPU-seconds.
 func (r gbenchResult) cpuPerOp() float64 { return r.busy * float64(runtime.NumCPU()) / r.rate }

@@ -33,7 +33,8 @@ const (
 
 // openCoordinator opens the XA coordinator over the configured resources (resources.<name>)
 // and the in-process broker, keeping its node id in <data_dir>/coordinator and its decision
-// log there too (coordinator.decision_log: file) or in the table imago.xa_decisions /
+// log there too (coordinator.decision_log: file), in the broker's commit log
+// (coordinator.decision_log: commitlog) or in the table imago.xa_decisions /
 // imago_xa_decisions of a resource's database (coordinator.decision_log: <resource>), on
 // that resource's pool. It always
 // runs, also with no database configured: a global transaction may then only publish
@@ -97,13 +98,19 @@ func (s *server) openCoordinator(ctx context.Context) error {
 			decisionDB, decisionDialect = db, dialect
 		}
 	}
-	if dl := s.cfg.Coordinator.DecisionLog; dl != "" && dl != config.DecisionLogFile && decisionDB == nil {
-		return &usageError{fmt.Errorf("coordinator.decision_log %q: not a resource in resources; want %q or a resource's name", dl, config.DecisionLogFile)}
+	dl := s.cfg.Coordinator.DecisionLog
+	if dl == config.DecisionLogCommitLog {
+		decisionDB, decisionDialect = nil, ""
+	} else if dl != "" && dl != config.DecisionLogFile && decisionDB == nil {
+		return &usageError{fmt.Errorf("coordinator.decision_log %q: not a resource in resources; want %q, %q or a resource's name", dl, config.DecisionLogFile, config.DecisionLogCommitLog)}
 	}
 	o := xa.NewOptions(filepath.Join(s.cfg.DataDir, "coordinator"))
 	o.Resources = append(resources, xa.Broker(coordinatorBroker, s.b))
 	o.Logger = s.logger
 	o.DecisionDB, o.DecisionDialect = decisionDB, decisionDialect
+	if dl == config.DecisionLogCommitLog {
+		o.DecisionBroker = s.b
+	}
 	o.NodeID = s.cfg.Coordinator.NodeID
 	if s.cfg.Coordinator.Grace > 0 {
 		o.Grace = s.cfg.Coordinator.Grace

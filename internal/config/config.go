@@ -121,10 +121,15 @@ type Resource struct {
 // DecisionLogFile is Coordinator.DecisionLog's value for the file in the data directory.
 const DecisionLogFile = "file"
 
+// DecisionLogCommitLog is Coordinator.DecisionLog's value for the broker's commit log (the
+// keyword wins over a resource of that name).
+const DecisionLogCommitLog = "commitlog"
+
 // Coordinator configures the XA coordinator.
 type Coordinator struct {
 	// DecisionLog is where the coordinator records its decisions: "file" (the default, an
-	// fsync'd log in <data_dir>/coordinator) or the name of a mysql or postgres resource in
+	// fsync'd log in <data_dir>/coordinator), "commitlog" (decision batches in the broker's
+	// commit log, fsync'd together with the broker's own writes) or the name of a mysql or postgres resource in
 	// resources, whose database then holds them in the table imago.xa_decisions (PostgreSQL) or
 	// imago_xa_decisions (MySQL/MariaDB), created at start-up.
 	DecisionLog string `yaml:"decision_log"`

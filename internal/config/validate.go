@@ -104,7 +104,7 @@ func (c Config) Validate() error {
 
 func (c Config) validateCoordinator() []error {
 	var errs []error
-	if dl := c.Coordinator.DecisionLog; dl != DecisionLogFile {
+	if dl := c.Coordinator.DecisionLog; dl != DecisionLogFile && dl != DecisionLogCommitLog {
 		r, ok := c.Resources[dl]
 		switch {
 		case !ok:
@@ -117,7 +117,7 @@ func (c Config) validateCoordinator() []error {
 			if len(names) > 0 {
 				have = "configured: " + strings.Join(names, ", ")
 			}
-			errs = append(errs, fmt.Errorf("coordinator.decision_log %q: want %q (the default, a file in data_dir) or the name of a mysql or postgres resource in resources (%s)", dl, DecisionLogFile, have))
+			errs = append(errs, fmt.Errorf("coordinator.decision_log %q: want %q (the default, a file in data_dir), %q (the broker's commit log) or the name of a mysql or postgres resource in resources (%s)", dl, DecisionLogFile, DecisionLogCommitLog, have))
 		case r.Driver != "mysql" && r.Driver != "postgres":
 			errs = append(errs, fmt.Errorf("coordinator.decision_log %q: the resource's driver is %q; the decision table needs a mysql or postgres database", dl, r.Driver))
 		}

@@ -1,0 +1,279 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+)
+
+// Decision records: the XA coordinator's decision log kept in the commit log (package xa,
+// coordinator.decision_log: commitlog). A batch of type batchDecision holds one record per
+// decision, topic id 0, offset -1 (never indexed, never read by consumers), the transaction's
+// key as the record key and the coordinator's encoded record as the value; a record with an
+// empty value drops the key. The broker does not interpret values: it keeps the last value per
+// key (held), which is what the coordinator reads back at open.
+//
+// A decision batch is always fsync'd before AppendDecisions returns, whatever the fsync policy
+// (like transaction records, it is a promise to every resource of the transaction), and shares
+// that fsync with whatever else the flusher writes in the same round. Held decisions are rebuilt
+// at recovery like indexes: each checkpoint carries the held decisions written before its
+// position (their values, so that neither a restart nor retention needs their batches), and the
+// log after it is replayed. So that a full rebuild from the log (an unreadable checkpoint moved
+// aside) still finds them, retention re-writes held decisions whose batches lie in segments it
+// is about to delete at the head of the log first, as it does for prepared XA branches.
+//
+// The held map is updated when the flusher encodes a decision batch, in log order, so a
+// compaction batch (which takes its values at that moment) can never put an older value after
+// a newer one. If that round's write or fsync fails the broker stops (fail-stop) and the
+// restart rebuilds the map from what is on disk.
+
+const batchDecision = 5
+
+// DecisionRecord is one record of the coordinator's decision log in the commit log.
+type DecisionRecord struct {
+	Key   string // the transaction it decides (a gtrid)
+	Value []byte // the coordinator's record; empty: Key is dropped
+}
+
+type heldDecision struct {
+	value []byte
+	pos   int64 // the batch that holds it
+}
+
+type checkpointDecision struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value"`
+	Pos   int64  `json:"position"` // the batch that holds it (retention re-writes it first)
+}
+
+// maxDecisionKey bounds a decision key.
+const maxDecisionKey = 256
+
+// AppendDecisions appends recs as one batch and returns once it is fsync'd (also with fsync
+// "interval" or "never"). Decision batches are not refused under back-pressure: they are small
+// and each one finishes transactions. An error means the batch is not stored: the broker has
+// failed or is closing (and a restart cuts what the failed round wrote), except an error
+// wrapping ErrOutcomeUnknown, after which only a restart can tell.
+func (b *Broker) AppendDecisions(ctx context.Context, recs []DecisionRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	for _, r := range recs {
+		if r.Key == "" || len(r.Key) > maxDecisionKey {
+			return fmt.Errorf("%w: decision key of %d bytes (1 to %d)", ErrInvalidArgument, len(r.Key), maxDecisionKey)
+		}
+	}
+	req := &produceReq{kind: batchDecision, decisions: recs, sync: true, done: make(chan struct{}), decLimit: -1}
+	req.size = decisionBatchSize(recs)
+	if req.size > maxBatchBytes {
+		return fmt.Errorf("%w: decision batch of %d bytes", ErrMessageTooLarge, req.size)
+	}
+	_, err := b.submitDecisions(req)
+	return err
+}
+
+// Decisions returns the held decisions (the last value of every key not dropped), by key.
+func (b *Broker) Decisions() []DecisionRecord {
+	b.decMu.Lock()
+	defer b.decMu.Unlock()
+	out := make([]DecisionRecord, 0, len(b.decisions))
+	for k, h := range b.decisions {
+		out = append(out, DecisionRecord{Key: k, Value: bytes.Clone(h.value)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// submitDecisions queues req past the back-pressure limit and waits for it.
+func (b *Broker) submitDecisions(req *produceReq) (ProduceResult, error) {
+	b.qmu.Lock()
+	if b.closing {
+		b.qmu.Unlock()
+		return ProduceResult{}, ErrClosed
+	}
+	b.queue = append(b.queue, req)
+	b.qbytes += int64(req.size)
+	b.qmu.Unlock()
+	b.signal()
+	<-req.done
+	return ProduceResult{}, req.err
+}
+
+func decisionMessage(r DecisionRecord) Message {
+	return Message{Key: []byte(r.Key), Value: r.Value}
+}
+
+func decisionBatchSize(recs []DecisionRecord) int {
+	n := batchHeaderSize
+	for _, r := range recs {
+		m := decisionMessage(r)
+		n += recordSize(&m)
+	}
+	return n
+}
+
+// encodeDecisions is the flusher's part (flusher.go): it appends req's records to buf as one
+// batch at log position pos and updates the held map. A compaction request (decLimit >= 0)
+// takes its records now: every held decision whose batch lies before decLimit, up to
+// compactChunk bytes; with none it is skipped.
+func (b *Broker) encodeDecisions(buf []byte, req *produceReq, pos int64, now int64) []byte {
+	hdr := len(buf)
+	buf = grow(buf, batchHeaderSize)
+	buf = b.appendDecisionRecords(buf, req.decisions, pos, now)
+	putBatchHeader(buf[hdr:], batchHeader{Length: uint32(len(buf) - hdr), Type: batchDecision, Count: uint32(len(req.decisions)), Timestamp: now})
+	return buf
+}
+
+// appendDecisionRecords appends recs as records of the batch at pos and holds them.
+func (b *Broker) appendDecisionRecords(buf []byte, recs []DecisionRecord, pos int64, now int64) []byte {
+	b.decMu.Lock()
+	defer b.decMu.Unlock()
+	for _, r := range recs {
+		m := decisionMessage(r)
+		buf, _ = appendRecord(buf, 0, 0, -1, now, &m)
+		if len(r.Value) == 0 {
+			delete(b.decisions, r.Key)
+		} else {
+			b.decisions[r.Key] = heldDecision{value: r.Value, pos: pos}
+		}
+	}
+	return buf
+}
+
+// XACommitDecided commits an idle XA branch (ended with success, never prepared) in one batch
+// that also carries the coordinator's decision record dec: the branch's messages become
+// visible exactly when the decision is durable (the batch is fsync'd before it returns,
+// whatever the fsync policy). It is how a coordinator whose decision log is this commit log
+// saves the broker branch's prepare round and commit round: the branch's commit is the
+// decision. Errors are XACommit's.
+func (b *Broker) XACommitDecided(ctx context.Context, xid Xid, dec DecisionRecord) ([]TopicPosition, error) {
+	if dec.Key == "" || len(dec.Key) > maxDecisionKey || len(dec.Value) == 0 {
+		return nil, xaErr(XAERInval, "decision record with key of %d bytes and %d value bytes", len(dec.Key), len(dec.Value))
+	}
+	b.txMu.Lock()
+	t, err := b.xaBranch(xid)
+	if err != nil {
+		b.txMu.Unlock()
+		return nil, err
+	}
+	switch t.state {
+	case TxIdle:
+	case TxRollbackOnly:
+		b.finishLocked(t, TxRolledBack)
+		b.txMu.Unlock()
+		return nil, xaErr(XARBRollback, "branch %s was marked rollback-only and is rolled back", xid)
+	default:
+		b.txMu.Unlock()
+		return nil, xaErr(XAERProto, "a decided commit needs an idle branch; %s is %s", xid, t.state)
+	}
+	t.state = TxCommitting
+	b.txMu.Unlock()
+	out, err := b.commitBranchDecided(t, false, TxIdle, &dec)
+	if err != nil {
+		e := xaErr(XAERRMFail, "commit %s: %v", xid, err)
+		e.err = err
+		return nil, e
+	}
+	return out, nil
+}
+
+// compactChunk bounds one compaction batch of decisions.
+const compactChunk = 4 << 20
+
+// takeCompaction fills a compaction request with the held decisions before its limit (at most
+// compactChunk bytes) and reports false when there are none. Flusher only, right before the
+// request is encoded.
+func (b *Broker) takeCompaction(req *produceReq) bool {
+	b.decMu.Lock()
+	defer b.decMu.Unlock()
+	req.decisions = req.decisions[:0]
+	size := batchHeaderSize
+	for k, h := range b.decisions {
+		if h.pos >= req.decLimit {
+			continue
+		}
+		r := DecisionRecord{Key: k, Value: h.value}
+		m := decisionMessage(r)
+		if size+recordSize(&m) > compactChunk && len(req.decisions) > 0 {
+			break
+		}
+		size += recordSize(&m)
+		req.decisions = append(req.decisions, r)
+	}
+	req.size = size
+	return len(req.decisions) > 0
+}
+
+// compactDecisions re-writes at the head of the log every held decision whose batch lies before
+// limit (limit 0: none), and returns the lowest position a held decision still pins (limit if
+// none) and whether it wrote anything.
+func (b *Broker) compactDecisions(limit int64) (pinned int64, wrote bool) {
+	for limit > 0 {
+		req := &produceReq{kind: batchDecision, sync: true, done: make(chan struct{}), decLimit: limit, size: batchHeaderSize}
+		if _, err := b.submitDecisions(req); err != nil {
+			b.opts.Logger.Error("compact decisions", "err", err)
+			break
+		}
+		if req.skipped {
+			break
+		}
+		wrote = true
+	}
+	pinned = limit
+	b.decMu.Lock()
+	for _, h := range b.decisions {
+		if h.pos < pinned {
+			pinned = h.pos
+		}
+	}
+	b.decMu.Unlock()
+	return pinned, wrote
+}
+
+// checkpointDecisions lists the held decisions written before pos. The caller holds stateMu.
+func (b *Broker) checkpointDecisions(pos int64) []checkpointDecision {
+	b.decMu.Lock()
+	defer b.decMu.Unlock()
+	var out []checkpointDecision
+	for k, h := range b.decisions {
+		if h.pos < pos {
+			out = append(out, checkpointDecision{Key: k, Value: h.value, Pos: h.pos})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// restoreDecisions brings back the decisions a checkpoint lists.
+func (b *Broker) restoreDecisions(cps []checkpointDecision) error {
+	b.decMu.Lock()
+	defer b.decMu.Unlock()
+	for _, c := range cps {
+		if c.Key == "" || len(c.Value) == 0 {
+			return fmt.Errorf("checkpoint holds a decision with key %q and %d value bytes", c.Key, len(c.Value))
+		}
+		b.decisions[c.Key] = heldDecision{value: c.Value, pos: c.Pos}
+	}
+	return nil
+}
+
+// replayDecisions applies a decision batch found in the log during recovery.
+func (b *Broker) replayDecisions(pos int64, bv batchView) error {
+	b.decMu.Lock()
+	defer b.decMu.Unlock()
+	for _, r := range bv.Records {
+		if r.TopicID != 0 || len(r.Key) == 0 {
+			return fmt.Errorf("%w: decision batch at %d holds a record of topic id %d, key of %d bytes", errRebuild, pos, r.TopicID, len(r.Key))
+		}
+		if len(r.Value) == 0 {
+			delete(b.decisions, string(r.Key))
+			continue
+		}
+		b.decisions[string(r.Key)] = heldDecision{value: bytes.Clone(r.Value), pos: pos}
+	}
+	return nil
+}

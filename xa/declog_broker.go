@@ -1,0 +1,242 @@
+package xa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+)
+
+// The decision log in the broker's commit log (Options.DecisionBroker; coordinator.decision_log:
+// commitlog). Each record is a broker decision record keyed by its gtrid whose value is the
+// record's frame (the same bytes as the file log's); the broker keeps the last one per gtrid,
+// rebuilds them at recovery like its indexes, and keeps them through retention. One writer
+// goroutine group-commits like the other logs: every batch it takes becomes one decision batch,
+// which the broker's flusher writes and fsyncs together with whatever else it writes in that
+// round (produces, XA prepares and commits), so a decision costs no fsync of its own when the
+// broker is busy.
+//
+// What is kept: a finished transaction without a client id is dropped from the held set by its
+// "done" record (nothing asks for it after a restart, and the broker's checkpoint carries the
+// held set); one with a client id is kept for Options.Retention (repeats of its id return its
+// outcome) and then dropped by a sweep. Unfinished ones are kept until they finish.
+
+// DecisionBroker is what the commit-log decision log needs of the broker; *broker.Broker
+// satisfies it.
+type DecisionBroker interface {
+	AppendDecisions(ctx context.Context, recs []broker.DecisionRecord) error
+	Decisions() []broker.DecisionRecord
+}
+
+var _ DecisionBroker = (*broker.Broker)(nil)
+
+type brokerDecisionLog struct {
+	b         DecisionBroker
+	node      string
+	retention time.Duration
+	now       func() time.Time
+	onSync    func(time.Duration)
+	log       *slog.Logger
+	// entries is the last record per gtrid the broker holds or is writing (set when a record
+	// is taken, so that a decided commit, which does not go through the writer, and the
+	// writer's records are checked against each other: declog_first.go). Guarded by mu.
+	mu      sync.Mutex
+	entries map[string]record
+
+	logQueue
+}
+
+// brokerSweepEvery is how often finished transactions past retention are dropped.
+const brokerSweepEvery = time.Minute
+
+// openBrokerDecisionLog reads this node's held decisions and starts the writer. A held value
+// that does not decode is corruption (the broker verified its CRC): the open fails naming it.
+func openBrokerDecisionLog(b DecisionBroker, node string, retention time.Duration, now func() time.Time, onSync func(time.Duration), log *slog.Logger) (*brokerDecisionLog, []record, error) {
+	l := &brokerDecisionLog{b: b, node: node, retention: retention, now: now, onSync: onSync, log: log,
+		entries: map[string]record{}, logQueue: newLogQueue(log, "log", "commitlog")}
+	var out []record
+	for _, d := range b.Decisions() {
+		if !strings.HasPrefix(d.Key, node) {
+			continue // another node's (a shared data directory is refused, but be exact)
+		}
+		r, n, err := decodeFrame(d.Value)
+		if err != nil || n != len(d.Value) || r.Gtrid != d.Key {
+			return nil, nil, fmt.Errorf("decision log in the commit log: the record of %s does not decode (%v): restore the data directory, or repair it knowing what it decided", d.Key, err)
+		}
+		l.entries[r.Gtrid] = r
+		out = append(out, r)
+	}
+	go l.run()
+	return l, out, nil
+}
+
+func (l *brokerDecisionLog) close() error {
+	l.stopWriter()
+	return nil
+}
+
+// run is the writer goroutine.
+func (l *brokerDecisionLog) run() {
+	defer close(l.done)
+	sweep := time.NewTicker(brokerSweepEvery)
+	defer sweep.Stop()
+	var batch []*logReq
+	for {
+		batch = batch[:0]
+		select {
+		case req := <-l.reqs:
+			batch = append(batch, req)
+		case <-sweep.C:
+			l.sweep()
+			continue
+		case <-l.stop:
+			batch = l.drain(batch, int(^uint(0)>>1))
+			if len(batch) > 0 {
+				l.write(batch)
+			}
+			return
+		}
+		l.write(l.drain(batch, 4096))
+	}
+}
+
+// dropped reports whether r's record drops its transaction from the held set.
+func dropped(r *record) bool { return r.Status.Final() && r.ClientID == "" }
+
+// write appends the batch as one decision batch and answers its waiters. The broker refuses a
+// batch it has not stored (it failed or is closing, and a restart cuts what a failed round
+// wrote): those records are certainly not in the log, and the log fails for good since the
+// broker takes nothing more. An outcome the broker cannot tell fails the log too.
+func (l *brokerDecisionLog) write(batch []*logReq) {
+	if err := l.failedErr(); err != nil {
+		answer(batch, notWritten(err))
+		return
+	}
+	l.mu.Lock()
+	batch = firstDecisionWins(batch, l.entries, l.log, l.where)
+	for _, req := range batch {
+		if dropped(&req.rec) {
+			delete(l.entries, req.rec.Gtrid)
+		} else {
+			l.entries[req.rec.Gtrid] = req.rec
+		}
+	}
+	l.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	recs := make([]broker.DecisionRecord, len(batch))
+	for i, req := range batch {
+		recs[i].Key = req.rec.Gtrid
+		if !dropped(&req.rec) {
+			recs[i].Value = appendRecord(nil, &req.rec)
+		}
+	}
+	began := time.Now()
+	err := l.b.AppendDecisions(context.Background(), recs)
+	if l.onSync != nil {
+		l.onSync(time.Since(began))
+	}
+	if err != nil {
+		// The log fails for good: entries may now name records that are not in it, which
+		// matters to nobody (every later record is refused).
+		err = fmt.Errorf("write decisions to the commit log: %w", err)
+		l.fail(err)
+		if !errors.Is(err, broker.ErrOutcomeUnknown) {
+			err = notWritten(err)
+		}
+		answer(batch, err)
+		return
+	}
+	answer(batch, nil)
+}
+
+// decidedCommitter is the broker's decided commit (broker.XACommitDecided), which a
+// BrokerResource may offer.
+type decidedCommitter interface {
+	XACommitDecided(ctx context.Context, xid broker.Xid, dec broker.DecisionRecord) ([]broker.TopicPosition, error)
+}
+
+// commitDecided makes the commit decision rec durable in the same batch that commits the
+// broker branch xid (idle, never prepared): one write and one fsync for the branch's prepare,
+// its commit and the decision. It keeps the first-decision rule like the writer. Errors: one
+// wrapping errNotWritten when nothing was written (the broker refused the commit before writing
+// it, or has failed: the log then fails too), any other when the outcome is unknown (the log
+// fails).
+func (l *brokerDecisionLog) commitDecided(ctx context.Context, dc decidedCommitter, xid Xid, rec record) ([]broker.TopicPosition, error) {
+	if err := l.failedErr(); err != nil {
+		return nil, notWritten(err)
+	}
+	req := &logReq{rec: rec, done: make(chan error, 1)}
+	l.mu.Lock()
+	if len(firstDecisionWins([]*logReq{req}, l.entries, l.log, l.where)) == 0 {
+		l.mu.Unlock()
+		return nil, <-req.done
+	}
+	prev, had := l.entries[rec.Gtrid]
+	l.entries[rec.Gtrid] = rec
+	l.mu.Unlock()
+	began := time.Now()
+	pos, err := dc.XACommitDecided(ctx, xid, broker.DecisionRecord{Key: rec.Gtrid, Value: appendRecord(nil, &rec)})
+	if l.onSync != nil {
+		l.onSync(time.Since(began))
+	}
+	if err == nil {
+		return pos, nil
+	}
+	var xe *broker.XAError
+	refused := errors.As(err, &xe) && xe.Code != broker.XAERRMFail || errors.Is(err, broker.ErrBackpressure)
+	if refused {
+		// Refused before anything was written (the branch timed out, back-pressure): the log
+		// stays usable and holds what it held.
+		l.mu.Lock()
+		if had {
+			l.entries[rec.Gtrid] = prev
+		} else {
+			delete(l.entries, rec.Gtrid)
+		}
+		l.mu.Unlock()
+		return nil, notWritten(fmt.Errorf("commit decision with the broker branch: %w", err))
+	}
+	err = fmt.Errorf("commit decision with the broker branch: %w", err)
+	l.fail(err)
+	if errors.Is(err, broker.ErrOutcomeUnknown) {
+		return nil, err
+	}
+	return nil, notWritten(err)
+}
+
+// sweep drops the finished transactions past retention.
+func (l *brokerDecisionLog) sweep() {
+	if l.failedErr() != nil {
+		return
+	}
+	now := l.now()
+	var recs []broker.DecisionRecord
+	l.mu.Lock()
+	for g, r := range l.entries {
+		if r.Status.Final() && now.Sub(r.Finished) >= l.retention {
+			recs = append(recs, broker.DecisionRecord{Key: g})
+		}
+	}
+	l.mu.Unlock()
+	if len(recs) == 0 {
+		return
+	}
+	// A final transaction gets no later record (its gtrid is never reused), so nothing
+	// changes these entries while the drop is written.
+	if err := l.b.AppendDecisions(context.Background(), recs); err != nil {
+		l.log.Warn("decision log: dropping finished transactions past retention failed", "err", err)
+		return
+	}
+	l.mu.Lock()
+	for _, r := range recs {
+		delete(l.entries, r.Key)
+	}
+	l.mu.Unlock()
+}
