@@ -4,7 +4,7 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 20000x
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./internal/... ./console/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/...
+RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./internal/... ./console/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/... ./cluster/...
 
 .PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean screenshots
 

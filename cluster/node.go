@@ -99,8 +99,9 @@ type Node struct {
 	log *slog.Logger
 	rn  *raft.RawNode
 
-	propc chan *proposal
-	recvc chan *pb.Message
+	propc   chan *proposal
+	recvc   chan *pb.Message
+	unreach chan uint64
 
 	// Loop state.
 	applied   uint64
@@ -169,6 +170,7 @@ func NewNode(cfg Config) (*Node, error) {
 		rn:        rn,
 		propc:     make(chan *proposal, 256),
 		recvc:     make(chan *pb.Message, 1024),
+		unreach:   make(chan uint64, 64),
 		applied:   cfg.Applied,
 		lastIndex: cfg.Storage.log.LastIndex(),
 		hsTerm:    hs.GetTerm(),
@@ -218,6 +220,15 @@ func (n *Node) Step(m *pb.Message) {
 	}
 }
 
+// ReportUnreachable tells raft that a message to peer id was lost, so a leader probes that
+// follower instead of streaming to it. It never blocks.
+func (n *Node) ReportUnreachable(id uint64) {
+	select {
+	case n.unreach <- id:
+	default:
+	}
+}
+
 // Propose replicates data as one entry and returns when it has been applied on this node (nil),
 // or ErrNotLeader / ErrDropped when nothing was proposed, or ErrOutcomeUnknown (wrapping the
 // cause) when the entry was proposed but its fate is not known.
@@ -259,6 +270,8 @@ func (n *Node) run(ctx context.Context) {
 			n.rn.Tick()
 		case m := <-n.recvc:
 			n.step(m)
+		case id := <-n.unreach:
+			n.rn.ReportUnreachable(id)
 		case p := <-n.propc:
 			err = n.proposeBatch(p)
 		}
