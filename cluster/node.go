@@ -11,6 +11,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 // Errors Propose returns; callers branch on them.
@@ -79,6 +80,9 @@ type Status struct {
 	// Serving: leader that has applied an entry of its own term, so its applied state includes
 	// everything any earlier leader committed. Writes that assign offsets wait for it.
 	Serving bool
+	// Match is, on the leader, the highest index known to be on each member's disk (the
+	// leader's own entry counts only after its fsync); nil on other nodes.
+	Match map[uint64]uint64
 	// Err is why the node stopped, if it stopped on an error.
 	Err error
 }
@@ -176,16 +180,16 @@ func NewNode(cfg Config) (*Node, error) {
 		hsTerm:    hs.GetTerm(),
 		hsVote:    hs.GetVote(),
 		pending:   make(map[uint64]*proposal),
+		done:      make(chan struct{}),
 	}
 	n.soft = rn.BasicStatus().SoftState
 	n.publish(nil)
 	return n, nil
 }
 
-// Start runs the Ready loop until ctx ends or Stop is called.
+// Start runs the Ready loop until ctx ends or Stop is called. Call it once.
 func (n *Node) Start(ctx context.Context) {
 	ctx, n.cancel = context.WithCancel(ctx)
-	n.done = make(chan struct{})
 	go n.run(ctx)
 }
 
@@ -440,6 +444,12 @@ func (n *Node) publish(err error) {
 		Applied: n.applied,
 		Serving: st.RaftState == raft.StateLeader && n.servingAt == st.HardState.GetTerm(),
 		Err:     err,
+	}
+	if st.RaftState == raft.StateLeader {
+		s.Match = make(map[uint64]uint64)
+		n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+			s.Match[id] = pr.Match
+		})
 	}
 	n.mu.Lock()
 	n.status = s
