@@ -40,6 +40,10 @@
 // decide something use ReadOnlySafe (a quorum round, never a lease). There is no unclean
 // election and no mode that degrades to unreplicated writes: without a quorum nothing commits.
 //
+// A new leader does not know what earlier leaders committed until it has applied an entry of
+// its own term (the empty entry raft commits on election). Status.Serving turns true only then;
+// writes that assign offsets from applied state wait for it.
+//
 // A proposal is identified by the index and term the leader gave it. Propose returns when the
 // entry is applied; if the node loses leadership (or its term changes) before that, the entry
 // may or may not commit, and Propose returns ErrOutcomeUnknown so the caller answers
@@ -59,9 +63,13 @@
 //   - storage.go: raft.Storage over a LogStore, and the HardState/ConfState file.
 //   - memlog.go: the in-memory LogStore with simulated crashes.
 //   - node.go: Node, the Ready loop, Propose, Status.
-//   - transport.go: the peer transport over TCP.
+//   - transport.go: the peer transport over TCP (a hello that names both ends, then
+//     length-prefixed messages; one writer per peer with a bounded queue that drops).
+//   - logger.go: raft's log lines into slog.
 //
 // Not yet here: snapshots (a follower whose entries were deleted by retention will copy the
-// leader's segments), membership changes, leader forwarding and ZooKeeper's read-only
-// directory.
+// leader's segments; until then a compacted log answers raft's snapshot request with
+// ErrSnapshotTemporarilyUnavailable), membership changes (a committed conf-change entry stops
+// the node), the ReadIndex call for reads that decide, leader forwarding and ZooKeeper's
+// read-only directory.
 package cluster
