@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"os"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ import (
 
 // The deterministic cluster test: three Nodes on MemLog stores, driven step by step from one
 // goroutine (no Start, no timers) over a simulated network that drops, duplicates, delays
-// (hence reorders) and partitions messages, with crashes that discard what was not synced.
+// (hence reorders) and partitions messages (a node isolated, or one direction of a link cut), with crashes that discard what was not synced.
 // Everything random comes from the seed: the network's, the client's and the crashes' choices
 // from a PCG generator, and raft's election-timeout jitter (which the library draws from
 // crypto/rand) from cryptotest.SetGlobalRandom. A failing seed therefore fails again the same
@@ -33,7 +34,7 @@ import (
 //   - After the faults stop the group converges: every node's log holds the same committed
 //     prefix and every node has applied all of it.
 
-var simSeeds = flag.Int("cluster.seeds", 0, "number of seeds TestSimCluster runs (default 150, 30 with -short)")
+var simSeeds = flag.Int("cluster.seeds", 0, "number of seeds TestSimCluster runs (default 300, 40 with -short)")
 
 const (
 	simSteps      = 1500 // faulty steps per seed
@@ -52,7 +53,7 @@ type simMsg struct {
 
 type simNode struct {
 	id       uint64
-	dir      string
+	state    *memState
 	log      *MemLog
 	node     *Node // nil while down
 	up       int   // step at which a down node restarts
@@ -65,13 +66,14 @@ type simProp struct {
 }
 
 type sim struct {
-	t     *testing.T
-	seed  uint64
-	rng   *rand.Rand
-	now   int
-	nodes []*simNode // index 0 unused
-	net   []simMsg
-	group [4]int // partition group per node: messages cross only within a group
+	t      *testing.T
+	seed   uint64
+	rng    *rand.Rand
+	now    int
+	nodes  []*simNode // index 0 unused
+	net    []simMsg
+	group  [4]int     // partition group per node: messages cross only within a group
+	oneway [4][4]bool // oneway[a][b]: messages from a to b are lost, b to a still arrive
 	// faults: off during settling.
 	faults bool
 
@@ -96,6 +98,24 @@ func (s *sim) fatalf(format string, args ...any) {
 	s.t.Helper()
 	s.t.Fatalf("seed %d step %d: %s\nlast events:\n%s", s.seed, s.now, fmt.Sprintf(format, args...),
 		strings.Join(s.trace, "\n"))
+}
+
+// memState is the state file in memory. WriteFileAtomic's contract (old or new contents,
+// durable once it returns) is what it models: a write is whole and survives every crash. The
+// real file is tested in storage_test.go; keeping it off the disk here keeps the seeds fast on
+// a busy machine.
+type memState struct{ data []byte }
+
+func (m *memState) read() ([]byte, error) {
+	if m.data == nil {
+		return nil, os.ErrNotExist
+	}
+	return m.data, nil
+}
+
+func (m *memState) write(data []byte) error {
+	m.data = append([]byte(nil), data...)
+	return nil
 }
 
 // simSender puts a node's messages on the simulated network, marshalled as the wire would.
@@ -141,7 +161,7 @@ func (a *simApplier) Apply(index, term uint64, data []byte) error {
 }
 
 func (s *sim) start(nd *simNode) {
-	st, err := OpenStorage(nd.dir, nd.log)
+	st, err := openStorage(fmt.Sprintf("sim-node-%d", nd.id), nd.state, nd.log)
 	if err != nil {
 		s.fatalf("node %d: open storage: %v", nd.id, err)
 	}
@@ -209,14 +229,20 @@ func (s *sim) faultStep() {
 		}
 		s.group[alone] = 1
 		s.logf("partition: node %d isolated", alone)
-	case r < 0.010: // heal
+	case r < 0.006: // one-way partition
+		a := 1 + s.rng.IntN(3)
+		b := 1 + (a+s.rng.IntN(2))%3
+		s.oneway[a][b] = true
+		s.logf("one-way partition: %d cannot reach %d", a, b)
+	case r < 0.012: // heal
 		s.group = [4]int{}
-		s.logf("partition healed")
-	case r < 0.013: // kill a node between rounds
+		s.oneway = [4][4]bool{}
+		s.logf("partitions healed")
+	case r < 0.015: // kill a node between rounds
 		if l := s.live(); len(l) > 0 {
 			s.crash(l[s.rng.IntN(len(l))], "kill")
 		}
-	case r < 0.016: // power loss during the node's next fsync: its write is lost
+	case r < 0.018: // power loss during the node's next fsync: its write is lost
 		if l := s.live(); len(l) > 0 {
 			nd := l[s.rng.IntN(len(l))]
 			if nd.log.FailSync == nil {
@@ -237,7 +263,7 @@ func (s *sim) deliver() {
 			continue
 		}
 		nd := s.nodes[m.to]
-		if nd.node == nil || s.group[m.from] != s.group[m.to] {
+		if nd.node == nil || s.group[m.from] != s.group[m.to] || s.oneway[m.from][m.to] {
 			continue
 		}
 		if s.faults {
@@ -346,7 +372,7 @@ func runSim(t *testing.T, seed uint64) string {
 	}()
 	s.nodes = []*simNode{nil}
 	for id := uint64(1); id <= 3; id++ {
-		nd := &simNode{id: id, dir: t.TempDir(), log: NewMemLog()}
+		nd := &simNode{id: id, state: &memState{}, log: NewMemLog()}
 		s.nodes = append(s.nodes, nd)
 		s.start(nd)
 	}
@@ -357,6 +383,7 @@ func runSim(t *testing.T, seed uint64) string {
 	// Settle: no faults, everyone up, the network whole. The group must converge.
 	s.faults = false
 	s.group = [4]int{}
+	s.oneway = [4][4]bool{}
 	for _, nd := range s.nodes[1:] {
 		nd.log.FailSync = nil
 		nd.up = s.now
@@ -432,9 +459,9 @@ func (s *sim) allApplied(index uint64) bool {
 func TestSimCluster(t *testing.T) {
 	seeds := *simSeeds
 	if seeds == 0 {
-		seeds = 150
+		seeds = 300
 		if testing.Short() {
-			seeds = 30
+			seeds = 40
 		}
 	}
 	var acked, committed, crashes int

@@ -33,10 +33,11 @@ var (
 // Storage is raft.Storage over a LogStore plus the state file. The Ready loop writes through
 // Save; raft reads through the raft.Storage methods.
 type Storage struct {
-	dir string
-	log LogStore
-	hs  *pb.HardState
-	cs  *pb.ConfState
+	dir   string
+	state stateFile
+	log   LogStore
+	hs    *pb.HardState
+	cs    *pb.ConfState
 	// exists reports whether a state file has been written.
 	exists bool
 }
@@ -49,8 +50,26 @@ func OpenStorage(dir string, log LogStore) (*Storage, error) {
 	if err := fsutil.RemoveTemps(dir, stateFileName); err != nil {
 		return nil, fmt.Errorf("open raft state in %s: %w", dir, err)
 	}
-	s := &Storage{dir: dir, log: log, hs: &pb.HardState{}, cs: &pb.ConfState{}}
-	data, err := os.ReadFile(filepath.Join(dir, stateFileName))
+	return openStorage(dir, diskState{dir}, log)
+}
+
+// stateFile reads and replaces the state file; diskState is the real one, the simulation
+// keeps it in memory.
+type stateFile interface {
+	read() ([]byte, error) // os.ErrNotExist when never written
+	write(data []byte) error
+}
+
+type diskState struct{ dir string }
+
+func (d diskState) read() ([]byte, error) { return os.ReadFile(filepath.Join(d.dir, stateFileName)) }
+func (d diskState) write(data []byte) error {
+	return fsutil.WriteFileAtomic(d.dir, stateFileName, data, 0o644)
+}
+
+func openStorage(dir string, state stateFile, log LogStore) (*Storage, error) {
+	s := &Storage{dir: dir, state: state, log: log, hs: &pb.HardState{}, cs: &pb.ConfState{}}
+	data, err := state.read()
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if last := log.LastIndex(); last > 0 {
@@ -128,7 +147,7 @@ func (s *Storage) Save(hs *pb.HardState, ents []*pb.Entry) error {
 }
 
 func (s *Storage) writeState(hs *pb.HardState, cs *pb.ConfState) error {
-	if err := fsutil.WriteFileAtomic(s.dir, stateFileName, encodeState(hs, cs), 0o644); err != nil {
+	if err := s.state.write(encodeState(hs, cs)); err != nil {
 		return fmt.Errorf("save raft state (term %d, vote %d): %w", hs.GetTerm(), hs.GetVote(), err)
 	}
 	s.hs = &pb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(hs.GetCommit())}
