@@ -4,7 +4,7 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 20000x
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./internal/... ./console/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/...
+RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./internal/... ./console/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/... ./cluster/...
 
 .PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean screenshots
 
@@ -54,6 +54,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendJSONString$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzParseXid$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./client
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./textproto
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeState$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./cluster
 
 ## java: the Java XAResource conformance harness, the examples, and the JTA scenarios under
 ## Bitronix. The harness restarts PostgreSQL and MariaDB, so it runs alone, after everything

@@ -1,0 +1,469 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// Errors Propose returns; callers branch on them.
+var (
+	// ErrNotLeader: this node is not the leader (or is handing leadership over). Nothing was
+	// proposed; the caller forwards to Status().Leader or answers no_leader.
+	ErrNotLeader = errors.New("cluster: not the leader")
+	// ErrDropped: raft refused the proposal (too many uncommitted bytes). Nothing was proposed.
+	ErrDropped = errors.New("cluster: proposal dropped")
+	// ErrOutcomeUnknown: the entry was proposed, then leadership was lost, the term changed, the
+	// node stopped or the caller's context ended before it was applied. It may or may not
+	// commit; the client retries with its idempotency key.
+	ErrOutcomeUnknown = errors.New("cluster: outcome unknown")
+	// ErrStopped: the node is not running.
+	ErrStopped = errors.New("cluster: node stopped")
+)
+
+// Applier is the state machine: it receives every committed normal entry, in index order, once
+// per incarnation of the node (after a restart from the index after Config.Applied). Empty
+// entries are the no-ops a new leader commits in its term; they are applied too so the applier
+// sees every index. An error stops the node: an applier that finds the entry disagreeing with
+// its state (an offset the leader assigned differently) must say so rather than continue.
+type Applier interface {
+	Apply(index, term uint64, data []byte) error
+}
+
+// Sender delivers raft messages to peers. Send is called from the Ready loop; it must not block
+// on the network and must serialize the messages before it returns (they share memory with the
+// log). Delivery is best effort: raft retries what is lost.
+type Sender interface {
+	Send(msgs []*pb.Message)
+}
+
+// Config configures a Node.
+type Config struct {
+	// ID is this node's id, never reused for another machine.
+	ID uint64
+	// Peers are the voters at bootstrap (this node included); used only for a new directory.
+	Peers []uint64
+	// Storage holds the log and the raft state.
+	Storage *Storage
+	// Applier receives committed entries.
+	Applier Applier
+	// Applied is the last index the Applier already holds (0 for a state machine rebuilt from
+	// nothing).
+	Applied uint64
+	// Sender delivers messages to peers.
+	Sender Sender
+	// TickInterval is the duration of one raft tick (default 100ms); elections start after
+	// ElectionTick ticks without a leader (default 10), heartbeats every HeartbeatTick (1).
+	TickInterval  time.Duration
+	ElectionTick  int
+	HeartbeatTick int
+	// Logger receives the node's and raft's log lines (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Status is a node's view of the group, for GET /v1/cluster.
+type Status struct {
+	ID      uint64
+	Leader  uint64 // 0 when no leader is known
+	Role    string // "leader", "follower", "candidate", "pre-candidate"
+	Term    uint64
+	Commit  uint64
+	Applied uint64
+	// Serving: leader that has applied an entry of its own term, so its applied state includes
+	// everything any earlier leader committed. Writes that assign offsets wait for it.
+	Serving bool
+	// Match is, on the leader, the highest index known to be on each member's disk (the
+	// leader's own entry counts only after its fsync); nil on other nodes.
+	Match map[uint64]uint64
+	// Err is why the node stopped, if it stopped on an error.
+	Err error
+}
+
+type proposal struct {
+	data  []byte
+	done  chan error // buffered 1
+	index uint64
+	term  uint64
+	// seen: the entry has been checked against the Ready that carried it.
+	seen bool
+}
+
+// Node runs one member of the raft group: a raft.RawNode and the Ready loop, in one goroutine
+// that Start starts and Stop ends. Every use of the RawNode happens on that goroutine.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+	rn  *raft.RawNode
+
+	propc   chan *proposal
+	recvc   chan *pb.Message
+	unreach chan uint64
+
+	// Loop state.
+	applied   uint64
+	lastIndex uint64 // raft's last index; valid while no Ready is pending
+	soft      raft.SoftState
+	hsTerm    uint64
+	hsVote    uint64
+	pending   map[uint64]*proposal
+	servingAt uint64 // term of the last applied entry
+
+	mu     sync.Mutex
+	status Status
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewNode creates a node from its storage; it does not run until Start. A new directory is
+// bootstrapped with cfg.Peers.
+func NewNode(cfg Config) (*Node, error) {
+	if cfg.ID == 0 || cfg.Storage == nil || cfg.Applier == nil || cfg.Sender == nil {
+		return nil, errors.New("cluster: node needs an id, storage, applier and sender")
+	}
+	if cfg.TickInterval == 0 {
+		cfg.TickInterval = 100 * time.Millisecond
+	}
+	if cfg.ElectionTick == 0 {
+		cfg.ElectionTick = 10
+	}
+	if cfg.HeartbeatTick == 0 {
+		cfg.HeartbeatTick = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	lg := cfg.Logger.With("node", cfg.ID)
+	if err := cfg.Storage.Bootstrap(cfg.Peers); err != nil {
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	if err := cfg.Storage.raiseCommit(cfg.Applied); err != nil {
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTick,
+		HeartbeatTick:             cfg.HeartbeatTick,
+		Storage:                   cfg.Storage,
+		Applied:                   cfg.Applied,
+		MaxSizePerMsg:             1 << 20,
+		MaxCommittedSizePerReady:  8 << 20,
+		MaxUncommittedEntriesSize: 64 << 20,
+		MaxInflightMsgs:           256,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		DisableProposalForwarding: true,
+		Logger:                    raftLogger{lg},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	hs := cfg.Storage.HardState()
+	n := &Node{
+		cfg:       cfg,
+		log:       lg,
+		rn:        rn,
+		propc:     make(chan *proposal, 256),
+		recvc:     make(chan *pb.Message, 1024),
+		unreach:   make(chan uint64, 64),
+		applied:   cfg.Applied,
+		lastIndex: cfg.Storage.log.LastIndex(),
+		hsTerm:    hs.GetTerm(),
+		hsVote:    hs.GetVote(),
+		pending:   make(map[uint64]*proposal),
+		done:      make(chan struct{}),
+	}
+	n.soft = rn.BasicStatus().SoftState
+	n.publish(nil)
+	return n, nil
+}
+
+// Start runs the Ready loop until ctx ends or Stop is called. Call it once.
+func (n *Node) Start(ctx context.Context) {
+	ctx, n.cancel = context.WithCancel(ctx)
+	go n.run(ctx)
+}
+
+// Stop ends the loop and waits for it. Proposals still waiting fail with ErrOutcomeUnknown.
+func (n *Node) Stop() {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	<-n.done
+}
+
+// Done is closed when the loop has ended (Stop, or an error; see Status().Err).
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Status returns the node's current view.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.status
+}
+
+// Step hands a message from a peer to the loop. It drops the message when the loop is behind
+// (raft retries), so the transport never blocks on a slow node.
+func (n *Node) Step(m *pb.Message) {
+	if raft.IsLocalMsg(m.GetType()) {
+		return // never accepted from the network
+	}
+	select {
+	case n.recvc <- m:
+	default:
+	}
+}
+
+// ReportUnreachable tells raft that a message to peer id was lost, so a leader probes that
+// follower instead of streaming to it. It never blocks.
+func (n *Node) ReportUnreachable(id uint64) {
+	select {
+	case n.unreach <- id:
+	default:
+	}
+}
+
+// Propose replicates data as one entry and returns when it has been applied on this node (nil),
+// or ErrNotLeader / ErrDropped when nothing was proposed, or ErrOutcomeUnknown (wrapping the
+// cause) when the entry was proposed but its fate is not known.
+func (n *Node) Propose(ctx context.Context, data []byte) error {
+	p := &proposal{data: data, done: make(chan error, 1)}
+	select {
+	case n.propc <- p:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
+	case <-n.done:
+		select {
+		case err := <-p.done:
+			return err
+		default:
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrStopped)
+		}
+	}
+}
+
+func (n *Node) run(ctx context.Context) {
+	defer close(n.done)
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	var err error
+	for err == nil {
+		select {
+		case <-ctx.Done():
+			n.failPending(fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrStopped))
+			return
+		case <-ticker.C:
+			n.rn.Tick()
+		case m := <-n.recvc:
+			n.step(m)
+		case id := <-n.unreach:
+			n.rn.ReportUnreachable(id)
+		case p := <-n.propc:
+			err = n.proposeBatch(p)
+		}
+		if err == nil {
+			err = n.process()
+		}
+	}
+	n.log.Error("raft node stopped", "err", err)
+	n.failPending(fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))
+	n.publish(err)
+}
+
+func (n *Node) step(m *pb.Message) {
+	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
+		n.log.Debug("raft step", "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
+	}
+}
+
+// proposeBatch proposes p and whatever else is queued, so that one round carries them all.
+func (n *Node) proposeBatch(p *proposal) error {
+	if err := n.process(); err != nil { // raft's last index must be known: no Ready pending
+		p.done <- fmt.Errorf("%w: %w", ErrStopped, err)
+		return err
+	}
+	n.propose(p)
+	for i := 0; i < cap(n.propc); i++ {
+		select {
+		case p := <-n.propc:
+			n.propose(p)
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// propose appends p to raft's log. Raft assigns it index lastIndex+1 and the current term: the
+// loop proposes only when no Ready is pending, so nothing else has grown the log since the last
+// Ready; process checks the assignment against the Ready that carries the entry.
+func (n *Node) propose(p *proposal) {
+	st := n.rn.BasicStatus()
+	if st.RaftState != raft.StateLeader || st.LeadTransferee != raft.None {
+		p.done <- ErrNotLeader
+		return
+	}
+	if err := n.rn.Propose(p.data); err != nil {
+		p.done <- fmt.Errorf("%w: %w", ErrDropped, err)
+		return
+	}
+	n.lastIndex++
+	p.index, p.term = n.lastIndex, st.HardState.GetTerm()
+	n.pending[p.index] = p
+}
+
+// process handles every pending Ready.
+func (n *Node) process() error {
+	for n.rn.HasReady() {
+		if err := n.handleReady(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) handleReady() error {
+	rd := n.rn.Ready()
+	if rd.SoftState != nil {
+		n.soft = *rd.SoftState
+	}
+	// A leader whose term and vote this round does not change may send before its own write:
+	// its appends and heartbeats vouch for nothing on its disk, and it counts its own entries
+	// only at Advance, after the sync below.
+	changesVote := rd.HardState != nil && (rd.HardState.GetTerm() != n.hsTerm || rd.HardState.GetVote() != n.hsVote)
+	early := n.soft.RaftState == raft.StateLeader && !changesVote
+	if early {
+		n.cfg.Sender.Send(rd.Messages)
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		return fmt.Errorf("received a snapshot at index %d: not supported yet", rd.Snapshot.GetMetadata().GetIndex())
+	}
+	for _, e := range rd.Entries {
+		if p := n.pending[e.GetIndex()]; p != nil && !p.seen {
+			if e.GetTerm() != p.term || !bytes.Equal(e.GetData(), p.data) {
+				return fmt.Errorf("proposal expected at index %d term %d, raft appended term %d (%d bytes)",
+					p.index, p.term, e.GetTerm(), len(e.GetData()))
+			}
+			p.seen = true
+		}
+	}
+	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries); err != nil {
+		return fmt.Errorf("persist: %w", err)
+	}
+	if rd.HardState != nil {
+		n.hsTerm, n.hsVote = rd.HardState.GetTerm(), rd.HardState.GetVote()
+	}
+	if !early {
+		n.cfg.Sender.Send(rd.Messages)
+	}
+	for _, e := range rd.CommittedEntries {
+		if err := n.apply(e); err != nil {
+			return err
+		}
+	}
+	n.rn.Advance(rd)
+	n.lastIndex = n.cfg.Storage.log.LastIndex()
+	// Proposals of an earlier term or of a leader that stepped down: fate unknown.
+	st := n.rn.BasicStatus()
+	if len(n.pending) > 0 && (st.RaftState != raft.StateLeader || rd.HardState != nil) {
+		for i, p := range n.pending {
+			if st.RaftState != raft.StateLeader || p.term != st.HardState.GetTerm() {
+				p.done <- fmt.Errorf("%w: leadership lost after proposing at index %d term %d", ErrOutcomeUnknown, p.index, p.term)
+				delete(n.pending, i)
+			}
+		}
+	}
+	n.publish(nil)
+	return nil
+}
+
+func (n *Node) apply(e *pb.Entry) error {
+	if e.GetIndex() != n.applied+1 {
+		return fmt.Errorf("apply: committed entry %d does not follow applied %d", e.GetIndex(), n.applied)
+	}
+	if e.GetType() != pb.EntryNormal {
+		return fmt.Errorf("apply: entry %d is a membership change (%s): not supported yet", e.GetIndex(), e.GetType())
+	}
+	if err := n.cfg.Applier.Apply(e.GetIndex(), e.GetTerm(), e.GetData()); err != nil {
+		return fmt.Errorf("apply entry %d (term %d): %w", e.GetIndex(), e.GetTerm(), err)
+	}
+	n.applied = e.GetIndex()
+	n.servingAt = e.GetTerm()
+	if p := n.pending[e.GetIndex()]; p != nil {
+		delete(n.pending, e.GetIndex())
+		if p.term == e.GetTerm() {
+			p.done <- nil
+		} else {
+			p.done <- fmt.Errorf("%w: index %d committed with term %d, proposed in %d", ErrOutcomeUnknown, p.index, e.GetTerm(), p.term)
+		}
+	}
+	return nil
+}
+
+func (n *Node) failPending(err error) {
+	for i, p := range n.pending {
+		p.done <- err
+		delete(n.pending, i)
+	}
+	for {
+		select {
+		case p := <-n.propc:
+			p.done <- ErrStopped
+		default:
+			return
+		}
+	}
+}
+
+func (n *Node) publish(err error) {
+	st := n.rn.BasicStatus()
+	s := Status{
+		ID:      n.cfg.ID,
+		Leader:  st.Lead,
+		Role:    roleName(st.RaftState),
+		Term:    st.HardState.GetTerm(),
+		Commit:  st.HardState.GetCommit(),
+		Applied: n.applied,
+		Serving: st.RaftState == raft.StateLeader && n.servingAt == st.HardState.GetTerm(),
+		Err:     err,
+	}
+	if st.RaftState == raft.StateLeader {
+		s.Match = make(map[uint64]uint64)
+		n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+			s.Match[id] = pr.Match
+		})
+	}
+	n.mu.Lock()
+	n.status = s
+	n.mu.Unlock()
+}
+
+func roleName(s raft.StateType) string {
+	switch s {
+	case raft.StateLeader:
+		return "leader"
+	case raft.StateCandidate:
+		return "candidate"
+	case raft.StatePreCandidate:
+		return "pre-candidate"
+	}
+	return "follower"
+}

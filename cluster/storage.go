@@ -1,0 +1,272 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/imagomq/imago/internal/fsutil"
+)
+
+// stateFileName is the file in the node's data directory that holds the HardState (term, vote,
+// commit) and the ConfState (the voters). It is small and replaced whole with
+// fsutil.WriteFileAtomic, so a crash leaves the old or the new state, never a mix.
+const stateFileName = "raft-state"
+
+// Errors OpenStorage returns for a data directory a node must not start from.
+var (
+	// ErrNoState: the log holds entries but the state file is missing. The node may have voted
+	// in a term it no longer remembers; it must not start (the operator replaces it under a
+	// new node id).
+	ErrNoState = errors.New("cluster: log has entries but no raft state file")
+	// ErrCorruptState: the state file fails its checksum or cannot be decoded.
+	ErrCorruptState = errors.New("cluster: raft state file corrupt")
+)
+
+// Storage is raft.Storage over a LogStore plus the state file. The Ready loop writes through
+// Save; raft reads through the raft.Storage methods.
+type Storage struct {
+	dir   string
+	state stateFile
+	log   LogStore
+	hs    *pb.HardState
+	cs    *pb.ConfState
+	// exists reports whether a state file has been written.
+	exists bool
+}
+
+var _ raft.Storage = (*Storage)(nil)
+
+// OpenStorage opens the raft state in dir over log. A directory without a state file is new:
+// Bootstrap must be called before the first start.
+func OpenStorage(dir string, log LogStore) (*Storage, error) {
+	if err := fsutil.RemoveTemps(dir, stateFileName); err != nil {
+		return nil, fmt.Errorf("open raft state in %s: %w", dir, err)
+	}
+	return openStorage(dir, diskState{dir}, log)
+}
+
+// stateFile reads and replaces the state file; diskState is the real one, the simulation
+// keeps it in memory.
+type stateFile interface {
+	read() ([]byte, error) // os.ErrNotExist when never written
+	write(data []byte) error
+}
+
+type diskState struct{ dir string }
+
+func (d diskState) read() ([]byte, error) { return os.ReadFile(filepath.Join(d.dir, stateFileName)) }
+func (d diskState) write(data []byte) error {
+	return fsutil.WriteFileAtomic(d.dir, stateFileName, data, 0o644)
+}
+
+func openStorage(dir string, state stateFile, log LogStore) (*Storage, error) {
+	s := &Storage{dir: dir, state: state, log: log, hs: &pb.HardState{}, cs: &pb.ConfState{}}
+	data, err := state.read()
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if last := log.LastIndex(); last > 0 {
+			return nil, fmt.Errorf("open raft state in %s (log ends at %d): %w", dir, last, ErrNoState)
+		}
+		return s, nil
+	case err != nil:
+		return nil, fmt.Errorf("open raft state in %s: %w", dir, err)
+	}
+	hs, cs, err := decodeState(data)
+	if err != nil {
+		return nil, fmt.Errorf("open raft state in %s: %w", dir, err)
+	}
+	if last := log.LastIndex(); hs.GetCommit() > last {
+		return nil, fmt.Errorf("open raft state in %s: commit %d beyond the log's last index %d: %w",
+			dir, hs.GetCommit(), last, ErrCorruptState)
+	}
+	s.hs, s.cs, s.exists = hs, cs, true
+	return s, nil
+}
+
+// Bootstrap records the voters of a new group. On a directory that already has a state file it
+// only checks that the voters are the same ones (a node restarted with another peer list is a
+// configuration error, not something to paper over).
+func (s *Storage) Bootstrap(voters []uint64) error {
+	v := slices.Clone(voters)
+	slices.Sort(v)
+	if s.exists {
+		have := slices.Clone(s.cs.GetVoters())
+		slices.Sort(have)
+		if !slices.Equal(have, v) {
+			return fmt.Errorf("bootstrap: state in %s has voters %v, configured %v", s.dir, have, v)
+		}
+		return nil
+	}
+	return s.writeState(s.hs, &pb.ConfState{Voters: v})
+}
+
+// HardState returns the last HardState written.
+func (s *Storage) HardState() *pb.HardState { return s.hs }
+
+// raiseCommit records that index is committed (it was applied before a restart), so raft does
+// not start with a commit index below what the state machine already holds.
+func (s *Storage) raiseCommit(index uint64) error {
+	if index <= s.hs.GetCommit() {
+		return nil
+	}
+	if last := s.log.LastIndex(); index > last {
+		return fmt.Errorf("applied index %d beyond the log's last index %d", index, last)
+	}
+	hs := &pb.HardState{Term: new(s.hs.GetTerm()), Vote: new(s.hs.GetVote()), Commit: new(index)}
+	return s.writeState(hs, s.cs)
+}
+
+// Save persists one Ready's entries and HardState in the order raft requires: entries appended
+// and synced first, then the state file if the term or the vote changed. When Save returns
+// nil, everything a message of this Ready may vouch for is durable.
+func (s *Storage) Save(hs *pb.HardState, ents []*pb.Entry) error {
+	if len(ents) > 0 {
+		out := make([]Entry, len(ents))
+		for i, e := range ents {
+			out[i] = Entry{Index: e.GetIndex(), Term: e.GetTerm(), Kind: EntryKind(e.GetType()), Data: e.GetData()}
+		}
+		if err := s.log.Append(out); err != nil {
+			return fmt.Errorf("append entries %d-%d: %w", out[0].Index, out[len(out)-1].Index, err)
+		}
+		if err := s.log.Sync(); err != nil {
+			return fmt.Errorf("sync entries %d-%d: %w", out[0].Index, out[len(out)-1].Index, err)
+		}
+	}
+	if hs == nil || (hs.GetTerm() == s.hs.GetTerm() && hs.GetVote() == s.hs.GetVote()) {
+		return nil
+	}
+	return s.writeState(hs, s.cs)
+}
+
+func (s *Storage) writeState(hs *pb.HardState, cs *pb.ConfState) error {
+	if err := s.state.write(encodeState(hs, cs)); err != nil {
+		return fmt.Errorf("save raft state (term %d, vote %d): %w", hs.GetTerm(), hs.GetVote(), err)
+	}
+	s.hs = &pb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(hs.GetCommit())}
+	s.cs, s.exists = cs, true
+	return nil
+}
+
+// InitialState implements raft.Storage.
+func (s *Storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
+	return s.hs, s.cs, nil
+}
+
+// Entries implements raft.Storage.
+func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
+	ents, err := s.log.Entries(lo, hi, maxSize)
+	if err != nil {
+		return nil, raftErr(err)
+	}
+	out := make([]*pb.Entry, len(ents))
+	for i, e := range ents {
+		out[i] = &pb.Entry{Index: new(e.Index), Term: new(e.Term), Type: pb.EntryType(e.Kind).Enum(), Data: e.Data}
+	}
+	return out, nil
+}
+
+// Term implements raft.Storage.
+func (s *Storage) Term(i uint64) (uint64, error) {
+	t, err := s.log.Term(i)
+	if err != nil {
+		return 0, raftErr(err)
+	}
+	return t, nil
+}
+
+// LastIndex implements raft.Storage.
+func (s *Storage) LastIndex() (uint64, error) { return s.log.LastIndex(), nil }
+
+// FirstIndex implements raft.Storage.
+func (s *Storage) FirstIndex() (uint64, error) { return s.log.FirstIndex(), nil }
+
+// Snapshot implements raft.Storage. A follower that needs entries below the compaction point
+// cannot be caught up by this package yet (it will copy the leader's retained segments), so a
+// compacted log answers ErrSnapshotTemporarilyUnavailable and raft retries later. An
+// uncompacted log answers its empty snapshot with the current voters.
+func (s *Storage) Snapshot() (*pb.Snapshot, error) {
+	index, term := s.log.Compacted()
+	if index > 0 {
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
+	}
+	return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{ConfState: s.cs, Index: new(index), Term: new(term)}}, nil
+}
+
+func raftErr(err error) error {
+	switch {
+	case errors.Is(err, ErrCompacted):
+		return raft.ErrCompacted
+	case errors.Is(err, ErrUnavailable):
+		return raft.ErrUnavailable
+	}
+	return err
+}
+
+// The state file: "IMRS", version 1, term, vote, commit (uint64 each), the number of voters
+// (uint32) and the voters (uint64 each), the number of learners and the learners, then a
+// CRC-32C of everything before it. All integers big-endian.
+const stateMagic = "IMRS"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func encodeState(hs *pb.HardState, cs *pb.ConfState) []byte {
+	b := []byte(stateMagic)
+	b = append(b, 1)
+	b = binary.BigEndian.AppendUint64(b, hs.GetTerm())
+	b = binary.BigEndian.AppendUint64(b, hs.GetVote())
+	b = binary.BigEndian.AppendUint64(b, hs.GetCommit())
+	for _, ids := range [][]uint64{cs.GetVoters(), cs.GetLearners()} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(ids)))
+		for _, id := range ids {
+			b = binary.BigEndian.AppendUint64(b, id)
+		}
+	}
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func decodeState(b []byte) (*pb.HardState, *pb.ConfState, error) {
+	if len(b) < len(stateMagic)+1+24+4+4+4 || string(b[:4]) != stateMagic {
+		return nil, nil, fmt.Errorf("%w: bad header or length %d", ErrCorruptState, len(b))
+	}
+	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, nil, fmt.Errorf("%w: checksum mismatch", ErrCorruptState)
+	}
+	if body[4] != 1 {
+		return nil, nil, fmt.Errorf("%w: unknown version %d", ErrCorruptState, body[4])
+	}
+	p := body[5:]
+	hs := &pb.HardState{
+		Term:   new(binary.BigEndian.Uint64(p)),
+		Vote:   new(binary.BigEndian.Uint64(p[8:])),
+		Commit: new(binary.BigEndian.Uint64(p[16:])),
+	}
+	p = p[24:]
+	var lists [2][]uint64
+	for i := range lists {
+		if len(p) < 4 {
+			return nil, nil, fmt.Errorf("%w: truncated member list", ErrCorruptState)
+		}
+		n := binary.BigEndian.Uint32(p)
+		p = p[4:]
+		if uint64(len(p)) < uint64(n)*8 {
+			return nil, nil, fmt.Errorf("%w: truncated member list of %d", ErrCorruptState, n)
+		}
+		for j := uint32(0); j < n; j++ {
+			lists[i] = append(lists[i], binary.BigEndian.Uint64(p))
+			p = p[8:]
+		}
+	}
+	if len(p) != 0 {
+		return nil, nil, fmt.Errorf("%w: %d trailing bytes", ErrCorruptState, len(p))
+	}
+	return hs, &pb.ConfState{Voters: lists[0], Learners: lists[1]}, nil
+}

@@ -1,0 +1,339 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Peer transport. Every node listens on its raft address and keeps one outbound TCP connection
+// to each peer. A connection starts with a hello (magic "IMRT", version 1, the sender's id and
+// the id it means to reach), so a node that is given the wrong address for a peer refuses the
+// connection instead of taking someone else's traffic. Then each frame is a 4-byte big-endian
+// length and a marshalled raftpb.Message.
+//
+// Sending never blocks the Ready loop: each peer has a bounded queue, and a message that does
+// not fit is dropped (raft retries appends and heartbeats, and the peer is reported
+// unreachable so the leader probes instead of streaming). Message order per peer is kept.
+
+const (
+	helloMagic = "IMRT"
+	// maxFrame bounds what a reader allocates for one message; raft's messages are bounded by
+	// MaxSizePerMsg (1 MiB) plus one entry, and a batch is far below this.
+	maxFrame = 64 << 20
+	// peerQueue is the number of messages buffered per peer.
+	peerQueue = 4096
+)
+
+// Handler receives what the transport reads from peers; Node implements it.
+type Handler interface {
+	Step(m *pb.Message)
+	ReportUnreachable(id uint64)
+}
+
+// TransportConfig configures a Transport.
+type TransportConfig struct {
+	ID uint64
+	// Listen is the raft address to listen on ("127.0.0.1:0" picks a port; see Addr).
+	Listen string
+	// Listener, if set, is used instead of listening on Listen (tests pass one so that every
+	// node's address is known before any transport exists).
+	Listener net.Listener
+	// Peers maps every other node's id to its raft address.
+	Peers map[uint64]string
+	// DialTimeout and WriteTimeout bound a connect and one write (default 2s and 5s); a peer
+	// that takes longer is treated as unreachable and redialled.
+	DialTimeout  time.Duration
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Transport is the peer transport. It owns one listener goroutine, one reader goroutine per
+// inbound connection and one writer goroutine per peer; Stop ends them all.
+type Transport struct {
+	cfg     TransportConfig
+	log     *slog.Logger
+	ln      net.Listener
+	handler Handler
+	peers   map[uint64]*peer
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	inbound map[net.Conn]struct{}
+	// Dropped counts messages dropped because a peer's queue was full.
+	Dropped atomic.Uint64
+}
+
+type peer struct {
+	id   uint64
+	addr string
+	q    chan []byte
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+// NewTransport listens on cfg.Listen. Messages are accepted from peers once Start is called.
+func NewTransport(cfg TransportConfig) (*Transport, error) {
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("raft transport: listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	t := &Transport{
+		cfg:     cfg,
+		log:     cfg.Logger.With("node", cfg.ID),
+		ln:      ln,
+		peers:   make(map[uint64]*peer),
+		inbound: make(map[net.Conn]struct{}),
+	}
+	for id, addr := range cfg.Peers {
+		if id != cfg.ID {
+			t.peers[id] = &peer{id: id, addr: addr, q: make(chan []byte, peerQueue)}
+		}
+	}
+	return t, nil
+}
+
+// Addr is the address the transport listens on.
+func (t *Transport) Addr() string { return t.ln.Addr().String() }
+
+// Start accepts connections and starts the per-peer writers; h receives inbound messages.
+func (t *Transport) Start(ctx context.Context, h Handler) {
+	t.handler = h
+	t.ctx, t.cancel = context.WithCancel(ctx)
+	t.wg.Add(1)
+	go t.accept()
+	for _, p := range t.peers {
+		t.wg.Add(1)
+		go t.write(p)
+	}
+}
+
+// Stop closes the listener and every connection and waits for the goroutines.
+func (t *Transport) Stop() {
+	if t.cancel == nil {
+		t.ln.Close()
+		return
+	}
+	t.cancel()
+	t.ln.Close()
+	t.mu.Lock()
+	for c := range t.inbound {
+		c.Close()
+	}
+	t.mu.Unlock()
+	for _, p := range t.peers {
+		p.mu.Lock()
+		if p.conn != nil {
+			p.conn.Close()
+		}
+		p.mu.Unlock()
+	}
+	t.wg.Wait()
+}
+
+// Send implements Sender: it marshals each message now (they share memory with the log) and
+// queues it for its peer, dropping it if the queue is full.
+func (t *Transport) Send(msgs []*pb.Message) {
+	for _, m := range msgs {
+		p := t.peers[m.GetTo()]
+		if p == nil {
+			continue
+		}
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.log.Error("raft transport: marshal message", "type", m.GetType().String(), "to", m.GetTo(), "err", err)
+			continue
+		}
+		select {
+		case p.q <- b:
+		default:
+			t.Dropped.Add(1)
+			if t.handler != nil {
+				t.handler.ReportUnreachable(p.id)
+			}
+		}
+	}
+}
+
+func (t *Transport) accept() {
+	defer t.wg.Done()
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			if t.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				t.log.Warn("raft transport: accept", "err", err)
+			}
+			return
+		}
+		t.mu.Lock()
+		if t.ctx.Err() != nil {
+			t.mu.Unlock()
+			c.Close()
+			return
+		}
+		t.inbound[c] = struct{}{}
+		t.mu.Unlock()
+		t.wg.Add(1)
+		go t.read(c)
+	}
+}
+
+func (t *Transport) read(c net.Conn) {
+	defer t.wg.Done()
+	defer func() {
+		t.mu.Lock()
+		delete(t.inbound, c)
+		t.mu.Unlock()
+		c.Close()
+	}()
+	r := bufio.NewReaderSize(c, 64<<10)
+	var hello [len(helloMagic) + 1 + 16]byte
+	if _, err := io.ReadFull(r, hello[:]); err != nil {
+		return
+	}
+	from, to := binary.BigEndian.Uint64(hello[5:]), binary.BigEndian.Uint64(hello[13:])
+	if string(hello[:4]) != helloMagic || hello[4] != 1 || to != t.cfg.ID {
+		t.log.Warn("raft transport: refused connection", "remote", c.RemoteAddr().String(),
+			"from", from, "to", to)
+		return
+	}
+	var lenBuf [4]byte
+	for {
+		if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(lenBuf[:])
+		if n > maxFrame {
+			t.log.Warn("raft transport: frame too large", "from", from, "bytes", n)
+			return
+		}
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return
+		}
+		m := &pb.Message{}
+		if err := proto.Unmarshal(buf, m); err != nil {
+			t.log.Warn("raft transport: bad message", "from", from, "err", err)
+			return
+		}
+		if m.GetTo() != t.cfg.ID || m.GetFrom() != from {
+			t.log.Warn("raft transport: misaddressed message", "from", m.GetFrom(), "to", m.GetTo(), "conn_from", from)
+			return
+		}
+		t.handler.Step(m)
+	}
+}
+
+// write keeps one connection to p and writes its queue to it, redialling with a capped backoff
+// after any error. Messages of a failed write are lost; raft sends again.
+func (t *Transport) write(p *peer) {
+	defer t.wg.Done()
+	backoff := 50 * time.Millisecond
+	for t.ctx.Err() == nil {
+		conn, err := t.dial(p)
+		if err != nil {
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		err = t.stream(p, conn)
+		conn.Close()
+		p.mu.Lock()
+		p.conn = nil
+		p.mu.Unlock()
+		if t.ctx.Err() == nil {
+			t.log.Debug("raft transport: connection to peer lost", "peer", p.id, "err", err)
+			t.handler.ReportUnreachable(p.id)
+		}
+	}
+}
+
+func (t *Transport) dial(p *peer) (net.Conn, error) {
+	d := net.Dialer{Timeout: t.cfg.DialTimeout}
+	conn, err := d.DialContext(t.ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if t.ctx.Err() != nil {
+		p.mu.Unlock()
+		conn.Close()
+		return nil, t.ctx.Err()
+	}
+	p.conn = conn
+	p.mu.Unlock()
+	hello := []byte(helloMagic)
+	hello = append(hello, 1)
+	hello = binary.BigEndian.AppendUint64(hello, t.cfg.ID)
+	hello = binary.BigEndian.AppendUint64(hello, p.id)
+	conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+	if _, err := conn.Write(hello); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (t *Transport) stream(p *peer, conn net.Conn) error {
+	w := bufio.NewWriterSize(conn, 64<<10)
+	var lenBuf [4]byte
+	for {
+		var b []byte
+		select {
+		case <-t.ctx.Done():
+			return t.ctx.Err()
+		case b = <-p.q:
+		}
+		conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+		for {
+			binary.BigEndian.PutUint32(lenBuf[:], uint32(len(b)))
+			if _, err := w.Write(lenBuf[:]); err != nil {
+				return err
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			// Flush when the queue is empty: one write for whatever piled up meanwhile.
+			select {
+			case b = <-p.q:
+				continue
+			default:
+			}
+			break
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+}
