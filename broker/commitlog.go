@@ -50,9 +50,24 @@ func openCommitLog(dir string, segmentBytes int64) (*commitLog, error) {
 		return nil, fmt.Errorf("create log dir: %w", err)
 	}
 	l := &commitLog{dir: dir, segmentBytes: segmentBytes}
-	entries, err := os.ReadDir(dir)
+	if err := l.openSegments(os.O_RDWR); err != nil {
+		return nil, err
+	}
+	if len(l.segs) == 0 {
+		if err := l.createSegment(0); err != nil {
+			return nil, err
+		}
+	}
+	l.durable.Store(l.end.Load())
+	return l, nil
+}
+
+// openSegments opens every segment file of l.dir, in order, with flag (os.O_RDWR, or
+// os.O_RDONLY for a log only read), and sets l.end from the last one's size.
+func (l *commitLog) openSegments(flag int) error {
+	entries, err := os.ReadDir(l.dir)
 	if err != nil {
-		return nil, fmt.Errorf("list log dir: %w", err)
+		return fmt.Errorf("list log dir: %w", err)
 	}
 	var bases []int64
 	for _, e := range entries {
@@ -68,27 +83,24 @@ func openCommitLog(dir string, segmentBytes int64) (*commitLog, error) {
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
 	for _, base := range bases {
-		f, err := os.OpenFile(filepath.Join(dir, segmentName(base)), os.O_RDWR, 0o644)
+		f, err := os.OpenFile(filepath.Join(l.dir, segmentName(base)), flag, 0o644)
 		if err != nil {
 			l.close()
-			return nil, fmt.Errorf("open segment %d: %w", base, err)
+			return fmt.Errorf("open segment %d: %w", base, err)
 		}
 		l.segs = append(l.segs, &segment{base: base, f: f})
 	}
 	if len(l.segs) == 0 {
-		if err := l.createSegment(0); err != nil {
-			return nil, err
-		}
+		return nil
 	}
 	last := l.segs[len(l.segs)-1]
 	st, err := last.f.Stat()
 	if err != nil {
 		l.close()
-		return nil, fmt.Errorf("stat segment %d: %w", last.base, err)
+		return fmt.Errorf("stat segment %d: %w", last.base, err)
 	}
 	l.end.Store(last.base + st.Size())
-	l.durable.Store(last.base + st.Size())
-	return l, nil
+	return nil
 }
 
 func (l *commitLog) createSegment(base int64) error {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -196,35 +195,9 @@ func VerifyLog(dir string) (LogReport, error) {
 
 // openLogReadOnly opens the segments of the log directory dir for reading only.
 func openLogReadOnly(dir string) (*commitLog, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("list log dir: %w", err)
-	}
 	l := &commitLog{dir: dir}
-	var bases []int64
-	for _, e := range entries {
-		if base, err := strconv.ParseInt(strings.TrimSuffix(e.Name(), ".log"), 10, 64); err == nil && strings.HasSuffix(e.Name(), ".log") {
-			bases = append(bases, base)
-		}
+	if err := l.openSegments(os.O_RDONLY); err != nil {
+		return nil, err
 	}
-	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
-	for _, base := range bases {
-		f, err := os.Open(filepath.Join(dir, segmentName(base)))
-		if err != nil {
-			l.close()
-			return nil, fmt.Errorf("open segment %d: %w", base, err)
-		}
-		l.segs = append(l.segs, &segment{base: base, f: f})
-	}
-	if len(l.segs) == 0 {
-		return l, nil
-	}
-	last := l.segs[len(l.segs)-1]
-	st, err := last.f.Stat()
-	if err != nil {
-		l.close()
-		return nil, fmt.Errorf("stat segment %d: %w", last.base, err)
-	}
-	l.end.Store(last.base + st.Size())
 	return l, nil
 }
