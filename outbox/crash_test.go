@@ -176,45 +176,70 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// relayPair is a broker, a topic of two partitions and two relay processes for one source,
+// one of them holding the source's lock: the setting of the takeover tests.
+type relayPair struct {
+	e      *dbEnv
+	c      *client.Client
+	topic  string
+	relays []*proc
+	logs   []string
+	l      *ledger
+	seq    int
+	t      *testing.T
+}
+
+func startRelayPair(t *testing.T, d string) *relayPair {
+	t.Helper()
+	e := newDBEnv(t, d)
+	dir := t.TempDir()
+	bp := startBroker(t, dir, "127.0.0.1:0")
+	p := &relayPair{e: e, c: client.New(bp.URL), topic: uniqueName(t, "t."), l: newLedger(), t: t,
+		logs: []string{filepath.Join(dir, "relay-a.log"), filepath.Join(dir, "relay-b.log")}}
+	if _, err := p.c.CreateTopic(context.Background(), p.topic, client.TopicConfig{Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	p.relays = []*proc{e.startRelayProc(t, bp.URL, p.logs[0]), e.startRelayProc(t, bp.URL, p.logs[1])}
+	waitFor(t, 20*time.Second, "one relay active", func() bool { return p.isActive(0) || p.isActive(1) })
+	return p
+}
+
+// isActive reports whether relay i has logged that it holds the lock.
+func (p *relayPair) isActive(i int) bool {
+	b, _ := os.ReadFile(p.logs[i])
+	return strings.Contains(string(b), "outbox relay active")
+}
+
+// active is the index of a relay that holds the lock.
+func (p *relayPair) active() int {
+	if p.isActive(1) {
+		return 1
+	}
+	return 0
+}
+
+// write commits n outbox rows, one per transaction, over five keys, and records them.
+func (p *relayPair) write(n int) {
+	for range n {
+		key := fmt.Sprintf("k%d", p.seq%5)
+		if err := p.e.writeTx(context.Background(), p.topic, key, []int{p.seq}, true); err != nil {
+			p.t.Fatal(err)
+		}
+		p.l.add(key, []int{p.seq}, true)
+		p.seq++
+	}
+}
+
 // TestTakeover is acceptance test 3: two relay processes for one source; only one holds the
 // lock and publishes; SIGKILL it and the other takes over with no loss and no duplicate.
 func TestTakeover(t *testing.T) {
 	for _, d := range dialects {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			e := newDBEnv(t, d)
-			dir := t.TempDir()
-			bp := startBroker(t, dir, "127.0.0.1:0")
-			c := client.New(bp.URL)
-			topic := uniqueName(t, "t.")
-			ctx := context.Background()
-			if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 2}); err != nil {
-				t.Fatal(err)
-			}
-			logs := []string{filepath.Join(dir, "relay-a.log"), filepath.Join(dir, "relay-b.log")}
-			relays := []*proc{e.startRelayProc(t, bp.URL, logs[0]), e.startRelayProc(t, bp.URL, logs[1])}
-			isActive := func(i int) bool {
-				b, _ := os.ReadFile(logs[i])
-				return strings.Contains(string(b), "outbox relay active")
-			}
-			waitFor(t, 20*time.Second, "one relay active", func() bool { return isActive(0) || isActive(1) })
-			l := newLedger()
-			seq := 0
-			write := func(n int) {
-				for range n {
-					key := fmt.Sprintf("k%d", seq%5)
-					if err := e.writeTx(ctx, topic, key, []int{seq}, true); err != nil {
-						t.Fatal(err)
-					}
-					l.add(key, []int{seq}, true)
-					seq++
-				}
-			}
+			p := startRelayPair(t, d)
+			e, relays, isActive, write := p.e, p.relays, p.isActive, p.write
 			write(200)
-			active := 0
-			if isActive(1) {
-				active = 1
-			}
+			active := p.active()
 			standby := 1 - active
 			// The standby retries the lock every 50ms; while the active one lives it never gets it.
 			time.Sleep(300 * time.Millisecond)
@@ -225,7 +250,7 @@ func TestTakeover(t *testing.T) {
 			write(200)
 			waitFor(t, 20*time.Second, "the standby to take over", func() bool { return isActive(standby) })
 			waitFor(t, 60*time.Second, "the outbox to drain", func() bool { return e.rowsLeft(t) == 0 })
-			l.check(t, fetchAllHTTP(t, c, topic, 2))
+			p.l.check(t, fetchAllHTTP(t, p.c, p.topic, 2))
 		})
 	}
 }

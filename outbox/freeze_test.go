@@ -1,16 +1,9 @@
 package outbox_test
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/imagomq/imago/client"
 )
 
 // takeoverBound is the documented bound on a standby's takeover after the lock holder froze or
@@ -27,40 +20,11 @@ func TestTakeoverFrozenHolder(t *testing.T) {
 	for _, d := range dialects {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			e := newDBEnv(t, d)
-			dir := t.TempDir()
-			bp := startBroker(t, dir, "127.0.0.1:0")
-			c := client.New(bp.URL)
-			topic := uniqueName(t, "t.")
-			ctx := context.Background()
-			if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 2}); err != nil {
-				t.Fatal(err)
-			}
-			logs := []string{filepath.Join(dir, "relay-a.log"), filepath.Join(dir, "relay-b.log")}
-			relays := []*proc{e.startRelayProc(t, bp.URL, logs[0]), e.startRelayProc(t, bp.URL, logs[1])}
-			isActive := func(i int) bool {
-				b, _ := os.ReadFile(logs[i])
-				return strings.Contains(string(b), "outbox relay active")
-			}
-			waitFor(t, 20*time.Second, "one relay active", func() bool { return isActive(0) || isActive(1) })
-			l := newLedger()
-			seq := 0
-			write := func(n int) {
-				for range n {
-					key := fmt.Sprintf("k%d", seq%5)
-					if err := e.writeTx(ctx, topic, key, []int{seq}, true); err != nil {
-						t.Fatal(err)
-					}
-					l.add(key, []int{seq}, true)
-					seq++
-				}
-			}
+			p := startRelayPair(t, d)
+			e, relays, isActive, write := p.e, p.relays, p.isActive, p.write
 			write(100)
 			waitFor(t, 30*time.Second, "the first rows relayed", func() bool { return e.rowsLeft(t) == 0 })
-			active := 0
-			if isActive(1) {
-				active = 1
-			}
+			active := p.active()
 			standby := 1 - active
 			if err := relays[active].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
@@ -80,7 +44,7 @@ func TestTakeoverFrozenHolder(t *testing.T) {
 			}
 			write(50)
 			waitFor(t, 60*time.Second, "the outbox to drain", func() bool { return e.rowsLeft(t) == 0 })
-			l.check(t, fetchAllHTTP(t, c, topic, 2))
+			p.l.check(t, fetchAllHTTP(t, p.c, p.topic, 2))
 		})
 	}
 }
