@@ -289,12 +289,11 @@ func (cs *Consumer) MemberID() string {
 // message failed with dead letters off (*HandlerError). Transient failures (the server down,
 // 429, 503) are retried with backoff. Run may not be called twice at once.
 //
-// Delivery is at least once. A message counts as handled once its handler call returned; when
-// ctx ends while a handler runs (a handler that cancels Run's context itself, to stop after a
-// message, is the common case), that message's handling is not known to be complete, its
-// offset is not committed, and the next run delivers it again. To stop after a message without
-// a redelivery, cancel from outside the handler once the group's committed offsets are past it
-// (GroupOffsets), or make the handler idempotent.
+// Delivery is at least once: a message's offset is committed only after its handler returned
+// nil (on the way out too: the final commit does not depend on ctx). A handler that returns an
+// error because Run's context ended, or a crash, leaves its message uncommitted, and the next
+// run delivers it again; make handlers idempotent, or consume exactly once into a database
+// with TxConsumer.
 func (cs *Consumer) Run(ctx context.Context, h Handler) error {
 	if h == nil {
 		return errors.New("client: Consumer.Run: nil handler")
