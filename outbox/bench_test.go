@@ -41,6 +41,12 @@ func TestOutboxFigures(t *testing.T) {
 			f := MeasureOutbox(t, d, n, rate, 5*time.Second)
 			t.Logf("%s: relay %d rows of 1 KiB in %.2fs = %.0f msgs/s (batch %d); commit-to-fetchable at %d msgs/s asked, %.0f achieved: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d samples)",
 				d, f.Rows, f.RelaySeconds, f.RelayRate, f.Batch, rate, float64(f.Samples)/5, f.P50ms, f.P99ms, f.MaxMs, f.Samples)
+			if f.HeldMs >= 0 {
+				t.Logf("%s: mean time a committed row spent held back by an older open transaction (txid >= snapshot xmin) %.1f ms, final and not yet removed by the relay (its poll, the batch in flight, the publish, the completing transaction) %.1f ms (Little's law over %d samples)",
+					d, f.HeldMs, f.FinalMs, f.Probes)
+			}
+			c, p50, p99 := writeFlat(t, newDBEnv(t, d), 4, 3*time.Second)
+			t.Logf("%s: same-run writer ceiling (the 4 writers unpaced, no relay): %.0f tx/s, commit latency p50 %.1f ms, p99 %.1f ms", d, c, p50, p99)
 			if os.Getenv("IMAGO_OUTBOX_BENCH_WATERMILL") == "1" {
 				wm := runWatermill(t, d, n)
 				t.Logf("%s: watermill forwarder %.0f msgs/s; imago relay / watermill = %.1fx", d, wm, f.RelayRate/wm)
@@ -64,6 +70,11 @@ type Figures struct {
 	RelayRate           float64
 	Samples             int
 	P50ms, P99ms, MaxMs float64
+	// PostgreSQL only (else -1): mean ms a committed row spent with txid >= the snapshot's
+	// xmin (held back by an older open transaction), and final but not yet relayed, from
+	// counts sampled every 5 ms during the latency phase (Little's law: count / rate).
+	HeldMs, FinalMs float64
+	Probes          int
 }
 
 // MeasureOutbox fills an outbox table with rows 1 KiB rows and times the relay draining it,
@@ -174,8 +185,36 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 			}
 		}()
 	}
+	// PostgreSQL: sample how many committed rows are held back by the snapshot xmin and how
+	// many are final but still in the table (the relay deletes a row when its batch completes).
+	f.HeldMs, f.FinalMs = -1, -1
+	var held, final, probes int64
+	var pwg sync.WaitGroup
+	if dialect == outbox.Postgres {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			tk := time.NewTicker(5 * time.Millisecond)
+			defer tk.Stop()
+			for time.Now().Before(end) {
+				<-tk.C
+				var h, fi int64
+				if err := e.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE txid >= x), count(*) FILTER (WHERE txid < x)
+					FROM `+e.table+`, pg_snapshot_xmin(pg_current_snapshot()) x`).Scan(&h, &fi); err != nil {
+					t.Error(err)
+					return
+				}
+				held, final, probes = held+h, final+fi, probes+1
+			}
+		}()
+	}
 	wwg.Wait()
+	pwg.Wait()
 	written := int(seq.Load()) - rows
+	if probes > 0 {
+		r := float64(written) / dur.Seconds() / 1000 // rows per ms
+		f.HeldMs, f.FinalMs, f.Probes = float64(held)/float64(probes)/r, float64(final)/float64(probes)/r, int(probes)
+	}
 	waitFor(t, time.Minute, "every written message to be fetched", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
