@@ -50,7 +50,8 @@
 //     prepared transaction left behind, holds every later row back for as long as it stays
 //     open (look in pg_stat_activity for the oldest backend_xid, and in pg_prepared_xacts).
 //  2. The relay's next poll. Writers send no signal: the relay polls MinPoll (2 ms) after a
-//     batch and doubles the interval while it finds nothing, up to MaxPoll (200 ms). Under a
+//     batch and doubles the interval while it finds nothing, up to MaxPoll (200 ms); while
+//     committed rows wait for the xmin, at most 8 ms apart during the first second. Under a
 //     steady stream it polls every few milliseconds; the first row after a quiet period waits
 //     up to MaxPoll; an idle relay runs a few short queries a second.
 //  3. The batch in flight: batches are published one after the other (per-key order), each

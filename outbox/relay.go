@@ -134,6 +134,14 @@ func (o *Options) defaults() error {
 	return nil
 }
 
+// A PostgreSQL relay whose committed rows wait behind an older open transaction polls at
+// most heldPoll apart for the first heldFor of the wait, then backs off to MaxPoll (a
+// forgotten prepared transaction must not keep it polling fast for hours).
+const (
+	heldPoll = 8 * time.Millisecond
+	heldFor  = time.Second
+)
+
 // DefaultSessionTimeout is Options.SessionTimeout's default.
 const DefaultSessionTimeout = 15 * time.Second
 
@@ -376,7 +384,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 			cur, batch = *s.claim, nil
 		}
 	}
-	var lastBacklog time.Time
+	var lastBacklog, heldSince time.Time
 	idle := r.opts.MinPoll
 	for {
 		if ctx.Err() != nil {
@@ -391,7 +399,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 			}
 		}
 		if batch == nil {
-			rows, _, err := st.next(ctx, cur, r.opts.BatchSize)
+			rows, waiting, err := st.next(ctx, cur, r.opts.BatchSize)
 			if err != nil {
 				return err
 			}
@@ -402,6 +410,19 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 				// activity and more rarely the longer the outbox stays quiet.
 				d := idle
 				idle = min(2*idle, r.opts.MaxPoll)
+				if waiting && r.opts.Dialect == Postgres {
+					// Committed rows wait for an older transaction, which usually ends within
+					// milliseconds: poll at most heldPoll apart for the first heldFor, rather
+					// than let the interval double past the moment they become final.
+					if heldSince.IsZero() {
+						heldSince = time.Now()
+					}
+					if time.Since(heldSince) < heldFor {
+						d = min(d, max(heldPoll, r.opts.MinPoll))
+					}
+				} else {
+					heldSince = time.Time{}
+				}
 				woken, err := st.wait(ctx, d)
 				if err != nil {
 					return err
@@ -416,7 +437,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 				return err
 			}
 		}
-		idle = r.opts.MinPoll
+		idle, heldSince = r.opts.MinPoll, time.Time{}
 		stop := keepAlive(st, r.opts.SessionTimeout/3)
 		err := r.publish(ctx, batch)
 		stop()
