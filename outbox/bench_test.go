@@ -24,6 +24,9 @@ import (
 // writer's commit to the message being fetchable at a moderate write rate, for PostgreSQL and
 // MariaDB; with IMAGO_OUTBOX_BENCH_WATERMILL=1 it also runs Watermill's SQL forwarder
 // (bench/watermill, a module of its own) on the same database right after, for the ratio.
+// Each dialect also prints the same-run ceiling of the latency phase's writers (the same 4
+// writers unpaced, no relay: the rate the machine allows them then), and PostgreSQL the mean
+// split of the delay between the snapshot xmin and the relay.
 // It runs only with IMAGO_OUTBOX_BENCH=1 (not in CI):
 //
 //	IMAGO_OUTBOX_BENCH=1 IMAGO_OUTBOX_BENCH_WATERMILL=1 go test -run TestOutboxFigures -v -timeout 30m ./outbox/
