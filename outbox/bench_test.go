@@ -48,6 +48,9 @@ func TestOutboxFigures(t *testing.T) {
 				t.Logf("%s: mean time a committed row spent held back by an older open transaction (txid >= snapshot xmin) %.1f ms, final and not yet removed by the relay (its poll, the batch in flight, the publish, the completing transaction) %.1f ms (Little's law over %d samples)",
 					d, f.HeldMs, f.FinalMs, f.Probes)
 			}
+			if f.BusyCores >= 0 {
+				t.Logf("%s: during the writes %.2f of %d cores were busy (this test process, with the broker, relay and consumers: %.2f)", d, f.BusyCores, f.CPUs, f.ProcCores)
+			}
 			c, p50, p99 := writeFlat(t, newDBEnv(t, d), 4, 3*time.Second)
 			t.Logf("%s: same-run writer ceiling (the 4 writers unpaced, no relay): %.0f tx/s, commit latency p50 %.1f ms, p99 %.1f ms", d, c, p50, p99)
 			if os.Getenv("IMAGO_OUTBOX_BENCH_WATERMILL") == "1" {
@@ -75,9 +78,13 @@ type Figures struct {
 	P50ms, P99ms, MaxMs float64
 	// PostgreSQL only (else -1): mean ms a committed row spent with txid >= the snapshot's
 	// xmin (held back by an older open transaction), and final but not yet relayed, from
-	// counts sampled every 5 ms during the latency phase (Little's law: count / rate).
+	// counts sampled every 20 ms during the latency phase (Little's law: count / rate).
 	HeldMs, FinalMs float64
 	Probes          int
+	// Machine CPU during the latency phase's writes (Linux /proc/stat; -1 elsewhere): cores
+	// busy on average (of CPUs), and this test process's share of them.
+	BusyCores, ProcCores float64
+	CPUs                 int
 }
 
 // MeasureOutbox fills an outbox table with rows 1 KiB rows and times the relay draining it,
@@ -116,6 +123,9 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 	f := Figures{Rows: rows, Batch: 1000}
 	opts := e.relayOptions()
 	opts.BatchSize = f.Batch
+	if v := envInt("IMAGO_OUTBOX_BENCH_MINPOLL_MS", 0); v > 0 {
+		opts.MinPoll = time.Duration(v) * time.Millisecond
+	}
 	start := time.Now()
 	r := startRelay(t, opts, outbox.BrokerPublisher{B: b})
 	waitFor(t, 10*time.Minute, "the relay to drain the outbox", func() bool { return r.Status().RelayedTotal >= int64(rows) })
@@ -161,6 +171,7 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 	const writers = 4
 	var wwg sync.WaitGroup
 	per := time.Duration(float64(time.Second) * writers / float64(rate))
+	busy0, wall0, proc0 := machineCPU()
 	end := time.Now().Add(dur)
 	for range writers {
 		wwg.Add(1)
@@ -197,7 +208,7 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 		pwg.Add(1)
 		go func() {
 			defer pwg.Done()
-			tk := time.NewTicker(5 * time.Millisecond)
+			tk := time.NewTicker(20 * time.Millisecond) // light: the probe shares the CPUs with the writers
 			defer tk.Stop()
 			for time.Now().Before(end) {
 				<-tk.C
@@ -212,6 +223,12 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 		}()
 	}
 	wwg.Wait()
+	busy1, wall1, proc1 := machineCPU()
+	f.CPUs, f.BusyCores, f.ProcCores = runtime.NumCPU(), -1, -1
+	if wall1 > wall0 && busy0 >= 0 {
+		f.BusyCores = (busy1 - busy0) / (wall1 - wall0) * float64(f.CPUs)
+		f.ProcCores = (proc1 - proc0) / (wall1 - wall0) * float64(f.CPUs)
+	}
 	pwg.Wait()
 	written := int(seq.Load()) - rows
 	if probes > 0 {
@@ -275,4 +292,32 @@ func testenvDSN(t *testing.T, dialect string) string {
 		return pgDSN(t)
 	}
 	return myDSN(t)
+}
+
+// machineCPU reads /proc/stat: busy and total jiffies of all CPUs, and this process's user+sys
+// jiffies (from /proc/self/stat), all in the same unit; busy is -1 where /proc is missing.
+func machineCPU() (busy, total, proc float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1, 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	for i, v := range fields[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	if sb, err := os.ReadFile("/proc/self/stat"); err == nil {
+		if _, rest, ok := strings.Cut(string(sb), ") "); ok {
+			if f := strings.Fields(rest); len(f) > 12 {
+				u, _ := strconv.ParseFloat(f[11], 64)
+				s, _ := strconv.ParseFloat(f[12], 64)
+				proc = u + s
+			}
+		}
+	}
+	return busy, total, proc
 }
