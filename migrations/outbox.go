@@ -28,7 +28,7 @@ func OutboxFS(dialect string) (fs.FS, error) {
 }
 
 // ApplyOutbox creates or updates the transactional outbox in the application's database
-// behind db: imago.outbox and imago.outbox_relay in PostgreSQL (with the NOTIFY trigger),
+// behind db: imago.outbox and imago.outbox_relay in PostgreSQL (no NOTIFY trigger: see outbox),
 // imago_outbox and imago_outbox_relay in MySQL/MariaDB (other names of Dialect are accepted).
 // Like Apply it is idempotent and serialized across processes by the migration lock.
 func ApplyOutbox(ctx context.Context, db *sql.DB, dialect string) error {

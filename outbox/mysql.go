@@ -291,7 +291,9 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, ne
 
 func (s *mysqlStore) ping(ctx context.Context) error { return s.conn.PingContext(ctx) }
 
-func (s *mysqlStore) wait(ctx context.Context, d time.Duration) error { return sleep(ctx, d) }
+func (s *mysqlStore) wait(ctx context.Context, d time.Duration) (bool, error) {
+	return false, sleep(ctx, d)
+}
 
 func (s *mysqlStore) backlog(ctx context.Context, cur pos) (int64, error) {
 	var n int64

@@ -291,18 +291,20 @@ func (s *pgStore) complete(ctx context.Context, cur, end pos, batch []row, nextC
 
 func (s *pgStore) ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 
-func (s *pgStore) wait(ctx context.Context, d time.Duration) error {
+// wait sleeps d on the session, returning early on a NOTIFY imago_outbox (sent only by the
+// optional trigger an operator may attach to a table; the migrations attach none).
+func (s *pgStore) wait(ctx context.Context, d time.Duration) (bool, error) {
 	if s.woken.Swap(false) {
-		return nil
+		return true, nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	err := s.conn.PgConn().WaitForNotification(wctx)
 	s.woken.Store(false)
 	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
-		return nil // the poll interval passed
+		return false, nil // the poll interval passed
 	}
-	return err
+	return err == nil, err
 }
 
 func (s *pgStore) backlog(ctx context.Context, cur pos) (int64, error) {

@@ -39,11 +39,12 @@ type Options struct {
 	BatchSize int
 	// BatchBytes caps payload bytes per batch (a single larger row is still sent). Default 4 MiB.
 	BatchBytes int
-	// MinPoll is the first retry delay when rows are waiting for an open transaction, and the
-	// MySQL poll interval right after a batch. Default 2ms.
+	// MinPoll is the poll interval right after a batch or a wake-up: an outbox that finds no
+	// row to relay waits MinPoll, then twice as long each time, up to MaxPoll. Default 2ms.
 	MinPoll time.Duration
-	// MaxPoll bounds the idle poll interval (PostgreSQL also wakes on NOTIFY). Default 200ms
-	// for MySQL, 1s for PostgreSQL.
+	// MaxPoll bounds the poll interval of an idle relay, and so the delay of the first row
+	// after a quiet period. Default 200ms. A PostgreSQL relay also wakes on NOTIFY
+	// imago_outbox, where an operator attached the optional imago.outbox_notify() trigger.
 	MaxPoll time.Duration
 	// LockRetry is how often a standby relay tries to take the source's lock. Default 1s.
 	LockRetry time.Duration
@@ -106,10 +107,7 @@ func (o *Options) defaults() error {
 		o.MinPoll = 2 * time.Millisecond
 	}
 	if o.MaxPoll <= 0 {
-		o.MaxPoll = time.Second
-		if o.Dialect == MySQL {
-			o.MaxPoll = 200 * time.Millisecond
-		}
+		o.MaxPoll = 200 * time.Millisecond
 	}
 	if o.LockRetry <= 0 {
 		o.LockRetry = time.Second
@@ -135,6 +133,14 @@ func (o *Options) defaults() error {
 	}
 	return nil
 }
+
+// A PostgreSQL relay whose committed rows wait behind an older open transaction polls at
+// most heldPoll apart for the first heldFor of the wait, then backs off to MaxPoll (a
+// forgotten prepared transaction must not keep it polling fast for hours).
+const (
+	heldPoll = 8 * time.Millisecond
+	heldFor  = time.Second
+)
 
 // DefaultSessionTimeout is Options.SessionTimeout's default.
 const DefaultSessionTimeout = 15 * time.Second
@@ -185,8 +191,8 @@ type store interface {
 	// of rows was removed, and with ErrStrayRows when (cur, end] holds a row batch does not
 	// (both wrap ErrPermanent): then nothing is removed and the cursor stays.
 	complete(ctx context.Context, cur, end pos, batch []row, nextClaim *pos) (int64, error)
-	// wait blocks up to d, returning early when the database signals new rows.
-	wait(ctx context.Context, d time.Duration) error
+	// wait blocks up to d, returning early (woken) when the database signals new rows.
+	wait(ctx context.Context, d time.Duration) (woken bool, err error)
 	// backlog counts rows after cur not yet relayed.
 	backlog(ctx context.Context, cur pos) (int64, error)
 	// ping runs a trivial statement, so the server does not end the idle session.
@@ -378,7 +384,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 			cur, batch = *s.claim, nil
 		}
 	}
-	var lastBacklog time.Time
+	var lastBacklog, heldSince time.Time
 	idle := r.opts.MinPoll
 	for {
 		if ctx.Err() != nil {
@@ -398,16 +404,31 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 				return err
 			}
 			if len(rows) == 0 {
-				d := r.opts.MaxPoll
-				if waiting {
-					d = idle
-					idle = min(2*idle, r.opts.MaxPoll)
-				} else if r.opts.Dialect == MySQL {
-					d = idle
-					idle = min(2*idle, r.opts.MaxPoll)
+				// Nothing final to relay: rows not yet committed, or committed behind an older
+				// transaction still open, or none. Writers do not signal (see "What the
+				// PostgreSQL relay waits on" in the package documentation), so poll, soon after
+				// activity and more rarely the longer the outbox stays quiet.
+				d := idle
+				idle = min(2*idle, r.opts.MaxPoll)
+				if waiting && r.opts.Dialect == Postgres {
+					// Committed rows wait for an older transaction, which usually ends within
+					// milliseconds: poll at most heldPoll apart for the first heldFor, rather
+					// than let the interval double past the moment they become final.
+					if heldSince.IsZero() {
+						heldSince = time.Now()
+					}
+					if time.Since(heldSince) < heldFor {
+						d = min(d, max(heldPoll, r.opts.MinPoll))
+					}
+				} else {
+					heldSince = time.Time{}
 				}
-				if err := st.wait(ctx, d); err != nil {
+				woken, err := st.wait(ctx, d)
+				if err != nil {
 					return err
+				}
+				if woken {
+					idle = r.opts.MinPoll
 				}
 				continue
 			}
@@ -416,7 +437,7 @@ func (r *Relay) relay(ctx context.Context, st store) error {
 				return err
 			}
 		}
-		idle = r.opts.MinPoll
+		idle, heldSince = r.opts.MinPoll, time.Time{}
 		stop := keepAlive(st, r.opts.SessionTimeout/3)
 		err := r.publish(ctx, batch)
 		stop()

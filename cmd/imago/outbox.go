@@ -201,7 +201,7 @@ func newOutboxMigrateCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Create or update the outbox tables in an application database",
-		Long: `Create or update imago.outbox and imago.outbox_relay (PostgreSQL, with the NOTIFY trigger) or
+		Long: `Create or update imago.outbox and imago.outbox_relay (PostgreSQL; writers send no NOTIFY) or
 imago_outbox and imago_outbox_relay (MySQL/MariaDB). Idempotent; safe to run from several
 processes at once.`,
 		Example: `  IMAGO_OUTBOX_DSN="postgres://app@127.0.0.1:5432/shop" imago outbox migrate --driver postgres`,
