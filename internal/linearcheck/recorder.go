@@ -153,36 +153,50 @@ type Result struct {
 	Partition int
 	Ops       int // operations checked
 	Open      int // of which open-ended (unknown outcome)
+	Dropped   int // open-ended operations Simplify removed before the check (CheckAll)
 	Verdict   porcupine.CheckResult
 	Took      time.Duration
 	// Explain describes, when Verdict is Illegal, where the longest linearization found stops:
 	// the operations around the first one that no order could place.
 	Explain string
-	Info    porcupine.LinearizationInfo
+	Info    porcupine.LinearizationInfo // set when Illegal: for porcupine.VisualizePath
 }
 
 // Check checks one history against Model within timeout (0: no limit). A timeout gives
 // porcupine.Unknown, which proves nothing either way.
+//
+// The plain check runs first; only an illegal history is checked again in verbose mode for
+// the explanation. Verbose mode records the longest linearization through every operation at
+// each backtrack, which on tens of thousands of operations costs far more than the check.
 func Check(partition int, ops []porcupine.Operation, timeout time.Duration) Result {
 	start := time.Now()
-	verdict, info := porcupine.CheckOperationsVerbose(Model, ops, timeout)
-	res := Result{Partition: partition, Ops: len(ops), Verdict: verdict, Took: time.Since(start), Info: info}
+	verdict := porcupine.CheckOperationsTimeout(Model, ops, timeout)
+	res := Result{Partition: partition, Ops: len(ops), Verdict: verdict, Took: time.Since(start)}
+	if verdict == porcupine.Illegal {
+		_, res.Info = porcupine.CheckOperationsVerbose(Model, ops, timeout)
+	}
 	for _, op := range ops {
 		if op.Return == math.MaxInt64 {
 			res.Open++
 		}
 	}
 	if verdict == porcupine.Illegal {
-		res.Explain = explain(ops, info)
+		res.Explain = explain(ops, res.Info)
 	}
 	return res
 }
 
-// CheckAll checks every recorded partition, one after the other, each within timeout.
-func (r *Recorder) CheckAll(timeout time.Duration) []Result {
+// CheckAll checks every recorded partition, one after the other, each within timeout, after
+// Simplify (completeRead as there: the caller asserts that the history ends with fetches
+// that read every partition whole after all producers stopped).
+func (r *Recorder) CheckAll(timeout time.Duration, completeRead bool) []Result {
 	var out []Result
 	for _, p := range r.Partitions() {
-		out = append(out, Check(p, r.History(p), timeout))
+		ops := r.History(p)
+		simple := Simplify(ops, completeRead)
+		res := Check(p, simple, timeout)
+		res.Dropped = len(ops) - len(simple)
+		out = append(out, res)
 	}
 	return out
 }
