@@ -83,6 +83,8 @@ func TestLinearizableSingleNode(t *testing.T) {
 	duration, kills := 4*time.Second, 2
 	if *linearLong {
 		duration, kills = 60*time.Second, 20
+	} else if testing.Short() { // the race detector's run (make race)
+		duration, kills = 2*time.Second, 1
 	}
 	seed := *linearSeed
 	if seed == 0 {

@@ -49,6 +49,24 @@ func TestSimplify(t *testing.T) {
 			prod(2, 2, 3, "k2", ids("b"), 0),
 			fetch(1, 5, 6, 0, 10, 0),
 		}},
+		{name: "attempts closed at the first observation, whichever applied", completeRead: true, kept: 5, ok: true, ops: []porcupine.Operation{
+			unknown(0, 1, "k1", "a"), // never reached the server
+			unknown(0, 3, "k1", "a"), // applied at 4
+			prod(1, 5, 6, "k2", ids("b"), 1),
+			fetch(2, 7, 8, 0, 10, 2, "a", "b"),
+			dup(0, 9, 10, "k1", ids("a"), 0),
+		}},
+		{name: "two attempts both applied stay illegal once closed", completeRead: true, kept: 3, ok: false, ops: []porcupine.Operation{
+			unknown(0, 1, "k1", "a"),
+			unknown(0, 3, "k1", "a"),
+			fetch(2, 7, 8, 0, 10, 2, "a", "a"),
+		}},
+		{name: "a closed attempt keeps its place before what it observed", completeRead: true, kept: 4, ok: false, ops: []porcupine.Operation{
+			unknown(0, 1, "", "a"),
+			fetch(2, 2, 3, 0, 10, 0),
+			fetch(2, 4, 5, 0, 10, 1, "a"),
+			prod(1, 6, 7, "k2", ids("b"), 0), // offset 0 again, after a was read there
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Simplify(tc.ops, tc.completeRead)
