@@ -43,6 +43,7 @@ import (
 var (
 	linearLong = flag.Bool("linear.long", false, "linearizability test: a one-minute run with more kills")
 	linearSeed = flag.Int64("linear.seed", 0, "linearizability test: random seed (0 picks one and logs it)")
+	linearTime = flag.Duration("linear.duration", 0, "linearizability test: run this long, one kill per 3 s (0: the default length)")
 )
 
 const (
@@ -69,9 +70,10 @@ func (t noReplayTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // linearRun is the state shared by the load goroutines of one run.
 type linearRun struct {
-	t   *testing.T
-	c   *client.Client
-	rec *linearcheck.Recorder
+	t     *testing.T
+	c     *client.Client
+	topic string
+	rec   *linearcheck.Recorder
 	// values holds every value sent, by message id, to compare fetched bytes with.
 	values   sync.Map
 	produced atomic.Int64 // acknowledged produce attempts
@@ -80,53 +82,76 @@ type linearRun struct {
 }
 
 func TestLinearizableSingleNode(t *testing.T) {
-	duration, kills := 4*time.Second, 2
+	// A round is one topic's history: load and faults, then a complete read and the check. The
+	// long run is several rounds rather than one long history, because the checker's memory
+	// grows with the square of a history's length (a bitset of the history per visited state).
+	rounds, duration, kills := 1, 4*time.Second, 2
 	if *linearLong {
-		duration, kills = 60*time.Second, 20
+		rounds, duration, kills = 4, 15*time.Second, 5
 	} else if testing.Short() { // the race detector's run (make race)
 		duration, kills = 2*time.Second, 1
+	}
+	if *linearTime > 0 {
+		duration, kills = *linearTime, max(1, int(*linearTime/(3*time.Second)))
 	}
 	seed := *linearSeed
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}
-	t.Logf("linearizability test: %v, %d kills, seed %d (rerun with -linear.seed %d)", duration, kills, seed, seed)
+	t.Logf("linearizability test: %d round(s) of %v with %d kills each, seed %d (rerun with -linear.seed %d)",
+		rounds, duration, kills, seed, seed)
 	rng := rand.New(rand.NewSource(seed))
 
 	dataDir := t.TempDir() + "/data"
 	srv := startServer(t, dataDir)
-	if _, err := srv.client().CreateTopic(context.Background(), linearTopic, client.TopicConfig{Partitions: linearPartitions}); err != nil {
-		t.Fatalf("create topic: %v", err)
-	}
 	proxy, err := faultproxy.New(strings.TrimPrefix(srv.URL, "http://"), rng.Int63())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
-	run := &linearRun{
-		t:   t,
-		c:   client.New("http://"+proxy.Addr(), client.WithRetries(1), client.WithHTTPClient(&http.Client{Transport: noReplayTransport{tr}})),
-		rec: linearcheck.NewRecorder(),
-	}
 	defer tr.CloseIdleConnections()
+	c := client.New("http://"+proxy.Addr(), client.WithRetries(1), client.WithHTTPClient(&http.Client{Transport: noReplayTransport{tr}}))
 
+	start := time.Now()
+	var total, produced, unknown, fetched, killed int
+	for round := 1; round <= rounds && !t.Failed(); round++ {
+		topic := fmt.Sprintf("%s-%d", linearTopic, round)
+		if _, err := srv.client().CreateTopic(context.Background(), topic, client.TopicConfig{Partitions: linearPartitions}); err != nil {
+			t.Fatalf("create topic %s: %v", topic, err)
+		}
+		run := &linearRun{t: t, c: c, topic: topic, rec: linearcheck.NewRecorder()}
+		killed += run.load(rng, &srv, dataDir, proxy, duration, kills)
+		produced += int(run.produced.Load())
+		unknown += int(run.unknown.Load())
+		fetched += int(run.fetched.Load())
+		total += run.check(seed, round)
+	}
+	fmt.Printf("linearizability: %d operations checked (%d produces acknowledged, %d without answer, %d fetches) on %d partitions, %d kills, in %v\n",
+		total, produced, unknown, fetched, rounds*linearPartitions, killed, time.Since(start).Round(time.Millisecond))
+	srv.stop()
+}
+
+// load runs the producers and fetchers of one round on r.topic for duration while injecting
+// faults, kills among them (the server restarts on dataDir, *srv is the new one); then it
+// heals the proxy and reads every partition whole. It returns the number of kills.
+func (r *linearRun) load(rng *rand.Rand, srv **serverProc, dataDir string, proxy *faultproxy.Proxy, duration time.Duration, kills int) int {
+	t := r.t
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for w := 0; w < linearProducers; w++ {
 		wrng := rand.New(rand.NewSource(rng.Int63()))
 		wg.Add(1)
-		go func() { defer wg.Done(); run.produce(ctx, w, wrng) }()
+		go func() { defer wg.Done(); r.produce(ctx, w, wrng) }()
 	}
 	for f := 0; f < linearFetchers; f++ {
 		frng := rand.New(rand.NewSource(rng.Int63()))
 		wg.Add(1)
-		go func() { defer wg.Done(); run.fetch(ctx, linearProducers+f, frng) }()
+		go func() { defer wg.Done(); r.fetch(ctx, linearProducers+f, frng) }()
 	}
 
-	// The fault schedule: kills spread over the run, other faults in between.
+	// The fault schedule: kills spread over the round, other faults in between.
 	start := time.Now()
 	killEvery := duration / time.Duration(kills+1)
 	nextKill := start.Add(killEvery)
@@ -135,9 +160,9 @@ func TestLinearizableSingleNode(t *testing.T) {
 	for time.Since(start) < duration || killed < kills {
 		time.Sleep(150*time.Millisecond + time.Duration(rng.Int63n(int64(350*time.Millisecond))))
 		if killed < kills && time.Now().After(nextKill) {
-			srv.kill()
-			srv = startServer(t, dataDir)
-			proxy.SetTarget(strings.TrimPrefix(srv.URL, "http://"))
+			(*srv).kill()
+			*srv = startServer(t, dataDir)
+			proxy.SetTarget(strings.TrimPrefix((*srv).URL, "http://"))
 			nextKill = nextKill.Add(killEvery)
 			killed++
 			done = append(done, "kill")
@@ -170,36 +195,41 @@ func TestLinearizableSingleNode(t *testing.T) {
 	stop()
 	wg.Wait()
 	proxy.Heal()
-	t.Logf("faults: %s", strings.Join(done, " "))
+	t.Logf("%s faults: %s", r.topic, strings.Join(done, " "))
 
 	// A last read of every partition, recorded too, so every stored message is observed.
 	for p := 0; p < linearPartitions; p++ {
-		run.readToEnd(t, p)
+		r.readToEnd(t, p)
 	}
-	if run.produced.Load() == 0 || run.fetched.Load() == 0 {
-		t.Fatalf("the load did not run: %d produces, %d fetches answered", run.produced.Load(), run.fetched.Load())
+	if r.produced.Load() == 0 || r.fetched.Load() == 0 {
+		t.Fatalf("%s: the load did not run: %d produces, %d fetches answered", r.topic, r.produced.Load(), r.fetched.Load())
 	}
+	return killed
+}
 
+// check checks every partition's history of the round and returns the operations checked.
+func (r *linearRun) check(seed int64, round int) int {
+	t := r.t
 	total := 0
-	// The final reads above cover every partition after all producers stopped: a complete read.
-	for _, res := range run.rec.CheckAll(2*time.Minute, true) {
+	// The final reads of load cover every partition after all producers stopped: a complete read.
+	for _, res := range r.rec.CheckAll(2*time.Minute, true) {
 		total += res.Ops
-		t.Logf("partition %d: %d operations (%d open-ended; %d settled ones dropped) checked in %v: %s",
-			res.Partition, res.Ops, res.Open, res.Dropped, res.Took.Round(time.Millisecond), res.Verdict)
+		t.Logf("%s partition %d: %d operations (%d left open-ended; %d settled attempts dropped) checked in %v: %s",
+			r.topic, res.Partition, res.Ops, res.Open, res.Dropped, res.Took.Round(time.Millisecond), res.Verdict)
 		switch res.Verdict {
 		case porcupine.Illegal:
-			path := filepath.Join(os.TempDir(), fmt.Sprintf("imago-linear-%d-p%d.html", seed, res.Partition))
+			path := filepath.Join(os.TempDir(), fmt.Sprintf("imago-linear-%d-r%d-p%d.html", seed, round, res.Partition))
 			if err := porcupine.VisualizePath(linearcheck.Model, res.Info, path); err != nil {
 				path = "(visualization failed: " + err.Error() + ")"
 			}
-			t.Errorf("partition %d: history is NOT linearizable (seed %d, visualization %s)\n%s", res.Partition, seed, path, res.Explain)
+			t.Errorf("%s partition %d: history is NOT linearizable (seed %d, round %d, visualization %s)\n%s",
+				r.topic, res.Partition, seed, round, path, res.Explain)
 		case porcupine.Unknown:
-			t.Errorf("partition %d: the checker could not decide within its time limit (%d operations, seed %d)", res.Partition, res.Ops, seed)
+			t.Errorf("%s partition %d: the checker could not decide within its time limit (%d operations, seed %d)",
+				r.topic, res.Partition, res.Ops, seed)
 		}
 	}
-	fmt.Printf("linearizability: %d operations checked over %d partitions (%d produces acknowledged, %d without answer, %d fetches), %d kills, in %v\n",
-		total, linearPartitions, run.produced.Load(), run.unknown.Load(), run.fetched.Load(), killed, time.Since(start).Round(time.Millisecond))
-	srv.stop()
+	return total
 }
 
 // produce sends requests of 1 to 3 messages to one partition each, with an idempotency key
@@ -224,7 +254,7 @@ func (r *linearRun) produce(ctx context.Context, w int, rng *rand.Rand) {
 		for ctx.Err() == nil {
 			call := r.rec.Produce(w, p, key, ids)
 			cctx, cancel := context.WithTimeout(context.Background(), linearCallTimeout)
-			res, err := r.c.Produce(cctx, linearTopic, msgs, client.ProduceOptions{IdempotencyKey: key})
+			res, err := r.c.Produce(cctx, r.topic, msgs, client.ProduceOptions{IdempotencyKey: key})
 			cancel()
 			if err == nil {
 				offsets := make([]int64, len(res.Offsets))
@@ -271,7 +301,7 @@ func (r *linearRun) fetch(ctx context.Context, client_ int, rng *rand.Rand) {
 		}
 		call := r.rec.Fetch(client_, p, off, max)
 		cctx, cancel := context.WithTimeout(context.Background(), linearCallTimeout)
-		res, err := r.c.Fetch(cctx, linearTopic, p, client.FetchOptions{Offset: off, MaxMessages: max, Wait: wait})
+		res, err := r.c.Fetch(cctx, r.topic, p, client.FetchOptions{Offset: off, MaxMessages: max, Wait: wait})
 		cancel()
 		if err != nil {
 			var e *client.Error
@@ -331,7 +361,7 @@ func (r *linearRun) readToEnd(t *testing.T, p int) {
 	for off := int64(0); ; {
 		call := r.rec.Fetch(client_, p, off, 100)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		res, err := r.c.Fetch(ctx, linearTopic, p, client.FetchOptions{Offset: off, MaxMessages: 100})
+		res, err := r.c.Fetch(ctx, r.topic, p, client.FetchOptions{Offset: off, MaxMessages: 100})
 		cancel()
 		if err != nil {
 			call.Unknown()
