@@ -2,7 +2,8 @@ package main
 
 // Linearizability test: concurrent producers and fetchers on a few partitions talk to a real
 // `imago serve` child through a fault proxy on the client link (internal/faultproxy), while the
-// test kills the server with SIGKILL and restarts it on the same data directory, delays
+// test kills the server with SIGKILL (half the time with a power loss: everything no fsync
+// covered is cut away) and restarts it on the same data directory, delays
 // traffic, drops connections and blackholes the link for a moment. Every call is recorded
 // (internal/linearcheck) and, at the end, each partition's history is checked with porcupine
 // against the model of one append-only log with idempotency keys.
@@ -102,8 +103,13 @@ func TestLinearizableSingleNode(t *testing.T) {
 		rounds, duration, kills, seed, seed)
 	rng := rand.New(rand.NewSource(seed))
 
-	dataDir := t.TempDir() + "/data"
-	srv := startServer(t, dataDir)
+	// The server keeps the test-only sync journal, so a kill can also be a power loss: every
+	// file cut back to what an fsync covered (internal/powerloss), as crash_powerloss_test does.
+	base := t.TempDir()
+	dataDir := filepath.Join(base, "data")
+	journal := filepath.Join(base, "sync.journal")
+	env := []string{envSyncJournal + "=" + journal}
+	srv := startServerEnv(t, dataDir, env)
 	proxy, err := faultproxy.New(strings.TrimPrefix(srv.URL, "http://"), rng.Int63())
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +128,13 @@ func TestLinearizableSingleNode(t *testing.T) {
 			t.Fatalf("create topic %s: %v", topic, err)
 		}
 		run := &linearRun{t: t, c: c, topic: topic, rec: linearcheck.NewRecorder()}
-		killed += run.load(rng, &srv, dataDir, proxy, duration, kills)
+		killed += run.load(rng, &srv, func(powerLost bool) *serverProc {
+			if powerLost {
+				loss := powerLoss(t, journal, dataDir)
+				t.Logf("power loss: %d files cut back, %d bytes and %d names gone", loss.Truncated, loss.Bytes, len(loss.Removed))
+			}
+			return startServerEnv(t, dataDir, env)
+		}, proxy, duration, kills)
 		produced += int(run.produced.Load())
 		unknown += int(run.unknown.Load())
 		fetched += int(run.fetched.Load())
@@ -134,9 +146,10 @@ func TestLinearizableSingleNode(t *testing.T) {
 }
 
 // load runs the producers and fetchers of one round on r.topic for duration while injecting
-// faults, kills among them (the server restarts on dataDir, *srv is the new one); then it
-// heals the proxy and reads every partition whole. It returns the number of kills.
-func (r *linearRun) load(rng *rand.Rand, srv **serverProc, dataDir string, proxy *faultproxy.Proxy, duration time.Duration, kills int) int {
+// faults, kills among them: kill -9, half of them with a power loss, then restart (*srv is
+// the new server); then it heals the proxy and reads every partition whole. It returns the
+// number of kills.
+func (r *linearRun) load(rng *rand.Rand, srv **serverProc, restart func(powerLost bool) *serverProc, proxy *faultproxy.Proxy, duration time.Duration, kills int) int {
 	t := r.t
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -161,11 +174,16 @@ func (r *linearRun) load(rng *rand.Rand, srv **serverProc, dataDir string, proxy
 		time.Sleep(150*time.Millisecond + time.Duration(rng.Int63n(int64(350*time.Millisecond))))
 		if killed < kills && time.Now().After(nextKill) {
 			(*srv).kill()
-			*srv = startServer(t, dataDir)
+			powerLost := rng.Intn(2) == 0
+			*srv = restart(powerLost)
 			proxy.SetTarget(strings.TrimPrefix((*srv).URL, "http://"))
 			nextKill = nextKill.Add(killEvery)
 			killed++
-			done = append(done, "kill")
+			if powerLost {
+				done = append(done, "kill+powerloss")
+			} else {
+				done = append(done, "kill")
+			}
 			continue
 		}
 		switch rng.Intn(5) {
