@@ -6,7 +6,7 @@ FUZZTIME  ?= 20000x
 # Packages whose tests run under the race detector (the concurrent ones).
 RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./internal/... ./console/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/... ./cluster/...
 
-.PHONY: run build test services check unit race fuzz java disruptive crash-long bench clean screenshots
+.PHONY: run build test services check unit race fuzz java disruptive crash-long linear-long bench clean screenshots
 
 build:
 	$(GO) build -o $(BIN) ./cmd/imago
@@ -74,6 +74,11 @@ crash-long:
 screenshots: services
 	set -a && . ./$(SERVICES) && set +a && IMAGO_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console \
 		$(GO) test -count=1 -run '^TestConsoleBrowser$$' ./cmd/imago
+
+## linear-long: the single node's produce/fetch histories under kill -9, power loss and proxy
+## faults, checked for linearizability (4 rounds of 15 s instead of one short round)
+linear-long:
+	$(GO) test -count=1 -timeout 15m ./cmd/imago -run TestLinearizableSingleNode -linear.long -v
 
 bench: build
 	bash scripts/bench.sh
