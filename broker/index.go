@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/imagomq/imago/internal/fsutil"
 )
@@ -100,14 +99,14 @@ func openIndexSegment(dir string, base int64, entries int, create bool) (*indexS
 		}
 		return nil, fmt.Errorf("allocate index %s: %w", path, err)
 	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	data, err := fsutil.MapShared(f, int(size))
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("map index %s: %w", path, err)
 	}
 	if create {
 		if err := fsutil.SyncDir(dir); err != nil {
-			syscall.Munmap(data)
+			fsutil.Unmap(data)
 			f.Close()
 			return nil, err
 		}
@@ -146,7 +145,7 @@ func (s *indexSegment) guardFault(err *error, old bool, op string) {
 }
 
 func (s *indexSegment) close() error {
-	err := syscall.Munmap(s.data)
+	err := fsutil.Unmap(s.data)
 	if cerr := s.f.Close(); err == nil {
 		err = cerr
 	}

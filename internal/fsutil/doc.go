@@ -1,6 +1,6 @@
 // Package fsutil is the one home of filesystem durability in Imago: fsync and fdatasync of
 // files (with the EINTR loop), fsync of directories, write-temp-fsync-rename of small files,
-// space reservation and exclusive locks on data directories. Every package that promises
+// space reservation, shared memory maps and exclusive locks on data directories. Every package that promises
 // durability calls these functions instead of the syscalls, for two reasons:
 //
 //   - One behaviour. A directory fsync that fails is an error everywhere (never only a log line);
