@@ -157,6 +157,11 @@ type LogReport struct {
 	TornBytes int64
 	// Corruption is set when a bad batch is followed by valid ones: start-up refuses.
 	Corruption *CorruptionError
+	// FailMark, when FailMarkCut > 0, is the durable end recorded after a failed write or
+	// fsync (failmark.go): the next start cuts the FailMarkCut bytes after it, so the log is
+	// verified only up to there.
+	FailMark    int64
+	FailMarkCut int64
 }
 
 // VerifyLog reads and verifies the whole commit log of the data directory dir without opening
