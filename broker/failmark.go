@@ -51,21 +51,41 @@ func openFailMark(dir string) (m *failMark, pos int64, set bool, err error) {
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("open fail mark: %w", err)
 	}
+	pos, set, err = readFailMarkFrom(f, path)
+	if err != nil {
+		f.Close()
+		return nil, 0, false, err
+	}
+	return &failMark{f: f}, pos, set, nil
+}
+
+// readFailMark reads the fail mark in dir without creating or changing anything (a missing
+// file is no mark), for tools that only look at a data directory.
+func readFailMark(dir string) (pos int64, set bool, err error) {
+	path := filepath.Join(dir, failMarkName)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	} else if err != nil {
+		return 0, false, fmt.Errorf("open fail mark: %w", err)
+	}
+	defer f.Close()
+	return readFailMarkFrom(f, path)
+}
+
+func readFailMarkFrom(f *os.File, path string) (pos int64, set bool, err error) {
 	buf := make([]byte, failMarkSize)
 	if _, err := io.ReadFull(f, buf); err != nil {
-		f.Close()
-		return nil, 0, false, fmt.Errorf("read fail mark %s: %w", path, err)
+		return 0, false, fmt.Errorf("read fail mark %s: %w", path, err)
 	}
-	m = &failMark{f: f}
 	if bytes.Equal(buf, make([]byte, failMarkSize)) {
-		return m, 0, false, nil
+		return 0, false, nil
 	}
 	if string(buf[:8]) != failMarkMagic || crc32.Checksum(buf[:16], castagnoli) != binary.BigEndian.Uint32(buf[16:]) {
-		f.Close()
-		return nil, 0, false, fmt.Errorf("fail mark %s is damaged: it should hold the log position to cut at after a failed write; "+
+		return 0, false, fmt.Errorf("fail mark %s is damaged: it should hold the log position to cut at after a failed write; "+
 			"inspect the end of the log, then remove the file to start", path)
 	}
-	return m, int64(binary.BigEndian.Uint64(buf[8:])), true, nil
+	return int64(binary.BigEndian.Uint64(buf[8:])), true, nil
 }
 
 // record makes pos the durable end that the next start cuts the log at.

@@ -174,6 +174,14 @@ func VerifyLog(dir string) (LogReport, error) {
 	defer l.close()
 	rep := LogReport{Segments: len(l.segs), Start: l.start(), End: l.end.Load()}
 	pos, end := rep.Start, rep.End
+	// Read the log as the next start will: after a failed write it first cuts at the recorded
+	// durable end, so what lies beyond was never acknowledged and is not verified.
+	if mark, set, err := readFailMark(dir); err != nil {
+		return rep, err
+	} else if set && mark < end {
+		rep.FailMark, rep.FailMarkCut = mark, end-mark
+		end = mark
+	}
 	rd := newLogReader(l, pos, end)
 	for pos < end {
 		raw, err := rd.batch(pos)

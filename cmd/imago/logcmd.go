@@ -54,9 +54,13 @@ It also reads the part of the log behind the last checkpoint, which start-up doe
 				}
 			} else {
 				fmt.Fprintf(a.stdout, "segments %d, log positions [%d, %d), %d valid batches\n", rep.Segments, rep.Start, rep.End, rep.Batches)
+				if rep.FailMarkCut > 0 {
+					fmt.Fprintf(a.stdout, "fail mark: a write or fsync failed before the last stop; the next start cuts the %d bytes after log position %d (not verified)\n",
+						rep.FailMarkCut, rep.FailMark)
+				}
 				if rep.TornBytes > 0 {
 					fmt.Fprintf(a.stdout, "torn tail: %d bytes at log position %d; the next start cuts them (a copy goes to repair/)\n",
-						rep.TornBytes, rep.End-rep.TornBytes)
+						rep.TornBytes, rep.End-rep.FailMarkCut-rep.TornBytes)
 				}
 			}
 			if rep.Corruption != nil {
