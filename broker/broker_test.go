@@ -19,6 +19,16 @@ func testOptions(t testing.TB, dir string) Options {
 	return o
 }
 
+// manualOptions is testOptions with the periodic checkpoint and retention passes pushed an hour
+// away, for tests that run them (or crash around them) themselves.
+func manualOptions(t testing.TB, dir string) Options {
+	t.Helper()
+	o := testOptions(t, dir)
+	o.CheckpointInterval = time.Hour
+	o.RetentionCheckInterval = time.Hour
+	return o
+}
+
 func mustOpen(t testing.TB, o Options) *Broker {
 	t.Helper()
 	b, err := Open(o)

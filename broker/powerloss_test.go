@@ -7,7 +7,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/imagomq/imago/internal/fsutil"
 	"github.com/imagomq/imago/internal/powerloss"
@@ -99,9 +98,7 @@ func (h *powerLoss) drop(dir string) powerloss.Loss {
 func TestRestartSyncsWhatItServes(t *testing.T) {
 	h := newPowerLoss(t)
 	dir := t.TempDir()
-	o := testOptions(t, dir)
-	o.CheckpointInterval = time.Hour
-	o.RetentionCheckInterval = time.Hour
+	o := manualOptions(t, dir)
 	ctx := context.Background()
 	a := mustOpen(t, o)
 	mustCreate(t, a, "t", 1)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestHoleInLastFlushRefusesStart pins down a decision (verify.go): a power loss while the
@@ -19,9 +18,7 @@ import (
 func TestHoleInLastFlushRefusesStart(t *testing.T) {
 	h := newPowerLoss(t)
 	dir := t.TempDir()
-	o := testOptions(t, dir)
-	o.CheckpointInterval = time.Hour
-	o.RetentionCheckInterval = time.Hour
+	o := manualOptions(t, dir)
 	ctx := context.Background()
 	a := mustOpen(t, o)
 	mustCreate(t, a, "t", 1)

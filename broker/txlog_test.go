@@ -34,9 +34,7 @@ func waitQueued(t *testing.T, b *Broker, n int) {
 func TestCompactionSkipsDecidedBranches(t *testing.T) {
 	h := newPowerLoss(t)
 	dir := t.TempDir()
-	o := testOptions(t, dir)
-	o.CheckpointInterval = time.Hour
-	o.RetentionCheckInterval = time.Hour
+	o := manualOptions(t, dir)
 	ctx := context.Background()
 	b := mustOpen(t, o)
 	mustCreate(t, b, "a", 1)
@@ -96,9 +94,7 @@ func TestCompactionSkipsDecidedBranches(t *testing.T) {
 func TestCompactionSkipsForgottenBranches(t *testing.T) {
 	h := newPowerLoss(t)
 	dir := t.TempDir()
-	o := testOptions(t, dir)
-	o.CheckpointInterval = time.Hour
-	o.RetentionCheckInterval = time.Hour
+	o := manualOptions(t, dir)
 	ctx := context.Background()
 	b := mustOpen(t, o)
 	mustCreate(t, b, "a", 1)
