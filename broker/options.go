@@ -91,6 +91,10 @@ type Options struct {
 	Observer Observer
 	// Now is the clock; tests may replace it. Default time.Now.
 	Now func() time.Time
+	// Replicated opens the broker as a cluster member (replicate.go): its commit log is the
+	// raft log, writes are proposed through the Proposer given to SetProposer and change state
+	// only when applied. Fsync must be always; retention does not delete log segments yet.
+	Replicated bool
 }
 
 // NewOptions returns Options with every default filled in for the data directory dir.

@@ -27,6 +27,13 @@ var (
 	// cut the log, so the request may or may not be stored. Retry it only with the same
 	// idempotency key (which answers "duplicate" if it was stored).
 	ErrOutcomeUnknown = errors.New("outcome unknown: the request may have been stored")
+	// ErrNotLeader (cluster mode): this node does not accept writes because it is not the
+	// serving leader of the raft group. Nothing was proposed; the gateway forwards the request
+	// to the leader, or answers no_leader when none is known.
+	ErrNotLeader = errors.New("not the cluster leader")
+	// ErrNotInCluster (cluster mode): the operation is not available on a replicated broker
+	// yet (see docs/cluster.md). Nothing was done.
+	ErrNotInCluster = errors.New("not available in cluster mode")
 )
 
 // OffsetRangeError is returned (wrapping ErrOffsetOutOfRange) when a fetch asks for an

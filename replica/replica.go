@@ -1,0 +1,60 @@
+// Package replica makes a broker one member of a three-node Imago cluster. It owns the wiring
+// between the broker (whose commit log is the raft log) and the cluster package (raft, the Ready
+// loop, the peer transport): it opens the raft storage over the broker's log, runs the node and
+// its transport, hands committed entries to the broker and the broker's proposals to raft, and
+// reports the cluster's state for GET /v1/cluster, metrics and readiness.
+//
+// It decides nothing about HTTP: the gateway asks Status and Leader and forwards requests itself.
+package replica
+
+import (
+	"time"
+)
+
+// Peer is one voting member as configured: its never-reused id and its two addresses.
+type Peer struct {
+	ID       uint64 `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+// Config configures a Member.
+type Config struct {
+	// NodeID is this node's id among Peers; RaftAddr (default: its peer's raft_addr) is where
+	// its transport listens.
+	NodeID   uint64
+	RaftAddr string
+	// Peers are the voters at bootstrap, this node included.
+	Peers []Peer
+	// TickInterval is one raft tick (default 100ms); an election starts after ElectionTick ticks
+	// without a leader (default 10: one second).
+	TickInterval time.Duration
+	ElectionTick int
+}
+
+// Status is a member's view of the cluster, as GET /v1/cluster answers it.
+type Status struct {
+	ClusterID    string       `json:"cluster_id"`
+	NodeID       uint64       `json:"node_id"`
+	LeaderID     uint64       `json:"leader_id"` // 0: no leader known
+	Role         string       `json:"role"`      // leader, follower, candidate, pre-candidate
+	Term         uint64       `json:"term"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	Serving      bool         `json:"serving"` // leader that accepts writes (applied an entry of its term)
+	Nodes        []NodeStatus `json:"nodes"`
+	Error        string       `json:"error,omitempty"` // why the node stopped, if it did
+}
+
+// NodeStatus is one member as seen from the node answering. MatchIndex and LagEntries are known
+// on the leader only (zero elsewhere); Reachable is the transport's view of its peer link
+// (always true for the node itself).
+type NodeStatus struct {
+	ID         uint64 `json:"id"`
+	HTTPAddr   string `json:"http_addr"`
+	RaftAddr   string `json:"raft_addr"`
+	Role       string `json:"role"` // leader, follower, learner
+	Reachable  bool   `json:"reachable"`
+	MatchIndex uint64 `json:"match_index"`
+	LagEntries uint64 `json:"lag_entries"`
+}
