@@ -64,6 +64,14 @@ type Broker struct {
 	failUnknown  error     // flusher only: set when the fail mark could not be recorded
 	failMarked   bool      // flusher only: fail ran (the mark is recorded, or failUnknown set)
 
+	// Cluster mode (replicate.go, raftlog.go).
+	rlog            *RaftLog
+	repl            replState
+	topicProposeMu  sync.Mutex // one topic proposal at a time; taken before topicMu
+	raftApplied     uint64     // guarded by stateMu: the last raft index applied
+	raftAppliedTerm uint64
+	syncedRaft      uint64 // guarded by stateMu: the raft index of syncedPos
+
 	flusherDone chan struct{}
 	ckptSig     chan struct{}
 	stop        chan struct{}
@@ -103,6 +111,10 @@ func Open(opts Options) (*Broker, error) {
 		stop:        make(chan struct{}),
 		nextTopicID: 1,
 	}
+	b.repl.proposer = make(chan Proposer, 1)
+	if opts.Replicated && opts.Fsync.Mode != FsyncAlways {
+		return nil, fmt.Errorf("open broker: fsync %s is refused in cluster mode: an acknowledgement needs a quorum's fsync", opts.Fsync)
+	}
 	b.lastCkptPos.Store(-1)
 	b.table.Store(&topicTable{byName: map[string]*topic{}, byID: map[uint32]*topic{}})
 	if err := b.lockDir(); err != nil {
@@ -117,7 +129,11 @@ func Open(opts Options) (*Broker, error) {
 		"topics", len(b.metas), "log_bytes", b.log.end.Load()-b.log.start(),
 		"replayed_bytes", b.stats.recovered, "truncated_bytes", b.stats.truncated,
 		"duration", b.stats.openDuration)
-	go b.runFlusher()
+	if opts.Replicated {
+		go b.runProposer()
+	} else {
+		go b.runFlusher()
+	}
 	b.wg.Add(3)
 	go b.runCheckpointer()
 	go b.runRetention()
@@ -182,7 +198,12 @@ func (b *Broker) open() error {
 	if err != nil {
 		return fmt.Errorf("open idempotency store: %w", err)
 	}
-	if err := b.recover(cp); err != nil {
+	if b.opts.Replicated {
+		err = b.recoverReplicated(cp)
+	} else {
+		err = b.recover(cp)
+	}
+	if err != nil {
 		return err
 	}
 	b.markSyncedLocked()

@@ -36,7 +36,10 @@ type checkpointFile struct {
 	Dedupe     dedupe.Checkpoint    `json:"dedupe"`
 	Txs        []checkpointTx       `json:"transactions,omitempty"`
 	Decisions  []checkpointDecision `json:"decisions,omitempty"`
-	WrittenAt  string               `json:"written_at"`
+	// RaftIndex (cluster mode) is the raft index whose batch ends at Position: the state
+	// recorded is that of every entry up to it applied.
+	RaftIndex uint64 `json:"raft_index,omitempty"`
+	WrittenAt string `json:"written_at"`
 }
 
 type checkpointPart struct {
@@ -98,7 +101,7 @@ func (b *Broker) checkpoint() error {
 		return nil
 	}
 	b.ckptStale = false
-	cp := checkpointFile{Version: 1, Position: pos, WrittenAt: b.opts.Now().UTC().Format(time.RFC3339Nano)}
+	cp := checkpointFile{Version: 1, Position: pos, RaftIndex: b.syncedRaft, WrittenAt: b.opts.Now().UTC().Format(time.RFC3339Nano)}
 	var dirty []dirtySeg
 	for _, t := range b.table.Load().byID {
 		for _, p := range t.parts {

@@ -25,6 +25,8 @@ type produceReq struct {
 	control []byte
 	indexed bool
 	applied func(pos int64)
+	// applyc (cluster mode) receives the outcome of the request's raft entry.
+	applyc <-chan error
 	// sync makes the group fsync before this request is acknowledged whatever the policy:
 	// transaction records (txlog.go) are promises to a transaction manager.
 	sync bool
@@ -137,6 +139,9 @@ func (b *Broker) idemBegin(req *produceReq) (res ProduceResult, done bool, err e
 
 // submit queues req for the flusher and waits for its outcome.
 func (b *Broker) submit(req *produceReq) (ProduceResult, error) {
+	if b.opts.Replicated && req.kind != batchMessages {
+		return ProduceResult{}, fmt.Errorf("%w: transactions and decision records are not replicated yet", ErrNotInCluster)
+	}
 	b.qmu.Lock()
 	if b.closing {
 		b.qmu.Unlock()
@@ -153,6 +158,9 @@ func (b *Broker) submit(req *produceReq) (ProduceResult, error) {
 	<-req.done
 	if req.err != nil {
 		return ProduceResult{}, req.err
+	}
+	if b.opts.Replicated {
+		return b.waitApplied(req)
 	}
 	return ProduceResult{Offsets: req.offsets}, nil
 }

@@ -39,6 +39,17 @@ import (
 //	41 u16  header count
 //	43 ...  key, then headers (u16 name length, name, u32 value length, value), then value
 //
+// A replicated broker (cluster mode, raftlog.go) writes magic 2: the same header followed by
+// the raft entry's term and index, 64 bytes in all, the CRC covering [8, 64):
+//
+//	48 u64  raft term
+//	56 u64  raft index
+//	64 ...  records (or, in a raft batch, the entry's raw data)
+//
+// Magic 2 adds two batch types: 6 topic (one record whose value is the topic's definition,
+// replicate.go) and 7 raft (an entry that is not one of the broker's batches: the empty entry a
+// new leader commits, or a membership change; flags bit 1 and 2 say which kind).
+//
 // In a snapshot batch (written first in every new segment) each record carries, in its
 // offset field, the next offset of one partition, so a rebuild from any segment knows every
 // partition's offsets even when older segments were deleted by retention.
@@ -46,6 +57,12 @@ const (
 	batchHeaderSize  = 48
 	recordHeaderSize = 43
 	batchMagic       = 1
+
+	// Replicated batches (magic 2) carry the raft term and index after the header.
+	raftHeaderSize = 64
+	raftMagic      = 2
+	batchTopic     = 6
+	batchRaft      = 7
 
 	batchMessages = 1
 	batchSnapshot = 2
@@ -65,6 +82,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 var errTorn = errors.New("torn or corrupt batch")
 
 type batchHeader struct {
+	Magic       uint8 // batchMagic (0 is taken for it) or raftMagic
 	Length      uint32
 	Type        uint8
 	Flags       uint16
@@ -72,19 +90,36 @@ type batchHeader struct {
 	Timestamp   int64
 	Key         [16]byte
 	Fingerprint uint64
+	// RaftTerm and RaftIndex: magic 2 only.
+	RaftTerm  uint64
+	RaftIndex uint64
+}
+
+// size is the header's encoded size: where the batch's records start.
+func (h batchHeader) size() int {
+	if h.Magic == raftMagic {
+		return raftHeaderSize
+	}
+	return batchHeaderSize
 }
 
 func putBatchHeader(b []byte, h batchHeader) {
 	be := binary.BigEndian
 	be.PutUint32(b[0:], h.Length)
-	b[8] = batchMagic
+	if h.Magic == raftMagic {
+		b[8] = raftMagic
+		be.PutUint64(b[48:], h.RaftTerm)
+		be.PutUint64(b[56:], h.RaftIndex)
+	} else {
+		b[8] = batchMagic
+	}
 	b[9] = h.Type
 	be.PutUint16(b[10:], h.Flags)
 	be.PutUint32(b[12:], h.Count)
 	be.PutUint64(b[16:], uint64(h.Timestamp))
 	copy(b[24:40], h.Key[:])
 	be.PutUint64(b[40:], h.Fingerprint)
-	be.PutUint32(b[4:], crc32.Checksum(b[8:batchHeaderSize], castagnoli))
+	be.PutUint32(b[4:], crc32.Checksum(b[8:h.size()], castagnoli))
 }
 
 // parseBatchHeader checks a batch header's CRC and shape.
@@ -94,6 +129,7 @@ func parseBatchHeader(b []byte) (batchHeader, error) {
 	}
 	be := binary.BigEndian
 	h := batchHeader{
+		Magic:       b[8],
 		Length:      be.Uint32(b[0:]),
 		Type:        b[9],
 		Flags:       be.Uint16(b[10:]),
@@ -102,17 +138,28 @@ func parseBatchHeader(b []byte) (batchHeader, error) {
 		Fingerprint: be.Uint64(b[40:]),
 	}
 	copy(h.Key[:], b[24:40])
-	if crc32.Checksum(b[8:batchHeaderSize], castagnoli) != be.Uint32(b[4:]) {
+	if len(b) < h.size() {
+		return h, fmt.Errorf("%w: header needs %d bytes, have %d", errTorn, h.size(), len(b))
+	}
+	if crc32.Checksum(b[8:h.size()], castagnoli) != be.Uint32(b[4:]) {
 		return h, fmt.Errorf("%w: header checksum mismatch", errTorn)
 	}
-	if b[8] != batchMagic {
+	if h.Magic != batchMagic && h.Magic != raftMagic {
 		return h, fmt.Errorf("%w: bad magic %d", errTorn, b[8])
 	}
-	if h.Length < batchHeaderSize || h.Length > maxBatchBytes {
+	if h.Length < uint32(h.size()) || h.Length > maxBatchBytes {
 		return h, fmt.Errorf("%w: batch length %d", errTorn, h.Length)
 	}
-	if h.Type != batchMessages && h.Type != batchSnapshot && h.Type != batchTx && h.Type != batchGap && h.Type != batchDecision {
-		return h, fmt.Errorf("%w: batch type %d", errTorn, h.Type)
+	switch {
+	case h.Type == batchMessages:
+	case h.Magic == batchMagic && (h.Type == batchSnapshot || h.Type == batchTx || h.Type == batchGap || h.Type == batchDecision):
+	case h.Magic == raftMagic && (h.Type == batchTopic || h.Type == batchRaft):
+	default:
+		return h, fmt.Errorf("%w: batch type %d (magic %d)", errTorn, h.Type, h.Magic)
+	}
+	if h.Magic == raftMagic {
+		h.RaftTerm = be.Uint64(b[48:])
+		h.RaftIndex = be.Uint64(b[56:])
 	}
 	return h, nil
 }
@@ -271,8 +318,14 @@ func decodeBatch(b []byte, recs []record) (batchView, error) {
 	if int(h.Length) > len(b) {
 		return batchView{}, fmt.Errorf("%w: batch of %d bytes, %d available", errTorn, h.Length, len(b))
 	}
-	body := b[batchHeaderSize:h.Length]
+	body := b[h.size():h.Length]
 	recs = recs[:0]
+	if h.Type == batchRaft {
+		if h.Count != 0 {
+			return batchView{}, fmt.Errorf("%w: raft batch with %d records", errTorn, h.Count)
+		}
+		return batchView{Header: h, Records: recs}, nil
+	}
 	if h.Type == batchGap {
 		if h.Count != 0 {
 			return batchView{}, fmt.Errorf("%w: gap batch with %d records", errTorn, h.Count)

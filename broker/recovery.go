@@ -361,6 +361,9 @@ func (b *Broker) syncReplayed(pos int64) error {
 }
 
 func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, rebuild, addDedupe bool) error {
+	if bv.Header.Magic == raftMagic && !b.opts.Replicated {
+		return fmt.Errorf("log position %d holds raft entry %d: this data directory belongs to a cluster member; start it with its cluster configuration", pos, bv.Header.RaftIndex)
+	}
 	switch bv.Header.Type {
 	case batchGap: // logrepair.go
 		b.opts.Logger.Warn("the log holds a corrupt batch an operator dropped; the offsets it held are skipped",
@@ -385,7 +388,7 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 		}
 		return nil
 	}
-	offsets, err := b.indexReplayed(bv.Records, pos+batchHeaderSize, byID, rebuild)
+	offsets, err := b.indexReplayed(bv.Records, pos+int64(bv.Header.size()), byID, rebuild)
 	if err != nil {
 		return err
 	}
@@ -480,6 +483,11 @@ func (r *logReader) batch(pos int64) ([]byte, error) {
 	hdr, err := r.bytes(pos, batchHeaderSize)
 	if err != nil {
 		return nil, err
+	}
+	if hdr[8] == raftMagic {
+		if hdr, err = r.bytes(pos, raftHeaderSize); err != nil {
+			return nil, err
+		}
 	}
 	h, err := parseBatchHeader(hdr)
 	if err != nil {

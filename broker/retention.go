@@ -29,6 +29,9 @@ func (b *Broker) runRetention() {
 
 // EnforceRetention runs one retention pass now. It is also run every RetentionCheckInterval.
 func (b *Broker) EnforceRetention() {
+	if b.opts.Replicated {
+		return // a replicated log keeps its segments (replicate.go)
+	}
 	now := b.opts.Now().UnixMilli()
 	var removed []*indexSegment
 	b.stateMu.Lock()

@@ -116,6 +116,9 @@ func (b *Broker) CreateTopic(name string, cfg TopicConfig) (bool, error) {
 	if cfg.RetentionAge < 0 || cfg.RetentionBytes < 0 {
 		return false, fmt.Errorf("%w: retention must not be negative", ErrInvalidArgument)
 	}
+	if b.opts.Replicated {
+		return b.createTopicReplicated(name, cfg)
+	}
 	b.topicMu.Lock()
 	defer b.topicMu.Unlock()
 	if b.closed.Load() {

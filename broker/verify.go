@@ -90,9 +90,16 @@ func validBatchAt(l *commitLog, pos, end int64) (int64, bool) {
 	if end-pos < batchHeaderSize {
 		return 0, false
 	}
-	hdr := make([]byte, batchHeaderSize)
-	if l.readAt(hdr, pos) != nil {
+	hdr := make([]byte, raftHeaderSize)
+	if l.readAt(hdr[:batchHeaderSize], pos) != nil {
 		return 0, false
+	}
+	if hdr[8] == raftMagic {
+		if end-pos < raftHeaderSize || l.readAt(hdr, pos) != nil {
+			return 0, false
+		}
+	} else {
+		hdr = hdr[:batchHeaderSize]
 	}
 	h, err := parseBatchHeader(hdr)
 	if err != nil || int64(h.Length) > end-pos {
@@ -112,15 +119,24 @@ func validBatchAt(l *commitLog, pos, end int64) (int64, bool) {
 // It reads in large chunks and checks the magic byte and the header CRC before anything else.
 func nextValidBatch(l *commitLog, from, end int64) (int64, bool, error) {
 	const chunk = 4 << 20
-	buf := make([]byte, chunk+batchHeaderSize)
+	buf := make([]byte, chunk+raftHeaderSize)
 	for at := from; at+batchHeaderSize <= end; at += chunk {
 		n := min(int64(len(buf)), end-at)
 		if err := l.readAt(buf[:n], at); err != nil {
 			return 0, false, err
 		}
 		for i := int64(0); i+batchHeaderSize <= n && i < chunk; i++ {
-			h := buf[i : i+batchHeaderSize]
-			if h[8] != batchMagic || crc32.Checksum(h[8:], castagnoli) != binary.BigEndian.Uint32(h[4:]) {
+			size := int64(batchHeaderSize)
+			if buf[i+8] == raftMagic {
+				size = raftHeaderSize // a replicated log's batches (raftlog.go)
+			} else if buf[i+8] != batchMagic {
+				continue
+			}
+			if i+size > n {
+				continue
+			}
+			h := buf[i : i+size]
+			if crc32.Checksum(h[8:], castagnoli) != binary.BigEndian.Uint32(h[4:]) {
 				continue
 			}
 			if _, ok := validBatchAt(l, at+i, end); ok {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -29,6 +30,9 @@ func (b *Broker) xaBranch(xid Xid) (*tx, error) {
 func (b *Broker) XAStart(xid Xid, flags string, timeout time.Duration) error {
 	if b.closed.Load() {
 		return xaErr(XAERRMFail, "broker is closing")
+	}
+	if b.opts.Replicated {
+		return fmt.Errorf("%w: XA branches are not replicated yet", ErrNotInCluster)
 	}
 	if err := xid.Validate(); err != nil {
 		return err

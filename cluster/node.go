@@ -87,6 +87,13 @@ type Status struct {
 	Err error
 }
 
+// group is a ProposeGroup call: entries proposed in one raft step, all or none.
+type group struct {
+	term  uint64
+	props []*proposal
+	res   chan error // buffered 1: nil when raft took the entries
+}
+
 type proposal struct {
 	data  []byte
 	done  chan error // buffered 1
@@ -104,6 +111,7 @@ type Node struct {
 	rn  *raft.RawNode
 
 	propc   chan *proposal
+	groupc  chan *group
 	recvc   chan *pb.Message
 	unreach chan uint64
 
@@ -173,6 +181,7 @@ func NewNode(cfg Config) (*Node, error) {
 		log:       lg,
 		rn:        rn,
 		propc:     make(chan *proposal, 256),
+		groupc:    make(chan *group, 16),
 		recvc:     make(chan *pb.Message, 1024),
 		unreach:   make(chan uint64, 64),
 		applied:   cfg.Applied,
@@ -260,6 +269,74 @@ func (n *Node) Propose(ctx context.Context, data []byte) error {
 	}
 }
 
+// ProposeGroup appends datas to raft's log as consecutive entries in one step (raft takes all
+// or none), if this node is the leader of term and has applied an entry of it (Status.Serving).
+// It returns when raft took or refused them: ErrNotLeader (not the serving leader of term, or
+// handing leadership over) or ErrDropped (raft refused: too many uncommitted bytes), and then
+// nothing was proposed. Otherwise each channel receives its entry's outcome, like Propose: nil
+// once applied on this node, or an error wrapping ErrOutcomeUnknown.
+//
+// The caller may assign state to the entries (offsets) before proposing because a refusal is
+// whole and a serving leader's log grows only by its own proposals.
+func (n *Node) ProposeGroup(term uint64, datas [][]byte) ([]<-chan error, error) {
+	g := &group{term: term, props: make([]*proposal, len(datas)), res: make(chan error, 1)}
+	out := make([]<-chan error, len(datas))
+	for i, d := range datas {
+		g.props[i] = &proposal{data: d, done: make(chan error, 1)}
+		out[i] = g.props[i].done
+	}
+	select {
+	case n.groupc <- g:
+	case <-n.done:
+		return nil, ErrStopped
+	}
+	select {
+	case err := <-g.res:
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	case <-n.done:
+		select {
+		case err := <-g.res:
+			if err != nil {
+				return nil, err
+			}
+			return out, nil
+		default:
+			return nil, ErrStopped
+		}
+	}
+}
+
+// proposeGroup runs ProposeGroup's step on the loop.
+func (n *Node) proposeGroup(g *group) error {
+	if err := n.process(); err != nil { // raft's last index must be known: no Ready pending
+		g.res <- fmt.Errorf("%w: %w", ErrStopped, err)
+		return err
+	}
+	st := n.rn.BasicStatus()
+	if st.RaftState != raft.StateLeader || st.LeadTransferee != raft.None || st.HardState.GetTerm() != g.term || n.servingAt != g.term {
+		g.res <- ErrNotLeader
+		return nil
+	}
+	m := &pb.Message{Type: pb.MsgProp.Enum(), From: new(n.cfg.ID), Entries: make([]*pb.Entry, len(g.props))}
+	for i, p := range g.props {
+		m.Entries[i] = &pb.Entry{Data: p.data}
+	}
+	if err := n.rn.Step(m); err != nil {
+		g.res <- fmt.Errorf("%w: %w", ErrDropped, err)
+		return nil
+	}
+	for _, p := range g.props {
+		n.lastIndex++
+		p.index, p.term = n.lastIndex, g.term
+		n.pending[p.index] = p
+	}
+	g.res <- nil
+	return nil
+}
+
 func (n *Node) run(ctx context.Context) {
 	defer close(n.done)
 	ticker := time.NewTicker(n.cfg.TickInterval)
@@ -278,6 +355,8 @@ func (n *Node) run(ctx context.Context) {
 			n.rn.ReportUnreachable(id)
 		case p := <-n.propc:
 			err = n.proposeBatch(p)
+		case g := <-n.groupc:
+			err = n.proposeGroup(g)
 		}
 		if err == nil {
 			err = n.process()
@@ -427,6 +506,8 @@ func (n *Node) failPending(err error) {
 		select {
 		case p := <-n.propc:
 			p.done <- ErrStopped
+		case g := <-n.groupc:
+			g.res <- ErrStopped
 		default:
 			return
 		}

@@ -108,6 +108,9 @@ func (s *Storage) Bootstrap(voters []uint64) error {
 	return s.writeState(s.hs, &pb.ConfState{Voters: v})
 }
 
+// IsNew reports whether the directory had no raft state when it was opened.
+func (s *Storage) IsNew() bool { return !s.exists }
+
 // HardState returns the last HardState written.
 func (s *Storage) HardState() *pb.HardState { return s.hs }
 

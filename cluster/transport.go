@@ -119,6 +119,18 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	return t, nil
 }
 
+// Connected reports whether the transport holds an open connection to peer id (its writer
+// connected and has not failed since). It is a hint for operators, not a failure detector.
+func (t *Transport) Connected(id uint64) bool {
+	p := t.peers[id]
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conn != nil
+}
+
 // Addr is the address the transport listens on.
 func (t *Transport) Addr() string { return t.ln.Addr().String() }
 

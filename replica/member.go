@@ -3,41 +3,172 @@ package replica
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/cluster"
 )
 
 // Member is a running cluster member: the raft node over the broker's log, its transport, and
 // the broker's proposer. Start starts it; Stop stops it (before the broker is closed).
 type Member struct {
-	cfg  Config
-	self Peer
-	b    *broker.Broker
-	log  *slog.Logger
-	done chan struct{}
+	cfg   Config
+	self  Peer
+	peers map[uint64]Peer
+	b     *broker.Broker
+	log   *slog.Logger
+
+	node *cluster.Node
+	tr   *cluster.Transport
+
+	stopOnce sync.Once
+	done     chan struct{}
 }
 
 // Start joins b (opened with broker.Options.Replicated) to the cluster: it opens the raft state
-// in the broker's data directory, starts the transport on cfg.RaftAddr and the node, and makes
-// the broker propose its writes through raft. A data directory that must not vote (its log
-// failed verification below its durable end, or its raft state is gone while its log is not)
-// makes Start fail: the operator replaces the node under a new id.
+// in the broker's data directory, starts the transport on cfg.RaftAddr and the node, and
+// makes the broker propose its writes through raft.
+//
+// A data directory that must not vote makes Start fail, and the operator replaces the node
+// under a new id (docs/cluster.md): its raft state is gone while its log is not; or it has
+// neither and cfg.Bootstrap is false (a wiped directory looks like a new one, and a new node
+// that votes may vote twice in a term it already voted in before the wipe). The broker itself
+// refuses to open a log that fails verification below its durable end.
 func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logger) (*Member, error) {
-	return nil, errors.New("replica: not implemented yet")
+	dir := b.Dir()
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if b.RaftLog() == nil {
+		return nil, errors.New("replica: the broker was not opened with Replicated")
+	}
+	m := &Member{cfg: cfg, peers: make(map[uint64]Peer), b: b, log: logger.With("node", cfg.NodeID), done: make(chan struct{})}
+	var ids []uint64
+	addrs := make(map[uint64]string)
+	for _, p := range cfg.Peers {
+		m.peers[p.ID] = p
+		ids = append(ids, p.ID)
+		addrs[p.ID] = p.RaftAddr
+	}
+	self, ok := m.peers[cfg.NodeID]
+	if !ok {
+		return nil, fmt.Errorf("replica: node %d is not among the peers", cfg.NodeID)
+	}
+	m.self = self
+	listen := cfg.RaftAddr
+	if listen == "" {
+		listen = self.RaftAddr
+	}
+	st, err := cluster.OpenStorage(dir, logStore{b.RaftLog()})
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w; this node must not vote: replace it under a new node id (docs/cluster.md)", err)
+	}
+	if st.IsNew() && !cfg.Bootstrap {
+		return nil, fmt.Errorf("replica: %s has no raft state: either this is the first start of a new cluster (start it with --bootstrap-cluster) or the directory was wiped, and then the node must not vote: replace it under a new node id (docs/cluster.md)", dir)
+	}
+	tr, err := cluster.NewTransport(cluster.TransportConfig{ID: cfg.NodeID, Listen: listen, Peers: addrs, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	node, err := cluster.NewNode(cluster.Config{
+		ID:           cfg.NodeID,
+		Peers:        ids,
+		Storage:      st,
+		Applier:      applier{b},
+		Applied:      b.AppliedIndex(),
+		Sender:       tr,
+		TickInterval: cfg.TickInterval,
+		ElectionTick: cfg.ElectionTick,
+		Logger:       logger,
+	})
+	if err != nil {
+		tr.Stop()
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	m.node, m.tr = node, tr
+	tr.Start(ctx, node)
+	node.Start(ctx)
+	b.SetProposer(proposer{node})
+	go func() {
+		<-node.Done()
+		close(m.done)
+	}()
+	m.log.Info("cluster member started", "raft_addr", tr.Addr(), "peers", len(ids), "applied_index", b.AppliedIndex(), "last_index", b.RaftLog().LastIndex())
+	return m, nil
 }
 
 // Status returns the member's current view of the cluster.
-func (m *Member) Status() Status { return Status{NodeID: m.cfg.NodeID} }
+func (m *Member) Status() Status {
+	ns := m.node.Status()
+	s := Status{
+		ClusterID:    m.clusterID(),
+		NodeID:       m.cfg.NodeID,
+		LeaderID:     ns.Leader,
+		Role:         ns.Role,
+		Term:         ns.Term,
+		CommitIndex:  ns.Commit,
+		AppliedIndex: ns.Applied,
+		Serving:      ns.Serving,
+	}
+	if ns.Err != nil {
+		s.Error = ns.Err.Error()
+	}
+	for _, p := range m.sortedPeers() {
+		n := NodeStatus{ID: p.ID, HTTPAddr: p.HTTPAddr, RaftAddr: p.RaftAddr, Role: "follower"}
+		if p.ID == ns.Leader {
+			n.Role = "leader"
+		}
+		if p.ID == m.cfg.NodeID {
+			n.Reachable = true
+			n.Role = ns.Role
+		} else {
+			n.Reachable = m.tr.Connected(p.ID)
+		}
+		if match, ok := ns.Match[p.ID]; ok {
+			n.MatchIndex = match
+			if ns.Commit > match {
+				n.LagEntries = ns.Commit - match
+			}
+		}
+		s.Nodes = append(s.Nodes, n)
+	}
+	return s
+}
+
+// clusterID names the group by its bootstrap voters (the same on every member).
+func (m *Member) clusterID() string {
+	id := "imago"
+	for _, p := range m.sortedPeers() {
+		id += "-" + strconv.FormatUint(p.ID, 10)
+	}
+	return id
+}
+
+func (m *Member) sortedPeers() []Peer {
+	out := make([]Peer, 0, len(m.peers))
+	for _, p := range m.peers {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
 
 // Self is this node as configured.
 func (m *Member) Self() Peer { return m.self }
 
 // Leader returns the leader this node knows of (possibly itself); false when none is known.
-func (m *Member) Leader() (Peer, bool) { return Peer{}, false }
+func (m *Member) Leader() (Peer, bool) {
+	id := m.node.Status().Leader
+	p, ok := m.peers[id]
+	return p, ok && id != 0
+}
 
 // Serving reports whether this node is the leader and accepts writes.
-func (m *Member) Serving() bool { return false }
+func (m *Member) Serving() bool { return m.node.Status().Serving }
 
 // Done is closed when the member has stopped (Stop, or the node stopped on an error: see
 // Status().Error). A member that stopped on an error takes no part in the cluster; the process
@@ -46,4 +177,83 @@ func (m *Member) Done() <-chan struct{} { return m.done }
 
 // Stop stops the node and the transport. Writes waiting for their entries end with
 // broker.ErrOutcomeUnknown.
-func (m *Member) Stop() {}
+func (m *Member) Stop() {
+	m.stopOnce.Do(func() {
+		m.node.Stop()
+		m.tr.Stop()
+	})
+}
+
+// RaftAddr is the address the transport listens on.
+func (m *Member) RaftAddr() string { return m.tr.Addr() }
+
+// applier hands committed entries to the broker.
+type applier struct{ b *broker.Broker }
+
+func (a applier) Apply(index, term uint64, data []byte) error {
+	return a.b.ApplyEntry(index, term, data)
+}
+
+// proposer is the broker's way into raft.
+type proposer struct{ n *cluster.Node }
+
+func (p proposer) Serving() (uint64, bool) {
+	s := p.n.Status()
+	return s.Term, s.Serving
+}
+
+func (p proposer) Propose(term uint64, entries [][]byte) ([]<-chan error, error) {
+	chans, err := p.n.ProposeGroup(term, entries)
+	switch {
+	case err == nil:
+		return chans, nil
+	case errors.Is(err, cluster.ErrNotLeader):
+		return nil, broker.ErrNotLeader
+	case errors.Is(err, cluster.ErrDropped):
+		return nil, fmt.Errorf("%w: %v", broker.ErrBackpressure, err)
+	case errors.Is(err, cluster.ErrStopped):
+		return nil, fmt.Errorf("%w: %v", broker.ErrClosed, err)
+	}
+	return nil, err
+}
+
+// logStore adapts the broker's raft log to cluster.LogStore.
+type logStore struct{ l *broker.RaftLog }
+
+func (s logStore) Append(ents []cluster.Entry) error {
+	out := make([]broker.RaftEntry, len(ents))
+	for i, e := range ents {
+		out[i] = broker.RaftEntry{Index: e.Index, Term: e.Term, Kind: uint8(e.Kind), Data: e.Data}
+	}
+	return s.l.Append(out)
+}
+
+func (s logStore) Entries(lo, hi, maxSize uint64) ([]cluster.Entry, error) {
+	ents, err := s.l.Entries(lo, hi, maxSize)
+	switch {
+	case errors.Is(err, broker.ErrRaftCompacted):
+		return nil, cluster.ErrCompacted
+	case errors.Is(err, broker.ErrRaftUnavailable):
+		return nil, cluster.ErrUnavailable
+	case err != nil:
+		return nil, err
+	}
+	out := make([]cluster.Entry, len(ents))
+	for i, e := range ents {
+		out[i] = cluster.Entry{Index: e.Index, Term: e.Term, Kind: cluster.EntryKind(e.Kind), Data: e.Data}
+	}
+	return out, nil
+}
+
+func (s logStore) Term(i uint64) (uint64, error) {
+	t, err := s.l.Term(i)
+	if errors.Is(err, broker.ErrRaftUnavailable) {
+		return 0, cluster.ErrUnavailable
+	}
+	return t, err
+}
+
+func (s logStore) FirstIndex() uint64              { return s.l.FirstIndex() }
+func (s logStore) LastIndex() uint64               { return s.l.LastIndex() }
+func (s logStore) Sync() error                     { return s.l.Sync() }
+func (s logStore) Compacted() (index, term uint64) { return s.l.Compacted() }

@@ -30,6 +30,10 @@ type Config struct {
 	// without a leader (default 10: one second).
 	TickInterval time.Duration
 	ElectionTick int
+	// Bootstrap allows a data directory without raft state to start as a new member of a new
+	// cluster (serve's --bootstrap-cluster). Without it such a directory is refused: it may be
+	// one that was wiped (docs/cluster.md).
+	Bootstrap bool
 }
 
 // Status is a member's view of the cluster, as GET /v1/cluster answers it.

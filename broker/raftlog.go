@@ -1,0 +1,330 @@
+package broker
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/imagomq/imago/internal/fsutil"
+)
+
+// In cluster mode (Options.Replicated) the commit log is the raft log: one raft entry is one
+// batch, written with magic 2 (record.go) so that its header carries the entry's term and
+// index. There is no second copy of a message. RaftLog is that log seen as raft's storage; the
+// replica package adapts it to cluster.LogStore.
+//
+// The raft index (which log position and term each entry has) is derived: it lives in memory
+// and is rebuilt at open by reading every batch header of the log (recoverReplicated), as the
+// partition indexes are rebuilt from the log when they are lost. It costs 24 bytes an entry.
+//
+// An entry's data, as raft and the peers see it, is the batch with term and index zero (the
+// leader encodes it before raft gives it an index); Append writes it with the two fields set
+// and the header CRC recomputed, and Entries hands it back with them zeroed again. Entries
+// that are not the broker's batches (the empty entry a new leader commits, membership changes)
+// are stored as batches of type 7 (batchRaft) whose body is the entry's data.
+
+// Kinds of RaftEntry; the values are the cluster package's (and raft's) entry types.
+const (
+	RaftEntryNormal       uint8 = 0
+	RaftEntryConfChange   uint8 = 1
+	RaftEntryConfChangeV2 uint8 = 2
+)
+
+// Errors RaftLog returns for indexes it cannot serve.
+var (
+	ErrRaftCompacted   = errors.New("raft log entries compacted")
+	ErrRaftUnavailable = errors.New("raft log entries unavailable")
+)
+
+// RaftEntry is one raft entry as the broker stores it.
+type RaftEntry struct {
+	Index uint64
+	Term  uint64
+	Kind  uint8
+	Data  []byte
+}
+
+// raftLoc is where entry i is: its batch's log position and length, and its term.
+type raftLoc struct {
+	pos  int64
+	size uint32
+	term uint64
+}
+
+// RaftLog is the commit log as raft's log. Only the replica's Ready loop calls Append and
+// Sync; the read methods may be called from anywhere.
+type RaftLog struct {
+	b *Broker
+
+	mu   sync.RWMutex
+	locs []raftLoc // locs[i] is entry i+1
+
+	buf []byte // Append's encoding buffer (Ready loop only)
+}
+
+// RaftLog returns the broker's raft log; nil unless the broker was opened with Replicated.
+func (b *Broker) RaftLog() *RaftLog { return b.rlog }
+
+// FirstIndex is the first index Entries can return. Nothing is compacted yet: retention does
+// not delete a replicated log's segments (docs/cluster.md).
+func (l *RaftLog) FirstIndex() uint64 { return 1 }
+
+// LastIndex is the index of the last entry in the log (0 when it is empty).
+func (l *RaftLog) LastIndex() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return uint64(len(l.locs))
+}
+
+// Compacted is raft's snapshot point: (0, 0), nothing is compacted.
+func (l *RaftLog) Compacted() (index, term uint64) { return 0, 0 }
+
+// Term returns the term of entry i (0 for index 0).
+func (l *RaftLog) Term(i uint64) (uint64, error) {
+	if i == 0 {
+		return 0, nil
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if i > uint64(len(l.locs)) {
+		return 0, ErrRaftUnavailable
+	}
+	return l.locs[i-1].term, nil
+}
+
+// loc returns where entry i is.
+func (l *RaftLog) loc(i uint64) (raftLoc, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if i == 0 || i > uint64(len(l.locs)) {
+		return raftLoc{}, false
+	}
+	return l.locs[i-1], true
+}
+
+// Entries returns entries [lo, hi): at least one when lo < hi, then more while their data
+// totals at most maxSize bytes. Each batch is verified (header and record CRCs) as it is read:
+// a leader never sends a damaged entry to a follower.
+func (l *RaftLog) Entries(lo, hi, maxSize uint64) ([]RaftEntry, error) {
+	if lo == 0 {
+		return nil, ErrRaftCompacted
+	}
+	l.mu.RLock()
+	if hi > uint64(len(l.locs))+1 {
+		l.mu.RUnlock()
+		return nil, ErrRaftUnavailable
+	}
+	locs := append([]raftLoc(nil), l.locs[lo-1:hi-1]...)
+	l.mu.RUnlock()
+	var (
+		out  []RaftEntry
+		size uint64
+		recs []record
+	)
+	for i, loc := range locs {
+		raw := make([]byte, loc.size)
+		if err := l.b.log.readAt(raw, loc.pos); err != nil {
+			return nil, fmt.Errorf("read raft entry %d at %d: %w", lo+uint64(i), loc.pos, err)
+		}
+		bv, err := decodeBatch(raw, recs)
+		if err != nil {
+			return nil, fmt.Errorf("%w: raft entry %d at log position %d: %v", ErrCorrupt, lo+uint64(i), loc.pos, err)
+		}
+		recs = bv.Records
+		h := bv.Header
+		if h.Magic != raftMagic || h.RaftIndex != lo+uint64(i) || h.RaftTerm != loc.term {
+			return nil, fmt.Errorf("%w: log position %d holds raft entry %d term %d, expected %d term %d",
+				ErrCorrupt, loc.pos, h.RaftIndex, h.RaftTerm, lo+uint64(i), loc.term)
+		}
+		e := RaftEntry{Index: h.RaftIndex, Term: h.RaftTerm}
+		if h.Type == batchRaft {
+			e.Kind = uint8(h.Flags >> 1 & 3)
+			e.Data = raw[raftHeaderSize:]
+		} else {
+			stripRaftHeader(raw)
+			e.Data = raw
+		}
+		if len(out) > 0 && size+uint64(len(e.Data)) > maxSize {
+			break
+		}
+		size += uint64(len(e.Data))
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// stripRaftHeader zeroes the term and index of a magic-2 batch and recomputes its header CRC:
+// the batch as its leader proposed it.
+func stripRaftHeader(b []byte) {
+	clear(b[48:raftHeaderSize])
+	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b[8:raftHeaderSize], castagnoli))
+}
+
+// appendRaftEntry encodes e as its batch at the end of buf.
+func appendRaftEntry(buf []byte, e RaftEntry) ([]byte, error) {
+	if e.Kind == RaftEntryNormal && len(e.Data) > 0 {
+		h, err := parseBatchHeader(e.Data)
+		if err != nil {
+			return buf, fmt.Errorf("raft entry %d is not a batch: %w", e.Index, err)
+		}
+		if h.Magic != raftMagic || int(h.Length) != len(e.Data) {
+			return buf, fmt.Errorf("raft entry %d is not a replicated batch (magic %d, length %d of %d bytes)", e.Index, h.Magic, h.Length, len(e.Data))
+		}
+		at := len(buf)
+		buf = append(buf, e.Data...)
+		b := buf[at:]
+		binary.BigEndian.PutUint64(b[48:], e.Term)
+		binary.BigEndian.PutUint64(b[56:], e.Index)
+		binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b[8:raftHeaderSize], castagnoli))
+		return buf, nil
+	}
+	if e.Kind > RaftEntryConfChangeV2 {
+		return buf, fmt.Errorf("raft entry %d has unknown kind %d", e.Index, e.Kind)
+	}
+	at := len(buf)
+	buf = grow(buf, raftHeaderSize)
+	buf = append(buf, e.Data...)
+	putBatchHeader(buf[at:], batchHeader{Magic: raftMagic, Length: uint32(len(buf) - at), Type: batchRaft,
+		Flags: uint16(e.Kind) << 1, RaftTerm: e.Term, RaftIndex: e.Index})
+	return buf, nil
+}
+
+// Append writes ents, which are consecutive and start at an index in [1, LastIndex()+1]; a
+// suffix from ents[0].Index on is discarded first (a new leader overwrote entries that were
+// never committed). The entries are readable at once and durable after Sync. A write error
+// stops the broker as a failed flush does (fail): the restart cuts the log at its durable end.
+func (l *RaftLog) Append(ents []RaftEntry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	b := l.b
+	first := ents[0].Index
+	last := l.LastIndex()
+	if first == 0 || first > last+1 {
+		return fmt.Errorf("append raft entries at %d: the log ends at %d", first, last)
+	}
+	if first <= last {
+		if err := l.truncate(first); err != nil {
+			b.fail(err, nil)
+			return err
+		}
+	}
+	buf := l.buf[:0]
+	locs := make([]raftLoc, 0, len(ents))
+	var err error
+	for i, e := range ents {
+		if e.Index != first+uint64(i) {
+			return fmt.Errorf("append raft entries: entry %d follows %d", e.Index, ents[i-1].Index)
+		}
+		n := raftHeaderSize + len(e.Data)
+		if b.log.needsRoll(len(buf) + n) {
+			if err = l.write(buf); err == nil {
+				buf = buf[:0]
+				if err = b.log.sync(); err == nil {
+					err = b.log.createSegment(b.log.end.Load())
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		at := len(buf)
+		if buf, err = appendRaftEntry(buf, e); err != nil {
+			return err // not a write failure: the entry itself is wrong
+		}
+		locs = append(locs, raftLoc{pos: b.log.end.Load() + int64(at), size: uint32(len(buf) - at), term: e.Term})
+	}
+	if err == nil {
+		err = l.write(buf)
+	}
+	l.buf = buf[:0]
+	if err != nil {
+		b.fail(err, nil)
+		return fmt.Errorf("append raft entries %d-%d: %w", first, ents[len(ents)-1].Index, err)
+	}
+	l.mu.Lock()
+	l.locs = append(l.locs, locs...)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *RaftLog) write(buf []byte) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	if err := l.b.log.write(buf); err != nil {
+		return err
+	}
+	l.b.stats.bytesIn.Add(int64(len(buf)))
+	return nil
+}
+
+// Sync makes every appended entry, and every truncation, durable. An error is final.
+func (l *RaftLog) Sync() error {
+	if err := l.b.log.sync(); err != nil {
+		l.b.fail(err, nil)
+		return err
+	}
+	return nil
+}
+
+// truncate discards entries from index first on. Raft only ever discards entries that were
+// never committed; one at or below what this node applied would mean the group broke its own
+// rules, and the node stops rather than undo state.
+func (l *RaftLog) truncate(first uint64) error {
+	loc, ok := l.loc(first)
+	if !ok {
+		return fmt.Errorf("truncate raft log at %d: no such entry", first)
+	}
+	b := l.b
+	b.stateMu.Lock()
+	applied := b.raftApplied
+	b.stateMu.Unlock()
+	if first <= applied {
+		return fmt.Errorf("truncate raft log at %d: entries up to %d are applied", first, applied)
+	}
+	b.opts.Logger.Info("discarding uncommitted raft entries a new leader overwrote", "from_index", first, "to_index", l.LastIndex(), "position", loc.pos)
+	if err := b.log.truncateTail(loc.pos); err != nil {
+		return fmt.Errorf("truncate raft log at %d: %w", first, err)
+	}
+	l.mu.Lock()
+	l.locs = l.locs[:first-1]
+	l.mu.Unlock()
+	return nil
+}
+
+// truncateTail discards the log from pos on: later segments are deleted (their directory entry
+// removal fsync'd at once), the segment holding pos is cut there. The cut itself is made
+// durable by the next sync, which always follows (Append writes after it). Replicated logs only.
+func (l *commitLog) truncateTail(pos int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	removed := false
+	for len(l.segs) > 1 && l.segs[len(l.segs)-1].base > pos {
+		seg := l.segs[len(l.segs)-1]
+		seg.f.Close()
+		if err := os.Remove(filepath.Join(l.dir, segmentName(seg.base))); err != nil {
+			return fmt.Errorf("delete segment %d: %w", seg.base, err)
+		}
+		l.segs = l.segs[:len(l.segs)-1]
+		removed = true
+	}
+	seg := l.segs[len(l.segs)-1]
+	if err := seg.f.Truncate(pos - seg.base); err != nil {
+		return fmt.Errorf("truncate segment %d at %d: %w", seg.base, pos-seg.base, err)
+	}
+	if removed {
+		if err := fsutil.SyncDir(l.dir); err != nil {
+			return err
+		}
+	}
+	l.end.Store(pos)
+	if l.durable.Load() > pos {
+		l.durable.Store(pos)
+	}
+	return nil
+}

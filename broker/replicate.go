@@ -1,0 +1,430 @@
+package broker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// A replicated broker (Options.Replicated, cluster mode) changes state only when raft applies
+// a committed entry:
+//
+//   - Writes are proposed, not written. The proposer goroutine (it replaces the flusher) takes
+//     every queued produce request, encodes each as one batch with the offsets it will have,
+//     and hands the group to raft in one step through the Proposer. Offsets come from the
+//     applied state plus this leader's own proposals not yet applied; that state is reset
+//     whenever the term changes. A new leader serves (Proposer.Serving) only after it applied an
+//     entry of its own term, so every entry of an earlier term is applied by then and nobody
+//     else proposes in its term: the offsets it assigns are exactly the ones apply will find.
+//   - ApplyEntry is the one place state changes, on every node alike: it indexes the batch's
+//     records (verifying that each offset is the partition's next: a mismatch stops the node
+//     loudly), remembers its idempotency key, creates topics, and publishes. An uncommitted
+//     suffix that a new leader truncates was never applied, so nothing is ever undone.
+//   - Topics are log records (batch type 6): their ids are assigned by the leader and checked
+//     at apply; topics.json is derived from the applied log.
+//   - After a restart the broker holds the state of its last checkpoint, which records the
+//     raft index it covers (AppliedIndex); raft delivers the committed entries after it again.
+//
+// Not replicated yet (refused with ErrNotInCluster): local and XA transactions, the
+// coordinator's commit-log decision records. Retention does not delete a replicated log's
+// segments yet (a follower that needed them could not catch up).
+
+// Proposer hands encoded batches to raft; the replica package implements it.
+type Proposer interface {
+	// Serving returns the current term and whether this node is the leader and has applied an
+	// entry of that term.
+	Serving() (term uint64, ok bool)
+	// Propose appends entries to raft's log in one step, if this node is still the serving
+	// leader of term. Then each returned channel receives the entry's outcome: nil once it is
+	// applied on this node (ApplyEntry returned), or an error wrapping ErrOutcomeUnknown. A
+	// non-nil error means nothing was proposed: ErrNotLeader, or ErrBackpressure when raft
+	// refused the entries.
+	Propose(term uint64, entries [][]byte) ([]<-chan error, error)
+}
+
+// replState is what a replicated broker keeps besides a single node's state.
+type replState struct {
+	proposer chan Proposer // holds the Proposer once SetProposer ran (cap 1)
+
+	// Proposer goroutine only.
+	nextTerm uint64
+	next     map[*partition]int64 // offsets proposed in nextTerm, not yet applied
+}
+
+// SetProposer gives a replicated broker its way into raft. Writes fail with ErrNotLeader until
+// it is called.
+func (b *Broker) SetProposer(p Proposer) {
+	select {
+	case b.repl.proposer <- p:
+	default:
+	}
+}
+
+func (b *Broker) currentProposer() Proposer {
+	select {
+	case p := <-b.repl.proposer:
+		b.repl.proposer <- p
+		return p
+	default:
+		return nil
+	}
+}
+
+// AppliedIndex is the last raft index this broker's state includes.
+func (b *Broker) AppliedIndex() uint64 {
+	b.stateMu.Lock()
+	defer b.stateMu.Unlock()
+	return b.raftApplied
+}
+
+// runProposer is the replicated broker's writer loop: it proposes what Produce queued.
+func (b *Broker) runProposer() {
+	defer close(b.flusherDone)
+	for {
+		reqs, closing := b.take(nil)
+		if len(reqs) > 0 {
+			b.proposeGroup(reqs)
+		}
+		if closing && len(reqs) == 0 {
+			return
+		}
+	}
+}
+
+// proposeGroup encodes reqs (one batch each) and proposes them as one raft step.
+func (b *Broker) proposeGroup(reqs []*produceReq) {
+	finish := func(err error) {
+		for _, r := range reqs {
+			r.err = err
+			close(r.done)
+		}
+	}
+	b.stateMu.Lock()
+	failed := b.failed
+	b.stateMu.Unlock()
+	if failed != nil {
+		finish(failed)
+		return
+	}
+	pr := b.currentProposer()
+	if pr == nil {
+		finish(ErrNotLeader)
+		return
+	}
+	term, ok := pr.Serving()
+	if !ok {
+		finish(ErrNotLeader)
+		return
+	}
+	if term != b.repl.nextTerm {
+		b.repl.nextTerm = term
+		b.repl.next = make(map[*partition]int64)
+	}
+	saved := make(map[*partition]int64)
+	next := func(p *partition) int64 {
+		off, ok := b.repl.next[p]
+		if !ok {
+			b.stateMu.Lock()
+			off = p.next
+			b.stateMu.Unlock()
+		}
+		if _, ok := saved[p]; !ok {
+			saved[p] = off
+		}
+		b.repl.next[p] = off + 1
+		return off
+	}
+	now := b.opts.Now().UnixMilli()
+	entries := make([][]byte, len(reqs))
+	for i, r := range reqs {
+		entries[i] = b.encodeReplicated(r, now, next)
+	}
+	chans, err := pr.Propose(term, entries)
+	if err != nil {
+		for p, off := range saved {
+			b.repl.next[p] = off
+		}
+		if errors.Is(err, ErrNotLeader) {
+			b.repl.nextTerm = 0
+		}
+		finish(err)
+		return
+	}
+	for i, r := range reqs {
+		r.applyc = chans[i]
+		close(r.done)
+	}
+}
+
+// encodeReplicated encodes r as one magic-2 batch (raft term and index zero: raft assigns
+// them) whose records carry the offsets next gives.
+func (b *Broker) encodeReplicated(r *produceReq, now int64, next func(*partition) int64) []byte {
+	buf := make([]byte, raftHeaderSize, r.size-batchHeaderSize+raftHeaderSize)
+	r.offsets = make([]Position, len(r.msgs))
+	for i := range r.msgs {
+		t := r.topicOf(i)
+		p := t.parts[r.parts[i]]
+		off := next(p)
+		buf, _ = appendRecord(buf, t.id, uint32(p.id), off, now, &r.msgs[i])
+		r.offsets[i] = Position{Partition: p.id, Offset: off}
+	}
+	h := batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: batchMessages, Count: uint32(len(r.msgs)), Timestamp: now}
+	if r.hasKey {
+		h.Flags |= batchFlagKey
+		h.Key = r.key
+		h.Fingerprint = r.fp
+	}
+	putBatchHeader(buf, h)
+	return buf
+}
+
+// waitApplied waits for a proposed request's entry to be applied.
+func (b *Broker) waitApplied(req *produceReq) (ProduceResult, error) {
+	if err := <-req.applyc; err != nil {
+		return ProduceResult{}, err
+	}
+	b.stats.messagesIn.Add(int64(len(req.msgs)))
+	return ProduceResult{Offsets: req.offsets}, nil
+}
+
+// ApplyEntry applies the committed raft entry index (of term) whose data is data: the replica's
+// Ready loop calls it for every committed entry, in order, after the entry is durable in this
+// node's log. An error means this node's state and the log disagree; the node must stop.
+func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
+	loc, ok := b.rlog.loc(index)
+	if !ok || loc.term != term {
+		return fmt.Errorf("apply raft entry %d term %d: not in this node's log (it ends at %d)", index, term, b.rlog.LastIndex())
+	}
+	var touched []*partition
+	if len(data) > 0 {
+		bv, err := decodeBatch(data, nil)
+		if err != nil {
+			return fmt.Errorf("apply raft entry %d: %w", index, err)
+		}
+		switch bv.Header.Type {
+		case batchTopic:
+			if err := b.applyTopic(index, bv); err != nil {
+				return err
+			}
+		case batchMessages:
+			byID := b.table.Load().byID
+			b.stateMu.Lock()
+			err := b.applyReplayed(loc.pos, bv, byID, false, true)
+			if err == nil {
+				for _, r := range bv.Records {
+					p := byID[r.TopicID].parts[r.Partition]
+					if p.written != p.next {
+						p.written, p.synced = p.next, p.next
+						touched = append(touched, p)
+					}
+				}
+			}
+			b.stateMu.Unlock()
+			if err != nil {
+				return fmt.Errorf("apply raft entry %d term %d: %w", index, term, err)
+			}
+		default:
+			return fmt.Errorf("apply raft entry %d: batch type %d is not replicated", index, bv.Header.Type)
+		}
+	}
+	b.stateMu.Lock()
+	b.raftApplied, b.raftAppliedTerm = index, term
+	b.appliedPos = loc.pos + int64(loc.size)
+	b.syncedPos, b.syncedDedupe, b.syncedRaft = b.appliedPos, b.dedupe.Mark(), index // applied entries are on this node's disk
+	b.stateMu.Unlock()
+	for _, p := range touched {
+		p.publish(p.written)
+	}
+	if b.appliedPos-b.lastCkptPos.Load() >= b.opts.CheckpointBytes {
+		select {
+		case b.ckptSig <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// createTopicReplicated proposes a topic and waits until it is applied.
+func (b *Broker) createTopicReplicated(name string, cfg TopicConfig) (bool, error) {
+	b.topicProposeMu.Lock()
+	defer b.topicProposeMu.Unlock()
+	if b.closed.Load() {
+		return false, ErrClosed
+	}
+	pr := b.currentProposer()
+	if pr == nil {
+		return false, ErrNotLeader
+	}
+	term, ok := pr.Serving()
+	if !ok {
+		return false, ErrNotLeader
+	}
+	if t, ok := b.topicsByName()[name]; ok {
+		if t.cfg.Partitions != cfg.Partitions {
+			return false, fmt.Errorf("%w: %q has %d partitions", ErrTopicExists, name, t.cfg.Partitions)
+		}
+		return false, nil
+	}
+	b.topicMu.Lock()
+	id := b.nextTopicID
+	b.topicMu.Unlock()
+	m := topicMeta{
+		ID:             id,
+		Name:           name,
+		Partitions:     cfg.Partitions,
+		RetentionMs:    cfg.RetentionAge.Milliseconds(),
+		RetentionBytes: cfg.RetentionBytes,
+		CreatedAt:      b.opts.Now().UTC().Format(time.RFC3339),
+	}
+	val, err := json.Marshal(m)
+	if err != nil {
+		return false, err
+	}
+	now := b.opts.Now().UnixMilli()
+	buf := make([]byte, raftHeaderSize)
+	buf, _ = appendRecord(buf, 0, 0, 0, now, &Message{Value: val, ValueJSON: true})
+	putBatchHeader(buf, batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: batchTopic, Count: 1, Timestamp: now})
+	chans, err := pr.Propose(term, [][]byte{buf})
+	if err != nil {
+		return false, err
+	}
+	if err := <-chans[0]; err != nil {
+		return false, err
+	}
+	t, ok := b.topicsByName()[name]
+	switch {
+	case ok && t.id == id:
+		return true, nil
+	case ok && t.cfg.Partitions != cfg.Partitions:
+		return false, fmt.Errorf("%w: %q has %d partitions", ErrTopicExists, name, t.cfg.Partitions)
+	case ok:
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: topic %q was not created; retry", ErrOutcomeUnknown, name)
+}
+
+// applyTopic creates the topic a committed topic record defines. A record that names an
+// existing topic, or an id other than the next one, changes nothing, on every node alike
+// (two proposals raced; createTopicReplicated tells its caller what happened).
+func (b *Broker) applyTopic(index uint64, bv batchView) error {
+	if len(bv.Records) != 1 {
+		return fmt.Errorf("apply raft entry %d: topic batch with %d records", index, len(bv.Records))
+	}
+	var m topicMeta
+	if err := json.Unmarshal(bv.Records[0].Value, &m); err != nil {
+		return fmt.Errorf("apply raft entry %d: topic record: %w", index, err)
+	}
+	b.topicMu.Lock()
+	defer b.topicMu.Unlock()
+	if _, ok := b.topicsByName()[m.Name]; ok || m.ID != b.nextTopicID {
+		return nil
+	}
+	if !ValidName(m.Name) || m.Partitions < 1 || m.Partitions > maxPartitions {
+		return fmt.Errorf("apply raft entry %d: topic record %q with %d partitions is invalid", index, m.Name, m.Partitions)
+	}
+	metas := append(append(make([]topicMeta, 0, len(b.metas)+1), b.metas...), m)
+	if err := saveTopics(b.opts.Dir, metas); err != nil {
+		return fmt.Errorf("apply raft entry %d: create topic %q: %w", index, m.Name, err)
+	}
+	b.metas = metas
+	b.nextTopicID++
+	b.addTopic(b.newTopic(m))
+	b.opts.Logger.Info("topic created", "topic", m.Name, "partitions", m.Partitions, "raft_index", index)
+	return nil
+}
+
+// recoverReplicated opens a replicated broker's state: the partition indexes as of the last
+// checkpoint (which names the raft index it covers) and the raft index of every entry in the
+// log. Entries after the checkpoint are not applied here: only raft knows which of them are
+// committed, and it delivers those again (ApplyEntry). Every batch must be a replicated one
+// with consecutive raft indexes; a torn tail is cut, corruption below it refuses the start
+// (verify.go), as on a single node: such a node must not vote or lead.
+func (b *Broker) recoverReplicated(cp *checkpointFile) error {
+	b.rlog = &RaftLog{b: b}
+	if cp != nil {
+		err := b.loadIndexes(cp)
+		if err != nil && !errors.Is(err, errRebuild) {
+			return err
+		}
+		if err != nil {
+			b.opts.Logger.Warn("rebuilding every index from the committed raft entries", "reason", err)
+			cp = nil
+		}
+	}
+	if cp == nil {
+		if err := b.resetIndexes(); err != nil {
+			return err
+		}
+	}
+	from := b.log.start()
+	pos, end := from, b.log.end.Load()
+	rd := newLogReader(b.log, pos, end)
+	var (
+		recs []record
+		cut  error
+		locs []raftLoc
+	)
+	for pos < end {
+		raw, err := rd.batch(pos)
+		if err != nil {
+			cut = err
+			break
+		}
+		bv, err := decodeBatch(raw, recs)
+		if err != nil {
+			cut = err
+			break
+		}
+		recs = bv.Records
+		h := bv.Header
+		if h.Magic != raftMagic {
+			return fmt.Errorf("open replicated broker: log position %d holds a batch written outside cluster mode: this data directory was not a cluster member's", pos)
+		}
+		if h.RaftIndex != uint64(len(locs))+1 {
+			return fmt.Errorf("%w: log position %d holds raft entry %d, expected %d", ErrCorrupt, pos, h.RaftIndex, len(locs)+1)
+		}
+		locs = append(locs, raftLoc{pos: pos, size: h.Length, term: h.RaftTerm})
+		pos += int64(h.Length)
+	}
+	if cut != nil {
+		if err := b.checkTail(pos, end, cut); err != nil {
+			return err
+		}
+		if err := b.cutTail(pos, end, cut); err != nil {
+			return err
+		}
+	}
+	b.rlog.locs = locs
+	applied, appliedPos := uint64(0), int64(0)
+	if cp != nil {
+		applied, appliedPos = cp.RaftIndex, cp.Position
+	}
+	if applied > uint64(len(locs)) {
+		return fmt.Errorf("open replicated broker: the checkpoint covers raft entries up to %d but the log holds %d: entries this node applied are gone; replace the node under a new id", applied, len(locs))
+	}
+	if applied > 0 {
+		if l := locs[applied-1]; l.pos+int64(l.size) != appliedPos {
+			return fmt.Errorf("open replicated broker: the checkpoint puts raft entry %d's end at %d, the log at %d", applied, appliedPos, l.pos+int64(l.size))
+		}
+	}
+	if err := b.syncReplayed(appliedPos); err != nil {
+		return err
+	}
+	for _, t := range b.table.Load().byID {
+		for _, p := range t.parts {
+			p.written = p.next
+			p.publish(p.next)
+		}
+	}
+	b.appliedPos = appliedPos
+	b.raftApplied, b.syncedRaft = applied, applied
+	if applied > 0 {
+		b.raftAppliedTerm = locs[applied-1].term
+	}
+	b.stats.recovered = end - appliedPos
+	return nil
+}
+
+// Dir is the broker's data directory.
+func (b *Broker) Dir() string { return b.opts.Dir }

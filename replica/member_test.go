@@ -1,0 +1,225 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/imagomq/imago/broker"
+)
+
+// testCluster runs three members in one process, each over a real broker in its own temporary
+// data directory, talking over loopback TCP.
+type testCluster struct {
+	t     *testing.T
+	peers []Peer
+	dirs  []string
+	bs    []*broker.Broker
+	ms    []*Member
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	c := &testCluster{t: t}
+	root := t.TempDir()
+	for i := 1; i <= 3; i++ {
+		c.peers = append(c.peers, Peer{ID: uint64(i), RaftAddr: freeAddr(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", 18080+i)})
+		c.dirs = append(c.dirs, filepath.Join(root, fmt.Sprintf("node%d", i)))
+	}
+	c.bs = make([]*broker.Broker, 3)
+	c.ms = make([]*Member, 3)
+	for i := range 3 {
+		c.start(i, true)
+	}
+	t.Cleanup(func() {
+		for i := range 3 {
+			c.stop(i)
+		}
+	})
+	return c
+}
+
+func (c *testCluster) start(i int, bootstrap bool) {
+	c.t.Helper()
+	if err := c.tryStart(i, bootstrap); err != nil {
+		c.t.Fatalf("start node %d: %v", i+1, err)
+	}
+}
+
+func (c *testCluster) tryStart(i int, bootstrap bool) error {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := broker.NewOptions(c.dirs[i])
+	opts.Replicated = true
+	opts.Logger = quiet
+	b, err := broker.Open(opts)
+	if err != nil {
+		return err
+	}
+	m, err := Start(context.Background(), Config{NodeID: uint64(i + 1), Peers: c.peers, TickInterval: 10 * time.Millisecond, ElectionTick: 10, Bootstrap: bootstrap}, b, quiet)
+	if err != nil {
+		b.Close()
+		return err
+	}
+	c.bs[i], c.ms[i] = b, m
+	return nil
+}
+
+func (c *testCluster) stop(i int) {
+	if c.ms[i] != nil {
+		c.ms[i].Stop()
+		c.ms[i] = nil
+	}
+	if c.bs[i] != nil {
+		c.bs[i].Close()
+		c.bs[i] = nil
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// leader waits for a serving leader and returns its index.
+func (c *testCluster) leader() int {
+	c.t.Helper()
+	at := -1
+	waitFor(c.t, "a serving leader", func() bool {
+		for i, m := range c.ms {
+			if m != nil && m.Serving() {
+				at = i
+				return true
+			}
+		}
+		return false
+	})
+	return at
+}
+
+func fetchAll(t *testing.T, b *broker.Broker, topic string, part int, want int) []string {
+	t.Helper()
+	var out []string
+	waitFor(t, fmt.Sprintf("%d messages in %s/%d", want, topic, part), func() bool {
+		res, err := b.Fetch(context.Background(), topic, part, broker.FetchOptions{Offset: 0, MaxMessages: 100000, MaxBytes: 64 << 20})
+		if err != nil {
+			return false
+		}
+		out = out[:0]
+		for i, m := range res.Messages {
+			if m.Offset != int64(i) {
+				t.Fatalf("%s/%d: message %d has offset %d", topic, part, i, m.Offset)
+			}
+			out = append(out, string(m.Value))
+		}
+		return len(out) >= want
+	})
+	return out
+}
+
+func TestClusterReplicatesProduceAndSurvivesLeaderLoss(t *testing.T) {
+	c := newTestCluster(t)
+	l := c.leader()
+	if created, err := c.bs[l].CreateTopic("orders", broker.TopicConfig{Partitions: 2}); err != nil || !created {
+		t.Fatalf("create topic on the leader: %v, %v", created, err)
+	}
+	follower := (l + 1) % 3
+	if _, err := c.bs[follower].Produce(context.Background(), "orders", []broker.Message{{Value: []byte("x")}}, ""); !errors.Is(err, broker.ErrNotLeader) && !errors.Is(err, broker.ErrUnknownTopic) {
+		t.Fatalf("produce on a follower: %v, want ErrNotLeader", err)
+	}
+	first := map[string][]broker.Position{}
+	for i := range 50 {
+		key := fmt.Sprintf("k%d", i)
+		res, err := c.bs[l].Produce(context.Background(), "orders", []broker.Message{{Partition: i % 2, Value: []byte(fmt.Sprintf("m%d", i))}}, key)
+		if err != nil {
+			t.Fatalf("produce %d: %v", i, err)
+		}
+		first[key] = res.Offsets
+	}
+	var want [2][]string
+	for i := range 50 {
+		want[i%2] = append(want[i%2], fmt.Sprintf("m%d", i))
+	}
+	for n := range 3 {
+		for p := range 2 {
+			got := fetchAll(t, c.bs[n], "orders", p, len(want[p]))
+			if fmt.Sprint(got) != fmt.Sprint(want[p]) {
+				t.Fatalf("node %d partition %d: %v, want %v", n+1, p, got, want[p])
+			}
+		}
+	}
+
+	// The leader goes away; the two others elect a new one, which remembers the keys.
+	c.stop(l)
+	nl := c.leader()
+	res, err := c.bs[nl].Produce(context.Background(), "orders", []broker.Message{{Partition: 1, Value: []byte("m1")}}, "k1")
+	if err != nil || !res.Duplicate || fmt.Sprint(res.Offsets) != fmt.Sprint(first["k1"]) {
+		t.Fatalf("retry of k1 on the new leader: %+v, %v; want duplicate at %v", res, err, first["k1"])
+	}
+	for i := 50; i < 80; i++ {
+		if _, err := c.bs[nl].Produce(context.Background(), "orders", []broker.Message{{Partition: i % 2, Value: []byte(fmt.Sprintf("m%d", i))}}, fmt.Sprintf("k%d", i)); err != nil {
+			t.Fatalf("produce %d on the new leader: %v", i, err)
+		}
+		want[i%2] = append(want[i%2], fmt.Sprintf("m%d", i))
+	}
+
+	// The old leader comes back (no bootstrap: it has its state) and catches up.
+	c.start(l, false)
+	for n := range 3 {
+		for p := range 2 {
+			got := fetchAll(t, c.bs[n], "orders", p, len(want[p]))
+			if fmt.Sprint(got) != fmt.Sprint(want[p]) {
+				t.Fatalf("after the restart, node %d partition %d: %v, want %v", n+1, p, got, want[p])
+			}
+		}
+	}
+}
+
+func TestWipedDirectoryRefusesToStart(t *testing.T) {
+	c := newTestCluster(t)
+	l := c.leader()
+	if _, err := c.bs[l].CreateTopic("t", broker.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	f := (l + 1) % 3
+	c.stop(f)
+	c.dirs[f] = filepath.Join(t.TempDir(), "wiped")
+	err := c.tryStart(f, false)
+	if err == nil || !contains(err.Error(), "no raft state") {
+		t.Fatalf("start of a wiped node without --bootstrap-cluster: %v", err)
+	}
+	// The two others go on.
+	if _, err := c.bs[l].Produce(context.Background(), "t", []broker.Message{{Value: []byte("v")}}, ""); err != nil {
+		t.Fatalf("produce with two of three: %v", err)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
