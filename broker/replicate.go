@@ -182,7 +182,8 @@ func (b *Broker) encodeReplicated(r *produceReq, now int64, next func(*partition
 // waitApplied waits for a proposed request's entry to be applied.
 func (b *Broker) waitApplied(req *produceReq) (ProduceResult, error) {
 	if err := <-req.applyc; err != nil {
-		return ProduceResult{}, err
+		// Proposed, then leadership was lost or the node stopped: it may still commit.
+		return ProduceResult{}, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	}
 	b.stats.messagesIn.Add(int64(len(req.msgs)))
 	return ProduceResult{Offsets: req.offsets}, nil
@@ -290,7 +291,7 @@ func (b *Broker) createTopicReplicated(name string, cfg TopicConfig) (bool, erro
 		return false, err
 	}
 	if err := <-chans[0]; err != nil {
-		return false, err
+		return false, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	}
 	t, ok := b.topicsByName()[name]
 	switch {

@@ -354,17 +354,34 @@ func (n *Node) run(ctx context.Context) {
 		case id := <-n.unreach:
 			n.rn.ReportUnreachable(id)
 		case p := <-n.propc:
+			n.drainRecv()
 			err = n.proposeBatch(p)
 		case g := <-n.groupc:
+			n.drainRecv()
 			err = n.proposeGroup(g)
 		}
 		if err == nil {
+			n.drainRecv()
 			err = n.process()
 		}
 	}
 	n.log.Error("raft node stopped", "err", err)
 	n.failPending(fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))
 	n.publish(err)
+}
+
+// drainRecv steps every message already received, so that one Ready (one write, one fsync)
+// covers them all: on the leader the acknowledgements that commit earlier entries are then
+// applied in the same round as the next entries are written, instead of one fsync later.
+func (n *Node) drainRecv() {
+	for range cap(n.recvc) {
+		select {
+		case m := <-n.recvc:
+			n.step(m)
+		default:
+			return
+		}
+	}
 }
 
 func (n *Node) step(m *pb.Message) {
@@ -444,6 +461,19 @@ func (n *Node) handleReady() error {
 			p.seen = true
 		}
 	}
+	// Committed entries already durable here (appended and synced by an earlier round, and
+	// not being overwritten by this one) are applied before this round's write and fsync, so
+	// their writers are answered one fsync sooner. The rest wait for the sync below.
+	bound := n.cfg.Storage.log.LastIndex()
+	if len(rd.Entries) > 0 && rd.Entries[0].GetIndex()-1 < bound {
+		bound = rd.Entries[0].GetIndex() - 1
+	}
+	applied := 0
+	for ; applied < len(rd.CommittedEntries) && rd.CommittedEntries[applied].GetIndex() <= bound; applied++ {
+		if err := n.apply(rd.CommittedEntries[applied]); err != nil {
+			return err
+		}
+	}
 	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries); err != nil {
 		return fmt.Errorf("persist: %w", err)
 	}
@@ -453,7 +483,7 @@ func (n *Node) handleReady() error {
 	if !early {
 		n.cfg.Sender.Send(rd.Messages)
 	}
-	for _, e := range rd.CommittedEntries {
+	for _, e := range rd.CommittedEntries[applied:] {
 		if err := n.apply(e); err != nil {
 			return err
 		}

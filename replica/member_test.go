@@ -223,3 +223,13 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+func freeAddrB(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
