@@ -22,7 +22,11 @@ func (s *server) openCluster(ctx context.Context) error {
 	if !cl.Enabled() {
 		return nil
 	}
-	m, err := replica.Start(ctx, replicaConfig(cl), s.b, s.logger)
+	rc := replicaConfig(cl)
+	if rc.HTTPAddr == "" {
+		rc.HTTPAddr = s.cfg.HTTP.Addr // a joining node that is not among the peers
+	}
+	m, err := replica.Start(ctx, rc, s.b, s.logger)
 	if err != nil {
 		return fmt.Errorf("join the cluster as node %d (raft on %s): %w", cl.NodeID, cl.ListenRaftAddr(), err)
 	}
@@ -39,13 +43,19 @@ func replicaConfig(c config.Cluster) replica.Config {
 	for _, p := range c.Peers {
 		peers = append(peers, replica.Peer{ID: p.ID, RaftAddr: p.RaftAddr, HTTPAddr: p.HTTPAddr})
 	}
-	return replica.Config{
+	rc := replica.Config{
 		NodeID:       c.NodeID,
 		RaftAddr:     c.ListenRaftAddr(),
 		Peers:        peers,
 		TickInterval: c.TickInterval,
 		ElectionTick: c.ElectionTicks,
+		Bootstrap:    c.Bootstrap,
+		Join:         c.Join,
 	}
+	if self, ok := c.Self(); ok {
+		rc.HTTPAddr = self.HTTPAddr
+	}
+	return rc
 }
 
 // gatewayCluster is the member the gateway forwards for, or nil on a single node (never a
