@@ -131,6 +131,8 @@ type Server struct {
 	// promHandler serves /metrics.
 	promHandler http.Handler
 	started     time.Time
+	// groupsEpoch resets consumer groups when this cluster member's leadership changes.
+	groupsEpoch groupsEpoch
 
 	// closing ends long-poll waits; closed makes /readyz answer 503.
 	closing context.Context
@@ -247,6 +249,7 @@ func (s *Server) startCluster() error {
 	}
 	s.cluster = c
 	s.fwd = newForwarder(s, c.Self())
+	s.groupsEpoch.sync(s)
 	if s.metrics != nil {
 		interval := s.opts.LeaderWatchInterval
 		if interval <= 0 {
