@@ -44,6 +44,8 @@ const (
 	CodeCanceled               = "canceled"
 	CodeStorageFailed          = "storage_failed"
 	CodeOutcomeUnknown         = "outcome_unknown"
+	CodeNoLeader               = "no_leader"
+	CodeNotInCluster           = "not_in_cluster"
 )
 
 // CodeInfo describes one error code.
@@ -98,7 +100,9 @@ var Codes = []CodeInfo{
 	{CodeOffsetStoreUnavailable, http.StatusServiceUnavailable, true, "the offset store failed"},
 	{CodeCanceled, http.StatusServiceUnavailable, true, "the request was canceled before it finished"},
 	{CodeStorageFailed, http.StatusServiceUnavailable, true, "a write, fsync or checkpoint failed (a full disk, an I/O error): the request was not stored, and writes resume after a restart"},
-	{CodeOutcomeUnknown, http.StatusServiceUnavailable, true, "a write to the disk failed and the request may or may not be stored: retry it only with the same Idempotency-Key"},
+	{CodeOutcomeUnknown, http.StatusServiceUnavailable, true, "a write to the disk failed, or (in a cluster) the leader lost leadership or a forwarded write got no answer: the request may or may not be stored; retry it only with the same Idempotency-Key (or global transaction id)"},
+	{CodeNoLeader, http.StatusServiceUnavailable, true, "cluster mode: no leader is known (an election is under way, or this node cannot reach a quorum); nothing was done, retry after Retry-After"},
+	{CodeNotInCluster, http.StatusNotImplemented, false, "cluster mode: the operation is not available on a cluster member yet"},
 }
 
 var codeIndex = func() map[string]CodeInfo {

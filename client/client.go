@@ -37,6 +37,8 @@ type (
 	TopicSummary = api.TopicSummary
 	// Stats are the server's counters (GET /v1/stats).
 	Stats = api.Stats
+	// ClusterStatus is a cluster member's view of its cluster (GET /v1/cluster).
+	ClusterStatus = api.ClusterStatus
 )
 
 // Client talks to one Imago server. It is safe for concurrent use. The zero configuration
@@ -234,6 +236,16 @@ func setReadLimits(q url.Values, maxMessages, maxBytes int, wait time.Duration) 
 func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	var out Stats
 	if _, err := c.get(ctx, "/v1/stats", &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ClusterStatus returns the answering server's view of its cluster (GET /v1/cluster). A
+// server that is not a cluster member answers 404 not_found.
+func (c *Client) ClusterStatus(ctx context.Context) (*ClusterStatus, error) {
+	var out ClusterStatus
+	if _, err := c.get(ctx, "/v1/cluster", &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -20,9 +20,10 @@
 //	auto_create_topics     IMAGO_AUTO_CREATE_TOPICS
 //	resources.wallet.dsn   IMAGO_RESOURCES_WALLET_DSN   (entries present in the file only)
 //	coordinator.grace      IMAGO_COORDINATOR_GRACE
+//	cluster.node_id        IMAGO_CLUSTER_NODE_ID
 //
 // Lists of strings (zookeeper.servers) take a comma-separated value. Lists of objects (outbox,
-// auth.tokens) are set in the file only; a token's secret comes from the variable its token_env
+// auth.tokens, cluster.peers) are set in the file only; a token's secret comes from the variable its token_env
 // names. EnvVars lists every variable that applies to a configuration.
 package config
 
@@ -44,6 +45,9 @@ type Config struct {
 	Offsets Offsets `yaml:"offsets"`
 	// ZooKeeper, when Servers is non-empty, registers the broker; absent means standalone.
 	ZooKeeper ZooKeeper `yaml:"zookeeper"`
+	// Cluster, when configured, makes this server one member of a raft cluster (cluster.go);
+	// absent means a single node.
+	Cluster Cluster `yaml:"cluster"`
 	// Resources are the XA resource managers the coordinator may enlist, by name.
 	Resources map[string]Resource `yaml:"resources"`
 	// Coordinator configures the XA coordinator.
@@ -207,6 +211,7 @@ func Default() Config {
 		Offsets:           Offsets{Store: "file", GroupCommit: 2 * time.Millisecond},
 		Coordinator:       Coordinator{DecisionLog: DecisionLogFile, Grace: 30 * time.Second, RecoveryInterval: 5 * time.Second},
 		ZooKeeper:         ZooKeeper{Root: "/imago"},
+		Cluster:           Cluster{Forward: ForwardProxy, TickInterval: DefaultTickInterval, ElectionTicks: DefaultElectionTicks},
 		DefaultPartitions: 1,
 		MaxBodyBytes:      16 << 20,
 	}

@@ -185,7 +185,7 @@ func isScalar(t reflect.Type) bool {
 		return true
 	}
 	switch t.Kind() {
-	case reflect.String, reflect.Bool, reflect.Int, reflect.Int64, reflect.Int32:
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint64:
 		return true
 	case reflect.Slice:
 		return t.Elem().Kind() == reflect.String
@@ -221,6 +221,12 @@ func setScalar(v reflect.Value, s string) error {
 			return fmt.Errorf("want an integer, got %q", s)
 		}
 		v.SetInt(n)
+	case reflect.Uint64:
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			return fmt.Errorf("want a non-negative integer, got %q", s)
+		}
+		v.SetUint(n)
 	case reflect.Slice:
 		var list []string
 		for _, p := range strings.Split(s, ",") {

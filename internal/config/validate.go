@@ -93,6 +93,7 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateTokens()...)
+	errs = append(errs, c.validateCluster()...)
 	if c.DefaultPartitions < 1 || c.DefaultPartitions > 10000 {
 		add("default_partitions %d: want 1..10000", c.DefaultPartitions)
 	}
