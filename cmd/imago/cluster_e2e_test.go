@@ -321,7 +321,11 @@ func TestClusterAcceptanceProduceConsume(t *testing.T) {
 			for s := 0; s < perKey; s++ {
 				for k := g; k < keys; k += 8 {
 					key, id := fmt.Sprintf("acct-%d", k), fmt.Sprintf("acct-%d-%d", k, s)
-					body, _ := json.Marshal(api.ProduceRequest{Messages: []api.ProduceMessage{{Key: &key, Value: json.RawMessage(fmt.Sprintf(`{"id":%q}`, id))}}})
+					value := fmt.Sprintf(`{"id":%q}`, id)
+					r.mu.Lock()
+					r.values[id] = value
+					r.mu.Unlock()
+					body, _ := json.Marshal(api.ProduceRequest{Messages: []api.ProduceMessage{{Key: &key, Value: json.RawMessage(value)}}})
 					for ctx.Err() == nil {
 						actx, acancel := context.WithTimeout(ctx, ceAttemptTimeout)
 						a := ceDo(actx, r.hc, http.MethodPost, r.url(0, "/v1/topics/"+topic+"/messages"), body, map[string]string{"Idempotency-Key": id})
@@ -362,6 +366,7 @@ func TestClusterAcceptanceProduceConsume(t *testing.T) {
 						t.Errorf("consume partition %d through node 3: %s", p, a)
 						return
 					}
+					sleepCtx(ctx, 20*time.Millisecond)
 					continue
 				}
 				for _, m := range res.Messages {

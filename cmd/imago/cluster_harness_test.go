@@ -87,6 +87,9 @@ type testCluster struct {
 	client [clusterSize]*faultproxy.Proxy              // the test's clients to node i
 	zkRoot string
 	http   *http.Client // control calls, no proxy
+	// gone marks nodes that are out of the cluster for good (refused to start): the checks
+	// and waits leave them out.
+	gone [clusterSize]bool
 }
 
 // freePort returns a loopback address with a port nobody listened on a moment ago. The nodes
@@ -386,6 +389,9 @@ func (c *testCluster) waitConverged(timeout time.Duration) int {
 			for i, n := range c.nodes {
 				if why != "" {
 					break
+				}
+				if c.gone[i] {
+					continue
 				}
 				if !n.running() {
 					why = fmt.Sprintf("node %d is not running", n.id)

@@ -442,19 +442,26 @@ func (r *ceRun) finish(seed int64) int {
 	// The final logs: every node read whole as a follower; the leader's read is the
 	// linearizability check's complete read.
 	logs := make([][][]string, clusterSize)
+	base := -1
 	for i := range r.c.nodes {
+		if r.c.gone[i] {
+			continue
+		}
+		if base < 0 {
+			base = i
+		}
 		logs[i] = make([][]string, r.parts)
 		for p := 0; p < r.parts; p++ {
 			logs[i][p] = r.readAll(i, p, true)
 		}
 	}
 	for p := 0; p < r.parts; p++ {
-		final := r.readAll(0, p, false)
-		if !equalIDs(final, logs[0][p]) {
-			t.Errorf("partition %d: the leader's read has %d messages, node 1's own read %d", p, len(final), len(logs[0][p]))
+		final := r.readAll(base, p, false)
+		if !equalIDs(final, logs[base][p]) {
+			t.Errorf("partition %d: the leader's read has %d messages, node %d's own read %d", p, len(final), base+1, len(logs[base][p]))
 		}
 	}
-	r.checkLogs(logs)
+	r.checkLogs(logs, base)
 	return r.checkLinear(seed)
 }
 
@@ -471,21 +478,24 @@ func equalIDs(a, b []string) bool {
 }
 
 // checkLogs runs the checks of the final logs (see the file comment).
-func (r *ceRun) checkLogs(logs [][][]string) {
+func (r *ceRun) checkLogs(logs [][][]string, base int) {
 	t := r.t
 	t.Helper()
-	for i := 1; i < clusterSize; i++ {
+	for i := range logs {
+		if i == base || logs[i] == nil {
+			continue
+		}
 		for p := 0; p < r.parts; p++ {
-			if !equalIDs(logs[i][p], logs[0][p]) {
-				n := min(len(logs[i][p]), len(logs[0][p]))
+			if !equalIDs(logs[i][p], logs[base][p]) {
+				n := min(len(logs[i][p]), len(logs[base][p]))
 				at := n
 				for k := 0; k < n; k++ {
-					if logs[i][p][k] != logs[0][p][k] {
+					if logs[i][p][k] != logs[base][p][k] {
 						at = k
 						break
 					}
 				}
-				t.Errorf("partition %d: node %d has %d messages, node 1 has %d; they differ from offset %d", p, i+1, len(logs[i][p]), len(logs[0][p]), at)
+				t.Errorf("partition %d: node %d has %d messages, node %d has %d; they differ from offset %d", p, i+1, len(logs[i][p]), base+1, len(logs[base][p]), at)
 			}
 		}
 	}
@@ -495,7 +505,7 @@ func (r *ceRun) checkLogs(logs [][][]string) {
 	}
 	where := map[string]pos{}
 	total := 0
-	for p, ids := range logs[0] {
+	for p, ids := range logs[base] {
 		for off, id := range ids {
 			total++
 			if prev, dup := where[id]; dup {
@@ -548,7 +558,7 @@ func (r *ceRun) checkLogs(logs [][][]string) {
 		}
 	}
 	// Order: per partition, each producer's requests in the order it sent them.
-	for p, ids := range logs[0] {
+	for p, ids := range logs[base] {
 		for off := 0; off < len(ids); off++ {
 			q, ok := byFirst[pos{p, int64(off)}]
 			if !ok {
@@ -566,7 +576,7 @@ func (r *ceRun) checkLogs(logs [][][]string) {
 	}
 	// What followers answered during the run is where the final log has it.
 	for _, rd := range r.reads {
-		ids := logs[0][rd.partition]
+		ids := logs[base][rd.partition]
 		if rd.offset >= int64(len(ids)) || ids[rd.offset] != rd.id {
 			t.Errorf("node %d served %s at partition %d offset %d as a follower; the final log has it elsewhere", rd.node, rd.id, rd.partition, rd.offset)
 		}
