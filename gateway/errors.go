@@ -107,6 +107,11 @@ func errorFor(err error) *apiError {
 	case errors.Is(err, broker.ErrIdempotencyReused):
 		return newError(http.StatusConflict, api.CodeIdempotencyKeyReused,
 			"%s; use a new Idempotency-Key for a different request", msg)
+	case errors.Is(err, broker.ErrNotLeader):
+		return newError(http.StatusServiceUnavailable, api.CodeNoLeader,
+			"%s: leadership changed while the request was handled; nothing was done, retry after Retry-After", msg)
+	case errors.Is(err, broker.ErrNotInCluster):
+		return newError(http.StatusNotImplemented, api.CodeNotInCluster, "%s", msg)
 	case errors.Is(err, broker.ErrOutcomeUnknown):
 		return newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
 			"%s; it may have been stored: retry only with the same Idempotency-Key, after the server restarted", msg)
@@ -178,6 +183,10 @@ func xaStatus(code string) int {
 // writeError writes err as the JSON error body with its status.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	ae := errorFor(err)
+	if ae.code == api.CodeNotInCluster {
+		ae = newError(ae.status, ae.code, "%s %s is not available on a cluster member yet (%s); docs/cluster.md lists what is",
+			r.Method, r.URL.Path, err)
+	}
 	if ae.status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", ae.status, "err", err)
 	}
@@ -190,6 +199,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h.Del("Content-Length")
 	h["Content-Type"] = jsonContentType
 	h["X-Content-Type-Options"] = nosniff
+	switch {
+	case ae.code == api.CodeNoLeader, ae.code == api.CodeOutcomeUnknown && s.cluster != nil:
+		h.Set("Retry-After", "1")
+	}
 	switch ae.status {
 	case http.StatusTooManyRequests:
 		h.Set("Retry-After", "1")

@@ -44,6 +44,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.b.Err(); err != nil {
 		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "storage refuses writes until the server is restarted: %v", err)
 	}
+	if s.cluster != nil {
+		if err := s.clusterReady(); err != nil {
+			return err
+		}
+	}
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(r.Context()); err != nil {
 			return newError(http.StatusServiceUnavailable, api.CodeNotReady, "not ready: %v", err)

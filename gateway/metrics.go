@@ -32,6 +32,7 @@ import (
 //	                                             through the gateway, by outcome (tx.go)
 //	consumer_committed_offset{group,topic,partition}  committed offset of the consumer groups
 //	consumer_lag{group,topic,partition}          this process served, and their lag (groups_lag.go)
+//	raft_*                                       cluster mode only (cluster_metrics.go)
 type Metrics struct {
 	gatherer prometheus.Gatherer
 
@@ -50,6 +51,7 @@ type Metrics struct {
 	brokerStats *brokerCollector
 	txOutcomes  *prometheus.CounterVec
 	groupLag    *lagCollector
+	raft        *raftCollector
 
 	mu     sync.Mutex
 	routes map[string]*routeMetrics
@@ -106,7 +108,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.brokerStats = newBrokerCollector()
 	m.txOutcomes = newTxOutcomes()
 	m.groupLag = newLagCollector()
-	reg.MustRegister(m.requests, m.duration, m.bytesIn, m.bytesOut, m.inFlight,
+	m.raft = newRaftCollector()
+	reg.MustRegister(m.raft, m.requests, m.duration, m.bytesIn, m.bytesOut, m.inFlight,
 		m.flushMessages, m.flushRequests, m.flushBytes, m.flushWrite, m.fsync, m.brokerStats, m.txOutcomes, m.groupLag)
 	return m
 }

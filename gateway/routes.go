@@ -32,6 +32,7 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/metrics", rightNone, s.handleMetrics},
 		{http.MethodGet, "/openapi.yaml", rightNone, s.handleOpenAPI},
 		{http.MethodGet, "/v1/stats", rightAny, s.handleStats},
+		{http.MethodGet, "/v1/cluster", rightAny, s.handleCluster},
 		{http.MethodGet, "/v1/whoami", rightAny, s.handleWhoAmI},
 		{http.MethodGet, "/v1/outbox/sources", rightAny, s.handleOutboxSources},
 		{http.MethodGet, "/v1/topics", rightAny, s.handleListTopics},
@@ -101,9 +102,10 @@ func (s *Server) allowedMethods(path string) []string {
 
 // wrap is the whole middleware stack of one route, kept in one function so a request pays
 // for one closure: panic recovery, metrics (collectors resolved once here, not per request),
-// auth, the handler, and error writing.
+// auth, in cluster mode the forward to the leader (cluster.go), the handler, and error writing.
 func (s *Server) wrap(pattern string, need right, h handlerFunc) http.HandlerFunc {
 	rm := s.metrics.route(pattern)
+	kind := clusterRouteKind(pattern)
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := getRecorder(w)
@@ -133,8 +135,17 @@ func (s *Server) wrap(pattern string, need right, h handlerFunc) http.HandlerFun
 			rm.observe(rw.status, time.Since(start), in, rw.written)
 			putRecorder(rw)
 		}()
+		if s.cluster != nil {
+			s.setLeaderHeader(rw)
+		}
 		t, err := s.authorize(r, need)
 		rw.token = t
+		if err == nil && s.cluster != nil && kind != routeLocal {
+			var done bool
+			if done, err = s.clusterGate(rw, r, kind); done {
+				return
+			}
+		}
 		if err == nil {
 			err = h(rw, r)
 		}

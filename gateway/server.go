@@ -65,6 +65,17 @@ type Options struct {
 	// configuration is loaded (xa.CompileOperations); New checks them against the
 	// coordinator's resources.
 	Operations *xa.Operations
+	// Cluster, when set, makes this the door of a cluster member (cluster.go): requests only
+	// the leader answers are forwarded to it while this node does not serve, answers carry
+	// Imago-Leader, GET /v1/cluster reports the member, /readyz needs a known leader and
+	// /metrics shows imago_raft_*. The gateway does not stop it.
+	Cluster Cluster
+	// Forward is what a member that does not serve does with such a request: ForwardProxy
+	// (the default: send it to the leader and return its answer) or ForwardRedirect (307).
+	Forward string
+	// LeaderWatchInterval is how often the server looks at the leader to count leader
+	// changes for imago_raft_leader_changes_total. Default 100ms.
+	LeaderWatchInterval time.Duration
 }
 
 // Defaults for Options fields left zero.
@@ -128,6 +139,14 @@ type Server struct {
 	groups *groups.Coordinator
 	// global runs global transactions; nil without Options.Coordinator.
 	global *globalState
+
+	// cluster is Options.Cluster; fwd forwards to its leader (cluster.go). Both nil on a
+	// single node.
+	cluster Cluster
+	fwd     *forwarder
+	// watchDone is closed when the leader watch (cluster_metrics.go) has stopped; nil when
+	// none runs.
+	watchDone chan struct{}
 }
 
 // New builds the server over b.
@@ -199,8 +218,47 @@ func newServer(b backend, opts Options) (*Server, error) {
 	}
 	s.promHandler = newPromHandler(s)
 	s.closing, s.stop = context.WithCancel(context.Background())
+	if err := s.startCluster(); err != nil {
+		s.stop()
+		if s.groups != nil {
+			s.groups.Close()
+		}
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	s.router = s.newRouter()
 	return s, nil
+}
+
+// startCluster sets up cluster mode when Options.Cluster is set: the forwarder and the
+// leader watch behind imago_raft_leader_changes_total.
+func (s *Server) startCluster() error {
+	c := s.opts.Cluster
+	if c == nil {
+		return nil
+	}
+	switch s.opts.Forward {
+	case "":
+		s.opts.Forward = ForwardProxy
+	case ForwardProxy, ForwardRedirect:
+	default:
+		return fmt.Errorf("cluster forward mode %q: want %q or %q", s.opts.Forward, ForwardProxy, ForwardRedirect)
+	}
+	s.cluster = c
+	s.fwd = newForwarder(s, c.Self())
+	if s.metrics != nil {
+		interval := s.opts.LeaderWatchInterval
+		if interval <= 0 {
+			interval = 100 * time.Millisecond
+		}
+		w := &leaderWatch{c: c, interval: interval}
+		s.metrics.raft.w.Store(w)
+		s.watchDone = make(chan struct{})
+		go func() {
+			defer close(s.watchDone)
+			w.run(s.closing)
+		}()
+	}
+	return nil
 }
 
 // Handler returns the root handler: the operator console's static files at / and /console/
@@ -216,9 +274,16 @@ func (s *Server) Close() {
 		return
 	}
 	s.stop()
+	if s.watchDone != nil {
+		<-s.watchDone
+	}
+	if s.fwd != nil {
+		s.fwd.close()
+	}
 	if s.metrics != nil {
 		s.metrics.brokerStats.b.Store(nil)
 		s.metrics.groupLag.c.Store(nil)
+		s.metrics.raft.w.Store(nil)
 	}
 	if s.groups != nil {
 		s.groups.Close() // stops the session sweeper and ends members' long polls

@@ -1,0 +1,273 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"time"
+
+	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/replica"
+)
+
+// This file holds the door's cluster mode (docs/http-api.md, "Cluster"): every node accepts
+// every request, and a node that does not serve (it is not the leader, or a leader that has
+// not yet applied an entry of its term) hands it to the leader, by proxy or by a 307
+// redirect. GET /v1/cluster answers the node's own view and is never forwarded.
+//
+// The decision is made in wrap, after auth (the leader checks the token again: the proxy
+// carries the Authorization header through), for every route but the local ones
+// (clusterRouteKind). What a request learns:
+//
+//   - the leader's answer, with Imago-Leader: <id> (every answer of a node that knows a leader
+//     carries it);
+//   - 503 no_leader with Retry-After while no leader is known, when the node is a leader that
+//     does not serve yet, when a forwarded request reaches a node that does not serve (it is
+//     never forwarded twice), and when the leader could not be dialled: nothing was sent;
+//   - 503 outcome_unknown with Retry-After when a forwarded write got no answer: the leader
+//     may have applied it; a retry with the same Idempotency-Key (or global transaction id)
+//     returns the first outcome.
+
+// Cluster is the cluster member the door reports on and forwards for (*replica.Member).
+type Cluster interface {
+	Status() replica.Status
+	Self() replica.Peer
+	Leader() (replica.Peer, bool)
+	Serving() bool
+}
+
+// Forward modes of Options.Forward.
+const (
+	ForwardProxy    = "proxy"
+	ForwardRedirect = "redirect"
+)
+
+// clusterRoute says what a node that does not serve does with a route.
+type clusterRoute int
+
+const (
+	routeLeader clusterRoute = iota // forwarded to the leader
+	routeLocal                      // answered by the node itself (health, metrics, /v1/cluster, 404s)
+	routeFetch                      // forwarded, unless ?allow_follower=true
+)
+
+const fetchPattern = "/v1/topics/{topic}/partitions/{partition}/messages"
+
+// clusterRouteKind classifies a route pattern (routes.go) for cluster mode.
+func clusterRouteKind(pattern string) clusterRoute {
+	switch pattern {
+	case "/healthz", "/readyz", "/metrics", "/openapi.yaml", "/v1/cluster", "unmatched":
+		return routeLocal
+	case fetchPattern:
+		return routeFetch
+	}
+	return routeLeader
+}
+
+// forwardTransport is the one transport of the proxy to the leader: kept-alive connections,
+// enough idle ones per host that 64 concurrent clients of a follower reuse them instead of
+// dialling the leader for each request, and a short dial timeout so that a dead leader is
+// reported quickly (no_leader: nothing was sent).
+func forwardTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: nil, // never an environment proxy between members
+		DialContext: (&net.Dialer{
+			Timeout:   2 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:        512,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true, // pass bodies through as they are
+	}
+}
+
+// leaderCtxKey carries the leader a request is forwarded to, from the gate to the proxy's
+// Rewrite and ModifyResponse.
+type leaderCtxKey struct{}
+
+// forwarder proxies requests to the leader.
+type forwarder struct {
+	s         *Server
+	transport *http.Transport
+	proxy     *httputil.ReverseProxy
+	selfID    string
+}
+
+func newForwarder(s *Server, self replica.Peer) *forwarder {
+	f := &forwarder{s: s, transport: forwardTransport(), selfID: strconv.FormatUint(self.ID, 10)}
+	f.proxy = &httputil.ReverseProxy{
+		Rewrite:        f.rewrite,
+		Transport:      f.transport,
+		ModifyResponse: f.modifyResponse,
+		ErrorHandler:   f.failed,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	return f
+}
+
+// rewrite points the outgoing request at the leader. Headers (Authorization,
+// Idempotency-Key, ...) pass through; hop-by-hop ones are dropped by the proxy.
+func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
+	leader := pr.In.Context().Value(leaderCtxKey{}).(replica.Peer)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = leader.HTTPAddr
+	pr.Out.Host = ""
+	pr.SetXForwarded()
+	pr.Out.Header.Set(api.HeaderForwardedBy, f.selfID)
+}
+
+// modifyResponse keeps the leader's Imago-Leader, or adds it.
+func (f *forwarder) modifyResponse(resp *http.Response) error {
+	if resp.Header.Get(api.HeaderLeader) == "" {
+		if leader, ok := resp.Request.Context().Value(leaderCtxKey{}).(replica.Peer); ok {
+			resp.Header.Set(api.HeaderLeader, strconv.FormatUint(leader.ID, 10))
+		}
+	}
+	return nil
+}
+
+// failed answers a forward that got no answer from the leader.
+func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
+	leader, _ := r.Context().Value(leaderCtxKey{}).(replica.Peer)
+	w.Header().Set(api.HeaderLeader, strconv.FormatUint(leader.ID, 10))
+	if r.Context().Err() != nil { // the client went away: nobody reads this answer
+		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeCanceled,
+			"the request was canceled while it was forwarded to the leader (node %d)", leader.ID))
+		return
+	}
+	f.s.log.Warn("forward to the leader failed", "leader", leader.ID, "leader_addr", leader.HTTPAddr,
+		"method", r.Method, "path", r.URL.Path, "err", err)
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &oe) && oe.Op == "dial":
+		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeNoLeader,
+			"the leader (node %d at %s) could not be reached; nothing was sent: retry after Retry-After", leader.ID, leader.HTTPAddr))
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeNoLeader,
+			"the leader (node %d at %s) did not answer; retry after Retry-After", leader.ID, leader.HTTPAddr))
+	default:
+		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
+			"the request was forwarded to the leader (node %d at %s), which did not answer: it may or may not have been applied; "+
+				"retry with the same Idempotency-Key (or global transaction id), which returns the first outcome", leader.ID, leader.HTTPAddr))
+	}
+}
+
+// forward proxies r to leader.
+func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, leader replica.Peer) {
+	w.Header().Del(api.HeaderLeader) // the leader's answer carries its own
+	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), leaderCtxKey{}, leader)))
+}
+
+// close drops the idle connections to the leader.
+func (f *forwarder) close() { f.transport.CloseIdleConnections() }
+
+// setLeaderHeader adds Imago-Leader to the answer when a leader is known.
+func (s *Server) setLeaderHeader(w http.ResponseWriter) {
+	if leader, ok := s.cluster.Leader(); ok {
+		w.Header()[api.HeaderLeader] = []string{strconv.FormatUint(leader.ID, 10)}
+	}
+}
+
+// clusterGate decides, for a route that only the leader answers, whether this node answers r
+// itself (false, nil), has answered it by forwarding or redirecting (true, nil), or must
+// refuse it (false, err).
+func (s *Server) clusterGate(w http.ResponseWriter, r *http.Request, kind clusterRoute) (bool, error) {
+	c := s.cluster
+	if kind == routeFetch {
+		allow, err := allowFollower(r)
+		if err != nil {
+			return false, err
+		}
+		if allow {
+			return false, nil
+		}
+	}
+	if c.Serving() {
+		return false, nil
+	}
+	if by := r.Header.Get(api.HeaderForwardedBy); by != "" {
+		return false, noLeaderError("node %s forwarded this request here as to the leader, but this node does not serve: leadership is changing; nothing was done, retry after Retry-After", strconv.Quote(by))
+	}
+	leader, ok := c.Leader()
+	if !ok {
+		return false, noLeaderError("no cluster leader is known (an election is under way, or this node cannot reach a quorum); nothing was done, retry after Retry-After")
+	}
+	if leader.ID == c.Self().ID {
+		return false, noLeaderError("this node was just elected leader and accepts requests once it has applied an entry of its term; nothing was done, retry after Retry-After")
+	}
+	if s.opts.Forward == ForwardRedirect {
+		w.Header().Set("Location", "http://"+leader.HTTPAddr+r.URL.RequestURI())
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return true, nil
+	}
+	s.fwd.forward(w, r, leader)
+	return true, nil
+}
+
+func noLeaderError(format string, args ...any) *apiError {
+	return newError(http.StatusServiceUnavailable, api.CodeNoLeader, format, args...)
+}
+
+// allowFollower reads the fetch's allow_follower parameter (absent: false).
+func allowFollower(r *http.Request) (bool, error) {
+	v, ok := r.URL.Query()["allow_follower"]
+	if !ok {
+		return false, nil
+	}
+	if len(v) != 1 {
+		return false, paramError("allow_follower", "appears twice; send it once")
+	}
+	b, err := strconv.ParseBool(v[0])
+	if err != nil {
+		return false, paramError("allow_follower", "must be true or false, not %q", v[0])
+	}
+	return b, nil
+}
+
+// handleCluster answers GET /v1/cluster from this node's own view (never forwarded).
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) error {
+	if s.cluster == nil {
+		return newError(http.StatusNotFound, api.CodeNotFound,
+			"this server is not a cluster member: its configuration has no cluster block (docs/cluster.md)")
+	}
+	return writeJSON(w, http.StatusOK, clusterStatus(s.cluster.Status()))
+}
+
+// clusterStatus is st as the API answers it.
+func clusterStatus(st replica.Status) api.ClusterStatus {
+	out := api.ClusterStatus{
+		ClusterID:    st.ClusterID,
+		NodeID:       st.NodeID,
+		LeaderID:     st.LeaderID,
+		Role:         st.Role,
+		Term:         st.Term,
+		CommitIndex:  st.CommitIndex,
+		AppliedIndex: st.AppliedIndex,
+		Serving:      st.Serving,
+		Nodes:        make([]api.ClusterNode, 0, len(st.Nodes)),
+		Error:        st.Error,
+	}
+	for _, n := range st.Nodes {
+		out.Nodes = append(out.Nodes, api.ClusterNode{
+			ID: n.ID, HTTPAddr: n.HTTPAddr, RaftAddr: n.RaftAddr, Role: n.Role,
+			Reachable: n.Reachable, MatchIndex: n.MatchIndex, LagEntries: n.LagEntries,
+		})
+	}
+	return out
+}
+
+// clusterReady is /readyz's cluster check: the member runs and knows a leader.
+func (s *Server) clusterReady() error {
+	if st := s.cluster.Status(); st.Error != "" {
+		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "the cluster member stopped: %s; the process must be restarted", st.Error)
+	}
+	if _, ok := s.cluster.Leader(); !ok {
+		return noLeaderError("no cluster leader is known (an election is under way, or this node cannot reach a quorum)")
+	}
+	return nil
+}

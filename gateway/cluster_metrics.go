@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// raftCollector exposes the cluster member's state at scrape time (nothing when the server
+// is not a cluster member):
+//
+//	raft_term                        the node's current term
+//	raft_commit_index                the highest log index known committed
+//	raft_applied_index               the highest log index applied to the broker
+//	raft_is_leader                   1 on the leader
+//	raft_has_leader                  1 while the node knows a leader
+//	raft_leader_changes_total        leader changes this node observed (leaderWatch)
+//	raft_follower_lag_entries{node}  on the leader: entries each other node is behind
+type raftCollector struct {
+	w atomic.Pointer[leaderWatch]
+
+	term, commit, applied, isLeader, hasLeader, changes, lag *prometheus.Desc
+}
+
+func newRaftCollector() *raftCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &raftCollector{
+		term:      d("imago_raft_term", "The cluster member's current raft term."),
+		commit:    d("imago_raft_commit_index", "The highest raft log index this node knows is committed."),
+		applied:   d("imago_raft_applied_index", "The highest raft log index applied to the broker on this node."),
+		isLeader:  d("imago_raft_is_leader", "1 when this node is the raft leader."),
+		hasLeader: d("imago_raft_has_leader", "1 while this node knows a leader."),
+		changes:   d("imago_raft_leader_changes_total", "Leader changes this node observed (a new leader id seen)."),
+		lag:       d("imago_raft_follower_lag_entries", "On the leader: raft log entries each other member is behind.", "node"),
+	}
+}
+
+func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.term, c.commit, c.applied, c.isLeader, c.hasLeader, c.changes, c.lag} {
+		ch <- d
+	}
+}
+
+func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
+	w := c.w.Load()
+	if w == nil {
+		return
+	}
+	w.look()
+	st := w.c.Status()
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	b := func(ok bool) float64 {
+		if ok {
+			return 1
+		}
+		return 0
+	}
+	leader := st.LeaderID != 0 && st.LeaderID == st.NodeID
+	g(c.term, float64(st.Term))
+	g(c.commit, float64(st.CommitIndex))
+	g(c.applied, float64(st.AppliedIndex))
+	g(c.isLeader, b(leader))
+	g(c.hasLeader, b(st.LeaderID != 0))
+	ch <- prometheus.MustNewConstMetric(c.changes, prometheus.CounterValue, float64(w.changes.Load()))
+	if leader {
+		for _, n := range st.Nodes {
+			if n.ID != st.NodeID {
+				g(c.lag, float64(n.LagEntries), strconv.FormatUint(n.ID, 10))
+			}
+		}
+	}
+}
+
+// leaderWatch counts leader changes: each time the leader id this node knows becomes a
+// non-zero id other than the one seen before (A, none, A counts twice, as etcd's
+// leader_changes_seen does). It looks every interval, and at each scrape.
+type leaderWatch struct {
+	c        Cluster
+	interval time.Duration
+
+	mu      sync.Mutex
+	last    uint64
+	changes atomic.Uint64
+}
+
+// look reads the leader and counts a change. It holds mu while it reads, so that the watch
+// and a scrape never count a stale reading after a newer one.
+func (w *leaderWatch) look() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var id uint64
+	if leader, ok := w.c.Leader(); ok {
+		id = leader.ID
+	}
+	if id != 0 && id != w.last {
+		w.changes.Add(1)
+	}
+	w.last = id
+}
+
+// run looks at the leader every interval until ctx ends.
+func (w *leaderWatch) run(ctx context.Context) {
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	for {
+		w.look()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
