@@ -90,6 +90,7 @@ type testCluster struct {
 	// gone marks nodes that are out of the cluster for good (refused to start): the checks
 	// and waits leave them out.
 	gone [clusterSize]bool
+	seed int64
 }
 
 // freePort returns a loopback address with a port nobody listened on a moment ago. The nodes
@@ -115,7 +116,7 @@ func newTestCluster(t *testing.T, seed int64) *testCluster {
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-	c := &testCluster{t: t, dir: t.TempDir(), zkRoot: "/imago-e2e-" + hex.EncodeToString(b),
+	c := &testCluster{t: t, seed: seed, dir: t.TempDir(), zkRoot: "/imago-e2e-" + hex.EncodeToString(b),
 		http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}}}
 	t.Cleanup(func() { removeZkTree(t, zkServers, c.zkRoot) })
 	for i := range c.nodes {
@@ -157,11 +158,25 @@ func newTestCluster(t *testing.T, seed int64) *testCluster {
 		}
 		if t.Failed() {
 			for _, n := range c.nodes {
-				t.Logf("node %d log (%s), last lines:\n%s", n.id, n.logPath, tail(n.logPath, 30))
+				t.Logf("node %d log, last lines:\n%s", n.id, tail(n.logPath, 30))
+				if b, err := os.ReadFile(n.logPath); err == nil {
+					c.keep(fmt.Sprintf("node%d.log", n.id), b)
+				}
 			}
 		}
 	})
 	return c
+}
+
+// keep saves a file of a failed test under os.TempDir()/imago-cluster-<test>-<seed> (the
+// test's own directory is removed).
+func (c *testCluster) keep(name string, data []byte) {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("imago-cluster-%s-%d", c.t.Name(), c.seed))
+	if err := os.MkdirAll(dir, 0o755); err == nil {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err == nil {
+			c.t.Logf("kept %s", filepath.Join(dir, name))
+		}
+	}
 }
 
 // writeConfig writes node i's configuration: its own real addresses, its peers behind proxies.

@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand"
 	"net/http"
 	"net/url"
@@ -141,6 +142,11 @@ type ceRun struct {
 
 	acked, unknown, noLeader, fetched atomic.Int64
 
+	// trace lists every attempt with the node it went through and the answer, by time since
+	// the recorder started (as the checker's reports show them); kept when a test fails.
+	start time.Time
+	trace []string
+
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 }
@@ -151,7 +157,12 @@ func (c *testCluster) newRun(topic string, parts int) *ceRun {
 	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, DisableCompression: true}
 	c.t.Cleanup(tr.CloseIdleConnections)
 	r := &ceRun{t: c.t, c: c, hc: &http.Client{Transport: noReplayTransport{tr}}, topic: topic, parts: parts,
-		rec: linearcheck.NewRecorder(), values: map[string]string{}}
+		rec: linearcheck.NewRecorder(), values: map[string]string{}, start: time.Now()}
+	c.t.Cleanup(func() {
+		if c.t.Failed() {
+			c.keep("trace-"+topic+".txt", []byte(strings.Join(r.trace, "\n")+"\n"))
+		}
+	})
 	body := []byte(fmt.Sprintf(`{"partitions": %d}`, parts))
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -198,10 +209,12 @@ func (r *ceRun) newReq(w, seq, p, n int, rng *rand.Rand) *ceReq {
 // acknowledged.
 func (r *ceRun) attempt(ctx context.Context, q *ceReq, i int) (bool, ceAnswer) {
 	call := r.rec.Produce(q.worker, q.partition, q.key, q.ids)
+	began := time.Since(r.start)
 	actx, cancel := context.WithTimeout(ctx, ceAttemptTimeout)
 	a := ceDo(actx, r.hc, http.MethodPost, r.url(i, "/v1/topics/"+r.topic+"/messages"), q.body,
 		map[string]string{"Idempotency-Key": q.key})
 	cancel()
+	r.note("[%v, %v] client %d via node %d: produce key=%s p%d %v -> %s %s", began, time.Since(r.start), q.worker, i+1, q.key, q.partition, q.ids, a, bytes.TrimSpace(a.body))
 	if a.status == http.StatusOK {
 		var res api.ProduceResponse
 		if err := json.Unmarshal(a.body, &res); err != nil || len(res.Offsets) != len(q.ids) {
@@ -250,6 +263,13 @@ func (r *ceRun) send(ctx context.Context, q *ceReq, node func() int) bool {
 		sleepCtx(ctx, 20*time.Millisecond)
 	}
 	return false
+}
+
+func (r *ceRun) note(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	r.mu.Lock()
+	r.trace = append(r.trace, line)
+	r.mu.Unlock()
 }
 
 // startLoad starts producers and fetchers; stopLoad ends them.
@@ -309,9 +329,15 @@ func (r *ceRun) fetcher(ctx context.Context, client int, rng *rand.Rand) {
 		if !follower {
 			call = r.rec.Fetch(client, p, off, max)
 		}
+		began := time.Since(r.start)
 		actx, cancel := context.WithTimeout(ctx, ceAttemptTimeout)
 		res, a := r.fetchOnce(actx, r.url(i, ""), p, off, max, follower)
 		cancel()
+		if res != nil {
+			r.note("[%v, %v] client %d via node %d: fetch p%d @%d max=%d follower=%v -> %d messages end=%d (leader %q)", began, time.Since(r.start), client, i+1, p, off, max, follower, len(res.Messages), res.EndOffset, a.leader)
+		} else {
+			r.note("[%v, %v] client %d via node %d: fetch p%d @%d max=%d follower=%v -> %s", began, time.Since(r.start), client, i+1, p, off, max, follower, a)
+		}
 		switch {
 		case res != nil:
 			ids := r.identify(p, off, res)
@@ -593,7 +619,12 @@ func (r *ceRun) checkLinear(seed int64) int {
 	t := r.t
 	t.Helper()
 	total := 0
-	for _, res := range r.rec.CheckAll(time.Minute, true) {
+	for _, p := range r.rec.Partitions() {
+		ops := r.rec.History(p)
+		// The final reads of finish cover every partition after all producers stopped.
+		simple := collapseAttempts(linearcheck.Simplify(ops, true))
+		res := linearcheck.Check(p, simple, time.Minute)
+		res.Dropped = len(ops) - len(simple)
 		total += res.Ops
 		t.Logf("%s partition %d: %d operations (%d open-ended, %d settled attempts dropped) checked in %v: %s",
 			r.topic, res.Partition, res.Ops, res.Open, res.Dropped, res.Took.Round(time.Millisecond), res.Verdict)
@@ -609,4 +640,50 @@ func (r *ceRun) checkLinear(seed int64) int {
 		}
 	}
 	return total
+}
+
+// collapseAttempts keeps, of the attempts of one request that got no answer and that
+// linearcheck.Simplify closed (another operation observed the request), only the earliest
+// call, with the earliest return among them; it drops the others. During an outage a producer
+// retries one request dozens of times, and porcupine would try every subset of those attempts
+// (they all overlap) as the one that applied. Dropping them keeps the verdict: the one kept
+// spans every point where any of them could have applied, and the others are no-ops wherever
+// they fall after it (the key is stored by then).
+func collapseAttempts(ops []porcupine.Operation) []porcupine.Operation {
+	type group struct{ at, call, ret int64 }
+	keep := map[string]*group{}
+	closed := func(op porcupine.Operation) (string, bool) {
+		in, ok := op.Input.(linearcheck.ProduceInput)
+		if !ok || in.Key == "" || !op.Output.(linearcheck.ProduceOutput).Unknown || op.Return == math.MaxInt64 {
+			return "", false
+		}
+		return in.Key, true
+	}
+	for i, op := range ops {
+		key, ok := closed(op)
+		if !ok {
+			continue
+		}
+		g := keep[key]
+		if g == nil {
+			keep[key] = &group{at: int64(i), call: op.Call, ret: op.Return}
+			continue
+		}
+		if op.Call < g.call {
+			g.at, g.call = int64(i), op.Call
+		}
+		g.ret = min(g.ret, op.Return)
+	}
+	out := make([]porcupine.Operation, 0, len(ops))
+	for i, op := range ops {
+		if key, ok := closed(op); ok {
+			g := keep[key]
+			if g.at != int64(i) {
+				continue
+			}
+			op.Return = g.ret
+		}
+		out = append(out, op)
+	}
+	return out
 }
