@@ -22,6 +22,10 @@ func (s *server) openCluster(ctx context.Context) error {
 	if !cl.Enabled() {
 		return nil
 	}
+	if self, ok := cl.Self(); ok && self.HTTPAddr != s.cfg.HTTP.Addr {
+		s.logger.Warn("http.addr differs from this node's http_addr in cluster.peers: the other nodes forward and redirect to the latter",
+			"http_addr", s.cfg.HTTP.Addr, "peer_http_addr", self.HTTPAddr)
+	}
 	m, err := replica.Start(ctx, replicaConfig(cl), s.b, s.logger)
 	if err != nil {
 		return fmt.Errorf("join the cluster as node %d (raft on %s): %w", cl.NodeID, cl.ListenRaftAddr(), err)
