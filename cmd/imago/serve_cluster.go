@@ -16,6 +16,9 @@ import (
 // (an error: see replica.Member.Done) ends the process with a non-zero exit so that a
 // supervisor restarts it.
 
+// replicaStart is replica.Start (a seam for tests).
+var replicaStart = replica.Start
+
 // openCluster starts the cluster member when the configuration has a cluster block.
 func (s *server) openCluster(ctx context.Context) error {
 	cl := s.cfg.Cluster
@@ -26,7 +29,7 @@ func (s *server) openCluster(ctx context.Context) error {
 		s.logger.Warn("http.addr differs from this node's http_addr in cluster.peers: the other nodes forward and redirect to the latter",
 			"http_addr", s.cfg.HTTP.Addr, "peer_http_addr", self.HTTPAddr)
 	}
-	m, err := replica.Start(ctx, replicaConfig(cl), s.b, s.logger)
+	m, err := replicaStart(ctx, replicaConfig(cl), s.b, s.logger)
 	if err != nil {
 		return fmt.Errorf("join the cluster as node %d (raft on %s): %w", cl.NodeID, cl.ListenRaftAddr(), err)
 	}
