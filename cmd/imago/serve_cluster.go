@@ -29,7 +29,9 @@ func (s *server) openCluster(ctx context.Context) error {
 		s.logger.Warn("http.addr differs from this node's http_addr in cluster.peers: the other nodes forward and redirect to the latter",
 			"http_addr", s.cfg.HTTP.Addr, "peer_http_addr", self.HTTPAddr)
 	}
-	m, err := replicaStart(ctx, replicaConfig(cl), s.b, s.logger)
+	// The member runs until its closer stops it (after the HTTP server drained), not until
+	// the signal that cancels ctx: in-flight writes still need raft to finish.
+	m, err := replicaStart(context.WithoutCancel(ctx), replicaConfig(cl), s.b, s.logger)
 	if err != nil {
 		return fmt.Errorf("join the cluster as node %d (raft on %s): %w", cl.NodeID, cl.ListenRaftAddr(), err)
 	}
