@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/imagomq/imago/api"
@@ -106,8 +107,24 @@ func newForwarder(s *Server, self replica.Peer) *forwarder {
 		ModifyResponse: f.modifyResponse,
 		ErrorHandler:   f.failed,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BufferPool:     proxyBuffers{},
 	}
 	return f
+}
+
+// proxyBuffers lends the proxy its body-copy buffers (it would allocate and clear 32 KiB per
+// request otherwise).
+type proxyBuffers struct{}
+
+var proxyBufferPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (proxyBuffers) Get() []byte { return *proxyBufferPool.Get().(*[]byte) }
+
+func (proxyBuffers) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		b = b[:cap(b)]
+		proxyBufferPool.Put(&b)
+	}
 }
 
 // rewrite points the outgoing request at the leader. Headers (Authorization,

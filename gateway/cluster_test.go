@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,7 @@ func (m *member) requests() []seenRequest {
 }
 
 // startMember serves a cluster member's door with node id id over a fresh broker.
-func startMember(t *testing.T, id uint64, opts Options) *member {
+func startMember(t testing.TB, id uint64, opts Options) *member {
 	t.Helper()
 	m := &member{fc: &fakeCluster{self: replica.Peer{ID: id}}}
 	dir := t.TempDir()
@@ -150,7 +151,7 @@ func startMember(t *testing.T, id uint64, opts Options) *member {
 }
 
 // startPair starts a leader (node 1, serving) and a follower (node 2) that knows it.
-func startPair(t *testing.T, leaderOpts, followerOpts Options) (leader, follower *member) {
+func startPair(t testing.TB, leaderOpts, followerOpts Options) (leader, follower *member) {
 	t.Helper()
 	leader = startMember(t, 1, leaderOpts)
 	lp := leader.peer()
@@ -570,4 +571,40 @@ func TestClusterForwardConcurrent(t *testing.T) {
 		t.Fatalf("the follower opened %d connections to the leader for %d concurrent clients", n, clients)
 	}
 	t.Logf("%d forwarded requests over %d connections", clients*each, leader.conns.Load())
+}
+
+// BenchmarkClusterProduce measures what forwarding costs: 64 concurrent clients producing one
+// small message per request (fsync always) straight to the leader, and through a follower
+// that proxies to it.
+//
+//	go test ./gateway -run '^$' -bench ClusterProduce -benchtime 3s
+func BenchmarkClusterProduce(b *testing.B) {
+	leader, follower := startPair(b, Options{}, Options{})
+	leader.createTopic("serve.bench", 12)
+	for _, tc := range []struct {
+		name string
+		m    *member
+	}{{"direct", leader}, {"forwarded", follower}} {
+		b.Run(tc.name, func(b *testing.B) {
+			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer hc.CloseIdleConnections()
+			url := tc.m.hs.URL + "/v1/topics/serve.bench/messages"
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := hc.Post(url, "application/json", strings.NewReader(`{"messages":[{"value":{"amount":100}}]}`))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+		})
+	}
 }

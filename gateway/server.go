@@ -4,7 +4,9 @@
 // The routes, and the token right each needs, are listed in one table (routes.go). Every
 // error leaves through one function (errors.go) that maps broker sentinel errors to the
 // statuses and codes of docs/http-api.md. The produce decoder and the fetch encoder are hand-written
-// (produce_decode.go, fetch_encode.go) because they are the hot paths.
+// (produce_decode.go, fetch_encode.go) because they are the hot paths. On a cluster member
+// (Options.Cluster) the door forwards what only the leader answers to the leader and reports
+// the member (cluster.go, cluster_metrics.go).
 package gateway
 
 import (

@@ -132,6 +132,7 @@ Listings take --output json (-o json) for scripts.
 	root.AddCommand(newDLQCmd(a))
 	root.AddCommand(newOutboxCmd(a))
 	root.AddCommand(newLogCmd(a))
+	root.AddCommand(newClusterCmd(a))
 	return root
 }
 

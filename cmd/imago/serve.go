@@ -19,6 +19,7 @@ import (
 	"github.com/imagomq/imago/gateway"
 	"github.com/imagomq/imago/internal/config"
 	"github.com/imagomq/imago/offsetdb"
+	"github.com/imagomq/imago/replica"
 	"github.com/imagomq/imago/textproto"
 	"github.com/imagomq/imago/xa"
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,12 +56,18 @@ Logs go to stderr. Once the port is open the server logs msg=listening with the 
 address; --ready-file writes that address (http://host:port) into a file as well, which is
 how scripts wait for start-up with --http-addr 127.0.0.1:0. SIGINT or SIGTERM stops
 accepting connections, lets in-flight requests finish (http.shutdown_timeout), syncs and
-closes the log; a second signal closes the connections at once.`,
+closes the log; a second signal closes the connections at once.
+
+With a cluster block in the configuration (docs/cluster.md) the server is one member of a
+raft cluster: it refuses fsync other than always and the file offset store, joins the cluster
+at start-up, forwards to the leader what only the leader answers, and exits with status 1 when
+its cluster member stops on an error, so that a supervisor restarts it.`,
 		Example: `  imago serve
   imago serve --config imago.yaml
   imago serve --data-dir /var/lib/imago --http-addr 127.0.0.1:9090
   IMAGO_LOG_FSYNC=interval:10ms imago serve
-  imago serve --http-addr 127.0.0.1:0 --ready-file /tmp/imago.addr`,
+  imago serve --http-addr 127.0.0.1:0 --ready-file /tmp/imago.addr
+  imago serve --config examples/cluster/node1.yaml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, ops, err := loadServeConfig(cmd, f)
@@ -139,6 +146,8 @@ type server struct {
 	coord *xa.Coordinator
 	// ops are the named operations, compiled when the configuration was loaded.
 	ops *xa.Operations
+	// member is the cluster member (serve_cluster.go); nil on a single node.
+	member *replica.Member
 
 	closers []namedCloser
 }
@@ -185,6 +194,7 @@ func runServer(ctx context.Context, cfg config.Config, ops *xa.Operations, ready
 func (s *server) start(ctx context.Context) error {
 	for _, stage := range []func(context.Context) error{
 		s.openBroker,
+		s.openCluster,
 		s.openOffsets,
 		s.openOutbox,
 		s.openCoordinator,
@@ -219,6 +229,7 @@ func (s *server) openBroker(ctx context.Context) error {
 	opts.RetentionBytes = int64(cfg.Log.RetentionBytes)
 	opts.Logger = s.logger
 	opts.Observer = s.fsync
+	opts.Replicated = cfg.Cluster.Enabled()
 
 	s.logger.Info("starting", "version", versionString(), "data_dir", cfg.DataDir, "fsync", fsync.String(),
 		"segment_bytes", cfg.Log.SegmentBytes.String(), "retention", cfg.Log.Retention, "auth_tokens", len(cfg.Auth.Tokens))
@@ -249,6 +260,8 @@ func (s *server) openGateway(ctx context.Context) error {
 		Outbox:            s.outbox,
 		Coordinator:       s.gatewayCoordinator(),
 		Operations:        s.ops,
+		Cluster:           s.gatewayCluster(),
+		Forward:           cfg.Cluster.Forward,
 	})
 	if err != nil {
 		return fmt.Errorf("start HTTP gateway: %w", err)
@@ -283,10 +296,13 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 		defer os.Remove(readyFile)
 	}
 
+	var stopped error // the cluster member stopped on its own: exit non-zero after the shutdown
 	select {
 	case <-ctx.Done():
 	case err := <-served:
 		return errors.Join(fmt.Errorf("serve HTTP: %w", err), s.closeAll())
+	case <-s.memberDone():
+		stopped = s.memberStopped()
 	}
 
 	logger.Info("shutting down: finishing in-flight requests", "timeout", cfg.HTTP.ShutdownTimeout)
@@ -310,7 +326,10 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 	}
 	<-served
 	if err := s.closeAll(); err != nil {
-		return err
+		return errors.Join(stopped, err)
+	}
+	if stopped != nil {
+		return stopped
 	}
 	logger.Info("stopped")
 	return nil
