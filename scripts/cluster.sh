@@ -2,7 +2,6 @@
 # scripts/cluster.sh — run the local three-node cluster of examples/cluster/ (docs/cluster.md,
 # "Running a cluster"):
 #   up           build bin/imago once, start nodes 1-3 in the background, wait for their HTTP ports
-#                (a new cluster, with no ./cluster-data/nodeN yet, starts with --bootstrap-cluster)
 #   down         stop every node (SIGTERM, then SIGKILL after 30 s)
 #   status       which nodes run, then `imago cluster status` from the first that answers
 #   kill N       kill -9 node N (a crash: no shutdown at all)
@@ -52,10 +51,9 @@ build() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start N [FLAGS...]: start node N in the background and wait until its HTTP port answers.
+# start N: start node N in the background and wait until its HTTP port answers.
 start() {
 	local n=$1 p
-	shift
 	[[ -x $BIN ]] || build
 	if p="$(pid "$n")" && [[ -n $p ]]; then
 		log "node $n already runs (pid $p)"
@@ -63,7 +61,7 @@ start() {
 	fi
 	mkdir -p "$RUN"
 	printf '\n--- %s start\n' "$(date -u +%FT%TZ)" >>"$(logfile "$n")"
-	nohup "$BIN" serve --config "examples/cluster/node$n.yaml" "$@" >>"$(logfile "$n")" 2>&1 </dev/null &
+	nohup "$BIN" serve --config "examples/cluster/node$n.yaml" >>"$(logfile "$n")" 2>&1 </dev/null &
 	p=$!
 	echo "$p" >"$(pidfile "$n")"
 	local deadline=$((SECONDS + WAIT))
@@ -123,14 +121,7 @@ cmd_status() {
 case "${1:-}" in
 up)
 	build
-	# Only a cluster none of whose nodes has a data directory is new: a node whose directory
-	# alone is gone was wiped, and must not vote again (docs/cluster.md).
-	flags=()
-	if ! compgen -G "$RUN/node[123]" >/dev/null; then
-		log "new cluster: starting each node with --bootstrap-cluster"
-		flags=(--bootstrap-cluster)
-	fi
-	for n in "${NODES[@]}"; do start "$n" "${flags[@]}"; done
+	for n in "${NODES[@]}"; do start "$n"; done
 	;;
 down)
 	for n in "${NODES[@]}"; do stop "$n"; done
@@ -152,7 +143,7 @@ restart)
 	start "$2"
 	;;
 *)
-	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 	;;
 esac

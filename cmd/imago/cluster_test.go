@@ -151,13 +151,6 @@ cluster:
 			}
 		})
 	}
-	for _, flag := range []string{"--bootstrap-cluster", "--join-cluster"} {
-		var stdout, stderr bytes.Buffer
-		code := run(context.Background(), []string{"serve", "--data-dir", filepath.Join(dir, "single"), flag}, strings.NewReader(""), &stdout, &stderr)
-		if code != exitUsage || !strings.Contains(stderr.String(), "need a cluster block") {
-			t.Errorf("%s without a cluster: exit %d:\n%s", flag, code, stderr.String())
-		}
-	}
 }
 
 // The cluster member outlives the signal that stops serve: SIGTERM cancels serve's context,

@@ -35,9 +35,6 @@ type serveFlags struct {
 	logLevel     string
 	protocolAddr string
 	pprofAddr    string
-	// bootstrapCluster and joinCluster are cluster mode's start-up modes (serve_cluster.go).
-	bootstrapCluster bool
-	joinCluster      bool
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -64,16 +61,13 @@ closes the log; a second signal closes the connections at once.
 With a cluster block in the configuration (docs/cluster.md) the server is one member of a
 raft cluster: it refuses fsync other than always and the file offset store, joins the cluster
 at start-up, forwards to the leader what only the leader answers, and exits with status 1 when
-its cluster member stops on an error, so that a supervisor restarts it. The first start of a
-new cluster passes --bootstrap-cluster to each node; without it a data directory with no raft
-state is refused, since it may be one that was wiped (that node is replaced under a new id).`,
+its cluster member stops on an error, so that a supervisor restarts it.`,
 		Example: `  imago serve
   imago serve --config imago.yaml
   imago serve --data-dir /var/lib/imago --http-addr 127.0.0.1:9090
   IMAGO_LOG_FSYNC=interval:10ms imago serve
   imago serve --http-addr 127.0.0.1:0 --ready-file /tmp/imago.addr
-  imago serve --config examples/cluster/node1.yaml --bootstrap-cluster   # the first start
-  imago serve --config examples/cluster/node1.yaml                       # every later one`,
+  imago serve --config examples/cluster/node1.yaml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, ops, err := loadServeConfig(cmd, f)
@@ -95,8 +89,6 @@ state is refused, since it may be one that was wiped (that node is replaced unde
 	fl.StringVar(&f.readyFile, "ready-file", "", "after listening, write the bound addresses into this file: http://host:port, then protocol host:port")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback address; empty: off")
-	fl.BoolVar(&f.bootstrapCluster, "bootstrap-cluster", false, "cluster mode, first start of a new cluster: an empty data directory may become a voting member (never use it to restart a wiped node)")
-	fl.BoolVar(&f.joinCluster, "join-cluster", false, "cluster mode: start a new, empty node that the cluster added with POST /v1/cluster/members")
 	return cmd
 }
 
@@ -117,11 +109,6 @@ func loadServeConfig(cmd *cobra.Command, f serveFlags) (config.Config, *xa.Opera
 	if cmd.Flags().Changed("protocol-addr") {
 		cfg.Protocol.Addr = f.protocolAddr
 	}
-	if (f.bootstrapCluster || f.joinCluster) && !cfg.Cluster.Enabled() {
-		return cfg, nil, usagef("--bootstrap-cluster and --join-cluster need a cluster block in the configuration (docs/cluster.md)")
-	}
-	cfg.Cluster.Bootstrap = f.bootstrapCluster
-	cfg.Cluster.Join = f.joinCluster
 	ops, opsErr := compileOperations(cfg)
 	if err := errors.Join(cfg.Validate(), opsErr); err != nil {
 		return cfg, nil, &usageError{fmt.Errorf("refusing to start, the configuration is not valid:\n  %s",

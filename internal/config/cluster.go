@@ -33,15 +33,6 @@ type Cluster struct {
 	TickInterval time.Duration `yaml:"tick_interval"`
 	// ElectionTicks is how many ticks without a leader start an election. Default 10.
 	ElectionTicks int `yaml:"election_ticks"`
-
-	// Bootstrap (serve's --bootstrap-cluster, never from the file) lets a data directory with
-	// no raft state start as a member of a new cluster. Without it such a directory is refused:
-	// it may be one that was wiped, whose node must not vote again.
-	Bootstrap bool `yaml:"-"`
-	// Join (serve's --join-cluster, never from the file) starts a new, empty node that the
-	// cluster added with POST /v1/cluster/members; it learns the members from the leader, so
-	// its node_id need not be among peers (peers are the members it contacts).
-	Join bool `yaml:"-"`
 }
 
 // ClusterPeer is one member of Cluster.Peers.
@@ -157,16 +148,10 @@ func (c Config) validateCluster() []error {
 			a.seen[a.addr] = i
 		}
 	}
-	if cl.Bootstrap && cl.Join {
-		add("--bootstrap-cluster and --join-cluster exclude each other: bootstrap starts a new cluster, join enters one that runs")
-	}
-	if cl.NodeID != 0 && len(cl.Peers) > 0 && !cl.Join {
+	if cl.NodeID != 0 && len(cl.Peers) > 0 {
 		if _, ok := ids[cl.NodeID]; !ok {
-			add("cluster.node_id %d is not among the ids of cluster.peers: list this node in cluster.peers (a node the cluster added with POST /v1/cluster/members starts with --join-cluster)", cl.NodeID)
+			add("cluster.node_id %d is not among the ids of cluster.peers: list this node in cluster.peers", cl.NodeID)
 		}
-	}
-	if _, listed := ids[cl.NodeID]; cl.Join && !listed && cl.RaftAddr == "" {
-		add("cluster.raft_addr is required for a node that joins with --join-cluster and is not in cluster.peers")
 	}
 	if cl.RaftAddr != "" {
 		if _, _, err := net.SplitHostPort(cl.RaftAddr); err != nil {

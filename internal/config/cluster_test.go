@@ -132,16 +132,6 @@ func TestValidateCluster(t *testing.T) {
 			c.Auth.Tokens = []Token{{Name: "ops", Token: "t0k3n", Admin: true}}
 			c.Cluster.RaftAddr = "0.0.0.0:7081"
 		}},
-		{name: "joining node not among the peers", mutate: func(c *Config) {
-			c.Cluster.NodeID = 4
-			c.Cluster.RaftAddr = "127.0.0.1:7084"
-			c.Cluster.Join = true
-		}},
-		{name: "joining node without a raft address", mutate: func(c *Config) { c.Cluster.NodeID = 4; c.Cluster.Join = true },
-			wantErr: []string{"cluster.raft_addr is required for a node that joins"}},
-		{name: "bootstrap", mutate: func(c *Config) { c.Cluster.Bootstrap = true }},
-		{name: "bootstrap and join", mutate: func(c *Config) { c.Cluster.Bootstrap = true; c.Cluster.Join = true },
-			wantErr: []string{"--bootstrap-cluster and --join-cluster exclude each other"}},
 		{name: "forward", mutate: func(c *Config) { c.Cluster.Forward = "teleport" },
 			wantErr: []string{`cluster.forward "teleport": want proxy`}},
 		{name: "tick", mutate: func(c *Config) { c.Cluster.TickInterval = 0 }, wantErr: []string{"cluster.tick_interval 0s"}},
