@@ -112,6 +112,7 @@ func Open(opts Options) (*Broker, error) {
 		nextTopicID: 1,
 	}
 	b.repl.proposer = make(chan Proposer, 1)
+	b.repl.inflight = make(map[*byte]*produceReq)
 	if opts.Replicated && opts.Fsync.Mode != FsyncAlways {
 		return nil, fmt.Errorf("open broker: fsync %s is refused in cluster mode: an acknowledgement needs a quorum's fsync", opts.Fsync)
 	}

@@ -100,6 +100,9 @@ func (b *Broker) submitDecisions(req *produceReq) (ProduceResult, error) {
 	b.qmu.Unlock()
 	b.signal()
 	<-req.done
+	if req.err == nil && b.opts.Replicated {
+		return b.waitApplied(req)
+	}
 	return ProduceResult{}, req.err
 }
 

@@ -27,6 +27,7 @@ type produceReq struct {
 	applied func(pos int64)
 	// applyc (cluster mode) receives the outcome of the request's raft entry.
 	applyc <-chan error
+	entry  *byte // its entry's data, the key of replState.inflight
 	// sync makes the group fsync before this request is acknowledged whatever the policy:
 	// transaction records (txlog.go) are promises to a transaction manager.
 	sync bool
@@ -147,8 +148,8 @@ func (b *Broker) idemBegin(req *produceReq) (res ProduceResult, done bool, err e
 
 // submit queues req for the flusher and waits for its outcome.
 func (b *Broker) submit(req *produceReq) (ProduceResult, error) {
-	if b.opts.Replicated && req.kind != batchMessages {
-		return ProduceResult{}, fmt.Errorf("%w: transactions and decision records are not replicated yet", ErrNotInCluster)
+	if b.opts.Replicated && req.kind == batchDecision && req.decLimit >= 0 {
+		return ProduceResult{}, fmt.Errorf("%w: decision compaction (retention keeps a replicated log)", ErrNotInCluster)
 	}
 	b.qmu.Lock()
 	if b.closing {

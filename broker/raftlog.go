@@ -62,9 +62,20 @@ type RaftLog struct {
 
 	mu   sync.RWMutex
 	locs []raftLoc // locs[i] is entry i+1
+	// cache holds the data of the newest entries (a contiguous run ending at the last index,
+	// at most cacheBytes of data, and never an entry applied more than cacheKeep entries ago):
+	// raft reads each entry back to apply it and to send it, and would otherwise read it from
+	// the disk it was just written to. The data is raft's own (immutable) entry data.
+	cache      []RaftEntry
+	cacheBytes int
 
 	buf []byte // Append's encoding buffer (Ready loop only)
 }
+
+const (
+	raftCacheMaxBytes = 64 << 20
+	raftCacheKeep     = 4096
+)
 
 // RaftLog returns the broker's raft log; nil unless the broker was opened with Replicated.
 func (b *Broker) RaftLog() *RaftLog { return b.rlog }
@@ -117,6 +128,21 @@ func (l *RaftLog) Entries(lo, hi, maxSize uint64) ([]RaftEntry, error) {
 	if hi > uint64(len(l.locs))+1 {
 		l.mu.RUnlock()
 		return nil, ErrRaftUnavailable
+	}
+	if n := len(l.cache); n > 0 && lo >= l.cache[0].Index && lo < hi {
+		var (
+			out  []RaftEntry
+			size uint64
+		)
+		for _, e := range l.cache[lo-l.cache[0].Index : hi-l.cache[0].Index] {
+			if len(out) > 0 && size+uint64(len(e.Data)) > maxSize {
+				break
+			}
+			size += uint64(len(e.Data))
+			out = append(out, e)
+		}
+		l.mu.RUnlock()
+		return out, nil
 	}
 	locs := append([]raftLoc(nil), l.locs[lo-1:hi-1]...)
 	l.mu.RUnlock()
@@ -248,8 +274,34 @@ func (l *RaftLog) Append(ents []RaftEntry) error {
 	}
 	l.mu.Lock()
 	l.locs = append(l.locs, locs...)
+	for _, e := range ents {
+		l.cache = append(l.cache, e)
+		l.cacheBytes += len(e.Data)
+	}
+	l.trimCacheLocked()
 	l.mu.Unlock()
 	return nil
+}
+
+// trimCacheLocked drops the oldest cached entries beyond the cache's bounds. The caller holds
+// l.mu.
+func (l *RaftLog) trimCacheLocked() {
+	l.b.stateMu.Lock()
+	applied := l.b.raftApplied
+	l.b.stateMu.Unlock()
+	drop := 0
+	for drop < len(l.cache) {
+		e := l.cache[drop]
+		if l.cacheBytes <= raftCacheMaxBytes && e.Index+raftCacheKeep > applied {
+			break
+		}
+		l.cacheBytes -= len(e.Data)
+		drop++
+	}
+	if drop > 0 {
+		clear(l.cache[:drop])
+		l.cache = l.cache[drop:]
+	}
 }
 
 func (l *RaftLog) write(buf []byte) error {
@@ -293,6 +345,10 @@ func (l *RaftLog) truncate(first uint64) error {
 	}
 	l.mu.Lock()
 	l.locs = l.locs[:first-1]
+	for len(l.cache) > 0 && l.cache[len(l.cache)-1].Index >= first {
+		l.cacheBytes -= len(l.cache[len(l.cache)-1].Data)
+		l.cache = l.cache[:len(l.cache)-1]
+	}
 	l.mu.Unlock()
 	return nil
 }

@@ -153,7 +153,7 @@ func parseBatchHeader(b []byte) (batchHeader, error) {
 	switch {
 	case h.Type == batchMessages:
 	case h.Magic == batchMagic && (h.Type == batchSnapshot || h.Type == batchTx || h.Type == batchGap || h.Type == batchDecision):
-	case h.Magic == raftMagic && (h.Type == batchTopic || h.Type == batchRaft):
+	case h.Magic == raftMagic && (h.Type == batchTopic || h.Type == batchRaft || h.Type == batchTx || h.Type == batchDecision):
 	default:
 		return h, fmt.Errorf("%w: batch type %d (magic %d)", errTorn, h.Type, h.Magic)
 	}

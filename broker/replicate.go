@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -26,9 +27,16 @@ import (
 //   - After a restart the broker holds the state of its last checkpoint, which records the
 //     raft index it covers (AppliedIndex); raft delivers the committed entries after it again.
 //
-// Not replicated yet (refused with ErrNotInCluster): local and XA transactions, the
-// coordinator's commit-log decision records. Retention does not delete a replicated log's
-// segments yet (a follower that needed them could not catch up).
+// Transactions replicate the same way: their batches (prepare, commit, rollback, heuristic
+// outcomes, forget, decided commits, decision records) are proposed like produces and applied
+// on every node by the code that replays them at recovery (replayTx, replayDecisions), so a
+// new leader knows every prepared branch and every decision. A branch's state before its
+// prepare lives only in the leader's memory and is lost on failover, which XA allows
+// (XAER_NOTA, XA_RB*). On the leader, a request's own completion step (produceReq.applied)
+// runs once its entry is applied, as a single node runs it once its batch is durable.
+//
+// Not replicated: decision compaction, which only retention asks for; retention does not
+// delete a replicated log's segments yet (a follower that needed them could not catch up).
 
 // Proposer hands encoded batches to raft; the replica package implements it.
 type Proposer interface {
@@ -50,6 +58,11 @@ type replState struct {
 	// Proposer goroutine only.
 	nextTerm uint64
 	next     map[*partition]int64 // offsets proposed in nextTerm, not yet applied
+
+	// inflight maps a proposed entry's data (its first byte) to its request, so that applying
+	// the entry on the leader can tell the request its log position.
+	imu      sync.Mutex
+	inflight map[*byte]*produceReq
 }
 
 // SetProposer gives a replicated broker its way into raft. Writes fail with ErrNotLeader until
@@ -136,12 +149,33 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 		return off
 	}
 	now := b.opts.Now().UnixMilli()
-	entries := make([][]byte, len(reqs))
-	for i, r := range reqs {
-		entries[i] = b.encodeReplicated(r, now, next)
+	entries := make([][]byte, 0, len(reqs))
+	live := reqs[:0:0]
+	for _, r := range reqs {
+		if r.stale != nil && r.stale() {
+			r.skipped = true
+			close(r.done)
+			continue
+		}
+		entries = append(entries, b.encodeReplicated(r, now, next))
+		live = append(live, r)
 	}
+	reqs = live
+	if len(reqs) == 0 {
+		return
+	}
+	b.repl.imu.Lock()
+	for i, r := range reqs {
+		b.repl.inflight[&entries[i][0]] = r
+	}
+	b.repl.imu.Unlock()
 	chans, err := pr.Propose(term, entries)
 	if err != nil {
+		b.repl.imu.Lock()
+		for i := range reqs {
+			delete(b.repl.inflight, &entries[i][0])
+		}
+		b.repl.imu.Unlock()
 		for p, off := range saved {
 			b.repl.next[p] = off
 		}
@@ -153,6 +187,7 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 	}
 	for i, r := range reqs {
 		r.applyc = chans[i]
+		r.entry = &entries[i][0]
 		close(r.done)
 	}
 }
@@ -161,15 +196,37 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 // them) whose records carry the offsets next gives.
 func (b *Broker) encodeReplicated(r *produceReq, now int64, next func(*partition) int64) []byte {
 	buf := make([]byte, raftHeaderSize, r.size-batchHeaderSize+raftHeaderSize)
+	count := 0
+	if r.kind == batchDecision {
+		for _, d := range r.decisions {
+			m := decisionMessage(d)
+			buf, _ = appendRecord(buf, 0, 0, -1, now, &m)
+		}
+		putBatchHeader(buf, batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: batchDecision, Count: uint32(len(r.decisions)), Timestamp: now})
+		return buf
+	}
+	if r.control != nil {
+		buf, _ = appendRecord(buf, 0, 0, 0, now, &Message{Value: r.control})
+		count++
+	}
 	r.offsets = make([]Position, len(r.msgs))
 	for i := range r.msgs {
 		t := r.topicOf(i)
 		p := t.parts[r.parts[i]]
-		off := next(p)
+		off := int64(-1)
+		if r.indexed {
+			off = next(p)
+		}
 		buf, _ = appendRecord(buf, t.id, uint32(p.id), off, now, &r.msgs[i])
 		r.offsets[i] = Position{Partition: p.id, Offset: off}
 	}
-	h := batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: batchMessages, Count: uint32(len(r.msgs)), Timestamp: now}
+	count += len(r.msgs)
+	for _, d := range r.decisions { // a commit that carries the coordinator's decision
+		m := decisionMessage(d)
+		buf, _ = appendRecord(buf, 0, 0, -1, now, &m)
+		count++
+	}
+	h := batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: r.kind, Count: uint32(count), Timestamp: now}
 	if r.hasKey {
 		h.Flags |= batchFlagKey
 		h.Key = r.key
@@ -179,12 +236,25 @@ func (b *Broker) encodeReplicated(r *produceReq, now int64, next func(*partition
 	return buf
 }
 
-// waitApplied waits for a proposed request's entry to be applied.
+// waitApplied waits for a proposed request's entry to be applied, then runs the request's own
+// completion step (as settle does on a single node).
 func (b *Broker) waitApplied(req *produceReq) (ProduceResult, error) {
-	if err := <-req.applyc; err != nil {
-		return ProduceResult{}, err
+	err := <-req.applyc
+	b.repl.imu.Lock()
+	delete(b.repl.inflight, req.entry)
+	b.repl.imu.Unlock()
+	if err != nil {
+		// Proposed, then leadership was lost or the node stopped: it may still commit.
+		return ProduceResult{}, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	}
-	b.stats.messagesIn.Add(int64(len(req.msgs)))
+	if req.applied != nil {
+		b.stateMu.Lock()
+		req.applied(req.batchPos)
+		b.stateMu.Unlock()
+	}
+	if req.kind == batchMessages {
+		b.stats.messagesIn.Add(int64(len(req.msgs)))
+	}
 	return ProduceResult{Offsets: req.offsets}, nil
 }
 
@@ -202,18 +272,39 @@ func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("apply raft entry %d: %w", index, err)
 		}
+		if len(data) > 0 {
+			b.repl.imu.Lock()
+			if r := b.repl.inflight[&data[0]]; r != nil {
+				r.batchPos = loc.pos
+			}
+			b.repl.imu.Unlock()
+		}
 		switch bv.Header.Type {
 		case batchTopic:
 			if err := b.applyTopic(index, bv); err != nil {
 				return err
 			}
-		case batchMessages:
+		case batchMessages, batchTx, batchDecision:
 			byID := b.table.Load().byID
 			b.stateMu.Lock()
-			err := b.applyReplayed(loc.pos, bv, byID, false, true)
+			var err error
+			switch bv.Header.Type {
+			case batchTx:
+				b.txMu.Lock()
+				err = b.replayTx(loc.pos, bv, byID, false)
+				b.txMu.Unlock()
+			case batchDecision:
+				err = b.replayDecisions(loc.pos, bv)
+			default:
+				err = b.applyReplayed(loc.pos, bv, byID, false, true)
+			}
 			if err == nil {
 				for _, r := range bv.Records {
-					p := byID[r.TopicID].parts[r.Partition]
+					t, ok := byID[r.TopicID]
+					if !ok || r.Offset < 0 || int(r.Partition) >= len(t.parts) {
+						continue // a control or decision record, or a prepared message
+					}
+					p := t.parts[r.Partition]
 					if p.written != p.next {
 						p.written, p.synced = p.next, p.next
 						touched = append(touched, p)
@@ -290,7 +381,7 @@ func (b *Broker) createTopicReplicated(name string, cfg TopicConfig) (bool, erro
 		return false, err
 	}
 	if err := <-chans[0]; err != nil {
-		return false, err
+		return false, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	}
 	t, ok := b.topicsByName()[name]
 	switch {

@@ -115,9 +115,6 @@ func (b *Broker) BeginTx(timeout time.Duration) (string, error) {
 	if b.closed.Load() {
 		return "", ErrClosed
 	}
-	if b.opts.Replicated {
-		return "", fmt.Errorf("%w: transactions are not replicated yet", ErrNotInCluster)
-	}
 	timeout, err := txTimeout(timeout)
 	if err != nil {
 		return "", err

@@ -168,7 +168,7 @@ func (b *Broker) replayTx(pos int64, bv batchView, byID map[uint32]*topic, rebui
 	ctl := bv.Records[0]
 	op, key := ctl.Value[0], string(ctl.Value[1:])
 	recs := bv.Records[1:]
-	recPos := pos + batchHeaderSize + int64(ctl.Size)
+	recPos := pos + int64(bv.Header.size()) + int64(ctl.Size)
 	if op == txOpCommitDecided {
 		if len(recs) == 0 {
 			return fmt.Errorf("%w: decided commit batch at %d has no decision record", errRebuild, pos)

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -30,9 +29,6 @@ func (b *Broker) xaBranch(xid Xid) (*tx, error) {
 func (b *Broker) XAStart(xid Xid, flags string, timeout time.Duration) error {
 	if b.closed.Load() {
 		return xaErr(XAERRMFail, "broker is closing")
-	}
-	if b.opts.Replicated {
-		return fmt.Errorf("%w: XA branches are not replicated yet", ErrNotInCluster)
 	}
 	if err := xid.Validate(); err != nil {
 		return err

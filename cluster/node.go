@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
 )
 
 // Errors Propose returns; callers branch on them.
@@ -67,6 +69,13 @@ type Config struct {
 	HeartbeatTick int
 	// Logger receives the node's and raft's log lines (default slog.Default()).
 	Logger *slog.Logger
+	// Join starts a node with no voters of its own: a new member that an existing group added
+	// (as a learner) learns the membership from the leader's log. Peers is ignored.
+	Join bool
+	// OnConfChange, when set, is called on the loop after a membership change is applied (not
+	// again for a change the stored membership already includes), with the change and the
+	// membership it produced. The transport learns new peers' addresses through it.
+	OnConfChange func(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfState)
 }
 
 // Status is a node's view of the group, for GET /v1/cluster.
@@ -83,6 +92,9 @@ type Status struct {
 	// Match is, on the leader, the highest index known to be on each member's disk (the
 	// leader's own entry counts only after its fsync); nil on other nodes.
 	Match map[uint64]uint64
+	// Voters and Learners are the membership as this node has applied it.
+	Voters   []uint64
+	Learners []uint64
 	// Err is why the node stopped, if it stopped on an error.
 	Err error
 }
@@ -96,7 +108,8 @@ type group struct {
 
 type proposal struct {
 	data  []byte
-	done  chan error // buffered 1
+	conf  *pb.ConfChangeV2 // a membership change instead of data
+	done  chan error       // buffered 1
 	index uint64
 	term  uint64
 	// seen: the entry has been checked against the Ready that carried it.
@@ -110,10 +123,11 @@ type Node struct {
 	log *slog.Logger
 	rn  *raft.RawNode
 
-	propc   chan *proposal
-	groupc  chan *group
-	recvc   chan *pb.Message
-	unreach chan uint64
+	propc     chan *proposal
+	groupc    chan *group
+	transferc chan transfer
+	recvc     chan *pb.Message
+	unreach   chan uint64
 
 	// Loop state.
 	applied   uint64
@@ -150,8 +164,15 @@ func NewNode(cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	lg := cfg.Logger.With("node", cfg.ID)
-	if err := cfg.Storage.Bootstrap(cfg.Peers); err != nil {
-		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	// A new directory starts the group: its log begins with one membership change per voter
+	// (raft's own bootstrap, identical on every member), so a node that joins later learns the
+	// voters by applying the log like everything else. A joining node starts empty.
+	fresh := cfg.Storage.IsNew() && cfg.Storage.log.LastIndex() == 0
+	if !fresh && !cfg.Join && cfg.Storage.ConfIndex() == 0 && len(cfg.Storage.ConfState().GetVoters()) > 0 {
+		// Bootstrapped by an earlier version, with the voters in the state file only.
+		if err := cfg.Storage.Bootstrap(cfg.Peers); err != nil {
+			return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+		}
 	}
 	if err := cfg.Storage.raiseCommit(cfg.Applied); err != nil {
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
@@ -170,10 +191,20 @@ func NewNode(cfg Config) (*Node, error) {
 		PreVote:                   true,
 		ReadOnlyOption:            raft.ReadOnlySafe,
 		DisableProposalForwarding: true,
+		StepDownOnRemoval:         true,
 		Logger:                    raftLogger{lg},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	if fresh && !cfg.Join {
+		peers := make([]raft.Peer, len(cfg.Peers))
+		for i, id := range cfg.Peers {
+			peers[i] = raft.Peer{ID: id}
+		}
+		if err := rn.Bootstrap(peers); err != nil {
+			return nil, fmt.Errorf("node %d: bootstrap: %w", cfg.ID, err)
+		}
 	}
 	hs := cfg.Storage.HardState()
 	n := &Node{
@@ -182,6 +213,7 @@ func NewNode(cfg Config) (*Node, error) {
 		rn:        rn,
 		propc:     make(chan *proposal, 256),
 		groupc:    make(chan *group, 16),
+		transferc: make(chan transfer, 1),
 		recvc:     make(chan *pb.Message, 1024),
 		unreach:   make(chan uint64, 64),
 		applied:   cfg.Applied,
@@ -246,7 +278,10 @@ func (n *Node) ReportUnreachable(id uint64) {
 // or ErrNotLeader / ErrDropped when nothing was proposed, or ErrOutcomeUnknown (wrapping the
 // cause) when the entry was proposed but its fate is not known.
 func (n *Node) Propose(ctx context.Context, data []byte) error {
-	p := &proposal{data: data, done: make(chan error, 1)}
+	return n.submit(ctx, &proposal{data: data, done: make(chan error, 1)})
+}
+
+func (n *Node) submit(ctx context.Context, p *proposal) error {
 	select {
 	case n.propc <- p:
 	case <-ctx.Done():
@@ -354,17 +389,42 @@ func (n *Node) run(ctx context.Context) {
 		case id := <-n.unreach:
 			n.rn.ReportUnreachable(id)
 		case p := <-n.propc:
+			n.drainRecv()
 			err = n.proposeBatch(p)
 		case g := <-n.groupc:
+			n.drainRecv()
 			err = n.proposeGroup(g)
+		case t := <-n.transferc:
+			st := n.rn.BasicStatus()
+			if st.RaftState != raft.StateLeader {
+				t.res <- ErrNotLeader
+			} else {
+				n.rn.TransferLeader(t.to)
+				t.res <- nil
+			}
 		}
 		if err == nil {
+			n.drainRecv()
 			err = n.process()
 		}
 	}
 	n.log.Error("raft node stopped", "err", err)
 	n.failPending(fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))
 	n.publish(err)
+}
+
+// drainRecv steps every message already received, so that one Ready (one write, one fsync)
+// covers them all: on the leader the acknowledgements that commit earlier entries are then
+// applied in the same round as the next entries are written, instead of one fsync later.
+func (n *Node) drainRecv() {
+	for range cap(n.recvc) {
+		select {
+		case m := <-n.recvc:
+			n.step(m)
+		default:
+			return
+		}
+	}
 }
 
 func (n *Node) step(m *pb.Message) {
@@ -400,7 +460,13 @@ func (n *Node) propose(p *proposal) {
 		p.done <- ErrNotLeader
 		return
 	}
-	if err := n.rn.Propose(p.data); err != nil {
+	var err error
+	if p.conf != nil {
+		err = n.rn.ProposeConfChange(p.conf)
+	} else {
+		err = n.rn.Propose(p.data)
+	}
+	if err != nil {
 		p.done <- fmt.Errorf("%w: %w", ErrDropped, err)
 		return
 	}
@@ -437,11 +503,24 @@ func (n *Node) handleReady() error {
 	}
 	for _, e := range rd.Entries {
 		if p := n.pending[e.GetIndex()]; p != nil && !p.seen {
-			if e.GetTerm() != p.term || !bytes.Equal(e.GetData(), p.data) {
+			if e.GetTerm() != p.term || (p.conf == nil && !bytes.Equal(e.GetData(), p.data)) || (p.conf != nil) != (e.GetType() != pb.EntryNormal) {
 				return fmt.Errorf("proposal expected at index %d term %d, raft appended term %d (%d bytes)",
 					p.index, p.term, e.GetTerm(), len(e.GetData()))
 			}
 			p.seen = true
+		}
+	}
+	// Committed entries already durable here (appended and synced by an earlier round, and
+	// not being overwritten by this one) are applied before this round's write and fsync, so
+	// their writers are answered one fsync sooner. The rest wait for the sync below.
+	bound := n.cfg.Storage.log.LastIndex()
+	if len(rd.Entries) > 0 && rd.Entries[0].GetIndex()-1 < bound {
+		bound = rd.Entries[0].GetIndex() - 1
+	}
+	applied := 0
+	for ; applied < len(rd.CommittedEntries) && rd.CommittedEntries[applied].GetIndex() <= bound; applied++ {
+		if err := n.apply(rd.CommittedEntries[applied]); err != nil {
+			return err
 		}
 	}
 	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries); err != nil {
@@ -453,7 +532,7 @@ func (n *Node) handleReady() error {
 	if !early {
 		n.cfg.Sender.Send(rd.Messages)
 	}
-	for _, e := range rd.CommittedEntries {
+	for _, e := range rd.CommittedEntries[applied:] {
 		if err := n.apply(e); err != nil {
 			return err
 		}
@@ -478,10 +557,14 @@ func (n *Node) apply(e *pb.Entry) error {
 	if e.GetIndex() != n.applied+1 {
 		return fmt.Errorf("apply: committed entry %d does not follow applied %d", e.GetIndex(), n.applied)
 	}
+	data := e.GetData()
 	if e.GetType() != pb.EntryNormal {
-		return fmt.Errorf("apply: entry %d is a membership change (%s): not supported yet", e.GetIndex(), e.GetType())
+		if err := n.applyConfChange(e); err != nil {
+			return err
+		}
+		data = nil // the state machine sees the index, not the change
 	}
-	if err := n.cfg.Applier.Apply(e.GetIndex(), e.GetTerm(), e.GetData()); err != nil {
+	if err := n.cfg.Applier.Apply(e.GetIndex(), e.GetTerm(), data); err != nil {
 		return fmt.Errorf("apply entry %d (term %d): %w", e.GetIndex(), e.GetTerm(), err)
 	}
 	n.applied = e.GetIndex()
@@ -495,6 +578,71 @@ func (n *Node) apply(e *pb.Entry) error {
 		}
 	}
 	return nil
+}
+
+// applyConfChange applies a committed membership change: raft's tracker, then the stored
+// membership (so a restart starts with it), then OnConfChange. A change the stored membership
+// already includes (the node restarted from an older applied index) is not applied twice.
+func (n *Node) applyConfChange(e *pb.Entry) error {
+	var cc *pb.ConfChangeV2
+	switch e.GetType() {
+	case pb.EntryConfChange:
+		var v1 pb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &v1); err != nil {
+			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
+		}
+		cc = v1.AsV2()
+	case pb.EntryConfChangeV2:
+		cc = &pb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
+		}
+	default:
+		return fmt.Errorf("apply: entry %d has unknown type %s", e.GetIndex(), e.GetType())
+	}
+	if e.GetIndex() <= n.cfg.Storage.ConfIndex() {
+		return nil
+	}
+	cs := n.rn.ApplyConfChange(cc)
+	if err := n.cfg.Storage.setConfState(cs, e.GetIndex()); err != nil {
+		return fmt.Errorf("apply: entry %d: %w", e.GetIndex(), err)
+	}
+	n.log.Info("membership changed", "index", e.GetIndex(), "voters", cs.GetVoters(), "learners", cs.GetLearners())
+	if n.cfg.OnConfChange != nil {
+		n.cfg.OnConfChange(e.GetIndex(), cc, cs)
+	}
+	return nil
+}
+
+// ProposeConfChange proposes a membership change and returns when it is applied on this node,
+// like Propose. Raft takes one change at a time: a second one while the first is pending is
+// dropped (ErrDropped).
+func (n *Node) ProposeConfChange(ctx context.Context, cc *pb.ConfChangeV2) error {
+	return n.submit(ctx, &proposal{conf: cc, done: make(chan error, 1)})
+}
+
+// TransferLeadership asks the leader (this node) to hand leadership to id. It returns at once;
+// Status shows when the transfer happened. ErrNotLeader on a node that is not the leader.
+func (n *Node) TransferLeadership(ctx context.Context, id uint64) error {
+	res := make(chan error, 1)
+	select {
+	case n.transferc <- transfer{to: id, res: res}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-n.done:
+		return ErrStopped
+	}
+}
+
+type transfer struct {
+	to  uint64
+	res chan error
 }
 
 func (n *Node) failPending(err error) {
@@ -526,6 +674,8 @@ func (n *Node) publish(err error) {
 		Serving: st.RaftState == raft.StateLeader && n.servingAt == st.HardState.GetTerm(),
 		Err:     err,
 	}
+	cs := n.cfg.Storage.ConfState()
+	s.Voters, s.Learners = slices.Clone(cs.GetVoters()), slices.Clone(cs.GetLearners())
 	if st.RaftState == raft.StateLeader {
 		s.Match = make(map[uint64]uint64)
 		n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {

@@ -38,6 +38,8 @@ type Storage struct {
 	log   LogStore
 	hs    *pb.HardState
 	cs    *pb.ConfState
+	// confIndex is the index of the last membership change cs includes (0: the bootstrap voters).
+	confIndex uint64
 	// exists reports whether a state file has been written.
 	exists bool
 }
@@ -79,10 +81,11 @@ func openStorage(dir string, state stateFile, log LogStore) (*Storage, error) {
 	case err != nil:
 		return nil, fmt.Errorf("open raft state in %s: %w", dir, err)
 	}
-	hs, cs, err := decodeState(data)
+	hs, cs, confIndex, err := decodeState(data)
 	if err != nil {
 		return nil, fmt.Errorf("open raft state in %s: %w", dir, err)
 	}
+	s.confIndex = confIndex
 	if last := log.LastIndex(); hs.GetCommit() > last {
 		return nil, fmt.Errorf("open raft state in %s: commit %d beyond the log's last index %d: %w",
 			dir, hs.GetCommit(), last, ErrCorruptState)
@@ -97,6 +100,9 @@ func openStorage(dir string, state stateFile, log LogStore) (*Storage, error) {
 func (s *Storage) Bootstrap(voters []uint64) error {
 	v := slices.Clone(voters)
 	slices.Sort(v)
+	if s.exists && s.confIndex > 0 {
+		return nil // the membership changed since bootstrap: the log, not the configuration, says who votes
+	}
 	if s.exists {
 		have := slices.Clone(s.cs.GetVoters())
 		slices.Sort(have)
@@ -110,6 +116,23 @@ func (s *Storage) Bootstrap(voters []uint64) error {
 
 // IsNew reports whether the directory had no raft state when it was opened.
 func (s *Storage) IsNew() bool { return !s.exists }
+
+// ConfIndex is the index of the last membership change the stored ConfState includes.
+func (s *Storage) ConfIndex() uint64 { return s.confIndex }
+
+// ConfState returns the stored membership.
+func (s *Storage) ConfState() *pb.ConfState { return s.cs }
+
+// setConfState records the membership after the change at index was applied.
+func (s *Storage) setConfState(cs *pb.ConfState, index uint64) error {
+	prev := s.confIndex
+	s.confIndex = index
+	if err := s.writeState(s.hs, cs); err != nil {
+		s.confIndex = prev
+		return err
+	}
+	return nil
+}
 
 // HardState returns the last HardState written.
 func (s *Storage) HardState() *pb.HardState { return s.hs }
@@ -150,7 +173,7 @@ func (s *Storage) Save(hs *pb.HardState, ents []*pb.Entry) error {
 }
 
 func (s *Storage) writeState(hs *pb.HardState, cs *pb.ConfState) error {
-	if err := s.state.write(encodeState(hs, cs)); err != nil {
+	if err := s.state.write(encodeState(hs, cs, s.confIndex)); err != nil {
 		return fmt.Errorf("save raft state (term %d, vote %d): %w", hs.GetTerm(), hs.GetVote(), err)
 	}
 	s.hs = &pb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(hs.GetCommit())}
@@ -213,19 +236,21 @@ func raftErr(err error) error {
 	return err
 }
 
-// The state file: "IMRS", version 1, term, vote, commit (uint64 each), the number of voters
-// (uint32) and the voters (uint64 each), the number of learners and the learners, then a
-// CRC-32C of everything before it. All integers big-endian.
+// The state file: "IMRS", version 2, term, vote, commit, the index of the last membership
+// change applied (uint64 each; version 1 has no such index), the number of voters (uint32) and
+// the voters (uint64 each), the number of learners and the learners, then a CRC-32C of
+// everything before it. All integers big-endian.
 const stateMagic = "IMRS"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func encodeState(hs *pb.HardState, cs *pb.ConfState) []byte {
+func encodeState(hs *pb.HardState, cs *pb.ConfState, confIndex uint64) []byte {
 	b := []byte(stateMagic)
-	b = append(b, 1)
+	b = append(b, 2)
 	b = binary.BigEndian.AppendUint64(b, hs.GetTerm())
 	b = binary.BigEndian.AppendUint64(b, hs.GetVote())
 	b = binary.BigEndian.AppendUint64(b, hs.GetCommit())
+	b = binary.BigEndian.AppendUint64(b, confIndex)
 	for _, ids := range [][]uint64{cs.GetVoters(), cs.GetLearners()} {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(ids)))
 		for _, id := range ids {
@@ -235,16 +260,17 @@ func encodeState(hs *pb.HardState, cs *pb.ConfState) []byte {
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
-func decodeState(b []byte) (*pb.HardState, *pb.ConfState, error) {
+func decodeState(b []byte) (*pb.HardState, *pb.ConfState, uint64, error) {
 	if len(b) < len(stateMagic)+1+24+4+4+4 || string(b[:4]) != stateMagic {
-		return nil, nil, fmt.Errorf("%w: bad header or length %d", ErrCorruptState, len(b))
+		return nil, nil, 0, fmt.Errorf("%w: bad header or length %d", ErrCorruptState, len(b))
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
-		return nil, nil, fmt.Errorf("%w: checksum mismatch", ErrCorruptState)
+		return nil, nil, 0, fmt.Errorf("%w: checksum mismatch", ErrCorruptState)
 	}
-	if body[4] != 1 {
-		return nil, nil, fmt.Errorf("%w: unknown version %d", ErrCorruptState, body[4])
+	version := body[4]
+	if version != 1 && version != 2 {
+		return nil, nil, 0, fmt.Errorf("%w: unknown version %d", ErrCorruptState, body[4])
 	}
 	p := body[5:]
 	hs := &pb.HardState{
@@ -253,15 +279,23 @@ func decodeState(b []byte) (*pb.HardState, *pb.ConfState, error) {
 		Commit: new(binary.BigEndian.Uint64(p[16:])),
 	}
 	p = p[24:]
+	var confIndex uint64
+	if version == 2 {
+		if len(p) < 8 {
+			return nil, nil, 0, fmt.Errorf("%w: truncated", ErrCorruptState)
+		}
+		confIndex = binary.BigEndian.Uint64(p)
+		p = p[8:]
+	}
 	var lists [2][]uint64
 	for i := range lists {
 		if len(p) < 4 {
-			return nil, nil, fmt.Errorf("%w: truncated member list", ErrCorruptState)
+			return nil, nil, 0, fmt.Errorf("%w: truncated member list", ErrCorruptState)
 		}
 		n := binary.BigEndian.Uint32(p)
 		p = p[4:]
 		if uint64(len(p)) < uint64(n)*8 {
-			return nil, nil, fmt.Errorf("%w: truncated member list of %d", ErrCorruptState, n)
+			return nil, nil, 0, fmt.Errorf("%w: truncated member list of %d", ErrCorruptState, n)
 		}
 		for j := uint32(0); j < n; j++ {
 			lists[i] = append(lists[i], binary.BigEndian.Uint64(p))
@@ -269,7 +303,7 @@ func decodeState(b []byte) (*pb.HardState, *pb.ConfState, error) {
 		}
 	}
 	if len(p) != 0 {
-		return nil, nil, fmt.Errorf("%w: %d trailing bytes", ErrCorruptState, len(p))
+		return nil, nil, 0, fmt.Errorf("%w: %d trailing bytes", ErrCorruptState, len(p))
 	}
-	return hs, &pb.ConfState{Voters: lists[0], Learners: lists[1]}, nil
+	return hs, &pb.ConfState{Voters: lists[0], Learners: lists[1]}, confIndex, nil
 }

@@ -66,7 +66,9 @@ type Transport struct {
 	log     *slog.Logger
 	ln      net.Listener
 	handler Handler
-	peers   map[uint64]*peer
+
+	pmu   sync.RWMutex // guards peers (membership changes add and remove them)
+	peers map[uint64]*peer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -79,11 +81,12 @@ type Transport struct {
 }
 
 type peer struct {
-	id   uint64
-	addr string
-	q    chan []byte
-	mu   sync.Mutex
-	conn net.Conn
+	id     uint64
+	addr   string
+	cancel context.CancelFunc // stops its writer
+	q      chan []byte
+	mu     sync.Mutex
+	conn   net.Conn
 }
 
 // NewTransport listens on cfg.Listen. Messages are accepted from peers once Start is called.
@@ -122,7 +125,7 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 // Connected reports whether the transport holds an open connection to peer id (its writer
 // connected and has not failed since). It is a hint for operators, not a failure detector.
 func (t *Transport) Connected(id uint64) bool {
-	p := t.peers[id]
+	p := t.peer(id)
 	if p == nil {
 		return false
 	}
@@ -140,10 +143,66 @@ func (t *Transport) Start(ctx context.Context, h Handler) {
 	t.ctx, t.cancel = context.WithCancel(ctx)
 	t.wg.Add(1)
 	go t.accept()
+	t.pmu.RLock()
+	defer t.pmu.RUnlock()
 	for _, p := range t.peers {
-		t.wg.Add(1)
-		go t.write(p)
+		t.startPeer(p)
 	}
+}
+
+func (t *Transport) startPeer(p *peer) {
+	pctx, cancel := context.WithCancel(t.ctx)
+	p.cancel = cancel
+	t.wg.Add(1)
+	go t.write(pctx, p)
+}
+
+// AddPeer starts sending to a member added to the group (or changes a peer's address). It is
+// safe to call before or after Start.
+func (t *Transport) AddPeer(id uint64, addr string) {
+	if id == t.cfg.ID {
+		return
+	}
+	t.pmu.Lock()
+	defer t.pmu.Unlock()
+	if old := t.peers[id]; old != nil {
+		if old.addr == addr {
+			return
+		}
+		t.stopPeerLocked(old)
+	}
+	p := &peer{id: id, addr: addr, q: make(chan []byte, peerQueue)}
+	t.peers[id] = p
+	if t.ctx != nil {
+		t.startPeer(p)
+	}
+}
+
+// RemovePeer stops sending to a member removed from the group.
+func (t *Transport) RemovePeer(id uint64) {
+	t.pmu.Lock()
+	defer t.pmu.Unlock()
+	if p := t.peers[id]; p != nil {
+		t.stopPeerLocked(p)
+		delete(t.peers, id)
+	}
+}
+
+func (t *Transport) stopPeerLocked(p *peer) {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.mu.Lock()
+	if p.conn != nil {
+		p.conn.Close()
+	}
+	p.mu.Unlock()
+}
+
+func (t *Transport) peer(id uint64) *peer {
+	t.pmu.RLock()
+	defer t.pmu.RUnlock()
+	return t.peers[id]
 }
 
 // Stop closes the listener and every connection and waits for the goroutines.
@@ -159,6 +218,7 @@ func (t *Transport) Stop() {
 		c.Close()
 	}
 	t.mu.Unlock()
+	t.pmu.RLock()
 	for _, p := range t.peers {
 		p.mu.Lock()
 		if p.conn != nil {
@@ -166,6 +226,7 @@ func (t *Transport) Stop() {
 		}
 		p.mu.Unlock()
 	}
+	t.pmu.RUnlock()
 	t.wg.Wait()
 }
 
@@ -173,7 +234,7 @@ func (t *Transport) Stop() {
 // queues it for its peer, dropping it if the queue is full.
 func (t *Transport) Send(msgs []*pb.Message) {
 	for _, m := range msgs {
-		p := t.peers[m.GetTo()]
+		p := t.peer(m.GetTo())
 		if p == nil {
 			continue
 		}
@@ -264,14 +325,14 @@ func (t *Transport) read(c net.Conn) {
 
 // write keeps one connection to p and writes its queue to it, redialling with a capped backoff
 // after any error. Messages of a failed write are lost; raft sends again.
-func (t *Transport) write(p *peer) {
+func (t *Transport) write(ctx context.Context, p *peer) {
 	defer t.wg.Done()
 	backoff := 50 * time.Millisecond
-	for t.ctx.Err() == nil {
-		conn, err := t.dial(p)
+	for ctx.Err() == nil {
+		conn, err := t.dial(ctx, p)
 		if err != nil {
 			select {
-			case <-t.ctx.Done():
+			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
 			}
@@ -279,21 +340,21 @@ func (t *Transport) write(p *peer) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		err = t.stream(p, conn)
+		err = t.stream(ctx, p, conn)
 		conn.Close()
 		p.mu.Lock()
 		p.conn = nil
 		p.mu.Unlock()
-		if t.ctx.Err() == nil {
+		if ctx.Err() == nil {
 			t.log.Debug("raft transport: connection to peer lost", "peer", p.id, "err", err)
 			t.handler.ReportUnreachable(p.id)
 		}
 	}
 }
 
-func (t *Transport) dial(p *peer) (net.Conn, error) {
+func (t *Transport) dial(ctx context.Context, p *peer) (net.Conn, error) {
 	d := net.Dialer{Timeout: t.cfg.DialTimeout}
-	conn, err := d.DialContext(t.ctx, "tcp", p.addr)
+	conn, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -317,14 +378,14 @@ func (t *Transport) dial(p *peer) (net.Conn, error) {
 	return conn, nil
 }
 
-func (t *Transport) stream(p *peer, conn net.Conn) error {
+func (t *Transport) stream(ctx context.Context, p *peer, conn net.Conn) error {
 	w := bufio.NewWriterSize(conn, 64<<10)
 	var lenBuf [4]byte
 	for {
 		var b []byte
 		select {
-		case <-t.ctx.Done():
-			return t.ctx.Err()
+		case <-ctx.Done():
+			return ctx.Err()
 		case b = <-p.q:
 		}
 		conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))

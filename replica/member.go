@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -16,15 +16,17 @@ import (
 // Member is a running cluster member: the raft node over the broker's log, its transport, and
 // the broker's proposer. Start starts it; Stop stops it (before the broker is closed).
 type Member struct {
-	cfg   Config
-	self  Peer
-	peers map[uint64]Peer
-	b     *broker.Broker
-	log   *slog.Logger
+	cfg     Config
+	self    Peer
+	members *membership
+	b       *broker.Broker
+	log     *slog.Logger
 
 	node *cluster.Node
 	tr   *cluster.Transport
 
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 	stopOnce sync.Once
 	done     chan struct{}
 }
@@ -46,17 +48,26 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	if b.RaftLog() == nil {
 		return nil, errors.New("replica: the broker was not opened with Replicated")
 	}
-	m := &Member{cfg: cfg, peers: make(map[uint64]Peer), b: b, log: logger.With("node", cfg.NodeID), done: make(chan struct{})}
+	m := &Member{cfg: cfg, b: b, log: logger.With("node", cfg.NodeID), done: make(chan struct{})}
 	var ids []uint64
-	addrs := make(map[uint64]string)
 	for _, p := range cfg.Peers {
-		m.peers[p.ID] = p
 		ids = append(ids, p.ID)
+	}
+	members, err := loadMembership(dir, cfg.Peers)
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	m.members = members
+	addrs := make(map[uint64]string)
+	for _, p := range members.list() {
 		addrs[p.ID] = p.RaftAddr
 	}
-	self, ok := m.peers[cfg.NodeID]
+	self, ok := members.get(cfg.NodeID)
+	if !ok && cfg.Join {
+		self, ok = Peer{ID: cfg.NodeID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr}, true
+	}
 	if !ok {
-		return nil, fmt.Errorf("replica: node %d is not among the peers", cfg.NodeID)
+		return nil, fmt.Errorf("replica: node %d is not among the peers (a new machine joins with --join-cluster after POST /v1/cluster/members)", cfg.NodeID)
 	}
 	m.self = self
 	listen := cfg.RaftAddr
@@ -67,7 +78,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w; this node must not vote: replace it under a new node id (docs/cluster.md)", err)
 	}
-	if st.IsNew() && !cfg.Bootstrap {
+	if st.IsNew() && !cfg.Bootstrap && !cfg.Join {
 		return nil, fmt.Errorf("replica: %s has no raft state: either this is the first start of a new cluster (start it with --bootstrap-cluster) or the directory was wiped, and then the node must not vote: replace it under a new node id (docs/cluster.md)", dir)
 	}
 	tr, err := cluster.NewTransport(cluster.TransportConfig{ID: cfg.NodeID, Listen: listen, Peers: addrs, Logger: logger})
@@ -84,6 +95,8 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 		TickInterval: cfg.TickInterval,
 		ElectionTick: cfg.ElectionTick,
 		Logger:       logger,
+		Join:         cfg.Join,
+		OnConfChange: m.onConfChange,
 	})
 	if err != nil {
 		tr.Stop()
@@ -93,6 +106,10 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	tr.Start(ctx, node)
 	node.Start(ctx)
 	b.SetProposer(proposer{node})
+	pctx, cancel := context.WithCancel(ctx)
+	m.cancel = cancel
+	m.wg.Add(1)
+	go m.promote(pctx)
 	go func() {
 		<-node.Done()
 		close(m.done)
@@ -117,10 +134,12 @@ func (m *Member) Status() Status {
 	if ns.Err != nil {
 		s.Error = ns.Err.Error()
 	}
-	for _, p := range m.sortedPeers() {
+	for _, p := range m.members.list() {
 		n := NodeStatus{ID: p.ID, HTTPAddr: p.HTTPAddr, RaftAddr: p.RaftAddr, Role: "follower"}
 		if p.ID == ns.Leader {
 			n.Role = "leader"
+		} else if slices.Contains(ns.Learners, p.ID) {
+			n.Role = "learner"
 		}
 		if p.ID == m.cfg.NodeID {
 			n.Reachable = true
@@ -142,19 +161,15 @@ func (m *Member) Status() Status {
 // clusterID names the group by its bootstrap voters (the same on every member).
 func (m *Member) clusterID() string {
 	id := "imago"
-	for _, p := range m.sortedPeers() {
-		id += "-" + strconv.FormatUint(p.ID, 10)
+	ids := make([]uint64, 0, len(m.cfg.Peers))
+	for _, p := range m.cfg.Peers {
+		ids = append(ids, p.ID)
+	}
+	slices.Sort(ids)
+	for _, i := range ids {
+		id += "-" + strconv.FormatUint(i, 10)
 	}
 	return id
-}
-
-func (m *Member) sortedPeers() []Peer {
-	out := make([]Peer, 0, len(m.peers))
-	for _, p := range m.peers {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
 }
 
 // Self is this node as configured.
@@ -163,8 +178,10 @@ func (m *Member) Self() Peer { return m.self }
 // Leader returns the leader this node knows of (possibly itself); false when none is known.
 func (m *Member) Leader() (Peer, bool) {
 	id := m.node.Status().Leader
-	p, ok := m.peers[id]
-	return p, ok && id != 0
+	if id == 0 {
+		return Peer{}, false
+	}
+	return m.members.get(id)
 }
 
 // Serving reports whether this node is the leader and accepts writes.
@@ -179,6 +196,8 @@ func (m *Member) Done() <-chan struct{} { return m.done }
 // broker.ErrOutcomeUnknown.
 func (m *Member) Stop() {
 	m.stopOnce.Do(func() {
+		m.cancel()
+		m.wg.Wait()
 		m.node.Stop()
 		m.tr.Stop()
 	})

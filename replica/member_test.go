@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func newTestCluster(t *testing.T) *testCluster {
 		c.start(i, true)
 	}
 	t.Cleanup(func() {
-		for i := range 3 {
+		for i := range c.ms {
 			c.stop(i)
 		}
 	})
@@ -222,4 +223,102 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+func freeAddrB(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestReplaceANode(t *testing.T) {
+	c := newTestCluster(t)
+	l := c.leader()
+	if _, err := c.bs[l].CreateTopic("t", broker.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	produce := func(at int, n int) {
+		t.Helper()
+		for range n {
+			v := fmt.Sprintf("v%d", len(want))
+			if _, err := c.bs[at].Produce(context.Background(), "t", []broker.Message{{Value: []byte(v)}}, v); err != nil {
+				t.Fatalf("produce %s: %v", v, err)
+			}
+			want = append(want, v)
+		}
+	}
+	produce(l, 20)
+
+	// A fourth machine joins under a new id: a learner first, a voter once caught up.
+	c.peers = append(c.peers, Peer{ID: 4, RaftAddr: freeAddr(t), HTTPAddr: "127.0.0.1:18084"})
+	c.dirs = append(c.dirs, filepath.Join(t.TempDir(), "node4"))
+	c.bs, c.ms = append(c.bs, nil), append(c.ms, nil)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := broker.NewOptions(c.dirs[3])
+	opts.Replicated, opts.Logger = true, quiet
+	b4, err := broker.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m4, err := Start(context.Background(), Config{NodeID: 4, RaftAddr: c.peers[3].RaftAddr, HTTPAddr: c.peers[3].HTTPAddr, Peers: c.peers[:3], Join: true, TickInterval: 10 * time.Millisecond, ElectionTick: 10}, b4, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.bs[3], c.ms[3] = b4, m4
+	if err := c.ms[l].AddMember(context.Background(), c.peers[3]); err != nil {
+		t.Fatalf("add member 4: %v", err)
+	}
+	waitFor(t, "node 4 promoted to voter", func() bool {
+		st := c.ms[l].node.Status()
+		return slices.Contains(st.Voters, 4)
+	})
+	if got := fetchAll(t, b4, "t", 0, len(want)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("node 4 holds %v, want %v", got, want)
+	}
+
+	// An old machine is removed and its id is never taken again.
+	gone := (l + 1) % 3
+	if err := c.ms[l].RemoveMember(context.Background(), uint64(gone+1)); err != nil {
+		t.Fatalf("remove member %d: %v", gone+1, err)
+	}
+	c.stop(gone)
+	if err := c.ms[l].AddMember(context.Background(), c.peers[gone]); !errors.Is(err, ErrMemberExists) {
+		t.Fatalf("re-adding removed id %d: %v, want ErrMemberExists", gone+1, err)
+	}
+	produce(l, 10)
+
+	// Leadership moves to the new node, which serves writes.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.ms[l].TransferLeadership(ctx, 4); err != nil {
+		t.Fatalf("transfer leadership to 4: %v", err)
+	}
+	waitFor(t, "node 4 serving", func() bool { return m4.Serving() })
+	produce(3, 10)
+	for _, n := range []int{l, 3} {
+		if got := fetchAll(t, c.bs[n], "t", 0, len(want)); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("node %d holds %v, want %v", n+1, got, want)
+		}
+	}
+
+	// Node 4 restarts from its own state (the members file, not a configuration).
+	c.stop(3)
+	opts = broker.NewOptions(c.dirs[3])
+	opts.Replicated, opts.Logger = true, quiet
+	if b4, err = broker.Open(opts); err != nil {
+		t.Fatal(err)
+	}
+	if m4, err = Start(context.Background(), Config{NodeID: 4, Peers: c.peers[:3], TickInterval: 10 * time.Millisecond, ElectionTick: 10}, b4, quiet); err != nil {
+		t.Fatalf("restart node 4: %v", err)
+	}
+	c.bs[3], c.ms[3] = b4, m4
+	produce(c.leader(), 5)
+	if got := fetchAll(t, b4, "t", 0, len(want)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("restarted node 4 holds %v, want %v", got, want)
+	}
 }

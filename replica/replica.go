@@ -34,6 +34,11 @@ type Config struct {
 	// cluster (serve's --bootstrap-cluster). Without it such a directory is refused: it may be
 	// one that was wiped (docs/cluster.md).
 	Bootstrap bool
+	// Join starts a new, empty node that the cluster added with POST /v1/cluster/members (serve's
+	// --join-cluster): it learns the membership from the leader's log. HTTPAddr is its own
+	// HTTP address (the others learn it from the membership change).
+	Join     bool
+	HTTPAddr string
 }
 
 // Status is a member's view of the cluster, as GET /v1/cluster answers it.

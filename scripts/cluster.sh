@@ -51,9 +51,12 @@ build() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start N: start node N in the background and wait until its HTTP port answers.
+# start N [bootstrap]: start node N in the background and wait until its HTTP port answers.
+# With "bootstrap" (up, for a node whose data directory does not exist yet) the node may start
+# a new cluster; otherwise a directory without raft state is refused (it may have been wiped).
 start() {
-	local n=$1 p
+	local n=$1 p extra=()
+	[[ ${2:-} == bootstrap ]] && extra=(--bootstrap-cluster)
 	[[ -x $BIN ]] || build
 	if p="$(pid "$n")" && [[ -n $p ]]; then
 		log "node $n already runs (pid $p)"
@@ -61,7 +64,7 @@ start() {
 	fi
 	mkdir -p "$RUN"
 	printf '\n--- %s start\n' "$(date -u +%FT%TZ)" >>"$(logfile "$n")"
-	nohup "$BIN" serve --config "examples/cluster/node$n.yaml" >>"$(logfile "$n")" 2>&1 </dev/null &
+	nohup "$BIN" serve --config "examples/cluster/node$n.yaml" "${extra[@]}" >>"$(logfile "$n")" 2>&1 </dev/null &
 	p=$!
 	echo "$p" >"$(pidfile "$n")"
 	local deadline=$((SECONDS + WAIT))
@@ -121,7 +124,9 @@ cmd_status() {
 case "${1:-}" in
 up)
 	build
-	for n in "${NODES[@]}"; do start "$n"; done
+	for n in "${NODES[@]}"; do
+		if [[ -d $RUN/node$n ]]; then start "$n"; else start "$n" bootstrap; fi
+	done
 	;;
 down)
 	for n in "${NODES[@]}"; do stop "$n"; done

@@ -5,7 +5,14 @@
 //
 // It prints msgs/s, MB/s and the p50/p99 ack latency, or one JSON line with
 // -json. scripts/nats-bench.sh runs it against a private nats-server, once with
-// `sync_interval: always` (fsync per write) and once with the default.
+// `sync_interval: always` (fsync per write) and once with the default, and
+// against three clustered servers with -replicas 3.
+//
+// With -replicas above 1 the stream is replicated; -node name=URL for every
+// server lets the publishers connect straight to the stream's leader (as a
+// client of Imago's cluster talks to its leader), and -pid name=PID for every
+// server makes it print each server's CPU time per acknowledged message over
+// the measured run, read from /proc/PID/stat (Linux).
 package main
 
 import (
@@ -16,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +43,18 @@ type config struct {
 	label    string
 	json     bool
 	keep     bool
+	replicas int
+	nodes    namedValues // server name → client URL
+	pids     namedValues // server name → process id, for CPU per message
+	clkTck   int
+}
+
+// serverCPU is one server's CPU time over the measured run.
+type serverCPU struct {
+	Name     string  `json:"name"`
+	Role     string  `json:"role"` // leader, follower (of the stream) or "" when unknown
+	Seconds  float64 `json:"cpu_s"`
+	UsPerMsg float64 `json:"cpu_us_per_msg"`
 }
 
 // result is what one run measured; it is also the -json output.
@@ -54,6 +74,13 @@ type result struct {
 	P99Ms       float64 `json:"p99_ms"`
 	MaxMs       float64 `json:"max_ms"`
 	StreamMsgs  uint64  `json:"stream_msgs"`
+	Replicas    int     `json:"replicas"`
+	Leader      string  `json:"stream_leader,omitempty"`
+	ConnectedTo string  `json:"connected_to,omitempty"`
+	// CPU is each -pid server's CPU time over the measured run, leader first.
+	CPU []serverCPU `json:"cpu,omitempty"`
+	// CPUUsPerMsg is the CPU time of all -pid servers together per acknowledged message.
+	CPUUsPerMsg float64 `json:"cpu_us_per_msg_all_servers,omitempty"`
 }
 
 func main() {
@@ -68,9 +95,14 @@ func main() {
 	flag.StringVar(&c.label, "label", "", "label printed with the result")
 	flag.BoolVar(&c.json, "json", false, "print one JSON line instead of text")
 	flag.BoolVar(&c.keep, "keep", false, "keep the stream after the run")
+	flag.IntVar(&c.replicas, "replicas", 1, "stream replicas (needs a JetStream cluster of at least that many servers)")
+	c.nodes, c.pids = namedValues{}, namedValues{}
+	flag.Var(c.nodes, "node", "server_name=URL of a cluster server (repeat); publishers connect to the stream leader's")
+	flag.Var(c.pids, "pid", "server_name=PID of a server process (repeat); prints its CPU time per message")
+	flag.IntVar(&c.clkTck, "clk-tck", 100, "clock ticks per second of /proc/PID/stat (getconf CLK_TCK)")
 	flag.Parse()
-	if c.size <= 0 || c.inflight <= 0 || c.duration <= 0 || c.warmup < 0 {
-		fmt.Fprintln(os.Stderr, "natsbench: -size, -inflight and -duration must be positive, -warmup not negative")
+	if c.size <= 0 || c.inflight <= 0 || c.duration <= 0 || c.warmup < 0 || c.replicas < 1 || c.clkTck <= 0 {
+		fmt.Fprintln(os.Stderr, "natsbench: -size, -inflight, -duration, -replicas and -clk-tck must be positive, -warmup not negative")
 		os.Exit(2)
 	}
 	r, err := run(c)
@@ -92,15 +124,26 @@ func main() {
 		label = r.Label + ": "
 	}
 	fmt.Printf("%s%.0f msgs/s, %.1f MB/s, ack latency p50 %.2f ms, p99 %.2f ms, max %.2f ms "+
-		"(%d msgs of %d B in %.1fs, %d in flight, %s storage, %d errors, nats-server %s)\n",
+		"(%d msgs of %d B in %.1fs, %d in flight, %s storage, %d replica(s), %d errors, nats-server %s)\n",
 		label, r.MsgsPerSec, r.MBPerSec, r.P50Ms, r.P99Ms, r.MaxMs,
-		r.Msgs, r.MsgSize, r.DurationSec, r.InFlight, r.Storage, r.Errors, r.Server)
+		r.Msgs, r.MsgSize, r.DurationSec, r.InFlight, r.Storage, r.Replicas, r.Errors, r.Server)
+	for _, s := range r.CPU {
+		role := s.Role
+		if role == "" {
+			role = "server"
+		}
+		fmt.Printf("  CPU %s %s: %.1f µs/msg (%.2f s)\n", role, s.Name, s.UsPerMsg, s.Seconds)
+	}
+	if len(r.CPU) > 0 {
+		fmt.Printf("  CPU all servers: %.1f µs/msg\n", r.CPUUsPerMsg)
+	}
 }
 
-func run(c config) (*result, error) {
+// connect connects to url and waits until the connection is up.
+func connect(url string) (*nats.Conn, error) {
 	connected := make(chan struct{})
 	var once sync.Once
-	nc, err := nats.Connect(c.url,
+	nc, err := nats.Connect(url,
 		nats.Name("imago-natsbench"),
 		nats.ConnectHandler(func(*nats.Conn) { once.Do(func() { close(connected) }) }),
 		nats.RetryOnFailedConnect(true),
@@ -108,14 +151,66 @@ func run(c config) (*result, error) {
 		nats.ReconnectWait(100*time.Millisecond),
 		nats.Timeout(5*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", c.url, err)
+		return nil, fmt.Errorf("connect %s: %w", url, err)
 	}
-	defer nc.Close()
 	select {
 	case <-connected:
+		return nc, nil
 	case <-time.After(15 * time.Second):
-		return nil, fmt.Errorf("connect %s: not connected after 15s (status %v)", c.url, nc.Status())
+		st := nc.Status()
+		nc.Close()
+		return nil, fmt.Errorf("connect %s: not connected after 15s (status %v)", url, st)
 	}
+}
+
+// createStream (re)creates the stream. With replicas it retries, each attempt bounded, until ctx
+// ends: a JetStream cluster that has just started answers "temporarily unavailable" (or not at
+// all) until it has a meta leader and enough servers have joined it.
+func createStream(ctx context.Context, js jetstream.JetStream, c config) (jetstream.Stream, error) {
+	attempt := func(ctx context.Context) (jetstream.Stream, error) {
+		if err := js.DeleteStream(ctx, c.stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("delete stream %s: %w", c.stream, err)
+		}
+		stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:      c.stream,
+			Subjects:  []string{c.subject},
+			Storage:   jetstream.FileStorage,
+			Replicas:  c.replicas,
+			Retention: jetstream.LimitsPolicy,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create stream %s with %d replica(s): %w", c.stream, c.replicas, err)
+		}
+		return stream, nil
+	}
+	if c.replicas == 1 {
+		return attempt(ctx)
+	}
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		stream, err := attempt(actx)
+		cancel()
+		if err == nil {
+			return stream, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (still failing when the 30s for setting up ran out)", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func run(c config) (*result, error) {
+	cpu, err := newCPUSampler(c.pids)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := connect(c.url)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -123,18 +218,9 @@ func run(c config) (*result, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := js.DeleteStream(ctx, c.stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("delete stream %s: %w", c.stream, err)
-	}
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:      c.stream,
-		Subjects:  []string{c.subject},
-		Storage:   jetstream.FileStorage,
-		Replicas:  1,
-		Retention: jetstream.LimitsPolicy,
-	})
+	stream, err := createStream(ctx, js, c)
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", c.stream, err)
+		return nil, err
 	}
 	if !c.keep {
 		defer func() {
@@ -144,6 +230,27 @@ func run(c config) (*result, error) {
 		}()
 	}
 
+	// Publish through the stream leader, as a client of a replicated Imago talks to its leader:
+	// a publish to a follower would cost that follower a forwarding hop on every message.
+	leader := ""
+	if info, err := stream.Info(ctx); err != nil {
+		return nil, fmt.Errorf("stream info: %w", err)
+	} else if info.Cluster != nil {
+		leader = info.Cluster.Leader
+	}
+	pub := js
+	if u, ok := c.nodes[leader]; ok && nc.ConnectedServerName() != leader {
+		lc, err := connect(u)
+		if err != nil {
+			return nil, fmt.Errorf("connect to stream leader %s: %w", leader, err)
+		}
+		defer lc.Close()
+		if pub, err = jetstream.New(lc); err != nil {
+			return nil, err
+		}
+		nc = lc
+	}
+
 	payload := make([]byte, c.size)
 	for i := range payload {
 		payload[i] = byte('a' + i%26)
@@ -151,7 +258,7 @@ func run(c config) (*result, error) {
 
 	// Warm-up: same load, not measured (file blocks allocated, connections hot).
 	if c.warmup > 0 {
-		if _, _, err := publishFor(js, c, payload, c.warmup); err != nil {
+		if _, _, err := publishFor(pub, c, payload, c.warmup); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 		// Start the measured run from an empty stream, so that stream_msgs
@@ -160,7 +267,14 @@ func run(c config) (*result, error) {
 			return nil, fmt.Errorf("purge after warm-up: %w", err)
 		}
 	}
-	lat, errs, err := publishFor(js, c, payload, c.duration)
+	if err := cpu.begin(); err != nil {
+		return nil, err
+	}
+	lat, errs, err := publishFor(pub, c, payload, c.duration)
+	if err != nil {
+		return nil, err
+	}
+	cpuSecs, err := cpu.end(c.clkTck)
 	if err != nil {
 		return nil, err
 	}
@@ -169,9 +283,14 @@ func run(c config) (*result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream info: %w", err)
 	}
+	if info.Cluster != nil && info.Cluster.Leader != leader {
+		fmt.Fprintf(os.Stderr, "natsbench: the stream leader changed during the run: %s, then %s\n", leader, info.Cluster.Leader)
+		leader = info.Cluster.Leader
+	}
 	secs := c.duration.Seconds()
 	n := int64(len(lat))
 	slices.Sort(lat)
+	cpuRows, cpuAll := cpuPerMessage(cpuSecs, leader, info, n)
 	return &result{
 		Label:       c.label,
 		Server:      nc.ConnectedServerVersion(),
@@ -188,7 +307,49 @@ func run(c config) (*result, error) {
 		P99Ms:       ms(percentile(lat, 0.99)),
 		MaxMs:       ms(percentile(lat, 1)),
 		StreamMsgs:  info.State.Msgs,
+		Replicas:    info.Config.Replicas,
+		Leader:      leader,
+		ConnectedTo: nc.ConnectedServerName(),
+		CPU:         cpuRows,
+		CPUUsPerMsg: cpuAll,
 	}, nil
+}
+
+// cpuPerMessage turns each server's CPU seconds into microseconds per acknowledged message,
+// the leader first, then the followers by name.
+func cpuPerMessage(cpuSecs map[string]float64, leader string, info *jetstream.StreamInfo, msgs int64) ([]serverCPU, float64) {
+	if len(cpuSecs) == 0 || msgs == 0 {
+		return nil, 0
+	}
+	followers := map[string]bool{}
+	if info.Cluster != nil {
+		for _, p := range info.Cluster.Replicas {
+			followers[p.Name] = true
+		}
+	}
+	var rows []serverCPU
+	total := 0.0
+	for name, s := range cpuSecs {
+		role := ""
+		switch {
+		case name == leader:
+			role = "leader"
+		case followers[name]:
+			role = "follower"
+		}
+		rows = append(rows, serverCPU{Name: name, Role: role, Seconds: s, UsPerMsg: s * 1e6 / float64(msgs)})
+		total += s
+	}
+	slices.SortFunc(rows, func(a, b serverCPU) int {
+		if (a.Role == "leader") != (b.Role == "leader") {
+			if a.Role == "leader" {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return rows, total * 1e6 / float64(msgs)
 }
 
 // publishFor runs c.inflight publishers for d; each publishes one message and

@@ -35,6 +35,8 @@ type serveFlags struct {
 	logLevel     string
 	protocolAddr string
 	pprofAddr    string
+	bootstrap    bool
+	join         bool
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -89,6 +91,8 @@ its cluster member stops on an error, so that a supervisor restarts it.`,
 	fl.StringVar(&f.readyFile, "ready-file", "", "after listening, write the bound addresses into this file: http://host:port, then protocol host:port")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback address; empty: off")
+	fl.BoolVar(&f.bootstrap, "bootstrap-cluster", false, "cluster mode: this is the first start of a new cluster (a data directory without raft state is otherwise refused: it may have been wiped)")
+	fl.BoolVar(&f.join, "join-cluster", false, "cluster mode: start an empty node that the cluster added with POST /v1/cluster/members; it learns the members from the leader")
 	return cmd
 }
 
@@ -109,6 +113,7 @@ func loadServeConfig(cmd *cobra.Command, f serveFlags) (config.Config, *xa.Opera
 	if cmd.Flags().Changed("protocol-addr") {
 		cfg.Protocol.Addr = f.protocolAddr
 	}
+	cfg.Cluster.Bootstrap, cfg.Cluster.Join = f.bootstrap, f.join
 	ops, opsErr := compileOperations(cfg)
 	if err := errors.Join(cfg.Validate(), opsErr); err != nil {
 		return cfg, nil, &usageError{fmt.Errorf("refusing to start, the configuration is not valid:\n  %s",

@@ -29,9 +29,13 @@ func (s *server) openCluster(ctx context.Context) error {
 		s.logger.Warn("http.addr differs from this node's http_addr in cluster.peers: the other nodes forward and redirect to the latter",
 			"http_addr", s.cfg.HTTP.Addr, "peer_http_addr", self.HTTPAddr)
 	}
+	rc := replicaConfig(cl)
+	if rc.HTTPAddr == "" {
+		rc.HTTPAddr = s.cfg.HTTP.Addr // a joining node that is not among the peers
+	}
 	// The member runs until its closer stops it (after the HTTP server drained), not until
 	// the signal that cancels ctx: in-flight writes still need raft to finish.
-	m, err := replicaStart(context.WithoutCancel(ctx), replicaConfig(cl), s.b, s.logger)
+	m, err := replicaStart(context.WithoutCancel(ctx), rc, s.b, s.logger)
 	if err != nil {
 		return fmt.Errorf("join the cluster as node %d (raft on %s): %w", cl.NodeID, cl.ListenRaftAddr(), err)
 	}
@@ -48,13 +52,19 @@ func replicaConfig(c config.Cluster) replica.Config {
 	for _, p := range c.Peers {
 		peers = append(peers, replica.Peer{ID: p.ID, RaftAddr: p.RaftAddr, HTTPAddr: p.HTTPAddr})
 	}
-	return replica.Config{
+	rc := replica.Config{
 		NodeID:       c.NodeID,
 		RaftAddr:     c.ListenRaftAddr(),
 		Peers:        peers,
 		TickInterval: c.TickInterval,
 		ElectionTick: c.ElectionTicks,
+		Bootstrap:    c.Bootstrap,
+		Join:         c.Join,
 	}
+	if self, ok := c.Self(); ok {
+		rc.HTTPAddr = self.HTTPAddr
+	}
+	return rc
 }
 
 // gatewayCluster is the member the gateway forwards for, or nil on a single node (never a

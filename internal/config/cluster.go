@@ -33,6 +33,13 @@ type Cluster struct {
 	TickInterval time.Duration `yaml:"tick_interval"`
 	// ElectionTicks is how many ticks without a leader start an election. Default 10.
 	ElectionTicks int `yaml:"election_ticks"`
+
+	// Bootstrap and Join are serve's --bootstrap-cluster and --join-cluster, never read from a
+	// file: a data directory without raft state starts only with one of them (docs/cluster.md).
+	// Bootstrap starts a new cluster of Peers; Join starts a node that the cluster added with
+	// POST /v1/cluster/members, which then need not be among Peers (the members it contacts).
+	Bootstrap bool `yaml:"-"`
+	Join      bool `yaml:"-"`
 }
 
 // ClusterPeer is one member of Cluster.Peers.
@@ -117,7 +124,7 @@ func (c Config) validateCluster() []error {
 	switch n := len(cl.Peers); {
 	case n == 0:
 		add("cluster.peers is empty: list every voting member ({id, raft_addr, http_addr}), this node included")
-	case n%2 == 0:
+	case n%2 == 0 && !cl.Join:
 		add("cluster.peers has %d members: a raft group needs an odd number of voters (three is usual); with an even number one more failure than with one fewer stops writes", n)
 	case n > 7:
 		add("cluster.peers has %d members: at most 7 voters are supported", n)
@@ -148,7 +155,13 @@ func (c Config) validateCluster() []error {
 			a.seen[a.addr] = i
 		}
 	}
-	if cl.NodeID != 0 && len(cl.Peers) > 0 {
+	if cl.Bootstrap && cl.Join {
+		add("--bootstrap-cluster and --join-cluster exclude each other: bootstrap starts a new cluster, join enters an existing one")
+	}
+	if cl.Join && cl.ListenRaftAddr() == "" {
+		add("cluster.raft_addr is required with --join-cluster: the address this node's raft transport listens on")
+	}
+	if cl.NodeID != 0 && len(cl.Peers) > 0 && !cl.Join {
 		if _, ok := ids[cl.NodeID]; !ok {
 			add("cluster.node_id %d is not among the ids of cluster.peers: list this node in cluster.peers", cl.NodeID)
 		}
