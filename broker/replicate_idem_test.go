@@ -159,3 +159,87 @@ func TestReplicatedDuplicateWaitsForCommit(t *testing.T) {
 		t.Fatal("the retry did not return after the first attempt failed")
 	}
 }
+
+// A checkpoint taken while an entry is being applied must not record the entry's records in
+// the partition indexes under a raft index that does not include it: after a restart raft
+// applies the entries after the checkpoint's raft index again, and one already indexed stops
+// the node ("index does not match the log"). ApplyEntry indexes the records under stateMu,
+// releases it, and takes it again to advance the applied index; a checkpoint that was waiting
+// for stateMu runs in between when the first part took long, as it does for the first message
+// of a partition (its index segment is created). Found by the three-process cluster test
+// (TestClusterKillFollower: a follower killed and restarted stopped on apply of entry 7, the
+// first message of its partition).
+func TestReplicatedCheckpointMatchesAppliedIndex(t *testing.T) {
+	dir := t.TempDir()
+	opts := manualOptions(t, dir)
+	opts.Replicated = true
+	b, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p := &heldProposer{b: b, term: 1, auto: true}
+	b.SetProposer(p)
+	const topics, parts = 4, 64
+	for i := 0; i < topics; i++ {
+		if _, err := b.CreateTopic(fmt.Sprintf("t%d", i), TopicConfig{Partitions: parts}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The raft index of the entry holding each partition's first message.
+	var mu sync.Mutex
+	entryOf := map[[2]int64]uint64{}
+	done := make(chan struct{})
+	defer func() { b.Close(); <-done }()
+	go func() {
+		defer close(done)
+		for i := 0; i < topics; i++ {
+			for part := 0; part < parts; part++ {
+				before := b.RaftLog().LastIndex()
+				if _, err := b.Produce(context.Background(), fmt.Sprintf("t%d", i), []Message{{Value: []byte(`1`), ValueJSON: true, Partition: part}}, ""); err != nil {
+					if !errors.Is(err, ErrClosed) {
+						t.Errorf("produce: %v", err)
+					}
+					return
+				}
+				id := b.topicsByName()[fmt.Sprintf("t%d", i)].id
+				mu.Lock()
+				entryOf[[2]int64{int64(id), int64(part)}] = before + 1
+				mu.Unlock()
+			}
+		}
+	}()
+	checks := 0
+	for {
+		select {
+		case <-done:
+			if checks == 0 {
+				t.Fatal("no checkpoint was checked")
+			}
+			t.Logf("%d checkpoints checked", checks)
+			return
+		default:
+		}
+		if err := b.checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+		cp, err := loadCheckpoint(dir)
+		if err != nil || cp == nil {
+			t.Fatalf("load checkpoint: %v", err)
+		}
+		checks++
+		mu.Lock()
+		for _, part := range cp.Partitions {
+			if part.End == 0 {
+				continue
+			}
+			idx, ok := entryOf[[2]int64{int64(part.Topic), int64(part.Partition)}]
+			if ok && idx > cp.RaftIndex {
+				mu.Unlock()
+				t.Fatalf("checkpoint %d covers raft entries up to %d, but partition %d/%d's end %d includes entry %d: a restart applies it again and stops",
+					checks, cp.RaftIndex, part.Topic, part.Partition, part.End, idx)
+			}
+		}
+		mu.Unlock()
+	}
+}
