@@ -180,7 +180,7 @@ func TestReplicatedCheckpointMatchesAppliedIndex(t *testing.T) {
 	defer b.Close()
 	p := &heldProposer{b: b, term: 1, auto: true}
 	b.SetProposer(p)
-	const topics, parts = 4, 64
+	const topics, parts = 2, 64
 	for i := 0; i < topics; i++ {
 		if _, err := b.CreateTopic(fmt.Sprintf("t%d", i), TopicConfig{Partitions: parts}); err != nil {
 			t.Fatal(err)
