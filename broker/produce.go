@@ -51,6 +51,11 @@ type produceReq struct {
 	offsets  []Position
 	err      error
 	done     chan struct{}
+
+	// settled is closed by Produce when a keyed request has its final outcome (in cluster mode
+	// done only means proposed; the outcome comes at apply), with err set to it. A retry with
+	// the same key waits for it (idemBegin).
+	settled chan struct{}
 }
 
 // Produce appends msgs to topic as one unit: all are appended or none, also across a crash.
@@ -89,6 +94,7 @@ func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, 
 		return b.submit(req)
 	}
 	req.hasKey = true
+	req.settled = make(chan struct{})
 	req.key = idemKey(t.name, idempotencyKey)
 	req.fp = fingerprint(msgs)
 	for {
@@ -101,6 +107,8 @@ func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, 
 		}
 	}
 	res, err := b.submit(req)
+	req.err = err
+	close(req.settled)
 	b.idemMu.Lock()
 	delete(b.inflight, req.key)
 	b.idemMu.Unlock()
@@ -126,7 +134,7 @@ func (b *Broker) idemBegin(req *produceReq) (res ProduceResult, done bool, err e
 	}
 	if other, ok := b.inflight[req.key]; ok {
 		b.idemMu.Unlock()
-		<-other.done
+		<-other.settled // not done: in cluster mode that is only the proposal
 		if other.err != nil {
 			return res, false, other.err
 		}

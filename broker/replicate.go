@@ -272,6 +272,7 @@ func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 		return fmt.Errorf("apply raft entry %d term %d: not in this node's log (it ends at %d)", index, term, b.rlog.LastIndex())
 	}
 	var touched []*partition
+	marked := false // the applied index moved in the same critical section as the indexes
 	if len(data) > 0 {
 		bv, err := decodeBatch(data, nil)
 		if err != nil {
@@ -315,6 +316,11 @@ func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 						touched = append(touched, p)
 					}
 				}
+				// In the same critical section: a checkpoint between the two would record
+				// these records under a raft index without this entry, and a restart would
+				// apply it again.
+				b.markAppliedLocked(index, term, loc)
+				marked = true
 			}
 			b.stateMu.Unlock()
 			if err != nil {
@@ -324,11 +330,11 @@ func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 			return fmt.Errorf("apply raft entry %d: batch type %d is not replicated", index, bv.Header.Type)
 		}
 	}
-	b.stateMu.Lock()
-	b.raftApplied, b.raftAppliedTerm = index, term
-	b.appliedPos = loc.pos + int64(loc.size)
-	b.syncedPos, b.syncedDedupe, b.syncedRaft = b.appliedPos, b.dedupe.Mark(), index // applied entries are on this node's disk
-	b.stateMu.Unlock()
+	if !marked {
+		b.stateMu.Lock()
+		b.markAppliedLocked(index, term, loc)
+		b.stateMu.Unlock()
+	}
 	for _, p := range touched {
 		p.publish(p.written)
 	}
@@ -339,6 +345,14 @@ func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 		}
 	}
 	return nil
+}
+
+// markAppliedLocked records entry index (of term, at loc) as applied and, since applied entries
+// are on this node's disk, as covered by the next checkpoint. The caller holds stateMu.
+func (b *Broker) markAppliedLocked(index, term uint64, loc raftLoc) {
+	b.raftApplied, b.raftAppliedTerm = index, term
+	b.appliedPos = loc.pos + int64(loc.size)
+	b.syncedPos, b.syncedDedupe, b.syncedRaft = b.appliedPos, b.dedupe.Mark(), index
 }
 
 // createTopicReplicated proposes a topic and waits until it is applied.

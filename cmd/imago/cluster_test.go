@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +18,9 @@ import (
 	"testing"
 
 	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/config"
+	"github.com/imagomq/imago/replica"
 )
 
 // clusterView serves a canned GET /v1/cluster. It is a test server standing in for a cluster
@@ -145,5 +150,30 @@ cluster:
 				t.Errorf("the refused start created the data directory (%v)", err)
 			}
 		})
+	}
+}
+
+// The cluster member outlives the signal that stops serve: SIGTERM cancels serve's context,
+// and in-flight requests still need raft to finish; the member stops when serve's closers run
+// (after the HTTP server drained), before the broker closes.
+func TestClusterMemberOutlivesTheSignal(t *testing.T) {
+	orig := replicaStart
+	t.Cleanup(func() { replicaStart = orig })
+	var got context.Context
+	replicaStart = func(ctx context.Context, _ replica.Config, _ *broker.Broker, _ *slog.Logger) (*replica.Member, error) {
+		got = ctx
+		return nil, errors.New("not starting in this test")
+	}
+	cfg := config.Default()
+	cfg.Cluster.NodeID = 1
+	cfg.Cluster.Peers = []config.ClusterPeer{{ID: 1, RaftAddr: "127.0.0.1:7081", HTTPAddr: "127.0.0.1:8081"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{cfg: cfg, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := s.openCluster(ctx); err == nil || !strings.Contains(err.Error(), "join the cluster as node 1") {
+		t.Fatalf("openCluster: %v", err)
+	}
+	cancel() // the signal
+	if got == nil || got.Err() != nil {
+		t.Fatalf("the member's context ends with serve's (%v): SIGTERM would stop raft before in-flight requests finish", got)
 	}
 }

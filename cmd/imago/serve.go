@@ -58,12 +58,18 @@ Logs go to stderr. Once the port is open the server logs msg=listening with the 
 address; --ready-file writes that address (http://host:port) into a file as well, which is
 how scripts wait for start-up with --http-addr 127.0.0.1:0. SIGINT or SIGTERM stops
 accepting connections, lets in-flight requests finish (http.shutdown_timeout), syncs and
-closes the log; a second signal closes the connections at once.`,
+closes the log; a second signal closes the connections at once.
+
+With a cluster block in the configuration (docs/cluster.md) the server is one member of a
+raft cluster: it refuses fsync other than always and the file offset store, joins the cluster
+at start-up, forwards to the leader what only the leader answers, and exits with status 1 when
+its cluster member stops on an error, so that a supervisor restarts it.`,
 		Example: `  imago serve
   imago serve --config imago.yaml
   imago serve --data-dir /var/lib/imago --http-addr 127.0.0.1:9090
   IMAGO_LOG_FSYNC=interval:10ms imago serve
-  imago serve --http-addr 127.0.0.1:0 --ready-file /tmp/imago.addr`,
+  imago serve --http-addr 127.0.0.1:0 --ready-file /tmp/imago.addr
+  imago serve --config examples/cluster/node1.yaml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, ops, err := loadServeConfig(cmd, f)

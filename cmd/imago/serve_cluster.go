@@ -16,17 +16,26 @@ import (
 // (an error: see replica.Member.Done) ends the process with a non-zero exit so that a
 // supervisor restarts it.
 
+// replicaStart is replica.Start (a seam for tests).
+var replicaStart = replica.Start
+
 // openCluster starts the cluster member when the configuration has a cluster block.
 func (s *server) openCluster(ctx context.Context) error {
 	cl := s.cfg.Cluster
 	if !cl.Enabled() {
 		return nil
 	}
+	if self, ok := cl.Self(); ok && self.HTTPAddr != s.cfg.HTTP.Addr {
+		s.logger.Warn("http.addr differs from this node's http_addr in cluster.peers: the other nodes forward and redirect to the latter",
+			"http_addr", s.cfg.HTTP.Addr, "peer_http_addr", self.HTTPAddr)
+	}
 	rc := replicaConfig(cl)
 	if rc.HTTPAddr == "" {
 		rc.HTTPAddr = s.cfg.HTTP.Addr // a joining node that is not among the peers
 	}
-	m, err := replica.Start(ctx, rc, s.b, s.logger)
+	// The member runs until its closer stops it (after the HTTP server drained), not until
+	// the signal that cancels ctx: in-flight writes still need raft to finish.
+	m, err := replicaStart(context.WithoutCancel(ctx), rc, s.b, s.logger)
 	if err != nil {
 		return fmt.Errorf("join the cluster as node %d (raft on %s): %w", cl.NodeID, cl.ListenRaftAddr(), err)
 	}
