@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -257,7 +258,8 @@ func TestClusterRedirect(t *testing.T) {
 // No leader known, or a leader that does not serve yet: 503 no_leader with Retry-After, and
 // /readyz says so.
 func TestClusterNoLeader(t *testing.T) {
-	m := startMember(t, 2, Options{})
+	var logs syncBuffer
+	m := startMember(t, 2, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	m.fc.set(nil, false)
 	r := m.do(http.MethodPost, "/v1/topics/serve.t/messages", `{"messages":[{"value":1}]}`)
 	expectError(t, r, http.StatusServiceUnavailable, api.CodeNoLeader, "")
@@ -279,6 +281,10 @@ func TestClusterNoLeader(t *testing.T) {
 
 	m.fc.set(&self, true)
 	m.must(http.StatusOK, http.MethodGet, "/v1/topics", "")
+	// An election is routine: its answers are not logged as errors, one line per request.
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("no_leader answers logged as errors:\n%s", logs.String())
+	}
 
 	// A member that stopped on an error is not ready.
 	m.fc.mu.Lock()
