@@ -31,7 +31,9 @@ import (
 //     never forwarded twice), and when the leader could not be dialled: nothing was sent;
 //   - 503 outcome_unknown with Retry-After when a forwarded write got no answer: the leader
 //     may have applied it; a retry with the same Idempotency-Key (or global transaction id)
-//     returns the first outcome.
+//     returns the first outcome. A forward also ends so when this node learns of another
+//     leader before the one it forwarded to answered (that one was paused or cut off:
+//     cluster_watch.go), rather than waiting for the client to give up.
 
 // Cluster is the cluster member the door reports on and forwards for (*replica.Member).
 type Cluster interface {
@@ -87,9 +89,31 @@ func forwardTransport() *http.Transport {
 	}
 }
 
-// leaderCtxKey carries the leader a request is forwarded to, from the gate to the proxy's
-// Rewrite and ModifyResponse.
+// leaderCtxKey carries a forward (*forwarding), from the gate to the proxy's Rewrite,
+// ModifyResponse and ErrorHandler.
 type leaderCtxKey struct{}
+
+// forwarding is one request on its way to the leader.
+type forwarding struct {
+	leader replica.Peer
+	// answered is closed when the leader's answer arrived: from then on a change of leader no
+	// longer ends the forward.
+	answered     chan struct{}
+	answeredOnce sync.Once
+}
+
+func (fw *forwarding) markAnswered() { fw.answeredOnce.Do(func() { close(fw.answered) }) }
+
+// errLeaderChanged ends a forward whose leader was replaced before it answered.
+var errLeaderChanged = errors.New("the leader changed while the request was forwarded")
+
+func forwardOf(ctx context.Context) *forwarding {
+	fw, _ := ctx.Value(leaderCtxKey{}).(*forwarding)
+	if fw == nil {
+		return &forwarding{}
+	}
+	return fw
+}
 
 // forwarder proxies requests to the leader.
 type forwarder struct {
@@ -130,7 +154,7 @@ func (proxyBuffers) Put(b []byte) {
 // rewrite points the outgoing request at the leader. Headers (Authorization,
 // Idempotency-Key, ...) pass through; hop-by-hop ones are dropped by the proxy.
 func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
-	leader := pr.In.Context().Value(leaderCtxKey{}).(replica.Peer)
+	leader := forwardOf(pr.In.Context()).leader
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = leader.HTTPAddr
 	pr.Out.Host = ""
@@ -138,19 +162,36 @@ func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Set(api.HeaderForwardedBy, f.selfID)
 }
 
-// modifyResponse keeps the leader's Imago-Leader, or adds it.
+// modifyResponse marks the forward answered and keeps the leader's Imago-Leader, or adds it.
 func (f *forwarder) modifyResponse(resp *http.Response) error {
+	fw := forwardOf(resp.Request.Context())
+	fw.markAnswered()
 	if resp.Header.Get(api.HeaderLeader) == "" {
-		if leader, ok := resp.Request.Context().Value(leaderCtxKey{}).(replica.Peer); ok {
-			resp.Header.Set(api.HeaderLeader, strconv.FormatUint(leader.ID, 10))
-		}
+		resp.Header.Set(api.HeaderLeader, strconv.FormatUint(fw.leader.ID, 10))
 	}
 	return nil
 }
 
 // failed answers a forward that got no answer from the leader.
 func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
-	leader, _ := r.Context().Value(leaderCtxKey{}).(replica.Peer)
+	leader := forwardOf(r.Context()).leader
+	if errors.Is(context.Cause(r.Context()), errLeaderChanged) {
+		if now, ok := f.s.cluster.Leader(); ok {
+			w.Header().Set(api.HeaderLeader, strconv.FormatUint(now.ID, 10))
+		} else {
+			w.Header().Del(api.HeaderLeader)
+		}
+		f.s.log.Warn("the leader changed while a request was forwarded to it", "leader", leader.ID,
+			"method", r.Method, "path", r.URL.Path)
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			f.s.writeError(w, r, noLeaderError("the leader (node %d) was replaced before it answered; retry after Retry-After", leader.ID))
+			return
+		}
+		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
+			"the request was forwarded to the leader (node %d), which was replaced before it answered: it may or may not have been applied; "+
+				"retry with the same Idempotency-Key (or global transaction id), which returns the first outcome", leader.ID))
+		return
+	}
 	w.Header().Set(api.HeaderLeader, strconv.FormatUint(leader.ID, 10))
 	if r.Context().Err() != nil { // the client went away: nobody reads this answer
 		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeCanceled,
@@ -174,10 +215,27 @@ func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// forward proxies r to leader.
+// forward proxies r to leader. A change of leader before the leader's answer arrived ends
+// the forward (failed answers it).
 func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, leader replica.Peer) {
 	w.Header().Del(api.HeaderLeader) // the leader's answer carries its own
-	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), leaderCtxKey{}, leader)))
+	fw := &forwarding{leader: leader, answered: make(chan struct{})}
+	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), leaderCtxKey{}, fw))
+	defer cancel(nil)
+	changed := f.s.watch.changedFrom(leader.ID)
+	go func() {
+		select {
+		case <-changed:
+			select {
+			case <-fw.answered:
+			default:
+				cancel(errLeaderChanged)
+			}
+		case <-fw.answered:
+		case <-ctx.Done():
+		}
+	}()
+	f.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // close drops the idle connections to the leader.

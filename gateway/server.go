@@ -75,8 +75,9 @@ type Options struct {
 	// Forward is what a member that does not serve does with such a request: ForwardProxy
 	// (the default: send it to the leader and return its answer) or ForwardRedirect (307).
 	Forward string
-	// LeaderWatchInterval is how often the server looks at the leader to count leader
-	// changes for imago_raft_leader_changes_total. Default 100ms.
+	// LeaderWatchInterval is how often the server looks at the leader, to count leader
+	// changes (imago_raft_leader_changes_total) and to end forwards to a leader that was
+	// replaced (cluster_watch.go). Default 100ms.
 	LeaderWatchInterval time.Duration
 }
 
@@ -148,8 +149,8 @@ type Server struct {
 	// single node.
 	cluster Cluster
 	fwd     *forwarder
-	// watchDone is closed when the leader watch (cluster_metrics.go) has stopped; nil when
-	// none runs.
+	// watch follows the leader (cluster_watch.go); watchDone is closed when it has stopped.
+	watch     *leaderWatch
 	watchDone chan struct{}
 }
 
@@ -250,19 +251,19 @@ func (s *Server) startCluster() error {
 	s.cluster = c
 	s.fwd = newForwarder(s, c.Self())
 	s.groupsEpoch.sync(s)
-	if s.metrics != nil {
-		interval := s.opts.LeaderWatchInterval
-		if interval <= 0 {
-			interval = 100 * time.Millisecond
-		}
-		w := &leaderWatch{c: c, interval: interval}
-		s.metrics.raft.w.Store(w)
-		s.watchDone = make(chan struct{})
-		go func() {
-			defer close(s.watchDone)
-			w.run(s.closing)
-		}()
+	interval := s.opts.LeaderWatchInterval
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
 	}
+	s.watch = newLeaderWatch(c, interval)
+	if s.metrics != nil {
+		s.metrics.raft.w.Store(s.watch)
+	}
+	s.watchDone = make(chan struct{})
+	go func() {
+		defer close(s.watchDone)
+		s.watch.run(s.closing)
+	}()
 	return nil
 }
 
