@@ -95,6 +95,9 @@ type Status struct {
 	// Voters and Learners are the membership as this node has applied it.
 	Voters   []uint64
 	Learners []uint64
+	// Active is, on the leader, whether each member was heard from within the last election
+	// timeout (raft's RecentActive, which CheckQuorum keeps fresh); nil on other nodes.
+	Active map[uint64]bool
 	// Err is why the node stopped, if it stopped on an error.
 	Err error
 }
@@ -678,8 +681,10 @@ func (n *Node) publish(err error) {
 	s.Voters, s.Learners = slices.Clone(cs.GetVoters()), slices.Clone(cs.GetLearners())
 	if st.RaftState == raft.StateLeader {
 		s.Match = make(map[uint64]uint64)
+		s.Active = make(map[uint64]bool)
 		n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 			s.Match[id] = pr.Match
+			s.Active[id] = pr.RecentActive
 		})
 	}
 	n.mu.Lock()

@@ -144,6 +144,8 @@ func (m *Member) Status() Status {
 		if p.ID == m.cfg.NodeID {
 			n.Reachable = true
 			n.Role = ns.Role
+		} else if active, ok := ns.Active[p.ID]; ok {
+			n.Reachable = active // the leader heard from it within the election timeout
 		} else {
 			n.Reachable = m.tr.Connected(p.ID)
 		}
