@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -129,6 +130,7 @@ type Node struct {
 	propc     chan *proposal
 	groupc    chan *group
 	transferc chan transfer
+	readc     chan chan error
 	recvc     chan *pb.Message
 	unreach   chan uint64
 
@@ -140,6 +142,13 @@ type Node struct {
 	hsVote    uint64
 	pending   map[uint64]*proposal
 	servingAt uint64 // term of the last applied entry
+
+	// Linearizable reads (ReadBarrier): one raft ReadIndex round per batch of waiting readers,
+	// keyed by its request context; once raft confirms the index, the readers wait in
+	// readWait until it is applied.
+	readSeq  uint64
+	reads    map[string][]chan error
+	readWait []indexWaiter
 
 	mu     sync.Mutex
 	status Status
@@ -217,6 +226,8 @@ func NewNode(cfg Config) (*Node, error) {
 		propc:     make(chan *proposal, 256),
 		groupc:    make(chan *group, 16),
 		transferc: make(chan transfer, 1),
+		readc:     make(chan chan error, 1024),
+		reads:     make(map[string][]chan error),
 		recvc:     make(chan *pb.Message, 1024),
 		unreach:   make(chan uint64, 64),
 		applied:   cfg.Applied,
@@ -397,6 +408,9 @@ func (n *Node) run(ctx context.Context) {
 		case g := <-n.groupc:
 			n.drainRecv()
 			err = n.proposeGroup(g)
+		case r := <-n.readc:
+			n.drainRecv()
+			n.startReads(r)
 		case t := <-n.transferc:
 			st := n.rn.BasicStatus()
 			if st.RaftState != raft.StateLeader {
@@ -540,6 +554,7 @@ func (n *Node) handleReady() error {
 			return err
 		}
 	}
+	n.finishReads(rd.ReadStates)
 	n.rn.Advance(rd)
 	n.lastIndex = n.cfg.Storage.log.LastIndex()
 	// Proposals of an earlier term or of a leader that stepped down: fate unknown.
@@ -646,6 +661,94 @@ func (n *Node) TransferLeadership(ctx context.Context, id uint64) error {
 type transfer struct {
 	to  uint64
 	res chan error
+}
+
+type indexWaiter struct {
+	index uint64
+	done  chan error
+}
+
+// ReadBarrier returns once this node, as the leader, has applied everything that was committed
+// when it was called, as confirmed by a quorum (raft's ReadIndex with ReadOnlySafe): a read
+// served after it reflects every write acknowledged before the call, also if another node
+// was elected meanwhile without this one noticing (a deposed leader never confirms).
+// ErrNotLeader on a node that is not the leader, or that loses leadership while waiting.
+// Readers that arrive together share one quorum round.
+func (n *Node) ReadBarrier(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case n.readc <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+}
+
+// startReads issues one ReadIndex round for the readers in first and whatever else waits.
+func (n *Node) startReads(first chan error) {
+	batch := []chan error{first}
+	for range cap(n.readc) {
+		select {
+		case r := <-n.readc:
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		break
+	}
+	if n.rn.BasicStatus().RaftState != raft.StateLeader {
+		for _, r := range batch {
+			r <- ErrNotLeader
+		}
+		return
+	}
+	n.readSeq++
+	key := strconv.FormatUint(n.readSeq, 10)
+	n.reads[key] = batch
+	n.rn.ReadIndex([]byte(key))
+}
+
+// finishReads handles a Ready's read states, releases the readers whose index is applied, and
+// fails every reader when this node is not the leader any more.
+func (n *Node) finishReads(states []raft.ReadState) {
+	for _, rs := range states {
+		batch := n.reads[string(rs.RequestCtx)]
+		delete(n.reads, string(rs.RequestCtx))
+		for _, r := range batch {
+			n.readWait = append(n.readWait, indexWaiter{index: rs.Index, done: r})
+		}
+	}
+	keep := n.readWait[:0]
+	for _, w := range n.readWait {
+		if w.index <= n.applied {
+			w.done <- nil
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	clear(n.readWait[len(keep):])
+	n.readWait = keep
+	if n.rn.BasicStatus().RaftState != raft.StateLeader && (len(n.reads) > 0 || len(n.readWait) > 0) {
+		for k, batch := range n.reads {
+			for _, r := range batch {
+				r <- ErrNotLeader
+			}
+			delete(n.reads, k)
+		}
+		for _, w := range n.readWait {
+			w.done <- ErrNotLeader
+		}
+		n.readWait = n.readWait[:0]
+	}
 }
 
 func (n *Node) failPending(err error) {

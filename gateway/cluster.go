@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/replica"
 )
 
@@ -53,9 +54,10 @@ const (
 type clusterRoute int
 
 const (
-	routeLeader clusterRoute = iota // forwarded to the leader
-	routeLocal                      // answered by the node itself (health, metrics, /v1/cluster, 404s)
-	routeFetch                      // forwarded, unless ?allow_follower=true
+	routeLeader   clusterRoute = iota // forwarded to the leader
+	routeLocal                        // answered by the node itself (health, metrics, /v1/cluster, 404s)
+	routeFetch                        // forwarded, unless ?allow_follower=true
+	routeReadSafe                     // forwarded; the leader confirms its leadership first (ReadBarrier)
 )
 
 const fetchPattern = "/v1/topics/{topic}/partitions/{partition}/messages"
@@ -67,6 +69,8 @@ func clusterRouteKind(pattern string) clusterRoute {
 		return routeLocal
 	case fetchPattern:
 		return routeFetch
+	case "/v1/xa/recover":
+		return routeReadSafe
 	}
 	return routeLeader
 }
@@ -263,6 +267,16 @@ func (s *Server) clusterGate(w http.ResponseWriter, r *http.Request, kind cluste
 		}
 	}
 	if c.Serving() {
+		if kind == routeFetch || kind == routeReadSafe {
+			if rb, ok := c.(ReadBarrier); ok {
+				if err := rb.ReadBarrier(r.Context()); err != nil {
+					if errors.Is(err, broker.ErrNotLeader) {
+						return false, noLeaderError("this node lost leadership while confirming it with a quorum; nothing was done, retry after Retry-After")
+					}
+					return false, err
+				}
+			}
+		}
 		return false, nil
 	}
 	if by := r.Header.Get(api.HeaderForwardedBy); by != "" {
@@ -282,6 +296,15 @@ func (s *Server) clusterGate(w http.ResponseWriter, r *http.Request, kind cluste
 	}
 	s.fwd.forward(w, r, leader)
 	return true, nil
+}
+
+// ReadBarrier is implemented by a cluster member whose leader can confirm its leadership with
+// a quorum before a read (replica.Member): fetches served by the leader, and reads that decide
+// something (xa recover), wait for it, so that a deposed leader that has not noticed yet never
+// answers from stale state. A follower's allow_follower fetch does not: it may be behind, by
+// contract.
+type ReadBarrier interface {
+	ReadBarrier(ctx context.Context) error
 }
 
 func noLeaderError(format string, args ...any) *apiError {

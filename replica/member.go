@@ -278,3 +278,13 @@ func (s logStore) FirstIndex() uint64              { return s.l.FirstIndex() }
 func (s logStore) LastIndex() uint64               { return s.l.LastIndex() }
 func (s logStore) Sync() error                     { return s.l.Sync() }
 func (s logStore) Compacted() (index, term uint64) { return s.l.Compacted() }
+
+// ReadBarrier returns once this node, as the leader, has applied everything committed when it
+// was called, confirmed by a quorum (cluster.Node.ReadBarrier); broker.ErrNotLeader otherwise.
+func (m *Member) ReadBarrier(ctx context.Context) error {
+	err := m.node.ReadBarrier(ctx)
+	if errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrStopped) {
+		return fmt.Errorf("%w: %v", broker.ErrNotLeader, err)
+	}
+	return err
+}
