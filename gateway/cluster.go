@@ -367,5 +367,10 @@ func (s *Server) clusterReady() error {
 	if _, ok := s.cluster.Leader(); !ok {
 		return noLeaderError("no cluster leader is known (an election is under way, or this node cannot reach a quorum)")
 	}
+	st := s.cluster.Status()
+	if bound := s.opts.MaxApplyLag; bound > 0 && st.CommitIndex > st.AppliedIndex+bound {
+		return newError(http.StatusServiceUnavailable, api.CodeNotReady,
+			"this member has applied raft index %d of the %d it knows committed: more than %d behind (it is catching up)", st.AppliedIndex, st.CommitIndex, bound)
+	}
 	return nil
 }

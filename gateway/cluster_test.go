@@ -696,3 +696,22 @@ func TestClusterForwardEndsWhenLeaderChanges(t *testing.T) {
 		}
 	}
 }
+
+// A member far behind the commit index it knows (catching up after a restart) is not ready;
+// it is again once it has applied what it knows committed. The cluster view is a fake.
+func TestClusterReadyzApplyLag(t *testing.T) {
+	m := startMember(t, 2, Options{MaxApplyLag: 100})
+	m.fc.set(&replica.Peer{ID: 1, HTTPAddr: "127.0.0.1:1"}, false)
+	m.fc.mu.Lock()
+	m.fc.status.CommitIndex, m.fc.status.AppliedIndex = 5000, 10
+	m.fc.mu.Unlock()
+	if r := m.do(http.MethodGet, "/readyz", ""); r.status != http.StatusServiceUnavailable || !strings.Contains(string(r.body), "behind") {
+		t.Fatalf("readyz while 4990 entries behind: %d %s", r.status, r.body)
+	}
+	m.fc.mu.Lock()
+	m.fc.status.AppliedIndex = 4950
+	m.fc.mu.Unlock()
+	if r := m.do(http.MethodGet, "/readyz", ""); r.status != http.StatusOK {
+		t.Fatalf("readyz 50 entries behind, bound 100: %d %s", r.status, r.body)
+	}
+}

@@ -75,6 +75,10 @@ type Options struct {
 	// Forward is what a member that does not serve does with such a request: ForwardProxy
 	// (the default: send it to the leader and return its answer) or ForwardRedirect (307).
 	Forward string
+	// MaxApplyLag (cluster mode): /readyz answers 503 not_ready while this member's applied
+	// raft index is more than this many entries behind the commit index it knows (a node
+	// catching up after a restart). 0 means DefaultMaxApplyLag.
+	MaxApplyLag uint64
 	// LeaderWatchInterval is how often the server looks at the leader, to count leader
 	// changes (imago_raft_leader_changes_total) and to end forwards to a leader that was
 	// replaced (cluster_watch.go). Default 100ms.
@@ -154,8 +158,14 @@ type Server struct {
 	watchDone chan struct{}
 }
 
+// DefaultMaxApplyLag is Options.MaxApplyLag's default.
+const DefaultMaxApplyLag = 10000
+
 // New builds the server over b.
 func New(b *broker.Broker, opts Options) (*Server, error) {
+	if opts.MaxApplyLag == 0 {
+		opts.MaxApplyLag = DefaultMaxApplyLag
+	}
 	if b == nil {
 		return nil, errors.New("gateway: the broker is nil")
 	}
