@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -220,8 +221,44 @@ func TestClusterPauseLeader(t *testing.T) {
 	paused := time.Now()
 	nl := c.waitNewLeader(l, 30*time.Second)
 	t.Logf("leader node %d stopped; node %d leads after %v", l+1, nl+1, time.Since(paused).Round(time.Millisecond))
-	loadFor(1500 * time.Millisecond)
+	// Writes acknowledged by the new leader, then reads of the leader queued on the stopped
+	// node's client link: when it wakes, it must not answer them from its stale state.
+	acked := r.acked.Load()
+	deadline := time.Now().Add(20 * time.Second)
+	for r.acked.Load() < acked+20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new leader acknowledged %d writes in 20s", r.acked.Load()-acked)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var queued sync.WaitGroup
+	var stale atomic.Int64
+	for k := 0; k < 8; k++ {
+		queued.Add(1)
+		go func() {
+			defer queued.Done()
+			p := k % r.parts
+			call := r.rec.Fetch(600+k, p, 0, 5)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			res, a := r.fetchOnce(ctx, r.url(l, ""), p, 0, 5, false)
+			if res == nil {
+				call.Unknown()
+				return
+			}
+			call.Fetched(r.identify(p, 0, res), res.EndOffset)
+			if a.leader == fmt.Sprint(l+1) {
+				stale.Add(1)
+			}
+			r.note("queued read on stopped node %d: p%d -> end %d, Imago-Leader %q", l+1, p, res.EndOffset, a.leader)
+		}()
+	}
+	loadFor(1000 * time.Millisecond)
 	c.nodes[l].resume()
+	queued.Wait()
+	if n := stale.Load(); n > 0 {
+		t.Logf("%d of the 8 reads queued on the stopped leader were answered by it as leader after it woke (the porcupine check decides whether from stale state)", n)
+	}
 	loadFor(1500 * time.Millisecond)
 	r.finish(seed)
 }

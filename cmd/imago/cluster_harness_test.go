@@ -435,6 +435,32 @@ func (c *testCluster) waitConverged(timeout time.Duration) int {
 	}
 }
 
+// settle waits until the cluster has converged and the leader's commit index stayed the same
+// over several polls: writes the test stopped waiting for (their clients gave up, the server
+// goes on) are committed and applied everywhere before the final reads.
+func (c *testCluster) settle(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last uint64
+	stable := 0
+	for stable < 5 {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the leader's commit index still moves after %v", timeout)
+		}
+		l := c.waitConverged(time.Until(deadline))
+		s, err := c.status(l)
+		switch {
+		case err != nil:
+			stable = 0
+		case s.CommitIndex == last:
+			stable++
+		default:
+			stable, last = 0, s.CommitIndex
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // isolate blackholes, in both directions, every raft and forward link between node i and the
 // others; heal lifts every fault on every proxy and cuts the connections that lost bytes.
 func (c *testCluster) isolate(i int) {

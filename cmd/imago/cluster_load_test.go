@@ -460,7 +460,7 @@ func (r *ceRun) finish(seed int64) int {
 	t.Helper()
 	r.stopLoad()
 	r.c.heal()
-	r.c.waitConverged(60 * time.Second)
+	r.c.settle(60 * time.Second)
 	if r.acked.Load() == 0 {
 		t.Fatalf("%s: no produce was acknowledged: the load did not run", r.topic)
 	}
