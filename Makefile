@@ -4,9 +4,9 @@ BIN       := bin/imago
 SERVICES  := .services.env
 FUZZTIME  ?= 20000x
 # Packages whose tests run under the race detector (the concurrent ones).
-RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./internal/... ./console/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/... ./cluster/...
+RACE_PKGS := ./broker/... ./gateway/... ./groups/... ./internal/... ./console/... ./offsetdb/... ./migrations/... ./textproto/... ./cmd/... ./client/... ./xa/... ./outbox/... ./cluster/... ./replica/...
 
-.PHONY: run build test services check unit race fuzz java disruptive crash-long linear-long bench clean screenshots
+.PHONY: run build test services check unit race fuzz java disruptive crash-long linear-long cluster-long bench clean screenshots
 
 build:
 	$(GO) build -o $(BIN) ./cmd/imago
@@ -69,6 +69,10 @@ disruptive:
 ## crash-long: the crash tests with their long round counts (SIGKILL: 50 rounds; SIGKILL plus power loss: 25)
 crash-long:
 	$(GO) test -count=1 -timeout 15m ./cmd/imago -run Crash -crash.long -v
+
+## cluster-long: the three-process cluster fault tests with their long counts (50 leader kills)
+cluster-long:
+	$(GO) test -count=1 -timeout 40m ./cmd/imago -run 'TestCluster' -cluster.long -v
 
 ## screenshots: the console's pages at 1280x800, taken by its browser test, into docs/console/
 screenshots: services

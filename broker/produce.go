@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"time"
 
 	"github.com/imagomq/imago/broker/internal/dedupe"
 )
@@ -26,8 +27,9 @@ type produceReq struct {
 	indexed bool
 	applied func(pos int64)
 	// applyc (cluster mode) receives the outcome of the request's raft entry.
-	applyc <-chan error
-	entry  *byte // its entry's data, the key of replState.inflight
+	applyc     <-chan error
+	entry      *byte // its entry's data, the key of replState.inflight
+	proposedAt time.Time
 	// sync makes the group fsync before this request is acknowledged whatever the policy:
 	// transaction records (txlog.go) are promises to a transaction manager.
 	sync bool

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/imagomq/imago/internal/fsutil"
 )
@@ -70,6 +71,8 @@ type RaftLog struct {
 	cacheBytes int
 
 	buf []byte // Append's encoding buffer (Ready loop only)
+	// What was appended since the last Sync, for the Observer (Ready loop only).
+	pending FlushStats
 }
 
 const (
@@ -265,8 +268,11 @@ func (l *RaftLog) Append(ents []RaftEntry) error {
 		locs = append(locs, raftLoc{pos: b.log.end.Load() + int64(at), size: uint32(len(buf) - at), term: e.Term})
 	}
 	if err == nil {
+		t := time.Now()
 		err = l.write(buf)
+		l.pending.Write += time.Since(t)
 	}
+	l.pending.Requests += len(ents)
 	l.buf = buf[:0]
 	if err != nil {
 		b.fail(err, nil)
@@ -311,16 +317,23 @@ func (l *RaftLog) write(buf []byte) error {
 	if err := l.b.log.write(buf); err != nil {
 		return err
 	}
+	l.pending.Bytes += len(buf)
 	l.b.stats.bytesIn.Add(int64(len(buf)))
 	return nil
 }
 
 // Sync makes every appended entry, and every truncation, durable. An error is final.
 func (l *RaftLog) Sync() error {
+	t := time.Now()
 	if err := l.b.log.sync(); err != nil {
 		l.b.fail(err, nil)
 		return err
 	}
+	if l.pending.Requests > 0 && l.b.opts.Observer != nil {
+		l.pending.Sync = time.Since(t)
+		l.b.opts.Observer.Flushed(l.pending)
+	}
+	l.pending = FlushStats{}
 	return nil
 }
 

@@ -185,9 +185,11 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 		finish(err)
 		return
 	}
+	proposed := time.Now()
 	for i, r := range reqs {
 		r.applyc = chans[i]
 		r.entry = &entries[i][0]
+		r.proposedAt = proposed
 		close(r.done)
 	}
 }
@@ -246,6 +248,9 @@ func (b *Broker) waitApplied(req *produceReq) (ProduceResult, error) {
 	if err != nil {
 		// Proposed, then leadership was lost or the node stopped: it may still commit.
 		return ProduceResult{}, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	}
+	if po, ok := b.opts.Observer.(ProposalObserver); ok {
+		po.Proposed(time.Since(req.proposedAt))
 	}
 	if req.applied != nil {
 		b.stateMu.Lock()

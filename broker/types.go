@@ -175,6 +175,12 @@ type Observer interface {
 	Flushed(FlushStats)
 }
 
+// ProposalObserver, when the Observer also implements it, receives in cluster mode the time
+// from proposing each write to its entry being applied on the leader (replicate.go).
+type ProposalObserver interface {
+	Proposed(time.Duration)
+}
+
 // Stats are broker-wide counters.
 type Stats struct {
 	Topics          int

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -95,6 +96,9 @@ type Status struct {
 	// Voters and Learners are the membership as this node has applied it.
 	Voters   []uint64
 	Learners []uint64
+	// Active is, on the leader, whether each member was heard from within the last election
+	// timeout (raft's RecentActive, which CheckQuorum keeps fresh); nil on other nodes.
+	Active map[uint64]bool
 	// Err is why the node stopped, if it stopped on an error.
 	Err error
 }
@@ -126,6 +130,7 @@ type Node struct {
 	propc     chan *proposal
 	groupc    chan *group
 	transferc chan transfer
+	readc     chan chan error
 	recvc     chan *pb.Message
 	unreach   chan uint64
 
@@ -137,6 +142,13 @@ type Node struct {
 	hsVote    uint64
 	pending   map[uint64]*proposal
 	servingAt uint64 // term of the last applied entry
+
+	// Linearizable reads (ReadBarrier): one raft ReadIndex round per batch of waiting readers,
+	// keyed by its request context; once raft confirms the index, the readers wait in
+	// readWait until it is applied.
+	readSeq  uint64
+	reads    map[string][]chan error
+	readWait []indexWaiter
 
 	mu     sync.Mutex
 	status Status
@@ -214,6 +226,8 @@ func NewNode(cfg Config) (*Node, error) {
 		propc:     make(chan *proposal, 256),
 		groupc:    make(chan *group, 16),
 		transferc: make(chan transfer, 1),
+		readc:     make(chan chan error, 1024),
+		reads:     make(map[string][]chan error),
 		recvc:     make(chan *pb.Message, 1024),
 		unreach:   make(chan uint64, 64),
 		applied:   cfg.Applied,
@@ -394,6 +408,9 @@ func (n *Node) run(ctx context.Context) {
 		case g := <-n.groupc:
 			n.drainRecv()
 			err = n.proposeGroup(g)
+		case r := <-n.readc:
+			n.drainRecv()
+			n.startReads(r)
 		case t := <-n.transferc:
 			st := n.rn.BasicStatus()
 			if st.RaftState != raft.StateLeader {
@@ -537,6 +554,7 @@ func (n *Node) handleReady() error {
 			return err
 		}
 	}
+	n.finishReads(rd.ReadStates)
 	n.rn.Advance(rd)
 	n.lastIndex = n.cfg.Storage.log.LastIndex()
 	// Proposals of an earlier term or of a leader that stepped down: fate unknown.
@@ -645,6 +663,94 @@ type transfer struct {
 	res chan error
 }
 
+type indexWaiter struct {
+	index uint64
+	done  chan error
+}
+
+// ReadBarrier returns once this node, as the leader, has applied everything that was committed
+// when it was called, as confirmed by a quorum (raft's ReadIndex with ReadOnlySafe): a read
+// served after it reflects every write acknowledged before the call, also if another node
+// was elected meanwhile without this one noticing (a deposed leader never confirms).
+// ErrNotLeader on a node that is not the leader, or that loses leadership while waiting.
+// Readers that arrive together share one quorum round.
+func (n *Node) ReadBarrier(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case n.readc <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+}
+
+// startReads issues one ReadIndex round for the readers in first and whatever else waits.
+func (n *Node) startReads(first chan error) {
+	batch := []chan error{first}
+	for range cap(n.readc) {
+		select {
+		case r := <-n.readc:
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		break
+	}
+	if n.rn.BasicStatus().RaftState != raft.StateLeader {
+		for _, r := range batch {
+			r <- ErrNotLeader
+		}
+		return
+	}
+	n.readSeq++
+	key := strconv.FormatUint(n.readSeq, 10)
+	n.reads[key] = batch
+	n.rn.ReadIndex([]byte(key))
+}
+
+// finishReads handles a Ready's read states, releases the readers whose index is applied, and
+// fails every reader when this node is not the leader any more.
+func (n *Node) finishReads(states []raft.ReadState) {
+	for _, rs := range states {
+		batch := n.reads[string(rs.RequestCtx)]
+		delete(n.reads, string(rs.RequestCtx))
+		for _, r := range batch {
+			n.readWait = append(n.readWait, indexWaiter{index: rs.Index, done: r})
+		}
+	}
+	keep := n.readWait[:0]
+	for _, w := range n.readWait {
+		if w.index <= n.applied {
+			w.done <- nil
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	clear(n.readWait[len(keep):])
+	n.readWait = keep
+	if n.rn.BasicStatus().RaftState != raft.StateLeader && (len(n.reads) > 0 || len(n.readWait) > 0) {
+		for k, batch := range n.reads {
+			for _, r := range batch {
+				r <- ErrNotLeader
+			}
+			delete(n.reads, k)
+		}
+		for _, w := range n.readWait {
+			w.done <- ErrNotLeader
+		}
+		n.readWait = n.readWait[:0]
+	}
+}
+
 func (n *Node) failPending(err error) {
 	for i, p := range n.pending {
 		p.done <- err
@@ -678,8 +784,10 @@ func (n *Node) publish(err error) {
 	s.Voters, s.Learners = slices.Clone(cs.GetVoters()), slices.Clone(cs.GetLearners())
 	if st.RaftState == raft.StateLeader {
 		s.Match = make(map[uint64]uint64)
+		s.Active = make(map[uint64]bool)
 		n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 			s.Match[id] = pr.Match
+			s.Active[id] = pr.RecentActive
 		})
 	}
 	n.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/replica"
 )
 
@@ -31,7 +32,9 @@ import (
 //     never forwarded twice), and when the leader could not be dialled: nothing was sent;
 //   - 503 outcome_unknown with Retry-After when a forwarded write got no answer: the leader
 //     may have applied it; a retry with the same Idempotency-Key (or global transaction id)
-//     returns the first outcome.
+//     returns the first outcome. A forward also ends so when this node learns of another
+//     leader before the one it forwarded to answered (that one was paused or cut off:
+//     cluster_watch.go), rather than waiting for the client to give up.
 
 // Cluster is the cluster member the door reports on and forwards for (*replica.Member).
 type Cluster interface {
@@ -51,9 +54,10 @@ const (
 type clusterRoute int
 
 const (
-	routeLeader clusterRoute = iota // forwarded to the leader
-	routeLocal                      // answered by the node itself (health, metrics, /v1/cluster, 404s)
-	routeFetch                      // forwarded, unless ?allow_follower=true
+	routeLeader   clusterRoute = iota // forwarded to the leader
+	routeLocal                        // answered by the node itself (health, metrics, /v1/cluster, 404s)
+	routeFetch                        // forwarded, unless ?allow_follower=true
+	routeReadSafe                     // forwarded; the leader confirms its leadership first (ReadBarrier)
 )
 
 const fetchPattern = "/v1/topics/{topic}/partitions/{partition}/messages"
@@ -65,6 +69,8 @@ func clusterRouteKind(pattern string) clusterRoute {
 		return routeLocal
 	case fetchPattern:
 		return routeFetch
+	case "/v1/xa/recover":
+		return routeReadSafe
 	}
 	return routeLeader
 }
@@ -87,9 +93,31 @@ func forwardTransport() *http.Transport {
 	}
 }
 
-// leaderCtxKey carries the leader a request is forwarded to, from the gate to the proxy's
-// Rewrite and ModifyResponse.
+// leaderCtxKey carries a forward (*forwarding), from the gate to the proxy's Rewrite,
+// ModifyResponse and ErrorHandler.
 type leaderCtxKey struct{}
+
+// forwarding is one request on its way to the leader.
+type forwarding struct {
+	leader replica.Peer
+	// answered is closed when the leader's answer arrived: from then on a change of leader no
+	// longer ends the forward.
+	answered     chan struct{}
+	answeredOnce sync.Once
+}
+
+func (fw *forwarding) markAnswered() { fw.answeredOnce.Do(func() { close(fw.answered) }) }
+
+// errLeaderChanged ends a forward whose leader was replaced before it answered.
+var errLeaderChanged = errors.New("the leader changed while the request was forwarded")
+
+func forwardOf(ctx context.Context) *forwarding {
+	fw, _ := ctx.Value(leaderCtxKey{}).(*forwarding)
+	if fw == nil {
+		return &forwarding{}
+	}
+	return fw
+}
 
 // forwarder proxies requests to the leader.
 type forwarder struct {
@@ -130,7 +158,7 @@ func (proxyBuffers) Put(b []byte) {
 // rewrite points the outgoing request at the leader. Headers (Authorization,
 // Idempotency-Key, ...) pass through; hop-by-hop ones are dropped by the proxy.
 func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
-	leader := pr.In.Context().Value(leaderCtxKey{}).(replica.Peer)
+	leader := forwardOf(pr.In.Context()).leader
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = leader.HTTPAddr
 	pr.Out.Host = ""
@@ -138,19 +166,36 @@ func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Set(api.HeaderForwardedBy, f.selfID)
 }
 
-// modifyResponse keeps the leader's Imago-Leader, or adds it.
+// modifyResponse marks the forward answered and keeps the leader's Imago-Leader, or adds it.
 func (f *forwarder) modifyResponse(resp *http.Response) error {
+	fw := forwardOf(resp.Request.Context())
+	fw.markAnswered()
 	if resp.Header.Get(api.HeaderLeader) == "" {
-		if leader, ok := resp.Request.Context().Value(leaderCtxKey{}).(replica.Peer); ok {
-			resp.Header.Set(api.HeaderLeader, strconv.FormatUint(leader.ID, 10))
-		}
+		resp.Header.Set(api.HeaderLeader, strconv.FormatUint(fw.leader.ID, 10))
 	}
 	return nil
 }
 
 // failed answers a forward that got no answer from the leader.
 func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
-	leader, _ := r.Context().Value(leaderCtxKey{}).(replica.Peer)
+	leader := forwardOf(r.Context()).leader
+	if errors.Is(context.Cause(r.Context()), errLeaderChanged) {
+		if now, ok := f.s.cluster.Leader(); ok {
+			w.Header().Set(api.HeaderLeader, strconv.FormatUint(now.ID, 10))
+		} else {
+			w.Header().Del(api.HeaderLeader)
+		}
+		f.s.log.Warn("the leader changed while a request was forwarded to it", "leader", leader.ID,
+			"method", r.Method, "path", r.URL.Path)
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			f.s.writeError(w, r, noLeaderError("the leader (node %d) was replaced before it answered; retry after Retry-After", leader.ID))
+			return
+		}
+		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
+			"the request was forwarded to the leader (node %d), which was replaced before it answered: it may or may not have been applied; "+
+				"retry with the same Idempotency-Key (or global transaction id), which returns the first outcome", leader.ID))
+		return
+	}
 	w.Header().Set(api.HeaderLeader, strconv.FormatUint(leader.ID, 10))
 	if r.Context().Err() != nil { // the client went away: nobody reads this answer
 		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeCanceled,
@@ -174,10 +219,27 @@ func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// forward proxies r to leader.
+// forward proxies r to leader. A change of leader before the leader's answer arrived ends
+// the forward (failed answers it).
 func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, leader replica.Peer) {
 	w.Header().Del(api.HeaderLeader) // the leader's answer carries its own
-	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), leaderCtxKey{}, leader)))
+	fw := &forwarding{leader: leader, answered: make(chan struct{})}
+	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), leaderCtxKey{}, fw))
+	defer cancel(nil)
+	changed := f.s.watch.changedFrom(leader.ID)
+	go func() {
+		select {
+		case <-changed:
+			select {
+			case <-fw.answered:
+			default:
+				cancel(errLeaderChanged)
+			}
+		case <-fw.answered:
+		case <-ctx.Done():
+		}
+	}()
+	f.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // close drops the idle connections to the leader.
@@ -205,6 +267,16 @@ func (s *Server) clusterGate(w http.ResponseWriter, r *http.Request, kind cluste
 		}
 	}
 	if c.Serving() {
+		if kind == routeFetch || kind == routeReadSafe {
+			if rb, ok := c.(ReadBarrier); ok {
+				if err := rb.ReadBarrier(r.Context()); err != nil {
+					if errors.Is(err, broker.ErrNotLeader) {
+						return false, noLeaderError("this node lost leadership while confirming it with a quorum; nothing was done, retry after Retry-After")
+					}
+					return false, err
+				}
+			}
+		}
 		return false, nil
 	}
 	if by := r.Header.Get(api.HeaderForwardedBy); by != "" {
@@ -224,6 +296,15 @@ func (s *Server) clusterGate(w http.ResponseWriter, r *http.Request, kind cluste
 	}
 	s.fwd.forward(w, r, leader)
 	return true, nil
+}
+
+// ReadBarrier is implemented by a cluster member whose leader can confirm its leadership with
+// a quorum before a read (replica.Member): fetches served by the leader, and reads that decide
+// something (xa recover), wait for it, so that a deposed leader that has not noticed yet never
+// answers from stale state. A follower's allow_follower fetch does not: it may be behind, by
+// contract.
+type ReadBarrier interface {
+	ReadBarrier(ctx context.Context) error
 }
 
 func noLeaderError(format string, args ...any) *apiError {
@@ -285,6 +366,11 @@ func (s *Server) clusterReady() error {
 	}
 	if _, ok := s.cluster.Leader(); !ok {
 		return noLeaderError("no cluster leader is known (an election is under way, or this node cannot reach a quorum)")
+	}
+	st := s.cluster.Status()
+	if bound := s.opts.MaxApplyLag; bound > 0 && st.CommitIndex > st.AppliedIndex+bound {
+		return newError(http.StatusServiceUnavailable, api.CodeNotReady,
+			"this member has applied raft index %d of the %d it knows committed: more than %d behind (it is catching up)", st.AppliedIndex, st.CommitIndex, bound)
 	}
 	return nil
 }

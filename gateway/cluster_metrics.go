@@ -1,11 +1,8 @@
 package gateway
 
 import (
-	"context"
 	"strconv"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -75,47 +72,6 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 			if n.ID != st.NodeID {
 				g(c.lag, float64(n.LagEntries), strconv.FormatUint(n.ID, 10))
 			}
-		}
-	}
-}
-
-// leaderWatch counts leader changes: each time the leader id this node knows becomes a
-// non-zero id other than the one seen before (A, none, A counts twice, as etcd's
-// leader_changes_seen does). It looks every interval, and at each scrape.
-type leaderWatch struct {
-	c        Cluster
-	interval time.Duration
-
-	mu      sync.Mutex
-	last    uint64
-	changes atomic.Uint64
-}
-
-// look reads the leader and counts a change. It holds mu while it reads, so that the watch
-// and a scrape never count a stale reading after a newer one.
-func (w *leaderWatch) look() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var id uint64
-	if leader, ok := w.c.Leader(); ok {
-		id = leader.ID
-	}
-	if id != 0 && id != w.last {
-		w.changes.Add(1)
-	}
-	w.last = id
-}
-
-// run looks at the leader every interval until ctx ends.
-func (w *leaderWatch) run(ctx context.Context) {
-	t := time.NewTicker(w.interval)
-	defer t.Stop()
-	for {
-		w.look()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }

@@ -187,7 +187,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		ae = newError(ae.status, ae.code, "%s %s is not available on a cluster member yet (%s); docs/cluster.md lists what is",
 			r.Method, r.URL.Path, err)
 	}
-	if ae.status >= 500 {
+	switch {
+	case ae.code == api.CodeNoLeader: // routine while a cluster elects a leader
+		s.log.Debug("request refused: no leader", "method", r.Method, "path", r.URL.Path, "err", err)
+	case ae.status >= 500:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", ae.status, "err", err)
 	}
 	body := api.ErrorResponse{Error: api.Error{Code: ae.code, Message: ae.message, Field: ae.field}}

@@ -49,6 +49,7 @@ func (s *Server) groupsReady() error {
 	if s.groups == nil {
 		return fmt.Errorf("%w: this server has no offset store (gateway.Options.Offsets is nil)", errGroupsNotEnabled)
 	}
+	s.groupsEpoch.sync(s)
 	return nil
 }
 

@@ -47,6 +47,7 @@ type Metrics struct {
 	flushBytes    prometheus.Histogram
 	flushWrite    prometheus.Histogram
 	fsync         prometheus.Histogram
+	proposal      *prometheus.HistogramVec // no labels: absent until the first proposal (cluster mode)
 
 	brokerStats *brokerCollector
 	txOutcomes  *prometheus.CounterVec
@@ -105,13 +106,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "imago_fsync_duration_seconds", Help: "Time in fsync per group commit (commits that did not sync are not observed).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 15),
 	})
+	m.proposal = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "imago_raft_proposal_duration_seconds", Help: "Cluster mode, on the leader: from proposing a write to its entry being applied (a quorum's fsync and the apply).",
+		Buckets: latency,
+	}, nil)
 	m.brokerStats = newBrokerCollector()
 	m.txOutcomes = newTxOutcomes()
 	m.groupLag = newLagCollector()
 	m.raft = newRaftCollector()
 	reg.MustRegister(m.raft, m.requests, m.duration, m.bytesIn, m.bytesOut, m.inFlight,
-		m.flushMessages, m.flushRequests, m.flushBytes, m.flushWrite, m.fsync, m.brokerStats, m.txOutcomes, m.groupLag)
+		m.flushMessages, m.flushRequests, m.flushBytes, m.flushWrite, m.fsync, m.brokerStats, m.txOutcomes, m.groupLag, m.proposal)
 	return m
+}
+
+// Proposed implements broker.ProposalObserver.
+func (m *Metrics) Proposed(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.proposal.WithLabelValues().Observe(d.Seconds())
 }
 
 // Flushed implements broker.Observer. It only updates lock-free histograms.

@@ -75,8 +75,13 @@ type Options struct {
 	// Forward is what a member that does not serve does with such a request: ForwardProxy
 	// (the default: send it to the leader and return its answer) or ForwardRedirect (307).
 	Forward string
-	// LeaderWatchInterval is how often the server looks at the leader to count leader
-	// changes for imago_raft_leader_changes_total. Default 100ms.
+	// MaxApplyLag (cluster mode): /readyz answers 503 not_ready while this member's applied
+	// raft index is more than this many entries behind the commit index it knows (a node
+	// catching up after a restart). 0 means DefaultMaxApplyLag.
+	MaxApplyLag uint64
+	// LeaderWatchInterval is how often the server looks at the leader, to count leader
+	// changes (imago_raft_leader_changes_total) and to end forwards to a leader that was
+	// replaced (cluster_watch.go). Default 100ms.
 	LeaderWatchInterval time.Duration
 }
 
@@ -131,6 +136,8 @@ type Server struct {
 	// promHandler serves /metrics.
 	promHandler http.Handler
 	started     time.Time
+	// groupsEpoch resets consumer groups when this cluster member's leadership changes.
+	groupsEpoch groupsEpoch
 
 	// closing ends long-poll waits; closed makes /readyz answer 503.
 	closing context.Context
@@ -146,13 +153,19 @@ type Server struct {
 	// single node.
 	cluster Cluster
 	fwd     *forwarder
-	// watchDone is closed when the leader watch (cluster_metrics.go) has stopped; nil when
-	// none runs.
+	// watch follows the leader (cluster_watch.go); watchDone is closed when it has stopped.
+	watch     *leaderWatch
 	watchDone chan struct{}
 }
 
+// DefaultMaxApplyLag is Options.MaxApplyLag's default.
+const DefaultMaxApplyLag = 10000
+
 // New builds the server over b.
 func New(b *broker.Broker, opts Options) (*Server, error) {
+	if opts.MaxApplyLag == 0 {
+		opts.MaxApplyLag = DefaultMaxApplyLag
+	}
 	if b == nil {
 		return nil, errors.New("gateway: the broker is nil")
 	}
@@ -247,19 +260,20 @@ func (s *Server) startCluster() error {
 	}
 	s.cluster = c
 	s.fwd = newForwarder(s, c.Self())
-	if s.metrics != nil {
-		interval := s.opts.LeaderWatchInterval
-		if interval <= 0 {
-			interval = 100 * time.Millisecond
-		}
-		w := &leaderWatch{c: c, interval: interval}
-		s.metrics.raft.w.Store(w)
-		s.watchDone = make(chan struct{})
-		go func() {
-			defer close(s.watchDone)
-			w.run(s.closing)
-		}()
+	s.groupsEpoch.sync(s)
+	interval := s.opts.LeaderWatchInterval
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
 	}
+	s.watch = newLeaderWatch(c, interval)
+	if s.metrics != nil {
+		s.metrics.raft.w.Store(s.watch)
+	}
+	s.watchDone = make(chan struct{})
+	go func() {
+		defer close(s.watchDone)
+		s.watch.run(s.closing)
+	}()
 	return nil
 }
 

@@ -162,6 +162,10 @@ type Coordinator struct {
 
 	lag lagCache
 
+	// genBase is where a new group's generations start (Reset): in a cluster, above every
+	// generation an earlier leader gave. Guarded by mu.
+	genBase int64
+
 	stop      chan struct{}
 	done      chan struct{}
 	startOnce sync.Once
@@ -193,6 +197,25 @@ func (c *Coordinator) Close() {
 		c.startOnce.Do(func() { close(c.done) }) // never started: nothing to wait for
 		<-c.done
 	})
+}
+
+// Reset drops every group's membership, as a restart would: each member's next call answers
+// ErrUnknownMember and it joins again; long polls end at once. New groups then number their
+// generations from genBase+1. A cluster member calls it whenever its leadership changes, with
+// a base above every generation of earlier terms (replica term << 32), so that generations
+// only grow across failovers and a coordinator that leads again does not serve members that
+// another leader has dealt with since.
+func (c *Coordinator) Reset(genBase int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, g := range c.groups {
+		for _, m := range g.members {
+			c.removeLocked(g, m)
+		}
+		delete(c.groups, name)
+	}
+	c.genBase = genBase
+	c.log.Info("consumer groups reset: members rejoin", "generation_base", genBase)
 }
 
 // Store is the offset store the coordinator commits to.
@@ -298,7 +321,7 @@ func (c *Coordinator) Join(req JoinRequest) (Joined, error) {
 	defer c.mu.Unlock()
 	g := c.groups[req.Group]
 	if g == nil {
-		g = &group{name: req.Group, mode: req.Mode, members: map[string]*Member{}}
+		g = &group{name: req.Group, mode: req.Mode, members: map[string]*Member{}, generation: c.genBase}
 		if req.Mode == Clustered {
 			g.topics, g.parts = req.Topics, parts
 		}

@@ -144,6 +144,8 @@ func (m *Member) Status() Status {
 		if p.ID == m.cfg.NodeID {
 			n.Reachable = true
 			n.Role = ns.Role
+		} else if active, ok := ns.Active[p.ID]; ok {
+			n.Reachable = active // the leader heard from it within the election timeout
 		} else {
 			n.Reachable = m.tr.Connected(p.ID)
 		}
@@ -276,3 +278,13 @@ func (s logStore) FirstIndex() uint64              { return s.l.FirstIndex() }
 func (s logStore) LastIndex() uint64               { return s.l.LastIndex() }
 func (s logStore) Sync() error                     { return s.l.Sync() }
 func (s logStore) Compacted() (index, term uint64) { return s.l.Compacted() }
+
+// ReadBarrier returns once this node, as the leader, has applied everything committed when it
+// was called, confirmed by a quorum (cluster.Node.ReadBarrier); broker.ErrNotLeader otherwise.
+func (m *Member) ReadBarrier(ctx context.Context) error {
+	err := m.node.ReadBarrier(ctx)
+	if errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrStopped) {
+		return fmt.Errorf("%w: %v", broker.ErrNotLeader, err)
+	}
+	return err
+}

@@ -322,3 +322,25 @@ func TestReplaceANode(t *testing.T) {
 		t.Fatalf("restarted node 4 holds %v, want %v", got, want)
 	}
 }
+
+// A fetch served by the leader first confirms its leadership with a quorum: on a leader cut
+// off from the others the barrier fails (it steps down) instead of letting it answer from
+// state that a new leader may already have moved past.
+func TestReadBarrierNeedsAQuorum(t *testing.T) {
+	c := newTestCluster(t)
+	l := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.ms[l].ReadBarrier(ctx); err != nil {
+		t.Fatalf("barrier on the leader: %v", err)
+	}
+	f := (l + 1) % 3
+	if err := c.ms[f].ReadBarrier(ctx); !errors.Is(err, broker.ErrNotLeader) {
+		t.Fatalf("barrier on a follower: %v, want ErrNotLeader", err)
+	}
+	c.stop(f)
+	c.stop((l + 2) % 3)
+	if err := c.ms[l].ReadBarrier(ctx); !errors.Is(err, broker.ErrNotLeader) {
+		t.Fatalf("barrier on a leader without a quorum: %v, want ErrNotLeader", err)
+	}
+}

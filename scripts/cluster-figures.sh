@@ -104,9 +104,9 @@ offsets: {store: postgres}
 EOF
 }
 
-# start_node NAME CONFIG: starts imago serve in the background; its pid is appended to PIDS.
+# start_node NAME CONFIG [FLAGS...]: starts imago serve in the background; its pid is appended to PIDS.
 start_node() {
-	IMAGO_OFFSETS_DSN="$PG_DSN" "$IMAGO" serve --config "$2" --ready-file "$WORK/$1.ready" >"$WORK/$1.log" 2>&1 &
+	IMAGO_OFFSETS_DSN="$PG_DSN" "$IMAGO" serve --config "$2" --ready-file "$WORK/$1.ready" "${@:3}" >"$WORK/$1.log" 2>&1 &
 	PIDS+=("$!")
 }
 
@@ -214,7 +214,7 @@ for i in 1 2 3; do
 		echo "  forward: proxy"
 	} >>"$WORK/node$i.yaml"
 done
-for i in 1 2 3; do start_node "node$i" "$WORK/node$i.yaml"; done
+for i in 1 2 3; do start_node "node$i" "$WORK/node$i.yaml" --bootstrap-cluster; done
 NPIDS=("${PIDS[@]}")
 CLUSTER_OK=1
 for i in 1 2 3; do

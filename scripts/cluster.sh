@@ -124,9 +124,11 @@ cmd_status() {
 case "${1:-}" in
 up)
 	build
-	for n in "${NODES[@]}"; do
-		if [[ -d $RUN/node$n ]]; then start "$n"; else start "$n" bootstrap; fi
-	done
+	# A new cluster only when no node has a data directory yet: one missing directory among
+	# existing ones is a wiped node, which must not start (docs/cluster.md, replace a node).
+	fresh=bootstrap
+	for n in "${NODES[@]}"; do [[ -d $RUN/node$n ]] && fresh=""; done
+	for n in "${NODES[@]}"; do start "$n" $fresh; done
 	;;
 down)
 	for n in "${NODES[@]}"; do stop "$n"; done

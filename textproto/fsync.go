@@ -51,3 +51,10 @@ func (f *FsyncStats) P99() time.Duration {
 	slices.Sort(d)
 	return d[min(len(d)-1, len(d)*99/100)]
 }
+
+// Proposed implements broker.ProposalObserver by passing it on to Next.
+func (f *FsyncStats) Proposed(d time.Duration) {
+	if po, ok := f.Next.(broker.ProposalObserver); ok {
+		po.Proposed(d)
+	}
+}

@@ -149,6 +149,8 @@ type server struct {
 	protocolAddr string
 	// coord is the XA coordinator (serve_coordinator.go).
 	coord *xa.Coordinator
+	// leaderCoord replaces coord in cluster mode (serve_coordinator_cluster.go).
+	leaderCoord *leaderCoordinator
 	// ops are the named operations, compiled when the configuration was loaded.
 	ops *xa.Operations
 	// member is the cluster member (serve_cluster.go); nil on a single node.

@@ -127,6 +127,9 @@ func (s *server) openCoordinator(ctx context.Context) error {
 			*dst = d
 		}
 	}
+	if s.member != nil {
+		return s.openLeaderCoordinator(ctx, o, names)
+	}
 	c, err := xa.Open(ctx, o)
 	if err != nil {
 		return fmt.Errorf("open XA coordinator: %w", err)
@@ -161,8 +164,38 @@ func compileOperations(cfg config.Config) (*xa.Operations, error) {
 // gatewayCoordinator is the coordinator as the gateway's interface (a nil interface, not a
 // nil pointer, when there is none).
 func (s *server) gatewayCoordinator() gateway.Coordinator {
+	if s.leaderCoord != nil {
+		return s.leaderCoord
+	}
 	if s.coord == nil {
 		return nil
 	}
 	return s.coord
+}
+
+// openLeaderCoordinator is openCoordinator's end in cluster mode (serve_coordinator_cluster.go):
+// the coordinator opens on the serving leader only. Its decision log must be one every
+// member reads: the replicated commit log (the default here: "file" would stay on one
+// machine) or a resource's table; its node id is the same on every member.
+func (s *server) openLeaderCoordinator(ctx context.Context, o xa.Options, names []string) error {
+	switch s.cfg.Coordinator.DecisionLog {
+	case "", config.DecisionLogFile:
+		o.DecisionBroker, o.DecisionDB, o.DecisionDialect = s.b, nil, ""
+		s.logger.Info("cluster mode: the XA coordinator's decisions go to the replicated commit log")
+	}
+	if o.NodeID == "" {
+		o.NodeID = clusterCoordinatorID(s.cfg.Cluster)
+	}
+	drivers := map[string]string{coordinatorBroker: "broker"}
+	for _, n := range names {
+		d, _ := migrations.Dialect(s.cfg.Resources[n].Driver)
+		drivers[n] = d
+	}
+	lc := newLeaderCoordinator(func(ctx context.Context) (*xa.Coordinator, error) { return xa.Open(ctx, o) }, drivers, s.member, s.logger)
+	lc.start(context.WithoutCancel(ctx))
+	s.leaderCoord = lc
+	s.onClose("xa coordinator (leader only)", lc.Close)
+	s.reg.MustRegister(leaderCollector{lc})
+	s.logger.Info("xa coordinator opens on the leader", "resources", len(names), "node", o.NodeID)
+	return nil
 }
