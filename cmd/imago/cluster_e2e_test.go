@@ -8,7 +8,7 @@ package main
 // every acknowledged message there at its offsets, none twice, requests whole, each producer's
 // order kept per partition, and each partition's history linearizable (porcupine).
 //
-//	go test ./cmd/imago -run TestCluster -v                        # CI: 5 leader kills, about 2 minutes
+//	go test ./cmd/imago -run TestCluster -v                        # CI: 5 leader kills, about 90 s in all
 //	go test ./cmd/imago -run TestClusterKillLeader -cluster.long -v # 50 leader kills
 //	go test ./cmd/imago -run TestCluster -cluster.seed 42           # replay the random choices
 //
@@ -84,9 +84,12 @@ func (c *testCluster) waitNewLeader(old int, timeout time.Duration) int {
 // Acceptance 2: kill -9 of the leader under produce load, 5 times (50 with -cluster.long);
 // writes must resume through every surviving node within -cluster.resume of each kill.
 func TestClusterKillLeader(t *testing.T) {
-	kills := 5
-	if *clusterLong {
+	kills, limit := 5, *clusterResume
+	switch {
+	case *clusterLong:
 		kills = 50
+	case testing.Short(): // the race detector's run (make race): slower children, no timing claim
+		kills, limit = 2, 0
 	}
 	c, r, seed := startCluster(t, "e2e-killleader", 4)
 	rng := rand.New(rand.NewSource(seed))
@@ -134,8 +137,8 @@ func TestClusterKillLeader(t *testing.T) {
 		kills, worst.Round(time.Millisecond), worstAt, median(all).Round(time.Millisecond), ops)
 	fmt.Println(msg)
 	t.Log(msg)
-	if worst > *clusterResume {
-		t.Errorf("writes took %v to resume after a leader kill (%s); acceptance 2 allows %v", worst, worstAt, *clusterResume)
+	if limit > 0 && worst > limit {
+		t.Errorf("writes took %v to resume after a leader kill (%s); acceptance 2 allows %v", worst, worstAt, limit)
 	}
 }
 
