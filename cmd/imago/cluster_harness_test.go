@@ -70,6 +70,7 @@ type cnode struct {
 	journal  string
 	logPath  string
 	cfgPath  string
+	env      []string // more environment for the process
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -110,6 +111,13 @@ func freePort(t *testing.T) string {
 // its own for the shared offset store (removed at the end).
 func newTestCluster(t *testing.T, seed int64) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, seed, "", nil)
+}
+
+// newTestClusterWith is newTestCluster with more YAML in every node's configuration and more
+// environment variables for every node.
+func newTestClusterWith(t *testing.T, seed int64, extraConfig string, env []string) *testCluster {
+	t.Helper()
 	requireClusterServe(t)
 	zkServers := testenv.ZooKeeperServers(t)
 	b := make([]byte, 6)
@@ -127,7 +135,7 @@ func newTestCluster(t *testing.T, seed int64) *testCluster {
 		c.nodes[i] = &cnode{id: i + 1, dir: dir, dataDir: filepath.Join(dir, "data"),
 			httpAddr: freePort(t), raftAddr: freePort(t),
 			journal: filepath.Join(dir, "sync.journal"), logPath: filepath.Join(dir, "serve.log"),
-			cfgPath: filepath.Join(dir, "imago.yaml")}
+			cfgPath: filepath.Join(dir, "imago.yaml"), env: env}
 	}
 	newProxy := func(target string) *faultproxy.Proxy {
 		seed++
@@ -148,7 +156,7 @@ func newTestCluster(t *testing.T, seed int64) *testCluster {
 		}
 	}
 	for i := range c.nodes {
-		c.writeConfig(i, zkServers)
+		c.writeConfig(i, zkServers, extraConfig)
 	}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
@@ -180,7 +188,7 @@ func (c *testCluster) keep(name string, data []byte) {
 }
 
 // writeConfig writes node i's configuration: its own real addresses, its peers behind proxies.
-func (c *testCluster) writeConfig(i int, zkServers []string) {
+func (c *testCluster) writeConfig(i int, zkServers []string, extra string) {
 	n := c.nodes[i]
 	var peers strings.Builder
 	for j, p := range c.nodes {
@@ -201,7 +209,7 @@ cluster:
   raft_addr: %q
   forward: proxy
   peers:
-%s`, n.dataDir, n.httpAddr, strings.Join(zkServers, ", "), c.zkRoot, n.id, n.raftAddr, peers.String())
+%s%s`, n.dataDir, n.httpAddr, strings.Join(zkServers, ", "), c.zkRoot, n.id, n.raftAddr, peers.String(), extra)
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o644); err != nil {
 		c.t.Fatal(err)
 	}
@@ -262,7 +270,7 @@ func (n *cnode) launch(bootstrap bool) error {
 		args = append(args, "--bootstrap-cluster")
 	}
 	n.cmd = imagoCmd(args...)
-	n.cmd.Env = append(n.cmd.Env, envSyncJournal+"="+n.journal)
+	n.cmd.Env = append(append(n.cmd.Env, envSyncJournal+"="+n.journal), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = logFile, logFile
 	n.exited = make(chan struct{})
 	n.paused = false
