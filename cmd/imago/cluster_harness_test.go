@@ -70,7 +70,6 @@ type cnode struct {
 	journal  string
 	logPath  string
 	cfgPath  string
-	env      []string // more environment for the process
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -111,13 +110,6 @@ func freePort(t *testing.T) string {
 // its own for the shared offset store (removed at the end).
 func newTestCluster(t *testing.T, seed int64) *testCluster {
 	t.Helper()
-	return newTestClusterWith(t, seed, "", nil)
-}
-
-// newTestClusterWith is newTestCluster with more YAML in every node's configuration and more
-// environment variables for every node.
-func newTestClusterWith(t *testing.T, seed int64, extraConfig string, env []string) *testCluster {
-	t.Helper()
 	requireClusterServe(t)
 	zkServers := testenv.ZooKeeperServers(t)
 	b := make([]byte, 6)
@@ -135,7 +127,7 @@ func newTestClusterWith(t *testing.T, seed int64, extraConfig string, env []stri
 		c.nodes[i] = &cnode{id: i + 1, dir: dir, dataDir: filepath.Join(dir, "data"),
 			httpAddr: freePort(t), raftAddr: freePort(t),
 			journal: filepath.Join(dir, "sync.journal"), logPath: filepath.Join(dir, "serve.log"),
-			cfgPath: filepath.Join(dir, "imago.yaml"), env: env}
+			cfgPath: filepath.Join(dir, "imago.yaml")}
 	}
 	newProxy := func(target string) *faultproxy.Proxy {
 		seed++
@@ -156,7 +148,7 @@ func newTestClusterWith(t *testing.T, seed int64, extraConfig string, env []stri
 		}
 	}
 	for i := range c.nodes {
-		c.writeConfig(i, zkServers, extraConfig)
+		c.writeConfig(i, zkServers)
 	}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
@@ -188,7 +180,7 @@ func (c *testCluster) keep(name string, data []byte) {
 }
 
 // writeConfig writes node i's configuration: its own real addresses, its peers behind proxies.
-func (c *testCluster) writeConfig(i int, zkServers []string, extra string) {
+func (c *testCluster) writeConfig(i int, zkServers []string) {
 	n := c.nodes[i]
 	var peers strings.Builder
 	for j, p := range c.nodes {
@@ -209,7 +201,7 @@ cluster:
   raft_addr: %q
   forward: proxy
   peers:
-%s%s`, n.dataDir, n.httpAddr, strings.Join(zkServers, ", "), c.zkRoot, n.id, n.raftAddr, peers.String(), extra)
+%s`, n.dataDir, n.httpAddr, strings.Join(zkServers, ", "), c.zkRoot, n.id, n.raftAddr, peers.String())
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o644); err != nil {
 		c.t.Fatal(err)
 	}
@@ -270,7 +262,7 @@ func (n *cnode) launch(bootstrap bool) error {
 		args = append(args, "--bootstrap-cluster")
 	}
 	n.cmd = imagoCmd(args...)
-	n.cmd.Env = append(append(n.cmd.Env, envSyncJournal+"="+n.journal), n.env...)
+	n.cmd.Env = append(n.cmd.Env, envSyncJournal+"="+n.journal)
 	n.cmd.Stdout, n.cmd.Stderr = logFile, logFile
 	n.exited = make(chan struct{})
 	n.paused = false

@@ -293,19 +293,6 @@ func gbankRun(t *testing.T, kills int, extraConfig string, check func(pg *sql.DB
 		time.Sleep(100 * time.Millisecond) // polling a condition
 	}
 
-	gbankVerify(t, my, pg, n, led, srv.client(), fmt.Sprintf("%d kills", kills))
-	if check != nil {
-		check(pg, dataDir, node)
-	}
-	srv.stop()
-}
-
-// gbankVerify checks the end state (after recovery settled): the total balance is unchanged;
-// each transfer answered committed has its debit, its credit and one message; each answered
-// rolled back has none; each cut one is all or nothing; nothing else was answered. c reads
-// the messages; run names the run in the log.
-func gbankVerify(t *testing.T, my, pg *sql.DB, n gbankNames, led *gbankLedger, c *client.Client, run string) {
-	t.Helper()
 	// Balances.
 	var wsum, lsum int64
 	if err := my.QueryRow("SELECT COALESCE(SUM(balance), 0) FROM " + n.wallet).Scan(&wsum); err != nil {
@@ -318,7 +305,7 @@ func gbankVerify(t *testing.T, my, pg *sql.DB, n gbankNames, led *gbankLedger, c
 		t.Errorf("total balance %d (wallet %d + ledger %d), want %d", total, wsum, lsum, want)
 	}
 	wj, lj := gbankJournal(t, my, n.wjournal), gbankJournal(t, pg, n.ljournal)
-	msgs := gbankMessages(t, c, n.topic)
+	msgs := gbankMessages(t, srv.client(), n.topic)
 	cut := 0
 	for tid := range led.started {
 		inAll := wj[tid] && lj[tid] && msgs[tid] == 1
@@ -345,11 +332,15 @@ func gbankVerify(t *testing.T, my, pg *sql.DB, n gbankNames, led *gbankLedger, c
 	for tid, what := range led.other {
 		t.Errorf("transfer %s got an unexpected answer: %s", tid, what)
 	}
-	t.Logf("%s: %d transfers sent, %d committed, %d rolled back, %d cut by a kill; %d messages",
-		run, len(led.started), len(led.committed), len(led.rolledBck), cut, len(msgs))
+	t.Logf("%d kills: %d transfers sent, %d committed, %d rolled back, %d cut by a kill; %d messages",
+		kills, len(led.started), len(led.committed), len(led.rolledBck), cut, len(msgs))
 	if len(led.committed) == 0 || len(led.rolledBck) == 0 {
 		t.Errorf("the load did not exercise both outcomes")
 	}
+	if check != nil {
+		check(pg, dataDir, node)
+	}
+	srv.stop()
 }
 
 // gbankTransfer sends one transfer between a MariaDB and a PostgreSQL account, in a random
