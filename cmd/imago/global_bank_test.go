@@ -280,6 +280,18 @@ func gbankRun(t *testing.T, kills int, extraConfig string, check func(pg *sql.DB
 		t.Fatal(err)
 	}
 	node := strings.TrimSpace(string(nodeB))
+	gbankCheck(t, my, pg, n, led, srv.client(), node)
+	t.Logf("%d kills", kills)
+	if check != nil {
+		check(pg, dataDir, node)
+	}
+	srv.stop()
+}
+
+// gbankCheck waits for recovery to leave no prepared branch of node's transactions, then
+// checks the totals and that every transfer is whole or absent (and as answered).
+func gbankCheck(t *testing.T, my, pg *sql.DB, n gbankNames, led *gbankLedger, c *client.Client, node string) {
+	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	var left []string
 	for {
@@ -305,7 +317,7 @@ func gbankRun(t *testing.T, kills int, extraConfig string, check func(pg *sql.DB
 		t.Errorf("total balance %d (wallet %d + ledger %d), want %d", total, wsum, lsum, want)
 	}
 	wj, lj := gbankJournal(t, my, n.wjournal), gbankJournal(t, pg, n.ljournal)
-	msgs := gbankMessages(t, srv.client(), n.topic)
+	msgs := gbankMessages(t, c, n.topic)
 	cut := 0
 	for tid := range led.started {
 		inAll := wj[tid] && lj[tid] && msgs[tid] == 1
@@ -332,15 +344,11 @@ func gbankRun(t *testing.T, kills int, extraConfig string, check func(pg *sql.DB
 	for tid, what := range led.other {
 		t.Errorf("transfer %s got an unexpected answer: %s", tid, what)
 	}
-	t.Logf("%d kills: %d transfers sent, %d committed, %d rolled back, %d cut by a kill; %d messages",
-		kills, len(led.started), len(led.committed), len(led.rolledBck), cut, len(msgs))
+	t.Logf("%d transfers sent, %d committed, %d rolled back, %d cut by a kill; %d messages",
+		len(led.started), len(led.committed), len(led.rolledBck), cut, len(msgs))
 	if len(led.committed) == 0 || len(led.rolledBck) == 0 {
 		t.Errorf("the load did not exercise both outcomes")
 	}
-	if check != nil {
-		check(pg, dataDir, node)
-	}
-	srv.stop()
 }
 
 // gbankTransfer sends one transfer between a MariaDB and a PostgreSQL account, in a random

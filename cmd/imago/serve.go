@@ -143,8 +143,10 @@ type server struct {
 	b       *broker.Broker
 	offsets offsetdb.Store // nil until openOffsets
 	outbox  outboxRelays   // the outbox relays (serve_outbox.go)
-	gw      *gateway.Server
-	tp      *textproto.Server
+	// leaderOutbox replaces outbox in cluster mode (serve_outbox_cluster.go).
+	leaderOutbox *leaderRelays
+	gw           *gateway.Server
+	tp           *textproto.Server
 	// protocolAddr is the text protocol's bound address.
 	protocolAddr string
 	// coord is the XA coordinator (serve_coordinator.go).
@@ -264,7 +266,7 @@ func (s *server) openGateway(ctx context.Context) error {
 		Gatherer:          s.reg,
 		Version:           versionString(),
 		Offsets:           s.offsets,
-		Outbox:            s.outbox,
+		Outbox:            s.outboxStatus(),
 		Coordinator:       s.gatewayCoordinator(),
 		Operations:        s.ops,
 		Cluster:           s.gatewayCluster(),

@@ -32,6 +32,18 @@ func (s *server) openOutbox(ctx context.Context) error {
 		return nil
 	}
 	m := outbox.NewMetrics(s.reg)
+	if s.member != nil { // cluster mode: the relays run on the leader (serve_outbox_cluster.go)
+		for _, src := range s.cfg.Outbox { // usage errors now, not at the first leadership
+			if _, err := outboxOptions(s.cfg, src); err != nil {
+				return &usageError{err}
+			}
+		}
+		lr := &leaderRelays{newRelays: func() (outboxRelays, error) { return s.newRelays(m) }, member: s.member, log: s.logger}
+		lr.start(context.WithoutCancel(ctx))
+		s.leaderOutbox = lr
+		s.onClose("outbox relays (leader only)", lr.Close)
+		return nil
+	}
 	for _, src := range s.cfg.Outbox {
 		opts, err := outboxOptions(s.cfg, src)
 		if err != nil {
@@ -58,4 +70,12 @@ func outboxOptions(cfg config.Config, src config.OutboxSource) (outbox.Options, 
 	}
 	// outbox.Options accepts every driver name of migrations.Dialect.
 	return outbox.Options{Name: src.Name, Dialect: res.Driver, DSN: res.DSN, Table: src.Table, Mode: outbox.Mode(src.Mode)}, nil
+}
+
+// outboxStatus is what the gateway reports at GET /v1/outbox/sources.
+func (s *server) outboxStatus() gateway.OutboxStatus {
+	if s.leaderOutbox != nil {
+		return s.leaderOutbox
+	}
+	return s.outbox
 }

@@ -88,9 +88,6 @@ func (c Cluster) ListenRaftAddr() string {
 const (
 	refuseFsync   = "interval/never is refused in cluster mode: an acknowledgement needs a quorum's fsync; set log.fsync: always"
 	refuseOffsets = "shared offset store required: postgres, mysql or zookeeper (each node's file store would keep offsets of its own, lost on failover)"
-	// The outbox relay would run on every node; it must run on the leader only and move with
-	// it, which is not built yet (docs/cluster.md).
-	refuseOutbox = "the outbox relay is not available in cluster mode yet (it must run on the leader only); run it against a single node, or relay into the cluster over HTTP"
 )
 
 // validateCluster checks the cluster block and what cluster mode requires of the rest of the
@@ -108,9 +105,6 @@ func (c Config) validateCluster() []error {
 	}
 	if c.Offsets.Store == "file" {
 		add("offsets.store file: %s", refuseOffsets)
-	}
-	if len(c.Outbox) > 0 {
-		add("outbox: %s", refuseOutbox)
 	}
 	switch cl.Forward {
 	case ForwardProxy, ForwardRedirect:
