@@ -339,7 +339,7 @@ func (t *Transport) write(ctx context.Context, p *peer) {
 			backoff = min(2*backoff, time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		began := time.Now()
 		err = t.stream(ctx, p, conn)
 		conn.Close()
 		p.mu.Lock()
@@ -349,6 +349,18 @@ func (t *Transport) write(ctx context.Context, p *peer) {
 			t.log.Debug("raft transport: connection to peer lost", "peer", p.id, "err", err)
 			t.handler.ReportUnreachable(p.id)
 		}
+		if time.Since(began) >= time.Second {
+			backoff = 50 * time.Millisecond
+			continue
+		}
+		// A connection that ended at once (something accepts for the peer and closes, as a
+		// proxy before a stopped node does): back off as after a failed dial.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
 	}
 }
 
@@ -379,6 +391,18 @@ func (t *Transport) dial(ctx context.Context, p *peer) (net.Conn, error) {
 }
 
 func (t *Transport) stream(ctx context.Context, p *peer, conn net.Conn) error {
+	// The peer never writes on a connection we dialled, so a read returns only when the
+	// connection is closed (the peer stopped or restarted). Noticing it here, while the link is
+	// idle, makes the writer redial before the next message instead of losing that message in
+	// the dead connection. The caller closes conn after stream returns, which ends the read.
+	closed := make(chan struct{})
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		var one [1]byte
+		_, _ = conn.Read(one[:])
+		close(closed)
+	}()
 	w := bufio.NewWriterSize(conn, 64<<10)
 	var lenBuf [4]byte
 	for {
@@ -386,6 +410,8 @@ func (t *Transport) stream(ctx context.Context, p *peer, conn net.Conn) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-closed:
+			return errors.New("the peer closed the connection")
 		case b = <-p.q:
 		}
 		conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))

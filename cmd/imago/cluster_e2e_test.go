@@ -8,7 +8,7 @@ package main
 // every acknowledged message there at its offsets, none twice, requests whole, each producer's
 // order kept per partition, and each partition's history linearizable (porcupine).
 //
-//	go test ./cmd/imago -run TestCluster -v                        # CI: 5 leader kills, about 2 minutes
+//	go test ./cmd/imago -run TestCluster -v                        # CI: 5 leader kills, about 90 s in all
 //	go test ./cmd/imago -run TestClusterKillLeader -cluster.long -v # 50 leader kills
 //	go test ./cmd/imago -run TestCluster -cluster.seed 42           # replay the random choices
 //
@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -83,9 +84,12 @@ func (c *testCluster) waitNewLeader(old int, timeout time.Duration) int {
 // Acceptance 2: kill -9 of the leader under produce load, 5 times (50 with -cluster.long);
 // writes must resume through every surviving node within -cluster.resume of each kill.
 func TestClusterKillLeader(t *testing.T) {
-	kills := 5
-	if *clusterLong {
+	kills, limit := 5, *clusterResume
+	switch {
+	case *clusterLong:
 		kills = 50
+	case testing.Short(): // the race detector's run (make race): slower children, no timing claim
+		kills, limit = 2, 0
 	}
 	c, r, seed := startCluster(t, "e2e-killleader", 4)
 	rng := rand.New(rand.NewSource(seed))
@@ -133,8 +137,8 @@ func TestClusterKillLeader(t *testing.T) {
 		kills, worst.Round(time.Millisecond), worstAt, median(all).Round(time.Millisecond), ops)
 	fmt.Println(msg)
 	t.Log(msg)
-	if worst > *clusterResume {
-		t.Errorf("writes took %v to resume after a leader kill (%s); acceptance 2 allows %v", worst, worstAt, *clusterResume)
+	if limit > 0 && worst > limit {
+		t.Errorf("writes took %v to resume after a leader kill (%s); acceptance 2 allows %v", worst, worstAt, limit)
 	}
 }
 
@@ -220,8 +224,44 @@ func TestClusterPauseLeader(t *testing.T) {
 	paused := time.Now()
 	nl := c.waitNewLeader(l, 30*time.Second)
 	t.Logf("leader node %d stopped; node %d leads after %v", l+1, nl+1, time.Since(paused).Round(time.Millisecond))
-	loadFor(1500 * time.Millisecond)
+	// Writes acknowledged by the new leader, then reads of the leader queued on the stopped
+	// node's client link: when it wakes, it must not answer them from its stale state.
+	acked := r.acked.Load()
+	deadline := time.Now().Add(20 * time.Second)
+	for r.acked.Load() < acked+20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new leader acknowledged %d writes in 20s", r.acked.Load()-acked)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var queued sync.WaitGroup
+	var stale atomic.Int64
+	for k := 0; k < 8; k++ {
+		queued.Add(1)
+		go func() {
+			defer queued.Done()
+			p := k % r.parts
+			call := r.rec.Fetch(600+k, p, 0, 5)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			res, a := r.fetchOnce(ctx, r.url(l, ""), p, 0, 5, false)
+			if res == nil {
+				call.Unknown()
+				return
+			}
+			call.Fetched(r.identify(p, 0, res), res.EndOffset)
+			if a.leader == fmt.Sprint(l+1) {
+				stale.Add(1)
+			}
+			r.note("queued read on stopped node %d: p%d -> end %d, Imago-Leader %q", l+1, p, res.EndOffset, a.leader)
+		}()
+	}
+	loadFor(1000 * time.Millisecond)
 	c.nodes[l].resume()
+	queued.Wait()
+	if n := stale.Load(); n > 0 {
+		t.Logf("%d of the 8 reads queued on the stopped leader were answered by it as leader after it woke (the porcupine check decides whether from stale state)", n)
+	}
 	loadFor(1500 * time.Millisecond)
 	r.finish(seed)
 }

@@ -435,6 +435,56 @@ func (c *testCluster) waitConverged(timeout time.Duration) int {
 	}
 }
 
+// statusLine is every node's view in one line, for reports.
+func (c *testCluster) statusLine() string {
+	var b strings.Builder
+	for i := range c.nodes {
+		s, err := c.status(i)
+		if err != nil {
+			fmt.Fprintf(&b, "[node %d: %v] ", i+1, err)
+			continue
+		}
+		fmt.Fprintf(&b, "[node %d: %s leader %d term %d commit %d applied %d] ", i+1, s.Role, s.LeaderID, s.Term, s.CommitIndex, s.AppliedIndex)
+	}
+	return b.String()
+}
+
+// settle waits until the cluster has converged and the leader's commit index stayed the same
+// over several polls: writes the test stopped waiting for (their clients gave up, the server
+// goes on) are committed and applied everywhere before the final reads.
+func (c *testCluster) settle(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last uint64
+	stable := 0
+	for stable < 5 {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the leader's commit index still moves after %v", timeout)
+		}
+		l := c.waitConverged(time.Until(deadline))
+		s, err := c.status(l)
+		pending := err != nil
+		if err == nil {
+			// Entries the leader has that a member has not matched yet (a proposal whose
+			// messages a dropped connection lost) commit later: not settled.
+			for _, n := range s.Nodes {
+				if !c.gone[n.ID-1] && n.MatchIndex != 0 && n.MatchIndex != s.CommitIndex {
+					pending = true
+				}
+			}
+		}
+		switch {
+		case pending:
+			stable = 0
+		case s.CommitIndex == last:
+			stable++
+		default:
+			stable, last = 0, s.CommitIndex
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // isolate blackholes, in both directions, every raft and forward link between node i and the
 // others; heal lifts every fault on every proxy and cuts the connections that lost bytes.
 func (c *testCluster) isolate(i int) {

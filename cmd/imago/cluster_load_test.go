@@ -460,13 +460,14 @@ func (r *ceRun) finish(seed int64) int {
 	t.Helper()
 	r.stopLoad()
 	r.c.heal()
-	r.c.waitConverged(60 * time.Second)
+	r.c.settle(60 * time.Second)
 	if r.acked.Load() == 0 {
 		t.Fatalf("%s: no produce was acknowledged: the load did not run", r.topic)
 	}
 
 	// The final logs: every node read whole as a follower; the leader's read is the
 	// linearizability check's complete read.
+	before := r.c.statusLine()
 	logs := make([][][]string, clusterSize)
 	base := -1
 	for i := range r.c.nodes {
@@ -481,13 +482,18 @@ func (r *ceRun) finish(seed int64) int {
 			logs[i][p] = r.readAll(i, p, true)
 		}
 	}
+	differ := false
 	for p := 0; p < r.parts; p++ {
 		final := r.readAll(base, p, false)
 		if !equalIDs(final, logs[base][p]) {
+			differ = true
 			t.Errorf("partition %d: the leader's read has %d messages, node %d's own read %d", p, len(final), base+1, len(logs[base][p]))
 		}
 	}
-	r.checkLogs(logs, base)
+	after := r.c.statusLine()
+	if r.checkLogs(logs, base) || differ {
+		t.Logf("cluster before the final reads: %s\nand after: %s", before, after)
+	}
 	return r.checkLinear(seed)
 }
 
@@ -504,7 +510,7 @@ func equalIDs(a, b []string) bool {
 }
 
 // checkLogs runs the checks of the final logs (see the file comment).
-func (r *ceRun) checkLogs(logs [][][]string, base int) {
+func (r *ceRun) checkLogs(logs [][][]string, base int) (differ bool) {
 	t := r.t
 	t.Helper()
 	for i := range logs {
@@ -521,7 +527,9 @@ func (r *ceRun) checkLogs(logs [][][]string, base int) {
 						break
 					}
 				}
-				t.Errorf("partition %d: node %d has %d messages, node %d has %d; they differ from offset %d", p, i+1, len(logs[i][p]), base+1, len(logs[base][p]), at)
+				t.Errorf("partition %d: node %d has %d messages, node %d has %d; they differ from offset %d: %v and %v", p, i+1, len(logs[i][p]), base+1, len(logs[base][p]), at,
+					logs[i][p][at:min(at+5, len(logs[i][p]))], logs[base][p][at:min(at+5, len(logs[base][p]))])
+				differ = true
 			}
 		}
 	}
@@ -612,6 +620,7 @@ func (r *ceRun) checkLogs(logs [][][]string, base int) {
 	}
 	t.Logf("%s: %d requests sent, %d acknowledged, %d stored (%d messages on each node); %d attempts without answer, %d no_leader; %d fetches answered, %d follower reads checked",
 		r.topic, len(r.reqs), acked, stored, total, r.unknown.Load(), r.noLeader.Load(), r.fetched.Load(), len(r.reads))
+	return differ
 }
 
 // checkLinear checks each partition's history with porcupine.
