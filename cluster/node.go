@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
-	"google.golang.org/protobuf/proto"
 )
 
 // Errors Propose returns; callers branch on them.
@@ -596,159 +594,6 @@ func (n *Node) apply(e *pb.Entry) error {
 		}
 	}
 	return nil
-}
-
-// applyConfChange applies a committed membership change: raft's tracker, then the stored
-// membership (so a restart starts with it), then OnConfChange. A change the stored membership
-// already includes (the node restarted from an older applied index) is not applied twice.
-func (n *Node) applyConfChange(e *pb.Entry) error {
-	var cc *pb.ConfChangeV2
-	switch e.GetType() {
-	case pb.EntryConfChange:
-		var v1 pb.ConfChange
-		if err := proto.Unmarshal(e.GetData(), &v1); err != nil {
-			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
-		}
-		cc = v1.AsV2()
-	case pb.EntryConfChangeV2:
-		cc = &pb.ConfChangeV2{}
-		if err := proto.Unmarshal(e.GetData(), cc); err != nil {
-			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
-		}
-	default:
-		return fmt.Errorf("apply: entry %d has unknown type %s", e.GetIndex(), e.GetType())
-	}
-	if e.GetIndex() <= n.cfg.Storage.ConfIndex() {
-		return nil
-	}
-	cs := n.rn.ApplyConfChange(cc)
-	if err := n.cfg.Storage.setConfState(cs, e.GetIndex()); err != nil {
-		return fmt.Errorf("apply: entry %d: %w", e.GetIndex(), err)
-	}
-	n.log.Info("membership changed", "index", e.GetIndex(), "voters", cs.GetVoters(), "learners", cs.GetLearners())
-	if n.cfg.OnConfChange != nil {
-		n.cfg.OnConfChange(e.GetIndex(), cc, cs)
-	}
-	return nil
-}
-
-// ProposeConfChange proposes a membership change and returns when it is applied on this node,
-// like Propose. Raft takes one change at a time: a second one while the first is pending is
-// dropped (ErrDropped).
-func (n *Node) ProposeConfChange(ctx context.Context, cc *pb.ConfChangeV2) error {
-	return n.submit(ctx, &proposal{conf: cc, done: make(chan error, 1)})
-}
-
-// TransferLeadership asks the leader (this node) to hand leadership to id. It returns at once;
-// Status shows when the transfer happened. ErrNotLeader on a node that is not the leader.
-func (n *Node) TransferLeadership(ctx context.Context, id uint64) error {
-	res := make(chan error, 1)
-	select {
-	case n.transferc <- transfer{to: id, res: res}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.done:
-		return ErrStopped
-	}
-	select {
-	case err := <-res:
-		return err
-	case <-n.done:
-		return ErrStopped
-	}
-}
-
-type transfer struct {
-	to  uint64
-	res chan error
-}
-
-type indexWaiter struct {
-	index uint64
-	done  chan error
-}
-
-// ReadBarrier returns once this node, as the leader, has applied everything that was committed
-// when it was called, as confirmed by a quorum (raft's ReadIndex with ReadOnlySafe): a read
-// served after it reflects every write acknowledged before the call, also if another node
-// was elected meanwhile without this one noticing (a deposed leader never confirms).
-// ErrNotLeader on a node that is not the leader, or that loses leadership while waiting.
-// Readers that arrive together share one quorum round.
-func (n *Node) ReadBarrier(ctx context.Context) error {
-	done := make(chan error, 1)
-	select {
-	case n.readc <- done:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.done:
-		return ErrStopped
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.done:
-		return ErrStopped
-	}
-}
-
-// startReads issues one ReadIndex round for the readers in first and whatever else waits.
-func (n *Node) startReads(first chan error) {
-	batch := []chan error{first}
-	for range cap(n.readc) {
-		select {
-		case r := <-n.readc:
-			batch = append(batch, r)
-			continue
-		default:
-		}
-		break
-	}
-	if n.rn.BasicStatus().RaftState != raft.StateLeader {
-		for _, r := range batch {
-			r <- ErrNotLeader
-		}
-		return
-	}
-	n.readSeq++
-	key := strconv.FormatUint(n.readSeq, 10)
-	n.reads[key] = batch
-	n.rn.ReadIndex([]byte(key))
-}
-
-// finishReads handles a Ready's read states, releases the readers whose index is applied, and
-// fails every reader when this node is not the leader any more.
-func (n *Node) finishReads(states []raft.ReadState) {
-	for _, rs := range states {
-		batch := n.reads[string(rs.RequestCtx)]
-		delete(n.reads, string(rs.RequestCtx))
-		for _, r := range batch {
-			n.readWait = append(n.readWait, indexWaiter{index: rs.Index, done: r})
-		}
-	}
-	keep := n.readWait[:0]
-	for _, w := range n.readWait {
-		if w.index <= n.applied {
-			w.done <- nil
-		} else {
-			keep = append(keep, w)
-		}
-	}
-	clear(n.readWait[len(keep):])
-	n.readWait = keep
-	if n.rn.BasicStatus().RaftState != raft.StateLeader && (len(n.reads) > 0 || len(n.readWait) > 0) {
-		for k, batch := range n.reads {
-			for _, r := range batch {
-				r <- ErrNotLeader
-			}
-			delete(n.reads, k)
-		}
-		for _, w := range n.readWait {
-			w.done <- ErrNotLeader
-		}
-		n.readWait = n.readWait[:0]
-	}
 }
 
 func (n *Node) failPending(err error) {

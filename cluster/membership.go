@@ -1,0 +1,78 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Membership changes: a committed change is applied to raft's tracker and to the stored
+// membership, then reported through Config.OnConfChange; changes are proposed one at a time,
+// and leadership can be handed to another voter.
+
+// applyConfChange applies a committed membership change: raft's tracker, then the stored
+// membership (so a restart starts with it), then OnConfChange. A change the stored membership
+// already includes (the node restarted from an older applied index) is not applied twice.
+func (n *Node) applyConfChange(e *pb.Entry) error {
+	var cc *pb.ConfChangeV2
+	switch e.GetType() {
+	case pb.EntryConfChange:
+		var v1 pb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &v1); err != nil {
+			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
+		}
+		cc = v1.AsV2()
+	case pb.EntryConfChangeV2:
+		cc = &pb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
+		}
+	default:
+		return fmt.Errorf("apply: entry %d has unknown type %s", e.GetIndex(), e.GetType())
+	}
+	if e.GetIndex() <= n.cfg.Storage.ConfIndex() {
+		return nil
+	}
+	cs := n.rn.ApplyConfChange(cc)
+	if err := n.cfg.Storage.setConfState(cs, e.GetIndex()); err != nil {
+		return fmt.Errorf("apply: entry %d: %w", e.GetIndex(), err)
+	}
+	n.log.Info("membership changed", "index", e.GetIndex(), "voters", cs.GetVoters(), "learners", cs.GetLearners())
+	if n.cfg.OnConfChange != nil {
+		n.cfg.OnConfChange(e.GetIndex(), cc, cs)
+	}
+	return nil
+}
+
+// ProposeConfChange proposes a membership change and returns when it is applied on this node,
+// like Propose. Raft takes one change at a time: a second one while the first is pending is
+// dropped (ErrDropped).
+func (n *Node) ProposeConfChange(ctx context.Context, cc *pb.ConfChangeV2) error {
+	return n.submit(ctx, &proposal{conf: cc, done: make(chan error, 1)})
+}
+
+// TransferLeadership asks the leader (this node) to hand leadership to id. It returns at once;
+// Status shows when the transfer happened. ErrNotLeader on a node that is not the leader.
+func (n *Node) TransferLeadership(ctx context.Context, id uint64) error {
+	res := make(chan error, 1)
+	select {
+	case n.transferc <- transfer{to: id, res: res}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return ErrStopped
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-n.done:
+		return ErrStopped
+	}
+}
+
+type transfer struct {
+	to  uint64
+	res chan error
+}
