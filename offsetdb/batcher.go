@@ -33,6 +33,15 @@ type GroupCommitConfig struct {
 	// flushes touching the same rows wait for each other but cannot
 	// deadlock, and GREATEST keeps the result right in any commit order.
 	Flushers int
+	// Regather bounds how long a flush that would start while no other runs
+	// waits for the commits the last flush released to come back. A consumer
+	// commits again soon after its commit returns, so a flush that starts with
+	// the first of them to return carries one commit, and the rest follow as a
+	// second transaction: the database then pays two commits (two WAL flushes)
+	// for the same offsets. The wait is also at most a quarter of the last
+	// flush's duration, and it ends as soon as every released commit is back
+	// (or a flush's worth is queued). Default 1ms; negative: no wait.
+	Regather time.Duration
 }
 
 func (c GroupCommitConfig) withDefaults() GroupCommitConfig {
@@ -44,6 +53,9 @@ func (c GroupCommitConfig) withDefaults() GroupCommitConfig {
 	}
 	if c.Flushers <= 0 {
 		c.Flushers = 2
+	}
+	if c.Regather == 0 {
+		c.Regather = time.Millisecond
 	}
 	return c
 }
