@@ -38,7 +38,7 @@ type GroupCommitConfig struct {
 	// commits again soon after its commit returns, so a flush that starts with
 	// the first of them to return carries one commit, and the rest follow as a
 	// second transaction: the database then pays two commits (two WAL flushes)
-	// for the same offsets. The wait is also at most a quarter of the last
+	// for the same offsets. The wait is also at most half the last
 	// flush's duration, and it ends as soon as every released commit is back
 	// (or MaxBatch offsets are queued). Default 1ms; negative: no wait.
 	Regather time.Duration
@@ -351,7 +351,7 @@ func (b *Batcher) flush(fb *flushBatch, rows []Offset) {
 	if len(b.running) == 0 && b.cfg.Regather > 0 {
 		// The commits released now, and those queued, make the next flush.
 		b.regather = b.waiting + fb.commits
-		b.regatherBy = time.Now().Add(min(time.Since(start)/4, b.cfg.Regather))
+		b.regatherBy = time.Now().Add(min(time.Since(start)/2, b.cfg.Regather))
 	}
 	b.mu.Unlock()
 	// No signal: this flusher goes on to next itself, and whether a batch may

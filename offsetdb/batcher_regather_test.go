@@ -80,7 +80,7 @@ func TestGroupCommitRegathersReleasedCommits(t *testing.T) {
 }
 
 // A released commit that does not come back delays the next flush by at
-// most Regather (and a quarter of the last flush's duration), not forever.
+// most Regather (and half the last flush's duration), not forever.
 func TestGroupCommitRegatherIsBounded(t *testing.T) {
 	t.Parallel()
 	b, g := regatherBatcher(t, 20*time.Millisecond)

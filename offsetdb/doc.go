@@ -30,7 +30,7 @@
 // load); with MaxDelay > 0 it waits up to MaxDelay for more commits. One wait
 // is built in: right after a flush, with no other running, the next one waits
 // for the commits that flush released to come back (consumers commit again
-// within microseconds), at most a quarter of that flush's duration and
+// within microseconds), at most half that flush's duration and
 // GroupCommitConfig.Regather (1ms). Without it the first committer to return
 // was flushed alone and the others a moment later: two transactions, two WAL
 // flushes, for one round of committers; with it N committers settle into
