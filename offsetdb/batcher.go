@@ -378,7 +378,8 @@ func (b *Batcher) startable() bool {
 	return b.queued*n >= b.inflight
 }
 
-// next waits until a batch may start (startable, and with MaxDelay until
+// next waits until a batch may start (startable; right after a flush, until
+// the commits it released are back or regatherBy passed; with MaxDelay until
 // MaxBatch offsets wait or the oldest commit waited MaxDelay), takes it from
 // the queue and returns it with its rows; false once the Batcher is closed
 // and drained. After Close it takes what is left without waiting for a turn.
