@@ -33,6 +33,15 @@ type GroupCommitConfig struct {
 	// flushes touching the same rows wait for each other but cannot
 	// deadlock, and GREATEST keeps the result right in any commit order.
 	Flushers int
+	// Regather bounds how long a flush that would start while no other runs
+	// waits for the commits the last flush released to come back. A consumer
+	// commits again soon after its commit returns, so a flush that starts with
+	// the first of them to return carries one commit, and the rest follow as a
+	// second transaction: the database then pays two commits (two WAL flushes)
+	// for the same offsets. The wait is also at most half the last
+	// flush's duration, and it ends as soon as every released commit is back
+	// (or MaxBatch offsets are queued). Default 1ms; negative: no wait.
+	Regather time.Duration
 }
 
 func (c GroupCommitConfig) withDefaults() GroupCommitConfig {
@@ -44,6 +53,9 @@ func (c GroupCommitConfig) withDefaults() GroupCommitConfig {
 	}
 	if c.Flushers <= 0 {
 		c.Flushers = 2
+	}
+	if c.Regather == 0 {
+		c.Regather = time.Millisecond
 	}
 	return c
 }
@@ -71,14 +83,20 @@ type Batcher struct {
 	cfg   GroupCommitConfig
 	log   *slog.Logger
 
-	mu       sync.Mutex
-	queue    []*flushBatch        // FIFO; commits join the last one while it has room
-	queued   int                  // offsets in queue
-	running  map[*flushBatch]bool // batches being written now
-	inflight int                  // rows of the running batches
-	idle     int                  // flushers waiting in next
-	sizeHint int                  // offsets of the last batch taken: the next one's capacity
-	closed   bool
+	mu      sync.Mutex
+	queue   []*flushBatch // FIFO; commits join the last one while it has room
+	queued  int           // offsets in queue
+	waiting int           // commits in queue
+	// regather is how many commits the next flush waits for when no flush
+	// runs: those the last flush released plus those queued then, until
+	// regatherBy at the latest (0: no wait). See startable.
+	regather   int
+	regatherBy time.Time
+	running    map[*flushBatch]bool // batches being written now
+	inflight   int                  // rows of the running batches
+	idle       int                  // flushers waiting in next
+	sizeHint   int                  // offsets of the last batch taken: the next one's capacity
+	closed     bool
 
 	// wake (capacity 1) tells an idle flusher that a batch may start. It is
 	// sent only when one can (see startable), not on every commit: a flush
@@ -224,6 +242,7 @@ func (b *Batcher) enqueue(offsets []Offset) (*flushBatch, error) {
 	fb.offsets = append(fb.offsets, offsets...)
 	fb.commits++
 	b.queued += len(offsets)
+	b.waiting++
 	// With MaxDelay an idle flusher keeps a timer for the oldest commit and
 	// counts toward MaxBatch, so it hears of every commit; without, only of
 	// the one that lets a flush start.
@@ -329,14 +348,20 @@ func (b *Batcher) flush(fb *flushBatch, rows []Offset) {
 	b.mu.Lock()
 	delete(b.running, fb)
 	b.inflight -= len(rows)
+	if len(b.running) == 0 && b.cfg.Regather > 0 {
+		// The commits released now, and those queued, make the next flush.
+		b.regather = b.waiting + fb.commits
+		b.regatherBy = time.Now().Add(min(time.Since(start)/2, b.cfg.Regather))
+	}
 	b.mu.Unlock()
 	// No signal: this flusher goes on to next itself, and whether a batch may
 	// start is one condition for every flusher.
 }
 
 // startable reports whether a flusher may take the oldest batch now (b.mu
-// held). With no flush running, at once: no timer and no added latency when
-// idle. While flushes run, only once the queue holds at least as many
+// held). With no flush running, at once, unless the last flush just released
+// commits that have not come back yet (regather; next bounds that wait): no
+// timer and no added latency when idle. While flushes run, only once the queue holds at least as many
 // offsets as a running flush carries on average: under a steady load of N
 // committers and k flushers the flushes then settle at about N/k rows each,
 // instead of splitting the committers into ever smaller flushes, each costing
@@ -347,10 +372,14 @@ func (b *Batcher) startable() bool {
 		return false
 	}
 	n := len(b.running)
-	return n == 0 || b.queued*n >= b.inflight
+	if n == 0 {
+		return b.waiting >= b.regather || b.queued >= b.cfg.MaxBatch
+	}
+	return b.queued*n >= b.inflight
 }
 
-// next waits until a batch may start (startable, and with MaxDelay until
+// next waits until a batch may start (startable; right after a flush, until
+// the commits it released are back or regatherBy passed; with MaxDelay until
 // MaxBatch offsets wait or the oldest commit waited MaxDelay), takes it from
 // the queue and returns it with its rows; false once the Batcher is closed
 // and drained. After Close it takes what is left without waiting for a turn.
@@ -367,7 +396,13 @@ func (b *Batcher) next() (*flushBatch, []Offset, bool) {
 		}
 		var timer *time.Timer
 		var timeout <-chan time.Time
-		if b.startable() {
+		if b.regather > 0 && !time.Now().Before(b.regatherBy) {
+			b.regather = 0
+		}
+		if b.regather > 0 && len(b.running) == 0 && !b.startable() {
+			timer = time.NewTimer(time.Until(b.regatherBy))
+			timeout = timer.C
+		} else if b.startable() {
 			if b.cfg.MaxDelay <= 0 || b.queued >= b.cfg.MaxBatch {
 				fb, rows := b.take()
 				return fb, rows, true
@@ -407,6 +442,8 @@ func (b *Batcher) take() (*flushBatch, []Offset) {
 		b.queue = nil
 	}
 	b.queued -= len(fb.offsets)
+	b.waiting -= fb.commits
+	b.regather = 0
 	b.sizeHint = len(fb.offsets)
 	// Every offset was validated by Commit.
 	rows := coalesceValid(fb.offsets)

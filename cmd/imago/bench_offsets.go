@@ -17,6 +17,7 @@ func newBenchOffsetsCmd(a *app) *cobra.Command {
 	var c benchCommon
 	var store, dsn string
 	var committers, rounds, flushers int
+	var regather time.Duration
 	cmd := &cobra.Command{
 		Use:   "offsets",
 		Short: "Measure offset commits/s: group commit against one UPDATE per commit, and the database's ceiling",
@@ -65,7 +66,8 @@ imago-bench-<mode>-<time>.`,
 			if flushers < 0 {
 				return usagef("--flushers %d: want 0 (the default) or more", flushers)
 			}
-			return runBenchOffsets(cmd.Context(), a, c, store, dsn, committers, rounds, flushers)
+			gcc := offsetdb.GroupCommitConfig{Flushers: flushers, Regather: regather}
+			return runBenchOffsets(cmd.Context(), a, c, store, dsn, committers, rounds, gcc)
 		},
 	}
 	c.register(cmd, 5*time.Second, "how long to run each of the loads (the ceiling's shapes get a quarter each)")
@@ -73,6 +75,7 @@ imago-bench-<mode>-<time>.`,
 	cmd.Flags().StringVar(&dsn, "dsn", "", "the database's DSN (pgx URL or key=value; go-sql-driver format for mysql)")
 	cmd.Flags().IntVar(&committers, "committers", 64, "concurrent committers")
 	cmd.Flags().IntVar(&flushers, "flushers", 0, "concurrent flushes of the group commit (0: the store's default)")
+	cmd.Flags().DurationVar(&regather, "regather", 0, "longest wait of a flush for the commits the last one released (0: the store's default; negative: no wait)")
 	cmd.Flags().IntVar(&rounds, "rounds", 0, "alternations of group commit and ceiling (0: one per second of --duration)")
 	return cmd
 }
@@ -91,7 +94,7 @@ type benchOffsetsReport struct {
 	GroupCommitP99Ms float64                    `json:"group_commit_p99_ms"`
 }
 
-func runBenchOffsets(ctx context.Context, a *app, c benchCommon, store, dsn string, committers, rounds, flushers int) error {
+func runBenchOffsets(ctx context.Context, a *app, c benchCommon, store, dsn string, committers, rounds int, gcc offsetdb.GroupCommitConfig) error {
 	base, err := offsetbench.Commits(ctx, offsetbench.Config{
 		Store: store, DSN: dsn, Mode: offsetbench.ModeUpdatePerCommit, Committers: committers, Duration: c.duration,
 	})
@@ -100,7 +103,7 @@ func runBenchOffsets(ctx context.Context, a *app, c benchCommon, store, dsn stri
 	}
 	gc, shapes, err := offsetbench.AgainstCeiling(ctx, offsetbench.Config{
 		Store: store, DSN: dsn, Committers: committers, Duration: c.duration,
-		GroupCommit: offsetdb.GroupCommitConfig{Flushers: flushers},
+		GroupCommit: gcc,
 	}, rounds)
 	if err != nil {
 		return err
