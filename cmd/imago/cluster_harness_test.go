@@ -156,6 +156,14 @@ func newTestCluster(t *testing.T, seed int64) *testCluster {
 				n.kill()
 			}
 		}
+		// A race-enabled child (make race) reports a data race on its stderr, the node log.
+		for _, n := range c.nodes {
+			if b, err := os.ReadFile(n.logPath); err == nil {
+				if i := bytes.Index(b, []byte("WARNING: DATA RACE")); i >= 0 {
+					t.Errorf("node %d reported a data race:\n%s", n.id, b[i:min(len(b), i+4000)])
+				}
+			}
+		}
 		if t.Failed() {
 			for _, n := range c.nodes {
 				t.Logf("node %d log, last lines:\n%s", n.id, tail(n.logPath, 30))
