@@ -63,8 +63,9 @@ type RaftLog struct {
 
 	mu   sync.RWMutex
 	locs []raftLoc // locs[i] is entry i+1
-	// cache holds the data of the newest entries (a contiguous run ending at the last index,
-	// at most cacheBytes of data, and never an entry applied more than cacheKeep entries ago):
+	// cache holds the data of the newest entries (a contiguous run ending at the last index:
+	// every entry not yet applied, and applied ones while the cache holds at most
+	// raftCacheMaxBytes and they were applied fewer than raftCacheKeep entries ago):
 	// raft reads each entry back to apply it and to send it, and would otherwise read it from
 	// the disk it was just written to. The data is raft's own (immutable) entry data.
 	cache      []RaftEntry
@@ -298,7 +299,9 @@ func (l *RaftLog) trimCacheLocked() {
 	drop := 0
 	for drop < len(l.cache) {
 		e := l.cache[drop]
-		if l.cacheBytes <= raftCacheMaxBytes && e.Index+raftCacheKeep > applied {
+		// Never an entry not yet applied: the leader finds its own requests by their entry's
+		// data when it applies them (replicate.go), and raft would read them back anyway.
+		if e.Index > applied || (l.cacheBytes <= raftCacheMaxBytes && e.Index+raftCacheKeep > applied) {
 			break
 		}
 		l.cacheBytes -= len(e.Data)

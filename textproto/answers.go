@@ -112,6 +112,10 @@ func failureFor(err error) *failure {
 		return fail(codeTooLarge, "%s; split the payload or raise the broker's max message size", msg)
 	case errors.Is(err, broker.ErrBackpressure):
 		return fail(codeUnavailable, "%s; retry shortly", msg)
+	case errors.Is(err, broker.ErrNotLeader):
+		return fail(codeUnavailable, "%s: this door does not forward; connect to the leader's (GET /v1/cluster names it)", msg)
+	case errors.Is(err, broker.ErrOutcomeUnknown):
+		return fail(codeUnavailable, "%s; retry only with the same idempotency key", msg)
 	case errors.Is(err, broker.ErrClosed):
 		return fail(codeUnavailable, "%s; the server is shutting down, retry against a running one", msg)
 	case errors.Is(err, broker.ErrCorrupt):

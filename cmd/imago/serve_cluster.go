@@ -41,6 +41,7 @@ func (s *server) openCluster(ctx context.Context) error {
 	}
 	s.member = m
 	s.onClose("cluster member", func() error { m.Stop(); return nil })
+	s.openZKDirectory(ctx)
 	s.logger.Info("cluster member started", "node_id", cl.NodeID, "raft_addr", cl.ListenRaftAddr(),
 		"peers", len(cl.Peers), "forward", cl.Forward)
 	return nil
