@@ -176,11 +176,11 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 			delete(b.repl.inflight, &entries[i][0])
 		}
 		b.repl.imu.Unlock()
+		// Nothing was proposed: undo this group's offsets. The offsets proposed before it in this
+		// term stay: a refusal in the same term (a leadership transfer under way) leaves them
+		// in the log, and a new term resets everything anyway.
 		for p, off := range saved {
 			b.repl.next[p] = off
-		}
-		if errors.Is(err, ErrNotLeader) {
-			b.repl.nextTerm = 0
 		}
 		finish(err)
 		return

@@ -622,7 +622,7 @@ func (n *Node) publish(err error) {
 		Term:    st.HardState.GetTerm(),
 		Commit:  st.HardState.GetCommit(),
 		Applied: n.applied,
-		Serving: st.RaftState == raft.StateLeader && n.servingAt == st.HardState.GetTerm(),
+		Serving: err == nil && st.RaftState == raft.StateLeader && n.servingAt == st.HardState.GetTerm(),
 		Err:     err,
 	}
 	cs := n.cfg.Storage.ConfState()

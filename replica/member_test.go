@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -342,5 +343,60 @@ func TestReadBarrierNeedsAQuorum(t *testing.T) {
 	c.stop((l + 2) % 3)
 	if err := c.ms[l].ReadBarrier(ctx); !errors.Is(err, broker.ErrNotLeader) {
 		t.Fatalf("barrier on a leader without a quorum: %v, want ErrNotLeader", err)
+	}
+}
+
+// A leadership transfer that never completes (its target is down) refuses proposals while it
+// runs, then the leader goes on in the same term: it keeps serving, and every write it
+// acknowledged is at its offsets. (The proposer no longer forgets its pending offsets on such a
+// refusal, which the simulation helper pointed out could collide; the window, a proposal right
+// after the refusal while earlier ones are unapplied, is too narrow for this test to hit.)
+func TestAbortedTransferKeepsOffsets(t *testing.T) {
+	c := newTestCluster(t)
+	l := c.leader()
+	if _, err := c.bs[l].CreateTopic("t", broker.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	f := (l + 1) % 3
+	c.stop(f)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := map[string]broker.Position{}
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("w%d-%d", w, i)
+				res, err := c.bs[l].Produce(context.Background(), "t", []broker.Message{{Value: []byte(key)}}, key)
+				if err == nil {
+					mu.Lock()
+					acked[key] = res.Offsets[0]
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		c.ms[l].TransferLeadership(ctx, uint64(f+1)) // never completes: node f is down
+		cancel()
+	}
+	close(stop)
+	wg.Wait()
+	if st := c.ms[l].Status(); st.Error != "" || !c.ms[l].Serving() {
+		t.Fatalf("leader after aborted transfers: serving %v, error %q", c.ms[l].Serving(), st.Error)
+	}
+	got := fetchAll(t, c.bs[l], "t", 0, len(acked))
+	for key, pos := range acked {
+		if pos.Offset >= int64(len(got)) || got[pos.Offset] != key {
+			t.Fatalf("%s acknowledged at offset %d, which holds something else", key, pos.Offset)
+		}
 	}
 }

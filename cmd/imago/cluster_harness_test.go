@@ -119,13 +119,25 @@ func newTestCluster(t *testing.T, seed int64) *testCluster {
 	c := &testCluster{t: t, seed: seed, dir: t.TempDir(), zkRoot: "/imago-e2e-" + hex.EncodeToString(b),
 		http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}}}
 	t.Cleanup(func() { removeZkTree(t, zkServers, c.zkRoot) })
+	// The nodes' ports stay reserved (listening) until every proxy has its own port: a port
+	// freed at once could be handed to a proxy, and two addresses in a configuration would
+	// then be one.
+	var reserved []net.Listener
+	reserve := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		reserved = append(reserved, ln)
+		return ln.Addr().String()
+	}
 	for i := range c.nodes {
 		dir := filepath.Join(c.dir, fmt.Sprintf("node%d", i+1))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		c.nodes[i] = &cnode{id: i + 1, dir: dir, dataDir: filepath.Join(dir, "data"),
-			httpAddr: freePort(t), raftAddr: freePort(t),
+			httpAddr: reserve(), raftAddr: reserve(),
 			journal: filepath.Join(dir, "sync.journal"), logPath: filepath.Join(dir, "serve.log"),
 			cfgPath: filepath.Join(dir, "imago.yaml")}
 	}
@@ -146,6 +158,9 @@ func newTestCluster(t *testing.T, seed int64) *testCluster {
 				c.fwd[i][j] = newProxy(c.nodes[j].httpAddr)
 			}
 		}
+	}
+	for _, ln := range reserved {
+		ln.Close()
 	}
 	for i := range c.nodes {
 		c.writeConfig(i, zkServers)
