@@ -42,6 +42,11 @@ type produceReq struct {
 	hasKey bool
 	key    dedupe.Key
 	fp     uint64
+	// settled (keyed requests) is closed when Produce has the request's final answer, outcome
+	// then holds its error. A retry with the same key waits for it: in cluster mode done is
+	// closed when the entry is proposed, long before it is known to be stored.
+	settled chan struct{}
+	outcome error
 
 	// Set by the flusher before done is closed.
 	batchPos int64
@@ -88,6 +93,7 @@ func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, 
 	req.hasKey = true
 	req.key = idemKey(t.name, idempotencyKey)
 	req.fp = fingerprint(msgs)
+	req.settled = make(chan struct{})
 	for {
 		res, done, err := b.idemBegin(req)
 		if done {
@@ -98,9 +104,11 @@ func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, 
 		}
 	}
 	res, err := b.submit(req)
+	req.outcome = err
 	b.idemMu.Lock()
 	delete(b.inflight, req.key)
 	b.idemMu.Unlock()
+	close(req.settled)
 	return res, err
 }
 
@@ -123,9 +131,9 @@ func (b *Broker) idemBegin(req *produceReq) (res ProduceResult, done bool, err e
 	}
 	if other, ok := b.inflight[req.key]; ok {
 		b.idemMu.Unlock()
-		<-other.done
-		if other.err != nil {
-			return res, false, other.err
+		<-other.settled
+		if other.outcome != nil {
+			return res, false, other.outcome
 		}
 		if other.fp != req.fp {
 			return res, true, fmt.Errorf("%w: the key is in use by a request with other messages", ErrIdempotencyReused)
