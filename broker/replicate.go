@@ -182,10 +182,20 @@ func (b *Broker) encodeReplicated(r *produceReq, now int64, next func(*partition
 // waitApplied waits for a proposed request's entry to be applied.
 func (b *Broker) waitApplied(req *produceReq) (ProduceResult, error) {
 	if err := <-req.applyc; err != nil {
-		return ProduceResult{}, err
+		return ProduceResult{}, outcomeUnknown(err)
 	}
 	b.stats.messagesIn.Add(int64(len(req.msgs)))
 	return ProduceResult{Offsets: req.offsets}, nil
+}
+
+// outcomeUnknown makes the failure of a proposed entry ErrOutcomeUnknown, the error callers
+// (the gateway: 503 outcome_unknown) branch on: the Proposer's own errors (the cluster
+// package's ErrOutcomeUnknown) are not this package's sentinel.
+func outcomeUnknown(err error) error {
+	if errors.Is(err, ErrOutcomeUnknown) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 }
 
 // ApplyEntry applies the committed raft entry index (of term) whose data is data: the replica's
@@ -290,7 +300,7 @@ func (b *Broker) createTopicReplicated(name string, cfg TopicConfig) (bool, erro
 		return false, err
 	}
 	if err := <-chans[0]; err != nil {
-		return false, err
+		return false, outcomeUnknown(err)
 	}
 	t, ok := b.topicsByName()[name]
 	switch {
