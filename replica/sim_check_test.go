@@ -26,6 +26,7 @@ func runSim(t *testing.T, seed uint64) string {
 	s := &sim{
 		t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)),
 		rec: powerloss.New(), proposed: make(chan proposed), applied: map[uint64]appliedEntry{}, faults: true,
+		images: map[string][]byte{},
 	}
 	s.clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
 	s.nodes = []*simNode{nil}
@@ -48,13 +49,17 @@ func runSim(t *testing.T, seed uint64) string {
 	}
 	s.settle()
 	s.check()
+	lastSim = s
 	h := fnv.New64a()
 	for i := uint64(1); i <= s.maxIndex; i++ {
 		fmt.Fprintf(h, "%d/%d/%x;", i, s.applied[i].term, s.applied[i].data)
 	}
-	return fmt.Sprintf("committed=%d requests=%d acked=%d duplicates=%d unknown=%d refused=%d crashes=%d power=%d fsync=%d restarts=%d steps=%d hash=%x",
-		s.maxIndex, len(s.reqs), s.acked, s.dupAcks, s.unknown, s.refused, s.crashes, s.powerLosses, s.fsyncLosses, s.restarts, s.now, h.Sum64())
+	return fmt.Sprintf("committed=%d requests=%d acked=%d duplicates=%d unknown=%d refused=%d crashes=%d power=%d fsync=%d restarts=%d kills=%d steps=%d hash=%x",
+		s.maxIndex, len(s.reqs), s.acked, s.dupAcks, s.unknown, s.refused, s.crashes, s.powerLosses, s.fsyncLosses, s.restarts, s.kills, s.now, h.Sum64())
 }
+
+// lastSim is the last seed's simulation, for the totals TestSimReplicated prints.
+var lastSim *sim
 
 // shutdown stops every node and closes every broker, also after a failure: callers still
 // waiting get an error, and reports of proposals nobody waits for any more are drained, so no
@@ -260,19 +265,23 @@ func TestSimReplicated(t *testing.T) {
 		}
 	}
 	var sums []string
+	var tornTotal, oldTotal int
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			sum := runSim(t, seed)
 			sums = append(sums, sum)
+			tornTotal += lastSim.tornTails
+			oldTotal += lastSim.oldPages
 			t.Log(sum)
 		})
 	}
-	var committed, requests, power, fsync, restarts, unknown, dups int
+	var committed, requests, power, fsync, restarts, kills, unknown, dups int
 	for _, sum := range sums {
-		var c, r, a, d, u, rf, cr, pw, fs, rs, st int
+		var c, r, a, d, u, rf, cr, pw, fs, rs, kl, st int
 		var h string
-		fmt.Sscanf(sum, "committed=%d requests=%d acked=%d duplicates=%d unknown=%d refused=%d crashes=%d power=%d fsync=%d restarts=%d steps=%d hash=%s",
-			&c, &r, &a, &d, &u, &rf, &cr, &pw, &fs, &rs, &st, &h)
+		fmt.Sscanf(sum, "committed=%d requests=%d acked=%d duplicates=%d unknown=%d refused=%d crashes=%d power=%d fsync=%d restarts=%d kills=%d steps=%d hash=%s",
+			&c, &r, &a, &d, &u, &rf, &cr, &pw, &fs, &rs, &kl, &st, &h)
+		kills += kl
 		committed += c
 		requests += r
 		power += pw
@@ -281,8 +290,9 @@ func TestSimReplicated(t *testing.T) {
 		unknown += u
 		dups += d
 	}
-	t.Logf("%d seeds: %d entries committed, %d requests, %d outcome-unknown answers, %d duplicate answers, %d power losses (%d in an fsync), %d clean restarts",
-		len(sums), committed, requests, unknown, dups, power, fsync, restarts)
+	t.Logf("torn tails kept %d, old pages brought back %d", tornTotal, oldTotal)
+	t.Logf("%d seeds: %d entries committed, %d requests, %d outcome-unknown answers, %d duplicate answers, %d power losses (%d in an fsync), %d kills, %d clean restarts",
+		len(sums), committed, requests, unknown, dups, power, fsync, kills, restarts)
 }
 
 func TestSimReplicatedIsDeterministic(t *testing.T) {

@@ -155,8 +155,11 @@ type sim struct {
 	topicOK  bool
 	topicRun bool // a topic creation is in flight (a second would wait for it)
 
-	acked, dupAcks, unknown, refused, crashes, powerLosses, fsyncLosses, restarts int
-	trace                                                                         []string
+	images map[string][]byte // commit-log segment contents at their last sync (sim_disk_test.go)
+
+	acked, dupAcks, unknown, refused, crashes, powerLosses, fsyncLosses, restarts, kills int
+	tornTails, oldPages                                                                  int
+	trace                                                                                []string
 }
 
 type appliedEntry struct {
@@ -196,7 +199,13 @@ func (s *sim) hook(ev fsutil.Event, do func() error) error {
 		}
 	}
 	s.diskMu.Unlock()
-	return s.rec.Hook(ev, func() error { return nil })
+	if err := s.rec.Hook(ev, func() error { return nil }); err != nil {
+		return err
+	}
+	s.diskMu.Lock()
+	s.logImage(ev)
+	s.diskMu.Unlock()
+	return nil
 }
 
 func (s *sim) setDisk(nd *simNode, state int) {
@@ -316,25 +325,41 @@ func (s *sim) start(nd *simNode) {
 	s.logf("node %d starts (applied %d, log ends at %d)", nd.id, b.AppliedIndex(), b.RaftLog().LastIndex())
 }
 
+// How a node goes down.
+const (
+	crashPower = iota // power loss: what no sync covered is gone (sim_disk_test.go)
+	crashKill         // kill -9: the process dies, its written bytes stay in the page cache
+	crashStop         // clean restart: the node stops, the broker closes with its checkpoint
+)
+
 // crash takes nd down: the node stops, the answers it decides reach their callers, the broker
-// closes (after a power loss its syncs fail, so nothing more becomes durable), and on a power
-// loss everything not durable is dropped.
-func (s *sim) crash(nd *simNode, why string, power bool) {
+// closes (after a power loss or a kill its syncs fail, so nothing more becomes durable), and
+// on a power loss everything not durable is dropped.
+func (s *sim) crash(nd *simNode, why string, kind int) {
 	nd.node.Halt(errSimCrash)
 	nd.halted = true
-	if power {
+	if kind != crashStop {
 		s.setDisk(nd, diskDead)
 	}
 	s.collect()
 	nd.b.Close() // its error (failed syncs) is the crash's
-	if power {
+	switch kind {
+	case crashPower:
+		before := s.segments(nd)
 		loss, err := s.rec.Drop(nd.dir)
 		if err != nil {
 			s.fatalf("node %d: power loss: %v", nd.id, err)
 		}
+		s.setDisk(nd, diskOK)
+		torn, old := s.tear(nd, before)
+		s.tornTails += torn
+		s.oldPages += old
 		s.powerLosses++
-		s.logf("node %d loses power (%s): %d files cut, %d bytes, %d names", nd.id, why, loss.Truncated, loss.Bytes, len(loss.Removed))
-	} else {
+		s.logf("node %d loses power (%s): %d files cut, %d bytes, %d names; %d torn tails, %d old pages", nd.id, why, loss.Truncated, loss.Bytes, len(loss.Removed), torn, old)
+	case crashKill:
+		s.kills++
+		s.logf("node %d is killed (%s)", nd.id, why)
+	default:
 		s.restarts++
 		s.logf("node %d restarts cleanly (%s)", nd.id, why)
 	}
@@ -382,7 +407,7 @@ func (s *sim) faultStep() {
 		s.logf("partitions healed")
 	case r < 0.016:
 		if l := s.live(); len(l) > 0 {
-			s.crash(l[s.rng.IntN(len(l))], "between rounds", true)
+			s.crash(l[s.rng.IntN(len(l))], "between rounds", crashPower)
 		}
 	case r < 0.020:
 		if l := s.live(); len(l) > 0 {
@@ -394,7 +419,11 @@ func (s *sim) faultStep() {
 		}
 	case r < 0.022:
 		if l := s.live(); len(l) > 0 {
-			s.crash(l[s.rng.IntN(len(l))], "stop", false)
+			s.crash(l[s.rng.IntN(len(l))], "stop", crashStop)
+		}
+	case r < 0.024:
+		if l := s.live(); len(l) > 0 {
+			s.crash(l[s.rng.IntN(len(l))], "kill -9", crashKill)
 		}
 	}
 }
@@ -452,7 +481,7 @@ func (s *sim) reap() {
 	for _, nd := range s.nodes[1:] {
 		if nd.node != nil && nd.halted {
 			s.fsyncLosses++
-			s.crash(nd, "in its log fsync", true)
+			s.crash(nd, "in its log fsync", crashPower)
 		}
 	}
 }

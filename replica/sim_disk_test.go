@@ -1,0 +1,115 @@
+package replica
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/imagomq/imago/internal/fsutil"
+)
+
+// The commit log's disk after a power loss, modelled harder than internal/powerloss does. The
+// recorder cuts every file back to the size of its last sync and keeps what is below it as it
+// is now. A disk may also have written some of the unsynced bytes (a torn tail of valid or
+// half-written batches), and where the log was truncated and rewritten since its last sync (a
+// new leader overwrote uncommitted entries) it may still hold the old pages, or the old length
+// when the truncation itself was never synced. For each segment file the seed picks one of
+// those outcomes. Whatever the file holds afterwards survived the power loss, so it is
+// recorded as durable.
+
+const simPage = 4096
+
+// logImage records the contents of a commit-log segment as its sync made them durable. The
+// caller holds diskMu.
+func (s *sim) logImage(ev fsutil.Event) {
+	if ev.Kind != fsutil.File || filepath.Ext(ev.Path) != ".log" || !strings.Contains(ev.Path, string(filepath.Separator)+"log"+string(filepath.Separator)) {
+		return
+	}
+	b, err := os.ReadFile(ev.Path)
+	if err != nil {
+		return
+	}
+	if int64(len(b)) > ev.Size {
+		b = b[:ev.Size]
+	}
+	s.images[ev.Path] = b
+}
+
+// segments returns the contents of nd's commit-log segments now.
+func (s *sim) segments(nd *simNode) map[string][]byte {
+	out := map[string][]byte{}
+	dir := filepath.Join(nd.dir, "log")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		s.fatalf("node %d: %v", nd.id, err)
+	}
+	for _, e := range ents {
+		if filepath.Ext(e.Name()) != ".log" {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		b, err := os.ReadFile(p)
+		if err != nil {
+			s.fatalf("node %d: %v", nd.id, err)
+		}
+		out[p] = b
+	}
+	return out
+}
+
+// tear applies the harder model to nd's segments after the recorder's cut: before holds their
+// contents just before the power went.
+func (s *sim) tear(nd *simNode, before map[string][]byte) (torn, old int) {
+	for p, cur := range before {
+		after, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // its name was never durable
+		}
+		if err != nil {
+			s.fatalf("node %d: %v", nd.id, err)
+		}
+		s.diskMu.Lock()
+		img := s.images[p]
+		s.diskMu.Unlock()
+		out := append([]byte(nil), after...)
+		mode := s.rng.IntN(4)
+		if mode&1 != 0 && len(cur) > len(out) { // some unsynced bytes reached the disk
+			n := s.rng.IntN(len(cur) - len(out) + 1)
+			out = append(out, cur[len(out):len(out)+n]...)
+			if n > 0 {
+				torn++
+			}
+		}
+		if mode&2 != 0 && img != nil { // old pages where the log was rewritten since its sync
+			if len(img) > len(out) && len(cur) < len(img) && s.rng.IntN(2) == 0 {
+				out = append(out, img[len(out):]...) // the truncation was never synced
+				old++
+			}
+			for at := 0; at < min(len(out), len(img)); at += simPage {
+				end := min(at+simPage, len(out), len(img))
+				if string(out[at:end]) != string(img[at:end]) && s.rng.IntN(2) == 0 {
+					copy(out[at:end], img[at:end])
+					old++
+				}
+			}
+		}
+		if string(out) == string(after) {
+			continue
+		}
+		if err := os.WriteFile(p, out, 0o644); err != nil {
+			s.fatalf("node %d: %v", nd.id, err)
+		}
+		// What survived the power loss is on the disk: record it (and its image) as durable.
+		s.durable(p, int64(len(out)))
+	}
+	return torn, old
+}
+
+// durable records p's current contents as durable, as a sync of it would.
+func (s *sim) durable(p string, size int64) {
+	if err := s.hook(fsutil.Event{Kind: fsutil.File, Path: p, Size: size}, func() error { return nil }); err != nil {
+		s.fatalf("record %s: %v", p, err)
+	}
+}
