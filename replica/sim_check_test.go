@@ -226,6 +226,7 @@ func (s *sim) check() {
 			}
 		}
 	}
+	s.checkObserved(parts)
 	// Every acknowledged request is there, at its offsets, once.
 	seen := map[string]broker.Position{}
 	for p, vals := range parts {
@@ -247,6 +248,48 @@ func (s *sim) check() {
 	}
 	if len(seen) > 0 {
 		s.fatalf("%d stored messages belong to no request", len(seen))
+	}
+}
+
+// observation is what one node served at one offset during the run.
+type observation struct {
+	node      uint64
+	step      int
+	partition int
+	offset    int64
+	value     string
+}
+
+// observe fetches a random partition from a random live node: what a node serves must be
+// what every node serves there in the end (nothing uncommitted, nothing later lost).
+func (s *sim) observe() {
+	l := s.live()
+	if len(l) == 0 || !s.topicOK {
+		return
+	}
+	nd := l[s.rng.IntN(len(l))]
+	p := s.rng.IntN(simParts)
+	res, err := nd.b.Fetch(context.Background(), simTopic, p, broker.FetchOptions{Offset: 0, MaxMessages: 1 << 20, MaxBytes: 1 << 30})
+	if err != nil {
+		return // the topic is not applied there yet
+	}
+	for i, m := range res.Messages {
+		if m.Offset != int64(i) {
+			s.fatalf("node %d: partition %d: message %d has offset %d", nd.id, p, i, m.Offset)
+		}
+	}
+	if n := len(res.Messages); n > 0 {
+		m := res.Messages[n-1]
+		s.seen = append(s.seen, observation{node: nd.id, step: s.now, partition: p, offset: m.Offset, value: string(m.Value)})
+	}
+}
+
+// checkObserved asserts that everything served during the run is where it was served.
+func (s *sim) checkObserved(parts [][]string) {
+	for _, o := range s.seen {
+		if o.offset >= int64(len(parts[o.partition])) || parts[o.partition][o.offset] != o.value {
+			s.fatalf("node %d served %q at %d/%d at step %d; the converged group does not hold it there", o.node, o.value, o.partition, o.offset, o.step)
+		}
 	}
 }
 

@@ -155,6 +155,7 @@ type sim struct {
 	topicOK  bool
 	topicRun bool // a topic creation is in flight (a second would wait for it)
 
+	seen   []observation     // what nodes served during the run (sim_check_test.go)
 	images map[string][]byte // commit-log segment contents at their last sync (sim_disk_test.go)
 
 	acked, dupAcks, unknown, refused, crashes, powerLosses, fsyncLosses, restarts, kills int
@@ -694,4 +695,7 @@ func (s *sim) step() {
 	s.process()
 	s.collect()
 	s.reap()
+	if s.rng.Float64() < 0.2 {
+		s.observe()
+	}
 }
