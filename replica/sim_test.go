@@ -70,9 +70,10 @@ var errSimCrash = errors.New("simulated crash")
 
 // disk states of a node, as the sync hook sees them.
 const (
-	diskOK     = iota
-	diskDoomed // the next commit-log sync loses power
-	diskDead   // power is gone: every sync fails and records nothing
+	diskOK        = iota
+	diskDoomed    // the next commit-log sync loses power
+	diskDoomedAny // the next sync of any of the node's files (raft state, topics) loses power
+	diskDead      // power is gone: every sync fails and records nothing
 )
 
 type simMsg struct {
@@ -191,7 +192,8 @@ func (s *sim) hook(ev fsutil.Event, do func() error) error {
 		if !strings.HasPrefix(ev.Path, nd.dir+string(filepath.Separator)) && ev.Path != nd.dir {
 			continue
 		}
-		if nd.disk == diskDoomed && ev.Kind == fsutil.File && strings.HasPrefix(ev.Path, filepath.Join(nd.dir, "log")+string(filepath.Separator)) {
+		if nd.disk == diskDoomed && ev.Kind == fsutil.File && strings.HasPrefix(ev.Path, filepath.Join(nd.dir, "log")+string(filepath.Separator)) ||
+			nd.disk == diskDoomedAny {
 			nd.disk = diskDead
 		}
 		if nd.disk == diskDead {
@@ -258,6 +260,9 @@ func (a simApplier) Apply(index, term uint64, data []byte) error {
 		s.maxIndex = max(s.maxIndex, index)
 	}
 	if err := a.inner.Apply(index, term, data); err != nil {
+		if s.diskOf(a.nd) == diskDead {
+			return err // a storage error: the node stops, the power is gone
+		}
 		s.fatalf("node %d: apply entry %d term %d: %v", a.nd.id, index, term, err)
 	}
 	return nil
@@ -414,8 +419,13 @@ func (s *sim) faultStep() {
 		if l := s.live(); len(l) > 0 {
 			nd := l[s.rng.IntN(len(l))]
 			if s.diskOf(nd) == diskOK {
-				s.setDisk(nd, diskDoomed)
-				s.logf("node %d will lose power in its next log fsync", nd.id)
+				if s.rng.IntN(3) == 0 {
+					s.setDisk(nd, diskDoomedAny)
+					s.logf("node %d will lose power in its next sync", nd.id)
+				} else {
+					s.setDisk(nd, diskDoomed)
+					s.logf("node %d will lose power in its next log fsync", nd.id)
+				}
 			}
 		}
 	case r < 0.022:
