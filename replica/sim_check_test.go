@@ -308,13 +308,14 @@ func TestSimReplicated(t *testing.T) {
 		}
 	}
 	var sums []string
-	var tornTotal, oldTotal int
+	var tornTotal, oldTotal, warmTotal int
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			sum := runSim(t, seed)
 			sums = append(sums, sum)
 			tornTotal += lastSim.tornTails
 			oldTotal += lastSim.oldPages
+			warmTotal += lastSim.warmStarts
 			t.Log(sum)
 		})
 	}
@@ -333,7 +334,7 @@ func TestSimReplicated(t *testing.T) {
 		unknown += u
 		dups += d
 	}
-	t.Logf("torn tails kept %d, old pages brought back %d", tornTotal, oldTotal)
+	t.Logf("torn tails kept %d, old pages brought back %d, starts from a checkpoint with entries applied %d", tornTotal, oldTotal, warmTotal)
 	t.Logf("%d seeds: %d entries committed, %d requests, %d outcome-unknown answers, %d duplicate answers, %d power losses (%d in an fsync), %d kills, %d clean restarts",
 		len(sums), committed, requests, unknown, dups, power, fsync, kills, restarts)
 }

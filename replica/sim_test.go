@@ -56,6 +56,8 @@ import (
 // answer) is on every node at the acknowledged offsets; every node serves the same messages at
 // the same offsets in every partition, without gaps, none twice.
 
+var simCheckpoints = flag.Bool("replica.checkpoints", false, "TestSimReplicated: let each broker checkpoint in the background every 2 KiB applied (not repeatable)")
+
 var simSeeds = flag.Int("replica.seeds", 0, "number of seeds TestSimReplicated runs (default 200, 30 with -short)")
 
 const (
@@ -160,7 +162,7 @@ type sim struct {
 	images map[string][]byte // commit-log segment contents at their last sync (sim_disk_test.go)
 
 	acked, dupAcks, unknown, refused, crashes, powerLosses, fsyncLosses, restarts, kills int
-	tornTails, oldPages                                                                  int
+	tornTails, oldPages, warmStarts                                                      int
 	trace                                                                                []string
 }
 
@@ -299,6 +301,11 @@ func (s *sim) options(nd *simNode) broker.Options {
 	o.Now = func() time.Time { return time.UnixMilli(s.clock.Load()) }
 	o.CheckpointInterval = time.Hour // checkpoints only at open and close: at chosen steps
 	o.CheckpointBytes = 1 << 40
+	if *simCheckpoints {
+		// The checkpointer runs on its own goroutine after every few KiB applied: the run is
+		// no longer repeatable, but restarts then start from checkpoints taken mid-run.
+		o.CheckpointBytes = 2 << 10
+	}
 	o.RetentionCheckInterval = time.Hour
 	o.SegmentBytes = 16 << 10 // small: rolls, and truncations across segments
 	o.IndexSegmentEntries = 64
@@ -328,6 +335,9 @@ func (s *sim) start(nd *simNode) {
 	}
 	b.SetProposer(simProposer{s: s, inner: proposer{n}})
 	nd.b, nd.node = b, n
+	if b.AppliedIndex() > 0 {
+		s.warmStarts++
+	}
 	s.logf("node %d starts (applied %d, log ends at %d)", nd.id, b.AppliedIndex(), b.RaftLog().LastIndex())
 }
 
