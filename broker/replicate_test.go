@@ -123,3 +123,32 @@ func TestReplicatedRetryWaitsForTheFirstAttempt(t *testing.T) {
 		t.Fatalf("partition holds %v", got)
 	}
 }
+
+// TestReplicatedLostEntryIsOutcomeUnknown: whatever error the proposer reports for an entry it
+// took (the cluster package has its own ErrOutcomeUnknown), Produce answers this package's
+// ErrOutcomeUnknown, the one error the gateway answers 503 outcome_unknown (retry with the same
+// key) rather than 500.
+func TestReplicatedLostEntryIsOutcomeUnknown(t *testing.T) {
+	o := manualOptions(t, t.TempDir())
+	o.Replicated = true
+	b := mustOpen(t, o)
+	defer b.Close()
+	p := &loopProposer{b: b, held: make(chan heldProposal, 4), term: 1}
+	b.SetProposer(p)
+	if _, err := b.CreateTopic("t", TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.hold = true
+	p.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Produce(context.Background(), "t", []Message{msg("payment-1")}, "order-1")
+		done <- err
+	}()
+	h := <-p.held
+	h.out <- errors.New("cluster: outcome unknown: leadership lost after proposing")
+	if err := <-done; !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("produce whose entry was lost: %v; want ErrOutcomeUnknown", err)
+	}
+}
