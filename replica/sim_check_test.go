@@ -44,7 +44,7 @@ func runSim(t *testing.T, seed uint64) string {
 	for _, nd := range s.nodes[1:] {
 		s.start(nd)
 	}
-	for s.now < simSteps {
+	for s.now < *simSteps {
 		s.step()
 	}
 	s.settle()

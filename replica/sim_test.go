@@ -58,10 +58,11 @@ import (
 
 var simCheckpoints = flag.Bool("replica.checkpoints", false, "TestSimReplicated: let each broker checkpoint in the background every 2 KiB applied (not repeatable)")
 
+var simSteps = flag.Int("replica.steps", 500, "TestSimReplicated: faulty steps per seed (then the faults stop and the group must converge)")
+
 var simSeeds = flag.Int("replica.seeds", 0, "number of seeds TestSimReplicated runs (default 200, 30 with -short)")
 
 const (
-	simSteps    = 500  // faulty steps per seed
 	simSettle   = 4000 // fault-free steps allowed to converge
 	simElection = 10
 	simTopic    = "sim"
