@@ -162,6 +162,7 @@ func (s *sim) converged() bool {
 
 // check asserts the invariants on the converged group.
 func (s *sim) check() {
+	s.checkDurable("converged", 3)
 	commit := s.serving().node.Status().Commit
 	if s.maxIndex > commit {
 		s.fatalf("entries up to %d were applied, but the converged group committed only %d: committed entries were lost", s.maxIndex, commit)

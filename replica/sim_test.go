@@ -93,6 +93,7 @@ type simNode struct {
 	up       int           // step at which a down node restarts
 	restarts int
 	halted   bool // the node stopped on a storage error; reap crashes it
+	eio      bool // its doomed sync is an I/O error, not a power loss
 	disk     int  // guarded by sim.diskMu
 }
 
@@ -384,6 +385,7 @@ func (s *sim) crash(nd *simNode, why string, kind int) {
 	nd.b, nd.node, nd.halted = nil, nil, false
 	nd.up = s.now + 5 + s.rng.IntN(60)
 	s.crashes++
+	s.checkDurable(fmt.Sprintf("after node %d went down", nd.id), 2)
 }
 
 func (s *sim) live() []*simNode {
@@ -437,6 +439,9 @@ func (s *sim) faultStep() {
 					s.setDisk(nd, diskDoomed)
 					s.logf("node %d will lose power in its next log fsync", nd.id)
 				}
+				// Or the sync fails with EIO and the node is restarted without a power loss:
+				// the written bytes stay, and the restart must cut them (the fail mark).
+				nd.eio = s.rng.IntN(3) == 0
 			}
 		}
 	case r < 0.022:
@@ -503,7 +508,11 @@ func (s *sim) reap() {
 	for _, nd := range s.nodes[1:] {
 		if nd.node != nil && nd.halted {
 			s.fsyncLosses++
-			s.crash(nd, "in its log fsync", crashPower)
+			if nd.eio {
+				s.crash(nd, "after a sync failed with EIO", crashKill)
+			} else {
+				s.crash(nd, "in a sync", crashPower)
+			}
 		}
 	}
 }
