@@ -107,7 +107,7 @@ func (s *sim) settle() {
 	s.group = [4]int{}
 	s.oneway = [4][4]bool{}
 	for _, nd := range s.nodes[1:] {
-		if d := s.diskOf(nd); d == diskDoomed || d == diskDoomedAny {
+		if d := s.diskOf(nd); d == diskDoomed || d == diskDoomedAny || d == diskKillInSync {
 			s.setDisk(nd, diskOK)
 		}
 		nd.up = s.now

@@ -73,10 +73,11 @@ var errSimCrash = errors.New("simulated crash")
 
 // disk states of a node, as the sync hook sees them.
 const (
-	diskOK        = iota
-	diskDoomed    // the next commit-log sync loses power
-	diskDoomedAny // the next sync of any of the node's files (raft state, topics) loses power
-	diskDead      // power is gone: every sync fails and records nothing
+	diskOK         = iota
+	diskDoomed     // the next commit-log sync loses power
+	diskDoomedAny  // the next sync of any of the node's files (raft state, topics) loses power
+	diskKillInSync // the process is killed in its next commit-log sync of a Ready (kill -9)
+	diskDead       // power is gone: every sync fails and records nothing
 )
 
 type simMsg struct {
@@ -94,6 +95,7 @@ type simNode struct {
 	restarts int
 	halted   bool // the node stopped on a storage error; reap crashes it
 	eio      bool // its doomed sync is an I/O error, not a power loss
+	killed   bool // killed in its log sync (diskKillInSync)
 	disk     int  // guarded by sim.diskMu
 }
 
@@ -144,14 +146,16 @@ type sim struct {
 	// clock is the brokers' clock: a fixed base plus 10 ms per step.
 	clock atomic.Int64
 
-	nodes    []*simNode // index 0 unused
-	net      []simMsg
-	group    [4]int
-	oneway   [4][4]bool
-	faults   bool
-	rec      *powerloss.Recorder
-	diskMu   sync.Mutex
-	proposed chan proposed
+	nodes  []*simNode // index 0 unused
+	net    []simMsg
+	group  [4]int
+	oneway [4][4]bool
+	faults bool
+	rec    *powerloss.Recorder
+	diskMu sync.Mutex
+	// processing is the node whose Readys process is handling; guarded by diskMu.
+	processing *simNode
+	proposed   chan proposed
 
 	applied  map[uint64]appliedEntry // the first application of each index anywhere
 	maxIndex uint64
@@ -203,6 +207,13 @@ func (s *sim) hook(ev fsutil.Event, do func() error) error {
 		if nd.disk == diskDead {
 			s.diskMu.Unlock()
 			return fmt.Errorf("sync %s: %w", ev.Path, syscall.EIO)
+		}
+		if nd.disk == diskKillInSync && s.processing == nd && ev.Kind == fsutil.File && strings.HasPrefix(ev.Path, filepath.Join(nd.dir, "log")+string(filepath.Separator)) {
+			// The process dies in fdatasync: the entries are written, not synced, and the
+			// page cache keeps them. The panic unwinds the Ready loop to process.
+			nd.disk = diskDead
+			s.diskMu.Unlock()
+			panic(simKilled{nd})
 		}
 	}
 	s.diskMu.Unlock()
@@ -382,7 +393,7 @@ func (s *sim) crash(nd *simNode, why string, kind int) {
 		s.logf("node %d restarts cleanly (%s)", nd.id, why)
 	}
 	s.setDisk(nd, diskOK)
-	nd.b, nd.node, nd.halted = nil, nil, false
+	nd.b, nd.node, nd.halted, nd.killed = nil, nil, false, false
 	nd.up = s.now + 5 + s.rng.IntN(60)
 	s.crashes++
 	s.checkDurable(fmt.Sprintf("after node %d went down", nd.id), 2)
@@ -442,6 +453,10 @@ func (s *sim) faultStep() {
 				// Or the sync fails with EIO and the node is restarted without a power loss:
 				// the written bytes stay, and the restart must cut them (the fail mark).
 				nd.eio = s.rng.IntN(3) == 0
+				if s.rng.IntN(3) == 0 {
+					s.setDisk(nd, diskKillInSync)
+					s.logf("node %d will be killed in its next log fsync", nd.id)
+				}
 			}
 		}
 	case r < 0.022:
@@ -488,10 +503,33 @@ func (s *sim) deliver() {
 // process runs every live node's pending Readys; a storage error is the node's power loss.
 func (s *sim) process() {
 	for _, nd := range s.live() {
-		if err := nd.node.Process(); err != nil {
+		if err := s.processOne(nd); err != nil {
 			s.stopped(nd, err)
 		}
 	}
+}
+
+// simKilled is the panic that kills a node in its commit-log sync (diskKillInSync).
+type simKilled struct{ nd *simNode }
+
+func (s *sim) processOne(nd *simNode) (err error) {
+	s.diskMu.Lock()
+	s.processing = nd
+	s.diskMu.Unlock()
+	defer func() {
+		s.diskMu.Lock()
+		s.processing = nil
+		s.diskMu.Unlock()
+		if r := recover(); r != nil {
+			k, ok := r.(simKilled)
+			if !ok || k.nd != nd {
+				panic(r)
+			}
+			nd.node.Halt(errSimCrash)
+			nd.halted, nd.killed = true, true
+		}
+	}()
+	return nd.node.Process()
 }
 
 // stopped notes that nd's node stopped on err (it has halted); the crash that follows is
@@ -508,7 +546,9 @@ func (s *sim) reap() {
 	for _, nd := range s.nodes[1:] {
 		if nd.node != nil && nd.halted {
 			s.fsyncLosses++
-			if nd.eio {
+			if nd.killed {
+				s.crash(nd, "killed in its log fsync", crashKill)
+			} else if nd.eio {
 				s.crash(nd, "after a sync failed with EIO", crashKill)
 			} else {
 				s.crash(nd, "in a sync", crashPower)
