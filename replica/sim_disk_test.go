@@ -3,11 +3,13 @@ package replica
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/imagomq/imago/internal/fsutil"
 )
@@ -20,6 +22,62 @@ import (
 // when the truncation itself was never synced. For each segment file the seed picks one of
 // those outcomes. Whatever the file holds afterwards survived the power loss, so it is
 // recorded as durable.
+
+// disk states of a node, as the sync hook sees them.
+const (
+	diskOK         = iota
+	diskDoomed     // the next commit-log sync loses power
+	diskDoomedAny  // the next sync of any of the node's files (raft state, topics) loses power
+	diskKillInSync // the process is killed in its next commit-log sync of a Ready (kill -9)
+	diskDead       // power is gone: every sync fails and records nothing
+)
+
+// hook is the process-wide sync hook: it records what each sync made durable, fails the syncs
+// of a node whose power is gone, and turns a doomed node's next commit-log sync into the
+// moment the power goes.
+func (s *sim) hook(ev fsutil.Event, do func() error) error {
+	s.diskMu.Lock()
+	for _, nd := range s.nodes[1:] {
+		if !strings.HasPrefix(ev.Path, nd.dir+string(filepath.Separator)) && ev.Path != nd.dir {
+			continue
+		}
+		if nd.disk == diskDoomed && ev.Kind == fsutil.File && strings.HasPrefix(ev.Path, filepath.Join(nd.dir, "log")+string(filepath.Separator)) ||
+			nd.disk == diskDoomedAny {
+			nd.disk = diskDead
+		}
+		if nd.disk == diskDead {
+			s.diskMu.Unlock()
+			return fmt.Errorf("sync %s: %w", ev.Path, syscall.EIO)
+		}
+		if nd.disk == diskKillInSync && s.processing == nd && ev.Kind == fsutil.File && strings.HasPrefix(ev.Path, filepath.Join(nd.dir, "log")+string(filepath.Separator)) {
+			// The process dies in fdatasync: the entries are written, not synced, and the
+			// page cache keeps them. The panic unwinds the Ready loop to process.
+			nd.disk = diskDead
+			s.diskMu.Unlock()
+			panic(simKilled{nd})
+		}
+	}
+	s.diskMu.Unlock()
+	if err := s.rec.Hook(ev, func() error { return nil }); err != nil {
+		return err
+	}
+	s.diskMu.Lock()
+	s.logImage(ev)
+	s.diskMu.Unlock()
+	return nil
+}
+
+func (s *sim) setDisk(nd *simNode, state int) {
+	s.diskMu.Lock()
+	nd.disk = state
+	s.diskMu.Unlock()
+}
+
+func (s *sim) diskOf(nd *simNode) int {
+	s.diskMu.Lock()
+	defer s.diskMu.Unlock()
+	return nd.disk
+}
 
 const simPage = 4096
 

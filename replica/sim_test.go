@@ -8,11 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +19,6 @@ import (
 
 	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/cluster"
-	"github.com/imagomq/imago/internal/fsutil"
 	"github.com/imagomq/imago/internal/powerloss"
 )
 
@@ -32,13 +29,19 @@ import (
 // everything: the simulated network (drop, duplicate, delay and hence reorder, isolate a node,
 // cut one direction of a link, heal), the client's load (produces with idempotency keys
 // through the serving leader, sometimes through another node, retries of unanswered keys,
-// also while the first attempt is still in flight), and the crashes:
+// also while the first attempt is still in flight, reads of random partitions from random
+// nodes), and the crashes (sim_disk_test.go):
 //
 //   - power loss between rounds: every file under the node's directory is cut back to what
-//     its last sync made durable, and names no directory sync covered disappear
-//     (internal/powerloss); the broker and the node are then reopened from disk;
-//   - power loss in the node's next commit-log fsync: the sync fails (and every later one of
-//     that node), the node stops on the storage error, and the same cut follows;
+//     its last sync made durable and names no directory sync covered disappear
+//     (internal/powerloss); a commit-log segment may also keep a torn tail of unsynced bytes,
+//     or old pages where it was rewritten since its sync; the broker and the node then reopen
+//     from disk;
+//   - power loss in the node's next sync (of its log, or of any of its files): the sync fails,
+//     the node stops on the storage error, and the same cut follows; or the sync fails with
+//     EIO and the node restarts without a power loss;
+//   - kill -9 between rounds, or inside a commit-log fsync (entries written, not synced; the
+//     page cache keeps them);
 //   - clean restart: the node stops, the broker closes (writing its checkpoint), both reopen.
 //
 // Every sync goes through one fsutil hook that records what it made durable (the recorder is
@@ -48,13 +51,18 @@ import (
 // the produce calls) are waited for at fixed points: a produce is launched and the simulation
 // waits until it has either reached raft (TakeProposal) or answered without proposing, and an
 // attempt's answer is collected only once the node resolved its entry. A failing seed therefore
-// fails the same way again: rerun it with -run 'TestSimReplicated/seed=N'.
+// fails the same way again: rerun it with -run 'TestSimReplicated/seed=N$'. With
+// -replica.checkpoints the brokers also checkpoint on their own goroutines, and a run is no
+// longer repeatable (the invariants are checked all the same).
 //
-// Invariants (sim_check_test.go): every node applies the same entry at every index; after the
-// faults stop and the group converges, the committed prefix is identical on every node's log
-// (RaftLog.Entries: term, kind and bytes); every acknowledged produce (also a "duplicate"
-// answer) is on every node at the acknowledged offsets; every node serves the same messages at
-// the same offsets in every partition, without gaps, none twice.
+// Invariants (sim_check_test.go, sim_disk_test.go): every node applies the same entry at every
+// index; after every crash each entry applied anywhere is durable on a quorum; what a node
+// served during the run is where the converged group holds it; after the faults stop and the
+// group converges, every applied entry is durable on all three nodes, the committed prefix is
+// identical on every node's log (RaftLog.Entries: term, kind and bytes), every acknowledged
+// produce (also a "duplicate" answer) is on every node at the acknowledged offsets, and every
+// node serves the same messages at the same offsets in every partition, without gaps, none
+// twice.
 
 var simCheckpoints = flag.Bool("replica.checkpoints", false, "TestSimReplicated: let each broker checkpoint in the background every 2 KiB applied (not repeatable)")
 
@@ -70,15 +78,6 @@ const (
 )
 
 var errSimCrash = errors.New("simulated crash")
-
-// disk states of a node, as the sync hook sees them.
-const (
-	diskOK         = iota
-	diskDoomed     // the next commit-log sync loses power
-	diskDoomedAny  // the next sync of any of the node's files (raft state, topics) loses power
-	diskKillInSync // the process is killed in its next commit-log sync of a Ready (kill -9)
-	diskDead       // power is gone: every sync fails and records nothing
-)
 
 type simMsg struct {
 	from, to uint64
@@ -189,53 +188,6 @@ func (s *sim) fatalf(format string, args ...any) {
 	s.t.Helper()
 	s.t.Fatalf("seed %d step %d: %s\nlast events:\n%s", s.seed, s.now, fmt.Sprintf(format, args...),
 		strings.Join(s.trace, "\n"))
-}
-
-// hook is the process-wide sync hook: it records what each sync made durable, fails the syncs
-// of a node whose power is gone, and turns a doomed node's next commit-log sync into the
-// moment the power goes.
-func (s *sim) hook(ev fsutil.Event, do func() error) error {
-	s.diskMu.Lock()
-	for _, nd := range s.nodes[1:] {
-		if !strings.HasPrefix(ev.Path, nd.dir+string(filepath.Separator)) && ev.Path != nd.dir {
-			continue
-		}
-		if nd.disk == diskDoomed && ev.Kind == fsutil.File && strings.HasPrefix(ev.Path, filepath.Join(nd.dir, "log")+string(filepath.Separator)) ||
-			nd.disk == diskDoomedAny {
-			nd.disk = diskDead
-		}
-		if nd.disk == diskDead {
-			s.diskMu.Unlock()
-			return fmt.Errorf("sync %s: %w", ev.Path, syscall.EIO)
-		}
-		if nd.disk == diskKillInSync && s.processing == nd && ev.Kind == fsutil.File && strings.HasPrefix(ev.Path, filepath.Join(nd.dir, "log")+string(filepath.Separator)) {
-			// The process dies in fdatasync: the entries are written, not synced, and the
-			// page cache keeps them. The panic unwinds the Ready loop to process.
-			nd.disk = diskDead
-			s.diskMu.Unlock()
-			panic(simKilled{nd})
-		}
-	}
-	s.diskMu.Unlock()
-	if err := s.rec.Hook(ev, func() error { return nil }); err != nil {
-		return err
-	}
-	s.diskMu.Lock()
-	s.logImage(ev)
-	s.diskMu.Unlock()
-	return nil
-}
-
-func (s *sim) setDisk(nd *simNode, state int) {
-	s.diskMu.Lock()
-	nd.disk = state
-	s.diskMu.Unlock()
-}
-
-func (s *sim) diskOf(nd *simNode) int {
-	s.diskMu.Lock()
-	defer s.diskMu.Unlock()
-	return nd.disk
 }
 
 // simSender puts a node's messages on the simulated network, marshalled as the wire would.
