@@ -14,7 +14,11 @@ import (
 	"github.com/imagomq/imago/internal/fsutil"
 )
 
-// The commit log's disk after a power loss, modelled harder than internal/powerloss does. The
+// The simulation's disk: one sync hook for the three nodes records what every sync made
+// durable (internal/powerloss) and the contents of every commit-log segment at its sync, and
+// fails, or turns into a power loss or a kill, the syncs of a node the seed chose.
+//
+// The commit log after a power loss is modelled harder than internal/powerloss does. The
 // recorder cuts every file back to the size of its last sync and keeps what is below it as it
 // is now. A disk may also have written some of the unsynced bytes (a torn tail of valid or
 // half-written batches), and where the log was truncated and rewritten since its last sync (a
