@@ -606,6 +606,9 @@ func (s *sim) finish(a *attempt, r attemptResult) {
 		case errors.Is(r.err, broker.ErrNotLeader), errors.Is(r.err, broker.ErrUnknownTopic),
 			errors.Is(r.err, broker.ErrClosed), errors.Is(r.err, broker.ErrBackpressure):
 			s.refused++
+			if !s.faults {
+				s.logf("node %d: %s refused: %v", a.nd.id, q.key, r.err)
+			}
 		case errors.Is(r.err, broker.ErrOutcomeUnknown):
 			// The broker's sentinel: the gateway answers 503 outcome_unknown for it alone.
 			s.unknown++
