@@ -493,9 +493,20 @@ func (s *sim) stopped(nd *simNode, err error) {
 	nd.halted = true
 }
 
-// reap crashes the nodes that stopped on a storage error: their power went in an fsync.
+// reap crashes the nodes that stopped on a storage error (theirs, or their broker's): their
+// power went in a sync.
 func (s *sim) reap() {
 	for _, nd := range s.nodes[1:] {
+		if nd.node != nil && !nd.halted {
+			select {
+			case <-nd.b.Failed():
+				// The broker failed on its own goroutine (a checkpoint, -replica.checkpoints):
+				// the member stops the node (member.go), and so does the simulation.
+				nd.node.Halt(errSimCrash)
+				s.stopped(nd, nd.b.Err())
+			default:
+			}
+		}
 		if nd.node != nil && nd.halted {
 			s.fsyncLosses++
 			if nd.killed {
