@@ -51,10 +51,11 @@ type Broker struct {
 	// stateMu orders the flusher's apply phase (index writes, offsets, dedupe adds) against
 	// checkpoints and retention, so each sees a consistent cut of the log.
 	stateMu     sync.Mutex
-	appliedPos  int64        // log position covered by the index state
-	ckptStale   bool         // retention changed start offsets: checkpoint even if appliedPos did not move
-	lastCkptPos atomic.Int64 // position of the last checkpoint written; stored under ckptMu
-	failed      error        // set when the log cannot be written; the broker then refuses produces
+	appliedPos  int64         // log position covered by the index state
+	ckptStale   bool          // retention changed start offsets: checkpoint even if appliedPos did not move
+	lastCkptPos atomic.Int64  // position of the last checkpoint written; stored under ckptMu
+	failed      error         // set when the log cannot be written; the broker then refuses produces
+	failedc     chan struct{} // closed when failed is set (setFailedLocked)
 	// syncedPos and syncedDedupe are appliedPos and the idempotency store's end as of the last
 	// log fsync: the most a checkpoint may claim (fsync interval or never).
 	syncedPos    int64
@@ -108,6 +109,7 @@ func Open(opts Options) (*Broker, error) {
 		decisions:   make(map[string]heldDecision),
 		flusherDone: make(chan struct{}),
 		ckptSig:     make(chan struct{}, 1),
+		failedc:     make(chan struct{}),
 		stop:        make(chan struct{}),
 		nextTopicID: 1,
 	}
@@ -315,9 +317,24 @@ func (b *Broker) idempotencyFailedLocked() {
 	if derr == nil || b.failed != nil {
 		return // not a store failure (a refused entry), or already stopped
 	}
-	b.failed = fmt.Errorf("%w: %w: idempotency store failed, restart required: %v", ErrClosed, ErrStorage, derr)
+	b.setFailedLocked(fmt.Errorf("%w: %w: idempotency store failed, restart required: %v", ErrClosed, ErrStorage, derr))
 	b.opts.Logger.Error("idempotency store failed; refusing writes until restart", "err", derr)
 }
+
+// setFailedLocked puts the broker in the failed state (the first error stays) and closes
+// Failed's channel. The caller holds stateMu.
+func (b *Broker) setFailedLocked(err error) {
+	if b.failed != nil {
+		return
+	}
+	b.failed = err
+	close(b.failedc)
+}
+
+// Failed is closed when the broker starts refusing writes until a restart (Err says why). A
+// cluster member stops its raft node then: a leader that cannot write must not keep the
+// leadership (its heartbeats need no disk), and a restart recovers the node from its log.
+func (b *Broker) Failed() <-chan struct{} { return b.failedc }
 
 // Err reports why the broker refuses writes, or nil: after a failed write or fsync of the
 // commit log (or of the idempotency store) the kernel's view of the file is unknown, so it

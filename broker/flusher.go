@@ -360,7 +360,7 @@ func (b *Broker) stopWrites(err error) {
 	b.stateMu.Lock()
 	defer b.stateMu.Unlock()
 	if b.failed == nil {
-		b.failed = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
+		b.setFailedLocked(fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err))
 		b.opts.Logger.Error("checkpoint failed; refusing writes until restart", "err", err)
 	}
 }
@@ -386,9 +386,7 @@ func (b *Broker) markSyncedLocked() {
 func (b *Broker) fail(err error, reqs []*produceReq) {
 	err = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
 	b.stateMu.Lock()
-	if b.failed == nil {
-		b.failed = err
-	}
+	b.setFailedLocked(err)
 	b.stateMu.Unlock()
 	reqErr := err
 	// The first failure of the log itself records the mark, also when a failed checkpoint or

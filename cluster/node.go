@@ -174,16 +174,23 @@ func NewNode(cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	lg := cfg.Logger.With("node", cfg.ID)
-	// A new directory starts the group: its log begins with one membership change per voter
-	// (raft's own bootstrap, identical on every member), so a node that joins later learns the
-	// voters by applying the log like everything else. A joining node starts empty.
-	fresh := cfg.Storage.IsNew() && cfg.Storage.log.LastIndex() == 0
-	if !fresh && !cfg.Join && cfg.Storage.ConfIndex() == 0 && len(cfg.Storage.ConfState().GetVoters()) > 0 {
-		// Bootstrapped by an earlier version, with the voters in the state file only.
-		if err := cfg.Storage.Bootstrap(cfg.Peers); err != nil {
-			return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	// A new directory starts the group: the voters go into the state file at once (so a crash
+	// in the first fsync leaves a directory that is known, not one that looks wiped), and the
+	// log begins with one membership change per voter (raft's own bootstrap, identical on every
+	// member), so a node that joins later learns the voters by applying the log like everything
+	// else. A directory whose state has the voters but whose log is still empty, and which never
+	// voted, bootstraps its log again (the crash came before the first entries were synced). A
+	// joining node starts empty.
+	if !cfg.Join {
+		// New: records the voters. Existing with no membership change applied yet: checks
+		// they are the configured ones.
+		if cfg.Storage.ConfIndex() == 0 {
+			if err := cfg.Storage.Bootstrap(cfg.Peers); err != nil {
+				return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+			}
 		}
 	}
+	bootLog := !cfg.Join && cfg.Storage.log.LastIndex() == 0 && cfg.Storage.HardState().GetTerm() == 0 && cfg.Storage.ConfIndex() == 0
 	if err := cfg.Storage.raiseCommit(cfg.Applied); err != nil {
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
 	}
@@ -207,7 +214,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
 	}
-	if fresh && !cfg.Join {
+	if bootLog {
 		peers := make([]raft.Peer, len(cfg.Peers))
 		for i, id := range cfg.Peers {
 			peers[i] = raft.Peer{ID: id}

@@ -111,7 +111,15 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	m.wg.Add(1)
 	go m.promote(pctx)
 	go func() {
-		<-node.Done()
+		select {
+		case <-node.Done():
+		case <-b.Failed():
+			// The broker refuses writes until a restart. A leader must not keep the
+			// leadership on heartbeats alone; a follower could not apply. Stop the node: the
+			// others elect a leader, and the supervisor restarts this process.
+			m.log.Error("the broker failed; stopping the raft node", "err", b.Err())
+			node.Stop()
+		}
 		close(m.done)
 	}()
 	m.log.Info("cluster member started", "raft_addr", tr.Addr(), "peers", len(ids), "applied_index", b.AppliedIndex(), "last_index", b.RaftLog().LastIndex())
@@ -133,6 +141,8 @@ func (m *Member) Status() Status {
 	}
 	if ns.Err != nil {
 		s.Error = ns.Err.Error()
+	} else if err := m.b.Err(); err != nil {
+		s.Error = err.Error()
 	}
 	for _, p := range m.members.list() {
 		n := NodeStatus{ID: p.ID, HTTPAddr: p.HTTPAddr, RaftAddr: p.RaftAddr, Role: "follower"}
@@ -189,8 +199,8 @@ func (m *Member) Leader() (Peer, bool) {
 // Serving reports whether this node is the leader and accepts writes.
 func (m *Member) Serving() bool { return m.node.Status().Serving }
 
-// Done is closed when the member has stopped (Stop, or the node stopped on an error: see
-// Status().Error). A member that stopped on an error takes no part in the cluster; the process
+// Done is closed when the member has stopped (Stop, the node stopped on an error, or the
+// broker failed and the member stopped the node: see Status().Error). A member that stopped on an error takes no part in the cluster; the process
 // should exit so that a supervisor restarts it.
 func (m *Member) Done() <-chan struct{} { return m.done }
 
