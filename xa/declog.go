@@ -41,6 +41,9 @@ type logReq struct {
 	rec  record
 	sync bool
 	done chan error // nil for fire-and-forget
+	// barrier (commit-log decision log only): no record; answered once every record queued
+	// before it is written (declog_broker.go, commitDecided).
+	barrier bool
 }
 
 type decisionLog struct {

@@ -113,6 +113,22 @@ func dropped(r *record) bool { return r.Status.Final() && r.ClientID == "" }
 // wrote): those records are certainly not in the log, and the log fails for good since the
 // broker takes nothing more. An outcome the broker cannot tell fails the log too.
 func (l *brokerDecisionLog) write(batch []*logReq) {
+	// Barriers carry no record: they are answered with the records taken before them, once
+	// those are written (or refused).
+	var barriers []*logReq
+	kept := batch[:0]
+	for _, req := range batch {
+		if req.barrier {
+			barriers = append(barriers, req)
+		} else {
+			kept = append(kept, req)
+		}
+	}
+	batch = kept
+	defer func() { answer(barriers, l.failedErr()) }()
+	if len(batch) == 0 {
+		return
+	}
 	if err := l.failedErr(); err != nil {
 		answer(batch, notWritten(err))
 		return
@@ -170,6 +186,17 @@ type decidedCommitter interface {
 // fails).
 func (l *brokerDecisionLog) commitDecided(ctx context.Context, dc decidedCommitter, xid Xid, rec record) ([]broker.TopicPosition, error) {
 	if err := l.failedErr(); err != nil {
+		return nil, notWritten(err)
+	}
+	// Every record queued before this one (the transaction's "preparing" record, queued
+	// without waiting) is written first: the decided commit does not go through the writer,
+	// and a record of the transaction landing after it in the log would be the one the broker
+	// holds, leaving a committed transaction undecided at the next start.
+	bar := &logReq{barrier: true, done: make(chan error, 1)}
+	if err := l.submit(bar); err != nil {
+		return nil, err
+	}
+	if err := <-bar.done; err != nil {
 		return nil, notWritten(err)
 	}
 	req := &logReq{rec: rec, done: make(chan error, 1)}
