@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -61,8 +62,9 @@ func TestOutboxFigures(t *testing.T) {
 				t.Logf("%s: during the writes %.2f of %d cores were busy (this test process, with the broker, relay and consumers: %.2f)", d, f.BusyCores, f.CPUs, f.ProcCores)
 			}
 			if f.PGCores >= 0 {
-				t.Logf("%s: PostgreSQL's processes used %.2f cores during the writes, the relay's session %.3f of them (%.0f us per relayed row, %.0f us per batch)",
-					d, f.PGCores, f.RelayPGCores, f.RelayPGCores*1e6/(f.Batches*f.RowsPerBatch), f.RelayPGCores*1e6/f.Batches)
+				wr := float64(f.Samples) / 5
+				t.Logf("%s: PostgreSQL's processes used %.2f cores during the writes: the writers' sessions %.3f (%.0f us per transaction), the relay's session %.3f (%.0f us per batch, %.0f us per row; %.0f%% of the writers')",
+					d, f.PGCores, f.WritersPGCores, f.WritersPGCores*1e6/wr, f.RelayPGCores, f.RelayPGCores*1e6/f.Batches, f.RelayPGCores*1e6/(f.Batches*f.RowsPerBatch), 100*f.RelayPGCores/f.WritersPGCores)
 			}
 			c, p50, p99 := writeFlat(t, newDBEnv(t, d), writers, 3*time.Second)
 			t.Logf("%s: same-run writer ceiling (the %d writers unpaced, no relay): %.0f tx/s, commit latency p50 %.1f ms, p99 %.1f ms", d, writers, c, p50, p99)
@@ -107,8 +109,8 @@ type Figures struct {
 	RowsPerBatch float64
 	ServerTx     float64
 	// PostgreSQL's CPU during the latency phase's writes, in cores (Linux, same machine; else
-	// -1): every server process, and the relay's session alone.
-	PGCores, RelayPGCores float64
+	// -1): every server process (other clients' included), the relay's session, the writers'.
+	PGCores, RelayPGCores, WritersPGCores float64
 }
 
 // MeasureOutbox fills an outbox table with rows 1 KiB rows and times the relay draining it,
@@ -152,14 +154,22 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate, writers int, dur ti
 	}
 	reg := prometheus.NewRegistry()
 	opts.Metrics = outbox.NewMetrics(reg)
-	relayApp := ""
-	if dialect == outbox.Postgres { // names the relay's session, so that its backend's CPU can be told apart
-		relayApp = "imago_bench_" + e.source
+	// PostgreSQL: the relay's session and the writers' are named, so that their backends' CPU
+	// can be told apart from each other and from the rest of the server's.
+	relayApp, writersApp, wdb := "", "", e.db
+	if dialect == outbox.Postgres {
+		relayApp, writersApp = "imago_bench_relay_"+e.source, "imago_bench_writers_"+e.source
 		sep := "?"
 		if strings.Contains(opts.DSN, "?") {
 			sep = "&"
 		}
 		opts.DSN += sep + "application_name=" + relayApp
+		var err error
+		if wdb, err = sql.Open("pgx", e.dsn+sep+"application_name="+writersApp); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { wdb.Close() })
+		wdb.SetMaxIdleConns(writers)
 	}
 	start := time.Now()
 	r := startRelay(t, opts, outbox.BrokerPublisher{B: b})
@@ -206,7 +216,7 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate, writers int, dur ti
 	var wwg sync.WaitGroup
 	per := time.Duration(float64(time.Second) * float64(writers) / float64(rate))
 	m0, tx0 := gatherCounters(t, reg), serverCommits(t, e)
-	pgAll0, pgRelay0 := postgresCPU(t, e, relayApp)
+	pg0 := postgresCPU(t, e, relayApp, writersApp)
 	busy0, wall0, proc0 := machineCPU()
 	t0 := time.Now()
 	end := t0.Add(dur)
@@ -217,7 +227,7 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate, writers int, dur ti
 			next := time.Now()
 			for time.Now().Before(end) {
 				s := int(seq.Add(1))
-				tx, err := e.db.BeginTx(ctx, nil)
+				tx, err := wdb.BeginTx(ctx, nil)
 				if err == nil {
 					err = e.w.Write(ctx, tx, mk(s))
 				}
@@ -266,11 +276,12 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate, writers int, dur ti
 	wwg.Wait()
 	busy1, wall1, proc1 := machineCPU()
 	m1, tx1, secs := gatherCounters(t, reg), serverCommits(t, e), time.Since(t0).Seconds()
-	pgAll1, pgRelay1 := postgresCPU(t, e, relayApp)
-	f.PGCores, f.RelayPGCores = -1, -1
-	if pgAll0 >= 0 && pgAll1 >= 0 {
-		f.PGCores = (pgAll1 - pgAll0) / secs
-		f.RelayPGCores = (pgRelay1 - pgRelay0) / secs
+	pg1 := postgresCPU(t, e, relayApp, writersApp)
+	f.PGCores, f.RelayPGCores, f.WritersPGCores = -1, -1, -1
+	if pg0 != nil && pg1 != nil {
+		f.PGCores = (pg1[""] - pg0[""]) / secs
+		f.RelayPGCores = (pg1[relayApp] - pg0[relayApp]) / secs
+		f.WritersPGCores = (pg1[writersApp] - pg0[writersApp]) / secs
 	}
 	f.MinPoll = opts.MinPoll
 	if f.MinPoll == 0 {
@@ -354,24 +365,37 @@ func gatherCounters(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	return out
 }
 
-// postgresCPU returns the CPU seconds used so far by every PostgreSQL server process on this
-// machine and by the backend of the session named app (the relay's), or -1s where /proc or
-// a local server is missing. Backends that end in between are not counted.
-func postgresCPU(t *testing.T, e *dbEnv, app string) (all, relay float64) {
+// postgresCPU returns the CPU seconds used so far by the backends of the sessions named in
+// apps (by application name) and, under "", by every PostgreSQL server process on this
+// machine; nil where /proc or a local server is missing. Backends that end in between are not
+// counted.
+func postgresCPU(t *testing.T, e *dbEnv, apps ...string) map[string]float64 {
 	t.Helper()
-	if app == "" {
-		return -1, -1
+	if apps[0] == "" {
+		return nil
 	}
-	var pid int
-	if err := e.db.QueryRow(`SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&pid); err != nil {
-		t.Logf("the relay's session %s: %v", app, err)
-		return -1, -1
+	rows, err := e.db.Query(`SELECT pid, application_name FROM pg_stat_activity WHERE application_name = ANY($1)`, apps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := map[int]string{}
+	for rows.Next() {
+		var pid int
+		var name string
+		if err := rows.Scan(&pid, &name); err != nil {
+			t.Fatal(err)
+		}
+		app[pid] = name
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return -1, -1
+		return nil
 	}
-	found := false
+	out := map[string]float64{}
+	found := 0
 	for _, ent := range ents {
 		p, err := strconv.Atoi(ent.Name())
 		if err != nil {
@@ -381,16 +405,17 @@ func postgresCPU(t *testing.T, e *dbEnv, app string) (all, relay float64) {
 			continue
 		}
 		c := procCPU(p)
-		all += c
-		if p == pid {
-			relay, found = c, true
+		out[""] += c
+		if name, ok := app[p]; ok {
+			out[name] += c
+			found++
 		}
 	}
-	if !found {
-		t.Logf("the relay's backend %d is not a local postgres process", pid)
-		return -1, -1
+	if found == 0 {
+		t.Logf("no backend of %v is a local postgres process", apps)
+		return nil
 	}
-	return all, relay
+	return out
 }
 
 // procCPU returns the user+system CPU seconds of process pid (0 if it is gone).
