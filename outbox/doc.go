@@ -65,17 +65,17 @@
 //     own. Published rows thus stay in the table until the next read.
 //
 // What the relay costs the database is therefore per batch, not per row. At 2,000 writes/s
-// it reads and completes about 90 batches a second; reading again at once after each batch
-// and 2 ms after an empty read (before) it completed 120-160 batches of 7-8 rows, and its
-// session took 27-28% of the server CPU the writers' sessions took, now 15-16% (a batch
-// costs PostgreSQL about 1 ms of CPU, a writer's one-row transaction 0.35-0.45 ms).
+// it reads and completes 70-93 batches a second; reading again at once after each batch and
+// 2 ms after an empty read (before) it completed up to 145 batches of 7-11 rows, and its
+// session took 25-30% of the server CPU the writers' sessions took, now 15-22% (a batch
+// costs PostgreSQL about 1 ms of CPU, a writer's one-row transaction 0.35-0.55 ms).
 // Every query is a short range of the (txid, id) index or a few primary keys, written so
 // that no plan can turn it into a scan of the table: a queue table is mostly deleted rows
 // between two vacuums and its statistics say little. The check for rows not yet final reads
 // the index in order with LIMIT 1 (as EXISTS it was planned as a sequential scan of the
 // whole heap, 3 ms per empty read on 60 MB), and the relay's session runs without parallel
 // workers (the backlog count, every BacklogEvery, was planned as a parallel scan that
-// started two worker processes and held the relay for 85 ms: the p99 of 130-240 ms at
+// started two worker processes and held the relay for 85 ms: the p99 of 130-530 ms at
 // 2,000 writes/s). imago_outbox_reads_total{result} and imago_outbox_batches_total show the
 // relay's rate.
 //
