@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/outbox"
@@ -31,19 +34,26 @@ import (
 //
 //	IMAGO_OUTBOX_BENCH=1 IMAGO_OUTBOX_BENCH_WATERMILL=1 go test -run TestOutboxFigures -v -timeout 30m ./outbox/
 //
-// IMAGO_OUTBOX_BENCH_N (rows, default 60000) and IMAGO_OUTBOX_BENCH_RATE (msgs/s of the latency
-// phase, default 2000) tune it.
+// IMAGO_OUTBOX_BENCH_N (rows, default 60000), IMAGO_OUTBOX_BENCH_RATE (msgs/s of the latency
+// phase, default 2000), IMAGO_OUTBOX_BENCH_WRITERS (the latency phase's paced writers and the
+// ceiling's unpaced ones, default 4) and IMAGO_OUTBOX_BENCH_MINPOLL_MS (the relay's MinPoll)
+// tune it. Each dialect also prints what the relay asked of the database during the latency
+// phase: its reads per second by result, its batches (one completing transaction each) and
+// their mean size, and the server's committed transactions per second (the writers' included).
 func TestOutboxFigures(t *testing.T) {
 	if os.Getenv("IMAGO_OUTBOX_BENCH") != "1" {
 		t.Skip("set IMAGO_OUTBOX_BENCH=1 to measure the outbox figures")
 	}
 	n := envInt("IMAGO_OUTBOX_BENCH_N", 60000)
 	rate := envInt("IMAGO_OUTBOX_BENCH_RATE", 2000)
+	writers := envInt("IMAGO_OUTBOX_BENCH_WRITERS", 4)
 	for _, d := range dialects {
 		t.Run(d, func(t *testing.T) {
-			f := MeasureOutbox(t, d, n, rate, 5*time.Second)
-			t.Logf("%s: relay %d rows of 1 KiB in %.2fs = %.0f msgs/s (batch %d); commit-to-fetchable at %d msgs/s asked, %.0f achieved: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d samples)",
-				d, f.Rows, f.RelaySeconds, f.RelayRate, f.Batch, rate, float64(f.Samples)/5, f.P50ms, f.P99ms, f.MaxMs, f.Samples)
+			f := MeasureOutbox(t, d, n, rate, writers, 5*time.Second)
+			t.Logf("%s: relay %d rows of 1 KiB in %.2fs = %.0f msgs/s (batch %d); commit-to-fetchable at %d msgs/s asked (%d writers), %.0f achieved: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d samples)",
+				d, f.Rows, f.RelaySeconds, f.RelayRate, f.Batch, rate, writers, float64(f.Samples)/5, f.P50ms, f.P99ms, f.MaxMs, f.Samples)
+			t.Logf("%s: during the writes the relay (min poll %s) read the outbox %.0f times/s (%.0f with rows, %.0f held, %.0f empty) and completed %.0f batches/s of %.1f rows on average; the server committed %.0f transactions/s",
+				d, f.MinPoll, f.Reads["rows"]+f.Reads["held"]+f.Reads["empty"], f.Reads["rows"], f.Reads["held"], f.Reads["empty"], f.Batches, f.RowsPerBatch, f.ServerTx)
 			if f.HeldMs >= 0 {
 				t.Logf("%s: mean time a committed row spent held back by an older open transaction (txid >= snapshot xmin) %.1f ms, final and not yet removed by the relay (its poll, the batch in flight, the publish, the completing transaction) %.1f ms (Little's law over %d samples)",
 					d, f.HeldMs, f.FinalMs, f.Probes)
@@ -51,8 +61,13 @@ func TestOutboxFigures(t *testing.T) {
 			if f.BusyCores >= 0 {
 				t.Logf("%s: during the writes %.2f of %d cores were busy (this test process, with the broker, relay and consumers: %.2f)", d, f.BusyCores, f.CPUs, f.ProcCores)
 			}
-			c, p50, p99 := writeFlat(t, newDBEnv(t, d), 4, 3*time.Second)
-			t.Logf("%s: same-run writer ceiling (the 4 writers unpaced, no relay): %.0f tx/s, commit latency p50 %.1f ms, p99 %.1f ms", d, c, p50, p99)
+			if f.PGCores >= 0 {
+				wr := float64(f.Samples) / 5
+				t.Logf("%s: PostgreSQL's processes used %.2f cores during the writes: the writers' sessions %.3f (%.0f us per transaction), the relay's session %.3f (%.0f us per batch, %.0f us per row; %.0f%% of the writers')",
+					d, f.PGCores, f.WritersPGCores, f.WritersPGCores*1e6/wr, f.RelayPGCores, f.RelayPGCores*1e6/f.Batches, f.RelayPGCores*1e6/(f.Batches*f.RowsPerBatch), 100*f.RelayPGCores/f.WritersPGCores)
+			}
+			c, p50, p99 := writeFlat(t, newDBEnv(t, d), writers, 3*time.Second)
+			t.Logf("%s: same-run writer ceiling (the %d writers unpaced, no relay): %.0f tx/s, commit latency p50 %.1f ms, p99 %.1f ms", d, writers, c, p50, p99)
 			if os.Getenv("IMAGO_OUTBOX_BENCH_WATERMILL") == "1" {
 				wm := runWatermill(t, d, n)
 				t.Logf("%s: watermill forwarder %.0f msgs/s; imago relay / watermill = %.1fx", d, wm, f.RelayRate/wm)
@@ -85,12 +100,23 @@ type Figures struct {
 	// busy on average (of CPUs), and this test process's share of them.
 	BusyCores, ProcCores float64
 	CPUs                 int
+	// What the relay asked of the database during the latency phase, per second: reads by
+	// result (rows, held, empty), completed batches, and their mean rows; ServerTx is
+	// PostgreSQL's committed transactions per second, the writers' included (-1 on MySQL).
+	MinPoll      time.Duration
+	Reads        map[string]float64
+	Batches      float64
+	RowsPerBatch float64
+	ServerTx     float64
+	// PostgreSQL's CPU during the latency phase's writes, in cores (Linux, same machine; else
+	// -1): every server process (other clients' included), the relay's session, the writers'.
+	PGCores, RelayPGCores, WritersPGCores float64
 }
 
 // MeasureOutbox fills an outbox table with rows 1 KiB rows and times the relay draining it,
-// then writes at rate msgs/s for dur (one row per transaction, 4 writers) with the relay
-// running and measures each message's commit-to-fetchable delay.
-func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Duration) Figures {
+// then writes at rate msgs/s for dur (one row per transaction, the given number of paced
+// writers) with the relay running and measures each message's commit-to-fetchable delay.
+func MeasureOutbox(t *testing.T, dialect string, rows, rate, writers int, dur time.Duration) Figures {
 	e := newDBEnv(t, dialect)
 	ctx := context.Background()
 	topic := uniqueName(t, "bench.")
@@ -125,6 +151,25 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 	opts.BatchSize = f.Batch
 	if v := envInt("IMAGO_OUTBOX_BENCH_MINPOLL_MS", 0); v > 0 {
 		opts.MinPoll = time.Duration(v) * time.Millisecond
+	}
+	reg := prometheus.NewRegistry()
+	opts.Metrics = outbox.NewMetrics(reg)
+	// PostgreSQL: the relay's session and the writers' are named, so that their backends' CPU
+	// can be told apart from each other and from the rest of the server's.
+	relayApp, writersApp, wdb := "", "", e.db
+	if dialect == outbox.Postgres {
+		relayApp, writersApp = "imago_bench_relay_"+e.source, "imago_bench_writers_"+e.source
+		sep := "?"
+		if strings.Contains(opts.DSN, "?") {
+			sep = "&"
+		}
+		opts.DSN += sep + "application_name=" + relayApp
+		var err error
+		if wdb, err = sql.Open("pgx", e.dsn+sep+"application_name="+writersApp); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { wdb.Close() })
+		wdb.SetMaxIdleConns(writers)
 	}
 	start := time.Now()
 	r := startRelay(t, opts, outbox.BrokerPublisher{B: b})
@@ -168,11 +213,13 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 	}
 	var seq atomic.Int64
 	seq.Store(int64(rows))
-	const writers = 4
 	var wwg sync.WaitGroup
-	per := time.Duration(float64(time.Second) * writers / float64(rate))
+	per := time.Duration(float64(time.Second) * float64(writers) / float64(rate))
+	m0, tx0 := gatherCounters(t, reg), serverCommits(t, e)
+	pg0 := postgresCPU(t, e, relayApp, writersApp)
 	busy0, wall0, proc0 := machineCPU()
-	end := time.Now().Add(dur)
+	t0 := time.Now()
+	end := t0.Add(dur)
 	for range writers {
 		wwg.Add(1)
 		go func() {
@@ -180,7 +227,7 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 			next := time.Now()
 			for time.Now().Before(end) {
 				s := int(seq.Add(1))
-				tx, err := e.db.BeginTx(ctx, nil)
+				tx, err := wdb.BeginTx(ctx, nil)
 				if err == nil {
 					err = e.w.Write(ctx, tx, mk(s))
 				}
@@ -213,8 +260,12 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 			for time.Now().Before(end) {
 				<-tk.C
 				var h, fi int64
-				if err := e.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE txid >= x), count(*) FILTER (WHERE txid < x)
-					FROM `+e.table+`, pg_snapshot_xmin(pg_current_snapshot()) x`).Scan(&h, &fi); err != nil {
+				// Only the rows after the relay's cursor (those before it are deleted in the
+				// transaction that moved it), through the (txid, id) index: a count of the
+				// whole table read every deleted row's page 50 times a second, in parallel.
+				if err := e.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE t.txid >= x), count(*) FILTER (WHERE t.txid < x)
+					FROM imago.outbox_relay r, `+e.table+` t, pg_snapshot_xmin(pg_current_snapshot()) x
+					WHERE r.source = $1 AND (t.txid, t.id) > (r.cursor_txid, r.cursor_id)`, e.source).Scan(&h, &fi); err != nil {
 					t.Error(err)
 					return
 				}
@@ -224,6 +275,31 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 	}
 	wwg.Wait()
 	busy1, wall1, proc1 := machineCPU()
+	m1, tx1, secs := gatherCounters(t, reg), serverCommits(t, e), time.Since(t0).Seconds()
+	pg1 := postgresCPU(t, e, relayApp, writersApp)
+	f.PGCores, f.RelayPGCores, f.WritersPGCores = -1, -1, -1
+	if pg0 != nil && pg1 != nil {
+		f.PGCores = (pg1[""] - pg0[""]) / secs
+		f.RelayPGCores = (pg1[relayApp] - pg0[relayApp]) / secs
+		f.WritersPGCores = (pg1[writersApp] - pg0[writersApp]) / secs
+	}
+	f.MinPoll = opts.MinPoll
+	if f.MinPoll == 0 {
+		f.MinPoll = outbox.DefaultMinPoll
+	}
+	f.Reads = map[string]float64{}
+	for _, res := range []string{"rows", "held", "empty"} {
+		k := "imago_outbox_reads_total/" + res
+		f.Reads[res] = (m1[k] - m0[k]) / secs
+	}
+	f.Batches = (m1["imago_outbox_batches_total"] - m0["imago_outbox_batches_total"]) / secs
+	if f.Batches > 0 {
+		f.RowsPerBatch = (m1["imago_outbox_relayed_total"] - m0["imago_outbox_relayed_total"]) / secs / f.Batches
+	}
+	f.ServerTx = -1
+	if tx0 >= 0 {
+		f.ServerTx = float64(tx1-tx0) / secs
+	}
 	f.CPUs, f.BusyCores, f.ProcCores = runtime.NumCPU(), -1, -1
 	if wall1 > wall0 && busy0 >= 0 {
 		f.BusyCores = (busy1 - busy0) / (wall1 - wall0) * float64(f.CPUs)
@@ -261,6 +337,115 @@ func MeasureOutbox(t *testing.T, dialect string, rows, rate int, dur time.Durati
 	}
 	f.Samples, f.P50ms, f.P99ms, f.MaxMs = len(delays), ms(0.50), ms(0.99), ms(1)
 	return f
+}
+
+// gatherCounters returns the relay's counters in reg by name (and result label, as
+// "name/result").
+func gatherCounters(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if m.GetCounter() == nil {
+				continue
+			}
+			k := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" {
+					k += "/" + l.GetValue()
+				}
+			}
+			out[k] += m.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+// postgresCPU returns the CPU seconds used so far by the backends of the sessions named in
+// apps (by application name) and, under "", by every PostgreSQL server process on this
+// machine; nil where /proc or a local server is missing. Backends that end in between are not
+// counted.
+func postgresCPU(t *testing.T, e *dbEnv, apps ...string) map[string]float64 {
+	t.Helper()
+	if apps[0] == "" {
+		return nil
+	}
+	rows, err := e.db.Query(`SELECT pid, application_name FROM pg_stat_activity WHERE application_name = ANY($1)`, apps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := map[int]string{}
+	for rows.Next() {
+		var pid int
+		var name string
+		if err := rows.Scan(&pid, &name); err != nil {
+			t.Fatal(err)
+		}
+		app[pid] = name
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	found := 0
+	for _, ent := range ents {
+		p, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		if comm, err := os.ReadFile("/proc/" + ent.Name() + "/comm"); err != nil || strings.TrimSpace(string(comm)) != "postgres" {
+			continue
+		}
+		c := procCPU(p)
+		out[""] += c
+		if name, ok := app[p]; ok {
+			out[name] += c
+			found++
+		}
+	}
+	if found == 0 {
+		t.Logf("no backend of %v is a local postgres process", apps)
+		return nil
+	}
+	return out
+}
+
+// procCPU returns the user+system CPU seconds of process pid (0 if it is gone).
+func procCPU(pid int) float64 {
+	sb, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := strings.Cut(string(sb), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100 // USER_HZ is 100 on Linux
+}
+
+// serverCommits returns PostgreSQL's committed transactions in the test database so far
+// (pg_stat_database, which backends update about once a second), or -1 on MySQL.
+func serverCommits(t *testing.T, e *dbEnv) int64 {
+	t.Helper()
+	if e.dialect != outbox.Postgres {
+		return -1
+	}
+	var n int64
+	if err := e.db.QueryRow(`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // runWatermill runs bench/watermill on the same database and returns its rate.

@@ -12,6 +12,8 @@ import (
 //	imago_outbox_lag_seconds{source}                    commit-to-publish delay per row (from created_at)
 //	imago_outbox_active{source}                         1 while this process holds the source's lock
 //	imago_outbox_errors_total{source,stage}             failed database or publish attempts
+//	imago_outbox_reads_total{source,result}             reads of the outbox: rows, held (rows wait for an older transaction, or an id gap), empty
+//	imago_outbox_batches_total{source}                  batches published and completed (relayed_total / batches_total: rows per batch)
 type Metrics struct {
 	backlog  *prometheus.GaugeVec
 	relayed  *prometheus.CounterVec
@@ -19,6 +21,8 @@ type Metrics struct {
 	lag      *prometheus.HistogramVec
 	active   *prometheus.GaugeVec
 	errors   *prometheus.CounterVec
+	reads    *prometheus.CounterVec
+	batches  *prometheus.CounterVec
 }
 
 // NewMetrics registers the collectors on reg (nil: prometheus.DefaultRegisterer).
@@ -40,7 +44,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while this process holds the source's advisory lock and relays it."}, []string{"source"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "imago", Subsystem: "outbox", Name: "errors_total",
 			Help: "Failed attempts by stage (db, publish); the relay retries."}, []string{"source", "stage"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "imago", Subsystem: "outbox", Name: "reads_total",
+			Help: "Reads of the outbox table by the active relay, by result: rows (a batch was read), held (rows exist but none is final yet: an older transaction is open, or an id gap is being checked), empty."}, []string{"source", "result"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "imago", Subsystem: "outbox", Name: "batches_total",
+			Help: "Batches published and completed (one database transaction each) by this process."}, []string{"source"}),
 	}
-	reg.MustRegister(m.backlog, m.relayed, m.lastTime, m.lag, m.active, m.errors)
+	reg.MustRegister(m.backlog, m.relayed, m.lastTime, m.lag, m.active, m.errors, m.reads, m.batches)
 	return m
 }
