@@ -84,7 +84,7 @@ func TestGlobalThroughput(t *testing.T) {
 	// Raw two-phase cycles, each database alone.
 	ctx := context.Background()
 	var seq atomic.Int64
-	rawMy := gbenchLoad(t, clients, d, 0, func(i int) (func() error, func()) {
+	rawMy := gbenchLoad(t, clients, d, gbenchProbe{my: my, pg: pg}, func(i int) (func() error, func()) {
 		conn, err := my.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -111,7 +111,7 @@ func TestGlobalThroughput(t *testing.T) {
 			return nil
 		}, func() { stmt.Close(); conn.Close() }
 	})
-	rawPg := gbenchLoad(t, clients, d, 0, func(i int) (func() error, func()) {
+	rawPg := gbenchLoad(t, clients, d, gbenchProbe{my: my, pg: pg}, func(i int) (func() error, func()) {
 		conn, err := pg.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -174,7 +174,7 @@ operations:
 			profiled <- nil
 		}
 		pid := srv.cmd.Process.Pid
-		global := gbenchLoad(t, clients, d, pid, func(i int) (func() error, func()) {
+		global := gbenchLoad(t, clients, d, gbenchProbe{server: pid, my: my, pg: pg}, func(i int) (func() error, func()) {
 			acct := fmt.Sprint("a", i)
 			body, _ := json.Marshal(api.GlobalTxRequest{Steps: []api.GlobalTxStep{
 				{Resource: "wallet", Operation: "debit", Params: map[string]any{"account": acct, "amount": 1}},
@@ -238,13 +238,15 @@ operations:
 			bound, 100*bound/slower)
 		t.Logf("CPU per operation by process (decision_log %s): MariaDB cycle: %s; PostgreSQL cycle: %s; global transaction: %s",
 			declog, rawMy.split(), rawPg.split(), global.split())
+		t.Logf("Database counters per operation (decision_log %s): MariaDB cycle: %s; PostgreSQL cycle: %s; global transaction: %s",
+			declog, rawMy.counts(), rawPg.counts(), global.counts())
 	}
 }
 
 // gbenchLoad runs clients loops of one operation each for d and returns operations/s. setup
 // returns client i's operation and its cleanup. An operation's error fails the test.
-// server, when not 0, is the pid of the Imago server whose CPU time is reported apart.
-func gbenchLoad(t *testing.T, clients int, d time.Duration, server int, setup func(i int) (func() error, func())) gbenchResult {
+// probe names what is measured apart: the server's CPU time and the databases' counters.
+func gbenchLoad(t *testing.T, clients int, d time.Duration, probe gbenchProbe, setup func(i int) (func() error, func())) gbenchResult {
 	t.Helper()
 	var done atomic.Int64
 	var firstErr atomic.Value
@@ -254,7 +256,7 @@ func gbenchLoad(t *testing.T, clients int, d time.Duration, server int, setup fu
 	for i := range clients {
 		ops[i], cleanups[i] = setup(i)
 	}
-	cpu0, procs0 := readCPUTicks(), readProcCPU(server)
+	cpu0, procs0, db0 := readCPUTicks(), readProcCPU(probe.server), probe.read()
 	began := time.Now()
 	stop := began.Add(d)
 	for i := 0; i < clients; i++ {
@@ -277,8 +279,9 @@ func gbenchLoad(t *testing.T, clients int, d time.Duration, server int, setup fu
 		t.Fatalf("load failed: %v", err)
 	}
 	rate := float64(done.Load()) / time.Since(began).Seconds()
-	cpu1, procs1 := readCPUTicks(), readProcCPU(server)
-	return gbenchResult{rate: rate, busy: cpu1.busySince(cpu0), ops: done.Load(), busyTicks: (cpu1.total - cpu1.idle) - (cpu0.total - cpu0.idle), procs: procs1.minus(procs0)}
+	cpu1, procs1, db1 := readCPUTicks(), readProcCPU(probe.server), probe.read()
+	return gbenchResult{rate: rate, busy: cpu1.busySince(cpu0), ops: done.Load(), busyTicks: (cpu1.total - cpu1.idle) - (cpu0.total - cpu0.idle),
+		procs: procs1.minus(procs0), db: db1.minus(db0)}
 }
 
 // gbenchResult is one load's rate and how busy the machine's CPUs were meanwhile (0..1).
@@ -287,6 +290,59 @@ type gbenchResult struct {
 	ops                int64
 	busyTicks          uint64  // the machine's busy clock ticks (all CPUs) over the load
 	procs              procCPU // the CPU ticks of the processes named apart
+	db                 dbCounters
+}
+
+// gbenchProbe is what a load measures besides its rate and the machine's CPU: the Imago
+// server's CPU time (server: its pid, 0 for none) and the databases' counters.
+type gbenchProbe struct {
+	server int
+	my, pg *sql.DB
+}
+
+// dbCounters are server-wide counters of MariaDB (statements, statements executed as
+// prepared, InnoDB fsyncs) and PostgreSQL (WAL fsyncs, transactions committed in every
+// database). They count other programs' work on the same servers too (the machine may be
+// shared): read them against the raw cycles' figures of the same run.
+type dbCounters struct{ myQuestions, myExecute, myFsyncs, pgWALSyncs, pgCommits float64 }
+
+func (p gbenchProbe) read() dbCounters {
+	var c dbCounters
+	ctx := context.Background()
+	rows, err := p.my.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_stmt_execute', 'Innodb_data_fsyncs')")
+	if err == nil {
+		for rows.Next() {
+			var k string
+			var v float64
+			if rows.Scan(&k, &v) == nil {
+				switch k {
+				case "Questions":
+					c.myQuestions = v
+				case "Com_stmt_execute":
+					c.myExecute = v
+				case "Innodb_data_fsyncs":
+					c.myFsyncs = v
+				}
+			}
+		}
+		rows.Close()
+	}
+	// Backends publish their statistics within a second of a transaction's end: a few
+	// transactions at the edges of a load may be counted in the next one.
+	p.pg.QueryRowContext(ctx, "SELECT (SELECT wal_sync FROM pg_stat_wal), (SELECT sum(xact_commit) FROM pg_stat_database)").Scan(&c.pgWALSyncs, &c.pgCommits)
+	return c
+}
+
+func (c dbCounters) minus(d dbCounters) dbCounters {
+	return dbCounters{c.myQuestions - d.myQuestions, c.myExecute - d.myExecute, c.myFsyncs - d.myFsyncs, c.pgWALSyncs - d.pgWALSyncs, c.pgCommits - d.pgCommits}
+}
+
+// counts is the databases' counters per operation.
+func (r gbenchResult) counts() string {
+	n := float64(max(1, r.ops))
+	c := r.db
+	return fmt.Sprintf("MariaDB %.2f statements (%.2f as prepared), %.2f InnoDB fsyncs; PostgreSQL %.2f WAL fsyncs, %.2f commits",
+		c.myQuestions/n, c.myExecute/n, c.myFsyncs/n, c.pgWALSyncs/n, c.pgCommits/n)
 }
 
 // split is where an operation's CPU went, in µs per operation: the load generator (this
