@@ -290,3 +290,41 @@ func TestRoundTripsPerGlobalTransaction(t *testing.T) {
 
 // countMy is the counter of the "xacount" MySQL dialer (registered once per process).
 var countMy *atomic.Int64
+
+// A statement ExecPrepare keeps prepared on a connection that can no longer run (its result
+// type changed under it: "cached plan must not change result type") fails its transaction
+// once; the connection is dropped with it, so the next transaction runs.
+func TestExecPrepareStaleStatement(t *testing.T) {
+	e := newEnv(t)
+	table := e.tables(map[string]int64{"a": 100})
+	node := newNode(t)
+	e.rollbackLeftovers(node, []Resource{MySQL("wallet", e.my), Postgres("ledger", e.pg)})
+	e.pg.SetMaxOpenConns(2) // the node lease holds one: every branch on the other
+	c := e.open(e.options(node))
+	run := func() (TxInfo, error) {
+		return c.Run(context.Background(), BeginOptions{}, func(ctx context.Context, tx *GlobalTx) error {
+			w, _ := tx.Enlist(ctx, "wallet")
+			if _, err := w.Exec(ctx, "UPDATE "+table+" SET balance = balance - ? WHERE id = ?", 1, "a"); err != nil {
+				return err
+			}
+			l, _ := tx.Enlist(ctx, "ledger")
+			_, err := l.ExecPrepare(ctx, "UPDATE "+table+" SET balance = balance + $1 WHERE id = $2 RETURNING *", 1, "a")
+			return err
+		})
+	}
+	if in, err := run(); err != nil {
+		t.Fatalf("first: %+v %v", in, err)
+	}
+	if _, err := e.pg.Exec("ALTER TABLE " + table + " ADD COLUMN note TEXT"); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := run(); !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("with the result type changed: %+v %v, want rolled back", in, err)
+	}
+	if in, err := run(); err != nil || in.Status != StatusCommitted {
+		t.Fatalf("after: %+v %v, want committed (the connection with the stale statement dropped)", in, err)
+	}
+	if my, pg := e.balance(e.my, table, "a"), e.balance(e.pg, table, "a"); my != 98 || pg != 102 {
+		t.Fatalf("balances MariaDB %d PostgreSQL %d, want 98 and 102", my, pg)
+	}
+}
