@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,6 +29,35 @@ import (
 // the rollback decision durably before ROLLBACK PREPARED, as for any prepared branch; a crash
 // leaves it to recovery like a branch prepared at Commit. The price of preparing early is
 // paid only when the transaction then rolls back (a PREPARE and a durable rollback record).
+
+// maxEarlyTexts bounds the distinct statements ExecPrepare keeps prepared on the connections of
+// one PostgreSQL resource (each connection keeps those it ran, for its life): the named
+// operations of the HTTP API are a fixed set well below it. A statement past it runs as Exec,
+// and its branch prepares at Commit.
+const maxEarlyTexts = 256
+
+// earlyTexts is the set of statements a resource's ExecPrepare prepared on its connections.
+type earlyTexts struct {
+	mu    sync.Mutex
+	texts map[string]bool
+}
+
+// admit reports whether query may be kept prepared (it is, or there is room for it).
+func (e *earlyTexts) admit(query string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.texts[query] {
+		return true
+	}
+	if len(e.texts) >= maxEarlyTexts {
+		return false
+	}
+	if e.texts == nil {
+		e.texts = map[string]bool{}
+	}
+	e.texts[query] = true
+	return true
+}
 
 // earlyPreparer is a branchConn that can run its last statement and prepare in one round trip.
 type earlyPreparer interface {
@@ -82,7 +112,7 @@ func (b *pgBranch) execPrepare(ctx context.Context, query string, args []any) (i
 	if b.conn == nil {
 		return 0, false, &Error{Code: XAERRMFail, Resource: b.r.name, Op: "exec", Err: sql.ErrConnDone}
 	}
-	if !pipelineArgs(args) {
+	if !pipelineArgs(args) || !b.r.early.admit(query) {
 		n, err := b.exec(ctx, query, args)
 		return n, false, err
 	}
@@ -128,6 +158,12 @@ func (b *pgBranch) execPrepare(ctx context.Context, query string, args []any) (i
 				// The connection failed: whether PREPARE TRANSACTION ran is not known.
 				prepared = true
 				return b.connErr(conn, perr)
+			}
+			if pe.Code == "0A000" || pe.Code == "26000" {
+				// The kept statement is no longer usable (its result type changed, or the
+				// session lost it): the connection is dropped with it, and with the aborted
+				// transaction.
+				return errors.Join(perr, driver.ErrBadConn)
 			}
 			return perr
 		}
