@@ -283,7 +283,9 @@ func TestRoundTripsPerGlobalTransaction(t *testing.T) {
 	}
 	gotMy, gotPg := float64(myWrites.Load())/n, float64(pgWrites.Load())/n
 	t.Logf("round trips per global transaction: MariaDB %.1f, PostgreSQL %.1f", gotMy, gotPg)
-	if gotMy > 4 || gotPg > 2 {
+	// A connection the pool opens meanwhile adds its handshake's writes: half a round trip per
+	// transaction is the margin (with the PREPARE sent apart, PostgreSQL takes 3).
+	if gotMy >= 4.5 || gotPg >= 2.5 {
 		t.Fatalf("round trips per global transaction: MariaDB %.1f (want 4), PostgreSQL %.1f (want 2)", gotMy, gotPg)
 	}
 }
