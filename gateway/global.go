@@ -118,10 +118,15 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rows := make([]int64, len(req.steps))
+	last := lastSteps(req)
 	info, err := g.c.Run(r.Context(), xa.BeginOptions{ID: req.id, Timeout: time.Duration(req.timeoutMS) * time.Millisecond},
 		func(ctx context.Context, tx *xa.GlobalTx) error {
 			for i, st := range req.steps {
-				n, err := st.op.Run(ctx, tx, i, st.args)
+				run := st.op.Run
+				if last[i] {
+					run = st.op.RunPrepare
+				}
+				n, err := run(ctx, tx, i, st.args)
 				if err != nil {
 					return err
 				}
@@ -162,6 +167,29 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, http.StatusConflict, res)
 	}
 	return err
+}
+
+// lastSteps marks the steps after which their branch may prepare at once (Operation.RunPrepare:
+// the statement and the PREPARE in one round trip where the driver allows it): the last step on
+// its resource, in a transaction that commits in two phases (work on two resources or more,
+// counting the messages' broker branch, or a client id). A transaction on one resource commits
+// in one phase, which a prepared branch cannot.
+func lastSteps(req globalRequest) []bool {
+	last := make([]bool, len(req.steps))
+	seen := map[string]bool{}
+	for i := len(req.steps) - 1; i >= 0; i-- {
+		r := req.steps[i].op.Resource()
+		last[i] = !seen[r]
+		seen[r] = true
+	}
+	branches := len(seen)
+	if len(req.msgs) > 0 {
+		branches++
+	}
+	if branches < 2 && req.id == "" {
+		return make([]bool, len(req.steps))
+	}
+	return last
 }
 
 // globalStep is a decoded step: its operation and bound values.

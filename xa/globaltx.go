@@ -64,6 +64,8 @@ type GlobalTx struct {
 	active   bool
 	branches map[string]*Branch
 	order    []*Branch
+	// preparingQueued: the "preparing" record was queued (markPreparing).
+	preparingQueued bool
 }
 
 // Branch is a resource's branch of a global transaction. For an SQL resource, its first
@@ -76,7 +78,10 @@ type Branch struct {
 	conn   branchConn
 	work   bool
 	broken bool // the connection failed mid-branch: it cannot commit
-	bs     *branchState
+	// prepared: ExecPrepare prepared the branch with its last statement (or may have: the
+	// round trip failed); it takes no more statements and commits in two phases.
+	prepared bool
+	bs       *branchState
 }
 
 // Begin opens a global transaction.
@@ -237,6 +242,9 @@ func (b *Branch) startSQL(ctx context.Context) error {
 	}
 	if b.rm.Driver() == "broker" {
 		return notSQL(b.rm.Name())
+	}
+	if b.prepared {
+		return &Error{Code: XAERProto, Resource: b.rm.Name(), Op: "exec", Err: errors.New("the branch was prepared with its last statement (ExecPrepare); it takes no more")}
 	}
 	if err := b.start(ctx); err != nil {
 		return err
@@ -546,7 +554,7 @@ func (t *GlobalTx) Commit(ctx context.Context) (TxInfo, error) {
 		}
 		c.mu.Unlock()
 		return t.finish(), nil
-	case len(worked) == 1 && t.st.clientID == "":
+	case len(worked) == 1 && t.st.clientID == "" && !worked[0].prepared:
 		return t.commitOnePhase(ctx, worked[0])
 	}
 	return t.commitTwoPhase(ctx, worked)

@@ -285,11 +285,26 @@ func (op *Operation) Bind(params map[string]json.RawMessage) ([]any, error) {
 // count. A failure is a *Reason (code step_failed, timed_out or resource_unavailable) that
 // rolls the transaction back, or an error of Enlist.
 func (op *Operation) Run(ctx context.Context, tx *GlobalTx, i int, args []any) (int64, error) {
+	return op.run(ctx, tx, i, args, false)
+}
+
+// RunPrepare is Run for the last step on its resource of a transaction that will commit in two
+// phases: the branch is prepared with the statement (Branch.ExecPrepare), in the same round
+// trip where the driver allows it.
+func (op *Operation) RunPrepare(ctx context.Context, tx *GlobalTx, i int, args []any) (int64, error) {
+	return op.run(ctx, tx, i, args, true)
+}
+
+func (op *Operation) run(ctx context.Context, tx *GlobalTx, i int, args []any, prepare bool) (int64, error) {
 	br, err := tx.Enlist(ctx, op.resource)
 	if err != nil {
 		return 0, err
 	}
-	n, err := br.Exec(ctx, op.sql, args...)
+	exec := br.Exec
+	if prepare {
+		exec = br.ExecPrepare
+	}
+	n, err := exec(ctx, op.sql, args...)
 	if err != nil {
 		code := "step_failed"
 		switch {

@@ -21,10 +21,13 @@ import (
 // At the first enlistment the server's max_prepared_transactions is checked: with 0,
 // PREPARE TRANSACTION is refused, so the resource is too.
 func Postgres(name string, db *sql.DB) Resource {
-	return &pgRM{sqlRM{name: name, sqldb: db}}
+	return &pgRM{sqlRM: sqlRM{name: name, sqldb: db}}
 }
 
-type pgRM struct{ sqlRM }
+type pgRM struct {
+	sqlRM
+	early earlyTexts // the statements ExecPrepare keeps prepared on the connections
+}
 
 func (r *pgRM) Driver() string      { return "postgres" }
 func (r *pgRM) rm() resourceManager { return r }

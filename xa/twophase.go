@@ -15,6 +15,24 @@ import (
 // decision log in the broker's commit log the broker branch skips both rounds: its commit is
 // the batch that holds the decision (fusedBrokerBranch).
 
+// markPreparing is what comes before a transaction's first PREPARE: a failed decision log
+// refuses it (its error is returned: nothing may prepare), and the "preparing" record is queued
+// once. The caller holds t.mu.
+func (t *GlobalTx) markPreparing() error {
+	c := t.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.st.status = StatusPreparing
+	if err := c.dlog.failedErr(); err != nil {
+		return err
+	}
+	if t.preparingQueued {
+		return nil
+	}
+	t.preparingQueued = true
+	return c.appendLog(t.st, recPreparing, false)
+}
+
 func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo, error) {
 	c := t.c
 	st := t.st
@@ -22,14 +40,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	// A failed decision log could not take the decision: nothing may prepare (each branch
 	// would wait, locks held, for a restart). The "preparing" record is queued, not waited
 	// for: presumed abort does not need it (see doc.go).
-	c.mu.Lock()
-	st.status = StatusPreparing
-	logErr := c.dlog.failedErr()
-	if logErr == nil {
-		logErr = c.appendLog(st, recPreparing, false)
-	}
-	c.mu.Unlock()
-	if logErr != nil {
+	if logErr := t.markPreparing(); logErr != nil {
 		c.log.Warn("decision log failed: global transaction rolled back before prepare", "id", st.id, "gtrid", st.gtrid, "err", logErr)
 		return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the decision log cannot take a decision: " + logErr.Error()}),
 			fmt.Errorf("%w: %w: %v", ErrRolledBack, ErrDecisionLogFailed, logErr)
@@ -48,8 +59,8 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	}
 	var wg sync.WaitGroup
 	for i, b := range worked {
-		if b == fused {
-			continue
+		if b == fused || b.prepared {
+			continue // a branch prepared with its last statement (ExecPrepare) already voted
 		}
 		wg.Add(1)
 		go func(i int, b *Branch) {

@@ -84,7 +84,7 @@ func TestGlobalThroughput(t *testing.T) {
 	// Raw two-phase cycles, each database alone.
 	ctx := context.Background()
 	var seq atomic.Int64
-	rawMy := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
+	rawMy := gbenchLoad(t, clients, d, gbenchProbe{my: my, pg: pg}, func(i int) (func() error, func()) {
 		conn, err := my.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -111,7 +111,7 @@ func TestGlobalThroughput(t *testing.T) {
 			return nil
 		}, func() { stmt.Close(); conn.Close() }
 	})
-	rawPg := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
+	rawPg := gbenchLoad(t, clients, d, gbenchProbe{my: my, pg: pg}, func(i int) (func() error, func()) {
 		conn, err := pg.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -173,7 +173,8 @@ operations:
 		} else {
 			profiled <- nil
 		}
-		global := gbenchLoad(t, clients, d, func(i int) (func() error, func()) {
+		pid := srv.cmd.Process.Pid
+		global := gbenchLoad(t, clients, d, gbenchProbe{server: pid, my: my, pg: pg}, func(i int) (func() error, func()) {
 			acct := fmt.Sprint("a", i)
 			body, _ := json.Marshal(api.GlobalTxRequest{Steps: []api.GlobalTxStep{
 				{Resource: "wallet", Operation: "debit", Params: map[string]any{"account": acct, "amount": 1}},
@@ -235,12 +236,17 @@ operations:
 			"the two cycles alone allow %.0f/s = %.0f%% of the slower database on this machine",
 			declog, 1e6*rawMy.cpuPerOp(), 1e6*rawPg.cpuPerOp(), 1e6*global.cpuPerOp(), 1e6*(global.cpuPerOp()-both), 100*(global.cpuPerOp()-both)/both,
 			bound, 100*bound/slower)
+		t.Logf("CPU per operation by process (decision_log %s): MariaDB cycle: %s; PostgreSQL cycle: %s; global transaction: %s",
+			declog, rawMy.split(), rawPg.split(), global.split())
+		t.Logf("Database counters per operation (decision_log %s): MariaDB cycle: %s; PostgreSQL cycle: %s; global transaction: %s",
+			declog, rawMy.counts(), rawPg.counts(), global.counts())
 	}
 }
 
 // gbenchLoad runs clients loops of one operation each for d and returns operations/s. setup
 // returns client i's operation and its cleanup. An operation's error fails the test.
-func gbenchLoad(t *testing.T, clients int, d time.Duration, setup func(i int) (func() error, func())) gbenchResult {
+// probe names what is measured apart: the server's CPU time and the databases' counters.
+func gbenchLoad(t *testing.T, clients int, d time.Duration, probe gbenchProbe, setup func(i int) (func() error, func())) gbenchResult {
 	t.Helper()
 	var done atomic.Int64
 	var firstErr atomic.Value
@@ -250,7 +256,7 @@ func gbenchLoad(t *testing.T, clients int, d time.Duration, setup func(i int) (f
 	for i := range clients {
 		ops[i], cleanups[i] = setup(i)
 	}
-	cpu0 := readCPUTicks()
+	cpu0, procs0, db0 := readCPUTicks(), readProcCPU(probe.server), probe.read()
 	began := time.Now()
 	stop := began.Add(d)
 	for i := 0; i < clients; i++ {
@@ -273,11 +279,154 @@ func gbenchLoad(t *testing.T, clients int, d time.Duration, setup func(i int) (f
 		t.Fatalf("load failed: %v", err)
 	}
 	rate := float64(done.Load()) / time.Since(began).Seconds()
-	return gbenchResult{rate: rate, busy: readCPUTicks().busySince(cpu0)}
+	cpu1, procs1, db1 := readCPUTicks(), readProcCPU(probe.server), probe.read()
+	return gbenchResult{rate: rate, busy: cpu1.busySince(cpu0), ops: done.Load(), busyTicks: (cpu1.total - cpu1.idle) - (cpu0.total - cpu0.idle),
+		procs: procs1.minus(procs0), db: db1.minus(db0)}
 }
 
 // gbenchResult is one load's rate and how busy the machine's CPUs were meanwhile (0..1).
-type gbenchResult struct{ rate, busy, fsyncs float64 } // fsyncs: per operation (global transactions only)
+type gbenchResult struct {
+	rate, busy, fsyncs float64 // fsyncs: per operation (global transactions only)
+	ops                int64
+	busyTicks          uint64  // the machine's busy clock ticks (all CPUs) over the load
+	procs              procCPU // the CPU ticks of the processes named apart
+	db                 dbCounters
+}
+
+// gbenchProbe is what a load measures besides its rate and the machine's CPU: the Imago
+// server's CPU time (server: its pid, 0 for none) and the databases' counters.
+type gbenchProbe struct {
+	server int
+	my, pg *sql.DB
+}
+
+// dbCounters are server-wide counters of MariaDB (statements, statements executed as
+// prepared, InnoDB fsyncs) and PostgreSQL (WAL fsyncs, transactions committed in every
+// database). They count other programs' work on the same servers too (the machine may be
+// shared): read them against the raw cycles' figures of the same run.
+type dbCounters struct{ myQuestions, myExecute, myFsyncs, pgWALSyncs, pgCommits float64 }
+
+func (p gbenchProbe) read() dbCounters {
+	var c dbCounters
+	ctx := context.Background()
+	rows, err := p.my.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_stmt_execute', 'Innodb_data_fsyncs')")
+	if err == nil {
+		for rows.Next() {
+			var k string
+			var v float64
+			if rows.Scan(&k, &v) == nil {
+				switch k {
+				case "Questions":
+					c.myQuestions = v
+				case "Com_stmt_execute":
+					c.myExecute = v
+				case "Innodb_data_fsyncs":
+					c.myFsyncs = v
+				}
+			}
+		}
+		rows.Close()
+	}
+	// Backends publish their statistics within a second of a transaction's end: a few
+	// transactions at the edges of a load may be counted in the next one.
+	p.pg.QueryRowContext(ctx, "SELECT (SELECT wal_sync FROM pg_stat_wal), (SELECT sum(xact_commit) FROM pg_stat_database)").Scan(&c.pgWALSyncs, &c.pgCommits)
+	return c
+}
+
+func (c dbCounters) minus(d dbCounters) dbCounters {
+	return dbCounters{c.myQuestions - d.myQuestions, c.myExecute - d.myExecute, c.myFsyncs - d.myFsyncs, c.pgWALSyncs - d.pgWALSyncs, c.pgCommits - d.pgCommits}
+}
+
+// counts is the databases' counters per operation.
+func (r gbenchResult) counts() string {
+	n := float64(max(1, r.ops))
+	c := r.db
+	return fmt.Sprintf("MariaDB %.2f statements (%.2f as prepared), %.2f InnoDB fsyncs; PostgreSQL %.2f WAL fsyncs, %.2f commits",
+		c.myQuestions/n, c.myExecute/n, c.myFsyncs/n, c.pgWALSyncs/n, c.pgCommits/n)
+}
+
+// split is where an operation's CPU went, in µs per operation: the load generator (this
+// test process: the raw cycles' database client, or the HTTP client of the global load), the
+// Imago server, MariaDB, PostgreSQL, and everything else (the kernel's work outside those
+// processes' system time, other programs on the machine).
+func (r gbenchResult) split() string {
+	us := func(ticks uint64) float64 { return 1e6 * float64(ticks) / clockTicks / float64(max(1, r.ops)) }
+	p := r.procs
+	named := p.self + p.server + p.mariadb + p.postgres
+	other := 0.0
+	if r.busyTicks > named {
+		other = us(r.busyTicks - named)
+	}
+	s := fmt.Sprintf("load generator %.0f µs, MariaDB %.0f µs, PostgreSQL %.0f µs", us(p.self), us(p.mariadb), us(p.postgres))
+	if p.server > 0 {
+		s += fmt.Sprintf(", Imago server %.0f µs", us(p.server))
+	}
+	return s + fmt.Sprintf(", other %.0f µs", other)
+}
+
+// clockTicks is USER_HZ, the unit of /proc/stat and /proc/<pid>/stat (100 on Linux).
+const clockTicks = 100
+
+// procCPU is CPU time in clock ticks (user + system, with that of reaped children) of this
+// process, the Imago server, MariaDB (mariadbd or mysqld) and PostgreSQL (every postgres
+// process: a backend that exits is counted in the postmaster's children's time).
+type procCPU struct{ self, server, mariadb, postgres uint64 }
+
+func (p procCPU) minus(q procCPU) procCPU {
+	sub := func(a, b uint64) uint64 {
+		if a < b {
+			return 0
+		}
+		return a - b
+	}
+	return procCPU{sub(p.self, q.self), sub(p.server, q.server), sub(p.mariadb, q.mariadb), sub(p.postgres, q.postgres)}
+}
+
+func readProcCPU(server int) procCPU {
+	var c procCPU
+	c.self, _ = procTicks("self")
+	if server > 0 {
+		c.server, _ = procTicks(strconv.Itoa(server))
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+		switch strings.TrimSpace(string(comm)) {
+		case "mariadbd", "mysqld":
+			n, _ := procTicks(e.Name())
+			c.mariadb += n
+		case "postgres":
+			n, _ := procTicks(e.Name())
+			c.postgres += n
+		}
+	}
+	return c
+}
+
+// procTicks is utime + stime + cutime + cstime of /proc/<pid>/stat.
+func procTicks(pid string) (uint64, bool) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
+	if len(f) < 15 {
+		return 0, false
+	}
+	var n uint64
+	for _, k := range []int{11, 12, 13, 14} {
+		v, _ := strconv.ParseUint(f[k], 10, 64)
+		n += v
+	}
+	return n, true
+}
 
 // cpuPerOp is the machine CPU time one operation took, in CPU-seconds.
 func (r gbenchResult) cpuPerOp() float64 { return r.busy * float64(runtime.NumCPU()) / r.rate }
