@@ -246,6 +246,16 @@ func (r *linearRun) check(seed int64, round int) int {
 			t.Errorf("%s partition %d: the checker could not decide within its time limit (%d operations, seed %d)",
 				r.topic, res.Partition, res.Ops, seed)
 		}
+		if res.Verdict != porcupine.Ok {
+			// The raw history, to check again and study outside this run:
+			// LINEARCHECK_HISTORY=path go test ./internal/linearcheck -run SavedHistory -v
+			path := filepath.Join(os.TempDir(), fmt.Sprintf("imago-linear-%d-r%d-p%d.json", seed, round, res.Partition))
+			if err := linearcheck.SaveHistory(path, r.rec.History(res.Partition)); err != nil {
+				t.Logf("save history: %v", err)
+			} else {
+				t.Logf("%s partition %d: history saved in %s", r.topic, res.Partition, path)
+			}
+		}
 	}
 	return total
 }

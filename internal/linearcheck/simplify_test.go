@@ -1,6 +1,7 @@
 package linearcheck
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -82,4 +83,20 @@ func TestSimplify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSavedHistory checks a history a failed run saved (SaveHistory), named by
+// LINEARCHECK_HISTORY, and reports how long the check took and what Simplify left.
+func TestSavedHistory(t *testing.T) {
+	path := os.Getenv("LINEARCHECK_HISTORY")
+	if path == "" {
+		t.Skip("LINEARCHECK_HISTORY names no saved history")
+	}
+	ops, err := LoadHistory(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	simple := Simplify(ops, true)
+	res := Check(0, simple, 10*time.Minute)
+	t.Logf("%d operations, %d after Simplify (%d open-ended): %v in %v\n%s", len(ops), len(simple), res.Open, res.Verdict, res.Took, res.Explain)
 }
