@@ -2,6 +2,7 @@ package linearcheck
 
 import (
 	"math"
+	"slices"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -32,6 +33,12 @@ import (
 //     attempts carry the same key and messages, so whichever is taken as the one that applied
 //     changes nothing, and the others are no-ops wherever they fall. (A broker that applied
 //     two attempts shows a second copy with no producer, again a failure.)
+//  4. Dropped: every unknown attempt of a key but the earliest called, when they carry the same
+//     messages (a retry). At most one attempt of a key applies; whichever it was and whenever
+//     it applied, the earliest attempt, called no later, could have applied at that same
+//     moment with the same effect, and all others are no-ops. Keeping them all costs the
+//     checker every subset of them: a producer that retried every 20 ms while the server was
+//     down leaves dozens, and the search never ends.
 func Simplify(ops []porcupine.Operation, completeRead bool) []porcupine.Operation {
 	freshKey := map[string]bool{}
 	// observed: the earliest return of an operation that saw a message (by id) or a key
@@ -59,11 +66,25 @@ func Simplify(ops []porcupine.Operation, completeRead bool) []porcupine.Operatio
 			}
 		}
 	}
+	// earliest: per key, the index of its earliest-called unknown attempt (rule 4).
+	earliest := map[string]int{}
+	for i, op := range ops {
+		in, ok := op.Input.(ProduceInput)
+		if !ok || in.Key == "" || !op.Output.(ProduceOutput).Unknown || op.Return != math.MaxInt64 {
+			continue
+		}
+		if j, ok := earliest[in.Key]; !ok || op.Call < ops[j].Call {
+			earliest[in.Key] = i
+		}
+	}
 	out := make([]porcupine.Operation, 0, len(ops))
-	for _, op := range ops {
+	for i, op := range ops {
 		in, ok := op.Input.(ProduceInput)
 		if ok && op.Output.(ProduceOutput).Unknown && op.Return == math.MaxInt64 {
 			if in.Key != "" && freshKey[in.Key] {
+				continue
+			}
+			if j, ok := earliest[in.Key]; ok && j != i && slices.Equal(ops[j].Input.(ProduceInput).Msgs, in.Msgs) {
 				continue
 			}
 			at, seen := int64(math.MaxInt64), false

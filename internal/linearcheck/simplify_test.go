@@ -1,6 +1,7 @@
 package linearcheck
 
 import (
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -50,14 +51,14 @@ func TestSimplify(t *testing.T) {
 			prod(2, 2, 3, "k2", ids("b"), 0),
 			fetch(1, 5, 6, 0, 10, 0),
 		}},
-		{name: "attempts closed at the first observation, whichever applied", completeRead: true, kept: 5, ok: true, ops: []porcupine.Operation{
+		{name: "attempts closed at the first observation, whichever applied", completeRead: true, kept: 4, ok: true, ops: []porcupine.Operation{
 			unknown(0, 1, "k1", "a"), // never reached the server
 			unknown(0, 3, "k1", "a"), // applied at 4
 			prod(1, 5, 6, "k2", ids("b"), 1),
 			fetch(2, 7, 8, 0, 10, 2, "a", "b"),
 			dup(0, 9, 10, "k1", ids("a"), 0),
 		}},
-		{name: "two attempts both applied stay illegal once closed", completeRead: true, kept: 3, ok: false, ops: []porcupine.Operation{
+		{name: "two attempts both applied stay illegal once closed", completeRead: true, kept: 2, ok: false, ops: []porcupine.Operation{
 			unknown(0, 1, "k1", "a"),
 			unknown(0, 3, "k1", "a"),
 			fetch(2, 7, 8, 0, 10, 2, "a", "a"),
@@ -99,4 +100,61 @@ func TestSavedHistory(t *testing.T) {
 	simple := Simplify(ops, true)
 	res := Check(0, simple, 10*time.Minute)
 	t.Logf("%d operations, %d after Simplify (%d open-ended): %v in %v\n%s", len(ops), len(simple), res.Open, res.Verdict, res.Took, res.Explain)
+}
+
+// TestSimplifyRetriedAttempts is the history shape of a server down for a while: the first
+// attempt of a request applied but its answer was lost, and the producer retried it with the
+// same key every few milliseconds until the server was back and answered "duplicate", while
+// other producers and fetchers went on around it. Each retried attempt is closed at that
+// answer, so all overlap; porcupine tries every subset of them as "linearized so far", which
+// is exponential in their number (a CI run hit the checker's two-minute limit on 294
+// operations). Only the earliest attempt of a request can matter (see Simplify), so the check
+// must finish at once.
+func TestSimplifyRetriedAttempts(t *testing.T) {
+	for _, seenFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("seen by a fetch before the retries %v", seenFirst), func(t *testing.T) {
+			retriedAttempts(t, seenFirst)
+		})
+	}
+}
+
+// retriedAttempts checks the history of TestSimplifyRetriedAttempts; with seenFirst a fetch
+// reads the request's messages before the retries start (so they are called after an
+// observation and would stay open-ended), otherwise only the final duplicate answer observes it.
+func retriedAttempts(t *testing.T, seenFirst bool) {
+	const retries = 40
+	var ops []porcupine.Operation
+	ops = append(ops, unknown(0, 1, "k1", "a", "a2")) // applied at 2, answer lost
+	if seenFirst {
+		ops = append(ops, fetch(1, 3, 4, 0, 10, 2, "a", "a2"))
+	}
+	end := int64(2)
+	at := int64(10)
+	for i := 0; i < retries; i++ {
+		ops = append(ops, unknown(0, at, "k1", "a", "a2"))
+		id := fmt.Sprintf("b%d", i)
+		ops = append(ops, prod(2, at+1, at+3, fmt.Sprintf("kb%d", i), ids(id), end))
+		end++
+		ops = append(ops, fetch(1, at+4, at+5, end-1, 10, end, id))
+		at += 10
+	}
+	ops = append(ops, dup(0, at, at+1, "k1", ids("a", "a2"), 0, 1))
+	all := []string{"a", "a2"}
+	for i := 0; i < retries; i++ {
+		all = append(all, fmt.Sprintf("b%d", i))
+	}
+	ops = append(ops, fetch(1, at+2, at+3, 0, 100, end, all...))
+
+	got := Simplify(ops, true)
+	if want := len(ops) - retries; len(got) != want { // the first attempt is kept
+		t.Fatalf("kept %d operations, want %d (the retried attempts of k1 dropped)", len(got), want)
+	}
+	if res := Check(0, got, 10*time.Second); res.Verdict != porcupine.Ok {
+		t.Fatalf("verdict %s in %v, want Ok\n%s", res.Verdict, res.Took, res.Explain)
+	}
+	// The same history with a second copy of k1's request appended by the broker stays illegal.
+	bad := append(append([]porcupine.Operation(nil), ops[:len(ops)-1]...), fetch(1, at+2, at+3, end, 100, end+2, "a", "a2"))
+	if res := Check(0, Simplify(bad, true), 10*time.Second); res.Verdict != porcupine.Illegal {
+		t.Fatalf("a second copy of a retried request: verdict %s, want Illegal", res.Verdict)
+	}
 }
