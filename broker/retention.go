@@ -42,7 +42,9 @@ func (b *Broker) EnforceRetention() {
 		for _, p := range t.parts {
 			for {
 				p.mu.RLock()
-				if len(p.segs) < 2 || p.segs[0].base+p.entries > p.written {
+				// Only segments whose every entry is durable go: the checkpoint that records
+				// the new start then also records an end past it.
+				if len(p.segs) < 2 || p.segs[0].base+p.entries > p.synced {
 					p.mu.RUnlock()
 					break
 				}
@@ -103,18 +105,18 @@ func (b *Broker) EnforceRetention() {
 	if changed {
 		b.ckptStale = true // the next checkpoint records the new start offsets
 	}
+	b.retired = append(b.retired, removed...)
+	retire := len(b.retired) > 0
 	b.stateMu.Unlock()
-	for _, s := range removed {
-		if err := s.remove(); err != nil {
-			b.opts.Logger.Error("remove index segment", "err", err)
-		}
-	}
-	if changed {
-		// Record the new start offsets before the log they pointed into can go.
+	if retire {
+		// Record the new start offsets before the index files and the log they pointed
+		// into can go: a crash before that checkpoint is durable restarts from an older
+		// one, whose start offsets must still find their index (TestRetentionCrashBeforeCheckpoint).
 		if err := b.checkpoint(); err != nil {
 			b.opts.Logger.Error("retention: checkpoint", "err", err)
-			return
+			return // the files wait for the next pass
 		}
+		b.removeRetired()
 	}
 	minPos = min(minPos, b.lastCkptPos.Load())
 	if minPos > 0 && minPos < math.MaxInt64 {
@@ -150,5 +152,20 @@ func (b *Broker) EnforceRetention() {
 	}
 	if err := b.dedupe.Expire(); err != nil {
 		b.opts.Logger.Error("retention: expire idempotency keys", "err", err)
+	}
+}
+
+// removeRetired deletes the files of the index segments retention let go. Call it only once a
+// durable checkpoint records start offsets past them. A removal a power loss undoes leaves a
+// file below the partition's start, which recovery opens and the next pass deletes again.
+func (b *Broker) removeRetired() {
+	b.stateMu.Lock()
+	retired := b.retired
+	b.retired = nil
+	b.stateMu.Unlock()
+	for _, s := range retired {
+		if err := s.remove(); err != nil {
+			b.opts.Logger.Error("retention: remove index segment", "err", err)
+		}
 	}
 }
