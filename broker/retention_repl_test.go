@@ -1,0 +1,143 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// replRetentionBroker opens a replicated broker in dir with small index segments and a byte
+// cap, driven by a loopProposer (term 1, raft indexes after the log's last).
+func replRetentionBroker(t *testing.T, dir string) (*Broker, *loopProposer) {
+	t.Helper()
+	o := retentionOptions(t, dir, nil)
+	o.Replicated = true
+	o.Logger = testLogger(t)
+	b := mustOpen(t, o)
+	p := &loopProposer{b: b, held: make(chan heldProposal, 4), term: 1, next: b.RaftLog().LastIndex()}
+	b.SetProposer(p)
+	return b, p
+}
+
+func indexFiles(t *testing.T, dir string) int {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*", "*", "*.idx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range m {
+		if _, err := os.Stat(f); err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// reapply hands every entry of b's raft log after b's applied index to ApplyEntry, as raft
+// does after a restart.
+func reapply(t *testing.T, b *Broker) {
+	t.Helper()
+	l := b.RaftLog()
+	for i := b.AppliedIndex() + 1; i <= l.LastIndex(); i++ {
+		ents, err := l.Entries(i, i+1, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.ApplyEntry(i, ents[0].Term, ents[0].Data); err != nil {
+			t.Fatalf("apply entry %d again: %v", i, err)
+		}
+	}
+}
+
+// TestReplicatedRetention: in cluster mode the leader's retention pass is a log record; applying
+// it moves the partition's start (the raft log stays whole), the index files below the start
+// go only after a checkpoint, and applying the record again after a restart from an older
+// checkpoint or from no checkpoint at all leaves the same start and the same messages.
+func TestReplicatedRetention(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	b, _ := replRetentionBroker(t, dir)
+	mustCreate(t, b, "a", 1)
+	const n = 200
+	for i := 0; i < n; i++ {
+		if _, err := b.Produce(ctx, "a", []Message{{Value: []byte(fmt.Sprintf("v%d", i)), Partition: 0}}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	before := indexFiles(t, dir)
+	last := b.RaftLog().LastIndex()
+	b.EnforceRetention()
+	if b.RaftLog().LastIndex() != last+1 {
+		t.Fatalf("retention proposed %d entries, want one record", b.RaftLog().LastIndex()-last)
+	}
+	info, err := b.Topic("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := info.Partitions[0].StartOffset
+	if start == 0 || start%16 != 0 {
+		t.Fatalf("start after the retention record: %d", start)
+	}
+	if got := indexFiles(t, dir); got != before {
+		t.Fatalf("index files went from %d to %d before a checkpoint recorded the new start", before, got)
+	}
+	if err := b.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := indexFiles(t, dir), before-int(start/16); got != want {
+		t.Fatalf("%d index files after the checkpoint, want %d", got, want)
+	}
+	check := func(b *Broker) {
+		t.Helper()
+		got := fetchAll(t, b, "a", 0)
+		if len(got) != int(n-start) || got[0].Offset != start {
+			t.Fatalf("%d messages from offset %d, want %d from %d", len(got), got[0].Offset, n-start, start)
+		}
+		for _, m := range got {
+			if string(m.Value) != fmt.Sprintf("v%d", m.Offset) {
+				t.Fatalf("offset %d holds %q", m.Offset, m.Value)
+			}
+		}
+	}
+	check(b)
+	b.EnforceRetention() // nothing more to drop: no record
+	if b.RaftLog().LastIndex() != last+1 {
+		t.Fatal("a second pass with nothing to drop proposed a record")
+	}
+	b.Close()
+
+	// The checkpoint covers the record: nothing is applied again.
+	b, _ = replRetentionBroker(t, dir)
+	check(b)
+	b.Close()
+
+	// No checkpoint: every entry, the record included, is applied again.
+	if err := os.Remove(filepath.Join(dir, checkpointFileName)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = replRetentionBroker(t, dir)
+	defer b.Close()
+	reapply(t, b)
+	check(b)
+	reapply(t, b)
+}
+
+// testLogger writes a broker's log lines to t.Log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, nil))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
