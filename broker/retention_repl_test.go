@@ -2,11 +2,13 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -140,4 +142,89 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// TestRetentionConcurrentWithTraffic: retention passes and checkpoints (which delete the index
+// files retention let go) run while messages are produced and read, on a single node and in
+// cluster mode. Run it with -race. A read that finds its offset let go answers
+// ErrOffsetOutOfRange; any other error, or a message at the wrong offset, fails.
+func TestRetentionConcurrentWithTraffic(t *testing.T) {
+	for _, replicated := range []bool{false, true} {
+		t.Run(map[bool]string{false: "single", true: "replicated"}[replicated], func(t *testing.T) {
+			dir := t.TempDir()
+			ctx := context.Background()
+			var b *Broker
+			if replicated {
+				b, _ = replRetentionBroker(t, dir)
+			} else {
+				b = mustOpen(t, retentionOptions(t, dir, nil))
+			}
+			defer b.Close()
+			mustCreate(t, b, "a", 1)
+			const n = 300
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			errs := make(chan error, 3)
+			wg.Add(2)
+			go func() { // reader
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					info, err := b.Topic("a")
+					if err != nil {
+						errs <- err
+						return
+					}
+					res, err := b.Fetch(ctx, "a", 0, FetchOptions{Offset: info.Partitions[0].StartOffset, MaxMessages: 50})
+					if errors.Is(err, ErrOffsetOutOfRange) {
+						continue
+					}
+					if err != nil {
+						errs <- fmt.Errorf("fetch: %w", err)
+						return
+					}
+					for _, m := range res.Messages {
+						if string(m.Value) != fmt.Sprintf("v%d", m.Offset) {
+							errs <- fmt.Errorf("offset %d holds %q", m.Offset, m.Value)
+							return
+						}
+					}
+				}
+			}()
+			go func() { // retention and checkpoints
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					b.EnforceRetention()
+					if err := b.checkpoint(); err != nil {
+						errs <- fmt.Errorf("checkpoint: %w", err)
+						return
+					}
+				}
+			}()
+			for i := 0; i < n; i++ {
+				if _, err := b.Produce(ctx, "a", []Message{{Value: []byte(fmt.Sprintf("v%d", i)), Partition: 0}}, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(stop)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			b.EnforceRetention()
+			if info, _ := b.Topic("a"); info.Partitions[0].StartOffset == 0 {
+				t.Fatal("retention let nothing go")
+			}
+		})
+	}
 }
