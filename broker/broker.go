@@ -114,7 +114,6 @@ func Open(opts Options) (*Broker, error) {
 		stop:        make(chan struct{}),
 		nextTopicID: 1,
 	}
-	b.repl.proposer = make(chan Proposer, 1)
 	b.repl.inflight = make(map[*byte]*produceReq)
 	if opts.Replicated && opts.Fsync.Mode != FsyncAlways {
 		return nil, fmt.Errorf("open broker: fsync %s is refused in cluster mode: an acknowledgement needs a quorum's fsync", opts.Fsync)

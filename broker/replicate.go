@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -56,7 +57,7 @@ type Proposer interface {
 
 // replState is what a replicated broker keeps besides a single node's state.
 type replState struct {
-	proposer chan Proposer // holds the Proposer once SetProposer ran (cap 1)
+	proposer atomic.Pointer[proposerBox] // set once, by the first SetProposer
 
 	// Proposer goroutine only.
 	nextTerm uint64
@@ -71,20 +72,19 @@ type replState struct {
 // SetProposer gives a replicated broker its way into raft. Writes fail with ErrNotLeader until
 // it is called.
 func (b *Broker) SetProposer(p Proposer) {
-	select {
-	case b.repl.proposer <- p:
-	default:
-	}
+	b.repl.proposer.CompareAndSwap(nil, &proposerBox{p})
 }
 
+// proposerBox holds a Proposer, so that it fits an atomic.Pointer.
+type proposerBox struct{ p Proposer }
+
+// currentProposer returns the proposer SetProposer gave, or nil; safe for any number of
+// concurrent callers.
 func (b *Broker) currentProposer() Proposer {
-	select {
-	case p := <-b.repl.proposer:
-		b.repl.proposer <- p
-		return p
-	default:
-		return nil
+	if box := b.repl.proposer.Load(); box != nil {
+		return box.p
 	}
+	return nil
 }
 
 // AppliedIndex is the last raft index this broker's state includes.
