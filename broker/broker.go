@@ -51,11 +51,12 @@ type Broker struct {
 	// stateMu orders the flusher's apply phase (index writes, offsets, dedupe adds) against
 	// checkpoints and retention, so each sees a consistent cut of the log.
 	stateMu     sync.Mutex
-	appliedPos  int64         // log position covered by the index state
-	ckptStale   bool          // retention changed start offsets: checkpoint even if appliedPos did not move
-	lastCkptPos atomic.Int64  // position of the last checkpoint written; stored under ckptMu
-	failed      error         // set when the log cannot be written; the broker then refuses produces
-	failedc     chan struct{} // closed when failed is set (setFailedLocked)
+	appliedPos  int64           // log position covered by the index state
+	ckptStale   bool            // retention changed start offsets: checkpoint even if appliedPos did not move
+	retired     []*indexSegment // index segments retention let go whose files wait for a checkpoint (stateMu)
+	lastCkptPos atomic.Int64    // position of the last checkpoint written; stored under ckptMu
+	failed      error           // set when the log cannot be written; the broker then refuses produces
+	failedc     chan struct{}   // closed when failed is set (setFailedLocked)
 	// syncedPos and syncedDedupe are appliedPos and the idempotency store's end as of the last
 	// log fsync: the most a checkpoint may claim (fsync interval or never).
 	syncedPos    int64
@@ -113,7 +114,6 @@ func Open(opts Options) (*Broker, error) {
 		stop:        make(chan struct{}),
 		nextTopicID: 1,
 	}
-	b.repl.proposer = make(chan Proposer, 1)
 	b.repl.inflight = make(map[*byte]*produceReq)
 	if opts.Replicated && opts.Fsync.Mode != FsyncAlways {
 		return nil, fmt.Errorf("open broker: fsync %s is refused in cluster mode: an acknowledgement needs a quorum's fsync", opts.Fsync)
@@ -246,6 +246,12 @@ func (b *Broker) closeFiles() error {
 			keep(p.close())
 		}
 	}
+	b.stateMu.Lock()
+	for _, s := range b.retired {
+		keep(s.close()) // the files stay: the next start opens them below the start and retention deletes them
+	}
+	b.retired = nil
+	b.stateMu.Unlock()
 	if b.dedupe != nil {
 		keep(b.dedupe.Close())
 	}

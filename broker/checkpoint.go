@@ -119,6 +119,10 @@ func (b *Broker) checkpoint() error {
 	cp.Txs = b.checkpointTxs(pos)
 	cp.Decisions = b.checkpointDecisions(pos)
 	dcp := b.syncedDedupe // Sync below makes it durable; later keys are replayed from the log
+	// Index segments retention let go before this state: their files go once this checkpoint,
+	// which records start offsets past them, is durable.
+	retired := b.retired
+	b.retired = nil
 	_, err := b.dedupe.Sync()
 	if err != nil {
 		b.idempotencyFailedLocked()
@@ -129,6 +133,7 @@ func (b *Broker) checkpoint() error {
 		for _, d := range dirty {
 			d.s.dirty = true
 		}
+		b.retired = append(retired, b.retired...)
 		b.ckptStale = true
 		b.stateMu.Unlock()
 	}
@@ -159,5 +164,12 @@ func (b *Broker) checkpoint() error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	b.lastCkptPos.Store(pos)
+	for _, s := range retired {
+		// A removal a power loss undoes leaves a file below the partition's start, which
+		// recovery opens and the next retention pass lets go again.
+		if err := s.remove(); err != nil {
+			b.opts.Logger.Error("retention: remove index segment", "file", s.f.Name(), "err", err)
+		}
+	}
 	return nil
 }

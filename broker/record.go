@@ -63,6 +63,7 @@ const (
 	raftMagic      = 2
 	batchTopic     = 6
 	batchRaft      = 7
+	batchRetention = 8 // a replicated retention decision (retention_repl.go)
 
 	batchMessages = 1
 	batchSnapshot = 2
@@ -153,7 +154,7 @@ func parseBatchHeader(b []byte) (batchHeader, error) {
 	switch {
 	case h.Type == batchMessages:
 	case h.Magic == batchMagic && (h.Type == batchSnapshot || h.Type == batchTx || h.Type == batchGap || h.Type == batchDecision):
-	case h.Magic == raftMagic && (h.Type == batchTopic || h.Type == batchRaft || h.Type == batchTx || h.Type == batchDecision):
+	case h.Magic == raftMagic && (h.Type == batchTopic || h.Type == batchRaft || h.Type == batchTx || h.Type == batchDecision || h.Type == batchRetention):
 	default:
 		return h, fmt.Errorf("%w: batch type %d (magic %d)", errTorn, h.Type, h.Magic)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,8 +36,11 @@ import (
 // (XAER_NOTA, XA_RB*). On the leader, a request's own completion step (produceReq.applied)
 // runs once its entry is applied, as a single node runs it once its batch is durable.
 //
-// Not replicated: decision compaction, which only retention asks for; retention does not
-// delete a replicated log's segments yet (a follower that needed them could not catch up).
+// Retention is a replicated decision too (retention_repl.go): the leader proposes the new
+// start offsets, every member applies them and deletes its own index files after a
+// checkpoint. Not replicated: decision compaction, which only retention asks for; retention
+// does not delete a replicated log's segments yet (a follower that needed them could not
+// catch up).
 
 // Proposer hands encoded batches to raft; the replica package implements it.
 type Proposer interface {
@@ -53,7 +57,7 @@ type Proposer interface {
 
 // replState is what a replicated broker keeps besides a single node's state.
 type replState struct {
-	proposer chan Proposer // holds the Proposer once SetProposer ran (cap 1)
+	proposer atomic.Pointer[proposerBox] // set once, by the first SetProposer
 
 	// Proposer goroutine only.
 	nextTerm uint64
@@ -68,20 +72,19 @@ type replState struct {
 // SetProposer gives a replicated broker its way into raft. Writes fail with ErrNotLeader until
 // it is called.
 func (b *Broker) SetProposer(p Proposer) {
-	select {
-	case b.repl.proposer <- p:
-	default:
-	}
+	b.repl.proposer.CompareAndSwap(nil, &proposerBox{p})
 }
 
+// proposerBox holds a Proposer, so that it fits an atomic.Pointer.
+type proposerBox struct{ p Proposer }
+
+// currentProposer returns the proposer SetProposer gave, or nil; safe for any number of
+// concurrent callers.
 func (b *Broker) currentProposer() Proposer {
-	select {
-	case p := <-b.repl.proposer:
-		b.repl.proposer <- p
-		return p
-	default:
-		return nil
+	if box := b.repl.proposer.Load(); box != nil {
+		return box.p
 	}
+	return nil
 }
 
 // AppliedIndex is the last raft index this broker's state includes.
@@ -290,7 +293,7 @@ func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 			if err := b.applyTopic(index, bv); err != nil {
 				return err
 			}
-		case batchMessages, batchTx, batchDecision:
+		case batchMessages, batchTx, batchDecision, batchRetention:
 			byID := b.table.Load().byID
 			b.stateMu.Lock()
 			var err error
@@ -301,6 +304,14 @@ func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 				b.txMu.Unlock()
 			case batchDecision:
 				err = b.replayDecisions(loc.pos, bv)
+			case batchRetention:
+				err = b.applyRetention(index, bv, byID)
+				if err == nil && b.ckptStale {
+					select { // the index files go once a checkpoint records the new starts
+					case b.ckptSig <- struct{}{}:
+					default:
+					}
+				}
 			default:
 				err = b.applyReplayed(loc.pos, bv, byID, false, true)
 			}

@@ -28,60 +28,25 @@ func (b *Broker) runRetention() {
 }
 
 // EnforceRetention runs one retention pass now. It is also run every RetentionCheckInterval.
+// In cluster mode only the serving leader decides, and its decision is a log record that every
+// member applies (retention_repl.go).
 func (b *Broker) EnforceRetention() {
 	if b.opts.Replicated {
-		return // a replicated log keeps its segments (replicate.go)
+		b.proposeRetention()
+		return
 	}
 	now := b.opts.Now().UnixMilli()
-	var removed []*indexSegment
 	b.stateMu.Lock()
 	minPos := int64(math.MaxInt64)
 	changed := false
 	for _, t := range b.table.Load().byID {
 		age, size := b.retention(t)
 		for _, p := range t.parts {
-			for {
-				p.mu.RLock()
-				if len(p.segs) < 2 || p.segs[0].base+p.entries > p.written {
-					p.mu.RUnlock()
-					break
-				}
-				first := p.segs[0]
-				segEnd := first.base + p.entries
-				// An entry that cannot be read (its page faulted) is unknown, not zero: the
-				// partition is left as it is rather than expired on a made-up timestamp.
-				// Offsets lost to a dropped batch (gap entries) have no timestamp: the newest
-				// real message decides (a segment of nothing but gaps has expired).
-				newest, err := p.readEntry(segEnd - 1)
-				for o := segEnd - 2; err == nil && newest == gapEntry && o >= max(p.start.Load(), first.base); o-- {
-					newest, err = p.readEntry(o)
-				}
-				var segBytes int64
-				for o := max(p.start.Load(), first.base); o < segEnd && err == nil; o++ {
-					var e indexEntry
-					e, err = p.readEntry(o)
-					segBytes += int64(e.Size)
-				}
-				p.mu.RUnlock()
-				if err != nil {
-					b.opts.Logger.Error("retention: index unreadable, partition left as it is", "topic", t.name, "partition", p.id, "err", err)
-					break
-				}
-				expired := age > 0 && newest.Timestamp < now-age.Milliseconds()
-				oversize := size > 0 && p.bytes.Load()-segBytes >= size
-				if !expired && !oversize {
-					break
-				}
-				p.mu.Lock()
-				first.removed = true
-				p.segs = p.segs[1:]
-				p.start.Store(segEnd)
-				p.bytes.Add(-segBytes)
-				p.mu.Unlock()
-				removed = append(removed, first)
+			// Only segments whose every entry is durable go: the checkpoint that records the
+			// new start then also records an end past it.
+			if start, ok := b.retentionStart(t, p, now, age, size, p.synced); ok || staleSegments(p) {
+				b.moveStartLocked(t, p, start)
 				changed = true
-				b.opts.Logger.Info("retention removed index segment", "topic", t.name, "partition", p.id,
-					"base", first.base, "expired", expired, "oversize", oversize)
 			}
 			p.mu.RLock()
 			// The first retained record pins the log; offsets lost to a dropped batch
@@ -100,20 +65,16 @@ func (b *Broker) EnforceRetention() {
 			p.mu.RUnlock()
 		}
 	}
-	if changed {
-		b.ckptStale = true // the next checkpoint records the new start offsets
-	}
+	retire := changed || len(b.retired) > 0
 	b.stateMu.Unlock()
-	for _, s := range removed {
-		if err := s.remove(); err != nil {
-			b.opts.Logger.Error("remove index segment", "err", err)
-		}
-	}
-	if changed {
-		// Record the new start offsets before the log they pointed into can go.
+	if retire {
+		// Record the new start offsets before the index files and the log they pointed into
+		// can go (checkpoint deletes the files once it is durable): a crash before that
+		// restarts from an older checkpoint, whose start offsets must still find their index
+		// (TestRetentionCrashBeforeCheckpoint).
 		if err := b.checkpoint(); err != nil {
 			b.opts.Logger.Error("retention: checkpoint", "err", err)
-			return
+			return // the files wait for the next checkpoint
 		}
 	}
 	minPos = min(minPos, b.lastCkptPos.Load())
@@ -151,4 +112,90 @@ func (b *Broker) EnforceRetention() {
 	if err := b.dedupe.Expire(); err != nil {
 		b.opts.Logger.Error("retention: expire idempotency keys", "err", err)
 	}
+}
+
+// retentionStart returns the offset partition p of topic t would start at after dropping
+// every leading index segment that retention lets go, and whether that is past its start.
+// Per segment: it is not the last one, it ends at or before limit, and either its newest
+// message is older than age or the partition without it still holds at least size bytes.
+// The caller holds stateMu.
+func (b *Broker) retentionStart(t *topic, p *partition, now int64, age time.Duration, size, limit int64) (int64, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	start := p.start.Load()
+	left := p.bytes.Load()
+	for i := 0; i+1 < len(p.segs); i++ {
+		seg := p.segs[i]
+		segEnd := seg.base + p.entries
+		if segEnd > limit {
+			break
+		}
+		if segEnd <= start {
+			continue // below the start already (a file a checkpoint has yet to delete)
+		}
+		// An entry that cannot be read (its page faulted) is unknown, not zero: the
+		// partition is left as it is rather than expired on a made-up timestamp. Offsets
+		// lost to a dropped batch (gap entries) have no timestamp: the newest real message
+		// decides (a segment of nothing but gaps has expired).
+		newest, err := p.readEntry(segEnd - 1)
+		for o := segEnd - 2; err == nil && newest == gapEntry && o >= max(start, seg.base); o-- {
+			newest, err = p.readEntry(o)
+		}
+		var segBytes int64
+		for o := max(start, seg.base); o < segEnd && err == nil; o++ {
+			var e indexEntry
+			e, err = p.readEntry(o)
+			segBytes += int64(e.Size)
+		}
+		if err != nil {
+			b.opts.Logger.Error("retention: index unreadable, partition left as it is", "topic", t.name, "partition", p.id, "err", err)
+			break
+		}
+		expired := age > 0 && newest.Timestamp < now-age.Milliseconds()
+		oversize := size > 0 && left-segBytes >= size
+		if !expired && !oversize {
+			break
+		}
+		start, left = segEnd, left-segBytes
+	}
+	return start, start > p.start.Load()
+}
+
+// moveStartLocked moves p's start forward to start (never past what is written): the bytes
+// of the dropped messages leave the partition's count, and every index segment wholly below
+// the new start waits in b.retired until a checkpoint that records the start is durable. The
+// caller holds stateMu.
+func (b *Broker) moveStartLocked(t *topic, p *partition, start int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.start.Load()
+	start = max(old, min(start, p.written))
+	var dropped int64
+	for o := old; o < start; o++ {
+		if e, err := p.readEntry(o); err == nil {
+			dropped += int64(e.Size)
+		}
+	}
+	changed := start > old
+	for len(p.segs) > 1 && p.segs[0].base+p.entries <= start {
+		s := p.segs[0]
+		s.removed = true
+		p.segs = p.segs[1:]
+		b.retired = append(b.retired, s)
+		changed = true
+		b.opts.Logger.Info("retention removed index segment", "topic", t.name, "partition", p.id, "base", s.base)
+	}
+	p.start.Store(start)
+	p.bytes.Add(-dropped)
+	if changed {
+		b.ckptStale = true // the next checkpoint records the new start
+	}
+}
+
+// staleSegments reports whether p still holds an index segment wholly below its start (a
+// removal a crash or a power loss undid). The caller holds stateMu.
+func staleSegments(p *partition) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.segs) > 1 && p.segs[0].base+p.entries <= p.start.Load()
 }

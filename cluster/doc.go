@@ -67,9 +67,11 @@
 //     length-prefixed messages; one writer per peer with a bounded queue that drops).
 //   - logger.go: raft's log lines into slog.
 //
-// Not yet here: snapshots (a follower whose entries were deleted by retention will copy the
-// leader's segments; until then a compacted log answers raft's snapshot request with
-// ErrSnapshotTemporarilyUnavailable), membership changes (a committed conf-change entry stops
-// the node), the ReadIndex call for reads that decide, leader forwarding and ZooKeeper's
-// read-only directory.
+// Not yet here: snapshots. Retention is replicated (the broker's retention record moves
+// partition start offsets on every member) but does not compact the raft log, so raft never
+// needs one; once the log is compacted, a follower whose entries were deleted will copy the
+// leader's segments, and until then a compacted log answers raft's snapshot request with
+// ErrSnapshotTemporarilyUnavailable. Also not yet here: membership changes (a committed
+// conf-change entry stops the node), the ReadIndex call for reads that decide, leader
+// forwarding and ZooKeeper's read-only directory.
 package cluster

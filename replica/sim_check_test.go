@@ -200,22 +200,24 @@ func (s *sim) check() {
 			}
 		}
 	}
-	// Every node serves the same messages at the same offsets, without gaps.
-	var parts [][]string // node 1's partitions: the value at each offset
+	// Every node serves the same messages at the same offsets, without gaps, from the same
+	// start (retention records move it on every node alike).
+	var parts [][]string // node 1's partitions: the value at each offset, "" below the start
 	for _, nd := range s.nodes[1:] {
 		var mine [][]string
 		for p := range simParts {
-			res, err := nd.b.Fetch(context.Background(), simTopic, p, broker.FetchOptions{Offset: 0, MaxMessages: 1 << 20, MaxBytes: 1 << 30})
+			start := s.startOffset(nd, p)
+			res, err := nd.b.Fetch(context.Background(), simTopic, p, broker.FetchOptions{Offset: start, MaxMessages: 1 << 20, MaxBytes: 1 << 30})
 			if err != nil {
-				s.fatalf("node %d: fetch partition %d: %v", nd.id, p, err)
+				s.fatalf("node %d: fetch partition %d from its start %d: %v", nd.id, p, start, err)
 			}
 			if res.NextOffset != res.EndOffset {
 				s.fatalf("node %d: partition %d fetch ends at %d, readable end %d", nd.id, p, res.NextOffset, res.EndOffset)
 			}
-			var vals []string
+			vals := make([]string, start, start+int64(len(res.Messages)))
 			for i, m := range res.Messages {
-				if m.Offset != int64(i) {
-					s.fatalf("node %d: partition %d: message %d has offset %d", nd.id, p, i, m.Offset)
+				if m.Offset != start+int64(i) {
+					s.fatalf("node %d: partition %d: message %d from the start %d has offset %d", nd.id, p, i, start, m.Offset)
 				}
 				vals = append(vals, string(m.Value))
 			}
@@ -232,10 +234,16 @@ func (s *sim) check() {
 		}
 	}
 	s.checkObserved(parts)
+	for p := range simParts {
+		s.dropped += s.startOffset(s.nodes[1], p)
+	}
 	// Every acknowledged request is there, at its offsets, once.
 	seen := map[string]broker.Position{}
 	for p, vals := range parts {
 		for off, v := range vals {
+			if v == "" {
+				continue // below the start: retention let it go
+			}
 			if prev, ok := seen[v]; ok {
 				s.fatalf("message %q is stored twice: at %v and at %d/%d", v, prev, p, off)
 			}
@@ -245,6 +253,9 @@ func (s *sim) check() {
 	for _, q := range s.reqs {
 		for i, m := range q.msgs {
 			want := q.acked[i]
+			if vals := parts[want.Partition]; want.Offset < int64(len(vals)) && vals[want.Offset] == "" {
+				continue // acknowledged below the start: retention let it go
+			}
 			if got, ok := seen[string(m.Value)]; !ok || got != want {
 				s.fatalf("request %s message %d (%q) was acknowledged at %v; the nodes hold it at %v (present: %v)", q.key, i, m.Value, want, got, ok)
 			}
@@ -274,12 +285,17 @@ func (s *sim) observe() {
 	}
 	nd := l[s.rng.IntN(len(l))]
 	p := s.rng.IntN(simParts)
-	res, err := nd.b.Fetch(context.Background(), simTopic, p, broker.FetchOptions{Offset: 0, MaxMessages: 1 << 20, MaxBytes: 1 << 30})
+	info, err := nd.b.Topic(simTopic)
 	if err != nil {
 		return // the topic is not applied there yet
 	}
+	start := info.Partitions[p].StartOffset
+	res, err := nd.b.Fetch(context.Background(), simTopic, p, broker.FetchOptions{Offset: start, MaxMessages: 1 << 20, MaxBytes: 1 << 30})
+	if err != nil {
+		s.fatalf("node %d: fetch partition %d from its start %d: %v", nd.id, p, start, err)
+	}
 	for i, m := range res.Messages {
-		if m.Offset != int64(i) {
+		if m.Offset != start+int64(i) {
 			s.fatalf("node %d: partition %d: message %d has offset %d", nd.id, p, i, m.Offset)
 		}
 	}
@@ -292,10 +308,22 @@ func (s *sim) observe() {
 // checkObserved asserts that everything served during the run is where it was served.
 func (s *sim) checkObserved(parts [][]string) {
 	for _, o := range s.seen {
+		if o.offset < int64(len(parts[o.partition])) && parts[o.partition][o.offset] == "" {
+			continue // served before retention let it go
+		}
 		if o.offset >= int64(len(parts[o.partition])) || parts[o.partition][o.offset] != o.value {
 			s.fatalf("node %d served %q at %d/%d at step %d; the converged group does not hold it there", o.node, o.value, o.partition, o.offset, o.step)
 		}
 	}
+}
+
+// startOffset is partition p's start on nd.
+func (s *sim) startOffset(nd *simNode, p int) int64 {
+	info, err := nd.b.Topic(simTopic)
+	if err != nil {
+		s.fatalf("node %d: topic: %v", nd.id, err)
+	}
+	return info.Partitions[p].StartOffset
 }
 
 type logEntry struct {
@@ -314,6 +342,7 @@ func TestSimReplicated(t *testing.T) {
 	}
 	var sums []string
 	var tornTotal, oldTotal, warmTotal int
+	var dropped int64
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			sum := runSim(t, seed)
@@ -321,6 +350,7 @@ func TestSimReplicated(t *testing.T) {
 			tornTotal += lastSim.tornTails
 			oldTotal += lastSim.oldPages
 			warmTotal += lastSim.warmStarts
+			dropped += lastSim.dropped
 			t.Log(sum)
 		})
 	}
@@ -339,7 +369,7 @@ func TestSimReplicated(t *testing.T) {
 		unknown += u
 		dups += d
 	}
-	t.Logf("torn tails kept %d, old pages brought back %d, starts from a checkpoint with entries applied %d", tornTotal, oldTotal, warmTotal)
+	t.Logf("torn tails kept %d, old pages brought back %d, starts from a checkpoint with entries applied %d, offsets let go by retention records %d", tornTotal, oldTotal, warmTotal, dropped)
 	t.Logf("%d seeds: %d entries committed, %d requests, %d outcome-unknown answers, %d duplicate answers, %d power losses (%d in an fsync), %d kills, %d clean restarts",
 		len(sums), committed, requests, unknown, dups, power, fsync, kills, restarts)
 }

@@ -110,11 +110,14 @@ type simReq struct {
 
 // attempt is one Produce (or topic creation) call on one node.
 type attempt struct {
-	req  *simReq // nil for the topic creation
-	nd   *simNode
-	ctx  context.Context // ends when the call has answered
-	res  chan attemptResult
-	link *link // set once proposed
+	req *simReq // nil for the topic creation and a retention pass
+	nd  *simNode
+	// retention: the call is the node's retention pass (it proposes a retention record when
+	// something can go).
+	retention bool
+	ctx       context.Context // ends when the call has answered
+	res       chan attemptResult
+	link      *link // set once proposed
 	// waiter is a later attempt of the same request on the same broker, waiting for this one.
 	waiter *attempt
 }
@@ -156,12 +159,15 @@ type sim struct {
 	processing *simNode
 	proposed   chan proposed
 
-	applied  map[uint64]appliedEntry // the first application of each index anywhere
-	maxIndex uint64
-	reqs     []*simReq
-	inflight []*attempt
-	topicOK  bool
-	topicRun bool // a topic creation is in flight (a second would wait for it)
+	applied   map[uint64]appliedEntry // the first application of each index anywhere
+	maxIndex  uint64
+	reqs      []*simReq
+	inflight  []*attempt
+	topicOK   bool
+	topicRun  bool  // a topic creation is in flight (a second would wait for it)
+	retainRun bool  // a retention pass is in flight
+	retained  int   // retention passes that ended
+	dropped   int64 // offsets below the partitions' starts once converged
 
 	seen   []observation     // what nodes served during the run (sim_check_test.go)
 	images map[string][]byte // commit-log segment contents at their last sync (sim_disk_test.go)
@@ -271,9 +277,10 @@ func (s *sim) options(nd *simNode) broker.Options {
 		// no longer repeatable, but restarts then start from checkpoints taken mid-run.
 		o.CheckpointBytes = 2 << 10
 	}
-	o.RetentionCheckInterval = time.Hour
-	o.SegmentBytes = 16 << 10 // small: rolls, and truncations across segments
-	o.IndexSegmentEntries = 64
+	o.RetentionCheckInterval = time.Hour // the simulation runs the leader's pass (retain)
+	o.SegmentBytes = 16 << 10            // small: rolls, and truncations across segments
+	o.IndexSegmentEntries = 16
+	o.RetentionBytes = 1 << 10 // retention records move the partitions' starts during the run
 	return o
 }
 
@@ -602,6 +609,11 @@ func (s *sim) finish(a *attempt, r attemptResult) {
 			s.await(w)
 		}()
 	}
+	if a.retention {
+		s.retainRun = false
+		s.retained++
+		return
+	}
 	if a.req == nil {
 		s.topicRun = false
 		if r.err == nil {
@@ -670,6 +682,20 @@ func (s *sim) newReq() *simReq {
 	return q
 }
 
+// retain runs nd's retention pass: on the serving leader it proposes a retention record when
+// a partition can let go of index segments, and returns once the record is applied there.
+func (s *sim) retain(nd *simNode) {
+	if s.retainRun {
+		return
+	}
+	s.retainRun = true
+	b := nd.b
+	s.launch(&attempt{nd: nd, retention: true, res: make(chan attemptResult, 1)}, func() (broker.ProduceResult, error) {
+		b.EnforceRetention()
+		return broker.ProduceResult{}, nil
+	})
+}
+
 // client is one step of the client: create the topic first, then produce new requests and
 // retry unanswered ones, mostly through the serving leader.
 func (s *sim) client() {
@@ -691,6 +717,10 @@ func (s *sim) client() {
 			_, err := b.CreateTopic(simTopic, broker.TopicConfig{Partitions: simParts})
 			return broker.ProduceResult{}, err
 		})
+		return
+	}
+	if s.rng.Float64() < 0.05 {
+		s.retain(nd)
 		return
 	}
 	var retry []*simReq
