@@ -35,6 +35,9 @@ func coalesceValid(offsets []Offset) []Offset {
 		// One offset, or rows a flush already coalesced: nothing to sort or merge.
 		return slices.Clone(offsets)
 	}
+	if sameNames(offsets) && uint64(len(offsets)) < 1<<32 {
+		return coalesceByPartition(offsets)
+	}
 	idx := make([]int32, len(offsets))
 	for i := range idx {
 		idx[i] = int32(i)
@@ -54,6 +57,47 @@ func coalesceValid(offsets []Offset) []Offset {
 			continue
 		}
 		out = append(out, *o)
+	}
+	return out
+}
+
+// sameNames reports whether every offset has the group and topic of the
+// first: the common batch (one consumer group reading one topic).
+func sameNames(offsets []Offset) bool {
+	g, t := offsets[0].Group, offsets[0].Topic
+	for i := 1; i < len(offsets); i++ {
+		if offsets[i].Group != g || offsets[i].Topic != t {
+			return false
+		}
+	}
+	return true
+}
+
+// coalesceByPartition is coalesceValid for offsets of one group and topic:
+// the key is the partition alone, so the permutation is sorted as integers
+// (partition in the high 32 bits, input position in the low ones, which
+// keeps the later of equal keys after the earlier) instead of with a
+// comparison function: on a flush of 64 commits, several times faster.
+func coalesceByPartition(offsets []Offset) []Offset {
+	keys := make([]uint64, len(offsets))
+	for i := range offsets {
+		keys[i] = uint64(offsets[i].Partition)<<32 | uint64(i)
+	}
+	slices.Sort(keys)
+	out := make([]Offset, 0, len(offsets))
+	last := -1
+	for _, k := range keys {
+		o := &offsets[uint32(k)]
+		if n := len(out); n > 0 && o.Partition == last {
+			// Same key, later in the input: the higher offset wins, the later
+			// one among equals (its CommittedBy is kept).
+			if o.Next >= out[n-1].Next {
+				out[n-1] = *o
+			}
+			continue
+		}
+		out = append(out, *o)
+		last = o.Partition
 	}
 	return out
 }

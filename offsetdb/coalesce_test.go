@@ -52,15 +52,58 @@ func TestCoalesceMatchesReference(t *testing.T) {
 	}
 }
 
-func BenchmarkCoalesce32(b *testing.B) {
-	in := make([]Offset, 32)
-	for i, p := range rand.Perm(32) {
-		in[i] = Offset{Group: "g", Topic: "t", Partition: p, Next: int64(i), CommittedBy: "bench"}
+// The integer sort of a batch of one group and topic keeps the same contract:
+// the highest offset per partition, the later of equal ones, partitions in
+// order (large partition numbers included), whatever the input order.
+func TestCoalesceOneGroupTopicMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	parts := []int{0, 1, 2, 7, 1<<31 - 1, 1 << 30}
+	for round := range 2000 {
+		n := 1 + r.IntN(130)
+		in := make([]Offset, n)
+		for i := range in {
+			in[i] = Offset{Group: "g", Topic: "t", Partition: parts[r.IntN(len(parts))],
+				Next: int64(r.IntN(4)), CommittedBy: fmt.Sprint(i)}
+			if round%3 == 0 {
+				in[i].Partition = r.IntN(n) // mostly distinct keys, as under load
+			}
+		}
+		if !sameNames(in) {
+			t.Fatal("sameNames: false for one group and topic")
+		}
+		got, err := Coalesce(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := coalesceReference(in); !slices.Equal(got, want) {
+			t.Fatalf("round %d: Coalesce(%v)\n = %v\nwant %v", round, in, got, want)
+		}
+	}
+	// A different topic (or group) in the batch takes the general path.
+	if sameNames([]Offset{{Group: "g", Topic: "t"}, {Group: "g", Topic: "u"}}) ||
+		sameNames([]Offset{{Group: "g", Topic: "t"}, {Group: "h", Topic: "t"}}) {
+		t.Fatal("sameNames: true for different names")
+	}
+}
+
+func BenchmarkCoalesce32(b *testing.B) { benchmarkCoalesce(b, 32, "t") }
+
+func BenchmarkCoalesce64(b *testing.B) { benchmarkCoalesce(b, 64, "t") }
+
+// BenchmarkCoalesce64TwoTopics is a batch the integer sort does not take.
+func BenchmarkCoalesce64TwoTopics(b *testing.B) { benchmarkCoalesce(b, 64, "") }
+
+func benchmarkCoalesce(b *testing.B, n int, topic string) {
+	in := make([]Offset, n)
+	for i, p := range rand.Perm(n) {
+		tp := topic
+		if tp == "" {
+			tp = fmt.Sprint("t", p%2)
+		}
+		in[i] = Offset{Group: "g", Topic: tp, Partition: p, Next: int64(i), CommittedBy: "bench"}
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Coalesce(in); err != nil {
-			b.Fatal(err)
-		}
+		coalesceValid(in) // what a flush runs: Commit validated each offset
 	}
 }

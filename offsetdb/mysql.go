@@ -125,15 +125,13 @@ func (s *MySQLStore) commitSorted(ctx context.Context, rows []Offset) error {
 // it already has), so a connection that keeps prepared statements reuses at
 // most 14 texts, whatever the batch sizes.
 func mysqlUpsert(ctx context.Context, ex Execer, rows []Offset) error {
+	a := getUpsertArgs()
+	defer a.release()
 	for len(rows) > 0 {
 		chunk := rows[:min(len(rows), mysqlUpsertStmt.MaxRows())]
 		rows = rows[len(chunk):]
 		size := mysqlUpsertStmt.RowsFor(len(chunk))
-		args := make([]any, 0, 5*size)
-		for i := range size {
-			o := chunk[min(i, len(chunk)-1)]
-			args = append(args, o.Group, o.Topic, o.Partition, o.Next, o.CommittedBy)
-		}
+		args := a.mysql(chunk, size)
 		if _, err := ex.ExecContext(ctx, mysqlUpsertStmt.Text(size), args...); err != nil {
 			return fmt.Errorf("offsetdb: upsert %d offsets: %w", len(chunk), err)
 		}

@@ -114,23 +114,18 @@ func (s *PostgresStore) commitSorted(ctx context.Context, rows []Offset) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	args := pgArrays(rows)
+	a := getUpsertArgs()
+	defer a.release()
+	args := a.pg(rows)
 	return retryConflict(ctx, func() error {
 		_, err := s.pool.Exec(ctx, pgUpsert, args...)
 		return err
 	}, isPgConflict)
 }
 
+// pgArrays returns the five arrays of pgUpsert for rows, newly allocated.
 func pgArrays(rows []Offset) []any {
-	g := make([]string, len(rows))
-	t := make([]string, len(rows))
-	p := make([]int32, len(rows))
-	n := make([]int64, len(rows))
-	b := make([]string, len(rows))
-	for i, o := range rows {
-		g[i], t[i], p[i], n[i], b[i] = o.Group, o.Topic, int32(o.Partition), o.Next, o.CommittedBy
-	}
-	return []any{g, t, p, n, b}
+	return new(upsertArgs).pg(rows)
 }
 
 // CommitPgxTx writes offsets inside the caller's transaction (transactional

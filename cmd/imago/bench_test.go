@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -180,7 +181,7 @@ func TestBenchOffsets(t *testing.T) {
 	} {
 		t.Run(db.store, func(t *testing.T) {
 			var stdout, stderr strings.Builder
-			args := []string{"bench", "offsets", "--store", db.store, "--dsn", db.dsn, "--committers", "8", "--duration", "300ms", "--json"}
+			args := []string{"bench", "offsets", "--store", db.store, "--dsn", db.dsn, "--committers", "8", "--duration", "300ms", "--cpu-duration", "400ms", "--json"}
 			if code := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); code != exitOK {
 				t.Fatalf("exit %d: %s", code, stderr.String())
 			}
@@ -190,6 +191,11 @@ func TestBenchOffsets(t *testing.T) {
 			}
 			if rep.Baseline.Commits == 0 || rep.GroupCommit.Commits == 0 || len(rep.Ceiling) != 4 || rep.Ceiling[3].Rows != 1 {
 				t.Fatalf("report %+v", rep)
+			}
+			// On Linux the process's CPU per commit was read, that of group commit and that of the ceiling.
+			if runtime.GOOS == "linux" && (rep.CPUPerCommitUs <= 0 || rep.CeilingCPUPerOffsetUs <= 0 ||
+				rep.CPUAboveCeilingUs != rep.CPUPerCommitUs-rep.CeilingCPUPerOffsetUs) {
+				t.Fatalf("cpu: %v µs/commit, ceiling %v µs/offset, above %v", rep.CPUPerCommitUs, rep.CeilingCPUPerOffsetUs, rep.CPUAboveCeilingUs)
 			}
 			// Group commit wrote its commits in fewer transactions; the baseline in one each.
 			if rep.GroupCommit.Transactions >= uint64(rep.GroupCommit.Commits) || rep.Baseline.Transactions != uint64(rep.Baseline.Commits) {
