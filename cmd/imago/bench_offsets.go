@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,7 +48,7 @@ imago-bench-<mode>-<time>.
 
 Then, unless --cpu-duration is 0, the CPU this process spends: group commit alone for
 --cpu-duration, and the ceiling's shapes for a quarter of it each, with the process's CPU
-time (user and system, from /proc: Linux only) read around each; printed as CPU µs per
+time (user and system, getrusage: Unix only) read around each; printed as CPU µs per
 commit, per offset of the ceiling, and the difference (what the batcher costs above writing
 the same offsets directly). --cpuprofile writes a CPU profile of the alternated rounds.`,
 		Example: `  imago bench offsets --store postgres --dsn postgres://postgres@127.0.0.1:5432/test
@@ -113,7 +111,7 @@ type benchOffsetsReport struct {
 	GroupCommitP99Ms float64                    `json:"group_commit_p99_ms"`
 	// CPU of this process (µs, user and system) per group commit, per offset
 	// written by the ceiling's direct commits, and the difference; 0 when not
-	// measured (--cpu-duration 0, or no /proc).
+	// measured (--cpu-duration 0, or no getrusage).
 	CPUPerCommitUs        float64 `json:"cpu_us_per_commit,omitempty"`
 	CeilingCPUPerOffsetUs float64 `json:"ceiling_cpu_us_per_offset,omitempty"`
 	CPUAboveCeilingUs     float64 `json:"cpu_us_above_ceiling,omitempty"`
@@ -194,7 +192,7 @@ func runBenchOffsets(ctx context.Context, a *app, c benchCommon, o benchOffsetsO
 	return nil
 }
 
-// errNoProcessCPU: this system has no /proc/self/stat to read the process's CPU time from.
+// errNoProcessCPU: this system cannot tell the process's CPU time (processCPU).
 var errNoProcessCPU = errors.New("bench offsets: no process CPU time on this system")
 
 // benchOffsetsCPU measures this process's CPU per commit of group commit (for d) and per
@@ -233,27 +231,4 @@ func benchOffsetsCPU(ctx context.Context, store, dsn string, committers int, gcc
 	}
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	return us(cpu1-cpu0) / float64(gc.Commits), us(cpu2-cpu1) / offsets, nil
-}
-
-// processCPU returns the user and system CPU time of this process so far, from
-// /proc/self/stat (in clock ticks of 10 ms, the USER_HZ of Linux).
-func processCPU() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0, errNoProcessCPU
-	}
-	// The command name (field 2) is in parentheses and may hold spaces: count
-	// fields after its closing one. utime and stime are fields 14 and 15.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+1:])
-	if i < 0 || len(f) < 13 {
-		return 0, fmt.Errorf("bench offsets: /proc/self/stat: unexpected %q", s)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("bench offsets: /proc/self/stat: %w", err)
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
