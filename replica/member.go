@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/cluster"
@@ -29,6 +30,8 @@ type Member struct {
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 	done     chan struct{}
+	// staged is set when the member stopped to install a snapshot (snapshot.go).
+	staged atomic.Bool
 }
 
 // Start joins b (opened with broker.Options.Replicated) to the cluster: it opens the raft state
