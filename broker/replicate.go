@@ -473,6 +473,16 @@ func (b *Broker) recoverReplicated(cp *checkpointFile) error {
 			cp = nil
 		}
 	}
+	if cp != nil {
+		// Raft re-delivers only the entries after the checkpoint: the branches and decisions
+		// of the entries before it come from the checkpoint, as on a single node.
+		if err := b.restoreTxs(cp.Txs); err != nil {
+			return err
+		}
+		if err := b.restoreDecisions(cp.Decisions); err != nil {
+			return err
+		}
+	}
 	if cp == nil {
 		if err := b.resetIndexes(); err != nil {
 			return err
