@@ -144,7 +144,11 @@ func (b *Broker) XAPrepare(ctx context.Context, xid Xid) (readOnly bool, err err
 	req.applied = func(pos int64) {
 		b.txMu.Lock()
 		t.state = TxPrepared
-		t.preparePos = pos
+		if !b.opts.Replicated {
+			// In cluster mode applying the entry recorded its position already (replayTx from
+			// ApplyEntry, on the same branch); the request may not know it.
+			t.preparePos = pos
+		}
 		t.durable = true
 		b.txMu.Unlock()
 	}
