@@ -55,6 +55,7 @@ type Broker struct {
 	ckptStale   bool            // retention changed start offsets: checkpoint even if appliedPos did not move
 	retired     []*indexSegment // index segments retention let go whose files wait for a checkpoint (stateMu)
 	lastCkptPos atomic.Int64    // position of the last checkpoint written; stored under ckptMu
+	lastCkpt    []byte          // the last checkpoint written, as on disk; guarded by ckptMu
 	failed      error           // set when the log cannot be written; the broker then refuses produces
 	failedc     chan struct{}   // closed when failed is set (setFailedLocked)
 	// syncedPos and syncedDedupe are appliedPos and the idempotency store's end as of the last
@@ -166,6 +167,11 @@ func (b *Broker) open() error {
 		if err := os.Remove(filepath.Join(b.opts.Dir, name+".tmp")); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("open broker: %w", err)
 		}
+	}
+	// Links a snapshot made before the restart kept (snapshot.go): whoever was copying it
+	// asks again.
+	if err := os.RemoveAll(filepath.Join(b.opts.Dir, snapshotsDirName)); err != nil {
+		return fmt.Errorf("open broker: %w", err)
 	}
 	metas, err := loadTopics(b.opts.Dir)
 	if err != nil {

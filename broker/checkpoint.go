@@ -164,6 +164,7 @@ func (b *Broker) checkpoint() error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	b.lastCkptPos.Store(pos)
+	b.lastCkpt = data // a snapshot's derived state (snapshot.go)
 	for _, s := range retired {
 		// A removal a power loss undoes leaves a file below the partition's start, which
 		// recovery opens and the next retention pass lets go again.

@@ -61,8 +61,15 @@ type raftLoc struct {
 type RaftLog struct {
 	b *Broker
 
-	mu   sync.RWMutex
-	locs []raftLoc // locs[i] is entry i+1
+	mu sync.RWMutex
+	// compIndex and compTerm are the last entry compaction removed (raftcompact.go): (0, 0)
+	// for a log never compacted. locs[i] is entry compIndex+1+i.
+	compIndex, compTerm uint64
+	locs                []raftLoc
+	// readMu is held (shared) by Entries while it reads batches from the log, and exclusively
+	// by compaction while it deletes segments, so that a read never meets a segment deleted
+	// under it.
+	readMu sync.RWMutex
 	// cache holds the data of the newest entries (a contiguous run ending at the last index:
 	// every entry not yet applied, and applied ones while the cache holds at most
 	// raftCacheMaxBytes and they were applied fewer than raftCacheKeep entries ago):
@@ -84,52 +91,70 @@ const (
 // RaftLog returns the broker's raft log; nil unless the broker was opened with Replicated.
 func (b *Broker) RaftLog() *RaftLog { return b.rlog }
 
-// FirstIndex is the first index Entries can return. Nothing is compacted yet: retention does
-// not delete a replicated log's segments (docs/cluster.md).
-func (l *RaftLog) FirstIndex() uint64 { return 1 }
+// FirstIndex is the first index Entries can return: the one after the last entry compaction
+// removed (raftcompact.go).
+func (l *RaftLog) FirstIndex() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.compIndex + 1
+}
 
-// LastIndex is the index of the last entry in the log (0 when it is empty).
+// LastIndex is the index of the last entry in the log (the compaction point when it holds none).
 func (l *RaftLog) LastIndex() uint64 {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return uint64(len(l.locs))
+	return l.compIndex + uint64(len(l.locs))
 }
 
-// Compacted is raft's snapshot point: (0, 0), nothing is compacted.
-func (l *RaftLog) Compacted() (index, term uint64) { return 0, 0 }
+// Compacted is raft's snapshot point: the index and term of the last entry compaction removed,
+// (0, 0) when none was.
+func (l *RaftLog) Compacted() (index, term uint64) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.compIndex, l.compTerm
+}
 
-// Term returns the term of entry i (0 for index 0).
+// Term returns the term of entry i, for i from the compaction point (whose term stays known)
+// to the last index; 0 for index 0.
 func (l *RaftLog) Term(i uint64) (uint64, error) {
 	if i == 0 {
 		return 0, nil
 	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	if i > uint64(len(l.locs)) {
+	switch {
+	case i < l.compIndex:
+		return 0, ErrRaftCompacted
+	case i == l.compIndex:
+		return l.compTerm, nil
+	case i > l.compIndex+uint64(len(l.locs)):
 		return 0, ErrRaftUnavailable
 	}
-	return l.locs[i-1].term, nil
+	return l.locs[i-l.compIndex-1].term, nil
 }
 
 // loc returns where entry i is.
 func (l *RaftLog) loc(i uint64) (raftLoc, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	if i == 0 || i > uint64(len(l.locs)) {
+	if i <= l.compIndex || i > l.compIndex+uint64(len(l.locs)) {
 		return raftLoc{}, false
 	}
-	return l.locs[i-1], true
+	return l.locs[i-l.compIndex-1], true
 }
 
 // Entries returns entries [lo, hi): at least one when lo < hi, then more while their data
 // totals at most maxSize bytes. Each batch is verified (header and record CRCs) as it is read:
 // a leader never sends a damaged entry to a follower.
 func (l *RaftLog) Entries(lo, hi, maxSize uint64) ([]RaftEntry, error) {
-	if lo == 0 {
+	l.readMu.RLock()
+	defer l.readMu.RUnlock()
+	l.mu.RLock()
+	if lo <= l.compIndex {
+		l.mu.RUnlock()
 		return nil, ErrRaftCompacted
 	}
-	l.mu.RLock()
-	if hi > uint64(len(l.locs))+1 {
+	if hi > l.compIndex+uint64(len(l.locs))+1 {
 		l.mu.RUnlock()
 		return nil, ErrRaftUnavailable
 	}
@@ -148,7 +173,7 @@ func (l *RaftLog) Entries(lo, hi, maxSize uint64) ([]RaftEntry, error) {
 		l.mu.RUnlock()
 		return out, nil
 	}
-	locs := append([]raftLoc(nil), l.locs[lo-1:hi-1]...)
+	locs := append([]raftLoc(nil), l.locs[lo-l.compIndex-1:hi-l.compIndex-1]...)
 	l.mu.RUnlock()
 	var (
 		out  []RaftEntry
@@ -223,7 +248,8 @@ func appendRaftEntry(buf []byte, e RaftEntry) ([]byte, error) {
 	return buf, nil
 }
 
-// Append writes ents, which are consecutive and start at an index in [1, LastIndex()+1]; a
+// Append writes ents, which are consecutive and start at an index in [FirstIndex(),
+// LastIndex()+1]; a
 // suffix from ents[0].Index on is discarded first (a new leader overwrote entries that were
 // never committed). The entries are readable at once and durable after Sync. A write error
 // stops the broker as a failed flush does (fail): the restart cuts the log at its durable end.
@@ -234,7 +260,7 @@ func (l *RaftLog) Append(ents []RaftEntry) error {
 	b := l.b
 	first := ents[0].Index
 	last := l.LastIndex()
-	if first == 0 || first > last+1 {
+	if first < l.FirstIndex() || first > last+1 {
 		return fmt.Errorf("append raft entries at %d: the log ends at %d", first, last)
 	}
 	if first <= last {
@@ -360,7 +386,7 @@ func (l *RaftLog) truncate(first uint64) error {
 		return fmt.Errorf("truncate raft log at %d: %w", first, err)
 	}
 	l.mu.Lock()
-	l.locs = l.locs[:first-1]
+	l.locs = l.locs[:first-l.compIndex-1]
 	for len(l.cache) > 0 && l.cache[len(l.cache)-1].Index >= first {
 		l.cacheBytes -= len(l.cache[len(l.cache)-1].Data)
 		l.cache = l.cache[:len(l.cache)-1]

@@ -463,10 +463,21 @@ func (b *Broker) applyTopic(index uint64, bv batchView) error {
 // (verify.go), as on a single node: such a node must not vote or lead.
 func (b *Broker) recoverReplicated(cp *checkpointFile) error {
 	b.rlog = &RaftLog{b: b}
+	comp, err := loadRaftCompaction(b.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("open replicated broker: %w", err)
+	}
+	b.rlog.compIndex, b.rlog.compTerm = comp.Index, comp.Term
+	if comp.Index > 0 && (cp == nil || cp.RaftIndex < comp.Index) {
+		return fmt.Errorf("open replicated broker: the raft log is compacted through entry %d and no checkpoint covers it: this node cannot rebuild its state; replace it under a new node id (docs/cluster.md)", comp.Index)
+	}
 	if cp != nil {
 		err := b.loadIndexes(cp)
 		if err != nil && !errors.Is(err, errRebuild) {
 			return err
+		}
+		if err != nil && comp.Index > 0 {
+			return fmt.Errorf("open replicated broker: %w, and the raft log is compacted through entry %d, so the indexes cannot be rebuilt from it: replace this node under a new node id (docs/cluster.md)", err, comp.Index)
 		}
 		if err != nil {
 			b.opts.Logger.Warn("rebuilding every index from the committed raft entries", "reason", err)
@@ -495,6 +506,11 @@ func (b *Broker) recoverReplicated(cp *checkpointFile) error {
 		recs []record
 		cut  error
 		locs []raftLoc
+		// Entries at or below the compaction point are still on disk when a crash came
+		// between writing raft-compacted and deleting their segments: they are passed over
+		// and their segments deleted below.
+		stale     uint64
+		staleUpTo = from
 	)
 	for pos < end {
 		raw, err := rd.batch(pos)
@@ -512,8 +528,17 @@ func (b *Broker) recoverReplicated(cp *checkpointFile) error {
 		if h.Magic != raftMagic {
 			return fmt.Errorf("open replicated broker: log position %d holds a batch written outside cluster mode: this data directory was not a cluster member's", pos)
 		}
-		if h.RaftIndex != uint64(len(locs))+1 {
-			return fmt.Errorf("%w: log position %d holds raft entry %d, expected %d", ErrCorrupt, pos, h.RaftIndex, len(locs)+1)
+		if len(locs) == 0 && h.RaftIndex <= comp.Index {
+			if stale > 0 && h.RaftIndex != stale+1 {
+				return fmt.Errorf("%w: log position %d holds raft entry %d, expected %d", ErrCorrupt, pos, h.RaftIndex, stale+1)
+			}
+			stale = h.RaftIndex
+			pos += int64(h.Length)
+			staleUpTo = pos
+			continue
+		}
+		if want := comp.Index + uint64(len(locs)) + 1; h.RaftIndex != want {
+			return fmt.Errorf("%w: log position %d holds raft entry %d, expected %d", ErrCorrupt, pos, h.RaftIndex, want)
 		}
 		locs = append(locs, raftLoc{pos: pos, size: h.Length, term: h.RaftTerm})
 		pos += int64(h.Length)
@@ -526,18 +551,30 @@ func (b *Broker) recoverReplicated(cp *checkpointFile) error {
 			return err
 		}
 	}
+	if stale > 0 {
+		if stale != comp.Index {
+			return fmt.Errorf("%w: the log's entries below the compaction point %d end at %d", ErrCorrupt, comp.Index, stale)
+		}
+		if _, err := b.log.deleteBefore(staleUpTo); err != nil {
+			return fmt.Errorf("open replicated broker: delete compacted segments: %w", err)
+		}
+		b.opts.Logger.Info("deleted log segments a compaction left behind", "through_index", comp.Index)
+	}
 	b.rlog.locs = locs
 	applied, appliedPos := uint64(0), int64(0)
 	if cp != nil {
 		applied, appliedPos = cp.RaftIndex, cp.Position
 	}
-	if applied > uint64(len(locs)) {
-		return fmt.Errorf("open replicated broker: the checkpoint covers raft entries up to %d but the log holds %d: entries this node applied are gone; replace the node under a new id", applied, len(locs))
+	last := comp.Index + uint64(len(locs))
+	if applied > last {
+		return fmt.Errorf("open replicated broker: the checkpoint covers raft entries up to %d but the log holds %d: entries this node applied are gone; replace the node under a new id", applied, last)
 	}
-	if applied > 0 {
-		if l := locs[applied-1]; l.pos+int64(l.size) != appliedPos {
+	if applied > comp.Index {
+		if l := locs[applied-comp.Index-1]; l.pos+int64(l.size) != appliedPos {
 			return fmt.Errorf("open replicated broker: the checkpoint puts raft entry %d's end at %d, the log at %d", applied, appliedPos, l.pos+int64(l.size))
 		}
+	} else if comp.Index > 0 && appliedPos != staleUpTo {
+		return fmt.Errorf("open replicated broker: the checkpoint puts the compaction point %d's end at %d, the log at %d", applied, appliedPos, staleUpTo)
 	}
 	if err := b.syncReplayed(appliedPos); err != nil {
 		return err
@@ -550,8 +587,10 @@ func (b *Broker) recoverReplicated(cp *checkpointFile) error {
 	}
 	b.appliedPos = appliedPos
 	b.raftApplied, b.syncedRaft = applied, applied
-	if applied > 0 {
-		b.raftAppliedTerm = locs[applied-1].term
+	if applied > comp.Index {
+		b.raftAppliedTerm = locs[applied-comp.Index-1].term
+	} else if applied > 0 {
+		b.raftAppliedTerm = comp.Term
 	}
 	b.stats.recovered = end - appliedPos
 	return nil

@@ -33,11 +33,14 @@ func (b *Broker) runRetention() {
 func (b *Broker) EnforceRetention() {
 	if b.opts.Replicated {
 		b.proposeRetention()
+		if _, err := b.compactRaftLog(); err != nil {
+			b.opts.Logger.Error("retention: compact the raft log", "err", err)
+		}
+		b.removeOldSnapshots()
 		return
 	}
 	now := b.opts.Now().UnixMilli()
 	b.stateMu.Lock()
-	minPos := int64(math.MaxInt64)
 	changed := false
 	for _, t := range b.table.Load().byID {
 		age, size := b.retention(t)
@@ -48,23 +51,9 @@ func (b *Broker) EnforceRetention() {
 				b.moveStartLocked(t, p, start)
 				changed = true
 			}
-			p.mu.RLock()
-			// The first retained record pins the log; offsets lost to a dropped batch
-			// (gap entries, logrepair.go) point at no position and are passed over.
-			for o := p.start.Load(); o < p.written; o++ {
-				e, ok := p.entry(o)
-				if !ok {
-					minPos = 0 // where the partition starts in the log is unknown: delete none
-					break
-				}
-				if e != gapEntry {
-					minPos = min(minPos, e.Pos)
-					break
-				}
-			}
-			p.mu.RUnlock()
 		}
 	}
+	minPos := b.firstRetainedPos() // raftcompact.go
 	retire := changed || len(b.retired) > 0
 	b.stateMu.Unlock()
 	if retire {

@@ -28,7 +28,24 @@ var (
 	ErrOutcomeUnknown = errors.New("cluster: outcome unknown")
 	// ErrStopped: the node is not running.
 	ErrStopped = errors.New("cluster: node stopped")
+	// ErrSnapshotStaged: the node received a snapshot (its log was behind the leader's
+	// compacted log), staged it through Config.Snapshots and stopped: the process restarts
+	// and installs it before it opens its state.
+	ErrSnapshotStaged = errors.New("cluster: snapshot staged; restart to install it")
 )
+
+// Snapshotter makes and stages the state machine's snapshots. A node whose log was never
+// compacted never needs one; without a Snapshotter a compacted log answers raft's request for a
+// snapshot with ErrSnapshotTemporarilyUnavailable, and a node sent one stops.
+type Snapshotter interface {
+	// Make describes the applied state at some index at or above the log's compaction point:
+	// the snapshot's data (small: it names what to copy, it does not carry it), index and
+	// term. An error means none can be made now; raft asks again later.
+	Make() (data []byte, index, term uint64, err error)
+	// Stage copies what snap describes from the member that sent it and makes it durable, to
+	// be installed when the node starts next. It blocks the Ready loop while it copies.
+	Stage(ctx context.Context, snap *pb.Snapshot) error
+}
 
 // Applier is the state machine: it receives every committed normal entry, in index order, once
 // per incarnation of the node (after a restart from the index after Config.Applied). Empty
@@ -75,6 +92,8 @@ type Config struct {
 	// again for a change the stored membership already includes), with the change and the
 	// membership it produced. The transport learns new peers' addresses through it.
 	OnConfChange func(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfState)
+	// Snapshots makes and stages snapshots (nil: none; see Snapshotter).
+	Snapshots Snapshotter
 }
 
 // Status is a node's view of the group, for GET /v1/cluster.
@@ -131,6 +150,8 @@ type Node struct {
 	readc     chan chan error
 	recvc     chan *pb.Message
 	unreach   chan uint64
+	snapRep   chan snapReport
+	ctx       context.Context // the Ready loop's, for Snapshots.Stage
 
 	// Loop state.
 	applied   uint64
@@ -174,6 +195,7 @@ func NewNode(cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	lg := cfg.Logger.With("node", cfg.ID)
+	cfg.Storage.snapshots = cfg.Snapshots
 	// A new directory starts the group: the voters go into the state file at once (so a crash
 	// in the first fsync leaves a directory that is known, not one that looks wiped), and the
 	// log begins with one membership change per voter (raft's own bootstrap, identical on every
@@ -235,6 +257,7 @@ func NewNode(cfg Config) (*Node, error) {
 		reads:     make(map[string][]chan error),
 		recvc:     make(chan *pb.Message, 1024),
 		unreach:   make(chan uint64, 64),
+		snapRep:   make(chan snapReport, 64),
 		applied:   cfg.Applied,
 		lastIndex: cfg.Storage.log.LastIndex(),
 		hsTerm:    hs.GetTerm(),
@@ -250,6 +273,7 @@ func NewNode(cfg Config) (*Node, error) {
 // Start runs the Ready loop until ctx ends or Stop is called. Call it once.
 func (n *Node) Start(ctx context.Context) {
 	ctx, n.cancel = context.WithCancel(ctx)
+	n.ctx = ctx
 	go n.run(ctx)
 }
 
@@ -286,6 +310,25 @@ func (n *Node) Step(m *pb.Message) {
 
 // ReportUnreachable tells raft that a message to peer id was lost, so a leader probes that
 // follower instead of streaming to it. It never blocks.
+// ConfIndex is the index of the last membership change applied (Ready loop, or a Snapshotter
+// called from it).
+func (n *Node) ConfIndex() uint64 { return n.cfg.Storage.ConfIndex() }
+
+// snapReport is the transport's word on a snapshot it sent (ReportSnapshot).
+type snapReport struct {
+	id     uint64
+	failed bool
+}
+
+// ReportSnapshot tells raft whether the snapshot message to id went out (the transport calls
+// it): the leader then probes id from the snapshot's index, or sends the snapshot again.
+func (n *Node) ReportSnapshot(id uint64, failed bool) {
+	select {
+	case n.snapRep <- snapReport{id, failed}:
+	default:
+	}
+}
+
 func (n *Node) ReportUnreachable(id uint64) {
 	select {
 	case n.unreach <- id:
@@ -407,6 +450,12 @@ func (n *Node) run(ctx context.Context) {
 			n.step(m)
 		case id := <-n.unreach:
 			n.rn.ReportUnreachable(id)
+		case r := <-n.snapRep:
+			status := raft.SnapshotFinish
+			if r.failed {
+				status = raft.SnapshotFailure
+			}
+			n.rn.ReportSnapshot(r.id, status)
 		case p := <-n.propc:
 			n.drainRecv()
 			err = n.proposeBatch(p)
@@ -521,7 +570,18 @@ func (n *Node) handleReady() error {
 		n.cfg.Sender.Send(rd.Messages)
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
-		return fmt.Errorf("received a snapshot at index %d: not supported yet", rd.Snapshot.GetMetadata().GetIndex())
+		// Nothing of this Ready is persisted or sent: the answer to the snapshot leaves only
+		// after the restart installed it (the leader probes again then).
+		idx := rd.Snapshot.GetMetadata().GetIndex()
+		if n.cfg.Snapshots == nil {
+			return fmt.Errorf("received a snapshot at index %d: this node cannot install snapshots", idx)
+		}
+		n.log.Warn("this node's log is behind the leader's compacted log: copying a snapshot", "index", idx, "term", rd.Snapshot.GetMetadata().GetTerm(), "last_index", n.cfg.Storage.log.LastIndex())
+		if err := n.cfg.Snapshots.Stage(n.ctx, rd.Snapshot); err != nil {
+			return fmt.Errorf("stage the snapshot at index %d: %w", idx, err)
+		}
+		n.log.Info("snapshot staged: stopping to install it", "index", idx)
+		return fmt.Errorf("%w (index %d)", ErrSnapshotStaged, idx)
 	}
 	for _, e := range rd.Entries {
 		if p := n.pending[e.GetIndex()]; p != nil && !p.seen {

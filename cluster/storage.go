@@ -42,6 +42,8 @@ type Storage struct {
 	confIndex uint64
 	// exists reports whether a state file has been written.
 	exists bool
+	// snapshots makes the snapshot of a compacted log (Config.Snapshots; set by NewNode).
+	snapshots Snapshotter
 }
 
 var _ raft.Storage = (*Storage)(nil)
@@ -214,16 +216,24 @@ func (s *Storage) LastIndex() (uint64, error) { return s.log.LastIndex(), nil }
 // FirstIndex implements raft.Storage.
 func (s *Storage) FirstIndex() (uint64, error) { return s.log.FirstIndex(), nil }
 
-// Snapshot implements raft.Storage. A follower that needs entries below the compaction point
-// cannot be caught up by this package yet (it will copy the leader's retained segments), so a
-// compacted log answers ErrSnapshotTemporarilyUnavailable and raft retries later. An
-// uncompacted log answers its empty snapshot with the current voters.
+// Snapshot implements raft.Storage. An uncompacted log answers its empty snapshot with the
+// current voters. A compacted one answers the state machine's snapshot (Snapshotter.Make): raft
+// asks for it when a follower needs entries below the compaction point. While none can be made
+// (no Snapshotter, none at or above the compaction point yet, or a membership change applied
+// after the state it describes) it answers ErrSnapshotTemporarilyUnavailable and raft retries.
 func (s *Storage) Snapshot() (*pb.Snapshot, error) {
 	index, term := s.log.Compacted()
-	if index > 0 {
+	if index == 0 {
+		return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{ConfState: s.cs, Index: new(index), Term: new(term)}}, nil
+	}
+	if s.snapshots == nil {
 		return nil, raft.ErrSnapshotTemporarilyUnavailable
 	}
-	return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{ConfState: s.cs, Index: new(index), Term: new(term)}}, nil
+	data, sIndex, sTerm, err := s.snapshots.Make()
+	if err != nil || sIndex < index || s.confIndex > sIndex {
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
+	}
+	return &pb.Snapshot{Data: data, Metadata: &pb.SnapshotMetadata{ConfState: s.cs, Index: new(sIndex), Term: new(sTerm)}}, nil
 }
 
 func raftErr(err error) error {
@@ -306,4 +316,30 @@ func decodeState(b []byte) (*pb.HardState, *pb.ConfState, uint64, error) {
 		return nil, nil, 0, fmt.Errorf("%w: %d trailing bytes", ErrCorruptState, len(p))
 	}
 	return hs, &pb.ConfState{Voters: lists[0], Learners: lists[1]}, confIndex, nil
+}
+
+// InstallSnapshotState writes the raft state of a directory whose state machine was just
+// replaced by a snapshot at index (of term), before the node starts: the commit index is the
+// snapshot's, the membership the snapshot's (cs, including the change at confIndex). The term
+// and vote the node held are kept (a snapshot never lowers them); a directory without a state
+// file (a new member whose first message was the snapshot) starts at the snapshot's term.
+func InstallSnapshotState(dir string, index, term, confIndex uint64, cs *pb.ConfState) error {
+	hs := &pb.HardState{Term: new(term), Vote: new(uint64(0)), Commit: new(index)}
+	data, err := diskState{dir}.read()
+	switch {
+	case err == nil:
+		old, _, _, err := decodeState(data)
+		if err != nil {
+			return fmt.Errorf("install snapshot state in %s: %w", dir, err)
+		}
+		if old.GetTerm() >= term {
+			hs.Term, hs.Vote = new(old.GetTerm()), new(old.GetVote())
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("install snapshot state in %s: %w", dir, err)
+	}
+	if err := (diskState{dir}).write(encodeState(hs, cs, confIndex)); err != nil {
+		return fmt.Errorf("install snapshot state in %s: %w", dir, err)
+	}
+	return nil
 }

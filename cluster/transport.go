@@ -57,6 +57,9 @@ type TransportConfig struct {
 	DialTimeout  time.Duration
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
+	// Files serves the files of a snapshot to the peers that copy it (snapshotfile.go); nil:
+	// none are served.
+	Files FileSource
 }
 
 // Transport is the peer transport. It owns one listener goroutine, one reader goroutine per
@@ -243,12 +246,22 @@ func (t *Transport) Send(msgs []*pb.Message) {
 			t.log.Error("raft transport: marshal message", "type", m.GetType().String(), "to", m.GetTo(), "err", err)
 			continue
 		}
+		queued := true
 		select {
 		case p.q <- b:
 		default:
+			queued = false
 			t.Dropped.Add(1)
 			if t.handler != nil {
 				t.handler.ReportUnreachable(p.id)
+			}
+		}
+		if m.GetType() == pb.MessageType_MsgSnap {
+			// Queued counts as sent: the leader then probes the peer from the snapshot's
+			// index, and sends the snapshot again if the peer still rejects (it copies and
+			// restarts meanwhile).
+			if r, ok := t.handler.(snapshotReporter); ok {
+				r.ReportSnapshot(p.id, !queued)
 			}
 		}
 	}
@@ -291,7 +304,8 @@ func (t *Transport) read(c net.Conn) {
 		return
 	}
 	from, to := binary.BigEndian.Uint64(hello[5:]), binary.BigEndian.Uint64(hello[13:])
-	if string(hello[:4]) != helloMagic || hello[4] != 1 || to != t.cfg.ID {
+	fileConn := hello[4] == helloFile
+	if string(hello[:4]) != helloMagic || (hello[4] != 1 && !fileConn) || to != t.cfg.ID {
 		t.log.Warn("raft transport: refused connection", "remote", c.RemoteAddr().String(),
 			"from", from, "to", to)
 		return
@@ -308,6 +322,10 @@ func (t *Transport) read(c net.Conn) {
 		}
 		buf := make([]byte, n)
 		if _, err := io.ReadFull(r, buf); err != nil {
+			return
+		}
+		if fileConn {
+			t.serveFile(c, from, buf)
 			return
 		}
 		m := &pb.Message{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -84,7 +85,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	if st.IsNew() && !cfg.Bootstrap && !cfg.Join {
 		return nil, fmt.Errorf("replica: %s has no raft state: either this is the first start of a new cluster (start it with --bootstrap-cluster) or the directory was wiped, and then the node must not vote: replace it under a new node id (docs/cluster.md)", dir)
 	}
-	tr, err := cluster.NewTransport(cluster.TransportConfig{ID: cfg.NodeID, Listen: listen, Peers: addrs, Logger: logger})
+	tr, err := cluster.NewTransport(cluster.TransportConfig{ID: cfg.NodeID, Listen: listen, Peers: addrs, Logger: logger, Files: b.OpenSnapshotFile})
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
@@ -100,6 +101,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 		Logger:       logger,
 		Join:         cfg.Join,
 		OnConfChange: m.onConfChange,
+		Snapshots:    snapshotter{m},
 	})
 	if err != nil {
 		tr.Stop()
@@ -234,6 +236,19 @@ type proposer struct{ n *cluster.Node }
 func (p proposer) Serving() (uint64, bool) {
 	s := p.n.Status()
 	return s.Term, s.Serving
+}
+
+// CompactionFloor is the lowest index a follower in touch with this leader has not yet
+// acknowledged (broker compaction keeps it); no floor when this node does not lead.
+func (p proposer) CompactionFloor() uint64 {
+	s := p.n.Status()
+	floor := uint64(math.MaxUint64)
+	for id, match := range s.Match {
+		if id != s.ID && s.Active[id] {
+			floor = min(floor, match+1)
+		}
+	}
+	return floor
 }
 
 func (p proposer) Propose(term uint64, entries [][]byte) ([]<-chan error, error) {

@@ -24,6 +24,8 @@ type testCluster struct {
 	dirs  []string
 	bs    []*broker.Broker
 	ms    []*Member
+	// tune, when set, adjusts every broker's options before it opens.
+	tune func(*broker.Options)
 }
 
 func freeAddr(t *testing.T) string {
@@ -37,7 +39,12 @@ func freeAddr(t *testing.T) string {
 }
 
 func newTestCluster(t *testing.T) *testCluster {
-	c := &testCluster{t: t}
+	return newTunedCluster(t, nil)
+}
+
+// newTunedCluster is newTestCluster with tune applied to every broker's options.
+func newTunedCluster(t *testing.T, tune func(*broker.Options)) *testCluster {
+	c := &testCluster{t: t, tune: tune}
 	root := t.TempDir()
 	for i := 1; i <= 3; i++ {
 		c.peers = append(c.peers, Peer{ID: uint64(i), RaftAddr: freeAddr(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", 18080+i)})
@@ -68,6 +75,9 @@ func (c *testCluster) tryStart(i int, bootstrap bool) error {
 	opts := broker.NewOptions(c.dirs[i])
 	opts.Replicated = true
 	opts.Logger = quiet
+	if c.tune != nil {
+		c.tune(&opts)
+	}
 	b, err := broker.Open(opts)
 	if err != nil {
 		return err
