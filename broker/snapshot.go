@@ -31,7 +31,9 @@ import (
 // opens from that checkpoint as after any restart: raft delivers the entries after Index.
 //
 // The links keep the space of segments deleted meanwhile until the snapshot directory goes:
-// when a newer snapshot is made, at the next open, or an hour after it was made.
+// when a newer snapshot is made (not within ten minutes of the last one, which is handed out
+// again while it stays above the compaction point, so that a copy under way keeps its files),
+// at the next open, or an hour after it was made.
 
 // SnapshotFile is one file of a snapshot: its path relative to the data directory and how many
 // of its bytes belong to the snapshot.
@@ -60,6 +62,9 @@ const (
 	snapshotManifestExt = ".manifest.json"
 	// snapshotKeep is how long a snapshot's links are kept when no newer one replaces them.
 	snapshotKeep = time.Hour
+	// snapshotReuse is how long a snapshot is handed out again rather than replaced by one of
+	// a newer checkpoint (which would delete the links of one being copied).
+	snapshotReuse = 10 * time.Minute
 )
 
 // ErrNoSnapshot: no snapshot can be made yet (no checkpoint covers the compaction point).
@@ -90,10 +95,20 @@ func (b *Broker) Snapshot() (SnapshotManifest, error) {
 		return SnapshotManifest{}, fmt.Errorf("snapshot: term of entry %d: %w", cp.RaftIndex, err)
 	}
 	root := filepath.Join(b.opts.Dir, snapshotsDirName)
-	dir := filepath.Join(root, strconv.FormatUint(cp.RaftIndex, 10))
-	if m, err := readManifest(dir); err == nil {
-		return m, nil
+	// A snapshot made a little earlier is handed out again while it is still above the
+	// compaction point: a member may be copying it, and a newer one would delete its links.
+	if ents, err := os.ReadDir(root); err == nil {
+		for _, e := range ents {
+			m, err := readManifest(filepath.Join(root, e.Name()))
+			if err != nil || m.Index < compIndex {
+				continue
+			}
+			if made, err := time.Parse(time.RFC3339Nano, m.CreatedAt); err == nil && b.opts.Now().Sub(made) < snapshotReuse {
+				return m, nil
+			}
+		}
 	}
+	dir := filepath.Join(root, strconv.FormatUint(cp.RaftIndex, 10))
 	m := SnapshotManifest{Version: 1, Index: cp.RaftIndex, Term: term, CompactedIndex: compIndex, CompactedTerm: compTerm,
 		Checkpoint: slices.Clone(b.lastCkpt), CreatedAt: b.opts.Now().UTC().Format(time.RFC3339Nano)}
 	inCkpt := make(map[uint32]bool)
