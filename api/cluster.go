@@ -10,7 +10,8 @@ type ClusterStatus struct {
 	Term         uint64        `json:"term"`
 	CommitIndex  uint64        `json:"commit_index"`
 	AppliedIndex uint64        `json:"applied_index"`
-	Serving      bool          `json:"serving"` // the leader accepts writes
+	FirstIndex   uint64        `json:"first_index"` // the first raft index the node's log holds (compaction removed the ones before)
+	Serving      bool          `json:"serving"`     // the leader accepts writes
 	Nodes        []ClusterNode `json:"nodes"`
 	Error        string        `json:"error,omitempty"` // why the node stopped, if it did
 }

@@ -13,8 +13,9 @@ import (
 // deletes its own index files, once a checkpoint that records the new start is durable
 // (checkpoint.go), as a single node does.
 //
-// The raft log itself (the commit-log segments) is not compacted yet: a follower that falls
-// behind catches up from the leader's log as before. A member that does not know batch type 8
+// Each member then compacts its own raft log (raftcompact.go): the commit-log segments no
+// partition retains go once its checkpoint covers them; a member that needs entries another
+// member deleted catches up by a snapshot (snapshot.go). A member that does not know batch type 8
 // stops loudly when it applies one: upgrade every member before the first retention record is
 // written (docs/cluster.md).
 

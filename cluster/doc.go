@@ -66,12 +66,13 @@
 //   - transport.go: the peer transport over TCP (a hello that names both ends, then
 //     length-prefixed messages; one writer per peer with a bounded queue that drops).
 //   - logger.go: raft's log lines into slog.
+//   - snapshotfile.go: snapshot files copied over the raft port (a hello of its own, one file
+//     per connection), for a member whose log is behind the leader's compacted log.
 //
-// Not yet here: snapshots. Retention is replicated (the broker's retention record moves
-// partition start offsets on every member) but does not compact the raft log, so raft never
-// needs one; once the log is compacted, a follower whose entries were deleted will copy the
-// leader's segments, and until then a compacted log answers raft's snapshot request with
-// ErrSnapshotTemporarilyUnavailable. Also not yet here: membership changes (a committed
-// conf-change entry stops the node), the ReadIndex call for reads that decide, leader
-// forwarding and ZooKeeper's read-only directory.
+// Snapshots: the state machine compacts its own log (the broker deletes commit-log segments no
+// partition needs, below its durable checkpoint) and implements Snapshotter. Storage.Snapshot
+// answers raft with the Snapshotter's description of the applied state (a manifest, not the
+// data); a node sent one stages it (the member copies the files the manifest names) and stops
+// with ErrSnapshotStaged, without persisting or answering anything of that Ready: its process
+// restarts and installs the staged state before it opens (replica.InstallStaged).
 package cluster

@@ -346,6 +346,7 @@ func clusterStatus(st replica.Status) api.ClusterStatus {
 		Term:         st.Term,
 		CommitIndex:  st.CommitIndex,
 		AppliedIndex: st.AppliedIndex,
+		FirstIndex:   st.FirstIndex,
 		Serving:      st.Serving,
 		Nodes:        make([]api.ClusterNode, 0, len(st.Nodes)),
 		Error:        st.Error,

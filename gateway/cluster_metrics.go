@@ -13,6 +13,7 @@ import (
 //	raft_term                        the node's current term
 //	raft_commit_index                the highest log index known committed
 //	raft_applied_index               the highest log index applied to the broker
+//	raft_first_index                 the first log index the node still holds (after compaction)
 //	raft_is_leader                   1 on the leader
 //	raft_has_leader                  1 while the node knows a leader
 //	raft_leader_changes_total        leader changes this node observed (leaderWatch)
@@ -20,7 +21,7 @@ import (
 type raftCollector struct {
 	w atomic.Pointer[leaderWatch]
 
-	term, commit, applied, isLeader, hasLeader, changes, lag *prometheus.Desc
+	term, commit, applied, first, isLeader, hasLeader, changes, lag *prometheus.Desc
 }
 
 func newRaftCollector() *raftCollector {
@@ -31,6 +32,7 @@ func newRaftCollector() *raftCollector {
 		term:      d("imago_raft_term", "The cluster member's current raft term."),
 		commit:    d("imago_raft_commit_index", "The highest raft log index this node knows is committed."),
 		applied:   d("imago_raft_applied_index", "The highest raft log index applied to the broker on this node."),
+		first:     d("imago_raft_first_index", "The first raft log index this node still holds (compaction removed the ones before it)."),
 		isLeader:  d("imago_raft_is_leader", "1 when this node is the raft leader."),
 		hasLeader: d("imago_raft_has_leader", "1 while this node knows a leader."),
 		changes:   d("imago_raft_leader_changes_total", "Leader changes this node observed (a new leader id seen)."),
@@ -39,7 +41,7 @@ func newRaftCollector() *raftCollector {
 }
 
 func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.term, c.commit, c.applied, c.isLeader, c.hasLeader, c.changes, c.lag} {
+	for _, d := range []*prometheus.Desc{c.term, c.commit, c.applied, c.first, c.isLeader, c.hasLeader, c.changes, c.lag} {
 		ch <- d
 	}
 }
@@ -64,6 +66,7 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.term, float64(st.Term))
 	g(c.commit, float64(st.CommitIndex))
 	g(c.applied, float64(st.AppliedIndex))
+	g(c.first, float64(st.FirstIndex))
 	g(c.isLeader, b(leader))
 	g(c.hasLeader, b(st.LeaderID != 0))
 	ch <- prometheus.MustNewConstMetric(c.changes, prometheus.CounterValue, float64(w.changes.Load()))

@@ -142,6 +142,7 @@ func (m *Member) Status() Status {
 		Term:         ns.Term,
 		CommitIndex:  ns.Commit,
 		AppliedIndex: ns.Applied,
+		FirstIndex:   m.b.RaftLog().FirstIndex(),
 		Serving:      ns.Serving,
 	}
 	if ns.Err != nil {

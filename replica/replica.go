@@ -43,16 +43,19 @@ type Config struct {
 
 // Status is a member's view of the cluster, as GET /v1/cluster answers it.
 type Status struct {
-	ClusterID    string       `json:"cluster_id"`
-	NodeID       uint64       `json:"node_id"`
-	LeaderID     uint64       `json:"leader_id"` // 0: no leader known
-	Role         string       `json:"role"`      // leader, follower, candidate, pre-candidate
-	Term         uint64       `json:"term"`
-	CommitIndex  uint64       `json:"commit_index"`
-	AppliedIndex uint64       `json:"applied_index"`
-	Serving      bool         `json:"serving"` // leader that accepts writes (applied an entry of its term)
-	Nodes        []NodeStatus `json:"nodes"`
-	Error        string       `json:"error,omitempty"` // why the node stopped, if it did
+	ClusterID    string `json:"cluster_id"`
+	NodeID       uint64 `json:"node_id"`
+	LeaderID     uint64 `json:"leader_id"` // 0: no leader known
+	Role         string `json:"role"`      // leader, follower, candidate, pre-candidate
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// FirstIndex is the first raft index this node's log still holds (compaction removed the
+	// ones before it; 1 when nothing was compacted).
+	FirstIndex uint64       `json:"first_index"`
+	Serving    bool         `json:"serving"` // leader that accepts writes (applied an entry of its term)
+	Nodes      []NodeStatus `json:"nodes"`
+	Error      string       `json:"error,omitempty"` // why the node stopped, if it did
 }
 
 // NodeStatus is one member as seen from the node answering. MatchIndex and LagEntries are known
