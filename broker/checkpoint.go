@@ -85,6 +85,10 @@ func (b *Broker) runCheckpointer() {
 	}
 }
 
+// Checkpoint writes a checkpoint now if the log moved since the last one (the checkpointer does
+// so every CheckpointInterval). An error leaves the previous checkpoint in place.
+func (b *Broker) Checkpoint() error { return b.checkpoint() }
+
 // checkpoint writes a checkpoint if the log moved since the last one, or if retention asked
 // for one (ckptStale).
 func (b *Broker) checkpoint() error {

@@ -119,9 +119,13 @@ func (b *Broker) logPins() int64 {
 	return pinned
 }
 
-// compactRaftLog deletes the commit-log segments this member no longer needs (see the comment
-// at the top of this file). It returns the bytes freed.
-func (b *Broker) compactRaftLog() (int64, error) {
+// CompactLog deletes the commit-log segments this cluster member no longer needs (see the
+// comment at the top of this file) and returns the bytes freed. The retention pass runs it
+// every RetentionCheckInterval; a single node's retention deletes its segments itself.
+func (b *Broker) CompactLog() (int64, error) {
+	if b.rlog == nil {
+		return 0, errors.New("compact log: the broker is not replicated")
+	}
 	b.ckptMu.Lock() // no checkpoint moves lastCkptPos, and no snapshot is being linked, meanwhile
 	defer b.ckptMu.Unlock()
 	b.stateMu.Lock()

@@ -12,6 +12,15 @@ import (
 	"testing"
 )
 
+// retainCompact runs a retention pass and then compacts the raft log, as the periodic pass does.
+func retainCompact(t *testing.T, b *Broker) {
+	t.Helper()
+	b.EnforceRetention()
+	if _, err := b.CompactLog(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // produceSeq produces n messages "v<i>" (i from first) to partition 0 of topic.
 func produceSeq(t *testing.T, b *Broker, topic string, first, n int) {
 	t.Helper()
@@ -76,11 +85,11 @@ func TestReplicatedCompaction(t *testing.T) {
 		}
 		saved[f] = data
 	}
-	b.EnforceRetention() // the retention record moves the start
+	retainCompact(t, b) // the retention record moves the start
 	if err := b.checkpoint(); err != nil {
 		t.Fatal(err)
 	}
-	b.EnforceRetention() // the checkpoint covers the record: segments go
+	retainCompact(t, b) // the checkpoint covers the record: segments go
 	l := b.RaftLog()
 	first := l.FirstIndex()
 	after := logSegments(t, dir)
@@ -167,12 +176,12 @@ func TestReplicatedCompactionKeepsPrepared(t *testing.T) {
 	b.txMu.Unlock()
 	produceSeq(t, b, "a", 20, 300)
 	for range 2 {
-		b.EnforceRetention()
+		retainCompact(t, b)
 		if err := b.checkpoint(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b.EnforceRetention()
+	retainCompact(t, b)
 	if start := b.log.start(); start > preparePos {
 		t.Fatalf("the log starts at %d, past the prepared branch's batch at %d", start, preparePos)
 	}
@@ -253,12 +262,12 @@ func TestReplicatedSnapshotInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		lb.EnforceRetention()
+		retainCompact(t, lb)
 		if err := lb.checkpoint(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	lb.EnforceRetention()
+	retainCompact(t, lb)
 	if lb.RaftLog().FirstIndex() <= fb.RaftLog().LastIndex()+1 {
 		t.Fatalf("the leader's log still holds what the follower needs: first index %d", lb.RaftLog().FirstIndex())
 	}
@@ -290,7 +299,7 @@ func TestReplicatedSnapshotInstall(t *testing.T) {
 	produceSeq(t, lb, "a", 351, 200)
 	take()
 	for range 2 {
-		lb.EnforceRetention()
+		retainCompact(t, lb)
 		if err := lb.checkpoint(); err != nil {
 			t.Fatal(err)
 		}

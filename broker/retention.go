@@ -23,20 +23,23 @@ func (b *Broker) runRetention() {
 			return
 		case <-tick.C:
 			b.EnforceRetention()
+			if b.opts.Replicated {
+				if _, err := b.CompactLog(); err != nil {
+					b.opts.Logger.Error("retention: compact the raft log", "err", err)
+				}
+				b.removeOldSnapshots()
+			}
 		}
 	}
 }
 
 // EnforceRetention runs one retention pass now. It is also run every RetentionCheckInterval.
 // In cluster mode only the serving leader decides, and its decision is a log record that every
-// member applies (retention_repl.go).
+// member applies (retention_repl.go); each member then deletes the log segments it no longer
+// needs with CompactLog, which the periodic pass also runs.
 func (b *Broker) EnforceRetention() {
 	if b.opts.Replicated {
 		b.proposeRetention()
-		if _, err := b.compactRaftLog(); err != nil {
-			b.opts.Logger.Error("retention: compact the raft log", "err", err)
-		}
-		b.removeOldSnapshots()
 		return
 	}
 	now := b.opts.Now().UnixMilli()

@@ -71,3 +71,13 @@ func (n *Node) Halt(err error) {
 	n.publish(err)
 	close(n.done)
 }
+
+// ReportSnapshotNow tells raft at once whether a snapshot message to id went out
+// (ReportSnapshot queues it for the loop instead). Call it between Process calls.
+func (n *Node) ReportSnapshotNow(id uint64, failed bool) {
+	status := raft.SnapshotFinish
+	if failed {
+		status = raft.SnapshotFailure
+	}
+	n.rn.ReportSnapshot(id, status)
+}

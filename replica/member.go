@@ -101,7 +101,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 		Logger:       logger,
 		Join:         cfg.Join,
 		OnConfChange: m.onConfChange,
-		Snapshots:    snapshotter{m},
+		Snapshots:    memberSnapshotter(m),
 	})
 	if err != nil {
 		tr.Stop()

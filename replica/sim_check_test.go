@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"testing/cryptotest"
 	"time"
@@ -135,7 +136,17 @@ func (s *sim) settle() {
 			open++
 		}
 	}
-	s.fatalf("no convergence within %d fault-free steps: %d requests unanswered, %d in flight, leader %v", simSettle, open, len(s.inflight), s.serving() != nil)
+	var nodes []string
+	for _, nd := range s.nodes[1:] {
+		if nd.node == nil {
+			nodes = append(nodes, fmt.Sprintf("node %d down", nd.id))
+			continue
+		}
+		st := nd.node.Status()
+		nodes = append(nodes, fmt.Sprintf("node %d %s term %d commit %d applied %d log %d-%d halted %v (%v)", nd.id, st.Role, st.Term, st.Commit, st.Applied,
+			nd.b.RaftLog().FirstIndex(), nd.b.RaftLog().LastIndex(), nd.halted, st.Err))
+	}
+	s.fatalf("no convergence within %d fault-free steps: %d requests unanswered, %d in flight, leader %v; %s", simSettle, open, len(s.inflight), s.serving() != nil, strings.Join(nodes, "; "))
 }
 
 func (s *sim) converged() bool {
@@ -168,14 +179,19 @@ func (s *sim) check() {
 		s.fatalf("entries up to %d were applied, but the converged group committed only %d: committed entries were lost", s.maxIndex, commit)
 	}
 	// The committed prefix is the same on every node's log, and it is what was applied.
+	// Below the highest compaction point only some nodes still hold the entries.
+	lo := uint64(1)
+	for _, nd := range s.nodes[1:] {
+		lo = max(lo, nd.b.RaftLog().FirstIndex())
+	}
 	var ref []logEntry
 	for _, nd := range s.nodes[1:] {
-		ents, err := nd.b.RaftLog().Entries(1, commit+1, math.MaxUint64)
+		ents, err := nd.b.RaftLog().Entries(lo, commit+1, math.MaxUint64)
 		if err != nil {
-			s.fatalf("node %d: read raft entries 1-%d: %v", nd.id, commit, err)
+			s.fatalf("node %d: read raft entries %d-%d: %v", nd.id, lo, commit, err)
 		}
-		if uint64(len(ents)) != commit {
-			s.fatalf("node %d: %d raft entries read up to the commit index %d", nd.id, len(ents), commit)
+		if uint64(len(ents)) != commit-lo+1 {
+			s.fatalf("node %d: %d raft entries read from %d up to the commit index %d", nd.id, len(ents), lo, commit)
 		}
 		got := make([]logEntry, len(ents))
 		for i, e := range ents {
@@ -341,7 +357,7 @@ func TestSimReplicated(t *testing.T) {
 		}
 	}
 	var sums []string
-	var tornTotal, oldTotal, warmTotal int
+	var tornTotal, oldTotal, warmTotal, snapTotal, compTotal int
 	var dropped int64
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
@@ -350,6 +366,8 @@ func TestSimReplicated(t *testing.T) {
 			tornTotal += lastSim.tornTails
 			oldTotal += lastSim.oldPages
 			warmTotal += lastSim.warmStarts
+			snapTotal += lastSim.snapshots
+			compTotal += lastSim.compactions
 			dropped += lastSim.dropped
 			t.Log(sum)
 		})
@@ -369,7 +387,7 @@ func TestSimReplicated(t *testing.T) {
 		unknown += u
 		dups += d
 	}
-	t.Logf("torn tails kept %d, old pages brought back %d, starts from a checkpoint with entries applied %d, offsets let go by retention records %d", tornTotal, oldTotal, warmTotal, dropped)
+	t.Logf("torn tails kept %d, old pages brought back %d, starts from a checkpoint with entries applied %d, offsets let go by retention records %d, log compactions %d, snapshots installed %d", tornTotal, oldTotal, warmTotal, dropped, compTotal, snapTotal)
 	t.Logf("%d seeds: %d entries committed, %d requests, %d outcome-unknown answers, %d duplicate answers, %d power losses (%d in an fsync), %d kills, %d clean restarts",
 		len(sums), committed, requests, unknown, dups, power, fsync, kills, restarts)
 }

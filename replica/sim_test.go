@@ -79,6 +79,9 @@ const (
 
 var errSimCrash = errors.New("simulated crash")
 
+// errSimSourceDown: the member a snapshot is copied from is down.
+var errSimSourceDown = errors.New("the snapshot's source node is down")
+
 type simMsg struct {
 	from, to uint64
 	data     []byte
@@ -95,7 +98,11 @@ type simNode struct {
 	halted   bool // the node stopped on a storage error; reap crashes it
 	eio      bool // its doomed sync is an I/O error, not a power loss
 	killed   bool // killed in its log sync (diskKillInSync)
-	disk     int  // guarded by sim.diskMu
+	// reinstall: the node stopped to install a snapshot it staged (or whose source went
+	// down while it copied): reap restarts it cleanly, and the start installs what is staged.
+	reinstall bool
+	staged    atomic.Bool
+	disk      int // guarded by sim.diskMu
 }
 
 // simReq is one client request: its idempotency key, its messages and what it was answered.
@@ -148,13 +155,15 @@ type sim struct {
 	// clock is the brokers' clock: a fixed base plus 10 ms per step.
 	clock atomic.Int64
 
-	nodes  []*simNode // index 0 unused
-	net    []simMsg
-	group  [4]int
-	oneway [4][4]bool
-	faults bool
-	rec    *powerloss.Recorder
-	diskMu sync.Mutex
+	nodes []*simNode // index 0 unused
+	net   []simMsg
+	// snapSent are the snapshot messages sent since the last delivery: (from, to).
+	snapSent [][2]uint64
+	group    [4]int
+	oneway   [4][4]bool
+	faults   bool
+	rec      *powerloss.Recorder
+	diskMu   sync.Mutex
 	// processing is the node whose Readys process is handling; guarded by diskMu.
 	processing *simNode
 	proposed   chan proposed
@@ -173,7 +182,7 @@ type sim struct {
 	images map[string][]byte // commit-log segment contents at their last sync (sim_disk_test.go)
 
 	acked, dupAcks, unknown, refused, crashes, powerLosses, fsyncLosses, restarts, kills int
-	tornTails, oldPages, warmStarts                                                      int
+	tornTails, oldPages, warmStarts, snapshots, compactions                              int
 	trace                                                                                []string
 }
 
@@ -210,6 +219,11 @@ func (ss simSender) Send(msgs []*pb.Message) {
 			s.fatalf("marshal: %v", err)
 		}
 		s.net = append(s.net, simMsg{from: ss.from, to: m.GetTo(), data: b, at: s.now + s.rng.IntN(3)})
+		if m.GetType() == pb.MessageType_MsgSnap {
+			// As the transport does: a snapshot on its way counts as sent (reported to the
+			// sender's raft before its next round, not inside this one).
+			s.snapSent = append(s.snapSent, [2]uint64{ss.from, m.GetTo()})
+		}
 	}
 }
 
@@ -278,14 +292,16 @@ func (s *sim) options(nd *simNode) broker.Options {
 		o.CheckpointBytes = 2 << 10
 	}
 	o.RetentionCheckInterval = time.Hour // the simulation runs the leader's pass (retain)
-	o.SegmentBytes = 16 << 10            // small: rolls, and truncations across segments
+	o.SegmentBytes = 2 << 10             // small: rolls, truncations across segments, compaction
 	o.IndexSegmentEntries = 16
 	o.RetentionBytes = 1 << 10 // retention records move the partitions' starts during the run
 	return o
 }
 
-// start opens nd's broker and node from its directory.
+// start opens nd's broker and node from its directory, installing first a snapshot the node
+// staged before it stopped (as serve does).
 func (s *sim) start(nd *simNode) {
+	s.installStaged(nd)
 	b, err := broker.Open(s.options(nd))
 	if err != nil {
 		s.fatalf("node %d: open broker after %d restarts: %v", nd.id, nd.restarts, err)
@@ -301,6 +317,11 @@ func (s *sim) start(nd *simNode) {
 		ID: nd.id, Peers: []uint64{1, 2, 3}, Storage: st,
 		Applier: simApplier{s: s, nd: nd, inner: applier{b}}, Applied: b.AppliedIndex(),
 		Sender: simSender{s, nd.id}, ElectionTick: simElection, HeartbeatTick: 1, Logger: quietLogger(),
+		Snapshots: snapshotter{
+			b: b, self: nd.id, log: quietLogger(), confIndex: st.ConfIndex,
+			members: func() ([]Peer, []uint64) { return simPeers, nil },
+			fetch:   s.fetchSnapshotFile, staged: &nd.staged,
+		},
 	})
 	if err != nil {
 		s.fatalf("node %d: new node: %v", nd.id, err)
@@ -430,6 +451,12 @@ func (s *sim) faultStep() {
 }
 
 func (s *sim) deliver() {
+	for _, r := range s.snapSent {
+		if nd := s.nodes[r[0]]; nd.node != nil && !nd.halted {
+			nd.node.ReportSnapshotNow(r[1], false)
+		}
+	}
+	s.snapSent = s.snapSent[:0]
 	var keep []simMsg
 	due := s.net
 	s.net = nil
@@ -494,6 +521,10 @@ func (s *sim) processOne(nd *simNode) (err error) {
 // stopped notes that nd's node stopped on err (it has halted); the crash that follows is
 // handled by reap, between rounds.
 func (s *sim) stopped(nd *simNode, err error) {
+	if s.diskOf(nd) != diskDead && (errors.Is(err, cluster.ErrSnapshotStaged) || errors.Is(err, errSimSourceDown)) {
+		nd.halted, nd.reinstall = true, true
+		return
+	}
 	if s.diskOf(nd) != diskDead {
 		s.fatalf("node %d stopped: %v", nd.id, err)
 	}
@@ -513,6 +544,11 @@ func (s *sim) reap() {
 				s.stopped(nd, nd.b.Err())
 			default:
 			}
+		}
+		if nd.node != nil && nd.halted && nd.reinstall {
+			nd.reinstall = false
+			s.crash(nd, "to install a snapshot", crashStop)
+			continue
 		}
 		if nd.node != nil && nd.halted {
 			s.fsyncLosses++
@@ -759,6 +795,9 @@ func (s *sim) step() {
 		s.client()
 	}
 	s.process()
+	if s.rng.Float64() < 0.08 {
+		s.compact()
+	}
 	s.collect()
 	s.reap()
 	if s.rng.Float64() < 0.2 {

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
@@ -76,24 +79,49 @@ func (m *Member) SnapshotStaged() bool {
 	return m.staged.Load()
 }
 
-// snapshotter is the member's cluster.Snapshotter.
-type snapshotter struct{ m *Member }
+// snapshotter is a member's cluster.Snapshotter. Its parts are functions so that the
+// deterministic simulation can run it without a transport.
+type snapshotter struct {
+	b    *broker.Broker
+	self uint64
+	log  *slog.Logger
+	// confIndex is the index of the last membership change applied.
+	confIndex func() uint64
+	// members lists the members' addresses and the removed ids.
+	members func() ([]Peer, []uint64)
+	// fetch copies file name of the snapshot at index from member src into w.
+	fetch func(ctx context.Context, src, index uint64, name string, w io.Writer) (int64, error)
+	// staged is set once a snapshot is staged.
+	staged *atomic.Bool
+}
+
+// memberSnapshotter is m's snapshotter: files travel over its raft transport.
+func memberSnapshotter(m *Member) snapshotter {
+	return snapshotter{
+		b: m.b, self: m.cfg.NodeID, log: m.log,
+		confIndex: func() uint64 { return m.node.ConfIndex() },
+		members: func() ([]Peer, []uint64) {
+			m.members.mu.Lock()
+			defer m.members.mu.Unlock()
+			return slices.Collect(maps.Values(m.members.peers)), slices.Clone(m.members.removed)
+		},
+		fetch: func(ctx context.Context, src, index uint64, name string, w io.Writer) (int64, error) {
+			return m.tr.FetchFile(ctx, src, index, name, w) // m.tr is set after the node is made
+		},
+		staged: &m.staged,
+	}
+}
 
 func (s snapshotter) Make() ([]byte, uint64, uint64, error) {
-	man, err := s.m.b.Snapshot()
+	man, err := s.b.Snapshot()
 	if err != nil {
 		if !errors.Is(err, broker.ErrNoSnapshot) {
-			s.m.log.Error("make a snapshot", "err", err)
+			s.log.Error("make a snapshot", "err", err)
 		}
 		return nil, 0, 0, err
 	}
-	d := snapshotData{Format: snapshotDataFormat, Source: s.m.cfg.NodeID, ConfIndex: s.m.node.ConfIndex(), Broker: man}
-	s.m.members.mu.Lock()
-	for _, p := range s.m.members.peers {
-		d.Members = append(d.Members, p)
-	}
-	d.Removed = slices.Clone(s.m.members.removed)
-	s.m.members.mu.Unlock()
+	d := snapshotData{Format: snapshotDataFormat, Source: s.self, ConfIndex: s.confIndex(), Broker: man}
+	d.Members, d.Removed = s.members()
 	slices.SortFunc(d.Members, func(a, b Peer) int { return int(a.ID) - int(b.ID) })
 	data, err := json.Marshal(d)
 	if err != nil {
@@ -111,8 +139,7 @@ func (s snapshotter) Stage(ctx context.Context, snap *pb.Snapshot) error {
 		return fmt.Errorf("snapshot data: format %d for index %d, expected format %d for index %d",
 			d.Format, d.Broker.Index, snapshotDataFormat, snap.GetMetadata().GetIndex())
 	}
-	m := s.m
-	dir := m.b.Dir()
+	dir := s.b.Dir()
 	staging := filepath.Join(dir, stagingDirName)
 	if err := os.RemoveAll(staging); err != nil {
 		return err
@@ -130,7 +157,7 @@ func (s snapshotter) Stage(ctx context.Context, snap *pb.Snapshot) error {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return err
 		}
-		if err := fetchFile(ctx, m.tr, d.Source, d.Broker.Index, f, path); err != nil {
+		if err := s.fetchFile(ctx, d.Source, d.Broker.Index, f, path); err != nil {
 			return err
 		}
 		bytes += f.Size
@@ -159,18 +186,18 @@ func (s snapshotter) Stage(ctx context.Context, snap *pb.Snapshot) error {
 	if err := fsutil.WriteFileAtomic(dir, installMarkerName, data, 0o644); err != nil {
 		return fmt.Errorf("mark the snapshot staged: %w", err)
 	}
-	m.staged.Store(true)
-	m.log.Info("snapshot staged", "index", d.Broker.Index, "from_node", d.Source, "files", len(d.Broker.Files), "bytes", bytes)
+	s.staged.Store(true)
+	s.log.Info("snapshot staged", "index", d.Broker.Index, "from_node", d.Source, "files", len(d.Broker.Files), "bytes", bytes)
 	return nil
 }
 
 // fetchFile copies f of the snapshot at index from node src into path and fsyncs it.
-func fetchFile(ctx context.Context, tr *cluster.Transport, src, index uint64, f broker.SnapshotFile, path string) error {
+func (s snapshotter) fetchFile(ctx context.Context, src, index uint64, f broker.SnapshotFile, path string) error {
 	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
-	n, err := tr.FetchFile(ctx, src, index, f.Name, out)
+	n, err := s.fetch(ctx, src, index, f.Name, out)
 	if err == nil && n != f.Size {
 		err = fmt.Errorf("fetch snapshot file %s: %d bytes, the manifest says %d", f.Name, n, f.Size)
 	}

@@ -53,6 +53,9 @@ func (c *testCluster) compactPast(l int, index uint64) {
 		for _, b := range c.bs {
 			if b != nil {
 				b.EnforceRetention()
+				if _, err := b.CompactLog(); err != nil {
+					c.t.Fatal(err)
+				}
 			}
 		}
 		return c.bs[l].RaftLog().FirstIndex() > index+1
