@@ -22,12 +22,24 @@ import (
 // runSim runs one seed (sim_test.go) and returns a digest of what happened, for the
 // determinism check.
 func runSim(t *testing.T, seed uint64) string {
+	return runSimWith(t, seed, simShape{downtime: 60, retain: 0.05, segmentBytes: 2 << 10})
+}
+
+// simShape varies the run: how long a crashed node stays down (up to downtime steps) and how
+// often a client step is a retention pass, and the log's segment size.
+type simShape struct {
+	downtime     int
+	retain       float64
+	segmentBytes int64 // of the commit log: small, so that it rolls and compaction has whole segments to delete
+}
+
+func runSimWith(t *testing.T, seed uint64, shape simShape) string {
 	cryptotest.SetGlobalRandom(t, seed)
 	root := t.TempDir()
 	s := &sim{
 		t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)),
 		rec: powerloss.New(), proposed: make(chan proposed), applied: map[uint64]appliedEntry{}, faults: true,
-		images: map[string][]byte{},
+		images: map[string][]byte{}, shape: shape,
 	}
 	s.clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
 	s.nodes = []*simNode{nil}

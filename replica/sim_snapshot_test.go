@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 )
 
 // Snapshots in the simulation: a node sent a snapshot copies the files straight from the
@@ -108,5 +111,32 @@ func (s *sim) compact() {
 	if err != nil {
 		nd.node.Halt(errSimCrash)
 		s.stopped(nd, err) // fails the run unless the node's power went in that sync
+	}
+}
+
+var simSnapSeeds = flag.Int("replica.snapseeds", 0, "number of seeds TestSimReplicatedSnapshots runs (default 40, 10 with -short)")
+
+// TestSimReplicatedSnapshots runs the simulation with nodes that stay down long and frequent
+// retention passes, so that the others compact past them and they catch up by snapshots, under
+// the same faults and invariants as TestSimReplicated. It fails if no seed installed one.
+func TestSimReplicatedSnapshots(t *testing.T) {
+	seeds := *simSnapSeeds
+	if seeds == 0 {
+		seeds = 40
+		if testing.Short() {
+			seeds = 10
+		}
+	}
+	var snaps, comps int
+	for seed := uint64(1); seed <= uint64(seeds); seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			runSimWith(t, seed, simShape{downtime: 400, retain: 0.25, segmentBytes: 512})
+			snaps += lastSim.snapshots
+			comps += lastSim.compactions
+		})
+	}
+	t.Logf("%d seeds: %d log compactions, %d snapshots installed", seeds, comps, snaps)
+	if snaps == 0 && !t.Failed() {
+		t.Fatal("no seed installed a snapshot: the shape no longer exercises catch-up by snapshot")
 	}
 }

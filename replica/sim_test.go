@@ -148,10 +148,11 @@ type proposed struct {
 }
 
 type sim struct {
-	t    *testing.T
-	seed uint64
-	rng  *rand.Rand
-	now  int
+	t     *testing.T
+	shape simShape
+	seed  uint64
+	rng   *rand.Rand
+	now   int
 	// clock is the brokers' clock: a fixed base plus 10 ms per step.
 	clock atomic.Int64
 
@@ -291,8 +292,8 @@ func (s *sim) options(nd *simNode) broker.Options {
 		// no longer repeatable, but restarts then start from checkpoints taken mid-run.
 		o.CheckpointBytes = 2 << 10
 	}
-	o.RetentionCheckInterval = time.Hour // the simulation runs the leader's pass (retain)
-	o.SegmentBytes = 2 << 10             // small: rolls, truncations across segments, compaction
+	o.RetentionCheckInterval = time.Hour  // the simulation runs the leader's pass (retain)
+	o.SegmentBytes = s.shape.segmentBytes // small: rolls, truncations across segments, compaction
 	o.IndexSegmentEntries = 16
 	o.RetentionBytes = 1 << 10 // retention records move the partitions' starts during the run
 	return o
@@ -374,7 +375,7 @@ func (s *sim) crash(nd *simNode, why string, kind int) {
 	}
 	s.setDisk(nd, diskOK)
 	nd.b, nd.node, nd.halted, nd.killed = nil, nil, false, false
-	nd.up = s.now + 5 + s.rng.IntN(60)
+	nd.up = s.now + 5 + s.rng.IntN(s.shape.downtime)
 	s.crashes++
 	s.checkDurable(fmt.Sprintf("after node %d went down", nd.id), 2)
 }
@@ -755,7 +756,7 @@ func (s *sim) client() {
 		})
 		return
 	}
-	if s.rng.Float64() < 0.05 {
+	if s.rng.Float64() < s.shape.retain {
 		s.retain(nd)
 		return
 	}
