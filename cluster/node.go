@@ -577,7 +577,11 @@ func (n *Node) handleReady() error {
 			return fmt.Errorf("received a snapshot at index %d: this node cannot install snapshots", idx)
 		}
 		n.log.Warn("this node's log is behind the leader's compacted log: copying a snapshot", "index", idx, "term", rd.Snapshot.GetMetadata().GetTerm(), "last_index", n.cfg.Storage.log.LastIndex())
-		if err := n.cfg.Snapshots.Stage(n.ctx, rd.Snapshot); err != nil {
+		ctx := n.ctx
+		if ctx == nil {
+			ctx = context.Background() // driven manually (manual.go): no loop context
+		}
+		if err := n.cfg.Snapshots.Stage(ctx, rd.Snapshot); err != nil {
 			return fmt.Errorf("stage the snapshot at index %d: %w", idx, err)
 		}
 		n.log.Info("snapshot staged: stopping to install it", "index", idx)
