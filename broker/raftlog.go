@@ -396,8 +396,8 @@ func (l *RaftLog) truncate(first uint64) error {
 }
 
 // truncateTail discards the log from pos on: later segments are deleted (their directory entry
-// removal fsync'd at once), the segment holding pos is cut there. The cut itself is made
-// durable by the next sync, which always follows (Append writes after it). Replicated logs only.
+// removal fsync'd at once), the segment holding pos is cut there and the cut fsync'd.
+// Replicated logs only.
 func (l *commitLog) truncateTail(pos int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -414,6 +414,12 @@ func (l *commitLog) truncateTail(pos int64) error {
 	seg := l.segs[len(l.segs)-1]
 	if err := seg.f.Truncate(pos - seg.base); err != nil {
 		return fmt.Errorf("truncate segment %d at %d: %w", seg.base, pos-seg.base, err)
+	}
+	// The cut is made durable here, not left to the next sync: that one syncs the active
+	// segment only, and the append that follows may roll to a new segment at once, leaving a
+	// power loss free to bring back the discarded entries in front of the new ones.
+	if err := fsutil.Fdatasync(seg.f); err != nil {
+		return fmt.Errorf("sync truncated segment %d: %w", seg.base, err)
 	}
 	if removed {
 		if err := fsutil.SyncDir(l.dir); err != nil {
