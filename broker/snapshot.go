@@ -319,5 +319,22 @@ func InstallSnapshot(dataDir, staged string) error {
 			return fmt.Errorf("install snapshot: remove %s: %w", name, err)
 		}
 	}
-	return fsutil.SyncDir(dataDir)
+	if err := fsutil.SyncDir(dataDir); err != nil {
+		return err
+	}
+	// The moved directories' entries were synced where they were staged; syncing them again
+	// where they are now costs little and does not rely on the file system keeping a
+	// directory's durable entries across a rename.
+	for _, name := range []string{"log", "index", "dedupe"} {
+		err := filepath.WalkDir(filepath.Join(dataDir, name), func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return err
+			}
+			return fsutil.SyncDir(path)
+		})
+		if err != nil {
+			return fmt.Errorf("install snapshot: sync %s: %w", name, err)
+		}
+	}
+	return nil
 }

@@ -273,7 +273,21 @@ func (s *sim) checkDurable(when string, need int) {
 			}
 		}
 		if have < need {
-			s.fatalf("%s: committed entry %d (term %d) is durable on %d node(s)", when, i, a.term, have)
+			var detail []string
+			for k, nd := range s.nodes[1:] {
+				files, _ := os.ReadDir(filepath.Join(nd.dir, "log"))
+				var segs []string
+				for _, f := range files {
+					path := filepath.Join(nd.dir, "log", f.Name())
+					st, _ := os.Stat(path)
+					s.diskMu.Lock()
+					img := len(s.images[path])
+					s.diskMu.Unlock()
+					segs = append(segs, fmt.Sprintf("%s(%d bytes, image %d)", f.Name(), st.Size(), img))
+				}
+				detail = append(detail, fmt.Sprintf("node %d: compacted through %d, %d durable entries, segments %v", nd.id, comps[k], len(logs[k]), segs))
+			}
+			s.fatalf("%s: committed entry %d (term %d) is durable on %d node(s); %s", when, i, a.term, have, strings.Join(detail, "; "))
 		}
 	}
 }

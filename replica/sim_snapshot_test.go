@@ -127,16 +127,17 @@ func TestSimReplicatedSnapshots(t *testing.T) {
 			seeds = 10
 		}
 	}
-	var snaps, comps int
+	var snaps, comps, ran int
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			runSimWith(t, seed, simShape{downtime: 400, retain: 0.25, segmentBytes: 512})
 			snaps += lastSim.snapshots
 			comps += lastSim.compactions
+			ran++
 		})
 	}
-	t.Logf("%d seeds: %d log compactions, %d snapshots installed", seeds, comps, snaps)
-	if snaps == 0 && !t.Failed() {
+	t.Logf("%d seeds: %d log compactions, %d snapshots installed", ran, comps, snaps)
+	if snaps == 0 && ran >= 10 && !t.Failed() {
 		t.Fatal("no seed installed a snapshot: the shape no longer exercises catch-up by snapshot")
 	}
 }
