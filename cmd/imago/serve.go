@@ -236,6 +236,9 @@ func (s *server) openBroker(ctx context.Context) error {
 	opts.SegmentBytes = int64(cfg.Log.SegmentBytes)
 	opts.RetentionAge = cfg.Log.Retention
 	opts.RetentionBytes = int64(cfg.Log.RetentionBytes)
+	opts.RetentionCheckInterval = cfg.Log.RetentionCheckInterval
+	opts.CheckpointInterval = cfg.Log.CheckpointInterval
+	opts.IndexSegmentEntries = cfg.Log.IndexSegmentEntries
 	opts.Logger = s.logger
 	opts.Observer = s.fsync
 	opts.Replicated = cfg.Cluster.Enabled()
@@ -243,6 +246,12 @@ func (s *server) openBroker(ctx context.Context) error {
 	s.logger.Info("starting", "version", versionString(), "data_dir", cfg.DataDir, "fsync", fsync.String(),
 		"segment_bytes", cfg.Log.SegmentBytes.String(), "retention", cfg.Log.Retention, "auth_tokens", len(cfg.Auth.Tokens))
 	start := time.Now()
+	if opts.Replicated {
+		// A snapshot this member staged before it restarted goes in place first (serve_restart.go).
+		if err := replica.InstallStaged(cfg.DataDir, s.logger); err != nil {
+			return fmt.Errorf("install the snapshot staged in %s: %w", cfg.DataDir, err)
+		}
+	}
 	b, err := broker.Open(opts)
 	if err != nil {
 		return fmt.Errorf("open data directory %s: %w", cfg.DataDir, err)
@@ -336,6 +345,12 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 	<-served
 	if err := s.closeAll(); err != nil {
 		return errors.Join(stopped, err)
+	}
+	if stopped != nil && s.member.SnapshotStaged() {
+		if readyFile != "" {
+			os.Remove(readyFile) // the new process writes it again once it listens
+		}
+		return restartToInstall(logger) // serve_restart.go: returns only if it could not
 	}
 	if stopped != nil {
 		return stopped

@@ -94,6 +94,15 @@ type Log struct {
 	Retention time.Duration `yaml:"retention"`
 	// RetentionBytes caps each partition's size; 0 (the default) means no cap.
 	RetentionBytes ByteSize `yaml:"retention_bytes"`
+	// RetentionCheckInterval is how often retention runs (and, in cluster mode, each member
+	// compacts its log). Default 1m.
+	RetentionCheckInterval time.Duration `yaml:"retention_check_interval"`
+	// CheckpointInterval is how often the index state is made durable, which bounds the replay
+	// at start-up. Default 1s.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// IndexSegmentEntries is the number of messages one partition index file covers; retention
+	// drops whole index files. Default 262144. It must be the same on every cluster member.
+	IndexSegmentEntries int `yaml:"index_segment_entries"`
 }
 
 // Offsets configures the consumer offset store.
@@ -204,9 +213,12 @@ func Default() Config {
 		},
 		Protocol: Protocol{Enabled: true, Addr: "127.0.0.1:8123"},
 		Log: Log{
-			Fsync:        "always",
-			SegmentBytes: 1 << 30,
-			Retention:    168 * time.Hour,
+			Fsync:                  "always",
+			SegmentBytes:           1 << 30,
+			Retention:              168 * time.Hour,
+			RetentionCheckInterval: time.Minute,
+			CheckpointInterval:     time.Second,
+			IndexSegmentEntries:    1 << 18,
 		},
 		Offsets:           Offsets{Store: "file", GroupCommit: 2 * time.Millisecond},
 		Coordinator:       Coordinator{DecisionLog: DecisionLogFile, Grace: 30 * time.Second, RecoveryInterval: 5 * time.Second},

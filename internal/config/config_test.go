@@ -41,7 +41,7 @@ func TestLoad(t *testing.T) {
 data_dir: /var/lib/imago
 http:     {addr: 127.0.0.1:9090, max_wait: 5s}
 protocol: {addr: 127.0.0.1:9123, enabled: false}
-log:      {fsync: "interval:10ms", segment_bytes: 512MiB, retention: 24h, retention_bytes: 10GB}
+log:      {fsync: "interval:10ms", segment_bytes: 512MiB, retention: 24h, retention_bytes: 10GB, retention_check_interval: 30s, checkpoint_interval: 2s, index_segment_entries: 4096}
 offsets:  {store: postgres, dsn: "postgres://x@127.0.0.1/test", group_commit: 5ms}
 zookeeper: {servers: [127.0.0.1:2181], root: /imago}
 resources:
@@ -81,7 +81,8 @@ max_body_bytes: 4MiB
 				if c.Protocol.Enabled || c.Protocol.Addr != "127.0.0.1:9123" {
 					t.Errorf("protocol: %+v", c.Protocol)
 				}
-				if c.Log.Fsync != "interval:10ms" || c.Log.SegmentBytes != 512<<20 || c.Log.Retention != 24*time.Hour || c.Log.RetentionBytes != 10e9 {
+				if c.Log.Fsync != "interval:10ms" || c.Log.SegmentBytes != 512<<20 || c.Log.Retention != 24*time.Hour || c.Log.RetentionBytes != 10e9 ||
+					c.Log.RetentionCheckInterval != 30*time.Second || c.Log.CheckpointInterval != 2*time.Second || c.Log.IndexSegmentEntries != 4096 {
 					t.Errorf("log: %+v", c.Log)
 				}
 				if got := strings.Join(c.ZooKeeper.Servers, "|"); got != "127.0.0.1:2181" {
@@ -227,6 +228,9 @@ func TestValidate(t *testing.T) {
 		wantErr []string // substrings; nil means valid
 	}{
 		{name: "defaults", mutate: func(c *Config) {}},
+		{name: "index segments too small", mutate: func(c *Config) { c.Log.IndexSegmentEntries = 8 }, wantErr: []string{"log.index_segment_entries 8"}},
+		{name: "retention checked too often", mutate: func(c *Config) { c.Log.RetentionCheckInterval = time.Millisecond }, wantErr: []string{"log.retention_check_interval"}},
+		{name: "checkpoint interval zero", mutate: func(c *Config) { c.Log.CheckpointInterval = 0 }, wantErr: []string{"log.checkpoint_interval"}},
 		{name: "127.0.0.2", mutate: func(c *Config) { c.HTTP.Addr = "127.0.0.2:80" }},
 		{name: "ipv6 loopback", mutate: func(c *Config) { c.HTTP.Addr = "[::1]:8080" }},
 		{name: "localhost", mutate: func(c *Config) { c.HTTP.Addr = "localhost:0" }},

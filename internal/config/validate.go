@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/imagomq/imago/broker"
 )
@@ -53,6 +54,15 @@ func (c Config) Validate() error {
 	}
 	if c.Log.RetentionBytes < 0 {
 		add("log.retention_bytes %d: must not be negative", c.Log.RetentionBytes)
+	}
+	if c.Log.RetentionCheckInterval < 100*time.Millisecond {
+		add("log.retention_check_interval %s: must be at least 100ms", c.Log.RetentionCheckInterval)
+	}
+	if c.Log.CheckpointInterval < 10*time.Millisecond {
+		add("log.checkpoint_interval %s: must be at least 10ms", c.Log.CheckpointInterval)
+	}
+	if c.Log.IndexSegmentEntries < 16 || c.Log.IndexSegmentEntries > 1<<24 {
+		add("log.index_segment_entries %d: must be between 16 and 16777216", c.Log.IndexSegmentEntries)
 	}
 	switch c.Offsets.Store {
 	case "file", "zookeeper":
