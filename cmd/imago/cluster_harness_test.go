@@ -91,6 +91,18 @@ type testCluster struct {
 	// and waits leave them out.
 	gone [clusterSize]bool
 	seed int64
+	// logExtra is added to every node's log block (", key: value" pairs), for tests that need
+	// small segments or frequent retention; rewriteConfigs applies a change.
+	logExtra string
+}
+
+// rewriteConfigs writes every node's configuration again (after logExtra changed).
+func (c *testCluster) rewriteConfigs() {
+	c.t.Helper()
+	zk := testenv.ZooKeeperServers(c.t)
+	for i := range c.nodes {
+		c.writeConfig(i, zk)
+	}
 }
 
 // freePort returns a loopback address with a port nobody listened on a moment ago. The nodes
@@ -216,7 +228,7 @@ func (c *testCluster) writeConfig(i int, zkServers []string) {
 	cfg := fmt.Sprintf(`data_dir: %q
 http: {addr: %q}
 protocol: {enabled: false}
-log: {fsync: always}
+log: {fsync: always%s}
 offsets: {store: zookeeper}
 zookeeper: {servers: [%s], root: %q}
 cluster:
@@ -224,7 +236,7 @@ cluster:
   raft_addr: %q
   forward: proxy
   peers:
-%s`, n.dataDir, n.httpAddr, strings.Join(zkServers, ", "), c.zkRoot, n.id, n.raftAddr, peers.String())
+%s`, n.dataDir, n.httpAddr, c.logExtra, strings.Join(zkServers, ", "), c.zkRoot, n.id, n.raftAddr, peers.String())
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o644); err != nil {
 		c.t.Fatal(err)
 	}
