@@ -20,7 +20,7 @@ import (
 	"github.com/imagomq/imago/internal/fsutil"
 )
 
-// Catch-up by snapshot (docs/cluster.md, "Compaction and snapshots"). When a member's log ends
+// Catch-up by snapshot (docs/cluster.md, "Catch-up by snapshot"). When a member's log ends
 // below the leader's compacted log, raft sends it a snapshot whose data is the leader's broker
 // manifest (broker.Snapshot: the last durable checkpoint, the topics, and the files to copy)
 // plus the members' addresses. The member then, on its Ready loop:
@@ -38,13 +38,6 @@ import (
 // marker leaves a staging directory that the next start deletes (the member is sent the
 // snapshot again); a crash after it repeats the install, which finishes what the first
 // started.
-
-// ErrSnapshotStaged is the reason a member stops when the leader sent it a snapshot: its log
-// is behind the leader's first retained entry (retention deleted what it needs), so it copied
-// the leader's retained segments and derived state into a staging directory. The process
-// restarts (serve re-executes itself after its ordinary shutdown) and InstallStaged puts the
-// staged state in place before the broker opens.
-var ErrSnapshotStaged = errors.New("replica: a snapshot from the leader is staged; restart to install it")
 
 const (
 	stagingDirName     = "snapshot-staging"
@@ -73,8 +66,8 @@ type installMarker struct {
 	Removed   []uint64 `json:"removed,omitempty"`
 }
 
-// SnapshotStaged reports whether the member stopped because it staged a snapshot (see
-// ErrSnapshotStaged): the process should restart rather than exit.
+// SnapshotStaged reports whether the member stopped because it staged a snapshot
+// (cluster.ErrSnapshotStaged): the process should restart rather than exit.
 func (m *Member) SnapshotStaged() bool {
 	return m.staged.Load()
 }

@@ -7,7 +7,7 @@ import (
 )
 
 // A cluster member whose log is behind the leader's compacted log is sent a snapshot: it
-// copies the leader's state into a staging directory and stops (replica.ErrSnapshotStaged).
+// copies the leader's state into a staging directory and stops (cluster.ErrSnapshotStaged).
 // serve then shuts down in the usual order and starts again as the same program with the same
 // arguments and environment, in the same process (a supervisor sees no exit); the start
 // installs the staged state before the storage opens (openBroker, replica.InstallStaged).
