@@ -226,15 +226,18 @@ func (b *Broker) compactDecisions(limit int64) (pinned int64, wrote bool) {
 		}
 		wrote = true
 	}
-	pinned = limit
+	return b.decisionPin(limit), wrote
+}
+
+// decisionPin is the lowest position of a held decision's batch below limit (limit when none):
+// the log before it may go.
+func (b *Broker) decisionPin(limit int64) int64 {
 	b.decMu.Lock()
+	defer b.decMu.Unlock()
 	for _, h := range b.decisions {
-		if h.pos < pinned {
-			pinned = h.pos
-		}
+		limit = min(limit, h.pos)
 	}
-	b.decMu.Unlock()
-	return pinned, wrote
+	return limit
 }
 
 // checkpointDecisions lists the held decisions written before pos. The caller holds stateMu.

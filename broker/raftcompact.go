@@ -21,8 +21,8 @@ import (
 //     the partitions' start offsets on every member alike);
 //   - its last durable checkpoint (a restart replays from there; it can never rebuild state
 //     from a compacted log, so the checkpoint must cover everything deleted);
-//   - every prepared or heuristically completed XA branch and every held coordinator
-//     decision: their batches stay in the log (a replicated log is never re-written at its
+//   - every durable XA branch (prepared, heuristically completed, or with its outcome on the
+//     way) and every held coordinator decision: their batches stay in the log (a replicated log is never re-written at its
 //     head as a single node's is; the branch pins the segment until it is decided);
 //   - on the leader, the entries an active follower has not yet acknowledged (a follower a
 //     little behind catches up from the log, not by a snapshot).
@@ -100,25 +100,6 @@ func (b *Broker) firstRetainedPos() int64 {
 	return minPos
 }
 
-// logPins is the lowest log position a prepared or heuristically completed XA branch, or a
-// held decision, keeps (math.MaxInt64 when none), without re-writing any of them.
-func (b *Broker) logPins() int64 {
-	pinned := int64(math.MaxInt64)
-	b.txMu.Lock()
-	for _, t := range b.txs {
-		if t.xa && t.durable && compactOp(t.state) != 0 {
-			pinned = min(pinned, t.preparePos)
-		}
-	}
-	b.txMu.Unlock()
-	b.decMu.Lock()
-	for _, h := range b.decisions {
-		pinned = min(pinned, h.pos)
-	}
-	b.decMu.Unlock()
-	return pinned
-}
-
 // CompactLog deletes the commit-log segments this cluster member no longer needs (see the
 // comment at the top of this file) and returns the bytes freed. The retention pass runs it
 // every RetentionCheckInterval; a single node's retention deletes its segments itself.
@@ -131,7 +112,8 @@ func (b *Broker) CompactLog() (int64, error) {
 	b.stateMu.Lock()
 	limit := min(b.firstRetainedPos(), b.lastCkptPos.Load(), b.appliedPos)
 	b.stateMu.Unlock()
-	limit = min(limit, b.logPins())
+	limit = b.decisionPin(b.preparedPin(limit)) // the same pins as a single node's retention, without re-writing
+
 	if limit <= 0 {
 		return 0, nil
 	}

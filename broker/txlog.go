@@ -267,15 +267,20 @@ func (b *Broker) compactPrepared(limit int64) (pinned int64, wrote bool) {
 			wrote = true
 		}
 	}
-	pinned = limit
+	return b.preparedPin(limit), wrote
+}
+
+// preparedPin is the lowest position of a durable XA branch's batch below limit (limit when
+// none): the log before it may go.
+func (b *Broker) preparedPin(limit int64) int64 {
 	b.txMu.Lock()
+	defer b.txMu.Unlock()
 	for _, t := range b.txs {
-		if t.xa && t.durable && t.preparePos < pinned {
-			pinned = t.preparePos
+		if t.xa && t.durable {
+			limit = min(limit, t.preparePos)
 		}
 	}
-	b.txMu.Unlock()
-	return pinned, wrote
+	return limit
 }
 
 // compactOp is the op that re-writes a branch in state s at the head of the log, or 0 for a
