@@ -51,13 +51,14 @@ type Broker struct {
 	// stateMu orders the flusher's apply phase (index writes, offsets, dedupe adds) against
 	// checkpoints and retention, so each sees a consistent cut of the log.
 	stateMu     sync.Mutex
-	appliedPos  int64           // log position covered by the index state
-	ckptStale   bool            // retention changed start offsets: checkpoint even if appliedPos did not move
-	retired     []*indexSegment // index segments retention let go whose files wait for a checkpoint (stateMu)
-	lastCkptPos atomic.Int64    // position of the last checkpoint written; stored under ckptMu
-	lastCkpt    []byte          // the last checkpoint written, as on disk; guarded by ckptMu
-	failed      error           // set when the log cannot be written; the broker then refuses produces
-	failedc     chan struct{}   // closed when failed is set (setFailedLocked)
+	appliedPos  int64                          // log position covered by the index state
+	ckptStale   bool                           // retention changed start offsets: checkpoint even if appliedPos did not move
+	retired     []*indexSegment                // index segments retention let go whose files wait for a checkpoint (stateMu)
+	lastCkptPos atomic.Int64                   // position of the last checkpoint written; stored under ckptMu
+	lastCkpt    []byte                         // the last checkpoint written, as on disk; guarded by ckptMu
+	snap        atomic.Pointer[linkedSnapshot] // the snapshot linked for members that copy it (snapshot.go); stored under ckptMu
+	failed      error                          // set when the log cannot be written; the broker then refuses produces
+	failedc     chan struct{}                  // closed when failed is set (setFailedLocked)
 	// syncedPos and syncedDedupe are appliedPos and the idempotency store's end as of the last
 	// log fsync: the most a checkpoint may claim (fsync interval or never).
 	syncedPos    int64

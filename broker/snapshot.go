@@ -58,8 +58,7 @@ type SnapshotManifest struct {
 }
 
 const (
-	snapshotsDirName    = "snapshots"
-	snapshotManifestExt = ".manifest.json"
+	snapshotsDirName = "snapshots"
 	// snapshotKeep is how long a snapshot's links are kept when no newer one replaces them.
 	snapshotKeep = time.Hour
 	// snapshotReuse is how long a snapshot is handed out again rather than replaced by one of
@@ -94,23 +93,16 @@ func (b *Broker) Snapshot() (SnapshotManifest, error) {
 	if err != nil {
 		return SnapshotManifest{}, fmt.Errorf("snapshot: term of entry %d: %w", cp.RaftIndex, err)
 	}
-	root := filepath.Join(b.opts.Dir, snapshotsDirName)
 	// A snapshot made a little earlier is handed out again while it is still above the
 	// compaction point: a member may be copying it, and a newer one would delete its links.
-	if ents, err := os.ReadDir(root); err == nil {
-		for _, e := range ents {
-			m, err := readManifest(filepath.Join(root, e.Name()))
-			if err != nil || m.Index < compIndex {
-				continue
-			}
-			if made, err := time.Parse(time.RFC3339Nano, m.CreatedAt); err == nil && b.opts.Now().Sub(made) < snapshotReuse {
-				return m, nil
-			}
-		}
+	if ls := b.snap.Load(); ls != nil && ls.m.Index >= compIndex && b.opts.Now().Sub(ls.made) < snapshotReuse {
+		return ls.m, nil
 	}
+	root := filepath.Join(b.opts.Dir, snapshotsDirName)
 	dir := filepath.Join(root, strconv.FormatUint(cp.RaftIndex, 10))
+	made := b.opts.Now()
 	m := SnapshotManifest{Version: 1, Index: cp.RaftIndex, Term: term, CompactedIndex: compIndex, CompactedTerm: compTerm,
-		Checkpoint: slices.Clone(b.lastCkpt), CreatedAt: b.opts.Now().UTC().Format(time.RFC3339Nano)}
+		Checkpoint: slices.Clone(b.lastCkpt), CreatedAt: made.UTC().Format(time.RFC3339Nano)}
 	inCkpt := make(map[uint32]bool)
 	for _, p := range cp.Partitions {
 		inCkpt[p.Topic] = true
@@ -123,12 +115,12 @@ func (b *Broker) Snapshot() (SnapshotManifest, error) {
 	}
 	b.topicMu.Unlock()
 	// Older snapshots are of no use once this one exists.
+	b.snap.Store(nil)
 	if err := os.RemoveAll(root); err != nil {
 		return SnapshotManifest{}, fmt.Errorf("snapshot: remove older snapshots: %w", err)
 	}
-	tmp := dir + ".tmp"
 	link := func(name string, size int64) error {
-		dst := filepath.Join(tmp, name)
+		dst := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
@@ -196,72 +188,55 @@ func (b *Broker) Snapshot() (SnapshotManifest, error) {
 			}
 		}
 	}
-	data, err := json.Marshal(m)
-	if err != nil {
-		return SnapshotManifest{}, err
+	ls := &linkedSnapshot{m: m, sizes: make(map[string]int64, len(m.Files)), made: made}
+	for _, f := range m.Files {
+		ls.sizes[f.Name] = f.Size
 	}
-	if err := os.WriteFile(filepath.Join(tmp, snapshotManifestExt[1:]), data, 0o644); err != nil {
-		return SnapshotManifest{}, fmt.Errorf("snapshot: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return SnapshotManifest{}, fmt.Errorf("snapshot: %w", err)
-	}
+	b.snap.Store(ls)
 	b.opts.Logger.Info("snapshot made for a member behind the compacted log", "index", m.Index, "term", m.Term, "files", len(m.Files))
 	return m, nil
 }
 
-func readManifest(dir string) (SnapshotManifest, error) {
-	var m SnapshotManifest
-	data, err := os.ReadFile(filepath.Join(dir, snapshotManifestExt[1:]))
-	if err != nil {
-		return m, err
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return m, fmt.Errorf("snapshot manifest in %s: %w", dir, err)
-	}
-	return m, nil
+// linkedSnapshot is the snapshot whose files are linked under snapshots/<index>/: its
+// manifest, the size of each file by name, and when it was made.
+type linkedSnapshot struct {
+	m     SnapshotManifest
+	sizes map[string]int64
+	made  time.Time
 }
 
 // OpenSnapshotFile opens file name of the snapshot at index, as the manifest lists it, and
 // returns a reader of exactly the manifest's size. Names not in the manifest are refused.
 func (b *Broker) OpenSnapshotFile(index uint64, name string) (io.ReadCloser, int64, error) {
-	dir := filepath.Join(b.opts.Dir, snapshotsDirName, strconv.FormatUint(index, 10))
-	m, err := readManifest(dir)
+	ls := b.snap.Load()
+	if ls == nil || ls.m.Index != index {
+		return nil, 0, fmt.Errorf("snapshot %d: %w", index, ErrNoSnapshot)
+	}
+	size, ok := ls.sizes[name]
+	if !ok {
+		return nil, 0, fmt.Errorf("snapshot %d has no file %q", index, name)
+	}
+	f, err := os.Open(filepath.Join(b.opts.Dir, snapshotsDirName, strconv.FormatUint(index, 10), name))
 	if err != nil {
 		return nil, 0, fmt.Errorf("snapshot %d: %w", index, err)
 	}
-	for _, f := range m.Files {
-		if f.Name != name {
-			continue
-		}
-		fh, err := os.Open(filepath.Join(dir, name))
-		if err != nil {
-			return nil, 0, fmt.Errorf("snapshot %d: %w", index, err)
-		}
-		return struct {
-			io.Reader
-			io.Closer
-		}{io.LimitReader(fh, f.Size), fh}, f.Size, nil
-	}
-	return nil, 0, fmt.Errorf("snapshot %d has no file %q", index, name)
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(f, size), f}, size, nil
 }
 
 // removeOldSnapshots deletes the links of a snapshot made more than snapshotKeep ago.
 func (b *Broker) removeOldSnapshots() {
-	root := filepath.Join(b.opts.Dir, snapshotsDirName)
-	ents, err := os.ReadDir(root)
-	if err != nil {
-		return
-	}
 	b.ckptMu.Lock()
 	defer b.ckptMu.Unlock()
-	for _, e := range ents {
-		info, err := e.Info()
-		if err == nil && b.opts.Now().Sub(info.ModTime()) > snapshotKeep {
-			if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
-				b.opts.Logger.Warn("remove an old snapshot", "dir", e.Name(), "err", err)
-			}
-		}
+	ls := b.snap.Load()
+	if ls == nil || b.opts.Now().Sub(ls.made) <= snapshotKeep {
+		return
+	}
+	b.snap.Store(nil)
+	if err := os.RemoveAll(filepath.Join(b.opts.Dir, snapshotsDirName)); err != nil {
+		b.opts.Logger.Warn("remove an old snapshot", "index", ls.m.Index, "err", err)
 	}
 }
 
