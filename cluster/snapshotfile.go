@@ -44,6 +44,20 @@ type fileAnswer struct {
 // fileIdle bounds how long one read or write of a file copy may take.
 const fileIdle = 30 * time.Second
 
+// idleConn moves the connection's deadline forward before each read and write: a copy fails
+// after fileIdle without progress, however long the whole file takes.
+type idleConn struct{ net.Conn }
+
+func (c idleConn) Read(p []byte) (int, error) {
+	c.SetReadDeadline(time.Now().Add(fileIdle))
+	return c.Conn.Read(p)
+}
+
+func (c idleConn) Write(p []byte) (int, error) {
+	c.SetWriteDeadline(time.Now().Add(fileIdle))
+	return c.Conn.Write(p)
+}
+
 func writeFrame(w io.Writer, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -77,8 +91,7 @@ func (t *Transport) serveFile(c net.Conn, from uint64, req []byte) {
 	if r != nil {
 		defer r.Close()
 	}
-	w := bufio.NewWriterSize(c, 256<<10)
-	c.SetWriteDeadline(time.Now().Add(fileIdle))
+	w := bufio.NewWriterSize(idleConn{c}, 256<<10)
 	if err := writeFrame(w, ans); err != nil || ans.Error != "" {
 		_ = w.Flush()
 		if ans.Error != "" {
@@ -86,23 +99,10 @@ func (t *Transport) serveFile(c net.Conn, from uint64, req []byte) {
 		}
 		return
 	}
-	buf := make([]byte, 256<<10)
-	var sent int64
-	for sent < ans.Size {
-		n, err := r.Read(buf)
-		if n > 0 {
-			c.SetWriteDeadline(time.Now().Add(fileIdle))
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			sent += int64(n)
-		}
-		if err != nil {
-			if sent < ans.Size {
-				t.log.Warn("raft transport: snapshot file ended early", "peer", from, "file", fr.Name, "sent", sent, "size", ans.Size, "err", err)
-			}
-			break
-		}
+	// A short file ends the connection early: the member sees fewer bytes than announced.
+	if sent, err := io.CopyN(w, r, ans.Size); err != nil {
+		t.log.Warn("raft transport: snapshot file not sent whole", "peer", from, "file", fr.Name, "sent", sent, "size", ans.Size, "err", err)
+		return
 	}
 	_ = w.Flush()
 }
@@ -126,8 +126,7 @@ func (t *Transport) FetchFile(ctx context.Context, peerID, index uint64, name st
 	hello = append(hello, helloFile)
 	hello = binary.BigEndian.AppendUint64(hello, t.cfg.ID)
 	hello = binary.BigEndian.AppendUint64(hello, peerID)
-	conn.SetDeadline(time.Now().Add(fileIdle))
-	bw := bufio.NewWriter(conn)
+	bw := bufio.NewWriter(idleConn{conn})
 	bw.Write(hello)
 	if err := writeFrame(bw, fileRequest{Index: index, Name: name}); err != nil {
 		return 0, fmt.Errorf("fetch snapshot file %s from node %d: %w", name, peerID, err)
@@ -135,7 +134,7 @@ func (t *Transport) FetchFile(ctx context.Context, peerID, index uint64, name st
 	if err := bw.Flush(); err != nil {
 		return 0, fmt.Errorf("fetch snapshot file %s from node %d: %w", name, peerID, err)
 	}
-	r := bufio.NewReaderSize(conn, 256<<10)
+	r := bufio.NewReaderSize(idleConn{conn}, 256<<10)
 	var lenBuf [4]byte
 	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
 		return 0, fmt.Errorf("fetch snapshot file %s from node %d: read answer: %w", name, peerID, err)
@@ -155,20 +154,9 @@ func (t *Transport) FetchFile(ctx context.Context, peerID, index uint64, name st
 	if ans.Error != "" {
 		return 0, fmt.Errorf("fetch snapshot file %s from node %d: %w", name, peerID, errors.New(ans.Error))
 	}
-	var got int64
-	buf := make([]byte, 256<<10)
-	for got < ans.Size {
-		conn.SetReadDeadline(time.Now().Add(fileIdle))
-		m, err := r.Read(buf[:min(int64(len(buf)), ans.Size-got)])
-		if m > 0 {
-			if _, werr := w.Write(buf[:m]); werr != nil {
-				return got, fmt.Errorf("fetch snapshot file %s: write: %w", name, werr)
-			}
-			got += int64(m)
-		}
-		if err != nil && got < ans.Size {
-			return got, fmt.Errorf("fetch snapshot file %s from node %d: %d of %d bytes: %w", name, peerID, got, ans.Size, err)
-		}
+	got, err := io.CopyN(w, r, ans.Size)
+	if err != nil {
+		return got, fmt.Errorf("fetch snapshot file %s from node %d: %d of %d bytes: %w", name, peerID, got, ans.Size, err)
 	}
 	return got, nil
 }
