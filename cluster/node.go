@@ -589,6 +589,15 @@ func (n *Node) handleReady() error {
 	}
 	for _, e := range rd.Entries {
 		if p := n.pending[e.GetIndex()]; p != nil && !p.seen {
+			if e.GetTerm() > p.term {
+				// A newer leader's entry took the index before a round carried ours (a leader
+				// paused between proposing and persisting, then replaced): ours was never
+				// written nor sent. Its caller is told the outcome is unknown, as for any
+				// proposal that loses its leadership.
+				p.done <- fmt.Errorf("%w: index %d went to term %d before the proposal of term %d was written", ErrOutcomeUnknown, p.index, e.GetTerm(), p.term)
+				delete(n.pending, p.index)
+				continue
+			}
 			if e.GetTerm() != p.term || (p.conf == nil && !bytes.Equal(e.GetData(), p.data)) || (p.conf != nil) != (e.GetType() != pb.EntryNormal) {
 				return fmt.Errorf("proposal expected at index %d term %d, raft appended term %d (%d bytes)",
 					p.index, p.term, e.GetTerm(), len(e.GetData()))
