@@ -393,6 +393,9 @@ type GroupMember struct {
 	SessionTimeoutMS int64        `json:"session_timeout_ms"`
 	LastSeen         string       `json:"last_seen"`
 	Assignments      []Assignment `json:"assignments"`
+	// Cursors are where the member's next poll reads, per assigned partition it has polled
+	// since it gained it (its first poll there starts at the committed offset).
+	Cursors []GroupOffset `json:"cursors"`
 }
 
 // GroupOffsets answers GET /v1/groups/{group}/offsets. Mode, Generation and Members describe

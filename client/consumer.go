@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,13 @@ type PollOptions struct {
 	MaxBytes int
 	// Wait long-polls up to this long for a message on any of the member's partitions.
 	Wait time.Duration
+	// Positions say where the caller is: per partition, the next offset it expects (the
+	// last message it got + 1). The server moves its cursor back to a position behind it,
+	// so messages of a poll whose answer was lost (a cut connection, a timeout) come again
+	// at the next poll instead of after the next rebalance. Positions below what the member
+	// committed, at or past the cursor, or of partitions it does not own change nothing.
+	// A Consumer sends them itself.
+	Positions []GroupOffset
 }
 
 func groupPath(group string) string { return "/v1/groups/" + url.PathEscape(group) }
@@ -75,6 +83,9 @@ func (c *Client) JoinGroup(ctx context.Context, group string, req JoinGroupReque
 func (c *Client) PollGroup(ctx context.Context, group, member string, opts PollOptions) (*GroupMessages, error) {
 	q := url.Values{}
 	setReadLimits(q, opts.MaxMessages, opts.MaxBytes, opts.Wait)
+	for _, pos := range opts.Positions {
+		q.Add("position", pos.Topic+":"+strconv.Itoa(pos.Partition)+":"+strconv.FormatInt(pos.Offset, 10))
+	}
 	p := groupPath(group) + "/members/" + url.PathEscape(member) + "/messages"
 	if len(q) > 0 {
 		p += "?" + q.Encode()
@@ -400,6 +411,11 @@ func (cs *Consumer) pollOptions() PollOptions {
 	if cs.cfg.sessionTimeout > 0 && o.Wait > cs.cfg.sessionTimeout/3 {
 		o.Wait = cs.cfg.sessionTimeout / 3
 	}
+	cs.mu.Lock()
+	for tp, off := range cs.pos {
+		o.Positions = append(o.Positions, GroupOffset{Topic: tp.Topic, Partition: tp.Partition, Offset: off})
+	}
+	cs.mu.Unlock()
 	return o
 }
 

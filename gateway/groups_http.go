@@ -40,6 +40,8 @@ type pollParams struct {
 	maxMessages int
 	maxBytes    int
 	wait        time.Duration
+	// positions are a member poll's position parameters (nil for a fetch).
+	positions map[groups.Partition]int64
 }
 
 // errGroupsNotEnabled is a groups request to a server without an offset store.
@@ -299,7 +301,7 @@ func (s *Server) handlePollGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ans, err := s.groups.Poll(r.Context(), m, groups.Limits{MaxMessages: q.maxMessages, MaxBytes: q.maxBytes, Wait: q.wait})
+	ans, err := s.groups.Poll(r.Context(), m, groups.Limits{MaxMessages: q.maxMessages, MaxBytes: q.maxBytes, Wait: q.wait, Positions: q.positions})
 	if err != nil {
 		return err
 	}
@@ -404,7 +406,12 @@ func (s *Server) handleGroupOffsets(w http.ResponseWriter, r *http.Request) erro
 	for i, m := range st.Members {
 		out.Members[i] = api.GroupMember{MemberID: m.ID, ConsumerID: m.ConsumerID, Topics: m.Topics,
 			SessionTimeoutMS: m.SessionTimeout.Milliseconds(), LastSeen: formatTimestamp(m.LastSeen),
-			Assignments: assignments(m.Partitions)}
+			Assignments: assignments(m.Partitions), Cursors: []api.GroupOffset{}}
+		for _, p := range m.Partitions {
+			if off, ok := m.Cursors[p]; ok {
+				out.Members[i].Cursors = append(out.Members[i].Cursors, api.GroupOffset{Topic: p.Topic, Partition: p.Partition, Offset: off})
+			}
+		}
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

@@ -249,6 +249,53 @@ func TestGroupPollCursorAndCommit(t *testing.T) {
 	})
 }
 
+// TestGroupPollPositions: a poll answer lost on its way (here: read and thrown away) has
+// moved the member's cursor; the next poll with the client's position gets those messages
+// again, and one without positions does not.
+func TestGroupPollPositions(t *testing.T) {
+	ts := startGroupServer(t, Options{})
+	ts.createTopic("t", 1)
+	ts.produceTo("t", 1, 4)
+	m := ts.join("g", `{"topics":["t"]}`)
+	if got := ts.poll("g", m.MemberID, "max_messages=2"); len(got.Messages) != 2 {
+		t.Fatalf("first poll: %d messages", len(got.Messages))
+	}
+	ts.poll("g", m.MemberID, "max_messages=2") // offsets 2 and 3: "lost"
+	again := ts.poll("g", m.MemberID, "position=t:0:2")
+	if len(again.Messages) != 2 || again.Messages[0].Offset != 2 || again.Messages[1].Offset != 3 {
+		t.Fatalf("poll with position 2: %+v, want offsets 2 and 3", again.Messages)
+	}
+	if rest := ts.poll("g", m.MemberID, ""); len(rest.Messages) != 0 {
+		t.Fatalf("poll without position after that: %d messages", len(rest.Messages))
+	}
+}
+
+// FuzzParsePollQuery feeds arbitrary query strings to a poll's parser: it never panics, every
+// rejection is a 4xx API error, and every accepted position is a valid topic, partition and
+// offset.
+func FuzzParsePollQuery(f *testing.F) {
+	for _, s := range []string{"", "max_messages=5&wait_ms=100", "position=t:0:5", "position=a.b:3:0&position=c:1:9",
+		"position=t:0", "position=%zz", "position=t:-1:0", "position%3D=x", "position=t%3A0%3A1", "position=::", "position=t:0:99999999999999999999"} {
+		f.Add(s)
+	}
+	s := &Server{opts: Options{MaxWait: 5 * time.Second}}
+	f.Fuzz(func(t *testing.T, raw string) {
+		p, err := s.parsePollQuery(raw)
+		if err != nil {
+			ae := errorFor(err)
+			if ae.status < 400 || ae.status >= 500 || ae.code == "internal_error" {
+				t.Fatalf("query %q: error %v maps to %d %s", raw, err, ae.status, ae.code)
+			}
+			return
+		}
+		for k, off := range p.positions {
+			if !broker.ValidName(k.Topic) || k.Partition < 0 || off < 0 {
+				t.Fatalf("query %q accepted position %+v at %d", raw, k, off)
+			}
+		}
+	})
+}
+
 // metricValue reads a gauge with labels group, topic, partition from the test registry
 // (-1 when absent).
 func metricValue(t *testing.T, ts *testServer, name, group, topic, partition string) float64 {
@@ -478,6 +525,12 @@ func TestGroupBadInput(t *testing.T) {
 		{"max_messages 0", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?max_messages=0", ``, 400, "invalid_parameter", "max_messages"},
 		{"max_bytes twice", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?max_bytes=1&max_bytes=2", ``, 400, "invalid_parameter", "max_bytes"},
 		{"bad query", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?wait_ms=%zz", ``, 400, "invalid_parameter", ""},
+		{"position without offset", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=t:0", ``, 400, "invalid_parameter", "position"},
+		{"position bad topic", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=a%2Fb:0:1", ``, 400, "invalid_parameter", "position"},
+		{"position negative offset", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=t:0:-1", ``, 400, "invalid_parameter", "position"},
+		{"position bad partition", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=t:x:1", ``, 400, "invalid_parameter", "position"},
+		{"position twice", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=t:0:1&position=t:0:2", ``, 400, "invalid_parameter", "position"},
+		{"position malformed escape", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=t:0:%zz", ``, 400, "invalid_parameter", ""},
 		{"unknown member leave", "DELETE", "/v1/groups/g/members/m-0000", ``, 404, "unknown_member", ""},
 		{"commit no member", "POST", "/v1/groups/g/offsets", `{"offsets":[{"topic":"t","partition":0,"offset":0}]}`, 400, "invalid_field", "member_id"},
 		{"commit no offsets", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m.MemberID + `"}`, 400, "invalid_field", "offsets"},

@@ -74,8 +74,13 @@ func (c *Coordinator) committed(m *Member, rows []offsetdb.Offset) {
 	c.lag.invalidate(m.storeGroup)
 	for _, r := range rows {
 		p := Partition{r.Topic, r.Partition}
-		if cur, ok := m.cursors[p]; ok && m.owns[p] && r.Next > cur {
-			m.cursors[p] = r.Next
+		if cur, ok := m.cursors[p]; ok && m.owns[p] {
+			if r.Next > cur {
+				m.cursors[p] = r.Next
+			}
+			if r.Next > m.floors[p] {
+				m.floors[p] = r.Next
+			}
 		}
 	}
 }

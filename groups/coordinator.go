@@ -132,7 +132,11 @@ type Member struct {
 	assigned   []Partition
 	owns       map[Partition]bool
 	cursors    map[Partition]int64
-	rr         int // where the next poll starts among assigned, for fairness
+	// floors hold, per cursor, the lowest offset a poll's Positions may move it back to: where
+	// the cursor started when the member gained the partition, raised by the member's
+	// commits. A client's position never re-reads what a commit has covered.
+	floors map[Partition]int64
+	rr     int // where the next poll starts among assigned, for fairness
 	// changed is closed (and replaced) when the assignment changes or the member is removed,
 	// to end its long poll early.
 	changed chan struct{}
@@ -300,7 +304,7 @@ func (c *Coordinator) Join(req JoinRequest) (Joined, error) {
 	slices.SortFunc(parts, comparePartition)
 	now := time.Now()
 	m := &Member{id: newMemberID(), topics: req.Topics, timeout: req.SessionTimeout, from: req.From,
-		lastSeen: now, owns: map[Partition]bool{}, cursors: map[Partition]int64{},
+		lastSeen: now, owns: map[Partition]bool{}, cursors: map[Partition]int64{}, floors: map[Partition]int64{},
 		changed: make(chan struct{}), pollSem: make(chan struct{}, 1)}
 	m.consumer = cmp.Or(req.ConsumerID, m.id)
 	m.storeGroup = req.Group
@@ -395,6 +399,7 @@ func (c *Coordinator) rebalanceLocked(g *group) {
 		for p := range m.cursors {
 			if !owns[p] {
 				delete(m.cursors, p)
+				delete(m.floors, p)
 			}
 		}
 		m.assigned, m.owns = next, owns

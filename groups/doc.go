@@ -23,7 +23,9 @@
 //     never collides with a real group). Without a committed offset it starts at the
 //     partition's end at join time (FromLatest, the default) or at its start (FromEarliest).
 //   - A member's cursor starts at the committed offset and moves past what a poll returned,
-//     so polls without commits do not repeat messages. A partition that moves to another
+//     so polls without commits do not repeat messages. A poll's Positions (where the client
+//     is) move it back, never below the member's own commits or where it started, so the
+//     messages of an answer that never reached the client come again at the next poll. A partition that moves to another
 //     member starts there again at the committed offset: uncommitted messages are delivered
 //     again (at least once), committed ones never.
 //   - Commits in clustered mode are accepted only from the partition's current owner

@@ -23,6 +23,14 @@ type Limits struct {
 	MaxBytes    int
 	// Wait is how long a poll that finds nothing waits for a message (0: answer at once).
 	Wait time.Duration
+	// Positions are where the client is: per partition, the next offset it expects (the
+	// last message it got + 1). A position behind the member's cursor means an earlier
+	// answer never reached the client (a cut connection, a timeout): the poll reads from the
+	// position again instead of leaving those messages until the next rebalance. A position
+	// at or past the cursor, below the cursor's floor (where the member started the
+	// partition, raised by its own commits), or of a partition the member does not own
+	// changes nothing.
+	Positions map[Partition]int64
 }
 
 // Batch is one partition's messages in a poll answer.
@@ -52,6 +60,7 @@ func (c *Coordinator) Poll(ctx context.Context, m *Member, q Limits) (Polled, er
 		return Polled{}, fmt.Errorf("%w: member %q of group %q was removed", ErrUnknownMember, m.id, m.g.name)
 	}
 	m.polling++
+	c.rewindLocked(m, q.Positions)
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -68,6 +77,19 @@ func (c *Coordinator) Poll(ctx context.Context, m *Member, q Limits) (Polled, er
 		return Polled{}, err
 	}
 	return c.collect(ctx, m, q)
+}
+
+// rewindLocked moves the member's cursors back to the positions its client sent (Limits).
+func (c *Coordinator) rewindLocked(m *Member, positions map[Partition]int64) {
+	for p, pos := range positions {
+		cur, ok := m.cursors[p]
+		if !ok || !m.owns[p] || pos >= cur || pos < m.floors[p] {
+			continue
+		}
+		m.cursors[p] = pos
+		c.log.Info("a poll answer did not reach the group member: its messages are read again from the position it sent",
+			"group", m.g.name, "member", m.id, "topic", p.Topic, "partition", p.Partition, "position", pos, "cursor", cur)
+	}
 }
 
 // collect reads what is there now from the member's partitions, round-robin from where the
@@ -226,6 +248,7 @@ func (c *Coordinator) initCursors(ctx context.Context, m *Member, missing []Part
 			off = cur
 		} else {
 			m.cursors[p] = off
+			m.floors[p] = off
 		}
 		cursors[p] = off
 	}

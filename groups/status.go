@@ -3,6 +3,7 @@ package groups
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ type MemberInfo struct {
 	SessionTimeout time.Duration
 	LastSeen       time.Time
 	Partitions     []Partition
+	Cursors        map[Partition]int64 // where the next poll reads, per partition polled
 }
 
 // OffsetStatus is one committed offset of a group with its partition's end.
@@ -56,7 +58,8 @@ func (c *Coordinator) describe(name string) (mode Mode, generation int64, member
 	}
 	for _, m := range g.members {
 		members = append(members, MemberInfo{ID: m.id, ConsumerID: strings.TrimPrefix(m.consumer, m.id),
-			Topics: m.topics, SessionTimeout: m.timeout, LastSeen: m.lastSeen, Partitions: slices.Clone(m.assigned)})
+			Topics: m.topics, SessionTimeout: m.timeout, LastSeen: m.lastSeen, Partitions: slices.Clone(m.assigned),
+			Cursors: maps.Clone(m.cursors)})
 	}
 	slices.SortFunc(members, func(a, b MemberInfo) int { return strings.Compare(a.ID, b.ID) })
 	return g.mode, g.generation, members, true

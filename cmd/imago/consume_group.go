@@ -41,9 +41,15 @@ func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) 
 	out := bufio.NewWriterSize(a.stdout, 64<<10)
 	defer out.Flush()
 	var printed int64
+	// pos is where this member is in each partition it printed from: every poll says so, and
+	// the server reads again what an answer lost on the way carried.
+	pos := map[client.Assignment]int64{}
 	for {
 		opts := client.PollOptions{MaxBytes: f.maxBytes}
 		opts.MaxMessages, opts.Wait = f.readLimits(printed)
+		for tp, off := range pos {
+			opts.Positions = append(opts.Positions, client.GroupOffset{Topic: tp.Topic, Partition: tp.Partition, Offset: off})
+		}
 		res, err := c.PollGroup(ctx, f.group, m.MemberID, opts)
 		if err != nil {
 			if ctx.Err() != nil && f.follow {
@@ -63,6 +69,7 @@ func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) 
 				order = append(order, tp)
 			}
 			next[tp] = msg.Offset + 1
+			pos[tp] = msg.Offset + 1
 			printed++
 			if f.max > 0 && printed >= f.max {
 				break
