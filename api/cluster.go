@@ -3,17 +3,21 @@ package api
 // ClusterStatus answers GET /v1/cluster: the answering node's view of the cluster (cluster
 // mode only; a single node answers 404 not_found).
 type ClusterStatus struct {
-	ClusterID    string        `json:"cluster_id"`
-	NodeID       uint64        `json:"node_id"`   // the node that answered
-	LeaderID     uint64        `json:"leader_id"` // 0: no leader known
-	Role         string        `json:"role"`      // leader, follower, candidate, pre-candidate
-	Term         uint64        `json:"term"`
-	CommitIndex  uint64        `json:"commit_index"`
-	AppliedIndex uint64        `json:"applied_index"`
-	FirstIndex   uint64        `json:"first_index"` // the first raft index the node's log holds (compaction removed the ones before)
-	Serving      bool          `json:"serving"`     // the leader accepts writes
-	Nodes        []ClusterNode `json:"nodes"`
-	Error        string        `json:"error,omitempty"` // why the node stopped, if it did
+	ClusterID    string `json:"cluster_id"`
+	NodeID       uint64 `json:"node_id"`   // the node that answered
+	LeaderID     uint64 `json:"leader_id"` // 0: no leader known
+	Role         string `json:"role"`      // leader, follower, candidate, pre-candidate
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// LeaderCommitIndex is the highest commit index this node was told by a leader (its own
+	// on the leader): a follower far behind has a commit_index near its own log's end but a
+	// leader_commit_index near the leader's.
+	LeaderCommitIndex uint64        `json:"leader_commit_index"`
+	FirstIndex        uint64        `json:"first_index"` // the first raft index the node's log holds (compaction removed the ones before)
+	Serving           bool          `json:"serving"`     // the leader accepts writes
+	Nodes             []ClusterNode `json:"nodes"`
+	Error             string        `json:"error,omitempty"` // why the node stopped, if it did
 }
 
 // ClusterNode is one member as seen from the answering node. MatchIndex and LagEntries are

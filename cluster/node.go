@@ -104,6 +104,10 @@ type Status struct {
 	Term    uint64
 	Commit  uint64
 	Applied uint64
+	// LeaderCommit is the highest commit index this node knows the cluster reached: its own on
+	// the leader; on a follower, the highest a leader sent it, which may be past Commit (a
+	// follower's commit index never passes its own log).
+	LeaderCommit uint64
 	// Serving: leader that has applied an entry of its own term, so its applied state includes
 	// everything any earlier leader committed. Writes that assign offsets wait for it.
 	Serving bool
@@ -161,6 +165,11 @@ type Node struct {
 	hsVote    uint64
 	pending   map[uint64]*proposal
 	servingAt uint64 // term of the last applied entry
+	// leaderCommit is the highest commit index a leader has told this node in an append or a
+	// snapshot, even one this node refused: how far it must get to be caught up. Raft's own
+	// commit index on a follower never passes the follower's log, so it cannot show a
+	// follower that is far behind.
+	leaderCommit uint64
 
 	// Linearizable reads (ReadBarrier): one raft ReadIndex round per batch of waiting readers,
 	// keyed by its request context; once raft confirms the index, the readers wait in
@@ -499,6 +508,12 @@ func (n *Node) drainRecv() {
 }
 
 func (n *Node) step(m *pb.Message) {
+	switch m.GetType() {
+	case pb.MsgApp:
+		n.leaderCommit = max(n.leaderCommit, m.GetCommit())
+	case pb.MsgSnap:
+		n.leaderCommit = max(n.leaderCommit, m.GetSnapshot().GetMetadata().GetIndex())
+	}
 	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 		n.log.Debug("raft step", "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 	}
@@ -702,8 +717,10 @@ func (n *Node) publish(err error) {
 		Term:    st.HardState.GetTerm(),
 		Commit:  st.HardState.GetCommit(),
 		Applied: n.applied,
-		Serving: err == nil && st.RaftState == raft.StateLeader && n.servingAt == st.HardState.GetTerm(),
-		Err:     err,
+		// Never below Commit: commit indexes only grow, whoever announced them.
+		LeaderCommit: max(n.leaderCommit, st.HardState.GetCommit()),
+		Serving:      err == nil && st.RaftState == raft.StateLeader && n.servingAt == st.HardState.GetTerm(),
+		Err:          err,
 	}
 	cs := n.cfg.Storage.ConfState()
 	s.Voters, s.Learners = slices.Clone(cs.GetVoters()), slices.Clone(cs.GetLearners())

@@ -311,3 +311,43 @@ func TestNodeRestartStartsAfterWhatTheApplierHolds(t *testing.T) {
 		return len(m) == 3 && m[f] > applied
 	})
 }
+
+// TestNodeStatusCarriesTheLeadersCommit: a follower whose log is far behind refuses the
+// leader's append (it does not have the entry before it), and its own commit index stays at
+// its log's end; the commit index the leader announced is in its status all the same, which
+// is what readiness compares the applied index with.
+func TestNodeStatusCarriesTheLeadersCommit(t *testing.T) {
+	st, err := OpenStorage(t.TempDir(), NewMemLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []*pb.Message
+	n, err := NewNode(Config{ID: 3, Peers: []uint64{1, 2, 3}, Storage: st, Applier: &recorder{},
+		Sender: senderFunc(func(msgs []*pb.Message) { sent = append(sent, msgs...) }), Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Process(); err != nil {
+		t.Fatal(err)
+	}
+	n.Deliver(&pb.Message{Type: pb.MsgApp.Enum(), From: new(uint64(1)), To: new(uint64(3)), Term: new(uint64(2)),
+		Index: new(uint64(500)), LogTerm: new(uint64(2)), Commit: new(uint64(800))})
+	if err := n.Process(); err != nil {
+		t.Fatal(err)
+	}
+	s := n.Status()
+	if s.LeaderCommit != 800 || s.Commit >= 500 {
+		t.Fatalf("after a refused append with commit 800: commit %d, leader commit %d", s.Commit, s.LeaderCommit)
+	}
+	rejected := false
+	for _, m := range sent {
+		rejected = rejected || (m.GetType() == pb.MsgAppResp && m.GetReject())
+	}
+	if !rejected {
+		t.Fatalf("the follower did not refuse the append: sent %v", sent)
+	}
+}
+
+type senderFunc func([]*pb.Message)
+
+func (f senderFunc) Send(msgs []*pb.Message) { f(msgs) }

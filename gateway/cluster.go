@@ -339,17 +339,18 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) error {
 // clusterStatus is st as the API answers it.
 func clusterStatus(st replica.Status) api.ClusterStatus {
 	out := api.ClusterStatus{
-		ClusterID:    st.ClusterID,
-		NodeID:       st.NodeID,
-		LeaderID:     st.LeaderID,
-		Role:         st.Role,
-		Term:         st.Term,
-		CommitIndex:  st.CommitIndex,
-		AppliedIndex: st.AppliedIndex,
-		FirstIndex:   st.FirstIndex,
-		Serving:      st.Serving,
-		Nodes:        make([]api.ClusterNode, 0, len(st.Nodes)),
-		Error:        st.Error,
+		ClusterID:         st.ClusterID,
+		NodeID:            st.NodeID,
+		LeaderID:          st.LeaderID,
+		Role:              st.Role,
+		Term:              st.Term,
+		CommitIndex:       st.CommitIndex,
+		AppliedIndex:      st.AppliedIndex,
+		LeaderCommitIndex: st.LeaderCommitIndex,
+		FirstIndex:        st.FirstIndex,
+		Serving:           st.Serving,
+		Nodes:             make([]api.ClusterNode, 0, len(st.Nodes)),
+		Error:             st.Error,
 	}
 	for _, n := range st.Nodes {
 		out.Nodes = append(out.Nodes, api.ClusterNode{
@@ -369,9 +370,12 @@ func (s *Server) clusterReady() error {
 		return noLeaderError("no cluster leader is known (an election is under way, or this node cannot reach a quorum)")
 	}
 	st := s.cluster.Status()
-	if bound := s.opts.MaxApplyLag; bound > 0 && st.CommitIndex > st.AppliedIndex+bound {
+	// Measured against what a leader said the cluster committed, not the member's own commit
+	// index: that one never passes the member's log, so a member far behind would look current.
+	committed := max(st.CommitIndex, st.LeaderCommitIndex)
+	if bound := s.opts.MaxApplyLag; bound > 0 && committed > st.AppliedIndex+bound {
 		return newError(http.StatusServiceUnavailable, api.CodeNotReady,
-			"this member has applied raft index %d of the %d it knows committed: more than %d behind (it is catching up)", st.AppliedIndex, st.CommitIndex, bound)
+			"this member has applied raft index %d of the %d the leader has committed: more than %d behind (it is catching up)", st.AppliedIndex, committed, bound)
 	}
 	return nil
 }

@@ -714,4 +714,12 @@ func TestClusterReadyzApplyLag(t *testing.T) {
 	if r := m.do(http.MethodGet, "/readyz", ""); r.status != http.StatusOK {
 		t.Fatalf("readyz 50 entries behind, bound 100: %d %s", r.status, r.body)
 	}
+	// A member whose log is far behind knows a commit index near its own log's end: what a
+	// leader announced is what counts.
+	m.fc.mu.Lock()
+	m.fc.status.LeaderCommitIndex = 9000
+	m.fc.mu.Unlock()
+	if r := m.do(http.MethodGet, "/readyz", ""); r.status != http.StatusServiceUnavailable || !strings.Contains(string(r.body), "9000") {
+		t.Fatalf("readyz 4050 entries behind the leader's commit index: %d %s", r.status, r.body)
+	}
 }

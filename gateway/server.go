@@ -76,7 +76,7 @@ type Options struct {
 	// (the default: send it to the leader and return its answer) or ForwardRedirect (307).
 	Forward string
 	// MaxApplyLag (cluster mode): /readyz answers 503 not_ready while this member's applied
-	// raft index is more than this many entries behind the commit index it knows (a node
+	// raft index is more than this many entries behind the commit index a leader announced (a node
 	// catching up after a restart). 0 means DefaultMaxApplyLag.
 	MaxApplyLag uint64
 	// LeaderWatchInterval is how often the server looks at the leader, to count leader

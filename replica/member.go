@@ -135,15 +135,16 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 func (m *Member) Status() Status {
 	ns := m.node.Status()
 	s := Status{
-		ClusterID:    m.clusterID(),
-		NodeID:       m.cfg.NodeID,
-		LeaderID:     ns.Leader,
-		Role:         ns.Role,
-		Term:         ns.Term,
-		CommitIndex:  ns.Commit,
-		AppliedIndex: ns.Applied,
-		FirstIndex:   m.b.RaftLog().FirstIndex(),
-		Serving:      ns.Serving,
+		ClusterID:         m.clusterID(),
+		NodeID:            m.cfg.NodeID,
+		LeaderID:          ns.Leader,
+		Role:              ns.Role,
+		Term:              ns.Term,
+		CommitIndex:       ns.Commit,
+		AppliedIndex:      ns.Applied,
+		LeaderCommitIndex: ns.LeaderCommit,
+		FirstIndex:        m.b.RaftLog().FirstIndex(),
+		Serving:           ns.Serving,
 	}
 	if ns.Err != nil {
 		s.Error = ns.Err.Error()

@@ -50,6 +50,9 @@ type Status struct {
 	Term         uint64 `json:"term"`
 	CommitIndex  uint64 `json:"commit_index"`
 	AppliedIndex uint64 `json:"applied_index"`
+	// LeaderCommitIndex is the highest commit index a leader told this node (its own on the
+	// leader); CommitIndex never passes the node's own log.
+	LeaderCommitIndex uint64 `json:"leader_commit_index"`
 	// FirstIndex is the first raft index this node's log still holds (compaction removed the
 	// ones before it; 1 when nothing was compacted).
 	FirstIndex uint64       `json:"first_index"`
