@@ -41,7 +41,6 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"syscall"
 
 	"github.com/imagomq/imago/internal/fsutil"
 )
@@ -212,8 +211,8 @@ func (r *Recorder) Baseline(root string) error {
 		if err != nil {
 			return err
 		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			r.files[st.Ino] = fi.Size()
+		if ino, ok := inodeOf(fi); ok {
+			r.files[ino] = fi.Size()
 		}
 		return nil
 	})
@@ -292,11 +291,7 @@ func inode(path string) (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
-	}
-	return st.Ino, true
+	return inodeOf(fi)
 }
 
 func listInodes(dir string) (map[string]uint64, error) {
