@@ -262,6 +262,15 @@ func (p *Proxy) pipe(l *link, d Direction, src, dst net.Conn) {
 					t.Stop()
 				}
 			}
+			select {
+			case <-l.closed:
+				// The link is closing: what is still queued is lost with it. (Written now, it
+				// could reach a side that link.close has not closed yet.)
+				for range queue {
+				}
+				return
+			default:
+			}
 			if _, err := dst.Write(c.b); err != nil {
 				l.close()
 				for range queue { // let the reader finish; the close stops it
