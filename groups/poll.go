@@ -175,8 +175,14 @@ func (c *Coordinator) advance(m *Member, batches []Batch, resets map[Partition]i
 		return Polled{}, fmt.Errorf("%w: member %q of group %q was removed during its poll", ErrUnknownMember, m.id, m.g.name)
 	}
 	for p, to := range resets {
-		if _, ok := m.cursors[p]; ok && m.owns[p] {
+		if cur, ok := m.cursors[p]; ok && m.owns[p] {
 			m.cursors[p] = to
+			if to > cur {
+				// Retention removed what the cursor pointed at: below the partition's start
+				// nothing can be read again, and a client's position there would only repeat
+				// this reset. (A cursor past the end moves back; its floor stays.)
+				m.floors[p] = max(m.floors[p], to)
+			}
 		}
 	}
 	kept := batches[:0]

@@ -2,10 +2,16 @@ package groups
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/offsetdb"
 )
 
 // TestPositionsRecoverALostAnswer: a poll whose answer never reached the client has moved
@@ -125,4 +131,94 @@ func polledOffsets(ans Polled) []int64 {
 		}
 	}
 	return offs
+}
+
+// countingHandler counts the records whose message starts with prefix.
+type countingHandler struct {
+	prefix string
+	n      *atomic.Int64
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, h.prefix) {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestPositionBelowRetainedStart: retention removed messages the member had not reached. The
+// poll moves its cursor to the partition's new start (one warning); a client that keeps
+// sending a position below that start does not move the cursor back there again, poll after
+// poll.
+func TestPositionBelowRetainedStart(t *testing.T) {
+	var warned atomic.Int64
+	log := slog.New(countingHandler{prefix: "retention removed messages", n: &warned})
+	bo := broker.NewOptions(t.TempDir())
+	bo.Logger = log
+	bo.SegmentBytes, bo.IndexSegmentEntries, bo.RetentionBytes = 4096, 16, 2000
+	bo.RetentionCheckInterval = time.Hour // run by hand below
+	b, err := broker.Open(bo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if _, err := b.CreateTopic("b", broker.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := offsetdb.OpenFile(t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c := New(b, store, log)
+	c.Start()
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	for i := range 200 {
+		if _, err := b.Produce(ctx, "b", []broker.Message{{Value: []byte(fmt.Sprintf("v%03d", i))}}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j, err := c.Join(clustered("g", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := c.Touch("g", j.MemberID)
+	p := Partition{"b", 0}
+	if got := polledOffsets(mustPoll(t, c, m, Limits{MaxMessages: 2, MaxBytes: 1 << 20})); !slices.Equal(got, []int64{0, 1}) {
+		t.Fatalf("first poll: %v", got)
+	}
+	b.EnforceRetention()
+	info, err := b.Topic("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := info.Partitions[0].StartOffset
+	if start <= 2 {
+		t.Fatalf("retention kept the partition from %d: the test needs it to drop past offset 2", start)
+	}
+	// The first poll finds its cursor below the start and moves it there (and answers
+	// nothing); the next ones read on from the start.
+	var got []int64
+	for range 4 {
+		got = append(got, polledOffsets(mustPoll(t, c, m, Limits{MaxMessages: 1, MaxBytes: 1 << 20, Positions: map[Partition]int64{p: 2}}))...)
+	}
+	if want := []int64{start, start + 1, start + 2}; !slices.Equal(got, want) {
+		t.Fatalf("four polls with position 2 after retention kept %d..: %v, want %v", start, got, want)
+	}
+	if n := warned.Load(); n != 1 {
+		t.Fatalf("%d retention warnings, want 1: the stale position moved the cursor below the start again", n)
+	}
+}
+
+func mustPoll(t *testing.T, c *Coordinator, m *Member, q Limits) Polled {
+	t.Helper()
+	ans, err := c.Poll(context.Background(), m, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ans
 }
