@@ -268,6 +268,23 @@ func TestGroupPollPositions(t *testing.T) {
 	if rest := ts.poll("g", m.MemberID, ""); len(rest.Messages) != 0 {
 		t.Fatalf("poll without position after that: %d messages", len(rest.Messages))
 	}
+	mfs, err := ts.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewinds := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "imago_consumer_poll_rewinds_total" {
+			for _, mt := range mf.GetMetric() {
+				if len(mt.GetLabel()) == 1 && mt.GetLabel()[0].GetValue() == "g" {
+					rewinds = mt.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if rewinds != 1 {
+		t.Fatalf("imago_consumer_poll_rewinds_total{group=\"g\"} = %v, want 1", rewinds)
+	}
 }
 
 // FuzzParsePollQuery feeds arbitrary query strings to a poll's parser: it never panics, every

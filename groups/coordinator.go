@@ -163,6 +163,9 @@ type Coordinator struct {
 	// known are offset-store group names this coordinator served (joined or committed), for
 	// the lag metrics.
 	known map[string]bool
+	// rewinds counts, per group, the cursors a poll's Positions moved back (answers that did
+	// not reach their member), for /metrics.
+	rewinds map[string]uint64
 
 	lag lagCache
 
@@ -182,7 +185,7 @@ func New(b Backend, store offsetdb.Store, log *slog.Logger) *Coordinator {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Coordinator{b: b, store: store, log: log, groups: map[string]*group{}, known: map[string]bool{},
+	return &Coordinator{b: b, store: store, log: log, groups: map[string]*group{}, known: map[string]bool{}, rewinds: map[string]uint64{},
 		lag: lagCache{entries: map[string]lagEntry{}}, stop: make(chan struct{}), done: make(chan struct{})}
 }
 

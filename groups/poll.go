@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -87,9 +88,18 @@ func (c *Coordinator) rewindLocked(m *Member, positions map[Partition]int64) {
 			continue
 		}
 		m.cursors[p] = pos
+		c.rewinds[m.g.name]++
 		c.log.Info("a poll answer did not reach the group member: its messages are read again from the position it sent",
 			"group", m.g.name, "member", m.id, "topic", p.Topic, "partition", p.Partition, "position", pos, "cursor", cur)
 	}
+}
+
+// PollRewinds returns, per group, how many times a poll's positions moved a cursor back since
+// the coordinator started: each is a poll answer that did not reach its member.
+func (c *Coordinator) PollRewinds() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.rewinds)
 }
 
 // collect reads what is there now from the member's partitions, round-robin from where the
