@@ -47,62 +47,37 @@ func (s *Server) parseFetchQuery(raw string) (fetchParams, error) {
 // poll reads at the member's cursors: offset is ignored like any unknown parameter).
 func (s *Server) parsePollQuery(raw string) (pollParams, error) {
 	p, err := s.parseReadQuery(raw, false)
-	if err != nil {
-		return p.pollParams, err
-	}
-	p.positions, err = parsePositions(raw)
 	return p.pollParams, err
 }
 
-// parsePositions parses a poll's position parameters, each "<topic>:<partition>:<offset>":
-// where the client is in a partition (the next offset it expects). See groups.Limits.
-func parsePositions(raw string) (map[groups.Partition]int64, error) {
-	var out map[groups.Partition]int64
-	for raw != "" {
-		var kv string
-		kv, raw, _ = strings.Cut(raw, "&")
-		k, v, _ := strings.Cut(kv, "=")
-		if k != "position" {
-			if !strings.ContainsAny(k, "%+") {
-				continue
-			}
-			if uk, err := url.QueryUnescape(k); err != nil || uk != "position" {
-				continue // a malformed key was reported by parseReadQuery already
-			}
-		}
-		if strings.ContainsAny(v, "%+") {
-			uv, err := url.QueryUnescape(v)
-			if err != nil {
-				return nil, newError(http.StatusBadRequest, api.CodeInvalidParameter, "the query string is malformed: %v", err)
-			}
-			v = uv
-		}
-		topic, rest, ok1 := strings.Cut(v, ":")
-		part, off, ok2 := strings.Cut(rest, ":")
-		if !ok1 || !ok2 {
-			return nil, paramError("position", "must be <topic>:<partition>:<offset> (the next offset the client expects), not %q", v)
-		}
-		if !broker.ValidName(topic) {
-			return nil, paramError("position", "names an invalid topic %q: a topic matches ^[A-Za-z0-9._-]{1,249}$", topic)
-		}
-		pn, err := strconv.ParseInt(part, 10, 32)
-		if err != nil || pn < 0 {
-			return nil, paramError("position", "has partition %q in %q: want an integer from 0", part, v)
-		}
-		on, err := strconv.ParseInt(off, 10, 64)
-		if err != nil || on < 0 {
-			return nil, paramError("position", "has offset %q in %q: want an integer from 0", off, v)
-		}
-		if out == nil {
-			out = map[groups.Partition]int64{}
-		}
-		key := groups.Partition{Topic: topic, Partition: int(pn)}
-		if _, dup := out[key]; dup {
-			return nil, paramError("position", "names partition %d of topic %q twice; send one position per partition", pn, topic)
-		}
-		out[key] = on
+// addPosition adds one position parameter of a poll, "<topic>:<partition>:<offset>": where
+// the client is in a partition (the next offset it expects). See groups.Limits.
+func (p *pollParams) addPosition(v string) error {
+	topic, rest, ok1 := strings.Cut(v, ":")
+	part, off, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 {
+		return paramError("position", "must be <topic>:<partition>:<offset> (the next offset the client expects), not %q", v)
 	}
-	return out, nil
+	if !broker.ValidName(topic) {
+		return paramError("position", "names an invalid topic %q: a topic matches ^[A-Za-z0-9._-]{1,249}$", topic)
+	}
+	pn, err := strconv.ParseInt(part, 10, 32)
+	if err != nil || pn < 0 {
+		return paramError("position", "has partition %q in %q: want an integer from 0", part, v)
+	}
+	on, err := strconv.ParseInt(off, 10, 64)
+	if err != nil || on < 0 {
+		return paramError("position", "has offset %q in %q: want an integer from 0", off, v)
+	}
+	if p.positions == nil {
+		p.positions = map[groups.Partition]int64{}
+	}
+	key := groups.Partition{Topic: topic, Partition: int(pn)}
+	if _, dup := p.positions[key]; dup {
+		return paramError("position", "names partition %d of topic %q twice; send one position per partition", pn, topic)
+	}
+	p.positions[key] = on
+	return nil
 }
 
 // parseReadQuery parses the query string of a fetch (withOffset) or a poll by hand (no
@@ -137,6 +112,11 @@ func (s *Server) parseReadQuery(raw string, withOffset bool) (fetchParams, error
 			idx, lo, hi = 2, 1, maxMaxBytes
 		case k == "wait_ms":
 			idx, lo, hi = 3, 0, s.opts.MaxWait.Milliseconds()
+		case k == "position" && !withOffset:
+			if err := p.addPosition(v); err != nil {
+				return p, err
+			}
+			continue
 		default:
 			continue
 		}
