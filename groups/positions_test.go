@@ -28,14 +28,7 @@ func TestPositionsRecoverALostAnswer(t *testing.T) {
 	if _, err := b.Produce(ctx, "b", msgs, ""); err != nil { // partition 0, offsets 0..4
 		t.Fatal(err)
 	}
-	j, err := c.Join(clustered("g", "b"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := c.Touch("g", j.MemberID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	j, m := joinB(t, c)
 	p := Partition{"b", 0}
 	poll := func(pos map[Partition]int64) []int64 {
 		t.Helper()
@@ -79,11 +72,7 @@ func TestPositionsBelowANewOwnersStart(t *testing.T) {
 	if _, err := b.Produce(ctx, "b", msgs, ""); err != nil {
 		t.Fatal(err)
 	}
-	j1, err := c.Join(clustered("g", "b"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m1, _ := c.Touch("g", j1.MemberID)
+	_, m1 := joinB(t, c)
 	p := Partition{"b", 0}
 	if _, err := c.Poll(ctx, m1, Limits{MaxMessages: 2, MaxBytes: 1 << 20}); err != nil { // 0, 1
 		t.Fatal(err)
@@ -91,6 +80,7 @@ func TestPositionsBelowANewOwnersStart(t *testing.T) {
 	// The partition goes to a second member (member ids sort; join until the new one owns it).
 	var j2 Joined
 	for {
+		var err error
 		if j2, err = c.Join(clustered("g", "b")); err != nil {
 			t.Fatal(err)
 		}
@@ -182,11 +172,7 @@ func TestPositionBelowRetainedStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	j, err := c.Join(clustered("g", "b"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := c.Touch("g", j.MemberID)
+	_, m := joinB(t, c)
 	p := Partition{"b", 0}
 	if got := polledOffsets(mustPoll(t, c, m, Limits{MaxMessages: 2, MaxBytes: 1 << 20})); !slices.Equal(got, []int64{0, 1}) {
 		t.Fatalf("first poll: %v", got)
@@ -221,4 +207,18 @@ func mustPoll(t *testing.T, c *Coordinator, m *Member, q Limits) Polled {
 		t.Fatal(err)
 	}
 	return ans
+}
+
+// joinB joins a member to group g on topic b and returns it live.
+func joinB(t *testing.T, c *Coordinator) (Joined, *Member) {
+	t.Helper()
+	j, err := c.Join(clustered("g", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Touch("g", j.MemberID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, m
 }
