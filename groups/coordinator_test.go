@@ -45,6 +45,20 @@ func clustered(group string, topics ...string) JoinRequest {
 	return JoinRequest{Group: group, Topics: topics, Mode: Clustered, SessionTimeout: time.Minute, From: FromEarliest}
 }
 
+// joinLive joins a member with req and returns it live (as Touch finds it).
+func joinLive(t *testing.T, c *Coordinator, req JoinRequest) (Joined, *Member) {
+	t.Helper()
+	j, err := c.Join(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Touch(req.Group, j.MemberID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, m
+}
+
 // TestJoinConflicts is a table of second joins to a group whose first member joined
 // clustered on topic a.
 func TestJoinConflicts(t *testing.T) {
@@ -190,14 +204,7 @@ func TestSessionTimeout(t *testing.T) {
 // coordinator never started closes too.
 func TestCloseEndsLongPoll(t *testing.T) {
 	c, _ := newTestCoordinator(t)
-	j, err := c.Join(clustered("g", "b"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := c.Touch("g", j.MemberID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m := joinLive(t, c, clustered("g", "b"))
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.Poll(context.Background(), m, Limits{MaxMessages: 1, MaxBytes: 1 << 20, Wait: time.Minute})

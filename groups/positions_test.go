@@ -21,14 +21,8 @@ import (
 func TestPositionsRecoverALostAnswer(t *testing.T) {
 	c, b := newTestCoordinator(t)
 	ctx := context.Background()
-	var msgs []broker.Message
-	for i := range 5 {
-		msgs = append(msgs, broker.Message{Value: []byte{'0' + byte(i)}})
-	}
-	if _, err := b.Produce(ctx, "b", msgs, ""); err != nil { // partition 0, offsets 0..4
-		t.Fatal(err)
-	}
-	j, m := joinB(t, c)
+	produceToB(t, b, 5) // partition 0, offsets 0..4
+	j, m := joinLive(t, c, clustered("g", "b"))
 	p := Partition{"b", 0}
 	poll := func(pos map[Partition]int64) []int64 {
 		t.Helper()
@@ -65,14 +59,8 @@ func TestPositionsRecoverALostAnswer(t *testing.T) {
 func TestPositionsBelowANewOwnersStart(t *testing.T) {
 	c, b := newTestCoordinator(t)
 	ctx := context.Background()
-	var msgs []broker.Message
-	for i := range 6 {
-		msgs = append(msgs, broker.Message{Value: []byte{'0' + byte(i)}})
-	}
-	if _, err := b.Produce(ctx, "b", msgs, ""); err != nil {
-		t.Fatal(err)
-	}
-	_, m1 := joinB(t, c)
+	produceToB(t, b, 6)
+	_, m1 := joinLive(t, c, clustered("g", "b"))
 	p := Partition{"b", 0}
 	if _, err := c.Poll(ctx, m1, Limits{MaxMessages: 2, MaxBytes: 1 << 20}); err != nil { // 0, 1
 		t.Fatal(err)
@@ -172,7 +160,7 @@ func TestPositionBelowRetainedStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, m := joinB(t, c)
+	_, m := joinLive(t, c, clustered("g", "b"))
 	p := Partition{"b", 0}
 	if got := polledOffsets(mustPoll(t, c, m, Limits{MaxMessages: 2, MaxBytes: 1 << 20})); !slices.Equal(got, []int64{0, 1}) {
 		t.Fatalf("first poll: %v", got)
@@ -209,16 +197,14 @@ func mustPoll(t *testing.T, c *Coordinator, m *Member, q Limits) Polled {
 	return ans
 }
 
-// joinB joins a member to group g on topic b and returns it live.
-func joinB(t *testing.T, c *Coordinator) (Joined, *Member) {
+// produceToB appends n one-byte messages to topic b in one batch.
+func produceToB(t *testing.T, b *broker.Broker, n int) {
 	t.Helper()
-	j, err := c.Join(clustered("g", "b"))
-	if err != nil {
+	var msgs []broker.Message
+	for i := range n {
+		msgs = append(msgs, broker.Message{Value: []byte{'0' + byte(i)}})
+	}
+	if _, err := b.Produce(context.Background(), "b", msgs, ""); err != nil {
 		t.Fatal(err)
 	}
-	m, err := c.Touch("g", j.MemberID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return j, m
 }
