@@ -35,7 +35,8 @@ var (
 // in-memory implementation the tests use.
 //
 // Only the Ready loop writes (Append, Sync); raft reads (Entries, Term, FirstIndex, LastIndex)
-// from the same goroutine, but status readers and tests may read concurrently, so an
+// from the same goroutine, but status readers and tests may read concurrently, and a leader's
+// loop goes on reading while a goroutine of its own runs Sync (never Append), so an
 // implementation must be safe for concurrent use.
 type LogStore interface {
 	// Append writes ents, which are consecutive and start at an index in

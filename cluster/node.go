@@ -170,6 +170,9 @@ type Node struct {
 	// commit index on a follower never passes the follower's log, so it cannot show a
 	// follower that is far behind.
 	leaderCommit uint64
+	// written holds, on a leader, the entries of its term that its rounds wrote and synced
+	// and that are not applied yet, in index order (saveOverlapped applies them from here).
+	written []*pb.Entry
 
 	// Linearizable reads (ReadBarrier): one raft ReadIndex round per batch of waiting readers,
 	// keyed by its request context; once raft confirms the index, the readers wait in
@@ -421,10 +424,17 @@ func (n *Node) proposeGroup(g *group) error {
 		g.res <- fmt.Errorf("%w: %w", ErrStopped, err)
 		return err
 	}
+	n.stepGroup(g)
+	return nil
+}
+
+// stepGroup proposes g's entries in one raft step. n.lastIndex must be raft's last index: no
+// Ready pending, or the leader's own round in flight (saveOverlapped).
+func (n *Node) stepGroup(g *group) {
 	st := n.rn.BasicStatus()
 	if st.RaftState != raft.StateLeader || st.LeadTransferee != raft.None || st.HardState.GetTerm() != g.term || n.servingAt != g.term {
 		g.res <- ErrNotLeader
-		return nil
+		return
 	}
 	m := &pb.Message{Type: pb.MsgProp.Enum(), From: new(n.cfg.ID), Entries: make([]*pb.Entry, len(g.props))}
 	for i, p := range g.props {
@@ -432,7 +442,7 @@ func (n *Node) proposeGroup(g *group) error {
 	}
 	if err := n.rn.Step(m); err != nil {
 		g.res <- fmt.Errorf("%w: %w", ErrDropped, err)
-		return nil
+		return
 	}
 	for _, p := range g.props {
 		n.lastIndex++
@@ -440,7 +450,6 @@ func (n *Node) proposeGroup(g *group) error {
 		n.pending[p.index] = p
 	}
 	g.res <- nil
-	return nil
 }
 
 func (n *Node) run(ctx context.Context) {
@@ -629,27 +638,40 @@ func (n *Node) handleReady() error {
 	}
 	applied := 0
 	for ; applied < len(rd.CommittedEntries) && rd.CommittedEntries[applied].GetIndex() <= bound; applied++ {
-		if err := n.apply(rd.CommittedEntries[applied]); err != nil {
+		if err := n.applyOnce(rd.CommittedEntries[applied]); err != nil {
 			return err
 		}
 	}
-	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries); err != nil {
+	var err error
+	overlapped := early && len(rd.Entries) > 0 && n.ctx != nil
+	if overlapped {
+		err = n.saveOverlapped(&rd, bound)
+	} else {
+		err = n.cfg.Storage.Save(rd.HardState, rd.Entries)
+	}
+	if err != nil {
 		return fmt.Errorf("persist: %w", err)
 	}
 	if rd.HardState != nil {
 		n.hsTerm, n.hsVote = rd.HardState.GetTerm(), rd.HardState.GetVote()
 	}
-	if !early {
+	if early {
+		n.keepWritten(rd.Entries)
+	} else {
+		n.written = nil
 		n.cfg.Sender.Send(rd.Messages)
 	}
 	for _, e := range rd.CommittedEntries[applied:] {
-		if err := n.apply(e); err != nil {
+		if err := n.applyOnce(e); err != nil {
 			return err
 		}
 	}
+	n.dropApplied()
 	n.finishReads(rd.ReadStates)
 	n.rn.Advance(rd)
-	n.lastIndex = n.cfg.Storage.log.LastIndex()
+	if !overlapped { // saveOverlapped counted the entries proposed while it synced
+		n.lastIndex = n.cfg.Storage.log.LastIndex()
+	}
 	// Proposals of an earlier term or of a leader that stepped down: fate unknown.
 	st := n.rn.BasicStatus()
 	if len(n.pending) > 0 && (st.RaftState != raft.StateLeader || rd.HardState != nil) {
@@ -662,6 +684,14 @@ func (n *Node) handleReady() error {
 	}
 	n.publish(nil)
 	return nil
+}
+
+// applyOnce applies e unless saveOverlapped already did.
+func (n *Node) applyOnce(e *pb.Entry) error {
+	if e.GetIndex() <= n.applied && e.GetType() == pb.EntryNormal {
+		return nil
+	}
+	return n.apply(e)
 }
 
 func (n *Node) apply(e *pb.Entry) error {

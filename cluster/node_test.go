@@ -79,9 +79,13 @@ type testCluster struct {
 	apps  map[uint64]*recorder
 	dirs  map[uint64]string
 	logs  map[uint64]*MemLog
+	tick  time.Duration // raft's tick (default 5ms)
+	onLog func(id uint64, l *MemLog)
 }
 
-func startChanCluster(t *testing.T) *testCluster {
+// startChanCluster starts three nodes on MemLogs; opts may set the tick and a hook that sees
+// each log before its node is created.
+func startChanCluster(t *testing.T, opts ...func(*testCluster)) *testCluster {
 	t.Helper()
 	c := &testCluster{
 		net:   &chanNet{nodes: map[uint64]*Node{}, cut: map[uint64]bool{}},
@@ -89,9 +93,16 @@ func startChanCluster(t *testing.T) *testCluster {
 		apps:  map[uint64]*recorder{},
 		dirs:  map[uint64]string{},
 		logs:  map[uint64]*MemLog{},
+		tick:  5 * time.Millisecond,
+	}
+	for _, o := range opts {
+		o(c)
 	}
 	for id := uint64(1); id <= 3; id++ {
 		c.dirs[id], c.logs[id] = t.TempDir(), NewMemLog()
+		if c.onLog != nil {
+			c.onLog(id, c.logs[id])
+		}
 		c.nodes[id] = c.newNode(t, id, 0)
 	}
 	c.net.mu.Lock()
@@ -119,7 +130,7 @@ func (c *testCluster) newNode(t *testing.T, id, applied uint64) *Node {
 	c.apps[id] = &recorder{}
 	n, err := NewNode(Config{
 		ID: id, Peers: []uint64{1, 2, 3}, Storage: st, Applier: c.apps[id], Applied: applied,
-		Sender: chanSender{c.net, id}, TickInterval: 5 * time.Millisecond, Logger: quietLogger(),
+		Sender: chanSender{c.net, id}, TickInterval: c.tick, Logger: quietLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)

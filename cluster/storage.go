@@ -156,18 +156,47 @@ func (s *Storage) raiseCommit(index uint64) error {
 // and synced first, then the state file if the term or the vote changed. When Save returns
 // nil, everything a message of this Ready may vouch for is durable.
 func (s *Storage) Save(hs *pb.HardState, ents []*pb.Entry) error {
-	if len(ents) > 0 {
-		out := make([]Entry, len(ents))
-		for i, e := range ents {
-			out[i] = Entry{Index: e.GetIndex(), Term: e.GetTerm(), Kind: EntryKind(e.GetType()), Data: e.GetData()}
-		}
-		if err := s.log.Append(out); err != nil {
-			return fmt.Errorf("append entries %d-%d: %w", out[0].Index, out[len(out)-1].Index, err)
-		}
-		if err := s.log.Sync(); err != nil {
-			return fmt.Errorf("sync entries %d-%d: %w", out[0].Index, out[len(out)-1].Index, err)
-		}
+	if err := s.appendEntries(ents); err != nil {
+		return err
 	}
+	if err := s.syncEntries(ents); err != nil {
+		return err
+	}
+	return s.saveState(hs)
+}
+
+// appendEntries writes ents to the log: readable at once, durable after syncEntries. Save is
+// appendEntries, syncEntries and saveState in that order; a leader's loop runs the sync on a
+// goroutine of its own meanwhile (node.go, saveOverlapped).
+func (s *Storage) appendEntries(ents []*pb.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	out := make([]Entry, len(ents))
+	for i, e := range ents {
+		out[i] = Entry{Index: e.GetIndex(), Term: e.GetTerm(), Kind: EntryKind(e.GetType()), Data: e.GetData()}
+	}
+	if err := s.log.Append(out); err != nil {
+		return fmt.Errorf("append entries %d-%d: %w", out[0].Index, out[len(out)-1].Index, err)
+	}
+	return nil
+}
+
+// syncEntries makes the appended ents durable; it may run on another goroutine than the
+// loop's (the log is safe for concurrent use).
+func (s *Storage) syncEntries(ents []*pb.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	if err := s.log.Sync(); err != nil {
+		return fmt.Errorf("sync entries %d-%d: %w", ents[0].GetIndex(), ents[len(ents)-1].GetIndex(), err)
+	}
+	return nil
+}
+
+// saveState writes the state file when hs changes the term or the vote (a commit index alone
+// is not worth an fsync: raft learns it again from the leader).
+func (s *Storage) saveState(hs *pb.HardState) error {
 	if hs == nil || (hs.GetTerm() == s.hs.GetTerm() && hs.GetVote() == s.hs.GetVote()) {
 		return nil
 	}

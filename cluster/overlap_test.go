@@ -1,0 +1,157 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncGate holds a MemLog's syncs while it is shut.
+type syncGate struct {
+	mu      sync.Mutex
+	hold    chan struct{} // nil: syncs pass
+	entered chan struct{} // one value each time a sync starts waiting
+}
+
+func newSyncGate() *syncGate { return &syncGate{entered: make(chan struct{}, 64)} }
+
+func (g *syncGate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hold = make(chan struct{})
+}
+
+func (g *syncGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.hold != nil {
+		close(g.hold)
+		g.hold = nil
+	}
+}
+
+func (g *syncGate) sync() error {
+	g.mu.Lock()
+	h := g.hold
+	g.mu.Unlock()
+	if h != nil {
+		g.entered <- struct{}{}
+		<-h
+	}
+	return nil
+}
+
+func (g *syncGate) waitEntered(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// A leader's entry whose acknowledgements arrive while the leader syncs its next round is
+// applied (and its writer answered) during that sync, not after it; an entry the followers
+// hold but the leader has not synced yet is not applied until the leader's sync ends.
+func TestLeaderAppliesWhileSyncingTheNextRound(t *testing.T) {
+	gates := map[uint64]*syncGate{}
+	c := startChanCluster(t, func(c *testCluster) {
+		// Held syncs stop a follower's loop; ticks long enough that CheckQuorum never sees
+		// that as a lost quorum (the election timeout is 10 ticks).
+		c.tick = 50 * time.Millisecond
+		c.onLog = func(id uint64, l *MemLog) {
+			gates[id] = newSyncGate()
+			l.FailSync = gates[id].sync
+		}
+	})
+	l := c.leader(t, 0)
+	lid := l.cfg.ID
+	ctx := context.Background()
+	if err := l.Propose(ctx, []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	var followers []uint64
+	for id := range c.nodes {
+		if id != lid {
+			followers = append(followers, id)
+			// Caught up first, so that the next sync each follower holds is A's.
+			waitFor(t, "the followers to apply the first entry", func() bool {
+				got := c.apps[id].entries()
+				return len(got) > 0 && string(got[len(got)-1].Data) == "warm"
+			})
+			gates[id].shut()
+		}
+	}
+	t.Cleanup(func() {
+		for _, g := range gates {
+			g.open()
+		}
+	})
+
+	errA := make(chan error, 1)
+	go func() { errA <- l.Propose(ctx, []byte("A")) }()
+	for _, id := range followers {
+		gates[id].waitEntered(t, "a follower to sync A")
+	}
+	waitFor(t, "the leader to sync A", func() bool {
+		d := c.logs[lid].Durable()
+		return len(d) > 0 && string(d[len(d)-1].Data) == "A"
+	})
+
+	gates[lid].shut()
+	errB := make(chan error, 1)
+	go func() { errB <- l.Propose(ctx, []byte("B")) }()
+	gates[lid].waitEntered(t, "the leader to sync B")
+	for _, id := range followers {
+		gates[id].open()
+	}
+
+	select {
+	case err := <-errA:
+		if err != nil {
+			t.Fatalf("propose A: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("A, acknowledged by both followers, was not applied while the leader synced B: its commit waited for the next round's fsync")
+	}
+	// Both followers acknowledge B too, so raft counts it committed, but it is not durable on
+	// the leader yet: it must not be applied there.
+	waitFor(t, "the followers to sync B", func() bool {
+		for _, id := range followers {
+			d := c.logs[id].Durable()
+			if len(d) == 0 || string(d[len(d)-1].Data) != "B" {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "the leader to learn that B is committed", func() bool {
+		return l.Status().Commit >= l.Status().Applied+1
+	})
+	for _, e := range c.apps[lid].entries() {
+		if string(e.Data) == "B" {
+			t.Fatalf("the leader applied B (index %d) before its own sync of B ended", e.Index)
+		}
+	}
+	select {
+	case err := <-errB:
+		t.Fatalf("propose B returned (%v) before the leader's sync of B ended", err)
+	default:
+	}
+
+	gates[lid].open()
+	if err := <-errB; err != nil {
+		t.Fatalf("propose B: %v", err)
+	}
+	want := c.apps[lid].entries()
+	for id := range c.nodes {
+		waitFor(t, "every node to apply B", func() bool { return len(c.apps[id].entries()) >= len(want) })
+		got := c.apps[id].entries()
+		for i := range want {
+			if got[i].Index != want[i].Index || string(got[i].Data) != string(want[i].Data) {
+				t.Fatalf("node %d applied %+v at position %d, the leader %+v", id, got[i], i, want[i])
+			}
+		}
+	}
+}
