@@ -26,6 +26,10 @@
 //     the node takes no further part in the group.
 //  4. Advance.
 //
+// A leader overlaps its rounds (overlap.go): it syncs on a goroutine and meanwhile steps the
+// acknowledgements of its previous round, applies what they commit of the entries already
+// durable on its disk, and takes new proposal groups into raft for the next round.
+//
 // The HardState file is rewritten (atomically, with fsutil.WriteFileAtomic) only when the term
 // or the vote changes; the commit index stored with it is a lower bound. Raft does not need the
 // commit index to be durable: a restarted node learns it again from the leader, and the node
@@ -63,6 +67,7 @@
 //   - storage.go: raft.Storage over a LogStore, and the HardState/ConfState file.
 //   - memlog.go: the in-memory LogStore with simulated crashes.
 //   - node.go: Node, the Ready loop, Propose, Status.
+//   - overlap.go: the leader's round whose fsync runs while the loop steps and applies.
 //   - transport.go: the peer transport over TCP (a hello that names both ends, then
 //     length-prefixed messages; one writer per peer with a bounded queue that drops).
 //   - logger.go: raft's log lines into slog.

@@ -155,3 +155,68 @@ func TestLeaderAppliesWhileSyncingTheNextRound(t *testing.T) {
 		}
 	}
 }
+
+// A group proposed while the leader syncs a round is taken by raft at once (ProposeGroup
+// returns) and goes into the next round, after the round's own entries.
+func TestLeaderTakesProposalsWhileSyncing(t *testing.T) {
+	gates := map[uint64]*syncGate{}
+	c := startChanCluster(t, func(c *testCluster) {
+		c.tick = 50 * time.Millisecond
+		c.onLog = func(id uint64, l *MemLog) {
+			gates[id] = newSyncGate()
+			l.FailSync = gates[id].sync
+		}
+	})
+	l := c.leader(t, 0)
+	lid := l.cfg.ID
+	if err := l.Propose(context.Background(), []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gates[lid].open)
+	term := l.Status().Term
+
+	gates[lid].shut()
+	chA, err := l.ProposeGroup(term, [][]byte{[]byte("A")})
+	if err != nil {
+		t.Fatalf("propose A: %v", err)
+	}
+	gates[lid].waitEntered(t, "the leader to sync A")
+	type result struct {
+		chans []<-chan error
+		err   error
+	}
+	resB := make(chan result, 1)
+	go func() {
+		chans, err := l.ProposeGroup(term, [][]byte{[]byte("B1"), []byte("B2")})
+		resB <- result{chans, err}
+	}()
+	var rb result
+	select {
+	case rb = <-resB:
+		if rb.err != nil {
+			t.Fatalf("propose B: %v", rb.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the group proposed while the leader synced A was not taken until the sync ended")
+	}
+	gates[lid].open()
+	for i, ch := range append(chA, rb.chans...) {
+		if err := <-ch; err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	got := c.apps[lid].entries()
+	if n := len(got); n < 3 || string(got[n-3].Data) != "A" || string(got[n-2].Data) != "B1" || string(got[n-1].Data) != "B2" ||
+		got[n-1].Index != got[n-3].Index+2 {
+		t.Fatalf("the leader applied %+v last, want A, B1, B2 at consecutive indexes", got[max(0, n-3):])
+	}
+	want := got
+	for id := range c.nodes {
+		waitFor(t, "every node to apply B2", func() bool { return len(c.apps[id].entries()) >= len(want) })
+		for i, e := range c.apps[id].entries()[:len(want)] {
+			if e.Index != want[i].Index || string(e.Data) != string(want[i].Data) {
+				t.Fatalf("node %d applied %+v at position %d, the leader %+v", id, e, i, want[i])
+			}
+		}
+	}
+}
