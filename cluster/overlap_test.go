@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +12,14 @@ import (
 type syncGate struct {
 	mu      sync.Mutex
 	hold    chan struct{} // nil: syncs pass
+	fail    error         // returned by the syncs after it is set
 	entered chan struct{} // one value each time a sync starts waiting
+}
+
+func (g *syncGate) failWith(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fail = err
 }
 
 func newSyncGate() *syncGate { return &syncGate{entered: make(chan struct{}, 64)} }
@@ -39,7 +47,9 @@ func (g *syncGate) sync() error {
 		g.entered <- struct{}{}
 		<-h
 	}
-	return nil
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.fail
 }
 
 func (g *syncGate) waitEntered(t *testing.T, what string) {
@@ -49,6 +59,24 @@ func (g *syncGate) waitEntered(t *testing.T, what string) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
 	}
+}
+
+// caughtUp waits until every node but the leader lid has applied an entry whose data is last
+// as its last, and returns those nodes.
+func (c *testCluster) caughtUp(t *testing.T, lid uint64, last string) []uint64 {
+	t.Helper()
+	var followers []uint64
+	for id := range c.nodes {
+		if id == lid {
+			continue
+		}
+		followers = append(followers, id)
+		waitFor(t, "the followers to apply "+last, func() bool {
+			got := c.apps[id].entries()
+			return len(got) > 0 && string(got[len(got)-1].Data) == last
+		})
+	}
+	return followers
 }
 
 // A leader's entry whose acknowledgements arrive while the leader syncs its next round is
@@ -71,17 +99,10 @@ func TestLeaderAppliesWhileSyncingTheNextRound(t *testing.T) {
 	if err := l.Propose(ctx, []byte("warm")); err != nil {
 		t.Fatal(err)
 	}
-	var followers []uint64
-	for id := range c.nodes {
-		if id != lid {
-			followers = append(followers, id)
-			// Caught up first, so that the next sync each follower holds is A's.
-			waitFor(t, "the followers to apply the first entry", func() bool {
-				got := c.apps[id].entries()
-				return len(got) > 0 && string(got[len(got)-1].Data) == "warm"
-			})
-			gates[id].shut()
-		}
+	// Caught up first, so that the next sync each follower holds is A's.
+	followers := c.caughtUp(t, lid, "warm")
+	for _, id := range followers {
+		gates[id].shut()
 	}
 	t.Cleanup(func() {
 		for _, g := range gates {
@@ -218,5 +239,68 @@ func TestLeaderTakesProposalsWhileSyncing(t *testing.T) {
 				t.Fatalf("node %d applied %+v at position %d, the leader %+v", id, e, i, want[i])
 			}
 		}
+	}
+}
+
+// A leader whose fsync fails while its loop goes on stepping stops: the entry it was syncing
+// is never applied there, its writer learns the outcome is unknown, and the others go on.
+func TestLeaderStopsWhenTheOverlappedSyncFails(t *testing.T) {
+	gates := map[uint64]*syncGate{}
+	c := startChanCluster(t, func(c *testCluster) {
+		c.tick = 50 * time.Millisecond
+		c.onLog = func(id uint64, l *MemLog) {
+			gates[id] = newSyncGate()
+			l.FailSync = gates[id].sync
+		}
+	})
+	l := c.leader(t, 0)
+	lid := l.cfg.ID
+	if err := l.Propose(context.Background(), []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gates[lid].open)
+	// Caught up first: a follower still being probed gets B only from the next Ready.
+	c.caughtUp(t, lid, "warm")
+	gates[lid].shut()
+	chB, err := l.ProposeGroup(l.Status().Term, [][]byte{[]byte("B")})
+	if err != nil {
+		t.Fatalf("propose B: %v", err)
+	}
+	gates[lid].waitEntered(t, "the leader to sync B")
+	// The followers acknowledge B meanwhile: raft on the leader counts it committed.
+	for id := range c.nodes {
+		if id == lid {
+			continue
+		}
+		waitFor(t, "the followers to sync B", func() bool {
+			d := c.logs[id].Durable()
+			return len(d) > 0 && string(d[len(d)-1].Data) == "B"
+		})
+	}
+	diskErr := errors.New("injected: the disk refused the fsync")
+	gates[lid].failWith(diskErr)
+	gates[lid].open()
+	select {
+	case <-l.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the leader did not stop after its fsync failed")
+	}
+	if err := <-chB[0]; !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("B's writer got %v, want ErrOutcomeUnknown", err)
+	}
+	if err := l.Status().Err; !errors.Is(err, diskErr) {
+		t.Fatalf("the stopped leader reports %v, want the fsync's error", err)
+	}
+	for _, e := range c.apps[lid].entries() {
+		if string(e.Data) == "B" {
+			t.Fatalf("the leader applied B (index %d), which never became durable on its disk", e.Index)
+		}
+	}
+	c.net.mu.Lock()
+	c.net.cut[lid] = true
+	c.net.mu.Unlock()
+	n := c.leader(t, lid)
+	if err := n.Propose(context.Background(), []byte("after")); err != nil {
+		t.Fatalf("propose on the new leader %d: %v", n.cfg.ID, err)
 	}
 }
