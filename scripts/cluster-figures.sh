@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# scripts/cluster-figures.sh — issue 13's throughput figure, measured in one run on this machine:
+# scripts/cluster-figures.sh — the cluster's throughput figure, measured in one run on this machine:
 #   (a) durable produce against one `imago serve` with no cluster configuration
 #   (b) the same load against a three-node Imago cluster (three processes here), through its leader
 #   (c) NATS JetStream with three replicas, sync_interval: always (scripts/nats-bench.sh r3)
 # Load: `imago bench produce` with 1 KiB values, batch 1, FIG_INFLIGHT connections (default 64) each
 # with one request in flight, so FIG_INFLIGHT produces in flight; NATS gets the same size and the
-# same in-flight count. Every run has a 1 s warm-up and then FIG_DURATION (default 10s).
+# same in-flight count. Every measurement has a 1 s warm-up and then FIG_DURATION (default 10s).
+#
+# (a) and (b) run side by side (the idle one costs nothing: no load, raft heartbeats only) and are
+# measured in turn, FIG_ROUNDS times (default 3): a, b, a, b, ... The speed of this shared machine
+# drifts by a third from one minute to the next, so a single pair can land on a fast minute for
+# one and a slow one for the other; the verdict is the median of the rounds' ratios b/a, and each
+# round's ratio is printed. The table rows add up the rounds (messages, seconds, CPU; p50 and p99
+# are the median of the rounds').
 #
 # (a) and (b) use the same generated configuration (fsync: always, offsets in PostgreSQL from
 # IMAGO_TEST_PG_DSN of .services.env, text protocol off); (b) adds the `cluster:` block on free
 # loopback ports (never 8081-8083 or 7081-7083, which examples/cluster uses). CPU is utime+stime
-# from /proc/PID/stat of each server process over the measured run, divided by the messages
+# from /proc/PID/stat of each server process over the measured runs, divided by the messages
 # acknowledged. The figure is CPU-bound on a small machine: the table prints the CPU time of all
 # server processes together per message, the cores they used, and the msgs/s two cores could
 # carry at that cost (the bench client's CPU comes on top and is printed too).
 #
 # Needs go, curl, jq and the PostgreSQL of scripts/services.sh. FIG_SKIP_NATS=1 skips (c);
 # FIG_IMAGO=/path/to/imago uses that binary instead of building ./cmd/imago.
-# When the cluster does not start (before the replication code exists: "replica: not implemented
-# yet"), (b) reports why and (a) and (c) are still printed.
+# When the cluster does not start, (b) reports why and (a) and (c) are still printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D="${FIG_DURATION:-10s}"
 INFLIGHT="${FIG_INFLIGHT:-64}"
+ROUNDS="${FIG_ROUNDS:-3}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { printf 'cluster-figures: ERROR: FIG_ROUNDS=%s is not a positive number\n' "$ROUNDS" >&2; exit 1; }
 SIZE=1024
 TOPIC=cluster-figures
 CORES="$(nproc)"
@@ -116,7 +124,7 @@ start_reason() {
 	line="$(grep -m1 -E '^imago:|level=ERROR|"level":"ERROR"' "$1" || grep -v '^[[:space:]]*$' "$1" | tail -n1 || true)"
 	case "$line" in
 	*'unknown field "cluster"'* | *"not implemented yet"*)
-		line+=" -- this build has no cluster support yet (issue 13)" ;;
+		line+=" -- this build has no cluster support" ;;
 	esac
 	printf '%s' "$line"
 }
@@ -180,26 +188,39 @@ row() {
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# (a) one node, no cluster configuration.
-SINGLE_RATE=""
-log "(a) single node"
+# agg NAME ROUND_NAMES...: adds the rounds' measurements up into NAME's files (messages, seconds,
+# errors and CPU summed; p50 and p99 the median of the rounds'), for row().
+agg() {
+	local name="$1" r files=() cpus=() clients=()
+	shift
+	for r in "$@"; do
+		files+=("$WORK/$r.json")
+		cpus+=("$WORK/$r.cpu")
+		clients+=("$WORK/$r.client")
+	done
+	jq -s '{messages: (map(.messages) | add), seconds: (map(.seconds) | add), errors: (map(.errors) | add),
+		p50_ms: (map(.p50_ms) | sort | .[length / 2 | floor]), p99_ms: (map(.p99_ms) | sort | .[length / 2 | floor])}
+		| .msgs_per_sec = (if .seconds > 0 then .messages / .seconds else 0 end)' "${files[@]}" >"$WORK/$name.json"
+	cat "${cpus[@]}" | awk '{s[$1] += $2} END {for (p in s) printf "%s %.2f\n", p, s[p]}' >"$WORK/$name.cpu"
+	cat "${clients[@]}" | awk '{s += $1} END {printf "%.2f\n", s}' >"$WORK/$name.client"
+}
+
+# (a) one node, no cluster configuration; started first, measured in turn with (b) below.
+SINGLE_OK=0
+log "(a) single node: starting"
 common_config "$WORK/single.yaml" "$WORK/single-data" 127.0.0.1:0
 start_node single "$WORK/single.yaml"
 SPID="${PIDS[-1]}"
 if wait_ready single "$SPID"; then
-	if bench single "$(head -n1 "$WORK/single.ready")" "$SPID"; then
-		row "(a) imago, 1 node, no cluster" single "$SPID" ""
-		SINGLE_RATE="$(jq -r .msgs_per_sec "$WORK/single.json")"
-	fi
+	SINGLE_URL="$(head -n1 "$WORK/single.ready")"
+	SINGLE_OK=1
 else
 	log "(a) $START_ERROR"
 	ROWS+=("(a) imago, 1 node: did not start: $START_ERROR")
 fi
-stop_all
 
 # (b) three nodes with the cluster block, measured through the leader.
-CLUSTER_RATE=""
-log "(b) three-node cluster"
+log "(b) three-node cluster: starting"
 mapfile -t P < <(free_ports 6)
 for i in 1 2 3; do
 	common_config "$WORK/node$i.yaml" "$WORK/node$i-data" "127.0.0.1:${P[$((i - 1))]}"
@@ -214,8 +235,11 @@ for i in 1 2 3; do
 		echo "  forward: proxy"
 	} >>"$WORK/node$i.yaml"
 done
-for i in 1 2 3; do start_node "node$i" "$WORK/node$i.yaml" --bootstrap-cluster; done
-NPIDS=("${PIDS[@]}")
+NPIDS=()
+for i in 1 2 3; do
+	start_node "node$i" "$WORK/node$i.yaml" --bootstrap-cluster
+	NPIDS+=("${PIDS[-1]}")
+done
 CLUSTER_OK=1
 for i in 1 2 3; do
 	if ! wait_ready "node$i" "${NPIDS[$((i - 1))]}"; then
@@ -255,15 +279,51 @@ if ((CLUSTER_OK)); then
 	FOLLOWER=$((LEADER % 3 + 1))
 	FPID="${NPIDS[$((FOLLOWER - 1))]}"
 	log "(b) leader node$LEADER at $LEADER_HTTP, follower shown: node$FOLLOWER"
-	if bench cluster "http://$LEADER_HTTP" "${NPIDS[@]}"; then
-		row "(b) imago, 3 nodes, via leader" cluster "$LPID" "$FPID"
-		CLUSTER_RATE="$(jq -r .msgs_per_sec "$WORK/cluster.json")"
-	else
-		ROWS+=("(b) imago, 3 nodes: the bench failed: $(tail -n 2 "$WORK/cluster.bench.log" | tr '\n' ' ')")
-	fi
 else
 	log "(b) $START_ERROR"
 	ROWS+=("(b) imago, 3 nodes: DID NOT START: $START_ERROR")
+fi
+
+# The rounds: a, b, a, b, ...
+SROUNDS=()
+CROUNDS=()
+RATIOS=()
+for ((r = 1; r <= ROUNDS; r++)); do
+	s="" c=""
+	if ((SINGLE_OK)); then
+		log "round $r/$ROUNDS: (a) single node"
+		if bench "single$r" "$SINGLE_URL" "$SPID"; then
+			SROUNDS+=("single$r")
+			s="$(jq -r .msgs_per_sec "$WORK/single$r.json")"
+		fi
+	fi
+	if ((CLUSTER_OK)); then
+		log "round $r/$ROUNDS: (b) three-node cluster"
+		if bench "cluster$r" "http://$LEADER_HTTP" "${NPIDS[@]}"; then
+			CROUNDS+=("cluster$r")
+			c="$(jq -r .msgs_per_sec "$WORK/cluster$r.json")"
+		fi
+	fi
+	if [[ -n "$s" && -n "$c" ]]; then
+		RATIOS+=("$(awk -v a="$c" -v b="$s" 'BEGIN {printf "%.2f", a / b}')")
+		log "round $r: single $(printf '%.0f' "$s")/s, cluster $(printf '%.0f' "$c")/s, ratio ${RATIOS[-1]}"
+	fi
+done
+SINGLE_RATE=""
+CLUSTER_RATE=""
+if ((${#SROUNDS[@]} > 0)); then
+	agg single "${SROUNDS[@]}"
+	row "(a) imago, 1 node, no cluster" single "$SPID" ""
+	SINGLE_RATE="$(jq -r .msgs_per_sec "$WORK/single.json")"
+elif ((SINGLE_OK)); then
+	ROWS+=("(a) imago, 1 node: the bench failed: $(tail -n 2 "$WORK/single1.bench.log" | tr '\n' ' ')")
+fi
+if ((${#CROUNDS[@]} > 0)); then
+	agg cluster "${CROUNDS[@]}"
+	row "(b) imago, 3 nodes, via leader" cluster "$LPID" "$FPID"
+	CLUSTER_RATE="$(jq -r .msgs_per_sec "$WORK/cluster.json")"
+elif ((CLUSTER_OK)); then
+	ROWS+=("(b) imago, 3 nodes: the bench failed: $(tail -n 2 "$WORK/cluster1.bench.log" | tr '\n' ' ')")
 fi
 stop_all
 
@@ -295,11 +355,22 @@ ratio() { # $1 / $2 with a verdict against the target $3
 	fi
 }
 
+# median_ratio TARGET: the median of the rounds' cluster/single ratios, each round's listed.
+median_ratio() {
+	if ((${#RATIOS[@]} == 0)); then
+		echo "n/a (a figure is missing)"
+		return
+	fi
+	printf '%s\n' "${RATIOS[@]}" | sort -n | awk -v t="$1" -v all="${RATIOS[*]}" '{v[NR] = $1}
+		END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+		printf "%.2f, median of %d rounds (%s) (target >= %s: %s)", m, NR, all, t, (m >= t ? "met" : "NOT met")}'
+}
+
 cat <<EOF
 
 Durable produce, ${SIZE} B messages, ${INFLIGHT} in flight (imago: ${INFLIGHT} connections x 1 request, batch 1;
 NATS: ${INFLIGHT} publishers on one connection, each awaiting its ack), 1s warm-up then $D each, fsync per
-write everywhere; $CORES cores, load average before the run $LOAD_BEFORE.
+write everywhere; (a) and (b) measured in turn, $ROUNDS rounds each; $CORES cores, load average before the run $LOAD_BEFORE.
 CPU = utime+stime of the server processes over the measured run per acknowledged message (µs);
 "cores" = server CPU seconds / run seconds; "cap/s" = msgs/s the servers could carry on all
 $CORES cores at that CPU cost (the bench client's CPU, shown last, competes for the same cores).
@@ -309,6 +380,6 @@ EOF
 printf '%s\n' "${ROWS[@]}"
 cat <<EOF
 
-cluster / single   = $(ratio "$CLUSTER_RATE" "$SINGLE_RATE" 0.5)
+cluster / single   = $(median_ratio 0.5)
 cluster / NATS R3  = $(ratio "$CLUSTER_RATE" "$NATS_RATE" 3)
 EOF
