@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/client"
+	"github.com/imagomq/imago/internal/config"
 	"github.com/imagomq/imago/internal/testenv"
 	"github.com/imagomq/imago/migrations"
 	"github.com/imagomq/imago/outbox"
@@ -194,5 +195,28 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A source's relay tuning in the configuration reaches the relay's options; absent keys leave
+// the relay's defaults.
+func TestOutboxOptionsCarryTheSourcesTuning(t *testing.T) {
+	cfg := config.Default()
+	cfg.Resources = map[string]config.Resource{"ledger": {Driver: "postgres", DSN: "postgres://x@127.0.0.1/test"}}
+	got, err := outboxOptions(cfg, config.OutboxSource{Name: "orders", Resource: "ledger", Table: "imago.outbox",
+		Mode: "mark", BatchSize: 250, MinPoll: 3 * time.Millisecond, MaxPoll: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "orders" || got.Dialect != "postgres" || got.Table != "imago.outbox" || got.Mode != outbox.ModeMark ||
+		got.BatchSize != 250 || got.MinPoll != 3*time.Millisecond || got.MaxPoll != 2*time.Second {
+		t.Fatalf("options %+v", got)
+	}
+	got, err = outboxOptions(cfg, config.OutboxSource{Name: "orders", Resource: "ledger", Table: "imago.outbox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.BatchSize != 0 || got.MinPoll != 0 || got.MaxPoll != 0 {
+		t.Fatalf("absent keys set %+v (the relay's defaults apply to zero)", got)
 	}
 }

@@ -69,7 +69,8 @@ func outboxOptions(cfg config.Config, src config.OutboxSource) (outbox.Options, 
 		return outbox.Options{}, fmt.Errorf("outbox source %s: resource %q is not in resources", src.Name, src.Resource)
 	}
 	// outbox.Options accepts every driver name of migrations.Dialect.
-	return outbox.Options{Name: src.Name, Dialect: res.Driver, DSN: res.DSN, Table: src.Table, Mode: outbox.Mode(src.Mode)}, nil
+	return outbox.Options{Name: src.Name, Dialect: res.Driver, DSN: res.DSN, Table: src.Table, Mode: outbox.Mode(src.Mode),
+		BatchSize: src.BatchSize, MinPoll: src.MinPoll, MaxPoll: src.MaxPoll}, nil
 }
 
 // outboxStatus is what the gateway reports at GET /v1/outbox/sources.

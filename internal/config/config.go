@@ -180,6 +180,15 @@ type OutboxSource struct {
 	// Mode is what the relay does with a published row: delete (the default) or mark (set
 	// relayed_at and keep it; the operator purges marked rows).
 	Mode string `yaml:"mode"`
+	// BatchSize caps the rows of one batch (0: the relay's default, 1000).
+	BatchSize int `yaml:"batch_size"`
+	// MinPoll is the shortest interval between two reads of the table while rows keep coming:
+	// a row committed into a steady stream waits up to this long for its read; shorter means
+	// lower latency and more reads (0: the relay's default, 10ms).
+	MinPoll time.Duration `yaml:"min_poll"`
+	// MaxPoll is the poll interval of an idle relay, and so the delay of the first row after a
+	// quiet period (0: the relay's default, 200ms).
+	MaxPoll time.Duration `yaml:"max_poll"`
 }
 
 // Auth holds the bearer tokens.

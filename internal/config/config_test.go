@@ -52,7 +52,7 @@ operations:
     sql: "UPDATE wallets SET balance = balance - :amount WHERE id = :account AND balance >= :amount"
     expect_rows: 1
 outbox:
-  - {name: orders, resource: ledger, table: imago_outbox}
+  - {name: orders, resource: ledger, table: imago_outbox, batch_size: 500, min_poll: 5ms, max_poll: 1s}
 auth:
   tokens:
     - {name: payments, token_env: IMAGO_TOKEN_PAYMENTS, produce: ["settlement.*"], consume: [], admin: false}
@@ -90,6 +90,8 @@ max_body_bytes: 4MiB
 				}
 				if c.Resources["wallet"].Driver != "mysql" || c.Operations["wallet.debit"].ExpectRows != 1 || len(c.Outbox) != 1 {
 					t.Errorf("resources/operations/outbox: %+v %+v %+v", c.Resources, c.Operations, c.Outbox)
+				} else if o := c.Outbox[0]; o.BatchSize != 500 || o.MinPoll != 5*time.Millisecond || o.MaxPoll != time.Second {
+					t.Errorf("outbox relay tuning: %+v", o)
 				}
 				if len(c.Auth.Tokens) != 1 || c.Auth.Tokens[0].Token != "s3cret" || c.Auth.Tokens[0].Produce[0] != "settlement.*" {
 					t.Errorf("tokens: %#v", c.Auth.Tokens)
@@ -218,6 +220,15 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
+// outboxWith sets one outbox source with src's relay tuning on a valid resource.
+func outboxWith(src OutboxSource) func(c *Config) {
+	return func(c *Config) {
+		c.Resources = map[string]Resource{"db": {Driver: "postgres", DSN: "postgres://x"}}
+		src.Name, src.Resource, src.Table = "o", "db", "t"
+		c.Outbox = []OutboxSource{src}
+	}
+}
+
 func TestValidate(t *testing.T) {
 	withTokens := func(c *Config) {
 		c.Auth.Tokens = []Token{{Name: "ops", Token: "t0k3n", Admin: true}}
@@ -260,6 +271,16 @@ func TestValidate(t *testing.T) {
 			c.Resources = map[string]Resource{"db": {Driver: "postgres", DSN: "postgres://x"}}
 			c.Outbox = []OutboxSource{{Name: "o", Resource: "db", Table: "t", Mode: "shred"}}
 		}, wantErr: []string{`mode "shred"`}},
+		{name: "outbox relay tuning", mutate: outboxWith(OutboxSource{BatchSize: 200, MinPoll: 2 * time.Millisecond, MaxPoll: time.Second})},
+		{name: "outbox min_poll alone", mutate: outboxWith(OutboxSource{MinPoll: 50 * time.Millisecond})},
+		{name: "outbox batch_size negative", mutate: outboxWith(OutboxSource{BatchSize: -1}), wantErr: []string{"batch_size -1"}},
+		{name: "outbox min_poll negative", mutate: outboxWith(OutboxSource{MinPoll: -time.Millisecond}), wantErr: []string{"min_poll -1ms"}},
+		{name: "outbox min_poll below 1ms", mutate: outboxWith(OutboxSource{MinPoll: time.Microsecond}), wantErr: []string{"min_poll 1µs: want at least 1ms"}},
+		{name: "outbox max_poll beyond the session timeout", mutate: outboxWith(OutboxSource{MaxPoll: 10 * time.Second}), wantErr: []string{"max_poll 10s: want at most 7.5s"}},
+		{name: "outbox min_poll above max_poll", mutate: outboxWith(OutboxSource{MinPoll: time.Second, MaxPoll: 500 * time.Millisecond}),
+			wantErr: []string{"min_poll 1s exceeds max_poll 500ms"}},
+		{name: "outbox min_poll above the default max_poll", mutate: outboxWith(OutboxSource{MinPoll: time.Second}),
+			wantErr: []string{"min_poll 1s exceeds max_poll 200ms"}},
 		{name: "decision log in a postgres resource", mutate: func(c *Config) {
 			c.Resources = map[string]Resource{"ledger": {Driver: "postgres", DSN: "postgres://x"}}
 			c.Coordinator.DecisionLog = "ledger"
