@@ -61,6 +61,35 @@ func (g *syncGate) waitEntered(t *testing.T, what string) {
 	}
 }
 
+// startGated starts a cluster whose logs' syncs can be held (gates, by node id), waits for a
+// leader, has every node apply a first entry ("warm"), and opens every gate at the end.
+func startGated(t *testing.T) (*testCluster, map[uint64]*syncGate, *Node) {
+	t.Helper()
+	gates := map[uint64]*syncGate{}
+	c := startChanCluster(t, func(c *testCluster) {
+		// Held syncs stop a node's loop; ticks long enough that CheckQuorum never sees that as
+		// a lost quorum (the election timeout is 10 ticks).
+		c.tick = 50 * time.Millisecond
+		c.onLog = func(id uint64, l *MemLog) {
+			gates[id] = newSyncGate()
+			l.FailSync = gates[id].sync
+		}
+	})
+	t.Cleanup(func() {
+		for _, g := range gates {
+			g.open()
+		}
+	})
+	l := c.leader(t, 0)
+	if err := l.Propose(context.Background(), []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	// Caught up: a follower still being probed would get the next entries only from the
+	// leader's next Ready, which a held sync delays.
+	c.caughtUp(t, l.cfg.ID, "warm")
+	return c, gates, l
+}
+
 // caughtUp waits until every node but the leader lid has applied an entry whose data is last
 // as its last, and returns those nodes.
 func (c *testCluster) caughtUp(t *testing.T, lid uint64, last string) []uint64 {
@@ -83,32 +112,16 @@ func (c *testCluster) caughtUp(t *testing.T, lid uint64, last string) []uint64 {
 // applied (and its writer answered) during that sync, not after it; an entry the followers
 // hold but the leader has not synced yet is not applied until the leader's sync ends.
 func TestLeaderAppliesWhileSyncingTheNextRound(t *testing.T) {
-	gates := map[uint64]*syncGate{}
-	c := startChanCluster(t, func(c *testCluster) {
-		// Held syncs stop a follower's loop; ticks long enough that CheckQuorum never sees
-		// that as a lost quorum (the election timeout is 10 ticks).
-		c.tick = 50 * time.Millisecond
-		c.onLog = func(id uint64, l *MemLog) {
-			gates[id] = newSyncGate()
-			l.FailSync = gates[id].sync
-		}
-	})
-	l := c.leader(t, 0)
+	c, gates, l := startGated(t)
 	lid := l.cfg.ID
 	ctx := context.Background()
-	if err := l.Propose(ctx, []byte("warm")); err != nil {
-		t.Fatal(err)
-	}
-	// Caught up first, so that the next sync each follower holds is A's.
-	followers := c.caughtUp(t, lid, "warm")
-	for _, id := range followers {
-		gates[id].shut()
-	}
-	t.Cleanup(func() {
-		for _, g := range gates {
-			g.open()
+	var followers []uint64
+	for id := range c.nodes {
+		if id != lid {
+			followers = append(followers, id)
+			gates[id].shut() // the next sync each follower holds is A's
 		}
-	})
+	}
 
 	errA := make(chan error, 1)
 	go func() { errA <- l.Propose(ctx, []byte("A")) }()
@@ -180,20 +193,8 @@ func TestLeaderAppliesWhileSyncingTheNextRound(t *testing.T) {
 // A group proposed while the leader syncs a round is taken by raft at once (ProposeGroup
 // returns) and goes into the next round, after the round's own entries.
 func TestLeaderTakesProposalsWhileSyncing(t *testing.T) {
-	gates := map[uint64]*syncGate{}
-	c := startChanCluster(t, func(c *testCluster) {
-		c.tick = 50 * time.Millisecond
-		c.onLog = func(id uint64, l *MemLog) {
-			gates[id] = newSyncGate()
-			l.FailSync = gates[id].sync
-		}
-	})
-	l := c.leader(t, 0)
+	c, gates, l := startGated(t)
 	lid := l.cfg.ID
-	if err := l.Propose(context.Background(), []byte("warm")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gates[lid].open)
 	term := l.Status().Term
 
 	gates[lid].shut()
@@ -245,22 +246,8 @@ func TestLeaderTakesProposalsWhileSyncing(t *testing.T) {
 // A leader whose fsync fails while its loop goes on stepping stops: the entry it was syncing
 // is never applied there, its writer learns the outcome is unknown, and the others go on.
 func TestLeaderStopsWhenTheOverlappedSyncFails(t *testing.T) {
-	gates := map[uint64]*syncGate{}
-	c := startChanCluster(t, func(c *testCluster) {
-		c.tick = 50 * time.Millisecond
-		c.onLog = func(id uint64, l *MemLog) {
-			gates[id] = newSyncGate()
-			l.FailSync = gates[id].sync
-		}
-	})
-	l := c.leader(t, 0)
+	c, gates, l := startGated(t)
 	lid := l.cfg.ID
-	if err := l.Propose(context.Background(), []byte("warm")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gates[lid].open)
-	// Caught up first: a follower still being probed gets B only from the next Ready.
-	c.caughtUp(t, lid, "warm")
 	gates[lid].shut()
 	chB, err := l.ProposeGroup(l.Status().Term, [][]byte{[]byte("B")})
 	if err != nil {
