@@ -167,7 +167,7 @@ func (s *Storage) Save(hs *pb.HardState, ents []*pb.Entry) error {
 
 // appendEntries writes ents to the log: readable at once, durable after syncEntries. Save is
 // appendEntries, syncEntries and saveState in that order; a leader's loop runs the sync on a
-// goroutine of its own meanwhile (node.go, saveOverlapped).
+// goroutine of its own meanwhile (overlap.go, saveOverlapped).
 func (s *Storage) appendEntries(ents []*pb.Entry) error {
 	if len(ents) == 0 {
 		return nil
