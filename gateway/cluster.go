@@ -333,32 +333,7 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) error {
 		return newError(http.StatusNotFound, api.CodeNotFound,
 			"this server is not a cluster member: its configuration has no cluster block (docs/cluster.md)")
 	}
-	return writeJSON(w, http.StatusOK, clusterStatus(s.cluster.Status()))
-}
-
-// clusterStatus is st as the API answers it.
-func clusterStatus(st replica.Status) api.ClusterStatus {
-	out := api.ClusterStatus{
-		ClusterID:         st.ClusterID,
-		NodeID:            st.NodeID,
-		LeaderID:          st.LeaderID,
-		Role:              st.Role,
-		Term:              st.Term,
-		CommitIndex:       st.CommitIndex,
-		AppliedIndex:      st.AppliedIndex,
-		LeaderCommitIndex: st.LeaderCommitIndex,
-		FirstIndex:        st.FirstIndex,
-		Serving:           st.Serving,
-		Nodes:             make([]api.ClusterNode, 0, len(st.Nodes)),
-		Error:             st.Error,
-	}
-	for _, n := range st.Nodes {
-		out.Nodes = append(out.Nodes, api.ClusterNode{
-			ID: n.ID, HTTPAddr: n.HTTPAddr, RaftAddr: n.RaftAddr, Role: n.Role,
-			Reachable: n.Reachable, MatchIndex: n.MatchIndex, LagEntries: n.LagEntries,
-		})
-	}
-	return out
+	return writeJSON(w, http.StatusOK, s.cluster.Status())
 }
 
 // clusterReady is /readyz's cluster check: the member runs and knows a leader.

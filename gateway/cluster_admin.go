@@ -71,7 +71,7 @@ func (s *Server) handleAddMember(w http.ResponseWriter, r *http.Request) error {
 	if err := a.AddMember(ctx, replica.Peer{ID: *req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr}); err != nil {
 		return membershipError(err)
 	}
-	return writeJSON(w, http.StatusCreated, clusterStatus(s.cluster.Status()))
+	return writeJSON(w, http.StatusCreated, s.cluster.Status())
 }
 
 // handleRemoveMember removes a node; its id is never accepted again.
@@ -89,7 +89,7 @@ func (s *Server) handleRemoveMember(w http.ResponseWriter, r *http.Request) erro
 	if err := a.RemoveMember(ctx, id); err != nil {
 		return membershipError(err)
 	}
-	return writeJSON(w, http.StatusOK, clusterStatus(s.cluster.Status()))
+	return writeJSON(w, http.StatusOK, s.cluster.Status())
 }
 
 // leaderRequest is the POST /v1/cluster/leader body.
@@ -120,7 +120,7 @@ func (s *Server) handleTransferLeader(w http.ResponseWriter, r *http.Request) er
 	if err := a.TransferLeadership(ctx, *req.ID); err != nil {
 		return membershipError(err)
 	}
-	return writeJSON(w, http.StatusOK, clusterStatus(s.cluster.Status()))
+	return writeJSON(w, http.StatusOK, s.cluster.Status())
 }
 
 // membershipError maps the replica package's membership errors to answers.

@@ -9,6 +9,8 @@ package replica
 
 import (
 	"time"
+
+	"github.com/imagomq/imago/api"
 )
 
 // Peer is one voting member as configured: its never-reused id and its two addresses.
@@ -41,35 +43,9 @@ type Config struct {
 	HTTPAddr string
 }
 
-// Status is a member's view of the cluster, as GET /v1/cluster answers it.
-type Status struct {
-	ClusterID    string `json:"cluster_id"`
-	NodeID       uint64 `json:"node_id"`
-	LeaderID     uint64 `json:"leader_id"` // 0: no leader known
-	Role         string `json:"role"`      // leader, follower, candidate, pre-candidate
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commit_index"`
-	AppliedIndex uint64 `json:"applied_index"`
-	// LeaderCommitIndex is the highest commit index a leader told this node (its own on the
-	// leader); CommitIndex never passes the node's own log.
-	LeaderCommitIndex uint64 `json:"leader_commit_index"`
-	// FirstIndex is the first raft index this node's log still holds (compaction removed the
-	// ones before it; 1 when nothing was compacted).
-	FirstIndex uint64       `json:"first_index"`
-	Serving    bool         `json:"serving"` // leader that accepts writes (applied an entry of its term)
-	Nodes      []NodeStatus `json:"nodes"`
-	Error      string       `json:"error,omitempty"` // why the node stopped, if it did
-}
+// Status is a member's view of the cluster: exactly what GET /v1/cluster answers, so the wire
+// type is used as it is.
+type Status = api.ClusterStatus
 
-// NodeStatus is one member as seen from the node answering. MatchIndex and LagEntries are known
-// on the leader only (zero elsewhere); Reachable is the transport's view of its peer link
-// (always true for the node itself).
-type NodeStatus struct {
-	ID         uint64 `json:"id"`
-	HTTPAddr   string `json:"http_addr"`
-	RaftAddr   string `json:"raft_addr"`
-	Role       string `json:"role"` // leader, follower, learner
-	Reachable  bool   `json:"reachable"`
-	MatchIndex uint64 `json:"match_index"`
-	LagEntries uint64 `json:"lag_entries"`
-}
+// NodeStatus is one member as seen from the node answering (api.ClusterNode).
+type NodeStatus = api.ClusterNode
