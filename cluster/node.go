@@ -170,9 +170,6 @@ type Node struct {
 	// commit index on a follower never passes the follower's log, so it cannot show a
 	// follower that is far behind.
 	leaderCommit uint64
-	// written holds, on a leader, the entries of its term that its rounds wrote and synced
-	// and that are not applied yet, in index order (saveOverlapped applies them from here).
-	written []*pb.Entry
 
 	// Linearizable reads (ReadBarrier): one raft ReadIndex round per batch of waiting readers,
 	// keyed by its request context; once raft confirms the index, the readers wait in
@@ -187,6 +184,10 @@ type Node struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// maxCommittedSize bounds the data of the committed entries applied in one go (a Ready's, or
+// what saveOverlapped applies at once).
+const maxCommittedSize = 8 << 20
 
 // NewNode creates a node from its storage; it does not run until Start. A new directory is
 // bootstrapped with cfg.Peers.
@@ -235,7 +236,7 @@ func NewNode(cfg Config) (*Node, error) {
 		Storage:                   cfg.Storage,
 		Applied:                   cfg.Applied,
 		MaxSizePerMsg:             1 << 20,
-		MaxCommittedSizePerReady:  8 << 20,
+		MaxCommittedSizePerReady:  maxCommittedSize,
 		MaxUncommittedEntriesSize: 64 << 20,
 		MaxInflightMsgs:           256,
 		CheckQuorum:               true,
@@ -655,10 +656,7 @@ func (n *Node) handleReady() error {
 	if rd.HardState != nil {
 		n.hsTerm, n.hsVote = rd.HardState.GetTerm(), rd.HardState.GetVote()
 	}
-	if early {
-		n.keepWritten(rd.Entries)
-	} else {
-		n.written = nil
+	if !early {
 		n.cfg.Sender.Send(rd.Messages)
 	}
 	for _, e := range rd.CommittedEntries[applied:] {
@@ -666,7 +664,6 @@ func (n *Node) handleReady() error {
 			return err
 		}
 	}
-	n.dropApplied()
 	n.finishReads(rd.ReadStates)
 	n.rn.Advance(rd)
 	if !overlapped { // saveOverlapped counted the entries proposed while it synced

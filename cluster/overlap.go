@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"fmt"
+
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
@@ -17,10 +19,12 @@ import (
 // answered), without waiting for the Ready that will carry them; that Ready skips them.
 //
 // What this may apply is bounded three ways: only while the node is still the leader of the
-// term it wrote them in (a leader never overwrites its own entries, and its commit index only
-// moves on a quorum's acknowledgements of them); only up to the last index synced before the
-// round (an entry is applied only once it is durable on this node, as everywhere else); and only
-// normal entries (a membership change waits for its Ready, where raft learns it is applied).
+// term the round began in (a leader's log holds every committed entry and is never cut while
+// it leads, and its commit index only moves on a quorum's acknowledgements, so the entries it
+// reads back up to that index are the committed ones); only up to the last index synced
+// before the round (an entry is applied only once it is durable on this node, as everywhere
+// else); and only normal entries (a membership change waits for its Ready, where raft learns
+// it is applied).
 //
 // Groups of proposals (ProposeGroup, the produce path) are taken during the sync too: raft
 // appends them after the round's entries and the next Ready carries them, so a write that
@@ -63,27 +67,31 @@ func (n *Node) saveOverlapped(rd *raft.Ready, durable uint64) error {
 	}
 }
 
-// applyCommitted applies, in order, the entries raft now counts as committed that this node
-// wrote as the leader of term and synced (index at most durable).
+// applyCommitted applies, in order, the entries raft now counts as committed that this node,
+// still the leader of term, has synced (index at most durable). They are read back from the
+// log, as raft reads committed entries for a Ready: a leader's log holds every committed entry.
 func (n *Node) applyCommitted(term, durable uint64) error {
 	st := n.rn.BasicStatus()
 	if st.RaftState != raft.StateLeader || st.HardState.GetTerm() != term {
 		return nil
 	}
-	upto := min(st.HardState.GetCommit(), durable)
 	moved := false
-	for n.applied < upto {
-		e := n.writtenAt(n.applied + 1)
-		if e == nil || e.GetType() != pb.EntryNormal {
-			break
+	if upto := min(st.HardState.GetCommit(), durable); n.applied < upto {
+		ents, err := n.cfg.Storage.Entries(n.applied+1, upto+1, maxCommittedSize)
+		if err != nil {
+			return fmt.Errorf("read committed entries %d-%d: %w", n.applied+1, upto, err)
 		}
-		if err := n.apply(e); err != nil {
-			return err
+		for _, e := range ents {
+			if e.GetType() != pb.EntryNormal {
+				break
+			}
+			if err := n.apply(e); err != nil {
+				return err
+			}
+			moved = true
 		}
-		moved = true
 	}
 	if moved {
-		n.dropApplied()
 		n.finishReads(nil)
 	}
 	// The status shows the commit index as it moves (only this goroutine writes n.status).
@@ -91,53 +99,4 @@ func (n *Node) applyCommitted(term, durable uint64) error {
 		n.publish(nil)
 	}
 	return nil
-}
-
-// maxWritten bounds written: past it (a leader whose followers stopped acknowledging), entries
-// are applied only from their Ready.
-const maxWritten = 4096
-
-// keepWritten adds a leader's synced entries to written. It keeps written consecutive: entries
-// that do not follow its last replace it.
-func (n *Node) keepWritten(ents []*pb.Entry) {
-	if len(ents) == 0 {
-		return
-	}
-	if k := len(n.written); k > 0 && n.written[k-1].GetIndex()+1 != ents[0].GetIndex() {
-		n.written = nil
-	}
-	if len(n.written)+len(ents) > maxWritten {
-		n.written = nil
-		return
-	}
-	n.written = append(n.written, ents...)
-}
-
-// writtenAt is the written entry at index i, or nil.
-func (n *Node) writtenAt(i uint64) *pb.Entry {
-	if len(n.written) == 0 {
-		return nil
-	}
-	first := n.written[0].GetIndex()
-	if i < first || i-first >= uint64(len(n.written)) {
-		return nil
-	}
-	return n.written[i-first]
-}
-
-// dropApplied removes the applied entries from written.
-func (n *Node) dropApplied() {
-	k := 0
-	for k < len(n.written) && n.written[k].GetIndex() <= n.applied {
-		k++
-	}
-	if k == 0 {
-		return
-	}
-	if k == len(n.written) {
-		n.written = n.written[:0]
-		return
-	}
-	clear(n.written[:k])
-	n.written = n.written[k:]
 }
