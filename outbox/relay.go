@@ -77,6 +77,12 @@ type Options struct {
 	Metrics *Metrics
 }
 
+// Check reports what starting a relay with o would refuse (a missing name, an unknown dialect,
+// a bad table or mode, poll intervals that do not fit together or with the session timeout),
+// without connecting to anything: imago serve checks its configured sources with it at start,
+// on every node, before any relay runs.
+func (o Options) Check() error { return o.defaults() }
+
 func (o *Options) defaults() error {
 	if o.Name == "" {
 		return errors.New("outbox: a relay needs a source name")

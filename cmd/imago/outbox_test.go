@@ -220,3 +220,42 @@ func TestOutboxOptionsCarryTheSourcesTuning(t *testing.T) {
 		t.Fatalf("absent keys set %+v (the relay's defaults apply to zero)", got)
 	}
 }
+
+// imago serve refuses, at start and on every node, a source whose relay would refuse to
+// start: poll intervals that do not fit together or with the relay's session timeout.
+func TestOutboxSourcesCheckedAtStart(t *testing.T) {
+	cfg := config.Default()
+	cfg.Resources = map[string]config.Resource{"ledger": {Driver: "postgres", DSN: "postgres://x@127.0.0.1/test"}}
+	for _, tt := range []struct {
+		name    string
+		src     config.OutboxSource
+		wantErr string // "" means accepted
+	}{
+		{name: "defaults", src: config.OutboxSource{}},
+		{name: "tuned", src: config.OutboxSource{BatchSize: 200, MinPoll: 2 * time.Millisecond, MaxPoll: time.Second}},
+		{name: "min_poll above max_poll", src: config.OutboxSource{MinPoll: time.Second, MaxPoll: 500 * time.Millisecond},
+			wantErr: "min poll 1s exceeds max poll 500ms"},
+		{name: "min_poll above the default max_poll", src: config.OutboxSource{MinPoll: time.Second},
+			wantErr: "min poll 1s exceeds max poll 200ms"},
+		{name: "max_poll beyond the session timeout", src: config.OutboxSource{MaxPoll: 10 * time.Second},
+			wantErr: "twice max poll (10s)"},
+		{name: "resource missing is config's to report", src: config.OutboxSource{Resource: "nope"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := cfg
+			src := tt.src
+			src.Name, src.Table = "orders", "imago.outbox"
+			if src.Resource == "" {
+				src.Resource = "ledger"
+			}
+			c.Outbox = []config.OutboxSource{src}
+			err := checkOutboxSources(c)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -115,7 +115,7 @@ func loadServeConfig(cmd *cobra.Command, f serveFlags) (config.Config, *xa.Opera
 	}
 	cfg.Cluster.Bootstrap, cfg.Cluster.Join = f.bootstrap, f.join
 	ops, opsErr := compileOperations(cfg)
-	if err := errors.Join(cfg.Validate(), opsErr); err != nil {
+	if err := errors.Join(cfg.Validate(), opsErr, checkOutboxSources(cfg)); err != nil {
 		return cfg, nil, &usageError{fmt.Errorf("refusing to start, the configuration is not valid:\n  %s",
 			strings.ReplaceAll(err.Error(), "\n", "\n  "))}
 	}

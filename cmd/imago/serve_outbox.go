@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/imagomq/imago/gateway"
@@ -60,6 +61,24 @@ func (s *server) openOutbox(ctx context.Context) error {
 		s.logger.Info("outbox relay started", "source", src.Name, "resource", src.Resource, "table", opts.Table)
 	}
 	return nil
+}
+
+// checkOutboxSources checks each configured source as its relay would at start
+// (outbox.Options.Check), so that a node refuses a source it would only run after a failover.
+// A source whose resource is missing is left to config.Validate, which names it.
+func checkOutboxSources(cfg config.Config) error {
+	var errs []error
+	for _, src := range cfg.Outbox {
+		if _, ok := cfg.Resources[src.Resource]; !ok {
+			continue
+		}
+		opts, err := outboxOptions(cfg, src)
+		if err == nil {
+			err = opts.Check()
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // outboxOptions maps one configured source (and its resource) to relay options.

@@ -276,11 +276,6 @@ func TestValidate(t *testing.T) {
 		{name: "outbox batch_size negative", mutate: outboxWith(OutboxSource{BatchSize: -1}), wantErr: []string{"batch_size -1"}},
 		{name: "outbox min_poll negative", mutate: outboxWith(OutboxSource{MinPoll: -time.Millisecond}), wantErr: []string{"min_poll -1ms"}},
 		{name: "outbox min_poll below 1ms", mutate: outboxWith(OutboxSource{MinPoll: time.Microsecond}), wantErr: []string{"min_poll 1µs: want at least 1ms"}},
-		{name: "outbox max_poll beyond the session timeout", mutate: outboxWith(OutboxSource{MaxPoll: 10 * time.Second}), wantErr: []string{"max_poll 10s: want at most 7.5s"}},
-		{name: "outbox min_poll above max_poll", mutate: outboxWith(OutboxSource{MinPoll: time.Second, MaxPoll: 500 * time.Millisecond}),
-			wantErr: []string{"min_poll 1s exceeds max_poll 500ms"}},
-		{name: "outbox min_poll above the default max_poll", mutate: outboxWith(OutboxSource{MinPoll: time.Second}),
-			wantErr: []string{"min_poll 1s exceeds max_poll 200ms"}},
 		{name: "decision log in a postgres resource", mutate: func(c *Config) {
 			c.Resources = map[string]Resource{"ledger": {Driver: "postgres", DSN: "postgres://x"}}
 			c.Coordinator.DecisionLog = "ledger"

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,13 +18,6 @@ import (
 // important rule: with no auth.tokens, every listen address must be loopback (127.0.0.0/8, ::1
 // or localhost), because without tokens anyone who reaches the port may produce and consume.
 // An address with an empty host (":8080") listens on every interface and is refused too.
-// The outbox relay's poll bounds (outbox.Options): max_poll at most half its session timeout
-// (outbox.DefaultSessionTimeout, 15s), and its default.
-const (
-	maxOutboxPoll        = 7500 * time.Millisecond
-	defaultOutboxMaxPoll = 200 * time.Millisecond
-)
-
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -112,15 +104,13 @@ func (c Config) Validate() error {
 		if o.BatchSize < 0 {
 			add("outbox[%d] (%s): batch_size %d: want 1 or more (0 or absent: 1000)", i, o.Name, o.BatchSize)
 		}
+		// How min_poll and max_poll fit together and with the relay's session timeout is the
+		// relay's own rule (outbox.Options.Check, which imago serve runs at start).
 		switch {
 		case o.MinPoll < 0 || o.MaxPoll < 0:
 			add("outbox[%d] (%s): min_poll %s, max_poll %s: want positive durations (0 or absent: 10ms and 200ms)", i, o.Name, o.MinPoll, o.MaxPoll)
 		case o.MinPoll > 0 && o.MinPoll < time.Millisecond:
 			add("outbox[%d] (%s): min_poll %s: want at least 1ms (each poll is a read of the table)", i, o.Name, o.MinPoll)
-		case o.MaxPoll > maxOutboxPoll:
-			add("outbox[%d] (%s): max_poll %s: want at most %s (half the relay's 15s session timeout: its lock must outlive an idle poll)", i, o.Name, o.MaxPoll, maxOutboxPoll)
-		case o.MinPoll > cmp.Or(o.MaxPoll, defaultOutboxMaxPoll):
-			add("outbox[%d] (%s): min_poll %s exceeds max_poll %s", i, o.Name, o.MinPoll, cmp.Or(o.MaxPoll, defaultOutboxMaxPoll))
 		}
 	}
 	errs = append(errs, c.validateTokens()...)
