@@ -35,7 +35,7 @@ type Options struct {
 	Table string
 	// Mode: delete (default) or mark.
 	Mode Mode
-	// BatchSize caps rows per batch. Default 1000.
+	// BatchSize caps rows per batch. Default 1000; at most MaxMySQLBatchSize on MySQL.
 	BatchSize int
 	// BatchBytes caps payload bytes per batch (a single larger row is still sent). Default 4 MiB.
 	BatchBytes int
@@ -111,6 +111,9 @@ func (o *Options) defaults() error {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000
 	}
+	if o.Dialect == MySQL && o.BatchSize > MaxMySQLBatchSize {
+		return fmt.Errorf("outbox: source %s: batch size %d: at most %d on MySQL (a batch's ids are the parameters of one statement)", o.Name, o.BatchSize, MaxMySQLBatchSize)
+	}
 	if o.BatchBytes <= 0 {
 		o.BatchBytes = 4 << 20
 	}
@@ -155,6 +158,10 @@ const (
 	heldPoll = 8 * time.Millisecond
 	heldFor  = time.Second
 )
+
+// MaxMySQLBatchSize is the largest BatchSize of a MySQL source: completing a batch binds each
+// of its ids as a parameter of one statement, and MySQL allows 65535 parameters.
+const MaxMySQLBatchSize = 65535
 
 // DefaultMinPoll is Options.MinPoll's default: a row committed into a steady stream waits up
 // to 10 ms for the relay's next read, and the relay reads and completes at most about 100

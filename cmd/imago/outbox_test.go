@@ -222,10 +222,14 @@ func TestOutboxOptionsCarryTheSourcesTuning(t *testing.T) {
 }
 
 // imago serve refuses, at start and on every node, a source whose relay would refuse to
-// start: poll intervals that do not fit together or with the relay's session timeout.
+// start: poll intervals that do not fit together or with the relay's session timeout, or a
+// MySQL batch with more ids than one statement can bind.
 func TestOutboxSourcesCheckedAtStart(t *testing.T) {
 	cfg := config.Default()
-	cfg.Resources = map[string]config.Resource{"ledger": {Driver: "postgres", DSN: "postgres://x@127.0.0.1/test"}}
+	cfg.Resources = map[string]config.Resource{
+		"ledger": {Driver: "postgres", DSN: "postgres://x@127.0.0.1/test"},
+		"shop":   {Driver: "mysql", DSN: "root@tcp(127.0.0.1:3306)/test"},
+	}
 	for _, tt := range []struct {
 		name    string
 		src     config.OutboxSource
@@ -240,6 +244,10 @@ func TestOutboxSourcesCheckedAtStart(t *testing.T) {
 		{name: "max_poll beyond the session timeout", src: config.OutboxSource{MaxPoll: 10 * time.Second},
 			wantErr: "twice max poll (10s)"},
 		{name: "resource missing is config's to report", src: config.OutboxSource{Resource: "nope"}},
+		{name: "large batch_size on PostgreSQL", src: config.OutboxSource{BatchSize: 100000}},
+		{name: "batch_size beyond MySQL's parameters", src: config.OutboxSource{Resource: "shop", BatchSize: 65536},
+			wantErr: "batch size 65536: at most 65535 on MySQL"},
+		{name: "largest batch_size on MySQL", src: config.OutboxSource{Resource: "shop", BatchSize: 65535}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := cfg
