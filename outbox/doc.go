@@ -121,7 +121,11 @@
 // it below the cursor unpublished; docs/outbox.md says what the operator does.
 //
 // The relay reads MySQL on the same cadence as PostgreSQL: a batch every MinPoll while rows
-// keep coming (at once after a full one), doubling the wait while idle up to MaxPoll.
+// keep coming (at once after a full one), doubling the wait while idle up to MaxPoll. Its
+// session runs READ COMMITTED (the completing DELETE takes no gap lock, so it never blocks an
+// insert) and prepares each of its statements once: a statement with arguments would
+// otherwise cost go-sql-driver a prepare, an execute and a close every time, and a batch's
+// read and completion took 13 round trips instead of 7.
 //
 // # One relay per source
 //
