@@ -95,14 +95,17 @@ func (b *Broker) submitDecisions(req *produceReq) (ProduceResult, error) {
 		b.qmu.Unlock()
 		return ProduceResult{}, ErrClosed
 	}
+	if b.opts.Replicated {
+		req.outc = make(chan error, 1)
+	}
 	b.queue = append(b.queue, req)
 	b.qbytes += int64(req.size)
 	b.qmu.Unlock()
 	b.signal()
-	<-req.done
-	if req.err == nil && b.opts.Replicated {
+	if b.opts.Replicated {
 		return b.waitApplied(req)
 	}
+	<-req.done
 	return ProduceResult{}, req.err
 }
 

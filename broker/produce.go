@@ -26,8 +26,10 @@ type produceReq struct {
 	control []byte
 	indexed bool
 	applied func(pos int64)
-	// applyc (cluster mode) receives the outcome of the request's raft entry.
-	applyc     <-chan error
+	// outc (cluster mode; buffered) receives the request's one answer, and the writer waits
+	// on it alone: nil with skipped set, or the proposer's refusal with err set (nothing
+	// proposed), or the outcome of its raft entry.
+	outc       chan error
 	entry      *byte // its entry's data, the key of replState.inflight
 	proposedAt time.Time
 	// sync makes the group fsync before this request is acknowledged whatever the policy:
@@ -46,15 +48,15 @@ type produceReq struct {
 	key    dedupe.Key
 	fp     uint64
 
-	// Set by the flusher before done is closed.
+	// Set by the flusher before done is closed (single node), or before outc answers.
 	batchPos int64
 	offsets  []Position
 	err      error
-	done     chan struct{}
+	done     chan struct{} // closed by the flusher; cluster mode answers on outc instead
 
-	// settled is closed by Produce when a keyed request has its final outcome (in cluster mode
-	// done only means proposed; the outcome comes at apply), with err set to it. A retry with
-	// the same key waits for it (idemBegin).
+	// settled is closed by Produce when a keyed request has its final outcome (on a single node
+	// when done is closed; in cluster mode when outc answered, at apply), with err set to it. A
+	// retry with the same key waits for it (idemBegin).
 	settled chan struct{}
 }
 
@@ -134,7 +136,7 @@ func (b *Broker) idemBegin(req *produceReq) (res ProduceResult, done bool, err e
 	}
 	if other, ok := b.inflight[req.key]; ok {
 		b.idemMu.Unlock()
-		<-other.settled // not done: in cluster mode that is only the proposal
+		<-other.settled // not done: cluster mode answers on outc, and done is not closed
 		if other.err != nil {
 			return res, false, other.err
 		}
@@ -162,16 +164,19 @@ func (b *Broker) submit(req *produceReq) (ProduceResult, error) {
 		b.qmu.Unlock()
 		return ProduceResult{}, ErrBackpressure
 	}
+	if b.opts.Replicated {
+		req.outc = make(chan error, 1)
+	}
 	b.queue = append(b.queue, req)
 	b.qbytes += int64(req.size)
 	b.qmu.Unlock()
 	b.signal()
+	if b.opts.Replicated {
+		return b.waitApplied(req)
+	}
 	<-req.done
 	if req.err != nil {
 		return ProduceResult{}, req.err
-	}
-	if b.opts.Replicated {
-		return b.waitApplied(req)
 	}
 	return ProduceResult{Offsets: req.offsets}, nil
 }

@@ -48,11 +48,13 @@ type Proposer interface {
 	// entry of that term.
 	Serving() (term uint64, ok bool)
 	// Propose appends entries to raft's log in one step, if this node is still the serving
-	// leader of term. Then each returned channel receives the entry's outcome: nil once it is
-	// applied on this node (ApplyEntry returned), or an error wrapping ErrOutcomeUnknown. A
-	// non-nil error means nothing was proposed: ErrNotLeader, or ErrBackpressure when raft
-	// refused the entries.
-	Propose(term uint64, entries [][]byte) ([]<-chan error, error)
+	// leader of term. Then outcomes[i] receives entry i's outcome, once: nil once it is applied
+	// on this node (ApplyEntry returned), or an error wrapping ErrOutcomeUnknown. Each channel
+	// must have room for it (buffered): the sender never waits. A non-nil error means nothing
+	// was proposed and nothing is sent on outcomes: ErrNotLeader, or ErrBackpressure when raft
+	// refused the entries. The caller owns the channels, so that a writer waits on one channel
+	// for its whole answer (produceReq.outc) and is woken once.
+	Propose(term uint64, entries [][]byte, outcomes []chan<- error) error
 }
 
 // replState is what a replicated broker keeps besides a single node's state.
@@ -113,7 +115,7 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 	finish := func(err error) {
 		for _, r := range reqs {
 			r.err = err
-			close(r.done)
+			r.outc <- err
 		}
 	}
 	b.stateMu.Lock()
@@ -157,7 +159,7 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 	for _, r := range reqs {
 		if r.stale != nil && r.stale() {
 			r.skipped = true
-			close(r.done)
+			r.outc <- nil
 			continue
 		}
 		entries = append(entries, b.encodeReplicated(r, now, next))
@@ -167,13 +169,19 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 	if len(reqs) == 0 {
 		return
 	}
+	// Everything the writer reads once its outcome arrives is set before proposing: the
+	// outcome may be sent (by raft's loop) before Propose returns here.
+	proposed := time.Now()
+	outcomes := make([]chan<- error, len(reqs))
 	b.repl.imu.Lock()
 	for i, r := range reqs {
 		b.repl.inflight[&entries[i][0]] = r
+		r.entry = &entries[i][0]
+		r.proposedAt = proposed
+		outcomes[i] = r.outc
 	}
 	b.repl.imu.Unlock()
-	chans, err := pr.Propose(term, entries)
-	if err != nil {
+	if err := pr.Propose(term, entries, outcomes); err != nil {
 		b.repl.imu.Lock()
 		for i := range reqs {
 			delete(b.repl.inflight, &entries[i][0])
@@ -186,14 +194,6 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 			b.repl.next[p] = off
 		}
 		finish(err)
-		return
-	}
-	proposed := time.Now()
-	for i, r := range reqs {
-		r.applyc = chans[i]
-		r.entry = &entries[i][0]
-		r.proposedAt = proposed
-		close(r.done)
 	}
 }
 
@@ -244,7 +244,10 @@ func (b *Broker) encodeReplicated(r *produceReq, now int64, next func(*partition
 // waitApplied waits for a proposed request's entry to be applied, then runs the request's own
 // completion step (as settle does on a single node).
 func (b *Broker) waitApplied(req *produceReq) (ProduceResult, error) {
-	err := <-req.applyc
+	err := <-req.outc
+	if req.err != nil || req.skipped { // refused before proposing, or dropped unwritten
+		return ProduceResult{}, req.err
+	}
 	b.repl.imu.Lock()
 	delete(b.repl.inflight, req.entry)
 	b.repl.imu.Unlock()
@@ -406,11 +409,11 @@ func (b *Broker) createTopicReplicated(name string, cfg TopicConfig) (bool, erro
 	buf := make([]byte, raftHeaderSize)
 	buf, _ = appendRecord(buf, 0, 0, 0, now, &Message{Value: val, ValueJSON: true})
 	putBatchHeader(buf, batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: batchTopic, Count: 1, Timestamp: now})
-	chans, err := pr.Propose(term, [][]byte{buf})
-	if err != nil {
+	out := make(chan error, 1)
+	if err := pr.Propose(term, [][]byte{buf}, []chan<- error{out}); err != nil {
 		return false, err
 	}
-	if err := <-chans[0]; err != nil {
+	if err := <-out; err != nil {
 		return false, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	}
 	t, ok := b.topicsByName()[name]

@@ -24,7 +24,7 @@ type heldProposer struct {
 type heldEntry struct {
 	index uint64
 	data  []byte
-	ch    chan error
+	ch    chan<- error
 }
 
 func (p *heldProposer) Serving() (uint64, bool) {
@@ -33,33 +33,30 @@ func (p *heldProposer) Serving() (uint64, bool) {
 	return p.term, true
 }
 
-func (p *heldProposer) Propose(term uint64, entries [][]byte) ([]<-chan error, error) {
+func (p *heldProposer) Propose(term uint64, entries [][]byte, outs []chan<- error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	next := p.b.RaftLog().LastIndex() + 1
 	var ents []RaftEntry
-	var out []<-chan error
 	var hs []heldEntry
 	for i, data := range entries {
 		ents = append(ents, RaftEntry{Index: next + uint64(i), Term: term, Data: data})
-		ch := make(chan error, 1)
-		out = append(out, ch)
-		hs = append(hs, heldEntry{index: next + uint64(i), data: data, ch: ch})
+		hs = append(hs, heldEntry{index: next + uint64(i), data: data, ch: outs[i]})
 	}
 	if err := p.b.RaftLog().Append(ents); err != nil {
-		return nil, err
+		return err
 	}
 	if err := p.b.RaftLog().Sync(); err != nil {
-		return nil, err
+		return err
 	}
 	if !p.auto {
 		p.held = append(p.held, hs...)
-		return out, nil
+		return nil
 	}
 	for _, h := range hs {
 		h.ch <- p.b.ApplyEntry(h.index, p.term, h.data)
 	}
-	return out, nil
+	return nil
 }
 
 func (p *heldProposer) heldCount() int {

@@ -24,7 +24,7 @@ type loopProposer struct {
 
 type heldProposal struct {
 	data []byte
-	out  chan error
+	out  chan<- error
 }
 
 func (p *loopProposer) Serving() (uint64, bool) {
@@ -33,13 +33,11 @@ func (p *loopProposer) Serving() (uint64, bool) {
 	return p.term, true
 }
 
-func (p *loopProposer) Propose(term uint64, entries [][]byte) ([]<-chan error, error) {
+func (p *loopProposer) Propose(term uint64, entries [][]byte, outs []chan<- error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	outs := make([]<-chan error, len(entries))
 	for i, data := range entries {
-		out := make(chan error, 1)
-		outs[i] = out
+		out := outs[i]
 		if p.hold {
 			p.held <- heldProposal{data: data, out: out}
 			continue
@@ -47,7 +45,7 @@ func (p *loopProposer) Propose(term uint64, entries [][]byte) ([]<-chan error, e
 		p.next++
 		out <- p.commit(p.next, data)
 	}
-	return outs, nil
+	return nil
 }
 
 func (p *loopProposer) commit(index uint64, data []byte) error {

@@ -61,13 +61,13 @@ func (b *Broker) proposeRetention() {
 	buf := make([]byte, raftHeaderSize)
 	buf, _ = appendRecord(buf, 0, 0, 0, now, &Message{Value: val, ValueJSON: true})
 	putBatchHeader(buf, batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: batchRetention, Count: 1, Timestamp: now})
-	chans, err := pr.Propose(term, [][]byte{buf})
-	if err != nil {
+	out := make(chan error, 1)
+	if err := pr.Propose(term, [][]byte{buf}, []chan<- error{out}); err != nil {
 		b.opts.Logger.Warn("retention: propose record", "err", err)
 		return
 	}
 	select {
-	case err = <-chans[0]:
+	case err = <-out:
 	case <-b.stop:
 		return
 	}

@@ -50,7 +50,8 @@ func (n *Node) applyConfChange(e *pb.Entry) error {
 // like Propose. Raft takes one change at a time: a second one while the first is pending is
 // dropped (ErrDropped).
 func (n *Node) ProposeConfChange(ctx context.Context, cc *pb.ConfChangeV2) error {
-	return n.submit(ctx, &proposal{conf: cc, done: make(chan error, 1)})
+	done := make(chan error, 1)
+	return n.submit(ctx, &proposal{conf: cc, done: done}, done)
 }
 
 // TransferLeadership asks the leader (this node) to hand leadership to id. It returns at once;

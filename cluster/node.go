@@ -134,7 +134,7 @@ type group struct {
 type proposal struct {
 	data  []byte
 	conf  *pb.ConfChangeV2 // a membership change instead of data
-	done  chan error       // buffered 1
+	done  chan<- error     // receives the outcome, once; never blocks (buffered)
 	index uint64
 	term  uint64
 	// seen: the entry has been checked against the Ready that carried it.
@@ -353,10 +353,12 @@ func (n *Node) ReportUnreachable(id uint64) {
 // or ErrNotLeader / ErrDropped when nothing was proposed, or ErrOutcomeUnknown (wrapping the
 // cause) when the entry was proposed but its fate is not known.
 func (n *Node) Propose(ctx context.Context, data []byte) error {
-	return n.submit(ctx, &proposal{data: data, done: make(chan error, 1)})
+	done := make(chan error, 1)
+	return n.submit(ctx, &proposal{data: data, done: done}, done)
 }
 
-func (n *Node) submit(ctx context.Context, p *proposal) error {
+// submit hands p to the loop and waits for its outcome on done (p.done's receiving end).
+func (n *Node) submit(ctx context.Context, p *proposal, done <-chan error) error {
 	select {
 	case n.propc <- p:
 	case <-ctx.Done():
@@ -365,13 +367,13 @@ func (n *Node) submit(ctx context.Context, p *proposal) error {
 		return ErrStopped
 	}
 	select {
-	case err := <-p.done:
+	case err := <-done:
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
 	case <-n.done:
 		select {
-		case err := <-p.done:
+		case err := <-done:
 			return err
 		default:
 			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrStopped)
@@ -382,39 +384,37 @@ func (n *Node) submit(ctx context.Context, p *proposal) error {
 // ProposeGroup appends datas to raft's log as consecutive entries in one step (raft takes all
 // or none), if this node is the leader of term and has applied an entry of it (Status.Serving).
 // It returns when raft took or refused them: ErrNotLeader (not the serving leader of term, or
-// handing leadership over) or ErrDropped (raft refused: too many uncommitted bytes), and then
-// nothing was proposed. Otherwise each channel receives its entry's outcome, like Propose: nil
-// once applied on this node, or an error wrapping ErrOutcomeUnknown.
+// handing leadership over), ErrDropped (raft refused: too many uncommitted bytes) or
+// ErrStopped, and then nothing was proposed and nothing is ever sent on dones. Otherwise each
+// dones[i] receives entry i's outcome once, like Propose: nil once applied on this node, or an
+// error wrapping ErrOutcomeUnknown. Each must have room for it (buffered): the loop never
+// waits on a send. The caller owns the channels, so its writer can wait on one channel for
+// both a refusal and the outcome (the broker's produce path wakes its writer once).
 //
 // The caller may assign state to the entries (offsets) before proposing because a refusal is
 // whole and a serving leader's log grows only by its own proposals.
-func (n *Node) ProposeGroup(term uint64, datas [][]byte) ([]<-chan error, error) {
+func (n *Node) ProposeGroup(term uint64, datas [][]byte, dones []chan<- error) error {
+	if len(dones) != len(datas) {
+		return fmt.Errorf("propose group: %d entries and %d outcome channels", len(datas), len(dones))
+	}
 	g := &group{term: term, props: make([]*proposal, len(datas)), res: make(chan error, 1)}
-	out := make([]<-chan error, len(datas))
 	for i, d := range datas {
-		g.props[i] = &proposal{data: d, done: make(chan error, 1)}
-		out[i] = g.props[i].done
+		g.props[i] = &proposal{data: d, done: dones[i]}
 	}
 	select {
 	case n.groupc <- g:
 	case <-n.done:
-		return nil, ErrStopped
+		return ErrStopped
 	}
 	select {
 	case err := <-g.res:
-		if err != nil {
-			return nil, err
-		}
-		return out, nil
+		return err
 	case <-n.done:
 		select {
 		case err := <-g.res:
-			if err != nil {
-				return nil, err
-			}
-			return out, nil
+			return err
 		default:
-			return nil, ErrStopped
+			return ErrStopped
 		}
 	}
 }

@@ -193,7 +193,10 @@ func TestNodeProposeReturnsWhenAppliedAndFollowersRefuse(t *testing.T) {
 		if err := n.Propose(ctx, []byte("x")); !errors.Is(err, ErrNotLeader) {
 			t.Fatalf("propose on follower %d: %v, want ErrNotLeader", id, err)
 		}
+		refusedGroup(t, n, n.Status().Term, fmt.Sprintf("group on follower %d", id))
 	}
+	// A group for another term than the leader's is refused whole, as on a follower.
+	refusedGroup(t, l, l.Status().Term+1, "group for a later term on the leader")
 	want := c.apps[l.cfg.ID].entries()
 	for id := range c.nodes {
 		waitFor(t, fmt.Sprintf("node %d to apply %d entries", id, len(want)), func() bool {
@@ -362,3 +365,20 @@ func TestNodeStatusCarriesTheLeadersCommit(t *testing.T) {
 type senderFunc func([]*pb.Message)
 
 func (f senderFunc) Send(msgs []*pb.Message) { f(msgs) }
+
+// refusedGroup proposes a group that n must refuse with ErrNotLeader, and checks that nothing
+// was sent on its outcome channels: the caller answers its writers itself then, and a second
+// send on a channel with room for one would block the loop.
+func refusedGroup(t *testing.T, n *Node, term uint64, what string) {
+	t.Helper()
+	outs := []chan error{make(chan error, 1), make(chan error, 1)}
+	err := n.ProposeGroup(term, [][]byte{[]byte("g1"), []byte("g2")}, []chan<- error{outs[0], outs[1]})
+	if !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("%s: %v, want ErrNotLeader", what, err)
+	}
+	for i, ch := range outs {
+		if len(ch) != 0 {
+			t.Fatalf("%s: refused, yet outcome %d was sent: %v", what, i, <-ch)
+		}
+	}
+}

@@ -198,7 +198,7 @@ func TestLeaderTakesProposalsWhileSyncing(t *testing.T) {
 	term := l.Status().Term
 
 	gates[lid].shut()
-	chA, err := l.ProposeGroup(term, [][]byte{[]byte("A")})
+	chA, err := proposeGroup(l, term, "A")
 	if err != nil {
 		t.Fatalf("propose A: %v", err)
 	}
@@ -209,7 +209,7 @@ func TestLeaderTakesProposalsWhileSyncing(t *testing.T) {
 	}
 	resB := make(chan result, 1)
 	go func() {
-		chans, err := l.ProposeGroup(term, [][]byte{[]byte("B1"), []byte("B2")})
+		chans, err := proposeGroup(l, term, "B1", "B2")
 		resB <- result{chans, err}
 	}()
 	var rb result
@@ -249,7 +249,7 @@ func TestLeaderStopsWhenTheOverlappedSyncFails(t *testing.T) {
 	c, gates, l := startGated(t)
 	lid := l.cfg.ID
 	gates[lid].shut()
-	chB, err := l.ProposeGroup(l.Status().Term, [][]byte{[]byte("B")})
+	chB, err := proposeGroup(l, l.Status().Term, "B")
 	if err != nil {
 		t.Fatalf("propose B: %v", err)
 	}
@@ -290,4 +290,19 @@ func TestLeaderStopsWhenTheOverlappedSyncFails(t *testing.T) {
 	if err := n.Propose(context.Background(), []byte("after")); err != nil {
 		t.Fatalf("propose on the new leader %d: %v", n.cfg.ID, err)
 	}
+}
+
+// proposeGroup proposes datas as one group with an outcome channel each (ProposeGroup).
+func proposeGroup(n *Node, term uint64, datas ...string) ([]<-chan error, error) {
+	ds := make([][]byte, len(datas))
+	dones := make([]chan<- error, len(datas))
+	outs := make([]<-chan error, len(datas))
+	for i, d := range datas {
+		ch := make(chan error, 1)
+		ds[i], dones[i], outs[i] = []byte(d), ch, ch
+	}
+	if err := n.ProposeGroup(term, ds, dones); err != nil {
+		return nil, err
+	}
+	return outs, nil
 }

@@ -62,6 +62,7 @@ type simNode struct {
 
 type simProp struct {
 	p    *proposal
+	done <-chan error // p.done's receiving end
 	data string
 }
 
@@ -292,18 +293,19 @@ func (s *sim) propose() {
 	nd := l[s.rng.IntN(len(l))]
 	data := fmt.Sprintf("s%d-p%d", s.seed, s.nextProp)
 	s.nextProp++
-	p := &proposal{data: []byte(data), done: make(chan error, 1)}
+	done := make(chan error, 1)
+	p := &proposal{data: []byte(data), done: done}
 	if err := nd.node.proposeBatch(p); err != nil {
 		s.crash(nd, err.Error())
 	}
-	s.props = append(s.props, simProp{p: p, data: data})
+	s.props = append(s.props, simProp{p: p, done: done, data: data})
 }
 
 func (s *sim) collect() {
 	keep := s.props[:0]
 	for _, sp := range s.props {
 		select {
-		case err := <-sp.p.done:
+		case err := <-sp.done:
 			switch {
 			case err == nil:
 				s.acked++
@@ -392,12 +394,13 @@ func runSim(t *testing.T, seed uint64) string {
 	// A proposal of the settled group must be acknowledged, and then every node must have
 	// applied everything committed anywhere.
 	var final *proposal
+	var finalDone chan error
 	finalOK, converged := false, false
 	for end := s.now + simSettle; s.now < end && !converged; {
 		s.step()
 		if final != nil && !finalOK {
 			select {
-			case err := <-final.done:
+			case err := <-finalDone:
 				if finalOK = err == nil; !finalOK {
 					final = nil
 				}
@@ -407,7 +410,8 @@ func runSim(t *testing.T, seed uint64) string {
 		if final == nil {
 			for _, nd := range s.live() {
 				if nd.node.Status().Serving {
-					final = &proposal{data: []byte("final"), done: make(chan error, 1)}
+					finalDone = make(chan error, 1)
+					final = &proposal{data: []byte("final"), done: finalDone}
 					if err := nd.node.proposeBatch(final); err != nil {
 						s.fatalf("final proposal: %v", err)
 					}

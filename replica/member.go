@@ -253,19 +253,19 @@ func (p proposer) CompactionFloor() uint64 {
 	return floor
 }
 
-func (p proposer) Propose(term uint64, entries [][]byte) ([]<-chan error, error) {
-	chans, err := p.n.ProposeGroup(term, entries)
+func (p proposer) Propose(term uint64, entries [][]byte, outcomes []chan<- error) error {
+	err := p.n.ProposeGroup(term, entries, outcomes)
 	switch {
 	case err == nil:
-		return chans, nil
+		return nil
 	case errors.Is(err, cluster.ErrNotLeader):
-		return nil, broker.ErrNotLeader
+		return broker.ErrNotLeader
 	case errors.Is(err, cluster.ErrDropped):
-		return nil, fmt.Errorf("%w: %v", broker.ErrBackpressure, err)
+		return fmt.Errorf("%w: %v", broker.ErrBackpressure, err)
 	case errors.Is(err, cluster.ErrStopped):
-		return nil, fmt.Errorf("%w: %v", broker.ErrClosed, err)
+		return fmt.Errorf("%w: %v", broker.ErrClosed, err)
 	}
-	return nil, err
+	return err
 }
 
 // logStore adapts the broker's raft log to cluster.LogStore.

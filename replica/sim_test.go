@@ -138,7 +138,7 @@ type attemptResult struct {
 // simulation sees the outcome when the node decides it, and hands it on itself.
 type link struct {
 	in  <-chan error
-	out chan error
+	out chan<- error
 }
 
 // proposed is what simProposer tells the simulation after raft answered a proposal.

@@ -66,15 +66,18 @@ type simProposer struct {
 
 func (p simProposer) Serving() (uint64, bool) { return p.inner.Serving() }
 
-func (p simProposer) Propose(term uint64, entries [][]byte) ([]<-chan error, error) {
-	chans, err := p.inner.Propose(term, entries)
+func (p simProposer) Propose(term uint64, entries [][]byte, outs []chan<- error) error {
+	ins := make([]chan<- error, len(entries))
 	var links []*link
-	var outs []<-chan error
-	for _, c := range chans {
-		l := &link{in: c, out: make(chan error, 1)}
-		links = append(links, l)
-		outs = append(outs, l.out)
+	for i := range entries {
+		in := make(chan error, 1)
+		ins[i] = in
+		links = append(links, &link{in: in, out: outs[i]})
+	}
+	err := p.inner.Propose(term, entries, ins)
+	if err != nil {
+		links = nil // nothing proposed: nothing will come to forward
 	}
 	p.s.proposed <- proposed{links: links, err: err}
-	return outs, err
+	return err
 }
