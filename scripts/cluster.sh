@@ -11,7 +11,10 @@
 # data in ./cluster-data/nodeN, log in ./cluster-data/nodeN.log, pid in ./cluster-data/nodeN.pid.
 # Offsets live in the PostgreSQL of scripts/services.sh (run it first).
 #
-# Environment: CLUSTER_WAIT (seconds to wait for a node's port, default 30).
+# Environment: CLUSTER_WAIT (seconds to wait for a node's port, default 30). The three nodes share
+# this machine, so each gets a third of its cores as Go schedulers (GOMAXPROCS, at least 1)
+# unless GOMAXPROCS is set: three runtimes each sized for every core spin and wake one another
+# for CPU the others need (docs/cluster.md, "What replication costs").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +23,7 @@ BIN=bin/imago
 RUN=cluster-data
 WAIT="${CLUSTER_WAIT:-30}"
 NODES=(1 2 3)
+PROCS="${GOMAXPROCS:-$(($(nproc) / 3 > 0 ? $(nproc) / 3 : 1))}"
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -64,7 +68,7 @@ start() {
 	fi
 	mkdir -p "$RUN"
 	printf '\n--- %s start\n' "$(date -u +%FT%TZ)" >>"$(logfile "$n")"
-	nohup "$BIN" serve --config "examples/cluster/node$n.yaml" "${extra[@]}" >>"$(logfile "$n")" 2>&1 </dev/null &
+	GOMAXPROCS="$PROCS" nohup "$BIN" serve --config "examples/cluster/node$n.yaml" "${extra[@]}" >>"$(logfile "$n")" 2>&1 </dev/null &
 	p=$!
 	echo "$p" >"$(pidfile "$n")"
 	local deadline=$((SECONDS + WAIT))
