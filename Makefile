@@ -68,12 +68,14 @@ disruptive:
 	IMAGO_DISRUPTIVE=1 $(GO) test -count=1 -p 1 -run 'Test(Postgres|MariaDB)RestartBetweenPrepareAndCommit|TestDatabaseRestartsDuringPhaseTwo' ./xa
 
 ## crash-long: the crash tests with their long round counts (SIGKILL: 50 rounds; SIGKILL plus power loss: 25)
-crash-long:
-	$(GO) test -count=1 -timeout 15m ./cmd/imago -run Crash -crash.long -v
+## The long targets start the services and read their addresses, as test does: without them the
+## tests that need a database or ZooKeeper would skip, and the target would pass having run nothing.
+crash-long: services
+	set -a && . ./$(SERVICES) && set +a && $(GO) test -count=1 -timeout 15m ./cmd/imago -run Crash -crash.long -v
 
 ## cluster-long: the three-process cluster fault tests with their long counts (50 leader kills)
-cluster-long:
-	$(GO) test -count=1 -timeout 40m ./cmd/imago -run 'TestCluster' -cluster.long -v
+cluster-long: services
+	set -a && . ./$(SERVICES) && set +a && $(GO) test -count=1 -timeout 40m ./cmd/imago -run 'TestCluster' -cluster.long -v
 
 ## screenshots: the console's pages at 1280x800, taken by its browser test, into docs/console/
 screenshots: services
@@ -82,8 +84,8 @@ screenshots: services
 
 ## linear-long: the single node's produce/fetch histories under kill -9, power loss and proxy
 ## faults, checked for linearizability (4 rounds of 15 s instead of one short round)
-linear-long:
-	$(GO) test -count=1 -timeout 15m ./cmd/imago -run TestLinearizableSingleNode -linear.long -v
+linear-long: services
+	set -a && . ./$(SERVICES) && set +a && $(GO) test -count=1 -timeout 15m ./cmd/imago -run TestLinearizableSingleNode -linear.long -v
 
 bench: build
 	bash scripts/bench.sh

@@ -25,19 +25,23 @@
 # Needs go, curl, jq and the PostgreSQL of scripts/services.sh. FIG_SKIP_NATS=1 skips (c);
 # FIG_IMAGO=/path/to/imago uses that binary instead of building ./cmd/imago.
 #
-# FIG_NODE_GOMAXPROCS=N runs each node of (b) with GOMAXPROCS=N (the single node keeps the
-# runtime's default: it is alone on the machine). By default each of the three Go runtimes
-# sizes itself for every core of the machine, so three nodes keep 3 x nproc schedulers busy on
-# nproc cores, and the runtimes' idle schedulers spin and wake one another (futex calls,
-# thread hand-offs) for CPU the others need. Sized to their share (N=1 on two cores) the nodes
-# spend about a fifth less CPU per message. A deployment runs one node per machine and keeps
-# the default; the figure the script judges is whatever it ran, and its header says which.
+# Go runtime sizing. The three nodes of (b) share the machine, so each runs with a third of its
+# cores as Go schedulers (GOMAXPROCS = nproc / 3, at least 1), as scripts/cluster.sh runs them
+# and docs/cluster.md advises for several nodes on one machine; (a) is alone on the machine and
+# keeps the runtime's default (every core). Left at the default, each of three runtimes sizes
+# itself for every core, and their idle schedulers spin and wake one another (futex calls,
+# thread hand-offs) for CPU the other processes need: on two cores the nodes then spent a
+# quarter to a third more CPU per message. FIG_NODE_GOMAXPROCS=N sets N for the nodes instead,
+# FIG_NODE_GOMAXPROCS=default leaves the runtime's default (or the environment's GOMAXPROCS);
+# the header says what ran. One scheduler would not do for (a): its fsync then holds the only
+# one, and it carried 3,000 to 8,500 msgs/s instead of 17,000.
+#
 # When the cluster does not start, (b) reports why and (a) and (c) are still printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D="${FIG_DURATION:-10s}"
-NODE_PROCS="${FIG_NODE_GOMAXPROCS:-}"
-[[ -z "$NODE_PROCS" || "$NODE_PROCS" =~ ^[1-9][0-9]*$ ]] || { printf 'cluster-figures: ERROR: FIG_NODE_GOMAXPROCS=%s is not a positive number\n' "$NODE_PROCS" >&2; exit 1; }
+NODE_PROCS="${FIG_NODE_GOMAXPROCS:-$(($(nproc) / 3 > 0 ? $(nproc) / 3 : 1))}"
+[[ "$NODE_PROCS" == default || "$NODE_PROCS" =~ ^[1-9][0-9]*$ ]] || { printf 'cluster-figures: ERROR: FIG_NODE_GOMAXPROCS=%s: want a positive number or default\n' "$NODE_PROCS" >&2; exit 1; }
 INFLIGHT="${FIG_INFLIGHT:-64}"
 ROUNDS="${FIG_ROUNDS:-3}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { printf 'cluster-figures: ERROR: FIG_ROUNDS=%s is not a positive number\n' "$ROUNDS" >&2; exit 1; }
@@ -247,10 +251,10 @@ for i in 1 2 3; do
 done
 NPIDS=()
 for i in 1 2 3; do
-	if [[ -n "${FIG_NODE_GOMAXPROCS:-}" ]]; then
-		GOMAXPROCS="$FIG_NODE_GOMAXPROCS" start_node "node$i" "$WORK/node$i.yaml" --bootstrap-cluster
-	else
+	if [[ "$NODE_PROCS" == default ]]; then
 		start_node "node$i" "$WORK/node$i.yaml" --bootstrap-cluster
+	else
+		GOMAXPROCS="$NODE_PROCS" start_node "node$i" "$WORK/node$i.yaml" --bootstrap-cluster
 	fi
 	NPIDS+=("${PIDS[-1]}")
 done
@@ -385,7 +389,7 @@ cat <<EOF
 Durable produce, ${SIZE} B messages, ${INFLIGHT} in flight (imago: ${INFLIGHT} connections x 1 request, batch 1;
 NATS: ${INFLIGHT} publishers on one connection, each awaiting its ack), 1s warm-up then $D each, fsync per
 write everywhere; (a) and (b) measured in turn, $ROUNDS rounds each; $CORES cores, load average before the run $LOAD_BEFORE.
-Go runtime: (a) GOMAXPROCS ${GOMAXPROCS:-$CORES} (the default), (b) GOMAXPROCS ${NODE_PROCS:-${GOMAXPROCS:-$CORES} (the default)} on each node.
+Go runtime: (a) GOMAXPROCS ${GOMAXPROCS:-$CORES (the default)}, (b) GOMAXPROCS $( [[ "$NODE_PROCS" == default ]] && echo "${GOMAXPROCS:-$CORES (the default)}" || echo "$NODE_PROCS") on each node.
 CPU = utime+stime of the server processes over the measured run per acknowledged message (µs);
 "cores" = server CPU seconds / run seconds; "cap/s" = msgs/s the servers could carry on all
 $CORES cores at that CPU cost (the bench client's CPU, shown last, competes for the same cores).
