@@ -130,8 +130,13 @@ func TestInDoubtBranchDoesNotBlockOtherBranches(t *testing.T) {
 	waitFor(t, "the other branches to be committed", func() bool {
 		return e.balance(e.pg, table, "b") == 40 && len(e.messages("xat."+e.suffix)) == 1
 	})
-	waitFor(t, "nothing left prepared", func() bool { return len(e.prepared(node)) == 0 })
-	got, _ := c2.Get(id)
+	// A branch leaves the database's prepared list before recovery records what it answered:
+	// wait for both.
+	var got TxInfo
+	waitFor(t, "nothing left prepared and the outcome recorded", func() bool {
+		got, _ = c2.Get(id)
+		return got.Status == StatusInDoubt && len(e.prepared(node)) == 0
+	})
 	if got.Status != StatusInDoubt {
 		t.Fatalf("status %s, want in_doubt (the wallet's branch answered a rollback to its commit)", got.Status)
 	}

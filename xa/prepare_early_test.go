@@ -174,7 +174,12 @@ func TestExecPrepareCrashBeforeCommit(t *testing.T) {
 	}
 	c.Close()
 	c2 := e.open(o)
-	waitFor(t, "the prepared branch rolled back", func() bool { return len(e.prepared(node)) == 0 })
+	// The branch leaves the database's prepared list before recovery records the outcome: wait
+	// for both.
+	waitFor(t, "the prepared branch rolled back and the transaction recorded rolled back", func() bool {
+		in, err := c2.Get(gtrid)
+		return err == nil && in.Status == StatusRolledBack && len(e.prepared(node)) == 0
+	})
 	in, err := c2.Get(gtrid)
 	if err != nil || in.Status != StatusRolledBack || in.Code != "coordinator_restarted" {
 		t.Fatalf("after restart: %+v %v, want rolled_back, coordinator_restarted", in, err)
