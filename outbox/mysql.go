@@ -168,13 +168,14 @@ func (s *mysqlStore) exec(ctx context.Context, q string, args ...any) (sql.Resul
 
 // idList is " IN (?, ...)" for ids, and its arguments. The list is padded to a power of two
 // by repeating the last id (IN ignores the repeats), so that a few prepared statements serve
-// every batch size (11 for the default BatchSize); above 16384 ids it is not padded.
+// every batch size (11 for the default BatchSize), unless the padding would pass the
+// parameters one statement may bind (MaxMySQLBatchSize).
 func idList(ids []int64) (string, []any) {
 	n := 1
 	for n < len(ids) {
 		n *= 2
 	}
-	if len(ids) > 1<<14 {
+	if n > MaxMySQLBatchSize {
 		n = len(ids)
 	}
 	args := make([]any, n)
@@ -273,8 +274,9 @@ func (s *mysqlStore) saveClaim(ctx context.Context, end pos) error {
 
 // complete runs as one transaction on the relay's session (READ COMMITTED, set when the
 // session opened), begun and ended by statements rather than database/sql's Tx, so that its
-// statements are the ones prepared on the session. An error leaves the transaction open;
-// the relay then closes the session, and the server rolls it back.
+// statements are the ones prepared on the session. An error rolls it back; should the
+// ROLLBACK fail too, the relay closes the session after the error and the server rolls back
+// what is still open.
 func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, nextClaim *pos) (total int64, err error) {
 	if _, err := s.conn.ExecContext(ctx, `START TRANSACTION`); err != nil {
 		return 0, fmt.Errorf("outbox: complete batch: begin: %w", err)
