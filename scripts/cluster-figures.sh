@@ -42,6 +42,7 @@ cd "$(dirname "$0")/.."
 D="${FIG_DURATION:-10s}"
 NODE_PROCS="${FIG_NODE_GOMAXPROCS:-$(($(nproc) / 3 > 0 ? $(nproc) / 3 : 1))}"
 [[ "$NODE_PROCS" == default || "$NODE_PROCS" =~ ^[1-9][0-9]*$ ]] || { printf 'cluster-figures: ERROR: FIG_NODE_GOMAXPROCS=%s: want a positive number or default\n' "$NODE_PROCS" >&2; exit 1; }
+RUNTIME_DEFAULT="${GOMAXPROCS:-$(nproc) (the default)}" # what a process started without GOMAXPROCS of its own gets
 INFLIGHT="${FIG_INFLIGHT:-64}"
 ROUNDS="${FIG_ROUNDS:-3}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { printf 'cluster-figures: ERROR: FIG_ROUNDS=%s is not a positive number\n' "$ROUNDS" >&2; exit 1; }
@@ -327,22 +328,24 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		log "round $r: single $(printf '%.0f' "$s")/s, cluster $(printf '%.0f' "$c")/s, ratio ${RATIOS[-1]}"
 	fi
 done
-SINGLE_RATE=""
-CLUSTER_RATE=""
-if ((${#SROUNDS[@]} > 0)); then
-	agg single "${SROUNDS[@]}"
-	row "(a) imago, 1 node, no cluster" single "$SPID" ""
-	SINGLE_RATE="$(jq -r .msgs_per_sec "$WORK/single.json")"
-elif ((SINGLE_OK)); then
-	ROWS+=("(a) imago, 1 node: the bench failed: $(tail -n 2 "$WORK/single1.bench.log" | tr '\n' ' ')")
-fi
-if ((${#CROUNDS[@]} > 0)); then
-	agg cluster "${CROUNDS[@]}"
-	row "(b) imago, 3 nodes, via leader" cluster "$LPID" "$FPID"
-	CLUSTER_RATE="$(jq -r .msgs_per_sec "$WORK/cluster.json")"
-elif ((CLUSTER_OK)); then
-	ROWS+=("(b) imago, 3 nodes: the bench failed: $(tail -n 2 "$WORK/cluster1.bench.log" | tr '\n' ' ')")
-fi
+# summary NAME LABEL STARTED LEADERPID FOLLOWERPID ROUND_NAMES...: NAME's table row from its
+# rounds, or, when it started and no round succeeded, why. Sets RATE to its msgs/s ("" if none).
+summary() {
+	local name="$1" label="$2" started="$3" lpid="$4" fpid="$5"
+	shift 5
+	RATE=""
+	if (($# > 0)); then
+		agg "$name" "$@"
+		row "$label" "$name" "$lpid" "$fpid"
+		RATE="$(jq -r .msgs_per_sec "$WORK/$name.json")"
+	elif ((started)); then
+		ROWS+=("$label: the bench failed: $(tail -n 2 "$WORK/${name}1.bench.log" | tr '\n' ' ')")
+	fi
+}
+summary single "(a) imago, 1 node, no cluster" "$SINGLE_OK" "$SPID" "" "${SROUNDS[@]}"
+SINGLE_RATE="$RATE"
+summary cluster "(b) imago, 3 nodes, via leader" "$CLUSTER_OK" "${LPID:-}" "${FPID:-}" "${CROUNDS[@]}"
+CLUSTER_RATE="$RATE"
 stop_all
 
 # (c) NATS JetStream, three replicas, sync_interval: always.
@@ -389,7 +392,7 @@ cat <<EOF
 Durable produce, ${SIZE} B messages, ${INFLIGHT} in flight (imago: ${INFLIGHT} connections x 1 request, batch 1;
 NATS: ${INFLIGHT} publishers on one connection, each awaiting its ack), 1s warm-up then $D each, fsync per
 write everywhere; (a) and (b) measured in turn, $ROUNDS rounds each; $CORES cores, load average before the run $LOAD_BEFORE.
-Go runtime: (a) GOMAXPROCS ${GOMAXPROCS:-$CORES (the default)}, (b) GOMAXPROCS $( [[ "$NODE_PROCS" == default ]] && echo "${GOMAXPROCS:-$CORES (the default)}" || echo "$NODE_PROCS") on each node.
+Go runtime: (a) GOMAXPROCS $RUNTIME_DEFAULT, (b) GOMAXPROCS ${NODE_PROCS/#default/$RUNTIME_DEFAULT} on each node.
 CPU = utime+stime of the server processes over the measured run per acknowledged message (µs);
 "cores" = server CPU seconds / run seconds; "cap/s" = msgs/s the servers could carry on all
 $CORES cores at that CPU cost (the bench client's CPU, shown last, competes for the same cores).
