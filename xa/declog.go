@@ -41,8 +41,9 @@ type logReq struct {
 	rec  record
 	sync bool
 	done chan error // nil for fire-and-forget
-	// barrier (commit-log decision log only): no record; answered once every record queued
-	// before it is written (declog_broker.go, commitDecided).
+	// barrier (commit-log decision log only): a decided commit's, rec holding only its gtrid;
+	// answered once no record of that transaction queued before it can land after the commit
+	// (declog_broker.go, commitDecided and settleBarrier).
 	barrier bool
 }
 

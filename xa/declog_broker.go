@@ -71,7 +71,7 @@ func openBrokerDecisionLog(b DecisionBroker, node string, retention time.Duratio
 		l.entries[r.Gtrid] = r
 		out = append(out, r)
 	}
-	go l.run()
+	go l.run(lazyDelay)
 	return l, out, nil
 }
 
@@ -80,29 +80,107 @@ func (l *brokerDecisionLog) close() error {
 	return nil
 }
 
-// run is the writer goroutine.
-func (l *brokerDecisionLog) run() {
+// lazyDelay is how long the writer keeps back records nobody waits for (the "preparing" and
+// "done" records) before writing them, and lazyMax how many it keeps back at most. A decided
+// commit does not go through the writer, so under load the writer would otherwise cost the
+// broker a round and an fsync of its own for every such record; kept back, they go in one
+// round every lazyDelay. Neither kind is needed for correctness: a crash that loses a
+// "preparing" record leaves its branches to presumed abort after Options.Grace instead of at
+// once, and one that loses a "done" record leaves recovery to find the transaction's branches
+// gone and record it again.
+// (lazyDelay is a variable for tests, which set it before opening a log; the log reads it once,
+// when it opens.)
+var lazyDelay = 20 * time.Millisecond
+
+const lazyMax = 4096
+
+// run is the writer goroutine. Records are written in the order they were queued: held keeps
+// back the fire-and-forget ones until a record somebody waits for comes (they are written
+// with it, before it), lazyDelay passes, lazyMax are held, or the log stops.
+func (l *brokerDecisionLog) run(delay time.Duration) {
 	defer close(l.done)
 	sweep := time.NewTicker(brokerSweepEvery)
 	defer sweep.Stop()
-	var batch []*logReq
+	lazy := time.NewTimer(delay)
+	lazy.Stop()
+	armed := false
+	var batch, held []*logReq
 	for {
 		batch = batch[:0]
 		select {
 		case req := <-l.reqs:
 			batch = append(batch, req)
+		case <-lazy.C:
+			armed = false
+			l.write(held)
+			held = held[:0]
+			continue
 		case <-sweep.C:
 			l.sweep()
 			continue
 		case <-l.stop:
-			batch = l.drain(batch, int(^uint(0)>>1))
-			if len(batch) > 0 {
-				l.write(batch)
-			}
+			held, _ = l.take(held, l.drain(batch, int(^uint(0)>>1)))
+			l.write(held)
 			return
 		}
-		l.write(l.drain(batch, 4096))
+		var mustWrite bool
+		held, mustWrite = l.take(held, l.drain(batch, 4096))
+		if mustWrite || len(held) >= lazyMax {
+			if armed {
+				lazy.Stop()
+				armed = false
+			}
+			l.write(held)
+			held = held[:0]
+		} else if len(held) > 0 && !armed {
+			lazy.Reset(delay)
+			armed = true
+		}
 	}
+}
+
+// take adds batch to held in order, settling barriers on the way, and reports whether one of
+// its records is waited for (held must be written now).
+func (l *brokerDecisionLog) take(held, batch []*logReq) ([]*logReq, bool) {
+	wait := false
+	for _, req := range batch {
+		switch {
+		case req.barrier:
+			held = l.settleBarrier(req, held)
+		default:
+			held = append(held, req)
+			wait = wait || req.done != nil
+		}
+	}
+	return held, wait
+}
+
+// settleBarrier answers a decided commit's barrier (commitDecided) once no record of its
+// transaction queued before it can land after the commit. held is what the writer keeps back;
+// the transaction's "preparing" records among them are dropped, as the commit record
+// supersedes them; any other record of it is written now, with everything held before it.
+// It returns what stays held.
+func (l *brokerDecisionLog) settleBarrier(bar *logReq, held []*logReq) []*logReq {
+	kept := held[:0]
+	write := false
+	for _, req := range held {
+		switch {
+		case req.rec.Gtrid != bar.rec.Gtrid:
+			kept = append(kept, req)
+		case req.rec.Kind == recPreparing && req.done == nil:
+			// superseded by the commit record written next: dropped
+		default:
+			kept = append(kept, req)
+			write = true
+		}
+	}
+	held = kept
+	if write {
+		l.write(held)
+		held = held[:0]
+	}
+	bar.done <- l.failedErr()
+	return held
 }
 
 // dropped reports whether r's record drops its transaction from the held set.
@@ -113,19 +191,6 @@ func dropped(r *record) bool { return r.Status.Final() && r.ClientID == "" }
 // wrote): those records are certainly not in the log, and the log fails for good since the
 // broker takes nothing more. An outcome the broker cannot tell fails the log too.
 func (l *brokerDecisionLog) write(batch []*logReq) {
-	// Barriers carry no record: they are answered with the records taken before them, once
-	// those are written (or refused).
-	var barriers []*logReq
-	kept := batch[:0]
-	for _, req := range batch {
-		if req.barrier {
-			barriers = append(barriers, req)
-		} else {
-			kept = append(kept, req)
-		}
-	}
-	batch = kept
-	defer func() { answer(barriers, l.failedErr()) }()
 	if len(batch) == 0 {
 		return
 	}
@@ -188,11 +253,14 @@ func (l *brokerDecisionLog) commitDecided(ctx context.Context, dc decidedCommitt
 	if err := l.failedErr(); err != nil {
 		return nil, notWritten(err)
 	}
-	// Every record queued before this one (the transaction's "preparing" record, queued
-	// without waiting) is written first: the decided commit does not go through the writer,
+	// No record of the transaction queued before this one (its "preparing" record, queued
+	// without waiting) may land after it: the decided commit does not go through the writer,
 	// and a record of the transaction landing after it in the log would be the one the broker
-	// holds, leaving a committed transaction undecided at the next start.
-	bar := &logReq{barrier: true, done: make(chan error, 1)}
+	// holds, leaving a committed transaction undecided at the next start. The barrier goes
+	// through the writer's queue; the writer drops the transaction's "preparing" records it
+	// still holds (the commit record supersedes them) and writes any other first
+	// (settleBarrier). One being written when the barrier comes is written before it.
+	bar := &logReq{rec: record{Gtrid: rec.Gtrid}, barrier: true, done: make(chan error, 1)}
 	if err := l.submit(bar); err != nil {
 		return nil, err
 	}

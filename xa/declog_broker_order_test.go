@@ -2,6 +2,7 @@ package xa
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,4 +100,119 @@ func TestDecidedCommitLandsAfterQueuedRecords(t *testing.T) {
 		return
 	}
 	t.Fatal("the broker holds no record of the transaction")
+}
+
+// countedDecisions counts the decision log's writes to the broker.
+type countedDecisions struct {
+	*broker.Broker
+	mu     sync.Mutex
+	writes [][]broker.DecisionRecord
+}
+
+func (c *countedDecisions) AppendDecisions(ctx context.Context, recs []broker.DecisionRecord) error {
+	c.mu.Lock()
+	c.writes = append(c.writes, append([]broker.DecisionRecord(nil), recs...))
+	c.mu.Unlock()
+	return c.Broker.AppendDecisions(ctx, recs)
+}
+
+func (c *countedDecisions) count() (writes, records int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.writes {
+		records += len(w)
+	}
+	return len(c.writes), records
+}
+
+// Records nobody waits for are kept back and written together: a decided commit drops its own
+// transaction's "preparing" record instead of waiting for it to be written (and never lets it
+// land after the commit), and the others' records reach the broker in one write, not one each.
+func TestHeldRecordsRideTogetherAndACommitSupersedesItsPreparing(t *testing.T) {
+	o := broker.NewOptions(t.TempDir())
+	o.Logger = quietLogger()
+	b, err := broker.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.CreateTopic("t", broker.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c := &countedDecisions{Broker: b}
+	defer func(d time.Duration) { lazyDelay = d }(lazyDelay)
+	lazyDelay = time.Hour // nothing is written by the delay while the test runs
+	node := newNode(t)
+	l, _, err := openBrokerDecisionLog(c, node, time.Hour, time.Now, nil, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			l.close()
+		}
+	}()
+
+	commit := nodeRecord(node, 1, StatusCommitting)
+	preparing := commit
+	preparing.Kind, preparing.Status = recPreparing, StatusPreparing
+	// Other transactions' records: preparing ones and finished ones ("done").
+	var others []record
+	for i := 2; i < 12; i++ {
+		r := nodeRecord(node, i, StatusPreparing)
+		r.Kind = recPreparing
+		if i%2 == 0 { // with a client id, so kept in the held set and visible in Decisions
+			r.Kind, r.Status = recDone, StatusCommitted
+		}
+		others = append(others, r)
+	}
+	if err := l.append(preparing); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range others {
+		if err := l.append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	xid := Xid{FormatID: 0x494d4731, Gtrid: []byte(commit.Gtrid), Bqual: []byte("broker")}
+	if err := b.XAStart(xid, broker.XANoFlags, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.XAAdd(xid, []broker.TxMessage{{Topic: "t", Message: broker.Message{Value: []byte("m")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.XAEnd(xid, broker.XASuccess); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.commitDecided(context.Background(), b, xid, commit); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.close(); err != nil { // writes what it held
+		t.Fatal(err)
+	}
+	closed = true
+
+	writes, records := c.count()
+	if writes != 1 || records != len(others) {
+		t.Errorf("the writer made %d writes of %d records in all; want the %d other records in one write and the transaction's own preparing record dropped", writes, records, len(others))
+	}
+	held := map[string]record{}
+	for _, d := range b.Decisions() {
+		r, _, err := decodeFrame(d.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[d.Key] = r
+	}
+	if r, ok := held[commit.Gtrid]; !ok || decisionOf(&r) != decideCommit {
+		t.Fatalf("the broker holds %+v for the committed transaction, not its commit decision", r)
+	}
+	for _, o := range others {
+		r, ok := held[o.Gtrid]
+		if !ok || r.Kind != o.Kind {
+			t.Errorf("the broker holds kind %d for %s (found %v), want the record queued (kind %d)", r.Kind, o.Gtrid, ok, o.Kind)
+		}
+	}
 }

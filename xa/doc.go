@@ -49,7 +49,9 @@
 // With Options.DecisionBroker the log is the broker's commit log (declog_broker.go): decision
 // batches the broker fsyncs with its other writes, rebuilds at recovery and keeps through
 // retention. The broker branch is then never prepared: its commit batch carries the commit
-// decision (broker.XACommitDecided), one write and one fsync for both.
+// decision (broker.XACommitDecided), one write and one fsync for both. The records nobody
+// waits for ("preparing", "done") are held back up to lazyDelay and written together, and a
+// decided commit drops its own transaction's held "preparing" record (settleBarrier).
 //
 // Every log keeps the first decision for a gtrid (declog_first.go): a later, different one is
 // refused and logged. Every outcome is recorded before it is acted on, presumed abort included.

@@ -182,34 +182,42 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
 	defer pcancel()
 	heuristic := false
-	for _, b := range second {
+	commitBranch := func(b *Branch) {
+		c.mu.Lock()
+		sentBefore := b.bs.commitSent
+		b.bs.commitSent = true
+		c.mu.Unlock()
+		pos, err := b.conn.commit(pctx, false)
+		code := XACode(err)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch {
+		case err == nil:
+			b.bs.state = BranchCommitted
+			offsets = append(offsets, pos...)
+		case code == XAERNota && sentBefore:
+			b.bs.state = BranchCommitted
+		case code == XAERNota || code == XAHeurRB || code == XAHeurMix || isRollbackCode(code):
+			b.bs.state = BranchHeuristic
+			heuristic = true
+			c.log.Error("prepared branch vanished before its commit: heuristic hazard", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
+		case code == XAHeurCom:
+			b.bs.state = BranchCommitted
+		default:
+			b.broken = true // detach it; recovery commits it
+			c.log.Warn("phase-2 commit failed; recovery retries", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
+		}
+	}
+	// The branches commit in parallel, the last one on this goroutine.
+	for i, b := range second {
+		if i == len(second)-1 {
+			commitBranch(b)
+			break
+		}
 		wg.Add(1)
 		go func(b *Branch) {
 			defer wg.Done()
-			c.mu.Lock()
-			sentBefore := b.bs.commitSent
-			b.bs.commitSent = true
-			c.mu.Unlock()
-			pos, err := b.conn.commit(pctx, false)
-			code := XACode(err)
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			switch {
-			case err == nil:
-				b.bs.state = BranchCommitted
-				offsets = append(offsets, pos...)
-			case code == XAERNota && sentBefore:
-				b.bs.state = BranchCommitted
-			case code == XAERNota || code == XAHeurRB || code == XAHeurMix || isRollbackCode(code):
-				b.bs.state = BranchHeuristic
-				heuristic = true
-				c.log.Error("prepared branch vanished before its commit: heuristic hazard", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
-			case code == XAHeurCom:
-				b.bs.state = BranchCommitted
-			default:
-				b.broken = true // detach it; recovery commits it
-				c.log.Warn("phase-2 commit failed; recovery retries", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
-			}
+			commitBranch(b)
 		}(b)
 	}
 	wg.Wait()
