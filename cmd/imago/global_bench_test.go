@@ -428,10 +428,16 @@ func procTicks(pid string) (uint64, bool) {
 	return n, true
 }
 
-// cpuPerOp is the machine CPU time one operation took, in CPU-seconds.
-func (r gbenchResult) cpuPerOp() float64 { return r.busy * float64(runtime.NumCPU()) / r.rate }
+// cpuPerOp is the machine CPU time one operation took, in CPU-seconds: the CPUs' busy time
+// over the load (steal left out) per operation.
+func (r gbenchResult) cpuPerOp() float64 {
+	return float64(r.busyTicks) / clockTicks / float64(max(1, r.ops))
+}
 
 // cpuTicks is the first line of /proc/stat: total and idle (idle + iowait) jiffies of all CPUs.
+// The total leaves out steal (time the hypervisor gave to other machines: on a shared virtual
+// machine it can be a tenth of the time under load, and counted as busy it would be charged to
+// whatever ran, the global transactions' "other" above all) and guest time (already in user).
 type cpuTicks struct{ total, idle uint64 }
 
 func readCPUTicks() cpuTicks {
@@ -441,7 +447,11 @@ func readCPUTicks() cpuTicks {
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	var c cpuTicks
+	// user nice system idle iowait irq softirq steal guest guest_nice
 	for i, f := range strings.Fields(line)[1:] {
+		if i >= 7 {
+			break
+		}
 		v, _ := strconv.ParseUint(f, 10, 64)
 		c.total += v
 		if i == 3 || i == 4 {
