@@ -1,11 +1,14 @@
 package main
 
-// The throughput figure of issue 5 (acceptance 4), gated: with 32 concurrent clients, global
+// The global transaction throughput figure, gated: with 32 concurrent clients, global
 // transactions per second through POST /v1/global-transactions (one MariaDB step, one
 // PostgreSQL step, one message) against the raw rate of each database's own two-phase cycle
 // at the same concurrency with the same statement (MariaDB: XA START, UPDATE, XA END,
 // XA PREPARE, XA COMMIT; PostgreSQL: BEGIN, UPDATE, PREPARE TRANSACTION, COMMIT PREPARED),
-// all measured in one run. Target: at least 70% of the slower database's rate.
+// all measured in one run. The bound is what the two cycles' CPU, measured apart, allows;
+// a third load runs both cycles in each client (both prepared, then both committed: a
+// coordinator with no log, no HTTP and no broker), which is the same work with the two
+// databases sharing the CPUs as they do under Imago.
 //
 //	go test ./cmd/imago -run GlobalThroughput -gbench.duration 10s -v
 //
@@ -81,57 +84,100 @@ func TestGlobalThroughput(t *testing.T) {
 	myStmt := "UPDATE " + wallet + " SET balance = balance - ? WHERE id = ?"
 	pgStmt := "UPDATE " + ledger + " SET balance = balance + $1 WHERE id = $2"
 
-	// Raw two-phase cycles, each database alone.
+	// Raw two-phase cycles, each database alone, then both in one client loop.
 	ctx := context.Background()
 	var seq atomic.Int64
-	rawMy := gbenchLoad(t, clients, d, gbenchProbe{my: my, pg: pg}, func(i int) (func() error, func()) {
+	// A cycle is one database's two-phase cycle on one connection of its own. MariaDB's
+	// prepare runs XA START, the statement, XA END and XA PREPARE, its commit XA COMMIT; the
+	// statement is prepared once
+	// per connection, as the coordinator's MariaDB pool keeps it (plain go-sql-driver would
+	// prepare and close it on every call, a slower baseline).
+	type cycle struct {
+		prepare, commit func() error
+		close           func()
+	}
+	myCycle := func(i int) cycle {
 		conn, err := my.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Prepared once per connection, as the coordinator's MariaDB pool keeps it (plain
-		// go-sql-driver would prepare and close it on every call, a slower baseline).
 		stmt, err := conn.PrepareContext(ctx, myStmt)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return func() error {
-			xid := fmt.Sprintf("X'%s'", hex.EncodeToString([]byte(fmt.Sprintf("gbn%s-%d", sfx, seq.Add(1)))))
-			for _, q := range []string{"XA START " + xid, "", "XA END " + xid, "XA PREPARE " + xid, "XA COMMIT " + xid} {
-				var err error
-				if q == "" {
-					_, err = stmt.ExecContext(ctx, 1, fmt.Sprint("a", i))
-				} else {
-					_, err = conn.ExecContext(ctx, q)
+		var xid string
+		return cycle{
+			prepare: func() error {
+				xid = fmt.Sprintf("X'%s'", hex.EncodeToString([]byte(fmt.Sprintf("gbn%s-%d", sfx, seq.Add(1)))))
+				for _, q := range []string{"XA START " + xid, "", "XA END " + xid, "XA PREPARE " + xid} {
+					var err error
+					if q == "" {
+						_, err = stmt.ExecContext(ctx, 1, fmt.Sprint("a", i))
+					} else {
+						_, err = conn.ExecContext(ctx, q)
+					}
+					if err != nil {
+						return err
+					}
 				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		}, func() { stmt.Close(); conn.Close() }
-	})
-	rawPg := gbenchLoad(t, clients, d, gbenchProbe{my: my, pg: pg}, func(i int) (func() error, func()) {
+				return nil
+			},
+			commit: func() error { _, err := conn.ExecContext(ctx, "XA COMMIT "+xid); return err },
+			close:  func() { stmt.Close(); conn.Close() },
+		}
+	}
+	pgCycle := func(i int) cycle {
 		conn, err := pg.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return func() error {
-			gid := fmt.Sprintf("'gbn_%s_%d'", sfx, seq.Add(1))
-			for _, q := range []string{"BEGIN", "", "PREPARE TRANSACTION " + gid, "COMMIT PREPARED " + gid} {
-				var err error
-				if q == "" {
-					_, err = conn.ExecContext(ctx, pgStmt, 1, fmt.Sprint("a", i))
-				} else {
-					_, err = conn.ExecContext(ctx, q)
+		var gid string
+		return cycle{
+			prepare: func() error {
+				gid = fmt.Sprintf("'gbn_%s_%d'", sfx, seq.Add(1))
+				for _, q := range []string{"BEGIN", "", "PREPARE TRANSACTION " + gid} {
+					var err error
+					if q == "" {
+						_, err = conn.ExecContext(ctx, pgStmt, 1, fmt.Sprint("a", i))
+					} else {
+						_, err = conn.ExecContext(ctx, q)
+					}
+					if err != nil {
+						return err
+					}
 				}
-				if err != nil {
-					return err
+				return nil
+			},
+			commit: func() error { _, err := conn.ExecContext(ctx, "COMMIT PREPARED "+gid); return err },
+			close:  func() { conn.Close() },
+		}
+	}
+	// run is a client loop's operation: every cycle prepared in turn, then every one committed.
+	run := func(cs ...cycle) (func() error, func()) {
+		return func() error {
+				for _, c := range cs {
+					if err := c.prepare(); err != nil {
+						return err
+					}
+				}
+				for _, c := range cs {
+					if err := c.commit(); err != nil {
+						return err
+					}
+				}
+				return nil
+			}, func() {
+				for _, c := range cs {
+					c.close()
 				}
 			}
-			return nil
-		}, func() { conn.Close() }
-	})
+	}
+	probe := gbenchProbe{my: my, pg: pg}
+	rawMy := gbenchLoad(t, clients, d, probe, func(i int) (func() error, func()) { return run(myCycle(i)) })
+	rawPg := gbenchLoad(t, clients, d, probe, func(i int) (func() error, func()) { return run(pgCycle(i)) })
+	// Both cycles in one client: what a coordinator with no decision log, no HTTP and no
+	// broker would cost, with the two databases sharing the CPUs as they do under Imago.
+	rawBoth := gbenchLoad(t, clients, d, probe, func(i int) (func() error, func()) { return run(myCycle(i), pgCycle(i)) })
 
 	// Global transactions through the HTTP API, once per decision log.
 	runGlobal := func(declog, profile string) gbenchResult {
@@ -240,6 +286,9 @@ operations:
 			declog, rawMy.split(), rawPg.split(), global.split())
 		t.Logf("Database counters per operation (decision_log %s): MariaDB cycle: %s; PostgreSQL cycle: %s; global transaction: %s",
 			declog, rawMy.counts(), rawPg.counts(), global.counts())
+		t.Logf("Both cycles in one client loop, no Imago (decision_log %s): %.0f/s, %.0f µs each (%s; %s): global transactions are %.0f%% of its rate, and Imago's own CPU against it, load generator included, is %.0f µs = %.0f%%",
+			declog, rawBoth.rate, 1e6*rawBoth.cpuPerOp(), rawBoth.split(), rawBoth.counts(), 100*global.rate/rawBoth.rate,
+			1e6*(global.cpuPerOp()-rawBoth.cpuPerOp()), 100*(global.cpuPerOp()-rawBoth.cpuPerOp())/rawBoth.cpuPerOp())
 	}
 }
 
