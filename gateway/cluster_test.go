@@ -528,7 +528,7 @@ func TestClusterMetrics(t *testing.T) {
 }
 
 // 64 concurrent clients of a follower share kept-alive connections to the leader: the
-// follower opens no more connections than requests in flight.
+// follower opens about as many connections as requests in flight, not one per request.
 func TestClusterForwardConcurrent(t *testing.T) {
 	leader, follower := startPair(t, Options{}, Options{})
 	leader.createTopic("serve.t", 4)
@@ -572,8 +572,12 @@ func TestClusterForwardConcurrent(t *testing.T) {
 	if total != clients*each {
 		t.Fatalf("the leader holds %d messages, want %d", total, clients*each)
 	}
-	// The test's own requests to the leader (createTopic, describe) add a connection or two.
-	if n := leader.conns.Load(); n > clients+2 {
+	// The test's own requests to the leader (createTopic, describe) add a connection or two,
+	// and Go's transport may dial a few more than the peak in flight: a request that finds no
+	// idle connection starts a dial, takes a connection freed meanwhile, and the dialled one
+	// joins the idle pool (seen: 69 for 64 clients). Without keep-alive reuse (or with the
+	// default 2 idle connections per host) it would be hundreds for these 640 requests.
+	if n := leader.conns.Load(); n > clients+clients/4 {
 		t.Fatalf("the follower opened %d connections to the leader for %d concurrent clients", n, clients)
 	}
 	t.Logf("%d forwarded requests over %d connections", clients*each, leader.conns.Load())
