@@ -89,12 +89,26 @@ func TestGlobalThroughput(t *testing.T) {
 	var seq atomic.Int64
 	// A cycle is one database's two-phase cycle on one connection of its own. MariaDB's
 	// prepare runs XA START, the statement, XA END and XA PREPARE, its commit XA COMMIT; the
-	// statement is prepared once
-	// per connection, as the coordinator's MariaDB pool keeps it (plain go-sql-driver would
-	// prepare and close it on every call, a slower baseline).
+	// statement is prepared once per connection, as the coordinator's MariaDB pool keeps it
+	// (plain go-sql-driver would prepare and close it on every call, a slower baseline).
 	type cycle struct {
 		prepare, commit func() error
 		close           func()
+	}
+	// steps runs qs in order on exec, and stmt (the cycle's statement) where qs has "".
+	steps := func(qs []string, stmt func() error, exec func(q string) error) error {
+		for _, q := range qs {
+			var err error
+			if q == "" {
+				err = stmt()
+			} else {
+				err = exec(q)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	myCycle := func(i int) cycle {
 		conn, err := my.Conn(ctx)
@@ -105,24 +119,15 @@ func TestGlobalThroughput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		exec := func(q string) error { _, err := conn.ExecContext(ctx, q); return err }
 		var xid string
 		return cycle{
 			prepare: func() error {
 				xid = fmt.Sprintf("X'%s'", hex.EncodeToString([]byte(fmt.Sprintf("gbn%s-%d", sfx, seq.Add(1)))))
-				for _, q := range []string{"XA START " + xid, "", "XA END " + xid, "XA PREPARE " + xid} {
-					var err error
-					if q == "" {
-						_, err = stmt.ExecContext(ctx, 1, fmt.Sprint("a", i))
-					} else {
-						_, err = conn.ExecContext(ctx, q)
-					}
-					if err != nil {
-						return err
-					}
-				}
-				return nil
+				return steps([]string{"XA START " + xid, "", "XA END " + xid, "XA PREPARE " + xid},
+					func() error { _, err := stmt.ExecContext(ctx, 1, fmt.Sprint("a", i)); return err }, exec)
 			},
-			commit: func() error { _, err := conn.ExecContext(ctx, "XA COMMIT "+xid); return err },
+			commit: func() error { return exec("XA COMMIT " + xid) },
 			close:  func() { stmt.Close(); conn.Close() },
 		}
 	}
@@ -131,24 +136,15 @@ func TestGlobalThroughput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		exec := func(q string) error { _, err := conn.ExecContext(ctx, q); return err }
 		var gid string
 		return cycle{
 			prepare: func() error {
 				gid = fmt.Sprintf("'gbn_%s_%d'", sfx, seq.Add(1))
-				for _, q := range []string{"BEGIN", "", "PREPARE TRANSACTION " + gid} {
-					var err error
-					if q == "" {
-						_, err = conn.ExecContext(ctx, pgStmt, 1, fmt.Sprint("a", i))
-					} else {
-						_, err = conn.ExecContext(ctx, q)
-					}
-					if err != nil {
-						return err
-					}
-				}
-				return nil
+				return steps([]string{"BEGIN", "", "PREPARE TRANSACTION " + gid},
+					func() error { _, err := conn.ExecContext(ctx, pgStmt, 1, fmt.Sprint("a", i)); return err }, exec)
 			},
-			commit: func() error { _, err := conn.ExecContext(ctx, "COMMIT PREPARED "+gid); return err },
+			commit: func() error { return exec("COMMIT PREPARED " + gid) },
 			close:  func() { conn.Close() },
 		}
 	}
