@@ -126,14 +126,7 @@ func bankCrash(t *testing.T, declog string) {
 	}
 	run("drain", false)
 
-	bo := broker.NewOptions(e.dir + "/broker")
-	bo.Logger = quietLogger()
-	b, err := broker.Open(bo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	e.b = b
+	e.b = openQuietBroker(t, e.dir+"/broker", nil)
 	total, wj, lj, msgs := e.bankState(n)
 	if want := int64(2 * bankAccounts * bankInitial); total != want {
 		t.Errorf("total balance %d, want %d", total, want)

@@ -30,12 +30,7 @@ func decisionStores(t *testing.T, fn func(t *testing.T, node string, open func()
 			if b != nil {
 				b.Close() // reopened: its decisions are rebuilt from the log
 			}
-			o := broker.NewOptions(dir)
-			o.Logger = quietLogger()
-			var err error
-			if b, err = broker.Open(o); err != nil {
-				t.Fatal(err)
-			}
+			b = openQuietBroker(t, dir, nil)
 			l, recs, err := openBrokerDecisionLog(b, "", time.Hour, time.Now, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)

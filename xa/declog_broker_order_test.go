@@ -35,7 +35,10 @@ func (g *gatedDecisions) AppendDecisions(ctx context.Context, recs []broker.Deci
 // TestGlobalBankCrashDecisionCommitLog found it, about one run in fifteen). The decided
 // commit must land after every record queued before it.
 func TestDecidedCommitLandsAfterQueuedRecords(t *testing.T) {
-	b := openOrderBroker(t)
+	b := openQuietBroker(t, t.TempDir(), nil)
+	if _, err := b.CreateTopic("t", broker.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
 	g := &gatedDecisions{Broker: b, entered: make(chan struct{}, 1), gate: make(chan struct{})}
 	node := newNode(t)
 	l, _, err := openBrokerDecisionLog(g, node, time.Hour, time.Now, nil, quietLogger())
@@ -120,7 +123,10 @@ func (c *countedDecisions) count() (writes, records int) {
 // transaction's "preparing" record instead of waiting for it to be written (and never lets it
 // land after the commit), and the others' records reach the broker in one write, not one each.
 func TestHeldRecordsRideTogetherAndACommitSupersedesItsPreparing(t *testing.T) {
-	b := openOrderBroker(t)
+	b := openQuietBroker(t, t.TempDir(), nil)
+	if _, err := b.CreateTopic("t", broker.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
 	c := &countedDecisions{Broker: b}
 	defer func(d time.Duration) { lazyDelay = d }(lazyDelay)
 	lazyDelay = time.Hour // nothing is written by the delay while the test runs
@@ -197,21 +203,4 @@ func TestHeldRecordsRideTogetherAndACommitSupersedesItsPreparing(t *testing.T) {
 			t.Errorf("the broker holds kind %d for %s (found %v), want the record queued (kind %d)", r.Kind, o.Gtrid, ok, o.Kind)
 		}
 	}
-}
-
-// openOrderBroker opens a broker in a temporary directory with one topic "t" of one
-// partition, closed when the test ends.
-func openOrderBroker(t *testing.T) *broker.Broker {
-	t.Helper()
-	o := broker.NewOptions(t.TempDir())
-	o.Logger = quietLogger()
-	b, err := broker.Open(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	if _, err := b.CreateTopic("t", broker.TopicConfig{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

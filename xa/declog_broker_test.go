@@ -6,8 +6,6 @@ import (
 	"os"
 	"testing"
 	"time"
-
-	"github.com/imagomq/imago/broker"
 )
 
 // reopenBroker closes e's broker and opens it again on the same directory (its decisions are
@@ -15,14 +13,7 @@ import (
 func (e *env) reopenBroker() {
 	e.t.Helper()
 	e.b.Close()
-	bo := broker.NewOptions(e.dir + "/broker")
-	bo.Logger = quietLogger()
-	b, err := broker.Open(bo)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.b = b
-	e.t.Cleanup(func() { b.Close() })
+	e.b = openQuietBroker(e.t, e.dir+"/broker", nil)
 }
 
 // With the decision log in the commit log, a commit decision made durable before a crash (in

@@ -39,6 +39,24 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
+// openQuietBroker opens a broker on dir with the tests' quiet logger; set, when not nil,
+// adjusts the options first. The broker is closed when the test ends (closing it earlier, to
+// reopen it, is fine: Close is safe to repeat).
+func openQuietBroker(t testing.TB, dir string, set func(*broker.Options)) *broker.Broker {
+	t.Helper()
+	o := broker.NewOptions(dir)
+	o.Logger = quietLogger()
+	if set != nil {
+		set(&o)
+	}
+	b, err := broker.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	myDSN, pgDSN := testenv.MySQLDSN(t), testenv.PostgresDSN(t)
@@ -53,16 +71,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.my.Close(); e.pg.Close() })
-	bo := broker.NewOptions(e.dir + "/broker")
-	bo.Logger = quietLogger()
-	if e.b, err = broker.Open(bo); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if e.b != nil { // a test may have closed it and failed before reopening
-			e.b.Close()
-		}
-	})
+	e.b = openQuietBroker(t, e.dir+"/broker", nil)
 	return e
 }
 

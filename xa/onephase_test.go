@@ -107,14 +107,7 @@ func TestOnePhaseCommitAfterRequestGone(t *testing.T) {
 // pending-bytes limit kept busy by producers.
 func TestOnePhaseBrokerBackpressureRollsBack(t *testing.T) {
 	dir := t.TempDir()
-	bo := broker.NewOptions(dir + "/broker")
-	bo.Logger = quietLogger()
-	bo.MaxPendingBytes = 256
-	b, err := broker.Open(bo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openQuietBroker(t, dir+"/broker", func(o *broker.Options) { o.MaxPendingBytes = 256 })
 	if _, err := b.CreateTopic("bp", broker.TopicConfig{Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
