@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"net"
+	rtmetrics "runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,7 +211,8 @@ var registerCountDial sync.Once
 // The round trips of a global transaction with one statement on MariaDB, one on PostgreSQL
 // (the last there, so ExecPrepare) and a message: MariaDB SET wait_timeout + XA START, the
 // statement, XA END + XA PREPARE, XA COMMIT (4); PostgreSQL BEGIN + statement + PREPARE
-// TRANSACTION, COMMIT PREPARED (2). Each request is one write on its connection.
+// TRANSACTION, COMMIT PREPARED (2). Each request is one write on its connection. It also
+// counts the goroutines the coordinator starts for one transaction.
 func TestRoundTripsPerGlobalTransaction(t *testing.T) {
 	e := newEnv(t)
 	table := e.tables(map[string]int64{"a": 1000})
@@ -282,19 +284,28 @@ func TestRoundTripsPerGlobalTransaction(t *testing.T) {
 	pool = my.Stats()
 	myWrites.Store(0)
 	pgWrites.Store(0)
+	g0 := goroutinesCreated()
 	const n = 30 // a connection opened meanwhile (handshake writes) weighs little
 	for range n {
 		run()
 	}
+	goroutines := float64(goroutinesCreated()-g0) / n
 	if my.Stats().OpenConnections != pool.OpenConnections {
 		t.Logf("MariaDB pool opened connections meanwhile (%d → %d): counts include their set-up", pool.OpenConnections, my.Stats().OpenConnections)
 	}
 	gotMy, gotPg := float64(myWrites.Load())/n, float64(pgWrites.Load())/n
-	t.Logf("round trips per global transaction: MariaDB %.1f, PostgreSQL %.1f", gotMy, gotPg)
+	t.Logf("round trips per global transaction: MariaDB %.1f, PostgreSQL %.1f; goroutines started %.1f", gotMy, gotPg, goroutines)
 	// A connection the pool opens meanwhile adds its handshake's writes: half a round trip per
 	// transaction is the margin (with the PREPARE sent apart, PostgreSQL takes 3).
 	if gotMy >= 4.5 || gotPg >= 2.5 {
 		t.Fatalf("round trips per global transaction: MariaDB %.1f (want 4), PostgreSQL %.1f (want 2)", gotMy, gotPg)
+	}
+	// With the file decision log the MariaDB and broker branches are prepared and all three
+	// committed: each phase runs its last branch on the caller's goroutine, so one goroutine
+	// for the prepares and two for the commits. A connection the pool opens meanwhile starts
+	// one more (the driver's watcher), a thirtieth per transaction.
+	if goroutines >= 3.5 {
+		t.Fatalf("goroutines started per global transaction: %.1f, want 3 (1 in phase 1, 2 in phase 2)", goroutines)
 	}
 }
 
@@ -337,4 +348,11 @@ func TestExecPrepareStaleStatement(t *testing.T) {
 	if my, pg := e.balance(e.my, table, "a"), e.balance(e.pg, table, "a"); my != 98 || pg != 102 {
 		t.Fatalf("balances MariaDB %d PostgreSQL %d, want 98 and 102", my, pg)
 	}
+}
+
+// goroutinesCreated is the count of goroutines this process has started.
+func goroutinesCreated() uint64 {
+	s := []rtmetrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	rtmetrics.Read(s)
+	return s[0].Value.Uint64()
 }

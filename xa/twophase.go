@@ -57,31 +57,43 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			return t.rollbackLocked(ctx, &Reason{Code: "prepare_failed", Message: err.Error()}), fmt.Errorf("%w: %w", ErrRolledBack, err)
 		}
 	}
-	var wg sync.WaitGroup
+	prepareBranch := func(i int, b *Branch) {
+		ro, err := b.conn.prepare(sctx)
+		switch {
+		case err == nil && ro:
+			c.setBranch(b.bs, BranchReadOnly)
+		case err == nil:
+			c.setBranch(b.bs, BranchPrepared)
+		case isRollbackCode(XACode(err)):
+			c.setBranch(b.bs, BranchFailed)
+			errs[i] = err
+		default:
+			// Unknown: it may be prepared. Dropping the connection detaches it; the
+			// rollback decision makes recovery roll it back.
+			b.broken = true
+			c.setBranch(b.bs, BranchPrepared)
+			errs[i] = err
+		}
+	}
+	// The branches prepare in parallel, the last one on this goroutine (with the PostgreSQL
+	// branch prepared by ExecPrepare, the MariaDB one is often the only one left).
+	var todo []int
 	for i, b := range worked {
-		if b == fused || b.prepared {
-			continue // a branch prepared with its last statement (ExecPrepare) already voted
+		if b != fused && !b.prepared { // a branch prepared with its last statement (ExecPrepare) already voted
+			todo = append(todo, i)
+		}
+	}
+	var wg sync.WaitGroup
+	for k, i := range todo {
+		if k == len(todo)-1 {
+			prepareBranch(i, worked[i])
+			break
 		}
 		wg.Add(1)
-		go func(i int, b *Branch) {
+		go func() {
 			defer wg.Done()
-			ro, err := b.conn.prepare(sctx)
-			switch {
-			case err == nil && ro:
-				c.setBranch(b.bs, BranchReadOnly)
-			case err == nil:
-				c.setBranch(b.bs, BranchPrepared)
-			case isRollbackCode(XACode(err)):
-				c.setBranch(b.bs, BranchFailed)
-				errs[i] = err
-			default:
-				// Unknown: it may be prepared. Dropping the connection detaches it; the
-				// rollback decision makes recovery roll it back.
-				b.broken = true
-				c.setBranch(b.bs, BranchPrepared)
-				errs[i] = err
-			}
-		}(i, b)
+			prepareBranch(i, worked[i])
+		}()
 	}
 	wg.Wait()
 	c.metrics.phase.WithLabelValues("prepare").Observe(time.Since(began).Seconds())
