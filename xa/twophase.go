@@ -83,19 +83,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			todo = append(todo, i)
 		}
 	}
-	var wg sync.WaitGroup
-	for k, i := range todo {
-		if k == len(todo)-1 {
-			prepareBranch(i, worked[i])
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			prepareBranch(i, worked[i])
-		}()
-	}
-	wg.Wait()
+	inParallel(len(todo), func(k int) { prepareBranch(todo[k], worked[todo[k]]) })
 	c.metrics.phase.WithLabelValues("prepare").Observe(time.Since(began).Seconds())
 	if err := errors.Join(errs...); err != nil {
 		code := "prepare_failed"
@@ -221,18 +209,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 		}
 	}
 	// The branches commit in parallel, the last one on this goroutine.
-	for i, b := range second {
-		if i == len(second)-1 {
-			commitBranch(b)
-			break
-		}
-		wg.Add(1)
-		go func(b *Branch) {
-			defer wg.Done()
-			commitBranch(b)
-		}(b)
-	}
-	wg.Wait()
+	inParallel(len(second), func(k int) { commitBranch(second[k]) })
 	c.metrics.phase.WithLabelValues("commit").Observe(time.Since(p2Began).Seconds())
 	c.mu.Lock()
 	st.offsets = offsets
@@ -254,6 +231,23 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	}
 	c.mu.Unlock()
 	return t.finish(), err
+}
+
+// inParallel runs f(0), …, f(n-1) at once, f(n-1) on the calling goroutine (one goroutine
+// fewer to start and one hand-off fewer to wait for), and returns when all have returned.
+func inParallel(n int, f func(k int)) {
+	var wg sync.WaitGroup
+	for k := range n - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(k)
+		}()
+	}
+	if n > 0 {
+		f(n - 1)
+	}
+	wg.Wait()
 }
 
 // fusedBrokerBranch returns the broker branch among worked when its commit can carry the
