@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 // produceLoad runs b.N produces of one 1 KiB message from 64 goroutines through produce.
@@ -62,7 +63,7 @@ func BenchmarkProduceCluster(b *testing.B) {
 	c := &testCluster{t: t}
 	root := b.TempDir()
 	for i := 1; i <= 3; i++ {
-		c.peers = append(c.peers, Peer{ID: uint64(i), RaftAddr: freeAddrB(b)})
+		c.peers = append(c.peers, Peer{ID: uint64(i), RaftAddr: testenv.FreeAddr(b)})
 		c.dirs = append(c.dirs, root+"/node"+string(rune('0'+i)))
 	}
 	c.bs = make([]*broker.Broker, 3)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 // testCluster runs three members in one process, each over a real broker in its own temporary
@@ -28,16 +28,6 @@ type testCluster struct {
 	tune func(*broker.Options)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func newTestCluster(t *testing.T) *testCluster {
 	return newTunedCluster(t, nil)
 }
@@ -47,7 +37,7 @@ func newTunedCluster(t *testing.T, tune func(*broker.Options)) *testCluster {
 	c := &testCluster{t: t, tune: tune}
 	root := t.TempDir()
 	for i := 1; i <= 3; i++ {
-		c.peers = append(c.peers, Peer{ID: uint64(i), RaftAddr: freeAddr(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", 18080+i)})
+		c.peers = append(c.peers, Peer{ID: uint64(i), RaftAddr: testenv.FreeAddr(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", 18080+i)})
 		c.dirs = append(c.dirs, filepath.Join(root, fmt.Sprintf("node%d", i)))
 	}
 	c.bs = make([]*broker.Broker, 3)
@@ -236,16 +226,6 @@ func contains(s, sub string) bool {
 	return false
 }
 
-func freeAddrB(b *testing.B) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func TestReplaceANode(t *testing.T) {
 	c := newTestCluster(t)
 	l := c.leader()
@@ -266,7 +246,7 @@ func TestReplaceANode(t *testing.T) {
 	produce(l, 20)
 
 	// A fourth machine joins under a new id: a learner first, a voter once caught up.
-	c.peers = append(c.peers, Peer{ID: 4, RaftAddr: freeAddr(t), HTTPAddr: "127.0.0.1:18084"})
+	c.peers = append(c.peers, Peer{ID: 4, RaftAddr: testenv.FreeAddr(t), HTTPAddr: "127.0.0.1:18084"})
 	c.dirs = append(c.dirs, filepath.Join(t.TempDir(), "node4"))
 	c.bs, c.ms = append(c.bs, nil), append(c.ms, nil)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))

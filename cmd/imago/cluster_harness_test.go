@@ -105,19 +105,6 @@ func (c *testCluster) rewriteConfigs() {
 	}
 }
 
-// freePort returns a loopback address with a port nobody listened on a moment ago. The nodes
-// need fixed addresses (peers dial them across restarts); the race with another process taking
-// the port in between is accepted in a test.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // newTestCluster prepares three nodes (not started) with their proxies, and a ZooKeeper root of
 // its own for the shared offset store (removed at the end).
 func newTestCluster(t *testing.T, seed int64) *testCluster {
@@ -133,10 +120,11 @@ func newTestCluster(t *testing.T, seed int64) *testCluster {
 	t.Cleanup(func() { removeZkTree(t, zkServers, c.zkRoot) })
 	// The nodes' ports stay reserved (listening) until every proxy has its own port: a port
 	// freed at once could be handed to a proxy, and two addresses in a configuration would
-	// then be one.
+	// then be one. They come from outside the ephemeral range (testenv.FreeAddr), so that no
+	// outgoing connection takes one between its release and the node's bind.
 	var reserved []net.Listener
 	reserve := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", testenv.FreeAddr(t))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,13 +5,14 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 // TestServeRefusesNonLoopbackWithoutTokens: with no auth.tokens, serve refuses to listen on an
@@ -120,12 +121,7 @@ func TestHelpAndVersion(t *testing.T) {
 
 // TestServePprof: --pprof-addr serves Go's profiler on loopback, next to the API.
 func TestServePprof(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testenv.FreeAddr(t)
 	startServer(t, filepath.Join(t.TempDir(), "data"), "--pprof-addr", addr)
 	resp, err := http.Get("http://" + addr + "/debug/pprof/cmdline")
 	if err != nil {
