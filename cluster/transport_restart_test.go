@@ -7,6 +7,8 @@ import (
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 // A peer that restarts (kill -9 and start, the same address) must get the next message sent
@@ -18,7 +20,9 @@ import (
 // messages from one follower to it were lost for two election rounds, and writes resumed only
 // 3.3 s after the kill).
 func TestTransportDeliversFirstMessageAfterPeerRestart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Outside the ephemeral range (testenv.FreeAddr), so that no outgoing connection takes the
+	// port while node 2 is down.
+	ln, err := net.Listen("tcp", testenv.FreeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,9 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func startImago(t *testing.T) *imagoServer {
 	t.Helper()
-	s := &imagoServer{t: t, dir: t.TempDir(), addr: "127.0.0.1:0"}
+	// A port outside the ephemeral range (testenv.FreeAddr): no outgoing connection takes it
+	// while the server is down between restarts.
+	s := &imagoServer{t: t, dir: t.TempDir(), addr: testenv.FreeAddr(t)}
 	if err := s.start(); err != nil {
 		t.Fatalf("start imago: %v", err)
 	}
