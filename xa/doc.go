@@ -35,10 +35,10 @@
 // With one statement per database that is 4 round trips to MariaDB (SET wait_timeout and XA
 // START; the statement; XA END and XA PREPARE; XA COMMIT) and 2 to PostgreSQL (BEGIN, the
 // statement and PREPARE TRANSACTION; COMMIT PREPARED) per global transaction, against 5 and 4
-// for the bare two-phase cycles (TestRoundTripsPerGlobalTransaction counts them). Each phase
-// runs its branches in parallel, the last one on the caller's goroutine: with decisions in the
-// commit log, a transaction over MariaDB, PostgreSQL and the broker starts one goroutine (a
-// phase-2 commit); with the file log, three.
+// for the bare two-phase cycles (TestRoundTripsPerGlobalTransaction counts them). Each phase,
+// and a rollback, runs its branches in parallel, the last one on the caller's goroutine
+// (inParallel): with decisions in the commit log, a transaction over MariaDB, PostgreSQL and
+// the broker starts one goroutine (a phase-2 commit); with the file log, three.
 //
 // # The decision log
 //

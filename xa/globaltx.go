@@ -446,33 +446,32 @@ func (t *GlobalTx) rollbackLocked(ctx context.Context, reason error) TxInfo {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
 	defer cancel()
 	allDone := true
-	var wg sync.WaitGroup
+	var todo []*Branch
 	for _, b := range t.order {
-		if b.conn == nil || b.bs == nil || b.bs.state == BranchReadOnly || b.bs.state == BranchRolledBack {
-			continue
+		if b.conn != nil && b.bs != nil && b.bs.state != BranchReadOnly && b.bs.state != BranchRolledBack {
+			todo = append(todo, b)
 		}
-		wg.Add(1)
-		go func(b *Branch) {
-			defer wg.Done()
-			err := b.conn.rollback(pctx)
-			code := XACode(err)
-			switch {
-			case err == nil || code == XAERNota || isRollbackCode(code):
-				c.setBranch(b.bs, BranchRolledBack)
-			case b.bs.state == BranchPrepared:
-				// Still prepared: recovery rolls it back (the decision is logged).
-				c.log.Warn("rollback of a prepared branch failed; recovery retries", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
-				c.mu.Lock()
-				allDone = false
-				c.mu.Unlock()
-			default:
-				// Never prepared: dropping the connection rolls it back on the server.
-				b.broken = true
-				c.setBranch(b.bs, BranchRolledBack)
-			}
-		}(b)
 	}
-	wg.Wait()
+	// The branches roll back in parallel, the last one on this goroutine.
+	inParallel(len(todo), func(k int) {
+		b := todo[k]
+		err := b.conn.rollback(pctx)
+		code := XACode(err)
+		switch {
+		case err == nil || code == XAERNota || isRollbackCode(code):
+			c.setBranch(b.bs, BranchRolledBack)
+		case b.bs.state == BranchPrepared:
+			// Still prepared: recovery rolls it back (the decision is logged).
+			c.log.Warn("rollback of a prepared branch failed; recovery retries", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
+			c.mu.Lock()
+			allDone = false
+			c.mu.Unlock()
+		default:
+			// Never prepared: dropping the connection rolls it back on the server.
+			b.broken = true
+			c.setBranch(b.bs, BranchRolledBack)
+		}
+	})
 	c.mu.Lock()
 	if allDone {
 		st.status, st.finished = StatusRolledBack, c.opts.Now()

@@ -57,7 +57,8 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			return t.rollbackLocked(ctx, &Reason{Code: "prepare_failed", Message: err.Error()}), fmt.Errorf("%w: %w", ErrRolledBack, err)
 		}
 	}
-	prepareBranch := func(i int, b *Branch) {
+	prepareBranch := func(i int) {
+		b := worked[i]
 		ro, err := b.conn.prepare(sctx)
 		switch {
 		case err == nil && ro:
@@ -83,7 +84,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			todo = append(todo, i)
 		}
 	}
-	inParallel(len(todo), func(k int) { prepareBranch(todo[k], worked[todo[k]]) })
+	inParallel(len(todo), func(k int) { prepareBranch(todo[k]) })
 	c.metrics.phase.WithLabelValues("prepare").Observe(time.Since(began).Seconds())
 	if err := errors.Join(errs...); err != nil {
 		code := "prepare_failed"
