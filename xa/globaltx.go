@@ -141,7 +141,11 @@ func (c *Coordinator) Begin(ctx context.Context, opts BeginOptions) (*GlobalTx, 
 	c.byID[st.id] = st
 	c.mu.Unlock()
 	t := &GlobalTx{c: c, st: st, deadline: st.deadline, timeout: timeout, active: true, branches: map[string]*Branch{}}
+	// expire takes t.mu: holding it here orders the timer's store before a timer that fires
+	// at once reads it (finish stops it).
+	t.mu.Lock()
 	t.timer = time.AfterFunc(timeout, t.expire)
+	t.mu.Unlock()
 	return t, nil
 }
 
@@ -461,8 +465,11 @@ func (t *GlobalTx) rollbackLocked(ctx context.Context, reason error) TxInfo {
 		case err == nil || code == XAERNota || isRollbackCode(code):
 			c.setBranch(b.bs, BranchRolledBack)
 		case b.bs.state == BranchPrepared:
-			// Still prepared: recovery rolls it back (the decision is logged).
+			// Still prepared: recovery rolls it back (the decision is logged). The session
+			// is not pooled again: a prepared branch still attached to it would answer
+			// recovery's rollback from another session with XAER_NOTA.
 			c.log.Warn("rollback of a prepared branch failed; recovery retries", "gtrid", st.gtrid, "resource", b.rm.Name(), "err", err)
+			b.broken = true
 			c.mu.Lock()
 			allDone = false
 			c.mu.Unlock()
