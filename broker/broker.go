@@ -56,6 +56,7 @@ type Broker struct {
 	retired     []*indexSegment                // index segments retention let go whose files wait for a checkpoint (stateMu)
 	lastCkptPos atomic.Int64                   // position of the last checkpoint written; stored under ckptMu
 	lastCkpt    []byte                         // the last checkpoint written, as on disk; guarded by ckptMu
+	ckptBroken  error                          // an index fsync failed: no later checkpoint may be written; guarded by ckptMu
 	snap        atomic.Pointer[linkedSnapshot] // the snapshot linked for members that copy it (snapshot.go); stored under ckptMu
 	failed      error                          // set when the log cannot be written; the broker then refuses produces
 	failedc     chan struct{}                  // closed when failed is set (setFailedLocked)

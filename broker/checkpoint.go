@@ -26,6 +26,11 @@ import (
 // checkpoint that claims unsynced index pages durable, or let an older checkpoint land after a
 // newer one while lastCkptPos says otherwise, and retention trusts lastCkptPos when it deletes
 // log segments. Serialized, each checkpoint starts from the state the previous one left.
+//
+// A failed index fsync ends checkpoints for the life of the process: Linux may drop the pages
+// it could not write back and mark them clean, so a retried fsync "succeeds" without them, and a
+// checkpoint naming them would make the restart skip the log that rebuilds them. Every later
+// checkpoint (periodic, retention, Close) returns that error; the broker has stopped writes.
 
 const checkpointFileName = "checkpoint.json"
 
@@ -98,6 +103,9 @@ func (b *Broker) checkpoint() error {
 	}
 	b.ckptMu.Lock()
 	defer b.ckptMu.Unlock()
+	if b.ckptBroken != nil {
+		return b.ckptBroken
+	}
 	b.stateMu.Lock()
 	pos := b.syncedPos // never past the durable log (fsync interval, never)
 	if pos == b.lastCkptPos.Load() && !b.ckptStale {
@@ -147,15 +155,19 @@ func (b *Broker) checkpoint() error {
 	}
 	cp.Dedupe = dcp
 	for _, d := range dirty {
+		// A segment retention let go since the list was taken is synced too: this
+		// checkpoint records the partition's start as it was then, inside that segment. Its
+		// file stays open until a later checkpoint (after this one) removes it.
 		d.p.mu.RLock()
-		var err error
-		if !d.s.removed {
-			err = fsutil.Fsync(d.s.f)
-		}
+		err := fsutil.Fsync(d.s.f)
 		d.p.mu.RUnlock()
 		if err != nil {
-			redirty()
-			return fmt.Errorf("checkpoint: sync index %s: %w", d.s.f.Name(), err)
+			// The kernel may have dropped the pages it could not write and marked them
+			// clean: a later fsync of the file would succeed without them. So no checkpoint
+			// of this process may name them durable, ever; the restart replays the log
+			// after the last good checkpoint and writes the index again.
+			b.ckptBroken = fmt.Errorf("checkpoint: sync index %s: %w (no checkpoint is written until a restart)", d.s.f.Name(), err)
+			return b.ckptBroken
 		}
 	}
 	data, err := json.Marshal(cp)

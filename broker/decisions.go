@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -25,8 +26,12 @@ import (
 //
 // The held map is updated when the flusher encodes a decision batch, in log order, so a
 // compaction batch (which takes its values at that moment) can never put an older value after
-// a newer one. If that round's write or fsync fails the broker stops (fail-stop) and the
-// restart rebuilds the map from what is on disk.
+// a newer one. Until that batch is durable, the key also keeps its earlier versions: a
+// checkpoint lists, for each key, the last version written before its position (the durable
+// log), never one that a failed fsync or a power loss could still take away with the earlier
+// copy already behind the checkpoint (a compaction re-writing an acknowledged decision, or a
+// record replacing one). If that round's write or fsync fails the broker stops (fail-stop) and
+// the restart rebuilds the map from the checkpoint and what is on disk after it.
 
 const batchDecision = 5
 
@@ -36,9 +41,87 @@ type DecisionRecord struct {
 	Value []byte // the coordinator's record; empty: Key is dropped
 }
 
-type heldDecision struct {
+// decisionVersion is one value a key had: the record of the batch at pos (value nil: the
+// record dropped the key).
+type decisionVersion struct {
 	value []byte
-	pos   int64 // the batch that holds it
+	pos   int64
+}
+
+// heldDecision is a key's last version, in log order, and the versions before it that are
+// still needed because the last is not known durable yet (ascending by position; the first
+// of them is the last durable one).
+type heldDecision struct {
+	decisionVersion
+	earlier []decisionVersion
+}
+
+// asOf returns the version of the key that the log before pos holds (ok false: none, or the
+// key was dropped there).
+func (h heldDecision) asOf(pos int64) (decisionVersion, bool) {
+	if h.pos < pos {
+		return h.decisionVersion, h.value != nil
+	}
+	for i := len(h.earlier) - 1; i >= 0; i-- {
+		if v := h.earlier[i]; v.pos < pos {
+			return v, v.value != nil
+		}
+	}
+	return decisionVersion{}, false
+}
+
+// oldest is the lowest position whose batch holds a version still needed (ok false: only
+// drops, which need no batch: a rebuild that finds neither the value nor its drop finds no key).
+func (h heldDecision) oldest() (int64, bool) {
+	for _, v := range h.earlier {
+		if v.value != nil {
+			return v.pos, true
+		}
+	}
+	return h.pos, h.value != nil
+}
+
+// holdDecision records that the batch at pos sets key to value (nil: drops it). The caller
+// holds decMu.
+func (b *Broker) holdDecision(key string, value []byte, pos int64) {
+	h, ok := b.decisions[key]
+	if !ok {
+		if value == nil {
+			return
+		}
+		b.decisions[key] = heldDecision{decisionVersion: decisionVersion{value: value, pos: pos}}
+		return
+	}
+	h.earlier = append(h.earlier, h.decisionVersion)
+	h.decisionVersion = decisionVersion{value: value, pos: pos}
+	b.decisions[key] = h
+}
+
+// pruneDecisions forgets the versions that the durable log (everything before durable) has
+// superseded, and the keys whose drop is durable. The caller holds decMu.
+func (b *Broker) pruneDecisions(durable int64) {
+	for k, h := range b.decisions {
+		if len(h.earlier) == 0 && h.value != nil {
+			continue
+		}
+		if h.pos < durable {
+			if h.value == nil {
+				delete(b.decisions, k)
+				continue
+			}
+			h.earlier = nil
+		} else {
+			i := len(h.earlier) - 1
+			for i > 0 && h.earlier[i].pos >= durable {
+				i--
+			}
+			if i <= 0 {
+				continue
+			}
+			h.earlier = slices.Delete(h.earlier, 0, i)
+		}
+		b.decisions[k] = h
+	}
 }
 
 type checkpointDecision struct {
@@ -82,7 +165,9 @@ func (b *Broker) Decisions() []DecisionRecord {
 	defer b.decMu.Unlock()
 	out := make([]DecisionRecord, 0, len(b.decisions))
 	for k, h := range b.decisions {
-		out = append(out, DecisionRecord{Key: k, Value: bytes.Clone(h.value)})
+		if h.value != nil {
+			out = append(out, DecisionRecord{Key: k, Value: bytes.Clone(h.value)})
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
@@ -141,11 +226,11 @@ func (b *Broker) appendDecisionRecords(buf []byte, recs []DecisionRecord, pos in
 	for _, r := range recs {
 		m := decisionMessage(r)
 		buf, _ = appendRecord(buf, 0, 0, -1, now, &m)
-		if len(r.Value) == 0 {
-			delete(b.decisions, r.Key)
-		} else {
-			b.decisions[r.Key] = heldDecision{value: r.Value, pos: pos}
+		var v []byte
+		if len(r.Value) > 0 {
+			v = r.Value
 		}
+		b.holdDecision(r.Key, v, pos)
 	}
 	return buf
 }
@@ -199,7 +284,7 @@ func (b *Broker) takeCompaction(req *produceReq) bool {
 	req.decisions = req.decisions[:0]
 	size := batchHeaderSize
 	for k, h := range b.decisions {
-		if h.pos >= req.decLimit {
+		if h.pos >= req.decLimit || h.value == nil {
 			continue
 		}
 		r := DecisionRecord{Key: k, Value: h.value}
@@ -232,25 +317,34 @@ func (b *Broker) compactDecisions(limit int64) (pinned int64, wrote bool) {
 	return b.decisionPin(limit), wrote
 }
 
-// decisionPin is the lowest position of a held decision's batch below limit (limit when none):
-// the log before it may go.
+// decisionPin is the lowest position of a batch holding a needed version of a held decision,
+// below limit (limit when none): the log before it may go. A version stays needed until a
+// later one is durable.
 func (b *Broker) decisionPin(limit int64) int64 {
+	b.stateMu.Lock()
+	durable := b.syncedPos
+	b.stateMu.Unlock()
 	b.decMu.Lock()
 	defer b.decMu.Unlock()
+	b.pruneDecisions(durable)
 	for _, h := range b.decisions {
-		limit = min(limit, h.pos)
+		if p, ok := h.oldest(); ok {
+			limit = min(limit, p)
+		}
 	}
 	return limit
 }
 
-// checkpointDecisions lists the held decisions written before pos. The caller holds stateMu.
+// checkpointDecisions lists the held decisions as the log before pos holds them; pos is
+// durable (the caller holds stateMu, and pos is its syncedPos).
 func (b *Broker) checkpointDecisions(pos int64) []checkpointDecision {
 	b.decMu.Lock()
 	defer b.decMu.Unlock()
+	b.pruneDecisions(pos)
 	var out []checkpointDecision
 	for k, h := range b.decisions {
-		if h.pos < pos {
-			out = append(out, checkpointDecision{Key: k, Value: h.value, Pos: h.pos})
+		if v, ok := h.asOf(pos); ok {
+			out = append(out, checkpointDecision{Key: k, Value: v.value, Pos: v.pos})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
@@ -265,7 +359,7 @@ func (b *Broker) restoreDecisions(cps []checkpointDecision) error {
 		if c.Key == "" || len(c.Value) == 0 {
 			return fmt.Errorf("checkpoint holds a decision with key %q and %d value bytes", c.Key, len(c.Value))
 		}
-		b.decisions[c.Key] = heldDecision{value: c.Value, pos: c.Pos}
+		b.decisions[c.Key] = heldDecision{decisionVersion: decisionVersion{value: c.Value, pos: c.Pos}}
 	}
 	return nil
 }
@@ -278,11 +372,11 @@ func (b *Broker) replayDecisions(pos int64, bv batchView) error {
 		if r.TopicID != 0 || len(r.Key) == 0 {
 			return fmt.Errorf("%w: decision batch at %d holds a record of topic id %d, key of %d bytes", errRebuild, pos, r.TopicID, len(r.Key))
 		}
-		if len(r.Value) == 0 {
-			delete(b.decisions, string(r.Key))
-			continue
+		var v []byte
+		if len(r.Value) > 0 {
+			v = bytes.Clone(r.Value)
 		}
-		b.decisions[string(r.Key)] = heldDecision{value: bytes.Clone(r.Value), pos: pos}
+		b.holdDecision(string(r.Key), v, pos)
 	}
 	return nil
 }

@@ -61,11 +61,10 @@ func getIndexEntry(b []byte) indexEntry {
 }
 
 type indexSegment struct {
-	base    int64
-	f       *os.File
-	data    []byte // the mapping, entries*indexEntrySize bytes
-	dirty   bool   // written since the last checkpoint sync (guarded by the broker's stateMu)
-	removed bool   // deleted by retention (guarded by the partition's mu)
+	base  int64
+	f     *os.File
+	data  []byte // the mapping, entries*indexEntrySize bytes
+	dirty bool   // written since the last checkpoint sync (guarded by the broker's stateMu)
 }
 
 func indexName(base int64) string { return fmt.Sprintf("%020d.idx", base) }

@@ -171,7 +171,6 @@ func (b *Broker) moveStartLocked(t *topic, p *partition, start int64) {
 	changed := start > old
 	for len(p.segs) > 1 && p.segs[0].base+p.entries <= start {
 		s := p.segs[0]
-		s.removed = true
 		p.segs = p.segs[1:]
 		b.retired = append(b.retired, s)
 		changed = true
