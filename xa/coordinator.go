@@ -213,6 +213,10 @@ func Open(ctx context.Context, opts Options) (*Coordinator, error) {
 		txs: map[string]*txState{}, byID: map[string]*txState{}, firstSeen: map[string]time.Time{}, lastScan: map[string]scan{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
+	if len(opts.Resources) > maxBranches {
+		// A decision record lists every branch of its transaction (declog_record.go).
+		return nil, fmt.Errorf("open coordinator: %d resources configured; at most %d", len(opts.Resources), maxBranches)
+	}
 	for _, r := range opts.Resources {
 		if err := ValidResourceName(r.Name()); err != nil {
 			return nil, fmt.Errorf("open coordinator: %w", err)

@@ -2,6 +2,8 @@ package xa
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -27,5 +29,24 @@ func TestTimeoutFiringDuringBegin(t *testing.T) {
 		waitFor(t, "the timed-out transaction to roll back", func() bool {
 			return tx.Info().Status == StatusRolledBack
 		})
+	}
+}
+
+// A decision record holds at most maxBranches branches: a coordinator with more resources,
+// which could enlist them all in one transaction, is refused at Open rather than writing
+// records that leave branches out.
+func TestTooManyResourcesRefused(t *testing.T) {
+	o := NewOptions(t.TempDir())
+	o.Logger = quietLogger()
+	for i := range maxBranches + 1 {
+		o.Resources = append(o.Resources, MySQL(fmt.Sprintf("db%d", i), nil))
+	}
+	c, err := Open(context.Background(), o)
+	if err == nil {
+		c.Close()
+		t.Fatal("Open accepted more resources than a decision record can list")
+	}
+	if !strings.Contains(err.Error(), "at most 32") {
+		t.Errorf("error %q does not name the limit", err)
 	}
 }
