@@ -66,7 +66,7 @@ type CodeInfo struct {
 
 // Codes is every error code, in the order of the documentation.
 var Codes = []CodeInfo{
-	{CodeInvalidJSON, http.StatusBadRequest, false, "the body is not JSON, not UTF-8, or empty"},
+	{CodeInvalidJSON, http.StatusBadRequest, false, "the body is not JSON, not UTF-8, or empty, or could not be read (cut short, bad chunked encoding, read timeout)"},
 	{CodeInvalidField, http.StatusBadRequest, false, "a body field is missing, unknown or of the wrong type or value"},
 	{CodeInvalidParameter, http.StatusBadRequest, false, "a path or query parameter, or a step parameter, is wrong"},
 	{CodeInvalidName, http.StatusBadRequest, false, "a topic, group, member or consumer name breaks the naming rule"},
