@@ -385,10 +385,7 @@ func (b *Broker) createTopicReplicated(name string, cfg TopicConfig) (bool, erro
 		return false, ErrNotLeader
 	}
 	if t, ok := b.topicsByName()[name]; ok {
-		if t.cfg.Partitions != cfg.Partitions {
-			return false, fmt.Errorf("%w: %q has %d partitions", ErrTopicExists, name, t.cfg.Partitions)
-		}
-		return false, nil
+		return false, t.existsAs(cfg)
 	}
 	b.topicMu.Lock()
 	id := b.nextTopicID
@@ -420,10 +417,8 @@ func (b *Broker) createTopicReplicated(name string, cfg TopicConfig) (bool, erro
 	switch {
 	case ok && t.id == id:
 		return true, nil
-	case ok && t.cfg.Partitions != cfg.Partitions:
-		return false, fmt.Errorf("%w: %q has %d partitions", ErrTopicExists, name, t.cfg.Partitions)
 	case ok:
-		return false, nil
+		return false, t.existsAs(cfg)
 	}
 	return false, fmt.Errorf("%w: topic %q was not created; retry", ErrOutcomeUnknown, name)
 }

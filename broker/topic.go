@@ -101,7 +101,8 @@ func (b *Broker) retention(t *topic) (time.Duration, int64) {
 }
 
 // CreateTopic creates a topic. It reports created=false with a nil error when the topic exists
-// with the same partition count, and ErrTopicExists when it exists with another.
+// with the same configuration (see sameTopicConfig), and ErrTopicExists when it exists with
+// another.
 // ErrInvalidName and ErrInvalidArgument (partitions outside 1..10000) are returned for bad input.
 func (b *Broker) CreateTopic(name string, cfg TopicConfig) (bool, error) {
 	if !ValidName(name) {
@@ -125,10 +126,7 @@ func (b *Broker) CreateTopic(name string, cfg TopicConfig) (bool, error) {
 		return false, ErrClosed
 	}
 	if t, ok := b.topicsByName()[name]; ok {
-		if t.cfg.Partitions != cfg.Partitions {
-			return false, fmt.Errorf("%w: %q has %d partitions", ErrTopicExists, name, t.cfg.Partitions)
-		}
-		return false, nil
+		return false, t.existsAs(cfg)
 	}
 	metas := make([]topicMeta, 0, len(b.metas)+1)
 	metas = append(metas, b.metas...)
@@ -150,6 +148,27 @@ func (b *Broker) CreateTopic(name string, cfg TopicConfig) (bool, error) {
 	b.addTopic(t)
 	b.opts.Logger.Info("topic created", "topic", name, "partitions", cfg.Partitions)
 	return true, nil
+}
+
+// sameTopicConfig reports whether a request for want matches the stored have. Retention is
+// compared as it is stored, in whole milliseconds, and 0 (the broker default) is stored as 0:
+// a repeat of the creating request, or one that states a retention of 0 it had left out,
+// matches; a retention other than the stored one, including the broker default's value spelt
+// out for a topic stored with 0, does not.
+func sameTopicConfig(have, want TopicConfig) bool {
+	return have.Partitions == want.Partitions &&
+		have.RetentionAge.Milliseconds() == want.RetentionAge.Milliseconds() &&
+		have.RetentionBytes == want.RetentionBytes
+}
+
+// existsAs is CreateTopic's answer for a request for cfg that finds t: nil when t has that
+// configuration, else ErrTopicExists naming t's configuration.
+func (t *topic) existsAs(cfg TopicConfig) error {
+	if sameTopicConfig(t.cfg, cfg) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q has %d partitions, retention_ms %d and retention_bytes %d (0: the broker default)",
+		ErrTopicExists, t.name, t.cfg.Partitions, t.cfg.RetentionAge.Milliseconds(), t.cfg.RetentionBytes)
 }
 
 // topicTable is an immutable snapshot of the topics, swapped on change.
