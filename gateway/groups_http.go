@@ -76,16 +76,18 @@ func (s *Server) memberParams(r *http.Request) (group, id string, err error) {
 }
 
 // consumingMember returns a live member, counting the request as its heartbeat, once the
-// caller's token is found to have the consume right on the member's topics.
+// caller's token is found to have the consume right on the member's topics. The rights are
+// checked first: a request refused 403 is not the member's heartbeat and does not keep it
+// alive.
 func (s *Server) consumingMember(w http.ResponseWriter, group, id string) (*groups.Member, error) {
-	m, err := s.groups.Touch(group, id)
+	m, err := s.groups.Member(group, id)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.requireConsume(w, m.Topics(), func(int) string { return "member" }); err != nil {
 		return nil, err
 	}
-	return m, nil
+	return s.groups.Touch(group, id) // ErrUnknownMember if it timed out or left meanwhile
 }
 
 // requireConsume checks that the caller's token may consume every topic (403 forbidden,

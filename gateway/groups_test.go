@@ -612,6 +612,58 @@ func TestGroupRights(t *testing.T) {
 	ts.must(http.StatusNoContent, "DELETE", "/v1/groups/g/members/"+m.MemberID, "", cons...)
 }
 
+// TestGroupRefusedRequestIsNoHeartbeat: a poll or leave refused 403 (the token lacks consume
+// on the member's topics) does not count as the member's heartbeat: its last_seen stays where
+// the join put it, so the member still times out on schedule. An allowed poll moves it.
+func TestGroupRefusedRequestIsNoHeartbeat(t *testing.T) {
+	ts := startGroupServer(t, Options{Tokens: []Token{
+		{Name: "c", Token: "consume-secret", Consume: []string{"pay.*"}},
+		{Name: "o", Token: "other-secret", Consume: []string{"other.*"}},
+		{Name: "adm", Token: "admin-secret", Admin: true},
+	}})
+	admin := []string{"Authorization", "Bearer admin-secret"}
+	cons := []string{"Authorization", "Bearer consume-secret"}
+	other := []string{"Authorization", "Bearer other-secret"}
+	ts.createTopic("pay.a", 1, admin...)
+	m := ts.join("g", `{"topics":["pay.a"]}`, cons...)
+	lastSeen := func() time.Time {
+		t.Helper()
+		var st api.GroupOffsets
+		decodeJSON(t, ts.must(http.StatusOK, "GET", "/v1/groups/g/offsets", "", admin...).body, &st)
+		if len(st.Members) != 1 || st.Members[0].MemberID != m.MemberID {
+			t.Fatalf("members %+v, want %s alone", st.Members, m.MemberID)
+		}
+		at, err := time.Parse(time.RFC3339Nano, st.Members[0].LastSeen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	joined := lastSeen()
+	// last_seen has millisecond precision: let the clock pass it, so a heartbeat would show.
+	for time.Since(joined) < 2*time.Millisecond {
+	}
+
+	path := "/v1/groups/g/members/" + m.MemberID
+	for _, method := range []string{"GET", "DELETE"} {
+		p := path
+		if method == "GET" {
+			p += "/messages"
+		}
+		r := ts.must(http.StatusForbidden, method, p, "", other...)
+		if e := errorBody(t, r); e.Error.Code != "forbidden" || e.Error.Field != "member" {
+			t.Errorf("%s %s with a token without consume on pay.a: %+v", method, p, e.Error)
+		}
+		if got := lastSeen(); !got.Equal(joined) {
+			t.Fatalf("a %s refused 403 moved last_seen from %v to %v", method, joined, got)
+		}
+	}
+	ts.must(http.StatusOK, "GET", path+"/messages", "", cons...)
+	if got := lastSeen(); !got.After(joined) {
+		t.Fatalf("an allowed poll left last_seen at %v (joined %v)", got, joined)
+	}
+}
+
 // FuzzDecodeGroupRequests feeds arbitrary bodies to the join and commit decoders: they must
 // never panic, and every rejection is a 4xx API error.
 func FuzzDecodeGroupRequests(f *testing.F) {

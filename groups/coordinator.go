@@ -427,6 +427,16 @@ func (c *Coordinator) memberLocked(group, id string) (*group, *Member, error) {
 	return g, m, nil
 }
 
+// Member returns a live member without counting the call as a heartbeat: for a caller that
+// must check something about the member (a token's rights on its topics) before the request
+// may count as the member's (Touch).
+func (c *Coordinator) Member(group, id string) (*Member, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, m, err := c.memberLocked(group, id)
+	return m, err
+}
+
 // Touch returns a live member and counts the call as the member's heartbeat.
 func (c *Coordinator) Touch(group, id string) (*Member, error) {
 	c.mu.Lock()
