@@ -14,6 +14,7 @@ import (
 
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/jsontext"
 )
 
 // This file holds the produce-request decoder: a small hand-written JSON parser for the one
@@ -528,7 +529,7 @@ func (p *parser) value() ([]byte, error) {
 	}
 	v := p.b[start:p.i]
 	if sawWS {
-		v = compactJSON(v)
+		v = jsontext.Compact(v)
 	}
 	return v, nil
 }
@@ -686,32 +687,4 @@ func (p *parser) digits() {
 	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
 		p.i++
 	}
-}
-
-// compactJSON drops the whitespace between tokens of valid JSON text v.
-func compactJSON(v []byte) []byte {
-	out := make([]byte, 0, len(v))
-	inStr := false
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if inStr {
-			out = append(out, c)
-			switch c {
-			case '\\':
-				i++
-				out = append(out, v[i])
-			case '"':
-				inStr = false
-			}
-			continue
-		}
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		case '"':
-			inStr = true
-		}
-		out = append(out, c)
-	}
-	return out
 }
