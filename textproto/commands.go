@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/jsontext"
 )
 
 // handle executes one request line and queues its answer. It reports false when the
@@ -242,9 +244,15 @@ func putMessage(payload []byte, flag uint32, partition int) (broker.Message, err
 		m.Value = payload[4+kl:]
 	}
 	if flag&FlagJSON != 0 {
+		// JSON text is UTF-8 (RFC 8259), and json.Valid does not check it inside strings: a
+		// value with other bytes would make the HTTP door's fetch answer invalid JSON.
+		if !utf8.Valid(m.Value) {
+			return m, fail(codeBadRequest, "flag %d says the value is JSON text, but it is not valid UTF-8; send JSON as UTF-8, or the bytes without the JSON flag", flag)
+		}
 		if !json.Valid(m.Value) {
 			return m, fail(codeBadRequest, "flag %d says the value is JSON text, but it is not valid JSON", flag)
 		}
+		m.Value = jsontext.Compact(m.Value) // stored compact, as the HTTP door stores it
 		m.ValueJSON = true
 	}
 	return m, nil

@@ -141,3 +141,40 @@ func TestOffsetWithoutStore(t *testing.T) {
 		t.Fatalf("stats groups without a store: %q", body)
 	}
 }
+
+// TestPutJSONValue: a put with the JSON flag needs valid UTF-8 JSON (anything else is 400
+// naming the problem, the connection stays usable, nothing is stored), in and out of a
+// transaction; the value is stored compact, as the HTTP door stores it. A put without the
+// flag is stored byte for byte.
+func TestPutJSONValue(t *testing.T) {
+	ts := startServer(t, Options{})
+	ts.createTopic("t", 1)
+	c := ts.dial()
+	for i, bad := range []string{"\"\xff\"", "{\"k\":\"caf\xe9\"}", "[\"\xed\xa0\x80\"]"} { // Latin-1, a lone surrogate
+		if got := c.expect(putLine("t", 0, bad, FlagJSON, int64(10+i)), 400); !strings.Contains(got, "UTF-8") {
+			t.Errorf("put %q: %q does not say UTF-8", bad, got)
+		}
+	}
+	key := c.expect("transaction TX:- s1 BEGIN 30 20\r\n", 200)
+	if got := c.expect("put t 0 3 2 "+key+" 21\r\n\"\xff\"", 400); !strings.Contains(got, "UTF-8") {
+		t.Errorf("put in a transaction: %q does not say UTF-8", got)
+	}
+	c.expect("transaction "+key+" s1 ROLLBACK 22\r\n", 200)
+
+	c.expect(putLine("t", 0, "{ \"amount\" : 100,\r\n  \"memo\": \"a b\" }", FlagJSON, 30), 200)
+	c.expect(putLine("t", 0, "{ \"raw\" : 1 }", 0, 31), 200)
+	c.expect(putLine("t", 0, "\"caf\xc3\xa9\"", FlagJSON, 32), 200)
+	msgs, err := DecodeMessages(c.call("get t g 0 0 1048576 33\r\n").body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`{"amount":100,"memo":"a b"}`, `{ "raw" : 1 }`, "\"caf\xc3\xa9\""}
+	if len(msgs) != len(want) {
+		t.Fatalf("%d messages stored, want %d: %+v", len(msgs), len(want), msgs)
+	}
+	for i, m := range msgs {
+		if string(m.Value) != want[i] {
+			t.Errorf("message %d: %q, want %q", i, m.Value, want[i])
+		}
+	}
+}
