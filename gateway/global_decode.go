@@ -33,7 +33,8 @@ type globalRequest struct {
 	msgs      []broker.TxMessage
 }
 
-// object decodes raw as a JSON object into its fields, refusing names outside allowed.
+// object decodes raw as a JSON object into its fields, refusing names outside allowed and
+// names given twice (invalid_field), as the produce and transaction decoders do.
 func object(raw []byte, field string, allowed []string, example string) (map[string]json.RawMessage, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
@@ -42,9 +43,15 @@ func object(raw []byte, field string, allowed []string, example string) (map[str
 		}
 		return nil, fieldError(field, "must be an object such as %s", example)
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, jsonSyntaxError(raw)
+	path := func(k string) string {
+		if field == "" {
+			return k
+		}
+		return field + "." + k
+	}
+	m, err := rawMembers(raw, func(k string) error { return fieldError(path(k), "appears twice") })
+	if err != nil {
+		return nil, err
 	}
 	names := make([]string, 0, len(m))
 	for k := range m {
@@ -57,12 +64,31 @@ func object(raw []byte, field string, allowed []string, example string) (map[str
 			ok = ok || a == k
 		}
 		if !ok {
-			path := k
-			if field != "" {
-				path = field + "." + k
-			}
-			return nil, fieldError(path, "is not a known field; send %s", example)
+			return nil, fieldError(path(k), "is not a known field; send %s", example)
 		}
+	}
+	return m, nil
+}
+
+// rawMembers walks the JSON object raw (its '{' first) with the produce parser's members and
+// returns each member's value as raw JSON text, by name; a name given a second time answers
+// twice(name). The caller has checked raw with json.Valid.
+func rawMembers(raw []byte, twice func(name string) error) (map[string]json.RawMessage, error) {
+	m := map[string]json.RawMessage{}
+	p := parser{b: raw}
+	err := p.members(func(name []byte) error {
+		if _, ok := m[string(name)]; ok {
+			return twice(string(name))
+		}
+		start := p.i
+		if err := p.skip(0, new(bool)); err != nil {
+			return err
+		}
+		m[string(name)] = raw[start:p.i:p.i]
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -186,8 +212,10 @@ func decodeSteps(raw json.RawMessage, ops *xa.Operations, driverOf func(string) 
 			if len(praw) == 0 || praw[0] != '{' {
 				return nil, fieldError(field+".params", "must be an object of parameter values such as {\"account\": \"A\", \"amount\": 100}")
 			}
-			if err := json.Unmarshal(praw, &params); err != nil {
-				return nil, jsonSyntaxError(praw)
+			if params, err = rawMembers(praw, func(name string) error {
+				return paramError(field+".params."+name, "appears twice")
+			}); err != nil {
+				return nil, err
 			}
 		}
 		args, err := op.Bind(params)

@@ -2,13 +2,16 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/imagomq/imago/xa"
 )
 
-// FuzzDecodeGlobalRequest: the request decoder never panics and answers only *apiError 4xx.
-func FuzzDecodeGlobalRequest(f *testing.F) {
+// testGlobalOps are the operations the global request tests decode against: wallet.debit and
+// ledger.credit, with the driver lookup of their resources.
+func testGlobalOps(tb testing.TB) (*xa.Operations, func(string) (string, error)) {
+	tb.Helper()
 	ops, err := xa.CompileOperations(map[string]xa.OperationConfig{
 		"wallet.debit": {SQL: "UPDATE w SET b = b - :amount WHERE id = :account AND b >= :amount", ExpectRows: 1,
 			Params: map[string]string{"amount": "integer min=1", "account": "string max_length=16"}},
@@ -23,14 +26,65 @@ func FuzzDecodeGlobalRequest(f *testing.F) {
 		return "", errors.New("unknown")
 	})
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	driverOf := func(r string) (string, error) {
+	return ops, func(r string) (string, error) {
 		if r == "wallet" || r == "ledger" {
 			return "x", nil
 		}
 		return "", errors.New("unknown")
 	}
+}
+
+// TestDecodeGlobalRepeatedFields: a name given twice in a global transaction body (at the top,
+// in a step, among a step's params) or in a resolve body is a 400 naming it, as in produce and
+// transaction bodies, never the last one silently winning.
+func TestDecodeGlobalRepeatedFields(t *testing.T) {
+	ops, driverOf := testGlobalOps(t)
+	const step = `{"resource": "wallet", "operation": "debit", "params": {"account": "A", "amount": 5}}`
+	const msg = `[{"topic": "t", "value": 1}]`
+	cases := []struct {
+		name, body, code, field string
+	}{
+		{"id", `{"id": "a", "id": "b", "messages": ` + msg + `}`, "invalid_field", "id"},
+		{"timeout_ms", `{"timeout_ms": 100, "messages": ` + msg + `, "timeout_ms": 200}`, "invalid_field", "timeout_ms"},
+		{"steps", `{"steps": [], "steps": [` + step + `]}`, "invalid_field", "steps"},
+		{"messages", `{"messages": ` + msg + `, "messages": ` + msg + `}`, "invalid_field", "messages"},
+		{"escaped name", `{"id": "a", "\u0069d": "b", "messages": ` + msg + `}`, "invalid_field", "id"},
+		{"step resource", `{"steps": [{"resource": "ledger", "resource": "wallet", "operation": "debit"}]}`, "invalid_field", "steps[0].resource"},
+		{"step param", `{"steps": [` + step + `, {"resource": "wallet", "operation": "debit", "params": {"account": "A", "amount": 1, "amount": 1000}}]}`,
+			"invalid_parameter", "steps[1].params.amount"},
+		{"message field", `{"messages": [{"topic": "t", "value": 1, "value": 2}]}`, "invalid_field", "messages[0].value"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := decodeGlobalRequest([]byte(c.body), ops, driverOf)
+			if err == nil {
+				t.Fatalf("%s: accepted; want 400 %s on %s", c.body, c.code, c.field)
+			}
+			if ae := errorFor(err); ae.status != 400 || ae.code != c.code || ae.field != c.field {
+				t.Fatalf("%s: %v; want 400 %s on %s", c.body, err, c.code, c.field)
+			}
+		})
+	}
+	if _, err := decodeResolveRequest([]byte(`{"decision": "commit", "decision": "rollback"}`)); err == nil ||
+		errorFor(err).code != "invalid_field" || errorFor(err).field != "decision" {
+		t.Fatalf("resolve with decision twice: %v; want 400 invalid_field on decision", err)
+	}
+
+	// The same names once each still decode, values intact.
+	req, err := decodeGlobalRequest([]byte(`{"id": "a", "timeout_ms": 100, "steps": [`+step+`], "messages": `+msg+`}`), ops, driverOf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.id != "a" || req.timeoutMS != 100 || len(req.steps) != 1 || len(req.msgs) != 1 || fmt.Sprint(req.steps[0].args) != "[5 A 5]" {
+		t.Fatalf("decoded %+v (args %v)", req, req.steps[0].args)
+	}
+}
+
+// FuzzDecodeGlobalRequest: the request decoder never panics and answers only *apiError 4xx.
+func FuzzDecodeGlobalRequest(f *testing.F) {
+	ops, driverOf := testGlobalOps(f)
 	for _, s := range []string{
 		`{"id": "t-1", "timeout_ms": 100, "steps": [{"resource": "wallet", "operation": "debit", "params": {"account": "A", "amount": 1}}], "messages": [{"topic": "t", "value": 1}]}`,
 		`{"steps": [{"resource": "ledger", "operation": "credit", "params": {"account": 1, "amount": 2.5}}]}`,
