@@ -22,21 +22,33 @@ type Offset struct {
 //
 // The commit holds the group's commit gate for reading from the ownership check until the
 // store has the offsets, so a member that gains one of these partitions in a rebalance
-// reads the committed offset only after this commit is in the store.
+// reads the committed offset only after this commit is in the store. It counts as a user
+// of the gate meanwhile, so the gate outlives the group if its last member goes: a group
+// of the same name created before the store has the offsets waits on the same gate.
 func (c *Coordinator) Commit(ctx context.Context, group, id string, offs []Offset) error {
-	m, err := c.Touch(group, id)
+	c.mu.Lock()
+	g, m, err := c.memberLocked(group, id)
 	if err != nil {
+		c.mu.Unlock()
 		return err
 	}
-	g := m.g
-	g.commitGate.RLock()
+	m.lastSeen = time.Now()
+	gate := c.holdGateLocked(g.name) // the live group's own gate
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.releaseGateLocked(g.name, gate)
+		c.mu.Unlock()
+	}()
+
+	gate.RLock()
 	rows, err := c.commitCheck(m, offs)
 	if err == nil {
 		if err = c.store.Commit(ctx, rows); err != nil {
 			err = &StoreError{Op: "commit offsets", Err: err}
 		}
 	}
-	g.commitGate.RUnlock()
+	gate.RUnlock()
 	if err != nil {
 		return err
 	}

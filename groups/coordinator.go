@@ -100,8 +100,7 @@ func comparePartition(a, b Partition) int {
 	return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
 }
 
-// group is one consumer group's live membership. Guarded by Coordinator.mu, except
-// commitGate.
+// group is one consumer group's live membership. Guarded by Coordinator.mu.
 type group struct {
 	name       string
 	mode       Mode
@@ -109,10 +108,23 @@ type group struct {
 	parts      []Partition // clustered: every partition of topics, sorted
 	generation int64
 	members    map[string]*Member
-	// commitGate is read-held by a commit from its ownership check until the store has it;
-	// a member that gains a partition takes it (Lock+Unlock) before reading the committed
-	// offset, so it sees every commit accepted under the previous assignment.
-	commitGate sync.RWMutex
+	// commitGate is the gate of the group's name (Coordinator.gates), set when the group is
+	// created and never changed, so it may be read without Coordinator.mu.
+	commitGate *commitGate
+}
+
+// commitGate orders a group's commits against its rebalances. A commit holds it for
+// reading from its ownership check until the store has the offsets; a member that gains a
+// partition takes it (Lock+Unlock) before reading the committed offset, so it sees every
+// commit accepted under the previous assignment.
+//
+// A gate belongs to a group name, not to a group struct: a commit can still be on its way to
+// the store when its group's last member goes and the group is forgotten, and the group
+// created by the next join must wait for it too. Coordinator.gates keeps a gate while the
+// live group of its name or a commit uses it.
+type commitGate struct {
+	sync.RWMutex
+	users int // the live group of the name (0 or 1) plus the commits holding the gate; guarded by Coordinator.mu
 }
 
 // Member is one live member of a group, as Touch returns it. Its fields are guarded by
@@ -160,6 +172,10 @@ type Coordinator struct {
 
 	mu     sync.Mutex
 	groups map[string]*group
+	// gates are the commit gates by group name: an entry lives while the live group of its
+	// name or a commit uses it (commitGate.users > 0), so it outlives a forgotten group
+	// whose commit is still on its way to the store, and no longer.
+	gates map[string]*commitGate
 	// known are offset-store group names this coordinator served (joined or committed), for
 	// the lag metrics.
 	known map[string]bool
@@ -185,7 +201,7 @@ func New(b Backend, store offsetdb.Store, log *slog.Logger) *Coordinator {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Coordinator{b: b, store: store, log: log, groups: map[string]*group{}, known: map[string]bool{}, rewinds: map[string]uint64{},
+	return &Coordinator{b: b, store: store, log: log, groups: map[string]*group{}, gates: map[string]*commitGate{}, known: map[string]bool{}, rewinds: map[string]uint64{},
 		lag: lagCache{entries: map[string]lagEntry{}}, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -215,11 +231,11 @@ func (c *Coordinator) Close() {
 func (c *Coordinator) Reset(genBase int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for name, g := range c.groups {
+	for _, g := range c.groups {
 		for _, m := range g.members {
 			c.removeLocked(g, m)
 		}
-		delete(c.groups, name)
+		c.forgetLocked(g)
 	}
 	c.genBase = genBase
 	c.log.Info("consumer groups reset: members rejoin", "generation_base", genBase)
@@ -328,7 +344,8 @@ func (c *Coordinator) Join(req JoinRequest) (Joined, error) {
 	defer c.mu.Unlock()
 	g := c.groups[req.Group]
 	if g == nil {
-		g = &group{name: req.Group, mode: req.Mode, members: map[string]*Member{}, generation: c.genBase}
+		g = &group{name: req.Group, mode: req.Mode, members: map[string]*Member{}, generation: c.genBase,
+			commitGate: c.holdGateLocked(req.Group)}
 		if req.Mode == Clustered {
 			g.topics, g.parts = req.Topics, parts
 		}
@@ -370,12 +387,40 @@ func (c *Coordinator) removeLocked(g *group, m *Member) {
 	m.changed = make(chan struct{})
 }
 
+// forgetLocked drops g, which has no member left; its offsets stay in the store, and its
+// commit gate stays while a commit holds it.
+func (c *Coordinator) forgetLocked(g *group) {
+	delete(c.groups, g.name)
+	c.releaseGateLocked(g.name, g.commitGate)
+}
+
+// holdGateLocked returns the commit gate of group name, created if it has none, and counts
+// the caller as its user until releaseGateLocked.
+func (c *Coordinator) holdGateLocked(name string) *commitGate {
+	gt := c.gates[name]
+	if gt == nil {
+		gt = &commitGate{}
+		c.gates[name] = gt
+	}
+	gt.users++
+	return gt
+}
+
+// releaseGateLocked ends a use of the gate holdGateLocked returned for name, and forgets the
+// gate after its last use.
+func (c *Coordinator) releaseGateLocked(name string, gt *commitGate) {
+	gt.users--
+	if gt.users == 0 {
+		delete(c.gates, name)
+	}
+}
+
 // rebalanceLocked bumps the generation and deals the partitions again (Assign). A member
 // keeps the cursors of the partitions it keeps; a partition it gains starts at the
 // committed offset.
 func (c *Coordinator) rebalanceLocked(g *group) {
 	if len(g.members) == 0 {
-		delete(c.groups, g.name)
+		c.forgetLocked(g)
 		return
 	}
 	g.generation++

@@ -18,6 +18,22 @@ import (
 func newTestCoordinator(t *testing.T) (*Coordinator, *broker.Broker) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := newTestBroker(t, log)
+	store, err := offsetdb.OpenFile(t.TempDir(), log)
+	if err != nil {
+		t.Fatalf("open offset store: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c := New(b, store, log)
+	c.Start()
+	t.Cleanup(c.Close)
+	return c, b
+}
+
+// newTestBroker opens a real broker with topics a (2 partitions) and b (1), closed with the
+// test.
+func newTestBroker(t *testing.T, log *slog.Logger) *broker.Broker {
+	t.Helper()
 	bo := broker.NewOptions(t.TempDir())
 	bo.Logger = log
 	b, err := broker.Open(bo)
@@ -30,15 +46,7 @@ func newTestCoordinator(t *testing.T) (*Coordinator, *broker.Broker) {
 			t.Fatalf("create topic %s: %v", name, err)
 		}
 	}
-	store, err := offsetdb.OpenFile(t.TempDir(), log)
-	if err != nil {
-		t.Fatalf("open offset store: %v", err)
-	}
-	t.Cleanup(func() { store.Close() })
-	c := New(b, store, log)
-	c.Start()
-	t.Cleanup(c.Close)
-	return c, b
+	return b
 }
 
 func clustered(group string, topics ...string) JoinRequest {

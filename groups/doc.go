@@ -31,6 +31,8 @@
 //   - Commits in clustered mode are accepted only from the partition's current owner
 //     (*OwnerError, which wraps ErrNotOwner), so a member that lost a partition in a
 //     rebalance cannot move its offset. A new owner reads the committed offset only after
-//     every commit accepted under the previous assignment has reached the store (the
-//     group's commit gate).
+//     every commit accepted under the previous assignment has reached the store (the commit
+//     gate of the group's name, which a commit holds until the store has it: it outlives
+//     the group when the last member goes or the coordinator is reset meanwhile, so the
+//     group the next join creates waits for that commit too).
 package groups
