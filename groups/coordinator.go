@@ -143,7 +143,11 @@ type Member struct {
 	polling    int // polls in progress: a polling member is alive
 	assigned   []Partition
 	owns       map[Partition]bool
-	cursors    map[Partition]int64
+	// gained holds, per owned partition, the generation in which the member gained it, so a
+	// read of the committed offset can tell whether the partition changed hands meanwhile
+	// (moved away and came back): generations only grow within a group.
+	gained  map[Partition]int64
+	cursors map[Partition]int64
 	// floors hold, per cursor, the lowest offset a poll's Positions may move it back to: where
 	// the cursor started when the member gained the partition, raised by the member's
 	// commits. A client's position never re-reads what a commit has covered.
@@ -323,7 +327,7 @@ func (c *Coordinator) Join(req JoinRequest) (Joined, error) {
 	slices.SortFunc(parts, comparePartition)
 	now := time.Now()
 	m := &Member{id: newMemberID(), topics: req.Topics, timeout: req.SessionTimeout, from: req.From,
-		lastSeen: now, owns: map[Partition]bool{}, cursors: map[Partition]int64{}, floors: map[Partition]int64{},
+		lastSeen: now, owns: map[Partition]bool{}, gained: map[Partition]int64{}, cursors: map[Partition]int64{}, floors: map[Partition]int64{},
 		changed: make(chan struct{}), pollSem: make(chan struct{}, 1)}
 	m.consumer = cmp.Or(req.ConsumerID, m.id)
 	m.storeGroup = req.Group
@@ -443,9 +447,13 @@ func (c *Coordinator) rebalanceLocked(g *group) {
 		owns := make(map[Partition]bool, len(next))
 		for _, p := range next {
 			owns[p] = true
+			if !m.owns[p] {
+				m.gained[p] = g.generation
+			}
 		}
-		for p := range m.cursors {
+		for p := range m.gained {
 			if !owns[p] {
+				delete(m.gained, p)
 				delete(m.cursors, p)
 				delete(m.floors, p)
 			}

@@ -34,5 +34,7 @@
 //     every commit accepted under the previous assignment has reached the store (the commit
 //     gate of the group's name, which a commit holds until the store has it: it outlives
 //     the group when the last member goes or the coordinator is reset meanwhile, so the
-//     group the next join creates waits for that commit too).
+//     group the next join creates waits for that commit too). A read during which the
+//     partition changed hands (it moved to another member, which may have committed it,
+//     and came back) is done again.
 package groups

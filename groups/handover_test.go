@@ -264,3 +264,56 @@ func TestCommitGateForgottenAfterLastUse(t *testing.T) {
 		t.Fatalf("gates after the commit: %d, want 0", n)
 	}
 }
+
+// staleGetStore holds the answer of the first Get (already read from the store) until
+// release is closed: a read whose answer is slow to come back.
+type staleGetStore struct {
+	offsetdb.Store
+	first   chan struct{} // closed when the first Get has read
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func newStaleGetStore(s offsetdb.Store) *staleGetStore {
+	return &staleGetStore{Store: s, first: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (s *staleGetStore) releaseAll() { closeOnce(s.release) }
+
+func (s *staleGetStore) Get(ctx context.Context, g, tp string, p int) (offsetdb.Offset, bool, error) {
+	o, ok, err := s.Store.Get(ctx, g, tp, p)
+	if s.calls.Add(1) == 1 {
+		close(s.first)
+		<-s.release
+	}
+	return o, ok, err
+}
+
+// TestStaleOffsetReadRetried: a member reading the committed offset of a partition it gained
+// uses the answer only if the partition stayed its own meanwhile. Here the partition moves
+// to B while A's read is on its way; B commits past what A read (acknowledged) and leaves,
+// so the partition comes back to A. A reads again, and is not given the messages B's commit
+// covers.
+func TestStaleOffsetReadRetried(t *testing.T) {
+	c, st := newCoordinatorOver(t, newStaleGetStore)
+	ctx := context.Background()
+	ja, ma := joinLive(t, c, clustered("g", "b"))
+	polledA := pollAsync(ctx, c, ma)
+	<-st.first // A has read "no committed offset"; the answer is on its way
+
+	jb, mb := joinOrdered(t, c, ja.MemberID, true) // B takes b/0
+	ans, err := c.Poll(ctx, mb, Limits{MaxMessages: 5, MaxBytes: 1 << 20})
+	if got := polledOffsets(ans); err != nil || !slices.Equal(got, []int64{0, 1, 2, 3, 4}) {
+		t.Fatalf("B's poll: %v %v", got, err)
+	}
+	if err := c.Commit(ctx, "g", jb.MemberID, []Offset{{Topic: "b", Partition: 0, Next: 5}}); err != nil {
+		t.Fatalf("B's commit: %v", err)
+	}
+	if err := c.Leave("g", jb.MemberID); err != nil { // b/0 goes back to A
+		t.Fatal(err)
+	}
+	close(st.release)
+	if r := <-polledA; r.err != nil || !slices.Equal(r.offs, []int64{5, 6}) {
+		t.Fatalf("A's poll after b/0 came back: %v %v, want [5 6] (B's acknowledged commit covers 0-4)", r.offs, r.err)
+	}
+}

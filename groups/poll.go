@@ -219,16 +219,63 @@ func (c *Coordinator) advance(m *Member, batches []Batch, resets map[Partition]i
 
 // initCursors sets the cursors of partitions the member just gained: the committed offset,
 // else the member's start position. It first waits for commits accepted under the previous
-// assignment (commitGate).
+// assignment (commitGate). A partition that changed hands while its committed offset was
+// read (it moved to another member, which may have committed it, and came back) is read
+// again: the read can be older than that member's commits.
 func (c *Coordinator) initCursors(ctx context.Context, m *Member, missing []Partition, cursors map[Partition]int64) error {
+	for len(missing) > 0 {
+		c.mu.Lock()
+		gained := make(map[Partition]int64, len(missing))
+		var owned []Partition
+		for _, p := range missing {
+			if gen, ok := m.gained[p]; ok {
+				gained[p] = gen
+				owned = append(owned, p)
+			}
+		}
+		c.mu.Unlock()
+
+		found, err := c.startOffsets(ctx, m, owned)
+		if err != nil {
+			return err
+		}
+
+		c.mu.Lock()
+		missing = nil
+		for _, p := range owned {
+			off, ok := found[p]
+			if !ok || !m.owns[p] {
+				continue
+			}
+			if m.gained[p] != gained[p] {
+				missing = append(missing, p) // changed hands during the read
+				continue
+			}
+			if cur, ok := m.cursors[p]; ok {
+				off = cur
+			} else {
+				m.cursors[p] = off
+				m.floors[p] = off
+			}
+			cursors[p] = off
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// startOffsets reads where m starts in each of parts, after the commits accepted under the
+// previous assignment reached the store: the committed offset, else the member's start
+// position. A partition of a topic that is gone is left out.
+func (c *Coordinator) startOffsets(ctx context.Context, m *Member, parts []Partition) (map[Partition]int64, error) {
 	m.g.commitGate.Lock()
 	m.g.commitGate.Unlock() //nolint:staticcheck // an empty critical section: a barrier for earlier commits
 	starts := map[string]map[int]int64{}
-	found := make(map[Partition]int64, len(missing))
-	for _, p := range missing {
+	found := make(map[Partition]int64, len(parts))
+	for _, p := range parts {
 		o, ok, err := c.store.Get(ctx, m.storeGroup, p.Topic, p.Partition)
 		if err != nil {
-			return &StoreError{Op: "read the committed offset", Err: err}
+			return nil, &StoreError{Op: "read the committed offset", Err: err}
 		}
 		if ok {
 			found[p] = o.Next
@@ -254,21 +301,7 @@ func (c *Coordinator) initCursors(ctx context.Context, m *Member, missing []Part
 			found[p] = off
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for p, off := range found {
-		if !m.owns[p] {
-			continue
-		}
-		if cur, ok := m.cursors[p]; ok {
-			off = cur
-		} else {
-			m.cursors[p] = off
-			m.floors[p] = off
-		}
-		cursors[p] = off
-	}
-	return nil
+	return found, nil
 }
 
 // waitAny waits until one of the member's partitions has a message at its cursor, the wait
