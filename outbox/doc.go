@@ -133,7 +133,12 @@
 // GET_LOCK), taken on the same dedicated connection it does its work on: if that session dies,
 // the lock is released and the relay stops touching the outbox at once. Standby relays retry
 // every LockRetry and take over; the claim recorded in the state row makes the takeover
-// republish the interrupted batch under the same keys.
+// republish the interrupted batch under the same keys. The lock guards the source's state
+// row, one per source name in a database: PostgreSQL advisory locks belong to one database,
+// and GET_LOCK names, which are server-wide, hold the database ("imago.outbox/<database>/
+// <source>", hashed past 64 characters). A MySQL relay also takes the name relays of earlier
+// versions locked, "imago.outbox/<source>", while it is free, and waits while a session of
+// its own database holds it, so that an older relay of the same outbox never runs beside it.
 //
 // A relay that hangs, or whose host dies without closing its connection, would keep a session
 // the server believes alive (for about two hours of default TCP keepalive). The relay's

@@ -352,6 +352,31 @@ func fetchAllBroker(t testing.TB, b *broker.Broker, topic string) []got {
 	return out
 }
 
+// fetchMessages reads every message of topic from an in-process broker, partition after
+// partition.
+func fetchMessages(t testing.TB, b *broker.Broker, topic string) []broker.FetchedMessage {
+	t.Helper()
+	info, err := b.Topic(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []broker.FetchedMessage
+	for p := range len(info.Partitions) {
+		for off := int64(0); ; {
+			res, err := b.Fetch(context.Background(), topic, p, broker.FetchOptions{Offset: off, MaxMessages: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, res.Messages...)
+			if res.NextOffset >= res.EndOffset {
+				break
+			}
+			off = res.NextOffset
+		}
+	}
+	return out
+}
+
 // fetchAllHTTP reads every message of topic over HTTP.
 func fetchAllHTTP(t testing.TB, c *client.Client, topic string, partitions int) []got {
 	t.Helper()

@@ -17,13 +17,17 @@ import (
 // every query. It follows AUTO_INCREMENT ids and passes a gap only once it is final (see the
 // package documentation).
 type mysqlStore struct {
-	o    *Options
-	db   *sql.DB
-	conn *sql.Conn
-	aux  *sql.DB // short-lived sessions of the gap check's sentinel transactions
-	self int64   // CONNECTION_ID() of conn
-	mark string
-	inc  int64 // @@auto_increment_increment
+	o      *Options
+	db     *sql.DB
+	conn   *sql.Conn
+	aux    *sql.DB // short-lived sessions of the gap check's sentinel transactions
+	self   int64   // CONNECTION_ID() of conn
+	dbName string  // DATABASE() of conn: the database of the state row
+	mark   string
+	inc    int64 // @@auto_increment_increment
+
+	locked     bool  // conn holds lockName(dbName, source)
+	legacyHeld int64 // the older relay's session last reported holding legacyLockName(source)
 
 	wm  int64     // every id <= wm is final: committed rows are visible, missing ids never will be
 	gap *gapCheck // the gap being checked, if any
@@ -79,10 +83,12 @@ func openMySQL(ctx context.Context, o *Options) (*mysqlStore, error) {
 		s.close()
 		return nil, fmt.Errorf("outbox: source %s: set the session's isolation level: %w", o.Name, err)
 	}
-	if err := s.conn.QueryRowContext(ctx, `SELECT @@auto_increment_increment, CONNECTION_ID()`).Scan(&s.inc, &s.self); err != nil {
+	var dbName sql.NullString
+	if err := s.conn.QueryRowContext(ctx, `SELECT @@auto_increment_increment, CONNECTION_ID(), DATABASE()`).Scan(&s.inc, &s.self, &dbName); err != nil {
 		s.close()
 		return nil, fmt.Errorf("outbox: source %s: read auto_increment_increment: %w", o.Name, err)
 	}
+	s.dbName = dbName.String
 	if s.inc < 1 {
 		s.inc = 1
 	}
@@ -101,8 +107,27 @@ func (s *mysqlStore) close() {
 	_ = s.db.Close() // closes the session: GET_LOCK goes with it
 }
 
-// lockName is the GET_LOCK name of a source (at most 64 characters).
-func lockName(source string) string {
+// lockName is the GET_LOCK name of a source whose state row is in database db (the relay
+// session's DATABASE(): the database of the DSN): "imago.outbox/<db>/<source>". GET_LOCK names
+// are server-wide, and sources of one name in two databases of one server are two outboxes
+// with two state rows: each needs a lock of its own. The outbox table is left out: the lock
+// guards the source's state row, which two tables under one source name in one database
+// would share. A name is at most 64 characters: a longer one is replaced by "imago.outbox/"
+// and the first 40 hex digits of its SHA-256, which an operator computes with
+// CONCAT('imago.outbox/', LEFT(SHA2(<name>, 256), 40)).
+func lockName(db, source string) string {
+	n := "imago.outbox/" + db + "/" + source
+	if len(n) <= 64 {
+		return n
+	}
+	h := sha256.Sum256([]byte(n))
+	return "imago.outbox/" + hex.EncodeToString(h[:20])
+}
+
+// legacyLockName is the lock name of relays before lockName had the database in it:
+// "imago.outbox/<source>", or its hashed form. A relay takes it too, so that an older relay of
+// the same outbox never runs beside it (tryLock).
+func legacyLockName(source string) string {
 	n := "imago.outbox/" + source
 	if len(n) <= 64 {
 		return n
@@ -111,12 +136,54 @@ func lockName(source string) string {
 	return "imago.outbox/" + hex.EncodeToString(h[:20])
 }
 
+// tryLock takes the source's lock, then checks the name older relays lock, which is
+// server-wide: free, the relay takes it as well (an older relay of this outbox that starts
+// later then waits for it); held by a session of this relay's database, it is an older relay
+// of this outbox, and the relay waits, holding its own lock, until that one stops; held by a
+// session of another database (or one this user cannot see: without PROCESS a user sees only
+// its own sessions, and an older relay of this outbox would run as this user), it belongs to
+// another outbox and the relay goes on without it.
 func (s *mysqlStore) tryLock(ctx context.Context) (bool, error) {
-	var got sql.NullInt64
-	if err := s.conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, lockName(s.o.Name)).Scan(&got); err != nil {
+	if !s.locked {
+		var got sql.NullInt64
+		if err := s.conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, lockName(s.dbName, s.o.Name)).Scan(&got); err != nil {
+			return false, fmt.Errorf("outbox: GET_LOCK: %w", err)
+		}
+		if !got.Valid || got.Int64 != 1 {
+			return false, nil
+		}
+		s.locked = true
+	}
+	legacy := legacyLockName(s.o.Name)
+	var got, holder sql.NullInt64
+	if err := s.conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0), IS_USED_LOCK(?)`, legacy, legacy).Scan(&got, &holder); err != nil {
 		return false, fmt.Errorf("outbox: GET_LOCK: %w", err)
 	}
-	return got.Valid && got.Int64 == 1, nil
+	if got.Valid && got.Int64 == 1 {
+		return true, nil
+	}
+	if !holder.Valid {
+		return false, nil // released in between: take it at the next try
+	}
+	var holderDB sql.NullString
+	err := s.conn.QueryRowContext(ctx, `SELECT DB FROM information_schema.PROCESSLIST WHERE ID = ?`, holder.Int64).Scan(&holderDB)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil // another user's session: another outbox's
+	}
+	if err != nil {
+		return false, fmt.Errorf("outbox: find the session holding %s: %w", legacy, err)
+	}
+	if holderDB.String != s.dbName {
+		return true, nil
+	}
+	if s.legacyHeld != holder.Int64 {
+		s.legacyHeld = holder.Int64
+		s.o.Logger.Warn("outbox relay waits: a session of this database holds the lock of relays of an earlier version: "+
+			"an older relay of this source is running, and the two would not exclude each other; this relay takes over when it stops. "+
+			"Stop the older relays of the source",
+			"source", s.o.Name, "lock", legacy, "connection_id", holder.Int64)
+	}
+	return false, nil
 }
 
 func (s *mysqlStore) load(ctx context.Context) (state, error) {

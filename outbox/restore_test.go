@@ -42,6 +42,13 @@ func (l *logBuf) command() string {
 	return cmd
 }
 
+// has reports whether a log line holds s.
+func (l *logBuf) has(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Contains(l.b.String(), s)
+}
+
 // runUntilStop runs a relay until it returns or the timeout passes; it returns Run's error
 // (nil: still running at the timeout, then stopped).
 func runUntilStop(t *testing.T, opts outbox.Options, pub outbox.Publisher, d time.Duration) error {
