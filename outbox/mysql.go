@@ -280,7 +280,7 @@ func (s *mysqlStore) query(ctx context.Context, q string, args ...any) ([]row, e
 		if rw.msg.Payload == nil {
 			rw.msg.Payload = []byte{}
 		}
-		rw.size = len(rw.msg.Payload) + len(rw.msg.Key) + 64
+		rw.size = encodedSize(&rw.msg)
 		rw.age = time.Duration(max(ageUS.Int64, 0)) * time.Microsecond
 		rw.readAt = now
 		out = append(out, rw)

@@ -161,7 +161,7 @@ func (s *pgStore) scan(rows pgx.Rows) ([]row, error) {
 				return nil, fmt.Errorf("outbox: row %d: %w", rw.pos.id, err)
 			}
 		}
-		rw.size = len(rw.msg.Payload) + len(rw.msg.Key) + 64
+		rw.size = encodedSize(&rw.msg)
 		rw.age = time.Duration(age * float64(time.Second))
 		rw.readAt = now
 		out = append(out, rw)

@@ -40,6 +40,12 @@ var ErrKeyReused = errors.New("outbox: idempotency key already used with other m
 // The relay refuses to run and logs the command that resets the cursor (docs/outbox.md).
 var ErrSourceMoved = errors.New("outbox: the cursor belongs to another database cluster")
 
+// ErrTooLarge: the publisher refused a request for its size: one message over the broker's
+// limit (broker.ErrMessageTooLarge, HTTP 413 message_too_large), or a request body over the
+// gateway's (413 payload_too_large). It comes with ErrPermanent: the same rows are refused
+// again. The relay stops and names the row (docs/outbox.md, "too large to publish").
+var ErrTooLarge = errors.New("outbox: too large for the broker")
+
 // ErrRowsChanged: removing (or marking) a published batch touched another number of rows than
 // the batch has (rows removed or marked by someone else).
 var ErrRowsChanged = errors.New("outbox: the published batch's rows changed under the relay")
@@ -61,8 +67,10 @@ func (p BrokerPublisher) Publish(ctx context.Context, topic string, msgs []Messa
 	if errors.Is(err, broker.ErrIdempotencyReused) {
 		return errors.Join(ErrPermanent, ErrKeyReused, err)
 	}
-	if errors.Is(err, broker.ErrInvalidArgument) ||
-		errors.Is(err, broker.ErrMessageTooLarge) {
+	if errors.Is(err, broker.ErrMessageTooLarge) {
+		return errors.Join(ErrPermanent, ErrTooLarge, err)
+	}
+	if errors.Is(err, broker.ErrInvalidArgument) {
 		return errors.Join(ErrPermanent, err)
 	}
 	return err
@@ -75,27 +83,35 @@ type ClientPublisher struct{ C *client.Client }
 func (p ClientPublisher) Publish(ctx context.Context, topic string, msgs []Message, key string) error {
 	out := make([]client.Message, len(msgs))
 	for i, m := range msgs {
-		v := base64.StdEncoding.EncodeToString(m.Payload)
-		cm := client.Message{ValueBase64: &v}
-		if m.Key != "" {
-			k := m.Key
-			cm.Key = &k
-		}
-		if len(m.Headers) > 0 {
-			cm.Headers = m.Headers
-		}
-		out[i] = cm
+		out[i] = clientMessage(m)
 	}
 	_, err := p.C.Produce(ctx, topic, out, client.ProduceOptions{IdempotencyKey: key})
 	var ce *client.Error
 	if errors.As(err, &ce) && ce.Status == http.StatusConflict {
 		return errors.Join(ErrPermanent, ErrKeyReused, err)
 	}
-	if errors.As(err, &ce) && (ce.Status == http.StatusBadRequest ||
-		ce.Status == http.StatusRequestEntityTooLarge) {
+	if errors.As(err, &ce) && ce.Status == http.StatusRequestEntityTooLarge {
+		return errors.Join(ErrPermanent, ErrTooLarge, err)
+	}
+	if errors.As(err, &ce) && ce.Status == http.StatusBadRequest {
 		return errors.Join(ErrPermanent, err)
 	}
 	return err
+}
+
+// clientMessage is m as ClientPublisher sends it: the payload in base64 (encodedSize counts
+// what this takes in the request).
+func clientMessage(m Message) client.Message {
+	v := base64.StdEncoding.EncodeToString(m.Payload)
+	cm := client.Message{ValueBase64: &v}
+	if m.Key != "" {
+		k := m.Key
+		cm.Key = &k
+	}
+	if len(m.Headers) > 0 {
+		cm.Headers = m.Headers
+	}
+	return cm
 }
 
 // sortedHeaders orders headers by name, so that a republished batch is byte-identical.

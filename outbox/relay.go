@@ -37,7 +37,11 @@ type Options struct {
 	Mode Mode
 	// BatchSize caps rows per batch. Default 1000; at most MaxMySQLBatchSize on MySQL.
 	BatchSize int
-	// BatchBytes caps payload bytes per batch (a single larger row is still sent). Default 4 MiB.
+	// BatchBytes caps a batch's rows as they are encoded in produce requests (the payload in
+	// base64, the key and headers as JSON strings, the JSON around them: encodedSize), and so
+	// the body of each request it becomes; a single larger row is still sent, alone. Default
+	// DefaultBatchBytes (4 MiB). Keep it below the body limit of the gateway ClientPublisher
+	// sends to (max_body_bytes).
 	BatchBytes int
 	// MinPoll is the shortest interval between two reads of the outbox table: while rows keep
 	// coming the relay reads (and publishes) a batch every MinPoll, or at once after a full
@@ -115,7 +119,7 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("outbox: source %s: batch size %d: at most %d on MySQL (a batch's ids are the parameters of one statement)", o.Name, o.BatchSize, MaxMySQLBatchSize)
 	}
 	if o.BatchBytes <= 0 {
-		o.BatchBytes = 4 << 20
+		o.BatchBytes = DefaultBatchBytes
 	}
 	if o.MaxPoll <= 0 {
 		o.MaxPoll = 200 * time.Millisecond
@@ -171,6 +175,23 @@ const MaxMySQLBatchSize = 65535
 // waits on" in the package documentation).
 const DefaultMinPoll = 10 * time.Millisecond
 
+// DefaultBatchBytes is Options.BatchBytes's default: 4 MiB of rows as a produce request
+// encodes them (encodedSize). It keeps every request of rows the broker accepts under the
+// gateway's default body limit, 16 MiB (gateway.DefaultMaxBodyBytes), which is on the JSON
+// body, where a payload grows by a third (base64) and a key or header by up to six times (JSON
+// escapes). The relay sends a batch as one produce request per topic, holding some of the
+// batch's rows: a request of several rows takes at most 4 MiB + 15 bytes (requestFraming). A
+// row goes alone when it is larger than BatchBytes or has more than soloRawBytes of key,
+// headers and payload; a row the broker accepts (at most 1 MiB of them by default) takes at
+// most 6 MiB + 79 bytes alone. So no request the broker would accept is refused for its
+// body's size, with a margin: a gateway configured down to 6.1 MiB takes them too.
+const DefaultBatchBytes = 4 << 20
+
+// soloRawBytes: a row with more key, headers and payload than this (the broker's default
+// limit on one message, broker.Options.MaxMessageBytes) goes in a batch of its own, so that if
+// the broker refuses it the relay's error names that row rather than a batch of several.
+const soloRawBytes = 1 << 20
+
 // DefaultSessionTimeout is Options.SessionTimeout's default.
 const DefaultSessionTimeout = 15 * time.Second
 
@@ -186,7 +207,7 @@ func (p pos) after(q pos) bool { return p.txid > q.txid || (p.txid == q.txid && 
 type row struct {
 	pos     pos
 	msg     Message
-	size    int
+	size    int           // encodedSize of msg
 	age     time.Duration // created_at to the read, by the database clock
 	readAt  time.Time
 	headers []byte
@@ -326,6 +347,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if errors.Is(err, ErrPermanent) {
+			var tooBig *tooLargeError
 			switch {
 			case errors.Is(err, ErrKeyReused):
 				r.log.Error("outbox relay stopped: the broker holds one of this source's idempotency keys with other messages: "+
@@ -337,6 +359,23 @@ func (r *Relay) Run(ctx context.Context) error {
 					"new rows would sort below it and never be relayed. Check that every row still in the outbox is unpublished, run the command "+
 					"(it publishes every row in the outbox again, from the start, under a new epoch), then restart the relay",
 					"err", err, "command", resetSQL(r.opts.Dialect, r.opts.Name))
+			case errors.As(err, &tooBig):
+				msg := "outbox relay stopped: a row is larger than the broker accepts; it stays in the outbox, and the rows after it wait. " +
+					"The error says which limit refused it: the broker's on one message's key, headers and payload (message too large; 1 MiB in imago serve), " +
+					"or over HTTP the gateway's max_body_bytes (payload_too_large). Raise that limit where you can, or take the row out with the command " +
+					"(it is then never published: deliver it another way), then restart the relay"
+				if len(tooBig.rows) > 1 {
+					msg = "outbox relay stopped: a produce request of several rows is larger than the broker accepts; they stay in the outbox, and the rows after them wait. " +
+						"Either the gateway's max_body_bytes is below the relay's batches (4 MiB; payload_too_large), or the batch was claimed by an earlier relay version, " +
+						"which counted rows smaller and did not send large rows alone, and is published again as it was claimed. Raise the limit named in the error until " +
+						"the relay has passed the batch, or, where a row is logged, it is over the broker's limit on one message: take it out with the command " +
+						"(it is then never published: deliver it another way); then restart the relay"
+				}
+				args := []any{"err", err}
+				if rw := tooBig.suspect(); rw != nil {
+					args = append(args, "row", rw.pos.id, "command", removeRowSQL(r.opts.Dialect, r.opts.Table, r.opts.Mode, rw.pos.id))
+				}
+				r.log.Error(msg, args...)
 			default:
 				r.log.Error("outbox relay stopped: an operator must act (see docs/outbox.md)", "err", err)
 			}
@@ -550,14 +589,22 @@ func keepAlive(st store, d time.Duration) (stop func()) {
 	return func() { close(quit); <-done }
 }
 
-// cut trims rows to BatchBytes (at least one row); full reports a batch that filled
-// BatchSize or BatchBytes, after which more rows may be waiting.
+// cut trims rows to BatchBytes of their encoded size (at least one row), and puts a row above
+// soloRawBytes in a batch of its own; full reports a batch that filled BatchSize or BatchBytes
+// or was cut at such a row, after which more rows may be waiting.
 func (r *Relay) cut(rows []row) (batch []row, full bool) {
 	size := 0
 	for i, rw := range rows {
+		solo := rawSize(&rw.msg) > soloRawBytes
+		if i > 0 && solo {
+			return rows[:i], true
+		}
 		size += rw.size
 		if size > r.opts.BatchBytes && i > 0 {
 			return rows[:i], true
+		}
+		if solo && len(rows) > 1 {
+			return rows[:1], true
 		}
 	}
 	return rows, len(rows) >= r.opts.BatchSize
@@ -568,7 +615,7 @@ func (r *Relay) cut(rows []row) (batch []row, full bool) {
 func (r *Relay) publish(ctx context.Context, batch []row) error {
 	type group struct {
 		topic string
-		first int64
+		rows  []row
 		msgs  []Message
 	}
 	var groups []*group
@@ -576,10 +623,11 @@ func (r *Relay) publish(ctx context.Context, batch []row) error {
 	for _, rw := range batch {
 		g := byTopic[rw.msg.Topic]
 		if g == nil {
-			g = &group{topic: rw.msg.Topic, first: rw.pos.id}
+			g = &group{topic: rw.msg.Topic}
 			byTopic[rw.msg.Topic] = g
 			groups = append(groups, g)
 		}
+		g.rows = append(g.rows, rw)
 		g.msgs = append(g.msgs, rw.msg)
 	}
 	errs := make([]error, len(groups))
@@ -588,20 +636,68 @@ func (r *Relay) publish(ctx context.Context, batch []row) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			key := keyFor(r.opts.Name, r.epoch, g.first)
-			errs[i] = r.publishOne(ctx, g.topic, g.msgs, key)
+			key := keyFor(r.opts.Name, r.epoch, g.rows[0].pos.id)
+			errs[i] = r.publishOne(ctx, g.topic, g.rows, g.msgs, key)
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-func (r *Relay) publishOne(ctx context.Context, topic string, msgs []Message, key string) error {
+// tooLargeError is a topic's group of a batch that the publisher refused for its size
+// (ErrTooLarge): it names the rows, so that the operator can act on them.
+type tooLargeError struct {
+	topic, key string
+	rows       []row
+	err        error
+}
+
+func (e *tooLargeError) Error() string {
+	if len(e.rows) == 1 {
+		rw := &e.rows[0]
+		return fmt.Sprintf("row %d of topic %s is too large to publish: %d bytes of key, headers and payload, %d in a produce request (key %s): %v",
+			rw.pos.id, e.topic, rawSize(&rw.msg), requestFraming+rw.size, e.key, e.err)
+	}
+	size, big := requestFraming, &e.rows[0]
+	for i := range e.rows {
+		size += e.rows[i].size
+		if e.rows[i].size > big.size {
+			big = &e.rows[i]
+		}
+	}
+	return fmt.Sprintf("publish %d rows to %s (first row %d, last %d, key %s): the request is too large: up to %d bytes; its largest row is %d, "+
+		"with %d bytes of key, headers and payload: %v", len(e.rows), e.topic, e.rows[0].pos.id, e.rows[len(e.rows)-1].pos.id, e.key,
+		size, big.pos.id, rawSize(&big.msg), e.err)
+}
+
+// suspect is the row that the publisher refuses in every request: the group's only row, or
+// its largest row when that is above soloRawBytes (the broker's default limit on one message;
+// the relay sends such a row alone, but a batch claimed by an earlier version may hold one).
+// Nil: no row is too large by itself.
+func (e *tooLargeError) suspect() *row {
+	if len(e.rows) == 1 {
+		return &e.rows[0]
+	}
+	var big *row
+	for i := range e.rows {
+		if n := rawSize(&e.rows[i].msg); n > soloRawBytes && (big == nil || n > rawSize(&big.msg)) {
+			big = &e.rows[i]
+		}
+	}
+	return big
+}
+
+func (e *tooLargeError) Unwrap() error { return e.err }
+
+func (r *Relay) publishOne(ctx context.Context, topic string, rows []row, msgs []Message, key string) error {
 	backoff := 50 * time.Millisecond
 	for {
 		err := r.pub.Publish(ctx, topic, msgs, key)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, ErrPermanent) && errors.Is(err, ErrTooLarge) {
+			return &tooLargeError{topic: topic, key: key, rows: rows, err: err}
 		}
 		if errors.Is(err, ErrPermanent) {
 			return fmt.Errorf("publish %d rows to %s (key %s): %w", len(msgs), topic, key, err)
