@@ -94,14 +94,15 @@
 // treats a missing id (a gap) with care. Ids are allocated in increasing order at INSERT, so a
 // transaction that can still fill a gap below the highest id seen was already open when that
 // id was read. The relay publishes the contiguous run of ids after its cursor at once. When it
-// sees a gap it reads MAX(id), then the server's clock (seenAt), then opens a sentinel
-// transaction on a new session, and reads information_schema.innodb_trx until a view shows
+// sees a gap it reads MAX(id), then opens a sentinel transaction on a new session, and reads
+// information_schema.innodb_trx until a view shows
 // the sentinel. That table is a cache InnoDB refreshes only when nobody has read it for
 // 100 ms, so one session reading it faster (a monitoring agent, another relay on the server)
 // freezes it; a view that shows the sentinel is younger than the MAX(id) read, one that does
 // not is stale and is read again later (above 100 ms apart, with growing jitter), for as long
 // as it takes: the relay stalls, it never passes a gap on a stale view, and warns after 30 s.
-// From the fresh view it takes the transactions that started no later than seenAt and may
+// From the fresh view it takes the transactions that started no later than the sentinel (by
+// the trx_started of both, one clock) and may
 // have written (rows modified, locks held, or a statement running), named by
 // (trx_mysql_thread_id, trx_started) because MariaDB gives every transaction that has not
 // written trx_id 0; an idle read-only transaction holds no id and is not waited for. Once

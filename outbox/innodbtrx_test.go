@@ -3,6 +3,8 @@ package outbox_test
 import (
 	"context"
 	"encoding/json"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,5 +133,53 @@ func TestGapIdleReadOnlyTrx(t *testing.T) {
 	msgs := fetchAllBroker(t, b, topic)
 	if len(msgs) != 1 || msgs[0].p.Seq != 2 {
 		t.Fatalf("published %+v, want seq 2 only", msgs)
+	}
+}
+
+// TestGapWriterSessionTimeZone: InnoDB renders trx_started in the server's system time zone,
+// whatever the session's; a relay whose session runs in another zone (here five hours behind
+// UTC, as a global time_zone setting would make it) must still wait for the writer that holds
+// the lower id, and publish both rows in order once it commits.
+func TestGapWriterSessionTimeZone(t *testing.T) {
+	e := newDBEnv(t, outbox.MySQL)
+	topic := uniqueName(t, "t.")
+	b := openBroker(t, topic, 1)
+	ctx := context.Background()
+
+	opts := e.relayOptions()
+	sep := "?"
+	if strings.Contains(opts.DSN, "?") {
+		sep = "&"
+	}
+	opts.DSN += sep + "time_zone=" + url.QueryEscape("'-05:00'")
+	opts.GapCheckDelay = 50 * time.Millisecond
+	r := startRelay(t, opts, outbox.BrokerPublisher{B: b})
+	waitFor(t, 10*time.Second, "relay active", func() bool { return r.Status().Active })
+
+	low, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer low.Rollback()
+	p, _ := json.Marshal(payload{Key: "k", Seq: 1})
+	if err := e.w.Write(ctx, low, outbox.Message{Topic: topic, Key: "k", Payload: p}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.writeTx(ctx, topic, "k", []int{2}, true); err != nil {
+		t.Fatal(err)
+	}
+	// The writer stays open for 1.5 s, far longer than the gap check takes with a fresh view;
+	// nothing may be published meanwhile (no condition to wait on: the assertion is that
+	// nothing happens).
+	time.Sleep(1500 * time.Millisecond)
+	if msgs := fetchAllBroker(t, b, topic); len(msgs) != 0 {
+		t.Fatalf("published %+v while the lower id was still open", msgs)
+	}
+	if err := low.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "both rows relayed", func() bool { return r.Status().RelayedTotal == 2 })
+	if msgs := fetchAllBroker(t, b, topic); len(msgs) != 2 || msgs[0].p.Seq != 1 || msgs[1].p.Seq != 2 {
+		t.Fatalf("published %+v, want seq 1 then 2", msgs)
 	}
 }

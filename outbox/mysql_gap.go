@@ -27,9 +27,13 @@ import (
 // Transactions are named by (trx_mysql_thread_id, trx_started): MariaDB reports every
 // transaction that has not written with trx_id 0 and MySQL reuses a pseudo id per session.
 // Of the transactions in the first fresh view the relay waits only for those that
-//   - started no later than seenAt (the server's clock read after MAX(id); trx_started has
-//     whole seconds, so one started in the same second is kept): a transaction that started
-//     later allocates ids above MAX(id);
+//   - started no later than the sentinel (its own trx_started in that view, so both times are
+//     read off one clock: InnoDB renders trx_started in the server's system time zone, not
+//     the session's, so NOW() could differ from it by hours; whole seconds, so one started
+//     in the same second is kept): a transaction that started later allocates ids above
+//     MAX(id). One that looks younger than the sentinel by more than the time that really
+//     passed since the MAX(id) read (plus 2 s for the truncation) is kept too: the system
+//     clock was set back (daylight saving's repeated hour), and its age cannot be told;
 //   - may have written: trx_rows_modified > 0, trx_lock_structs > 0 (an INSERT holds an
 //     intention lock on the table until its transaction ends), or a statement running now
 //     (trx_query not NULL: an INSERT between allocating its id and locking). An idle
@@ -40,9 +44,8 @@ import (
 
 // gapCheck follows one gap below high.
 type gapCheck struct {
-	high   int64
-	seenAt time.Time // server clock (session time zone), read after MAX(id)
-	since  time.Time // local clock at the same moment: paces the delays and the grace period
+	high  int64
+	since time.Time // local clock when MAX(id) was read: paces the delays and the grace period
 
 	sentinel   *sql.Conn // open until a fresh view has shown it
 	sentinelID int64
@@ -115,9 +118,10 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 	}
 	if g.trx == nil {
 		fresh := false
+		var seenAt time.Time // the sentinel's start, on the clock of every trx_started
 		for _, t := range view {
 			if t.key.thread == g.sentinelID {
-				fresh = true
+				fresh, seenAt = true, t.key.started
 				break
 			}
 		}
@@ -134,8 +138,10 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 		_ = g.sentinel.Close()
 		g.sentinel = nil
 		g.trx = map[trxKey]bool{}
+		passed := now.Sub(g.since) + 2*time.Second
 		for _, t := range view {
-			if t.key.thread == g.sentinelID || t.key.thread == s.self || !t.mayWrite || t.key.started.After(g.seenAt) {
+			younger := t.key.started.After(seenAt) && t.key.started.Sub(seenAt) <= passed
+			if t.key.thread == g.sentinelID || t.key.thread == s.self || !t.mayWrite || younger {
 				continue
 			}
 			g.trx[t.key] = true
@@ -156,7 +162,7 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 	return s.passGap(), nil
 }
 
-// startGap reads MAX(id), then the server's clock, then opens the sentinel transaction.
+// startGap reads MAX(id), then opens the sentinel transaction.
 func (s *mysqlStore) startGap(ctx context.Context, high int64) error {
 	// Every missing id below the highest committed id visible now can be settled by the same
 	// check, not only those below this page of rows.
@@ -165,9 +171,6 @@ func (s *mysqlStore) startGap(ctx context.Context, high int64) error {
 		return fmt.Errorf("outbox: read the highest id: %w", err)
 	}
 	g := &gapCheck{high: max(high, maxID.Int64), since: time.Now()}
-	if err := s.conn.QueryRowContext(ctx, `SELECT NOW()`).Scan(&g.seenAt); err != nil {
-		return fmt.Errorf("outbox: read the server clock: %w", err)
-	}
 	c, err := s.aux.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: open the gap check's sentinel session: %w", err)
