@@ -8,13 +8,32 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Membership changes: a committed change is applied to raft's tracker and to the stored
-// membership, then reported through Config.OnConfChange; changes are proposed one at a time,
+// Membership changes: a committed change is applied to raft's tracker, reported through
+// Config.OnConfChange, then recorded in the stored membership; changes are proposed one at a time,
 // and leadership can be handed to another voter.
 
-// applyConfChange applies a committed membership change: raft's tracker, then the stored
-// membership (so a restart starts with it), then OnConfChange. A change the stored membership
-// already includes (the node restarted from an older applied index) is not applied twice.
+// applyConfChange applies a committed membership change: raft's tracker, then OnConfChange
+// (the caller records the members' addresses), then the stored membership with the change's
+// index as ConfIndex (so a restart starts with it). A change the stored ConfIndex already
+// covers (the node restarted from an older applied index) is not applied twice.
+//
+// The order is what makes a crash between the two writes harmless. The state machine is told
+// of the entry (Applier.Apply) only after both, so after a crash anywhere in here the restart
+// delivers the entry again:
+//
+//   - a crash after OnConfChange and before the ConfIndex is stored: the stored ConfIndex is
+//     below the entry, so the change is applied again, to raft's tracker (which the restart
+//     rebuilt from the stored membership, without the change) and to OnConfChange, which must
+//     be idempotent (replica's members file: the same address is put again, a removed id is
+//     listed once). Until then the restarted node holds an address for a member its raft does
+//     not know yet, or none for one its raft still counts: who votes is the stored membership's
+//     word alone, and both are set right when the entry is applied;
+//   - a crash after the ConfIndex is stored: OnConfChange had already returned, so what it
+//     records is durable, and skipping the entry loses nothing.
+//
+// The other order (the ConfIndex first) left a node that crashed between the two without the
+// new member's address for good: the entry delivered again is skipped. For the same reason an
+// OnConfChange error stops the node before the ConfIndex moves.
 func (n *Node) applyConfChange(e *pb.Entry) error {
 	var cc *pb.ConfChangeV2
 	switch e.GetType() {
@@ -36,13 +55,15 @@ func (n *Node) applyConfChange(e *pb.Entry) error {
 		return nil
 	}
 	cs := n.rn.ApplyConfChange(cc)
+	if n.cfg.OnConfChange != nil {
+		if err := n.cfg.OnConfChange(e.GetIndex(), cc, cs); err != nil {
+			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
+		}
+	}
 	if err := n.cfg.Storage.setConfState(cs, e.GetIndex()); err != nil {
 		return fmt.Errorf("apply: entry %d: %w", e.GetIndex(), err)
 	}
 	n.log.Info("membership changed", "index", e.GetIndex(), "voters", cs.GetVoters(), "learners", cs.GetLearners())
-	if n.cfg.OnConfChange != nil {
-		n.cfg.OnConfChange(e.GetIndex(), cc, cs)
-	}
 	return nil
 }
 

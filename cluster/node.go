@@ -88,10 +88,13 @@ type Config struct {
 	// Join starts a node with no voters of its own: a new member that an existing group added
 	// (as a learner) learns the membership from the leader's log. Peers is ignored.
 	Join bool
-	// OnConfChange, when set, is called on the loop after a membership change is applied (not
-	// again for a change the stored membership already includes), with the change and the
-	// membership it produced. The transport learns new peers' addresses through it.
-	OnConfChange func(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfState)
+	// OnConfChange, when set, is called on the loop when a membership change is applied, with
+	// the change and the membership it produced, before the stored membership records the
+	// change (applyConfChange): what it persists is durable by the time the change is
+	// skipped at a restart. It is called again for a change whose recording a crash cut short,
+	// so it must be idempotent; an error stops the node (the restart applies the change
+	// again). The transport learns new peers' addresses through it.
+	OnConfChange func(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfState) error
 	// Snapshots makes and stages snapshots (nil: none; see Snapshotter).
 	Snapshots Snapshotter
 }

@@ -117,8 +117,13 @@ func (m *membership) known(id uint64) bool {
 	return ok || slices.Contains(m.removed, id)
 }
 
-// onConfChange runs on the raft loop after a membership change is applied.
-func (mb *Member) onConfChange(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfState) {
+// onConfChange runs on the raft loop when a membership change is applied, before raft's stored
+// membership records it (cluster.Config.OnConfChange): the members file is written first, so a
+// crash never leaves a stored membership that names a member whose address the file lacks.
+// It is idempotent: a change applied again after a crash puts the same address again and lists
+// a removed id once. An error stops the node before the change is recorded; the restart
+// applies it again.
+func (mb *Member) onConfChange(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfState) error {
 	var added Peer
 	if len(cc.GetContext()) > 0 {
 		if err := json.Unmarshal(cc.GetContext(), &added); err != nil {
@@ -155,10 +160,9 @@ func (mb *Member) onConfChange(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfSta
 		}
 	}
 	if err := m.saveLocked(); err != nil {
-		// The change is in the log and raft applied it; a restart without the file falls back
-		// to the configured peers, whose addresses are then incomplete. Loud, not fatal.
-		mb.log.Error("could not record the membership in the data directory", "err", err)
+		return fmt.Errorf("record the members in %s: %w", membersFileName, err)
 	}
+	return nil
 }
 
 // AddMember adds p as a learner; the leader promotes it to a voter once it has caught up. Only
