@@ -60,6 +60,9 @@ type TransportConfig struct {
 	// Files serves the files of a snapshot to the peers that copy it (snapshotfile.go); nil:
 	// none are served.
 	Files FileSource
+	// Join answers the join question of a node that starts with --join-cluster and no raft
+	// state (joinquery.go); nil: none is answered.
+	Join JoinSource
 }
 
 // Transport is the peer transport. It owns one listener goroutine, one reader goroutine per
@@ -304,8 +307,8 @@ func (t *Transport) read(c net.Conn) {
 		return
 	}
 	from, to := binary.BigEndian.Uint64(hello[5:]), binary.BigEndian.Uint64(hello[13:])
-	fileConn := hello[4] == helloFile
-	if string(hello[:4]) != helloMagic || (hello[4] != 1 && !fileConn) || to != t.cfg.ID {
+	fileConn, joinConn := hello[4] == helloFile, hello[4] == helloJoin
+	if string(hello[:4]) != helloMagic || (hello[4] != 1 && !fileConn && !joinConn) || to != t.cfg.ID {
 		t.log.Warn("raft transport: refused connection", "remote", c.RemoteAddr().String(),
 			"from", from, "to", to)
 		return
@@ -326,6 +329,10 @@ func (t *Transport) read(c net.Conn) {
 		}
 		if fileConn {
 			t.serveFile(c, from, buf)
+			return
+		}
+		if joinConn {
+			t.serveJoin(c, from, buf)
 			return
 		}
 		m := &pb.Message{}

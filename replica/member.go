@@ -33,6 +33,8 @@ type Member struct {
 	done     chan struct{}
 	// staged is set when the member stopped to install a snapshot (snapshot.go).
 	staged atomic.Bool
+	// promoteRounds counts the promoter's rounds as the serving leader (tests wait on it).
+	promoteRounds atomic.Uint64
 }
 
 // Start joins b (opened with broker.Options.Replicated) to the cluster: it opens the raft state
@@ -44,6 +46,15 @@ type Member struct {
 // neither and cfg.Bootstrap is false (a wiped directory looks like a new one, and a new node
 // that votes may vote twice in a term it already voted in before the wipe). The broker itself
 // refuses to open a log that fails verification below its durable end.
+//
+// With cfg.Join a directory without raft state starts only under an id that is new to the
+// group (checkJoin): not one of the configured peers (the voters the cluster started with),
+// and, in the answer of the serving leader asked over the raft port, neither a voter, nor a
+// removed member, nor a learner that has already acknowledged entries. Raft lets any node
+// grant votes, learners included, so a wiped voter let in under its old id would vote with
+// an empty log and no memory of its earlier votes; only the leader knows every voter (a member
+// added after the start is in no configuration file), so without its answer the node does not
+// start.
 func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logger) (*Member, error) {
 	dir := b.Dir()
 	if logger == nil {
@@ -85,7 +96,12 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	if st.IsNew() && !cfg.Bootstrap && !cfg.Join {
 		return nil, fmt.Errorf("replica: %s has no raft state: either this is the first start of a new cluster (start it with --bootstrap-cluster) or the directory was wiped, and then the node must not vote: replace it under a new node id (docs/cluster.md)", dir)
 	}
-	tr, err := cluster.NewTransport(cluster.TransportConfig{ID: cfg.NodeID, Listen: listen, Peers: addrs, Logger: logger, Files: b.OpenSnapshotFile})
+	if st.IsNew() && cfg.Join {
+		if err := checkJoin(ctx, cfg, dir, m.log); err != nil {
+			return nil, err
+		}
+	}
+	tr, err := cluster.NewTransport(cluster.TransportConfig{ID: cfg.NodeID, Listen: listen, Peers: addrs, Logger: logger, Files: b.OpenSnapshotFile, Join: m.joinInfo})
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}

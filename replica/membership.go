@@ -237,7 +237,10 @@ func (mb *Member) confChange(ctx context.Context, cc *pb.ConfChangeV2) error {
 }
 
 // promote runs on every member and acts on the leader: a learner whose log has reached the
-// commit index becomes a voter. It ends when ctx does.
+// commit index becomes a voter. Reached means acknowledged to this leader: a learner that has
+// never answered (added before its machine started) is not promoted however short the log,
+// or its machine, starting with an empty directory, would find its id a voter and be refused
+// as a wiped one (checkJoin). It ends when ctx does.
 func (mb *Member) promote(ctx context.Context) {
 	defer mb.wg.Done()
 	tick := time.NewTicker(time.Second)
@@ -252,8 +255,9 @@ func (mb *Member) promote(ctx context.Context) {
 		if !st.Serving {
 			continue
 		}
+		mb.promoteRounds.Add(1)
 		for _, id := range st.Learners {
-			if match := st.Match[id]; match+promoteLag >= st.Commit {
+			if match := st.Match[id]; match > 0 && st.Active[id] && match+promoteLag >= st.Commit {
 				mb.log.Info("promoting a caught-up learner to voter", "id", id, "match", match, "commit", st.Commit)
 				err := mb.confChange(ctx, &pb.ConfChangeV2{
 					Changes: []*pb.ConfChangeSingle{{Type: pb.ConfChangeType_ConfChangeAddNode.Enum(), NodeId: new(id)}},

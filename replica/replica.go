@@ -38,9 +38,12 @@ type Config struct {
 	Bootstrap bool
 	// Join starts a new, empty node that the cluster added with POST /v1/cluster/members (serve's
 	// --join-cluster): it learns the membership from the leader's log. HTTPAddr is its own
-	// HTTP address (the others learn it from the membership change).
-	Join     bool
-	HTTPAddr string
+	// HTTP address (the others learn it from the membership change). A data directory without
+	// raft state joins only under an id the leader confirms is new (Start); JoinTimeout bounds
+	// the wait for that answer (default 10s).
+	Join        bool
+	HTTPAddr    string
+	JoinTimeout time.Duration
 }
 
 // Status is a member's view of the cluster: exactly what GET /v1/cluster answers, so the wire

@@ -38,6 +38,10 @@ type Cluster struct {
 	// file: a data directory without raft state starts only with one of them (docs/cluster.md).
 	// Bootstrap starts a new cluster of Peers; Join starts a node that the cluster added with
 	// POST /v1/cluster/members, which then need not be among Peers (the members it contacts).
+	// Validate accepts a joining node's id among Peers (a member that joined long ago may list
+	// itself and keep the flag); replica.Start refuses it, as any id the leader says is not
+	// new, when the data directory has no raft state: that is a wiped member, which must not
+	// vote again. Only Start knows whether the directory has raft state.
 	Bootstrap bool `yaml:"-"`
 	Join      bool `yaml:"-"`
 }
