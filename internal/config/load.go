@@ -45,12 +45,14 @@ func load(path string, lookup func(string) (string, bool)) (Config, error) {
 }
 
 // Parse decodes YAML into cfg, keeping the values of keys the document does not mention.
-// Unknown keys are an error naming the key and its line.
+// Unknown keys are an error naming the key and its line. Errors never quote the document's
+// text (the YAML library's source excerpt is off): the lines around a mistake may hold DSNs
+// with passwords, and start-up errors go where the logs go.
 func Parse(data []byte, cfg *Config) error {
 	// An empty document (or one with comments only) would zero cfg: keep the defaults instead.
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
-		return fmt.Errorf("%s", yaml.FormatError(err, false, true))
+		return fmt.Errorf("%s", yaml.FormatError(err, false, false))
 	}
 	empty := true
 	for _, d := range f.Docs {
@@ -62,7 +64,7 @@ func Parse(data []byte, cfg *Config) error {
 		return nil
 	}
 	if err := yaml.UnmarshalWithOptions(data, cfg, yaml.DisallowUnknownField()); err != nil {
-		return fmt.Errorf("%s", yaml.FormatError(err, false, true))
+		return fmt.Errorf("%s", yaml.FormatError(err, false, false))
 	}
 	return nil
 }
