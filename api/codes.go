@@ -84,7 +84,7 @@ var Codes = []CodeInfo{
 	{CodeUnknownTransaction, http.StatusNotFound, false, "no such transaction, or it was forgotten"},
 	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, false, "the route exists with other methods"},
 	{CodeTopicExists, http.StatusConflict, false, "the topic exists with another configuration"},
-	{CodeIdempotencyKeyReused, http.StatusConflict, false, "the key was used for different messages"},
+	{CodeIdempotencyKeyReused, http.StatusConflict, false, "the key (produce) or id (global transaction) was used for different messages or steps"},
 	{CodeTransactionNotOpen, http.StatusConflict, false, "the local transaction is finished"},
 	{CodeTransactionTimedOut, http.StatusConflict, false, "the local transaction timed out and was rolled back"},
 	{CodeGroupModeConflict, http.StatusConflict, false, "the join asks for another mode than the group's live members"},

@@ -74,6 +74,9 @@ func globalErrorFor(err error) *apiError {
 	switch {
 	case errors.Is(err, errNoCoordinator):
 		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "%s; the coordinator did not start (see the server log)", msg)
+	case errors.Is(err, xa.ErrIDReused):
+		return &apiError{status: http.StatusConflict, code: api.CodeIdempotencyKeyReused, field: "id",
+			message: msg + " (other steps or messages); nothing ran: use a new id for new work, the same body for a retry"}
 	case errors.Is(err, xa.ErrInvalidID):
 		return &apiError{status: http.StatusBadRequest, code: api.CodeInvalidField, field: "id",
 			message: "id " + msg + "; use 1 to 128 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-'"}
@@ -119,7 +122,11 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 	}
 	rows := make([]int64, len(req.steps))
 	last := lastSteps(req)
-	info, err := g.c.Run(r.Context(), xa.BeginOptions{ID: req.id, Timeout: time.Duration(req.timeoutMS) * time.Millisecond},
+	var digest string
+	if req.id != "" {
+		digest = globalDigest(req)
+	}
+	info, err := g.c.Run(r.Context(), xa.BeginOptions{ID: req.id, Timeout: time.Duration(req.timeoutMS) * time.Millisecond, Digest: digest},
 		func(ctx context.Context, tx *xa.GlobalTx) error {
 			for i, st := range req.steps {
 				run := st.op.Run

@@ -244,10 +244,16 @@ func TestGlobalTxCommitRollbackAndRepeat(t *testing.T) {
 		t.Fatalf("a rolled-back transfer changed something: balances %v, end offset %d", got, e.endOffset())
 	}
 	// Its repeat answers the same 409.
-	r = e.must(http.StatusConflict, "POST", "/v1/global-transactions", e.transfer("t-2", 1, "A", "B"))
+	r = e.must(http.StatusConflict, "POST", "/v1/global-transactions", e.transfer("t-2", 5000, "A", "B"))
 	decodeJSON(t, r.body, &res)
 	if !res.Duplicate || res.Status != "rolled_back" || res.Error == nil || res.Error.Code != "step_failed" {
 		t.Fatalf("repeat of a rolled-back id answered %s", r.body)
+	}
+	// The same id for other work (another amount) is refused, not answered with the first
+	// request's outcome as if it were this one's; nothing runs.
+	r = e.must(http.StatusConflict, "POST", "/v1/global-transactions", e.transfer("t-2", 1, "A", "B"))
+	if eb := errorBody(t, r); eb.Error.Code != "idempotency_key_reused" || eb.Error.Field != "id" {
+		t.Fatalf("id reused for other work answered %s", r.body)
 	}
 	if got, want := e.balances(), [4]int64{900, 0, 1000, 100}; got != want {
 		t.Fatalf("repeat of a rolled-back id ran: %v", got)

@@ -2,6 +2,7 @@ package xa
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -48,5 +49,36 @@ func TestTooManyResourcesRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "at most 32") {
 		t.Errorf("error %q does not name the limit", err)
+	}
+}
+
+// A client id repeated with the digest it first ran under is a duplicate (the first outcome);
+// with another digest it is refused before anything runs, since answering the first outcome
+// would report work that never ran; without a digest it stays a duplicate.
+func TestClientIDReusedForOtherWork(t *testing.T) {
+	o := NewOptions(t.TempDir())
+	o.Logger = quietLogger()
+	c, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	tx, err := c.Begin(ctx, BeginOptions{ID: "pay-1", Digest: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Rollback(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	var dup *DuplicateError
+	if _, err := c.Begin(ctx, BeginOptions{ID: "pay-1", Digest: "a"}); !errors.As(err, &dup) || dup.Info.Status != StatusRolledBack {
+		t.Errorf("repeat with the same digest: %v, want a duplicate of the rolled-back first", err)
+	}
+	if _, err := c.Begin(ctx, BeginOptions{ID: "pay-1", Digest: "b"}); !errors.Is(err, ErrIDReused) {
+		t.Errorf("repeat with another digest: %v, want ErrIDReused", err)
+	}
+	if _, err := c.Begin(ctx, BeginOptions{ID: "pay-1"}); !errors.As(err, &dup) {
+		t.Errorf("repeat without a digest: %v, want a duplicate", err)
 	}
 }

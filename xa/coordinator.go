@@ -165,6 +165,7 @@ type Coordinator struct {
 // txState is what the coordinator knows of one global transaction. Guarded by Coordinator.mu.
 type txState struct {
 	id, gtrid, clientID string
+	digest              string // BeginOptions.Digest (memory only)
 	status              Status
 	created, decided    time.Time
 	finished, deadline  time.Time

@@ -22,6 +22,12 @@ type BeginOptions struct {
 	ID string
 	// Timeout rolls the transaction back if it has not decided by then. 0: Options.DefaultTimeout.
 	Timeout time.Duration
+	// Digest, when set with ID, names the work the caller will do under ID (the gateway's hash
+	// of the steps and messages). A repeat of ID with another digest gets ErrIDReused instead
+	// of the first attempt's outcome, which would answer for work that never ran. Digests
+	// live in memory only: after a restart, a repeat is answered as a duplicate whatever its
+	// digest (the decision log does not hold them).
+	Digest string
 }
 
 // DuplicateError is Begin's answer to a client id that is already known: Info is the first
@@ -121,6 +127,10 @@ func (c *Coordinator) Begin(ctx context.Context, opts BeginOptions) (*GlobalTx, 
 		gtrid = c.node + hex.EncodeToString(raw[:])
 	}
 	if prev, ok := c.byID[opts.ID]; ok && opts.ID != "" {
+		if opts.Digest != "" && prev.digest != "" && opts.Digest != prev.digest {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("%w: %q", ErrIDReused, opts.ID)
+		}
 		c.mu.Unlock()
 		select {
 		case <-prev.settled:
@@ -132,7 +142,7 @@ func (c *Coordinator) Begin(ctx context.Context, opts BeginOptions) (*GlobalTx, 
 		c.mu.Unlock()
 		return nil, &DuplicateError{Info: in}
 	}
-	st := &txState{id: gtrid, gtrid: gtrid, clientID: opts.ID, status: StatusActive, created: now,
+	st := &txState{id: gtrid, gtrid: gtrid, clientID: opts.ID, digest: opts.Digest, status: StatusActive, created: now,
 		deadline: now.Add(timeout), live: true, settled: make(chan struct{})}
 	if opts.ID != "" {
 		st.id = opts.ID
