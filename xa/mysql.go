@@ -34,6 +34,10 @@ func OpenMySQLDB(dsn string) (*sql.DB, error) {
 		return nil, errors.New("cannot parse the MySQL DSN")
 	}
 	cfg.MultiStatements = true
+	// Row counts are rows matched, as PostgreSQL counts them: an operation's expect_rows then
+	// means the same on both (MariaDB's default counts rows changed, so an UPDATE to the
+	// values a row already holds would count 0).
+	cfg.ClientFoundRows = true
 	return mysqlpool.Open(cfg)
 }
 
