@@ -62,6 +62,12 @@ type PollOptions struct {
 	// committed, at or past the cursor, or of partitions it does not own change nothing.
 	// A Consumer sends them itself.
 	Positions []GroupOffset
+	// PositionsComplete says Positions name every partition the caller has received messages
+	// of since the member gained it. The server then moves each other partition of the
+	// member back to where the member started it (never below its commits): an answer to
+	// the first poll of a partition that was lost, before the caller had a position to send
+	// for it, is read again too. Set it only when that holds; a Consumer does.
+	PositionsComplete bool
 }
 
 func groupPath(group string) string { return "/v1/groups/" + url.PathEscape(group) }
@@ -85,6 +91,9 @@ func (c *Client) PollGroup(ctx context.Context, group, member string, opts PollO
 	setReadLimits(q, opts.MaxMessages, opts.MaxBytes, opts.Wait)
 	for _, pos := range opts.Positions {
 		q.Add("position", pos.Topic+":"+strconv.Itoa(pos.Partition)+":"+strconv.FormatInt(pos.Offset, 10))
+	}
+	if opts.PositionsComplete {
+		q.Set("positions_complete", "true")
 	}
 	p := groupPath(group) + "/members/" + url.PathEscape(member) + "/messages"
 	if len(q) > 0 {
@@ -232,7 +241,11 @@ func ConsumerLogger(l *slog.Logger) ConsumerOption { return func(c *consumerConf
 // message, and only then polls again. A message is committed only after its handler returned
 // nil (or after it was stored in the dead-letter topic), so nothing is lost; but a crash
 // between handling and commit, or a rebalance, hands a message to the group again: delivery
-// is at least once. Make the handler idempotent, or use a TxConsumer to get exactly-once
+// is at least once. A poll whose answer was lost on the way (a cut connection, a timeout, a
+// body that could not be read) has moved the server's cursor past its messages; every poll
+// tells the server where the consumer is in each partition it has handled messages of, and
+// that it has nothing of the others (PollOptions.PositionsComplete), so the server reads
+// those messages again, also for a partition the consumer has just joined or gained. Make the handler idempotent, or use a TxConsumer to get exactly-once
 // effects in a database.
 //
 // # Failures (local recovery)
@@ -406,8 +419,15 @@ func (cs *Consumer) loop(ctx context.Context, process processor) error {
 	}
 }
 
+// pollOptions bounds the next poll and says where the consumer is. cs.pos holds a position
+// for every partition the consumer has handled messages of since it gained it (and, for a
+// TxConsumer, every partition whose offset its database holds); the polls run one at a time,
+// after the previous answer's messages were handled, so the positions are complete: a
+// partition without one is one the consumer got nothing of, and the server reads it again
+// from where the member started it. That covers an answer lost on the way before the
+// consumer had any position for the partition (the first poll after a join or a rebalance).
 func (cs *Consumer) pollOptions() PollOptions {
-	o := PollOptions{MaxMessages: cs.cfg.maxMessages, MaxBytes: cs.cfg.maxBytes, Wait: cs.cfg.wait}
+	o := PollOptions{MaxMessages: cs.cfg.maxMessages, MaxBytes: cs.cfg.maxBytes, Wait: cs.cfg.wait, PositionsComplete: true}
 	if cs.cfg.sessionTimeout > 0 && o.Wait > cs.cfg.sessionTimeout/3 {
 		o.Wait = cs.cfg.sessionTimeout / 3
 	}

@@ -53,7 +53,10 @@ type PgxTxHandler func(ctx context.Context, tx pgx.Tx, msg FetchedMessage) error
 // The application's database is the source of truth. On start and whenever it gets a
 // partition, the consumer reads the partition's offset from that database and ignores what the
 // broker delivers below it; if the broker starts above it (its group offset is ahead of the
-// database), the consumer reads the gap directly from the partition. After each batch it
+// database), the consumer reads the gap directly from the partition. A partition without a
+// row starts where the broker starts the group (its group offset, else the partition's
+// start): the row is created with the first offset delivered, and a first poll whose answer
+// was lost is read again from there, as for a Consumer. After each batch it
 // also commits the offset to the group over HTTP, best effort, so that `imago groups
 // describe`, GET /v1/groups/{group}/offsets and the lag metrics show it; that broker-side
 // offset may lag the database after a crash (never lead it), which costs a re-delivery that

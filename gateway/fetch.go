@@ -43,8 +43,9 @@ func (s *Server) parseFetchQuery(raw string) (fetchParams, error) {
 	return s.parseReadQuery(raw, true)
 }
 
-// parsePollQuery parses max_messages, max_bytes, wait_ms and position of a member's poll (a
-// poll reads at the member's cursors: offset is ignored like any unknown parameter).
+// parsePollQuery parses max_messages, max_bytes, wait_ms, position and positions_complete of
+// a member's poll (a poll reads at the member's cursors: offset is ignored like any unknown
+// parameter).
 func (s *Server) parsePollQuery(raw string) (pollParams, error) {
 	p, err := s.parseReadQuery(raw, false)
 	return p.pollParams, err
@@ -85,6 +86,7 @@ func (p *pollParams) addPosition(v string) error {
 func (s *Server) parseReadQuery(raw string, withOffset bool) (fetchParams, error) {
 	p := fetchParams{offset: -1, pollParams: pollParams{maxMessages: defaultMaxMessages, maxBytes: defaultMaxBytes}}
 	var seen [4]bool
+	seenComplete := false
 	for raw != "" {
 		var kv string
 		kv, raw, _ = strings.Cut(raw, "&")
@@ -115,6 +117,19 @@ func (s *Server) parseReadQuery(raw string, withOffset bool) (fetchParams, error
 		case k == "position" && !withOffset:
 			if err := p.addPosition(v); err != nil {
 				return p, err
+			}
+			continue
+		case k == "positions_complete" && !withOffset:
+			if seenComplete {
+				return p, paramError(k, "appears twice; send it once")
+			}
+			seenComplete = true
+			switch v {
+			case "true":
+				p.positionsComplete = true
+			case "false":
+			default:
+				return p, paramError(k, "must be true or false, not %q", v)
 			}
 			continue
 		default:

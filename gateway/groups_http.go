@@ -40,8 +40,10 @@ type pollParams struct {
 	maxMessages int
 	maxBytes    int
 	wait        time.Duration
-	// positions are a member poll's position parameters (nil for a fetch).
-	positions map[groups.Partition]int64
+	// positions are a member poll's position parameters (nil for a fetch), and
+	// positionsComplete its positions_complete parameter (groups.Limits).
+	positions         map[groups.Partition]int64
+	positionsComplete bool
 }
 
 // errGroupsNotEnabled is a groups request to a server without an offset store.
@@ -303,7 +305,8 @@ func (s *Server) handlePollGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ans, err := s.groups.Poll(r.Context(), m, groups.Limits{MaxMessages: q.maxMessages, MaxBytes: q.maxBytes, Wait: q.wait, Positions: q.positions})
+	ans, err := s.groups.Poll(r.Context(), m, groups.Limits{MaxMessages: q.maxMessages, MaxBytes: q.maxBytes, Wait: q.wait,
+		Positions: q.positions, PositionsComplete: q.positionsComplete})
 	if err != nil {
 		return err
 	}

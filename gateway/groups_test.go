@@ -268,6 +268,11 @@ func TestGroupPollPositions(t *testing.T) {
 	if rest := ts.poll("g", m.MemberID, ""); len(rest.Messages) != 0 {
 		t.Fatalf("poll without position after that: %d messages", len(rest.Messages))
 	}
+	// A client that has no position yet says its positions are complete (none): the
+	// partition goes back to where the member started it.
+	if again := ts.poll("g", m.MemberID, "positions_complete=true&max_messages=1"); len(again.Messages) != 1 || again.Messages[0].Offset != 0 {
+		t.Fatalf("poll with positions_complete and no position: %+v, want offset 0", again.Messages)
+	}
 	mfs, err := ts.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -282,8 +287,8 @@ func TestGroupPollPositions(t *testing.T) {
 			}
 		}
 	}
-	if rewinds != 1 {
-		t.Fatalf("imago_consumer_poll_rewinds_total{group=\"g\"} = %v, want 1", rewinds)
+	if rewinds != 2 {
+		t.Fatalf("imago_consumer_poll_rewinds_total{group=\"g\"} = %v, want 2", rewinds)
 	}
 }
 
@@ -292,7 +297,8 @@ func TestGroupPollPositions(t *testing.T) {
 // offset.
 func FuzzParsePollQuery(f *testing.F) {
 	for _, s := range []string{"", "max_messages=5&wait_ms=100", "position=t:0:5", "position=a.b:3:0&position=c:1:9",
-		"position=t:0", "position=%zz", "position=t:-1:0", "position%3D=x", "position=t%3A0%3A1", "position=::", "position=t:0:99999999999999999999"} {
+		"position=t:0", "position=%zz", "position=t:-1:0", "position%3D=x", "position=t%3A0%3A1", "position=::", "position=t:0:99999999999999999999",
+		"positions_complete=true&position=t:0:1", "positions_complete=1", "positions_complete=false&positions_complete=true"} {
 		f.Add(s)
 	}
 	s := &Server{opts: Options{MaxWait: 5 * time.Second}}
@@ -548,6 +554,8 @@ func TestGroupBadInput(t *testing.T) {
 		{"position bad partition", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=t:x:1", ``, 400, "invalid_parameter", "position"},
 		{"position twice", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=t:0:1&position=t:0:2", ``, 400, "invalid_parameter", "position"},
 		{"position malformed escape", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?position=t:0:%zz", ``, 400, "invalid_parameter", ""},
+		{"positions_complete not a bool", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?positions_complete=yes", ``, 400, "invalid_parameter", "positions_complete"},
+		{"positions_complete twice", "GET", "/v1/groups/g/members/" + m.MemberID + "/messages?positions_complete=true&positions_complete=true", ``, 400, "invalid_parameter", "positions_complete"},
 		{"unknown member leave", "DELETE", "/v1/groups/g/members/m-0000", ``, 404, "unknown_member", ""},
 		{"commit no member", "POST", "/v1/groups/g/offsets", `{"offsets":[{"topic":"t","partition":0,"offset":0}]}`, 400, "invalid_field", "member_id"},
 		{"commit no offsets", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m.MemberID + `"}`, 400, "invalid_field", "offsets"},

@@ -25,9 +25,11 @@
 //   - A member's cursor starts at the committed offset and moves past what a poll returned,
 //     so polls without commits do not repeat messages. A poll's Positions (where the client
 //     is) move it back, never below the member's own commits or where it started, so the
-//     messages of an answer that never reached the client come again at the next poll. A partition that moves to another
-//     member starts there again at the committed offset: uncommitted messages are delivered
-//     again (at least once), committed ones never.
+//     messages of an answer that never reached the client come again at the next poll. With
+//     PositionsComplete, a partition without a position goes back to where the member started
+//     it (the client got nothing of it yet). A partition that moves to another member starts
+//     there again at the committed offset: uncommitted messages are delivered again (at least
+//     once), committed ones never.
 //   - Commits in clustered mode are accepted only from the partition's current owner
 //     (*OwnerError, which wraps ErrNotOwner), so a member that lost a partition in a
 //     rebalance cannot move its offset. A new owner reads the committed offset only after

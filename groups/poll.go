@@ -32,6 +32,13 @@ type Limits struct {
 	// partition, raised by its own commits), or of a partition the member does not own
 	// changes nothing.
 	Positions map[Partition]int64
+	// PositionsComplete says Positions name every partition the client has received
+	// messages of since the member gained it. The cursor of an owned partition without a
+	// position then goes back to its floor (where the member started the partition, raised
+	// by its commits): the client got nothing of it, so an answer to the partition's first
+	// poll that never reached the client is read again too, although the client had no
+	// position to send for it.
+	PositionsComplete bool
 }
 
 // Batch is one partition's messages in a poll answer.
@@ -61,7 +68,7 @@ func (c *Coordinator) Poll(ctx context.Context, m *Member, q Limits) (Polled, er
 		return Polled{}, fmt.Errorf("%w: member %q of group %q was removed", ErrUnknownMember, m.id, m.g.name)
 	}
 	m.polling++
-	c.rewindLocked(m, q.Positions)
+	c.rewindLocked(m, q.Positions, q.PositionsComplete)
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -80,17 +87,28 @@ func (c *Coordinator) Poll(ctx context.Context, m *Member, q Limits) (Polled, er
 	return c.collect(ctx, m, q)
 }
 
-// rewindLocked moves the member's cursors back to the positions its client sent (Limits).
-func (c *Coordinator) rewindLocked(m *Member, positions map[Partition]int64) {
-	for p, pos := range positions {
-		cur, ok := m.cursors[p]
-		if !ok || !m.owns[p] || pos >= cur || pos < m.floors[p] {
+// rewindLocked moves the member's cursors back to the positions its client sent, and, when
+// they are complete, the cursors of the partitions they leave out back to their floors
+// (Limits).
+func (c *Coordinator) rewindLocked(m *Member, positions map[Partition]int64, complete bool) {
+	for p, cur := range m.cursors {
+		if !m.owns[p] {
+			continue
+		}
+		pos, ok := positions[p]
+		if !ok {
+			if !complete {
+				continue
+			}
+			pos = m.floors[p]
+		}
+		if pos >= cur || pos < m.floors[p] {
 			continue
 		}
 		m.cursors[p] = pos
 		c.rewinds[m.g.name]++
-		c.log.Info("a poll answer did not reach the group member: its messages are read again from the position it sent",
-			"group", m.g.name, "member", m.id, "topic", p.Topic, "partition", p.Partition, "position", pos, "cursor", cur)
+		c.log.Info("a poll answer did not reach the group member: its messages are read again from the position it sent (without one, from where it started the partition)",
+			"group", m.g.name, "member", m.id, "topic", p.Topic, "partition", p.Partition, "position", pos, "sent", ok, "cursor", cur)
 	}
 }
 

@@ -53,6 +53,46 @@ func TestPositionsRecoverALostAnswer(t *testing.T) {
 	want(poll(map[Partition]int64{p: -1}))
 }
 
+// TestCompletePositionsRecoverALostFirstAnswer: the answer to the first poll of a partition
+// never reached the client, which therefore has no position to send for it. Its next poll
+// says its positions are complete (none for the partition): the cursor goes back to where
+// the member started the partition, never below the member's own commits. Without
+// PositionsComplete a partition without a position stays where it is.
+func TestCompletePositionsRecoverALostFirstAnswer(t *testing.T) {
+	c, b := newTestCoordinator(t)
+	ctx := context.Background()
+	produceToB(t, b, 5) // partition 0, offsets 0..4
+	j, m := joinLive(t, c, clustered("g", "b"))
+	p := Partition{"b", 0}
+	poll := func(q Limits) []int64 {
+		t.Helper()
+		q.MaxMessages, q.MaxBytes = 2, 1<<20
+		return polledOffsets(mustPoll(t, c, m, q))
+	}
+	want := func(got []int64, w ...int64) {
+		t.Helper()
+		if !slices.Equal(got, w) {
+			t.Fatalf("poll returned offsets %v, want %v", got, w)
+		}
+	}
+	want(poll(Limits{}), 0, 1) // "lost": the client has no position for b/0
+	want(poll(Limits{PositionsComplete: true}), 0, 1)
+	want(poll(Limits{PositionsComplete: true, Positions: map[Partition]int64{p: 2}}), 2, 3)
+	want(poll(Limits{}), 4)
+	want(poll(Limits{}))
+	if err := c.Commit(ctx, "g", j.MemberID, []Offset{{Topic: "b", Partition: 0, Next: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	// Back to the member's own commit, not to where it started.
+	want(poll(Limits{PositionsComplete: true}), 3, 4)
+	// A position of a partition the member does not own rewinds nothing, and neither does a
+	// complete set whose only position is at the cursor.
+	want(poll(Limits{PositionsComplete: true, Positions: map[Partition]int64{{"a", 0}: 0, p: 5}}))
+	if n := c.PollRewinds()["g"]; n != 2 {
+		t.Fatalf("%d rewinds counted, want 2", n)
+	}
+}
+
 // TestPositionsBelowANewOwnersStart: a partition that moved away and came back starts at
 // the committed offset; a position the client kept from its earlier ownership, below that
 // offset, does not move it back.

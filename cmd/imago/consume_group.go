@@ -42,10 +42,12 @@ func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) 
 	defer out.Flush()
 	var printed int64
 	// pos is where this member is in each partition it printed from: every poll says so, and
-	// the server reads again what an answer lost on the way carried.
+	// the server reads again what an answer lost on the way carried. It names every partition
+	// printed from (the loop ends when it stops printing an answer halfway), so the positions
+	// are complete: a partition without one goes back to where the member started it.
 	pos := map[client.Assignment]int64{}
 	for {
-		opts := client.PollOptions{MaxBytes: f.maxBytes}
+		opts := client.PollOptions{MaxBytes: f.maxBytes, PositionsComplete: true}
 		opts.MaxMessages, opts.Wait = f.readLimits(printed)
 		for tp, off := range pos {
 			opts.Positions = append(opts.Positions, client.GroupOffset{Topic: tp.Topic, Partition: tp.Partition, Offset: off})
