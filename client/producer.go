@@ -305,14 +305,16 @@ func (l *lane) run() {
 				close(op.flushed)
 				continue
 			}
-			if l.add(op) {
-				continue // a full batch was sent
-			}
+			sentFull := l.add(op)
 			switch {
 			case l.p.cfg.linger == 0:
+				// Send what is pending once nothing more is queued, also when add has just
+				// sent a full batch: other topics' batches may be waiting in the lane.
 				if len(l.in) == 0 {
 					l.sendAll()
 				}
+			case sentFull:
+				// Nothing of op is pending; the timer started for what else is pending runs on.
 			case timerC == nil:
 				if timer == nil {
 					timer = time.NewTimer(l.p.cfg.linger)
