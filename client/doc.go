@@ -22,13 +22,15 @@
 // up), and never a produce without one: that error goes back to you.
 //
 // What is retried, with exponential backoff and jitter (WithRetries, WithBackoff), honouring
-// the server's Retry-After: network errors and answers 429 (back-pressure) and 503 (not ready)
-// of reads (GET), of topic creation (PUT is idempotent by contract), of keyed produce requests,
-// of Begin (a transaction nobody uses times out harmlessly) and of XAResource.Recover. The
-// XA verbs and transaction writes are not repeated blindly: Tx.Commit settles an unknown
-// outcome by asking the transaction's status, and a transaction manager settles an XA branch
-// through Recover, as XA intends. Every call takes a context, and no retry sleeps past its
-// deadline.
+// the server's Retry-After: network errors, 2xx answers cut off on the way, and answers 429
+// (back-pressure) and 503 (not ready) of reads (GET), of topic creation (PUT is idempotent by
+// contract), of keyed produce requests, of Begin (a transaction nobody uses times out
+// harmlessly) and of XAResource.Recover. The XA verbs and transaction writes are not repeated
+// blindly: Tx.Commit settles an unknown outcome by asking the transaction's status, and a
+// transaction manager settles an XA branch through Recover, as XA intends. A 2xx status means
+// the server did what was asked even when the rest of its answer is lost: Tx.Commit then reads
+// the positions from the transaction's status, and XAResource.Commit reports the branch
+// committed. Every call takes a context, and no retry sleeps past its deadline.
 //
 // # The batching producer
 //

@@ -81,7 +81,12 @@ func retryable(ctx context.Context, err error) bool {
 		return e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable
 	}
 	var de *decodeError
-	return !errors.As(err, &de) // a transport error; an answer we cannot read is not retried
+	if errors.As(err, &de) {
+		// A 2xx answer cut off on the way is asked again (the request is safe to repeat);
+		// one that arrived whole but cannot be decoded would only come again.
+		return de.cut
+	}
+	return true // a transport error
 }
 
 // backoff is the wait before retry n (1 for the first): full jitter over min·2ⁿ⁻¹ capped at
@@ -99,8 +104,14 @@ func (p httpRetry) backoff(n int, err error) time.Duration {
 	return d
 }
 
-// decodeError is a 2xx answer whose body could not be decoded.
-type decodeError struct{ err error }
+// decodeError is a 2xx answer whose body could not be decoded: the server did what was asked,
+// but what it answered is lost. cut says the body was cut off (it ended early, or reading it
+// failed: a reset connection, a timeout), as opposed to a whole body that is not the JSON
+// expected.
+type decodeError struct {
+	err error
+	cut bool
+}
 
 func (e *decodeError) Error() string { return e.err.Error() }
 func (e *decodeError) Unwrap() error { return e.err }
@@ -138,7 +149,10 @@ func (c *Client) once(ctx context.Context, r request, body []byte) (int, error) 
 		return resp.StatusCode, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(r.out); err != nil {
-		return resp.StatusCode, &decodeError{fmt.Errorf("%s %s: decode %d response: %w", r.method, r.path, resp.StatusCode, err)}
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		cut := !errors.As(err, &se) && !errors.As(err, &te)
+		return resp.StatusCode, &decodeError{fmt.Errorf("%s %s: decode %d response: %w", r.method, r.path, resp.StatusCode, err), cut}
 	}
 	return resp.StatusCode, nil
 }

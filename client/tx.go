@@ -77,10 +77,11 @@ func (t *Tx) Add(ctx context.Context, msgs ...TxMessage) (held int, err error) {
 }
 
 // Commit makes the transaction's messages visible, all together, and returns where each was
-// stored, in the order they were added. When the answer is lost (a network error, or 503
-// while the server stops), Commit asks the transaction's status until the outcome is known or
-// ctx ends: committed returns the positions, rolled back an error, and a server that forgot
-// the transaction ErrOutcomeUnknown.
+// stored, in the order they were added. When the answer is lost (a network error, 503 while
+// the server stops, or a 2xx answer cut off on the way: the commit is done, the positions
+// are lost), Commit asks the transaction's status until the outcome is known or ctx ends:
+// committed returns the positions, rolled back an error, and a server that forgot the
+// transaction, or refuses to tell (401, 403), an error wrapping ErrOutcomeUnknown.
 func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
 	pos, err := t.commitOnce(ctx)
 	if err == nil {
@@ -101,6 +102,9 @@ func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
 		switch {
 		case IsStatus(serr, http.StatusNotFound):
 			return nil, fmt.Errorf("commit of transaction %s: %w (%v)", t.ID, ErrOutcomeUnknown, err)
+		case serr != nil && permanent(serr):
+			// Asking again gets the same answer: the status cannot settle the outcome.
+			return nil, fmt.Errorf("commit of transaction %s: %w (%v); its status cannot be read: %v", t.ID, ErrOutcomeUnknown, err, serr)
 		case serr != nil:
 			continue
 		case st.State == TxCommitted:
@@ -125,14 +129,15 @@ func (t *Tx) commitOnce(ctx context.Context) ([]TopicPosition, error) {
 	return out.Offsets, err
 }
 
-// outcomeLost reports whether err leaves the outcome of a write unknown.
+// outcomeLost reports whether err leaves the outcome of a commit, or its positions, to be
+// learnt from the transaction's status: a network error, a 503, or a 2xx answer whose body
+// could not be read (the commit is done; what it answered is lost).
 func outcomeLost(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Status == http.StatusServiceUnavailable
 	}
-	var de *decodeError
-	return !errors.As(err, &de)
+	return true
 }
 
 // Rollback discards the transaction's messages.

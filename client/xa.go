@@ -260,14 +260,24 @@ func (r *XAResource) Prepare(ctx context.Context, xid Xid) (rdonly bool, err err
 
 // Commit commits a prepared branch, or with onePhase an idle one (never a prepared one), and
 // returns where its messages were stored, in the order they were published. After a heuristic
-// decision it answers XA_HEURCOM, XA_HEURRB or XA_HEURHAZ; call Forget then.
+// decision it answers XA_HEURCOM, XA_HEURRB or XA_HEURHAZ; call Forget then. When the server
+// answered that the branch is committed (2xx) but the rest of its answer could not be read (a
+// connection cut while reading it), the branch is committed: Commit returns no error and no
+// positions. (No XA code says "committed, answer lost": XAER_RMERR would tell the
+// transaction manager that the branch was rolled back.)
 func (r *XAResource) Commit(ctx context.Context, xid Xid, onePhase bool) ([]TopicPosition, error) {
 	if err := xid.Validate(); err != nil {
 		return nil, err
 	}
 	var out api.TxCommitResponse
-	if err := r.verb(ctx, "commit", api.XACommitRequest{Xid: xid.json(), OnePhase: onePhase}, &out); err != nil {
-		return nil, err
+	_, err := r.c.send(ctx, request{method: http.MethodPost, path: "/v1/xa/commit",
+		in: api.XACommitRequest{Xid: xid.json(), OnePhase: onePhase}, out: &out})
+	var de *decodeError
+	if errors.As(err, &de) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, xaError(err)
 	}
 	return out.Offsets, nil
 }
