@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/imagomq/imago/xa"
@@ -79,6 +80,34 @@ func TestDecodeGlobalRepeatedFields(t *testing.T) {
 	}
 	if req.id != "a" || req.timeoutMS != 100 || len(req.steps) != 1 || len(req.msgs) != 1 || fmt.Sprint(req.steps[0].args) != "[5 A 5]" {
 		t.Fatalf("decoded %+v (args %v)", req, req.steps[0].args)
+	}
+}
+
+// TestDecodeGlobalExactNumbers: step numbers are read exactly. An integer parameter given a
+// fraction a float64 would round to an integer is 400 invalid_parameter naming the parameter.
+func TestDecodeGlobalExactNumbers(t *testing.T) {
+	ops, driverOf := testGlobalOps(t)
+	step := func(res, op, amount string) string {
+		return `{"steps": [{"resource": "` + res + `", "operation": "` + op + `", "params": {"account": "A", "amount": ` + amount + `}}]}`
+	}
+	for _, c := range []struct{ body, message string }{
+		{step("wallet", "debit", "0.99999999999999999"), "must be an integer from"},
+		{step("wallet", "debit", "1e-400"), "must be an integer from"},
+		{step("wallet", "debit", "1e999999999"), "must be an integer from"},
+	} {
+		_, err := decodeGlobalRequest([]byte(c.body), ops, driverOf)
+		if err == nil {
+			t.Errorf("%s: accepted", c.body)
+			continue
+		}
+		if ae := errorFor(err); ae.status != 400 || ae.code != "invalid_parameter" || ae.field != "steps[0].params.amount" ||
+			!strings.Contains(ae.message, c.message) {
+			t.Errorf("%.80s: %v; want 400 invalid_parameter on steps[0].params.amount saying %q", c.body, err, c.message)
+		}
+	}
+	req, err := decodeGlobalRequest([]byte(step("wallet", "debit", "1.5e1")), ops, driverOf)
+	if err != nil || fmt.Sprint(req.steps[0].args) != "[15 A 15]" {
+		t.Fatalf("1.5e1 for an integer parameter: %v", err)
 	}
 }
 

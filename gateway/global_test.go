@@ -313,6 +313,8 @@ func TestGlobalTxBadInput(t *testing.T) {
 		{"broker as a step", step("broker", "debit", `{}`), 400, "unknown_operation", "steps[0].operation"},
 		{"string for integer", step("wallet", "debit", `{"account": "A", "amount": "100"}`), 400, "invalid_parameter", "steps[0].params.amount"},
 		{"fraction for integer", step("wallet", "debit", `{"account": "A", "amount": 1.5}`), 400, "invalid_parameter", "steps[0].params.amount"},
+		{"fraction a float rounds up", step("wallet", "debit", `{"account": "A", "amount": 0.99999999999999999}`), 400, "invalid_parameter", "steps[0].params.amount"},
+		{"fraction a float rounds down", step("wallet", "debit", `{"account": "A", "amount": 1.0000000000000001}`), 400, "invalid_parameter", "steps[0].params.amount"},
 		{"object for integer", step("wallet", "debit", `{"account": "A", "amount": {"v": 1}}`), 400, "invalid_parameter", "steps[0].params.amount"},
 		{"null for integer", step("wallet", "debit", `{"account": "A", "amount": null}`), 400, "invalid_parameter", "steps[0].params.amount"},
 		{"number for string", step("wallet", "debit", `{"account": 7, "amount": 1}`), 400, "invalid_parameter", "steps[0].params.account"},

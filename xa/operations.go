@@ -39,6 +39,9 @@ import (
 // declared is "any": a JSON string, number or boolean. Values are checked before anything
 // runs (Operation.Bind): a missing, unknown or ill-typed parameter is a *ParamError naming
 // it, which the HTTP door answers with 400 invalid_parameter.
+//
+// An integer is read exactly, never through a float64: it must be a whole number within
+// int64 (100, 1e2 and 1.5e1 are; 1.5 and 0.99999999999999999 are refused, not rounded).
 
 // OperationConfig is one configured operation (config: operations.<resource>.<operation>).
 type OperationConfig struct {
@@ -470,9 +473,10 @@ func skipQuoted(src string, i int, q byte, backslash bool) (int, error) {
 	return 0, fmt.Errorf("unterminated %c quote at byte %d", q, i)
 }
 
-// value converts a JSON value under the spec: integer → int64, number → its decimal text
-// (exact, for DECIMAL columns), string → string, boolean → bool; any takes a string, number
-// (int64 when integral, else its text) or boolean.
+// value converts a JSON value under the spec: integer → int64 (read exactly: a whole number
+// within int64, however written), number → its decimal text (exact, for DECIMAL columns),
+// string → string, boolean → bool; any takes a string, number (int64 when integral, else its
+// text) or boolean.
 func (p paramSpec) value(raw json.RawMessage) (any, error) {
 	raw = trimJSON(raw)
 	if len(raw) == 0 {
@@ -520,13 +524,13 @@ func (p paramSpec) value(raw json.RawMessage) (any, error) {
 		if !isNum {
 			return nil, fmt.Errorf("must be an integer, not %s", jsonValueKind(c))
 		}
-		n, err := strconv.ParseInt(string(raw), 10, 64)
-		if err != nil {
-			if f, ferr := strconv.ParseFloat(string(raw), 64); ferr == nil && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-				n = int64(f) // 100.0 or 1e2: integral
-			} else {
-				return nil, fmt.Errorf("must be an integer from %d to %d, not %s", int64(math.MinInt64), int64(math.MaxInt64), raw)
-			}
+		d, ok := parseJSONNumber(string(raw))
+		if !ok {
+			return nil, fmt.Errorf("is not a valid number")
+		}
+		n, ok := d.int64()
+		if !ok {
+			return nil, fmt.Errorf("must be an integer from %d to %d, not %s", int64(math.MinInt64), int64(math.MaxInt64), shortNumber(raw))
 		}
 		if p.min != nil && n < *p.min {
 			return nil, fmt.Errorf("must be at least %d, not %d", *p.min, n)
@@ -545,6 +549,111 @@ func (p paramSpec) value(raw json.RawMessage) (any, error) {
 		return string(raw), nil
 	}
 	return nil, fmt.Errorf("has an unsupported type")
+}
+
+// jsonDecimal is a JSON number read exactly: ±0.digits × 10^point.
+type jsonDecimal struct {
+	neg    bool
+	digits string // the significant digits, without leading or trailing zeros; "" for zero
+	point  int64  // digits before the decimal point: may be negative or past len(digits)
+}
+
+// maxExponent caps the exponent read: 1e999999999 is refused as quickly as 1e99, with no
+// digit written out.
+const maxExponent = 1 << 40
+
+// parseJSONNumber reads s, a JSON number (RFC 8259 grammar), exactly.
+func parseJSONNumber(s string) (jsonDecimal, bool) {
+	var d jsonDecimal
+	digitsFrom := func(i int) int {
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		d.neg = true
+		i++
+	}
+	j := digitsFrom(i)
+	intPart := s[i:j]
+	if intPart == "" || len(intPart) > 1 && intPart[0] == '0' {
+		return d, false
+	}
+	i = j
+	var frac string
+	if i < len(s) && s[i] == '.' {
+		j = digitsFrom(i + 1)
+		frac = s[i+1 : j]
+		if frac == "" {
+			return d, false
+		}
+		i = j
+	}
+	var exp int64
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		negExp := false
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			negExp = s[i] == '-'
+			i++
+		}
+		j = digitsFrom(i)
+		if j == i {
+			return d, false
+		}
+		for _, c := range s[i:j] {
+			if exp < maxExponent {
+				exp = exp*10 + int64(c-'0')
+			}
+		}
+		if negExp {
+			exp = -exp
+		}
+		i = j
+	}
+	if i != len(s) {
+		return d, false
+	}
+	all := intPart + frac
+	d.point = int64(len(intPart)) + exp
+	trimmed := strings.TrimLeft(all, "0")
+	d.point -= int64(len(all) - len(trimmed))
+	d.digits = strings.TrimRight(trimmed, "0")
+	if d.digits == "" {
+		d.neg, d.point = false, 0
+	}
+	return d, true
+}
+
+// fracDigits is the number of significant digits after the decimal point.
+func (d jsonDecimal) fracDigits() int64 {
+	return max(int64(len(d.digits))-d.point, 0)
+}
+
+// int64 returns d when it is a whole number within int64.
+func (d jsonDecimal) int64() (int64, bool) {
+	if d.digits == "" {
+		return 0, true
+	}
+	if d.fracDigits() > 0 || d.point > 19 {
+		return 0, false
+	}
+	text := d.digits + strings.Repeat("0", int(d.point)-len(d.digits))
+	if d.neg {
+		text = "-" + text
+	}
+	n, err := strconv.ParseInt(text, 10, 64)
+	return n, err == nil
+}
+
+// shortNumber is raw for a message, cut to 40 bytes.
+func shortNumber(raw []byte) string {
+	if len(raw) > 40 {
+		return string(raw[:40]) + "..."
+	}
+	return string(raw)
 }
 
 func trimJSON(b []byte) []byte {

@@ -3,9 +3,11 @@ package xa
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCompileSQL(t *testing.T) {
@@ -81,6 +83,57 @@ func TestParamValues(t *testing.T) {
 		if _, err := parseParamSpec(bad); err == nil {
 			t.Errorf("spec %q accepted", bad)
 		}
+	}
+}
+
+// TestIntegerParamExact: an integer parameter takes a JSON number only when it is exactly a
+// whole number within int64, however it is written; a fraction, however small, is refused
+// with the parameter's name, never rounded to a neighbouring integer. A huge exponent costs
+// nothing.
+func TestIntegerParamExact(t *testing.T) {
+	p, err := parseParamSpec("integer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for raw, want := range map[string]int64{
+		"0": 0, "-0": 0, "100": 100, "1e2": 100, "1E+2": 100, "1.5e1": 15, "100.000": 100, "10000000000000000000e-1": 1e18,
+		"9223372036854775807": math.MaxInt64, "-9223372036854775808": math.MinInt64, "9.223372036854775807e18": math.MaxInt64,
+		"0e999999999": 0, "0.0e-999999999": 0,
+	} {
+		v, err := p.value(json.RawMessage(raw))
+		if err != nil || v != want {
+			t.Errorf("integer %s: %v (%T) %v, want %d", raw, v, v, err, want)
+		}
+	}
+	hugeExp := "1e" + strings.Repeat("9", 100000)
+	for _, raw := range []string{
+		"0.99999999999999999", "1.0000000000000001", "4503599627370496.5", "100.000000000000001", "1.5",
+		"1e-400", "-0.0000000000000000001", "9223372036854775807.5", "9223372036854775808", "-9223372036854775809",
+		"1e19", "1e999999999", "-1e999999999", "1e-999999999", hugeExp, "1" + strings.Repeat("0", 100000),
+		"01", "1.", "1e", "--1", "1.5.5", "1e+-2",
+	} {
+		start := time.Now()
+		if v, err := p.value(json.RawMessage(raw)); err == nil {
+			t.Errorf("integer accepted %.40s as %v (%T)", raw, v, v)
+		}
+		if d := time.Since(start); d > 100*time.Millisecond {
+			t.Errorf("integer %.40s took %v", raw, d)
+		}
+	}
+	ops, err := CompileOperations(map[string]OperationConfig{"wallet.debit": {SQL: "UPDATE w SET b = b - :amount",
+		Params: map[string]string{"amount": "integer min=1"}}}, driverOfTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _ := ops.Lookup("wallet", "debit")
+	_, err = op.Bind(map[string]json.RawMessage{"amount": json.RawMessage("0.99999999999999999")})
+	var pe *ParamError
+	if !errors.As(err, &pe) || pe.Param != "amount" || pe.Reason != "must be an integer from -9223372036854775808 to 9223372036854775807, not 0.99999999999999999" {
+		t.Errorf("0.99999999999999999 for integer min=1: %v", err)
+	}
+	_, err = op.Bind(map[string]json.RawMessage{"amount": json.RawMessage(hugeExp)})
+	if !errors.As(err, &pe) || pe.Param != "amount" || len(pe.Reason) > 150 {
+		t.Errorf("%.20s... for integer: %v", hugeExp, err)
 	}
 }
 
