@@ -84,7 +84,8 @@ func TestDecodeGlobalRepeatedFields(t *testing.T) {
 }
 
 // TestDecodeGlobalExactNumbers: step numbers are read exactly. An integer parameter given a
-// fraction a float64 would round to an integer is 400 invalid_parameter naming the parameter.
+// fraction a float64 would round to an integer, and a decimal past 35 digits before the point
+// or 30 after it, are 400 invalid_parameter naming the parameter (and the limits).
 func TestDecodeGlobalExactNumbers(t *testing.T) {
 	ops, driverOf := testGlobalOps(t)
 	step := func(res, op, amount string) string {
@@ -94,6 +95,8 @@ func TestDecodeGlobalExactNumbers(t *testing.T) {
 		{step("wallet", "debit", "0.99999999999999999"), "must be an integer from"},
 		{step("wallet", "debit", "1e-400"), "must be an integer from"},
 		{step("wallet", "debit", "1e999999999"), "must be an integer from"},
+		{step("ledger", "credit", "1e35"), "at most 35 digits before the point and 30 after it"},
+		{step("ledger", "credit", "0.0000000000000000000000000000001"), "at most 35 digits before the point and 30 after it"},
 	} {
 		_, err := decodeGlobalRequest([]byte(c.body), ops, driverOf)
 		if err == nil {
@@ -108,6 +111,10 @@ func TestDecodeGlobalExactNumbers(t *testing.T) {
 	req, err := decodeGlobalRequest([]byte(step("wallet", "debit", "1.5e1")), ops, driverOf)
 	if err != nil || fmt.Sprint(req.steps[0].args) != "[15 A 15]" {
 		t.Fatalf("1.5e1 for an integer parameter: %v", err)
+	}
+	req, err = decodeGlobalRequest([]byte(step("ledger", "credit", "1.5e1")), ops, driverOf)
+	if err != nil || fmt.Sprint(req.steps[0].args) != "[15 A]" {
+		t.Fatalf("1.5e1 for an any parameter: %v", err)
 	}
 }
 

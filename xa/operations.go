@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,8 +41,15 @@ import (
 // runs (Operation.Bind): a missing, unknown or ill-typed parameter is a *ParamError naming
 // it, which the HTTP door answers with 400 invalid_parameter.
 //
-// An integer is read exactly, never through a float64: it must be a whole number within
-// int64 (100, 1e2 and 1.5e1 are; 1.5 and 0.99999999999999999 are refused, not rounded).
+// Numbers are read exactly, never through a float64. An integer must be a whole number
+// within int64 (100, 1e2 and 1.5e1 are; 1.5 and 0.99999999999999999 are refused, not
+// rounded). A number (or an any given a fraction, an exponent or an integer past int64) is a
+// decimal of at most 35 digits before the point and 30 after it, bound as its plain decimal
+// text. MySQL/MariaDB compute with a text parameter as a DOUBLE, which loses cents on large
+// balances, so there its placeholder is CAST(? AS DECIMAL(65,30)): the limits are what that
+// type holds, and past them the cast would clip or round without an error. PostgreSQL infers
+// numeric from the column and is exact; the same limits apply there, so an operation takes
+// the same values on either database.
 
 // OperationConfig is one configured operation (config: operations.<resource>.<operation>).
 type OperationConfig struct {
@@ -89,16 +97,28 @@ type paramSpec struct {
 	maxLength int
 }
 
+// Decimal parameters: the digits a value may have before and after the point, and the
+// MySQL/MariaDB placeholder of one (see above). The cast is SQL text of the configuration's
+// making; the value is still bound.
+const (
+	decimalIntDigits  = 35
+	decimalFracDigits = 30
+	mysqlDecimalParam = "CAST(? AS DECIMAL(65,30))"
+)
+
 // Operation is a compiled operation.
 type Operation struct {
 	name       string // "wallet.debit"
 	resource   string
 	driver     string
-	sql        string // with the driver's placeholders
+	sql        string // with the driver's placeholders (MySQL: a number parameter's cast)
 	args       []string
 	expectRows int64
 	params     map[string]paramSpec
 	names      []string // parameter names, sorted, for messages
+	// pieces is, for MySQL, the configured SQL around its parameters (one more than args), to
+	// cast at Run the placeholder of an any parameter given a decimal.
+	pieces []string
 }
 
 // Name is the operation's key, "<resource>.<operation>".
@@ -108,7 +128,8 @@ func (op *Operation) Name() string { return op.name }
 func (op *Operation) Resource() string { return op.resource }
 
 // SQL is the statement with the driver's placeholders, and Args the parameter name of each
-// placeholder, in order.
+// placeholder, in order. On MySQL a number parameter's placeholder is CAST(? AS
+// DECIMAL(65,30)); an any parameter's is cast too when a step gives it a decimal (Run).
 func (op *Operation) SQL() (string, []string) { return op.sql, op.args }
 
 // Operations are the compiled operations of a configuration. The zero value, and nil, hold
@@ -220,13 +241,13 @@ func compileOperation(key string, oc OperationConfig, driverOf func(string) (str
 	if oc.ExpectRows < 0 {
 		return nil, fmt.Errorf("operations.%s.expect_rows %d: must not be negative", key, oc.ExpectRows)
 	}
-	q, args, err := compileSQL(oc.SQL, driver)
+	pieces, occurrences, err := splitSQL(oc.SQL, driver)
 	if err != nil {
 		return nil, fmt.Errorf("operations.%s.sql: %w", key, err)
 	}
-	op := &Operation{name: key, resource: res, driver: driver, sql: q, args: args, expectRows: int64(oc.ExpectRows),
+	op := &Operation{name: key, resource: res, driver: driver, expectRows: int64(oc.ExpectRows),
 		params: map[string]paramSpec{}}
-	for _, a := range args {
+	for _, a := range occurrences {
 		if _, ok := op.params[a]; !ok {
 			op.params[a] = paramSpec{kind: kindAny}
 			op.names = append(op.names, a)
@@ -248,6 +269,10 @@ func compileOperation(key string, oc OperationConfig, driverOf func(string) (str
 		op.params[name] = p
 	}
 	sort.Strings(op.names)
+	op.sql, op.args = joinSQL(pieces, occurrences, driver, func(i int) bool { return op.params[occurrences[i]].kind == kindNumber })
+	if driver == "mysql" {
+		op.pieces = pieces
+	}
 	return op, nil
 }
 
@@ -269,6 +294,9 @@ func (op *Operation) Bind(params map[string]json.RawMessage) ([]any, error) {
 		v, err := spec.value(params[name])
 		if err != nil {
 			return nil, &ParamError{Param: name, Reason: err.Error()}
+		}
+		if d, ok := v.(decimalText); ok && (spec.kind != kindAny || op.driver != "mysql") {
+			v = string(d) // its placeholder is cast already (MySQL number), or needs no cast
 		}
 		vals[name] = v
 	}
@@ -307,7 +335,8 @@ func (op *Operation) run(ctx context.Context, tx *GlobalTx, i int, args []any, p
 	if prepare {
 		exec = br.ExecPrepare
 	}
-	n, err := exec(ctx, op.sql, args...)
+	q, args := op.statement(args)
+	n, err := exec(ctx, q, args...)
 	if err != nil {
 		code := "step_failed"
 		switch {
@@ -322,6 +351,30 @@ func (op *Operation) run(ctx context.Context, tx *GlobalTx, i int, args []any, p
 		return 0, &Reason{Code: "step_failed", Message: fmt.Sprintf("step %d %s affected %d rows, expected %d", i, op.name, n, op.expectRows)}
 	}
 	return n, nil
+}
+
+// statement returns the SQL and arguments to run for args from Bind: an any parameter given a
+// decimal (decimalText) is bound as its text, and on MySQL its placeholder is cast like a
+// number parameter's. The text is built from the configured pieces only.
+func (op *Operation) statement(args []any) (string, []any) {
+	if !slices.ContainsFunc(args, func(a any) bool { _, ok := a.(decimalText); return ok }) {
+		return op.sql, args
+	}
+	out := make([]any, len(args))
+	for i, a := range args {
+		if d, ok := a.(decimalText); ok {
+			a = string(d)
+		}
+		out[i] = a
+	}
+	if op.pieces == nil || len(op.pieces) != len(args)+1 {
+		return op.sql, out
+	}
+	q, _ := joinSQL(op.pieces, op.args, op.driver, func(i int) bool {
+		_, dec := args[i].(decimalText)
+		return dec || op.params[op.args[i]].kind == kindNumber
+	})
+	return q, out
 }
 
 // parseParamSpec parses "integer min=1 max=100", "string max_length=64", "number", ...
@@ -365,15 +418,55 @@ func isIdentPart(c byte) bool  { return isIdentStart(c) || c >= '0' && c <= '9' 
 // compileSQL rewrites :name parameters into driver placeholders and returns the argument
 // names in placeholder order (MySQL: one per occurrence; PostgreSQL: one per distinct name).
 func compileSQL(src, driver string) (string, []string, error) {
-	if strings.TrimSpace(src) == "" {
-		return "", nil, fmt.Errorf("empty statement")
+	pieces, names, err := splitSQL(src, driver)
+	if err != nil {
+		return "", nil, err
 	}
-	if !utf8.ValidString(src) {
-		return "", nil, fmt.Errorf("not valid UTF-8")
-	}
+	q, args := joinSQL(pieces, names, driver, func(int) bool { return false })
+	return q, args, nil
+}
+
+// joinSQL puts the driver's placeholders between the pieces of splitSQL and returns the
+// argument names in placeholder order. MySQL has a ? per occurrence, CAST(? AS
+// DECIMAL(65,30)) where cast(i) holds for occurrence i; PostgreSQL has $k per distinct name.
+func joinSQL(pieces, names []string, driver string, cast func(i int) bool) (string, []string) {
 	var b strings.Builder
 	var args []string
 	pgIndex := map[string]int{}
+	b.WriteString(pieces[0])
+	for i, name := range names {
+		if driver == "postgres" {
+			k, ok := pgIndex[name]
+			if !ok {
+				args = append(args, name)
+				k = len(args)
+				pgIndex[name] = k
+			}
+			b.WriteString("$" + strconv.Itoa(k))
+		} else {
+			args = append(args, name)
+			if cast(i) {
+				b.WriteString(mysqlDecimalParam)
+			} else {
+				b.WriteByte('?')
+			}
+		}
+		b.WriteString(pieces[i+1])
+	}
+	return b.String(), args
+}
+
+// splitSQL splits src at its :name parameters: the text around them (one piece more than
+// there are parameters) and the name of each occurrence, in order.
+func splitSQL(src, driver string) ([]string, []string, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, nil, fmt.Errorf("empty statement")
+	}
+	if !utf8.ValidString(src) {
+		return nil, nil, fmt.Errorf("not valid UTF-8")
+	}
+	var b strings.Builder
+	var pieces, names []string
 	n := len(src)
 	for i := 0; i < n; {
 		c := src[i]
@@ -381,7 +474,7 @@ func compileSQL(src, driver string) (string, []string, error) {
 		case c == '\'' || c == '"' || c == '`' && driver == "mysql":
 			j, err := skipQuoted(src, i, c, driver == "mysql" && c != '`')
 			if err != nil {
-				return "", nil, err
+				return nil, nil, err
 			}
 			b.WriteString(src[i:j])
 			i = j
@@ -395,7 +488,7 @@ func compileSQL(src, driver string) (string, []string, error) {
 		case c == '/' && i+1 < n && src[i+1] == '*':
 			j := strings.Index(src[i+2:], "*/")
 			if j < 0 {
-				return "", nil, fmt.Errorf("unterminated /* comment")
+				return nil, nil, fmt.Errorf("unterminated /* comment")
 			}
 			b.WriteString(src[i : i+2+j+2])
 			i += 2 + j + 2
@@ -409,7 +502,7 @@ func compileSQL(src, driver string) (string, []string, error) {
 				tag := src[i : j+1]
 				end := strings.Index(src[j+1:], tag)
 				if end < 0 {
-					return "", nil, fmt.Errorf("unterminated dollar-quoted string %s", tag)
+					return nil, nil, fmt.Errorf("unterminated dollar-quoted string %s", tag)
 				}
 				stop := j + 1 + end + len(tag)
 				b.WriteString(src[i:stop])
@@ -417,12 +510,12 @@ func compileSQL(src, driver string) (string, []string, error) {
 				continue
 			}
 			if i+1 < n && src[i+1] >= '0' && src[i+1] <= '9' {
-				return "", nil, fmt.Errorf("positional parameter at byte %d: use :name parameters", i)
+				return nil, nil, fmt.Errorf("positional parameter at byte %d: use :name parameters", i)
 			}
 			b.WriteByte(c)
 			i++
 		case c == '?':
-			return "", nil, fmt.Errorf("'?' at byte %d: use :name parameters", i)
+			return nil, nil, fmt.Errorf("'?' at byte %d: use :name parameters", i)
 		case c == ':' && i+1 < n && src[i+1] == ':':
 			b.WriteString("::")
 			i += 2
@@ -431,26 +524,16 @@ func compileSQL(src, driver string) (string, []string, error) {
 			for j < n && isIdentPart(src[j]) {
 				j++
 			}
-			name := src[i+1 : j]
-			if driver == "postgres" {
-				k, ok := pgIndex[name]
-				if !ok {
-					args = append(args, name)
-					k = len(args)
-					pgIndex[name] = k
-				}
-				b.WriteString("$" + strconv.Itoa(k))
-			} else {
-				args = append(args, name)
-				b.WriteByte('?')
-			}
+			names = append(names, src[i+1:j])
+			pieces = append(pieces, b.String())
+			b.Reset()
 			i = j
 		default:
 			b.WriteByte(c)
 			i++
 		}
 	}
-	return b.String(), args, nil
+	return append(pieces, b.String()), names, nil
 }
 
 // skipQuoted returns the index after the quoted text starting at src[i] (quote q, doubled to
@@ -473,10 +556,14 @@ func skipQuoted(src string, i int, q byte, backslash bool) (int, error) {
 	return 0, fmt.Errorf("unterminated %c quote at byte %d", q, i)
 }
 
-// value converts a JSON value under the spec: integer → int64 (read exactly: a whole number
-// within int64, however written), number → its decimal text (exact, for DECIMAL columns),
-// string → string, boolean → bool; any takes a string, number (int64 when integral, else its
-// text) or boolean.
+// decimalText is the value of a decimal parameter: its plain decimal text (no exponent),
+// within decimalIntDigits and decimalFracDigits. Bind returns it for an any parameter of a
+// MySQL operation, so that Run casts that placeholder; everywhere else it is bound as a string.
+type decimalText string
+
+// value converts a JSON value under the spec: integer → int64, number → decimalText,
+// string → string, boolean → bool; any takes a string, a number (int64 when written as an
+// integer within int64, else decimalText) or a boolean. Numbers are read exactly.
 func (p paramSpec) value(raw json.RawMessage) (any, error) {
 	raw = trimJSON(raw)
 	if len(raw) == 0 {
@@ -491,10 +578,15 @@ func (p paramSpec) value(raw json.RawMessage) (any, error) {
 			kind = kindString
 		case c == 't' || c == 'f':
 			kind = kindBoolean
-		case isNum && !strings.ContainsAny(string(raw), ".eE"):
-			kind = kindInteger
 		case isNum:
-			kind = kindNumber
+			d, ok := parseJSONNumber(string(raw))
+			if !ok {
+				return nil, fmt.Errorf("is not a valid number")
+			}
+			if n, ok := d.int64(); ok && !strings.ContainsAny(string(raw), ".eE") {
+				return n, nil
+			}
+			return d.decimal(raw)
 		default:
 			return nil, fmt.Errorf("must be a string, a number or a boolean, not %s", jsonValueKind(c))
 		}
@@ -543,10 +635,11 @@ func (p paramSpec) value(raw json.RawMessage) (any, error) {
 		if !isNum {
 			return nil, fmt.Errorf("must be a number, not %s", jsonValueKind(c))
 		}
-		if _, err := strconv.ParseFloat(string(raw), 64); err != nil && !strings.Contains(err.Error(), "range") {
+		d, ok := parseJSONNumber(string(raw))
+		if !ok {
 			return nil, fmt.Errorf("is not a valid number")
 		}
-		return string(raw), nil
+		return d.decimal(raw)
 	}
 	return nil, fmt.Errorf("has an unsupported type")
 }
@@ -556,6 +649,7 @@ type jsonDecimal struct {
 	neg    bool
 	digits string // the significant digits, without leading or trailing zeros; "" for zero
 	point  int64  // digits before the decimal point: may be negative or past len(digits)
+	scale  int64  // digits after the point as written, the exponent applied (1.50 and 150e-2: 2)
 }
 
 // maxExponent caps the exponent read: 1e999999999 is refused as quickly as 1e99, with no
@@ -618,6 +712,7 @@ func parseJSONNumber(s string) (jsonDecimal, bool) {
 	}
 	all := intPart + frac
 	d.point = int64(len(intPart)) + exp
+	d.scale = max(int64(len(frac))-exp, 0)
 	trimmed := strings.TrimLeft(all, "0")
 	d.point -= int64(len(all) - len(trimmed))
 	d.digits = strings.TrimRight(trimmed, "0")
@@ -627,7 +722,8 @@ func parseJSONNumber(s string) (jsonDecimal, bool) {
 	return d, true
 }
 
-// fracDigits is the number of significant digits after the decimal point.
+// intDigits and fracDigits are the significant digits before and after the decimal point.
+func (d jsonDecimal) intDigits() int64 { return max(d.point, 0) }
 func (d jsonDecimal) fracDigits() int64 {
 	return max(int64(len(d.digits))-d.point, 0)
 }
@@ -646,6 +742,45 @@ func (d jsonDecimal) int64() (int64, bool) {
 	}
 	n, err := strconv.ParseInt(text, 10, 64)
 	return n, err == nil
+}
+
+// decimal returns d's plain decimal text, its trailing zeros as written (up to
+// decimalFracDigits), or the error naming the limits when d is past them.
+func (d jsonDecimal) decimal(raw []byte) (any, error) {
+	if d.intDigits() > decimalIntDigits || d.fracDigits() > decimalFracDigits {
+		return nil, fmt.Errorf("must be a decimal of at most %d digits before the point and %d after it, not %s",
+			decimalIntDigits, decimalFracDigits, shortNumber(raw))
+	}
+	n := int64(len(d.digits))
+	scale := max(min(d.scale, decimalFracDigits), d.fracDigits())
+	var b strings.Builder
+	if d.neg {
+		b.WriteByte('-')
+	}
+	switch {
+	case d.point <= 0:
+		b.WriteByte('0')
+	case d.point >= n:
+		b.WriteString(d.digits)
+		b.WriteString(strings.Repeat("0", int(d.point-n)))
+	default:
+		b.WriteString(d.digits[:d.point])
+	}
+	if scale > 0 {
+		b.WriteByte('.')
+		written := int64(0)
+		switch {
+		case d.point < 0:
+			b.WriteString(strings.Repeat("0", int(-d.point)))
+			b.WriteString(d.digits)
+			written = -d.point + n
+		case d.point < n:
+			b.WriteString(d.digits[d.point:])
+			written = n - d.point
+		}
+		b.WriteString(strings.Repeat("0", int(scale-written)))
+	}
+	return decimalText(b.String()), nil
 }
 
 // shortNumber is raw for a message, cut to 40 bytes.

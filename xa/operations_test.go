@@ -61,7 +61,7 @@ func TestParamValues(t *testing.T) {
 		{"integer min=1", "0", nil, false},
 		{"integer max=10", "11", nil, false},
 		{"integer", "99999999999999999999", nil, false},
-		{"number", "12.50", "12.50", true},
+		{"number", "12.50", decimalText("12.50"), true},
 		{"number", `"12.50"`, nil, false},
 		{"string", `"a\u00e9"`, "aé", true},
 		{"string max_length=2", `"abc"`, nil, false},
@@ -70,7 +70,7 @@ func TestParamValues(t *testing.T) {
 		{"boolean", "1", nil, false},
 		{"any", `"x"`, "x", true},
 		{"any", "7", int64(7), true},
-		{"any", "7.5", "7.5", true},
+		{"any", "7.5", decimalText("7.5"), true},
 		{"any", "null", nil, false},
 		{"any", "[1]", nil, false},
 	} {
@@ -134,6 +134,116 @@ func TestIntegerParamExact(t *testing.T) {
 	_, err = op.Bind(map[string]json.RawMessage{"amount": json.RawMessage(hugeExp)})
 	if !errors.As(err, &pe) || pe.Param != "amount" || len(pe.Reason) > 150 {
 		t.Errorf("%.20s... for integer: %v", hugeExp, err)
+	}
+}
+
+// TestDecimalParamValues: a number parameter, or an any one given a fraction, an exponent or
+// an integer past int64, is read exactly into its plain decimal text (trailing zeros as
+// written), and refused, naming the limits, past 35 digits before the point or 30 after it:
+// MySQL's DECIMAL(65,30) would clip or round it silently.
+func TestDecimalParamValues(t *testing.T) {
+	nines35, nines30 := strings.Repeat("9", 35), strings.Repeat("9", 30)
+	zeros30 := strings.Repeat("0", 30)
+	for _, c := range []struct{ kind, raw, want string }{
+		{"number", "12.50", "12.50"},
+		{"number", "-12.5", "-12.5"},
+		{"number", "0", "0"},
+		{"number", "-0.0", "0.0"},
+		{"number", "1e2", "100"},
+		{"number", "1.50e1", "15.0"},
+		{"number", "15e-1", "1.5"},
+		{"number", "150E-2", "1.50"},
+		{"number", "0.000001", "0.000001"},
+		{"number", "1e-30", "0." + zeros30[1:] + "1"},
+		{"number", "1e34", "1" + strings.Repeat("0", 34)},
+		{"number", nines35 + "." + nines30, nines35 + "." + nines30},
+		{"number", "-" + nines35 + "." + nines30, "-" + nines35 + "." + nines30},
+		{"number", "1." + zeros30 + "000000", "1." + zeros30},
+		{"number", "0e999999999", "0"},
+		{"number", "0.0e-999999999", "0." + zeros30},
+		{"number", "99999999999999999999", "99999999999999999999"},
+		{"any", "7.5", "7.5"},
+		{"any", "1e2", "100"},
+		{"any", "99999999999999999999", "99999999999999999999"},
+	} {
+		v, err := paramSpec{kind: kindNames[c.kind]}.value(json.RawMessage(c.raw))
+		if err != nil || v != decimalText(c.want) {
+			t.Errorf("%s %.50s: %v (%T) %v, want %s", c.kind, c.raw, v, v, err, c.want)
+		}
+	}
+	for _, kind := range []string{"number", "any"} {
+		for _, raw := range []string{
+			"1e35", "1" + nines35, nines35 + ".5e1", "1e-31", "0." + zeros30 + "1", "1." + nines30 + "9", "1e400", "1e-400",
+			"1e999999999", "-1e-999999999", "1e" + strings.Repeat("9", 100000), "01.5", "1.", "1e", "-", "1.5x",
+		} {
+			start := time.Now()
+			if v, err := (paramSpec{kind: kindNames[kind]}).value(json.RawMessage(raw)); err == nil {
+				t.Errorf("%s accepted %.50s as %v", kind, raw, v)
+			}
+			if d := time.Since(start); d > 100*time.Millisecond {
+				t.Errorf("%s %.40s took %v", kind, raw, d)
+			}
+		}
+	}
+	ops, err := CompileOperations(map[string]OperationConfig{"ledger.credit": {SQL: "UPDATE w SET b = b + :amount",
+		Params: map[string]string{"amount": "number"}}}, driverOfTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _ := ops.Lookup("ledger", "credit")
+	_, err = op.Bind(map[string]json.RawMessage{"amount": json.RawMessage("1e35")})
+	var pe *ParamError
+	if !errors.As(err, &pe) || pe.Param != "amount" || pe.Reason != "must be a decimal of at most 35 digits before the point and 30 after it, not 1e35" {
+		t.Errorf("1e35 for number: %v", err)
+	}
+}
+
+// TestDecimalPlaceholders: on MySQL a number parameter's placeholder is cast to
+// DECIMAL(65,30) in the compiled statement, and an any parameter's at Run when it is given a
+// decimal (bound as text either way); PostgreSQL's placeholders stay bare, the type inferred.
+func TestDecimalPlaceholders(t *testing.T) {
+	const src = "UPDATE w SET b = b - :amount WHERE id = :account AND b >= :amount LIMIT :n"
+	ops, err := CompileOperations(map[string]OperationConfig{
+		"wallet.number": {SQL: src, Params: map[string]string{"amount": "number", "n": "integer"}},
+		"wallet.any":    {SQL: src},
+		"ledger.number": {SQL: src, Params: map[string]string{"amount": "number"}},
+		"ledger.any":    {SQL: src},
+	}, driverOfTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cast = "UPDATE w SET b = b - CAST(? AS DECIMAL(65,30)) WHERE id = ? AND b >= CAST(? AS DECIMAL(65,30)) LIMIT ?"
+	const plain = "UPDATE w SET b = b - ? WHERE id = ? AND b >= ? LIMIT ?"
+	const pg = "UPDATE w SET b = b - $1 WHERE id = $2 AND b >= $1 LIMIT $3"
+	params := func(amount string) map[string]json.RawMessage {
+		return map[string]json.RawMessage{"amount": json.RawMessage(amount), "account": json.RawMessage(`"A"`), "n": json.RawMessage("1")}
+	}
+	for _, c := range []struct {
+		op, amount string
+		compiled   string // SQL()
+		run        string // the statement Run sends
+		args       []any  // the arguments Run binds
+	}{
+		{"wallet.number", "0.01", cast, cast, []any{"0.01", "A", "0.01", int64(1)}},
+		{"wallet.number", "5", cast, cast, []any{"5", "A", "5", int64(1)}},
+		{"wallet.any", "0.01", plain, cast, []any{"0.01", "A", "0.01", int64(1)}},
+		{"wallet.any", "5", plain, plain, []any{int64(5), "A", int64(5), int64(1)}},
+		{"ledger.number", "1e-2", pg, pg, []any{"0.01", "A", int64(1)}},
+		{"ledger.any", "0.01", pg, pg, []any{"0.01", "A", int64(1)}},
+	} {
+		res, name, _ := strings.Cut(c.op, ".")
+		op, _ := ops.Lookup(res, name)
+		if q, _ := op.SQL(); q != c.compiled {
+			t.Errorf("%s compiled:\n got %s\nwant %s", c.op, q, c.compiled)
+		}
+		args, err := op.Bind(params(c.amount))
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.op, c.amount, err)
+		}
+		q, args := op.statement(args)
+		if q != c.run || !reflect.DeepEqual(args, c.args) {
+			t.Errorf("%s %s runs:\n %s %#v\nwant %s %#v", c.op, c.amount, q, args, c.run, c.args)
+		}
 	}
 }
 
