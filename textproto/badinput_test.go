@@ -1,6 +1,7 @@
 package textproto
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -59,21 +60,83 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestTruncatedPayload: a put whose payload stops arriving gets result 400 and the connection
+// is closed: the bytes that come late must not be read as requests (a late payload that holds
+// a put line would otherwise be executed).
 func TestTruncatedPayload(t *testing.T) {
 	ts := startServer(t, Options{PayloadTimeout: 200 * time.Millisecond})
 	ts.createTopic("t", 1)
 	c := ts.dial()
-	if got := c.expect("put t 0 10 0 5\r\nhello", 400); !strings.Contains(got, "truncated payload: 5 of 10") {
-		t.Fatalf("truncated: %q", got)
+	c.write("put t 0 30 0 5\r\nhello")
+	a := c.readAnswer()
+	if a.code != 400 || a.opaque != 5 || !strings.Contains(string(a.body), "truncated payload: 5 of 30") ||
+		!strings.Contains(string(a.body), "closing the connection") {
+		t.Fatalf("truncated: %v", a)
 	}
-	c.expect("version 6\r\n", 200)
+	// The rest of the payload comes late, and it looks like a request: it must not run.
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.nc.Write([]byte("memo\nput t 0 8 0 77\r\nSMUGGLED"))
+	c.expectClosed()
 	// At EOF the connection just closes.
+	c = ts.dial()
 	c.write("put t 0 10 0 7\r\nhel")
 	c.nc.(interface{ CloseWrite() error }).CloseWrite()
+	c.expectClosed()
+	// A put that is refused anyway (here: a bad partition) is closed the same way when its
+	// payload is truncated.
+	c = ts.dial()
+	c.write("put t zero 10 0 8\r\nhel")
+	if a := c.readAnswer(); a.code != 400 || !strings.Contains(string(a.body), "truncated payload: 3 of 10") {
+		t.Fatalf("truncated bad put: %v", a)
+	}
 	c.expectClosed()
 	if ti, _ := ts.b.Topic("t"); ti.Partitions[0].EndOffset != 0 {
 		t.Fatalf("a truncated put appended a message")
 	}
+}
+
+// TestSlowPayload: PayloadTimeout bounds the wait for the next bytes of a payload, not the
+// whole payload: a payload that keeps arriving slowly is accepted, up to PayloadMaxTime.
+func TestSlowPayload(t *testing.T) {
+	ts := startServer(t, Options{PayloadTimeout: 150 * time.Millisecond, PayloadMaxTime: time.Minute})
+	ts.createTopic("t", 1)
+	c := ts.dial()
+	payload := "0123456789"
+	c.write(fmt.Sprintf("put t 0 %d 0 1\r\n", len(payload)))
+	for i := range payload { // 10 x 50ms: longer than PayloadTimeout, never idle that long
+		time.Sleep(50 * time.Millisecond) // pacing the sender, not waiting for the server
+		c.write(payload[i : i+1])
+	}
+	if got := c.expect("", 200); got != "0 0" {
+		t.Fatalf("slow put: %q", got)
+	}
+
+	// PayloadMaxTime caps the whole payload however steadily it arrives.
+	ts = startServer(t, Options{PayloadTimeout: 150 * time.Millisecond, PayloadMaxTime: 300 * time.Millisecond})
+	ts.createTopic("t", 1)
+	c = ts.dial()
+	c.write("put t 0 1000 0 2\r\n")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 1000; i++ {
+			time.Sleep(20 * time.Millisecond) // pacing
+			c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.nc.Write([]byte("x")); err != nil {
+				return // the server closed the connection
+			}
+		}
+	}()
+	start := time.Now()
+	if a := c.readAnswer(); a.code != 400 || !strings.Contains(string(a.body), "truncated payload") {
+		t.Fatalf("capped put: %v", a)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the cap took %v", d)
+	}
+	c.expectClosed()
+	c.nc.Close()
+	<-done
 }
 
 // TestOversize: a length over the limit gets 413 and closes that connection only.

@@ -90,7 +90,7 @@ func (c *conn) skipAndAnswer(r request, perr error) bool {
 	got, err := c.skipPayload(r.length)
 	switch {
 	case errors.Is(err, errTruncated):
-		c.answerErr(r.opaque, truncated(got, r.length))
+		return c.truncated(r, got)
 	case err != nil:
 		return false
 	default:
@@ -99,8 +99,15 @@ func (c *conn) skipAndAnswer(r request, perr error) bool {
 	return true
 }
 
-func truncated(got, want int) error {
-	return fail(codeBadRequest, "truncated payload: %d of %d bytes arrived", got, want)
+// truncated answers a put whose payload did not arrive in time and ends the connection: the
+// bytes that come late cannot be told from requests, so none of them may be read as one.
+func (c *conn) truncated(r request, got int) bool {
+	c.s.stats.putFailed.Add(1)
+	c.s.log.Debug("text protocol payload truncated; closing", "remote", c.remote, "got", got, "want", r.length)
+	c.answerErr(r.opaque, fail(codeBadRequest, "truncated payload: %d of %d bytes arrived (the server waits %s for the next bytes of a payload and %s for all of it); closing the connection",
+		got, r.length, c.s.opts.PayloadTimeout, c.s.opts.PayloadMaxTime))
+	c.linger = true
+	return false
 }
 
 func (c *conn) authenticate(r request) bool {
@@ -179,15 +186,14 @@ func (c *conn) put(r request) bool {
 }
 
 // readPutPayload appends a put's payload to dst and checks the token's produce right. When
-// the put cannot run, stop is true and keep is what handle reports: a truncated payload or a
-// missing right has been answered (keep true); any other read error ends the connection.
+// the put cannot run, stop is true and keep is what handle reports: a missing right has been
+// answered (keep true); a truncated payload has been answered and ends the connection, as
+// does any other read error.
 func (c *conn) readPutPayload(dst []byte, r request) (_ []byte, stop, keep bool) {
 	dst, got, err := c.readPayload(dst, r.length)
 	switch {
 	case errors.Is(err, errTruncated):
-		c.s.stats.putFailed.Add(1)
-		c.answerErr(r.opaque, truncated(got, r.length))
-		return dst, true, true
+		return dst, true, c.truncated(r, got)
 	case err != nil:
 		return dst, true, false
 	}

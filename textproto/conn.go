@@ -197,12 +197,13 @@ func (c *conn) readLine() ([]byte, error) {
 	}
 }
 
-// errTruncated: the payload did not arrive within PayloadTimeout.
+// errTruncated: the payload stopped arriving (PayloadTimeout without a byte) or did not
+// arrive in full within PayloadMaxTime.
 var errTruncated = errors.New("truncated payload")
 
 // readPayload appends the n bytes of a payload to dst. It returns errTruncated (with what
-// arrived consumed) when the rest does not come within PayloadTimeout, and the read error at
-// EOF or when the connection fails.
+// arrived consumed) when the rest does not come in time (see payloadWait), and the read error
+// at EOF or when the connection fails.
 func (c *conn) readPayload(dst []byte, n int) ([]byte, int, error) {
 	if c.br.Buffered() >= n {
 		b, _ := c.br.Peek(n)
@@ -211,34 +212,77 @@ func (c *conn) readPayload(dst []byte, n int) ([]byte, int, error) {
 		c.s.stats.bytesIn.Add(int64(n))
 		return dst, n, nil
 	}
-	c.nc.SetReadDeadline(time.Now().Add(c.s.opts.PayloadTimeout))
 	start := len(dst)
 	dst = append(dst, make([]byte, n)...)
-	got, err := io.ReadFull(c.br, dst[start:])
-	c.s.stats.bytesIn.Add(int64(got))
-	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) && !c.isStopping() {
-			return dst[:start], got, errTruncated
+	w := c.payloadWait()
+	got := 0
+	for got < n {
+		if err := w.arm(); err != nil {
+			return dst[:start], got, err
 		}
-		return dst[:start], got, err
+		m, err := c.br.Read(dst[start+got:])
+		got += m
+		c.s.stats.bytesIn.Add(int64(m))
+		if err != nil {
+			return dst[:start], got, w.failed(err)
+		}
 	}
 	return dst, n, nil
 }
 
-// skipPayload discards the n bytes of a payload that will not be used.
+// skipPayload discards the n bytes of a payload that will not be used, with the waits of
+// readPayload.
 func (c *conn) skipPayload(n int) (int, error) {
-	if c.br.Buffered() >= n {
-		c.br.Discard(n)
-		c.s.stats.bytesIn.Add(int64(n))
-		return n, nil
+	w := c.payloadWait()
+	got := 0
+	for got < n {
+		if c.br.Buffered() == 0 {
+			if err := w.arm(); err != nil {
+				return got, err
+			}
+			if _, err := c.br.Peek(1); err != nil {
+				return got, w.failed(err)
+			}
+		}
+		m, _ := c.br.Discard(min(n-got, c.br.Buffered()))
+		got += m
+		c.s.stats.bytesIn.Add(int64(m))
 	}
-	c.nc.SetReadDeadline(time.Now().Add(c.s.opts.PayloadTimeout))
-	got, err := c.br.Discard(n)
-	c.s.stats.bytesIn.Add(int64(got))
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.isStopping() {
-		return got, errTruncated
+	return got, nil
+}
+
+// payloadDeadline bounds the wait for a payload: each read waits at most PayloadTimeout (so
+// the deadline moves on while bytes keep coming), and the whole payload PayloadMaxTime.
+type payloadDeadline struct {
+	c   *conn
+	end time.Time // PayloadMaxTime after the payload's line was read
+}
+
+func (c *conn) payloadWait() payloadDeadline {
+	return payloadDeadline{c: c, end: time.Now().Add(c.s.opts.PayloadMaxTime)}
+}
+
+// arm sets the read deadline of the next read; past the cap it returns errTruncated.
+func (w payloadDeadline) arm() error {
+	now := time.Now()
+	if !now.Before(w.end) {
+		return errTruncated
 	}
-	return got, err
+	dl := now.Add(w.c.s.opts.PayloadTimeout)
+	if dl.After(w.end) {
+		dl = w.end
+	}
+	w.c.nc.SetReadDeadline(dl)
+	return nil
+}
+
+// failed turns a read's deadline error into errTruncated, unless Close is stopping the
+// connection.
+func (w payloadDeadline) failed(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) && !w.c.isStopping() {
+		return errTruncated
+	}
+	return err
 }
 
 // lingerClose closes nc after a final answer without losing it: closing a socket that still

@@ -39,9 +39,14 @@ type Options struct {
 	MaxConnections int
 	// IdleTimeout closes a connection that sends no request for this long. Default 5m.
 	IdleTimeout time.Duration
-	// PayloadTimeout bounds the wait for the rest of a put payload once its line is read;
-	// past it the put is answered "result 400" (truncated payload). Default 10s.
+	// PayloadTimeout bounds the wait for the next bytes of a put payload once its line is
+	// read: the deadline moves on while bytes keep arriving. Past it, or past PayloadMaxTime,
+	// the put is answered "result 400" (truncated payload) and the connection is closed, since
+	// the late bytes cannot be told from requests. Default 10s.
 	PayloadTimeout time.Duration
+	// PayloadMaxTime caps the time a whole put payload may take to arrive, however steadily
+	// it comes. Default 2m (a 1 MiB payload needs about 9 KB/s).
+	PayloadMaxTime time.Duration
 	// WriteTimeout bounds one write of answers to a client. Default 30s.
 	WriteTimeout time.Duration
 	// MaxPayloadBytes caps a put's declared length; a larger one is answered "result 413" and
@@ -73,6 +78,7 @@ const (
 	DefaultMaxConnections  = 1024
 	DefaultIdleTimeout     = 5 * time.Minute
 	DefaultPayloadTimeout  = 10 * time.Second
+	DefaultPayloadMaxTime  = 2 * time.Minute
 	DefaultWriteTimeout    = 30 * time.Second
 	DefaultMaxPayloadBytes = 1 << 20
 	DefaultMaxLineBytes    = 4096
@@ -86,6 +92,7 @@ func NewOptions() Options {
 		MaxConnections:  DefaultMaxConnections,
 		IdleTimeout:     DefaultIdleTimeout,
 		PayloadTimeout:  DefaultPayloadTimeout,
+		PayloadMaxTime:  DefaultPayloadMaxTime,
 		WriteTimeout:    DefaultWriteTimeout,
 		MaxPayloadBytes: DefaultMaxPayloadBytes,
 		MaxLineBytes:    DefaultMaxLineBytes,
@@ -108,6 +115,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PayloadTimeout <= 0 {
 		o.PayloadTimeout = d.PayloadTimeout
+	}
+	if o.PayloadMaxTime <= 0 {
+		o.PayloadMaxTime = d.PayloadMaxTime
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = d.WriteTimeout
