@@ -26,13 +26,10 @@ func TestBadInput(t *testing.T) {
 		{"put t 0 0 6\r\n", 6, "5 or 6 arguments"},
 		{"put t 0 1 0\r\nx", 0, "5 or 6 arguments"},
 		{"put t zero 1 0 7\r\nx", 7, "partition \"zero\" is not an integer"},
-		{"put t 0 1x 0 8\r\n", 8, "length \"1x\" is not an integer"},
-		{"put t 0 -5 0 9\r\n", 9, "length -5 is negative"},
 		{"put t -2 1 0 10\r\nx", 10, "partition -2 is out of range"},
 		{"put t 0 1 4 11\r\nx", 11, "flag 4 has unknown bits"},
 		{"put t/x 0 1 0 12\r\nx", 12, "topic name"},
 		{"put t 0 1 0 TX 13\r\nx", 13, "txkey"},
-		{"put t 0 99999999999 0 14\r\n", 14, "out of range"},
 		{"get t g 0 -1 100 15\r\n", 15, "offset -1 is negative"},
 		{"get t g 0 0 0 16\r\n", 16, "max_bytes 0 is out of range"},
 		{"get t g* 0 0 100 17\r\n", 17, "group name"},
@@ -137,6 +134,45 @@ func TestSlowPayload(t *testing.T) {
 	c.expectClosed()
 	c.nc.Close()
 	<-done
+}
+
+// TestBadLength: a put whose payload length cannot be read, or is over the limit, is answered
+// and the connection is closed: the server cannot know where the payload ends, so what
+// follows must not be read as requests.
+func TestBadLength(t *testing.T) {
+	ts := startServer(t, Options{MaxPayloadBytes: 1000})
+	ts.createTopic("t", 1)
+	const smuggled = "put t 0 8 0 77\r\nSMUGGLED"
+	cases := []struct {
+		req    string
+		code   int
+		opaque int64
+		says   string
+	}{
+		{"put t 0 1x 0 8\r\n", 400, 8, "length \"1x\" is not an integer"},
+		{"put t 0 -5 0 9\r\n", 400, 9, "length -5 is negative"},
+		{"put t 0 - 0 10\r\n", 400, 10, "length \"-\" is not an integer"},
+		{"put t 0 1001 0 11\r\n", 413, 11, "over the limit of 1000 bytes"},
+		{"put t 0 2147483648 0 12\r\n", 413, 12, "over the limit of 1000 bytes"},
+		{"put t 0 99999999999 0 13\r\n", 413, 13, "over the limit of 1000 bytes"},
+		{"put t 0 99999999999999999999999 0 14\r\n", 413, 14, "over the limit of 1000 bytes"},
+		{"put t 0 x 0 TX:1 15 extra\r\n", 400, 0, "5 or 6 arguments"},
+		{"put t 0\r\n", 400, 0, "5 or 6 arguments"},
+		{"put\r\n", 400, 0, "5 or 6 arguments"},
+	}
+	for _, tc := range cases {
+		c := ts.dial()
+		c.write(tc.req + smuggled)
+		a := c.readAnswer()
+		if a.kind != "result" || a.code != tc.code || a.opaque != tc.opaque || !strings.Contains(string(a.body), tc.says) ||
+			!strings.Contains(string(a.body), "closing the connection") {
+			t.Errorf("%q: got %v, want %d with opaque %d saying %q and closing", tc.req, a, tc.code, tc.opaque, tc.says)
+		}
+		c.expectClosed()
+	}
+	if ti, _ := ts.b.Topic("t"); ti.Partitions[0].EndOffset != 0 {
+		t.Fatalf("%d messages were smuggled in after a bad length", ti.Partitions[0].EndOffset)
+	}
 }
 
 // TestOversize: a length over the limit gets 413 and closes that connection only.

@@ -28,15 +28,28 @@ func (c *conn) handle(line []byte) bool {
 		c.linger = true
 		return false
 	}
-	if r.cmd == cmdPut && r.lengthOK {
-		if r.length > c.s.opts.MaxPayloadBytes {
+	if r.cmd == cmdPut {
+		switch {
+		case r.lengthOver || r.lengthOK && r.length > c.s.opts.MaxPayloadBytes:
+			// The payload is not read, so the stream can no longer be trusted.
 			c.s.stats.putFailed.Add(1)
-			c.send(appendResult(nil, codeTooLarge, r.opaque, "put length "+strconv.Itoa(r.length)+
+			n := strconv.Itoa(r.length)
+			if r.lengthOver {
+				n = shortWord(r.lengthWord)
+			}
+			c.send(appendResult(nil, codeTooLarge, r.opaque, "put length "+n+
 				" is over the limit of "+strconv.Itoa(c.s.opts.MaxPayloadBytes)+" bytes; closing the connection"))
 			c.linger = true
 			return false
-		}
-		if perr != nil {
+		case !r.lengthOK:
+			// Where the payload ends is unknown: what follows cannot be told from requests.
+			c.s.stats.putFailed.Add(1)
+			c.s.stats.badRequests.Add(1)
+			c.send(appendResult(nil, codeBadRequest, r.opaque, perr.Error()+
+				"; without a valid length the payload cannot be skipped, closing the connection"))
+			c.linger = true
+			return false
+		case perr != nil:
 			c.s.stats.putFailed.Add(1)
 			return c.skipAndAnswer(r, perr)
 		}
@@ -47,9 +60,6 @@ func (c *conn) handle(line []byte) bool {
 			c.s.stats.authFailures.Add(1)
 			c.send(appendResult(nil, codeBadRequest, r.opaque, perr.Error()))
 			return c.authed // before auth, a malformed auth ends the connection
-		}
-		if r.cmd == cmdPut {
-			c.s.stats.putFailed.Add(1)
 		}
 		c.answerErr(r.opaque, perr)
 		return true

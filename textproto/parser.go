@@ -59,15 +59,18 @@ type request struct {
 	offset    int64
 	length    int  // put: payload bytes
 	lengthOK  bool // put: length parsed, so the payload can be skipped even if the line has another error
-	flag      uint32
-	txkey     string
-	session   string
-	txType    string
-	timeout   time.Duration // transaction BEGIN; 0: the broker's default
-	maxBytes  int
-	item      string // stats
-	token     string // auth; never logged or echoed
-	opaque    int64
+	// lengthOver: put's length is a number over 2^31-1 (even past int64); lengthWord holds it.
+	lengthOver bool
+	lengthWord string
+	flag       uint32
+	txkey      string
+	session    string
+	txType     string
+	timeout    time.Duration // transaction BEGIN; 0: the broker's default
+	maxBytes   int
+	item       string // stats
+	token      string // auth; never logged or echoed
+	opaque     int64
 }
 
 // errLine is a problem with a request line; the text names it and becomes a 400 answer.
@@ -170,11 +173,14 @@ func splitWords(line []byte) []string {
 }
 
 // quoteWord quotes a client's word for an answer, shortened so that answers stay small.
-func quoteWord(w string) string {
+func quoteWord(w string) string { return strconv.Quote(shortWord(w)) }
+
+// shortWord shortens a client's word for an answer.
+func shortWord(w string) string {
 	if len(w) > 32 {
-		w = w[:32] + "..."
+		return w[:32] + "..."
 	}
-	return strconv.Quote(w)
+	return w
 }
 
 func argCount(c command, got int) error {
@@ -238,24 +244,40 @@ func parseInt(what, w string, min, max int64) (int64, error) {
 
 const maxInt32 = 1<<31 - 1
 
+// parseLength parses put's <length>: lengthOK when it is 0 to 2^31-1, lengthOver when it is a
+// larger number.
+func parseLength(r *request, w string) error {
+	n, err := strconv.ParseInt(w, 10, 64)
+	switch {
+	case err == nil && n >= 0 && n <= maxInt32:
+		r.length, r.lengthOK = int(n), true
+		return nil
+	case err == nil && n > maxInt32, errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(w, "-"):
+		r.lengthOver, r.lengthWord = true, w
+		return lineErr("length %s is out of range [0, %d]", quoteWord(w), maxInt32)
+	case err == nil:
+		return lineErr("length %d is negative", n)
+	case errors.Is(err, strconv.ErrRange):
+		return lineErr("length %s is negative", quoteWord(w))
+	}
+	return lineErr("length %s is not an integer", quoteWord(w))
+}
+
 func parsePut(r *request, a []string) error {
 	if len(a) != 5 && len(a) != 6 {
 		// Still learn the length when it is where it belongs, so that the payload is skipped.
 		if len(a) >= 3 {
-			if n, err := parseInt("length", a[2], 0, maxInt32); err == nil {
-				r.length, r.lengthOK = int(n), true
-			}
+			parseLength(r, a[2])
 		}
 		return argCount(cmdPut, len(a))
 	}
-	n, err := parseInt("length", a[2], 0, maxInt32)
-	if err != nil {
+	if err := parseLength(r, a[2]); err != nil {
 		return err
 	}
-	r.length, r.lengthOK = int(n), true
 	if err := parseOpaque(r, a[len(a)-1]); err != nil {
 		return err
 	}
+	var err error
 	if r.topic, err = parseName("topic", a[0]); err != nil {
 		return err
 	}
