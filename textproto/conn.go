@@ -33,16 +33,21 @@ type conn struct {
 	token  *authToken
 	authed bool
 
-	mu       sync.Mutex // guards stopping and waiting, and orders read deadlines against stop
+	mu       sync.Mutex // guards the fields below, and orders read deadlines against stop
 	stopping bool
 	waiting  bool // the reader is blocked waiting for a request
+	// queued counts the bytes of the answers sent to the writer and not yet written; while it
+	// is over AnswerBufferBytes the reader waits on drained before reading a request.
+	queued    int
+	throttled bool // the reader waits on drained
+	drained   sync.Cond
 
 	puts   putBatch
 	linger bool // close after a final answer: half-close and drain what the client still sends
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{
+	c := &conn{
 		s:      s,
 		nc:     nc,
 		remote: nc.RemoteAddr().String(),
@@ -51,6 +56,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 		wdone:  make(chan struct{}),
 		authed: s.auth == nil,
 	}
+	c.drained.L = &c.mu
+	return c
 }
 
 // stop asks the connection to end after the command it is executing: a reader waiting for
@@ -61,6 +68,7 @@ func (c *conn) stop() {
 	if c.waiting {
 		c.nc.SetReadDeadline(time.Now())
 	}
+	c.drained.Broadcast()
 	c.mu.Unlock()
 }
 
@@ -90,7 +98,40 @@ func (c *conn) isStopping() bool {
 }
 
 // send queues an answer for the writer.
-func (c *conn) send(b []byte) { c.out <- b }
+func (c *conn) send(b []byte) {
+	c.mu.Lock()
+	c.queued += len(b)
+	c.mu.Unlock()
+	c.out <- b
+}
+
+// written records that the writer is done with an answer of n bytes.
+func (c *conn) written(n int) {
+	c.mu.Lock()
+	c.queued -= n
+	if c.throttled && c.queued <= c.s.opts.AnswerBufferBytes {
+		c.drained.Broadcast()
+	}
+	c.mu.Unlock()
+}
+
+// waitAnswers holds the reader while the answers queued for the writer are over
+// AnswerBufferBytes, so that a client that sends requests and does not read their answers
+// makes the server hold at most that much (and one more answer) for it. A client that never
+// reads is closed by the writer's WriteTimeout. It reports false when Close stopped the wait.
+func (c *conn) waitAnswers() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.queued > c.s.opts.AnswerBufferBytes {
+		if c.stopping {
+			return false
+		}
+		c.throttled = true
+		c.drained.Wait()
+		c.throttled = false
+	}
+	return true
+}
 
 func (c *conn) writeLoop() {
 	defer c.s.wg.Done()
@@ -99,6 +140,7 @@ func (c *conn) writeLoop() {
 	failed := false
 	for b := range c.out {
 		if failed {
+			c.written(len(b))
 			continue // keep draining so that the reader never blocks
 		}
 		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
@@ -111,6 +153,7 @@ func (c *conn) writeLoop() {
 			failed = true
 		}
 		c.s.stats.bytesOut.Add(int64(len(b)))
+		c.written(len(b))
 	}
 	if !failed {
 		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
@@ -140,6 +183,9 @@ func (c *conn) readLoop() {
 	}()
 	c.s.log.Debug("text protocol connection", "remote", c.remote)
 	for {
+		if !c.waitAnswers() {
+			return
+		}
 		line, err := c.readLine()
 		if err != nil {
 			c.readFailed(err)

@@ -2,6 +2,7 @@ package textproto
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -149,4 +150,66 @@ func TestClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatalf("Serve did not return")
 	}
+}
+
+// TestAnswerBudget: a client that pipelines large gets and never reads does not make the
+// server hold their answers: past AnswerBufferBytes of queued answers the connection's next
+// request is not read until the client reads.
+func TestAnswerBudget(t *testing.T) {
+	const budget = 64 << 10
+	ts := startServer(t, Options{AnswerBufferBytes: budget})
+	ts.createTopic("t", 1)
+	value := strings.Repeat("v", 256<<10)
+	ts.dial().expect(putLine("t", 0, value, 0, 1), 200)
+	const gets = 128 // 32 MiB of answers, more than the sockets' buffers hold
+	c := ts.dial()
+	var sb strings.Builder
+	for i := 0; i < gets; i++ {
+		fmt.Fprintf(&sb, "get t g 0 0 1048576 %d\r\n", i)
+	}
+	c.write(sb.String())
+	// Wait until the server has executed every get, or holds the connection's reader.
+	var queued int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var throttled bool
+		queued, throttled = connQueue(ts.s)
+		if throttled || ts.s.stats.cmdGet.Load() == gets {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server neither executed the %d gets nor held the reader (%d executed)", gets, ts.s.stats.cmdGet.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := ts.s.stats.cmdGet.Load(); n == gets {
+		t.Fatalf("the server executed all %d gets while the client read nothing", n)
+	}
+	answer := 35 + len(value) + 64 // one get's answer: frame, header line, trailer
+	if queued > budget+answer {
+		t.Fatalf("%d bytes of answers queued, budget %d", queued, budget)
+	}
+	// Reading lets the server go on; every answer comes, in order.
+	for i := 0; i < gets; i++ {
+		a := c.readAnswer()
+		if a.kind != "value" || a.opaque != int64(i) || len(a.body) != 35+len(value) {
+			t.Fatalf("answer %d: %v", i, a)
+		}
+	}
+}
+
+// connQueue reports the answer bytes queued by the server's only connection that has any, and
+// whether its reader waits for them to drain.
+func connQueue(s *Server) (queued int, throttled bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.mu.Lock()
+		q, th := c.queued, c.throttled
+		c.mu.Unlock()
+		if q > queued || th {
+			queued, throttled = q, th
+		}
+	}
+	return queued, throttled
 }

@@ -49,6 +49,10 @@ type Options struct {
 	PayloadMaxTime time.Duration
 	// WriteTimeout bounds one write of answers to a client. Default 30s.
 	WriteTimeout time.Duration
+	// AnswerBufferBytes bounds the answers a connection may have waiting to be written: while
+	// more are queued, its next request is not read (a client that never reads is then closed
+	// by WriteTimeout). At most one answer more is held. Default 16 MiB.
+	AnswerBufferBytes int
 	// MaxPayloadBytes caps a put's declared length; a larger one is answered "result 413" and
 	// the connection is closed. Default 1 MiB (the broker's default message limit).
 	MaxPayloadBytes int
@@ -80,6 +84,7 @@ const (
 	DefaultPayloadTimeout  = 10 * time.Second
 	DefaultPayloadMaxTime  = 2 * time.Minute
 	DefaultWriteTimeout    = 30 * time.Second
+	DefaultAnswerBuffer    = 16 << 20
 	DefaultMaxPayloadBytes = 1 << 20
 	DefaultMaxLineBytes    = 4096
 	DefaultMaxGetBytes     = 8 << 20
@@ -88,17 +93,18 @@ const (
 // NewOptions returns Options with every default filled in.
 func NewOptions() Options {
 	return Options{
-		Addr:            DefaultAddr,
-		MaxConnections:  DefaultMaxConnections,
-		IdleTimeout:     DefaultIdleTimeout,
-		PayloadTimeout:  DefaultPayloadTimeout,
-		PayloadMaxTime:  DefaultPayloadMaxTime,
-		WriteTimeout:    DefaultWriteTimeout,
-		MaxPayloadBytes: DefaultMaxPayloadBytes,
-		MaxLineBytes:    DefaultMaxLineBytes,
-		MaxGetBytes:     DefaultMaxGetBytes,
-		Version:         "dev",
-		Logger:          slog.Default(),
+		Addr:              DefaultAddr,
+		MaxConnections:    DefaultMaxConnections,
+		IdleTimeout:       DefaultIdleTimeout,
+		PayloadTimeout:    DefaultPayloadTimeout,
+		PayloadMaxTime:    DefaultPayloadMaxTime,
+		WriteTimeout:      DefaultWriteTimeout,
+		AnswerBufferBytes: DefaultAnswerBuffer,
+		MaxPayloadBytes:   DefaultMaxPayloadBytes,
+		MaxLineBytes:      DefaultMaxLineBytes,
+		MaxGetBytes:       DefaultMaxGetBytes,
+		Version:           "dev",
+		Logger:            slog.Default(),
 	}
 }
 
@@ -121,6 +127,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = d.WriteTimeout
+	}
+	if o.AnswerBufferBytes <= 0 {
+		o.AnswerBufferBytes = d.AnswerBufferBytes
 	}
 	if o.MaxPayloadBytes <= 0 {
 		o.MaxPayloadBytes = d.MaxPayloadBytes
