@@ -12,6 +12,7 @@ const (
 	rightAny right = iota
 	rightProduce
 	rightConsume
+	rightProducer // some produce pattern, whatever the topic: the transaction verbs, as over HTTP
 )
 
 func (r right) String() string {
@@ -20,6 +21,8 @@ func (r right) String() string {
 		return "produce"
 	case rightConsume:
 		return "consume"
+	case rightProducer:
+		return "produce (on any topic)"
 	}
 	return "any"
 }
@@ -33,6 +36,8 @@ func allows(t *authToken, need right, topic string) bool {
 		return t.CanProduce(topic)
 	case need == rightConsume:
 		return t.CanConsume(topic)
+	case need == rightProducer:
+		return t.Producer()
 	}
 	return false
 }

@@ -144,8 +144,12 @@ func (c *conn) allowed(need right, topic string, opaque int64) bool {
 	if allows(c.token, need, topic) {
 		return true
 	}
+	on := " right on topic " + strconv.Quote(topic)
+	if need == rightProducer {
+		on = " right that the transaction verbs need"
+	}
 	c.send(appendResult(nil, codeForbidden, opaque, "token "+strconv.Quote(c.token.Name)+" lacks the "+need.String()+
-		" right on topic "+strconv.Quote(topic)+"; ask an operator to extend its patterns"))
+		on+"; ask an operator to extend its patterns"))
 	return false
 }
 

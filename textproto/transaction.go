@@ -27,8 +27,14 @@ const (
 	voteReadOnly = "3"
 )
 
+// transaction runs a transaction verb. As over HTTP, every verb (RECOVER included) needs a
+// token with some produce pattern; a put in a transaction needs produce on its topic
+// (readPutPayload).
 func (c *conn) transaction(r request) {
 	c.s.stats.cmdTransaction.Add(1)
+	if !c.allowed(rightProducer, "", r.opaque) {
+		return
+	}
 	if r.txType == txRecover {
 		xids := c.s.b.XARecover()
 		var sb strings.Builder

@@ -115,3 +115,60 @@ func TestXATransaction(t *testing.T) {
 	c.expect("transaction XID:1:zz:62 s BEGIN 25\r\n", 400) // XAER_INVAL: not hex
 	c.expect("put settlement 0 1 0 XID:9:99:99 26\r\nz", 404)
 }
+
+// TestTransactionRights: as over HTTP, the transaction verbs need a token with some produce
+// pattern, and a put in a transaction needs produce on its topic. A consume-only (or
+// admin-only) token can neither see nor end another client's transactions.
+func TestTransactionRights(t *testing.T) {
+	ts := startServer(t, Options{Tokens: []Token{
+		{Name: "payments", Token: "s3cret-payments", Produce: []string{"settlement.*"}, Consume: []string{"settlement.*"}},
+		{Name: "reader", Token: "s3cret-reader", Consume: []string{"*"}},
+		{Name: "ops", Token: "s3cret-ops", Admin: true},
+	}})
+	ts.createTopic("settlement.transfers", 1)
+	ts.createTopic("hr", 1)
+	p := ts.dial()
+	p.expect("auth s3cret-payments 1\r\n", 200)
+	key := p.expect("transaction TX:- s BEGIN 60 2\r\n", 200)
+	p.expect("put settlement.transfers 0 1 0 "+key+" 3\r\na", 200)
+	if got := p.expect("put hr 0 1 0 "+key+" 4\r\nb", 403); !strings.Contains(got, "produce") {
+		t.Fatalf("put in tx to a topic without produce: %q", got)
+	}
+	const xid = "XID:1:6774726964:627175616c"
+	p.expect("transaction "+xid+" s BEGIN 60 5\r\n", 200)
+	p.expect("put settlement.transfers 0 1 0 "+xid+" 6\r\nc", 200)
+	p.expect("transaction "+xid+" s END 7\r\n", 200)
+	p.expect("transaction "+xid+" s PREPARE 8\r\n", 200)
+
+	for _, tok := range []string{"s3cret-reader", "s3cret-ops"} {
+		r := ts.dial()
+		r.expect("auth "+tok+" 10\r\n", 200)
+		for i, req := range []string{
+			"transaction - s RECOVER 11\r\n",
+			"transaction " + xid + " s ROLLBACK 12\r\n",
+			"transaction " + xid + " s COMMIT_TWO_PHASE 13\r\n",
+			"transaction " + xid + " s FORGET 14\r\n",
+			"transaction " + key + " s ROLLBACK 15\r\n",
+			"transaction " + key + " s COMMIT_ONE_PHASE 16\r\n",
+			"transaction TX:- s BEGIN 17\r\n",
+			"transaction XID:1:61:62 s BEGIN 18\r\n",
+		} {
+			a := r.call(req)
+			if a.code != 403 || a.opaque != int64(11+i) || !strings.Contains(string(a.body), "produce") {
+				t.Errorf("%s: %q: got %v, want 403", tok, req, a)
+			}
+		}
+		r.expect("put settlement.transfers 0 1 0 "+key+" 19\r\nd", 403)
+	}
+
+	// Both transactions are untouched: their owner ends them.
+	if got := p.expect("transaction - s RECOVER 20\r\n", 200); got != xid {
+		t.Fatalf("RECOVER: %q", got)
+	}
+	if got := p.expect("transaction "+xid+" s COMMIT_TWO_PHASE 21\r\n", 200); got != "settlement.transfers 0 0" {
+		t.Fatalf("COMMIT_TWO_PHASE: %q", got)
+	}
+	if got := p.expect("transaction "+key+" s COMMIT_ONE_PHASE 22\r\n", 200); got != "settlement.transfers 0 1" {
+		t.Fatalf("COMMIT_ONE_PHASE: %q", got)
+	}
+}
