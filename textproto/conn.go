@@ -32,6 +32,9 @@ type conn struct {
 	// token is the authenticated token (nil: auth off, or not yet authenticated).
 	token  *authToken
 	authed bool
+	// authBy is when a connection that has not authenticated is closed (AuthTimeout after
+	// it was accepted; the reader's waits never go past it).
+	authBy time.Time
 
 	mu       sync.Mutex // guards the fields below, and orders read deadlines against stop
 	stopping bool
@@ -57,6 +60,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 		authed: s.auth == nil,
 	}
 	c.drained.L = &c.mu
+	if !c.authed {
+		c.authBy = time.Now().Add(s.opts.AuthTimeout)
+	}
 	return c
 }
 
@@ -72,8 +78,9 @@ func (c *conn) stop() {
 	c.mu.Unlock()
 }
 
-// arm sets the read deadline for a wait for the next request. It reports false when the
-// connection is stopping.
+// arm sets the read deadline for a wait for the next request: IdleTimeout from now, or
+// before auth the fixed authBy, which no byte (an empty line) moves. It reports false when
+// the connection is stopping.
 func (c *conn) arm() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -81,7 +88,11 @@ func (c *conn) arm() bool {
 		return false
 	}
 	c.waiting = true
-	c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+	deadline := time.Now().Add(c.s.opts.IdleTimeout)
+	if !c.authed && c.authBy.Before(deadline) {
+		deadline = c.authBy
+	}
+	c.nc.SetReadDeadline(deadline)
 	return true
 }
 
@@ -207,7 +218,15 @@ func (c *conn) readFailed(err error) {
 		c.linger = true
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		if !c.isStopping() {
+		switch {
+		case c.isStopping():
+		case !c.authed:
+			c.s.stats.authFailures.Add(1)
+			c.s.log.Info("text protocol connection did not authenticate in time; closing", "remote", c.remote, "auth_timeout", c.s.opts.AuthTimeout)
+			c.send(appendResult(nil, codeUnauthorized, 0, "no auth within "+c.s.opts.AuthTimeout.String()+
+				" of connecting: the first request must be auth <token> <opaque>; closing the connection"))
+			c.linger = true
+		default:
 			c.s.log.Debug("text protocol connection idle; closing", "remote", c.remote, "idle_timeout", c.s.opts.IdleTimeout)
 		}
 	default:

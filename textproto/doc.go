@@ -37,7 +37,8 @@
 // # Auth
 //
 // With Options.Tokens set, the first request of a connection must be "auth <token> <opaque>";
-// anything else gets "result 401" and the connection is closed. Token is the same type as
+// anything else gets "result 401" and the connection is closed, as does a connection that
+// has not authenticated within Options.AuthTimeout of being accepted. Token is the same type as
 // gateway.Token (both are internal/auth.Token); put needs a produce pattern matching
 // the topic, get and offset a consume pattern, transaction (every verb, as over HTTP) some
 // produce pattern, everything else any valid token.

@@ -213,3 +213,53 @@ func connQueue(s *Server) (queued int, throttled bool) {
 	}
 	return queued, throttled
 }
+
+// TestAuthDeadline: with auth configured, a connection must authenticate within AuthTimeout
+// of being accepted; empty lines do not extend the deadline. Once authenticated, or without
+// auth, only the idle timeout applies.
+func TestAuthDeadline(t *testing.T) {
+	const authTimeout = 300 * time.Millisecond
+	ts := startServer(t, Options{AuthTimeout: authTimeout, Tokens: []Token{
+		{Name: "payments", Token: "s3cret-payments", Produce: []string{"*"}},
+	}})
+	c := ts.dial()
+	start := time.Now()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // an empty line every 50ms, as a client holding a slot would send
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond): // pacing
+			}
+			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.nc.Write([]byte("\r\n")); err != nil {
+				return
+			}
+		}
+	}()
+	a := c.readAnswer()
+	if a.code != 401 || !strings.Contains(string(a.body), "auth") {
+		t.Fatalf("no auth in time: %v", a)
+	}
+	c.expectClosed()
+	if d := time.Since(start); d < authTimeout-50*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("closed after %v; the auth timeout is %v", d, authTimeout)
+	}
+	if n := ts.s.stats.authFailures.Load(); n != 1 {
+		t.Fatalf("auth failures = %d", n)
+	}
+
+	// Authenticated in time: the auth timeout no longer applies.
+	c = ts.dial()
+	c.expect("auth s3cret-payments 1\r\n", 200)
+	time.Sleep(2 * authTimeout) // the time passing is what is tested
+	c.expect("version 2\r\n", 200)
+
+	// Without auth the auth timeout does not apply.
+	open := startServer(t, Options{AuthTimeout: authTimeout})
+	c = open.dial()
+	time.Sleep(2 * authTimeout)
+	c.expect("version 3\r\n", 200)
+}

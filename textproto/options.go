@@ -39,6 +39,10 @@ type Options struct {
 	MaxConnections int
 	// IdleTimeout closes a connection that sends no request for this long. Default 5m.
 	IdleTimeout time.Duration
+	// AuthTimeout, when Tokens are set, closes a connection that has not authenticated this
+	// long after it was accepted (answered "result 401"); empty lines do not extend it.
+	// Default 10s.
+	AuthTimeout time.Duration
 	// PayloadTimeout bounds the wait for the next bytes of a put payload once its line is
 	// read: the deadline moves on while bytes keep arriving. Past it, or past PayloadMaxTime,
 	// the put is answered "result 400" (truncated payload) and the connection is closed, since
@@ -81,6 +85,7 @@ const (
 	DefaultAddr            = "127.0.0.1:8123"
 	DefaultMaxConnections  = 1024
 	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultAuthTimeout     = 10 * time.Second
 	DefaultPayloadTimeout  = 10 * time.Second
 	DefaultPayloadMaxTime  = 2 * time.Minute
 	DefaultWriteTimeout    = 30 * time.Second
@@ -96,6 +101,7 @@ func NewOptions() Options {
 		Addr:              DefaultAddr,
 		MaxConnections:    DefaultMaxConnections,
 		IdleTimeout:       DefaultIdleTimeout,
+		AuthTimeout:       DefaultAuthTimeout,
 		PayloadTimeout:    DefaultPayloadTimeout,
 		PayloadMaxTime:    DefaultPayloadMaxTime,
 		WriteTimeout:      DefaultWriteTimeout,
@@ -118,6 +124,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = d.IdleTimeout
+	}
+	if o.AuthTimeout <= 0 {
+		o.AuthTimeout = d.AuthTimeout
 	}
 	if o.PayloadTimeout <= 0 {
 		o.PayloadTimeout = d.PayloadTimeout
