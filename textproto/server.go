@@ -89,8 +89,10 @@ func (s *Server) Addr() string {
 	return s.opts.Addr
 }
 
-// Serve accepts connections on ln until Close, which closes ln. It returns ErrServerClosed
-// after Close, or the error that stopped accepting.
+// Serve accepts connections on ln until Close, which closes ln. Temporary accept errors
+// (temporaryAccept: out of descriptors or memory, an aborted connection) are retried with a
+// backoff of up to a second. It returns ErrServerClosed after Close, or the permanent error
+// that stopped accepting on ln, which the caller should treat as the door being down.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
@@ -116,18 +118,44 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.closed.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+			if temporaryAccept(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				s.log.Warn("text protocol accept failed; retrying", "addr", ln.Addr().String(), "err", err, "backoff", backoff)
 				time.Sleep(backoff)
 				continue
 			}
+			s.log.Error("text protocol accept failed; no longer accepting on this listener", "addr", ln.Addr().String(), "err", err)
 			return fmt.Errorf("textproto: accept: %w", err)
 		}
 		backoff = 0
 		s.accepted(nc)
 	}
+}
+
+// retryAccept are the accept errors that pass: a shortage of descriptors, memory or buffers,
+// and the errors of a connection that failed before it was accepted (accept(2) asks to
+// retry those like EAGAIN).
+var retryAccept = []error{
+	syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.ENOBUFS,
+	syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN,
+	syscall.EPROTO, syscall.ENOPROTOOPT, syscall.ENETDOWN, syscall.ENETUNREACH,
+	syscall.EHOSTDOWN, syscall.EHOSTUNREACH, syscall.EOPNOTSUPP, syscall.ETIMEDOUT,
+}
+
+// temporaryAccept reports whether Serve retries an accept error (with a backoff, as net/http
+// does): a timeout, an error of retryAccept, or one that says it is temporary.
+func temporaryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range retryAccept {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
 }
 
 // accepted registers nc and starts its goroutines, or refuses it over the limit.

@@ -149,6 +149,12 @@ type server struct {
 	tp           *textproto.Server
 	// protocolAddr is the text protocol's bound address.
 	protocolAddr string
+	// protocolFailed is closed when the text protocol stopped accepting connections on its
+	// own, protocolErr (set before) saying why; nil when the door is off (serve_protocol.go).
+	protocolFailed chan struct{}
+	protocolErr    error
+	// listenProtocol opens the text protocol's listener; nil: net.Listen (tests replace it).
+	listenProtocol func(addr string) (net.Listener, error)
 	// coord is the XA coordinator (serve_coordinator.go).
 	coord *xa.Coordinator
 	// leaderCoord replaces coord in cluster mode (serve_coordinator_cluster.go).
@@ -314,13 +320,17 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 		defer os.Remove(readyFile)
 	}
 
-	var stopped error // the cluster member stopped on its own: exit non-zero after the shutdown
+	// stopped: the cluster member or the text protocol stopped on its own: exit non-zero after
+	// the shutdown.
+	var stopped error
 	select {
 	case <-ctx.Done():
 	case err := <-served:
 		return errors.Join(fmt.Errorf("serve HTTP: %w", err), s.closeAll())
 	case <-s.memberDone():
 		stopped = s.memberStopped()
+	case <-s.protocolFailed:
+		stopped = s.protocolErr
 	}
 
 	logger.Info("shutting down: finishing in-flight requests", "timeout", cfg.HTTP.ShutdownTimeout)
@@ -346,7 +356,7 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 	if err := s.closeAll(); err != nil {
 		return errors.Join(stopped, err)
 	}
-	if stopped != nil && s.member.SnapshotStaged() {
+	if stopped != nil && s.member != nil && s.member.SnapshotStaged() {
 		if readyFile != "" {
 			os.Remove(readyFile) // the new process writes it again once it listens
 		}

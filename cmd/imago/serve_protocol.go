@@ -31,19 +31,35 @@ func (s *server) openProtocol(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start text protocol: %w", err)
 	}
-	ln, err := net.Listen("tcp", s.cfg.Protocol.Addr)
+	listen := s.listenProtocol
+	if listen == nil {
+		listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+	}
+	ln, err := listen(s.cfg.Protocol.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (protocol.addr): %w", s.cfg.Protocol.Addr, err)
 	}
 	s.tp = tp
 	s.protocolAddr = ln.Addr().String()
-	done := make(chan error, 1)
-	go func() { done <- tp.Serve(ln) }()
+	done := make(chan struct{})
+	failed := make(chan struct{})
+	s.protocolFailed = failed
+	go func() {
+		defer close(done)
+		err := tp.Serve(ln) // it retries temporary accept errors itself
+		if errors.Is(err, textproto.ErrServerClosed) {
+			return
+		}
+		// The door is down while HTTP would go on: stop the whole process (as when the
+		// cluster member stops), so that it is noticed and a supervisor restarts it.
+		s.logger.Error("the text protocol stopped accepting connections: shutting down so that a supervisor restarts this node",
+			"addr", s.protocolAddr, "err", err)
+		s.protocolErr = fmt.Errorf("text protocol on %s stopped accepting connections: %w", s.protocolAddr, err)
+		close(failed)
+	}()
 	s.onClose("text protocol", func() error {
 		err := tp.Close()
-		if serr := <-done; serr != nil && !errors.Is(serr, textproto.ErrServerClosed) {
-			err = errors.Join(err, serr)
-		}
+		<-done
 		return err
 	})
 	return nil
