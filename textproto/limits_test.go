@@ -3,6 +3,7 @@ package textproto
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -226,19 +227,19 @@ func TestAuthDeadline(t *testing.T) {
 	start := time.Now()
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() { // an empty line every 50ms, as a client holding a slot would send
+	go func(nc net.Conn) { // an empty line every 50ms, as a client holding a slot would send
 		for {
 			select {
 			case <-stop:
 				return
 			case <-time.After(50 * time.Millisecond): // pacing
 			}
-			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := c.nc.Write([]byte("\r\n")); err != nil {
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := nc.Write([]byte("\r\n")); err != nil {
 				return
 			}
 		}
-	}()
+	}(c.nc)
 	a := c.readAnswer()
 	if a.code != 401 || !strings.Contains(string(a.body), "auth") {
 		t.Fatalf("no auth in time: %v", a)
