@@ -85,10 +85,14 @@ func allows(t *authToken, need right, topic string) bool {
 }
 
 // authorize checks the request's token against the route's right: 401 unauthorized for a
-// missing or unknown token, 403 forbidden for a token without the right. It returns the
+// missing or unknown token, 403 forbidden for a token without the right. With auth off it
+// refuses requests from other sites' pages instead (refuseCrossSite). It returns the
 // token (nil when auth is off or the route is open), which wrap keeps for callerToken.
 func (s *Server) authorize(r *http.Request, need right) (*authToken, error) {
-	if s.auth == nil || need == rightNone {
+	if s.auth == nil {
+		return nil, refuseCrossSite(r) // crosssite.go
+	}
+	if need == rightNone {
 		return nil, nil
 	}
 	h := r.Header.Get("Authorization")

@@ -54,7 +54,7 @@ func TestUnreadableBody(t *testing.T) {
 	slow.Start()
 	t.Cleanup(slow.Close)
 
-	const head = "POST /v1/topics/t/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	const head = "POST /v1/topics/t/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 	const msg = `{"messages":[{"value":1}]}`
 	cases := []struct {
 		name, addr, req string

@@ -182,8 +182,15 @@ func (s *Server) handleCommitTx(w http.ResponseWriter, r *http.Request) error {
 		// written just before an fsync failure is recovered (whole) at the next start.
 		s.metrics.txEnded(kindLocal, outcomeFailed)
 		return fmt.Errorf("commit of transaction %s did not complete; it is rolled back unless the log write reached the disk before the failure: %w", id, err)
+	case errors.Is(err, broker.ErrBackpressure):
+		// Not queued: the broker kept the transaction open with its messages (429).
+		return fmt.Errorf("commit of transaction %s was refused for back-pressure; the transaction is still open with its messages: retry the commit, do not begin it again: %w", id, err)
+	case errors.Is(err, broker.ErrOutcomeUnknown):
+		// The commit batch may be in the log: it is neither committed nor rolled back for sure
+		// until a restart.
+		return fmt.Errorf("commit of transaction %s has an unknown outcome: it may be in the log; do not begin it again, read its state after the server restarts: %w", id, err)
 	default:
-		// Not queued (e.g. backpressure): the broker rolled the transaction back.
+		// The broker rolled the transaction back.
 		s.metrics.txEnded(kindLocal, outcomeFailed)
 		return fmt.Errorf("commit of transaction %s was refused and the transaction is rolled back; begin it again: %w", id, err)
 	}
