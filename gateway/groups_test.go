@@ -524,6 +524,9 @@ func TestGroupBadInput(t *testing.T) {
 	}{
 		{"bad group name", "POST", "/v1/groups/a%20b/members", `{"topics":["t"]}`, 400, "invalid_name", ""},
 		{"long group name", "POST", "/v1/groups/" + long + "/members", `{"topics":["t"]}`, 400, "invalid_name", ""},
+		{"group named dot", "POST", "/v1/groups/./members", `{"topics":["t"]}`, 400, "invalid_name", ""},
+		{"group named dot dot", "POST", "/v1/groups/../members", `{"topics":["t"]}`, 400, "invalid_name", ""},
+		{"group named dot, escaped", "GET", "/v1/groups/%2E/offsets", "", 400, "invalid_name", ""},
 		{"empty body", "POST", "/v1/groups/g/members", ``, 400, "invalid_json", ""},
 		{"not json", "POST", "/v1/groups/g/members", `{"topics":`, 400, "invalid_json", ""},
 		{"array body", "POST", "/v1/groups/g/members", `["t"]`, 400, "invalid_field", "body"},

@@ -19,11 +19,17 @@ import (
 const maxPartitions = 10000
 
 // nameParam returns the path parameter param ({topic}, {group}, {member}) after checking it
-// is a valid name.
+// is a valid name. "." and ".." are reserved: as a path segment a browser or an HTTP client
+// resolves them away (the console could never address a group so named), so no topic, group
+// or member takes them.
 func nameParam(r *http.Request, param string) (string, error) {
 	v := chi.URLParam(r, param)
 	if !broker.ValidName(v) {
 		return "", invalidNameError(param, v)
+	}
+	if v == "." || v == ".." {
+		return "", newError(http.StatusBadRequest, api.CodeInvalidName,
+			"%s name %q is reserved: a URL path segment of dots is resolved away by clients; choose another name", param, v)
 	}
 	return v, nil
 }
