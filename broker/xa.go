@@ -301,7 +301,10 @@ func (b *Broker) XARecover() []Xid {
 	defer b.txMu.Unlock()
 	var out []Xid
 	for _, t := range b.txs {
-		if t.xa && (t.state == TxPrepared || t.state == TxHeurCommitted || t.state == TxHeurRolledBack || t.state == TxCommitting || t.state == TxRollingBack) {
+		// A commit or rollback in flight is listed only for a branch that was prepared: a
+		// one-phase commit's branch never was, and a manager must not try to finish it.
+		inFlight := (t.state == TxCommitting || t.state == TxRollingBack) && t.durable
+		if t.xa && (t.state == TxPrepared || t.state == TxHeurCommitted || t.state == TxHeurRolledBack || inFlight) {
 			out = append(out, t.xid)
 		}
 	}
