@@ -571,32 +571,6 @@ func (c *Coordinator) Get(id string) (TxInfo, error) {
 	return st.info(), nil
 }
 
-// List returns up to limit transactions with the given status ("" for any), oldest first.
-func (c *Coordinator) List(status Status, limit int) []TxInfo {
-	c.mu.Lock()
-	var sts []*txState
-	for _, st := range c.txs {
-		if status == "" || st.status == status {
-			sts = append(sts, st)
-		}
-	}
-	sort.Slice(sts, func(i, j int) bool {
-		if !sts[i].created.Equal(sts[j].created) {
-			return sts[i].created.Before(sts[j].created)
-		}
-		return sts[i].gtrid < sts[j].gtrid
-	})
-	if limit > 0 && len(sts) > limit {
-		sts = sts[:limit]
-	}
-	out := make([]TxInfo, len(sts))
-	for i, st := range sts {
-		out[i] = st.info()
-	}
-	c.mu.Unlock()
-	return out
-}
-
 // Decision is an operator's decision on an in_doubt transaction.
 type Decision string
 
