@@ -498,9 +498,17 @@ type GlobalTx struct {
 	Offsets    []TopicPosition  `json:"offsets,omitempty"`
 }
 
-// GlobalTxList answers GET /v1/global-transactions?status=&limit=: oldest first.
+// GlobalTxList answers GET /v1/global-transactions?status=&resolved=&order=&limit=: the
+// first limit of the matching transactions, oldest first unless order=newest.
 type GlobalTxList struct {
 	Transactions []GlobalTx `json:"transactions"`
+	// Counts has every retained transaction by status (each status present, 0 included),
+	// whatever status, resolved, order and limit select.
+	Counts map[string]int `json:"counts"`
+	// Total is how many transactions match status and resolved; Truncated is true when
+	// limit cut the list (Total is more than len(Transactions)).
+	Total     int  `json:"total"`
+	Truncated bool `json:"truncated"`
 }
 
 // GlobalTxResolveRequest is the body of POST /v1/global-transactions/{id}/resolve (admin):

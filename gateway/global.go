@@ -22,7 +22,8 @@ import (
 //
 //	POST /v1/global-transactions               run it (200 committed, 409 rolled_back)
 //	GET  /v1/global-transactions/{id}          status
-//	GET  /v1/global-transactions?status=&limit= list (in_doubt ones, for an operator)
+//	GET  /v1/global-transactions?status=&limit= list (in_doubt ones, for an operator; with
+//	                                            counts by status, order=newest, resolved=)
 //	POST /v1/global-transactions/{id}/resolve  an operator's decision on an in_doubt one
 //
 // Outcomes: a nil error from the coordinator means the commit is decided and durable (status
@@ -36,7 +37,7 @@ import (
 type Coordinator interface {
 	Run(ctx context.Context, opts xa.BeginOptions, fn func(ctx context.Context, tx *xa.GlobalTx) error) (xa.TxInfo, error)
 	Get(id string) (xa.TxInfo, error)
-	List(status xa.Status, limit int) []xa.TxInfo
+	Query(q xa.ListQuery) xa.ListResult
 	Resolve(ctx context.Context, id string, d xa.Decision, by string) (xa.TxInfo, error)
 	Driver(resource string) (string, error)
 	Ping(ctx context.Context) error
@@ -304,34 +305,57 @@ func (s *Server) handleGetGlobalTx(w http.ResponseWriter, r *http.Request) error
 var globalStatuses = []xa.Status{xa.StatusActive, xa.StatusPreparing, xa.StatusCommitting, xa.StatusCommitted,
 	xa.StatusRollingBack, xa.StatusRolledBack, xa.StatusInDoubt}
 
-// handleListGlobalTx answers GET /v1/global-transactions?status=in_doubt&limit=100.
+// handleListGlobalTx answers GET /v1/global-transactions?status=in_doubt&limit=100: the
+// first limit of the matching transactions, oldest first (order=newest: newest first);
+// resolved=true keeps those an operator resolved, resolved=false the others. counts has every
+// retained transaction by status whatever the filters, total how many matched, truncated
+// whether limit cut the list: a client shows totals and the newest few without downloading
+// everything.
 func (s *Server) handleListGlobalTx(w http.ResponseWriter, r *http.Request) error {
 	g, err := s.globalTx()
 	if err != nil {
 		return err
 	}
 	q := r.URL.Query()
-	status := xa.Status(q.Get("status"))
-	if status != "" {
+	lq := xa.ListQuery{Status: xa.Status(q.Get("status")), Limit: 100}
+	if lq.Status != "" {
 		ok := false
 		for _, st := range globalStatuses {
-			ok = ok || st == status
+			ok = ok || st == lq.Status
 		}
 		if !ok {
-			return paramError("status", "%q is not a status: use active, preparing, committing, committed, rolling_back, rolled_back or in_doubt", status)
+			return paramError("status", "%q is not a status: use active, preparing, committing, committed, rolling_back, rolled_back or in_doubt", lq.Status)
 		}
 	}
-	limit := 100
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 10000 {
 			return paramError("limit", "must be an integer from 1 to 10000, not %q", v)
 		}
-		limit = n
+		lq.Limit = n
 	}
-	out := api.GlobalTxList{Transactions: []api.GlobalTx{}}
-	for _, in := range g.c.List(status, limit) {
+	switch v := q.Get("order"); v {
+	case "", "oldest":
+	case "newest":
+		lq.Newest = true
+	default:
+		return paramError("order", "must be oldest (the default) or newest, not %q", v)
+	}
+	if v := q.Get("resolved"); v != "" {
+		if v != "true" && v != "false" {
+			return paramError("resolved", "must be true (only those an operator resolved) or false (the others), not %q", v)
+		}
+		resolved := v == "true"
+		lq.Resolved = &resolved
+	}
+	res := g.c.Query(lq)
+	out := api.GlobalTxList{Transactions: make([]api.GlobalTx, 0, len(res.Transactions)),
+		Counts: make(map[string]int, len(globalStatuses)), Total: res.Matched, Truncated: res.Matched > len(res.Transactions)}
+	for _, in := range res.Transactions {
 		out.Transactions = append(out.Transactions, globalTxJSON(in))
+	}
+	for _, st := range globalStatuses {
+		out.Counts[string(st)] = res.Counts[st]
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

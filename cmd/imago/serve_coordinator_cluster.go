@@ -150,12 +150,12 @@ func (l *leaderCoordinator) Get(id string) (xa.TxInfo, error) {
 	return c.Get(id)
 }
 
-func (l *leaderCoordinator) List(status xa.Status, limit int) []xa.TxInfo {
+func (l *leaderCoordinator) Query(q xa.ListQuery) xa.ListResult {
 	c, err := l.get()
 	if err != nil {
-		return nil
+		return xa.ListResult{}
 	}
-	return c.List(status, limit)
+	return c.Query(q)
 }
 
 func (l *leaderCoordinator) Resolve(ctx context.Context, id string, d xa.Decision, by string) (xa.TxInfo, error) {
