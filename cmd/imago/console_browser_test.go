@@ -608,6 +608,53 @@ func (e *consoleEnv) resolveThroughUI(ctx context.Context) {
 		wait(`document.querySelector('[data-count="in_doubt"]').textContent === '1'`),
 		wait(fmt.Sprintf(`document.getElementById('main').innerText.includes(%q)`, "ops (operator alice)")))
 	e.shot(ctx, "resolved")
+	e.globalFromCounts(ctx)
+}
+
+// globalFromCounts: the global transactions page takes its numbers from the list's counts
+// (every retained transaction), its most recent rows from order=newest and its resolved
+// rows from resolved=true, in small answers: none of its requests asks for 10,000 rows. With
+// more transactions than its most recent table shows, it says the table is cut.
+func (e *consoleEnv) globalFromCounts(ctx context.Context) {
+	t := e.t
+	// matchesAPI waits until the page shows the API's counts and newest transaction.
+	matchesAPI := func(what string, truncated bool) {
+		var list struct {
+			Counts       map[string]int `json:"counts"`
+			Transactions []struct {
+				ID string `json:"id"`
+			} `json:"transactions"`
+		}
+		if code := consoleAPI(t, e.url, consoleOpsToken, "GET", "/v1/global-transactions?order=newest&limit=1", nil, &list); code != 200 ||
+			len(list.Counts) != 7 || len(list.Transactions) != 1 {
+			t.Fatalf("newest global transaction: %d %+v, want one with counts by status", code, list)
+		}
+		counts, _ := json.Marshal(list.Counts)
+		cut := `!document.querySelector('[data-truncated="recent"]')`
+		if truncated {
+			cut = `/^The newest 15 of \d+ retained\.$/.test(document.querySelector('[data-truncated="recent"]')?.textContent)`
+		}
+		e.do(ctx, what,
+			js(`performance.setResourceTimingBufferSize(10000), performance.clearResourceTimings()`),
+			wait(fmt.Sprintf(`Object.entries(%s).every(([s, n]) => document.querySelector('[data-count="' + s + '"]')?.textContent === String(n))`, counts)),
+			wait(fmt.Sprintf(`document.querySelector('[data-recent]')?.dataset.recent === %q`, list.Transactions[0].ID)),
+			wait(fmt.Sprintf(`document.querySelector('[data-resolved-row]')?.dataset.resolvedRow === %q`, e.indoubtA)),
+			wait(cut),
+			// A refresh after the clear: its requests, all of them small.
+			wait(`(() => { const u = performance.getEntriesByType('resource').map((r) => r.name).filter((n) => n.includes('/v1/global-transactions?'));
+				return u.some((n) => n.includes('order=newest&limit=15')) && u.some((n) => n.includes('resolved=true')) && !u.some((n) => n.includes('limit=10000')); })()`))
+	}
+	matchesAPI("counts, most recent and resolved rows from counts, order=newest and resolved=true", false)
+	// 16 more (messages only: the broker's branch alone), 18 in all: the most recent table
+	// shows the newest 15 and says so.
+	for i := range 16 {
+		id := fmt.Sprintf("recent-%s-%02d", e.sfx, i)
+		if code := consoleAPI(t, e.url, consoleOpsToken, "POST", "/v1/global-transactions", map[string]any{"id": id,
+			"messages": []map[string]any{{"topic": e.topic, "key": id, "value": map[string]any{"n": i}}}}, nil); code != 200 {
+			t.Fatalf("global transaction %s: %d", id, code)
+		}
+	}
+	matchesAPI("more transactions than the most recent table shows", true)
 }
 
 func (e *consoleEnv) readerCannotResolve(ctx context.Context) {

@@ -5,8 +5,12 @@ import { get, post, whoami } from './api.js';
 import { h, num, time, v, src, table, row, n, errorBox, enc } from './fmt.js';
 
 const STATUSES = ['active', 'preparing', 'committing', 'committed', 'rolling_back', 'rolled_back', 'in_doubt'];
-const LIST = '/v1/global-transactions?limit=10000';
-const IN_DOUBT = '/v1/global-transactions?status=in_doubt&limit=100';
+// Small answers only: the counts by status come with the newest few (counts cover every
+// retained transaction), the resolved ones are asked for by themselves.
+const RECENT_N = 15, RESOLVED_N = 20, IN_DOUBT_N = 100;
+const RECENT = `/v1/global-transactions?order=newest&limit=${RECENT_N}`;
+const RESOLVED = `/v1/global-transactions?resolved=true&order=newest&limit=${RESOLVED_N}`;
+const IN_DOUBT = `/v1/global-transactions?status=in_doubt&limit=${IN_DOUBT_N}`;
 let lastResolved = null; // the answer of the last resolve in this tab
 
 export async function render(main) {
@@ -22,9 +26,8 @@ export async function render(main) {
   };
   showResolved();
   const refresh = async () => {
-    const [all, doubt, who] = await Promise.all([get(LIST), get(IN_DOUBT), whoami().catch(() => null)]);
-    const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-    for (const t of all.transactions) counts[t.status] = (counts[t.status] || 0) + 1;
+    const [recentList, resolvedList, doubt, who] = await Promise.all([get(RECENT), get(RESOLVED), get(IN_DOUBT), whoami().catch(() => null)]);
+    const counts = recentList.counts || {}; // every retained transaction, by status
     const admin = !!(who && who.admin);
     const doubtRows = doubt.transactions.map((t) => {
       const u = '/v1/global-transactions/' + enc(t.id);
@@ -39,28 +42,34 @@ export async function render(main) {
         t.error ? h('span', {}, h('code', {}, t.error.code), ' ', t.error.message) : '',
         h('div', { class: 'actions', style: null }, btn('commit', 'Commit', null), btn('rollback', 'Roll back', 'danger'))]);
     });
-    const resolved = all.transactions.filter((t) => t.resolved_by).slice(-20).reverse();
-    const recent = all.transactions.slice(-15).reverse();
     live.replaceChildren(...[
       h('h2', {}, 'By status'),
-      table(src(LIST), STATUSES.map((s) => [s.replace('_', ' '), 'num']),
+      table(src(RECENT), STATUSES.map((s) => [s.replace('_', ' '), 'num']),
         [row(STATUSES.map((s) => n(v(h('span', { 'data-count': s, class: s === 'in_doubt' && counts[s] ? 'bad' : null }, num(counts[s])),
-          '/v1/global-transactions?status=' + s + '&limit=10000'))))]),
+          '/v1/global-transactions?status=' + s + '&order=newest&limit=100'))))]),
       h('h2', {}, 'In doubt'),
       admin ? null : h('p', { class: 'muted' }, 'Resolving needs an admin token; the buttons are disabled for this one.'),
+      cut(doubt, 'in_doubt', 'warn', `Showing the oldest ${num(doubt.transactions.length)} of ${num(doubt.total)} transactions in doubt.`),
       table(src(IN_DOUBT), ['Id', 'Created (UTC)', 'Branches', 'Why', 'Resolve'], doubtRows, 'Nothing in doubt.'),
       h('h2', {}, 'Resolved by an operator'),
-      table(src(LIST), ['Id', 'Status', 'Resolved by', 'Decided at (UTC)'], resolved.map((t) => {
+      cut(resolvedList, 'resolved', 'muted', `The newest ${num(resolvedList.transactions.length)} of ${num(resolvedList.total)} resolved by an operator.`),
+      table(src(RESOLVED), ['Id', 'Status', 'Resolved by', 'Decided at (UTC)'], resolvedList.transactions.map((t) => {
         const u = '/v1/global-transactions/' + enc(t.id);
-        return row([h('code', {}, v(t.id, u)), v(t.status, u), v(t.resolved_by, u), time(t.decided_at)]);
+        return row([h('code', { 'data-resolved-row': t.id }, v(t.id, u)), v(t.status, u), v(t.resolved_by, u), time(t.decided_at)]);
       }), 'None.'),
       h('h2', {}, 'Most recent'),
-      table(src(LIST), ['Id', 'Status', 'Branches', 'Created (UTC)', 'Decided (UTC)', 'Finished (UTC)'], recent.map((t) => {
+      cut(recentList, 'recent', 'muted', `The newest ${num(recentList.transactions.length)} of ${num(recentList.total)} retained.`),
+      table(src(RECENT), ['Id', 'Status', 'Branches', 'Created (UTC)', 'Decided (UTC)', 'Finished (UTC)'], recentList.transactions.map((t) => {
         const u = '/v1/global-transactions/' + enc(t.id);
-        return row([h('code', {}, v(t.id, u)), v(t.status, u), n(v(num(t.branches.length), u)), time(t.created_at), time(t.decided_at), time(t.finished_at)]);
+        return row([h('code', { 'data-recent': t.id }, v(t.id, u)), v(t.status, u), n(v(num(t.branches.length), u)), time(t.created_at), time(t.decided_at), time(t.finished_at)]);
       }), 'None yet.')].filter(Boolean));
   };
   return refresh;
+}
+
+// cut is the note over a list the server cut at its limit (null when it is whole).
+function cut(list, name, cls, text) {
+  return list.truncated ? h('p', { class: cls, 'data-truncated': name }, text) : null;
 }
 
 // confirmResolve asks for the transaction id, typed in, then posts the decision.
