@@ -42,6 +42,8 @@ type Broker struct {
 
 	decMu     sync.Mutex // guards decisions; taken after stateMu and txMu, never before
 	decisions map[string]heldDecision
+	// decPending holds the keys of decisions with more than one version (decisions.go).
+	decPending map[string]struct{}
 
 	idemMu   sync.Mutex
 	inflight map[dedupe.Key]*produceReq
@@ -111,6 +113,7 @@ func Open(opts Options) (*Broker, error) {
 		inflight:    make(map[dedupe.Key]*produceReq),
 		txs:         make(map[string]*tx),
 		decisions:   make(map[string]heldDecision),
+		decPending:  make(map[string]struct{}),
 		flusherDone: make(chan struct{}),
 		ckptSig:     make(chan struct{}, 1),
 		failedc:     make(chan struct{}),

@@ -95,22 +95,28 @@ func (b *Broker) holdDecision(key string, value []byte, pos int64) {
 	h.earlier = append(h.earlier, h.decisionVersion)
 	h.decisionVersion = decisionVersion{value: value, pos: pos}
 	b.decisions[key] = h
+	b.decPending[key] = struct{}{}
 }
 
 // pruneDecisions forgets the versions that the durable log (everything before durable) has
-// superseded, and the keys whose drop is durable. The caller holds decMu.
+// superseded, and the keys whose drop is durable. Only keys with more than one version are
+// looked at (decPending), so its cost follows the keys changed since, not all held. The
+// caller holds decMu.
 func (b *Broker) pruneDecisions(durable int64) {
-	for k, h := range b.decisions {
-		if len(h.earlier) == 0 && h.value != nil {
+	for k := range b.decPending {
+		h, ok := b.decisions[k]
+		switch {
+		case !ok:
+			delete(b.decPending, k)
 			continue
-		}
-		if h.pos < durable {
-			if h.value == nil {
-				delete(b.decisions, k)
-				continue
-			}
+		case h.pos < durable && h.value == nil:
+			delete(b.decisions, k)
+			delete(b.decPending, k)
+			continue
+		case h.pos < durable:
 			h.earlier = nil
-		} else {
+			delete(b.decPending, k)
+		default:
 			i := len(h.earlier) - 1
 			for i > 0 && h.earlier[i].pos >= durable {
 				i--

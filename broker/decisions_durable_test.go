@@ -118,7 +118,7 @@ func TestReplacedDecisionSurvivesFailedFsync(t *testing.T) {
 // Versions of a key stay only while needed: once a later one is durable, the earlier go, and a
 // durable drop removes the key; retention's pin follows the oldest needed batch.
 func TestHeldDecisionVersionsPruned(t *testing.T) {
-	b := &Broker{decisions: make(map[string]heldDecision)}
+	b := &Broker{decisions: make(map[string]heldDecision), decPending: make(map[string]struct{})}
 	b.holdDecision("k", []byte("v1"), 100)
 	b.holdDecision("k", []byte("v2"), 200)
 	b.holdDecision("k", nil, 300)
@@ -144,7 +144,7 @@ func TestHeldDecisionVersionsPruned(t *testing.T) {
 		t.Errorf("oldest after prune(250) = %d, want 200", p)
 	}
 	b.pruneDecisions(301) // the drop is durable: the key goes
-	if _, ok := b.decisions["k"]; ok || len(b.decisions) != 0 {
-		t.Errorf("held after a durable drop: %+v", b.decisions)
+	if _, ok := b.decisions["k"]; ok || len(b.decisions) != 0 || len(b.decPending) != 0 {
+		t.Errorf("held after a durable drop: %+v (pending %v)", b.decisions, b.decPending)
 	}
 }

@@ -60,6 +60,7 @@ func (b *Broker) recover(cp *checkpointFile) error {
 	}
 	clear(b.txs)
 	clear(b.decisions)
+	clear(b.decPending)
 	dedupeFrom := int64(0)
 	if cp != nil {
 		dedupeFrom = cp.Position
