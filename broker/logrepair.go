@@ -27,6 +27,17 @@ import (
 // checkpoint lists it and no later batch decided it, it comes back heuristically rolled back
 // (recovery.go), so the transaction manager's commit gets XA_HEURRB, not XAER_NOTA.
 
+// dropStep, when a test sets dropStepHook, stops DropCorruptBatch after the named step as a
+// crash there would.
+func dropStep(step string) error {
+	if dropStepHook != nil {
+		return dropStepHook(step)
+	}
+	return nil
+}
+
+var dropStepHook func(step string) error
+
 // DropReport describes what DropCorruptBatch did.
 type DropReport struct {
 	Segment  string // the segment file changed
@@ -73,6 +84,20 @@ func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, e
 	if err := saveLogBytes(l, saveDir, name, pos, ce.NextValid); err != nil {
 		return DropReport{}, fmt.Errorf("save the bytes to drop (nothing changed): %w", err)
 	}
+	// Crash safety: the index may point into the dropped bytes (a checkpoint covered them), and
+	// a start that loads it would serve corrupt_record for them forever. So the index is removed,
+	// durably, before the gap is written: a crash before the gap is on disk leaves the corrupt
+	// batch, which verify reports and this command drops again; a crash after it leaves a
+	// directory without an index, whose next start rebuilds every index from the log.
+	if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+		return DropReport{}, fmt.Errorf("remove the index for a rebuild (the log is unchanged): %w", err)
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		return DropReport{}, fmt.Errorf("sync %s after removing the index (the log is unchanged): %w", dir, err)
+	}
+	if err := dropStep("index removed"); err != nil {
+		return DropReport{}, err
+	}
 	gap := make([]byte, n)
 	putBatchHeader(gap, batchHeader{Length: uint32(n), Type: batchGap, Timestamp: time.Now().UnixMilli()})
 	f, err := os.OpenFile(ce.Segment, os.O_RDWR, 0)
@@ -86,11 +111,7 @@ func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, e
 	if err := fsutil.Fdatasync(f); err != nil {
 		return DropReport{}, fmt.Errorf("sync %s: %w", ce.Segment, err)
 	}
-	// The index may point into the dropped bytes (a checkpoint covered them): rebuild it.
-	if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
-		return DropReport{}, fmt.Errorf("remove the index for a rebuild: %w", err)
-	}
-	if err := fsutil.SyncDir(dir); err != nil {
+	if err := dropStep("gap written"); err != nil {
 		return DropReport{}, err
 	}
 	out := DropReport{Segment: ce.Segment, Position: pos, Bytes: n, Copy: filepath.Join(saveDir, name)}
