@@ -79,6 +79,12 @@ func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, e
 		return DropReport{}, err
 	}
 	defer l.close()
+	if replicatedLog(dir, l, ce) {
+		return DropReport{}, fmt.Errorf("the data directory %s belongs to a cluster member (its log holds raft entries): a batch of a "+
+			"replicated log cannot be dropped, since every node must hold the same entries; replace the node instead "+
+			"(docs/cluster.md, \"Runbook: replace a node\"): remove it from the cluster and add a new node with an empty "+
+			"data directory, which copies the log from the leader; nothing changed", dir)
+	}
 	saveDir := filepath.Join(dir, "repair", strconv.FormatInt(time.Now().UnixMilli(), 10))
 	name := fmt.Sprintf("dropped-at-%020d.bin", pos)
 	if err := saveLogBytes(l, saveDir, name, pos, ce.NextValid); err != nil {
@@ -118,4 +124,21 @@ func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, e
 	logger.Warn("dropped a corrupt batch from the commit log", "segment", out.Segment, "position", pos,
 		"bytes", n, "reason", ce.Reason, "valid_batches_after", ce.ValidAfter, "copy", out.Copy)
 	return out, nil
+}
+
+// replicatedLog reports whether the log of dir is a cluster member's: the first batch, the
+// damaged one or the first valid one after it is a raft entry (raftlog.go), or raft compaction
+// left its marker. Dropping a batch there would leave a gap no other node has, and a log the
+// replicated broker refuses to open.
+func replicatedLog(dir string, l *commitLog, ce *CorruptionError) bool {
+	if _, err := os.Stat(filepath.Join(dir, raftCompactedFileName)); err == nil {
+		return true
+	}
+	for _, pos := range []int64{l.start(), ce.Position, ce.NextValid} {
+		var hdr [batchHeaderSize]byte
+		if l.readAt(hdr[:], pos) == nil && hdr[8] == raftMagic {
+			return true
+		}
+	}
+	return false
 }

@@ -87,7 +87,8 @@ func newLogRepairCmd(a *app) *cobra.Command {
 named by imago log verify or by the server's refusal to start) with a gap: its bytes, up to the
 next valid batch, are first copied to repair/ and fsync'd. The batches after it keep their
 positions and offsets; the offsets the dropped batch held are lost, and readers skip them with a
-logged warning. The index is rebuilt at the next start. The command refuses any other position.`,
+logged warning. The index is rebuilt at the next start. The command refuses any other position,
+and refuses a cluster member's log (replace the node instead: docs/cluster.md).`,
 		Example: `  imago log verify --data-dir ./data
   imago log repair --data-dir ./data --drop-corrupt-batch 558`,
 		Args: noArgs,
