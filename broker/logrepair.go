@@ -14,7 +14,8 @@ import (
 // Dropping a corrupt batch is the operator's explicit choice when start-up refuses a log with a
 // bad batch in the middle (verify.go). The bad batch's bytes, up to the next valid batch, are
 // copied to repair/ and replaced in place by a gap batch of the same length: no records, zero
-// padding. Every later batch keeps its log position and its messages keep their offsets. The
+// padding (one gap per segment file when the bad bytes run into the next segment, since a batch
+// never spans segments). Every later batch keeps its log position and its messages keep their offsets. The
 // offsets the dropped batch held are lost: recovery marks them in the index (gapEntry) and
 // readers skip them with a logged warning. Its idempotency key, if any, is forgotten when the
 // batch lay after the last checkpoint (a retry of that request is stored again); when a
@@ -40,10 +41,11 @@ var dropStepHook func(step string) error
 
 // DropReport describes what DropCorruptBatch did.
 type DropReport struct {
-	Segment  string // the segment file changed
-	Position int64  // log position of the dropped batch
-	Bytes    int64  // bytes replaced by the gap (up to the next valid batch)
-	Copy     string // where the dropped bytes were saved
+	Segment  string   // the segment file that holds the dropped batch
+	Segments []string // every segment file changed: one gap per segment the bad bytes cover
+	Position int64    // log position of the dropped batch
+	Bytes    int64    // bytes replaced by the gap (up to the next valid batch)
+	Copy     string   // where the dropped bytes were saved
 }
 
 // DropCorruptBatch replaces the corrupt batch at log position pos of the data directory dir with
@@ -71,14 +73,15 @@ func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, e
 		return DropReport{}, fmt.Errorf("no corrupt batch at log position %d: imago log verify finds %s; nothing changed", pos, found)
 	}
 	n := ce.NextValid - pos
-	if n < batchHeaderSize {
-		return DropReport{}, fmt.Errorf("the bad bytes at %d are %d long, too short for a gap batch of %d; nothing changed", pos, n, batchHeaderSize)
-	}
 	l, err := openLogReadOnly(filepath.Join(dir, "log"))
 	if err != nil {
 		return DropReport{}, err
 	}
 	defer l.close()
+	gaps, err := gapPieces(l, pos, ce.NextValid)
+	if err != nil {
+		return DropReport{}, err
+	}
 	if replicatedLog(dir, l, ce) {
 		return DropReport{}, fmt.Errorf("the data directory %s belongs to a cluster member (its log holds raft entries): a batch of a "+
 			"replicated log cannot be dropped, since every node must hold the same entries; replace the node instead "+
@@ -104,25 +107,22 @@ func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, e
 	if err := dropStep("index removed"); err != nil {
 		return DropReport{}, err
 	}
-	gap := make([]byte, n)
-	putBatchHeader(gap, batchHeader{Length: uint32(n), Type: batchGap, Timestamp: time.Now().UnixMilli()})
-	f, err := os.OpenFile(ce.Segment, os.O_RDWR, 0)
-	if err != nil {
-		return DropReport{}, err
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(gap, ce.FileOffset); err != nil {
-		return DropReport{}, fmt.Errorf("write the gap into %s at %d: %w", ce.Segment, ce.FileOffset, err)
-	}
-	if err := fsutil.Fdatasync(f); err != nil {
-		return DropReport{}, fmt.Errorf("sync %s: %w", ce.Segment, err)
-	}
-	if err := dropStep("gap written"); err != nil {
-		return DropReport{}, err
+	// The last segment's gap first: if the drop stops half way, verify still reports the
+	// corruption at pos, with the same next valid batch, and the command can run again as it was.
+	for i := len(gaps) - 1; i >= 0; i-- {
+		if err := writeGap(gaps[i]); err != nil {
+			return DropReport{}, err
+		}
+		if err := dropStep("gap written"); err != nil {
+			return DropReport{}, err
+		}
 	}
 	out := DropReport{Segment: ce.Segment, Position: pos, Bytes: n, Copy: filepath.Join(saveDir, name)}
+	for _, g := range gaps {
+		out.Segments = append(out.Segments, g.file)
+	}
 	logger.Warn("dropped a corrupt batch from the commit log", "segment", out.Segment, "position", pos,
-		"bytes", n, "reason", ce.Reason, "valid_batches_after", ce.ValidAfter, "copy", out.Copy)
+		"bytes", n, "segments", len(gaps), "reason", ce.Reason, "valid_batches_after", ce.ValidAfter, "copy", out.Copy)
 	return out, nil
 }
 
@@ -141,4 +141,53 @@ func replicatedLog(dir string, l *commitLog, ce *CorruptionError) bool {
 		}
 	}
 	return false
+}
+
+// gapPiece is one gap batch to write: the bytes [from, to) of the log, in file at off.
+type gapPiece struct {
+	file     string
+	off      int64
+	from, to int64
+}
+
+// gapPieces splits the bad bytes [pos, next) at segment boundaries. A batch never spans
+// segments (readers, retention and the segment's own end rely on it), so bad bytes that run
+// into the next segment get one gap per segment, each ending where its segment's bytes do. It
+// refuses, before anything is written, a piece too short or too long for a gap batch.
+func gapPieces(l *commitLog, pos, next int64) ([]gapPiece, error) {
+	var out []gapPiece
+	for _, s := range l.segmentBounds() {
+		from, to := max(pos, s[0]), min(next, s[1])
+		if from >= to {
+			continue
+		}
+		if to-from < batchHeaderSize || to-from > maxBatchBytes {
+			return nil, fmt.Errorf("the bad bytes at log position %d run to %d; the %d of them in segment %s do not fit one gap batch "+
+				"(%d to %d bytes); nothing changed", pos, next, to-from, segmentName(s[0]), batchHeaderSize, int64(maxBatchBytes))
+		}
+		out = append(out, gapPiece{file: filepath.Join(l.dir, segmentName(s[0])), off: from - s[0], from: from, to: to})
+	}
+	if len(out) == 0 || out[0].from != pos || out[len(out)-1].to != next {
+		return nil, fmt.Errorf("the bad bytes at log position %d to %d are not all in the log's segments; nothing changed", pos, next)
+	}
+	return out, nil
+}
+
+// writeGap writes and fdatasyncs the gap batch g.
+func writeGap(g gapPiece) error {
+	n := g.to - g.from
+	gap := make([]byte, n)
+	putBatchHeader(gap, batchHeader{Length: uint32(n), Type: batchGap, Timestamp: time.Now().UnixMilli()})
+	f, err := os.OpenFile(g.file, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(gap, g.off); err != nil {
+		return fmt.Errorf("write the gap into %s at %d: %w", g.file, g.off, err)
+	}
+	if err := fsutil.Fdatasync(f); err != nil {
+		return fmt.Errorf("sync %s: %w", g.file, err)
+	}
+	return f.Close()
 }
