@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/imagomq/imago/internal/fsutil"
@@ -46,6 +47,9 @@ type DropReport struct {
 	Position int64    // log position of the dropped batch
 	Bytes    int64    // bytes replaced by the gap (up to the next valid batch)
 	Copy     string   // where the dropped bytes were saved
+	// Dropped says what the dropped batch held, as far as its header and records can still be
+	// read, and what dropping it forgets; one line each.
+	Dropped []string
 }
 
 // DropCorruptBatch replaces the corrupt batch at log position pos of the data directory dir with
@@ -88,6 +92,7 @@ func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, e
 			"(docs/cluster.md, \"Runbook: replace a node\"): remove it from the cluster and add a new node with an empty "+
 			"data directory, which copies the log from the leader; nothing changed", dir)
 	}
+	dropped := describeDropped(dir, l, pos, ce.NextValid)
 	saveDir := filepath.Join(dir, "repair", strconv.FormatInt(time.Now().UnixMilli(), 10))
 	name := fmt.Sprintf("dropped-at-%020d.bin", pos)
 	if err := saveLogBytes(l, saveDir, name, pos, ce.NextValid); err != nil {
@@ -117,12 +122,12 @@ func DropCorruptBatch(dir string, pos int64, logger *slog.Logger) (DropReport, e
 			return DropReport{}, err
 		}
 	}
-	out := DropReport{Segment: ce.Segment, Position: pos, Bytes: n, Copy: filepath.Join(saveDir, name)}
+	out := DropReport{Segment: ce.Segment, Position: pos, Bytes: n, Copy: filepath.Join(saveDir, name), Dropped: dropped}
 	for _, g := range gaps {
 		out.Segments = append(out.Segments, g.file)
 	}
 	logger.Warn("dropped a corrupt batch from the commit log", "segment", out.Segment, "position", pos,
-		"bytes", n, "segments", len(gaps), "reason", ce.Reason, "valid_batches_after", ce.ValidAfter, "copy", out.Copy)
+		"bytes", n, "segments", len(gaps), "reason", ce.Reason, "valid_batches_after", ce.ValidAfter, "copy", out.Copy, "dropped", strings.Join(dropped, "; "))
 	return out, nil
 }
 
@@ -190,4 +195,149 @@ func writeGap(g gapPiece) error {
 		return fmt.Errorf("sync %s: %w", g.file, err)
 	}
 	return f.Close()
+}
+
+// describeDropped reads what it can of the bad batch at pos (the bad bytes end at end): its
+// header, then its records up to the first that fails its CRC, and says what the batch held and
+// whether the last checkpoint covers it. It reads only; anything unreadable is said so.
+func describeDropped(dir string, l *commitLog, pos, end int64) []string {
+	var out []string
+	cp, cpErr := loadCheckpoint(dir)
+	names := map[uint32]string{}
+	if metas, err := loadTopics(dir); err == nil {
+		for _, m := range metas {
+			names[m.ID] = m.Name
+		}
+	}
+	topicName := func(id uint32) string {
+		if n, ok := names[id]; ok {
+			return n
+		}
+		return fmt.Sprintf("topic id %d", id)
+	}
+	hdr := make([]byte, min(int64(raftHeaderSize), end-pos))
+	var h batchHeader
+	err := l.readAt(hdr, pos)
+	if err == nil {
+		h, err = parseBatchHeader(hdr)
+	}
+	switch {
+	case err != nil:
+		out = append(out, fmt.Sprintf("the batch header is unreadable (%v): what the batch held is unknown", err))
+	default:
+		raw := make([]byte, min(int64(h.Length), end-pos))
+		if err := l.readAt(raw, pos); err != nil {
+			raw = raw[:0]
+		}
+		var recs []record
+		bad := ""
+		for at := h.size(); at < len(raw) && len(recs) < int(h.Count); {
+			r, err := decodeRecord(raw[at:])
+			if err != nil {
+				bad = err.Error()
+				break
+			}
+			recs = append(recs, r)
+			at += r.Size
+		}
+		readable := fmt.Sprintf("%d of its %d records readable", len(recs), h.Count)
+		if bad != "" {
+			readable += " (the next: " + strings.TrimPrefix(bad, errTorn.Error()+": ") + ")"
+		}
+		key := ""
+		if h.Flags&batchFlagKey != 0 {
+			key = fmt.Sprintf(", with an idempotency key (%x)", h.Key)
+		}
+		msgs := func(recs []record) string {
+			var parts []string
+			type tp struct {
+				t uint32
+				p uint32
+			}
+			lo, hi := map[tp]int64{}, map[tp]int64{}
+			var order []tp
+			for _, r := range recs {
+				k := tp{r.TopicID, r.Partition}
+				if _, ok := lo[k]; !ok {
+					lo[k], hi[k] = r.Offset, r.Offset
+					order = append(order, k)
+				}
+				lo[k], hi[k] = min(lo[k], r.Offset), max(hi[k], r.Offset)
+			}
+			for _, k := range order {
+				if lo[k] < 0 {
+					parts = append(parts, fmt.Sprintf("%s/%d", topicName(k.t), k.p))
+				} else {
+					parts = append(parts, fmt.Sprintf("%s/%d offsets %d-%d", topicName(k.t), k.p, lo[k], hi[k]))
+				}
+			}
+			if len(parts) == 0 {
+				return "none readable"
+			}
+			return strings.Join(parts, ", ")
+		}
+		switch h.Type {
+		case batchMessages:
+			out = append(out, fmt.Sprintf("a message batch%s; %s; messages: %s", key, readable, msgs(recs)))
+		case batchTx:
+			if len(recs) == 0 || recs[0].TopicID != 0 || len(recs[0].Value) < 1 {
+				out = append(out, fmt.Sprintf("a transaction batch; %s: which transaction and what record is unknown", readable))
+				break
+			}
+			op, txKey := recs[0].Value[0], string(recs[0].Value[1:])
+			line := fmt.Sprintf("a transaction batch: the %s record of %s; %s", txOpName(op), txKey, readable)
+			if len(recs) > 1 {
+				line += "; messages: " + msgs(recs[1:])
+			}
+			out = append(out, line)
+			if cp != nil && strings.HasPrefix(txKey, "XID:") {
+				listed := ""
+				for _, c := range cp.Txs {
+					if c.Key == txKey {
+						listed = string(c.State)
+					}
+				}
+				if listed != "" {
+					out = append(out, fmt.Sprintf("the last checkpoint lists %s as %s", txKey, listed))
+				} else {
+					out = append(out, fmt.Sprintf("the last checkpoint does not list %s", txKey))
+				}
+			}
+		case batchDecision:
+			out = append(out, fmt.Sprintf("a batch of the coordinator's decisions; %s", readable))
+		case batchSnapshot:
+			out = append(out, fmt.Sprintf("a snapshot batch (partition ends after a segment roll); %s", readable))
+		default:
+			out = append(out, fmt.Sprintf("a batch of type %d; %s", h.Type, readable))
+		}
+	}
+	switch {
+	case cpErr != nil:
+		out = append(out, fmt.Sprintf("the checkpoint is unreadable (%v): whether it covers the batch is unknown", cpErr))
+	case cp == nil || pos >= cp.Position:
+		out = append(out, "the batch lies after the last checkpoint: a prepare, decision or idempotency key held there is forgotten")
+	default:
+		out = append(out, fmt.Sprintf("the last checkpoint (log position %d) covers the batch: the idempotency keys, prepared branches and decisions it records are kept", cp.Position))
+	}
+	return out
+}
+
+func txOpName(op byte) string {
+	switch op {
+	case txOpPrepare:
+		return "prepare"
+	case txOpCommit:
+		return "commit"
+	case txOpCommitDecided:
+		return "commit (with the coordinator's decision)"
+	case txOpRollback:
+		return "rollback"
+	case txOpHeurCommit:
+		return "heuristic commit"
+	case txOpHeurRollback:
+		return "heuristic rollback"
+	case txOpForget:
+		return "forget"
+	}
+	return fmt.Sprintf("unknown (op %d)", op)
 }

@@ -103,6 +103,9 @@ and refuses a cluster member's log (replace the node instead: docs/cluster.md).`
 			}
 			fmt.Fprintf(a.stdout, "dropped %d bytes at log position %d of %s; the original bytes are in %s\n",
 				rep.Bytes, rep.Position, rep.Segment, rep.Copy)
+			for _, line := range rep.Dropped {
+				fmt.Fprintf(a.stdout, "  %s\n", line)
+			}
 			return nil
 		},
 	}
