@@ -68,6 +68,7 @@ type Broker struct {
 	syncedDedupe dedupe.Checkpoint
 	fmark        *failMark // failmark.go
 	gapSeen      bool      // recovery met a dropped batch (logrepair.go): offsets may jump
+	lastGapPos   int64     // the log position of the last dropped batch recovery met
 	failUnknown  error     // flusher only: set when the fail mark could not be recorded
 	failMarked   bool      // flusher only: fail ran (the mark is recorded, or failUnknown set)
 

@@ -27,7 +27,12 @@ import (
 // them and new messages get them again (docs/operations.md says so to the operator). A
 // prepared branch whose prepare batch is dropped cannot be committed any more: when the
 // checkpoint lists it and no later batch decided it, it comes back heuristically rolled back
-// (recovery.go), so the transaction manager's commit gets XA_HEURRB, not XAER_NOTA.
+// (recovery.go), so the transaction manager's commit gets XA_HEURRB, not XAER_NOTA. When the
+// checkpoint does not list it (prepared after the checkpoint), nothing remembers it: it is
+// forgotten and a commit gets XAER_NOTA; the report names the xid for the operator. A branch
+// decided before the checkpoint whose decision batch is dropped while its prepare batch is
+// still in the log also comes back heuristically rolled back (recovery.go), not prepared: a
+// commit would append its messages again.
 
 // dropStep, when a test sets dropStepHook, stops DropCorruptBatch after the named step as a
 // crash there would.
@@ -299,6 +304,9 @@ func describeDropped(dir string, l *commitLog, pos, end int64) []string {
 				}
 				if listed != "" {
 					out = append(out, fmt.Sprintf("the last checkpoint lists %s as %s", txKey, listed))
+				} else if op != txOpPrepare && pos < cp.Position {
+					out = append(out, fmt.Sprintf("the last checkpoint does not list %s (it was decided before the checkpoint): "+
+						"if its prepare batch is still in the log, it comes back heuristically rolled back (a commit is answered XA_HEURRB)", txKey))
 				} else {
 					out = append(out, fmt.Sprintf("the last checkpoint does not list %s", txKey))
 				}

@@ -88,6 +88,7 @@ func (b *Broker) recover(cp *checkpointFile) error {
 		if err := b.keepDroppedPrepares(cp); err != nil {
 			return err
 		}
+		b.keepDroppedDecisions(cp)
 		return b.keepDroppedEnds(cp)
 	}
 	return nil
@@ -120,6 +121,40 @@ func (b *Broker) keepDroppedPrepares(cp *checkpointFile) error {
 		b.txs[c.Key] = &tx{key: c.Key, xa: true, xid: xid, state: TxHeurRolledBack, preparePos: c.Pos, durable: true, created: b.opts.Now()}
 	}
 	return nil
+}
+
+// keepDroppedDecisions runs after a full rebuild that met a dropped batch. A branch the replay
+// left prepared, whose prepare batch lies before the checkpoint's position and which the
+// checkpoint does not list, was decided (committed, rolled back or forgotten) before that
+// checkpoint, and the record of the decision is gone: the dropped batch held it. Left prepared,
+// a transaction manager's commit would append its messages again at new offsets (a committed
+// branch's messages twice); so it comes back heuristically rolled back: a commit is answered
+// XA_HEURRB, and the operator finds the xid in the log.
+//
+// The rule cannot fire without a dropped batch after the prepare. Without one, the replay
+// removes every branch decided before the checkpoint: checkpointTxs lists each durable branch
+// whose prepare batch lies before the checkpoint's position (the position is never past what
+// was applied, and a prepare's applied callback makes it durable), so a branch missing from
+// the list had its decision applied, which needs its record durable in the log after the
+// prepare; retention deletes only a prefix of the log, so it cannot delete that record and keep
+// the prepare; a crash only tears what was never fsync'd. Compaction re-writes a prepared
+// branch at the head: the replay then ends with the copy's position, and a copy at or past
+// the checkpoint's position is not judged here (the checkpoint did not see it); a copy before
+// it was listed.
+func (b *Broker) keepDroppedDecisions(cp *checkpointFile) {
+	listed := make(map[string]bool, len(cp.Txs))
+	for _, c := range cp.Txs {
+		listed[c.Key] = true
+	}
+	for key, t := range b.txs {
+		if !t.xa || t.state != TxPrepared || listed[key] || t.preparePos >= cp.Position || b.lastGapPos <= t.preparePos {
+			continue
+		}
+		b.opts.Logger.Error("a prepared branch was decided before the last checkpoint and the record of its decision was dropped as corrupt: "+
+			"it is now heuristically rolled back (a commit is answered XA_HEURRB); if it had been committed, its messages were in the dropped batch",
+			"xid", key, "prepare_position", t.preparePos, "checkpoint_position", cp.Position)
+		t.state, t.msgs, t.topics, t.parts, t.bytes = TxHeurRolledBack, nil, nil, nil, 0
+	}
 }
 
 // gapAt reports whether the batch at pos is a dropped batch's gap.
@@ -370,6 +405,7 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 		b.opts.Logger.Warn("the log holds a corrupt batch an operator dropped; the offsets it held are skipped",
 			"position", pos, "bytes", bv.Header.Length)
 		b.gapSeen = true
+		b.lastGapPos = max(b.lastGapPos, pos)
 		return nil
 	case batchTx:
 		return b.replayTx(pos, bv, byID, rebuild)

@@ -198,6 +198,13 @@ func (b *Broker) replayTx(pos int64, bv batchView, byID map[uint32]*topic, rebui
 	}
 	switch op {
 	case txOpPrepare:
+		if (t.state == TxHeurCommitted || t.state == TxHeurRolledBack) && pos <= t.preparePos {
+			// A heuristic outcome the checkpoint listed (recover restores those first) at or
+			// after this prepare: the prepare is older than the outcome and must not undo it
+			// (a branch recovery made heuristic after its decision record was dropped keeps its
+			// original prepare batch in the log).
+			return nil
+		}
 		t.state, t.preparePos = TxPrepared, pos
 		if err := fillPrepared(t, recs, byID); err != nil {
 			return err
