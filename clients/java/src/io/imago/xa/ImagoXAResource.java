@@ -56,7 +56,9 @@ import javax.transaction.xa.Xid;
  * <p>Errors are {@link ImagoXAException}s (an {@link XAException}) whose {@code errorCode} is the
  * XA code the server answered ({@code XAER_NOTA}, {@code XAER_PROTO}, {@code XAER_DUPID},
  * {@code XA_RBROLLBACK}, {@code XA_HEURCOM}, ...); a request that gets no answer, or a 503, is
- * {@code XAER_RMFAIL}, so a transaction manager retries it later.
+ * {@code XAER_RMFAIL}, so a transaction manager retries it later, and so is any error answer
+ * without an XA code to prepare, commit, rollback, forget or recover (see {@code errorFor}):
+ * such an answer does not say what became of the branch.
  *
  * <p>Instances are thread-safe; create one per broker URL and share it (its HttpClient pools the
  * connections). All instances with the same base URL talk to the same resource manager
@@ -530,11 +532,41 @@ public final class ImagoXAResource implements XAResource {
         if (status >= 200 && status < 300) {
             return json != null ? json : new LinkedHashMap<>();
         }
-        throw errorFor(method + " " + path, status, json, text);
+        throw errorFor(method + " " + path, reportsOutcome(path), status, json, text);
     }
 
-    /** Maps an HTTP error answer to an XAException (the API's error.code carries the XA code). */
-    static ImagoXAException errorFor(String what, int status, Map<String, Object> json, String text) {
+    /**
+     * The verbs whose error answer a transaction manager reads as news of the branch's outcome:
+     * X/Open's XAER_RMERR from xa_commit says the branch's work was rolled back, from
+     * xa_rollback that the resource manager may have forgotten the branch, from xa_forget that
+     * it has not forgotten it, from xa_prepare that preparing failed. An answer that says none
+     * of that (an error without an XA code: a 500 from a handler or a proxy, a refused token, no
+     * such endpoint) must not claim it: for these verbs it is XAER_RMFAIL (resource manager
+     * unavailable), and the manager retries. recover is among them: it decides nothing, but a
+     * manager retries a scan that failed with XAER_RMFAIL.
+     */
+    static boolean reportsOutcome(String path) {
+        switch (path) {
+            case "/v1/xa/prepare":
+            case "/v1/xa/commit":
+            case "/v1/xa/rollback":
+            case "/v1/xa/forget":
+            case "/v1/xa/recover":
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    /**
+     * Maps an HTTP error answer to an XAException. The API's error.code, when it is an XA code,
+     * is the answer. Otherwise: 502/503/504/429/408 are XAER_RMFAIL
+     * (nothing was done here: retry later); 401/403, any other 5xx and a 404 with no such
+     * endpoint are XAER_RMFAIL for a verb that {@linkplain #reportsOutcome reports an outcome}
+     * and XAER_RMERR for start, end and publish (the branch is not prepared; the manager rolls
+     * the transaction back); any other 4xx is XAER_INVAL.
+     */
+    static ImagoXAException errorFor(String what, boolean reportsOutcome, int status, Map<String, Object> json, String text) {
         String apiCode = null;
         String message = null;
         if (json != null && json.get("error") instanceof Map) {
@@ -547,11 +579,13 @@ public final class ImagoXAResource implements XAResource {
         }
         Integer code = XACodes.code(apiCode);
         if (code == null) {
-            if (status == 503 || status == 502 || status == 504 || status == 429) {
+            if (status == 503 || status == 502 || status == 504 || status == 429 || status == 408) {
                 code = XAException.XAER_RMFAIL; // the resource manager cannot work now: retry later
             } else if (status == 401 || status == 403 || status >= 500
                     || (status == 404 && (apiCode == null || apiCode.equals("not_found")))) {
-                code = XAException.XAER_RMERR; // refused (auth), no XA endpoint there, or a server error
+                // refused (auth), no XA endpoint there, or a server error: nothing says what
+                // became of the branch, so never XAER_RMERR where that would claim an outcome
+                code = reportsOutcome ? XAException.XAER_RMFAIL : XAException.XAER_RMERR;
             } else {
                 code = XAException.XAER_INVAL; // a request the broker rejects (bad field, unknown topic, ...)
             }
