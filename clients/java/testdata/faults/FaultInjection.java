@@ -141,6 +141,9 @@ public final class FaultInjection {
         try (Fake fake = new Fake()) {
             errorsWithoutAnXACode(fake);
         }
+        try (Fake follower = new Fake(); Fake leader = new Fake()) {
+            redirects(follower, leader);
+        }
         System.out.println(failures.isEmpty() ? "faults: PASS" : "faults: " + failures.size() + " FAILED");
         System.exit(failures.isEmpty() ? 0 : 1);
     }
@@ -208,5 +211,84 @@ public final class FaultInjection {
             fail("commit threw a plain XAException: " + e);
         }
         fake.take();
+    }
+
+    /**
+     * A cluster follower with {@code cluster.forward: redirect} answers every request 307 with
+     * the leader's URL: the resource sends the same method, body and Authorization there, on
+     * another port. A loop or too many hops is XAER_RMFAIL (nothing was acted on).
+     */
+    static void redirects(Fake follower, Fake leader) {
+        ImagoXAResource r = ImagoXAResource.builder(follower.url()).token("tok").build();
+        Xid x = ImagoXid.of(1, "faults-redirect", "b");
+        follower.responder = s -> new Answer(307, "", "Location", leader.url() + s.path());
+        leader.responder = s -> s.path().equals("/v1/xa/recover")
+                ? new Answer(200, "{\"xids\":[{\"format_id\":1,\"gtrid\":\"6161\",\"bqual\":\"62\"}]}")
+                : s.path().equals("/v1/xa/prepare") ? new Answer(200, "{\"vote\":\"ok\",\"state\":\"prepared\"}")
+                : new Answer(200, "{\"offsets\":[]}");
+        String[] verbs = {"start", "messages", "end", "prepare", "commit", "rollback", "forget", "recover"};
+        for (String verb : verbs) {
+            follower.take();
+            leader.take();
+            try {
+                switch (verb) {
+                    case "start" -> r.start(x, XAResource.TMNOFLAGS);
+                    case "messages" -> r.publishJson(x, "t", "k", "{\"a\":1}");
+                    case "end" -> r.end(x, XAResource.TMSUCCESS);
+                    case "prepare" -> expect("prepare through the redirect votes XA_OK", r.prepare(x) == XAResource.XA_OK);
+                    case "commit" -> r.commit(x, false);
+                    case "rollback" -> r.rollback(x);
+                    case "forget" -> r.forget(x);
+                    default -> expect("recover through the redirect lists the leader's branch",
+                            r.recover(XAResource.TMSTARTRSCAN | XAResource.TMENDRSCAN).length == 1);
+                }
+            } catch (XAException e) {
+                fail(verb + " through a 307 to the leader: " + XACodes.name(e.errorCode) + " (" + e.getMessage() + ")");
+                continue;
+            }
+            List<Seen> f = follower.take();
+            List<Seen> l = leader.take();
+            String want = verb.equals("recover") ? "GET" : "POST";
+            boolean ok = f.size() == 1 && l.size() == 1
+                    && l.get(0).method().equals(want) && l.get(0).path().equals(f.get(0).path())
+                    && l.get(0).body().equals(f.get(0).body()) && (want.equals("GET") || !l.get(0).body().isEmpty())
+                    && "Bearer tok".equals(l.get(0).authorization());
+            expect(verb + " follows the 307 to the leader with the method, body and Authorization"
+                    + (ok ? "" : ": follower saw " + f + ", leader saw " + l), ok);
+        }
+        // 308 too.
+        follower.responder = s -> new Answer(308, "", "Location", leader.url() + s.path());
+        try {
+            r.commit(x, false);
+            Seen l = leader.take().get(0);
+            expect("commit follows a 308", l.method().equals("POST") && "Bearer tok".equals(l.authorization()));
+        } catch (Exception e) {
+            fail("commit through a 308: " + e);
+        }
+        // A relative Location resolves against the follower.
+        follower.responder = s -> s.path().startsWith("/moved")
+                ? new Answer(200, "{}") : new Answer(307, "", "Location", "/moved" + s.path());
+        try {
+            r.rollback(x);
+            expect("a relative Location is followed on the same server",
+                    follower.take().stream().anyMatch(s -> s.path().equals("/moved/v1/xa/rollback")));
+        } catch (Exception e) {
+            fail("rollback through a relative 307: " + e);
+        }
+        // A loop, too many hops, no Location: the request was not acted on, retry later.
+        follower.responder = s -> new Answer(307, "", "Location", leader.url() + s.path());
+        leader.responder = s -> new Answer(307, "", "Location", follower.url() + s.path());
+        expectCode("commit, a redirect loop between two members", XAException.XAER_RMFAIL, () -> r.commit(x, false));
+        expectCode("recover, a redirect loop between two members", XAException.XAER_RMFAIL,
+                () -> r.recover(XAResource.TMSTARTRSCAN | XAResource.TMENDRSCAN));
+        follower.take();
+        follower.responder = s -> new Answer(307, "", "Location", follower.url() + s.path() + "/x");
+        expectCode("commit, endless redirects", XAException.XAER_RMFAIL, () -> r.commit(x, false));
+        expect("endless redirects stop after 1 + 5 requests", follower.take().size() == 6);
+        follower.responder = s -> new Answer(307, "");
+        expectCode("commit, a 307 without Location", XAException.XAER_RMFAIL, () -> r.commit(x, false));
+        follower.responder = s -> new Answer(302, "", "Location", leader.url() + s.path());
+        expectCode("commit, a 302 (not followed: it would turn the POST into a GET)", XAException.XAER_RMFAIL,
+                () -> r.commit(x, false));
     }
 }

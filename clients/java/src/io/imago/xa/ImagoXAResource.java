@@ -9,10 +9,12 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Base64;
+import java.util.HashSet;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import javax.transaction.xa.XAException;
 import javax.transaction.xa.XAResource;
 import javax.transaction.xa.Xid;
@@ -112,6 +114,7 @@ public final class ImagoXAResource implements XAResource {
                 : HttpClient.newBuilder()
                         .version(HttpClient.Version.HTTP_1_1)
                         .connectTimeout(b.connectTimeout)
+                        .followRedirects(HttpClient.Redirect.NEVER) // send() follows 307/308
                         .build();
     }
 
@@ -139,7 +142,11 @@ public final class ImagoXAResource implements XAResource {
             return this;
         }
 
-        /** The HttpClient to use (default: a new HTTP/1.1 client). */
+        /**
+         * The HttpClient to use (default: a new HTTP/1.1 client that follows no redirect; the
+         * resource follows 307/308 itself, Authorization included). Give it
+         * {@code Redirect.NEVER} too, or the client follows redirects by its own rules.
+         */
         public Builder httpClient(HttpClient http) {
             this.http = http;
             return this;
@@ -495,8 +502,82 @@ public final class ImagoXAResource implements XAResource {
         return send("POST", path, Json.write(body));
     }
 
+    /**
+     * Sends one request and reads its answer. A 307 or 308 (a cluster follower with
+     * {@code cluster.forward: redirect} sends every request to the leader) is followed with the
+     * same method, body and headers, Authorization included, up to {@link #MAX_REDIRECTS} hops;
+     * a loop, one hop too many, a redirect without Location or from https to http is
+     * XAER_RMFAIL (the request was not acted on: retry later). The HttpClient is not asked to
+     * follow redirects: it would turn a 301/302 POST into a GET, and some clients drop
+     * Authorization on a redirect to another host or port. Other 3xx are not followed.
+     */
     private Map<String, Object> send(String method, String path, String body) throws XAException {
-        HttpRequest.Builder rb = HttpRequest.newBuilder(URI.create(baseUrl + path))
+        String what = method + " " + path;
+        URI uri = URI.create(baseUrl + path);
+        Set<URI> visited = new HashSet<>();
+        visited.add(uri);
+        for (int hops = 0; ; hops++) {
+            HttpResponse<String> resp = exchange(method, uri, body);
+            int status = resp.statusCode();
+            if (status == 307 || status == 308) {
+                uri = redirectTarget(what, uri, resp, visited, hops);
+                continue;
+            }
+            Map<String, Object> json = null;
+            String text = resp.body() == null ? "" : resp.body();
+            if (!text.isBlank()) {
+                try {
+                    json = Json.parseObject(text);
+                } catch (IllegalArgumentException e) {
+                    json = null;
+                }
+            }
+            if (status >= 200 && status < 300) {
+                return json != null ? json : new LinkedHashMap<>();
+            }
+            throw errorFor(what, reportsOutcome(path), status, json, text);
+        }
+    }
+
+    /** How many 307/308 redirects one request follows. */
+    static final int MAX_REDIRECTS = 5;
+
+    private URI redirectTarget(String what, URI from, HttpResponse<String> resp, Set<URI> visited, int hops)
+            throws XAException {
+        int status = resp.statusCode();
+        String location = resp.headers().firstValue("Location").orElse(null);
+        String problem = null;
+        URI to = null;
+        if (location == null || location.isBlank()) {
+            problem = "a redirect without Location";
+        } else {
+            try {
+                to = from.resolve(location.trim());
+            } catch (IllegalArgumentException e) {
+                problem = "a redirect to an invalid Location " + location;
+            }
+        }
+        if (problem == null) {
+            String scheme = to.getScheme() == null ? "" : to.getScheme().toLowerCase();
+            if (!(scheme.equals("http") || scheme.equals("https")) || to.getHost() == null) {
+                problem = "a redirect to " + to + ", not an http(s) URL";
+            } else if (from.getScheme().equalsIgnoreCase("https") && scheme.equals("http")) {
+                problem = "a redirect from https to " + to + " (the token would go in clear)";
+            } else if (!visited.add(to)) {
+                problem = "a redirect loop (" + to + " again)";
+            } else if (hops + 1 > MAX_REDIRECTS) {
+                problem = "more than " + MAX_REDIRECTS + " redirects";
+            }
+        }
+        if (problem != null) {
+            throw new ImagoXAException(XAException.XAER_RMFAIL, status, null,
+                    what + ": " + status + " from " + from + ": " + problem + "; the request was not acted on", null);
+        }
+        return to;
+    }
+
+    private HttpResponse<String> exchange(String method, URI uri, String body) throws XAException {
+        HttpRequest.Builder rb = HttpRequest.newBuilder(uri)
                 .timeout(requestTimeout)
                 .header("Accept", "application/json");
         if (token != null) {
@@ -508,31 +589,16 @@ public final class ImagoXAResource implements XAResource {
         } else {
             rb.method(method, HttpRequest.BodyPublishers.noBody());
         }
-        HttpResponse<String> resp;
         try {
-            resp = http.send(rb.build(), HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
+            return http.send(rb.build(), HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
         } catch (IOException e) {
             throw new ImagoXAException(XAException.XAER_RMFAIL, 0, null,
-                    method + " " + baseUrl + path + ": no answer from the broker: " + e, e);
+                    method + " " + uri + ": no answer from the broker: " + e, e);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new ImagoXAException(XAException.XAER_RMFAIL, 0, null,
-                    method + " " + baseUrl + path + ": interrupted while waiting for the broker", e);
+                    method + " " + uri + ": interrupted while waiting for the broker", e);
         }
-        int status = resp.statusCode();
-        Map<String, Object> json = null;
-        String text = resp.body() == null ? "" : resp.body();
-        if (!text.isBlank()) {
-            try {
-                json = Json.parseObject(text);
-            } catch (IllegalArgumentException e) {
-                json = null;
-            }
-        }
-        if (status >= 200 && status < 300) {
-            return json != null ? json : new LinkedHashMap<>();
-        }
-        throw errorFor(method + " " + path, reportsOutcome(path), status, json, text);
     }
 
     /**
@@ -560,7 +626,7 @@ public final class ImagoXAResource implements XAResource {
 
     /**
      * Maps an HTTP error answer to an XAException. The API's error.code, when it is an XA code,
-     * is the answer. Otherwise: 502/503/504/429/408 are XAER_RMFAIL
+     * is the answer. Otherwise: 502/503/504/429/408 and a redirect not followed are XAER_RMFAIL
      * (nothing was done here: retry later); 401/403, any other 5xx and a 404 with no such
      * endpoint are XAER_RMFAIL for a verb that {@linkplain #reportsOutcome reports an outcome}
      * and XAER_RMERR for start, end and publish (the branch is not prepared; the manager rolls
@@ -579,7 +645,8 @@ public final class ImagoXAResource implements XAResource {
         }
         Integer code = XACodes.code(apiCode);
         if (code == null) {
-            if (status == 503 || status == 502 || status == 504 || status == 429 || status == 408) {
+            if (status == 503 || status == 502 || status == 504 || status == 429 || status == 408
+                    || (status >= 300 && status < 400)) {
                 code = XAException.XAER_RMFAIL; // the resource manager cannot work now: retry later
             } else if (status == 401 || status == 403 || status >= 500
                     || (status == 404 && (apiCode == null || apiCode.equals("not_found")))) {
