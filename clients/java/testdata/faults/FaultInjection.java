@@ -144,6 +144,9 @@ public final class FaultInjection {
         try (Fake follower = new Fake(); Fake leader = new Fake()) {
             redirects(follower, leader);
         }
+        if (imago != null) {
+            transactionTimeout(imago);
+        }
         System.out.println(failures.isEmpty() ? "faults: PASS" : "faults: " + failures.size() + " FAILED");
         System.exit(failures.isEmpty() ? 0 : 1);
     }
@@ -290,5 +293,41 @@ public final class FaultInjection {
         follower.responder = s -> new Answer(302, "", "Location", leader.url() + s.path());
         expectCode("commit, a 302 (not followed: it would turn the POST into a GET)", XAException.XAER_RMFAIL,
                 () -> r.commit(x, false));
+    }
+
+    /**
+     * Against the real broker: setTransactionTimeout returns false, and keeps the timeout it
+     * had, for a value the broker cannot take (negative, over an hour), and the next start
+     * works; the limit itself (3600 s) is taken; 0 goes back to the broker's default.
+     */
+    static void transactionTimeout(String imago) {
+        ImagoXAResource r = ImagoXAResource.builder(imago).build();
+        String run = Long.toHexString(System.nanoTime());
+        int[][] cases = {{7200, 0}, {3601, 0}, {-1, 0}, {Integer.MAX_VALUE, 0}, {3600, 1}, {0, 1}, {60, 1}};
+        try {
+            expect("setTransactionTimeout(30)", r.setTransactionTimeout(30) && r.getTransactionTimeout() == 30);
+            int want = 30;
+            for (int[] c : cases) {
+                int seconds = c[0];
+                boolean accepted = r.setTransactionTimeout(seconds);
+                if (accepted) {
+                    want = seconds;
+                }
+                expect("setTransactionTimeout(" + seconds + ") returns " + (c[1] == 1) + ", timeout now " + want,
+                        accepted == (c[1] == 1) && r.getTransactionTimeout() == want);
+                Xid x = ImagoXid.of(7, "faults-timeout-" + run + "-" + seconds, "b");
+                try {
+                    r.start(x, XAResource.TMNOFLAGS);
+                    r.end(x, XAResource.TMSUCCESS);
+                    r.rollback(x);
+                    System.out.println("ok   start after setTransactionTimeout(" + seconds + ")");
+                } catch (XAException e) {
+                    fail("start after setTransactionTimeout(" + seconds + ") (returned " + accepted + "): "
+                            + XACodes.name(e.errorCode) + " " + e.getMessage());
+                }
+            }
+        } catch (XAException e) {
+            fail("setTransactionTimeout threw " + XACodes.name(e.errorCode) + ": " + e.getMessage());
+        }
     }
 }

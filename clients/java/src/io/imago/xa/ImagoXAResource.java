@@ -348,14 +348,20 @@ public final class ImagoXAResource implements XAResource {
         return other instanceof ImagoXAResource && ((ImagoXAResource) other).baseUrl.equals(baseUrl);
     }
 
+    /** The longest transaction timeout the broker takes (timeout_ms up to 3,600,000). */
+    public static final int MAX_TRANSACTION_TIMEOUT_SECONDS = 3600;
+
     /**
-     * The timeout that {@code start(TMNOFLAGS)} sends; 0 means the broker's default (30 s). It
-     * holds for the calling thread's later starts, and for other threads' until they set their own.
+     * Sets the timeout that {@code start(TMNOFLAGS)} sends; 0 means the broker's default (30 s).
+     * It holds for the calling thread's later starts, and for other threads' until they set their
+     * own. As JTA has it, returns false, and keeps the timeout as it was, for a value this
+     * resource cannot set: a negative one or one over {@link #MAX_TRANSACTION_TIMEOUT_SECONDS}
+     * (the broker would refuse every start that carried it).
      */
     @Override
     public boolean setTransactionTimeout(int seconds) throws XAException {
-        if (seconds < 0) {
-            throw invalid("the transaction timeout must not be negative, got " + seconds);
+        if (seconds < 0 || seconds > MAX_TRANSACTION_TIMEOUT_SECONDS) {
+            return false;
         }
         timeoutSeconds = seconds;
         threadTimeoutSeconds.set(seconds);
