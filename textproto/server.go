@@ -214,7 +214,8 @@ func (s *Server) Close() error {
 	s.closed.Store(true)
 	var first error
 	for ln := range s.listeners {
-		if err := ln.Close(); err != nil && first == nil {
+		// A listener its owner closed first (its Serve had yet to notice) is no error.
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) && first == nil {
 			first = err
 		}
 	}
