@@ -16,7 +16,9 @@
 // Apply is safe to call from several processes at once: it takes a
 // database-wide lock for the whole run (pg_advisory_lock in PostgreSQL,
 // GET_LOCK in MySQL/MariaDB), held on one dedicated connection, so a second
-// process waits and then finds nothing to do. The migrations themselves are
+// process waits and then finds nothing to do. The migrations run on that same connection, so
+// Apply needs one connection of the caller's pool, not two: a pool limited to one connection
+// works. The migrations themselves are
 // idempotent (IF NOT EXISTS, OR REPLACE) so that a database whose tables were
 // created by hand, or whose version table was dropped, is still brought up to
 // date rather than failing.
@@ -115,23 +117,26 @@ func up(ctx context.Context, db *sql.DB, dialect, set string, fsys fs.FS, versio
 	if dialect == MySQL {
 		gd = goose.DialectMySQL
 	}
-	p, err := goose.NewProvider(gd, db, fsys,
-		goose.WithTableName(versionTable),
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithSlog(slog.Default()),
-	)
-	if err != nil {
-		return fmt.Errorf("migrations: %s: %w", what, err)
-	}
-	res, err := p.Up(ctx)
-	if err != nil {
-		return fmt.Errorf("migrations: %s up: %w", what, err)
-	}
-	for _, r := range res {
-		slog.InfoContext(ctx, "migration applied", "set", set, "dialect", dialect,
-			"version", r.Source.Version, "duration", r.Duration)
-	}
-	return nil
+	// goose runs on the session holding the lock, not on db's pool: see withSessionDB.
+	return withSessionDB(conn, func(sdb *sql.DB) error {
+		p, err := goose.NewProvider(gd, sdb, fsys,
+			goose.WithTableName(versionTable),
+			goose.WithDisableGlobalRegistry(true),
+			goose.WithSlog(slog.Default()),
+		)
+		if err != nil {
+			return fmt.Errorf("migrations: %s: %w", what, err)
+		}
+		res, err := p.Up(ctx)
+		if err != nil {
+			return fmt.Errorf("migrations: %s up: %w", what, err)
+		}
+		for _, r := range res {
+			slog.InfoContext(ctx, "migration applied", "set", set, "dialect", dialect,
+				"version", r.Source.Version, "duration", r.Duration)
+		}
+		return nil
+	})
 }
 
 // lock takes the database-wide migration lock on conn and returns its release.
