@@ -22,6 +22,14 @@
 // idempotent (IF NOT EXISTS, OR REPLACE) so that a database whose tables were
 // created by hand, or whose version table was dropped, is still brought up to
 // date rather than failing.
+//
+// A database whose schema version is above the highest this binary knows (a newer binary
+// migrated it) is left as it is, with a Warn naming the set and both versions: Apply does not
+// refuse it, because refusing would keep an older binary from starting while a deploy is
+// rolled back, and the migrations are additive (new tables, columns with defaults, views; the
+// PostgreSQL outbox's 00003 only drops the NOTIFY trigger that woke a relay early), so an older
+// binary keeps working on a newer schema. A migration that is not additive must keep that
+// promise some other way, or change this decision.
 package migrations
 
 import (
@@ -135,8 +143,27 @@ func up(ctx context.Context, db *sql.DB, dialect, set string, fsys fs.FS, versio
 			slog.InfoContext(ctx, "migration applied", "set", set, "dialect", dialect,
 				"version", r.Source.Version, "duration", r.Duration)
 		}
+		// goose passes over versions above the ones it knows: say so (see the package comment).
+		dbVersion, known, err := p.GetVersions(ctx)
+		if err != nil {
+			return fmt.Errorf("migrations: %s: read the schema version: %w", what, err)
+		}
+		if dbVersion > known {
+			warnNewerSchema(ctx, set, dialect, dbVersion, known)
+		}
 		return nil
 	})
+}
+
+// warnNewerSchema logs that the database's schema version of a set is above the highest
+// version this binary knows (a newer binary migrated it): Apply goes on, see the package comment.
+func warnNewerSchema(ctx context.Context, set, dialect string, dbVersion, known int64) {
+	if set == "" {
+		set = "offsets"
+	}
+	slog.WarnContext(ctx, "migrations: the database schema is newer than this binary knows; "+
+		"going on, as every migration is additive, but upgrade this binary",
+		"set", set, "dialect", dialect, "database_version", dbVersion, "binary_version", known)
 }
 
 // lock takes the database-wide migration lock on conn and returns its release.
