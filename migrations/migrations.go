@@ -13,9 +13,10 @@
 // have no schemas inside a database, so the same names carry the prefix imago_
 // (imago_consumer_offsets, ..., imago_goose_version).
 //
-// Apply is safe to call from several processes at once: it takes a
-// database-wide lock for the whole run (pg_advisory_lock in PostgreSQL,
-// GET_LOCK in MySQL/MariaDB), held on one dedicated connection, so a second
+// Apply is safe to call from several processes at once: it takes a lock for the
+// whole run, scoped to the database (pg_advisory_lock in PostgreSQL, whose advisory locks
+// belong to one database; GET_LOCK in MySQL/MariaDB, whose lock names are server-wide, so the
+// name carries the database: see mysqlLockName), held on one dedicated connection, so a second
 // process waits and then finds nothing to do. The migrations run on that same connection, so
 // Apply needs one connection of the caller's pool, not two: a pool limited to one connection
 // works. The migrations themselves are
@@ -34,8 +35,10 @@ package migrations
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -57,8 +60,8 @@ var VersionTable = map[string]string{
 	MySQL:    "imago_goose_version",
 }
 
-// lockKey is the PostgreSQL advisory lock key (and the MySQL GET_LOCK name)
-// that serializes concurrent runs of Apply. 0x696d61676f is "imago" in ASCII.
+// lockKey is the PostgreSQL advisory lock key (and lockName the start of the MySQL GET_LOCK
+// name, see mysqlLockName) that serializes concurrent runs of Apply. 0x696d61676f is "imago" in ASCII.
 const (
 	lockKey  int64 = 0x696d61676f
 	lockName       = "imago_migrations"
@@ -95,7 +98,7 @@ func Apply(ctx context.Context, db *sql.DB, dialect string) error {
 }
 
 // up applies the migration set fsys (named set, "" for the DBA tables) to db under the
-// database-wide migration lock, recording versions in versionTable.
+// migration lock of the database, recording versions in versionTable.
 func up(ctx context.Context, db *sql.DB, dialect, set string, fsys fs.FS, versionTable string) error {
 	what := dialect
 	if set != "" {
@@ -166,7 +169,7 @@ func warnNewerSchema(ctx context.Context, set, dialect string, dbVersion, known 
 		"set", set, "dialect", dialect, "database_version", dbVersion, "binary_version", known)
 }
 
-// lock takes the database-wide migration lock on conn and returns its release.
+// lock takes the migration lock of the database on conn and returns its release.
 func lock(ctx context.Context, conn *sql.Conn, dialect string) (func(), error) {
 	switch dialect {
 	case Postgres:
@@ -180,15 +183,42 @@ func lock(ctx context.Context, conn *sql.Conn, dialect string) (func(), error) {
 			_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, lockKey)
 		}, nil
 	default:
+		var dbName sql.NullString
+		if err := conn.QueryRowContext(ctx, `SELECT DATABASE()`).Scan(&dbName); err != nil {
+			return nil, fmt.Errorf("migrations: SELECT DATABASE(): %w", err)
+		}
+		name := mysqlLockName(dbName.String)
 		var got sql.NullInt64
-		if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, ?)`, lockName, int(lockWait.Seconds())).Scan(&got); err != nil {
+		if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, ?)`, name, int(lockWait.Seconds())).Scan(&got); err != nil {
 			return nil, fmt.Errorf("migrations: GET_LOCK: %w", err)
 		}
 		if !got.Valid || got.Int64 != 1 {
 			return nil, errors.New("migrations: another process holds the migration lock (GET_LOCK timed out)")
 		}
 		return func() {
-			_, _ = conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(?)`, lockName)
+			_, _ = conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(?)`, name)
 		}, nil
 	}
+}
+
+// mysqlLockName is the GET_LOCK name of the migration lock in database db (the session's
+// DATABASE()): "imago_migrations/<db>". GET_LOCK names are server-wide, so the database is in
+// the name: two deployments in two databases of one server do not wait for each other, while
+// every process migrating one database takes the same name. A name is at most 64 characters:
+// a longer one is "imago_migrations/" and the first 40 hex digits of the SHA-256 of db, which
+// an operator computes with CONCAT('imago_migrations/', LEFT(SHA2(DATABASE(), 256), 40)).
+// No database selected (db empty) gives plain "imago_migrations". Binaries from before the
+// database was in the name take plain "imago_migrations": during an upgrade one of them may
+// migrate beside a newer one, which the re-runnable migrations survive (the loser of a race
+// may fail once and succeed at its next start).
+func mysqlLockName(db string) string {
+	if db == "" {
+		return lockName
+	}
+	n := lockName + "/" + db
+	if len(n) <= 64 {
+		return n
+	}
+	h := sha256.Sum256([]byte(db))
+	return lockName + "/" + hex.EncodeToString(h[:20])
 }
