@@ -3,11 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,6 +166,14 @@ func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = ""
 	pr.SetXForwarded()
 	pr.Out.Header.Set(api.HeaderForwardedBy, f.selfID)
+	if m := pr.Out.Method; m != http.MethodGet && m != http.MethodHead && (pr.Out.Body == nil || pr.Out.Body == http.NoBody) {
+		// Go's transport resends a bodiless request that carries an Idempotency-Key when a
+		// kept-alive connection dies after the leader read it: the leader could then apply a
+		// commit twice, or the re-dial failing would be answered "nothing was sent". A body
+		// that is neither nil nor http.NoBody makes the request not replayable.
+		pr.Out.Body = io.NopCloser(strings.NewReader(""))
+		pr.Out.ContentLength = 0
+	}
 }
 
 // modifyResponse marks the forward answered and keeps the leader's Imago-Leader, or adds it.

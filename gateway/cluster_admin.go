@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/cluster"
 	"github.com/imagomq/imago/replica"
 )
 
@@ -137,6 +138,8 @@ func membershipError(err error) error {
 		return newError(http.StatusConflict, api.CodeMembershipChangePending, "%s; retry when GET /v1/cluster shows it done", msg)
 	case errors.Is(err, replica.ErrInvalidRequest):
 		return newError(http.StatusBadRequest, api.CodeInvalidField, "%s", msg)
+	case errors.Is(err, cluster.ErrOutcomeUnknown):
+		return newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown, "%s: the change was proposed, and the leader lost its leadership before it was applied; it may still take effect: GET /v1/cluster shows whether it happened", msg)
 	case errors.Is(err, context.DeadlineExceeded):
 		return newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown, "the change was proposed but not applied within 10 s: %s; GET /v1/cluster shows whether it happened", msg)
 	}

@@ -29,6 +29,13 @@ func refuseCrossSite(r *http.Request) error {
 		return newError(http.StatusForbidden, api.CodeForbidden,
 			"host %q is not a loopback name: with no auth configured the server answers only requests addressed to localhost, 127.0.0.1 or [::1]; configure auth tokens to serve other names", r.Host)
 	}
+	if r.Header.Get(api.HeaderForwardedBy) != "" {
+		// A member forwarded it (proxy mode) after checking Origin and Sec-Fetch-Site against
+		// the Host the client used; the proxy re-addressed it to this node, so they no longer
+		// match here. A page cannot set this header on a cross-site request without a CORS
+		// preflight, which the server never grants, and a rebound name fails the Host check.
+		return nil
+	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
 		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
