@@ -35,16 +35,15 @@ package migrations
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"embed"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"time"
 
+	"github.com/imagomq/imago/internal/mysqlpool"
 	"github.com/pressly/goose/v3"
 )
 
@@ -215,10 +214,5 @@ func mysqlLockName(db string) string {
 	if db == "" {
 		return lockName
 	}
-	n := lockName + "/" + db
-	if len(n) <= 64 {
-		return n
-	}
-	h := sha256.Sum256([]byte(db))
-	return lockName + "/" + hex.EncodeToString(h[:20])
+	return mysqlpool.LockName(lockName+"/", db)
 }

@@ -15,8 +15,8 @@ import (
 
 // lockNameSQL is how docs/outbox.md tells an operator to compute a source's GET_LOCK name in
 // the application's database; ? is the source name.
-const lockNameSQL = `SELECT IF(LENGTH(n) <= 64, n, CONCAT('imago.outbox/', LEFT(SHA2(n, 256), 40)))
-	FROM (SELECT CONCAT('imago.outbox/', DATABASE(), '/', ?) AS n) x`
+const lockNameSQL = `SELECT CONCAT('imago.outbox/', IF(LENGTH(k) <= 51, k, LEFT(SHA2(k, 256), 40)))
+	FROM (SELECT CONCAT(DATABASE(), '/', ?) AS k) x`
 
 // TestMySQLLockIsPerDatabase: a MySQL/MariaDB relay's lock is its source's in its own
 // database. GET_LOCK names are server-wide, so two outboxes under one source name in two

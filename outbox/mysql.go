@@ -2,15 +2,14 @@ package outbox
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/imagomq/imago/internal/mysqlpool"
 )
 
 // mysqlStore is the MySQL/MariaDB side of a relay: one session that holds GET_LOCK and runs
@@ -112,29 +111,15 @@ func (s *mysqlStore) close() {
 // are server-wide, and sources of one name in two databases of one server are two outboxes
 // with two state rows: each needs a lock of its own. The outbox table is left out: the lock
 // guards the source's state row, which two tables under one source name in one database
-// would share. A name is at most 64 characters: a longer one is replaced by "imago.outbox/"
-// and the first 40 hex digits of its SHA-256, which an operator computes with
-// CONCAT('imago.outbox/', LEFT(SHA2(<name>, 256), 40)).
-func lockName(db, source string) string {
-	n := "imago.outbox/" + db + "/" + source
-	if len(n) <= 64 {
-		return n
-	}
-	h := sha256.Sum256([]byte(n))
-	return "imago.outbox/" + hex.EncodeToString(h[:20])
-}
+// would share. A name over 64 characters is hashed (mysqlpool.LockName).
+func lockName(db, source string) string { return mysqlpool.LockName(lockPrefix, db+"/"+source) }
 
 // legacyLockName is the lock name of relays before lockName had the database in it:
 // "imago.outbox/<source>", or its hashed form. A relay takes it too, so that an older relay of
 // the same outbox never runs beside it (tryLock).
-func legacyLockName(source string) string {
-	n := "imago.outbox/" + source
-	if len(n) <= 64 {
-		return n
-	}
-	h := sha256.Sum256([]byte(source))
-	return "imago.outbox/" + hex.EncodeToString(h[:20])
-}
+func legacyLockName(source string) string { return mysqlpool.LockName(lockPrefix, source) }
+
+const lockPrefix = "imago.outbox/"
 
 // tryLock takes the source's lock, then checks the name older relays lock, which is
 // server-wide: free, the relay takes it as well (an older relay of this outbox that starts
