@@ -108,7 +108,7 @@ func (b *Broker) CreateTopic(name string, cfg TopicConfig) (bool, error) {
 	if !ValidName(name) {
 		return false, fmt.Errorf("%w: topic %q must match ^[A-Za-z0-9._-]{1,249}$", ErrInvalidName, name)
 	}
-	if name == "." || name == ".." {
+	if ReservedName(name) {
 		return false, fmt.Errorf("%w: topic %q is reserved", ErrInvalidName, name)
 	}
 	if cfg.Partitions < 1 || cfg.Partitions > maxPartitions {

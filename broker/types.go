@@ -50,6 +50,10 @@ func (e *OffsetRangeError) Error() string {
 
 func (e *OffsetRangeError) Unwrap() error { return ErrOffsetOutOfRange }
 
+// ReservedName reports whether s is "." or "..": valid characters, but a URL path segment that
+// clients resolve away, so no topic, group or member is so named.
+func ReservedName(s string) bool { return s == "." || s == ".." }
+
 // ValidName reports whether s is a valid topic or group name (API.md: ^[A-Za-z0-9._-]{1,249}$).
 // A plain loop, not a regular expression: both doors call it on every request.
 func ValidName(s string) bool {

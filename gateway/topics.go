@@ -27,7 +27,7 @@ func nameParam(r *http.Request, param string) (string, error) {
 	if !broker.ValidName(v) {
 		return "", invalidNameError(param, v)
 	}
-	if v == "." || v == ".." {
+	if broker.ReservedName(v) {
 		return "", newError(http.StatusBadRequest, api.CodeInvalidName,
 			"%s name %q is reserved: a URL path segment of dots is resolved away by clients; choose another name", param, v)
 	}
