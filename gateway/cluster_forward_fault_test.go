@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/imagomq/imago/api"
@@ -19,15 +18,16 @@ import (
 // The "leaders" below are fakes on a raw socket: a real leader cannot be made to die, or hang up,
 // right after it read a request and before it answered (fault injection).
 
-// crashAfterSecond is a "leader" that answers the first request of each connection 200 and
-// keeps it alive; it reads the second request on the connection (it "executes" it), then the
-// process "dies": the connection is closed and the listener too.
-func crashAfterSecond(t *testing.T) (string, *atomic.Int64, *sync.Mutex, *[]string) {
+// fakeLeader is a "leader" on a raw socket that answers 200 to every request but one: the
+// second request of the run (the commit, after a GET that warms a kept-alive connection), which
+// it reads, so it has it, and then hangs up without an answer; with die it also closes its
+// listener, as a process that dies. requests returns the requests it read, in order.
+func fakeLeader(t *testing.T, die bool) (addr string, requests func() []string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n atomic.Int64
+	t.Cleanup(func() { ln.Close() })
 	var mu sync.Mutex
 	var seen []string
 	go func() {
@@ -39,28 +39,40 @@ func crashAfterSecond(t *testing.T) (string, *atomic.Int64, *sync.Mutex, *[]stri
 			go func() {
 				defer c.Close()
 				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
+				for {
 					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
 					}
 					io.Copy(io.Discard, req.Body)
-					n.Add(1)
 					mu.Lock()
 					seen = append(seen, req.Method+" "+req.URL.Path)
+					k := len(seen)
 					mu.Unlock()
-					if i == 0 {
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
-						continue
+					if k == 2 {
+						if die {
+							ln.Close()
+						}
+						return
 					}
-					ln.Close() // the leader dies after it received (and applied) the commit
-					return
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
 				}
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close() })
-	return ln.Addr().String(), &n, &mu, &seen
+	return ln.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
+}
+
+// forwardCommit sends a GET (which leaves a kept-alive connection to the fake leader) and then
+// a bodiless commit carrying an Idempotency-Key through follower m.
+func forwardCommit(t *testing.T, m *member, addr string) response {
+	m.fc.set(&replica.Peer{ID: 1, HTTPAddr: addr}, false)
+	m.must(http.StatusOK, http.MethodGet, "/v1/topics", "")
+	return m.do(http.MethodPost, "/v1/transactions/tx-1/commit", "", "Idempotency-Key", "k-commit")
 }
 
 // A bodiless POST (commit of a local transaction) carrying an Idempotency-Key header, forwarded
@@ -69,13 +81,9 @@ func crashAfterSecond(t *testing.T) (string, *atomic.Int64, *sync.Mutex, *[]stri
 // no_leader "nothing was sent": the leader got the commit and may have applied it.
 func TestForwardedCommitNotResentAfterLeaderDied(t *testing.T) {
 	m := startMember(t, 2, Options{})
-	addr, n, mu, seen := crashAfterSecond(t)
-	m.fc.set(&replica.Peer{ID: 1, HTTPAddr: addr}, false)
-	m.must(http.StatusOK, http.MethodGet, "/v1/topics", "") // warms a kept-alive connection
-	r := m.do(http.MethodPost, "/v1/transactions/tx-1/commit", "", "Idempotency-Key", "k-commit")
-	mu.Lock()
-	t.Logf("leader received %d requests: %v; follower answered %d %s", n.Load(), *seen, r.status, r.body)
-	mu.Unlock()
+	addr, requests := fakeLeader(t, true)
+	r := forwardCommit(t, m, addr)
+	t.Logf("leader received %v; follower answered %d %s", requests(), r.status, r.body)
 	e := errorBody(t, r)
 	if e.Error.Code != api.CodeOutcomeUnknown {
 		t.Fatalf("the leader received the commit, yet the follower answered %d %s: %s", r.status, e.Error.Code, e.Error.Message)
@@ -86,49 +94,9 @@ func TestForwardedCommitNotResentAfterLeaderDied(t *testing.T) {
 // commit reaches it once, never twice.
 func TestForwardedCommitSentOnce(t *testing.T) {
 	m := startMember(t, 2, Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	var seen []string
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					mu.Lock()
-					seen = append(seen, req.Method+" "+req.URL.Path)
-					k := len(seen)
-					mu.Unlock()
-					if i == 0 && k != 2 { // the first commit on the reused conn: hang up after reading
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-						continue
-					}
-					if k == 2 {
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-				}
-			}()
-		}
-	}()
-	m.fc.set(&replica.Peer{ID: 1, HTTPAddr: ln.Addr().String()}, false)
-	m.must(http.StatusOK, http.MethodGet, "/v1/topics", "")
-	r := m.do(http.MethodPost, "/v1/transactions/tx-1/commit", "", "Idempotency-Key", "k-commit")
-	mu.Lock()
-	defer mu.Unlock()
+	addr, requests := fakeLeader(t, false)
+	r := forwardCommit(t, m, addr)
+	seen := requests()
 	t.Logf("leader received %v; follower answered %d %s", seen, r.status, r.body)
 	commits := 0
 	for _, s := range seen {
