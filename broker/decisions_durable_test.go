@@ -8,6 +8,28 @@ import (
 	"github.com/imagomq/imago/internal/fsutil"
 )
 
+// decidedBehindCheckpoint opens a broker on o, appends recs as one decision batch, and moves a
+// checkpoint and the durable log past that batch: the batch is durable and not replayed.
+func decidedBehindCheckpoint(t *testing.T, o Options, recs ...DecisionRecord) *Broker {
+	t.Helper()
+	b := mustOpen(t, o)
+	mustCreate(t, b, "t", 1)
+	ctx := context.Background()
+	if err := b.AppendDecisions(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Produce(ctx, "t", []Message{msg("a")}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.checkpoint(); err != nil { // position past the decisions' batch
+		t.Fatal(err)
+	}
+	if _, err := b.Produce(ctx, "t", []Message{msg("b")}, ""); err != nil { // syncedPos moves on
+		t.Fatal(err)
+	}
+	return b
+}
+
 // Retention re-writes an acknowledged decision at the head of the log, and that batch's fsync
 // fails. The held map points at the new batch from the moment the flusher encodes it, but the
 // only durable copy is the old batch, behind the last checkpoint (so not replayed): the
@@ -16,21 +38,7 @@ import (
 func TestCompactionFsyncFailureKeepsDecision(t *testing.T) {
 	dir := t.TempDir()
 	o := manualOptions(t, dir)
-	b := mustOpen(t, o)
-	mustCreate(t, b, "t", 1)
-	ctx := context.Background()
-	if err := b.AppendDecisions(ctx, []DecisionRecord{{Key: "g1", Value: []byte("commit")}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Produce(ctx, "t", []Message{msg("a")}, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.checkpoint(); err != nil { // position past g1's batch
-		t.Fatal(err)
-	}
-	if _, err := b.Produce(ctx, "t", []Message{msg("b")}, ""); err != nil { // syncedPos moves on
-		t.Fatal(err)
-	}
+	b := decidedBehindCheckpoint(t, o, DecisionRecord{Key: "g1", Value: []byte("commit")})
 	f := injectSyncFaults(t, fileSyncUnder(filepath.Join(dir, "log")))
 	b.compactDecisions(b.lastCkptPos.Load()) // retention's re-write of g1; its fsync fails
 	f.set(nil)
@@ -49,21 +57,7 @@ func TestCompactionFsyncFailureKeepsDecision(t *testing.T) {
 func TestCompactionPowerLossKeepsDecision(t *testing.T) {
 	dir := t.TempDir()
 	o := manualOptions(t, dir)
-	b := mustOpen(t, o)
-	mustCreate(t, b, "t", 1)
-	ctx := context.Background()
-	if err := b.AppendDecisions(ctx, []DecisionRecord{{Key: "g1", Value: []byte("commit")}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Produce(ctx, "t", []Message{msg("a")}, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.checkpoint(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Produce(ctx, "t", []Message{msg("b")}, ""); err != nil {
-		t.Fatal(err)
-	}
+	b := decidedBehindCheckpoint(t, o, DecisionRecord{Key: "g1", Value: []byte("commit")})
 	f := injectSyncFaults(t, nil)
 	held := f.holdNext(func(ev fsutil.Event) bool { return fileSyncUnder(filepath.Join(dir, "log"))(ev) })
 	limit := b.lastCkptPos.Load()
@@ -90,18 +84,8 @@ func TestCompactionPowerLossKeepsDecision(t *testing.T) {
 func TestReplacedDecisionSurvivesFailedFsync(t *testing.T) {
 	dir := t.TempDir()
 	o := manualOptions(t, dir)
-	b := mustOpen(t, o)
-	mustCreate(t, b, "t", 1)
+	b := decidedBehindCheckpoint(t, o, DecisionRecord{Key: "g1", Value: []byte("commit")}, DecisionRecord{Key: "g2", Value: []byte("abort")})
 	ctx := context.Background()
-	if err := b.AppendDecisions(ctx, []DecisionRecord{{Key: "g1", Value: []byte("commit")}, {Key: "g2", Value: []byte("abort")}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Produce(ctx, "t", []Message{msg("a")}, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.checkpoint(); err != nil {
-		t.Fatal(err)
-	}
 	f := injectSyncFaults(t, fileSyncUnder(filepath.Join(dir, "log")))
 	err := b.AppendDecisions(ctx, []DecisionRecord{{Key: "g1", Value: []byte("final")}, {Key: "g2"}})
 	f.set(nil)
