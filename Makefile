@@ -56,6 +56,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseXid$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./client
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessages$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./textproto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeState$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./cluster
+	$(GO) test -run '^$$' -fuzz '^FuzzParseJSONNumber$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./xa
+	$(GO) test -run '^$$' -fuzz '^FuzzCompact$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/jsontext
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodedSize$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./outbox
 
 ## java: the Java XAResource conformance harness, the examples, and the JTA scenarios under
 ## Bitronix. The harness restarts PostgreSQL and MariaDB, so it runs alone, after everything
