@@ -5,90 +5,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/tmpfs"
 )
 
-// The disk-full tests run the broker on a small tmpfs (mounted by the test, so they need root;
-// elsewhere they skip). A tmpfs runs out of space or of inodes exactly when told to, which a
+// The disk-full tests run the broker on a small tmpfs (internal/tmpfs: mounted by the test, so
+// they need root; elsewhere they skip). A tmpfs runs out of space or of inodes exactly when told to, which a
 // real disk cannot be made to do on demand. Each case fills the file system so that one part of
 // the storage meets it first, then produces until the answer is not 200 and checks: no crash,
 // that answer and /readyz are 503, and after space is freed and the server restarted every
 // acknowledged message is readable at its offset.
-
-// mountTmpfs mounts a tmpfs of the given size on a new directory, unmounted when the test ends.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// remount changes the options of the tmpfs that holds the data directory dir.
-func remount(t *testing.T, dir, opts string) {
-	t.Helper()
-	dir = filepath.Dir(dir)
-	if out, err := exec.Command("mount", "-o", "remount,"+opts, dir).CombinedOutput(); err != nil {
-		t.Fatalf("remount %s with %s: %v: %s", dir, opts, err, out)
-	}
-}
-
-// fillDisk writes a file that leaves about leave bytes free on dir's file system and returns a
-// function that deletes it.
-func fillDisk(t *testing.T, dir string, leave int64) (free func()) {
-	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	avail := int64(st.Bavail) * int64(st.Bsize)
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, 4096)
-	for n := avail - leave; n > 0; n -= int64(len(chunk)) {
-		if _, err := f.Write(chunk[:min(int64(len(chunk)), n)]); err != nil {
-			t.Fatalf("fill: %v", err)
-		}
-	}
-	f.Close()
-	return func() {
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// usedInodes is the number of inodes in use on dir's file system.
-func usedInodes(t *testing.T, dir string) uint64 {
-	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Files - st.Ffree
-}
 
 // stopAfterFailure stops a server whose broker may fail to write its last checkpoint.
 func (ts *testServer) stopAfterFailure() {
@@ -117,7 +50,7 @@ func TestDiskFull(t *testing.T) {
 			tune:  func(o *broker.Options) { o.IndexSegmentEntries = 1024; o.CheckpointInterval = time.Hour },
 			value: 2000,
 			before: func(t *testing.T, ts *testServer, dir string) func() {
-				return fillDisk(t, dir, 32<<10)
+				return tmpfs.Fill(t, dir, 32<<10)
 			},
 			cause: "write segment",
 		},
@@ -136,7 +69,7 @@ func TestDiskFull(t *testing.T) {
 				for i := 0; i < 10; i++ {
 					ts.must(http.StatusOK, http.MethodPost, "/v1/topics/t/messages", body)
 				}
-				return fillDisk(t, dir, 48<<10)
+				return tmpfs.Fill(t, dir, 48<<10)
 			},
 			cause: "allocate index",
 		},
@@ -151,9 +84,9 @@ func TestDiskFull(t *testing.T) {
 			value: 10,
 			before: func(t *testing.T, ts *testServer, dir string) func() {
 				// No inode left: the next dedupe file cannot be created.
-				remount(t, dir, "nr_inodes="+strconv.FormatUint(usedInodes(t, dir), 10))
+				free := tmpfs.NoInodes(t, filepath.Dir(dir))
 				time.Sleep(150 * time.Millisecond) // the current dedupe file is due for rotation
-				return func() { remount(t, dir, "nr_inodes=10000") }
+				return free
 			},
 			cause: "idempotency",
 		},
@@ -163,8 +96,7 @@ func TestDiskFull(t *testing.T) {
 			value: 10,
 			before: func(t *testing.T, ts *testServer, dir string) func() {
 				// No inode left: the checkpoint's temporary file cannot be created.
-				remount(t, dir, "nr_inodes="+strconv.FormatUint(usedInodes(t, dir), 10))
-				return func() { remount(t, dir, "nr_inodes=10000") }
+				return tmpfs.NoInodes(t, filepath.Dir(dir))
 			},
 			cause: "checkpoint",
 		},
@@ -175,7 +107,7 @@ func TestDiskFull(t *testing.T) {
 }
 
 func runDiskFull(t *testing.T, c diskFullCase) {
-	dir := filepath.Join(mountTmpfs(t, "2m"), "data")
+	dir := filepath.Join(tmpfs.Mount(t, "2m"), "data")
 	ts := startServerTuned(t, dir, Options{}, c.tune)
 	ts.createTopic("t", 1)
 	acked := map[int64]string{}
