@@ -209,19 +209,23 @@ func (s *FileStore) compact() error {
 	}
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return err
+		return fmt.Errorf("compact: %w", err)
+	}
+	// Before the rename a failure leaves the old log in use; the temporary file goes, so that
+	// on a full disk the space it took is the log's again.
+	abandon := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("compact: %w", err)
 	}
 	if _, err := f.Write(buf); err != nil {
-		f.Close()
-		return err
+		return abandon(err)
 	}
 	if err := s.sync(f); err != nil {
-		f.Close()
-		return err
+		return abandon(err)
 	}
 	if err := os.Rename(tmp, s.path()); err != nil {
-		f.Close()
-		return err
+		return abandon(err)
 	}
 	old := s.f
 	s.f = f
