@@ -182,3 +182,46 @@ func runDiskFull(t *testing.T, c diskFullCase) {
 		t.Fatalf("produce after space was freed and the server restarted: %d %s", r.status, r.body)
 	}
 }
+
+// TestOffsetStoreDiskFull: the file offset store (on a tmpfs of its own) meets a full disk: the
+// commit it cannot write is 503 offset_store_unavailable, and /readyz turns 503, since the
+// store refuses every commit until the server is restarted; after space is freed and a restart
+// the last acknowledged offset is the group's.
+func TestOffsetStoreDiskFull(t *testing.T) {
+	brokerDir := t.TempDir()
+	offsetDir := filepath.Join(tmpfs.Mount(t, "1m"), "offsets")
+	ts := startGroupServerDirs(t, brokerDir, offsetDir, Options{})
+	ts.createTopic("t", 1)
+	ts.produceTo("t", 1, 500)
+	m := ts.join("g", `{"topics":["t"]}`)
+	ts.must(http.StatusOK, http.MethodPost, "/v1/groups/g/offsets", commitBodyOf(m.MemberID, api.GroupOffset{Topic: "t", Partition: 0, Offset: 1}))
+	free := tmpfs.Fill(t, filepath.Dir(offsetDir), 0)
+	acked := int64(1)
+	var last response
+	for off := int64(2); ; off++ {
+		if off > 500 {
+			t.Fatal("500 commits acknowledged on a full disk")
+		}
+		last = ts.do(http.MethodPost, "/v1/groups/g/offsets", commitBodyOf(m.MemberID, api.GroupOffset{Topic: "t", Partition: 0, Offset: off}))
+		if last.status != http.StatusOK {
+			break
+		}
+		acked = off
+	}
+	if last.status != http.StatusServiceUnavailable || errorBody(t, last).Error.Code != api.CodeOffsetStoreUnavailable {
+		t.Fatalf("a commit on a full disk: %d %s", last.status, last.body)
+	}
+	r := ts.do(http.MethodGet, "/readyz", "")
+	if r.status != http.StatusServiceUnavailable || !strings.Contains(string(r.body), "offset store") {
+		t.Fatalf("/readyz with the offset store refusing commits: %d %s", r.status, r.body)
+	}
+	ts.stop()
+	ts.store.Close()
+	free()
+
+	ts = startGroupServerDirs(t, brokerDir, offsetDir, Options{})
+	ts.must(http.StatusOK, http.MethodGet, "/readyz", "")
+	if offs := ts.groupOffsets("g").Offsets; len(offs) != 1 || offs[0].Offset < acked || offs[0].Offset > acked+1 {
+		t.Fatalf("after the restart: %+v; acknowledged %d", offs, acked)
+	}
+}

@@ -34,15 +34,21 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, api.Status{Status: "ok"})
 }
 
-// handleReadyz answers 200 when the broker is open, the coordinator's decision log has not
-// failed and every configured resource answers (Options.Ready, then the coordinator's Ping),
-// 503 not_ready otherwise (and from the moment Close is called).
+// handleReadyz answers 200 when the broker is open, the offset store takes commits, the
+// coordinator's decision log has not failed and every configured resource answers
+// (Options.Ready, then the coordinator's Ping), 503 not_ready otherwise (and from the moment
+// Close is called).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if s.closed.Load() {
 		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "the server is shutting down")
 	}
 	if err := s.b.Err(); err != nil {
 		return newError(http.StatusServiceUnavailable, api.CodeNotReady, "storage refuses writes until the server is restarted: %v", err)
+	}
+	if o, ok := s.opts.Offsets.(interface{ Err() error }); ok {
+		if err := o.Err(); err != nil {
+			return newError(http.StatusServiceUnavailable, api.CodeNotReady, "the offset store refuses commits until the server is restarted: %v", err)
+		}
 	}
 	if s.cluster != nil {
 		if err := s.clusterReady(); err != nil {

@@ -289,6 +289,15 @@ func (b *Batcher) Reset(ctx context.Context, group, topic string, partition int,
 	return b.store.Reset(ctx, group, topic, partition, next)
 }
 
+// Err is the error after which the store refuses every commit until it is reopened, for a
+// store that can tell (the file store after a failed write or fsync), or nil.
+func (b *Batcher) Err() error {
+	if f, ok := b.store.(interface{ Err() error }); ok {
+		return f.Err()
+	}
+	return nil
+}
+
 // Stats returns the counters.
 func (b *Batcher) Stats() Stats {
 	return Stats{

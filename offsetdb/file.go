@@ -193,6 +193,14 @@ func (s *FileStore) append(buf []byte, recs []fileRecord) error {
 	return nil
 }
 
+// Err is the error after which the store refuses every commit until it is reopened (a write or
+// fsync of the log failed, say on a full disk), or nil.
+func (s *FileStore) Err() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.broken
+}
+
 func (s *FileStore) usable() error {
 	if s.closed {
 		return ErrClosed
