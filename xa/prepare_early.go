@@ -154,8 +154,11 @@ func (b *pgBranch) execPrepare(ctx context.Context, query string, args []any) (i
 		}
 		if perr != nil {
 			var pe *pgconn.PgError
-			if !errors.As(perr, &pe) {
-				// The connection failed: whether PREPARE TRANSACTION ran is not known.
+			if !errors.As(perr, &pe) || pe.Severity == "FATAL" || pe.Severity == "PANIC" || conn.PgConn().IsClosed() {
+				// The connection failed, or the server ended the session (pg_terminate_backend's
+				// FATAL 57P01, a shutdown): its error may follow a PREPARE TRANSACTION that ran
+				// (it replaces the pipeline's ReadyForQuery), so whether the branch is prepared
+				// is not known.
 				prepared = true
 				return b.connErr(conn, perr)
 			}

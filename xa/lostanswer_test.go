@@ -1,0 +1,290 @@
+package xa
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/imagomq/imago/internal/testenv"
+)
+
+// Answers lost on the wire. A server that ran a PREPARE or a COMMIT and whose answer never
+// reached the coordinator (the connection cut in between) is a fault no real server produces
+// on demand, so lossyProxy, a TCP proxy between the coordinator's pool and the shared server,
+// makes it: it forwards the client's command that holds a marker, drops everything the server
+// answers from then on, waits until the server shows the command's effect (the branch listed
+// as prepared, or no longer listed), and cuts the connection. The servers and the branches are
+// real.
+type lossyProxy struct {
+	t      *testing.T
+	target string
+	ln     net.Listener
+	marker atomic.Pointer[[]byte] // armed: the next command holding it loses its answer
+	done   func() bool            // the server ran the command
+	// fatal: instead of nothing, the client gets the server's answer up to its ReadyForQuery,
+	// which is replaced by the FATAL error PostgreSQL sends to a session that
+	// pg_terminate_backend ends (SQLSTATE 57P01) just after the command ran, before the Sync
+	// of its pipeline: the moment of a real termination cannot be chosen.
+	fatal bool
+	cuts  atomic.Int32
+}
+
+// pgTerminated is PostgreSQL's ErrorResponse to a session ended by pg_terminate_backend.
+func pgTerminated() []byte {
+	var body []byte
+	for _, f := range []string{"SFATAL", "VFATAL", "C57P01", "Mterminating connection due to administrator command"} {
+		body = append(append(body, f...), 0)
+	}
+	body = append(body, 0)
+	n := len(body) + 4
+	return append([]byte{'E', byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, body...)
+}
+
+func newLossyProxy(t *testing.T, target string) *lossyProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lossyProxy{t: t, target: target, ln: ln}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); p.serve(c) }()
+		}
+	}()
+	return p
+}
+
+// arm makes the next command holding marker lose its answer; done reports when the server has
+// run it.
+func (p *lossyProxy) arm(marker string, done func() bool) {
+	p.done = done
+	m := []byte(marker)
+	p.marker.Store(&m)
+}
+
+func (p *lossyProxy) serve(client net.Conn) {
+	defer client.Close()
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer server.Close()
+	var drop atomic.Bool
+	answered := make(chan struct{}) // the server's answer, cut, reached the client (fatal)
+	go func() {
+		buf := make([]byte, 32<<10)
+		var held []byte
+		for {
+			n, err := server.Read(buf)
+			if n > 0 && drop.Load() && p.fatal {
+				held = append(held, buf[:n]...)
+				if k := len(held) - 6; k >= 0 && held[k] == 'Z' && bytes.Equal(held[k+1:k+5], []byte{0, 0, 0, 5}) {
+					client.Write(append(held[:k:k], pgTerminated()...))
+					client.Close()
+					close(answered)
+					return
+				}
+			}
+			if n > 0 && !drop.Load() {
+				if _, werr := client.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				client.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			if m := p.marker.Load(); m != nil && bytes.Contains(buf[:n], *m) && p.marker.CompareAndSwap(m, nil) {
+				drop.Store(true)
+				p.cuts.Add(1)
+				server.Write(buf[:n])
+				if p.fatal {
+					select {
+					case <-answered:
+					case <-time.After(10 * time.Second):
+					}
+					return
+				}
+				deadline := time.Now().Add(10 * time.Second)
+				for !p.done() && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				return // both connections close: the answer is lost
+			}
+			if _, werr := server.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				return
+			}
+			server.(*net.TCPConn).CloseWrite()
+			return
+		}
+	}
+}
+
+// TestLostAnswers loses the answer of a branch's PREPARE and of its phase-2 COMMIT, on MariaDB
+// and on PostgreSQL (a PREPARE sent with the last statement too, ExecPrepare). A lost PREPARE
+// answer may hide a prepared branch: the transaction rolls back and recovery rolls that
+// branch back (the rollback decision durable first); a lost COMMIT answer is no failure: the
+// decision is commit and the branch counts as committed once it is gone. Either way the
+// outcome is applied everywhere and the client is told the decision.
+func TestLostAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		resource string
+		marker   string
+		commit   bool // the commit decision is taken (the commit's answer is lost)
+		early    bool // the ledger's statement and PREPARE go together (ExecPrepare)
+		fatal    bool // the answer arrives, with the session's termination before its end
+	}{
+		{"mariadb/prepare", "wallet", "XA PREPARE", false, false, false},
+		{"mariadb/commit", "wallet", "XA COMMIT", true, false, false},
+		{"postgres/prepare", "ledger", "PREPARE TRANSACTION", false, false, false},
+		{"postgres/exec-prepare", "ledger", "PREPARE TRANSACTION", false, true, false},
+		{"postgres/exec-prepare-terminated", "ledger", "PREPARE TRANSACTION", false, true, true},
+		{"postgres/commit", "ledger", "COMMIT PREPARED", true, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			table := e.tables(map[string]int64{"a": 100, "b": 0})
+			topic := "xat." + e.suffix
+			node := newNode(t)
+			var proxy *lossyProxy
+			if tc.resource == "wallet" {
+				cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				proxy = newLossyProxy(t, cfg.Addr)
+				cfg.Addr = proxy.ln.Addr().String()
+				db, err := OpenMySQLDB(cfg.FormatDSN())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { db.Close() })
+				e.my = db
+			} else {
+				u, err := url.Parse(testenv.PostgresDSN(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				proxy = newLossyProxy(t, u.Host)
+				proxy.fatal = tc.fatal
+				u.Host = proxy.ln.Addr().String()
+				db, err := sql.Open("pgx", u.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { db.Close() })
+				e.pg = db
+			}
+			o := e.options(node)
+			o.Grace = time.Hour // only a decision may finish these branches
+			o.PhaseTimeout = 5 * time.Second
+			o.RecoveryInterval = time.Hour // passes run when kicked and when the test calls Recover
+			e.rollbackLeftovers(node, o.Resources)
+			c := e.open(o)
+			ctx := context.Background()
+			rm := MySQL("wallet", e.my).rm()
+			if tc.resource == "ledger" {
+				rm = Postgres("ledger", e.pg).rm()
+			}
+			// listed reports whether the resource lists gtrid's branch as prepared (false when
+			// it cannot be asked: the proxy may poll after the test's pools closed).
+			listed := func(gtrid string) bool {
+				xids, _ := rm.recover(context.Background())
+				for _, x := range xids {
+					if string(x.Gtrid) == gtrid {
+						return true
+					}
+				}
+				return false
+			}
+			id := "lost-" + e.suffix
+			in, err := c.Run(ctx, BeginOptions{ID: id}, func(ctx context.Context, tx *GlobalTx) error {
+				gtrid := tx.Gtrid()
+				if tc.commit {
+					proxy.arm(tc.marker, func() bool { return !listed(gtrid) })
+				} else {
+					proxy.arm(tc.marker, func() bool { return listed(gtrid) })
+				}
+				if !tc.early {
+					return transfer(ctx, tx, table, "a", "b", 40, msg(topic, "a", `{}`))
+				}
+				w, _ := tx.Enlist(ctx, "wallet")
+				if _, err := w.Exec(ctx, "UPDATE "+table+" SET balance = balance - ? WHERE id = ?", 40, "a"); err != nil {
+					return err
+				}
+				if err := tx.Publish(ctx, msg(topic, "a", `{}`)); err != nil {
+					return err
+				}
+				l, _ := tx.Enlist(ctx, "ledger")
+				_, err := l.ExecPrepare(ctx, "UPDATE "+table+" SET balance = balance + $1 WHERE id = $2", 40, "b")
+				return err
+			})
+			if proxy.cuts.Load() != 1 {
+				t.Fatalf("the proxy cut %d answers, want 1", proxy.cuts.Load())
+			}
+			want := StatusCommitted
+			if tc.commit {
+				if err != nil || in.Status != StatusCommitting && in.Status != StatusCommitted {
+					t.Fatalf("a lost commit answer after the commit decision: want the commit (no error), got %s %v", in.Status, err)
+				}
+			} else {
+				if !errors.Is(err, ErrRolledBack) {
+					t.Fatalf("a lost prepare answer: want a rollback, got %s %v", in.Status, err)
+				}
+				want = StatusRolledBack
+				// A branch still prepared is not rolled back yet: neither it nor the
+				// transaction may be reported so.
+				if listed(in.Gtrid) {
+					for _, b := range in.Branches {
+						if b.Resource == tc.resource && b.State != BranchPrepared {
+							t.Errorf("the %s branch is prepared on its server, but the answer says %s", b.Resource, b.State)
+						}
+					}
+					if in.Status != StatusRollingBack {
+						t.Errorf("a branch is still prepared, but the answer's status is %s, want rolling_back", in.Status)
+					}
+				}
+			}
+			waitFor(t, "the outcome to be applied everywhere", func() bool {
+				c.Recover(ctx)
+				got, err := c.Get(id)
+				return err == nil && got.Status == want && len(e.prepared(node)) == 0
+			})
+			a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic))
+			if want == StatusCommitted && (a != 60 || b != 40 || m != 1) || want == StatusRolledBack && (a != 100 || b != 0 || m != 0) {
+				t.Fatalf("%s: wallet a=%d, ledger b=%d, %d messages", want, a, b, m)
+			}
+		})
+	}
+}
