@@ -14,12 +14,13 @@ import (
 // between a wallet (MariaDB), a ledger (PostgreSQL) and a settlement message (the broker), and
 // started again on the same data. The other database is the shared server.
 
-// hookRM wraps a real resource to run test code around its branches' phase-2 commit on the
-// pinned connection: it orders phase 2's parallel commits and times a kill. It injects no
+// hookRM wraps a real resource to run test code around its branches' prepare and phase-2
+// commit on the pinned connection: it orders the parallel calls of a phase and times a kill. It injects no
 // fault of its own.
 type hookRM struct {
 	resourceManager
-	beforeCommit, afterCommit func()
+	beforeCommit, afterCommit   func()
+	beforePrepare, afterPrepare func()
 }
 
 func (h *hookRM) rm() resourceManager { return h }
@@ -45,6 +46,17 @@ func (h *hookRM) start(ctx context.Context, xid Xid, timeout time.Duration) (bra
 type hookBranch struct {
 	branchConn
 	h *hookRM
+}
+
+func (b *hookBranch) prepare(ctx context.Context) (bool, error) {
+	if b.h.beforePrepare != nil {
+		b.h.beforePrepare()
+	}
+	ro, err := b.branchConn.prepare(ctx)
+	if b.h.afterPrepare != nil {
+		b.h.afterPrepare()
+	}
+	return ro, err
 }
 
 func (b *hookBranch) commit(ctx context.Context, onePhase bool) ([]broker.TopicPosition, error) {

@@ -126,7 +126,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			c.mu.Lock()
 			fused.bs.state, fused.bs.commitSent = BranchActive, false
 			c.mu.Unlock()
-			code := "decision_log_failed"
+			code := decisionRefusedCode(err)
 			if errors.Is(err, broker.ErrBackpressure) {
 				code = "broker_busy"
 			}
@@ -155,7 +155,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			// transaction rolls back (presumed abort covers a rollback record that cannot be
 			// written either).
 			c.log.Warn("commit decision not written: global transaction rolled back", "id", st.id, "gtrid", st.gtrid, "err", err)
-			return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the commit decision could not be logged: " + err.Error()}),
+			return t.rollbackLocked(ctx, &Reason{Code: decisionRefusedCode(err), Message: "the commit decision could not be logged: " + err.Error()}),
 				fmt.Errorf("%w: decision log: %w", ErrRolledBack, err)
 		} else if err != nil {
 			// Whether the decision reached the disk is unknown: leave every branch prepared
@@ -232,6 +232,16 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	}
 	c.mu.Unlock()
 	return t.finish(), err
+}
+
+// decisionRefusedCode is the rollback code of a commit decision the log certainly did not write:
+// conflicting_decision when the log holds a rollback decision for the transaction already (the
+// first decision wins, declog_first.go: the log is fine), decision_log_failed otherwise.
+func decisionRefusedCode(err error) string {
+	if errors.Is(err, ErrConflictingDecision) {
+		return "conflicting_decision"
+	}
+	return "decision_log_failed"
 }
 
 // inParallel runs f(0), …, f(n-1) at once, f(n-1) on the calling goroutine (one goroutine
