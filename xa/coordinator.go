@@ -165,7 +165,7 @@ type Coordinator struct {
 // txState is what the coordinator knows of one global transaction. Guarded by Coordinator.mu.
 type txState struct {
 	id, gtrid, clientID string
-	digest              string // BeginOptions.Digest (memory only)
+	digest              string // digestOf(BeginOptions.Digest), in every record of it; "" when none or unknown
 	status              Status
 	created, decided    time.Time
 	finished, deadline  time.Time
@@ -373,7 +373,7 @@ func (c *Coordinator) load(recs []record) {
 	var undecided []*txState
 	for _, r := range recs {
 		st := &txState{
-			id: r.Gtrid, gtrid: r.Gtrid, clientID: r.ClientID, status: r.Status,
+			id: r.Gtrid, gtrid: r.Gtrid, clientID: r.ClientID, digest: r.Digest, status: r.Status,
 			created: r.Created, decided: r.Decided, finished: r.Finished, deadline: r.Deadline,
 			code: r.Code, message: r.Message, by: r.By, logged: true, settled: make(chan struct{}),
 		}
@@ -421,7 +421,7 @@ func (c *Coordinator) abortUndecided(sts []*txState, now time.Time) {
 // snapshot is the decision-log record of st. The caller holds c.mu.
 func (st *txState) snapshot(kind recKind) record {
 	r := record{
-		Kind: kind, Status: st.status, Gtrid: st.gtrid, ClientID: st.clientID,
+		Kind: kind, Status: st.status, Gtrid: st.gtrid, ClientID: st.clientID, Digest: st.digest,
 		Created: st.created, Decided: st.decided, Finished: st.finished, Deadline: st.deadline,
 		Code: st.code, Message: st.message, By: st.by,
 	}

@@ -9,8 +9,8 @@ import (
 )
 
 // Decision-log records. Every record is a full snapshot of one global transaction (its
-// status, client id, times, reason and branches), so replay keeps the last record per
-// transaction and compaction rewrites exactly those.
+// status, client id and request digest, times, reason and branches), so replay keeps the last
+// record per transaction and compaction rewrites exactly those.
 //
 // Frame (little endian):
 //
@@ -18,12 +18,18 @@ import (
 //
 // Payload:
 //
-//	u8 version (1) | u8 kind | u8 status | str gtrid | str client id |
+//	u8 version (1 or 2) | u8 kind | u8 status | str gtrid | str client id |
+//	[version 2 only: 32 bytes digest] |
 //	varint created | varint decided | varint finished | varint deadline (unix ns, 0 = none) |
 //	str code | str message | str by | uvarint branch count | branches
 //
 // where str is a uvarint length and the bytes, and a branch is str resource | u8 state |
-// u8 flags (bit 0: a phase-2 commit was sent).
+// u8 flags (bit 0: a phase-2 commit was sent). The digest is the SHA-256 of the
+// transaction's BeginOptions.Digest (txState.digest), which a repeat of its client id is
+// checked against after a restart too. A record with a digest is written as version 2, any
+// other as version 1, byte for byte as before version 2 existed; a version-1 record (also one
+// written before) decodes with no digest: "unknown", and a repeat of its id is answered as a
+// duplicate whatever its work.
 
 type recKind uint8
 
@@ -38,7 +44,9 @@ const (
 )
 
 const (
-	recordVersion    = 1
+	recordVersion    = 1 // a record without a digest
+	recordVersionDig = 2 // a record with a digest
+	digestLen        = 32
 	frameHeader      = 8
 	maxRecordPayload = 16 << 10
 	maxClientIDLen   = 128
@@ -105,6 +113,7 @@ type record struct {
 	Status   Status
 	Gtrid    string
 	ClientID string
+	Digest   string // digestLen bytes (the SHA-256 of BeginOptions.Digest), or "" when unknown
 	Created  time.Time
 	Decided  time.Time
 	Finished time.Time
@@ -136,9 +145,16 @@ func putTime(b []byte, t time.Time) []byte {
 func appendRecord(b []byte, r *record) []byte {
 	start := len(b)
 	b = append(b, make([]byte, frameHeader)...)
-	b = append(b, recordVersion, byte(r.Kind), codeOf(statusCodes, r.Status))
+	version := byte(recordVersion)
+	if len(r.Digest) == digestLen {
+		version = recordVersionDig
+	}
+	b = append(b, version, byte(r.Kind), codeOf(statusCodes, r.Status))
 	b = putStr(b, r.Gtrid, gtridLen)
 	b = putStr(b, r.ClientID, maxClientIDLen)
+	if version == recordVersionDig {
+		b = append(b, r.Digest...)
+	}
 	b = putTime(b, r.Created)
 	b = putTime(b, r.Decided)
 	b = putTime(b, r.Finished)
@@ -224,6 +240,16 @@ func (d *reader) str(what string, max int) string {
 	return s
 }
 
+func (d *reader) fixed(what string, n int) string {
+	if d.err != nil || len(d.b) < n {
+		d.fail(what)
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
 func (d *reader) time(what string) time.Time {
 	if d.err != nil {
 		return time.Time{}
@@ -243,13 +269,17 @@ func (d *reader) time(what string) time.Time {
 func decodePayload(p []byte) (record, error) {
 	d := &reader{b: p}
 	var r record
-	if v := d.byte1("version"); d.err == nil && v != recordVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != recordVersion && v != recordVersionDig {
 		return record{}, fmt.Errorf("%w: version %d", errBadRecord, v)
 	}
 	r.Kind = recKind(d.byte1("kind"))
 	st := d.byte1("status")
 	r.Gtrid = d.str("gtrid", gtridLen)
 	r.ClientID = d.str("client id", maxClientIDLen)
+	if v == recordVersionDig {
+		r.Digest = d.fixed("digest", digestLen)
+	}
 	r.Created = d.time("created")
 	r.Decided = d.time("decided")
 	r.Finished = d.time("finished")

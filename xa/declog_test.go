@@ -1,8 +1,13 @@
 package xa
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -118,6 +123,11 @@ func TestDecisionLogCompacts(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	r := sampleRecord(3)
 	f.Add(appendRecord(nil, &r))
+	r.Digest = digestOf("work")
+	f.Add(appendRecord(nil, &r))
+	if v1, err := hex.DecodeString(version1Frame); err == nil {
+		f.Add(v1)
+	}
 	f.Add([]byte{})
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -130,10 +140,114 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		// What decodes re-encodes to a frame that decodes the same.
 		again, _, err := decodeFrame(appendRecord(nil, &rec))
-		if err != nil || again.Gtrid != rec.Gtrid || again.Status != rec.Status || len(again.Branches) != len(rec.Branches) {
+		if err != nil || again.Gtrid != rec.Gtrid || again.Status != rec.Status || len(again.Branches) != len(rec.Branches) || again.Digest != rec.Digest {
 			t.Fatalf("re-encode: %v", err)
 		}
 	})
+}
+
+// version1Frame is sampleRecord(1) as "done" and committed, written by the version before
+// records held a digest (record version 1).
+const version1Frame = "65000000b9add6f2010404283031323334353637383961626364656630303030303030303030303030303030303030303030303108636c69656e742d318aa0b787e90580c88dc1f0058ac88dc1f00580d0d4c9c8070163016d00020677616c6c657402010662726f6b65720300"
+
+// A record with a digest carries it through an encode and a decode (as version 2); one
+// without is written byte for byte as version 1 was, and a version-1 record written before
+// digests existed still decodes, with no digest. A version-2 frame cut inside the digest is
+// refused.
+func TestRecordDigest(t *testing.T) {
+	old, err := hex.DecodeString(version1Frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, n, err := decodeFrame(old)
+	if err != nil || n != len(old) || r.ClientID != "client-1" || r.Status != StatusCommitted || r.Digest != "" {
+		t.Fatalf("version-1 record: %+v, %d, %v", r, n, err)
+	}
+	if again := appendRecord(nil, &r); !bytes.Equal(again, old) {
+		t.Fatalf("a record without a digest is no longer written as version 1:\n%x\n%s", again, version1Frame)
+	}
+
+	r.Digest = digestOf(`{"amount": 100}`)
+	buf := appendRecord(nil, &r)
+	if buf[frameHeader] != recordVersionDig {
+		t.Fatalf("a record with a digest is version %d", buf[frameHeader])
+	}
+	got, n, err := decodeFrame(buf)
+	if err != nil || n != len(buf) || got.Digest != r.Digest || got.ClientID != r.ClientID || !got.Finished.Equal(r.Finished) || len(got.Branches) != 2 {
+		t.Fatalf("round trip with a digest: %+v, %v", got, err)
+	}
+
+	// The payload cut inside the digest (CRC made to match): not a record.
+	payload := buf[frameHeader : frameHeader+2+1+1+gtridLen+1+len(r.ClientID)+digestLen/2]
+	cut := binary.LittleEndian.AppendUint32(nil, uint32(len(payload)))
+	cut = binary.LittleEndian.AppendUint32(cut, crc32.Checksum(payload, crcTable))
+	if _, _, err := decodeFrame(append(cut, payload...)); !errors.Is(err, errBadRecord) {
+		t.Fatalf("a frame cut inside the digest: %v, want errBadRecord", err)
+	}
+}
+
+// The file log keeps each transaction's digest through a reopen and through compaction.
+func TestDecisionLogKeepsDigest(t *testing.T) {
+	dir := t.TempDir()
+	l, _, err := openDecisionLog(dir, time.Hour, 4096, time.Now, nil, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for i := 0; i < 200; i++ { // past 4096 bytes: compacted on the way
+		r := sampleRecord(i % 20)
+		r.Digest = digestOf(fmt.Sprint("work-", i%20))
+		want[r.Gtrid] = r.Digest
+		if err := l.appendSync(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.close()
+	if fi, _ := os.Stat(filepath.Join(dir, logFileName)); fi.Size() > 8192 {
+		t.Fatalf("log is %d bytes: not compacted", fi.Size())
+	}
+	l, recs, err := openDecisionLog(dir, time.Hour, 4096, time.Now, nil, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	if len(recs) != len(want) {
+		t.Fatalf("%d records after a reopen, want %d", len(recs), len(want))
+	}
+	for _, r := range recs {
+		if r.Digest != want[r.Gtrid] {
+			t.Errorf("%s: digest %x after compaction and a reopen, want %x", r.Gtrid, r.Digest, want[r.Gtrid])
+		}
+	}
+}
+
+// A decision log written before digests were recorded (version-1 records) opens, and a repeat
+// of a client id it holds is answered as a duplicate whatever its digest: the first request's
+// digest is unknown, as it always was after a restart.
+func TestVersion1RecordRepeatIsDuplicate(t *testing.T) {
+	old, err := hex.DecodeString(version1Frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := NewOptions(t.TempDir())
+	o.NodeID = "0123456789abcdef" // the record's gtrid's
+	o.Logger = quietLogger()
+	o.Now = func() time.Time { return time.Unix(102, 0) } // within the retention of its finish
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(o.Dir, logFileName), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var dup *DuplicateError
+	if _, err := c.Begin(context.Background(), BeginOptions{ID: "client-1", Digest: "any work"}); !errors.As(err, &dup) || dup.Info.Status != StatusCommitted {
+		t.Fatalf("repeat of an id recorded without a digest: %v, want a duplicate of the commit", err)
+	}
 }
 
 func TestXidFormat(t *testing.T) {

@@ -86,4 +86,11 @@
 // running). Such transactions always use two-phase commit, so that the commit decision (which
 // carries the id) is durable before anything commits: a repeat after a crash can never run
 // the work twice. Finished transactions are remembered for Options.Retention.
+//
+// BeginOptions.Digest names the work done under an id; a repeat with another digest is
+// refused (ErrIDReused) rather than answered for work that never ran. Every decision record of
+// the transaction carries the digest's SHA-256 (record version 2, declog_record.go), so the
+// check survives a restart and reaches a cluster's new leader with the replicated decisions.
+// Records written before digests were recorded (version 1) decode with none: a repeat of their
+// ids is answered as a duplicate whatever its digest.
 package xa

@@ -52,8 +52,9 @@ var (
 	ErrNotInDoubt = errors.New("global transaction is not in doubt")
 	// ErrInvalidID: a client id that is empty, too long or holds forbidden characters.
 	ErrInvalidID = errors.New("invalid global transaction id")
-	// ErrIDReused: Begin with a client id this process already ran for a request with another
-	// BeginOptions.Digest (other work under the same id); nothing ran.
+	// ErrIDReused: Begin with a client id already known (in this process, or from the decision
+	// log after a restart) for a request with another BeginOptions.Digest (other work under the
+	// same id); nothing ran.
 	ErrIDReused = errors.New("client id was used for a different global transaction")
 	// ErrClosed: the coordinator is closed.
 	ErrClosed = errors.New("coordinator is closed")

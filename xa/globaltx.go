@@ -3,6 +3,7 @@ package xa
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
@@ -24,10 +25,23 @@ type BeginOptions struct {
 	Timeout time.Duration
 	// Digest, when set with ID, names the work the caller will do under ID (the gateway's hash
 	// of the steps and messages). A repeat of ID with another digest gets ErrIDReused instead
-	// of the first attempt's outcome, which would answer for work that never ran. Digests
-	// live in memory only: after a restart, a repeat is answered as a duplicate whatever its
-	// digest (the decision log does not hold them).
+	// of the first attempt's outcome, which would answer for work that never ran. The
+	// coordinator keeps the digest's SHA-256 in every decision record of the transaction, so
+	// the check holds after a restart and on a cluster's new leader too. A transaction whose
+	// records hold no digest (begun without one, or recorded by a version before digests were
+	// logged) has an unknown digest: a repeat of its id is answered as a duplicate whatever
+	// its digest.
 	Digest string
+}
+
+// digestOf is what the coordinator keeps of a BeginOptions.Digest: its SHA-256, digestLen
+// bytes whatever the caller's digest is, so every decision record has room for it; "" for none.
+func digestOf(d string) string {
+	if d == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(d))
+	return string(sum[:])
 }
 
 // DuplicateError is Begin's answer to a client id that is already known: Info is the first
@@ -126,8 +140,12 @@ func (c *Coordinator) Begin(ctx context.Context, opts BeginOptions) (*GlobalTx, 
 		}
 		gtrid = c.node + hex.EncodeToString(raw[:])
 	}
+	var digest string
+	if opts.ID != "" {
+		digest = digestOf(opts.Digest)
+	}
 	if prev, ok := c.byID[opts.ID]; ok && opts.ID != "" {
-		if opts.Digest != "" && prev.digest != "" && opts.Digest != prev.digest {
+		if digest != "" && prev.digest != "" && digest != prev.digest {
 			c.mu.Unlock()
 			return nil, fmt.Errorf("%w: %q", ErrIDReused, opts.ID)
 		}
@@ -142,7 +160,7 @@ func (c *Coordinator) Begin(ctx context.Context, opts BeginOptions) (*GlobalTx, 
 		c.mu.Unlock()
 		return nil, &DuplicateError{Info: in}
 	}
-	st := &txState{id: gtrid, gtrid: gtrid, clientID: opts.ID, digest: opts.Digest, status: StatusActive, created: now,
+	st := &txState{id: gtrid, gtrid: gtrid, clientID: opts.ID, digest: digest, status: StatusActive, created: now,
 		deadline: now.Add(timeout), live: true, settled: make(chan struct{})}
 	if opts.ID != "" {
 		st.id = opts.ID
