@@ -10,7 +10,7 @@ import (
 // The XA coordinator's decision table (the xa set): its columns, each commented, in both
 // dialects, and nothing of the offsets set created with it.
 func TestXADecisionsTable(t *testing.T) {
-	wantCols := "[node_id gtrid client_id status created_at decided_at finished_at updated_at decided_by record]"
+	wantCols := "[node_id gtrid client_id status created_at decided_at finished_at updated_at decided_by record request_digest]"
 	for _, dialect := range []string{Postgres, MySQL} {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()

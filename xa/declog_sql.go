@@ -33,8 +33,8 @@ import (
 // as a failed fsync fails the file log.
 //
 // Each row holds the full record in the file log's frame encoding (column record, read back
-// at open and checked by its CRC) and a readable copy for DBAs (status, client_id, times,
-// decided_by). Rows of finished transactions leave once past the retention, by the rule the
+// at open and checked by its CRC) and a readable copy for DBAs (status, client_id,
+// request_digest, times, decided_by). Rows of finished transactions leave once past the retention, by the rule the
 // file log's compaction uses (decisionLog.keep), at open and every sqlSweepEvery.
 
 const (
@@ -42,7 +42,7 @@ const (
 	sqlSweepEvery = time.Minute
 	// sqlMaxBatch caps the records of one write (as the file log's batch).
 	sqlMaxBatch = 4096
-	// mysqlDecisionRows caps the rows of one MySQL statement (10 bind parameters each, and a
+	// mysqlDecisionRows caps the rows of one MySQL statement (11 bind parameters each, and a
 	// packet well under max_allowed_packet). A statement has a power-of-two number of rows,
 	// the last one repeated to fill it, so a pool keeping prepared statements (OpenMySQLDB)
 	// reuses at most 11 texts.
@@ -345,21 +345,21 @@ func (l *sqlDecisionLog) upsert(rows []record) (rolledBack bool, err error) {
 // parameter each, whatever the batch size), in the order given (sorted; WITH ORDINALITY keeps
 // it). A statement in autocommit mode is one transaction: its commit is the durability point.
 const pgDecisionUpsert = `
-INSERT INTO imago.xa_decisions AS d (node_id, gtrid, client_id, status, created_at, decided_at, finished_at, decided_by, record, updated_at)
-SELECT $1, u.g, u.c, u.s, u.ca, u.da, u.fa, u.b, u.r, now()
-  FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bytea[])
-       WITH ORDINALITY AS u(g, c, s, ca, da, fa, b, r, i)
+INSERT INTO imago.xa_decisions AS d (node_id, gtrid, client_id, request_digest, status, created_at, decided_at, finished_at, decided_by, record, updated_at)
+SELECT $1, u.g, u.c, u.dg, u.s, u.ca, u.da, u.fa, u.b, u.r, now()
+  FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bytea[])
+       WITH ORDINALITY AS u(g, c, dg, s, ca, da, fa, b, r, i)
  ORDER BY u.i
 ON CONFLICT (node_id, gtrid) DO UPDATE
-   SET client_id = EXCLUDED.client_id, status = EXCLUDED.status, created_at = EXCLUDED.created_at,
-       decided_at = EXCLUDED.decided_at, finished_at = EXCLUDED.finished_at,
+   SET client_id = EXCLUDED.client_id, request_digest = EXCLUDED.request_digest, status = EXCLUDED.status,
+       created_at = EXCLUDED.created_at, decided_at = EXCLUDED.decided_at, finished_at = EXCLUDED.finished_at,
        decided_by = EXCLUDED.decided_by, record = EXCLUDED.record, updated_at = EXCLUDED.updated_at`
 
 func (l *sqlDecisionLog) pgArgs(rows []record) []any {
 	n := len(rows)
 	g, c, s, b := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	ca, da, fa := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
-	frames := make([][]byte, n)
+	frames, digests := make([][]byte, n), make([][]byte, n)
 	ptr := func(t time.Time) *time.Time {
 		if t.IsZero() {
 			return nil
@@ -370,21 +370,21 @@ func (l *sqlDecisionLog) pgArgs(rows []record) []any {
 		r := &rows[i]
 		g[i], c[i], s[i], b[i] = r.Gtrid, readable(r.ClientID, maxClientIDLen), string(r.Status), readable(r.By, maxByLen)
 		ca[i], da[i], fa[i] = ptr(r.Created), ptr(r.Decided), ptr(r.Finished)
-		frames[i] = appendRecord(nil, r)
+		frames[i], digests[i] = appendRecord(nil, r), digestColumn(r) // nil: NULL
 	}
-	return []any{l.cfg.node, g, c, s, ca, da, fa, b, frames}
+	return []any{l.cfg.node, g, c, digests, s, ca, da, fa, b, frames}
 }
 
 // mysqlDecisionUpsertTail makes the row the new record, whatever it held.
 const mysqlDecisionUpsertTail = `
-ON DUPLICATE KEY UPDATE client_id = VALUES(client_id), status = VALUES(status), created_at = VALUES(created_at),
+ON DUPLICATE KEY UPDATE client_id = VALUES(client_id), request_digest = VALUES(request_digest), status = VALUES(status), created_at = VALUES(created_at),
   decided_at = VALUES(decided_at), finished_at = VALUES(finished_at), decided_by = VALUES(decided_by),
   record = VALUES(record), updated_at = VALUES(updated_at)`
 
 // mysqlDecisionStmt is the decisions upsert for 1, 2, 4 ... mysqlDecisionRows rows.
 var mysqlDecisionStmt = mysqlpool.NewMultiRow(
-	"INSERT INTO imago_xa_decisions (node_id, gtrid, client_id, status, created_at, decided_at, finished_at, decided_by, record, updated_at) VALUES ",
-	"(?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))", mysqlDecisionUpsertTail, mysqlDecisionRows)
+	"INSERT INTO imago_xa_decisions (node_id, gtrid, client_id, request_digest, status, created_at, decided_at, finished_at, decided_by, record, updated_at) VALUES ",
+	"(?,?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))", mysqlDecisionUpsertTail, mysqlDecisionRows)
 
 // mysqlUpsert writes rows: one statement in autocommit mode (one transaction, no BEGIN and
 // COMMIT round trips) up to mysqlDecisionRows, several in one transaction past it.
@@ -418,11 +418,15 @@ type execer interface {
 // repeat writes its row again with the same values).
 func (l *sqlDecisionLog) mysqlExec(ctx context.Context, ex execer, rows []record) error {
 	size := mysqlDecisionStmt.RowsFor(len(rows))
-	args := make([]any, 0, 9*size)
+	args := make([]any, 0, 10*size)
 	var last []any
 	for i := range rows {
 		r := &rows[i]
-		last = []any{l.cfg.node, r.Gtrid, readable(r.ClientID, maxClientIDLen), string(r.Status),
+		var digest any // NULL
+		if d := digestColumn(r); d != nil {
+			digest = d
+		}
+		last = []any{l.cfg.node, r.Gtrid, readable(r.ClientID, maxClientIDLen), digest, string(r.Status),
 			mysqlTime(r.Created), mysqlTime(r.Decided), mysqlTime(r.Finished), readable(r.By, maxByLen), appendRecord(nil, r)}
 		args = append(args, last...)
 	}
@@ -431,6 +435,14 @@ func (l *sqlDecisionLog) mysqlExec(ctx context.Context, ex execer, rows []record
 	}
 	_, err := ex.ExecContext(ctx, mysqlDecisionStmt.Text(size), args...)
 	return err
+}
+
+// digestColumn is the request_digest column of r: its digest, nil (NULL) when it has none.
+func digestColumn(r *record) []byte {
+	if r.Digest == "" {
+		return nil
+	}
+	return []byte(r.Digest)
 }
 
 // mysqlTime is t as a DATETIME(6) value in UTC (whatever the connection's loc), or NULL.
