@@ -23,21 +23,32 @@ import (
 type globalEnv struct {
 	*testServer
 	my, pg         *sql.DB
+	myDSN, pgDSN   string
 	wallet, ledger string // table names
 	topic          string
 	coord          *xa.Coordinator
+	extra          Options
+	declog         string // the coordinator's decision log (startGlobalLog)
 }
 
 func startGlobal(t *testing.T, extra Options) *globalEnv {
 	t.Helper()
-	myDSN, pgDSN := testenv.MySQLDSN(t), testenv.PostgresDSN(t)
+	return startGlobalLog(t, extra, "")
+}
+
+// startGlobalLog is startGlobal with the coordinator's decision log in declog: "" (the file,
+// the default), "commitlog" (the broker's commit log), "mysql" or "postgres" (the table in the
+// wallet's or the ledger's database; the test deletes its coordinator's rows at the end).
+func startGlobalLog(t *testing.T, extra Options, declog string) *globalEnv {
+	t.Helper()
 	ctx := context.Background()
-	e := &globalEnv{wallet: uniqueName("gwg_w_"), ledger: uniqueName("gwg_l_"), topic: uniqueName("gwg.")}
+	e := &globalEnv{myDSN: testenv.MySQLDSN(t), pgDSN: testenv.PostgresDSN(t), extra: extra, declog: declog,
+		wallet: uniqueName("gwg_w_"), ledger: uniqueName("gwg_l_"), topic: uniqueName("gwg.")}
 	var err error
-	if e.my, err = sql.Open("mysql", myDSN); err != nil {
+	if e.my, err = sql.Open("mysql", e.myDSN); err != nil {
 		t.Fatal(err)
 	}
-	if e.pg, err = sql.Open("pgx", pgDSN); err != nil {
+	if e.pg, err = sql.Open("pgx", e.pgDSN); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -58,23 +69,64 @@ func startGlobal(t *testing.T, extra Options) *globalEnv {
 			t.Fatal(err)
 		}
 	}
+	e.testServer = &testServer{t: t, dir: t.TempDir()}
+	e.up()
+	e.createTopic(e.topic, 1)
+	return e
+}
 
-	dir := t.TempDir()
+// up opens the broker, the coordinator and the gateway on e.dir: at the start, and again at
+// each restart. Each closes with the test (closing one earlier is fine).
+func (e *globalEnv) up() {
+	t := e.t.(*testing.T)
+	t.Helper()
+	dir := e.dir
 	b := openBroker(t, dir)
-	wallet, err := xa.OpenResource("wallet", "mysql", myDSN)
+	wallet, err := xa.OpenResource("wallet", "mysql", e.myDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ledger, err := xa.OpenResource("ledger", "postgres", pgDSN)
+	ledger, err := xa.OpenResource("ledger", "postgres", e.pgDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.coord = openCoordinator(t, dir, wallet, ledger, xa.Broker("broker", b))
-	opts := extra
-	opts.Coordinator = e.coord
+	co := xa.NewOptions(dir + "/coordinator")
+	co.Resources = []xa.Resource{wallet, ledger, xa.Broker("broker", b)}
+	co.Logger = quietLogger()
+	switch e.declog {
+	case "":
+	case "commitlog":
+		co.DecisionBroker = b
+	case "mysql":
+		co.DecisionDB, co.DecisionDialect = e.my, "mysql"
+	case "postgres":
+		co.DecisionDB, co.DecisionDialect = e.pg, "postgres"
+	default:
+		t.Fatalf("decision log %q", e.declog)
+	}
+	c, err := xa.Open(context.Background(), co)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close coordinator: %v", err)
+		}
+	})
+	if e.coord == nil && co.DecisionDB != nil {
+		table, ph := "imago.xa_decisions", "$1"
+		if e.declog == "mysql" {
+			table, ph = "imago_xa_decisions", "?"
+		}
+		db, node := co.DecisionDB, c.NodeID()
+		t.Cleanup(func() { db.Exec("DELETE FROM "+table+" WHERE node_id = "+ph, node) })
+	}
+	e.coord = c
+	opts := e.extra
+	opts.Coordinator = c
 	opts.Logger = quietLogger()
 	if opts.Operations == nil {
-		opts.Operations = mustCompile(t, e.coord, map[string]xa.OperationConfig{
+		opts.Operations = mustCompile(t, c, map[string]xa.OperationConfig{
 			"wallet.debit": {SQL: "UPDATE " + e.wallet + " SET balance = balance - :amount WHERE id = :account AND balance >= :amount",
 				ExpectRows: 1, Params: map[string]string{"account": "string max_length=16", "amount": "integer min=1"}},
 			"wallet.credit": {SQL: "UPDATE " + e.wallet + " SET balance = balance + :amount WHERE id = :account",
@@ -89,8 +141,22 @@ func startGlobal(t *testing.T, extra Options) *globalEnv {
 	opts.Metrics = NewMetrics(reg)
 	e.testServer = serve(t, b, opts)
 	e.dir, e.reg = dir, reg
-	e.createTopic(e.topic, 1)
-	return e
+}
+
+// restart stops the gateway, the coordinator and the broker, and opens them again on the same
+// directory and databases, as a restart of the process does: what the coordinator knows of
+// earlier transactions then comes from its decision log only.
+func (e *globalEnv) restart() {
+	e.t.Helper()
+	e.s.Close()
+	e.hs.Close()
+	if err := e.coord.Close(); err != nil {
+		e.t.Fatalf("close coordinator: %v", err)
+	}
+	if err := e.b.Close(); err != nil {
+		e.t.Fatalf("close broker: %v", err)
+	}
+	e.up()
 }
 
 // openBroker opens a broker under dir/log; it closes with the test, after what was opened
