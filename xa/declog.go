@@ -2,6 +2,7 @@ package xa
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -91,6 +92,11 @@ func openDecisionLog(dir string, retention time.Duration, compactBytes int64, no
 		return nil, nil, fmt.Errorf("read decision log: %w", err)
 	}
 	good, recs, cutErr := replay(data)
+	if errors.Is(cutErr, errNewerRecord) {
+		f.Close()
+		return nil, nil, fmt.Errorf("decision log %s at offset %d: %w: it was written by a newer version of imago; "+
+			"run that version (a downgrade cannot read its decisions, and cutting them would lose them)", l.path, good, cutErr)
+	}
 	if good < int64(len(data)) {
 		if next := nextValidFrame(data, good); next >= 0 {
 			f.Close()

@@ -126,6 +126,11 @@ type record struct {
 
 var errBadRecord = errors.New("bad decision-log record")
 
+// errNewerRecord: a frame whose checksum holds but whose version this build does not know. It
+// was written by a newer version of Imago, so it is neither torn nor corrupt: cutting it as a
+// torn tail would drop decisions. The file log refuses to open on it.
+var errNewerRecord = errors.New("decision-log record of a newer version")
+
 func putStr(b []byte, s string, max int) []byte {
 	if len(s) > max {
 		s = s[:max]
@@ -270,6 +275,9 @@ func decodePayload(p []byte) (record, error) {
 	d := &reader{b: p}
 	var r record
 	v := d.byte1("version")
+	if d.err == nil && v > recordVersionDig {
+		return record{}, fmt.Errorf("%w: version %d (this build reads 1 to %d)", errNewerRecord, v, recordVersionDig)
+	}
 	if d.err == nil && v != recordVersion && v != recordVersionDig {
 		return record{}, fmt.Errorf("%w: version %d", errBadRecord, v)
 	}
