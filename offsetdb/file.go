@@ -92,17 +92,17 @@ func (s *FileStore) load() error {
 	})
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("read %s: %w", s.path(), err)
+		return pathError("read", s.path(), err)
 	}
 	if torn != nil {
 		s.log.Warn("offset log: cutting off a torn tail", "file", s.path(), "valid_bytes", valid, "cause", torn)
 		if err := f.Truncate(valid); err != nil {
 			f.Close()
-			return fmt.Errorf("repair %s: %w", s.path(), err)
+			return fmt.Errorf("repair: %w", pathError("truncate", s.path(), err))
 		}
 		if err := s.sync(f); err != nil {
 			f.Close()
-			return fmt.Errorf("repair %s: %w", s.path(), err)
+			return fmt.Errorf("repair: %w", pathError("fsync", s.path(), err))
 		}
 	}
 	if _, err := f.Seek(valid, 0); err != nil {
@@ -111,6 +111,16 @@ func (s *FileStore) load() error {
 	}
 	s.f = f
 	return nil
+}
+
+// pathError names path and the operation once: an error of the os package on path already
+// says both ("write /d/offsets.log: no space left on device") and is returned as it is;
+// anything else (a bare errno, a decoding error) is wrapped with op and path.
+func pathError(op, path string, err error) error {
+	if pe, ok := err.(*os.PathError); ok && pe.Path == path {
+		return pe
+	}
+	return &os.PathError{Op: op, Path: path, Err: err}
 }
 
 // apply folds a record into the in-memory state, by the log's rules.
@@ -167,14 +177,14 @@ func (s *FileStore) append(buf []byte, recs []fileRecord) error {
 		return nil
 	}
 	if _, err := s.f.Write(buf); err != nil {
-		s.broken = fmt.Errorf("offsetdb: file store: write %s: %w", s.path(), err)
+		s.broken = fmt.Errorf("offsetdb: file store: %w", pathError("write", s.path(), err))
 		return s.broken
 	}
 	if err := s.sync(s.f); err != nil {
 		// After a failed fsync the kernel may have dropped the pages: nothing
 		// written since the last good fsync can be trusted. Refuse further
 		// commits until the store is reopened (which re-reads the file).
-		s.broken = fmt.Errorf("offsetdb: file store: fsync %s: %w", s.path(), err)
+		s.broken = fmt.Errorf("offsetdb: file store: %w", pathError("fsync", s.path(), err))
 		return s.broken
 	}
 	for _, r := range recs {

@@ -52,6 +52,11 @@ func TestFileStoreDiskFull(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), fileLogName) {
 		t.Fatalf("commit %d on a full disk: %v; want ENOSPC naming %s", next, err, fileLogName)
 	}
+	// The shape an operator reads: the store, the operation and the file once, then the cause.
+	want := "offsetdb: file store: write " + filepath.Join(dir, fileLogName) + ": no space left on device"
+	if err.Error() != want {
+		t.Fatalf("commit on a full disk: %q, want %q", err, want)
+	}
 	failedAt := next
 	if err := commit(next + 1); err == nil {
 		t.Fatal("a commit after a failed write was acknowledged")
