@@ -272,6 +272,32 @@ func (l *commitLog) truncate(pos int64, aside string) error {
 	return nil
 }
 
+// cutUnsynced truncates the active segment at pos, the durable end, and fdatasyncs it: the cut a
+// failed log makes at once when the fail mark cannot be recorded (failmark.go). ftruncate frees
+// space, so it works on a full disk where the mark's overwrite could not. It also drops the
+// bytes a failed write(2) left past l.end. Flusher only, after a failure (l.syncErr is set:
+// the fdatasync here is about the new size, not about the pages whose writeback failed).
+func (l *commitLog) cutUnsynced(pos int64) error {
+	l.mu.Lock()
+	seg := l.segs[len(l.segs)-1]
+	if pos < seg.base {
+		l.mu.Unlock()
+		return fmt.Errorf("cut the log at %d: it is before the active segment %d", pos, seg.base)
+	}
+	err := seg.f.Truncate(pos - seg.base)
+	if err == nil {
+		l.end.Store(pos)
+	}
+	l.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("truncate segment %d at %d: %w", seg.base, pos-seg.base, err)
+	}
+	if err := fsutil.Fdatasync(seg.f); err != nil {
+		return fmt.Errorf("sync segment %d truncated at %d: %w", seg.base, pos-seg.base, err)
+	}
+	return nil
+}
+
 // deleteBefore removes whole segments that end at or before pos, never the active one.
 // It returns the bytes freed.
 func (l *commitLog) deleteBefore(pos int64) (int64, error) {

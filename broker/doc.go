@@ -30,7 +30,8 @@
 //	dedupe/                    remembered idempotency keys (internal/dedupe)
 //	checkpoint.json            the point up to which indexes are durable (checkpoint.go)
 //	repair/                    bytes cut from a torn tail, kept for inspection
-//	failmark                   after a failed write or fsync: where the restart cuts the log (failmark.go)
+//	failmark                   after a failed write or fsync: where the restart cuts the log (failmark.go;
+//	                           empty: neither it nor the cut could be recorded, the start refuses)
 //	LOCK                       flock: one process per data directory
 //
 // # Durability and visibility

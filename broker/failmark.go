@@ -23,11 +23,20 @@ import (
 // certainly not in the log after the restart, so retrying it is safe.
 //
 // The file has a fixed size and is created, zeroed and fsync'd at open, so that recording the
-// position overwrites allocated bytes and needs no free space: a full disk is a common reason to
-// be here. If recording fails anyway, the failed requests are answered ErrOutcomeUnknown.
+// position overwrites allocated bytes and needs no free space on ext4, XFS or tmpfs: a full disk
+// is a common reason to be here. On a copy-on-write file system (btrfs) or NFS an overwrite in
+// place can itself fail (ENOSPC, EIO). Then the broker cuts the log at once instead: it
+// truncates the active segment at the durable end and fdatasyncs it (ftruncate frees space, so
+// it works on a full disk; no copy goes to repair/, for which there is no room), and the failed
+// requests are still certainly not stored. If even that fails, it empties the fail mark
+// (ftruncate again) and answers the failed requests ErrOutcomeUnknown: a start that finds the
+// mark empty refuses, naming the file and the runbook (docs/operations.md, "An empty fail
+// mark"), until an operator has cut the log. Only if emptying the mark fails as well (the file
+// system takes no change at all) may a restart serve bytes whose fsync failed; the error log
+// says so, with the durable end to cut at.
 //
 //	24 bytes: "IMAGOFM1", i64 position, u32 CRC-32C of the first 16 bytes, 4 zero bytes
-//	(all zero: no mark)
+//	(all zero: no mark; empty: the start refuses)
 const (
 	failMarkName  = "failmark"
 	failMarkSize  = 24
@@ -74,6 +83,15 @@ func readFailMark(dir string) (pos int64, set bool, err error) {
 }
 
 func readFailMarkFrom(f *os.File, path string) (pos int64, set bool, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, false, fmt.Errorf("read fail mark %s: %w", path, err)
+	}
+	if fi.Size() < failMarkSize { // emptied by cutUnrecorded (the file is created whole)
+		return 0, false, fmt.Errorf("fail mark %s is empty: a write or fsync of the commit log failed, and the broker "+
+			"could neither record where the log is durable nor cut it there, so the log may hold bytes whose fsync "+
+			"failed; follow the runbook (docs/operations.md, \"An empty fail mark\") before starting", path)
+	}
 	buf := make([]byte, failMarkSize)
 	if _, err := io.ReadFull(f, buf); err != nil {
 		return 0, false, fmt.Errorf("read fail mark %s: %w", path, err)
@@ -110,7 +128,45 @@ func (m *failMark) write(buf []byte) error {
 	return nil
 }
 
+// empty truncates the mark to nothing, which makes the next start refuse (readFailMarkFrom):
+// the last resort when neither the mark nor the cut of the log could be made durable.
+func (m *failMark) empty() error {
+	if err := m.f.Truncate(0); err != nil {
+		return fmt.Errorf("empty fail mark: %w", err)
+	}
+	if err := fsutil.Fdatasync(m.f); err != nil {
+		return fmt.Errorf("sync emptied fail mark: %w", err)
+	}
+	return nil
+}
+
 func (m *failMark) close() error { return m.f.Close() }
+
+// cutUnrecorded is fail's way out when the mark of durable end pos could not be recorded
+// (merr): it cuts the log at pos now and reports true, so the failed requests are certainly
+// not stored. If the cut cannot be made durable, it empties the mark so that the next start
+// refuses until an operator cuts the log, and reports false (the failed requests' outcome is
+// unknown: they may survive in the page cache). Flusher only.
+func (b *Broker) cutUnrecorded(pos int64, merr error) bool {
+	cerr := b.log.cutUnsynced(pos)
+	if cerr == nil {
+		b.opts.Logger.Warn("could not record where the restart must cut the log; cut it there now",
+			"durable_end", pos, "err", merr)
+		return true
+	}
+	if eerr := b.fmark.empty(); eerr != nil {
+		b.opts.Logger.Error("could not record where the restart must cut the log, cut it, or empty the fail mark: "+
+			"a restart may serve bytes whose fsync failed; before restarting, cut the log at the durable end "+
+			"(docs/operations.md, \"An empty fail mark\")",
+			"durable_end", pos, "file", filepath.Join(b.opts.Dir, failMarkName), "err", merr, "cut_err", cerr, "empty_err", eerr)
+		return false
+	}
+	b.opts.Logger.Error("could not record where the restart must cut the log, or cut it; the fail mark is emptied, "+
+		"so the next start refuses until the log is cut at the durable end (docs/operations.md, \"An empty fail mark\"); "+
+		"answers to the failed requests are outcome unknown",
+		"durable_end", pos, "file", filepath.Join(b.opts.Dir, failMarkName), "err", merr, "cut_err", cerr)
+	return false
+}
 
 // applyFailMark opens the fail mark and, when a failure was recorded, cuts the log at the
 // recorded durable end and clears the mark. It runs before recovery reads the log.

@@ -381,8 +381,9 @@ func (b *Broker) markSyncedLocked() {
 // recovers the log from disk. The first failure records the durable end of the log in the fail
 // mark (failmark.go), after one last fsync when none has failed yet (fsync interval or never:
 // what was acknowledged after write(2) is kept if it can still be made durable); the restart
-// cuts the log there, so reqs (answered with the error) are certainly not stored. Flusher only
-// (tests call it while the flusher is idle).
+// cuts the log there, so reqs (answered with the error) are certainly not stored. When the mark
+// cannot be recorded, the log is cut at once instead (cutUnrecorded); when that fails too, reqs
+// are answered ErrOutcomeUnknown. Flusher only (tests call it while the flusher is idle).
 func (b *Broker) fail(err error, reqs []*produceReq) {
 	err = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
 	b.stateMu.Lock()
@@ -401,8 +402,7 @@ func (b *Broker) fail(err error, reqs []*produceReq) {
 		pos := b.log.durable.Load()
 		b.opts.Logger.Error("storage failed; refusing writes until restart", "err", err, "durable_end", pos)
 		if b.fmark != nil {
-			if merr := b.fmark.record(pos); merr != nil {
-				b.opts.Logger.Error("could not record where the restart must cut the log; answers to the failed requests are outcome unknown", "err", merr)
+			if merr := b.fmark.record(pos); merr != nil && !b.cutUnrecorded(pos, merr) {
 				b.failUnknown = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 			}
 		}

@@ -194,10 +194,10 @@ func TestCheckpointNotPastDurableLog(t *testing.T) {
 	}
 }
 
-// TestOutcomeUnknownWhenFailMarkCannotBeRecorded: when the fsync fails and so does recording
-// where the restart must cut, the request may survive in the page cache: the answer says the
-// outcome is unknown (retry only with the same key), and a local transaction is not reported
-// rolled back.
+// TestOutcomeUnknownWhenFailMarkCannotBeRecorded: when the fsync fails and so do recording
+// where the restart must cut and cutting the log there at once (failmark_unrecorded_test.go),
+// the request may survive in the page cache: the answer says the outcome is unknown (retry only
+// with the same key), and a local transaction is not reported rolled back.
 func TestOutcomeUnknownWhenFailMarkCannotBeRecorded(t *testing.T) {
 	dir := t.TempDir()
 	b := mustOpen(t, testOptions(t, dir))
