@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/privatedb"
 )
 
 // Database crashes in the middle of the protocol, with real servers: a private MariaDB or
@@ -89,7 +90,7 @@ func TestDatabaseKilledInPhaseTwo(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			var p *privateDB
+			var p *privatedb.Server
 			var db *sql.DB
 			if tc.kill == "wallet" {
 				p, db = privateMariaDB(t)
@@ -119,10 +120,10 @@ func TestDatabaseKilledInPhaseTwo(t *testing.T) {
 				other.afterCommit = func() { close(otherDone) }
 				killed.beforeCommit = func() {
 					<-otherDone
-					p.kill()
+					p.Kill()
 				}
 			} else {
-				c.hookAfterDecision = func(string) error { p.kill(); return nil }
+				c.hookAfterDecision = func(string) error { p.Kill(); return nil }
 			}
 			ctx := context.Background()
 			id := "kill-" + e.suffix
@@ -134,7 +135,7 @@ func TestDatabaseKilledInPhaseTwo(t *testing.T) {
 			}
 			killed.beforeCommit, other.afterCommit = nil, nil
 
-			p.start()
+			p.Start()
 			waitFor(t, "recovery to commit the killed database's branch", func() bool {
 				got, err := c.Get(id)
 				return err == nil && got.Status == StatusCommitted
