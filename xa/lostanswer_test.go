@@ -1,154 +1,23 @@
 package xa
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
-	"io"
-	"net"
 	"net/url"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/imagomq/imago/internal/privatedb"
 	"github.com/imagomq/imago/internal/testenv"
 )
 
-// Answers lost on the wire. A server that ran a PREPARE or a COMMIT and whose answer never
-// reached the coordinator (the connection cut in between) is a fault no real server produces
-// on demand, so lossyProxy, a TCP proxy between the coordinator's pool and the shared server,
-// makes it: it forwards the client's command that holds a marker, drops everything the server
-// answers from then on, waits until the server shows the command's effect (the branch listed
-// as prepared, or no longer listed), and cuts the connection. The servers and the branches are
-// real.
-type lossyProxy struct {
-	t      *testing.T
-	target string
-	ln     net.Listener
-	marker atomic.Pointer[[]byte] // armed: the next command holding it loses its answer
-	done   func() bool            // the server ran the command
-	// fatal: instead of nothing, the client gets the server's answer up to its ReadyForQuery,
-	// which is replaced by the FATAL error PostgreSQL sends to a session that
-	// pg_terminate_backend ends (SQLSTATE 57P01) just after the command ran, before the Sync
-	// of its pipeline: the moment of a real termination cannot be chosen.
-	fatal bool
-	cuts  atomic.Int32
-}
-
-// pgTerminated is PostgreSQL's ErrorResponse to a session ended by pg_terminate_backend.
-func pgTerminated() []byte {
-	var body []byte
-	for _, f := range []string{"SFATAL", "VFATAL", "C57P01", "Mterminating connection due to administrator command"} {
-		body = append(append(body, f...), 0)
-	}
-	body = append(body, 0)
-	n := len(body) + 4
-	return append([]byte{'E', byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, body...)
-}
-
-func newLossyProxy(t *testing.T, target string) *lossyProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &lossyProxy{t: t, target: target, ln: ln}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); p.serve(c) }()
-		}
-	}()
-	return p
-}
-
-// arm makes the next command holding marker lose its answer; done reports when the server has
-// run it.
-func (p *lossyProxy) arm(marker string, done func() bool) {
-	p.done = done
-	m := []byte(marker)
-	p.marker.Store(&m)
-}
-
-func (p *lossyProxy) serve(client net.Conn) {
-	defer client.Close()
-	server, err := net.Dial("tcp", p.target)
-	if err != nil {
-		return
-	}
-	defer server.Close()
-	var drop atomic.Bool
-	answered := make(chan struct{}) // the server's answer, cut, reached the client (fatal)
-	go func() {
-		buf := make([]byte, 32<<10)
-		var held []byte
-		for {
-			n, err := server.Read(buf)
-			if n > 0 && drop.Load() && p.fatal {
-				held = append(held, buf[:n]...)
-				if k := len(held) - 6; k >= 0 && held[k] == 'Z' && bytes.Equal(held[k+1:k+5], []byte{0, 0, 0, 5}) {
-					client.Write(append(held[:k:k], pgTerminated()...))
-					client.Close()
-					close(answered)
-					return
-				}
-			}
-			if n > 0 && !drop.Load() {
-				if _, werr := client.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				client.Close()
-				return
-			}
-		}
-	}()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := client.Read(buf)
-		if n > 0 {
-			if m := p.marker.Load(); m != nil && bytes.Contains(buf[:n], *m) && p.marker.CompareAndSwap(m, nil) {
-				drop.Store(true)
-				p.cuts.Add(1)
-				server.Write(buf[:n])
-				if p.fatal {
-					select {
-					case <-answered:
-					case <-time.After(10 * time.Second):
-					}
-					return
-				}
-				deadline := time.Now().Add(10 * time.Second)
-				for !p.done() && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
-				}
-				return // both connections close: the answer is lost
-			}
-			if _, werr := server.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				return
-			}
-			server.(*net.TCPConn).CloseWrite()
-			return
-		}
-	}
-}
+// Answers lost on the wire: privatedb.LossyProxy, between the coordinator's pool and the
+// shared server, forwards the command that holds a marker, drops the server's answer, waits
+// until the server shows the command's effect (the branch listed as prepared, or no longer
+// listed), and cuts the connection.
 
 // TestLostAnswers loses the answer of a branch's PREPARE and of its phase-2 COMMIT, on MariaDB
 // and on PostgreSQL (a PREPARE sent with the last statement too, ExecPrepare). A lost PREPARE
@@ -177,14 +46,14 @@ func TestLostAnswers(t *testing.T) {
 			table := e.tables(map[string]int64{"a": 100, "b": 0})
 			topic := "xat." + e.suffix
 			node := newNode(t)
-			var proxy *lossyProxy
+			var proxy *privatedb.LossyProxy
 			if tc.resource == "wallet" {
 				cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
 				if err != nil {
 					t.Fatal(err)
 				}
-				proxy = newLossyProxy(t, cfg.Addr)
-				cfg.Addr = proxy.ln.Addr().String()
+				proxy = privatedb.NewLossyProxy(t, cfg.Addr)
+				cfg.Addr = proxy.Addr()
 				db, err := OpenMySQLDB(cfg.FormatDSN())
 				if err != nil {
 					t.Fatal(err)
@@ -196,9 +65,9 @@ func TestLostAnswers(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				proxy = newLossyProxy(t, u.Host)
-				proxy.fatal = tc.fatal
-				u.Host = proxy.ln.Addr().String()
+				proxy = privatedb.NewLossyProxy(t, u.Host)
+				proxy.Fatal = tc.fatal
+				u.Host = proxy.Addr()
 				db, err := sql.Open("pgx", u.String())
 				if err != nil {
 					t.Fatal(err)
@@ -232,9 +101,9 @@ func TestLostAnswers(t *testing.T) {
 			in, err := c.Run(ctx, BeginOptions{ID: id}, func(ctx context.Context, tx *GlobalTx) error {
 				gtrid := tx.Gtrid()
 				if tc.commit {
-					proxy.arm(tc.marker, func() bool { return !listed(gtrid) })
+					proxy.Arm(tc.marker, privatedb.Until(func() bool { return !listed(gtrid) }))
 				} else {
-					proxy.arm(tc.marker, func() bool { return listed(gtrid) })
+					proxy.Arm(tc.marker, privatedb.Until(func() bool { return listed(gtrid) }))
 				}
 				if !tc.early {
 					return transfer(ctx, tx, table, "a", "b", 40, msg(topic, "a", `{}`))
@@ -250,8 +119,8 @@ func TestLostAnswers(t *testing.T) {
 				_, err := l.ExecPrepare(ctx, "UPDATE "+table+" SET balance = balance + $1 WHERE id = $2", 40, "b")
 				return err
 			})
-			if proxy.cuts.Load() != 1 {
-				t.Fatalf("the proxy cut %d answers, want 1", proxy.cuts.Load())
+			if proxy.Cuts() != 1 {
+				t.Fatalf("the proxy cut %d answers, want 1", proxy.Cuts())
 			}
 			want := StatusCommitted
 			if tc.commit {
