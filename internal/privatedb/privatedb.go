@@ -267,8 +267,12 @@ func (s *Server) Kill() {
 	if s.cmd == nil {
 		return
 	}
-	// PostgreSQL's backends each start a session of their own (setsid): find them by parent.
-	pids := append(descendants(s.cmd.Process.Pid), s.cmd.Process.Pid)
+	// PostgreSQL's backends each start a session of their own (setsid): find them by parent,
+	// once the postmaster is stopped, so that it forks no backend after the list is taken
+	// (one left alive holds the shared memory, and the restart refuses to start).
+	main := s.cmd.Process.Pid
+	syscall.Kill(main, syscall.SIGSTOP)
+	pids := append(descendants(main), main)
 	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
