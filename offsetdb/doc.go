@@ -36,7 +36,12 @@
 // flushes, for one round of committers; with it N committers settle into
 // flushes of N rows, the shape the database absorbs fastest. Commit
 // returns only after the flush that holds it succeeded; a failed flush returns
-// its error to every commit in it.
+// its error to every commit in it. A flush whose connection the PostgreSQL server
+// ended (a restart, pg_terminate_backend, a failover) runs once more on a new
+// connection, after the pool dropped its other connections, which are as dead:
+// the upsert only moves offsets forward, so running it twice is harmless, and the
+// commits are acknowledged only once it succeeded. (The MySQL store gets this
+// from database/sql, which never hands out a connection the server closed.)
 //
 // The CPUs are shared with the database on a small machine, so the batcher
 // keeps its own work per commit small: an idle flusher is woken once, when a

@@ -118,9 +118,42 @@ func (s *PostgresStore) commitSorted(ctx context.Context, rows []Offset) error {
 	defer a.release()
 	args := a.pg(rows)
 	return retryConflict(ctx, func() error {
-		_, err := s.pool.Exec(ctx, pgUpsert, args...)
-		return err
+		return s.onLiveConn(ctx, func() error {
+			_, err := s.pool.Exec(ctx, pgUpsert, args...)
+			return err
+		})
 	}, isPgConflict)
+}
+
+// onLiveConn runs fn, and once more, on new connections, when fn failed because its
+// connection had ended (pgConnLost). pgxpool hands out a connection idle for less than a
+// second without checking it, so after the server restarted, or ended the sessions
+// (pg_terminate_backend, a failover), each pooled connection failed one flush, and every
+// commit in it (and a read), while the database was up again. The pool is reset (the other pooled
+// connections are as dead) before the second try. fn must be idempotent: it may run twice
+// when the first run's outcome is unknown (the upsert only moves offsets forward).
+func (s *PostgresStore) onLiveConn(ctx context.Context, fn func() error) error {
+	err := fn()
+	if err == nil || ctx.Err() != nil || !pgConnLost(err) {
+		return err
+	}
+	s.log.Warn("offsetdb: postgres connection lost; retrying on a new connection", "err", err)
+	s.pool.Reset()
+	if err := fn(); err != nil {
+		return fmt.Errorf("offsetdb: postgres: after a lost connection: %w", err)
+	}
+	return nil
+}
+
+// pgConnLost reports whether err ended the statement's connection rather than the statement:
+// a network error (the server gone, a reset), or the FATAL error of a session the server ended
+// (57P01 admin_shutdown: pg_terminate_backend or a shutdown; 57P02 crash_shutdown).
+func pgConnLost(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "57P01" || pe.Code == "57P02"
+	}
+	return !errors.Is(err, pgx.ErrNoRows) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !pgconn.Timeout(err)
 }
 
 // pgArrays returns the five arrays of pgUpsert for rows, newly allocated.
@@ -171,9 +204,11 @@ func (s *PostgresStore) Get(ctx context.Context, group, topic string, partition 
 		return Offset{}, false, err
 	}
 	o := Offset{Group: group, Topic: topic, Partition: partition}
-	err := s.pool.QueryRow(ctx, `SELECT next_offset, committed_at, committed_by FROM imago.consumer_offsets
+	err := s.onLiveConn(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT next_offset, committed_at, committed_by FROM imago.consumer_offsets
 		WHERE group_name = $1 AND topic = $2 AND partition = $3`, group, topic, partition).
-		Scan(&o.Next, &o.CommittedAt, &o.CommittedBy)
+			Scan(&o.Next, &o.CommittedAt, &o.CommittedBy)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Offset{}, false, nil
 	}
@@ -189,16 +224,20 @@ func (s *PostgresStore) List(ctx context.Context, group string) ([]Offset, error
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT topic, partition, next_offset, committed_at, committed_by
+	var out []Offset
+	err := s.onLiveConn(ctx, func() error {
+		rows, err := s.pool.Query(ctx, `SELECT topic, partition, next_offset, committed_at, committed_by
 		FROM imago.consumer_offsets WHERE group_name = $1 ORDER BY topic COLLATE "C", partition`, group)
-	if err != nil {
-		return nil, fmt.Errorf("offsetdb: list %s: %w", group, err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Offset, error) {
-		o := Offset{Group: group}
-		err := r.Scan(&o.Topic, &o.Partition, &o.Next, &o.CommittedAt, &o.CommittedBy)
-		o.CommittedAt = o.CommittedAt.UTC()
-		return o, err
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Offset, error) {
+			o := Offset{Group: group}
+			err := r.Scan(&o.Topic, &o.Partition, &o.Next, &o.CommittedAt, &o.CommittedBy)
+			o.CommittedAt = o.CommittedAt.UTC()
+			return o, err
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("offsetdb: list %s: %w", group, err)
@@ -211,11 +250,15 @@ func (s *PostgresStore) Groups(ctx context.Context) ([]string, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT group_name FROM imago.consumer_offsets GROUP BY group_name ORDER BY group_name COLLATE "C"`)
-	if err != nil {
-		return nil, fmt.Errorf("offsetdb: groups: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var out []string
+	err := s.onLiveConn(ctx, func() error {
+		rows, err := s.pool.Query(ctx, `SELECT group_name FROM imago.consumer_offsets GROUP BY group_name ORDER BY group_name COLLATE "C"`)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("offsetdb: groups: %w", err)
 	}
