@@ -41,7 +41,8 @@
 // connection, after the pool dropped its other connections, which are as dead:
 // the upsert only moves offsets forward, so running it twice is harmless, and the
 // commits are acknowledged only once it succeeded. (The MySQL store gets this
-// from database/sql, which never hands out a connection the server closed.)
+// from go-sql-driver, which checks a pooled connection before its first statement,
+// and database/sql, which then takes another.)
 //
 // The CPUs are shared with the database on a small machine, so the batcher
 // keeps its own work per commit small: an idle flusher is woken once, when a
