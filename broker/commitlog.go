@@ -298,9 +298,27 @@ func (l *commitLog) cutUnsynced(pos int64) error {
 	return nil
 }
 
-// deleteBefore removes whole segments that end at or before pos, never the active one.
-// It returns the bytes freed.
+// deleteBefore removes whole segments that end at or before pos, never the active one, and
+// fsyncs the log directory so that the removals are durable before it returns. It returns the
+// bytes freed.
+//
+// Without the directory fsync a power loss can bring removed segments back (the unlink was
+// only in the page cache). Open copes with that (they lie before the checkpoint, which replay
+// starts from, and the next pass removes them again), but a full rebuild would serve their
+// retired messages again, and nothing would remove them before the next retention pass.
 func (l *commitLog) deleteBefore(pos int64) (int64, error) {
+	freed, err := l.removeBefore(pos)
+	if freed > 0 {
+		// Outside l.mu: readers of the log need not wait for the disk.
+		if serr := fsutil.SyncDir(l.dir); serr != nil {
+			return freed, errors.Join(err, fmt.Errorf("delete segments before %d: %w", pos, serr))
+		}
+	}
+	return freed, err
+}
+
+// removeBefore unlinks the segments deleteBefore deletes, under l.mu.
+func (l *commitLog) removeBefore(pos int64) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var freed int64
