@@ -57,6 +57,7 @@ type Broker struct {
 	ckptStale   bool                           // retention changed start offsets: checkpoint even if appliedPos did not move
 	retired     []*indexSegment                // index segments retention let go whose files wait for a checkpoint (stateMu)
 	lastCkptPos atomic.Int64                   // position of the last checkpoint written; stored under ckptMu
+	ckptKeepPos atomic.Int64                   // lowest log position the last checkpoint's start offsets point at (retention.go); stored under ckptMu
 	lastCkpt    []byte                         // the last checkpoint written, as on disk; guarded by ckptMu
 	ckptBroken  error                          // an index fsync failed: no later checkpoint may be written; guarded by ckptMu
 	snap        atomic.Pointer[linkedSnapshot] // the snapshot linked for members that copy it (snapshot.go); stored under ckptMu

@@ -128,6 +128,10 @@ func (b *Broker) checkpoint() error {
 			p.mu.RUnlock()
 		}
 	}
+	// The log its start offsets point into: retention deletes nothing from there on until a
+	// later checkpoint records later starts (a restart from this one would serve those
+	// offsets from deleted log).
+	keep := b.firstRetainedPos()
 	cp.Txs = b.checkpointTxs(pos)
 	cp.Decisions = b.checkpointDecisions(pos)
 	dcp := b.syncedDedupe // Sync below makes it durable; later keys are replayed from the log
@@ -180,6 +184,7 @@ func (b *Broker) checkpoint() error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	b.lastCkptPos.Store(pos)
+	b.ckptKeepPos.Store(keep)
 	b.lastCkpt = data // a snapshot's derived state (snapshot.go)
 	for _, s := range retired {
 		// A removal a power loss undoes leaves a file below the partition's start, which

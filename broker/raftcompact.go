@@ -20,7 +20,9 @@ import (
 //   - the first record each partition still retains (the replicated retention records moved
 //     the partitions' start offsets on every member alike);
 //   - its last durable checkpoint (a restart replays from there; it can never rebuild state
-//     from a compacted log, so the checkpoint must cover everything deleted);
+//     from a compacted log, so the checkpoint must cover everything deleted), and the first
+//     record of each partition start that checkpoint records (a restart serves from those
+//     starts until raft applies the retention records after the checkpoint again);
 //   - every durable XA branch (prepared, heuristically completed, or with its outcome on the
 //     way) and every held coordinator decision: their batches stay in the log (a replicated log is never re-written at its
 //     head as a single node's is; the branch pins the segment until it is decided);
@@ -110,7 +112,10 @@ func (b *Broker) CompactLog() (int64, error) {
 	b.ckptMu.Lock() // no checkpoint moves lastCkptPos, and no snapshot is being linked, meanwhile
 	defer b.ckptMu.Unlock()
 	b.stateMu.Lock()
-	limit := min(b.firstRetainedPos(), b.lastCkptPos.Load(), b.appliedPos)
+	// A retention record moves the starts when it is applied, and the checkpoint that records
+	// them comes after: until then the checkpoint on disk names the older starts, and a restart
+	// from it serves them until raft applies the record again.
+	limit := min(b.firstRetainedPos(), b.lastCkptPos.Load(), b.ckptKeepPos.Load(), b.appliedPos)
 	b.stateMu.Unlock()
 	limit = b.decisionPin(b.preparedPin(limit)) // the same pins as a single node's retention, without re-writing
 

@@ -9,9 +9,10 @@ import (
 // last one and either its newest message is older than the topic's retention age or the
 // partition without it still holds at least the topic's retention bytes; the partition's
 // start offset moves past it. A commit-log segment goes when no partition still has a
-// message in it (and the last checkpoint is past it). Because all partitions share the log,
-// a topic with long retention keeps the log segments its messages live in; their space is
-// reclaimed once every topic with data in them has let go.
+// message in it, and the last checkpoint is past it and records partition starts past it (a
+// restart serves from the starts the checkpoint on disk names). Because all partitions share
+// the log, a topic with long retention keeps the log segments its messages live in; their
+// space is reclaimed once every topic with data in them has let go.
 
 func (b *Broker) runRetention() {
 	defer b.wg.Done()
@@ -69,7 +70,10 @@ func (b *Broker) EnforceRetention() {
 			return // the files wait for the next checkpoint
 		}
 	}
-	minPos = min(minPos, b.lastCkptPos.Load())
+	// Not past where the starts of the checkpoint on disk point: a restart from it serves them.
+	// They lag the starts used above when a pass's checkpoint failed and the next pass found
+	// the retired segments taken by a periodic checkpoint still under way (retire false).
+	minPos = min(minPos, b.lastCkptPos.Load(), b.ckptKeepPos.Load())
 	if minPos > 0 && minPos < math.MaxInt64 {
 		// Prepared and heuristic branches keep their batches; re-write old ones at the head
 		// first.
