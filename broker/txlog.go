@@ -205,7 +205,10 @@ func (b *Broker) replayTx(pos int64, bv batchView, byID map[uint32]*topic, rebui
 			// original prepare batch in the log).
 			return nil
 		}
-		t.state, t.preparePos = TxPrepared, pos
+		// Durable now, also for the leader's own branch (cluster mode), which XAPrepare marks
+		// only once the proposer answers: a checkpoint in between must list it, or a restart
+		// from that checkpoint (raft applies only later entries) forgets a prepared branch.
+		t.state, t.preparePos, t.durable = TxPrepared, pos, true
 		if err := fillPrepared(t, recs, byID); err != nil {
 			return err
 		}
