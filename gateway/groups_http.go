@@ -362,10 +362,13 @@ func (s *Server) handleCommitOffsets(w http.ResponseWriter, r *http.Request) err
 			return &broker.OffsetRangeError{Offset: o.Next, StartOffset: pi.StartOffset, EndOffset: pi.EndOffset}
 		}
 	}
+	term := s.groupsEpoch.sync(s) // the term whose groups the commit is checked against
 	ctx, cancel := context.WithTimeout(r.Context(), commitTimeout)
-	err = s.groups.Commit(ctx, group, id, offs)
-	cancel()
-	if err != nil {
+	defer cancel()
+	if err := s.groups.Commit(ctx, group, id, offs); err != nil {
+		return err
+	}
+	if err := s.groupsEpoch.confirmCommit(ctx, s, term); err != nil {
 		return err
 	}
 	res := api.CommitOffsetsResponse{Offsets: make([]api.GroupOffset, len(offs))}
