@@ -64,6 +64,12 @@ const (
 
 const fetchPattern = "/v1/topics/{topic}/partitions/{partition}/messages"
 
+// groupPollPattern is a group member's poll. The leader confirms its leadership before it
+// answers, as for a fetch: a leader deposed without noticing yet would deliver, from its own
+// cursors, messages that the partition's owner under the new leader has processed and
+// committed since (cluster_groups.go).
+const groupPollPattern = "/v1/groups/{group}/members/{member}/messages"
+
 // clusterRouteKind classifies a route pattern (routes.go) for cluster mode.
 func clusterRouteKind(pattern string) clusterRoute {
 	switch pattern {
@@ -71,7 +77,7 @@ func clusterRouteKind(pattern string) clusterRoute {
 		return routeLocal
 	case fetchPattern:
 		return routeFetch
-	case "/v1/xa/recover":
+	case "/v1/xa/recover", groupPollPattern:
 		return routeReadSafe
 	}
 	return routeLeader
