@@ -28,8 +28,10 @@ import (
 // place can itself fail (ENOSPC, EIO). Then the broker cuts the log at once instead: it
 // truncates the active segment at the durable end and fdatasyncs it (ftruncate frees space, so
 // it works on a full disk; no copy goes to repair/, for which there is no room), and the failed
-// requests are still certainly not stored. If even that fails, it empties the fail mark
-// (ftruncate again) and answers the failed requests ErrOutcomeUnknown: a start that finds the
+// requests are still certainly not stored. If even that fails, it answers the failed requests
+// ErrOutcomeUnknown and, unless the mark's write took in the page cache (only its fdatasync
+// failed, as on a disk whose every fsync fails: a restart without a reboot reads the mark and
+// cuts), empties the fail mark (ftruncate again): a start that finds the
 // mark empty refuses, naming the file and the runbook (docs/operations.md, "An empty fail
 // mark"), until an operator has cut the log. Only if emptying the mark fails as well (the file
 // system takes no change at all) may a restart serve bytes whose fsync failed; the error log
@@ -107,12 +109,24 @@ func readFailMarkFrom(f *os.File, path string) (pos int64, set bool, err error) 
 }
 
 // record makes pos the durable end that the next start cuts the log at.
-func (m *failMark) record(pos int64) error {
+func (m *failMark) record(pos int64) error { return m.write(failMarkBytes(pos)) }
+
+func failMarkBytes(pos int64) []byte {
 	buf := make([]byte, failMarkSize)
 	copy(buf, failMarkMagic)
 	binary.BigEndian.PutUint64(buf[8:], uint64(pos))
 	binary.BigEndian.PutUint32(buf[16:], crc32.Checksum(buf[:16], castagnoli))
-	return m.write(buf)
+	return buf
+}
+
+// holds reports whether the file, as the kernel serves it now, reads as the mark of pos: after
+// a record whose fdatasync failed, a restart without a reboot reads the mark and cuts there.
+func (m *failMark) holds(pos int64) bool {
+	buf := make([]byte, failMarkSize)
+	if _, err := m.f.ReadAt(buf, 0); err != nil {
+		return false
+	}
+	return bytes.Equal(buf, failMarkBytes(pos))
 }
 
 // clear removes the mark (after the cut is durable).
@@ -144,15 +158,26 @@ func (m *failMark) close() error { return m.f.Close() }
 
 // cutUnrecorded is fail's way out when the mark of durable end pos could not be recorded
 // (merr): it cuts the log at pos now and reports true, so the failed requests are certainly
-// not stored. If the cut cannot be made durable, it empties the mark so that the next start
-// refuses until an operator cuts the log, and reports false (the failed requests' outcome is
-// unknown: they may survive in the page cache). Flusher only.
+// not stored. If the cut cannot be made durable, it reports false (the failed requests'
+// outcome is unknown) and, unless the mark's write took in the page cache (only its fdatasync
+// failed, so a restart reads it), empties the mark so that the next start refuses until an
+// operator cuts the log. Flusher only.
 func (b *Broker) cutUnrecorded(pos int64, merr error) bool {
 	cerr := b.log.cutUnsynced(pos)
 	if cerr == nil {
 		b.opts.Logger.Warn("could not record where the restart must cut the log; cut it there now",
 			"durable_end", pos, "err", merr)
 		return true
+	}
+	if b.fmark.holds(pos) {
+		// The mark's write took (its fdatasync failed: a failing disk, as when every fsync
+		// fails): a restart without a reboot reads it and cuts the log. Emptying it would only
+		// make that restart refuse, and the emptied file could not be made durable either.
+		b.opts.Logger.Error("could not make the fail mark or the cut of the log durable; the mark is in place for a "+
+			"restart, but after a power loss the log may hold bytes whose fsync failed: cut it at the durable end "+
+			"before restarting after one (docs/operations.md, \"An empty fail mark\"); answers to the failed requests are outcome unknown",
+			"durable_end", pos, "file", filepath.Join(b.opts.Dir, failMarkName), "err", merr, "cut_err", cerr)
+		return false
 	}
 	if eerr := b.fmark.empty(); eerr != nil {
 		b.opts.Logger.Error("could not record where the restart must cut the log, cut it, or empty the fail mark: "+

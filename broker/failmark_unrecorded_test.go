@@ -147,3 +147,35 @@ func TestUnrecordedFailMarkRefusesStart(t *testing.T) {
 	defer b.Close()
 	wantValues(t, fetchAll(t, b, "t", 0), 1)
 }
+
+// TestFailingDiskKeepsTheMark: every fdatasync fails (a dying disk), but writes still reach the
+// page cache, so the mark's write took although its sync failed. The broker must not empty the
+// mark (the start would then refuse, and the emptied file is no more durable than the mark): a
+// restart without a reboot reads the mark, cuts the log there and serves what was stored before.
+func TestFailingDiskKeepsTheMark(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(t, dir)
+	b := mustOpen(t, o)
+	mustCreate(t, b, "t", 1)
+	produceN(t, b, 1)
+	heal := fsutil.SetHook(func(ev fsutil.Event, do func() error) error {
+		if ev.Kind == fsutil.File {
+			return syscall.EIO
+		}
+		return do()
+	})
+	t.Cleanup(heal)
+	if _, err := b.Produce(context.Background(), "t", []Message{msg("failed")}, "k"); !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("produce on a disk whose every fsync fails: %v; want ErrOutcomeUnknown (nothing could be made durable)", err)
+	}
+	b.abandon()
+	heal()
+
+	b = mustOpen(t, o)
+	defer b.Close()
+	wantValues(t, fetchAll(t, b, "t", 0), 1)
+	res, err := b.Produce(context.Background(), "t", []Message{msg("v1")}, "k")
+	if err != nil || res.Duplicate || res.Offsets[0].Offset != 1 {
+		t.Fatalf("retry after the restart: %+v %v, want a new message at offset 1", res, err)
+	}
+}
