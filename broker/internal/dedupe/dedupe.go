@@ -14,7 +14,16 @@
 // same reason.
 //
 // Files are rotated every Options.Rotate and deleted by Expire once every entry in them is older
-// than the window. In memory an entry keeps its offsets as runs (partition, first offset, count),
+// than the window.
+//
+// Age and the wall clock: an entry's Time is the wall clock (unix ms), which an NTP step, a
+// resumed VM or an operator can move by hours or years. A step forward must not make every key
+// expire at once (a producer's retry right after would append a second copy), so the age of an
+// entry is counted twice: by the wall clock, and by the monotonic clock (Options.Elapsed), which
+// no step moves, from the moment the entry became known to this Store (added, or loaded by
+// Open) with the age the wall clock gave it then. An entry is forgotten only when both ages
+// are past the window. A step back keeps entries longer, until the wall clock catches up. Open
+// has only the wall clock: a step made while the broker was down counts in full. In memory an entry keeps its offsets as runs (partition, first offset, count),
 // the same shape as on disk; Get expands them into a new slice. See format.go for the file format.
 //
 // Concurrency: Get may be called from any number of goroutines. Add, Sync, Expire and Close are
@@ -71,6 +80,11 @@ type Options struct {
 	Rotate time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Elapsed is the monotonic clock: time passed since some fixed point, never moved by a
+	// step of the wall clock. Default: measured on Now's monotonic reading since Open (time.Now
+	// has one; with a fake Now that has none it moves with Now). A test that steps Now's wall
+	// clock sets it.
+	Elapsed func() time.Duration
 }
 
 var errClosed = errors.New("dedupe: store is closed")
@@ -82,6 +96,7 @@ const slowSync = time.Second
 type Store struct {
 	dir      string
 	now      func() time.Time
+	elapsed  func() time.Duration
 	windowMs int64
 	rotateMs int64
 
@@ -106,6 +121,7 @@ type Store struct {
 type queued struct {
 	key  Key
 	time int64
+	seen int64 // record.seen
 }
 
 // file is one dedupe file.
@@ -114,6 +130,7 @@ type file struct {
 	created int64 // unix ms, from the name
 	size    int64
 	newest  int64    // newest entry time in the file; math.MinInt64 when empty
+	newSeen int64    // newest entry's seen (record.seen) in the file; math.MinInt64 when empty
 	f       *os.File // open while written to or waiting for its fsync
 }
 
@@ -135,12 +152,17 @@ func Open(opts Options, cp Checkpoint) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Elapsed == nil {
+		now, start := opts.Now, opts.Now()
+		opts.Elapsed = func() time.Duration { return now().Sub(start) }
+	}
 	if err := fsutil.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("dedupe: open: %w", err)
 	}
 	s := &Store{
 		dir:      opts.Dir,
 		now:      opts.Now,
+		elapsed:  opts.Elapsed,
 		windowMs: max(opts.Window.Milliseconds(), 1),
 		rotateMs: max(opts.Rotate.Milliseconds(), 1),
 		m:        make(map[Key]record),
@@ -153,16 +175,34 @@ func Open(opts Options, cp Checkpoint) (*Store, error) {
 
 func (s *Store) nowMs() int64 { return s.now().UnixMilli() }
 
-// visible reports whether an entry of time t is still within the window at now.
+// reading is a reading of both clocks, in milliseconds.
+type reading struct{ wall, mono int64 }
+
+func (s *Store) clock() reading {
+	return reading{wall: s.nowMs(), mono: s.elapsed().Milliseconds()}
+}
+
+// seenAt returns the monotonic reading at which an entry of time t, becoming known at c, had
+// age zero: c.mono less the wall clock's age of t (none for a t in the future).
+func seenAt(t int64, c reading) int64 { return c.mono - max(c.wall-t, 0) }
+
+// visible reports whether an entry of time t is still within the window at now by the wall
+// clock alone (Add's check of a new entry, Open's of a loaded one).
 func (s *Store) visible(t, now int64) bool { return t >= now-s.windowMs }
+
+// live reports whether an entry of time t, seen at seen (seenAt), is still within the window
+// at c: by the wall clock, or by the monotonic clock since it became known (package comment).
+func (s *Store) live(t, seen int64, c reading) bool {
+	return t >= c.wall-s.windowMs || seen >= c.mono-s.windowMs
+}
 
 // Get returns the entry of k if it is within the window. The returned Offsets are the caller's.
 func (s *Store) Get(k Key) (Entry, bool) {
-	now := s.nowMs()
+	c := s.clock()
 	s.mu.RLock()
 	r, ok := s.m[k]
 	s.mu.RUnlock()
-	if !ok || !s.visible(r.time, now) {
+	if !ok || !s.live(r.time, r.seen, c) {
 		return Entry{}, false
 	}
 	return Entry{Key: k, Fingerprint: r.fp, Time: r.time, Offsets: expand(r.runs)}, true
@@ -190,7 +230,8 @@ func (s *Store) Add(e Entry) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
-	now := s.nowMs()
+	c := s.clock()
+	now := c.wall
 	if !s.visible(e.Time, now) {
 		return nil
 	}
@@ -198,12 +239,12 @@ func (s *Store) Add(e Entry) error {
 	if err != nil {
 		return fmt.Errorf("dedupe: add %x: %w", e.Key, err)
 	}
-	rec := record{fp: e.Fingerprint, time: e.Time, runs: runs}
+	rec := record{fp: e.Fingerprint, time: e.Time, seen: seenAt(e.Time, c), runs: runs}
 	// Only writers change m and they hold wmu: reading it here needs no read lock.
 	// An old entry that had left the window when e was made is superseded, not a conflict:
 	// the key was used again after it expired (this matters on replay after the wall clock
 	// stepped back, when both uses look recent).
-	if old, ok := s.m[e.Key]; ok && s.visible(old.time, now) && s.visible(old.time, e.Time) {
+	if old, ok := s.m[e.Key]; ok && s.live(old.time, old.seen, c) && s.visible(old.time, e.Time) {
 		if old.fp == rec.fp && equalRuns(old.runs, rec.runs) {
 			return nil
 		}
@@ -225,7 +266,8 @@ func (s *Store) Add(e Entry) error {
 	}
 	s.cur.size += int64(len(frame))
 	s.cur.newest = max(s.cur.newest, e.Time)
-	s.q = append(s.q, queued{key: e.Key, time: e.Time})
+	s.cur.newSeen = max(s.cur.newSeen, rec.seen)
+	s.q = append(s.q, queued{key: e.Key, time: e.Time, seen: rec.seen})
 	s.mu.Lock()
 	s.m[e.Key] = rec
 	s.mu.Unlock()
@@ -251,7 +293,7 @@ func (s *Store) rotateIfDue(now int64) error {
 		return fmt.Errorf("dedupe: create file: %w", err)
 	}
 	s.lastCreated = created
-	s.cur = &file{name: name, created: created, newest: math.MinInt64, f: f}
+	s.cur = &file{name: name, created: created, newest: math.MinInt64, newSeen: math.MinInt64, f: f}
 	s.files = append(s.files, s.cur)
 	s.dirDirty = true
 	if s.w == nil {
@@ -324,23 +366,27 @@ func (s *Store) Mark() Checkpoint {
 }
 
 // Expire drops the entries older than the window from memory and deletes every file whose newest
-// entry is older than the window and that was itself created before the window began. The
-// current file is never deleted. The deletions are made durable by the next Sync.
+// entry is older than the window and that was itself created before the window began. Older
+// means by both clocks (see the package comment): a step of the wall clock forward expires
+// nothing early. The current file is never deleted. The deletions are made durable by the
+// next Sync.
 func (s *Store) Expire() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed {
 		return errClosed
 	}
-	cutoff := s.nowMs() - s.windowMs
+	c := s.clock()
+	cutoff := c.wall - s.windowMs
+	expired := func(q queued) bool { return !s.live(q.time, q.seen, c) }
 	// Memory: pop the queue front while it is expired, deleting in chunks so that Get never
 	// waits long. A key added again later has a newer record, which stays. An entry whose Time
 	// is older than an entry added before it waits behind that one; Get hides it meanwhile.
-	for s.qHead < len(s.q) && s.q[s.qHead].time < cutoff {
+	for s.qHead < len(s.q) && expired(s.q[s.qHead]) {
 		s.mu.Lock()
-		for n := 0; n < 4096 && s.qHead < len(s.q) && s.q[s.qHead].time < cutoff; n++ {
+		for n := 0; n < 4096 && s.qHead < len(s.q) && expired(s.q[s.qHead]); n++ {
 			k := s.q[s.qHead].key
-			if r, ok := s.m[k]; ok && r.time < cutoff {
+			if r, ok := s.m[k]; ok && !s.live(r.time, r.seen, c) {
 				delete(s.m, k)
 			}
 			s.q[s.qHead] = queued{}
@@ -356,7 +402,7 @@ func (s *Store) Expire() error {
 	var errs []error
 	kept := make([]*file, 0, len(s.files))
 	for _, f := range s.files {
-		if f == s.cur || f.newest >= cutoff || f.created >= cutoff {
+		if f == s.cur || f.newest >= cutoff || f.newSeen >= c.mono-s.windowMs || f.created >= cutoff {
 			kept = append(kept, f)
 			continue
 		}

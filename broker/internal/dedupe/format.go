@@ -71,6 +71,7 @@ type run struct {
 type record struct {
 	fp   uint64
 	time int64
+	seen int64 // in memory only: the monotonic reading (ms) at which time was now (seenAt)
 	runs []run
 }
 

@@ -60,7 +60,8 @@ func (s *Store) recover(cp Checkpoint) error {
 	}
 	slices.SortFunc(all, func(a, b found) int { return strings.Compare(a.name, b.name) })
 
-	now := s.nowMs()
+	c := s.clock()
+	now := c.wall
 	cutoff := now - s.windowMs
 	if cp != (Checkpoint{}) && !slices.ContainsFunc(all, func(f found) bool { return f.created == cpCreated }) {
 		if cpCreated >= cutoff {
@@ -77,13 +78,13 @@ func (s *Store) recover(cp Checkpoint) error {
 		case cp == (Checkpoint{}) || f.created > cpCreated:
 			newer = append(newer, f.name)
 		case f.created == cpCreated:
-			size, err := s.load(f.name, f.created, cp.Size, now)
+			size, err := s.load(f.name, f.created, cp.Size, c)
 			if err != nil {
 				return err
 			}
 			s.lastCP = Checkpoint{File: f.name, Size: size}
 		default:
-			if _, err := s.load(f.name, f.created, math.MaxInt64, now); err != nil {
+			if _, err := s.load(f.name, f.created, math.MaxInt64, c); err != nil {
 				return err
 			}
 		}
@@ -104,7 +105,7 @@ func (s *Store) recover(cp Checkpoint) error {
 
 // load reads the entries of the first limit bytes of a file into memory, cuts the file at its
 // first torn or corrupt entry (or at limit), records it in s.files and returns its new size.
-func (s *Store) load(name string, created, limit, now int64) (int64, error) {
+func (s *Store) load(name string, created, limit int64, c reading) (int64, error) {
 	path := filepath.Join(s.dir, name)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -115,15 +116,18 @@ func (s *Store) load(name string, created, limit, now int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	fs := &file{name: name, created: created, newest: math.MinInt64}
+	fs := &file{name: name, created: created, newest: math.MinInt64, newSeen: math.MinInt64}
 	good, stop := scan(io.LimitReader(f, limit), func(k Key, rec record) {
+		// Loaded: as old as the wall clock says now, and older only by the monotonic clock.
+		rec.seen = seenAt(rec.time, c)
 		fs.newest = max(fs.newest, rec.time)
-		if !s.visible(rec.time, now) {
+		fs.newSeen = max(fs.newSeen, rec.seen)
+		if !s.visible(rec.time, c.wall) {
 			return
 		}
 		// A key can appear twice only when it was added again after it expired: the later
 		// entry wins. Expire keeps a record newer than the one it pops, so queueing both is right.
-		s.q = append(s.q, queued{key: k, time: rec.time})
+		s.q = append(s.q, queued{key: k, time: rec.time, seen: rec.seen})
 		s.m[k] = rec
 	})
 	switch {
