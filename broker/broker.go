@@ -24,6 +24,7 @@ type Broker struct {
 
 	log    *commitLog
 	dedupe *dedupe.Store
+	opened reading // both clocks at Open (clock.go)
 
 	topicMu     sync.Mutex // serialises topic creation; guards metas, nextTopicID
 	metas       []topicMeta
@@ -165,6 +166,7 @@ func (b *Broker) lockDir() error {
 }
 
 func (b *Broker) open() error {
+	b.opened = b.clock() // the ages of what Open finds count from here (clock.go)
 	// Temporary files of atomic replacements cut short by a crash (".tmp" is the fixed name
 	// earlier versions used).
 	for _, name := range []string{topicsFileName, checkpointFileName} {
@@ -210,7 +212,7 @@ func (b *Broker) open() error {
 	if cp != nil {
 		dcp = cp.Dedupe
 	}
-	b.dedupe, err = dedupe.Open(dedupe.Options{Dir: filepath.Join(b.opts.Dir, "dedupe"), Window: b.opts.IdempotencyWindow, Now: b.opts.Now}, dcp)
+	b.dedupe, err = dedupe.Open(dedupe.Options{Dir: filepath.Join(b.opts.Dir, "dedupe"), Window: b.opts.IdempotencyWindow, Now: b.opts.Now, Elapsed: b.opts.Elapsed}, dcp)
 	if err != nil {
 		return fmt.Errorf("open idempotency store: %w", err)
 	}

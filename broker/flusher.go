@@ -121,7 +121,7 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		}
 		return buf, entries, unsynced
 	}
-	now := b.opts.Now().UnixMilli()
+	now, mono := b.opts.Now().UnixMilli(), b.opts.Elapsed().Milliseconds()
 	var (
 		writeTime time.Duration
 		msgs      int
@@ -236,7 +236,8 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 	b.stateMu.Lock()
 	var indexErr error
 	for _, pe := range entries {
-		if indexErr = pe.p.writeEntry(pe.off, pe.e); indexErr != nil {
+		// Written now, at now: as young as can be by both clocks (clock.go).
+		if indexErr = pe.p.writeEntry(pe.off, pe.e, mono); indexErr != nil {
 			break
 		}
 	}

@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -65,6 +66,12 @@ type indexSegment struct {
 	f     *os.File
 	data  []byte // the mapping, entries*indexEntrySize bytes
 	dirty bool   // written since the last checkpoint sync (guarded by the broker's stateMu)
+	// seen is the monotonic reading (ms) at which this process last wrote an entry here, less
+	// that entry's age by the wall clock then (seenAt); math.MinInt64 when it wrote none. Guarded
+	// by the broker's stateMu; retention reads it (clock.go).
+	seen int64
+	// stepWarned: retention logged that the clocks disagree on this segment (stateMu).
+	stepWarned bool
 }
 
 func indexName(base int64) string { return fmt.Sprintf("%020d.idx", base) }
@@ -110,7 +117,7 @@ func openIndexSegment(dir string, base int64, entries int, create bool) (*indexS
 			return nil, err
 		}
 	}
-	return &indexSegment{base: base, f: f, data: data}, nil
+	return &indexSegment{base: base, f: f, data: data, seen: math.MinInt64}, nil
 }
 
 // load copies entry i out of the mapping.

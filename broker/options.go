@@ -91,6 +91,11 @@ type Options struct {
 	Observer Observer
 	// Now is the clock; tests may replace it. Default time.Now.
 	Now func() time.Time
+	// Elapsed is the monotonic clock: the time since Open, never moved by a step of the wall
+	// clock. Retention by age and the idempotency window never count an age longer than it
+	// allows (clock.go). Default: measured on Now's monotonic reading (time.Now has one; with a
+	// fake Now that has none it moves with Now). A test that steps Now's wall clock sets it.
+	Elapsed func() time.Duration
 	// Replicated opens the broker as a cluster member (replicate.go): its commit log is the
 	// raft log, writes are proposed through the Proposer given to SetProposer and change state
 	// only when applied. Fsync must be always; retention does not delete log segments yet.
@@ -157,6 +162,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = d.Now
+	}
+	if o.Elapsed == nil {
+		o.Elapsed = elapsedSince(o.Now)
 	}
 	return o
 }

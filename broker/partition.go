@@ -69,8 +69,9 @@ func (p *partition) readEntry(off int64) (indexEntry, error) {
 	return s.load(off - s.base)
 }
 
-// writeEntry stores the entry of off, creating index segments as needed. Flusher only.
-func (p *partition) writeEntry(off int64, e indexEntry) error {
+// writeEntry stores the entry of off, creating index segments as needed; seen is e's seenAt
+// (math.MinInt64 for a gap entry). Flusher only.
+func (p *partition) writeEntry(off int64, e indexEntry, seen int64) error {
 	p.mu.RLock()
 	s := p.segmentFor(off)
 	p.mu.RUnlock()
@@ -84,6 +85,7 @@ func (p *partition) writeEntry(off int64, e indexEntry) error {
 		return err
 	}
 	s.dirty = true
+	s.seen = max(s.seen, seen)
 	return nil
 }
 

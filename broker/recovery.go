@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -214,7 +215,7 @@ func (b *Broker) keepDroppedEnds(cp *checkpointFile) error {
 			b.opts.Logger.Warn("offsets lost to a dropped corrupt batch", "topic", t.name, "partition", p.id, "from", p.next, "to", c.End-1)
 		}
 		for ; p.next < c.End; p.next++ {
-			if err := p.writeEntry(p.next, gapEntry); err != nil {
+			if err := p.writeEntry(p.next, gapEntry, math.MinInt64); err != nil {
 				return err
 			}
 		}
@@ -446,6 +447,7 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 // indexReplayed re-indexes records that start at log position recPos.
 func (b *Broker) indexReplayed(recs []record, recPos int64, byID map[uint32]*topic, rebuild bool) ([]dedupe.Position, error) {
 	offsets := make([]dedupe.Position, 0, len(recs))
+	c := b.clock() // replayed at Open, or applied by a cluster member: as old as the wall clock says now
 	for _, r := range recs {
 		t, ok := byID[r.TopicID]
 		if !ok || int(r.Partition) >= len(t.parts) {
@@ -460,7 +462,7 @@ func (b *Broker) indexReplayed(recs []record, recPos int64, byID map[uint32]*top
 		if r.Offset > p.next && b.gapSeen {
 			b.opts.Logger.Warn("offsets lost to a dropped corrupt batch", "topic", t.name, "partition", p.id, "from", p.next, "to", r.Offset-1)
 			for ; p.next < r.Offset; p.next++ {
-				if err := p.writeEntry(p.next, gapEntry); err != nil {
+				if err := p.writeEntry(p.next, gapEntry, math.MinInt64); err != nil {
 					return nil, err
 				}
 			}
@@ -468,7 +470,7 @@ func (b *Broker) indexReplayed(recs []record, recPos int64, byID map[uint32]*top
 		if r.Offset != p.next {
 			return nil, fmt.Errorf("%w: record at %d has offset %d, partition %s/%d expects %d", errRebuild, recPos, r.Offset, t.name, p.id, p.next)
 		}
-		if err := p.writeEntry(r.Offset, indexEntry{Pos: recPos, Size: uint32(r.Size), CRC: r.CRC, Timestamp: r.Timestamp}); err != nil {
+		if err := p.writeEntry(r.Offset, indexEntry{Pos: recPos, Size: uint32(r.Size), CRC: r.CRC, Timestamp: r.Timestamp}, seenAt(r.Timestamp, c)); err != nil {
 			return nil, err
 		}
 		p.next++

@@ -13,6 +13,12 @@ import (
 // restart serves from the starts the checkpoint on disk names). Because all partitions share
 // the log, a topic with long retention keeps the log segments its messages live in; their
 // space is reclaimed once every topic with data in them has let go.
+//
+// Age is counted by the wall clock and by the monotonic clock (clock.go): a segment goes for
+// its age only when both say its newest message is older than the retention age, so a step of
+// the wall clock forward (NTP, a resumed VM, a wrong year set by hand) deletes nothing early,
+// and messages written while the clock was behind are not taken for old once it is corrected.
+// Each pass logs the segments it removes and why.
 
 func (b *Broker) runRetention() {
 	defer b.wg.Done()
@@ -43,7 +49,7 @@ func (b *Broker) EnforceRetention() {
 		b.proposeRetention()
 		return
 	}
-	now := b.opts.Now().UnixMilli()
+	now := b.clock()
 	b.stateMu.Lock()
 	changed := false
 	for _, t := range b.table.Load().byID {
@@ -113,9 +119,9 @@ func (b *Broker) EnforceRetention() {
 // retentionStart returns the offset partition p of topic t would start at after dropping
 // every leading index segment that retention lets go, and whether that is past its start.
 // Per segment: it is not the last one, it ends at or before limit, and either its newest
-// message is older than age or the partition without it still holds at least size bytes.
-// The caller holds stateMu.
-func (b *Broker) retentionStart(t *topic, p *partition, now int64, age time.Duration, size, limit int64) (int64, bool) {
+// message is older than age (by both clocks: clock.go) or the partition without it still holds
+// at least size bytes. The caller holds stateMu.
+func (b *Broker) retentionStart(t *topic, p *partition, now reading, age time.Duration, size, limit int64) (int64, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	start := p.start.Load()
@@ -147,8 +153,17 @@ func (b *Broker) retentionStart(t *topic, p *partition, now int64, age time.Dura
 			b.opts.Logger.Error("retention: index unreadable, partition left as it is", "topic", t.name, "partition", p.id, "err", err)
 			break
 		}
-		expired := age > 0 && newest.Timestamp < now-age.Milliseconds()
+		ageMs := age.Milliseconds()
+		wallOld := now.wall-newest.Timestamp > ageMs
+		seen := max(seg.seen, seenAt(newest.Timestamp, b.opened))
+		expired := age > 0 && wallOld && now.mono-seen > ageMs
 		oversize := size > 0 && left-segBytes >= size
+		if age > 0 && wallOld && !expired && !oversize && !seg.stepWarned {
+			seg.stepWarned = true
+			b.opts.Logger.Warn("retention: a segment is older than the retention age by the wall clock but not by the monotonic clock; kept until it is by both (was the clock stepped?)",
+				"topic", t.name, "partition", p.id, "base", seg.base, "newest", time.UnixMilli(newest.Timestamp).UTC(),
+				"retention_age", age, "monotonic_age", time.Duration(now.mono-seen)*time.Millisecond)
+		}
 		if !expired && !oversize {
 			break
 		}

@@ -38,7 +38,7 @@ func (b *Broker) proposeRetention() {
 	if !ok {
 		return
 	}
-	now := b.opts.Now().UnixMilli()
+	now := b.clock()
 	var moves []retentionMove
 	b.stateMu.Lock()
 	for _, t := range b.table.Load().byID {
@@ -59,8 +59,8 @@ func (b *Broker) proposeRetention() {
 		return
 	}
 	buf := make([]byte, raftHeaderSize)
-	buf, _ = appendRecord(buf, 0, 0, 0, now, &Message{Value: val, ValueJSON: true})
-	putBatchHeader(buf, batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: batchRetention, Count: 1, Timestamp: now})
+	buf, _ = appendRecord(buf, 0, 0, 0, now.wall, &Message{Value: val, ValueJSON: true})
+	putBatchHeader(buf, batchHeader{Magic: raftMagic, Length: uint32(len(buf)), Type: batchRetention, Count: 1, Timestamp: now.wall})
 	out := make(chan error, 1)
 	if err := pr.Propose(term, [][]byte{buf}, []chan<- error{out}); err != nil {
 		b.opts.Logger.Warn("retention: propose record", "err", err)
