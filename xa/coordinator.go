@@ -76,6 +76,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Elapsed is the monotonic clock: the time since Open, never moved by a step of the wall
+	// clock. A finished transaction (and its client id) is forgotten only when it is past its
+	// retention by Now and by Elapsed, so a wall clock stepped forward (NTP, a resumed VM)
+	// forgets nothing early; one loaded at Open is aged from its recorded finish by the wall
+	// clock at Open (a step while the process was down counts as time passed). Default: the
+	// monotonic reading of Now (time.Now has one; a fake clock without one moves both).
+	Elapsed func() time.Duration
 }
 
 // NewOptions returns the default options for a coordinator keeping its files in dir.
@@ -127,6 +134,10 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = d.Now
 	}
+	if o.Elapsed == nil {
+		start, now := o.Now(), o.Now
+		o.Elapsed = func() time.Duration { return now().Sub(start) }
+	}
 	return o
 }
 
@@ -169,6 +180,7 @@ type txState struct {
 	status              Status
 	created, decided    time.Time
 	finished, deadline  time.Time
+	finishedMono        time.Duration // Options.Elapsed at finished (for one loaded at Open: as if)
 	code, message, by   string
 	branches            []*branchState
 	offsets             []broker.TopicPosition
@@ -369,7 +381,7 @@ func writeFileSync(path, content string) error {
 // decision durable first, abortUndecided), so recovery rolls its branches back without waiting
 // for the grace period.
 func (c *Coordinator) load(recs []record) {
-	now := c.opts.Now()
+	now, el := c.opts.Now(), c.opts.Elapsed()
 	var undecided []*txState
 	for _, r := range recs {
 		st := &txState{
@@ -378,6 +390,9 @@ func (c *Coordinator) load(recs []record) {
 			code: r.Code, message: r.Message, by: r.By, logged: true, settled: make(chan struct{}),
 		}
 		close(st.settled)
+		if !r.Finished.IsZero() {
+			st.finishedMono = el - max(now.Sub(r.Finished), 0)
+		}
 		if st.clientID != "" {
 			st.id = st.clientID
 		}

@@ -509,7 +509,7 @@ func (t *GlobalTx) rollbackLocked(ctx context.Context, reason error) TxInfo {
 	})
 	c.mu.Lock()
 	if allDone {
-		st.status, st.finished = StatusRolledBack, c.opts.Now()
+		st.status, st.finished, st.finishedMono = StatusRolledBack, c.opts.Now(), c.opts.Elapsed()
 		if mustLog || st.clientID != "" {
 			c.appendLog(st, recDone, false)
 		}
@@ -583,6 +583,7 @@ func (t *GlobalTx) Commit(ctx context.Context) (TxInfo, error) {
 	case len(worked) == 0:
 		c.mu.Lock()
 		t.st.status, t.st.decided, t.st.finished = StatusCommitted, c.opts.Now(), c.opts.Now()
+		t.st.finishedMono = c.opts.Elapsed()
 		if t.st.clientID != "" {
 			c.appendLog(t.st, recDone, false)
 		}

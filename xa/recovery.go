@@ -301,7 +301,7 @@ func (c *Coordinator) settle(present map[string]scan) {
 		if st.status == StatusInDoubt || !done {
 			continue
 		}
-		st.finished = now
+		st.finished, st.finishedMono = now, c.opts.Elapsed()
 		st.quiet = c.scanSeq.Add(1)
 		if commit {
 			st.status = StatusCommitted
@@ -320,7 +320,7 @@ func (c *Coordinator) settle(present map[string]scan) {
 // scan of every resource they used, begun after they finished, shows with no branch left
 // prepared (see confirmedGone).
 func (c *Coordinator) prune() {
-	now := c.opts.Now()
+	now, el := c.opts.Now(), c.opts.Elapsed()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for g, st := range c.txs {
@@ -331,7 +331,8 @@ func (c *Coordinator) prune() {
 		if st.clientID != "" {
 			keep = c.opts.Retention
 		}
-		if now.Sub(st.finished) >= keep && c.confirmedGone(st) {
+		// Past retention by both clocks: a wall clock stepped forward forgets nothing early.
+		if now.Sub(st.finished) >= keep && el-st.finishedMono >= keep && c.confirmedGone(st) {
 			delete(c.txs, g)
 			if c.byID[st.id] == st {
 				delete(c.byID, st.id)

@@ -227,7 +227,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 		c.appendLog(st, recInDoubt, false)
 		err = fmt.Errorf("%w: %s", ErrInDoubt, st.message)
 	case done:
-		st.status, st.finished = StatusCommitted, c.opts.Now()
+		st.status, st.finished, st.finishedMono = StatusCommitted, c.opts.Now(), c.opts.Elapsed()
 		c.appendLog(st, recDone, false)
 	}
 	c.mu.Unlock()
