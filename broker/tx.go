@@ -101,8 +101,12 @@ type tx struct {
 	// durable is set once the prepare batch is in the log; preparePos is its position.
 	durable    bool
 	preparePos int64
-	offsets    []TopicPosition
-	finished   time.Time
+	// prepareUnknown: the prepare was answered ErrOutcomeUnknown while the branch was still
+	// preparing; its batch may yet be in the log (or its entry applied), so the branch stays
+	// until a rollback is written (XARollback) or the applied prepare makes it prepared.
+	prepareUnknown bool
+	offsets        []TopicPosition
+	finished       time.Time
 	// forgets counts forgets queued for the branch (an XA forget leaves its state alone until
 	// the forget is durable): compaction's staleness check sees it (txlog.go).
 	forgets int

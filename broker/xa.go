@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -154,7 +155,22 @@ func (b *Broker) XAPrepare(ctx context.Context, xid Xid) (readOnly bool, err err
 	}
 	if _, err := b.submit(req); err != nil {
 		b.txMu.Lock()
-		b.finishLocked(t, TxRolledBack)
+		switch {
+		case errors.Is(err, ErrOutcomeUnknown):
+			// The prepare batch may be in the log, or (cluster mode) its entry committed and
+			// applied on every member, this one included (applying it made the branch prepared,
+			// maybe before this answer). The branch stays: prepared if applied, else preparing
+			// with prepareUnknown, which XARollback accepts and writes its rollback for. The
+			// transaction manager, told XAER_RMFAIL, rolls back, and that rollback reaches every
+			// member; finishing the branch here left it prepared on the others (and in the log)
+			// while this one answered XAER_NOTA and wrote nothing.
+			if t.state == TxPreparing {
+				t.prepareUnknown = true
+			}
+		default:
+			// Refused before it was written or proposed: nothing of the prepare is anywhere.
+			b.finishLocked(t, TxRolledBack)
+		}
 		b.txMu.Unlock()
 		return false, xaErr(XAERRMFail, "prepare %s: %v", xid, err)
 	}
@@ -219,15 +235,23 @@ func (b *Broker) XARollback(ctx context.Context, xid Xid) error {
 		b.txMu.Unlock()
 		return xaErr(XAHeurRB, "branch %s was heuristically rolled back; call forget", xid)
 	case TxPrepared:
+	case TxPreparing:
+		if !t.prepareUnknown {
+			b.txMu.Unlock()
+			return xaErr(XAERProto, "rollback of %s while its prepare is being written", xid)
+		}
+		// The prepare's outcome is unknown: a rollback after it in the log undoes it wherever
+		// it landed, and changes nothing where it did not.
 	default:
 		b.txMu.Unlock()
 		return xaErr(XAERProto, "rollback of %s in state %s", xid, t.state)
 	}
+	prev := t.state
 	t.state = TxRollingBack
 	b.txMu.Unlock()
 	if err := b.writeOutcome(t, txOpRollback, func() { b.finishLocked(t, TxRolledBack) }); err != nil {
 		b.txMu.Lock()
-		t.state = TxPrepared
+		t.state = prev
 		b.txMu.Unlock()
 		return xaErr(XAERRMFail, "rollback %s: %v", xid, err)
 	}
