@@ -114,7 +114,10 @@ func (b *Broker) XAEnd(xid Xid, flags string) error {
 }
 
 // XAPrepare makes an idle branch durable and votes. readOnly (the rdonly vote) means the
-// branch held no messages and is already forgotten: it needs no phase 2.
+// branch held no messages and is already forgotten: it needs no phase 2. XAER_RMFAIL for a
+// prepare whose outcome is unknown (ErrOutcomeUnknown: in cluster mode, leadership lost after
+// proposing) keeps the branch, prepared once its batch is applied, so that the transaction
+// manager's rollback is written; any other failure rolls it back (nothing was written).
 func (b *Broker) XAPrepare(ctx context.Context, xid Xid) (readOnly bool, err error) {
 	b.txMu.Lock()
 	t, err := b.xaBranch(xid)
