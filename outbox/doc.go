@@ -94,18 +94,26 @@
 // treats a missing id (a gap) with care. Ids are allocated in increasing order at INSERT, so a
 // transaction that can still fill a gap below the highest id seen was already open when that
 // id was read. The relay publishes the contiguous run of ids after its cursor at once. When it
-// sees a gap it reads MAX(id), then opens a sentinel transaction on a new session, and reads
-// information_schema.innodb_trx until a view shows
-// the sentinel. That table is a cache InnoDB refreshes only when nobody has read it for
-// 100 ms, so one session reading it faster (a monitoring agent, another relay on the server)
-// freezes it; a view that shows the sentinel is younger than the MAX(id) read, one that does
-// not is stale and is read again later (above 100 ms apart, with growing jitter), for as long
-// as it takes: the relay stalls, it never passes a gap on a stale view, and warns after 30 s.
-// From the fresh view it takes the transactions that started no later than the sentinel (by
-// the trx_started of both, one clock) and may
-// have written (rows modified, locks held, or a statement running), named by
-// (trx_mysql_thread_id, trx_started) because MariaDB gives every transaction that has not
-// written trx_id 0; an idle read-only transaction holds no id and is not waited for. Once
+// sees a gap it reads MAX(id), then opens a sentinel transaction on a new session that takes
+// an InnoDB transaction id (a locking read of a state-table key no source has: its intention
+// lock on the table makes the transaction read-write), and reads
+// information_schema.innodb_trx until a view shows the sentinel with its trx_id. That table
+// is a cache InnoDB refreshes only when nobody has read it for 100 ms, so one session reading
+// it faster (a monitoring agent, another relay on the server) freezes it; a view that shows
+// the sentinel is younger than the MAX(id) read, one that does not is stale and is read again
+// later (above 100 ms apart, with growing jitter), for as long as it takes: the relay stalls,
+// it never passes a gap on a stale view, and warns after 30 s. From the fresh view it takes
+// the transactions that may have written (rows modified, locks held, or a statement running)
+// and are not younger than the sentinel, named by (trx_mysql_thread_id, trx_started) because
+// a transaction's trx_id appears only when it first writes. The order is InnoDB's, not a
+// clock's: trx_id comes from one counter that only grows, so one below the sentinel's began
+// writing before MAX(id) was read and is always waited for, however the database server's
+// clock was stepped. One with a larger trx_id, or none yet, is younger only if it also started
+// after the sentinel by trx_started (the sentinel's, read off the same clock), and by no more
+// than the time that really passed: an INSERT that is its transaction's first write allocates
+// its id before InnoDB gives the transaction a trx_id, so for a transaction caught between the
+// two only its start tells its age. An idle read-only transaction holds no id and is not
+// waited for. Once
 // every one of them has ended, every id up to the highest one seen is final: a re-read (a
 // fresh read view) shows each row that was committed, and a gap still there belongs to a
 // rolled-back transaction (or a failed insert) and is passed. Rows after a gap thus wait for

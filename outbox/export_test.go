@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // PGPlans opens a PostgreSQL session as a relay does (its session settings; no lock taken)
@@ -52,4 +54,29 @@ func PGPlans(ctx context.Context, opts Options, curTxid uint64, curID int64, end
 		}
 	}
 	return out, nil
+}
+
+// StepTrxClock makes the MySQL gap check see the trx_started of thread's transaction shift
+// later than InnoDB reports it, as when the database server's clock was set back by shift
+// after that transaction started (the gap check's sentinel starting after the step). views
+// counts the views of innodb_trx the check has read from the first that showed a sentinel
+// on: the first is the one the check decides on, a later one means it waits. Call restore
+// once the relay has stopped.
+func StepTrxClock(thread int64, shift time.Duration) (views func() int64, restore func()) {
+	var n atomic.Int64
+	trxViewHook = func(view []trxRow, sentinel int64) {
+		counted := n.Load() > 0
+		for i := range view {
+			switch view[i].key.thread {
+			case thread:
+				view[i].key.started = view[i].key.started.Add(shift)
+			case sentinel:
+				counted = true
+			}
+		}
+		if counted {
+			n.Add(1)
+		}
+	}
+	return n.Load, func() { trxViewHook = nil }
 }

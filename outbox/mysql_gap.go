@@ -24,20 +24,36 @@ import (
 // relays do not keep the cache frozen for each other) and reads again. It stalls while the
 // cache stays frozen; it never passes a gap on a stale view.
 //
+// The sentinel also takes an InnoDB transaction id (trx_id) before the relay reads the table:
+// a locking read of a state-table key that cannot exist (the source name is never empty)
+// takes an intention lock on the table, which makes the transaction read-write, on MySQL 8
+// as on MariaDB. trx_id comes from one counter that only grows, and a transaction is given
+// one when it first writes or locks, so it orders the start of writing without any clock: a
+// transaction whose trx_id is below the sentinel's began writing before the sentinel did,
+// so before MAX(id) was read. A view is fresh only once it shows the sentinel with its
+// trx_id (a view taken between the sentinel's start and its locking read is read again).
+//
 // Transactions are named by (trx_mysql_thread_id, trx_started): MariaDB reports every
-// transaction that has not written with trx_id 0 and MySQL reuses a pseudo id per session.
-// Of the transactions in the first fresh view the relay waits only for those that
-//   - started no later than the sentinel (its own trx_started in that view, so both times are
-//     read off one clock: InnoDB renders trx_started in the server's system time zone, not
-//     the session's, so NOW() could differ from it by hours; whole seconds, so one started
-//     in the same second is kept): a transaction that started later allocates ids above
-//     MAX(id). One that looks younger than the sentinel by more than the time that really
-//     passed since the MAX(id) read (plus 2 s for the truncation) is kept too: the system
-//     clock was set back (daylight saving's repeated hour), and its age cannot be told;
-//   - may have written: trx_rows_modified > 0, trx_lock_structs > 0 (an INSERT holds an
-//     intention lock on the table until its transaction ends), or a statement running now
-//     (trx_query not NULL: an INSERT between allocating its id and locking). An idle
-//     transaction that has only read holds no id and is not waited for.
+// transaction that has not written with trx_id 0, MySQL a pseudo id at or above 2^48 (real
+// ids take 48 bits), and a transaction's trx_id appears when it first writes. Of the
+// transactions in the first fresh view the relay waits for those that may have written
+// (trx_rows_modified > 0, trx_lock_structs > 0: an INSERT holds an intention lock on the
+// table until its transaction ends, or a statement running now: trx_query not NULL, an
+// INSERT between allocating its id and locking) unless they are younger than the sentinel:
+//   - a trx_id below the sentinel's is never younger, whatever the clock says: that writer
+//     may hold an id below MAX(id) (a database server whose clock was stepped back between
+//     its start and the sentinel's made it look younger by trx_started);
+//   - otherwise (a larger trx_id, or none yet) it is younger when it started after the
+//     sentinel by trx_started: the sentinel's own trx_started in that view, so both times
+//     are read off one clock (InnoDB renders trx_started in the server's system time zone,
+//     not the session's, so NOW() could differ from it by hours; whole seconds, so one
+//     started in the same second is kept), and by no more than the time that really passed
+//     since the MAX(id) read (plus 2 s for the truncation): one that looks younger by more
+//     is kept too, the system clock having been set back. The clock still matters here
+//     because an INSERT that is its transaction's first write allocates its id before InnoDB
+//     gives the transaction its trx_id: a transaction that started (read-only) before the
+//     gap and was between the two while the sentinel took its trx_id is waited for by its
+//     trx_started. An idle transaction that has only read holds no id and is not waited for.
 //
 // A prepared XA transaction (thread id 0) that wrote is waited for like any other: it may
 // hold an outbox row that commits later.
@@ -66,8 +82,22 @@ type trxKey struct {
 // trxRow is one row of innodb_trx.
 type trxRow struct {
 	key      trxKey
+	id       uint64 // trx_id: 0 (MariaDB) or a pseudo id >= 2^48 (MySQL) until it writes
 	mayWrite bool
 }
+
+// maxTrxID bounds InnoDB's transaction ids, stored in 48 bits; MySQL shows a transaction
+// without one under a pseudo id above it.
+const maxTrxID = 1<<48 - 1
+
+// hasTrxID reports whether a transaction has been given a transaction id (it wrote or
+// locked), which orders it against every other that has one.
+func (t trxRow) hasTrxID() bool { return t.id != 0 && t.id <= maxTrxID }
+
+// trxViewHook, set only by tests, sees each view of innodb_trx the gap check reads, with the
+// thread id of the sentinel, and may change it in place: a test cannot step the database
+// server's clock, so it shows the check the trx_started values such a step would.
+var trxViewHook func(view []trxRow, sentinel int64)
 
 // staleWarnAfter is how long the relay stalls on a frozen innodb_trx cache before it warns.
 const staleWarnAfter = 30 * time.Second
@@ -116,12 +146,16 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 		}
 		return false, err
 	}
+	if trxViewHook != nil {
+		trxViewHook(view, g.sentinelID)
+	}
 	if g.trx == nil {
+		// The sentinel with its trx_id: the view was taken after its locking read.
 		fresh := false
-		var seenAt time.Time // the sentinel's start, on the clock of every trx_started
+		var sentinel trxRow
 		for _, t := range view {
-			if t.key.thread == g.sentinelID {
-				fresh, seenAt = true, t.key.started
+			if t.key.thread == g.sentinelID && t.hasTrxID() {
+				fresh, sentinel = true, t
 				break
 			}
 		}
@@ -140,7 +174,9 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 		g.trx = map[trxKey]bool{}
 		passed := now.Sub(g.since) + 2*time.Second
 		for _, t := range view {
-			younger := t.key.started.After(seenAt) && t.key.started.Sub(seenAt) <= passed
+			wroteBefore := t.hasTrxID() && t.id < sentinel.id
+			younger := !wroteBefore && t.key.started.After(sentinel.key.started) &&
+				t.key.started.Sub(sentinel.key.started) <= passed
 			if t.key.thread == g.sentinelID || t.key.thread == s.self || !t.mayWrite || younger {
 				continue
 			}
@@ -179,10 +215,18 @@ func (s *mysqlStore) startGap(ctx context.Context, high int64) error {
 		_ = c.Close()
 		return fmt.Errorf("outbox: sentinel session: %w", err)
 	}
-	// WITH CONSISTENT SNAPSHOT starts the InnoDB transaction now, not at its first read.
-	if _, err := c.ExecContext(ctx, `START TRANSACTION WITH CONSISTENT SNAPSHOT`); err != nil {
-		_ = c.Close()
-		return fmt.Errorf("outbox: sentinel transaction: %w", err)
+	// The locking read finds no row (no source is named ''), and under READ COMMITTED locks
+	// no gap either; its intention lock on the table gives the transaction its trx_id, and
+	// conflicts with no row lock the relay's session or another relay takes.
+	for _, q := range []string{
+		`SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED`,
+		`START TRANSACTION`,
+		`SELECT source FROM ` + mysqlStateTable + ` WHERE source = '' FOR UPDATE`,
+	} {
+		if _, err := c.ExecContext(ctx, q); err != nil {
+			_ = c.Close()
+			return fmt.Errorf("outbox: sentinel transaction: %w", err)
+		}
 	}
 	g.sentinel = c
 	g.nextProbe = g.since.Add(s.o.GapCheckDelay)
@@ -199,7 +243,7 @@ func (s *mysqlStore) passGap() bool {
 
 // readTrx reads information_schema.innodb_trx.
 func (s *mysqlStore) readTrx(ctx context.Context) ([]trxRow, error) {
-	rows, err := s.conn.QueryContext(ctx, `SELECT trx_mysql_thread_id, trx_started,
+	rows, err := s.conn.QueryContext(ctx, `SELECT trx_mysql_thread_id, trx_started, trx_id,
 		trx_rows_modified > 0 OR trx_lock_structs > 0 OR trx_query IS NOT NULL
 		FROM information_schema.innodb_trx`)
 	if err != nil {
@@ -209,7 +253,7 @@ func (s *mysqlStore) readTrx(ctx context.Context) ([]trxRow, error) {
 	var out []trxRow
 	for rows.Next() {
 		var t trxRow
-		if err := rows.Scan(&t.key.thread, &t.key.started, &t.mayWrite); err != nil {
+		if err := rows.Scan(&t.key.thread, &t.key.started, &t.id, &t.mayWrite); err != nil {
 			return nil, fmt.Errorf("outbox: read innodb_trx: %w", err)
 		}
 		out = append(out, t)
