@@ -2,12 +2,16 @@ package outbox_test
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/imagomq/imago/outbox"
 )
@@ -243,5 +247,57 @@ func TestGapWriterClockSetBack(t *testing.T) {
 	}
 	if msgs := fetchAllBroker(t, b, topic); len(msgs) != 2 || msgs[0].p.Seq != 1 || msgs[1].p.Seq != 2 {
 		t.Fatalf("published %+v, want seq 1 then 2", msgs)
+	}
+}
+
+// TestGapWithoutProcessPrivilege: a relay whose database user lacks PROCESS cannot read
+// innodb_trx; its gap check (whose sentinel still takes its lock on the state table) falls
+// back to passing a gap once it is older than GapGrace, so the row after a rolled-back insert
+// is published.
+func TestGapWithoutProcessPrivilege(t *testing.T) {
+	e := newDBEnv(t, outbox.MySQL)
+	topic := uniqueName(t, "t.")
+	b := openBroker(t, topic, 1)
+	ctx := context.Background()
+
+	cfg, err := mysql.ParseDSN(e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := uniqueName(t, "imago_np_")
+	pass := hex.EncodeToString([]byte(user))
+	if _, err := e.db.ExecContext(ctx, `CREATE USER '`+user+`'@'%' IDENTIFIED BY '`+pass+`'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = e.db.ExecContext(context.Background(), `DROP USER '`+user+`'@'%'`) })
+	if _, err := e.db.ExecContext(ctx, "GRANT SELECT, INSERT, UPDATE, DELETE ON `"+cfg.DBName+"`.* TO '"+user+"'@'%'"); err != nil {
+		t.Fatal(err)
+	}
+	cfg.User, cfg.Passwd = user, pass
+
+	if err := e.writeTx(ctx, topic, "k", []int{1}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.writeTx(ctx, topic, "k", []int{2}, true); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuf{}
+	opts := e.relayOptions()
+	opts.DSN = cfg.FormatDSN()
+	opts.GapCheckDelay = 50 * time.Millisecond
+	opts.GapGrace = 300 * time.Millisecond
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	r := startRelay(t, opts, outbox.BrokerPublisher{B: b})
+	waitFor(t, 15*time.Second, "the committed row relayed past the rolled-back one", func() bool {
+		return r.Status().RelayedTotal == 1 || r.Status().LastError != ""
+	})
+	if err := r.Status().LastError; err != "" {
+		t.Fatalf("relay: %s", err)
+	}
+	if !logs.has("grant PROCESS") {
+		t.Fatal("the relay did not log the fallback without PROCESS")
+	}
+	if msgs := fetchAllBroker(t, b, topic); len(msgs) != 1 || msgs[0].p.Seq != 2 {
+		t.Fatalf("published %+v, want seq 2 only", msgs)
 	}
 }
