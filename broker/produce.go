@@ -30,7 +30,8 @@ type produceReq struct {
 	// on it alone: nil with skipped set, or the proposer's refusal with err set (nothing
 	// proposed), or the outcome of its raft entry.
 	outc       chan error
-	entry      *byte // its entry's data, the key of replState.inflight
+	entry      *byte  // its entry's data, the key of replState.inflight
+	term       uint64 // the raft term it was proposed in (txoutcome.go)
 	proposedAt time.Time
 	// sync makes the group fsync before this request is acknowledged whatever the policy:
 	// transaction records (txlog.go) are promises to a transaction manager.

@@ -69,6 +69,10 @@ type replState struct {
 	// the entry on the leader can tell the request its log position.
 	imu      sync.Mutex
 	inflight map[*byte]*produceReq
+
+	// unknown holds the transactions whose commit was answered outcome unknown and that no
+	// applied entry has settled yet (txoutcome.go). Guarded by stateMu.
+	unknown map[*tx]struct{}
 }
 
 // SetProposer gives a replicated broker its way into raft. Writes fail with ErrNotLeader until
@@ -177,6 +181,7 @@ func (b *Broker) proposeGroup(reqs []*produceReq) {
 	for i, r := range reqs {
 		b.repl.inflight[&entries[i][0]] = r
 		r.entry = &entries[i][0]
+		r.term = term
 		r.proposedAt = proposed
 		outcomes[i] = r.outc
 	}
@@ -367,6 +372,7 @@ func (b *Broker) markAppliedLocked(index, term uint64, loc raftLoc) {
 	b.raftApplied, b.raftAppliedTerm = index, term
 	b.appliedPos = loc.pos + int64(loc.size)
 	b.syncedPos, b.syncedDedupe, b.syncedRaft = b.appliedPos, b.dedupe.Mark(), index
+	b.settleUnknownLocked(term)
 }
 
 // createTopicReplicated proposes a topic and waits until it is applied.

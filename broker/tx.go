@@ -105,8 +105,15 @@ type tx struct {
 	// preparing; its batch may yet be in the log (or its entry applied), so the branch stays
 	// until a rollback is written (XARollback) or the applied prepare makes it prepared.
 	prepareUnknown bool
-	offsets        []TopicPosition
-	finished       time.Time
+	// commitUnknown (cluster mode): the commit of a transaction only this node's memory holds
+	// (a local one) was answered ErrOutcomeUnknown; it stays committing until an
+	// applied entry settles it: its own (committed), or one of a term after unknownTerm, the
+	// term it was proposed in (lost: back to unknownPrev). See txoutcome.go.
+	commitUnknown bool
+	unknownTerm   uint64
+	unknownPrev   TxState
+	offsets       []TopicPosition
+	finished      time.Time
 	// forgets counts forgets queued for the branch (an XA forget leaves its state alone until
 	// the forget is durable): compaction's staleness check sees it (txlog.go).
 	forgets int
@@ -374,13 +381,19 @@ func (b *Broker) commitBranchDecided(t *tx, heuristic bool, prev TxState, dec *D
 		}
 	}
 	if _, err := b.submit(req); err != nil {
+		if b.opts.Replicated && errors.Is(err, ErrOutcomeUnknown) && !t.xa {
+			// Proposed, and only this node's memory holds the transaction: it stays
+			// committing until the applied log says committed or lost (txoutcome.go).
+			b.commitOutcomeUnknown(t, prev, req.term)
+			return nil, err
+		}
 		b.txMu.Lock()
 		switch {
 		case t.xa || errors.Is(err, ErrBackpressure):
 			t.state = prev
 		case errors.Is(err, ErrOutcomeUnknown):
-			// The commit batch may be in the log: never report rolled_back. The
-			// transaction stays committing (shown as open) until the restart.
+			// A single node whose log failed: the commit batch may be in the log: never report
+			// rolled_back. The transaction stays committing (shown as open) until the restart.
 		default:
 			// The log failed: the broker refuses writes until a restart, which cuts the
 			// log at the durable end recorded by fail, so the commit batch is not there.

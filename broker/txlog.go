@@ -186,7 +186,16 @@ func (b *Broker) replayTx(pos int64, bv batchView, byID map[uint32]*topic, rebui
 		}
 	}
 	if !strings.HasPrefix(key, "XID:") {
-		return nil // a local transaction's commit: its messages are all there is
+		// A local transaction's commit: its messages are all there is, but for the
+		// transaction itself in the memory of the leader it began on (cluster mode), which the
+		// applied commit finishes, also when the commit was answered outcome unknown
+		// (txoutcome.go): TxStatus reports it committed, with its positions.
+		if t := b.txs[key]; t != nil && op == txOpCommit && t.state == TxCommitting {
+			b.finishLocked(t, TxCommitted)
+			t.commitUnknown = false
+			t.offsets = committedPositions(recs, byID)
+		}
+		return nil
 	}
 	xid, err := ParseXid(key)
 	if err != nil {
@@ -227,6 +236,17 @@ func (b *Broker) replayTx(pos int64, bv batchView, byID map[uint32]*topic, rebui
 		return fmt.Errorf("%w: transaction batch at %d has op %d", errRebuild, pos, op)
 	}
 	return nil
+}
+
+// committedPositions lists where the records of an applied commit were stored.
+func committedPositions(recs []record, byID map[uint32]*topic) []TopicPosition {
+	out := make([]TopicPosition, 0, len(recs))
+	for _, r := range recs {
+		if tp, ok := byID[r.TopicID]; ok {
+			out = append(out, TopicPosition{Topic: tp.name, Partition: int(r.Partition), Offset: r.Offset})
+		}
+	}
+	return out
 }
 
 // compactPrepared re-writes, at the head of the log, the batch of every branch whose batch lies

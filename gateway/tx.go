@@ -186,9 +186,10 @@ func (s *Server) handleCommitTx(w http.ResponseWriter, r *http.Request) error {
 		// Not queued: the broker kept the transaction open with its messages (429).
 		return fmt.Errorf("commit of transaction %s was refused for back-pressure; the transaction is still open with its messages: retry the commit, do not begin it again: %w", id, err)
 	case errors.Is(err, broker.ErrOutcomeUnknown):
-		// The commit batch may be in the log: it is neither committed nor rolled back for sure
-		// until a restart.
-		return fmt.Errorf("commit of transaction %s has an unknown outcome: it may be in the log; do not begin it again, read its state after the server restarts: %w", id, err)
+		// The commit batch may be in the log. In a cluster the transaction stays committing
+		// (shown open, refusing rollback and commit) until this node has applied its commit
+		// (committed) or an entry of a later leadership term (lost: open again).
+		return fmt.Errorf("commit of transaction %s has an unknown outcome: it may be in the log; do not begin it again: read its state until it is committed, or open again (the commit was lost: commit again): %w", id, err)
 	default:
 		// The broker rolled the transaction back.
 		s.metrics.txEnded(kindLocal, outcomeFailed)
