@@ -106,7 +106,7 @@ type tx struct {
 	// until a rollback is written (XARollback) or the applied prepare makes it prepared.
 	prepareUnknown bool
 	// commitUnknown (cluster mode): the commit of a transaction only this node's memory holds
-	// (a local one) was answered ErrOutcomeUnknown; it stays committing until an
+	// (local, or XA one-phase) was answered ErrOutcomeUnknown; it stays committing until an
 	// applied entry settles it: its own (committed), or one of a term after unknownTerm, the
 	// term it was proposed in (lost: back to unknownPrev). See txoutcome.go.
 	commitUnknown bool
@@ -381,7 +381,7 @@ func (b *Broker) commitBranchDecided(t *tx, heuristic bool, prev TxState, dec *D
 		}
 	}
 	if _, err := b.submit(req); err != nil {
-		if b.opts.Replicated && errors.Is(err, ErrOutcomeUnknown) && !t.xa {
+		if b.opts.Replicated && errors.Is(err, ErrOutcomeUnknown) && !t.durable {
 			// Proposed, and only this node's memory holds the transaction: it stays
 			// committing until the applied log says committed or lost (txoutcome.go).
 			b.commitOutcomeUnknown(t, prev, req.term)

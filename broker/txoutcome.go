@@ -3,16 +3,18 @@ package broker
 // Commits answered "outcome unknown" in cluster mode. The leader proposed a transaction's
 // commit and lost its leadership (or stopped) before the entry was applied here: the entry may
 // still commit (the next leader's log held it) or never. For a transaction that lives only in
-// the memory of the leader it began on (a local transaction), nothing else can tell which, so
-// it stays committing: no rollback, timeout or second commit is accepted, since each could
-// contradict an entry applied later (a rollback answered OK with the messages visible after
-// all, or the messages written twice). TxStatus shows it open. The applied log settles it:
+// the memory of the leader it began on (a local transaction, or an XA branch committed in one
+// phase from idle), nothing else can tell which, so it stays committing: no rollback, timeout
+// or second commit is accepted (XA answers XAER_RMFAIL), since each could contradict an entry
+// applied later (a rollback answered OK with the messages visible after all, or the messages
+// written twice). TxStatus shows it open. The applied log settles it:
 //
-//   - its commit entry is applied here: committed (replayTx);
+//   - its commit entry is applied here: committed (replayTx; an XA branch is forgotten);
 //   - an entry of a later raft term is applied here first: the commit was lost. A raft log
 //     never holds an entry of a term after an entry of a later term, and entries are applied in
 //     log order, so no entry of the commit's term can commit after that one. The transaction
-//     is open again, and a second commit writes its messages once.
+//     is back as it was before the commit (open, or idle), and a second commit writes its
+//     messages once.
 
 // commitOutcomeUnknown handles the commit of t, proposed in term and answered outcome unknown,
 // for a transaction only this node's memory holds; prev is its state before the commit.

@@ -180,7 +180,9 @@ func (b *Broker) XAPrepare(ctx context.Context, xid Xid) (readOnly bool, err err
 	return false, nil
 }
 
-// XACommit commits a branch: two-phase from prepared, one-phase from idle.
+// XACommit commits a branch: two-phase from prepared, one-phase from idle. In cluster mode a
+// one-phase commit answered XAER_RMFAIL for an unknown outcome keeps the branch committing (a
+// rollback or commit of it answers XAER_RMFAIL) until the applied log settles it (txoutcome.go).
 func (b *Broker) XACommit(ctx context.Context, xid Xid, onePhase bool) ([]TopicPosition, error) {
 	b.txMu.Lock()
 	t, err := b.xaBranch(xid)
@@ -199,6 +201,9 @@ func (b *Broker) XACommit(ctx context.Context, xid Xid, onePhase bool) ([]TopicP
 		b.finishLocked(t, TxRolledBack)
 		b.txMu.Unlock()
 		return nil, xaErr(XARBRollback, "branch %s was marked rollback-only and is rolled back", xid)
+	case t.commitUnknown:
+		b.txMu.Unlock()
+		return nil, xaErr(XAERRMFail, "the outcome of %s's one-phase commit is not known yet; retry", xid)
 	case onePhase && t.state != TxIdle:
 		b.txMu.Unlock()
 		return nil, xaErr(XAERProto, "one-phase commit needs an idle branch; %s is %s", xid, t.state)
@@ -245,6 +250,12 @@ func (b *Broker) XARollback(ctx context.Context, xid Xid) error {
 		}
 		// The prepare's outcome is unknown: a rollback after it in the log undoes it wherever
 		// it landed, and changes nothing where it did not.
+	case TxCommitting:
+		b.txMu.Unlock()
+		if t.commitUnknown { // a rollback cannot undo the commit if its entry is applied later
+			return xaErr(XAERRMFail, "the outcome of %s's one-phase commit is not known yet; retry", xid)
+		}
+		return xaErr(XAERProto, "rollback of %s in state %s", xid, t.state)
 	default:
 		b.txMu.Unlock()
 		return xaErr(XAERProto, "rollback of %s in state %s", xid, t.state)

@@ -1,0 +1,127 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// heldVerbScene opens a replicated leader (its proposer in term 1) and a follower, gives the
+// leader branch x holding one message (prepared on both when prepared, else idle on the leader
+// only), and runs verb on the leader with its proposal held. It returns the held proposal, its
+// raft index, and the verb's answer.
+func heldVerbScene(t *testing.T, prepared bool, verb func(*Broker, Xid) error) (a, f *Broker, p *loopProposer, x Xid, h heldProposal, index uint64, answer <-chan error) {
+	t.Helper()
+	o := manualOptions(t, t.TempDir())
+	o.Replicated = true
+	a = mustOpen(t, o)
+	t.Cleanup(func() { a.Close() })
+	p = &loopProposer{b: a, held: make(chan heldProposal, 4), term: 1, next: a.RaftLog().LastIndex()}
+	a.SetProposer(p)
+	fo := manualOptions(t, t.TempDir())
+	fo.Replicated = true
+	f = mustOpen(t, fo)
+	t.Cleanup(func() { f.Close() })
+	mustCreate(t, a, "t", 1)
+	x = xid(1)
+	if err := a.XAStart(x, XANoFlags, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.XAAdd(x, txMsgs("t", "pay-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.XAEnd(x, XASuccess); err != nil {
+		t.Fatal(err)
+	}
+	if prepared {
+		if _, err := a.XAPrepare(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	follow(t, a, f)
+	p.mu.Lock()
+	p.hold = true
+	p.next++
+	index = p.next
+	p.mu.Unlock()
+	c := make(chan error, 1)
+	go func() { c <- verb(a, x) }()
+	return a, f, p, x, <-p.held, index, c
+}
+
+func commitXA(onePhase bool) func(*Broker, Xid) error {
+	return func(b *Broker, x Xid) error {
+		_, err := b.XACommit(context.Background(), x, onePhase)
+		return err
+	}
+}
+
+func wantXAState(t *testing.T, who string, b *Broker, x Xid, want TxState) {
+	t.Helper()
+	if st, ok := b.XAState(x); st != want {
+		t.Fatalf("the %s holds %s as %q (known %v); want %q", who, x, st, ok, want)
+	}
+}
+
+// TestReplicatedOnePhaseCommitOutcomeUnknown: a one-phase commit (the branch was never
+// prepared: only the leader's memory holds it) answered outcome unknown put the branch back to
+// idle, where a rollback is answered OK without writing anything (and the timeout rolls it
+// back the same way). Its entry, committed by the next leader, was then applied: the
+// transaction manager was told rolled back and the messages are visible. The branch stays
+// committing until the log says: a rollback or a second commit is answered XAER_RMFAIL.
+func TestReplicatedOnePhaseCommitOutcomeUnknown(t *testing.T) {
+	ctx := context.Background()
+	a, f, p, x, h, index, answer := heldVerbScene(t, false, commitXA(true))
+	h.out <- lostLeadership
+	if err := <-answer; xaCode(err) != XAERRMFail {
+		t.Fatalf("one-phase commit whose answer was lost: %v; want %s", err, XAERRMFail)
+	}
+	if err := a.XARollback(ctx, x); xaCode(err) != XAERRMFail {
+		t.Fatalf("rollback while the commit's outcome is unknown: %v; want %s", err, XAERRMFail)
+	}
+	if _, err := a.XACommit(ctx, x, true); xaCode(err) != XAERRMFail {
+		t.Fatalf("second commit while the first one's outcome is unknown: %v; want %s", err, XAERRMFail)
+	}
+	if got := a.XARecover(); len(got) != 0 {
+		t.Errorf("recover lists %v: the branch was never prepared", got)
+	}
+	if err := p.commit(index, h.data); err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := a.XAState(x); ok {
+		t.Fatalf("after its commit was applied the leader holds %s %s", x, st)
+	}
+	follow(t, a, f)
+	for _, b := range []*Broker{a, f} {
+		if got := values(fetchAll(t, b, "t", 0)); fmt.Sprint(got) != "[pay-1]" {
+			t.Fatalf("the topic holds %v; want [pay-1]", got)
+		}
+	}
+}
+
+// TestReplicatedOnePhaseCommitOutcomeUnknownLost: the one-phase commit's entry was lost with
+// the leadership; once an entry of a later term is applied the branch is idle again, and the
+// manager's second commit writes its message once.
+func TestReplicatedOnePhaseCommitOutcomeUnknownLost(t *testing.T) {
+	ctx := context.Background()
+	a, f, p, x, h, _, answer := heldVerbScene(t, false, commitXA(true))
+	h.out <- lostLeadership
+	if err := <-answer; xaCode(err) != XAERRMFail {
+		t.Fatalf("one-phase commit whose answer was lost: %v; want %s", err, XAERRMFail)
+	}
+	p.mu.Lock()
+	p.next-- // the held entry never reached the log: raft reuses its index
+	p.mu.Unlock()
+	p.release(2)
+	if _, err := a.Produce(ctx, "t", []Message{msg("other")}, ""); err != nil {
+		t.Fatal(err)
+	}
+	wantXAState(t, "leader", a, x, TxIdle)
+	if _, err := a.XACommit(ctx, x, true); err != nil {
+		t.Fatalf("one-phase commit after the first was lost: %v", err)
+	}
+	follow(t, a, f)
+	if got := values(fetchAll(t, f, "t", 0)); fmt.Sprint(got) != "[other pay-1]" {
+		t.Fatalf("the follower's topic holds %v; want [other pay-1]", got)
+	}
+}
