@@ -390,7 +390,10 @@ func (b *Broker) commitBranchDecided(t *tx, heuristic bool, prev TxState, dec *D
 		b.txMu.Lock()
 		switch {
 		case t.xa || errors.Is(err, ErrBackpressure):
-			t.state = prev
+			// Back as it was, unless applying an entry changed it meanwhile (cluster mode: this
+			// commit's own, applied before its answer said outcome unknown, or a later leader's
+			// decision on the branch): memory follows the applied log, as on every member.
+			b.restoreLocked(t, TxCommitting, prev)
 		case errors.Is(err, ErrOutcomeUnknown):
 			// A single node whose log failed: the commit batch may be in the log: never report
 			// rolled_back. The transaction stays committing (shown as open) until the restart.

@@ -15,6 +15,12 @@ package broker
 //     log order, so no entry of the commit's term can commit after that one. The transaction
 //     is back as it was before the commit (open, or idle), and a second commit writes its
 //     messages once.
+//
+// Prepared branches need none of this: every member holds them, each verb on them is written
+// (which needs a serving leader, and one serves only once it has applied, or lost for good,
+// every entry of an earlier term), and they go back to their state at once (restoreLocked),
+// unless applying an entry (their own, applied before its answer, or a later leader's
+// decision) changed it meanwhile.
 
 // commitOutcomeUnknown handles the commit of t, proposed in term and answered outcome unknown,
 // for a transaction only this node's memory holds; prev is its state before the commit.
@@ -53,6 +59,15 @@ func (b *Broker) settleUnknownLocked(term uint64) {
 			b.commitLostLocked(t)
 			delete(b.repl.unknown, t)
 		}
+	}
+}
+
+// restoreLocked puts t back to prev after a verb that set it to during failed, if t is still
+// the branch and still so: an entry applied meanwhile decided otherwise, on every member. The
+// caller holds txMu.
+func (b *Broker) restoreLocked(t *tx, during, prev TxState) {
+	if b.txs[t.key] == t && t.state == during {
+		t.state = prev
 	}
 }
 

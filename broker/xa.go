@@ -265,7 +265,7 @@ func (b *Broker) XARollback(ctx context.Context, xid Xid) error {
 	b.txMu.Unlock()
 	if err := b.writeOutcome(t, txOpRollback, func() { b.finishLocked(t, TxRolledBack) }); err != nil {
 		b.txMu.Lock()
-		t.state = prev
+		b.restoreLocked(t, TxRollingBack, prev) // unless an entry applied meanwhile decided
 		b.txMu.Unlock()
 		return xaErr(XAERRMFail, "rollback %s: %v", xid, err)
 	}
@@ -325,7 +325,7 @@ func (b *Broker) XAHeuristic(ctx context.Context, xid Xid, commit bool) error {
 	})
 	if err != nil {
 		b.txMu.Lock()
-		t.state = TxPrepared
+		b.restoreLocked(t, TxRollingBack, TxPrepared) // unless an entry applied meanwhile decided
 		b.txMu.Unlock()
 		return xaErr(XAERRMFail, "heuristic rollback %s: %v", xid, err)
 	}

@@ -49,6 +49,10 @@ func heldVerbScene(t *testing.T, prepared bool, verb func(*Broker, Xid) error) (
 	return a, f, p, x, <-p.held, index, c
 }
 
+func heuristic(commit bool) func(*Broker, Xid) error {
+	return func(b *Broker, x Xid) error { return b.XAHeuristic(context.Background(), x, commit) }
+}
+
 func commitXA(onePhase bool) func(*Broker, Xid) error {
 	return func(b *Broker, x Xid) error {
 		_, err := b.XACommit(context.Background(), x, onePhase)
@@ -56,10 +60,97 @@ func commitXA(onePhase bool) func(*Broker, Xid) error {
 	}
 }
 
+func rollbackXA(b *Broker, x Xid) error { return b.XARollback(context.Background(), x) }
+
 func wantXAState(t *testing.T, who string, b *Broker, x Xid, want TxState) {
 	t.Helper()
 	if st, ok := b.XAState(x); st != want {
 		t.Fatalf("the %s holds %s as %q (known %v); want %q", who, x, st, ok, want)
+	}
+}
+
+// TestReplicatedHeuristicAppliedThenOutcomeUnknown: an operator's heuristic decision was
+// committed and applied on every member, this leader included, and its answer was outcome
+// unknown. XAHeuristic put the branch back to prepared (with no messages: applying the
+// decision had dropped them) on the leader alone: the transaction manager's commit was then
+// answered OK and wrote nothing (after a heuristic rollback: a commit reported done whose
+// messages never appear), instead of XA_HEURRB or XA_HEURCOM, and the followers kept the
+// heuristic branch; a checkpoint listed it prepared at the decision's position, and the
+// restart refused to start (that batch is no prepare).
+func TestReplicatedHeuristicAppliedThenOutcomeUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		commit bool
+		want   TxState
+		code   string
+	}{
+		{true, TxHeurCommitted, XAHeurCom},
+		{false, TxHeurRolledBack, XAHeurRB},
+	} {
+		t.Run(fmt.Sprint("commit=", tc.commit), func(t *testing.T) {
+			a, f, p, x, h, index, answer := heldVerbScene(t, true, heuristic(tc.commit))
+			if err := p.commit(index, h.data); err != nil {
+				t.Fatal(err)
+			}
+			h.out <- lostLeadership
+			if err := <-answer; xaCode(err) != XAERRMFail {
+				t.Fatalf("heuristic decision whose answer was lost: %v; want %s", err, XAERRMFail)
+			}
+			wantXAState(t, "leader", a, x, tc.want)
+			follow(t, a, f)
+			wantXAState(t, "follower", f, x, tc.want)
+			p.release(2)
+			if _, err := a.XACommit(context.Background(), x, false); xaCode(err) != tc.code {
+				t.Fatalf("the manager's commit: %v; want %s", err, tc.code)
+			}
+			if err := a.checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Open(a.opts)
+			if err != nil {
+				t.Fatalf("restart after a checkpoint: %v", err)
+			}
+			defer r.Close()
+			wantXAState(t, "restarted leader", r, x, tc.want)
+		})
+	}
+}
+
+// TestReplicatedVerbOutcomeUnknownAfterLaterDecision: a verb's entry on a prepared branch was
+// lost with the leadership, and the next leader's operator decided the branch heuristically;
+// this node applied that decision before the verb's answer (outcome unknown) reached it. The
+// verb put the branch back to prepared over the applied decision, on this node alone (with the
+// decision's position as its prepare position: a checkpoint then named a prepare batch that is
+// not there).
+func TestReplicatedVerbOutcomeUnknownAfterLaterDecision(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		verb         func(*Broker, Xid) error
+		decideCommit bool
+		want         TxState
+	}{
+		{"rollback", rollbackXA, true, TxHeurCommitted},
+		{"commit", commitXA(false), false, TxHeurRolledBack},
+		{"heuristic commit", heuristic(true), false, TxHeurRolledBack},
+		{"heuristic rollback", heuristic(false), true, TxHeurCommitted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, f, _, x, h, _, answer := heldVerbScene(t, true, tc.verb)
+			// f leads in term 2; the held entry never reached it.
+			f.SetProposer(&loopProposer{b: f, term: 2, next: f.RaftLog().LastIndex()})
+			if err := f.XAHeuristic(context.Background(), x, tc.decideCommit); err != nil {
+				t.Fatal(err)
+			}
+			follow(t, f, a)
+			h.out <- lostLeadership
+			if err := <-answer; xaCode(err) != XAERRMFail {
+				t.Fatalf("%s whose entry was lost: %v; want %s", tc.name, err, XAERRMFail)
+			}
+			wantXAState(t, "new leader", f, x, tc.want)
+			wantXAState(t, "old leader", a, x, tc.want)
+		})
 	}
 }
 
