@@ -264,8 +264,12 @@ func (b *Broker) XACommitDecided(ctx context.Context, xid Xid, dec DecisionRecor
 		b.txMu.Unlock()
 		return nil, xaErr(XARBRollback, "branch %s was marked rollback-only and is rolled back", xid)
 	default:
+		unknown, state := t.commitUnknown, t.state
 		b.txMu.Unlock()
-		return nil, xaErr(XAERProto, "a decided commit needs an idle branch; %s is %s", xid, t.state)
+		if unknown { // a commit of it may yet be applied (txoutcome.go)
+			return nil, xaErr(XAERRMFail, "the outcome of %s's commit is not known yet; retry", xid)
+		}
+		return nil, xaErr(XAERProto, "a decided commit needs an idle branch; %s is %s", xid, state)
 	}
 	t.state = TxCommitting
 	b.txMu.Unlock()

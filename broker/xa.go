@@ -251,11 +251,12 @@ func (b *Broker) XARollback(ctx context.Context, xid Xid) error {
 		// The prepare's outcome is unknown: a rollback after it in the log undoes it wherever
 		// it landed, and changes nothing where it did not.
 	case TxCommitting:
+		unknown := t.commitUnknown
 		b.txMu.Unlock()
-		if t.commitUnknown { // a rollback cannot undo the commit if its entry is applied later
+		if unknown { // a rollback cannot undo the commit if its entry is applied later
 			return xaErr(XAERRMFail, "the outcome of %s's one-phase commit is not known yet; retry", xid)
 		}
-		return xaErr(XAERProto, "rollback of %s in state %s", xid, t.state)
+		return xaErr(XAERProto, "rollback of %s in state %s", xid, TxCommitting)
 	default:
 		b.txMu.Unlock()
 		return xaErr(XAERProto, "rollback of %s in state %s", xid, t.state)

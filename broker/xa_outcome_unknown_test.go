@@ -159,34 +159,49 @@ func TestReplicatedVerbOutcomeUnknownAfterLaterDecision(t *testing.T) {
 // idle, where a rollback is answered OK without writing anything (and the timeout rolls it
 // back the same way). Its entry, committed by the next leader, was then applied: the
 // transaction manager was told rolled back and the messages are visible. The branch stays
-// committing until the log says: a rollback or a second commit is answered XAER_RMFAIL.
+// committing until the log says: a rollback or a second commit is answered XAER_RMFAIL. The
+// coordinator's decided commit (a one-phase commit carrying its decision) is the same.
 func TestReplicatedOnePhaseCommitOutcomeUnknown(t *testing.T) {
 	ctx := context.Background()
-	a, f, p, x, h, index, answer := heldVerbScene(t, false, commitXA(true))
-	h.out <- lostLeadership
-	if err := <-answer; xaCode(err) != XAERRMFail {
-		t.Fatalf("one-phase commit whose answer was lost: %v; want %s", err, XAERRMFail)
+	decided := func(b *Broker, x Xid) error {
+		_, err := b.XACommitDecided(ctx, x, DecisionRecord{Key: "g1", Value: []byte("committed")})
+		return err
 	}
-	if err := a.XARollback(ctx, x); xaCode(err) != XAERRMFail {
-		t.Fatalf("rollback while the commit's outcome is unknown: %v; want %s", err, XAERRMFail)
-	}
-	if _, err := a.XACommit(ctx, x, true); xaCode(err) != XAERRMFail {
-		t.Fatalf("second commit while the first one's outcome is unknown: %v; want %s", err, XAERRMFail)
-	}
-	if got := a.XARecover(); len(got) != 0 {
-		t.Errorf("recover lists %v: the branch was never prepared", got)
-	}
-	if err := p.commit(index, h.data); err != nil {
-		t.Fatal(err)
-	}
-	if st, ok := a.XAState(x); ok {
-		t.Fatalf("after its commit was applied the leader holds %s %s", x, st)
-	}
-	follow(t, a, f)
-	for _, b := range []*Broker{a, f} {
-		if got := values(fetchAll(t, b, "t", 0)); fmt.Sprint(got) != "[pay-1]" {
-			t.Fatalf("the topic holds %v; want [pay-1]", got)
-		}
+	for _, tc := range []struct {
+		name   string
+		commit func(*Broker, Xid) error
+	}{
+		{"one-phase commit", commitXA(true)},
+		{"decided commit", decided},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, f, p, x, h, index, answer := heldVerbScene(t, false, tc.commit)
+			h.out <- lostLeadership
+			if err := <-answer; xaCode(err) != XAERRMFail {
+				t.Fatalf("%s whose answer was lost: %v; want %s", tc.name, err, XAERRMFail)
+			}
+			if err := a.XARollback(ctx, x); xaCode(err) != XAERRMFail {
+				t.Fatalf("rollback while the commit's outcome is unknown: %v; want %s", err, XAERRMFail)
+			}
+			if err := tc.commit(a, x); xaCode(err) != XAERRMFail {
+				t.Fatalf("second commit while the first one's outcome is unknown: %v; want %s", err, XAERRMFail)
+			}
+			if got := a.XARecover(); len(got) != 0 {
+				t.Errorf("recover lists %v: the branch was never prepared", got)
+			}
+			if err := p.commit(index, h.data); err != nil {
+				t.Fatal(err)
+			}
+			if st, ok := a.XAState(x); ok {
+				t.Fatalf("after its commit was applied the leader holds %s %s", x, st)
+			}
+			follow(t, a, f)
+			for _, b := range []*Broker{a, f} {
+				if got := values(fetchAll(t, b, "t", 0)); fmt.Sprint(got) != "[pay-1]" {
+					t.Fatalf("the topic holds %v; want [pay-1]", got)
+				}
+			}
+		})
 	}
 }
 
