@@ -132,8 +132,9 @@ func (b *Broker) XAPrepare(ctx context.Context, xid Xid) (readOnly bool, err err
 		b.txMu.Unlock()
 		return false, xaErr(XARBRollback, "branch %s was marked rollback-only and is rolled back", xid)
 	default:
+		state := t.state
 		b.txMu.Unlock()
-		return false, xaErr(XAERProto, "prepare needs an idle branch; %s is %s", xid, t.state)
+		return false, xaErr(XAERProto, "prepare needs an idle branch; %s is %s", xid, state)
 	}
 	if len(t.msgs) == 0 {
 		b.finishLocked(t, TxCommitted)
@@ -205,11 +206,13 @@ func (b *Broker) XACommit(ctx context.Context, xid Xid, onePhase bool) ([]TopicP
 		b.txMu.Unlock()
 		return nil, xaErr(XAERRMFail, "the outcome of %s's one-phase commit is not known yet; retry", xid)
 	case onePhase && t.state != TxIdle:
+		state := t.state
 		b.txMu.Unlock()
-		return nil, xaErr(XAERProto, "one-phase commit needs an idle branch; %s is %s", xid, t.state)
+		return nil, xaErr(XAERProto, "one-phase commit needs an idle branch; %s is %s", xid, state)
 	case !onePhase && t.state != TxPrepared:
+		state := t.state
 		b.txMu.Unlock()
-		return nil, xaErr(XAERProto, "two-phase commit needs a prepared branch; %s is %s", xid, t.state)
+		return nil, xaErr(XAERProto, "two-phase commit needs a prepared branch; %s is %s", xid, state)
 	}
 	prev := t.state
 	t.state = TxCommitting
@@ -258,8 +261,9 @@ func (b *Broker) XARollback(ctx context.Context, xid Xid) error {
 		}
 		return xaErr(XAERProto, "rollback of %s in state %s", xid, TxCommitting)
 	default:
+		state := t.state
 		b.txMu.Unlock()
-		return xaErr(XAERProto, "rollback of %s in state %s", xid, t.state)
+		return xaErr(XAERProto, "rollback of %s in state %s", xid, state)
 	}
 	prev := t.state
 	t.state = TxRollingBack
@@ -282,8 +286,9 @@ func (b *Broker) XAForget(ctx context.Context, xid Xid) error {
 		return err
 	}
 	if t.state != TxHeurCommitted && t.state != TxHeurRolledBack {
+		state := t.state
 		b.txMu.Unlock()
-		return xaErr(XAERProto, "forget is for heuristically completed branches; %s is %s", xid, t.state)
+		return xaErr(XAERProto, "forget is for heuristically completed branches; %s is %s", xid, state)
 	}
 	t.forgets++
 	b.txMu.Unlock()
@@ -306,8 +311,9 @@ func (b *Broker) XAHeuristic(ctx context.Context, xid Xid, commit bool) error {
 		return err
 	}
 	if t.state != TxPrepared {
+		state := t.state
 		b.txMu.Unlock()
-		return xaErr(XAERProto, "a heuristic decision needs a prepared branch; %s is %s", xid, t.state)
+		return xaErr(XAERProto, "a heuristic decision needs a prepared branch; %s is %s", xid, state)
 	}
 	if commit {
 		t.state = TxCommitting
