@@ -26,7 +26,7 @@ import (
 // refuses, naming the file and the offset; the file is left as it is.
 func TestDecisionLogRefusesCorruptionBeforeValidFrames(t *testing.T) {
 	dir := t.TempDir()
-	l, _, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+	l, _, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestDecisionLogRefusesCorruptionBeforeValidFrames(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l, _, err = openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+	l, _, err = openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger())
 	if err == nil {
 		l.close()
 		t.Fatal("opened a decision log whose middle frame is corrupt")

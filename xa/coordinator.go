@@ -80,7 +80,9 @@ type Options struct {
 	// clock. A finished transaction (and its client id) is forgotten only when it is past its
 	// retention by Now and by Elapsed, so a wall clock stepped forward (NTP, a resumed VM)
 	// forgets nothing early; one loaded at Open is aged from its recorded finish by the wall
-	// clock at Open (a step while the process was down counts as time passed). Default: the
+	// clock at Open (a step while the process was down counts as time passed). The decision
+	// log's clean-up (compaction of the file, the sweep of the table or of the commit log's
+	// decisions) drops a finished transaction's record by the same rule. Default: the
 	// monotonic reading of Now (time.Now has one; a fake clock without one moves both).
 	Elapsed func() time.Duration
 }
@@ -295,7 +297,7 @@ func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 		return nil, "", errors.New("open coordinator: both DecisionDB and DecisionBroker are set; the decision log is in one place")
 	}
 	if o.DecisionDB == nil && o.DecisionBroker == nil {
-		l, recs, err := openDecisionLog(o.Dir, o.Retention, o.CompactBytes, o.Now, c.metrics.observeFsync, c.log)
+		l, recs, err := openDecisionLog(o.Dir, o.Retention, o.CompactBytes, o.Now, o.Elapsed, c.metrics.observeFsync, c.log)
 		if err != nil {
 			return nil, "", err
 		}
@@ -312,7 +314,7 @@ func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 			filepath.Join(o.Dir, logFileName), n)
 	}
 	if o.DecisionBroker != nil {
-		l, recs, err := openBrokerDecisionLog(o.DecisionBroker, c.node, o.Retention, o.Now, c.metrics.observeFsync, c.log)
+		l, recs, err := openBrokerDecisionLog(o.DecisionBroker, c.node, o.Retention, o.Now, o.Elapsed, c.metrics.observeFsync, c.log)
 		if err != nil {
 			return nil, "", fmt.Errorf("open coordinator: %w", err)
 		}
@@ -321,7 +323,7 @@ func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 	}
 	l, recs, err := openSQLDecisionLog(ctx, sqlLogConfig{
 		db: o.DecisionDB, dialect: o.DecisionDialect, node: c.node, retention: o.Retention,
-		writeTimeout: o.PhaseTimeout, now: o.Now, onSync: c.metrics.observeFsync, log: c.log,
+		writeTimeout: o.PhaseTimeout, now: o.Now, elapsed: o.Elapsed, onSync: c.metrics.observeFsync, log: c.log,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("open coordinator: %w", err)

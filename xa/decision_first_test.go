@@ -15,7 +15,7 @@ func decisionStores(t *testing.T, fn func(t *testing.T, node string, open func()
 	t.Run("file", func(t *testing.T) {
 		dir := t.TempDir()
 		fn(t, newNode(t), func() (decisionStore, []record) {
-			l, recs, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+			l, recs, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -31,7 +31,7 @@ func decisionStores(t *testing.T, fn func(t *testing.T, node string, open func()
 				b.Close() // reopened: its decisions are rebuilt from the log
 			}
 			b = openQuietBroker(t, dir, nil)
-			l, recs, err := openBrokerDecisionLog(b, "", time.Hour, time.Now, nil, quietLogger())
+			l, recs, err := openBrokerDecisionLog(b, "", time.Hour, time.Now, nil, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,7 +162,7 @@ func TestPresumedAbortRecordedBeforeRollback(t *testing.T) {
 		t.Fatalf("a commit decision after the presumed abort: %v; want ErrConflictingDecision", err)
 	}
 	c.Close()
-	_, recs, err := openDecisionLog(o.Dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+	_, recs, err := openDecisionLog(o.Dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,10 +52,9 @@ type decisionLog struct {
 	path         string
 	dir          string
 	log          *slog.Logger
-	retention    time.Duration
+	ages         *finishedAges // what compaction keeps (writer goroutine only after open)
 	compactBytes int64
 	baseCompact  int64
-	now          func() time.Time
 	onSync       func(time.Duration)
 
 	f       *os.File
@@ -68,11 +67,13 @@ type decisionLog struct {
 // openDecisionLog opens (creating) the log, cuts a torn tail and returns the last record of
 // every transaction in it. A bad frame followed by a valid one is corruption, not a torn tail
 // (appends only ever tear the end): the open fails naming the file and the offset, and the file
-// is left as it is.
-func openDecisionLog(dir string, retention time.Duration, compactBytes int64, now func() time.Time, onSync func(time.Duration), log *slog.Logger) (*decisionLog, []record, error) {
+// is left as it is. Compaction drops a finished transaction once retention has passed by now
+// and by elapsed (finishedAges; nil elapsed: the monotonic reading of now).
+func openDecisionLog(dir string, retention time.Duration, compactBytes int64, now func() time.Time, elapsed func() time.Duration,
+	onSync func(time.Duration), log *slog.Logger) (*decisionLog, []record, error) {
 	l := &decisionLog{
-		path: filepath.Join(dir, logFileName), dir: dir, log: log, retention: retention,
-		compactBytes: compactBytes, baseCompact: compactBytes, now: now, onSync: onSync,
+		path: filepath.Join(dir, logFileName), dir: dir, log: log, ages: newFinishedAges(retention, now, elapsed),
+		compactBytes: compactBytes, baseCompact: compactBytes, onSync: onSync,
 		entries:  map[string]record{},
 		logQueue: newLogQueue(log, "path", filepath.Join(dir, logFileName)),
 	}
@@ -123,6 +124,7 @@ func openDecisionLog(dir string, retention time.Duration, compactBytes int64, no
 	for _, r := range recs {
 		l.entries[r.Gtrid] = r
 	}
+	l.ages.loaded(l.entries)
 	for _, r := range l.entries {
 		out = append(out, r)
 	}
@@ -224,6 +226,7 @@ func (l *decisionLog) write(buf []byte, batch []*logReq, sync bool) []byte {
 		l.size += int64(len(buf))
 		for _, r := range batch {
 			l.entries[r.rec.Gtrid] = r.rec
+			l.ages.written(r.rec)
 		}
 	}
 	answer(batch, err)
@@ -247,30 +250,27 @@ func (l *decisionLog) sync() error {
 	return nil
 }
 
-// keep reports whether compaction keeps r: every unfinished transaction, and finished ones
-// for the retention period (for status queries and client-id repeats).
-func (l *decisionLog) keep(r record, now time.Time) bool {
-	if !r.Status.Final() {
-		return true
-	}
-	return now.Sub(r.Finished) < l.retention
-}
-
 // compact rewrites the log with the records worth keeping: into a temporary file, fsync'd,
 // renamed over the log, and the directory fsync'd. A failure before the rename leaves the old
 // log in use. Once renamed, the new file is the log (the old one has no name left: writing on
 // there would be writing to nothing); a directory fsync that still fails after retries leaves
 // the rename not known durable, so the log fails.
+//
+// It keeps every unfinished transaction, and finished ones for the retention period by both
+// clocks (finishedAges: for status queries and client-id repeats).
 func (l *decisionLog) compact() {
-	now := l.now()
+	now, el := l.ages.clocks()
 	var buf []byte
 	kept := map[string]record{}
+	var gone []string
 	for g, r := range l.entries {
-		if l.keep(r, now) {
-			r.Kind = recSnapshot
-			kept[g] = r
-			buf = appendRecord(buf, &r)
+		if !l.ages.keep(r, now, el) {
+			gone = append(gone, g)
+			continue
 		}
+		r.Kind = recSnapshot
+		kept[g] = r
+		buf = appendRecord(buf, &r)
 	}
 	tmp := l.path + ".compact"
 	f, err := func() (*os.File, error) {
@@ -302,6 +302,9 @@ func (l *decisionLog) compact() {
 	l.f.Close()
 	from := l.size
 	l.f, l.entries, l.size = f, kept, int64(len(buf))
+	for _, g := range gone {
+		l.ages.forget(g)
+	}
 	l.compactBytes = max(l.baseCompact, l.size*2)
 	if err := syncDirRetry(l.dir); err != nil {
 		l.fail(fmt.Errorf("decision log compacted and renamed, but the directory fsync failed, so the rename is not known durable: %w", err))

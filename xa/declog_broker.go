@@ -24,7 +24,11 @@ import (
 // What is kept: a finished transaction without a client id is dropped from the held set by its
 // "done" record (nothing asks for it after a restart, and the broker's checkpoint carries the
 // held set); one with a client id is kept for Options.Retention (repeats of its id return its
-// outcome) and then dropped by a sweep. Unfinished ones are kept until they finish.
+// outcome) and then dropped by a sweep, once that retention has passed by the wall clock and
+// by the monotonic clock (finishedAges, the file log's rule: a wall clock stepped forward drops
+// nothing the coordinator still remembers). Unfinished ones are kept until they finish. The
+// broker itself never drops a decision by age: it keeps the last value of every key until the
+// coordinator drops it (broker/decisions.go).
 
 // DecisionBroker is what the commit-log decision log needs of the broker; *broker.Broker
 // satisfies it.
@@ -36,17 +40,17 @@ type DecisionBroker interface {
 var _ DecisionBroker = (*broker.Broker)(nil)
 
 type brokerDecisionLog struct {
-	b         DecisionBroker
-	node      string
-	retention time.Duration
-	now       func() time.Time
-	onSync    func(time.Duration)
-	log       *slog.Logger
+	b      DecisionBroker
+	node   string
+	onSync func(time.Duration)
+	log    *slog.Logger
 	// entries is the last record per gtrid the broker holds or is writing (set when a record
 	// is taken, so that a decided commit, which does not go through the writer, and the
-	// writer's records are checked against each other: declog_first.go). Guarded by mu.
+	// writer's records are checked against each other: declog_first.go). Guarded by mu, as is
+	// ages (what the sweep keeps).
 	mu      sync.Mutex
 	entries map[string]record
+	ages    *finishedAges
 
 	logQueue
 }
@@ -56,8 +60,11 @@ const brokerSweepEvery = time.Minute
 
 // openBrokerDecisionLog reads this node's held decisions and starts the writer. A held value
 // that does not decode is corruption (the broker verified its CRC): the open fails naming it.
-func openBrokerDecisionLog(b DecisionBroker, node string, retention time.Duration, now func() time.Time, onSync func(time.Duration), log *slog.Logger) (*brokerDecisionLog, []record, error) {
-	l := &brokerDecisionLog{b: b, node: node, retention: retention, now: now, onSync: onSync, log: log,
+// The sweep drops a finished transaction once retention has passed by now and by elapsed (nil:
+// the monotonic reading of now).
+func openBrokerDecisionLog(b DecisionBroker, node string, retention time.Duration, now func() time.Time, elapsed func() time.Duration,
+	onSync func(time.Duration), log *slog.Logger) (*brokerDecisionLog, []record, error) {
+	l := &brokerDecisionLog{b: b, node: node, onSync: onSync, log: log, ages: newFinishedAges(retention, now, elapsed),
 		entries: map[string]record{}, logQueue: newLogQueue(log, "log", "commitlog")}
 	var out []record
 	for _, d := range b.Decisions() {
@@ -71,6 +78,7 @@ func openBrokerDecisionLog(b DecisionBroker, node string, retention time.Duratio
 		l.entries[r.Gtrid] = r
 		out = append(out, r)
 	}
+	l.ages.loaded(l.entries)
 	go l.run(lazyDelay)
 	return l, out, nil
 }
@@ -203,8 +211,10 @@ func (l *brokerDecisionLog) write(batch []*logReq) {
 	for _, req := range batch {
 		if dropped(&req.rec) {
 			delete(l.entries, req.rec.Gtrid)
+			l.ages.forget(req.rec.Gtrid)
 		} else {
 			l.entries[req.rec.Gtrid] = req.rec
+			l.ages.written(req.rec)
 		}
 	}
 	l.mu.Unlock()
@@ -275,6 +285,7 @@ func (l *brokerDecisionLog) commitDecided(ctx context.Context, dc decidedCommitt
 	}
 	prev, had := l.entries[rec.Gtrid]
 	l.entries[rec.Gtrid] = rec
+	l.ages.written(rec)
 	l.mu.Unlock()
 	began := time.Now()
 	pos, err := dc.XACommitDecided(ctx, xid, broker.DecisionRecord{Key: rec.Gtrid, Value: appendRecord(nil, &rec)})
@@ -306,16 +317,16 @@ func (l *brokerDecisionLog) commitDecided(ctx context.Context, dc decidedCommitt
 	return nil, notWritten(err)
 }
 
-// sweep drops the finished transactions past retention.
+// sweep drops the finished transactions past retention by both clocks (finishedAges).
 func (l *brokerDecisionLog) sweep() {
 	if l.failedErr() != nil {
 		return
 	}
-	now := l.now()
 	var recs []broker.DecisionRecord
 	l.mu.Lock()
+	now, el := l.ages.clocks()
 	for g, r := range l.entries {
-		if r.Status.Final() && now.Sub(r.Finished) >= l.retention {
+		if !l.ages.keep(r, now, el) {
 			recs = append(recs, broker.DecisionRecord{Key: g})
 		}
 	}
@@ -332,6 +343,7 @@ func (l *brokerDecisionLog) sweep() {
 	l.mu.Lock()
 	for _, r := range recs {
 		delete(l.entries, r.Key)
+		l.ages.forget(r.Key)
 	}
 	l.mu.Unlock()
 }

@@ -88,7 +88,7 @@ func TestCommitLogRefusesUnfinishedFileLog(t *testing.T) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	l, _, err := openDecisionLog(o.Dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+	l, _, err := openDecisionLog(o.Dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

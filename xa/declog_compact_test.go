@@ -36,7 +36,7 @@ func TestDecisionLogCompactionDirSyncFails(t *testing.T) {
 			})
 			defer restore()
 			now := time.Unix(10000, 0)
-			l, _, err := openDecisionLog(dir, time.Minute, 4096, func() time.Time { return now }, nil, quietLogger())
+			l, _, err := openDecisionLog(dir, time.Minute, 4096, func() time.Time { return now }, nil, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +56,7 @@ func TestDecisionLogCompactionDirSyncFails(t *testing.T) {
 			if tc.failures > 0 && len(acked) != 300 {
 				t.Errorf("%d of 300 appends acknowledged after a directory fsync failed once; the retry should have succeeded", len(acked))
 			}
-			l, recs, err := openDecisionLog(dir, time.Minute, 4096, func() time.Time { return now }, nil, quietLogger())
+			l, recs, err := openDecisionLog(dir, time.Minute, 4096, func() time.Time { return now }, nil, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)
 			}

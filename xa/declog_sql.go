@@ -34,8 +34,20 @@ import (
 //
 // Each row holds the full record in the file log's frame encoding (column record, read back
 // at open and checked by its CRC) and a readable copy for DBAs (status, client_id,
-// request_digest, times, decided_by). Rows of finished transactions leave once past the retention, by the rule the
-// file log's compaction uses (decisionLog.keep), at open and every sqlSweepEvery.
+// request_digest, times, decided_by). Rows of finished transactions leave once past the
+// retention by the wall clock and by the monotonic clock, by the rule the file log's
+// compaction uses (finishedAges), at open and every sqlSweepEvery.
+//
+// Several coordinators may share the table: nodes with their own ids at once, and, in a
+// cluster, the leaders of one node id one after the other (the node lease in the table's
+// database keeps two from acting on one id at once). A coordinator reads and deletes only the
+// rows of its own node id, and of those only the ones it holds (read at its open, or written
+// since), each aged by its own two clocks from when it read or wrote it; a row another
+// coordinator wrote later is not one it holds, so it never deletes it. A row read at open is
+// aged by the wall clock at open, as the coordinator that loads it ages it (Coordinator.load):
+// a node that takes over with its wall clock ahead of the writer's drops rows early, and
+// forgets their client ids with them; the clocks of the nodes must agree (docs/operations.md,
+// "Clock steps").
 
 const (
 	// sqlSweepEvery is the period of the retention sweep.
@@ -66,6 +78,7 @@ type sqlLogConfig struct {
 	writeTimeout time.Duration // bounds one write (its outcome is then unknown: the log fails)
 	sweepEvery   time.Duration
 	now          func() time.Time
+	elapsed      func() time.Duration // the monotonic clock (nil: the monotonic reading of now)
 	onSync       func(time.Duration)
 	log          *slog.Logger
 }
@@ -75,6 +88,7 @@ type sqlDecisionLog struct {
 	table string
 
 	entries map[string]record // the last record per gtrid in the table (writer goroutine only)
+	ages    *finishedAges     // what the sweep keeps (writer goroutine only)
 	conn    *sql.Conn         // the writer's session (writerConn; writer goroutine only)
 
 	logQueue
@@ -134,7 +148,7 @@ func openSQLDecisionLog(ctx context.Context, cfg sqlLogConfig) (*sqlDecisionLog,
 	}
 	l := &sqlDecisionLog{
 		cfg: cfg, table: "imago.xa_decisions",
-		entries: map[string]record{},
+		entries: map[string]record{}, ages: newFinishedAges(cfg.retention, cfg.now, cfg.elapsed),
 	}
 	if dialect == migrations.MySQL {
 		l.table = "imago_xa_decisions"
@@ -147,6 +161,7 @@ func openSQLDecisionLog(ctx context.Context, cfg sqlLogConfig) (*sqlDecisionLog,
 	if err := l.load(ctx); err != nil {
 		return nil, nil, err
 	}
+	l.ages.loaded(l.entries)
 	l.sweep(ctx)
 	out := make([]record, 0, len(l.entries))
 	for _, r := range l.entries {
@@ -288,6 +303,7 @@ func (l *sqlDecisionLog) write(batch []*logReq) {
 	case err == nil:
 		for _, r := range rows {
 			l.entries[r.Gtrid] = r
+			l.ages.written(r)
 		}
 	case rolledBack:
 		err = notWritten(fmt.Errorf("write decision log table %s (%d records): %w", l.table, len(rows), err))
@@ -515,16 +531,17 @@ func writeRolledBack(err error) bool {
 	return pgconn.SafeToRetry(err)
 }
 
-// sweep deletes the rows of finished transactions past the retention: what the file log's
-// compaction would drop (decisionLog.keep). A failure is logged and tried again next time.
+// sweep deletes the rows of finished transactions past the retention by both clocks: what the
+// file log's compaction would drop (finishedAges). A failure is logged and tried again next
+// time.
 func (l *sqlDecisionLog) sweep(ctx context.Context) {
 	if l.failedErr() != nil {
 		return
 	}
-	now := l.cfg.now()
+	now, el := l.ages.clocks()
 	var gone []string
 	for g, r := range l.entries {
-		if !l.keep(r, now) {
+		if !l.ages.keep(r, now, el) {
 			gone = append(gone, g)
 		}
 	}
@@ -542,17 +559,11 @@ func (l *sqlDecisionLog) sweep(ctx context.Context) {
 		}
 		for _, g := range chunk {
 			delete(l.entries, g)
+			l.ages.forget(g)
 		}
 		deleted += len(chunk)
 	}
 	l.cfg.log.Info("decision log: finished transactions past retention deleted", "table", l.table, "deleted", deleted, "kept", len(l.entries))
-}
-
-// keep is the file log's rule (decisionLog.keep), so that both logs forget the same
-// transactions: every unfinished one, and finished ones for the retention.
-func (l *sqlDecisionLog) keep(r record, now time.Time) bool {
-	rule := decisionLog{retention: l.cfg.retention}
-	return rule.keep(r, now)
 }
 
 // unfinishedInFileLog counts the transactions a file decision log in dir leaves unfinished

@@ -45,7 +45,7 @@ func TestDecisionLogCutsTornTail(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			l, _, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+			l, _, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +60,7 @@ func TestDecisionLogCutsTornTail(t *testing.T) {
 			if err := os.WriteFile(path, tc.damage(b), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			l, recs, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+			l, recs, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,26 +82,24 @@ func TestDecisionLogCutsTornTail(t *testing.T) {
 
 func TestDecisionLogCompacts(t *testing.T) {
 	dir := t.TempDir()
-	now := time.Unix(10000, 0)
-	l, _, err := openDecisionLog(dir, time.Minute, 4096, func() time.Time { return now }, nil, quietLogger())
+	k := &steppedClock{wall: time.Unix(10000, 0)}
+	l, _, err := openDecisionLog(dir, time.Minute, 4096, k.now, k.elapsed, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 200; i++ {
 		r := sampleRecord(i)
-		if i%10 != 0 { // finished long ago: dropped by compaction
-			r.Status, r.Finished = StatusCommitted, now.Add(-time.Hour)
+		if i%10 != 0 { // finished: dropped by the first compaction past the retention
+			r.Status, r.Finished = StatusCommitted, k.now()
 		}
 		if err := l.appendSync(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
+	k.advance(time.Minute, time.Minute)
+	fill := compactOnce(t, l, 1000)
 	l.close()
-	fi, _ := os.Stat(filepath.Join(dir, logFileName))
-	if fi.Size() > 8192 {
-		t.Fatalf("log is %d bytes after compaction", fi.Size())
-	}
-	l, recs, err := openDecisionLog(dir, time.Minute, 4096, time.Now, nil, quietLogger())
+	l, recs, err := openDecisionLog(dir, time.Minute, 4096, time.Now, nil, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,10 +112,31 @@ func TestDecisionLogCompacts(t *testing.T) {
 			active++
 		}
 	}
-	// Records written after the last compaction remain until the next one.
-	if active != 20 || expired > 60 {
-		t.Fatalf("after compaction: %d active (want 20), %d expired", active, expired)
+	if active != 20+fill || expired != 0 {
+		t.Fatalf("after compaction: %d active (want %d), %d expired (want 0)", active, 20+fill, expired)
 	}
+}
+
+// compactOnce appends unfinished records (sampleRecord(from), from+1, ...) to l until it has
+// compacted (its file was renamed over), and returns how many it appended.
+func compactOnce(t *testing.T, l *decisionLog, from int) int {
+	t.Helper()
+	before, err := os.Stat(l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= 10000; n++ {
+		if err := l.appendSync(context.Background(), sampleRecord(from+n-1)); err != nil {
+			t.Fatal(err)
+		}
+		if now, err := os.Stat(l.path); err != nil {
+			t.Fatal(err)
+		} else if !os.SameFile(before, now) {
+			return n
+		}
+	}
+	t.Fatal("the log did not compact")
+	return 0
 }
 
 func FuzzDecodeRecord(f *testing.F) {
@@ -189,7 +208,7 @@ func TestRecordDigest(t *testing.T) {
 // The file log keeps each transaction's digest through a reopen and through compaction.
 func TestDecisionLogKeepsDigest(t *testing.T) {
 	dir := t.TempDir()
-	l, _, err := openDecisionLog(dir, time.Hour, 4096, time.Now, nil, quietLogger())
+	l, _, err := openDecisionLog(dir, time.Hour, 4096, time.Now, nil, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +225,7 @@ func TestDecisionLogKeepsDigest(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(dir, logFileName)); fi.Size() > 8192 {
 		t.Fatalf("log is %d bytes: not compacted", fi.Size())
 	}
-	l, recs, err := openDecisionLog(dir, time.Hour, 4096, time.Now, nil, quietLogger())
+	l, recs, err := openDecisionLog(dir, time.Hour, 4096, time.Now, nil, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +316,7 @@ func hexOf(s string) string {
 // unknown version was before), a downgrade would lose the decisions it holds.
 func TestDecisionLogRefusesNewerRecord(t *testing.T) {
 	dir := t.TempDir()
-	l, _, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, quietLogger())
+	l, _, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +343,7 @@ func TestDecisionLogRefusesNewerRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if l, _, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, quietLogger()); !errors.Is(err, errNewerRecord) {
+	if l, _, err := openDecisionLog(dir, time.Hour, 1<<20, time.Now, nil, nil, quietLogger()); !errors.Is(err, errNewerRecord) {
 		if err == nil {
 			l.close()
 		}
