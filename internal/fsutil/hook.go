@@ -30,6 +30,11 @@ type Event struct {
 	// Size is a file's size when the sync starts (what the sync makes durable); 0 for a
 	// directory. Filled in only while a hook is installed.
 	Size int64
+	// Info is the file's Stat when the sync starts (nil for a directory, or when Stat failed):
+	// it names the file synced even when Path no longer does (a file renamed after it was
+	// opened, as a compaction renames its new file into place). Filled in only while a hook is
+	// installed.
+	Info os.FileInfo
 }
 
 // Hook wraps every sync: it receives the event and the real operation and returns what the
@@ -61,7 +66,7 @@ func run(kind Kind, f *os.File, path string, do func() error) error {
 	ev := Event{Kind: kind, Path: path}
 	if kind == File && f != nil {
 		if fi, err := f.Stat(); err == nil {
-			ev.Size = fi.Size()
+			ev.Size, ev.Info = fi.Size(), fi
 		}
 	}
 	return (*h)(ev, do)

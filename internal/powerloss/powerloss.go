@@ -10,7 +10,8 @@
 //   - A file's contents are durable up to the size it had at its last successful sync (fsync or
 //     fdatasync); on a power loss it is cut back to that size, to 0 if it was never synced.
 //     Files are identified by inode, so a file synced under a temporary name and renamed keeps
-//     its record.
+//     its record, and so does one synced through a descriptor opened under a name it has since
+//     been renamed from.
 //   - A name in a directory is durable when the directory was synced after the name pointed at
 //     its current inode. On a power loss every other name is removed (a directory with
 //     everything in it). A name that was renamed over an older file and not yet made durable is
@@ -83,7 +84,14 @@ func (r *Recorder) Hook(ev fsutil.Event, do func() error) error {
 		}
 		l = line{Kind: "d", Path: filepath.Clean(ev.Path), Entries: entries}
 	default:
-		ino, ok := inode(ev.Path)
+		// The file synced is the one the descriptor is open on (ev.Info), which may no longer
+		// be at ev.Path: a file renamed after it was opened.
+		ino, ok := uint64(0), false
+		if ev.Info != nil {
+			ino, ok = inodeOf(ev.Info)
+		} else {
+			ino, ok = inode(ev.Path)
+		}
 		if !ok {
 			return nil
 		}

@@ -106,3 +106,39 @@ func TestDropKeepsOnlyWhatWasSynced(t *testing.T) {
 		})
 	}
 }
+
+// A file renamed after it was opened (a compacted log renamed into place, written on through
+// the same descriptor) is synced through that descriptor, whose name is the old one: the sync
+// must count for the file under its new name, not for nothing (or for a new file that took the
+// old name).
+func TestSyncThroughDescriptorAfterRename(t *testing.T) {
+	root := t.TempDir()
+	rec := New()
+	restore := rec.Install()
+	defer restore()
+	tmp, final := filepath.Join(root, "log.compact"), filepath.Join(root, "log")
+	f := write(t, tmp, "compacted")
+	defer f.Close()
+	if err := fsutil.Fsync(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsutil.SyncDir(root); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("+appended"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsutil.Fdatasync(f); err != nil { // f.Name() is still tmp
+		t.Fatal(err)
+	}
+	write(t, tmp, "next compaction").Close() // a new file under the old name, never synced
+	if _, err := rec.Drop(root); err != nil {
+		t.Fatal(err)
+	}
+	if got := size(t, final); got != int64(len("compacted+appended")) {
+		t.Errorf("the renamed file has %d bytes after the power loss, want %d (synced through its descriptor)", got, len("compacted+appended"))
+	}
+}
