@@ -110,10 +110,15 @@ func openDecisionLog(dir string, retention time.Duration, compactBytes int64, no
 			f.Close()
 			return nil, nil, fmt.Errorf("cut decision log at %d: %w", good, err)
 		}
-		if err := fsutil.Fsync(f); err != nil {
-			f.Close()
-			return nil, nil, fmt.Errorf("sync decision log: %w", err)
-		}
+	}
+	// What was read may be only in the page cache: a write whose fsync never completed (the
+	// process died in it) is read back all the same. The coordinator acts on what it reads (a
+	// commit decision has recovery commit the branches; a client id is answered as a
+	// duplicate), so it must be durable first: a power loss must not take a decision that
+	// branches were committed on.
+	if err := fsutil.Fsync(f); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("sync decision log %s: %w", l.path, err)
 	}
 	if _, err := f.Seek(good, io.SeekStart); err != nil {
 		f.Close()
