@@ -4,7 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"testing"
+
+	"github.com/imagomq/imago/internal/fsutil"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -196,4 +200,50 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("re-encoded state decodes differently: %v", err)
 		}
 	})
+}
+
+// A process killed inside the state file's atomic replace, after the rename and before the
+// directory fsync, leaves a vote that the page cache serves and a power loss can take back.
+// OpenStorage must make the name durable before raft acts on the vote: a node that refused a
+// second candidate on the strength of it, then lost it, could vote twice in one term. The kill
+// is staged through the sync hook (the directory fsync of the replace fails, as if the process
+// had died there); the test then checks that opening the storage syncs the directory.
+func TestOpenStorageMakesTheStateNameDurable(t *testing.T) {
+	dir := t.TempDir()
+	m := NewMemLog()
+	s, err := OpenStorage(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap([]uint64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	dirSyncs := 0
+	killed := false
+	restore := fsutil.SetHook(func(ev fsutil.Event, do func() error) error {
+		if ev.Kind != fsutil.Dir || filepath.Clean(ev.Path) != filepath.Clean(dir) {
+			return do()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !killed {
+			killed = true
+			return syscall.EIO // the process "died" before this directory fsync
+		}
+		dirSyncs++
+		return do()
+	})
+	defer restore()
+	if err := s.Save(&pb.HardState{Term: new(uint64(5)), Vote: new(uint64(3)), Commit: new(uint64(0))}, nil); err == nil {
+		t.Fatal("Save succeeded although the directory fsync failed")
+	}
+	if _, err := OpenStorage(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dirSyncs == 0 {
+		t.Fatal("OpenStorage read a state file whose name was never made durable and did not sync its directory")
+	}
 }
