@@ -56,7 +56,7 @@ type checkpointPart struct {
 }
 
 func loadCheckpoint(dir string) (*checkpointFile, error) {
-	b, err := os.ReadFile(filepath.Join(dir, checkpointFileName))
+	b, err := fsutil.ReadFileDurable(filepath.Join(dir, checkpointFileName))
 	if os.IsNotExist(err) {
 		return nil, nil
 	}

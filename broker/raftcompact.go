@@ -44,7 +44,7 @@ type raftCompaction struct {
 
 func loadRaftCompaction(dir string) (raftCompaction, error) {
 	var c raftCompaction
-	data, err := os.ReadFile(filepath.Join(dir, raftCompactedFileName))
+	data, err := fsutil.ReadFileDurable(filepath.Join(dir, raftCompactedFileName))
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
 	}

@@ -42,7 +42,7 @@ type topicsFile struct {
 const topicsFileName = "topics.json"
 
 func loadTopics(dir string) ([]topicMeta, error) {
-	b, err := os.ReadFile(filepath.Join(dir, topicsFileName))
+	b, err := fsutil.ReadFileDurable(filepath.Join(dir, topicsFileName))
 	if os.IsNotExist(err) {
 		return nil, nil
 	}

@@ -66,21 +66,13 @@ type stateFile interface {
 
 type diskState struct{ dir string }
 
-// read returns the state file and makes what it read durable first: a process killed inside
-// WriteFileAtomic, after its rename and before its directory fsync, leaves a new state (a vote)
-// that the page cache serves but a power loss can take back. Acting on it (refusing a second
-// vote in the term, say) and then losing it to a power loss could let this node vote twice in
-// one term. The file's contents were fsync'd before the rename; the name is made durable here.
+// read returns the state file with its name made durable (fsutil.ReadFileDurable): a vote left
+// by a process killed inside WriteFileAtomic, served by the page cache, could be taken back by
+// a power loss after raft acted on it, and the node vote twice in one term.
 func (d diskState) read() ([]byte, error) {
-	data, err := os.ReadFile(filepath.Join(d.dir, stateFileName))
-	if err != nil {
-		return nil, err
-	}
-	if err := fsutil.SyncDir(d.dir); err != nil {
-		return nil, fmt.Errorf("sync the raft state's directory: %w", err)
-	}
-	return data, nil
+	return fsutil.ReadFileDurable(filepath.Join(d.dir, stateFileName))
 }
+
 func (d diskState) write(data []byte) error {
 	return fsutil.WriteFileAtomic(d.dir, stateFileName, data, 0o644)
 }

@@ -57,7 +57,7 @@ type membership struct {
 
 func loadMembership(dir string, configured []Peer) (*membership, error) {
 	m := &membership{dir: dir, peers: make(map[uint64]Peer)}
-	b, err := os.ReadFile(filepath.Join(dir, membersFileName))
+	b, err := fsutil.ReadFileDurable(filepath.Join(dir, membersFileName))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		for _, p := range configured {

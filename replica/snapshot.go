@@ -211,7 +211,7 @@ func InstallStaged(dir string, logger *slog.Logger) error {
 		logger = slog.Default()
 	}
 	staging := filepath.Join(dir, stagingDirName)
-	raw, err := os.ReadFile(filepath.Join(dir, installMarkerName))
+	raw, err := fsutil.ReadFileDurable(filepath.Join(dir, installMarkerName))
 	if errors.Is(err, os.ErrNotExist) {
 		if err := os.RemoveAll(staging); err != nil {
 			return fmt.Errorf("remove an unfinished snapshot copy: %w", err)

@@ -352,7 +352,7 @@ func (c *Coordinator) nodeID() (string, error) {
 		}
 		return c.opts.NodeID, writeFileSync(path, c.opts.NodeID+"\n")
 	}
-	if b, err := os.ReadFile(path); err == nil {
+	if b, err := fsutil.ReadFileDurable(path); err == nil {
 		id := strings.TrimSpace(string(b))
 		if err := validNodeID(id); err != nil {
 			return "", fmt.Errorf("open coordinator: %s: %w", path, err)
@@ -372,7 +372,7 @@ func (c *Coordinator) nodeID() (string, error) {
 // writeFileSync replaces path with content durably (fsutil.WriteFileAtomic), unless it already
 // holds exactly that.
 func writeFileSync(path, content string) error {
-	if b, err := os.ReadFile(path); err == nil && string(b) == content {
+	if b, err := fsutil.ReadFileDurable(path); err == nil && string(b) == content {
 		return nil
 	}
 	return fsutil.WriteFileAtomic(filepath.Dir(path), filepath.Base(path), []byte(content), 0o644)

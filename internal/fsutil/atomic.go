@@ -46,6 +46,23 @@ func WriteFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
+// ReadFileDurable reads a file that WriteFileAtomic writes, and makes its name durable before
+// returning it: a process killed inside WriteFileAtomic, after the rename and before the
+// directory fsync, leaves new contents that the page cache serves and a power loss can take
+// back. A caller that acts on what it read (deletes log behind a checkpoint, votes, keeps a
+// node id) must not act on contents that may later revert. The contents themselves were
+// fsync'd before the rename. A missing file is returned as the os.ReadFile error, unsynced.
+func ReadFileDurable(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := SyncDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("read %s: sync its directory: %w", filepath.Base(path), err)
+	}
+	return data, nil
+}
+
 // RemoveTemps deletes the temporary files WriteFileAtomic may leave behind in dir after a
 // crash (name + ".tmp-*"). Call it once at open, before any writer runs.
 func RemoveTemps(dir, name string) error {

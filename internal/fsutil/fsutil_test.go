@@ -188,3 +188,48 @@ func TestPreallocateAllocatesWithoutChangingContents(t *testing.T) {
 		t.Fatalf("contents changed: %q %v", buf, err)
 	}
 }
+
+// ReadFileDurable syncs the directory of what it read (a name left by a replace whose directory
+// fsync never ran may be taken back by a power loss), fails when that sync fails, and returns a
+// missing file as os.ErrNotExist without syncing.
+func TestReadFileDurableSyncsTheName(t *testing.T) {
+	dir := t.TempDir()
+	var mu sync.Mutex
+	var synced []string
+	fail := false
+	restore := SetHook(func(ev Event, do func() error) error {
+		if ev.Kind != Dir {
+			return do()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return syscall.EIO
+		}
+		synced = append(synced, filepath.Clean(ev.Path))
+		return do()
+	})
+	defer restore()
+	if _, err := ReadFileDurable(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v, want os.ErrNotExist", err)
+	}
+	if len(synced) != 0 {
+		t.Fatalf("a missing file synced %v", synced)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state"), []byte("vote 3"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := ReadFileDurable(filepath.Join(dir, "state"))
+	if err != nil || string(b) != "vote 3" {
+		t.Fatalf("ReadFileDurable = %q, %v", b, err)
+	}
+	if len(synced) != 1 || synced[0] != filepath.Clean(dir) {
+		t.Fatalf("directory syncs %v, want [%s]", synced, dir)
+	}
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	if _, err := ReadFileDurable(filepath.Join(dir, "state")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("with a failing directory sync: %v, want EIO", err)
+	}
+}
