@@ -14,6 +14,10 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -293,4 +297,38 @@ func Query(t testing.TB, driver, dsn, q string, args ...any) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// CutAnswers starts an HTTP proxy in front of target (a URL) and returns its URL. A request
+// for which cut returns true is forwarded and answered by the server as usual, then the
+// client's connection is closed without the answer: the client cannot know whether it was
+// applied, as when a connection breaks after the request was sent. The other requests pass
+// through. (internal/faultproxy cuts bytes, not a chosen request after the server answered
+// it; the server here is real, only the answer is lost.)
+func CutAnswers(t testing.TB, target string, cut func(*http.Request) bool) string {
+	t.Helper()
+	to, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(to)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cut(r) {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		out := r.Clone(r.Context())
+		out.URL.Scheme, out.URL.Host, out.Host, out.RequestURI = to.Scheme, to.Host, to.Host, ""
+		if resp, err := http.DefaultTransport.RoundTrip(out); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			panic(http.ErrAbortHandler) // closes the connection without an answer all the same
+		}
+		conn.Close()
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
