@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -153,8 +154,11 @@ func ExampleXAResource() {
 	// Output: committed 1 message
 }
 
-// A transaction manager's recovery pass after its own restart: finish every branch the
-// broker still holds prepared, as the manager's log says.
+// A transaction manager's recovery pass after its own restart: finish every branch of its own
+// that the broker still holds prepared, as the manager's log says. Recover lists every prepared
+// branch on the broker, those of other transaction managers and of Imago's own coordinator
+// (global transactions) too: a manager finishes only its own (its format id and the gtrids it
+// makes). Rolling back another's branch whose transaction was decided commit half-commits it.
 func ExampleXAResource_Recover() {
 	ctx := context.Background()
 	rm := client.New(imagoURL).NewXAResource()
@@ -162,8 +166,12 @@ func ExampleXAResource_Recover() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	const formatID = 1 // this manager's, as in its Start (ExampleXAResource)
 	for _, xid := range xids {
-		committed := false // look xid up in the manager's log
+		if xid.FormatID != formatID || !bytes.HasPrefix(xid.Gtrid, []byte("transfer-")) {
+			continue // not this manager's branch: leave it to its owner
+		}
+		committed := false // look xid up in the manager's log: no logged commit, roll back
 		if committed {
 			_, err = rm.Commit(ctx, xid, false)
 		} else {
@@ -173,7 +181,7 @@ func ExampleXAResource_Recover() {
 			err = rm.Forget(ctx, xid) // an operator decided already
 		}
 		if err != nil {
-			log.Printf("branch %s: %v", xid, err)
+			log.Printf("branch %s: %v", xid, err) // XAER_RMFAIL: the next pass tries again
 		}
 	}
 	fmt.Println("recovered")
