@@ -45,7 +45,9 @@
 //
 // The producer is idempotent by default (ProducerIdempotent): it gives every batch a key of its
 // own, made of a random producer id and a sequence number, so a batch whose answer was lost is
-// retried without being stored twice. Turn it off only for data where a duplicate is harmless:
+// retried without being stored twice. A batch whose retries run out (ProducerDeliveryTimeout)
+// reports an error although it may have been stored: sending its messages again would store
+// them twice (Delivery.Err). Turn it off only for data where a duplicate is harmless:
 // a batch is then sent once, and a network error is reported to its callbacks as is.
 //
 // # Consumers

@@ -57,7 +57,10 @@ func ExampleProducer() {
 			mu.Lock()
 			defer mu.Unlock()
 			if d.Err != nil {
-				failed++ // d.Message is the message: log it, send it again, or stop
+				// The batch may still be stored (its answers were lost until the delivery
+				// timeout): sending d.Message again would store it twice. Log it and stop, or
+				// find out first; see Delivery.Err.
+				failed++
 				return
 			}
 			stored++
