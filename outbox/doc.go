@@ -112,16 +112,24 @@
 // after the sentinel by trx_started (the sentinel's, read off the same clock), and by no more
 // than the time that really passed: an INSERT that is its transaction's first write allocates
 // its id before InnoDB gives the transaction a trx_id, so for a transaction caught between the
-// two only its start tells its age. An idle read-only transaction holds no id and is not
-// waited for. Once
-// every one of them has ended, every id up to the highest one seen is final: a re-read (a
-// fresh read view) shows each row that was committed, and a gap still there belongs to a
-// rolled-back transaction (or a failed insert) and is passed. Rows after a gap thus wait for
-// the writers that were open when it was seen, never for later ones. A prepared XA
-// transaction that wrote is waited for like any other. Reading innodb_trx needs the PROCESS
-// privilege; without it the relay falls back to passing a gap once it is older than
-// Options.GapGrace (default 1 minute), which is safe only when no writing transaction lasts
-// that long, and logs a warning.
+// two only its start tells its age. An idle read-only transaction holds no id and is not waited
+// for. Once every one of them has ended, the check looks a second time: an INSERT that is its
+// transaction's first operation allocates its id before InnoDB lists the transaction in
+// innodb_trx at all, so a writer descheduled in that instant (a loaded host, a CPU quota) can
+// be missing from the fresh view. Options.GapSettle (default 1 s) after the MAX(id) read the
+// check opens a second sentinel, reads a fresh view again and waits in the same way for the
+// transactions that are not younger than that sentinel: a writer listed by then is caught; only
+// one kept off the CPU for longer than GapSettle between allocating its id and being listed
+// could still be missed. Once those have ended too, every id up to the highest one seen is
+// final: a re-read (a fresh read view) shows each row that was committed, and a gap still there
+// belongs to a rolled-back transaction (or a failed insert) and is passed, GapSettle or more
+// after it was seen. A gap that its writer's commit fills is dropped at the re-read that shows
+// the row and never waits for the second look. Rows after a gap thus wait for the writers that
+// were open when it was seen (a gap nobody fills also for those open at the second look), never
+// for later ones. A prepared XA transaction that wrote is waited for like any other. Reading
+// innodb_trx needs the PROCESS privilege; without it the relay falls back to passing a gap once
+// it is older than Options.GapGrace (default 1 minute), which is safe only when no writing
+// transaction lasts that long, and logs a warning.
 //
 // Completing a batch deletes (or marks) exactly the ids it published and checks the count,
 // then looks for any row left inside the batch's id range: one there committed after its gap

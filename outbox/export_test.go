@@ -64,7 +64,7 @@ func PGPlans(ctx context.Context, opts Options, curTxid uint64, curID int64, end
 // once the relay has stopped.
 func StepTrxClock(thread int64, shift time.Duration) (views func() int64, restore func()) {
 	var n atomic.Int64
-	trxViewHook = func(view []trxRow, sentinel int64) {
+	trxViewHook = func(view []trxRow, sentinel int64) []trxRow {
 		counted := n.Load() > 0
 		for i := range view {
 			switch view[i].key.thread {
@@ -77,6 +77,44 @@ func StepTrxClock(thread int64, shift time.Duration) (views func() int64, restor
 		if counted {
 			n.Add(1)
 		}
+		return view
+	}
+	return n.Load, func() { trxViewHook = nil }
+}
+
+// HideTrxOnce makes the MySQL gap check's first fresh view of innodb_trx (the first to show
+// a sentinel with its trx_id) miss thread's transaction, as if that writer had allocated its
+// outbox id and been descheduled before InnoDB listed it. after counts the views the check
+// reads after its second fresh view (the second round's decision): one means the check
+// waits. Call restore once the relay has stopped.
+func HideTrxOnce(thread int64) (after func() int64, restore func()) {
+	var fresh, n atomic.Int64
+	trxViewHook = func(view []trxRow, sentinel int64) []trxRow {
+		isFresh := false
+		for _, t := range view {
+			if t.key.thread == sentinel && t.hasTrxID() {
+				isFresh = true
+			}
+		}
+		if !isFresh {
+			if fresh.Load() >= 2 {
+				n.Add(1)
+			}
+			return view
+		}
+		if fresh.Add(1) > 1 {
+			if fresh.Load() > 2 {
+				n.Add(1)
+			}
+			return view
+		}
+		out := view[:0:0]
+		for _, t := range view {
+			if t.key.thread != thread {
+				out = append(out, t)
+			}
+		}
+		return out
 	}
 	return n.Load, func() { trxViewHook = nil }
 }

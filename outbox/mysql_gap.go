@@ -57,6 +57,24 @@ import (
 //
 // A prepared XA transaction (thread id 0) that wrote is waited for like any other: it may
 // hold an outbox row that commits later.
+//
+// The invisible writer. An INSERT that is the first InnoDB operation of its transaction (an
+// autocommit INSERT, say) allocates its id before the transaction is listed in innodb_trx
+// with a trx_id. A writer descheduled in that instant (a loaded host, a container's CPU
+// quota throttling the thread for up to 100 ms) while the relay reads MAX(id), takes its
+// sentinel and reads a fresh view is in no view: the check finds nobody to wait for; the
+// writer then starts its transaction (trx_id above the sentinel's, trx_started after it:
+// younger), and commits its row below the cursor, never to be published. So a round that
+// finds no writer left does not pass the gap: GapSettle after the MAX(id) read the check
+// takes a second sentinel and a fresh view and waits, as in the first round, for every
+// transaction that may have written and is not younger than that second sentinel. A writer
+// that allocated its id before the MAX(id) read and was listed with its trx_id before the
+// second sentinel took its own has the smaller trx_id, and is waited for (or has committed,
+// and the re-read shows its row); one that is listed without a trx_id yet started before the
+// second sentinel by trx_started. Only a writer kept off the CPU for longer than GapSettle
+// between allocating its id and being listed could still be missed. Gaps filled by their
+// writers' commits never reach the second round (the re-read that shows the row drops the
+// check); only gaps nobody fills, rolled-back inserts, wait for it.
 
 // gapCheck follows one gap below high.
 type gapCheck struct {
@@ -65,6 +83,8 @@ type gapCheck struct {
 
 	sentinel   *sql.Conn // open until a fresh view has shown it
 	sentinelID int64
+	opened     time.Time // local clock before the sentinel began: how long a younger one can have run
+	confirm    bool      // the second round: its sentinel is taken GapSettle after since
 
 	trx       map[trxKey]bool // the transactions to wait for; nil until a fresh view
 	fallback  bool            // no PROCESS privilege: pass the gap after GapGrace
@@ -95,9 +115,10 @@ const maxTrxID = 1<<48 - 1
 func (t trxRow) hasTrxID() bool { return t.id != 0 && t.id <= maxTrxID }
 
 // trxViewHook, set only by tests, sees each view of innodb_trx the gap check reads, with the
-// thread id of the sentinel, and may change it in place: a test cannot step the database
-// server's clock, so it shows the check the trx_started values such a step would.
-var trxViewHook func(view []trxRow, sentinel int64)
+// thread id of the (last) sentinel, and returns the view the check goes on with: a test
+// cannot step the database server's clock, nor deschedule a writer in the instant before
+// InnoDB lists it, so it shows the check the views those would.
+var trxViewHook func(view []trxRow, sentinel int64) []trxRow
 
 // staleWarnAfter is how long the relay stalls on a frozen innodb_trx cache before it warns.
 const staleWarnAfter = 30 * time.Second
@@ -135,6 +156,16 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 		}
 		return s.passGap(), nil
 	}
+	if g.sentinel == nil && g.trx == nil {
+		// The second round begins: its sentinel takes its trx_id now, GapSettle or more
+		// after MAX(id) was read. The check's last read of innodb_trx is over 100 ms old,
+		// so this one is fresh unless another session keeps the cache frozen.
+		c, id, err := s.openSentinel(ctx)
+		if err != nil {
+			return false, err
+		}
+		g.sentinel, g.sentinelID, g.opened = c, id, now
+	}
 	view, err := s.readTrx(ctx)
 	if err != nil {
 		var me *mysql.MySQLError
@@ -147,7 +178,7 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 		return false, err
 	}
 	if trxViewHook != nil {
-		trxViewHook(view, g.sentinelID)
+		view = trxViewHook(view, g.sentinelID)
 	}
 	if g.trx == nil {
 		// The sentinel with its trx_id: the view was taken after its locking read.
@@ -172,7 +203,7 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 		_ = g.sentinel.Close()
 		g.sentinel = nil
 		g.trx = map[trxKey]bool{}
-		passed := now.Sub(g.since) + 2*time.Second
+		passed := now.Sub(g.opened) + 2*time.Second
 		for _, t := range view {
 			wroteBefore := t.hasTrxID() && t.id < sentinel.id
 			younger := !wroteBefore && t.key.started.After(sentinel.key.started) &&
@@ -183,7 +214,7 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 			g.trx[t.key] = true
 		}
 		if len(g.trx) == 0 {
-			return s.passGap(), nil
+			return s.settleGap(), nil
 		}
 		g.nextProbe = now.Add(probeDelay(0))
 		return false, nil
@@ -195,7 +226,22 @@ func (s *mysqlStore) checkGap(ctx context.Context, high int64) (bool, error) {
 			return false, nil
 		}
 	}
-	return s.passGap(), nil
+	return s.settleGap(), nil
+}
+
+// settleGap is called when a round of the check finds no writer left to wait for: after the
+// second round it passes the gap; after the first it schedules the second, GapSettle after
+// MAX(id) was read (see "The invisible writer" above).
+func (s *mysqlStore) settleGap() bool {
+	g := s.gap
+	if g.confirm {
+		return s.passGap()
+	}
+	g.confirm = true
+	g.trx, g.stale = nil, 0
+	// Over 100 ms after this view, so that the cache shows the second sentinel.
+	g.nextProbe = later(g.since.Add(s.o.GapSettle), time.Now().Add(probeDelay(0)))
+	return false
 }
 
 // startGap reads MAX(id), then opens the sentinel transaction.
@@ -207,13 +253,28 @@ func (s *mysqlStore) startGap(ctx context.Context, high int64) error {
 		return fmt.Errorf("outbox: read the highest id: %w", err)
 	}
 	g := &gapCheck{high: max(high, maxID.Int64), since: time.Now()}
+	g.opened = g.since
+	c, id, err := s.openSentinel(ctx)
+	if err != nil {
+		return err
+	}
+	g.sentinel, g.sentinelID = c, id
+	g.nextProbe = g.since.Add(s.o.GapCheckDelay)
+	s.gap = g
+	return nil
+}
+
+// openSentinel opens a sentinel transaction on a new session and gives it its trx_id; it
+// returns the session and its thread id.
+func (s *mysqlStore) openSentinel(ctx context.Context) (*sql.Conn, int64, error) {
 	c, err := s.aux.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("outbox: open the gap check's sentinel session: %w", err)
+		return nil, 0, fmt.Errorf("outbox: open the gap check's sentinel session: %w", err)
 	}
-	if err := c.QueryRowContext(ctx, `SELECT CONNECTION_ID()`).Scan(&g.sentinelID); err != nil {
+	var id int64
+	if err := c.QueryRowContext(ctx, `SELECT CONNECTION_ID()`).Scan(&id); err != nil {
 		_ = c.Close()
-		return fmt.Errorf("outbox: sentinel session: %w", err)
+		return nil, 0, fmt.Errorf("outbox: sentinel session: %w", err)
 	}
 	// The locking read finds no row (no source is named ''), and under READ COMMITTED locks
 	// no gap either; its intention lock on the table gives the transaction its trx_id, and
@@ -225,13 +286,18 @@ func (s *mysqlStore) startGap(ctx context.Context, high int64) error {
 	} {
 		if _, err := c.ExecContext(ctx, q); err != nil {
 			_ = c.Close()
-			return fmt.Errorf("outbox: sentinel transaction: %w", err)
+			return nil, 0, fmt.Errorf("outbox: sentinel transaction: %w", err)
 		}
 	}
-	g.sentinel = c
-	g.nextProbe = g.since.Add(s.o.GapCheckDelay)
-	s.gap = g
-	return nil
+	return c, id, nil
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // passGap makes every id up to the gap's high final.

@@ -71,6 +71,14 @@ type Options struct {
 	// refreshes only after 100 ms without readers; a view without the sentinel is stale and is
 	// read again later. Default 250ms.
 	GapCheckDelay time.Duration
+	// GapSettle is how long after reading MAX(id) the MySQL relay takes its second look at a
+	// gap it would pass: a new sentinel transaction and a fresh view of
+	// information_schema.innodb_trx, whose writers that may have written before that sentinel
+	// it waits for too. It catches a writer whose INSERT had allocated its id but that was not
+	// yet listed in innodb_trx at the first look (descheduled between the two, on a loaded
+	// host or under a CPU quota); only one kept off the CPU longer than GapSettle could still
+	// be missed. Only a gap that no writer fills (a rolled-back insert) waits for it. Default 1s.
+	GapSettle time.Duration
 	// GapGrace is the MySQL fallback without the PROCESS privilege: a gap older than this is
 	// passed. Default 1m.
 	GapGrace time.Duration
@@ -142,6 +150,9 @@ func (o *Options) defaults() error {
 	}
 	if o.GapCheckDelay <= 0 {
 		o.GapCheckDelay = 250 * time.Millisecond
+	}
+	if o.GapSettle <= 0 {
+		o.GapSettle = time.Second
 	}
 	if o.GapGrace <= 0 {
 		o.GapGrace = time.Minute
