@@ -144,6 +144,9 @@ type Config struct {
 	GroupCommit GroupCommitConfig
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// zkSessionTimeout replaces the ZooKeeper session timeout asked for (tests).
+	zkSessionTimeout time.Duration
 }
 
 // Store kinds accepted by Config.Store.

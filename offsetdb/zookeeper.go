@@ -30,7 +30,13 @@ import (
 // version, and one ZooKeeper multi (one transaction) sets all those that do
 // not move backwards, each conditioned on the version read; if another writer
 // got in between, the multi fails as a whole and is retried with fresh reads.
-// ZooKeeper calls are bounded by the session timeout, not by ctx.
+// A call returns when ctx ends even if ZooKeeper has not answered (the link
+// is down and the client is still reconnecting, which can take ten times the
+// session timeout): the request may still be sent once the link is back, and
+// its outcome is unknown. For Commit that is harmless, as every write is
+// conditioned on the version read (a late multi fails if anything was written
+// since, and never moves an offset backwards). Reset, an unconditional set, is
+// not cut short by ctx: a late one could move back an offset committed since.
 type ZooKeeperStore struct {
 	closeGuard
 	conn *zk.Conn
@@ -39,6 +45,8 @@ type ZooKeeperStore struct {
 
 	mu      sync.Mutex
 	parents map[string]bool // znodes known to exist
+
+	beforeMulti func() // tests: called just before a commit's multi is sent
 }
 
 // zkSessionTimeout is the session timeout asked of ZooKeeper.
@@ -66,7 +74,11 @@ func OpenZooKeeper(ctx context.Context, cfg Config) (*ZooKeeperStore, error) {
 		return nil, fmt.Errorf("offsetdb: zookeeper: root %q must start and must not end with '/'", root)
 	}
 	log := cfg.logger()
-	conn, _, err := zk.Connect(cfg.ZooKeeper, zkSessionTimeout, zk.WithLogger(zkLogger{log}), zk.WithLogInfo(false))
+	session := zkSessionTimeout
+	if cfg.zkSessionTimeout > 0 {
+		session = cfg.zkSessionTimeout
+	}
+	conn, _, err := zk.Connect(cfg.ZooKeeper, session, zk.WithLogger(zkLogger{log}), zk.WithLogInfo(false))
 	if err != nil {
 		return nil, fmt.Errorf("offsetdb: zookeeper %v: %w", cfg.ZooKeeper, err)
 	}
@@ -79,11 +91,60 @@ func OpenZooKeeper(ctx context.Context, cfg Config) (*ZooKeeperStore, error) {
 		}
 	}
 	s := &ZooKeeperStore{conn: conn, root: path.Clean(root), log: log, parents: make(map[string]bool)}
-	if err := s.ensure(path.Join(s.root, "consumers")); err != nil {
+	if err := s.ensure(ctx, path.Join(s.root, "consumers")); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("offsetdb: zookeeper: %w", err)
 	}
 	return s, nil
+}
+
+// zkCall runs f, a call on the ZooKeeper connection, and returns when it answers or when
+// ctx ends, whichever is first. go-zookeeper's calls take no context: a request made while
+// the link is down waits in the client's queue until the client reconnects or gives up,
+// which against a server that accepts connections but does not answer is ten times the
+// session timeout. The abandoned call ends when the client answers it (at the latest at
+// Close); callers only abandon calls that are harmless to run late.
+func zkCall[T any](ctx context.Context, conn *zk.Conn, f func() (T, error)) (T, error) {
+	if ctx.Done() == nil {
+		return f()
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("no answer from ZooKeeper (client state %v): %w", conn.State(), ctx.Err())
+	}
+}
+
+// get reads a znode, bounded by ctx.
+func (s *ZooKeeperStore) get(ctx context.Context, p string) ([]byte, *zk.Stat, error) {
+	type got struct {
+		data []byte
+		st   *zk.Stat
+	}
+	g, err := zkCall(ctx, s.conn, func() (got, error) {
+		data, st, err := s.conn.Get(p)
+		return got{data, st}, err
+	})
+	return g.data, g.st, err
+}
+
+// children lists a znode's children, bounded by ctx.
+func (s *ZooKeeperStore) children(ctx context.Context, p string) ([]string, error) {
+	return zkCall(ctx, s.conn, func() ([]string, error) {
+		kids, _, err := s.conn.Children(p)
+		return kids, err
+	})
 }
 
 // zkLogger routes go-zookeeper's log lines to slog.
@@ -98,7 +159,7 @@ func (s *ZooKeeperStore) znode(k Key) string {
 }
 
 // ensure creates p and its parents if missing (persistent, open ACL).
-func (s *ZooKeeperStore) ensure(p string) error {
+func (s *ZooKeeperStore) ensure(ctx context.Context, p string) error {
 	s.mu.Lock()
 	known := s.parents[p]
 	s.mu.Unlock()
@@ -108,7 +169,7 @@ func (s *ZooKeeperStore) ensure(p string) error {
 	cur := ""
 	for _, part := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
 		cur += "/" + part
-		_, err := s.conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll))
+		_, err := zkCall(ctx, s.conn, func() (string, error) { return s.conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll)) })
 		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			return fmt.Errorf("create %s: %w", cur, err)
 		}
@@ -127,7 +188,7 @@ type zkRead struct {
 }
 
 // read gets the znodes of rows concurrently (the connection pipelines them).
-func (s *ZooKeeperStore) read(rows []Offset) []zkRead {
+func (s *ZooKeeperStore) read(ctx context.Context, rows []Offset) []zkRead {
 	out := make([]zkRead, len(rows))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32)
@@ -137,7 +198,7 @@ func (s *ZooKeeperStore) read(rows []Offset) []zkRead {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			data, st, err := s.conn.Get(s.znode(o.Key()))
+			data, st, err := s.get(ctx, s.znode(o.Key()))
 			switch {
 			case errors.Is(err, zk.ErrNoNode):
 			case err != nil:
@@ -191,7 +252,7 @@ func (s *ZooKeeperStore) Commit(ctx context.Context, offsets []Offset) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		reads := s.read(rows)
+		reads := s.read(ctx, rows)
 		now := time.Now().UTC()
 		var ops []any
 		for i, o := range rows {
@@ -206,7 +267,7 @@ func (s *ZooKeeperStore) Commit(ctx context.Context, offsets []Offset) error {
 			case r.exists:
 				ops = append(ops, &zk.SetDataRequest{Path: s.znode(o.Key()), Data: encodeZkData(o), Version: r.version})
 			default:
-				if err := s.ensure(path.Dir(s.znode(o.Key()))); err != nil {
+				if err := s.ensure(ctx, path.Dir(s.znode(o.Key()))); err != nil {
 					return fmt.Errorf("offsetdb: zookeeper: %w", err)
 				}
 				ops = append(ops, &zk.CreateRequest{Path: s.znode(o.Key()), Data: encodeZkData(o), Acl: zk.WorldACL(zk.PermAll)})
@@ -215,7 +276,10 @@ func (s *ZooKeeperStore) Commit(ctx context.Context, offsets []Offset) error {
 		if len(ops) == 0 {
 			return nil
 		}
-		res, err := s.conn.Multi(ops...)
+		if s.beforeMulti != nil {
+			s.beforeMulti()
+		}
+		res, err := zkCall(ctx, s.conn, func() ([]zk.MultiResponse, error) { return s.conn.Multi(ops...) })
 		if err == nil {
 			for _, r := range res {
 				if r.Error != nil {
@@ -257,7 +321,7 @@ func (s *ZooKeeperStore) Get(ctx context.Context, group, topic string, partition
 		return Offset{}, false, err
 	}
 	k := Key{group, topic, partition}
-	data, st, err := s.conn.Get(s.znode(k))
+	data, st, err := s.get(ctx, s.znode(k))
 	if errors.Is(err, zk.ErrNoNode) {
 		return Offset{}, false, nil
 	}
@@ -277,7 +341,7 @@ func (s *ZooKeeperStore) List(ctx context.Context, group string) ([]Offset, erro
 		return nil, err
 	}
 	base := path.Join(s.root, "consumers", group, "offsets")
-	topics, _, err := s.conn.Children(base)
+	topics, err := s.children(ctx, base)
 	if errors.Is(err, zk.ErrNoNode) {
 		return nil, nil
 	}
@@ -286,7 +350,7 @@ func (s *ZooKeeperStore) List(ctx context.Context, group string) ([]Offset, erro
 	}
 	var keys []Offset
 	for _, t := range topics {
-		parts, _, err := s.conn.Children(path.Join(base, t))
+		parts, err := s.children(ctx, path.Join(base, t))
 		if errors.Is(err, zk.ErrNoNode) {
 			continue
 		}
@@ -302,7 +366,7 @@ func (s *ZooKeeperStore) List(ctx context.Context, group string) ([]Offset, erro
 		}
 	}
 	slices.SortFunc(keys, func(a, b Offset) int { return compareKeys(a.Key(), b.Key()) })
-	reads := s.read(keys)
+	reads := s.read(ctx, keys)
 	out := make([]Offset, 0, len(keys))
 	for _, r := range reads {
 		if r.err != nil {
@@ -322,13 +386,16 @@ func (s *ZooKeeperStore) Groups(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	base := path.Join(s.root, "consumers")
-	groups, _, err := s.conn.Children(base)
+	groups, err := s.children(ctx, base)
 	if err != nil {
 		return nil, fmt.Errorf("offsetdb: zookeeper: groups: %w", err)
 	}
 	var out []string
 	for _, g := range groups {
-		ok, _, err := s.conn.Exists(path.Join(base, g, "offsets"))
+		ok, err := zkCall(ctx, s.conn, func() (bool, error) {
+			ok, _, err := s.conn.Exists(path.Join(base, g, "offsets"))
+			return ok, err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("offsetdb: zookeeper: groups: %w", err)
 		}
@@ -353,7 +420,7 @@ func (s *ZooKeeperStore) Reset(ctx context.Context, group, topic string, partiti
 	for range zkCASAttempts {
 		_, err := s.conn.Set(p, encodeZkData(o), -1)
 		if errors.Is(err, zk.ErrNoNode) {
-			if err := s.ensure(path.Dir(p)); err != nil {
+			if err := s.ensure(ctx, path.Dir(p)); err != nil {
 				return fmt.Errorf("offsetdb: zookeeper: reset: %w", err)
 			}
 			_, err = s.conn.Create(p, encodeZkData(o), 0, zk.WorldACL(zk.PermAll))
