@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -34,7 +35,8 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, api.Status{Status: "ok"})
 }
 
-// handleReadyz answers 200 when the broker is open, the offset store takes commits, the
+// handleReadyz answers 200 when the broker is open, the offset store takes commits (and, for a
+// store that can tell, such as ZooKeeper's, can be reached now), the
 // coordinator's decision log has not failed and every configured resource answers
 // (Options.Ready, then the coordinator's Ping), 503 not_ready otherwise (and from the moment
 // Close is called).
@@ -48,6 +50,12 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if o, ok := s.opts.Offsets.(interface{ Err() error }); ok {
 		if err := o.Err(); err != nil {
 			return newError(http.StatusServiceUnavailable, api.CodeNotReady, "the offset store refuses commits until the server is restarted: %v", err)
+		}
+	}
+	if o, ok := s.opts.Offsets.(interface{ Ping(context.Context) error }); ok {
+		if err := o.Ping(r.Context()); err != nil {
+			return newError(http.StatusServiceUnavailable, api.CodeNotReady,
+				"the offset store is unreachable (offset commits answer 503 offset_store_unavailable until it is back): %v", err)
 		}
 	}
 	if s.cluster != nil {

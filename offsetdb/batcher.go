@@ -298,6 +298,15 @@ func (b *Batcher) Err() error {
 	return nil
 }
 
+// Ping reports whether the store can be reached now, for stores that can tell without a
+// write (ZooKeeper); nil for the others.
+func (b *Batcher) Ping(ctx context.Context) error {
+	if p, ok := b.store.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
 // Stats returns the counters.
 func (b *Batcher) Stats() Stats {
 	return Stats{

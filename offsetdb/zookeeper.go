@@ -39,9 +39,10 @@ import (
 // not cut short by ctx: a late one could move back an offset committed since.
 type ZooKeeperStore struct {
 	closeGuard
-	conn *zk.Conn
-	root string
-	log  *slog.Logger
+	conn    *zk.Conn
+	servers []string
+	root    string
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	parents map[string]bool // znodes known to exist
@@ -90,7 +91,7 @@ func OpenZooKeeper(ctx context.Context, cfg Config) (*ZooKeeperStore, error) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	s := &ZooKeeperStore{conn: conn, root: path.Clean(root), log: log, parents: make(map[string]bool)}
+	s := &ZooKeeperStore{conn: conn, servers: cfg.ZooKeeper, root: path.Clean(root), log: log, parents: make(map[string]bool)}
 	if err := s.ensure(ctx, path.Join(s.root, "consumers")); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("offsetdb: zookeeper: %w", err)
@@ -435,6 +436,30 @@ func (s *ZooKeeperStore) Reset(ctx context.Context, group, topic string, partiti
 		return nil
 	}
 	return fmt.Errorf("offsetdb: zookeeper: reset %s: too many conflicts", p)
+}
+
+// zkPingTimeout bounds Ping's read of the root znode.
+const zkPingTimeout = 2 * time.Second
+
+// Ping reports whether the store can reach ZooKeeper now (for /readyz): the client must hold
+// a session, and a read of the root znode must answer within ctx and zkPingTimeout. While it
+// fails, commits fail too.
+func (s *ZooKeeperStore) Ping(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if st := s.conn.State(); st != zk.StateHasSession {
+		return fmt.Errorf("offsetdb: zookeeper %v: no session (client state %v)", s.servers, st)
+	}
+	ctx, cancel := context.WithTimeout(ctx, zkPingTimeout)
+	defer cancel()
+	if _, err := zkCall(ctx, s.conn, func() (bool, error) {
+		ok, _, err := s.conn.Exists(s.root)
+		return ok, err
+	}); err != nil {
+		return fmt.Errorf("offsetdb: zookeeper %v: read %s: %w", s.servers, s.root, err)
+	}
+	return nil
 }
 
 // Close ends the ZooKeeper session.
