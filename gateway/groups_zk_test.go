@@ -58,7 +58,8 @@ func TestGroupZooKeeperOutage(t *testing.T) {
 
 	proxy.Blackhole(faultproxy.Both)
 	proxy.DropConnections() // the client reconnects into the blackhole
-	for range 2 {           // the first may meet the dropped connection; the second meets the blackhole
+	// The first commit may meet the dropped connection; the second meets the blackhole.
+	for range 2 {
 		start := time.Now()
 		r := ts.do(http.MethodPost, "/v1/groups/"+group+"/offsets", commit(3))
 		took := time.Since(start)
