@@ -36,7 +36,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 // handleReadyz answers 200 when the broker is open, the offset store takes commits (and, for a
-// store that can tell, such as ZooKeeper's, can be reached now), the
+// store that can tell, ZooKeeper's or a database's, can be reached now), the
 // coordinator's decision log has not failed and every configured resource answers
 // (Options.Ready, then the coordinator's Ping), 503 not_ready otherwise (and from the moment
 // Close is called).

@@ -236,6 +236,22 @@ func (s *MySQLStore) Reset(ctx context.Context, group, topic string, partition i
 	return nil
 }
 
+// sqlPingTimeout bounds a SQL store's Ping.
+const sqlPingTimeout = 2 * time.Second
+
+// Ping reports whether the database answers now (for /readyz), within ctx and sqlPingTimeout.
+func (s *MySQLStore) Ping(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, sqlPingTimeout)
+	defer cancel()
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("offsetdb: mysql: ping: %w", err)
+	}
+	return nil
+}
+
 // Close closes the database handle.
 func (s *MySQLStore) Close() error {
 	if !s.close() {

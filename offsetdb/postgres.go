@@ -280,6 +280,20 @@ func (s *PostgresStore) Reset(ctx context.Context, group, topic string, partitio
 	return nil
 }
 
+// Ping reports whether the database answers now (for /readyz), within ctx and sqlPingTimeout,
+// on a live connection (a pooled one the server ended is replaced, as for a commit).
+func (s *PostgresStore) Ping(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, sqlPingTimeout)
+	defer cancel()
+	if err := s.onLiveConn(ctx, func() error { return s.pool.Ping(ctx) }); err != nil {
+		return fmt.Errorf("offsetdb: postgres: ping: %w", err)
+	}
+	return nil
+}
+
 // Close closes the pool.
 func (s *PostgresStore) Close() error {
 	if !s.close() {
