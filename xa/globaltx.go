@@ -517,7 +517,7 @@ func (t *GlobalTx) rollbackLocked(ctx context.Context, reason error) TxInfo {
 		c.appendLog(st, recRollback, false)
 	}
 	c.mu.Unlock()
-	c.metrics.phase.WithLabelValues("rollback").Observe(time.Since(began).Seconds())
+	c.metrics.observePhase("rollback", began)
 	return t.finish()
 }
 
@@ -607,7 +607,7 @@ func (t *GlobalTx) commitOnePhase(ctx context.Context, b *Branch) (TxInfo, error
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.PhaseTimeout)
 	defer cancel()
 	pos, err := b.conn.commit(pctx, true)
-	c.metrics.phase.WithLabelValues("one_phase").Observe(time.Since(began).Seconds())
+	c.metrics.observePhase("one_phase", began)
 	if errors.Is(err, broker.ErrBackpressure) {
 		// The broker refused the commit before writing anything and kept the branch idle:
 		// roll it back, which makes the outcome a rollback (nothing published).

@@ -1,6 +1,7 @@
 package xa
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +17,17 @@ type metrics struct {
 	timeouts     prometheus.Counter
 	fsync        prometheus.Histogram
 	gauges       []prometheus.Collector
+	// Label lookups done once: each transaction observes several phases and one outcome.
+	// A series is resolved on its first use, so /metrics shows no series before it happened.
+	phases   [len(phaseNames)]atomic.Pointer[prometheus.Observer]
+	outcomes [len(outcomeNames)]atomic.Pointer[prometheus.Counter]
 }
+
+// The phases and outcomes whose series are kept resolved (metrics.phases, metrics.outcomes).
+var (
+	phaseNames   = [...]string{"prepare", "decide", "commit", "one_phase", "rollback"}
+	outcomeNames = [...]Status{StatusCommitted, StatusCommitting, StatusRolledBack, StatusRollingBack, StatusInDoubt}
+)
 
 func newMetrics(c *Coordinator) *metrics {
 	m := &metrics{
@@ -56,7 +67,37 @@ func newMetrics(c *Coordinator) *metrics {
 
 func (m *metrics) observeFsync(d time.Duration) { m.fsync.Observe(d.Seconds()) }
 
-func (m *metrics) outcome(s Status) { m.transactions.WithLabelValues(string(s)).Inc() }
+func (m *metrics) outcome(s Status) {
+	for i, name := range outcomeNames {
+		if name == s {
+			resolved(&m.outcomes[i], func() prometheus.Counter { return m.transactions.WithLabelValues(string(s)) }).Inc()
+			return
+		}
+	}
+	m.transactions.WithLabelValues(string(s)).Inc()
+}
+
+// observePhase records the duration of a phase (one of phaseNames) that began at began.
+func (m *metrics) observePhase(phase string, began time.Time) {
+	d := time.Since(began).Seconds()
+	for i, name := range phaseNames {
+		if name == phase {
+			resolved(&m.phases[i], func() prometheus.Observer { return m.phase.WithLabelValues(phase) }).Observe(d)
+			return
+		}
+	}
+	m.phase.WithLabelValues(phase).Observe(d)
+}
+
+// resolved returns the collector p holds, storing the one resolve returns first.
+func resolved[T any](p *atomic.Pointer[T], resolve func() T) T {
+	if c := p.Load(); c != nil {
+		return *c
+	}
+	c := resolve()
+	p.Store(&c)
+	return c
+}
 
 func (m *metrics) all() []prometheus.Collector {
 	return append([]prometheus.Collector{m.transactions, m.phase, m.recovery, m.timeouts, m.fsync}, m.gauges...)

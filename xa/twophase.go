@@ -85,7 +85,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 		}
 	}
 	inParallel(len(todo), func(k int) { prepareBranch(todo[k]) })
-	c.metrics.phase.WithLabelValues("prepare").Observe(time.Since(began).Seconds())
+	c.metrics.observePhase("prepare", began)
 	if err := errors.Join(errs...); err != nil {
 		code := "prepare_failed"
 		if errors.Is(sctx.Err(), context.DeadlineExceeded) {
@@ -172,7 +172,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	} else {
 		c.dlog.append(rec)
 	}
-	c.metrics.phase.WithLabelValues("decide").Observe(time.Since(decideBegan).Seconds())
+	c.metrics.observePhase("decide", decideBegan)
 	if c.hookAfterDecision != nil {
 		if err := c.hookAfterDecision(st.gtrid); err != nil {
 			return t.abandon(), err
@@ -211,7 +211,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	}
 	// The branches commit in parallel, the last one on this goroutine.
 	inParallel(len(second), func(k int) { commitBranch(second[k]) })
-	c.metrics.phase.WithLabelValues("commit").Observe(time.Since(p2Began).Seconds())
+	c.metrics.observePhase("commit", p2Began)
 	c.mu.Lock()
 	st.offsets = offsets
 	done := true
