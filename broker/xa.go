@@ -38,7 +38,8 @@ func (b *Broker) XAStart(xid Xid, flags string, timeout time.Duration) error {
 	defer b.txMu.Unlock()
 	switch flags {
 	case XANoFlags, "":
-		if _, ok := b.txs[xid.String()]; ok {
+		key := xid.String()
+		if _, ok := b.txs[key]; ok {
 			return xaErr(XAERDupID, "branch %s already exists", xid)
 		}
 		d, err := txTimeout(timeout)
@@ -46,7 +47,7 @@ func (b *Broker) XAStart(xid Xid, flags string, timeout time.Duration) error {
 			return xaErr(XAERInval, "%v", err)
 		}
 		now := b.opts.Now()
-		b.txs[xid.String()] = &tx{key: xid.String(), xa: true, xid: xid, state: TxOpen, created: now, deadline: now.Add(d)}
+		b.txs[key] = &tx{key: key, xa: true, xid: xid, state: TxOpen, created: now, deadline: now.Add(d)}
 		return nil
 	case XAJoin, XAResume:
 		t, err := b.xaBranch(xid)

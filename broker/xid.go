@@ -34,7 +34,26 @@ func (x Xid) Validate() error {
 
 // String is the text protocol's txkey: XID:<format_id>:<gtrid hex>:<bqual hex>.
 func (x Xid) String() string {
-	return "XID:" + strconv.FormatInt(int64(x.FormatID), 10) + ":" + hex.EncodeToString(x.Gtrid) + ":" + hex.EncodeToString(x.Bqual)
+	// One allocation: the key is built for every XA verb.
+	var sb strings.Builder
+	sb.Grow(len("XID:") + 20 + 2 + 2*len(x.Gtrid) + 2*len(x.Bqual))
+	var num [20]byte
+	sb.WriteString("XID:")
+	sb.Write(strconv.AppendInt(num[:0], int64(x.FormatID), 10))
+	sb.WriteByte(':')
+	writeHex(&sb, x.Gtrid)
+	sb.WriteByte(':')
+	writeHex(&sb, x.Bqual)
+	return sb.String()
+}
+
+// writeHex writes b in lower-case hex, as hex.EncodeToString does.
+func writeHex(sb *strings.Builder, b []byte) {
+	const digits = "0123456789abcdef"
+	for _, c := range b {
+		sb.WriteByte(digits[c>>4])
+		sb.WriteByte(digits[c&0x0f])
+	}
 }
 
 // ParseXid parses the txkey form XID:<format_id>:<gtrid hex>:<bqual hex>.
