@@ -86,6 +86,11 @@ type GlobalTx struct {
 	order    []*Branch
 	// preparingQueued: the "preparing" record was queued (markPreparing).
 	preparingQueued bool
+	// The statements' context (stmtCtx): sctx is parent bounded by the deadline, kept for the
+	// next statement under the same parent (the usual case: Run passes one context to every
+	// step and to Commit); sctxCancel is called when it is replaced and at finish.
+	sctx, sctxParent context.Context
+	sctxCancel       context.CancelFunc
 }
 
 // Branch is a resource's branch of a global transaction. For an SQL resource, its first
@@ -233,10 +238,23 @@ func (t *GlobalTx) enlistLocked(resource string) (*Branch, error) {
 	return b, nil
 }
 
-// stmtCtx bounds a statement by the transaction's deadline.
+// stmtCtx bounds a statement by the transaction's deadline. The context is shared by the
+// statements run under the same ctx (one timer, not one per statement) and lives until the
+// transaction finishes or a statement comes with another ctx; the returned cancel is a no-op.
+// The caller holds t.mu.
 func (t *GlobalTx) stmtCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithDeadline(ctx, t.deadline)
+	if t.sctx != nil && t.sctxParent == ctx {
+		return t.sctx, noCancel
+	}
+	if t.sctxCancel != nil {
+		t.sctxCancel()
+	}
+	t.sctx, t.sctxCancel = context.WithDeadline(ctx, t.deadline)
+	t.sctxParent = ctx
+	return t.sctx, noCancel
 }
+
+func noCancel() {}
 
 // start starts the branch on first use. The caller holds t.mu.
 func (b *Branch) start(ctx context.Context) error {
@@ -532,6 +550,10 @@ func (c *Coordinator) setBranch(bs *branchState, s BranchState) {
 func (t *GlobalTx) finish() TxInfo {
 	t.active = false
 	t.timer.Stop()
+	if t.sctxCancel != nil {
+		t.sctxCancel()
+		t.sctx, t.sctxParent, t.sctxCancel = nil, nil, nil
+	}
 	for _, b := range t.order {
 		if b.conn != nil {
 			b.conn.release(b.broken)
