@@ -245,20 +245,53 @@ func decisionRefusedCode(err error) string {
 }
 
 // inParallel runs f(0), …, f(n-1) at once, f(n-1) on the calling goroutine (one goroutine
-// fewer to start and one hand-off fewer to wait for), and returns when all have returned.
+// fewer to start and one hand-off fewer to wait for), and returns when all have returned. The
+// others run on helper goroutines (runHelped).
 func inParallel(n int, f func(k int)) {
 	var wg sync.WaitGroup
 	for k := range n - 1 {
 		wg.Add(1)
-		go func() {
+		runHelped(func() {
 			defer wg.Done()
 			f(k)
-		}()
+		})
 	}
 	if n > 0 {
 		f(n - 1)
 	}
 	wg.Wait()
+}
+
+// Helper goroutines of inParallel. A branch's call goes deep into its driver: on a new
+// goroutine its stack grows (is copied) two or three times on every call, a few percent of the
+// coordinator's CPU. A helper is kept after its call while calls keep coming, its grown stack
+// with it; one idle for helperIdle ends.
+var helperWork = make(chan func()) // unbuffered: a send succeeds only to an idle helper
+
+const helperIdle = 10 * time.Second
+
+// runHelped runs f on an idle helper goroutine, or on a new one.
+func runHelped(f func()) {
+	select {
+	case helperWork <- f:
+	default:
+		go helper(f)
+	}
+}
+
+func helper(f func()) {
+	f()
+	idle := time.NewTimer(helperIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case f := <-helperWork:
+			f()
+			idle.Reset(helperIdle)
+		case <-idle.C:
+			return
+		}
+	}
 }
 
 // fusedBrokerBranch returns the broker branch among worked when its commit can carry the
