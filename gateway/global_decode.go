@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -53,17 +55,29 @@ func object(raw []byte, field string, allowed []string, example string) (map[str
 	if err != nil {
 		return nil, err
 	}
+	known := func(k string) bool {
+		for _, a := range allowed {
+			if a == k {
+				return true
+			}
+		}
+		return false
+	}
+	unknown := false
+	for k := range m {
+		unknown = unknown || !known(k)
+	}
+	if !unknown {
+		return m, nil
+	}
+	// The first unknown name in sorted order, so that the answer does not depend on map order.
 	names := make([]string, 0, len(m))
 	for k := range m {
 		names = append(names, k)
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || a == k
-		}
-		if !ok {
+		if !known(k) {
 			return nil, fieldError(path(k), "is not a known field; send %s", example)
 		}
 	}
@@ -93,11 +107,44 @@ func rawMembers(raw []byte, twice func(name string) error) (map[string]json.RawM
 	return m, nil
 }
 
+// rawElements splits the JSON array raw (its '[' first; the caller has checked raw with
+// json.Valid) into its elements' raw JSON text. Nesting is checked inside the elements' members
+// (rawMembers), as before.
+func rawElements(raw []byte) ([]json.RawMessage, error) {
+	p := parser{b: raw, i: 1}
+	p.ws()
+	if p.peek() == ']' {
+		return nil, nil
+	}
+	var list []json.RawMessage
+	for {
+		p.ws()
+		start := p.i
+		if err := p.skip(math.MinInt32, new(bool)); err != nil {
+			return nil, err
+		}
+		list = append(list, raw[start:p.i:p.i])
+		c, err := p.next(",]", "',' or ']'")
+		if err != nil {
+			return nil, err
+		}
+		if c == ']' {
+			return list, nil
+		}
+	}
+}
+
 // stringField decodes a JSON string field.
 func stringField(raw json.RawMessage, field string) (string, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", fieldError(field, "must be a string")
+	}
+	if len(raw) >= 2 && raw[len(raw)-1] == '"' {
+		if in := raw[1 : len(raw)-1]; bytes.IndexByte(in, '\\') < 0 && utf8.Valid(in) {
+			// No escape (raw is valid JSON, so no control character either): the text itself.
+			return string(in), nil
+		}
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
@@ -168,16 +215,16 @@ func decodeSteps(raw json.RawMessage, ops *xa.Operations, driverOf func(string) 
 	if len(raw) == 0 || raw[0] != '[' {
 		return nil, fieldError("steps", "must be an array of steps such as %s", stepExample)
 	}
-	var list []json.RawMessage
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, jsonSyntaxError(raw)
+	list, err := rawElements(raw)
+	if err != nil {
+		return nil, err
 	}
 	if len(list) > maxGlobalSteps {
 		return nil, fieldError("steps", "holds %d steps; at most %d per global transaction", len(list), maxGlobalSteps)
 	}
 	steps := make([]globalStep, 0, len(list))
 	for i, sraw := range list {
-		field := fmt.Sprintf("steps[%d]", i)
+		field := "steps[" + strconv.Itoa(i) + "]"
 		sm, err := object(sraw, field, []string{"resource", "operation", "params"}, stepExample)
 		if err != nil {
 			return nil, err

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -146,4 +147,45 @@ func FuzzDecodeGlobalRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// stringField and rawElements answer what encoding/json answers for the same text.
+func TestGlobalDecodeHelpersMatchEncodingJSON(t *testing.T) {
+	for _, raw := range []string{`""`, `"a"`, `"wallet"`, `"a\"b"`, `"\u00e9t\u00e9"`, `"été"`, `"tab\there"`, `"\\"`, `"\ud83d\ude00"`, `"x\u2028y"`} {
+		var want string
+		if err := json.Unmarshal([]byte(raw), &want); err != nil {
+			t.Fatal(raw, err)
+		}
+		got, err := stringField(json.RawMessage(raw), "f")
+		if err != nil || got != want {
+			t.Fatalf("stringField(%s) = %q, %v; want %q", raw, got, err, want)
+		}
+	}
+	for _, raw := range []string{`[]`, `[ ]`, `[1]`, `[ {"a": [1, {"b": 2}]} , "x",null,[[]] ]`, "[\n{}\n,\t{}\r\n]"} {
+		var want []json.RawMessage
+		if err := json.Unmarshal([]byte(raw), &want); err != nil {
+			t.Fatal(raw, err)
+		}
+		got, err := rawElements([]byte(raw))
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("rawElements(%s) = %q, %v; want %q", raw, got, err, want)
+		}
+		for i := range want {
+			if string(got[i]) != string(want[i]) {
+				t.Fatalf("rawElements(%s)[%d] = %s, want %s", raw, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// A step field without escapes costs one allocation (the string), not a JSON decode.
+func TestStringFieldAllocatesOnce(t *testing.T) {
+	raw := json.RawMessage(`"wallet"`)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := stringField(raw, "f"); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 1 {
+		t.Errorf("stringField: %v allocations, want at most 1", n)
+	}
 }
