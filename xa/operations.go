@@ -1,6 +1,7 @@
 package xa
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -596,9 +597,13 @@ func (p paramSpec) value(raw json.RawMessage) (any, error) {
 		if c != '"' {
 			return nil, fmt.Errorf("must be a string, not %s", jsonValueKind(c))
 		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, fmt.Errorf("is not a valid JSON string")
+		s, ok := plainJSONString(raw)
+		if !ok {
+			var dec string
+			if err := json.Unmarshal(raw, &dec); err != nil {
+				return nil, fmt.Errorf("is not a valid JSON string")
+			}
+			s = dec
 		}
 		if p.maxLength > 0 && utf8.RuneCountInString(s) > p.maxLength {
 			return nil, fmt.Errorf("must be at most %d characters long", p.maxLength)
@@ -792,7 +797,7 @@ func shortNumber(raw []byte) string {
 }
 
 func trimJSON(b []byte) []byte {
-	return []byte(strings.TrimSpace(string(b)))
+	return bytes.TrimSpace(b) // no copy: every value read from it is copied
 }
 
 func jsonValueKind(c byte) string {

@@ -382,3 +382,29 @@ func TestOperationsLookupAndBind(t *testing.T) {
 		t.Errorf("check against other drivers: %v", err)
 	}
 }
+
+// A string parameter reads as json.Unmarshal reads it, escapes or not.
+func TestPlainJSONStringMatchesUnmarshal(t *testing.T) {
+	for _, raw := range []string{`""`, `"A"`, `"été"`, `"a\"b"`, `"\u0041"`, `"x\ty"`, "\"x\ty\"", `"a"b"`, `"abc`, `"` + "\xff" + `"`} {
+		var want string
+		werr := json.Unmarshal([]byte(raw), &want)
+		got, err := stringSpec().value(json.RawMessage(raw))
+		if (werr != nil) != (err != nil) || werr == nil && got != want {
+			t.Fatalf("value(%q) = %q, %v; json.Unmarshal: %q, %v", raw, got, err, want, werr)
+		}
+	}
+}
+
+func stringSpec() paramSpec { return paramSpec{kind: kindString} }
+
+// A string parameter without escapes costs one allocation (the string), not a JSON decode.
+func TestStringParamAllocatesOnce(t *testing.T) {
+	raw := json.RawMessage(`"account-0001"`)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := stringSpec().value(raw); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 2 {
+		t.Errorf("string parameter: %v allocations, want at most 2 (the string, its interface)", n)
+	}
+}
