@@ -16,6 +16,11 @@ type steppedClock struct {
 	mono time.Duration
 }
 
+// newSteppedClock starts both clocks at the real time (without its monotonic reading, so that
+// only the test moves it): timers the code under test sets run on the real clock, and a fixed
+// date would put its deadlines in the past once the real clock passed it.
+func newSteppedClock() *steppedClock { return &steppedClock{wall: time.Now().Round(0)} }
+
 func (k *steppedClock) now() time.Time {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -47,7 +52,7 @@ func TestClientIDSurvivesWallClockStep(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			k := &steppedClock{wall: time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)}
+			k := newSteppedClock()
 			open := func() *Coordinator {
 				o := NewOptions(dir)
 				o.Logger = quietLogger()

@@ -29,7 +29,7 @@ func TestDecisionLogCompactionSurvivesWallClockStep(t *testing.T) {
 	for _, reopen := range []bool{false, true} {
 		t.Run(map[bool]string{false: "written", true: "read back at open"}[reopen], func(t *testing.T) {
 			dir := t.TempDir()
-			k := &steppedClock{wall: time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)}
+			k := newSteppedClock()
 			open := func() *decisionLog {
 				l, _, err := openDecisionLog(dir, time.Hour, 4096, k.now, k.elapsed, nil, quietLogger())
 				if err != nil {
@@ -85,7 +85,7 @@ func byLast(recs []record) map[string]record {
 // within the hour. A repeat of pay-1 must be answered with its outcome, not run again.
 func TestClientIDSurvivesCompactionDuringWallClockStep(t *testing.T) {
 	dir := t.TempDir()
-	k := &steppedClock{wall: time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)}
+	k := newSteppedClock()
 	open := func() *Coordinator {
 		o := NewOptions(dir)
 		o.Logger = quietLogger()
@@ -143,7 +143,7 @@ func TestCommitLogDecisionsSweepSurvivesWallClockStep(t *testing.T) {
 	for _, reopen := range []bool{false, true} {
 		t.Run(map[bool]string{false: "written", true: "read back at open"}[reopen], func(t *testing.T) {
 			b := openQuietBroker(t, t.TempDir(), nil)
-			k := &steppedClock{wall: time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)}
+			k := newSteppedClock()
 			node := sampleRecord(0).Gtrid[:nodeIDLen]
 			open := func() *brokerDecisionLog {
 				l, _, err := openBrokerDecisionLog(b, node, time.Hour, k.now, k.elapsed, nil, quietLogger())
@@ -192,7 +192,7 @@ func TestSQLDecisionLogSweepSurvivesWallClockStep(t *testing.T) {
 	eachSQLLogDB(t, func(t *testing.T, d sqlLogDB) {
 		ctx := context.Background()
 		node, other := newNode(t), newNode(t)
-		k := &steppedClock{wall: time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)}
+		k := newSteppedClock()
 		open := func(node string) *sqlDecisionLog {
 			l, _ := openSQLLog(t, d, node, sqlLogOpts{now: k.now, elapsed: k.elapsed, sweepEvery: time.Hour})
 			return l
