@@ -159,10 +159,16 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 	case errors.As(err, &dup):
 		res := resultOf(dup.Info)
 		res.Duplicate = true
+		if decisionUnknown(dup.Info) {
+			return s.writeDecisionUnknown(w, r, res)
+		}
 		return writeJSON(w, outcomeStatus(dup.Info.Status), res)
 	case errors.Is(err, xa.ErrRolledBack), errors.Is(err, xa.ErrInDoubt), errors.Is(err, xa.ErrTimedOut):
 		if info.ID == "" {
 			return err
+		}
+		if decisionUnknown(info) {
+			return s.writeDecisionUnknown(w, r, resultOf(info))
 		}
 		res := resultOf(info)
 		if res.Error == nil {
@@ -175,6 +181,30 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, http.StatusConflict, res)
 	}
 	return err
+}
+
+// decisionUnknown reports a transaction left in doubt because whether its commit decision is
+// durable is unknown (the decision log's write failed midway, or in a cluster the leader lost
+// its leadership after proposing the decision): not a heuristic hazard for an operator, but an
+// outcome that recovery settles (at the restart, or on the new leader), which a retry with
+// the same id then answers.
+func decisionUnknown(in xa.TxInfo) bool {
+	return in.Status == xa.StatusInDoubt && in.Code == "decision_log_failed"
+}
+
+// writeDecisionUnknown answers 503 outcome_unknown (with Retry-After in a cluster) for a
+// transaction whose decision may or may not be durable, keeping its id, gtrid and status.
+func (s *Server) writeDecisionUnknown(w http.ResponseWriter, r *http.Request, res api.GlobalTxResult) error {
+	msg := "whether the commit decision of global transaction " + res.ID + " is durable is unknown"
+	if res.Error != nil && res.Error.Message != "" {
+		msg += " (" + res.Error.Message + ")"
+	}
+	msg += "; it is settled by recovery (after a restart, or on the new leader in a cluster): retry with the same id to learn the outcome, never with a new one"
+	res.Error = &api.Error{Code: api.CodeOutcomeUnknown, Message: msg}
+	if s.cluster != nil {
+		w.Header().Set("Retry-After", "1")
+	}
+	return writeJSON(w, http.StatusServiceUnavailable, res)
 }
 
 // lastSteps marks the steps after which their branch may prepare at once (Operation.RunPrepare:

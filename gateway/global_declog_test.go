@@ -16,7 +16,8 @@ import (
 // fsync answers EIO, through internal/fsutil's seam), /readyz answers 503 and no global
 // transaction prepares: the next one is 409 rolled_back with the code decision_log_failed,
 // and nothing of it changed anywhere. (The transaction whose decision hit the failed fsync is
-// in_doubt: whether its decision reached the disk is unknown until a restart.)
+// in_doubt, answered 503 outcome_unknown: whether its decision reached the disk is unknown
+// until a restart.)
 func TestGlobalTxReadyzDecisionLogFailed(t *testing.T) {
 	e := startGlobal(t, Options{})
 	// Accounts of their own for the second transfer: the first one's rows stay locked.
@@ -39,7 +40,7 @@ func TestGlobalTxReadyzDecisionLogFailed(t *testing.T) {
 	r := e.do("POST", "/v1/global-transactions", e.transfer("first", 10, "A", "B"))
 	var res api.GlobalTxResult
 	decodeJSON(t, r.body, &res)
-	if r.status != http.StatusConflict || res.Status != "in_doubt" {
+	if r.status != http.StatusServiceUnavailable || res.Status != "in_doubt" || res.Error == nil || res.Error.Code != api.CodeOutcomeUnknown {
 		t.Fatalf("the transaction whose decision fsync failed: %d %s", r.status, r.body)
 	}
 	// Its branches stay prepared until an operator or a restart acts; free them at the end.

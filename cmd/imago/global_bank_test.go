@@ -401,7 +401,9 @@ func gbankTransfer(hc *http.Client, url string, n gbankNames, tid string, rng *m
 		// rolling_back: rolled back, a prepared branch's rollback left to recovery.
 		led.rolledBck[tid] = true
 	case resp.StatusCode == 503:
-		// Shutting down or a resource down: nothing was decided by this call.
+		// Shutting down or a resource down (nothing was decided by this call), or
+		// outcome_unknown (whether its decision is durable is unknown; recovery settles it):
+		// the books decide.
 	default:
 		led.other[tid] = fmt.Sprintf("%d %s", resp.StatusCode, b)
 	}
