@@ -39,6 +39,9 @@ type diskFullGlobal struct {
 	commitLog      bool // the decision log in the broker's commit log
 	coord          *xa.Coordinator
 	ts             *testServer
+	// settled, when set, reports whether the records a committed transfer still writes in the
+	// background (its "done") have been written or have failed, so that /readyz tells.
+	settled func() bool
 }
 
 func (e *diskFullGlobal) start() {
@@ -199,6 +202,14 @@ func (e *diskFullGlobal) runFull(first int) (acked []string, cut string, last re
 		if res.Status != "committed" {
 			t.Fatalf("%s: 200 %s", id, r.body)
 		}
+		for deadline := time.Now().Add(5 * time.Second); e.settled != nil && !e.settled(); time.Sleep(time.Millisecond) {
+			if e.ts.do(http.MethodGet, "/readyz", "").status != http.StatusOK {
+				break // its "done" record failed
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: its done record neither written nor failed within 5 s", id)
+			}
+		}
 		if rz := e.ts.do(http.MethodGet, "/readyz", ""); rz.status != http.StatusOK {
 			// A record after the commit decision failed: the answer stands.
 			return acked, id, r
@@ -343,6 +354,12 @@ func TestGlobalTxDecisionFileDiskFull(t *testing.T) {
 					t.Fatal("no warm-up leaves the room wanted")
 				}
 				commit()
+			}
+			// A committed transfer's "done" record is written after the answer: runFull waits
+			// for it (or for its failure) before it looks at /readyz.
+			e.settled = func() bool {
+				kinds, _ := decisionFrames(t, logPath)
+				return len(kinds)%3 == 0 && len(kinds) > 0 && kinds[len(kinds)-1] == 4
 			}
 			free := tmpfs.Fill(t, mnt, 0)
 			more, cut, last := e.runFull(i)
