@@ -17,17 +17,7 @@ type commitAnswer struct {
 // proposer holds. It returns the held proposal, its raft index, and the commit's answer.
 func unknownCommitScene(t *testing.T) (a, f *Broker, p *loopProposer, id string, h heldProposal, index uint64, committed <-chan commitAnswer) {
 	t.Helper()
-	o := manualOptions(t, t.TempDir())
-	o.Replicated = true
-	a = mustOpen(t, o)
-	t.Cleanup(func() { a.Close() })
-	p = &loopProposer{b: a, held: make(chan heldProposal, 4), term: 1, next: a.RaftLog().LastIndex()}
-	a.SetProposer(p)
-	fo := manualOptions(t, t.TempDir())
-	fo.Replicated = true
-	f = mustOpen(t, fo)
-	t.Cleanup(func() { f.Close() })
-	mustCreate(t, a, "t", 1)
+	a, f, p = replicatedPair(t)
 	id, err := a.BeginTx(0)
 	if err != nil {
 		t.Fatal(err)

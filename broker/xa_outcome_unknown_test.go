@@ -12,17 +12,7 @@ import (
 // raft index, and the verb's answer.
 func heldVerbScene(t *testing.T, prepared bool, verb func(*Broker, Xid) error) (a, f *Broker, p *loopProposer, x Xid, h heldProposal, index uint64, answer <-chan error) {
 	t.Helper()
-	o := manualOptions(t, t.TempDir())
-	o.Replicated = true
-	a = mustOpen(t, o)
-	t.Cleanup(func() { a.Close() })
-	p = &loopProposer{b: a, held: make(chan heldProposal, 4), term: 1, next: a.RaftLog().LastIndex()}
-	a.SetProposer(p)
-	fo := manualOptions(t, t.TempDir())
-	fo.Replicated = true
-	f = mustOpen(t, fo)
-	t.Cleanup(func() { f.Close() })
-	mustCreate(t, a, "t", 1)
+	a, f, p = replicatedPair(t)
 	x = xid(1)
 	if err := a.XAStart(x, XANoFlags, 0); err != nil {
 		t.Fatal(err)

@@ -34,10 +34,9 @@ func follow(t *testing.T, leader, f *Broker) {
 	}
 }
 
-// unknownPrepareScene opens a replicated leader and a follower, and starts the prepare of an
-// idle branch with one message whose proposal the leader's proposer holds. It returns the
-// held proposal, its raft index, and the prepare's answer.
-func unknownPrepareScene(t *testing.T) (a, f *Broker, p *loopProposer, x Xid, h heldProposal, index uint64, prepared <-chan error) {
+// replicatedPair opens a replicated leader, whose proposer (in term 1) can hold proposals, and
+// a follower fed from it, and creates topic t with one partition on the leader.
+func replicatedPair(t *testing.T) (a, f *Broker, p *loopProposer) {
 	t.Helper()
 	o := manualOptions(t, t.TempDir())
 	o.Replicated = true
@@ -50,6 +49,15 @@ func unknownPrepareScene(t *testing.T) (a, f *Broker, p *loopProposer, x Xid, h 
 	f = mustOpen(t, fo)
 	t.Cleanup(func() { f.Close() })
 	mustCreate(t, a, "t", 1)
+	return a, f, p
+}
+
+// unknownPrepareScene opens a replicated leader and a follower, and starts the prepare of an
+// idle branch with one message whose proposal the leader's proposer holds. It returns the
+// held proposal, its raft index, and the prepare's answer.
+func unknownPrepareScene(t *testing.T) (a, f *Broker, p *loopProposer, x Xid, h heldProposal, index uint64, prepared <-chan error) {
+	t.Helper()
+	a, f, p = replicatedPair(t)
 	x = xid(1)
 	if err := a.XAStart(x, XANoFlags, 0); err != nil {
 		t.Fatal(err)
