@@ -92,10 +92,12 @@ func (c *testCluster) stop(i int) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or the deadline passes. The deadline is generous: under
+// the race detector, with every package's tests sharing two cores, a learner's catch-up and the
+// promoter's next round (once a second) took more than 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
