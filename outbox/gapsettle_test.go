@@ -16,6 +16,21 @@ import (
 // view). The check must not pass the gap on that view alone: its second round, GapSettle
 // later, sees the writer and waits; once it commits both rows are published once, in order.
 func TestGapInvisibleWriter(t *testing.T) {
+	openWriterGap(t, func(thread int64) (func() int64, func()) { return outbox.HideTrxOnce(thread) },
+		func(o *outbox.Options) { o.GapSettle = 300 * time.Millisecond },
+		// A check that trusts the first fresh view passes the gap and publishes the higher row;
+		// one that confirms reads a view again after its second round's decision.
+		"a view after the second round", 1)
+}
+
+// openWriterGap is the scene of the gap-check tests with an open writer: a MySQL relay
+// (GapCheckDelay 50 ms, then tune), the views of innodb_trx it reads changed by the seam that
+// hook installs for the writer's thread, a writer holding the lower id open (seq 1) while the
+// higher row (seq 2) commits. Once the seam's count of views reaches views (or a row is
+// published), nothing may be published; after the writer commits, both rows are, once, in
+// order, and the outbox is empty.
+func openWriterGap(t *testing.T, hook func(thread int64) (views func() int64, restore func()), tune func(*outbox.Options), what string, views int64) {
+	t.Helper()
 	e := newDBEnv(t, outbox.MySQL)
 	topic := uniqueName(t, "t.")
 	b := openBroker(t, topic, 1)
@@ -30,12 +45,14 @@ func TestGapInvisibleWriter(t *testing.T) {
 	if err := conn.QueryRowContext(ctx, `SELECT CONNECTION_ID()`).Scan(&thread); err != nil {
 		t.Fatal(err)
 	}
-	after, restore := outbox.HideTrxOnce(thread)
+	seen, restore := hook(thread)
 	t.Cleanup(restore) // after the relay's Close, registered later
 
 	opts := e.relayOptions()
 	opts.GapCheckDelay = 50 * time.Millisecond
-	opts.GapSettle = 300 * time.Millisecond
+	if tune != nil {
+		tune(&opts)
+	}
 	r := startRelay(t, opts, outbox.BrokerPublisher{B: b})
 	waitFor(t, 10*time.Second, "relay active", func() bool { return r.Status().Active })
 
@@ -51,10 +68,8 @@ func TestGapInvisibleWriter(t *testing.T) {
 	if err := e.writeTx(ctx, topic, "k", []int{2}, true); err != nil {
 		t.Fatal(err)
 	}
-	// A check that trusts the first fresh view passes the gap and publishes the higher row;
-	// one that confirms reads a view again after its second round's decision.
-	waitFor(t, 15*time.Second, "a view after the second round, or a row published", func() bool {
-		return after() >= 1 || r.Status().RelayedTotal > 0 || r.Status().LastError != ""
+	waitFor(t, 15*time.Second, what+", or a row published", func() bool {
+		return seen() >= views || r.Status().RelayedTotal > 0 || r.Status().LastError != ""
 	})
 	if msgs := fetchAllBroker(t, b, topic); len(msgs) != 0 {
 		t.Fatalf("published %+v while the lower id was still open", msgs)

@@ -196,58 +196,10 @@ func TestGapWriterSessionTimeZone(t *testing.T) {
 // test, so the test shifts the writer's trx_started in the views the gap check reads
 // (StepTrxClock), which is what such a step shows it.
 func TestGapWriterClockSetBack(t *testing.T) {
-	e := newDBEnv(t, outbox.MySQL)
-	topic := uniqueName(t, "t.")
-	b := openBroker(t, topic, 1)
-	ctx := context.Background()
-
-	conn, err := e.db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var thread int64
-	if err := conn.QueryRowContext(ctx, `SELECT CONNECTION_ID()`).Scan(&thread); err != nil {
-		t.Fatal(err)
-	}
-	views, restore := outbox.StepTrxClock(thread, 2*time.Second)
-	t.Cleanup(restore) // after the relay's Close, registered later
-
-	opts := e.relayOptions()
-	opts.GapCheckDelay = 50 * time.Millisecond
-	r := startRelay(t, opts, outbox.BrokerPublisher{B: b})
-	waitFor(t, 10*time.Second, "relay active", func() bool { return r.Status().Active })
-
-	low, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer low.Rollback()
-	p, _ := json.Marshal(payload{Key: "k", Seq: 1})
-	if err := e.w.Write(ctx, low, outbox.Message{Topic: topic, Key: "k", Payload: p}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.writeTx(ctx, topic, "k", []int{2}, true); err != nil {
-		t.Fatal(err)
-	}
-	// A relay that takes the writer for a younger one passes the gap at the first view that
-	// shows its sentinel, and publishes the higher row; one that waits reads a view again.
-	waitFor(t, 15*time.Second, "two views of the gap check, or a row published", func() bool {
-		return views() >= 2 || r.Status().RelayedTotal > 0
-	})
-	if msgs := fetchAllBroker(t, b, topic); len(msgs) != 0 {
-		t.Fatalf("published %+v while the lower id was still open", msgs)
-	}
-	if err := low.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 15*time.Second, "both rows relayed", func() bool { return r.Status().RelayedTotal == 2 || r.Status().LastError != "" })
-	if err := r.Status().LastError; err != "" {
-		t.Fatalf("relay: %s", err)
-	}
-	if msgs := fetchAllBroker(t, b, topic); len(msgs) != 2 || msgs[0].p.Seq != 1 || msgs[1].p.Seq != 2 {
-		t.Fatalf("published %+v, want seq 1 then 2", msgs)
-	}
+	openWriterGap(t, func(thread int64) (func() int64, func()) { return outbox.StepTrxClock(thread, 2*time.Second) }, nil,
+		// A relay that takes the writer for a younger one passes the gap at the first view that
+		// shows its sentinel, and publishes the higher row; one that waits reads a view again.
+		"two views of the gap check", 2)
 }
 
 // TestGapWithoutProcessPrivilege: a relay whose database user lacks PROCESS cannot read
