@@ -159,7 +159,7 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 	case errors.As(err, &dup):
 		res := resultOf(dup.Info)
 		res.Duplicate = true
-		if decisionUnknown(dup.Info) {
+		if dup.Info.DecisionUnknown() {
 			return s.writeDecisionUnknown(w, r, res)
 		}
 		return writeJSON(w, outcomeStatus(dup.Info.Status), res)
@@ -167,7 +167,7 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 		if info.ID == "" {
 			return err
 		}
-		if decisionUnknown(info) {
+		if info.DecisionUnknown() {
 			return s.writeDecisionUnknown(w, r, resultOf(info))
 		}
 		res := resultOf(info)
@@ -181,15 +181,6 @@ func (s *Server) handleGlobalTx(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, http.StatusConflict, res)
 	}
 	return err
-}
-
-// decisionUnknown reports a transaction left in doubt because whether its commit decision is
-// durable is unknown (the decision log's write failed midway, or in a cluster the leader lost
-// its leadership after proposing the decision): not a heuristic hazard for an operator, but an
-// outcome that recovery settles (at the restart, or on the new leader), which a retry with
-// the same id then answers.
-func decisionUnknown(in xa.TxInfo) bool {
-	return in.Status == xa.StatusInDoubt && in.Code == "decision_log_failed"
 }
 
 // writeDecisionUnknown answers 503 outcome_unknown (with Retry-After in a cluster) for a

@@ -545,6 +545,18 @@ type BranchInfo struct {
 	State    BranchState
 }
 
+// CodeDecisionLogFailed is the code of a transaction the decision log failed: rolled back when
+// the log certainly did not write its commit decision, in_doubt when whether it did is unknown.
+const CodeDecisionLogFailed = "decision_log_failed"
+
+// DecisionUnknown reports a transaction in doubt because whether its commit decision is durable
+// is unknown (its write failed midway, or a cluster leader lost its leadership after proposing
+// it), not because a branch finished against the decision: recovery settles it (at the
+// restart, or on the new leader) without an operator.
+func (in TxInfo) DecisionUnknown() bool {
+	return in.Status == StatusInDoubt && in.Code == CodeDecisionLogFailed
+}
+
 // TxInfo describes a global transaction: Get, List and the outcome of Commit and Rollback.
 type TxInfo struct {
 	ID       string // the client id, or the gtrid when none was given

@@ -42,7 +42,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 	// for: presumed abort does not need it (see doc.go).
 	if logErr := t.markPreparing(); logErr != nil {
 		c.log.Warn("decision log failed: global transaction rolled back before prepare", "id", st.id, "gtrid", st.gtrid, "err", logErr)
-		return t.rollbackLocked(ctx, &Reason{Code: "decision_log_failed", Message: "the decision log cannot take a decision: " + logErr.Error()}),
+		return t.rollbackLocked(ctx, &Reason{Code: CodeDecisionLogFailed, Message: "the decision log cannot take a decision: " + logErr.Error()}),
 			fmt.Errorf("%w: %w: %v", ErrRolledBack, ErrDecisionLogFailed, logErr)
 	}
 
@@ -140,7 +140,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			// Not commitSent: recovery must not take the decision as durable before a
 			// restart reads the log back (commitDecided, recovery_indoubt.go).
 			fused.bs.state, fused.bs.commitSent = BranchActive, false
-			st.status, st.code, st.message = StatusInDoubt, "decision_log_failed", err.Error()
+			st.status, st.code, st.message = StatusInDoubt, CodeDecisionLogFailed, err.Error()
 			c.mu.Unlock()
 			for _, b := range worked {
 				b.broken = true
@@ -161,7 +161,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			// Whether the decision reached the disk is unknown: leave every branch prepared
 			// for the recovery of the next start, which reads the log back.
 			c.mu.Lock()
-			st.status, st.code, st.message = StatusInDoubt, "decision_log_failed", err.Error()
+			st.status, st.code, st.message = StatusInDoubt, CodeDecisionLogFailed, err.Error()
 			c.mu.Unlock()
 			for _, b := range second {
 				b.broken = true
@@ -241,7 +241,7 @@ func decisionRefusedCode(err error) string {
 	if errors.Is(err, ErrConflictingDecision) {
 		return "conflicting_decision"
 	}
-	return "decision_log_failed"
+	return CodeDecisionLogFailed
 }
 
 // inParallel runs f(0), …, f(n-1) at once, f(n-1) on the calling goroutine (one goroutine
