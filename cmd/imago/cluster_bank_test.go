@@ -63,16 +63,7 @@ func clusterBank(t *testing.T, fault func(c *testCluster, l, round int), restart
 		t.Fatal(err)
 	}
 	c := newTestCluster(t, seed)
-	for _, nd := range c.nodes {
-		f, err := os.OpenFile(nd.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(extra); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-	}
+	c.appendConfig(extra)
 	c.startAll()
 	l := c.waitLeader(20 * time.Second)
 	url := func(i int) string { return "http://" + c.client[i].Addr() }

@@ -231,6 +231,24 @@ cluster:
 }
 
 // startAll starts the three nodes for the first time (bootstrap) and waits for a leader.
+// appendConfig adds extra (YAML) to every node's configuration, before startAll.
+func (c *testCluster) appendConfig(extra []byte) {
+	c.t.Helper()
+	for _, nd := range c.nodes {
+		f, err := os.OpenFile(nd.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		_, err = f.Write(extra)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
 func (c *testCluster) startAll() {
 	c.t.Helper()
 	for i := range c.nodes {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -22,16 +21,7 @@ func TestClusterOutboxRelayMovesWithLeader(t *testing.T) {
 	c := newTestCluster(t, clusterSeedFor(t))
 	source := "orders_" + pgTable[len("imago.outbox_c"):]
 	extra := fmt.Sprintf("resources:\n  ledger: {driver: postgres, dsn: %q}\noutbox:\n  - {name: %s, resource: ledger, table: %s}\n", pgDSN, source, pgTable)
-	for _, n := range c.nodes {
-		f, err := os.OpenFile(n.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.WriteString(extra); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-	}
+	c.appendConfig([]byte(extra))
 	c.startAll()
 	l := c.waitLeader(20 * time.Second)
 	clients := make([]*client.Client, len(c.nodes))
