@@ -21,16 +21,7 @@ func TestReplicatedPrepareCheckpointedBeforeAnswer(t *testing.T) {
 	p := &loopProposer{b: a, held: make(chan heldProposal, 4), term: 1, next: a.RaftLog().LastIndex()}
 	a.SetProposer(p)
 	mustCreate(t, a, "t", 1)
-	x := xid(1)
-	if err := a.XAStart(x, XANoFlags, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.XAAdd(x, txMsgs("t", "pay-1")); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.XAEnd(x, XASuccess); err != nil {
-		t.Fatal(err)
-	}
+	x := idleBranch(t, a)
 	p.mu.Lock()
 	p.hold = true
 	p.next++

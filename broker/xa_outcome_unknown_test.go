@@ -13,16 +13,7 @@ import (
 func heldVerbScene(t *testing.T, prepared bool, verb func(*Broker, Xid) error) (a, f *Broker, p *loopProposer, x Xid, h heldProposal, index uint64, answer <-chan error) {
 	t.Helper()
 	a, f, p = replicatedPair(t)
-	x = xid(1)
-	if err := a.XAStart(x, XANoFlags, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.XAAdd(x, txMsgs("t", "pay-1")); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.XAEnd(x, XASuccess); err != nil {
-		t.Fatal(err)
-	}
+	x = idleBranch(t, a)
 	if prepared {
 		if _, err := a.XAPrepare(context.Background(), x); err != nil {
 			t.Fatal(err)

@@ -52,13 +52,10 @@ func replicatedPair(t *testing.T) (a, f *Broker, p *loopProposer) {
 	return a, f, p
 }
 
-// unknownPrepareScene opens a replicated leader and a follower, and starts the prepare of an
-// idle branch with one message whose proposal the leader's proposer holds. It returns the
-// held proposal, its raft index, and the prepare's answer.
-func unknownPrepareScene(t *testing.T) (a, f *Broker, p *loopProposer, x Xid, h heldProposal, index uint64, prepared <-chan error) {
+// idleBranch starts, fills with one message on topic t ("pay-1") and ends branch xid(1) on a.
+func idleBranch(t *testing.T, a *Broker) Xid {
 	t.Helper()
-	a, f, p = replicatedPair(t)
-	x = xid(1)
+	x := xid(1)
 	if err := a.XAStart(x, XANoFlags, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +65,16 @@ func unknownPrepareScene(t *testing.T) (a, f *Broker, p *loopProposer, x Xid, h 
 	if err := a.XAEnd(x, XASuccess); err != nil {
 		t.Fatal(err)
 	}
+	return x
+}
+
+// unknownPrepareScene opens a replicated leader and a follower, and starts the prepare of an
+// idle branch with one message whose proposal the leader's proposer holds. It returns the
+// held proposal, its raft index, and the prepare's answer.
+func unknownPrepareScene(t *testing.T) (a, f *Broker, p *loopProposer, x Xid, h heldProposal, index uint64, prepared <-chan error) {
+	t.Helper()
+	a, f, p = replicatedPair(t)
+	x = idleBranch(t, a)
 	p.mu.Lock()
 	p.hold = true
 	p.next++
