@@ -43,14 +43,13 @@ func (k *steppedClock) advance(wall, mono time.Duration) {
 // A wall clock stepped forward past the client-id retention must not make the coordinator
 // forget a client id, in the process that finished the transaction nor in one that loaded it
 // from the decision log at start-up: a repeat of the id would run the transfer a second time.
-// The id is forgotten once the retention has really passed.
+// The id is forgotten once the retention has really passed. The step may also come while no
+// coordinator runs (a host that boots with its hardware clock hours ahead): the restart must
+// not take the time it did not see as passed.
 func TestClientIDSurvivesWallClockStep(t *testing.T) {
-	for _, restart := range []bool{false, true} {
-		name := "same process"
-		if restart {
-			name = "after a restart"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, mode := range []string{"same process", "after a restart", "while down"} {
+		restart := mode != "same process"
+		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
 			k := newSteppedClock()
 			open := func() *Coordinator {
@@ -72,9 +71,15 @@ func TestClientIDSurvivesWallClockStep(t *testing.T) {
 			if _, err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
+			step := 2 * time.Hour // the wall clock steps forward by two hours
 			if restart {
 				c.Close()
-				k.advance(time.Minute, time.Minute)
+				if mode == "while down" {
+					k.advance(step, 0)
+					step = 0
+				} else {
+					k.advance(time.Minute, time.Minute)
+				}
 				c = open()
 			}
 			defer func() { c.Close() }()
@@ -87,7 +92,7 @@ func TestClientIDSurvivesWallClockStep(t *testing.T) {
 				return err
 			}
 
-			k.advance(2*time.Hour, time.Minute) // the wall clock steps forward by two hours
+			k.advance(step, time.Minute)
 			var dup *DuplicateError
 			if err := repeat(); !errors.As(err, &dup) || dup.Info.Status != StatusCommitted {
 				t.Fatalf("repeat of pay-1 after the wall clock stepped forward: %v; want the committed duplicate", err)

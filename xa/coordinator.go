@@ -384,6 +384,10 @@ func writeFileSync(path, content string) error {
 // for the grace period.
 func (c *Coordinator) load(recs []record) {
 	now, el := c.opts.Now(), c.opts.Elapsed()
+	var newest time.Time
+	for _, r := range recs {
+		newest = r.newest(newest)
+	}
 	var undecided []*txState
 	for _, r := range recs {
 		st := &txState{
@@ -393,7 +397,7 @@ func (c *Coordinator) load(recs []record) {
 		}
 		close(st.settled)
 		if !r.Finished.IsZero() {
-			st.finishedMono = el - max(now.Sub(r.Finished), 0)
+			st.finishedMono = el - openAge(r.Finished, newest, now) // declog_age.go
 		}
 		if st.clientID != "" {
 			st.id = st.clientID

@@ -13,9 +13,8 @@ import "time"
 //
 // The monotonic age of a record this log wrote runs from its write (at or after the finish the
 // coordinator ages it from, so the log never drops it before the coordinator forgets it); that
-// of a record read back at open is its wall age at open, then monotonic since, as
-// Coordinator.load does (a step while the process was down counts as time passed: only the
-// wall clock spans a restart).
+// of a record read back at open is its age at open (openAge), then monotonic since, as
+// Coordinator.load does.
 //
 // It is not safe for concurrent use: each log calls it from its writer (the commit-log one
 // under its mutex).
@@ -40,20 +39,38 @@ func newFinishedAges(retention time.Duration, now func() time.Time, elapsed func
 // clocks reads both clocks once, for one pass of a clean-up.
 func (a *finishedAges) clocks() (time.Time, time.Duration) { return a.now(), a.elapsed() }
 
-// loaded notes the records read back at open, aged from their recorded finish by the wall
-// clock now.
+// loaded notes the records read back at open, aged from their recorded finish (openAge).
 func (a *finishedAges) loaded(recs map[string]record) {
 	now, el := a.clocks()
+	var newest time.Time
+	for _, r := range recs {
+		newest = r.newest(newest)
+	}
 	for g, r := range recs {
 		if !r.Status.Final() {
 			continue
 		}
-		m := el
-		if !r.Finished.IsZero() {
-			m -= max(now.Sub(r.Finished), 0)
-		}
-		a.mono[g] = m
+		a.mono[g] = el - openAge(r.Finished, newest, now)
 	}
+}
+
+// openAge is the age given at open (a restart, or a new leader reading the log) to a record
+// that finished at finished, in a log whose newest time is newest: its wall age, but no more
+// than its age when the log was last written. Only the wall clock spans a restart, and a step
+// of it while no coordinator ran (a host booting with its hardware clock hours ahead, a new
+// leader whose clock is ahead) would otherwise age every record at once and forget client ids
+// that a repeat still needs. So the time no coordinator wrote the log counts as none: records
+// are kept the retention of a coordinator's running time at least, longer across a real
+// outage, which only remembers a client id longer. A record with no finish time is 0 old.
+func openAge(finished, newest, now time.Time) time.Duration {
+	if finished.IsZero() {
+		return 0
+	}
+	age := now.Sub(finished)
+	if !newest.Before(finished) {
+		age = min(age, newest.Sub(finished))
+	}
+	return max(age, 0)
 }
 
 // written notes r, now in the log: a finished one is aged from now by the monotonic clock.

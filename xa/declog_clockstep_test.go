@@ -140,8 +140,9 @@ func TestClientIDSurvivesCompactionDuringWallClockStep(t *testing.T) {
 }
 
 func TestCommitLogDecisionsSweepSurvivesWallClockStep(t *testing.T) {
-	for _, reopen := range []bool{false, true} {
-		t.Run(map[bool]string{false: "written", true: "read back at open"}[reopen], func(t *testing.T) {
+	for _, mode := range []string{"written", "read back at open", "stepped while closed"} {
+		reopen := mode != "written"
+		t.Run(mode, func(t *testing.T) {
 			b := openQuietBroker(t, t.TempDir(), nil)
 			k := newSteppedClock()
 			node := sampleRecord(0).Gtrid[:nodeIDLen]
@@ -166,12 +167,18 @@ func TestCommitLogDecisionsSweepSurvivesWallClockStep(t *testing.T) {
 			if err := l.appendSync(context.Background(), pay); err != nil {
 				t.Fatal(err)
 			}
+			step := 2 * time.Hour // the wall clock steps forward by two hours
 			if reopen {
 				l.close()
-				k.advance(time.Minute, time.Minute)
+				if mode == "stepped while closed" { // no leader ran meanwhile
+					k.advance(step, 0)
+					step = 0
+				} else {
+					k.advance(time.Minute, time.Minute)
+				}
 				l = open()
 			}
-			k.advance(2*time.Hour, time.Minute) // the wall clock steps forward by two hours
+			k.advance(step, time.Minute)
 			l.sweep()
 			if !held(pay.Gtrid) {
 				t.Fatal("the sweep dropped a transaction finished two minutes ago because the wall clock stepped forward two hours: a new leader or a restart forgets its client id")

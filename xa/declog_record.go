@@ -124,6 +124,16 @@ type record struct {
 	Branches []recBranch
 }
 
+// newest returns the latest of t and the times r carries (openAge).
+func (r record) newest(t time.Time) time.Time {
+	for _, u := range [...]time.Time{r.Created, r.Decided, r.Finished} {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
+}
+
 var errBadRecord = errors.New("bad decision-log record")
 
 // errNewerRecord: a frame whose checksum holds but whose version this build does not know. It
