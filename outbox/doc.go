@@ -135,7 +135,9 @@
 // then looks for any row left inside the batch's id range: one there committed after its gap
 // was judged final (the GapGrace fallback, or a row inserted with an explicit id). The relay
 // then stops the source (ErrStrayRows) with the row in place, rather than remove it or leave
-// it below the cursor unpublished; docs/outbox.md says what the operator does.
+// it below the cursor unpublished; docs/outbox.md says what the operator does. A batch whose
+// range had ids missing is read again 10 s, 1 min and 10 min after its completion, so a row
+// that commits there later (the writer missed by both looks) stops the source too (mysql_late.go).
 //
 // The relay reads MySQL on the same cadence as PostgreSQL: a batch every MinPoll while rows
 // keep coming (at once after a full one), doubling the wait while idle up to MaxPoll. Its

@@ -118,3 +118,6 @@ func HideTrxOnce(thread int64) (after func() int64, restore func()) {
 	}
 	return n.Load, func() { trxViewHook = nil }
 }
+
+// SetLateChecks sets the delays of the MySQL relay's late-row rechecks (mysql_late.go).
+func SetLateChecks(o *Options, d ...time.Duration) { o.lateChecks = d }

@@ -31,6 +31,9 @@ type mysqlStore struct {
 	wm  int64     // every id <= wm is final: committed rows are visible, missing ids never will be
 	gap *gapCheck // the gap being checked, if any
 
+	late  *lateRows // completed ranges to read again (mysql_late.go); the Relay's
+	epoch int64     // of the state row, as load read it
+
 	// Statements prepared on conn, by their text. A statement with arguments otherwise costs
 	// the driver a prepare, an execute and a close each time; prepared once, it runs in one
 	// round trip. The steady loop (read, then complete: begin, remove, check, move the
@@ -189,7 +192,7 @@ func (s *mysqlStore) load(ctx context.Context) (state, error) {
 	if last.Valid {
 		st.last = last.Time
 	}
-	s.wm = st.cursor.id
+	s.wm, s.epoch = st.cursor.id, st.epoch
 	s.dropGap()
 	return st, nil
 }
@@ -277,6 +280,9 @@ func (s *mysqlStore) query(ctx context.Context, q string, args ...any) ([]row, e
 }
 
 func (s *mysqlStore) next(ctx context.Context, cur pos, limit int) ([]row, bool, error) {
+	if err := s.checkLate(ctx, cur.id); err != nil {
+		return nil, false, err
+	}
 	for attempt := 0; ; attempt++ {
 		// Each autocommit SELECT gets a fresh read view.
 		rows, err := s.query(ctx, `SELECT `+mysqlCols+` FROM `+s.o.Table+` WHERE id > ?`+s.mark+` ORDER BY id LIMIT ?`, cur.id, limit)
@@ -363,25 +369,8 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, ne
 		}
 	}
 	// Anything left in the range was not published: stop, loudly, with the row in place.
-	var stray []int64
-	st, err := s.stmt(ctx, `SELECT id FROM `+s.o.Table+` WHERE id > ? AND id <= ?`+s.mark+` ORDER BY id LIMIT 20`)
+	stray, err := s.strayIDs(ctx, cur.id, end.id)
 	if err != nil {
-		return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
-	}
-	rows, err := st.QueryContext(ctx, cur.id, end.id)
-	if err != nil {
-		return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
-	}
-	for rows.Next() {
-		var id int64
-		if err = rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
-		}
-		stray = append(stray, id)
-	}
-	rows.Close()
-	if err = rows.Err(); err != nil {
 		return 0, fmt.Errorf("outbox: complete batch: look for unpublished rows: %w", err)
 	}
 	if len(stray) > 0 {
@@ -392,7 +381,8 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, ne
 	if nextClaim != nil {
 		claim = nextClaim.id
 	}
-	res, err := s.exec(ctx, `UPDATE `+mysqlStateTable+` SET cursor_id = ?, claim_id = ?, relayed_total = relayed_total + ?,
+	var res sql.Result
+	res, err = s.exec(ctx, `UPDATE `+mysqlStateTable+` SET cursor_id = ?, claim_id = ?, relayed_total = relayed_total + ?,
 		last_relayed_at = NOW(6), updated_at = NOW(6) WHERE source = ? AND cursor_id = ?`, end.id, claim, len(batch), s.o.Name, cur.id)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: complete batch: move cursor: %w", err)
@@ -401,7 +391,8 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, ne
 		err = errors.New("outbox: complete batch: the state row moved: another relay wrote it")
 		return 0, err
 	}
-	if st, err = s.stmt(ctx, `SELECT relayed_total FROM `+mysqlStateTable+` WHERE source = ?`); err != nil {
+	st, err := s.stmt(ctx, `SELECT relayed_total FROM `+mysqlStateTable+` WHERE source = ?`)
+	if err != nil {
 		return 0, fmt.Errorf("outbox: complete batch: read total: %w", err)
 	}
 	if err = st.QueryRowContext(ctx, s.o.Name).Scan(&total); err != nil {
@@ -410,10 +401,35 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, ne
 	if _, err = s.conn.ExecContext(ctx, `COMMIT`); err != nil {
 		return 0, fmt.Errorf("outbox: complete batch: commit: %w", err)
 	}
+	if s.late != nil && end.id-cur.id > int64(len(batch))*s.inc {
+		s.late.add(cur.id, end.id, s.epoch, time.Now()) // ids missing: read the range again later (mysql_late.go)
+	}
 	if nextClaim != nil {
 		s.wm = max(s.wm, nextClaim.id)
 	}
 	return total, nil
+}
+
+// strayIDs returns up to 20 ids of rows in (lo, hi] not yet relayed.
+func (s *mysqlStore) strayIDs(ctx context.Context, lo, hi int64) ([]int64, error) {
+	st, err := s.stmt(ctx, `SELECT id FROM `+s.o.Table+` WHERE id > ? AND id <= ?`+s.mark+` ORDER BY id LIMIT 20`)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 func (s *mysqlStore) ping(ctx context.Context) error { return s.conn.PingContext(ctx) }

@@ -79,6 +79,9 @@ type Options struct {
 	// GapGrace is the MySQL fallback without the PROCESS privilege: a gap older than this is
 	// passed. Default 1m.
 	GapGrace time.Duration
+	// lateChecks are the delays after a MySQL batch's completion at which its range is read
+	// again for late rows (mysql_late.go); nil is defaultLateChecks. Tests set it.
+	lateChecks []time.Duration
 	// BacklogEvery is how often the active relay counts its backlog. Default 2s.
 	BacklogEvery time.Duration
 	Logger       *slog.Logger

@@ -98,6 +98,8 @@ type Relay struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	late lateRows // MySQL: completed ranges to read again for late rows (mysql_late.go)
 }
 
 // New returns a relay for one source; Run or Start it.
@@ -114,7 +116,18 @@ func New(opts Options, pub Publisher) (*Relay, error) {
 	case Postgres:
 		r.open = func(ctx context.Context) (store, error) { return openPG(ctx, &r.opts) }
 	default:
-		r.open = func(ctx context.Context) (store, error) { return openMySQL(ctx, &r.opts) }
+		r.late.delays = opts.lateChecks
+		if r.late.delays == nil {
+			r.late.delays = defaultLateChecks
+		}
+		r.open = func(ctx context.Context) (store, error) {
+			s, err := openMySQL(ctx, &r.opts)
+			if err != nil {
+				return nil, err
+			}
+			s.late = &r.late
+			return s, nil
+		}
 	}
 	return r, nil
 }
