@@ -138,6 +138,7 @@ type Member struct {
 	timeout    time.Duration
 	from       string
 	initial    map[Partition]int64 // broadcast FromLatest: partition ends at join
+	keepStart  bool                // broadcast FromLatest with a ConsumerID: initial is stored (startOffsets)
 	want       []Partition         // broadcast: every partition of topics
 	lastSeen   time.Time
 	polling    int // polls in progress: a polling member is alive
@@ -340,6 +341,7 @@ func (c *Coordinator) Join(req JoinRequest) (Joined, error) {
 		}
 		if req.From == FromLatest {
 			m.initial = initial
+			m.keepStart = req.ConsumerID != ""
 		}
 		m.want = parts
 	}

@@ -22,6 +22,9 @@
 //     ConsumerID, else the member id; '~' cannot appear in a topic or group name, so this
 //     never collides with a real group). Without a committed offset it starts at the
 //     partition's end at join time (FromLatest, the default) or at its start (FromEarliest).
+//     A member with a ConsumerID stores a FromLatest start as the consumer's offset before it
+//     reads from there, so the consumer's next member (a restart) resumes at it: what came
+//     meanwhile to a partition the consumer had not committed yet is not skipped.
 //   - A member's cursor starts at the committed offset and moves past what a poll returned,
 //     so polls without commits do not repeat messages. A poll's Positions (where the client
 //     is) move it back, never below the member's own commits or where it started, so the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/offsetdb"
 )
 
 // This file holds a member's poll: it reads from the member's partitions, starting at each
@@ -285,11 +286,18 @@ func (c *Coordinator) initCursors(ctx context.Context, m *Member, missing []Part
 // startOffsets reads where m starts in each of parts, after the commits accepted under the
 // previous assignment reached the store: the committed offset, else the member's start
 // position. A partition of a topic that is gone is left out.
+//
+// A broadcast member of a named consumer (ConsumerID) that starts a partition at the end it
+// had at the join (FromLatest) stores that start as the consumer's offset before it reads
+// from there: the consumer's next member (a restart) then resumes at it, not at the end at its
+// own join, which would skip what came in between on a partition the consumer had not
+// committed yet (one that had no message, or whose first messages it had not committed).
 func (c *Coordinator) startOffsets(ctx context.Context, m *Member, parts []Partition) (map[Partition]int64, error) {
 	m.g.commitGate.Lock()
 	m.g.commitGate.Unlock() //nolint:staticcheck // an empty critical section: a barrier for earlier commits
 	starts := map[string]map[int]int64{}
 	found := make(map[Partition]int64, len(parts))
+	var keep []offsetdb.Offset
 	for _, p := range parts {
 		o, ok, err := c.store.Get(ctx, m.storeGroup, p.Topic, p.Partition)
 		if err != nil {
@@ -301,6 +309,9 @@ func (c *Coordinator) startOffsets(ctx context.Context, m *Member, parts []Parti
 		}
 		if off, ok := m.initial[p]; ok {
 			found[p] = off
+			if m.keepStart {
+				keep = append(keep, offsetdb.Offset{Group: m.storeGroup, Topic: p.Topic, Partition: p.Partition, Next: off, CommittedBy: m.consumer})
+			}
 			continue
 		}
 		st := starts[p.Topic]
@@ -318,6 +329,13 @@ func (c *Coordinator) startOffsets(ctx context.Context, m *Member, parts []Parti
 		if off, ok := st[p.Partition]; ok {
 			found[p] = off
 		}
+	}
+	if len(keep) > 0 {
+		// Never backwards: a commit of the consumer's since the read above stays.
+		if err := c.store.Commit(ctx, keep); err != nil {
+			return nil, &StoreError{Op: "store where the consumer starts", Err: err}
+		}
+		c.lag.invalidate(m.storeGroup)
 	}
 	return found, nil
 }
