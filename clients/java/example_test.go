@@ -2,16 +2,18 @@ package javaharness_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,14 +24,26 @@ import (
 // exampleFormatID is SettlementExample.FORMAT_ID ("STL"); PgJDBC writes it first in the gid.
 const exampleFormatID = 0x53544c
 
-// TestJavaSettlementExample runs examples/java-xa/SettlementExample twice against a real
-// Imago and PostgreSQL: a debit with the funds commits the debit and the message together;
-// a debit without them (the UPDATE matches no row) rolls both back and leaves neither.
-func TestJavaSettlementExample(t *testing.T) {
+// settlementExample is examples/java-xa/SettlementExample compiled, with a real Imago, the real
+// PostgreSQL and an account of its own (deleted at the end).
+type settlementExample struct {
+	t         *testing.T
+	ctx       context.Context
+	db        *pgx.Conn
+	srv       *imagoServer
+	java      string
+	classpath string
+	pgURL     string
+	account   string
+	decisions string // the example's decision log
+}
+
+func newSettlementExample(t *testing.T) *settlementExample {
+	t.Helper()
 	java, javac := javaTools(t)
 	pgURL, _ := jdbcURLs(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	db, err := pgx.Connect(ctx, testenv.PostgresDSN(t))
 	if err != nil {
 		t.Fatalf("connect to PostgreSQL: %v", err)
@@ -39,57 +53,167 @@ func TestJavaSettlementExample(t *testing.T) {
 	classes := compileJava(t, javac, "", "src")
 	// Only the hand-written example: jta/ needs Bitronix (jta_test.go compiles it).
 	example := compileJava(t, javac, classes+string(os.PathListSeparator)+pgJar, "../../examples/java-xa/SettlementExample.java")
-	srv := startImago(t)
-
-	var rnd [6]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		t.Fatal(err)
+	e := &settlementExample{
+		t: t, ctx: ctx, db: db, srv: startImago(t), java: java, pgURL: pgURL,
+		classpath: strings.Join([]string{example, classes, pgJar}, string(os.PathListSeparator)),
+		account:   "acct-test-" + randomHex(t, 6),
+		decisions: filepath.Join(t.TempDir(), "decisions.log"),
 	}
-	account := "acct-test-" + hex.EncodeToString(rnd[:])
 	t.Cleanup(func() {
-		if _, err := db.Exec(context.Background(), "DELETE FROM example_wallets WHERE id = $1", account); err != nil {
+		if _, err := db.Exec(context.Background(), "DELETE FROM example_wallets WHERE id = $1", e.account); err != nil {
 			t.Errorf("clean up the wallet: %v", err)
 		}
 	})
-	decisions := filepath.Join(t.TempDir(), "decisions.log")
-	run := func(amount int, extra ...string) (string, int) {
-		t.Helper()
-		args := append([]string{
-			"-cp", strings.Join([]string{example, classes, pgJar}, string(os.PathListSeparator)),
-			"SettlementExample",
-			"--imago", srv.url(), "--jdbc", pgURL, "--account", account,
-			"--amount", fmt.Sprint(amount), "--decision-log", decisions,
-		}, extra...)
-		out, err := javaRun(t, ctx, srv, java, args...)
-		report(t, fmt.Sprintf("SettlementExample --amount %d %s", amount, strings.Join(extra, " ")), out)
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			return out, 0
-		case errors.As(err, &ee):
-			return out, ee.ExitCode()
-		}
-		t.Fatalf("run the example: %v", err)
-		return "", -1
+	return e
+}
+
+// run runs the example against the broker at imagoURL (the server's, or a proxy's in front of
+// it) and returns its output and exit status.
+func (e *settlementExample) run(imagoURL string, amount int, extra ...string) (string, int) {
+	t := e.t
+	t.Helper()
+	args := append([]string{
+		"-cp", e.classpath, "SettlementExample",
+		"--imago", imagoURL, "--jdbc", e.pgURL, "--account", e.account,
+		"--amount", fmt.Sprint(amount), "--decision-log", e.decisions,
+	}, extra...)
+	out, err := javaRun(t, e.ctx, e.srv, e.java, args...)
+	report(t, fmt.Sprintf("SettlementExample --amount %d %s", amount, strings.Join(extra, " ")), out)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out, 0
+	case errors.As(err, &ee):
+		return out, ee.ExitCode()
 	}
+	t.Fatalf("run the example: %v", err)
+	return "", -1
+}
+
+// TestJavaSettlementExample runs examples/java-xa/SettlementExample twice against a real
+// Imago and PostgreSQL: a debit with the funds commits the debit and the message together;
+// a debit without them (the UPDATE matches no row) rolls both back and leaves neither.
+func TestJavaSettlementExample(t *testing.T) {
+	e := newSettlementExample(t)
 
 	// 1. Funds: 150, debit 100 → committed on both sides.
-	if out, code := run(100, "--init-balance", "150"); code != 0 {
+	if out, code := e.run(e.srv.url(), 100, "--init-balance", "150"); code != 0 {
 		t.Fatalf("first settlement: exit status %d, want 0 (committed):\n%s", code, out)
 	}
-	assertSettled(t, ctx, db, srv, account, 50, 1)
-	if log := readFile(t, decisions); !strings.Contains(log, " commit ") {
+	assertSettled(t, e.ctx, e.db, e.srv, e.account, 50, 1)
+	if log := readFile(t, e.decisions); !strings.Contains(log, " commit ") {
 		t.Errorf("decision log has no commit decision:\n%s", log)
 	}
 
 	// 2. Funds: 50, debit 100 → the UPDATE matches no row; both branches roll back.
-	if out, code := run(100); code != 3 {
+	if out, code := e.run(e.srv.url(), 100); code != 3 {
 		t.Fatalf("second settlement: exit status %d, want 3 (rolled back):\n%s", code, out)
 	}
-	assertSettled(t, ctx, db, srv, account, 50, 1)
-	if log := readFile(t, decisions); !strings.Contains(log, " rollback ") {
+	assertSettled(t, e.ctx, e.db, e.srv, e.account, 50, 1)
+	if log := readFile(t, e.decisions); !strings.Contains(log, " rollback ") {
 		t.Errorf("decision log has no rollback decision:\n%s", log)
 	}
+}
+
+// cutFirstCommit serves a proxy in front of e's Imago that hands the first POST /v1/xa/commit
+// to act instead (which does something to the real server and returns its status), then
+// closes the connection without a byte of answer: a network fault, which a server cannot be
+// asked to produce. It returns the proxy's URL and a function that reports act's status.
+func cutFirstCommit(t *testing.T, e *settlementExample, act func(r *http.Request, proxy http.Handler) int) (string, func() (int, bool)) {
+	target, err := url.Parse(e.srv.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var cut atomic.Bool
+	cut.Store(true)
+	acted := make(chan int, 1)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/xa/commit" || !cut.CompareAndSwap(true, false) {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		acted <- act(r, proxy)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack the commit's connection: %v", err)
+			return
+		}
+		conn.Close() // the answer is lost
+	}))
+	t.Cleanup(front.Close)
+	return front.URL, func() (int, bool) {
+		select {
+		case status := <-acted:
+			return status, true
+		default:
+			return 0, false
+		}
+	}
+}
+
+// TestJavaSettlementExampleCommitAnswerLost: Imago commits the example's branch, but the answer
+// is lost on the way (cutFirstCommit). The example's retry gets XAER_NOTA, since a committed
+// branch is forgotten; the example must find its message in the topic and report the
+// settlement committed (exit 0), not in doubt.
+func TestJavaSettlementExampleCommitAnswerLost(t *testing.T) {
+	e := newSettlementExample(t)
+	front, acted := cutFirstCommit(t, e, func(r *http.Request, proxy http.Handler) int {
+		rec := httptest.NewRecorder()
+		proxy.ServeHTTP(rec, r) // the real broker commits
+		return rec.Code
+	})
+	out, code := e.run(front, 100, "--init-balance", "150")
+	if status, ok := acted(); !ok || status != http.StatusOK {
+		t.Fatalf("the cut commit was answered %d by the server (sent: %v), want 200: the test tested nothing", status, ok)
+	}
+	if code != 0 || !strings.Contains(out, "committed by an earlier attempt") {
+		t.Fatalf("exit status %d, want 0 (committed, checked in the topic):\n%s", code, out)
+	}
+	assertSettled(t, e.ctx, e.db, e.srv, e.account, 50, 1)
+}
+
+// TestJavaSettlementExampleBranchLost: before the example's commit reaches Imago, an operator
+// rolls the prepared branch back heuristically and forgets it (real admin calls on the real
+// server), and the commit's connection is cut (cutFirstCommit). The retry gets XAER_NOTA as
+// after a commit, but the topic holds no message of the transaction: the example must say the
+// branch was lost, half committed (exit 4), not committed.
+func TestJavaSettlementExampleBranchLost(t *testing.T) {
+	e := newSettlementExample(t)
+	front, acted := cutFirstCommit(t, e, func(r *http.Request, _ http.Handler) int {
+		var body struct {
+			Xid json.RawMessage `json:"xid"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Errorf("read the commit's xid: %v", err)
+			return 0
+		}
+		status := 0
+		for _, step := range []struct{ path, body string }{
+			{"/v1/xa/heuristic", `{"xid": ` + string(body.Xid) + `, "decision": "rollback"}`},
+			{"/v1/xa/forget", `{"xid": ` + string(body.Xid) + `}`},
+		} {
+			resp, err := http.Post(e.srv.url()+step.path, "application/json", strings.NewReader(step.body))
+			if err != nil {
+				t.Errorf("POST %s: %v", step.path, err)
+				return 0
+			}
+			resp.Body.Close()
+			if status = resp.StatusCode; status != http.StatusOK {
+				t.Errorf("POST %s: %s", step.path, resp.Status)
+				return status
+			}
+		}
+		return status
+	})
+	out, code := e.run(front, 100, "--init-balance", "150")
+	if status, ok := acted(); !ok || status != http.StatusOK {
+		t.Fatalf("the operator's rollback and forget answered %d (sent: %v), want 200: the test tested nothing", status, ok)
+	}
+	if code != 4 || !strings.Contains(out, "branch lost") {
+		t.Fatalf("exit status %d, want 4 (branch lost):\n%s", code, out)
+	}
+	assertSettled(t, e.ctx, e.db, e.srv, e.account, 50, 0)
 }
 
 // assertSettled checks the balance, the number of settlement messages for the account (and

@@ -1,8 +1,10 @@
 import io.imago.xa.ImagoXAResource;
 import io.imago.xa.ImagoXid;
+import io.imago.xa.Json;
 import io.imago.xa.XACodes;
 import java.io.IOException;
 import java.net.URI;
+import java.net.URLEncoder;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
@@ -15,11 +17,13 @@ import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.UUID;
 import javax.sql.XAConnection;
 import javax.transaction.xa.XAException;
@@ -43,8 +47,18 @@ import org.postgresql.xa.PGXADataSource;
  * </ol>
  * A failure before the decision rolls back every branch that was started.
  *
- * <p>Exit status: 0 committed; 3 rolled back (e.g. insufficient funds); 4 in doubt (a phase-2
- * call kept failing: recover() lists the branch and the decision log says what to do); 1 error.
+ * <p>A commit retried after XAER_RMFAIL (no answer: the first attempt may have committed the
+ * branch) and then answered XAER_NOTA (the resource knows no such branch) most likely found the
+ * branch already committed by that first attempt, since a resource forgets a branch once it is
+ * committed. For Imago's branch the example checks it: the committed messages are appended after
+ * the partitions' ends read before phase 2, so it looks for its own message there
+ * ({@link TopicLookup}). For another resource it can only say "probably committed".
+ *
+ * <p>Exit status: 0 committed (checked, where a commit's answer was lost); 3 rolled back (e.g.
+ * insufficient funds); 4 not known to be committed everywhere: in doubt (a phase-2 call kept
+ * failing: recover() lists the branch and the decision log says what to do), probably committed
+ * (a retried commit answered XAER_NOTA and the outcome could not be checked: verify), or a branch
+ * lost (Imago answered XAER_NOTA and its message is not in the topic); 1 error.
  */
 public final class SettlementExample {
     /** Our format id ("STL"), so that recovery can tell our branches from others. */
@@ -52,6 +66,20 @@ public final class SettlementExample {
 
     /** One enlisted resource and its branch. */
     record Branch(String name, XAResource xa, Xid xid) {}
+
+    /** What phase 2 knows of a branch's commit. */
+    enum Outcome {
+        /** The resource answered the commit: committed. */
+        COMMITTED,
+        /** A retry answered XAER_NOTA after an attempt that may have committed; the lookup found the work. */
+        COMMITTED_EARLIER,
+        /** A retry answered XAER_NOTA after an attempt that may have committed; nothing could check it. */
+        PROBABLY_COMMITTED,
+        /** XAER_NOTA after an attempt that may have committed, and the lookup shows the work is not there. */
+        LOST,
+        /** The commit kept failing, or a heuristic or protocol answer: in doubt. */
+        IN_DOUBT
+    }
 
     public static void main(String[] args) throws Exception {
         Map<String, String> o = new LinkedHashMap<>();
@@ -80,16 +108,17 @@ public final class SettlementExample {
         setUp(ds, o.get("--imago"), o.get("--token"), topic, account, o.get("--init-balance"));
 
         ImagoXAResource imago = ImagoXAResource.builder(o.get("--imago")).token(o.get("--token")).build();
+        TopicLookup lookup = new TopicLookup(o.get("--imago"), o.get("--token"), topic);
         XAConnection pgConn = ds.getXAConnection();
         try {
-            System.exit(settle(pgConn, imago, Path.of(o.get("--decision-log")), topic, account, amount));
+            System.exit(settle(pgConn, imago, lookup, Path.of(o.get("--decision-log")), topic, account, amount));
         } finally {
             pgConn.close();
         }
     }
 
-    static int settle(XAConnection pgConn, ImagoXAResource imago, Path decisionLog, String topic,
-            String account, long amount) throws SQLException, IOException {
+    static int settle(XAConnection pgConn, ImagoXAResource imago, TopicLookup lookup, Path decisionLog,
+            String topic, String account, long amount) throws SQLException, IOException {
         String gtrid = "settle-" + UUID.randomUUID();
         Branch pg = new Branch("postgresql", pgConn.getXAResource(), ImagoXid.of(FORMAT_ID, gtrid, "pg"));
         Branch mq = new Branch("imago", imago, ImagoXid.of(FORMAT_ID, gtrid, "imago"));
@@ -160,22 +189,63 @@ public final class SettlementExample {
         }
         log(decisionLog, gtrid, "commit", "all voted yes");
 
+        // Where the topic ends before phase 2: Imago appends a committed branch's messages after
+        // it, so a commit whose answer was lost can be checked there. Null when it cannot be read.
+        Map<Integer, Long> endsBefore = lookup.ends();
+
         // Phase 2: commit every prepared branch, retrying while a resource manager is down.
-        boolean inDoubt = false;
+        Map<Branch, Outcome> outcomes = new LinkedHashMap<>();
         for (Branch b : prepared) {
-            if (!commitWithRetry(b)) {
-                inDoubt = true;
+            Outcome out = commitWithRetry(b);
+            if (out == Outcome.PROBABLY_COMMITTED && b == mq) {
+                out = lookup.check(endsBefore, gtrid);
+            }
+            outcomes.put(b, out);
+        }
+        return report(outcomes, gtrid, topic, account, amount);
+    }
+
+    /** Says what phase 2 knows, and returns the exit status. */
+    static int report(Map<Branch, Outcome> outcomes, String gtrid, String topic, String account, long amount) {
+        List<String> lost = new ArrayList<>();
+        List<String> probable = new ArrayList<>();
+        List<String> inDoubt = new ArrayList<>();
+        for (Map.Entry<Branch, Outcome> e : outcomes.entrySet()) {
+            switch (e.getValue()) {
+                case LOST -> lost.add(e.getKey().name());
+                case PROBABLY_COMMITTED -> probable.add(e.getKey().name());
+                case IN_DOUBT -> inDoubt.add(e.getKey().name());
+                default -> { }
             }
         }
-        if (inDoubt) {
-            System.out.println("in doubt " + gtrid + ": decided commit; recover() and the decision log finish it");
+        if (!lost.isEmpty()) {
+            System.out.println("branch lost " + gtrid + ": decided commit, but " + String.join(", ", lost)
+                    + " answered XAER_NOTA and holds none of its work: the settlement is half committed; resend"
+                    + " the message or compensate the debit");
+            return 4;
+        }
+        if (!inDoubt.isEmpty()) {
+            System.out.println("in doubt " + gtrid + ": decided commit; " + String.join(", ", inDoubt)
+                    + " did not confirm its commit: recover() and the decision log finish it");
+            return 4;
+        }
+        if (!probable.isEmpty()) {
+            System.out.println("probably committed " + gtrid + ": " + String.join(", ", probable) + " answered"
+                    + " XAER_NOTA to a retried commit whose first attempt may have committed the branch (a committed"
+                    + " branch is forgotten); verify that its work is there");
             return 4;
         }
         System.out.println("committed " + gtrid + ": debited " + amount + " from " + account + ", published to " + topic);
         return 0;
     }
 
-    static boolean commitWithRetry(Branch b) {
+    /**
+     * Commits a prepared branch, retrying XAER_RMFAIL and XA_RETRY. XAER_RMFAIL may come after the
+     * resource committed (the answer was lost on the way), so XAER_NOTA to a later attempt most
+     * likely means that attempt committed it: PROBABLY_COMMITTED, for the caller to check.
+     */
+    static Outcome commitWithRetry(Branch b) {
+        boolean mayHaveCommitted = false;
         for (int attempt = 1; attempt <= 5; attempt++) {
             try {
                 if (b.xa() instanceof ImagoXAResource) {
@@ -185,21 +255,124 @@ public final class SettlementExample {
                     b.xa().commit(b.xid(), false);
                     System.out.println("commit " + b.name() + ": ok");
                 }
-                return true;
+                return Outcome.COMMITTED;
             } catch (XAException e) {
                 System.out.println("commit " + b.name() + " (attempt " + attempt + "): " + describe(e));
-                if (e.errorCode != XAException.XAER_RMFAIL && e.errorCode != XAException.XA_RETRY) {
-                    return false; // heuristic or protocol answer: an operator must look
+                if (e.errorCode == XAException.XAER_NOTA && mayHaveCommitted) {
+                    return Outcome.PROBABLY_COMMITTED;
                 }
+                if (e.errorCode != XAException.XAER_RMFAIL && e.errorCode != XAException.XA_RETRY) {
+                    return Outcome.IN_DOUBT; // heuristic or protocol answer: an operator must look
+                }
+                mayHaveCommitted |= e.errorCode == XAException.XAER_RMFAIL;
                 try {
                     Thread.sleep(200L * attempt);
                 } catch (InterruptedException ie) {
                     Thread.currentThread().interrupt();
-                    return false;
+                    return Outcome.IN_DOUBT;
                 }
             }
         }
-        return false;
+        return Outcome.IN_DOUBT;
+    }
+
+    /**
+     * Reads the topic over Imago's HTTP API to check a commit whose answer was lost: the ends of
+     * its partitions before phase 2 ({@link #ends}), then whether the transaction's message (its
+     * value's "gtrid") was appended after them ({@link #check}). It needs the right to read the
+     * topic; without it, or with the broker unreachable, the outcome stays "probably committed".
+     */
+    static final class TopicLookup {
+        private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+        private final String base;
+        private final String token;
+        private final String topic;
+
+        TopicLookup(String imagoUrl, String token, String topic) {
+            this.base = imagoUrl.replaceAll("/+$", "") + "/v1/topics/" + URLEncoder.encode(topic, StandardCharsets.UTF_8);
+            this.token = token;
+            this.topic = topic;
+        }
+
+        /** The end offset of each partition, or null (said why) when they cannot be read. */
+        Map<Integer, Long> ends() {
+            try {
+                return readEnds();
+            } catch (Exception e) {
+                System.out.println("read the ends of " + topic + ": " + describe(e)
+                        + " (a commit whose answer is lost cannot be checked)");
+                return null;
+            }
+        }
+
+        private Map<Integer, Long> readEnds() throws IOException, InterruptedException {
+            Map<Integer, Long> out = new TreeMap<>();
+            for (Object p : list(get(""), "partitions")) {
+                Map<?, ?> m = (Map<?, ?>) p;
+                out.put(((Number) m.get("partition")).intValue(), ((Number) m.get("end_offset")).longValue());
+            }
+            return out;
+        }
+
+        /**
+         * COMMITTED_EARLIER when a message of gtrid is in the topic after the ends read before
+         * phase 2 (before == null: nothing to compare with), LOST when none is, PROBABLY_COMMITTED
+         * when the topic cannot be read.
+         */
+        Outcome check(Map<Integer, Long> before, String gtrid) {
+            if (before == null) {
+                return Outcome.PROBABLY_COMMITTED;
+            }
+            try {
+                for (Map.Entry<Integer, Long> e : readEnds().entrySet()) {
+                    int p = e.getKey();
+                    long end = e.getValue();
+                    for (long off = before.getOrDefault(p, 0L); off < end; ) {
+                        Map<String, Object> r = get("/partitions/" + p + "/messages?offset=" + off + "&max_messages=1000");
+                        for (Object m : list(r, "messages")) {
+                            Map<?, ?> msg = (Map<?, ?>) m;
+                            if (msg.get("value") instanceof Map<?, ?> v && gtrid.equals(v.get("gtrid"))) {
+                                System.out.println("commit imago: committed by an earlier attempt (its answer was lost):"
+                                        + " the message of " + gtrid + " is at " + topic + " partition " + p
+                                        + " offset " + msg.get("offset"));
+                                return Outcome.COMMITTED_EARLIER;
+                            }
+                        }
+                        long next = ((Number) r.get("next_offset")).longValue();
+                        if (next <= off) {
+                            break;
+                        }
+                        off = next;
+                    }
+                }
+            } catch (Exception e) {
+                System.out.println("check the commit in " + topic + ": " + describe(e));
+                return Outcome.PROBABLY_COMMITTED;
+            }
+            System.out.println("commit imago: no message of " + gtrid + " in " + topic
+                    + " after the partitions' ends before phase 2 " + before);
+            return Outcome.LOST;
+        }
+
+        private Map<String, Object> get(String path) throws IOException, InterruptedException {
+            HttpRequest.Builder rb = HttpRequest.newBuilder(URI.create(base + path)).timeout(Duration.ofSeconds(10))
+                    .header("Accept", "application/json").GET();
+            if (token != null) {
+                rb.header("Authorization", "Bearer " + token);
+            }
+            HttpResponse<String> r = http.send(rb.build(), HttpResponse.BodyHandlers.ofString());
+            if (r.statusCode() != 200) {
+                throw new IOException("GET " + base + path + ": " + r.statusCode() + " " + r.body());
+            }
+            return Json.parseObject(r.body());
+        }
+
+        private static List<?> list(Map<String, Object> m, String field) throws IOException {
+            if (m.get(field) instanceof List<?> l) {
+                return l;
+            }
+            throw new IOException("an answer without \"" + field + "\": " + m);
+        }
     }
 
     /** Appends "time gtrid decision reason" to the decision log and fsyncs it. */
