@@ -41,4 +41,11 @@ const (
 	// node's id. A member that gets such a request and does not serve answers no_leader
 	// instead of forwarding it again.
 	HeaderForwardedBy = "Imago-Forwarded-By"
+	// HeaderForwardedFor is the address (host:port) of the client whose request a member
+	// forwarded to the leader, and HeaderForwardedSig the member's signature of it with the
+	// cluster's forward secret (cluster.forward_secret_env). The leader names that client in
+	// its audit records (an operator's resolve or heuristic decision) only when the signature
+	// is valid; a member without the secret sends neither.
+	HeaderForwardedFor = "Imago-Forwarded-For"
+	HeaderForwardedSig = "Imago-Forwarded-Sig"
 )

@@ -172,6 +172,7 @@ func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = ""
 	pr.SetXForwarded()
 	pr.Out.Header.Set(api.HeaderForwardedBy, f.selfID)
+	f.s.signForward(pr.Out, f.selfID, pr.In.RemoteAddr) // the client's address, for the leader's audit records
 	if m := pr.Out.Method; m != http.MethodGet && m != http.MethodHead && (pr.Out.Body == nil || pr.Out.Body == http.NoBody) {
 		// Go's transport resends a bodiless request that carries an Idempotency-Key when a
 		// kept-alive connection dies after the leader read it: the leader could then apply a

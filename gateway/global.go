@@ -383,7 +383,8 @@ func (s *Server) handleListGlobalTx(w http.ResponseWriter, r *http.Request) erro
 
 // handleResolveGlobalTx records an operator's decision on an in_doubt transaction:
 // POST /v1/global-transactions/{id}/resolve {"decision": "commit" | "rollback"} (admin).
-// Who (the token's name, the operator field, the remote address) and when are logged and
+// Who (the token's name, the operator field, the client's address: in a cluster, the one a
+// follower that forwarded the request vouched for, cluster_client.go) and when are logged and
 // kept in the decision log.
 func (s *Server) handleResolveGlobalTx(w http.ResponseWriter, r *http.Request) error {
 	g, err := s.globalTx()
@@ -407,7 +408,7 @@ func (s *Server) handleResolveGlobalTx(w http.ResponseWriter, r *http.Request) e
 	if req.Operator != "" {
 		by += " (operator " + req.Operator + ")"
 	}
-	by += " from " + r.RemoteAddr
+	by += " from " + s.clientAddr(r)
 	in, err := g.c.Resolve(r.Context(), id, xa.Decision(req.Decision), by)
 	if err != nil {
 		return err

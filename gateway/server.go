@@ -75,6 +75,13 @@ type Options struct {
 	// Forward is what a member that does not serve does with such a request: ForwardProxy
 	// (the default: send it to the leader and return its answer) or ForwardRedirect (307).
 	Forward string
+	// ForwardSecret (cluster mode), the same on every member, lets the leader trust the
+	// client address a member says it forwarded a request for: the member signs it
+	// (Imago-Forwarded-Sig), and the leader's audit records (an operator's resolve or
+	// heuristic decision) name that client instead of the member (cluster_client.go). Empty:
+	// nothing is signed, and a forwarded request is recorded by the member's address, marked
+	// so.
+	ForwardSecret []byte
 	// MaxApplyLag (cluster mode): /readyz answers 503 not_ready while this member's applied
 	// raft index is more than this many entries behind the commit index a leader announced (a node
 	// catching up after a restart). 0 means DefaultMaxApplyLag.

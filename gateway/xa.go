@@ -273,10 +273,10 @@ func (s *Server) handleXAHeuristic(w http.ResponseWriter, r *http.Request) error
 	by := tokenName(w)
 	if err := s.b.XAHeuristic(r.Context(), body.xid, commit); err != nil {
 		s.log.Warn("heuristic decision refused", "xid", body.xid.String(), "decision", body.decision, "by", by,
-			"remote", r.RemoteAddr, "err", err)
+			"remote", s.clientAddr(r), "err", err)
 		return s.xaCounted(err)
 	}
-	s.log.Warn("heuristic decision", "xid", body.xid.String(), "decision", body.decision, "by", by, "remote", r.RemoteAddr)
+	s.log.Warn("heuristic decision", "xid", body.xid.String(), "decision", body.decision, "by", by, "remote", s.clientAddr(r))
 	s.metrics.txEnded(kindXA, outcome)
 	return writeJSON(w, http.StatusOK, api.XAState{State: state})
 }

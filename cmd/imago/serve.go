@@ -286,6 +286,7 @@ func (s *server) openGateway(ctx context.Context) error {
 		Operations:        s.ops,
 		Cluster:           s.gatewayCluster(),
 		Forward:           cfg.Cluster.Forward,
+		ForwardSecret:     []byte(cfg.Cluster.ForwardSecret),
 	})
 	if err != nil {
 		return fmt.Errorf("start HTTP gateway: %w", err)

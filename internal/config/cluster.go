@@ -33,6 +33,15 @@ type Cluster struct {
 	TickInterval time.Duration `yaml:"tick_interval"`
 	// ElectionTicks is how many ticks without a leader start an election. Default 10.
 	ElectionTicks int `yaml:"election_ticks"`
+	// ForwardSecretEnv names the environment variable that holds the forward secret, the
+	// same on every member (at least 16 bytes): a member that forwards a request to the leader
+	// signs the client's address with it, so that the leader's audit records (an operator's
+	// resolve of a global transaction, a heuristic decision) name the client, not the member.
+	// Unset: the leader records a forwarded request by the member's address, marked so.
+	ForwardSecretEnv string `yaml:"forward_secret_env"`
+	// ForwardSecret is the value of the variable ForwardSecretEnv names, filled by Load; never
+	// read from the file.
+	ForwardSecret string `yaml:"-"`
 
 	// Bootstrap and Join are serve's --bootstrap-cluster and --join-cluster, never read from a
 	// file: a data directory without raft state starts only with one of them (docs/cluster.md).
@@ -86,6 +95,25 @@ func (c Cluster) ListenRaftAddr() string {
 	}
 	self, _ := c.Self()
 	return self.RaftAddr
+}
+
+// MinForwardSecret is the shortest forward secret accepted, in bytes.
+const MinForwardSecret = 16
+
+// resolveForwardSecret fills ForwardSecret from the variable ForwardSecretEnv names.
+func (c *Cluster) resolveForwardSecret(lookup func(string) (string, bool)) error {
+	if c.ForwardSecretEnv == "" {
+		return nil
+	}
+	v, ok := lookup(c.ForwardSecretEnv)
+	switch {
+	case !ok || v == "":
+		return fmt.Errorf("cluster.forward_secret_env names %s, which is not set or empty; export it (the same secret on every member) or remove the key", c.ForwardSecretEnv)
+	case len(v) < MinForwardSecret:
+		return fmt.Errorf("cluster.forward_secret_env: %s holds %d bytes; the forward secret needs at least %d", c.ForwardSecretEnv, len(v), MinForwardSecret)
+	}
+	c.ForwardSecret = v
+	return nil
 }
 
 // Messages of the cluster-mode refusals (the tests and docs/cluster.md quote them).

@@ -73,6 +73,37 @@ func TestLoadCluster(t *testing.T) {
 	}
 }
 
+// cluster.forward_secret_env names the variable of the secret members sign forwarded client
+// addresses with; the secret comes from there, never from the file, and must be long enough.
+func TestLoadClusterForwardSecret(t *testing.T) {
+	file := writeFile(t, clusterFile+"  forward_secret_env: IMAGO_TEST_FORWARD_SECRET\n")
+	c, err := load(file, envMap(map[string]string{"IMAGO_TEST_FORWARD_SECRET": "sixteen-bytes-ok"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cluster.ForwardSecretEnv != "IMAGO_TEST_FORWARD_SECRET" || c.Cluster.ForwardSecret != "sixteen-bytes-ok" {
+		t.Fatalf("forward secret not resolved: env %q", c.Cluster.ForwardSecretEnv)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	for env, want := range map[string]string{
+		"":                "IMAGO_TEST_FORWARD_SECRET, which is not set or empty",
+		"fifteen-bytes-x": "holds 15 bytes; the forward secret needs at least 16",
+	} {
+		m := map[string]string{}
+		if env != "" {
+			m["IMAGO_TEST_FORWARD_SECRET"] = env
+		}
+		if _, err := load(file, envMap(m)); err == nil || !strings.Contains(err.Error(), want) || (env != "" && strings.Contains(err.Error(), env)) {
+			t.Errorf("secret %q: %v, want an error saying %q (and not the secret)", env, err, want)
+		}
+	}
+	if c, err := load(writeFile(t, clusterFile), envMap(nil)); err != nil || c.Cluster.ForwardSecret != "" {
+		t.Fatalf("no forward_secret_env: secret set or error %v", err)
+	}
+}
+
 func TestValidateCluster(t *testing.T) {
 	valid := func(c *Config) {
 		c.Offsets = Offsets{Store: "postgres", DSN: "postgres://x", GroupCommit: time.Millisecond}

@@ -18,8 +18,9 @@ import (
 const EnvPrefix = "IMAGO_"
 
 // Load returns the configuration: Default, then the YAML file at path (an empty path means no
-// file), then the IMAGO_* environment overrides, with token_env references resolved. A key the
-// file does not know is an error that names it. Load does not call Validate.
+// file), then the IMAGO_* environment overrides, with token_env references and
+// cluster.forward_secret_env resolved. A key the file does not know is an error that names it.
+// Load does not call Validate.
 func Load(path string) (Config, error) {
 	return load(path, os.LookupEnv)
 }
@@ -39,6 +40,9 @@ func load(path string, lookup func(string) (string, bool)) (Config, error) {
 		return Config{}, err
 	}
 	if err := cfg.resolveTokens(lookup); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Cluster.resolveForwardSecret(lookup); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
