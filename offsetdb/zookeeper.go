@@ -140,6 +140,21 @@ func (s *ZooKeeperStore) get(ctx context.Context, p string) ([]byte, *zk.Stat, e
 	return g.data, g.st, err
 }
 
+// syncRead makes the reads that follow on this session see every write the ZooKeeper ensemble
+// had committed when it is called (ZooKeeper's sync). A session reads from the server it is
+// connected to, which may lag the ensemble's leader; this session's own writes are always
+// visible to it, but in a cluster the offsets a former Imago leader committed through its own
+// session are not, and a new leader that read a lagging server would start its members at
+// offsets already passed (messages delivered again). Get and List, which start partitions and
+// report offsets, sync first: one round trip to the ensemble's leader per call.
+func (s *ZooKeeperStore) syncRead(ctx context.Context, p string) error {
+	_, err := zkCall(ctx, s.conn, func() (string, error) { return s.conn.Sync(p) })
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil
+	}
+	return err
+}
+
 // children lists a znode's children, bounded by ctx.
 func (s *ZooKeeperStore) children(ctx context.Context, p string) ([]string, error) {
 	return zkCall(ctx, s.conn, func() ([]string, error) {
@@ -322,6 +337,9 @@ func (s *ZooKeeperStore) Get(ctx context.Context, group, topic string, partition
 		return Offset{}, false, err
 	}
 	k := Key{group, topic, partition}
+	if err := s.syncRead(ctx, s.znode(k)); err != nil {
+		return Offset{}, false, fmt.Errorf("offsetdb: zookeeper: sync before reading %s: %w", s.znode(k), err)
+	}
 	data, st, err := s.get(ctx, s.znode(k))
 	if errors.Is(err, zk.ErrNoNode) {
 		return Offset{}, false, nil
@@ -342,6 +360,9 @@ func (s *ZooKeeperStore) List(ctx context.Context, group string) ([]Offset, erro
 		return nil, err
 	}
 	base := path.Join(s.root, "consumers", group, "offsets")
+	if err := s.syncRead(ctx, base); err != nil {
+		return nil, fmt.Errorf("offsetdb: zookeeper: sync before listing %s: %w", base, err)
+	}
 	topics, err := s.children(ctx, base)
 	if errors.Is(err, zk.ErrNoNode) {
 		return nil, nil
