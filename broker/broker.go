@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -25,6 +26,7 @@ type Broker struct {
 	log    *commitLog
 	dedupe *dedupe.Store
 	opened reading // both clocks at Open (clock.go)
+	found  int64   // the newest timestamp (unix ms) of the data Open read (clock.go); set by Open
 
 	topicMu     sync.Mutex // serialises topic creation; guards metas, nextTopicID
 	metas       []topicMeta
@@ -167,6 +169,7 @@ func (b *Broker) lockDir() error {
 
 func (b *Broker) open() error {
 	b.opened = b.clock() // the ages of what Open finds count from here (clock.go)
+	b.found = math.MinInt64
 	// Temporary files of atomic replacements cut short by a crash (".tmp" is the fixed name
 	// earlier versions used).
 	for _, name := range []string{topicsFileName, checkpointFileName} {
@@ -212,17 +215,27 @@ func (b *Broker) open() error {
 	if cp != nil {
 		dcp = cp.Dedupe
 	}
-	b.dedupe, err = dedupe.Open(dedupe.Options{Dir: filepath.Join(b.opts.Dir, "dedupe"), Window: b.opts.IdempotencyWindow, Now: b.opts.Now, Elapsed: b.opts.Elapsed}, dcp)
-	if err != nil {
-		return fmt.Errorf("open idempotency store: %w", err)
-	}
+	// The idempotency store opens once recovery has read the log: what it finds is aged
+	// against the newest timestamp of the broker's data (b.found, clock.go), and the keys of
+	// the log after its durable point are added to it then.
+	keysFrom := int64(-1)
 	if b.opts.Replicated {
-		err = b.recoverReplicated(cp)
+		err = b.recoverReplicated(cp) // raft re-delivers the entries after the checkpoint
 	} else {
-		err = b.recover(cp)
+		keysFrom, err = b.recover(cp)
 	}
 	if err != nil {
 		return err
+	}
+	b.noteIndexTimes() // clock.go
+	b.dedupe, err = dedupe.Open(dedupe.Options{Dir: filepath.Join(b.opts.Dir, "dedupe"), Window: b.opts.IdempotencyWindow, Now: b.opts.Now, Elapsed: b.opts.Elapsed, Newest: max(b.found, 0)}, dcp)
+	if err != nil {
+		return fmt.Errorf("open idempotency store: %w", err)
+	}
+	if keysFrom >= 0 {
+		if err := b.replayKeys(keysFrom); err != nil { // recovery.go
+			return err
+		}
 	}
 	b.markSyncedLocked()
 	b.log.onSync = func(d time.Duration) {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	"github.com/imagomq/imago/broker/internal/dedupe"
 	"github.com/imagomq/imago/internal/fsutil"
@@ -19,8 +18,9 @@ import (
 //     index), a checkpoint past the end of the log, or no checkpoint at all means a full
 //     rebuild: the index directory is dropped and the whole log is replayed.
 //  2. Replay the log from the checkpoint position: every batch is verified (header CRC, each
-//     record's CRC, record count); its records are re-indexed and its idempotency key
-//     remembered again.
+//     record's CRC, record count) and its records are re-indexed. Once recovery is done and the
+//     idempotency store open, the keys of the replayed batches are remembered again
+//     (replayKeys): they are aged against the newest timestamp the whole replay read (clock.go).
 //  3. The first batch that fails verification is the torn tail when no valid batch follows it
 //     anywhere in the log: the log is cut there. The cut bytes are copied to repair/ first, and
 //     any later segment is moved there whole, so nothing is destroyed silently. When a valid
@@ -36,7 +36,9 @@ import (
 // errRebuild asks for a full rebuild.
 var errRebuild = errors.New("index does not match the log")
 
-func (b *Broker) recover(cp *checkpointFile) error {
+// recover returns the log position from which the idempotency keys of the log are not in the
+// store's files (the checkpoint's position; the log's start without one): replayKeys adds them.
+func (b *Broker) recover(cp *checkpointFile) (int64, error) {
 	if cp != nil {
 		err := b.loadIndexes(cp)
 		if err == nil {
@@ -46,29 +48,29 @@ func (b *Broker) recover(cp *checkpointFile) error {
 			err = b.restoreDecisions(cp.Decisions)
 		}
 		if err == nil {
-			err = b.replay(cp.Position, false, cp.Position)
+			err = b.replay(cp.Position, false)
 		}
 		if err == nil {
-			return nil
+			return cp.Position, nil
 		}
 		if !errors.Is(err, errRebuild) {
-			return err
+			return 0, err
 		}
 		b.opts.Logger.Warn("rebuilding every index from the log", "reason", err)
 	}
 	if err := b.resetIndexes(); err != nil {
-		return err
+		return 0, err
 	}
 	clear(b.txs)
 	clear(b.decisions)
 	clear(b.decPending)
-	dedupeFrom := int64(0)
+	dedupeFrom := b.log.start()
 	if cp != nil {
 		dedupeFrom = cp.Position
 		// Decisions whose batches retention deleted live only in the checkpoint: keep them
 		// (later batches in the log override them).
 		if err := b.restoreDecisions(cp.Decisions); err != nil {
-			return err
+			return 0, err
 		}
 		// Heuristic outcomes whose batches retention deleted live only in the checkpoint:
 		// keep them (a forget later in the log still removes them).
@@ -79,20 +81,20 @@ func (b *Broker) recover(cp *checkpointFile) error {
 			}
 		}
 		if err := b.restoreTxs(heur); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	if err := b.replay(b.log.start(), true, dedupeFrom); err != nil {
-		return err
+	if err := b.replay(b.log.start(), true); err != nil {
+		return 0, err
 	}
 	if b.gapSeen && cp != nil {
 		if err := b.keepDroppedPrepares(cp); err != nil {
-			return err
+			return 0, err
 		}
 		b.keepDroppedDecisions(cp)
-		return b.keepDroppedEnds(cp)
+		return dedupeFrom, b.keepDroppedEnds(cp)
 	}
-	return nil
+	return dedupeFrom, nil
 }
 
 // keepDroppedPrepares runs after a full rebuild that met a dropped batch. A branch the
@@ -327,9 +329,9 @@ func (b *Broker) resetIndexes() error {
 }
 
 // replay re-indexes the log from pos to its end and cuts a torn tail. In a rebuild, a
-// partition's first record (or snapshot) sets its start; batches before dedupeFrom are
-// already in the idempotency store.
-func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
+// partition's first record (or snapshot) sets its start. The timestamps it reads count for
+// b.found (clock.go); the idempotency keys are added later (replayKeys).
+func (b *Broker) replay(pos int64, rebuild bool) error {
 	from := pos
 	end := b.log.end.Load()
 	byID := b.table.Load().byID
@@ -348,7 +350,10 @@ func (b *Broker) replay(pos int64, rebuild bool, dedupeFrom int64) error {
 			break
 		}
 		recs = bv.Records
-		if err := b.applyReplayed(pos, bv, byID, rebuild, pos >= dedupeFrom); err != nil {
+		if bv.Header.Type != batchGap { // a gap's time is the repair's, not the data's
+			b.found = max(b.found, bv.Header.Timestamp)
+		}
+		if err := b.applyReplayed(pos, bv, byID, rebuild, false); err != nil {
 			return err // errRebuild makes recover start over with a full rebuild
 		}
 		pos += int64(bv.Header.Length)
@@ -431,15 +436,58 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 		return err
 	}
 	if addDedupe && bv.Header.Flags&batchFlagKey != 0 {
-		if time.Duration(b.opts.Now().UnixMilli()-bv.Header.Timestamp)*time.Millisecond < b.opts.IdempotencyWindow {
-			if err := b.dedupe.Add(dedupe.Entry{Key: bv.Header.Key, Fingerprint: bv.Header.Fingerprint, Time: bv.Header.Timestamp, Offsets: offsets}); err != nil {
-				if b.dedupe.Err() != nil {
-					return fmt.Errorf("replay idempotency key: %w", err)
-				}
-				// A refused entry (not a store failure) must not keep the broker from opening.
-				b.opts.Logger.Warn("replay: idempotency key not remembered", "position", pos, "err", err)
+		return b.replayKey(pos, bv.Header, offsets)
+	}
+	return nil
+}
+
+// replayKey remembers the idempotency key of the keyed batch at pos again. The store ignores
+// one past the window, by both clocks, and ages one the broker's data held at Open as found
+// then (clock.go).
+func (b *Broker) replayKey(pos int64, h batchHeader, offsets []dedupe.Position) error {
+	if err := b.dedupe.Add(dedupe.Entry{Key: h.Key, Fingerprint: h.Fingerprint, Time: h.Timestamp, Offsets: offsets}); err != nil {
+		if b.dedupe.Err() != nil {
+			return fmt.Errorf("replay idempotency key: %w", err)
+		}
+		// A refused entry (not a store failure) must not keep the broker from opening.
+		b.opts.Logger.Warn("replay: idempotency key not remembered", "position", pos, "err", err)
+	}
+	return nil
+}
+
+// replayKeys remembers again the idempotency keys of the message batches from pos to the end
+// of what recovery applied (a single node; a cluster member's come with the entries raft
+// re-delivers). They wait for the store, which opens once the whole replay has read the
+// newest timestamp of the broker's data (clock.go): the batches are read a second time, from
+// the page cache (the log after the checkpoint: CheckpointInterval or CheckpointBytes).
+func (b *Broker) replayKeys(pos int64) error {
+	end := b.appliedPos
+	rd := newLogReader(b.log, pos, end)
+	var recs []record
+	for pos < end {
+		raw, err := rd.batch(pos)
+		if err != nil {
+			return fmt.Errorf("replay idempotency keys: %w", err)
+		}
+		h, err := parseBatchHeader(raw)
+		if err != nil {
+			return fmt.Errorf("replay idempotency keys: %w", err)
+		}
+		if h.Type == batchMessages && h.Flags&batchFlagKey != 0 {
+			bv, err := decodeBatch(raw, recs)
+			if err != nil {
+				return fmt.Errorf("replay idempotency keys: %w", err)
+			}
+			recs = bv.Records
+			offsets := make([]dedupe.Position, len(recs))
+			for i, r := range recs {
+				offsets[i] = dedupe.Position{Partition: int32(r.Partition), Offset: r.Offset}
+			}
+			if err := b.replayKey(pos, h, offsets); err != nil {
+				return err
 			}
 		}
+		pos += int64(h.Length)
 	}
 	return nil
 }

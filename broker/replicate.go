@@ -529,6 +529,7 @@ func (b *Broker) recoverReplicated(cp *checkpointFile) error {
 		}
 		recs = bv.Records
 		h := bv.Header
+		b.found = max(b.found, h.Timestamp) // clock.go
 		if h.Magic != raftMagic {
 			return fmt.Errorf("open replicated broker: log position %d holds a batch written outside cluster mode: this data directory was not a cluster member's", pos)
 		}

@@ -155,7 +155,7 @@ func (b *Broker) retentionStart(t *topic, p *partition, now reading, age time.Du
 		}
 		ageMs := age.Milliseconds()
 		wallOld := now.wall-newest.Timestamp > ageMs
-		seen := max(seg.seen, seenAt(newest.Timestamp, b.opened))
+		seen := max(seg.seen, b.foundSeen(newest.Timestamp))
 		expired := age > 0 && wallOld && now.mono-seen > ageMs
 		oversize := size > 0 && left-segBytes >= size
 		if age > 0 && wallOld && !expired && !oversize && !seg.stepWarned {

@@ -63,3 +63,67 @@ func TestWindowSurvivesWallClockStep(t *testing.T) {
 		})
 	}
 }
+
+// TestFoundEntriesSurviveWallClockStepWhileDown: a step of the wall clock made while no
+// process ran (the store closed, the wall clock moved 30 days, a new process's monotonic clock
+// starting at zero) forgets no entry found at Open, loaded from the files or added again by
+// the caller's replay: each is as old as it was against Options.Newest, the newest time the
+// caller's data held. Once the window has passed by both clocks since, they are forgotten.
+// Without Newest the wall clock alone ages them, as before.
+func TestFoundEntriesSurviveWallClockStepWhileDown(t *testing.T) {
+	for _, known := range []bool{true, false} {
+		t.Run(map[bool]string{true: "newest known", false: "newest unknown"}[known], func(t *testing.T) {
+			c, m := newClock(), &monoClock{}
+			dir := t.TempDir()
+			o := testOpts(dir, c) // window 1h, rotate 10m
+			o.Elapsed = m.Elapsed
+			s := mustOpen(t, o, Checkpoint{})
+			old := entry(0, c.ms.Load())
+			mustAdd(t, s, old)
+			c.set(c.at(10 * time.Minute)) // rotate: old's file is not the last one
+			m.advance(10 * time.Minute)
+			last := entry(1, c.ms.Load())
+			mustAdd(t, s, last)
+			cp := mustSync(t, s)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			files := fileNames(t, dir)
+
+			c.set(c.at(10*time.Minute + 30*24*time.Hour)) // the step, while down
+			m = &monoClock{}                              // a new process
+			o.Elapsed = m.Elapsed
+			if known {
+				o.Newest = last.Time
+			}
+			s = mustOpen(t, o, cp)
+			replayed := entry(2, last.Time) // the caller's replay of its log after cp
+			mustAdd(t, s, replayed)
+			if !known {
+				check(t, s, 3)
+				return
+			}
+			check(t, s, 3, old, last, replayed) // old is 10 minutes old, the others new
+			if err := s.Expire(); err != nil {
+				t.Fatal(err)
+			}
+			check(t, s, 3, old, last, replayed)
+			for _, f := range files {
+				if !slices.Contains(fileNames(t, dir), f) {
+					t.Fatalf("file %s deleted right after the restart; files %v", f, fileNames(t, dir))
+				}
+			}
+
+			m.advance(50*time.Minute + time.Millisecond) // old: past the window by both clocks
+			check(t, s, 3, last, replayed)
+			m.advance(10 * time.Minute) // all of them
+			if err := s.Expire(); err != nil {
+				t.Fatal(err)
+			}
+			check(t, s, 3)
+			if got := fileNames(t, dir); len(got) != 1 {
+				t.Fatalf("files once the window passed %v, want only the current one", got)
+			}
+		})
+	}
+}

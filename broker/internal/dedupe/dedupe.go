@@ -22,9 +22,18 @@
 // entry is counted twice: by the wall clock, and by the monotonic clock (Options.Elapsed), which
 // no step moves, from the moment the entry became known to this Store (added, or loaded by
 // Open) with the age the wall clock gave it then. An entry is forgotten only when both ages
-// are past the window. A step back keeps entries longer, until the wall clock catches up. Open
-// has only the wall clock: a step made while the broker was down counts in full. In memory an entry keeps its offsets as runs (partition, first offset, count),
-// the same shape as on disk; Get expands them into a new slice. See format.go for the file format.
+// are past the window. A step back keeps entries longer, until the wall clock catches up.
+//
+// Across a restart only the wall clock is known, and a step of it while the broker was down
+// (a host booting with its clock hours ahead) would age every entry at once. So an entry found
+// at Open, loaded from the files or added again by the caller's replay (a Time at or before
+// Options.Newest), is as old as the wall clock says but never older than it was against
+// Options.Newest, the newest time the caller's data held when it was last written: the time
+// no process wrote counts as none (openAge). After a real outage entries are then remembered
+// up to one more window of running time, which only keeps keys longer.
+//
+// In memory an entry keeps its offsets as runs (partition, first offset, count), the same
+// shape as on disk; Get expands them into a new slice. See format.go for the file format.
 //
 // Concurrency: Get may be called from any number of goroutines. Add, Sync, Expire and Close are
 // meant for one goroutine (the broker's flusher); they are serialized by a mutex and never make
@@ -85,6 +94,11 @@ type Options struct {
 	// has one; with a fake Now that has none it moves with Now). A test that steps Now's wall
 	// clock sets it.
 	Elapsed func() time.Duration
+	// Newest is the newest time (unix ms) the caller's data held at Open, when it was last
+	// written: entries of that time or older, loaded by Open or added again by the caller's
+	// replay, are aged no more than against it (package comment). 0: none known, such entries
+	// are as old as the wall clock says.
+	Newest int64
 }
 
 var errClosed = errors.New("dedupe: store is closed")
@@ -99,6 +113,8 @@ type Store struct {
 	elapsed  func() time.Duration
 	windowMs int64
 	rotateMs int64
+	opened   reading // both clocks at Open
+	newest   int64   // Options.Newest
 
 	mu sync.RWMutex // guards m; Get holds it shared, writers hold wmu too
 	m  map[Key]record
@@ -165,8 +181,10 @@ func Open(opts Options, cp Checkpoint) (*Store, error) {
 		elapsed:  opts.Elapsed,
 		windowMs: max(opts.Window.Milliseconds(), 1),
 		rotateMs: max(opts.Rotate.Milliseconds(), 1),
+		newest:   opts.Newest,
 		m:        make(map[Key]record),
 	}
+	s.opened = s.clock()
 	if err := s.recover(cp); err != nil {
 		return nil, fmt.Errorf("dedupe: open %s: %w", opts.Dir, err)
 	}
@@ -186,8 +204,26 @@ func (s *Store) clock() reading {
 // age zero: c.mono less the wall clock's age of t (none for a t in the future).
 func seenAt(t int64, c reading) int64 { return c.mono - max(c.wall-t, 0) }
 
+// foundSeen is seenAt for an entry of time t found at Open (loaded, or replayed by the caller):
+// its age at Open is openAge, then it ages by the monotonic clock.
+func (s *Store) foundSeen(t int64) int64 {
+	return s.opened.mono - openAge(t, s.newest, s.opened.wall)
+}
+
+// openAge is the age at Open of an entry of time t, when the newest time the caller's data
+// held is newest (all unix ms): its wall age at Open, but no more than t's age against newest
+// when t is not after it. Only the wall clock spans a restart; the cap makes a step of it
+// while no process ran count as no time (package comment). Never negative.
+func openAge(t, newest, now int64) int64 {
+	age := now - t
+	if t <= newest {
+		age = min(age, newest-t)
+	}
+	return max(age, 0)
+}
+
 // visible reports whether an entry of time t is still within the window at now by the wall
-// clock alone (Add's check of a new entry, Open's of a loaded one).
+// clock alone (Add's check of a conflicting entry's age against the new one).
 func (s *Store) visible(t, now int64) bool { return t >= now-s.windowMs }
 
 // live reports whether an entry of time t, seen at seen (seenAt), is still within the window
@@ -221,9 +257,10 @@ func (s *Store) Len() int {
 // Adding an entry that is already remembered with the same fingerprint and offsets is a no-op,
 // so an overlapping replay cannot double it. Adding a key that is remembered within the window
 // (of now and of e.Time) with another fingerprint or other offsets is an error and changes
-// nothing. An entry already
-// older than the window is ignored. Partitions and offsets must not be negative. After a write
-// error every later Add and Sync fails: reopen the store (the broker restarts and replays).
+// nothing. An entry already older than the window by both clocks is ignored; one whose Time is
+// at or before Options.Newest is aged as found at Open (the caller's replay). Partitions and
+// offsets must not be negative. After a write error every later Add and Sync fails: reopen
+// the store (the broker restarts and replays).
 func (s *Store) Add(e Entry) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -232,14 +269,18 @@ func (s *Store) Add(e Entry) error {
 	}
 	c := s.clock()
 	now := c.wall
-	if !s.visible(e.Time, now) {
+	seen := seenAt(e.Time, c)
+	if e.Time <= s.newest { // found at Open: the caller replays what it held (package comment)
+		seen = max(seen, s.foundSeen(e.Time))
+	}
+	if !s.live(e.Time, seen, c) {
 		return nil
 	}
 	runs, err := makeRuns(e.Offsets)
 	if err != nil {
 		return fmt.Errorf("dedupe: add %x: %w", e.Key, err)
 	}
-	rec := record{fp: e.Fingerprint, time: e.Time, seen: seenAt(e.Time, c), runs: runs}
+	rec := record{fp: e.Fingerprint, time: e.Time, seen: seen, runs: runs}
 	// Only writers change m and they hold wmu: reading it here needs no read lock.
 	// An old entry that had left the window when e was made is superseded, not a conflict:
 	// the key was used again after it expired (this matters on replay after the wall clock

@@ -60,7 +60,7 @@ func (s *Store) recover(cp Checkpoint) error {
 	}
 	slices.SortFunc(all, func(a, b found) int { return strings.Compare(a.name, b.name) })
 
-	c := s.clock()
+	c := s.opened
 	now := c.wall
 	cutoff := now - s.windowMs
 	if cp != (Checkpoint{}) && !slices.ContainsFunc(all, func(f found) bool { return f.created == cpCreated }) {
@@ -118,11 +118,11 @@ func (s *Store) load(name string, created, limit int64, c reading) (int64, error
 	}
 	fs := &file{name: name, created: created, newest: math.MinInt64, newSeen: math.MinInt64}
 	good, stop := scan(io.LimitReader(f, limit), func(k Key, rec record) {
-		// Loaded: as old as the wall clock says now, and older only by the monotonic clock.
-		rec.seen = seenAt(rec.time, c)
+		// Loaded: as old as found at Open (openAge), and older only by the monotonic clock.
+		rec.seen = s.foundSeen(rec.time)
 		fs.newest = max(fs.newest, rec.time)
 		fs.newSeen = max(fs.newSeen, rec.seen)
-		if !s.visible(rec.time, c.wall) {
+		if !s.live(rec.time, rec.seen, c) {
 			return
 		}
 		// A key can appear twice only when it was added again after it expired: the later
