@@ -115,7 +115,10 @@ func failureFor(err error) *failure {
 	case errors.Is(err, broker.ErrNotLeader):
 		return fail(codeUnavailable, "%s: this door does not forward; connect to the leader's (GET /v1/cluster names it)", msg)
 	case errors.Is(err, broker.ErrOutcomeUnknown):
-		return fail(codeUnavailable, "%s; retry only with the same idempotency key", msg)
+		// The text door has no idempotency key: a put sent again after this answer is a new
+		// put, stored a second time if the first one was. Say so, and how to find out.
+		return fail(codeUnavailable, "%s; a put sent again may be stored twice (the text protocol has no idempotency key): "+
+			"get the partition to see whether it is there first, or produce over HTTP with an Idempotency-Key, which is safe to retry", msg)
 	case errors.Is(err, broker.ErrClosed):
 		return fail(codeUnavailable, "%s; the server is shutting down, retry against a running one", msg)
 	case errors.Is(err, broker.ErrCorrupt):
