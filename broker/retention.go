@@ -43,10 +43,12 @@ func (b *Broker) runRetention() {
 // EnforceRetention runs one retention pass now. It is also run every RetentionCheckInterval.
 // In cluster mode only the serving leader decides, and its decision is a log record that every
 // member applies (retention_repl.go); each member then deletes the log segments it no longer
-// needs with CompactLog, which the periodic pass also runs.
+// needs with CompactLog, which the periodic pass also runs. Every member, leader or not,
+// forgets the idempotency keys past the window itself, as a single node does.
 func (b *Broker) EnforceRetention() {
 	if b.opts.Replicated {
 		b.proposeRetention()
+		b.expireKeys()
 		return
 	}
 	now := b.clock()
@@ -111,6 +113,14 @@ func (b *Broker) EnforceRetention() {
 			b.opts.Logger.Info("retention removed log segments", "bytes", freed, "before", minPos)
 		}
 	}
+	b.expireKeys()
+}
+
+// expireKeys forgets the idempotency keys past the window, in memory and their files (the
+// deletions are made durable by the next checkpoint). It is local: whether a key that has left
+// the window is still held or already forgotten, a batch applied with it is remembered the
+// same way (dedupe.Store.Add), so members need not expire together.
+func (b *Broker) expireKeys() {
 	if err := b.dedupe.Expire(); err != nil {
 		b.opts.Logger.Error("retention: expire idempotency keys", "err", err)
 	}
