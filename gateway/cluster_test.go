@@ -460,7 +460,9 @@ func TestClusterStatusEndpoint(t *testing.T) {
 }
 
 // The broker's cluster errors: a lost leadership is no_leader with Retry-After, an operation
-// a member cannot do yet is 501 naming it.
+// a member cannot do yet is 501 naming it. A write whose leader lost leadership after
+// proposing it is outcome_unknown: retry with the same key after Retry-After, not "after the
+// server restarted" (no restart is coming; that is for a single node whose disk write failed).
 func TestClusterBrokerErrors(t *testing.T) {
 	m := startMember(t, 1, Options{})
 	for _, tc := range []struct {
@@ -473,6 +475,8 @@ func TestClusterBrokerErrors(t *testing.T) {
 		{fmt.Errorf("produce: %w", broker.ErrNotLeader), http.StatusServiceUnavailable, api.CodeNoLeader, "leadership changed", true},
 		{fmt.Errorf("xa start: %w", broker.ErrNotInCluster), http.StatusNotImplemented, api.CodeNotInCluster, "POST /v1/xa/start is not available on a cluster member", false},
 		{fmt.Errorf("append: %w", broker.ErrOutcomeUnknown), http.StatusServiceUnavailable, api.CodeOutcomeUnknown, "same Idempotency-Key", true},
+		{fmt.Errorf("%w: %v", broker.ErrOutcomeUnknown, "cluster: outcome unknown: leadership lost after proposing at index 9 term 2"),
+			http.StatusServiceUnavailable, api.CodeOutcomeUnknown, "same Idempotency-Key, after Retry-After", true},
 	} {
 		w := httptest.NewRecorder()
 		m.s.writeError(w, httptest.NewRequest(http.MethodPost, "/v1/xa/start", nil), tc.err)
@@ -484,6 +488,14 @@ func TestClusterBrokerErrors(t *testing.T) {
 			(w.Header().Get("Retry-After") == "1") != tc.retry {
 			t.Errorf("%v: %d %v %s", tc.err, w.Code, w.Header(), w.Body)
 		}
+		if strings.Contains(e.Error.Message, "restart") {
+			t.Errorf("%v: %q sends the client to wait for a restart", tc.err, e.Error.Message)
+		}
+	}
+	// A single node whose write failed and whose cut could not be recorded: only a restart tells.
+	err := fmt.Errorf("%w: %w", broker.ErrOutcomeUnknown, fmt.Errorf("%w: %w, restart required: fsync: input/output error", broker.ErrClosed, broker.ErrStorage))
+	if ae := errorFor(err); ae.code != api.CodeOutcomeUnknown || !strings.Contains(ae.message, "after the server restarted") {
+		t.Errorf("%v: %s %q, want outcome_unknown saying to retry after the server restarted", err, ae.code, ae.message)
 	}
 }
 

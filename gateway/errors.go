@@ -112,9 +112,17 @@ func errorFor(err error) *apiError {
 			"%s: leadership changed while the request was handled; nothing was done, retry after Retry-After", msg)
 	case errors.Is(err, broker.ErrNotInCluster):
 		return newError(http.StatusNotImplemented, api.CodeNotInCluster, "%s", msg)
-	case errors.Is(err, broker.ErrOutcomeUnknown):
+	case errors.Is(err, broker.ErrOutcomeUnknown) && errors.Is(err, broker.ErrStorage):
+		// A single node whose write failed and that could not record where the restart cuts
+		// the log: only the restart can tell.
 		return newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
 			"%s; it may have been stored: retry only with the same Idempotency-Key, after the server restarted", msg)
+	case errors.Is(err, broker.ErrOutcomeUnknown):
+		// In a cluster: the leader lost its leadership after proposing the write. The next
+		// leader knows what was committed as soon as it serves; no restart is needed.
+		return newError(http.StatusServiceUnavailable, api.CodeOutcomeUnknown,
+			"%s; retry only with the same Idempotency-Key, after Retry-After: the retry answers the first outcome "+
+				"(sent again without the key, it is stored twice if the first attempt was)", msg)
 	case errors.Is(err, broker.ErrStorage):
 		return newError(http.StatusServiceUnavailable, api.CodeStorageFailed,
 			"%s; the request was not stored; the broker accepts writes again after a restart (see /readyz)", msg)
