@@ -223,11 +223,26 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		syncTime = time.Since(t)
 	}
 	if writeErr != nil {
-		b.fail(writeErr, reqs[stored:])
-		b.stateMu.Lock()
-		b.settle(reqs[:stored], now)
-		b.stateMu.Unlock()
+		reqErr := b.fail(writeErr, reqs[stored:])
+		// fail recorded the durable end of the log, where the restart cuts it. With fsync
+		// interval or never a request of this group counts as stored once written, but one
+		// written before a segment roll's fsync that failed lies past that end: it is cut, so it
+		// fails too instead of being acknowledged (and its key answered "duplicate") and lost.
+		// The durable end is a batch boundary: a batch that starts below it is wholly below it.
+		durable := b.log.durable.Load()
+		kept := reqs[:0:0]
 		for _, r := range reqs[:stored] {
+			if r.skipped || r.batchPos < durable {
+				kept = append(kept, r)
+				continue
+			}
+			r.err = reqErr
+			close(r.done)
+		}
+		b.stateMu.Lock()
+		b.settle(kept, now)
+		b.stateMu.Unlock()
+		for _, r := range kept {
 			close(r.done)
 		}
 		return buf[:0], entries[:0], unsynced
@@ -384,8 +399,9 @@ func (b *Broker) markSyncedLocked() {
 // what was acknowledged after write(2) is kept if it can still be made durable); the restart
 // cuts the log there, so reqs (answered with the error) are certainly not stored. When the mark
 // cannot be recorded, the log is cut at once instead (cutUnrecorded); when that fails too, reqs
-// are answered ErrOutcomeUnknown. Flusher only (tests call it while the flusher is idle).
-func (b *Broker) fail(err error, reqs []*produceReq) {
+// are answered ErrOutcomeUnknown. It returns the error reqs were answered with. Flusher only
+// (tests call it while the flusher is idle).
+func (b *Broker) fail(err error, reqs []*produceReq) error {
 	err = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
 	b.stateMu.Lock()
 	b.setFailedLocked(err)
@@ -415,6 +431,7 @@ func (b *Broker) fail(err error, reqs []*produceReq) {
 		r.err = reqErr
 		close(r.done)
 	}
+	return reqErr
 }
 
 // appendSnapshot writes the snapshot batch that starts every new segment: every partition's
