@@ -75,6 +75,14 @@ type Broker struct {
 	lastGapPos   int64     // the log position of the last dropped batch recovery met
 	failUnknown  error     // flusher only: set when the fail mark could not be recorded
 	failMarked   bool      // flusher only: fail ran (the mark is recorded, or failUnknown set)
+	// logFailed is set when a write or fsync of the log failed (fail): the restart cuts the
+	// log at its durable end.
+	logFailed atomic.Bool
+	// unsyncedKeys (fsync interval or never; guarded by stateMu) holds the batch position of
+	// each keyed request acknowledged, once written, since the last fsync that covered
+	// everything applied. Once the log has failed, a retry of one past the durable end, which
+	// the restart cuts, is answered with the failure, not "duplicate" (cutAtRestart).
+	unsyncedKeys map[dedupe.Key]int64
 
 	// Cluster mode (replicate.go, raftlog.go).
 	rlog            *RaftLog

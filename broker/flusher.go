@@ -343,6 +343,12 @@ func (b *Broker) settle(reqs []*produceReq, now int64) {
 				b.opts.Logger.Error("idempotency store add failed", "err", err)
 				b.idempotencyFailedLocked()
 			}
+			if b.opts.Fsync.Mode != FsyncAlways && r.batchPos >= b.log.durable.Load() {
+				if b.unsyncedKeys == nil {
+					b.unsyncedKeys = make(map[dedupe.Key]int64)
+				}
+				b.unsyncedKeys[r.key] = r.batchPos
+			}
 		}
 	}
 }
@@ -390,6 +396,7 @@ func (b *Broker) markSyncedLocked() {
 		}
 	}
 	b.syncedPos, b.syncedDedupe = b.appliedPos, b.dedupe.Mark()
+	clear(b.unsyncedKeys)
 }
 
 // fail puts the broker in the failed state after a write, fsync or index error: after a failed
@@ -403,6 +410,7 @@ func (b *Broker) markSyncedLocked() {
 // (tests call it while the flusher is idle).
 func (b *Broker) fail(err error, reqs []*produceReq) error {
 	err = fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err)
+	b.logFailed.Store(true)
 	b.stateMu.Lock()
 	b.setFailedLocked(err)
 	b.stateMu.Unlock()

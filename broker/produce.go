@@ -128,6 +128,9 @@ func (b *Broker) idemBegin(req *produceReq) (res ProduceResult, done bool, err e
 		if e.Fingerprint != req.fp {
 			return res, true, fmt.Errorf("%w: the key was first used %s", ErrIdempotencyReused, "with other messages")
 		}
+		if err := b.cutAtRestart(req.key); err != nil {
+			return res, true, err
+		}
 		res.Duplicate = true
 		res.Offsets = make([]Position, len(e.Offsets))
 		for i, o := range e.Offsets {
@@ -144,11 +147,31 @@ func (b *Broker) idemBegin(req *produceReq) (res ProduceResult, done bool, err e
 		if other.fp != req.fp {
 			return res, true, fmt.Errorf("%w: the key is in use by a request with other messages", ErrIdempotencyReused)
 		}
+		if err := b.cutAtRestart(req.key); err != nil {
+			return res, true, err
+		}
 		return ProduceResult{Offsets: append([]Position(nil), other.offsets...), Duplicate: true}, true, nil
 	}
 	b.inflight[req.key] = req
 	b.idemMu.Unlock()
 	return res, false, nil
+}
+
+// cutAtRestart returns the broker's failure when the log has failed and the keyed request
+// that key names lies past the log's durable end: with fsync interval or never it was
+// acknowledged once written, and the restart cuts it (fail mark). A retry of it is then
+// answered with the failure, not "duplicate" (which would tell the client it is stored), and
+// retried after the restart it is stored.
+func (b *Broker) cutAtRestart(key dedupe.Key) error {
+	if !b.logFailed.Load() {
+		return nil
+	}
+	b.stateMu.Lock()
+	defer b.stateMu.Unlock()
+	if pos, ok := b.unsyncedKeys[key]; ok && pos >= b.log.durable.Load() {
+		return b.failed
+	}
+	return nil
 }
 
 // submit queues req for the flusher and waits for its outcome.
