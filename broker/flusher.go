@@ -224,27 +224,7 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 	}
 	if writeErr != nil {
 		reqErr := b.fail(writeErr, reqs[stored:])
-		// fail recorded the durable end of the log, where the restart cuts it. With fsync
-		// interval or never a request of this group counts as stored once written, but one
-		// written before a segment roll's fsync that failed lies past that end: it is cut, so it
-		// fails too instead of being acknowledged (and its key answered "duplicate") and lost.
-		// The durable end is a batch boundary: a batch that starts below it is wholly below it.
-		durable := b.log.durable.Load()
-		kept := reqs[:0:0]
-		for _, r := range reqs[:stored] {
-			if r.skipped || r.batchPos < durable {
-				kept = append(kept, r)
-				continue
-			}
-			r.err = reqErr
-			close(r.done)
-		}
-		b.stateMu.Lock()
-		b.settle(kept, now)
-		b.stateMu.Unlock()
-		for _, r := range kept {
-			close(r.done)
-		}
+		b.answerStored(reqs[:stored], reqErr, now)
 		return buf[:0], entries[:0], unsynced
 	}
 
@@ -256,8 +236,8 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 			break
 		}
 	}
-	b.settle(reqs, now)
 	if indexErr == nil {
+		b.settle(reqs, now)
 		for _, pe := range entries {
 			pe.p.bytes.Add(int64(pe.e.Size))
 			pe.p.unsyncedBytes += int64(pe.e.Size)
@@ -279,11 +259,10 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 	}
 	b.stateMu.Unlock()
 	if indexErr != nil {
-		// Stored but not indexed: acknowledged, not readable until the restart indexes it.
-		b.fail(indexErr, nil)
-		for _, r := range reqs {
-			close(r.done)
-		}
+		// Stored but not indexed: acknowledged, not readable until the restart indexes it
+		// (unless fail's last fsync failed too: answerStored).
+		reqErr := b.fail(indexErr, nil)
+		b.answerStored(reqs, reqErr, now)
 		return buf, entries[:0], unsynced
 	}
 
@@ -325,6 +304,31 @@ func (b *Broker) flush(reqs []*produceReq, buf []byte, entries []pendingEntry, u
 		}
 	}
 	return buf, entries[:0], unsynced
+}
+
+// answerStored answers reqs, stored as the policy requires, once fail has recorded the durable
+// end of the log, where the restart cuts it: those below it are settled and acknowledged, the
+// rest get reqErr. With fsync interval or never a request counts as stored once written, but
+// when the fsync after it failed (a segment roll's, or fail's last one) it lies past that end
+// and is cut: acknowledging it (and answering its key "duplicate") would lose an acknowledged
+// message. The durable end is a batch boundary: a batch that starts below it is wholly below.
+func (b *Broker) answerStored(reqs []*produceReq, reqErr error, now int64) {
+	durable := b.log.durable.Load()
+	kept := reqs[:0:0]
+	for _, r := range reqs {
+		if r.skipped || r.batchPos < durable {
+			kept = append(kept, r)
+			continue
+		}
+		r.err = reqErr
+		close(r.done)
+	}
+	b.stateMu.Lock()
+	b.settle(kept, now)
+	b.stateMu.Unlock()
+	for _, r := range kept {
+		close(r.done)
+	}
 }
 
 // settle does what a stored request needs besides its index entries: its transaction callback
