@@ -105,3 +105,38 @@ func TestIdempotencyWindowExpires(t *testing.T) {
 		t.Fatalf("after the window: %+v %v", res, err)
 	}
 }
+
+// A keyed request whose key the idempotency store could not remember (too many messages, or
+// too many changes of partition, for one entry: dedupe.Fits) is refused before anything is
+// appended. It was appended and acknowledged while its key was dropped with a log line, so a
+// retry appended a second copy. The store's real limits need millions of messages; the test
+// makes them small (keyFits), and checks the real rule against the store in the dedupe tests.
+func TestIdempotencyKeyTooLargeToRemember(t *testing.T) {
+	defer func(f func(int, int) bool) { keyFits = f }(keyFits)
+	keyFits = func(n, runs int) bool { return n <= 4 && runs <= 2 }
+	b := mustOpen(t, testOptions(t, t.TempDir()))
+	defer b.Close()
+	mustCreate(t, b, "t", 2)
+	at := func(parts ...int) []Message {
+		var ms []Message
+		for _, p := range parts {
+			ms = append(ms, Message{Value: []byte("pay"), Partition: p})
+		}
+		return ms
+	}
+	for _, req := range [][]Message{at(0, 1, 0), at(0, 0, 0, 0, 0)} {
+		if _, err := b.Produce(context.Background(), "t", req, "big"); !errors.Is(err, ErrMessageTooLarge) {
+			t.Fatalf("keyed request of partitions %v: %v, want ErrMessageTooLarge", req, err)
+		}
+	}
+	if n := len(fetchAll(t, b, "t", 0)) + len(fetchAll(t, b, "t", 1)); n != 0 {
+		t.Fatalf("refused requests appended %d messages", n)
+	}
+	if _, err := b.Produce(context.Background(), "t", at(0, 1, 0), ""); err != nil {
+		t.Fatalf("the same request without a key: %v", err)
+	}
+	res, err := b.Produce(context.Background(), "t", at(0, 0, 1, 1), "fits")
+	if err != nil || res.Duplicate {
+		t.Fatalf("keyed request within the limits: %+v %v", res, err)
+	}
+}

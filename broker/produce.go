@@ -61,13 +61,18 @@ type produceReq struct {
 	settled chan struct{}
 }
 
+// keyFits reports whether the idempotency store can remember a request of n messages in runs
+// runs of one partition (dedupe.Fits); tests make it smaller.
+var keyFits = dedupe.Fits
+
 // Produce appends msgs to topic as one unit: all are appended or none, also across a crash.
 // It returns after the messages are durable under the fsync policy. With a non-empty
 // idempotencyKey a repeat within the idempotency window returns the first result with
 // Duplicate set and appends nothing; a repeat with different messages gets ErrIdempotencyReused.
 // Once the request is queued it is not abandoned when ctx ends (it may already be on disk).
 // Errors: ErrUnknownTopic, ErrUnknownPartition, ErrMessageTooLarge, ErrInvalidArgument,
-// ErrBackpressure, ErrIdempotencyReused, ErrClosed.
+// ErrBackpressure, ErrIdempotencyReused, ErrClosed. ErrMessageTooLarge also answers a keyed
+// request too large for its key to be remembered (dedupe.Fits), before anything is appended.
 func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, idempotencyKey string) (ProduceResult, error) {
 	if b.closed.Load() {
 		return ProduceResult{}, ErrClosed
@@ -95,6 +100,16 @@ func (b *Broker) Produce(ctx context.Context, topicName string, msgs []Message, 
 	}
 	if idempotencyKey == "" {
 		return b.submit(req)
+	}
+	runs := 1
+	for i := 1; i < len(req.parts); i++ {
+		if req.parts[i] != req.parts[i-1] {
+			runs++
+		}
+	}
+	if !keyFits(len(msgs), runs) {
+		return ProduceResult{}, fmt.Errorf("%w: an Idempotency-Key cannot remember a request of %d messages that changes partition %d times: send it as several requests",
+			ErrMessageTooLarge, len(msgs), runs-1)
 	}
 	req.hasKey = true
 	req.settled = make(chan struct{})

@@ -799,3 +799,30 @@ func BenchmarkAdd(b *testing.B) {
 		})
 	}
 }
+
+// Fits never says yes to an entry Add refuses for its size: at the largest number of runs Fits
+// allows, with every run at its largest encoding, Add takes the entry; one run more, Fits says no.
+func TestFitsMatchesAdd(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), Window: time.Hour}, Checkpoint{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	runs := 1
+	for Fits(runs+1, runs+1) {
+		runs++
+	}
+	if runs < 100_000 {
+		t.Fatalf("Fits allows only %d runs", runs)
+	}
+	offs := make([]Position, runs)
+	for i := range offs { // alternating partitions, offsets at the largest varint
+		offs[i] = Position{Partition: int32(math.MaxInt32 - i%2), Offset: math.MaxInt64 - int64(i)}
+	}
+	if err := s.Add(Entry{Key: Key{1}, Time: time.Now().UnixMilli(), Offsets: offs}); err != nil {
+		t.Fatalf("Add of an entry Fits allows (%d runs): %v", runs, err)
+	}
+	if Fits(maxOffsets+1, 1) {
+		t.Fatal("Fits allows more offsets than maxOffsets")
+	}
+}

@@ -77,6 +77,20 @@ type record struct {
 
 // makeRuns encodes offsets as maximal runs, in request order. Partitions and offsets must not be
 // negative.
+// maxRunBytes is the most one run takes in a frame: a partition (an int32, 5 bytes as a
+// uvarint), a first offset (10) and a count (at most maxOffsets: 4).
+const maxRunBytes = 5 + 10 + 4
+
+// Fits reports whether an entry of n offsets that change partition runs-1 times can be
+// remembered: Add refuses one with more offsets than maxOffsets or a frame larger than
+// maxPayload. It counts every run at its largest, so an entry that fits is never refused for
+// its size. The broker checks a request with an Idempotency-Key before appending it: a key
+// that cannot be remembered must not be accepted.
+func Fits(n, runs int) bool {
+	const fixed = 1 + len(Key{}) + 8 + 8 + binary.MaxVarintLen64
+	return n <= maxOffsets && runs <= (maxPayload-fixed)/maxRunBytes
+}
+
 func makeRuns(offs []Position) ([]run, error) {
 	if len(offs) > maxOffsets {
 		return nil, fmt.Errorf("%d offsets, more than the limit of %d", len(offs), maxOffsets)
