@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,6 +284,10 @@ func (cs *Consumer) loop(ctx context.Context, process processor) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			var gone *positionGoneError
+			if errors.As(err, &gone) {
+				return err
+			}
 			cs.cfg.logger.Warn("reading positions failed; retrying", "group", cs.group, "err", err)
 			if !pause() {
 				return nil
@@ -416,6 +421,12 @@ func (cs *Consumer) batches(ctx context.Context, msgs []FetchedMessage) ([]batch
 			ms = fromOffset(ms, pos)
 			if cs.fillGaps && len(ms) > 0 && ms[0].Offset > pos {
 				gap, err := cs.fetchRange(ctx, tp, pos, ms[0].Offset)
+				var e *Error
+				if errors.As(err, &e) && e.Code == api.CodeOffsetOutOfRange {
+					// Retention deleted what the stored offset points at: retrying cannot
+					// bring it back, and an operator must decide (as realign says).
+					return nil, &positionGoneError{tp: tp, stored: pos, start: e.StartOffset, err: err}
+				}
 				if err != nil {
 					return nil, err
 				}
@@ -429,6 +440,28 @@ func (cs *Consumer) batches(ctx context.Context, msgs []FetchedMessage) ([]batch
 	slices.SortFunc(out, func(a, b batch) int { return compareAssignments(a.tp, b.tp) })
 	return out, nil
 }
+
+// positionGoneError: the offset a transactional consumer's database holds for a partition is
+// below the partition's start (retention deleted messages the consumer never applied). Run
+// stops with it.
+type positionGoneError struct {
+	tp     Assignment
+	stored int64
+	start  *int64
+	err    error
+}
+
+func (e *positionGoneError) Error() string {
+	start := "unknown"
+	if e.start != nil {
+		start = strconv.FormatInt(*e.start, 10)
+	}
+	return fmt.Sprintf("transactional consumer: %s/%d: offset %d stored in the database is no longer in the topic (it starts at %s): "+
+		"retention deleted messages this consumer never applied; move the stored offset once they are accounted for",
+		e.tp.Topic, e.tp.Partition, e.stored, start)
+}
+
+func (e *positionGoneError) Unwrap() error { return e.err }
 
 // fromOffset returns the messages of msgs (sorted by offset) at offset off and after.
 func fromOffset(msgs []FetchedMessage, off int64) []FetchedMessage {

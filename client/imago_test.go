@@ -52,9 +52,12 @@ type imagoServer struct {
 	err  error
 }
 
-func openImago(dir string, opts gateway.Options) (*imagoServer, error) {
+func openImago(dir string, opts gateway.Options, tune ...func(*broker.Options)) (*imagoServer, error) {
 	bo := broker.NewOptions(dir)
 	bo.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, f := range tune {
+		f(&bo)
+	}
 	b, err := broker.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("open broker: %w", err)
@@ -72,13 +75,13 @@ func openImago(dir string, opts gateway.Options) (*imagoServer, error) {
 }
 
 // startImago starts a server of the test's own on dir (t.TempDir() when empty), stopped with
-// the test.
-func startImago(t testing.TB, dir string, opts gateway.Options) *imagoServer {
+// the test; tune changes the broker's options.
+func startImago(t testing.TB, dir string, opts gateway.Options, tune ...func(*broker.Options)) *imagoServer {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	s, err := openImago(dir, opts)
+	s, err := openImago(dir, opts, tune...)
 	if err != nil {
 		t.Fatal(err)
 	}
