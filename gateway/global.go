@@ -401,10 +401,7 @@ func (s *Server) handleResolveGlobalTx(w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	id := chi.URLParam(r, "id")
-	by := tokenName(w)
-	if by == "" {
-		by = "anonymous"
-	}
+	by := operatorName(w)
 	if req.Operator != "" {
 		by += " (operator " + req.Operator + ")"
 	}

@@ -91,6 +91,15 @@ func tokenName(w http.ResponseWriter) string {
 	return ""
 }
 
+// operatorName names who made an operator's decision (a resolve, a heuristic decision) in the
+// logs and records: the token's name, or "anonymous" without auth.
+func operatorName(w http.ResponseWriter) string {
+	if n := tokenName(w); n != "" {
+		return n
+	}
+	return "anonymous"
+}
+
 // addMessages runs add (AddTx or XAAdd) and, when a topic is unknown and the server
 // auto-creates topics, creates the missing ones and runs it once more.
 func (s *Server) addMessages(msgs []broker.TxMessage, add func() error) error {

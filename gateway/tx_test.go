@@ -415,3 +415,19 @@ func FuzzDecodeTxBody(f *testing.F) {
 		}
 	})
 }
+
+// Without auth, an operator's heuristic decision is logged as made by "anonymous", as a resolve
+// of a global transaction records it: it was logged with an empty by=.
+func TestHeuristicByAnonymous(t *testing.T) {
+	var logs syncBuffer
+	ts := startServer(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), AutoCreateTopics: true})
+	x := xidJSONText(7, "g7", "b7")
+	ts.must(200, "POST", "/v1/xa/start", `{"xid":`+x+`}`)
+	ts.must(200, "POST", "/v1/xa/messages", `{"xid":`+x+`,"messages":[{"topic":"pay.out","value":1}]}`)
+	ts.must(200, "POST", "/v1/xa/end", `{"xid":`+x+`,"flags":"success"}`)
+	ts.must(200, "POST", "/v1/xa/prepare", `{"xid":`+x+`}`)
+	ts.must(200, "POST", "/v1/xa/heuristic", `{"xid":`+x+`,"decision":"rollback"}`)
+	if s := logs.String(); !strings.Contains(s, `msg="heuristic decision"`) || !strings.Contains(s, "by=anonymous") {
+		t.Fatalf("heuristic log:\n%s", s)
+	}
+}

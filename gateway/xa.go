@@ -270,7 +270,7 @@ func (s *Server) handleXAHeuristic(w http.ResponseWriter, r *http.Request) error
 	default:
 		return xaInval("decision", "decision must be commit or rollback, not %q", body.decision)
 	}
-	by := tokenName(w)
+	by := operatorName(w)
 	if err := s.b.XAHeuristic(r.Context(), body.xid, commit); err != nil {
 		s.log.Warn("heuristic decision refused", "xid", body.xid.String(), "decision", body.decision, "by", by,
 			"remote", s.clientAddr(r), "err", err)
