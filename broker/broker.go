@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,7 @@ type Broker struct {
 	stats struct {
 		messagesIn, bytesIn, messagesOut, bytesOut atomic.Int64
 		recovered, truncated                       int64
+		dedupeDamaged                              int // idempotency files set aside at Open (rebuildKeys)
 		openDuration                               time.Duration
 	}
 }
@@ -236,11 +238,19 @@ func (b *Broker) open() error {
 		return err
 	}
 	b.noteIndexTimes() // clock.go
-	b.dedupe, err = dedupe.Open(dedupe.Options{Dir: filepath.Join(b.opts.Dir, "dedupe"), Window: b.opts.IdempotencyWindow, Now: b.opts.Now, Elapsed: b.opts.Elapsed, Newest: max(b.found, 0)}, dcp)
+	// Damaged idempotency files are copied here before they are cut (dedupe.Open), and their
+	// keys rebuilt from the log (rebuildKeys).
+	repairDir := filepath.Join(b.opts.Dir, "repair", strconv.FormatInt(b.opts.Now().UnixMilli(), 10), "dedupe")
+	b.dedupe, err = dedupe.Open(dedupe.Options{Dir: filepath.Join(b.opts.Dir, "dedupe"), Window: b.opts.IdempotencyWindow, Now: b.opts.Now, Elapsed: b.opts.Elapsed, Newest: max(b.found, 0), RepairDir: repairDir}, dcp)
 	if err != nil {
 		return fmt.Errorf("open idempotency store: %w", err)
 	}
-	if keysFrom >= 0 {
+	damaged := b.dedupe.Damaged()
+	if len(damaged) > 0 {
+		if err := b.rebuildKeys(damaged, repairDir); err != nil { // recovery.go
+			return err
+		}
+	} else if keysFrom >= 0 {
 		if err := b.replayKeys(keysFrom); err != nil { // recovery.go
 			return err
 		}
@@ -251,7 +261,16 @@ func (b *Broker) open() error {
 			b.opts.Logger.Warn("slow fsync", "duration", d)
 		}
 	}
-	return b.checkpoint()
+	if err := b.checkpoint(); err != nil {
+		return err
+	}
+	if len(damaged) > 0 {
+		// The rebuilt keys are durable in the checkpoint just written.
+		if err := b.dedupe.RebuildDone(); err != nil {
+			return fmt.Errorf("open idempotency store: %w", err)
+		}
+	}
+	return nil
 }
 
 // Close stops accepting produces, flushes and syncs what is pending, writes a checkpoint and
@@ -323,6 +342,7 @@ func (b *Broker) Stats() Stats {
 	s.TruncatedBytes = b.stats.truncated
 	s.OpenDuration = b.stats.openDuration
 	s.IdempotencyKeys = b.dedupe.Len()
+	s.IdempotencyDamaged = b.stats.dedupeDamaged
 	return s
 }
 

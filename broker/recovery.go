@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/imagomq/imago/broker/internal/dedupe"
 	"github.com/imagomq/imago/internal/fsutil"
@@ -21,6 +23,8 @@ import (
 //     record's CRC, record count) and its records are re-indexed. Once recovery is done and the
 //     idempotency store open, the keys of the replayed batches are remembered again
 //     (replayKeys): they are aged against the newest timestamp the whole replay read (clock.go).
+//     When the store finds its files damaged below their checkpointed point (dedupe.Open), it
+//     sets them aside and the keys of the whole log are remembered again instead (rebuildKeys).
 //  3. The first batch that fails verification is the torn tail when no valid batch follows it
 //     anywhere in the log: the log is cut there. The cut bytes are copied to repair/ first, and
 //     any later segment is moved there whole, so nothing is destroyed silently. When a valid
@@ -490,6 +494,55 @@ func (b *Broker) replayKeys(pos int64) error {
 		pos += int64(h.Length)
 	}
 	return nil
+}
+
+// rebuildKeys runs at Open when the idempotency store found damage inside its durable range
+// (dedupe.Open): the damaged files are copied to repairDir and cut at the damage, and the keys
+// they held would be forgotten. Every keyed batch the log holds, from its start to the end of
+// what recovery applied, is remembered again (the store skips a key past the window or already
+// held); a cluster member's entries after that come with raft's re-delivery as usual. Keys of
+// batches retention or compaction already deleted cannot be known: the log line says when the
+// log starts inside the window.
+func (b *Broker) rebuildKeys(damaged []dedupe.Damage, repairDir string) error {
+	start := b.log.start()
+	before := b.dedupe.Len()
+	if err := b.replayKeys(start); err != nil {
+		return err
+	}
+	b.stats.dedupeDamaged = len(damaged)
+	what := make([]string, len(damaged))
+	for i, d := range damaged {
+		what[i] = d.String()
+	}
+	args := []any{"damage", strings.Join(what, "; "), "repair_dir", repairDir,
+		"log_start", start, "keys_held", b.dedupe.Len(), "keys_added", b.dedupe.Len() - before}
+	msg := "idempotency files damaged inside their durable range: set aside and rebuilt from the commit log"
+	if first, ok := b.firstBatchTime(start); start > 0 && (!ok || b.dedupe.Remembers(first-1)) {
+		// Retention deleted the start of the log within the window.
+		msg += "; the log no longer holds the whole idempotency window, so keys older than the log's start cannot be known: " +
+			"a retry of such a request is stored again"
+		if ok {
+			args = append(args, "log_start_time", time.UnixMilli(first).UTC().Format(time.RFC3339Nano))
+		}
+	}
+	b.opts.Logger.Error(msg, args...)
+	return nil
+}
+
+// firstBatchTime returns the timestamp of the batch at pos, the log's start.
+func (b *Broker) firstBatchTime(pos int64) (int64, bool) {
+	if pos >= b.appliedPos {
+		return 0, false
+	}
+	raw, err := newLogReader(b.log, pos, b.appliedPos).batch(pos)
+	if err != nil {
+		return 0, false
+	}
+	h, err := parseBatchHeader(raw)
+	if err != nil {
+		return 0, false
+	}
+	return h.Timestamp, true
 }
 
 // indexReplayed re-indexes records that start at log position recPos.

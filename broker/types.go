@@ -200,4 +200,7 @@ type Stats struct {
 	TruncatedBytes  int64 // bytes cut from a torn tail at the last open
 	OpenDuration    time.Duration
 	IdempotencyKeys int
+	// IdempotencyDamaged is the number of idempotency files found damaged at the last open,
+	// set aside under repair/ and rebuilt from the commit log (an idempotency-key rebuild).
+	IdempotencyDamaged int
 }

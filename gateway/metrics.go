@@ -208,6 +208,7 @@ type brokerCollector struct {
 	topics, partitions, logBytes, pending, idemKeys *prometheus.Desc
 	msgsIn, bytesIn, msgsOut, bytesOut, fsyncs      *prometheus.Desc
 	recovered, truncated, openSeconds               *prometheus.Desc
+	idemDamaged                                     *prometheus.Desc
 }
 
 func newBrokerCollector() *brokerCollector {
@@ -232,13 +233,14 @@ func newBrokerCollector() *brokerCollector {
 		recovered:   d("imago_broker_recovered_bytes", "Bytes replayed at the last open.", nil),
 		truncated:   d("imago_broker_truncated_bytes", "Bytes cut from a torn tail at the last open.", nil),
 		openSeconds: d("imago_broker_open_duration_seconds", "Time the last open took.", nil),
+		idemDamaged: d("imago_broker_idempotency_damaged_files", "Idempotency files found damaged at the last open, set aside under repair/ and their keys rebuilt from the commit log.", nil),
 	}
 }
 
 func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.start, c.end, c.size, c.topics, c.partitions, c.logBytes,
 		c.pending, c.idemKeys, c.msgsIn, c.bytesIn, c.msgsOut, c.bytesOut, c.fsyncs,
-		c.recovered, c.truncated, c.openSeconds} {
+		c.recovered, c.truncated, c.openSeconds, c.idemDamaged} {
 		ch <- d
 	}
 }
@@ -276,4 +278,5 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.recovered, float64(st.RecoveredBytes))
 	g(c.truncated, float64(st.TruncatedBytes))
 	g(c.openSeconds, st.OpenDuration.Seconds())
+	g(c.idemDamaged, float64(st.IdempotencyDamaged))
 }

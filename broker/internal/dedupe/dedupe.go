@@ -16,6 +16,21 @@
 // Files are rotated every Options.Rotate and deleted by Expire once every entry in them is older
 // than the window.
 //
+// Damage: what a Checkpoint covers was fsync'd, so a crash cannot tear it; a bad entry there, a
+// checkpointed file shorter than the Checkpoint or missing before it could have expired is a
+// disk fault or a stray write, and the keys it held would be forgotten: a producer's retry
+// would then store a second copy of a payment. Open never cuts it silently. The broker opens
+// with Options.RepairDir (<data>/repair/<ms>/dedupe): Open copies each damaged file there,
+// keeps the entries before the damage, leaves a marker file (rebuild-pending) and reports the
+// damage (Store.Damaged); the broker adds again the key of every keyed batch its commit log
+// still holds (the batch header carries the key and fingerprint; Add skips what is past the
+// window or already held), logs it at Error, writes its checkpoint and calls RebuildDone,
+// which removes the marker. A crash before that leaves the marker, and the next Open asks for
+// the rebuild again. Keys whose batches retention (or, in a cluster, raft compaction) already
+// deleted from the log cannot be rebuilt; the broker says so when its log starts inside the
+// window. Only the end past the Checkpoint, never fsync'd as far as the Checkpoint knows, is
+// cut without a word.
+//
 // Age and the wall clock: an entry's Time is the wall clock (unix ms), which an NTP step, a
 // resumed VM or an operator can move by hours or years. A step forward must not make every key
 // expire at once (a producer's retry right after would append a second copy), so the age of an
@@ -99,6 +114,10 @@ type Options struct {
 	// replay, are aged no more than against it (package comment). 0: none known, such entries
 	// are as old as the wall clock says.
 	Newest int64
+	// RepairDir is where Open keeps a copy of each file it finds damaged inside the
+	// checkpoint's durable range before it cuts it there (see Open). Empty: Open refuses such
+	// damage with a *DamageError and changes nothing.
+	RepairDir string
 }
 
 var errClosed = errors.New("dedupe: store is closed")
@@ -115,6 +134,10 @@ type Store struct {
 	rotateMs int64
 	opened   reading // both clocks at Open
 	newest   int64   // Options.Newest
+	// repairDir is Options.RepairDir; damage is what Open set aside, until RebuildDone
+	// (guarded by wmu).
+	repairDir string
+	damage    []Damage
 
 	mu sync.RWMutex // guards m; Get holds it shared, writers hold wmu too
 	m  map[Key]record
@@ -152,9 +175,16 @@ type file struct {
 
 // Open opens (creating if needed) the dedupe directory opts.Dir and restores the state that cp
 // covers: it loads every entry of the files older than cp.File and of cp.File up to cp.Size,
-// truncates cp.File there, deletes files newer than cp.File (all files for a zero cp), and cuts any
-// file at its first torn or corrupt entry. A cp.File that no longer exists is accepted only when
-// Expire could have deleted it (it was created more than Window ago).
+// truncates cp.File there and deletes files newer than cp.File (all files for a zero cp). A
+// cp.File that no longer exists is accepted when Expire could have deleted it (it was created
+// more than Window ago).
+//
+// Everything cp covers was fsync'd, so a bad entry there (in a file older than cp.File, or in
+// cp.File below cp.Size), a cp.File shorter than cp.Size, or a missing cp.File that had not
+// expired is damage, never a torn write (package comment). Without opts.RepairDir Open then
+// returns a *DamageError and changes nothing. With it, Open keeps a copy of each damaged file
+// in RepairDir, loads the good entries before the damage, cuts the file there (makes a missing
+// cp.File again, empty) and reports it in Damaged: the caller rebuilds the keys that were lost.
 func Open(opts Options, cp Checkpoint) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("dedupe: open: Options.Dir is required")
@@ -183,6 +213,8 @@ func Open(opts Options, cp Checkpoint) (*Store, error) {
 		rotateMs: max(opts.Rotate.Milliseconds(), 1),
 		newest:   opts.Newest,
 		m:        make(map[Key]record),
+
+		repairDir: opts.RepairDir,
 	}
 	s.opened = s.clock()
 	if err := s.recover(cp); err != nil {
@@ -230,6 +262,12 @@ func (s *Store) visible(t, now int64) bool { return t >= now-s.windowMs }
 // at c: by the wall clock, or by the monotonic clock since it became known (package comment).
 func (s *Store) live(t, seen int64, c reading) bool {
 	return t >= c.wall-s.windowMs || seen >= c.mono-s.windowMs
+}
+
+// Remembers reports whether an entry of time t (unix ms) found at Open, loaded or added again by
+// the caller's replay, would be within the window now.
+func (s *Store) Remembers(t int64) bool {
+	return s.live(t, s.foundSeen(t), s.clock())
 }
 
 // Get returns the entry of k if it is within the window. The returned Offsets are the caller's.

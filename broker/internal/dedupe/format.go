@@ -28,9 +28,11 @@ package dedupe
 // one after the other. The payload ends exactly after the last run. An entry expands to at most
 // maxOffsets offsets.
 //
-// Recovery reads a file from its start and stops at the first entry that is cut short (torn),
-// fails its CRC or does not decode; the file is truncated there. An entry with a valid CRC and an
-// unknown version was written by a newer Imago: Open refuses to touch it.
+// Recovery reads a file from its start (the checkpointed file up to the checkpoint's size) and
+// stops at the first entry that is cut short (torn), fails its CRC or does not decode. Within
+// what the checkpoint covers that is damage (Open, package comment); past it, the bytes are cut.
+// An entry with a valid CRC and an unknown version was written by a newer Imago: Open refuses to
+// touch it.
 
 import (
 	"encoding/binary"

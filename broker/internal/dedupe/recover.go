@@ -60,33 +60,78 @@ func (s *Store) recover(cp Checkpoint) error {
 	}
 	slices.SortFunc(all, func(a, b found) int { return strings.Compare(a.name, b.name) })
 
+	var damage []Damage
+	if _, err := os.Stat(filepath.Join(s.dir, rebuildMarker)); err == nil {
+		damage = append(damage, Damage{File: rebuildMarker, Reason: "an earlier rebuild from the log did not finish"})
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	c := s.opened
 	now := c.wall
 	cutoff := now - s.windowMs
+	cpMissing := false
 	if cp != (Checkpoint{}) && !slices.ContainsFunc(all, func(f found) bool { return f.created == cpCreated }) {
 		if cpCreated >= cutoff {
-			return fmt.Errorf("checkpoint file %s is missing but not old enough to have expired: "+
-				"dedupe entries are lost; to rebuild them replay the commit log from its start and open with a zero checkpoint",
-				cp.File)
+			cpMissing = true
+			damage = append(damage, Damage{File: cp.File, Reason: fmt.Sprintf(
+				"missing, but not old enough to have expired (the checkpoint holds its first %d bytes)", cp.Size)})
 		}
-		s.lastCP = cp // expired and deleted: still the right answer for the next Open
+		// Expired and deleted: still the right answer for the next Open. Missing and not
+		// expired: it is made again, empty, below.
+		s.lastCP = cp
 	}
-	// Load first, delete after: a refused Open deletes nothing.
-	var newer []string
+	// Load first, change after: a refused Open changes nothing.
+	var (
+		newer []string
+		cuts  []loaded
+	)
 	for _, f := range all {
 		switch {
 		case cp == (Checkpoint{}) || f.created > cpCreated:
 			newer = append(newer, f.name)
 		case f.created == cpCreated:
-			size, err := s.load(f.name, f.created, cp.Size, c)
+			l, err := s.load(f.name, f.created, cp.Size, c)
 			if err != nil {
 				return err
 			}
-			s.lastCP = Checkpoint{File: f.name, Size: size}
+			// Past cp.Size is what was written after the checkpoint: the caller's replay adds
+			// it again. Below it, every byte was fsync'd before the checkpoint was written.
+			if l.good < cp.Size {
+				why := fmt.Sprintf("%d bytes, the checkpoint holds %d", l.size, cp.Size)
+				if l.stop != nil {
+					why = l.stop.Error()
+				}
+				damage = append(damage, Damage{File: f.name, Offset: l.good, Reason: why})
+			}
+			if l.good < l.size {
+				cuts = append(cuts, l)
+			}
+			s.lastCP = Checkpoint{File: f.name, Size: l.good}
 		default:
-			if _, err := s.load(f.name, f.created, math.MaxInt64, c); err != nil {
+			// Older than the checkpointed file: fsync'd whole before the checkpoint named a
+			// later one, so any bad entry is damage, never a torn write.
+			l, err := s.load(f.name, f.created, math.MaxInt64, c)
+			if err != nil {
 				return err
 			}
+			if l.stop != nil {
+				damage = append(damage, Damage{File: f.name, Offset: l.good, Reason: l.stop.Error()})
+				cuts = append(cuts, l)
+			}
+		}
+	}
+	if len(damage) > 0 {
+		if s.repairDir == "" {
+			return &DamageError{Dir: s.dir, Damage: damage}
+		}
+		if err := s.setAside(damage, cp, cpMissing); err != nil {
+			return err
+		}
+		s.damage = damage
+	}
+	for _, l := range cuts {
+		if err := cutFile(filepath.Join(s.dir, l.f.name), l.good); err != nil {
+			return err
 		}
 	}
 	for _, name := range newer {
@@ -95,7 +140,7 @@ func (s *Store) recover(cp Checkpoint) error {
 			return fmt.Errorf("delete %s, written after the checkpoint: %w", name, err)
 		}
 	}
-	if len(newer) > 0 {
+	if len(newer) > 0 || cpMissing {
 		if err := syncDir(s.dir); err != nil {
 			return err
 		}
@@ -103,18 +148,27 @@ func (s *Store) recover(cp Checkpoint) error {
 	return nil
 }
 
-// load reads the entries of the first limit bytes of a file into memory, cuts the file at its
-// first torn or corrupt entry (or at limit), records it in s.files and returns its new size.
-func (s *Store) load(name string, created, limit int64, c reading) (int64, error) {
+// loaded is what load read of one file.
+type loaded struct {
+	f    *file
+	good int64 // the end of the last good entry read
+	size int64 // the file's size on disk
+	stop error // why reading stopped before the limit: errTorn or errCorrupt; nil at a clean end
+}
+
+// load reads the entries of the first limit bytes of a file into memory up to its first torn or
+// corrupt entry and records it in s.files with that size. It changes nothing on disk: recover
+// decides what is cut (cutFile).
+func (s *Store) load(name string, created, limit int64, c reading) (loaded, error) {
 	path := filepath.Join(s.dir, name)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return loaded{}, err
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return loaded{}, err
 	}
 	fs := &file{name: name, created: created, newest: math.MinInt64, newSeen: math.MinInt64}
 	good, stop := scan(io.LimitReader(f, limit), func(k Key, rec record) {
@@ -132,21 +186,28 @@ func (s *Store) load(name string, created, limit int64, c reading) (int64, error
 	})
 	switch {
 	case stop == nil, errors.Is(stop, errTorn), errors.Is(stop, errCorrupt):
-		// Cut below.
 	default:
-		return 0, fmt.Errorf("read %s at %d: %w", name, good, stop)
-	}
-	if good < info.Size() {
-		if err := f.Truncate(good); err != nil {
-			return 0, fmt.Errorf("truncate %s at %d: %w", name, good, err)
-		}
-		if err := syncFile(f); err != nil {
-			return 0, fmt.Errorf("fsync %s: %w", name, err)
-		}
+		return loaded{}, fmt.Errorf("read %s at %d: %w", name, good, stop)
 	}
 	fs.size = good
 	s.files = append(s.files, fs)
-	return good, nil
+	return loaded{f: fs, good: good, size: info.Size(), stop: stop}, nil
+}
+
+// cutFile truncates the file at path to size and fsyncs it.
+func cutFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate %s at %d: %w", filepath.Base(path), size, err)
+	}
+	if err := syncFile(f); err != nil {
+		return fmt.Errorf("fsync %s: %w", filepath.Base(path), err)
+	}
+	return nil
 }
 
 // scan calls fn for each entry in r and returns the end of the last good entry and why it
