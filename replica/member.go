@@ -297,13 +297,8 @@ func (s logStore) Append(ents []cluster.Entry) error {
 
 func (s logStore) Entries(lo, hi, maxSize uint64) ([]cluster.Entry, error) {
 	ents, err := s.l.Entries(lo, hi, maxSize)
-	switch {
-	case errors.Is(err, broker.ErrRaftCompacted):
-		return nil, cluster.ErrCompacted
-	case errors.Is(err, broker.ErrRaftUnavailable):
-		return nil, cluster.ErrUnavailable
-	case err != nil:
-		return nil, err
+	if err != nil {
+		return nil, logStoreErr(err)
 	}
 	out := make([]cluster.Entry, len(ents))
 	for i, e := range ents {
@@ -312,12 +307,28 @@ func (s logStore) Entries(lo, hi, maxSize uint64) ([]cluster.Entry, error) {
 	return out, nil
 }
 
+// Term returns the term of entry i. The retention goroutine compacts the log while the Ready
+// loop runs, so an index raft has just found at or above the compaction point may be compacted
+// when it is read here: that must reach raft as its own ErrCompacted (it sends a snapshot),
+// because raft panics on any other error from Term.
 func (s logStore) Term(i uint64) (uint64, error) {
 	t, err := s.l.Term(i)
-	if errors.Is(err, broker.ErrRaftUnavailable) {
-		return 0, cluster.ErrUnavailable
+	if err != nil {
+		return 0, logStoreErr(err)
 	}
-	return t, err
+	return t, nil
+}
+
+// logStoreErr maps the broker's errors for indexes it cannot serve to the cluster package's,
+// which the storage adapter hands to raft as raft's own.
+func logStoreErr(err error) error {
+	switch {
+	case errors.Is(err, broker.ErrRaftCompacted):
+		return cluster.ErrCompacted
+	case errors.Is(err, broker.ErrRaftUnavailable):
+		return cluster.ErrUnavailable
+	}
+	return err
 }
 
 func (s logStore) FirstIndex() uint64              { return s.l.FirstIndex() }
