@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,8 @@ type testCluster struct {
 	ms    []*Member
 	// tune, when set, adjusts every broker's options before it opens.
 	tune func(*broker.Options)
+	// electionTick is the members' election timeout in ticks of 10 ms (0: 10).
+	electionTick int
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -34,11 +37,20 @@ func newTestCluster(t *testing.T) *testCluster {
 
 // newTunedCluster is newTestCluster with tune applied to every broker's options.
 func newTunedCluster(t *testing.T, tune func(*broker.Options)) *testCluster {
-	c := &testCluster{t: t, tune: tune}
 	root := t.TempDir()
+	var dirs []string
+	for i := 1; i <= 3; i++ {
+		dirs = append(dirs, filepath.Join(root, fmt.Sprintf("node%d", i)))
+	}
+	return newClusterIn(t, dirs, tune, 0)
+}
+
+// newClusterIn starts three members whose data directories are dirs, with an election timeout
+// of electionTick ticks of 10 ms (0: 10).
+func newClusterIn(t *testing.T, dirs []string, tune func(*broker.Options), electionTick int) *testCluster {
+	c := &testCluster{t: t, tune: tune, dirs: dirs, electionTick: cmp.Or(electionTick, 10)}
 	for i := 1; i <= 3; i++ {
 		c.peers = append(c.peers, Peer{ID: uint64(i), RaftAddr: testenv.FreeAddr(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", 18080+i)})
-		c.dirs = append(c.dirs, filepath.Join(root, fmt.Sprintf("node%d", i)))
 	}
 	c.bs = make([]*broker.Broker, 3)
 	c.ms = make([]*Member, 3)
@@ -72,7 +84,7 @@ func (c *testCluster) tryStart(i int, bootstrap bool) error {
 	if err != nil {
 		return err
 	}
-	m, err := Start(context.Background(), Config{NodeID: uint64(i + 1), Peers: c.peers, TickInterval: 10 * time.Millisecond, ElectionTick: 10, Bootstrap: bootstrap}, b, quiet)
+	m, err := Start(context.Background(), Config{NodeID: uint64(i + 1), Peers: c.peers, TickInterval: 10 * time.Millisecond, ElectionTick: c.electionTick, Bootstrap: bootstrap}, b, quiet)
 	if err != nil {
 		b.Close()
 		return err
