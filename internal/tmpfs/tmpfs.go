@@ -67,6 +67,10 @@ func Fill(t testing.TB, dir string, leave int64) (free func()) {
 	chunk := make([]byte, 4096)
 	for n := avail - leave; n > 0; n -= int64(len(chunk)) {
 		if _, err := f.Write(chunk[:min(int64(len(chunk)), n)]); err != nil {
+			// Closed and removed first: an open file keeps the tmpfs busy, so its unmount at
+			// the end of the test would fail and leave it mounted.
+			f.Close()
+			os.Remove(path)
 			t.Fatalf("fill: %v", err)
 		}
 	}
