@@ -29,6 +29,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // ping, Open
 
 	"github.com/imagomq/imago/internal/testenv"
+	"github.com/imagomq/imago/internal/tmpfs"
 )
 
 // Server is one private database server.
@@ -40,6 +41,7 @@ type Server struct {
 	args    []string
 	cred    *syscall.Credential // PostgreSQL refuses to run as root: run as postgres
 	logPath string
+	disk    string // the tmpfs that holds the data directory (OnTmpfs), or ""
 
 	mu     sync.Mutex // Kill may run on another goroutine than Start
 	cmd    *exec.Cmd
@@ -52,9 +54,69 @@ const (
 	pgBinGlob        = "/usr/lib/postgresql/*/bin"
 )
 
+// Option adjusts a private server before its data directory is made.
+type Option func(*config)
+
+type config struct {
+	tmpfs    string      // the size of the tmpfs that holds the data directory, or ""
+	settings [][2]string // server settings (Setting)
+}
+
+// Setting sets a server setting at start-up: PostgreSQL's -c name=value, MariaDB's
+// --name=value.
+func Setting(name, value string) Option {
+	return func(c *config) { c.settings = append(c.settings, [2]string{name, value}) }
+}
+
+// OnTmpfs puts the server's whole data directory (tables, redo log or WAL, everything) on a
+// tmpfs of its own of the given size ("64m"), mounted by the test (root only; elsewhere the
+// test skips), so that the test can run the server out of space (Fill). PostgreSQL's WAL
+// segments are then 1 MiB and not recycled (wal_recycle off), so that a server whose disk is
+// full needs a new segment soon after its current one fills: its next WAL write fails there.
+// PostgreSQL needs about 40 MB of it to start; MariaDB about 90 MB (its system tablespace
+// alone takes 68 MB), with a 4 MB redo log.
+func OnTmpfs(size string) Option { return func(c *config) { c.tmpfs = size } }
+
+func configure(opts []Option) config {
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+// dataDir is where the server's data directory goes: in dir, or on a tmpfs mounted in dir
+// that the server's user owns.
+func (s *Server) dataDir(t testing.TB, c config) string {
+	t.Helper()
+	if c.tmpfs == "" {
+		return filepath.Join(s.dir, "data")
+	}
+	s.disk = filepath.Join(s.dir, "disk")
+	if err := os.Mkdir(s.disk, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	opts := "size=" + c.tmpfs + ",mode=0700"
+	if s.cred != nil {
+		opts += fmt.Sprintf(",uid=%d,gid=%d", s.cred.Uid, s.cred.Gid)
+	}
+	tmpfs.MountOn(t, s.disk, opts)
+	return filepath.Join(s.disk, "data")
+}
+
+// Fill fills the file system of the server's data directory (OnTmpfs) until about leave
+// bytes are free and returns a function that frees the space again.
+func (s *Server) Fill(leave int64) (free func()) {
+	s.t.Helper()
+	if s.disk == "" {
+		s.t.Fatal("privatedb: Fill needs a server started OnTmpfs")
+	}
+	return tmpfs.Fill(s.t, s.disk, leave)
+}
+
 // MariaDB starts a private MariaDB with a database "test" (DSN names it), killed when the
 // test ends.
-func MariaDB(t testing.TB) *Server {
+func MariaDB(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	for _, bin := range []string{mariadbd, mariadbInstallDB} {
 		if _, err := os.Stat(bin); err != nil {
@@ -62,20 +124,31 @@ func MariaDB(t testing.TB) *Server {
 		}
 	}
 	dir := tempDir(t, nil)
-	data := filepath.Join(dir, "data")
+	s := &Server{t: t, driver: "mysql", dir: dir, port: freePort(t), logPath: filepath.Join(dir, "server.log")}
+	c := configure(opts)
+	data := s.dataDir(t, c)
 	install := []string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}
 	if os.Geteuid() == 0 {
 		install = append(install, "--user=root")
 	}
-	if out, err := exec.Command(mariadbInstallDB, install...).CombinedOutput(); err != nil {
+	var small []string
+	if c.tmpfs != "" {
+		// A small redo log (allocated whole at start) and temporary tablespace.
+		small = []string{"--innodb-log-file-size=4M", "--innodb-data-file-path=ibdata1:4M:autoextend",
+			"--innodb-temp-data-file-path=ibtmp1:4M:autoextend"}
+	}
+	if out, err := exec.Command(mariadbInstallDB, append(install, small...)...).CombinedOutput(); err != nil {
 		t.Fatalf("mariadb-install-db: %v: %s", err, out)
 	}
-	s := &Server{t: t, driver: "mysql", dir: dir, port: freePort(t), logPath: filepath.Join(dir, "server.log")}
 	s.args = []string{mariadbd, "--no-defaults", "--datadir=" + data, "--socket=" + filepath.Join(dir, "sock"),
 		"--port=" + strconv.Itoa(s.port), "--bind-address=127.0.0.1", "--skip-grant-tables", "--skip-name-resolve",
 		"--pid-file=" + filepath.Join(dir, "pid"), "--innodb-buffer-pool-size=16M", "--log-error=" + s.logPath}
 	if os.Geteuid() == 0 {
 		s.args = append(s.args, "--user=root")
+	}
+	s.args = append(s.args, small...)
+	for _, kv := range c.settings {
+		s.args = append(s.args, "--"+kv[0]+"="+kv[1])
 	}
 	s.Start()
 	root, err := sql.Open("mysql", s.rootDSN())
@@ -91,7 +164,7 @@ func MariaDB(t testing.TB) *Server {
 
 // Postgres starts a private PostgreSQL (max_prepared_transactions 64); DSN names its database
 // "postgres". It is killed when the test ends.
-func Postgres(t testing.TB) *Server {
+func Postgres(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	bins, _ := filepath.Glob(pgBinGlob)
 	if len(bins) == 0 {
@@ -109,26 +182,68 @@ func Postgres(t testing.TB) *Server {
 		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
 	dir := tempDir(t, cred)
-	data := filepath.Join(dir, "data")
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+	s := &Server{t: t, driver: "postgres", dir: dir, port: freePort(t), cred: cred, logPath: filepath.Join(dir, "server.log")}
+	c := configure(opts)
+	data := s.dataDir(t, c)
+	initArgs := []string{"-D", data, "-A", "trust", "-U", "postgres", "--no-sync"}
+	if c.tmpfs != "" {
+		initArgs = append(initArgs, "--wal-segsize=1")
+	}
+	initdb := exec.Command(filepath.Join(bin, "initdb"), initArgs...)
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v: %s", err, out)
 	}
-	s := &Server{t: t, driver: "postgres", dir: dir, port: freePort(t), cred: cred, logPath: filepath.Join(dir, "server.log")}
+	if c.tmpfs != "" {
+		dropSpareWAL(t, bin, data)
+	}
 	s.args = []string{filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(s.port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "max_prepared_transactions=64", "-c", "shared_buffers=16MB"}
+	if c.tmpfs != "" {
+		s.args = append(s.args, "-c", "min_wal_size=2MB", "-c", "max_wal_size=8MB", "-c", "wal_recycle=off")
+	}
+	for _, kv := range c.settings {
+		s.args = append(s.args, "-c", kv[0]+"="+kv[1])
+	}
 	s.Start()
 	return s
 }
 
+// dropSpareWAL deletes the WAL segments initdb made ahead of its last checkpoint (recycled
+// ones, never written since), with the server not running: a server whose disk is full would
+// write into them instead of failing when its current segment fills.
+func dropSpareWAL(t testing.TB, bin, data string) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(bin, "pg_controldata"), data).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_controldata: %v: %s", err, out)
+	}
+	var redo string
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && k == "Latest checkpoint's REDO WAL file" {
+			redo = strings.TrimSpace(v)
+		}
+	}
+	if len(redo) != 24 {
+		t.Fatalf("pg_controldata names no REDO WAL file:\n%s", out)
+	}
+	segs, _ := filepath.Glob(filepath.Join(data, "pg_wal", strings.Repeat("[0-9A-F]", 24)))
+	for _, seg := range segs {
+		if filepath.Base(seg) > redo {
+			if err := os.Remove(seg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // Open starts a private server of dialect ("mysql" or "postgres").
-func Open(t testing.TB, dialect string) *Server {
+func Open(t testing.TB, dialect string, opts ...Option) *Server {
 	t.Helper()
 	if dialect == "mysql" {
-		return MariaDB(t)
+		return MariaDB(t, opts...)
 	}
-	return Postgres(t)
+	return Postgres(t, opts...)
 }
 
 func skipOrFail(t testing.TB, why string) {
@@ -258,6 +373,42 @@ func (s *Server) ping() error {
 	return db.Ping()
 }
 
+// Log is what the server wrote to its log so far (its error log, PostgreSQL's stderr).
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
+}
+
+// Signal sends sig to the server's main process (PostgreSQL's postmaster): SIGTERM asks
+// PostgreSQL for a smart shutdown (new connections refused, 57P03, until the sessions open end).
+func (s *Server) Signal(sig syscall.Signal) {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.t.Fatal("privatedb: Signal to a server that is not running")
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Exited reports whether the server's process has ended on its own (a PostgreSQL whose start
+// after a PANIC failed, say); Start starts it again.
+func (s *Server) Exited() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 // Kill kills the server and all its processes with SIGKILL (as a crash) and waits for them
 // to be gone. Killing a server already gone does nothing. It may be called from any
 // goroutine.
@@ -270,6 +421,12 @@ func (s *Server) Kill() {
 	// PostgreSQL's backends each start a session of their own (setsid): find them by parent,
 	// once the postmaster is stopped, so that it forks no backend after the list is taken
 	// (one left alive holds the shared memory, and the restart refuses to start).
+	select {
+	case <-s.exited: // gone on its own: its pid may be another process's now
+		s.cmd = nil
+		return
+	default:
+	}
 	main := s.cmd.Process.Pid
 	syscall.Kill(main, syscall.SIGSTOP)
 	pids := append(descendants(main), main)

@@ -6,6 +6,7 @@
 package tmpfs
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +23,19 @@ func Mount(t testing.TB, size string) string {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+	MountOn(t, dir, "size="+size)
+	return dir
+}
+
+// MountOn mounts a tmpfs with the given options ("size=2m,uid=105,mode=0700") on the existing
+// directory dir, unmounted when the test ends. It skips the test when it cannot mount (not
+// root).
+func MountOn(t testing.TB, dir, opts string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
 	}
 	t.Cleanup(func() {
@@ -30,7 +43,6 @@ func Mount(t testing.TB, size string) string {
 			t.Errorf("umount %s: %v: %s", dir, err, out)
 		}
 	})
-	return dir
 }
 
 // Remount changes the options ("nr_inodes=100") of the tmpfs mounted on mnt.
@@ -51,7 +63,8 @@ func NoInodes(t testing.TB, mnt string) (free func()) {
 
 // Fill writes a file into dir that leaves about leave bytes free on dir's file system and
 // returns a function that deletes it. With leave 0 only the unused bytes of files' last pages
-// can still be written.
+// can still be written, and a file system that fills up meanwhile (what the test runs wrote
+// too) is full as asked: Fill stops there.
 func Fill(t testing.TB, dir string, leave int64) (free func()) {
 	t.Helper()
 	var st syscall.Statfs_t
@@ -67,6 +80,9 @@ func Fill(t testing.TB, dir string, leave int64) (free func()) {
 	chunk := make([]byte, 4096)
 	for n := avail - leave; n > 0; n -= int64(len(chunk)) {
 		if _, err := f.Write(chunk[:min(int64(len(chunk)), n)]); err != nil {
+			if leave == 0 && errors.Is(err, syscall.ENOSPC) {
+				break // full already: something else wrote meanwhile (a database's own files)
+			}
 			// Closed and removed first: an open file keeps the tmpfs busy, so its unmount at
 			// the end of the test would fail and leave it mounted.
 			f.Close()

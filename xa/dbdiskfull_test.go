@@ -1,0 +1,123 @@
+package xa
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagomq/imago/internal/privatedb"
+)
+
+// A database that runs out of disk in the middle of the protocol: a private PostgreSQL whose
+// data directory is on a small tmpfs (privatedb.OnTmpfs; root only), filled at a chosen moment.
+// PostgreSQL cannot write WAL without room for its next segment: the session that needs it
+// PANICs, every session ends, and the crash recovery that follows cannot finish either, so the
+// server shuts down until the space is back. MariaDB needs no space to prepare or commit an XA
+// branch (its redo log is allocated ahead, and the binlog is off here): its full disk shows as
+// a statement's "table is full", an ordinary rollback.
+
+// pgDiskFull fills the disk of p and moves its WAL on to a segment there is no room to create:
+// the next WAL write of any session (a PREPARE TRANSACTION, a COMMIT PREPARED, a commit)
+// fails, and PostgreSQL PANICs. The returned function waits until the server is down, frees
+// the space and starts it again.
+func pgDiskFull(t *testing.T, p *privatedb.Server) (restore func()) {
+	t.Helper()
+	free := p.Fill(0)
+	admin, err := sql.Open(p.Driver(), p.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	// The switch record fits in the current segment; the record after it needs the next one.
+	if _, err := admin.Exec("SELECT pg_switch_wal()"); err != nil {
+		t.Errorf("pg_switch_wal: %v", err)
+	}
+	return func() {
+		t.Helper()
+		waitFor(t, "PostgreSQL to shut down for lack of space", p.Exited)
+		if log := p.Log(); !strings.Contains(log, "PANIC") || !strings.Contains(log, "No space left on device") {
+			t.Fatalf("PostgreSQL shut down, but not for lack of space:\n%s", log)
+		}
+		for _, line := range strings.Split(p.Log(), "\n") {
+			if strings.Contains(line, "PANIC") || strings.Contains(line, "STATEMENT") {
+				t.Log(line)
+			}
+		}
+		free()
+		p.Start()
+	}
+}
+
+// TestPostgresDiskFullInTwoPhaseCommit runs the ledger's PostgreSQL out of disk right before
+// its branch's PREPARE TRANSACTION, and right before its COMMIT PREPARED once the commit
+// decision is durable. Out of space at prepare, the transaction rolls back: the client is told
+// so, and recovery rolls the MariaDB branch back. Out of space at phase 2, the client is told
+// the commit decision (committing): once the server is back with room, recovery commits the
+// ledger's branch. Either way the transfer is applied everywhere or nowhere, with its message
+// once or never, and nothing is left prepared.
+func TestPostgresDiskFullInTwoPhaseCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		commit bool // the disk fills before phase 2 (else before the prepare)
+	}{
+		{"prepare", false},
+		{"commit-prepared", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			p := privatedb.Postgres(t, privatedb.OnTmpfs("64m"))
+			e.pg = p.DB()
+			table := e.tables(map[string]int64{"a": 100, "b": 0})
+			topic := "xat." + e.suffix
+			node := newNode(t)
+			o := e.options(node)
+			o.Grace = time.Hour // only a decision may finish these branches
+			o.PhaseTimeout = 5 * time.Second
+			o.RecoveryInterval = time.Hour // passes run when kicked and when the test calls Recover
+			ledger := &hookRM{resourceManager: Postgres("ledger", e.pg).rm()}
+			o.Resources = []Resource{MySQL("wallet", e.my), ledger, Broker("broker", e.b)}
+			e.rollbackLeftovers(node, o.Resources)
+			c := e.open(o)
+
+			var restore func()
+			full := func() { restore = pgDiskFull(t, p) }
+			if tc.commit {
+				ledger.beforeCommit = full
+			} else {
+				ledger.beforePrepare = full
+			}
+			ctx := context.Background()
+			id := "diskfull-" + e.suffix
+			in, err := c.Run(ctx, BeginOptions{ID: id}, func(ctx context.Context, tx *GlobalTx) error {
+				return transfer(ctx, tx, table, "a", "b", 40, msg(topic, "a", `{}`))
+			})
+			ledger.beforeCommit, ledger.beforePrepare = nil, nil
+			if restore == nil {
+				t.Fatalf("the ledger's branch never reached its %s: %s %v", map[bool]string{false: "prepare", true: "phase 2"}[tc.commit], in.Status, err)
+			}
+			want := StatusRolledBack
+			if tc.commit {
+				want = StatusCommitted
+				if err != nil || in.Status != StatusCommitting {
+					t.Fatalf("out of space after the commit decision: want committing and no error, got %s %v", in.Status, err)
+				}
+			} else if !errors.Is(err, ErrRolledBack) || in.Status != StatusRollingBack && in.Status != StatusRolledBack {
+				t.Fatalf("out of space at prepare: want a rollback, got %s %v", in.Status, err)
+			}
+			t.Logf("answer: %s %v", in.Status, err)
+			restore()
+			waitFor(t, "the outcome to be applied everywhere", func() bool {
+				c.Recover(ctx)
+				got, err := c.Get(id)
+				return err == nil && got.Status == want && len(e.prepared(node)) == 0
+			})
+			a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic))
+			if want == StatusCommitted && (a != 60 || b != 40 || m != 1) || want == StatusRolledBack && (a != 100 || b != 0 || m != 0) {
+				t.Fatalf("%s: wallet a=%d, ledger b=%d, %d messages", want, a, b, m)
+			}
+		})
+	}
+}
