@@ -491,11 +491,16 @@ var errCommitOutcome = errors.New("commit outcome unknown")
 // errCommitOutcome), so an error the server answered for the statement means it was rolled
 // back, except the errors of a session killed or a server shutting down, which may arrive
 // after the commit. A connection that could not be made, or failed before the statement was
-// sent, wrote nothing. Anything else (a connection lost mid-statement, a context that expired)
-// leaves the outcome unknown.
+// sent, wrote nothing, whatever the server answered it (57P03 cannot_connect_now while it
+// starts, recovers from a crash or shuts down). Anything else (a connection lost
+// mid-statement, a context that expired) leaves the outcome unknown.
 func writeRolledBack(err error) bool {
 	if errors.Is(err, errCommitOutcome) {
 		return false
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true // before the PgError it may wrap: the server refused the session, not a write
 	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
@@ -518,10 +523,9 @@ func writeRolledBack(err error) bool {
 		}
 		return true
 	}
-	var ce *pgconn.ConnectError
 	var ne *net.OpError
 	switch {
-	case errors.As(err, &ce), errors.As(err, &ne) && ne.Op == "dial":
+	case errors.As(err, &ne) && ne.Op == "dial":
 		return true
 	case errors.Is(err, driver.ErrBadConn):
 		// database/sql gives it back only after its own retries; the drivers return it only
