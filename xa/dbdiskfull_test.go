@@ -121,3 +121,67 @@ func TestPostgresDiskFullInTwoPhaseCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestPostgresDecisionTableDiskFull keeps the decision log in a table of a private PostgreSQL
+// (Options.DecisionDB) and runs that database out of disk once every branch is prepared and
+// the transaction's "preparing" record is in the table: the commit decision's insert dies
+// with the server, its outcome unknown. The client is told exactly that (in doubt, the
+// decision unknown, with the branches left prepared), the log fails (Ping reports it, nothing
+// else prepares) and, once the database is back and the coordinator restarted, recovery finds
+// no commit decision and rolls every branch back: the transfer applied nowhere.
+func TestPostgresDecisionTableDiskFull(t *testing.T) {
+	e := newEnv(t)
+	p := privatedb.Postgres(t, privatedb.OnTmpfs("64m"))
+	decisions := p.DB()
+	table := e.tables(map[string]int64{"a": 100, "b": 0})
+	topic := "xat." + e.suffix
+	node := newNode(t)
+	o := e.options(node)
+	o.DecisionDB, o.DecisionDialect = decisions, "postgres"
+	o.Grace = time.Second
+	o.PhaseTimeout = 3 * time.Second // also bounds a decision write
+	o.RecoveryInterval = time.Hour   // passes run when kicked and when the test calls Recover
+	e.rollbackLeftovers(node, o.Resources)
+	c := e.open(o)
+
+	var restore func()
+	c.hookAfterPrepare = func(gtrid string) error {
+		waitFor(t, "the preparing record to be in the table", func() bool {
+			var n int
+			err := decisions.QueryRow("SELECT count(*) FROM imago.xa_decisions WHERE gtrid = $1", gtrid).Scan(&n)
+			return err == nil && n == 1
+		})
+		restore = pgDiskFull(t, p)
+		return nil
+	}
+	ctx := context.Background()
+	id := "diskfull-decision-" + e.suffix
+	in, err := c.Run(ctx, BeginOptions{ID: id}, func(ctx context.Context, tx *GlobalTx) error {
+		return transfer(ctx, tx, table, "a", "b", 40, msg(topic, "a", `{}`))
+	})
+	c.hookAfterPrepare = nil
+	t.Logf("answer: %s %s %v", in.Status, in.Code, err)
+	if restore == nil {
+		t.Fatalf("the transaction never prepared: %s %v", in.Status, err)
+	}
+	if !errors.Is(err, ErrInDoubt) || !in.DecisionUnknown() {
+		t.Fatalf("the commit decision's write died with the server: want in doubt with the decision unknown, got %s (%s) %v", in.Status, in.Code, err)
+	}
+	if err := c.Ping(ctx); !errors.Is(err, ErrDecisionLogFailed) {
+		t.Errorf("Ping after a decision write of unknown outcome: %v, want %v", err, ErrDecisionLogFailed)
+	}
+	if a, b := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"); a != 100 || b != 0 {
+		t.Fatalf("before any decision is known: wallet a=%d, ledger b=%d, want nothing applied", a, b)
+	}
+	restore()
+	c.Close()
+	c = e.open(o)
+	waitFor(t, "recovery to roll the transaction back everywhere", func() bool {
+		c.Recover(ctx)
+		got, err := c.Get(id)
+		return err == nil && got.Status == StatusRolledBack && len(e.prepared(node)) == 0
+	})
+	if a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic)); a != 100 || b != 0 || m != 0 {
+		t.Fatalf("rolled back: wallet a=%d, ledger b=%d, %d messages", a, b, m)
+	}
+}

@@ -516,6 +516,12 @@ func writeRolledBack(err error) bool {
 	if errors.As(err, &pe) {
 		class := pe.Code[:min(2, len(pe.Code))]
 		switch {
+		case pgSessionEnded(pe):
+			// The server ended the session, or crashed (PANIC: a WAL write failed, say for
+			// lack of disk), while the statement ran: whatever its code, the commit may be
+			// durable. The session flushes every session's WAL, segment after segment, so
+			// its own commit can be fsync'd before it PANICs on another's record.
+			return false
 		case pe.Code == "57014": // query_canceled: the statement (and its implicit commit) did not complete
 			return true
 		case class == "08", class == "57", class == "58", class == "XX":
@@ -533,6 +539,15 @@ func writeRolledBack(err error) bool {
 		return true
 	}
 	return pgconn.SafeToRetry(err)
+}
+
+// pgSessionEnded reports whether pe ended the session with it: severity FATAL or PANIC.
+func pgSessionEnded(pe *pgconn.PgError) bool {
+	sev := pe.SeverityUnlocalized
+	if sev == "" {
+		sev = pe.Severity
+	}
+	return sev == "FATAL" || sev == "PANIC"
 }
 
 // sweep deletes the rows of finished transactions past the retention by both clocks: what the

@@ -80,3 +80,74 @@ func TestSQLDecisionLogServerRefusesConnections(t *testing.T) {
 		t.Fatalf("a write once the server is back: %v", err)
 	}
 }
+
+// TestSQLDecisionLogPanicAfterCommit: PostgreSQL, out of disk, PANICs in the middle of writing
+// WAL, and the session whose write made it tell so gets the PANIC (53100 disk_full, an error
+// the server answered). That does not mean its transaction rolled back: the session flushes
+// what every session inserted, segment by segment, and the segment that holds its own commit
+// may be on disk, fsync'd, before the next one cannot be created. Here the write's commit
+// waits (commit_delay) while another session inserts a record that needs the next segment, on
+// a disk with no room for it: the commit decision is in the table once the server is back.
+// The write must not be answered as not written (the transaction would roll back while its
+// commit decision is durable): its outcome is unknown, and the log fails.
+func TestSQLDecisionLogPanicAfterCommit(t *testing.T) {
+	p, d := privateSQLLogDB(t, privatedb.OnTmpfs("64m"),
+		privatedb.Setting("commit_delay", "100000"), privatedb.Setting("commit_siblings", "0"), // 0.1 s, every commit
+		privatedb.Setting("wal_buffers", "4MB")) // a record past the segment's end fits unwritten
+	ctx := context.Background()
+	node := newNode(t)
+	l, _ := openSQLLog(t, d, node, sqlLogOpts{writeTimeout: time.Second})
+	if err := l.appendSync(ctx, nodeRecord(node, 1, StatusCommitting)); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := sql.Open(p.Driver(), p.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	admin.SetMaxOpenConns(1)
+	// A new WAL segment, filled but for 32 kB (a message nobody waits for): room for the
+	// decision's commit, not for the other session's record.
+	const segment, margin = 1 << 20, 32 << 10
+	var pos int64
+	if err := admin.QueryRow(`SELECT pg_switch_wal() IS NOT NULL, ((pg_current_wal_insert_lsn() - '0/0') % $1)::bigint`, segment).Scan(new(bool), &pos); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(`SELECT pg_logical_emit_message(false, 'imago-test', repeat('x', $1))`, segment-pos-margin); err != nil {
+		t.Fatal(err)
+	}
+	free := p.Fill(0)
+
+	done := make(chan error, 1)
+	go func() { done <- l.appendSync(ctx, nodeRecord(node, 2, StatusCommitting)) }()
+	// The write's commit waits in commit_delay (its INSERT takes well under 20 ms): another
+	// session inserts a record past the segment's end.
+	waitFor(t, "the decision write to wait in its commit", func() bool {
+		var n int
+		err := admin.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
+			AND query LIKE '%INSERT INTO imago.xa_decisions%' AND clock_timestamp() - query_start > interval '20 ms'`).Scan(&n)
+		return err == nil && n == 1
+	})
+	if _, err := admin.Exec(`SELECT pg_logical_emit_message(false, 'imago-test', repeat('x', $1))`, 2*margin); err != nil {
+		t.Fatalf("the record past the segment's end: %v", err)
+	}
+	err = <-done
+	t.Logf("the write: %v", err)
+	waitFor(t, "PostgreSQL to shut down for lack of space", p.Exited)
+	if log := p.Log(); !strings.Contains(log, "PANIC") || !strings.Contains(log, "No space left on device") {
+		t.Fatalf("PostgreSQL shut down, but not for lack of space:\n%s", log)
+	}
+	free()
+	p.Start()
+	var status string
+	if err := d.db.QueryRow(`SELECT status FROM imago.xa_decisions WHERE node_id = $1 AND gtrid = $2`,
+		node, nodeRecord(node, 2, StatusCommitting).Gtrid).Scan(&status); err != nil {
+		t.Fatalf("the scene did not happen (the decision's commit was to be durable before the PANIC): %v\n%s", err, p.Log())
+	}
+	if err == nil || errors.Is(err, errNotWritten) {
+		t.Fatalf("the write was answered %v, but its commit decision is in the table (%s)", err, status)
+	}
+	if l.failedErr() == nil {
+		t.Fatal("a write of unknown outcome left the log usable")
+	}
+}
