@@ -57,9 +57,9 @@ type privateOutbox struct {
 	e     *dbEnv
 }
 
-func newPrivateOutbox(t *testing.T, dialect string) *privateOutbox {
+func newPrivateOutbox(t *testing.T, dialect string, opts ...privatedb.Option) *privateOutbox {
 	t.Helper()
-	srv := privatedb.Open(t, dialect)
+	srv := privatedb.Open(t, dialect, opts...)
 	db := srv.DB()
 	db.SetMaxIdleConns(0) // the writers' sessions do not outlive a restart of the server
 	if err := migrations.ApplyOutbox(context.Background(), db, dialect); err != nil {
