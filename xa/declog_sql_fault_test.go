@@ -151,3 +151,53 @@ func TestSQLDecisionLogPanicAfterCommit(t *testing.T) {
 		t.Fatal("a write of unknown outcome left the log usable")
 	}
 }
+
+// TestSQLDecisionLogMariaDBDiskFull: the decision table of a MariaDB whose disk is full takes
+// rows while its pages have room, then refuses the next one ("table is full", 1114, the
+// statement rolled back): that write is retried until the write timeout and answered as not
+// written (its transaction rolls back), the log stays usable, and once the space is back the
+// next write succeeds without a restart.
+func TestSQLDecisionLogMariaDBDiskFull(t *testing.T) {
+	p := privatedb.MariaDB(t, privatedb.OnTmpfs("128m"))
+	db, err := OpenMySQLDB(p.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	d := sqlLogDB{dialect: migrations.MySQL, db: db, table: "imago_xa_decisions", dsn: p.DSN()}
+	ctx := context.Background()
+	node := newNode(t)
+	l, _ := openSQLLog(t, d, node, sqlLogOpts{writeTimeout: 500 * time.Millisecond})
+	big := func(i int) record { // a few rows fill a page
+		r := nodeRecord(node, i, StatusCommitting)
+		r.Message = strings.Repeat("m", 4000)
+		return r
+	}
+	free := p.Fill(0)
+	var refused record
+	for i := 1; ; i++ {
+		if i > 5000 {
+			t.Fatal("the decision table took 5000 rows on a full disk")
+		}
+		err := l.appendSync(ctx, big(i))
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, errNotWritten) || !strings.Contains(err.Error(), "1114") {
+			t.Fatalf("write %d on a full disk: %v, want %v for a table that is full (1114)", i, err, errNotWritten)
+		}
+		refused = big(i)
+		break
+	}
+	if err := l.failedErr(); err != nil {
+		t.Fatalf("a write the database refused failed the log: %v", err)
+	}
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM imago_xa_decisions WHERE node_id = ? AND gtrid = ?", node, refused.Gtrid).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the refused record: %d rows, %v; want none", n, err)
+	}
+	free()
+	if err := l.appendSync(ctx, refused); err != nil {
+		t.Fatalf("a write once the space is back: %v", err)
+	}
+}
