@@ -67,6 +67,9 @@ const (
 	// safe).
 	sqlRetryPause    = 10 * time.Millisecond
 	sqlMaxRetryPause = time.Second
+	// sqlIdleCheck is how long the writer's session may stay unused before writerConn pings
+	// it first (as database/sql with pgx checks a pooled connection idle for a second).
+	sqlIdleCheck = time.Second
 )
 
 // sqlLogConfig is what openSQLDecisionLog needs.
@@ -90,6 +93,7 @@ type sqlDecisionLog struct {
 	entries map[string]record // the last record per gtrid in the table (writer goroutine only)
 	ages    *finishedAges     // what the sweep keeps (writer goroutine only)
 	conn    *sql.Conn         // the writer's session (writerConn; writer goroutine only)
+	used    time.Duration     // when conn was last handed out, by ages.elapsed (writer goroutine only)
 
 	logQueue
 }
@@ -99,9 +103,27 @@ type sqlDecisionLog struct {
 // cancelled, 57014), MySQL/MariaDB's innodb_lock_wait_timeout (a write waiting longer for a
 // row lock is rolled back, 1205; whole seconds). The values are numbers formatted here, not
 // input. The session is discarded, never returned to the pool with those settings.
+//
+// A session unused for sqlIdleCheck is pinged first: the server may have ended it meanwhile
+// (a restart, a crash such as PostgreSQL's PANIC on a full disk, a failover). A write sent on
+// a session already dead has an unknown outcome to the client, which would fail the log; a
+// ping that fails sent nothing of a write, and the write goes on a new session.
 func (l *sqlDecisionLog) writerConn(ctx context.Context) (*sql.Conn, error) {
+	now := l.ages.elapsed()
 	if l.conn != nil {
-		return l.conn, nil
+		if now-l.used < sqlIdleCheck {
+			l.used = now
+			return l.conn, nil
+		}
+		pctx, cancel := context.WithTimeout(ctx, l.cfg.writeTimeout) // the rest of ctx to connect again
+		err := l.conn.PingContext(pctx)
+		cancel()
+		if err == nil {
+			l.used = now
+			return l.conn, nil
+		}
+		l.cfg.log.Warn("decision log: the writer's session ended while idle; opening a new one", "table", l.table, "err", err)
+		l.dropWriterConn()
 	}
 	conn, err := l.cfg.db.Conn(ctx)
 	if err != nil {
@@ -115,7 +137,7 @@ func (l *sqlDecisionLog) writerConn(ctx context.Context) (*sql.Conn, error) {
 		discardConn(conn)
 		return nil, err
 	}
-	l.conn = conn
+	l.conn, l.used = conn, now
 	return conn, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -199,5 +200,44 @@ func TestSQLDecisionLogMariaDBDiskFull(t *testing.T) {
 	free()
 	if err := l.appendSync(ctx, refused); err != nil {
 		t.Fatalf("a write once the space is back: %v", err)
+	}
+}
+
+// TestSQLDecisionLogServerRestartedWhileIdle: the decision table's server crashes and comes
+// back (a kill -9 and a start, as PostgreSQL after its PANIC on a full disk) while the log is
+// idle. The writer's session died with it: the next write goes on a new session and
+// succeeds. It once went on the dead session, whose error (unexpected EOF) left its outcome
+// unknown and failed the log until a restart of the coordinator: every transaction after a
+// restart of that database rolled back.
+func TestSQLDecisionLogServerRestartedWhileIdle(t *testing.T) {
+	for _, dialect := range []string{migrations.MySQL, migrations.Postgres} {
+		t.Run(dialect, func(t *testing.T) {
+			var p *privatedb.Server
+			var d sqlLogDB
+			if dialect == migrations.Postgres {
+				p, d = privateSQLLogDB(t)
+			} else {
+				var db *sql.DB
+				p, db = privateMariaDB(t)
+				d = sqlLogDB{dialect: dialect, db: db, table: "imago_xa_decisions", dsn: p.DSN()}
+			}
+			var mono atomic.Int64 // the log's monotonic clock
+			ctx := context.Background()
+			node := newNode(t)
+			l, _ := openSQLLog(t, d, node, sqlLogOpts{writeTimeout: time.Second,
+				elapsed: func() time.Duration { return time.Duration(mono.Load()) }})
+			if err := l.appendSync(ctx, nodeRecord(node, 1, StatusCommitting)); err != nil {
+				t.Fatal(err)
+			}
+			p.Kill()
+			p.Start()
+			mono.Add(int64(2 * sqlIdleCheck)) // the log stayed idle meanwhile
+			if err := l.appendSync(ctx, nodeRecord(node, 2, StatusCommitting)); err != nil {
+				t.Fatalf("the first write after the server's restart: %v", err)
+			}
+			if err := l.failedErr(); err != nil {
+				t.Fatalf("the log failed: %v", err)
+			}
+		})
 	}
 }
