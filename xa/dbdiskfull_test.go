@@ -185,3 +185,70 @@ func TestPostgresDecisionTableDiskFull(t *testing.T) {
 		t.Fatalf("rolled back: wallet a=%d, ledger b=%d, %d messages", a, b, m)
 	}
 }
+
+// TestPostgresDecisionDurableBeforePanic: the commit decision's insert PANICs after its commit
+// is durable (panicAfterCommit: the disk fills while another session's WAL needs a new
+// segment). The client is told the decision is unknown (in doubt), not a rollback; once the
+// database is back and the coordinator restarted, recovery reads the commit decision and
+// commits every branch: the transfer applied everywhere, its message once.
+func TestPostgresDecisionDurableBeforePanic(t *testing.T) {
+	e := newEnv(t)
+	p := privatedb.Postgres(t, commitDelayed...)
+	decisions := p.DB()
+	decisions.SetMaxIdleConns(0) // no session kept across the server's restart
+	table := e.tables(map[string]int64{"a": 100, "b": 0})
+	topic := "xat." + e.suffix
+	node := newNode(t)
+	o := e.options(node)
+	o.DecisionDB, o.DecisionDialect = decisions, "postgres"
+	o.Grace = time.Hour // only the decision may finish these branches
+	o.PhaseTimeout = 3 * time.Second
+	o.RecoveryInterval = time.Hour // passes run when kicked and when the test calls Recover
+	e.rollbackLeftovers(node, o.Resources)
+	c := e.open(o)
+
+	var free func()
+	crossed := make(chan error, 1)
+	c.hookAfterPrepare = func(gtrid string) error {
+		waitFor(t, "the preparing record to be in the table", func() bool {
+			var n int
+			err := decisions.QueryRow("SELECT count(*) FROM imago.xa_decisions WHERE gtrid = $1", gtrid).Scan(&n)
+			return err == nil && n == 1
+		})
+		var cross func() error
+		cross, free = panicAfterCommit(t, p, "INSERT INTO imago.xa_decisions")
+		go func() { crossed <- cross() }()
+		return nil
+	}
+	ctx := context.Background()
+	id := "panic-decision-" + e.suffix
+	in, err := c.Run(ctx, BeginOptions{ID: id}, func(ctx context.Context, tx *GlobalTx) error {
+		return transfer(ctx, tx, table, "a", "b", 40, msg(topic, "a", `{}`))
+	})
+	c.hookAfterPrepare = nil
+	t.Logf("answer: %s %s %v", in.Status, in.Code, err)
+	if free == nil {
+		t.Fatalf("the transaction never prepared: %s %v", in.Status, err)
+	}
+	if err := <-crossed; err != nil {
+		t.Fatalf("the record past the segment's end: %v", err)
+	}
+	if !errors.Is(err, ErrInDoubt) || !in.DecisionUnknown() {
+		t.Errorf("the commit decision's insert PANICed: want in doubt with the decision unknown, got %s (%s) %v", in.Status, in.Code, err)
+	}
+	free()
+	var status string
+	if err := decisions.QueryRow("SELECT status FROM imago.xa_decisions WHERE gtrid = $1", in.Gtrid).Scan(&status); err != nil || status != string(StatusCommitting) {
+		t.Fatalf("the scene did not happen (the commit decision was to be durable before the PANIC): %q %v", status, err)
+	}
+	c.Close()
+	c = e.open(o)
+	waitFor(t, "recovery to commit the transaction everywhere", func() bool {
+		c.Recover(ctx)
+		got, err := c.Get(id)
+		return err == nil && got.Status == StatusCommitted && len(e.prepared(node)) == 0
+	})
+	if a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic)); a != 60 || b != 40 || m != 1 {
+		t.Fatalf("committed: wallet a=%d, ledger b=%d, %d messages", a, b, m)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -82,33 +83,29 @@ func TestSQLDecisionLogServerRefusesConnections(t *testing.T) {
 	}
 }
 
-// TestSQLDecisionLogPanicAfterCommit: PostgreSQL, out of disk, PANICs in the middle of writing
-// WAL, and the session whose write made it tell so gets the PANIC (53100 disk_full, an error
-// the server answered). That does not mean its transaction rolled back: the session flushes
-// what every session inserted, segment by segment, and the segment that holds its own commit
-// may be on disk, fsync'd, before the next one cannot be created. Here the write's commit
-// waits (commit_delay) while another session inserts a record that needs the next segment, on
-// a disk with no room for it: the commit decision is in the table once the server is back.
-// The write must not be answered as not written (the transaction would roll back while its
-// commit decision is durable): its outcome is unknown, and the log fails.
-func TestSQLDecisionLogPanicAfterCommit(t *testing.T) {
-	p, d := privateSQLLogDB(t, privatedb.OnTmpfs("64m"),
-		privatedb.Setting("commit_delay", "100000"), privatedb.Setting("commit_siblings", "0"), // 0.1 s, every commit
-		privatedb.Setting("wal_buffers", "4MB")) // a record past the segment's end fits unwritten
-	ctx := context.Background()
-	node := newNode(t)
-	l, _ := openSQLLog(t, d, node, sqlLogOpts{writeTimeout: time.Second})
-	if err := l.appendSync(ctx, nodeRecord(node, 1, StatusCommitting)); err != nil {
-		t.Fatal(err)
-	}
+// commitDelayed starts a private PostgreSQL on which panicAfterCommit can PANIC a session after
+// its commit is durable: on a small tmpfs, each commit waiting 0.1 s (commit_delay) for others
+// to join its WAL flush, and WAL buffers that hold a record past a segment's end unwritten.
+var commitDelayed = []privatedb.Option{privatedb.OnTmpfs("64m"),
+	privatedb.Setting("commit_delay", "100000"), privatedb.Setting("commit_siblings", "0"),
+	privatedb.Setting("wal_buffers", "4MB")}
+
+// panicAfterCommit sets the scene on p (started with commitDelayed): its WAL moves on to a new
+// segment filled but for 32 kB (a message nobody waits for), then its disk fills. The returned
+// cross runs while a session commits a statement holding query: it waits until that commit
+// waits in commit_delay (the statement started more than 20 ms ago; its own work takes far
+// less), then inserts from another session a record past the segment's end. The committing
+// session then flushes the WAL of both: the segment that holds its commit is written and
+// fsync'd, creating the next one fails for lack of space, and it PANICs, its commit durable.
+// free waits until the server is down, frees the space and starts it again.
+func panicAfterCommit(t *testing.T, p *privatedb.Server, query string) (cross func() error, free func()) {
+	t.Helper()
 	admin, err := sql.Open(p.Driver(), p.DSN())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close()
+	t.Cleanup(func() { admin.Close() })
 	admin.SetMaxOpenConns(1)
-	// A new WAL segment, filled but for 32 kB (a message nobody waits for): room for the
-	// decision's commit, not for the other session's record.
 	const segment, margin = 1 << 20, 32 << 10
 	var pos int64
 	if err := admin.QueryRow(`SELECT pg_switch_wal() IS NOT NULL, ((pg_current_wal_insert_lsn() - '0/0') % $1)::bigint`, segment).Scan(new(bool), &pos); err != nil {
@@ -117,29 +114,61 @@ func TestSQLDecisionLogPanicAfterCommit(t *testing.T) {
 	if _, err := admin.Exec(`SELECT pg_logical_emit_message(false, 'imago-test', repeat('x', $1))`, segment-pos-margin); err != nil {
 		t.Fatal(err)
 	}
-	free := p.Fill(0)
+	fill := p.Fill(0)
+	cross = func() error {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var n int
+			err := admin.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND position($1 in query) > 0
+				AND clock_timestamp() - query_start > interval '20 ms'`, query).Scan(&n)
+			if err == nil && n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no session committed %q within 30 s (%v)", query, err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		_, err := admin.Exec(`SELECT pg_logical_emit_message(false, 'imago-test', repeat('x', $1))`, 2*margin)
+		return err
+	}
+	free = func() {
+		t.Helper()
+		waitFor(t, "PostgreSQL to shut down for lack of space", p.Exited)
+		if log := p.Log(); !strings.Contains(log, "PANIC") || !strings.Contains(log, "No space left on device") {
+			t.Fatalf("PostgreSQL shut down, but not for lack of space:\n%s", log)
+		}
+		fill()
+		p.Start()
+	}
+	return cross, free
+}
 
+// TestSQLDecisionLogPanicAfterCommit: PostgreSQL, out of disk, PANICs in the middle of writing
+// WAL, and the session whose write made it tell so gets the PANIC (53100 disk_full, an error
+// the server answered). That does not mean its transaction rolled back: the session flushes
+// what every session inserted, segment by segment, and the segment that holds its own commit
+// may be on disk, fsync'd, before the next one cannot be created (panicAfterCommit): the
+// commit decision is in the table once the server is back. The write must not be answered as
+// not written (the transaction would roll back while its commit decision is durable): its
+// outcome is unknown, and the log fails.
+func TestSQLDecisionLogPanicAfterCommit(t *testing.T) {
+	p, d := privateSQLLogDB(t, commitDelayed...)
+	ctx := context.Background()
+	node := newNode(t)
+	l, _ := openSQLLog(t, d, node, sqlLogOpts{writeTimeout: time.Second})
+	if err := l.appendSync(ctx, nodeRecord(node, 1, StatusCommitting)); err != nil {
+		t.Fatal(err)
+	}
+	cross, free := panicAfterCommit(t, p, "INSERT INTO imago.xa_decisions")
 	done := make(chan error, 1)
 	go func() { done <- l.appendSync(ctx, nodeRecord(node, 2, StatusCommitting)) }()
-	// The write's commit waits in commit_delay (its INSERT takes well under 20 ms): another
-	// session inserts a record past the segment's end.
-	waitFor(t, "the decision write to wait in its commit", func() bool {
-		var n int
-		err := admin.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
-			AND query LIKE '%INSERT INTO imago.xa_decisions%' AND clock_timestamp() - query_start > interval '20 ms'`).Scan(&n)
-		return err == nil && n == 1
-	})
-	if _, err := admin.Exec(`SELECT pg_logical_emit_message(false, 'imago-test', repeat('x', $1))`, 2*margin); err != nil {
+	if err := cross(); err != nil {
 		t.Fatalf("the record past the segment's end: %v", err)
 	}
-	err = <-done
+	err := <-done
 	t.Logf("the write: %v", err)
-	waitFor(t, "PostgreSQL to shut down for lack of space", p.Exited)
-	if log := p.Log(); !strings.Contains(log, "PANIC") || !strings.Contains(log, "No space left on device") {
-		t.Fatalf("PostgreSQL shut down, but not for lack of space:\n%s", log)
-	}
 	free()
-	p.Start()
 	var status string
 	if err := d.db.QueryRow(`SELECT status FROM imago.xa_decisions WHERE node_id = $1 AND gtrid = $2`,
 		node, nodeRecord(node, 2, StatusCommitting).Gtrid).Scan(&status); err != nil {
