@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -250,5 +251,80 @@ func TestPostgresDecisionDurableBeforePanic(t *testing.T) {
 	})
 	if a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic)); a != 60 || b != 40 || m != 1 {
 		t.Fatalf("committed: wallet a=%d, ledger b=%d, %d messages", a, b, m)
+	}
+}
+
+// TestMariaDBDiskFullInTwoPhaseCommit runs the wallet's MariaDB (binlog off, as Debian runs it)
+// out of disk right before its branch's XA PREPARE, and right before its XA COMMIT: neither
+// needs space (the redo log is allocated ahead), so the transfer commits. A branch statement
+// that needs a page the table cannot get fails ("table is full", 1114) and the transaction
+// rolls back with nothing applied and nothing left prepared.
+func TestMariaDBDiskFullInTwoPhaseCommit(t *testing.T) {
+	for _, when := range []string{"prepare", "commit", "statement"} {
+		t.Run(when, func(t *testing.T) {
+			e := newEnv(t)
+			p, db := privateMariaDB(t, privatedb.OnTmpfs("128m"))
+			e.my = db
+			table := e.tables(map[string]int64{"a": 100, "b": 0})
+			topic := "xat." + e.suffix
+			node := newNode(t)
+			o := e.options(node)
+			o.Grace = time.Hour
+			o.PhaseTimeout = 5 * time.Second
+			wallet := &hookRM{resourceManager: MySQL("wallet", e.my).rm()}
+			o.Resources = []Resource{wallet, Postgres("ledger", e.pg), Broker("broker", e.b)}
+			e.rollbackLeftovers(node, o.Resources)
+			c := e.open(o)
+			var free func()
+			full := func() { free = p.Fill(0) }
+			switch when {
+			case "prepare":
+				wallet.beforePrepare = full
+			case "commit":
+				wallet.beforeCommit = full
+			default:
+				full()
+			}
+			ctx := context.Background()
+			id := "diskfull-" + when + "-" + e.suffix
+			in, err := c.Run(ctx, BeginOptions{ID: id}, func(ctx context.Context, tx *GlobalTx) error {
+				if when == "statement" {
+					w, _ := tx.Enlist(ctx, "wallet")
+					for i := 0; ; i++ { // rows until the table needs a page
+						if _, err := w.Exec(ctx, "INSERT INTO "+table+" VALUES (?, ?)", fmt.Sprintf("filler-%06d-%s", i, strings.Repeat("x", 40)), 0); err != nil {
+							return err
+						}
+						if i > 100000 {
+							return errors.New("the table took 100000 rows on a full disk")
+						}
+					}
+				}
+				return transfer(ctx, tx, table, "a", "b", 40, msg(topic, "a", `{}`))
+			})
+			wallet.beforePrepare, wallet.beforeCommit = nil, nil
+			t.Logf("answer: %s %v", in.Status, err)
+			if free == nil {
+				t.Fatal("the disk never filled")
+			}
+			want := StatusCommitted
+			if when == "statement" {
+				want = StatusRolledBack
+				if !strings.Contains(fmt.Sprint(err), "1114") || in.Status != StatusRolledBack {
+					t.Fatalf("a statement on a full table: want rolled back with the server's 1114, got %s %v", in.Status, err)
+				}
+			} else if err != nil || in.Status != StatusCommitted {
+				t.Fatalf("out of disk at %s: want committed, got %s %v", when, in.Status, err)
+			}
+			free()
+			waitFor(t, "the outcome to be applied everywhere", func() bool {
+				c.Recover(ctx)
+				got, err := c.Get(id)
+				return err == nil && got.Status == want && len(e.prepared(node)) == 0
+			})
+			a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic))
+			if want == StatusCommitted && (a != 60 || b != 40 || m != 1) || want == StatusRolledBack && (a != 100 || b != 0 || m != 0) {
+				t.Fatalf("%s: wallet a=%d, ledger b=%d, %d messages", want, a, b, m)
+			}
+		})
 	}
 }

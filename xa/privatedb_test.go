@@ -13,9 +13,9 @@ import (
 
 // privateMariaDB starts a private MariaDB and returns it with a pool on its database "test",
 // opened as serve opens a resource's.
-func privateMariaDB(t *testing.T) (*privatedb.Server, *sql.DB) {
+func privateMariaDB(t *testing.T, opts ...privatedb.Option) (*privatedb.Server, *sql.DB) {
 	t.Helper()
-	p := privatedb.MariaDB(t)
+	p := privatedb.MariaDB(t, opts...)
 	db, err := OpenMySQLDB(p.DSN())
 	if err != nil {
 		t.Fatal(err)
