@@ -328,3 +328,70 @@ func TestMariaDBDiskFullInTwoPhaseCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestPostgresSharedDecisionDatabaseDiskFull keeps the decision table in the ledger's own
+// PostgreSQL (decision_log naming the resource) and runs it out of disk at the ledger's
+// PREPARE TRANSACTION: the transaction rolls back. The PANIC ends every session of the server,
+// the decision writer's too, idle at that moment (the transaction's "preparing" record is
+// written before); the writes after the crash (this transaction's outcome) must not go on
+// that dead session, whose error would leave their outcome unknown and fail the log until a
+// restart of the coordinator. Once the space is back and the server
+// started again, the next transaction commits, and Ping is fine, with no restart.
+func TestPostgresSharedDecisionDatabaseDiskFull(t *testing.T) {
+	e := newEnv(t)
+	p := privatedb.Postgres(t, privatedb.OnTmpfs("64m"))
+	e.pg = p.DB()
+	table := e.tables(map[string]int64{"a": 100, "b": 0})
+	topic := "xat." + e.suffix
+	node := newNode(t)
+	o := e.options(node)
+	o.DecisionDB, o.DecisionDialect = e.pg, "postgres"
+	o.PhaseTimeout = 2 * time.Second
+	ledger := &hookRM{resourceManager: Postgres("ledger", e.pg).rm()}
+	o.Resources = []Resource{MySQL("wallet", e.my), ledger, Broker("broker", e.b)}
+	e.rollbackLeftovers(node, o.Resources)
+	c := e.open(o)
+	ctx := context.Background()
+	run := func(id string) (TxInfo, error) {
+		return c.Run(ctx, BeginOptions{ID: id + e.suffix}, func(ctx context.Context, tx *GlobalTx) error {
+			return transfer(ctx, tx, table, "a", "b", 10, msg(topic, "a", `{}`))
+		})
+	}
+	if in, err := run("before-"); err != nil {
+		t.Fatalf("before the disk fills: %s %v", in.Status, err)
+	}
+	var restore func()
+	ledger.beforePrepare = func() {
+		// The transaction's "preparing" record, queued before the prepares, is written first:
+		// a write in flight when the server crashes has an unknown outcome, and fails the log.
+		waitFor(t, "the preparing record to be in the table", func() bool {
+			var n int
+			err := e.pg.QueryRow("SELECT count(*) FROM imago.xa_decisions WHERE node_id = $1 AND status = 'preparing'", node).Scan(&n)
+			return err == nil && n == 1
+		})
+		restore = pgDiskFull(t, p)
+	}
+	// The server is down (crashed, its crash recovery failed) before the coordinator writes
+	// what follows the failed prepare: no write is in flight at the crash, whose outcome
+	// would be unknown indeed.
+	ledger.afterPrepare = func() { waitFor(t, "PostgreSQL to shut down for lack of space", p.Exited) }
+	in, err := run("full-")
+	ledger.beforePrepare, ledger.afterPrepare = nil, nil
+	if !errors.Is(err, ErrRolledBack) || restore == nil {
+		t.Fatalf("out of disk at the ledger's prepare: want a rollback, got %s %v", in.Status, err)
+	}
+	restore()
+	if in, err := run("after-"); err != nil {
+		t.Fatalf("once the server is back: %s (%s) %v", in.Status, in.Code, err)
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping once the server is back: %v", err)
+	}
+	waitFor(t, "the outcomes to be applied everywhere", func() bool {
+		c.Recover(ctx)
+		return len(e.prepared(node)) == 0
+	})
+	if a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic)); a != 80 || b != 20 || m != 2 {
+		t.Fatalf("two transfers of 10 committed, one rolled back: wallet a=%d, ledger b=%d, %d messages", a, b, m)
+	}
+}

@@ -67,9 +67,6 @@ const (
 	// safe).
 	sqlRetryPause    = 10 * time.Millisecond
 	sqlMaxRetryPause = time.Second
-	// sqlIdleCheck is how long the writer's session may stay unused before writerConn pings
-	// it first (as database/sql with pgx checks a pooled connection idle for a second).
-	sqlIdleCheck = time.Second
 )
 
 // sqlLogConfig is what openSQLDecisionLog needs.
@@ -93,7 +90,6 @@ type sqlDecisionLog struct {
 	entries map[string]record // the last record per gtrid in the table (writer goroutine only)
 	ages    *finishedAges     // what the sweep keeps (writer goroutine only)
 	conn    *sql.Conn         // the writer's session (writerConn; writer goroutine only)
-	used    time.Duration     // when conn was last handed out, by ages.elapsed (writer goroutine only)
 
 	logQueue
 }
@@ -104,25 +100,20 @@ type sqlDecisionLog struct {
 // row lock is rolled back, 1205; whole seconds). The values are numbers formatted here, not
 // input. The session is discarded, never returned to the pool with those settings.
 //
-// A session unused for sqlIdleCheck is pinged first: the server may have ended it meanwhile
-// (a restart, a crash such as PostgreSQL's PANIC on a full disk, a failover). A write sent on
+// The session is pinged before each write (one round trip): the server may have ended it
+// since the last one (a restart, a crash such as PostgreSQL's PANIC on a full disk, which
+// another session's write may cause a moment after this one's, a failover). A write sent on
 // a session already dead has an unknown outcome to the client, which would fail the log; a
 // ping that fails sent nothing of a write, and the write goes on a new session.
 func (l *sqlDecisionLog) writerConn(ctx context.Context) (*sql.Conn, error) {
-	now := l.ages.elapsed()
 	if l.conn != nil {
-		if now-l.used < sqlIdleCheck {
-			l.used = now
-			return l.conn, nil
-		}
 		pctx, cancel := context.WithTimeout(ctx, l.cfg.writeTimeout) // the rest of ctx to connect again
 		err := l.conn.PingContext(pctx)
 		cancel()
 		if err == nil {
-			l.used = now
 			return l.conn, nil
 		}
-		l.cfg.log.Warn("decision log: the writer's session ended while idle; opening a new one", "table", l.table, "err", err)
+		l.cfg.log.Warn("decision log: the writer's session ended since its last write; opening a new one", "table", l.table, "err", err)
 		l.dropWriterConn()
 	}
 	conn, err := l.cfg.db.Conn(ctx)
@@ -137,7 +128,7 @@ func (l *sqlDecisionLog) writerConn(ctx context.Context) (*sql.Conn, error) {
 		discardConn(conn)
 		return nil, err
 	}
-	l.conn, l.used = conn, now
+	l.conn = conn
 	return conn, nil
 }
 

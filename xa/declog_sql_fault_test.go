@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -250,17 +249,14 @@ func TestSQLDecisionLogServerRestartedWhileIdle(t *testing.T) {
 				p, db = privateMariaDB(t)
 				d = sqlLogDB{dialect: dialect, db: db, table: "imago_xa_decisions", dsn: p.DSN()}
 			}
-			var mono atomic.Int64 // the log's monotonic clock
 			ctx := context.Background()
 			node := newNode(t)
-			l, _ := openSQLLog(t, d, node, sqlLogOpts{writeTimeout: time.Second,
-				elapsed: func() time.Duration { return time.Duration(mono.Load()) }})
+			l, _ := openSQLLog(t, d, node, sqlLogOpts{writeTimeout: time.Second})
 			if err := l.appendSync(ctx, nodeRecord(node, 1, StatusCommitting)); err != nil {
 				t.Fatal(err)
 			}
 			p.Kill()
 			p.Start()
-			mono.Add(int64(2 * sqlIdleCheck)) // the log stayed idle meanwhile
 			if err := l.appendSync(ctx, nodeRecord(node, 2, StatusCommitting)); err != nil {
 				t.Fatalf("the first write after the server's restart: %v", err)
 			}
