@@ -432,8 +432,10 @@ func TestSQLDecisionLogRetention(t *testing.T) {
 				t.Errorf("unfinished %s (%s) deleted", r.Gtrid, r.Status)
 			}
 		}
-		// At open too: a transaction that finished while the log was closed, reopened past
-		// the retention (by the wall clock: all that spans a restart) with no periodic sweep due.
+		// At open: a transaction finished just before the log closed is as old as the log's
+		// newest record says, not as the wall clock says after the restart (a clock stepped
+		// forward while nothing ran is no time passed: openAge); time that passed while the log
+		// was written counts, so one that much older than the newest record goes at the open.
 		last := at(7, StatusCommitted)
 		if err := l.appendSync(ctx, last); err != nil {
 			t.Fatal(err)
@@ -441,13 +443,24 @@ func TestSQLDecisionLogRetention(t *testing.T) {
 		l.close()
 		k.advance(2*time.Hour, 0)
 		l2, recs := openSQLLog(t, d, node, sqlLogOpts{now: k.now, elapsed: k.elapsed, sweepEvery: time.Hour})
-		defer l2.close()
+		if _, ok := byGtrid(recs)[last.Gtrid]; !ok || !rows()[last.Gtrid] {
+			t.Error("a transaction finished just before the log closed was dropped at open because the wall clock stepped forward meanwhile")
+		}
+		k.advance(2*time.Hour, 2*time.Hour)
+		fresh := at(8, StatusCommitting) // written two hours after last finished
+		fresh.Created = k.now()
+		if err := l2.appendSync(ctx, fresh); err != nil {
+			t.Fatal(err)
+		}
+		l2.close()
+		l3, recs := openSQLLog(t, d, node, sqlLogOpts{now: k.now, elapsed: k.elapsed, sweepEvery: time.Hour})
+		defer l3.close()
 		got := byGtrid(recs)
 		if _, ok := got[last.Gtrid]; ok || rows()[last.Gtrid] {
-			t.Error("a finished transaction past the retention survived the open")
+			t.Error("a finished transaction past the retention, by the log's own newest record, survived the open")
 		}
-		if len(got) != len(kept) {
-			t.Errorf("%d records at open, want the %d unfinished", len(got), len(kept))
+		if len(got) != len(kept)+1 {
+			t.Errorf("%d records at open, want the %d unfinished", len(got), len(kept)+1)
 		}
 	})
 }
