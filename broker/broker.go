@@ -62,6 +62,7 @@ type Broker struct {
 	retired     []*indexSegment                // index segments retention let go whose files wait for a checkpoint (stateMu)
 	lastCkptPos atomic.Int64                   // position of the last checkpoint written; stored under ckptMu
 	ckptKeepPos atomic.Int64                   // lowest log position the last checkpoint's start offsets point at (retention.go); stored under ckptMu
+	ckptPrepPos atomic.Int64                   // lowest prepare position the last checkpoint lists (math.MaxInt64: none); stored under ckptMu
 	lastCkpt    []byte                         // the last checkpoint written, as on disk; guarded by ckptMu
 	ckptBroken  error                          // an index fsync failed: no later checkpoint may be written; guarded by ckptMu
 	snap        atomic.Pointer[linkedSnapshot] // the snapshot linked for members that copy it (snapshot.go); stored under ckptMu

@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -133,6 +134,15 @@ func (b *Broker) checkpoint() error {
 	// offsets from deleted log).
 	keep := b.firstRetainedPos()
 	cp.Txs = b.checkpointTxs(pos)
+	// The prepare batches it lists: a restart from this checkpoint reads them (restoreTxs), so
+	// no log is deleted from the first of them on until a later checkpoint lists later ones
+	// (a compacted copy) or none (the branch was decided).
+	prepKeep := int64(math.MaxInt64)
+	for _, c := range cp.Txs {
+		if c.State == TxPrepared {
+			prepKeep = min(prepKeep, c.Pos)
+		}
+	}
 	cp.Decisions = b.checkpointDecisions(pos)
 	dcp := b.syncedDedupe // Sync below makes it durable; later keys are replayed from the log
 	// Index segments retention let go before this state: their files go once this checkpoint,
@@ -185,6 +195,7 @@ func (b *Broker) checkpoint() error {
 	}
 	b.lastCkptPos.Store(pos)
 	b.ckptKeepPos.Store(keep)
+	b.ckptPrepPos.Store(prepKeep)
 	b.lastCkpt = data // a snapshot's derived state (snapshot.go)
 	for _, s := range retired {
 		// A removal a power loss undoes leaves a file below the partition's start, which

@@ -22,7 +22,8 @@ import (
 //   - its last durable checkpoint (a restart replays from there; it can never rebuild state
 //     from a compacted log, so the checkpoint must cover everything deleted), and the first
 //     record of each partition start that checkpoint records (a restart serves from those
-//     starts until raft applies the retention records after the checkpoint again);
+//     starts until raft applies the retention records after the checkpoint again), and every
+//     prepare batch that checkpoint lists (a restart reads it, also once the branch is decided);
 //   - every durable XA branch (prepared, heuristically completed, or with its outcome on the
 //     way) and every held coordinator decision: their batches stay in the log (a replicated log is never re-written at its
 //     head as a single node's is; the branch pins the segment until it is decided);
@@ -115,7 +116,9 @@ func (b *Broker) CompactLog() (int64, error) {
 	// A retention record moves the starts when it is applied, and the checkpoint that records
 	// them comes after: until then the checkpoint on disk names the older starts, and a restart
 	// from it serves them until raft applies the record again.
-	limit := min(b.firstRetainedPos(), b.lastCkptPos.Load(), b.ckptKeepPos.Load(), b.appliedPos)
+	// Nor past a prepare batch that checkpoint lists: a restart from it reads the batch, also
+	// when the branch was decided after it.
+	limit := min(b.firstRetainedPos(), b.lastCkptPos.Load(), b.ckptKeepPos.Load(), b.ckptPrepPos.Load(), b.appliedPos)
 	b.stateMu.Unlock()
 	limit = b.decisionPin(b.preparedPin(limit)) // the same pins as a single node's retention, without re-writing
 

@@ -10,7 +10,8 @@ import (
 // partition without it still holds at least the topic's retention bytes; the partition's
 // start offset moves past it. A commit-log segment goes when no partition still has a
 // message in it, and the last checkpoint is past it and records partition starts past it (a
-// restart serves from the starts the checkpoint on disk names). Because all partitions share
+// restart serves from the starts the checkpoint on disk names) and lists no prepare batch in it
+// (a restart reads those). Because all partitions share
 // the log, a topic with long retention keeps the log segments its messages live in; their
 // space is reclaimed once every topic with data in them has let go.
 //
@@ -106,6 +107,10 @@ func (b *Broker) EnforceRetention() {
 			}
 		}
 	}
+	// Not past a prepare batch the checkpoint on disk lists either: a restart from it reads the
+	// batch. Compaction above re-writes such batches at the head and its checkpoint lists the
+	// copies; when that checkpoint failed, the old batches stay until a later one succeeds.
+	minPos = min(minPos, b.ckptPrepPos.Load())
 	if minPos > 0 {
 		if freed, err := b.log.deleteBefore(minPos); err != nil {
 			b.opts.Logger.Error("retention: delete log segment", "err", err)

@@ -27,8 +27,9 @@ import (
 // Heuristically completed branches are compacted the same way (their decision, control record
 // only), so that a full rebuild from the log left after retention still knows them until they
 // are forgotten; a full rebuild with a readable checkpoint also keeps the heuristic branches it
-// lists. Retention checkpoints after compacting and before deleting, so the checkpoint on disk
-// never names a deleted position.
+// lists. Retention checkpoints after compacting and before deleting, and deletes nothing from
+// the first prepare batch the checkpoint on disk lists on (when that checkpoint failed, the old
+// batches stay until a later one lists the copies), so it never names a deleted position.
 const (
 	batchTx = 3
 
