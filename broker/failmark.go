@@ -32,7 +32,7 @@ import (
 // ErrOutcomeUnknown and, unless the mark's write took in the page cache (only its fdatasync
 // failed, as on a disk whose every fsync fails: a restart without a reboot reads the mark and
 // cuts), empties the fail mark (ftruncate again): a start that finds the
-// mark empty refuses, naming the file and the runbook (docs/operations.md, "An empty fail
+// mark empty refuses, naming the file and the runbook (docs/runbooks.md, "An empty fail
 // mark"), until an operator has cut the log. Only if emptying the mark fails as well (the file
 // system takes no change at all) may a restart serve bytes whose fsync failed; the error log
 // says so, with the durable end to cut at.
@@ -92,7 +92,7 @@ func readFailMarkFrom(f *os.File, path string) (pos int64, set bool, err error) 
 	if fi.Size() < failMarkSize { // emptied by cutUnrecorded (the file is created whole)
 		return 0, false, fmt.Errorf("fail mark %s is empty: a write or fsync of the commit log failed, and the broker "+
 			"could neither record where the log is durable nor cut it there, so the log may hold bytes whose fsync "+
-			"failed; follow the runbook (docs/operations.md, \"An empty fail mark\") before starting", path)
+			"failed; follow the runbook (docs/runbooks.md, \"An empty fail mark\") before starting", path)
 	}
 	buf := make([]byte, failMarkSize)
 	if _, err := io.ReadFull(f, buf); err != nil {
@@ -175,19 +175,19 @@ func (b *Broker) cutUnrecorded(pos int64, merr error) bool {
 		// make that restart refuse, and the emptied file could not be made durable either.
 		b.opts.Logger.Error("could not make the fail mark or the cut of the log durable; the mark is in place for a "+
 			"restart, but after a power loss the log may hold bytes whose fsync failed: cut it at the durable end "+
-			"before restarting after one (docs/operations.md, \"An empty fail mark\"); answers to the failed requests are outcome unknown",
+			"before restarting after one (docs/runbooks.md, \"An empty fail mark\"); answers to the failed requests are outcome unknown",
 			"durable_end", pos, "file", filepath.Join(b.opts.Dir, failMarkName), "err", merr, "cut_err", cerr)
 		return false
 	}
 	if eerr := b.fmark.empty(); eerr != nil {
 		b.opts.Logger.Error("could not record where the restart must cut the log, cut it, or empty the fail mark: "+
 			"a restart may serve bytes whose fsync failed; before restarting, cut the log at the durable end "+
-			"(docs/operations.md, \"An empty fail mark\")",
+			"(docs/runbooks.md, \"An empty fail mark\")",
 			"durable_end", pos, "file", filepath.Join(b.opts.Dir, failMarkName), "err", merr, "cut_err", cerr, "empty_err", eerr)
 		return false
 	}
 	b.opts.Logger.Error("could not record where the restart must cut the log, or cut it; the fail mark is emptied, "+
-		"so the next start refuses until the log is cut at the durable end (docs/operations.md, \"An empty fail mark\"); "+
+		"so the next start refuses until the log is cut at the durable end (docs/runbooks.md, \"An empty fail mark\"); "+
 		"answers to the failed requests are outcome unknown",
 		"durable_end", pos, "file", filepath.Join(b.opts.Dir, failMarkName), "err", merr, "cut_err", cerr)
 	return false

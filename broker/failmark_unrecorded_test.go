@@ -127,7 +127,7 @@ func TestUnrecordedFailMarkRefusesStart(t *testing.T) {
 		got := values(fetchAll(t, b, "t", 0))
 		b.Close()
 		t.Fatalf("the start after an unrecorded failure opened and serves %v", got)
-	} else if !strings.Contains(err.Error(), mark) || !strings.Contains(err.Error(), `docs/operations.md, "An empty fail mark"`) {
+	} else if !strings.Contains(err.Error(), mark) || !strings.Contains(err.Error(), `docs/runbooks.md, "An empty fail mark"`) {
 		t.Fatalf("the refused start says %q; want the fail mark %s and the runbook named", err, mark)
 	}
 	if _, err := VerifyLog(dir); err == nil || !strings.Contains(err.Error(), mark) {
