@@ -165,6 +165,7 @@ type Coordinator struct {
 	firstSeen map[string]time.Time // xid key → when recovery first saw it prepared without a decision
 	scanSeq   atomic.Uint64        // orders recovery scans and transactions' outcomes (recovery_scan.go)
 	lastScan  map[string]scan      // resource → its last successful scan; guarded by mu
+	healed    map[string]record    // outcomes the healed table log found, not applied yet; guarded by mu
 	kick      chan struct{}
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -324,6 +325,7 @@ func (c *Coordinator) openLog(ctx context.Context) ([]record, string, error) {
 	l, recs, err := openSQLDecisionLog(ctx, sqlLogConfig{
 		db: o.DecisionDB, dialect: o.DecisionDialect, node: c.node, retention: o.Retention,
 		writeTimeout: o.PhaseTimeout, now: o.Now, elapsed: o.Elapsed, onSync: c.metrics.observeFsync, log: c.log,
+		onHeal: func() { c.metrics.heals.Inc(); c.kickRecovery() },
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("open coordinator: %w", err)
@@ -556,7 +558,7 @@ const CodeDecisionLogFailed = "decision_log_failed"
 // DecisionUnknown reports a transaction in doubt because whether its commit decision is durable
 // is unknown (its write failed midway, or a cluster leader lost its leadership after proposing
 // it), not because a branch finished against the decision: recovery settles it (at the
-// restart, or on the new leader) without an operator.
+// restart, on the new leader, or once the decision table heals) without an operator.
 func (in TxInfo) DecisionUnknown() bool {
 	return in.Status == StatusInDoubt && in.Code == CodeDecisionLogFailed
 }

@@ -21,7 +21,7 @@ func notWritten(err error) error { return fmt.Errorf("%w: %w", errNotWritten, er
 // on the submitting side: records go through reqs to one writer goroutine, which answers a
 // synchronous one once the write that holds it is durable. After a failed write the log
 // refuses every later record: what the write left behind is unknown until a restart reads it
-// back.
+// back, or, for the table, until the writer has read it back (heals, declog_sql_heal.go).
 type logQueue struct {
 	reqs chan *logReq
 	stop chan struct{} // closed by stopWriter
@@ -35,6 +35,7 @@ type logQueue struct {
 
 	failMu sync.Mutex
 	failed error
+	heals  bool // the log un-fails itself (the table)
 	log    *slog.Logger
 	where  []any // log attributes naming the log
 }
@@ -111,7 +112,7 @@ func answer(batch []*logReq, err error) {
 	}
 }
 
-// failedErr is the error that failed the log for good, or nil.
+// failedErr is the error that failed the log, or nil.
 func (q *logQueue) failedErr() error {
 	q.failMu.Lock()
 	defer q.failMu.Unlock()
@@ -124,6 +125,18 @@ func (q *logQueue) fail(err error) {
 	defer q.failMu.Unlock()
 	if q.failed == nil {
 		q.failed = err
-		q.log.Error("decision log failed; no new global transaction can decide until restart", append(q.where, "err", err)...)
+		if q.heals {
+			q.log.Error("decision log failed: a write's outcome is unknown; no new global transaction can decide until the table is read back", append(q.where, "err", err)...)
+		} else {
+			q.log.Error("decision log failed; no new global transaction can decide until restart", append(q.where, "err", err)...)
+		}
 	}
+}
+
+// unfail makes the log take records again, once what failed it is settled (the table's
+// healing).
+func (q *logQueue) unfail() {
+	q.failMu.Lock()
+	defer q.failMu.Unlock()
+	q.failed = nil
 }

@@ -29,8 +29,9 @@ import (
 // multi-row upsert keyed by (node_id, gtrid) with the keys sorted (concurrent coordinators
 // lock rows in one order), so a row holds the last record of its transaction. appendSync
 // returns once the COMMIT that holds its record succeeded: that commit, which the database
-// makes durable, is the log's fsync. A write whose outcome is unknown fails the log for good,
-// as a failed fsync fails the file log.
+// makes durable, is the log's fsync. A write whose outcome is unknown fails the log, as a
+// failed fsync fails the file log, until the writer has read the table back on a new session
+// and settled what the write left (declog_sql_heal.go).
 //
 // Each row holds the full record in the file log's frame encoding (column record, read back
 // at open and checked by its CRC) and a readable copy for DBAs (status, client_id,
@@ -80,6 +81,7 @@ type sqlLogConfig struct {
 	now          func() time.Time
 	elapsed      func() time.Duration // the monotonic clock (nil: the monotonic reading of now)
 	onSync       func(time.Duration)
+	onHeal       func() // after the log healed (declog_sql_heal.go); the writer goroutine calls it
 	log          *slog.Logger
 }
 
@@ -91,6 +93,7 @@ type sqlDecisionLog struct {
 	ages    *finishedAges     // what the sweep keeps (writer goroutine only)
 	conn    *sql.Conn         // the writer's session (writerConn; writer goroutine only)
 
+	sqlHeal
 	logQueue
 }
 
@@ -125,6 +128,10 @@ func (l *sqlDecisionLog) writerConn(ctx context.Context) (*sql.Conn, error) {
 		q = fmt.Sprintf("SET statement_timeout = %d", max(1, l.cfg.writeTimeout.Milliseconds()))
 	}
 	if _, err := conn.ExecContext(ctx, q); err != nil {
+		discardConn(conn)
+		return nil, err
+	}
+	if err := l.identify(ctx, conn); err != nil {
 		discardConn(conn)
 		return nil, err
 	}
@@ -167,6 +174,7 @@ func openSQLDecisionLog(ctx context.Context, cfg sqlLogConfig) (*sqlDecisionLog,
 		l.table = "imago_xa_decisions"
 	}
 	l.logQueue = newLogQueue(cfg.log, "table", l.table)
+	l.heals = true
 	if err := migrations.ApplyXA(ctx, cfg.db, dialect); err != nil {
 		return nil, nil, fmt.Errorf("open decision log table %s: %w", l.table, err)
 	}
@@ -259,11 +267,33 @@ func (l *sqlDecisionLog) run() {
 	sweep := time.NewTicker(l.cfg.sweepEvery)
 	defer sweep.Stop()
 	var batch []*logReq
+	// Healing after a write of unknown outcome (declog_sql_heal.go): attempts on a timer.
+	var heal *time.Timer
+	var healC <-chan time.Time
+	healPause, attempt := sqlHealPause, 0
+	defer func() {
+		if heal != nil {
+			heal.Stop()
+		}
+	}()
 	for {
+		if l.unknown != nil && healC == nil {
+			heal = time.NewTimer(healPause)
+			healC = heal.C
+		}
 		batch = batch[:0]
 		select {
 		case req := <-l.reqs:
 			batch = append(batch, req)
+		case <-healC:
+			healC = nil
+			attempt++
+			if l.tryHeal(attempt) {
+				healPause, attempt = sqlHealPause, 0
+			} else {
+				healPause = min(2*healPause, sqlMaxHealPause)
+			}
+			continue
 		case <-sweep.C:
 			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.writeTimeout)
 			l.sweep(ctx)
@@ -285,7 +315,7 @@ func (l *sqlDecisionLog) run() {
 // write commits the batch's records (the last one per gtrid) in one transaction and answers
 // every waiter with the outcome. A write the database certainly rolled back is retried for up
 // to the write timeout and then answered errNotWritten, the log staying usable; a write whose
-// outcome is unknown fails the log for good.
+// outcome is unknown fails the log until it heals (declog_sql_heal.go).
 func (l *sqlDecisionLog) write(batch []*logReq) {
 	if batch = firstDecisionWins(batch, l.entries, l.cfg.log, l.where); len(batch) == 0 {
 		return
@@ -323,6 +353,7 @@ func (l *sqlDecisionLog) write(batch []*logReq) {
 		l.cfg.log.Error("decision log: write refused by the database until the write timeout; nothing of it was written", "table", l.table, "records", len(rows), "err", err)
 	default:
 		err = fmt.Errorf("write decision log table %s (%d records): %w", l.table, len(rows), err)
+		l.noteUnknown(rows)
 		l.fail(err)
 	}
 	answer(batch, err)

@@ -45,9 +45,15 @@
 // By default a group-committed file in Options.Dir (declog.go); with Options.DecisionDB, a
 // table in that database (declog_sql.go), written by the same rules: one writer, one
 // transaction per batch, durable (committed) before appendSync returns. A write whose outcome
-// is unknown fails the log until a restart: no transaction prepares meanwhile (it rolls back
-// with the code decision_log_failed) and Ping, hence /readyz, reports it. A commit decision
-// that certainly was not written is a rollback. Resolve takes effect once its record is durable.
+// is unknown fails the log: no transaction prepares meanwhile (it rolls back with the code
+// decision_log_failed) and Ping, hence /readyz, reports it. The file log stays failed until a
+// restart reads it back (after a failed fsync the process cannot know what the file holds).
+// The table heals in the process (declog_sql_heal.go): once its database answers again, the
+// writer ends the session of the write, reads the rows of the records in question back on a
+// new one, writes the rollback decision of each commit decision it does not find, and
+// un-fails; recovery then turns each transaction left in_doubt with decision_log_failed into
+// committing or rolling back and finishes it, as after a restart. A commit decision that
+// certainly was not written is a rollback. Resolve takes effect once its record is durable.
 //
 // With Options.DecisionBroker the log is the broker's commit log (declog_broker.go): decision
 // batches the broker fsyncs with its other writes, rebuilds at recovery and keeps through

@@ -61,8 +61,9 @@ var (
 	// ErrNodeInUse: Open found the node lease held by another live coordinator with the same
 	// node id (see lease.go).
 	ErrNodeInUse = errors.New("node id in use by another coordinator")
-	// ErrDecisionLogFailed: the decision log failed for good (a write whose outcome is
-	// unknown); no transaction prepares until the coordinator is restarted, and Ping reports it.
+	// ErrDecisionLogFailed: the decision log failed (a write whose outcome is unknown); no
+	// transaction prepares until the coordinator is restarted, or, for the decision table,
+	// until it heals (declog_sql_heal.go), and Ping reports it.
 	ErrDecisionLogFailed = errors.New("decision log failed; restart the coordinator")
 	// ErrUnsupportedServer: a database that cannot be an XA resource (see the message).
 	ErrUnsupportedServer = errors.New("database server cannot be an XA resource")

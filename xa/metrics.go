@@ -15,6 +15,7 @@ type metrics struct {
 	phase        *prometheus.HistogramVec // phase
 	recovery     *prometheus.CounterVec   // resource, action
 	timeouts     prometheus.Counter
+	heals        prometheus.Counter
 	fsync        prometheus.Histogram
 	gauges       []prometheus.Collector
 	// Label lookups done once: each transaction observes several phases and one outcome.
@@ -47,6 +48,10 @@ func newMetrics(c *Coordinator) *metrics {
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "imago_xa_timeouts_total",
 			Help: "Global transactions rolled back because they passed their timeout before a decision.",
+		}),
+		heals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imago_xa_decision_log_heals_total",
+			Help: "Times the decision table healed after a write of unknown outcome: it was read back, the commit decisions not written were rolled back, and the log took decisions again without a restart.",
 		}),
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "imago_xa_decision_log_fsync_seconds",
@@ -100,14 +105,14 @@ func resolved[T any](p *atomic.Pointer[T], resolve func() T) T {
 }
 
 func (m *metrics) all() []prometheus.Collector {
-	return append([]prometheus.Collector{m.transactions, m.phase, m.recovery, m.timeouts, m.fsync}, m.gauges...)
+	return append([]prometheus.Collector{m.transactions, m.phase, m.recovery, m.timeouts, m.heals, m.fsync}, m.gauges...)
 }
 
 // Collector returns the coordinator's metrics for a Prometheus registry:
 // imago_xa_transactions_total{outcome}, imago_xa_phase_duration_seconds{phase},
 // imago_xa_recovery_actions_total{resource,action}, imago_xa_timeouts_total,
-// imago_xa_decision_log_fsync_seconds, and the gauges imago_xa_in_doubt, imago_xa_active,
-// imago_xa_pending.
+// imago_xa_decision_log_heals_total, imago_xa_decision_log_fsync_seconds, and the gauges
+// imago_xa_in_doubt, imago_xa_active, imago_xa_pending.
 func (c *Coordinator) Collector() prometheus.Collector { return collector{c.metrics} }
 
 type collector struct{ m *metrics }

@@ -72,6 +72,7 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 	defer c.recMu.Unlock()
 	var errs []error
 	present := map[string]scan{} // resource → its scan in this pass
+	c.applyHealed()
 	c.checkLeases(ctx)
 	for _, name := range c.order {
 		lctx, cancel := context.WithTimeout(ctx, c.opts.PhaseTimeout)

@@ -166,7 +166,7 @@ func (t *GlobalTx) commitTwoPhase(ctx context.Context, worked []*Branch) (TxInfo
 			for _, b := range second {
 				b.broken = true
 			}
-			c.log.Error("commit decision could not be logged; branches left prepared for recovery at restart", "gtrid", st.gtrid, "err", err)
+			c.log.Error("commit decision could not be logged; branches left prepared for recovery once the log is read back", "gtrid", st.gtrid, "err", err)
 			return t.finish(), fmt.Errorf("%w: decision log: %v", ErrInDoubt, err)
 		}
 	} else {

@@ -28,7 +28,10 @@ type LossyProxy struct {
 	// that pg_terminate_backend ends (SQLSTATE 57P01) just after the command ran, before the
 	// Sync of its pipeline: the moment of a real termination cannot be chosen.
 	Fatal bool
-	cuts  atomic.Int32
+	// Unsent: the command itself is not forwarded either: the connection dies after the
+	// client sent it, before it reached the server (then, if set, runs before the cut).
+	Unsent bool
+	cuts   atomic.Int32
 }
 
 // pgTerminated is PostgreSQL's ErrorResponse to a session ended by pg_terminate_backend.
@@ -134,7 +137,9 @@ func (p *LossyProxy) serve(client net.Conn) {
 			if m := p.marker.Load(); m != nil && bytes.Contains(buf[:n], *m) && p.marker.CompareAndSwap(m, nil) {
 				drop.Store(true)
 				p.cuts.Add(1)
-				server.Write(buf[:n])
+				if !p.Unsent {
+					server.Write(buf[:n])
+				}
 				if p.Fatal {
 					select {
 					case <-answered:
