@@ -64,7 +64,7 @@ var (
 	// ErrDecisionLogFailed: the decision log failed (a write whose outcome is unknown); no
 	// transaction prepares until the coordinator is restarted, or, for the decision table,
 	// until it heals (declog_sql_heal.go), and Ping reports it.
-	ErrDecisionLogFailed = errors.New("decision log failed; restart the coordinator")
+	ErrDecisionLogFailed = errors.New("decision log failed (a write of unknown outcome): a decision table heals by itself once its database answers; a file or commit-log decision log needs a restart of imago")
 	// ErrUnsupportedServer: a database that cannot be an XA resource (see the message).
 	ErrUnsupportedServer = errors.New("database server cannot be an XA resource")
 	// ErrConflictingDecision: the decision log refused a record that decides a transaction
