@@ -120,3 +120,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// eachLazyFsync runs f for fsync interval and for fsync never, each on a directory of its own with
+// manualOptions and no periodic fsync during the test (the interval is an hour): the modes in
+// which a request is acknowledged once written, before any fsync.
+func eachLazyFsync(t *testing.T, f func(t *testing.T, dir string, o Options)) {
+	for _, mode := range []FsyncMode{FsyncInterval, FsyncNever} {
+		t.Run(FsyncPolicy{Mode: mode, Interval: time.Hour}.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			o := manualOptions(t, dir)
+			o.Fsync = FsyncPolicy{Mode: mode, Interval: time.Hour}
+			f(t, dir, o)
+		})
+	}
+}
