@@ -198,3 +198,13 @@ func (e *env) rollbackLeftovers(node string, resources []Resource) {
 		}
 	})
 }
+
+// transferApplied checks the fault tests' transfer of 40 (wallet a 100 → 60, ledger b 0 → 40,
+// one message on topic) is applied everywhere when want is committed, nowhere when rolled back.
+func (e *env) transferApplied(t *testing.T, table, topic string, want Status) {
+	t.Helper()
+	a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic))
+	if want == StatusCommitted && (a != 60 || b != 40 || m != 1) || want == StatusRolledBack && (a != 100 || b != 0 || m != 0) {
+		t.Fatalf("%s: wallet a=%d, ledger b=%d, %d messages", want, a, b, m)
+	}
+}

@@ -82,10 +82,7 @@ func TestBranchSessionsKilled(t *testing.T) {
 				got, err := c.Get(id)
 				return err == nil && got.Status == want && len(e.prepared(node)) == 0
 			})
-			a, b, m := e.balance(e.my, table, "a"), e.balance(e.pg, table, "b"), len(e.messages(topic))
-			if want == StatusCommitted && (a != 60 || b != 40 || m != 1) || want == StatusRolledBack && (a != 100 || b != 0 || m != 0) {
-				t.Fatalf("%s: wallet a=%d, ledger b=%d, %d messages", want, a, b, m)
-			}
+			e.transferApplied(t, table, topic, want)
 		})
 	}
 }
