@@ -173,6 +173,66 @@ func TestJavaSettlementExampleCommitAnswerLost(t *testing.T) {
 	assertSettled(t, e.ctx, e.db, e.srv, e.account, 50, 1)
 }
 
+// TestJavaSettlementExampleCommitBodyCut: Imago commits the example's branch and answers 200,
+// but the answer's body is cut off on the way (a proxy in front of the real broker sends the
+// status line, a Content-Length, half the body, and closes: a network fault a server cannot be
+// asked to produce). The status line says committed: the first commit must succeed, without a
+// retry (which would get XAER_NOTA), with no offsets, and the example exit 0.
+func TestJavaSettlementExampleCommitBodyCut(t *testing.T) {
+	e := newSettlementExample(t)
+	target, err := url.Parse(e.srv.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var commits atomic.Int32
+	acted := make(chan int, 1)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/xa/commit" {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		if commits.Add(1) > 1 {
+			proxy.ServeHTTP(w, r) // a retry: the real broker's answer (XAER_NOTA)
+			return
+		}
+		rec := httptest.NewRecorder()
+		proxy.ServeHTTP(rec, r) // the real broker commits
+		acted <- rec.Code
+		body := rec.Body.Bytes()
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack the commit's connection: %v", err)
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(buf, "HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+			rec.Code, len(body))
+		buf.Write(body[:len(body)/2])
+		if err := buf.Flush(); err != nil {
+			t.Errorf("write the cut answer: %v", err)
+		}
+	}))
+	t.Cleanup(front.Close)
+
+	out, code := e.run(front.URL, 100, "--init-balance", "150")
+	select {
+	case status := <-acted:
+		if status != http.StatusOK {
+			t.Fatalf("the real broker answered the commit %d, want 200: the test tested nothing", status)
+		}
+	default:
+		t.Fatalf("no commit went through the proxy: the test tested nothing")
+	}
+	if code != 0 || !strings.Contains(out, "commit imago: ok []") {
+		t.Fatalf("exit status %d, want 0 with the first commit ok and no offsets:\n%s", code, out)
+	}
+	if n := commits.Load(); n != 1 {
+		t.Fatalf("%d commits sent, want 1 (a 2xx with its body cut off is committed):\n%s", n, out)
+	}
+	assertSettled(t, e.ctx, e.db, e.srv, e.account, 50, 1)
+}
+
 // TestJavaSettlementExampleBranchLost: before the example's commit reaches Imago, an operator
 // rolls the prepared branch back heuristically and forgets it (real admin calls on the real
 // server), and the commit's connection is cut (cutFirstCommit). The retry gets XAER_NOTA as

@@ -10,9 +10,9 @@ import (
 
 // TestJavaXAFaults runs clients/java/testdata/faults/FaultInjection: how ImagoXAResource maps
 // answers a real broker cannot be made to give on demand (a 500 from a handler panic or a
-// proxy, a 401 after a token rotation, a follower's 307 to the leader, a redirect loop), served
-// by a fake broker inside the Java program (fault injection), and the transaction timeout
-// limits against the real Imago started here.
+// proxy, a 401 after a token rotation, a follower's 307 to the leader, a redirect loop, a 200
+// whose body is cut off), served by a fake broker inside the Java program (fault injection),
+// and the transaction timeout limits against the real Imago started here.
 func TestJavaXAFaults(t *testing.T) {
 	java, javac := javaTools(t)
 	classes := compileJava(t, javac, "", "src")

@@ -4,11 +4,19 @@ import io.imago.xa.ImagoXAException;
 import io.imago.xa.ImagoXAResource;
 import io.imago.xa.ImagoXid;
 import io.imago.xa.XACodes;
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.HexFormat;
 import java.util.List;
+import java.util.Map;
 import javax.transaction.xa.XAException;
 import javax.transaction.xa.XAResource;
 import javax.transaction.xa.Xid;
@@ -19,7 +27,7 @@ import javax.transaction.xa.Xid;
  * <p>Most cases are FAULT INJECTION: a fake broker (the JDK's HttpServer) answers what a real
  * Imago cannot be made to answer on demand (a 500 from a handler panic or a proxy in between, a
  * 401 after a token rotation, a proxy's 404, a cluster follower's 307 to the leader, a redirect
- * loop). The fake checks only what the resource sends and maps; the XA behaviour itself is
+ * loop, a 200 whose body is cut off). The fake checks only what the resource sends and maps; the XA behaviour itself is
  * checked against the real broker by the conformance harness. The transaction timeout cases run
  * against the real Imago the Go test starts ({@code --imago URL}).
  *
@@ -143,6 +151,9 @@ public final class FaultInjection {
         }
         try (Fake follower = new Fake(); Fake leader = new Fake()) {
             redirects(follower, leader);
+        }
+        try (CutFake fake = new CutFake()) {
+            cutBodies(fake);
         }
         if (imago != null) {
             transactionTimeout(imago);
@@ -293,6 +304,217 @@ public final class FaultInjection {
         follower.responder = s -> new Answer(302, "", "Location", leader.url() + s.path());
         expectCode("commit, a 302 (not followed: it would turn the POST into a GET)", XAException.XAER_RMFAIL,
                 () -> r.commit(x, false));
+    }
+
+    /** What the cutting fake answers: status and body, and the Content-Length it declares (-1: the body's). */
+    record Raw(int status, String body, int declared) {
+        static Raw whole(int status, String body) {
+            return new Raw(status, body, -1);
+        }
+
+        /** The status line, a Content-Length 100 bytes over the body, the body, then the connection closed. */
+        static Raw cut(int status, String body) {
+            return new Raw(status, body, body.getBytes(StandardCharsets.UTF_8).length + 100);
+        }
+    }
+
+    interface RawResponder {
+        Raw answer(Seen request);
+    }
+
+    /**
+     * FAULT INJECTION: a fake broker over a plain ServerSocket, one request per connection, that
+     * can answer a status line and a body shorter than its Content-Length and then close the
+     * connection: a 2xx whose body is cut off (the connection dropped after the broker did the
+     * work). The JDK's HttpServer cannot be made to send that; a real Imago cannot on demand.
+     */
+    static final class CutFake implements AutoCloseable {
+        final ServerSocket server;
+        final List<Seen> seen = new ArrayList<>();
+        volatile RawResponder responder = r -> Raw.whole(200, "{}");
+
+        CutFake() throws IOException {
+            server = new ServerSocket(0, 50, InetAddress.getLoopbackAddress());
+            Thread t = new Thread(this::serve, "cut-fake");
+            t.setDaemon(true);
+            t.start();
+        }
+
+        String url() {
+            return "http://127.0.0.1:" + server.getLocalPort();
+        }
+
+        private void serve() {
+            while (!server.isClosed()) {
+                try (Socket c = server.accept()) {
+                    handle(c);
+                } catch (IOException e) {
+                    // closed, or the client went away: next connection
+                }
+            }
+        }
+
+        private void handle(Socket c) throws IOException {
+            InputStream in = c.getInputStream();
+            ByteArrayOutputStream head = new ByteArrayOutputStream();
+            while (true) { // up to the blank line after the headers
+                int b = in.read();
+                if (b < 0) {
+                    return;
+                }
+                head.write(b);
+                byte[] h = head.toByteArray();
+                int n = h.length;
+                if (n >= 4 && h[n - 4] == '\r' && h[n - 3] == '\n' && h[n - 2] == '\r' && h[n - 1] == '\n') {
+                    break;
+                }
+            }
+            String[] lines = head.toString(StandardCharsets.ISO_8859_1).split("\r\n");
+            String[] requestLine = lines[0].split(" ");
+            int length = 0;
+            String authorization = null;
+            for (String l : lines) {
+                int colon = l.indexOf(':');
+                if (colon > 0) {
+                    String name = l.substring(0, colon).trim();
+                    String value = l.substring(colon + 1).trim();
+                    if (name.equalsIgnoreCase("Content-Length")) {
+                        length = Integer.parseInt(value);
+                    } else if (name.equalsIgnoreCase("Authorization")) {
+                        authorization = value;
+                    }
+                }
+            }
+            String body = new String(in.readNBytes(length), StandardCharsets.UTF_8);
+            Seen s = new Seen(requestLine[0], requestLine[1], authorization, body);
+            synchronized (seen) {
+                seen.add(s);
+            }
+            Raw a = responder.answer(s);
+            byte[] b = a.body().getBytes(StandardCharsets.UTF_8);
+            OutputStream out = c.getOutputStream();
+            out.write(("HTTP/1.1 " + a.status() + " X\r\nContent-Type: application/json\r\nContent-Length: "
+                    + (a.declared() < 0 ? b.length : a.declared()) + "\r\nConnection: close\r\n\r\n")
+                    .getBytes(StandardCharsets.ISO_8859_1));
+            out.write(b);
+            out.flush();
+        }
+
+        List<Seen> take() {
+            synchronized (seen) {
+                List<Seen> out = new ArrayList<>(seen);
+                seen.clear();
+                return out;
+            }
+        }
+
+        @Override
+        public void close() throws IOException {
+            server.close();
+        }
+    }
+
+    static void expectNoException(String what, Call c) {
+        try {
+            c.run();
+            System.out.println("ok   " + what);
+        } catch (XAException e) {
+            fail(what + ": " + XACodes.name(e.errorCode) + " (" + e.getMessage() + ")");
+        } catch (Exception e) {
+            fail(what + ": " + e);
+        }
+    }
+
+    /**
+     * A 2xx whose body is cut off: the broker did the verb, so the status line decides. commit
+     * and rollback succeed (XAER_RMFAIL would make the manager retry a branch the broker has
+     * forgotten, and get XAER_NOTA); commitWithOffsets returns an empty list. prepare, whose
+     * vote is lost, asks recover: the branch listed votes XA_OK, not listed (held no message,
+     * forgotten) XA_RDONLY, no answer XAER_RMFAIL. recover's own list cut off, and any answer
+     * other than a 2xx cut off, stay XAER_RMFAIL.
+     */
+    static void cutBodies(CutFake fake) {
+        ImagoXAResource r = ImagoXAResource.builder(fake.url()).token("tok").build();
+        Xid x = ImagoXid.of(1, "faults-cut", "b");
+        String xidJson = "{\"format_id\":1,\"gtrid\":\"" + HexFormat.of().formatHex(x.getGlobalTransactionId())
+                + "\",\"bqual\":\"" + HexFormat.of().formatHex(x.getBranchQualifier()) + "\"}";
+        String offsets = "{\"offsets\":[{\"topic\":\"t\",\"partition\":0,\"offset\":41}]}";
+
+        fake.responder = s -> Raw.cut(200, offsets);
+        fake.take();
+        expectNoException("commit, 200 with its body cut off, succeeds", () -> r.commit(x, false));
+        List<Seen> seen = fake.take();
+        expect("commit, 200 cut off: one request, not retried (" + seen.size() + ")",
+                seen.size() == 1 && seen.get(0).path().equals("/v1/xa/commit") && "Bearer tok".equals(seen.get(0).authorization()));
+        expectNoException("commit one-phase, 200 with its body cut off, succeeds", () -> r.commit(x, true));
+        expectNoException("commitWithOffsets, 200 with its body cut off, returns an empty list", () -> {
+            List<Map<String, Object>> got = r.commitWithOffsets(x, false);
+            if (!got.isEmpty()) {
+                throw new IllegalStateException("got offsets " + got);
+            }
+        });
+        fake.responder = s -> Raw.whole(200, offsets);
+        expectNoException("commitWithOffsets, 200 whole, returns the offsets", () -> {
+            List<Map<String, Object>> got = r.commitWithOffsets(x, false);
+            if (got.size() != 1 || ((Number) got.get(0).get("offset")).longValue() != 41) {
+                throw new IllegalStateException("got offsets " + got);
+            }
+        });
+        fake.responder = s -> Raw.cut(200, "{\"state\":");
+        expectNoException("rollback, 200 with its body cut off, succeeds", () -> r.rollback(x));
+        expectNoException("forget, 200 with its body cut off, succeeds", () -> r.forget(x));
+        Xid y = ImagoXid.of(1, "faults-cut-start", "b");
+        expectNoException("start, end, publish, 200 with the body cut off, succeed", () -> {
+            r.start(y, XAResource.TMNOFLAGS);
+            r.publishJson(y, "t", "k", "{}");
+            r.end(y, XAResource.TMSUCCESS);
+        });
+
+        // prepare: the vote is lost; recover tells whether the branch is prepared.
+        String listed = "{\"xids\":[{\"format_id\":1,\"gtrid\":\"6f74686572\",\"bqual\":\"62\"}," + xidJson + "]}";
+        String other = "{\"xids\":[{\"format_id\":1,\"gtrid\":\"6f74686572\",\"bqual\":\"62\"}]}";
+        Object[][] prepares = { // the recover answer, the vote or error code wanted, what it stands for
+            {Raw.whole(200, listed), XAResource.XA_OK, "recover lists the branch: XA_OK"},
+            {Raw.whole(200, other), XAResource.XA_RDONLY, "recover does not list it: XA_RDONLY"},
+            {Raw.whole(503, apiError("unavailable")), XAException.XAER_RMFAIL, "recover answers 503: XAER_RMFAIL"},
+            {Raw.cut(200, listed), XAException.XAER_RMFAIL, "recover's list cut off too: XAER_RMFAIL"},
+        };
+        for (Object[] p : prepares) {
+            for (String vote : new String[] {"ok", "rdonly"}) {
+                fake.responder = s -> s.path().equals("/v1/xa/recover") ? (Raw) p[0]
+                        : Raw.cut(200, "{\"vote\":\"" + vote + "\",\"st");
+                String what = "prepare, 200 with its vote (" + vote + ") cut off, " + p[2];
+                int want = (Integer) p[1];
+                if (want == XAResource.XA_OK || want == XAResource.XA_RDONLY) {
+                    try {
+                        int got = r.prepare(x);
+                        expect(what + " (got " + got + ")", got == want);
+                    } catch (XAException e) {
+                        fail(what + ": " + XACodes.name(e.errorCode) + " (" + e.getMessage() + ")");
+                    }
+                } else {
+                    expectCode(what, want, () -> r.prepare(x));
+                }
+            }
+        }
+        fake.responder = s -> Raw.whole(200, "{\"vote\":\"rdonly\"}");
+        expectNoException("prepare, 200 whole: its vote", () -> {
+            if (r.prepare(x) != XAResource.XA_RDONLY) {
+                throw new IllegalStateException("not XA_RDONLY");
+            }
+        });
+
+        // Every other answer cut off stays as it was: XAER_RMFAIL.
+        fake.responder = s -> Raw.cut(200, listed);
+        expectCode("recover, 200 with its list cut off", XAException.XAER_RMFAIL,
+                () -> r.recover(XAResource.TMSTARTRSCAN | XAResource.TMENDRSCAN));
+        fake.responder = s -> Raw.cut(500, apiError("internal_error"));
+        expectCode("commit, 500 with its body cut off", XAException.XAER_RMFAIL, () -> r.commit(x, false));
+        expectCode("start, 500 with its body cut off", XAException.XAER_RMFAIL, () -> r.start(y, XAResource.TMNOFLAGS));
+        fake.responder = s -> Raw.cut(409, apiError("XA_HEURHAZ"));
+        expectCode("commit, 409 XA_HEURHAZ with its body cut off", XAException.XAER_RMFAIL, () -> r.commit(x, false));
+        fake.responder = s -> Raw.cut(307, "");
+        expectCode("commit, 307 with its body cut off", XAException.XAER_RMFAIL, () -> r.commit(x, false));
     }
 
     /**

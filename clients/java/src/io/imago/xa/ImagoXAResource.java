@@ -3,6 +3,7 @@ package io.imago.xa;
 import java.io.IOException;
 import java.net.URI;
 import java.net.http.HttpClient;
+import java.net.http.HttpHeaders;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
@@ -15,6 +16,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.atomic.AtomicReference;
 import javax.transaction.xa.XAException;
 import javax.transaction.xa.XAResource;
 import javax.transaction.xa.Xid;
@@ -60,7 +62,9 @@ import javax.transaction.xa.Xid;
  * {@code XA_RBROLLBACK}, {@code XA_HEURCOM}, ...); a request that gets no answer, or a 503, is
  * {@code XAER_RMFAIL}, so a transaction manager retries it later, and so is any error answer
  * without an XA code to prepare, commit, rollback, forget or recover (see {@code errorFor}):
- * such an answer does not say what became of the branch.
+ * such an answer does not say what became of the branch. The status line decides: a 2xx whose
+ * body is cut off is the verb's success (see {@link #commitWithOffsets} and {@link #prepare}
+ * for what they return then), any other answer cut off is {@code XAER_RMFAIL}.
  *
  * <p>Instances are thread-safe; create one per broker URL and share it (its HttpClient pools the
  * connections). All instances with the same base URL talk to the same resource manager
@@ -69,6 +73,8 @@ import javax.transaction.xa.Xid;
 public final class ImagoXAResource implements XAResource {
     /** The default time one HTTP request may take. */
     public static final Duration DEFAULT_REQUEST_TIMEOUT = Duration.ofSeconds(30);
+
+    private static final System.Logger LOG = System.getLogger(ImagoXAResource.class.getName());
 
     private final String baseUrl;
     private final String token;
@@ -257,11 +263,20 @@ public final class ImagoXAResource implements XAResource {
         post("/v1/xa/end", body);
     }
 
-    /** Prepares the branch: {@code XA_OK}, or {@code XA_RDONLY} when it holds no message (no phase 2 then). */
+    /**
+     * Prepares the branch: {@code XA_OK}, or {@code XA_RDONLY} when it holds no message (no phase 2 then).
+     * When the broker answered 2xx but its answer was cut off (the vote is lost), the branch is
+     * prepared or, holding no message, already forgotten: the resource asks {@code recover}, and
+     * votes {@code XA_OK} when the branch is listed and {@code XA_RDONLY} when it is not (its
+     * failure is {@code XAER_RMFAIL}, and the manager rolls the transaction back).
+     */
     @Override
     public int prepare(Xid xid) throws XAException {
-        Map<String, Object> out = post("/v1/xa/prepare", xidBody(xid));
-        Object vote = out.get("vote");
+        Answer a = post("/v1/xa/prepare", xidBody(xid));
+        if (a.cut() != null) {
+            return voteAfterCut(xid, a);
+        }
+        Object vote = a.json().get("vote");
         if ("ok".equals(vote)) {
             return XA_OK;
         }
@@ -272,6 +287,36 @@ public final class ImagoXAResource implements XAResource {
                 "prepare " + xid + ": the broker answered vote " + vote + ", want ok or rdonly", null);
     }
 
+    /**
+     * The vote of a prepare whose 2xx answer was cut off: the broker prepared the branch, which
+     * recover lists until it is committed or rolled back, or found it empty and forgot it.
+     */
+    private int voteAfterCut(Xid xid, Answer a) throws XAException {
+        Answer r;
+        try {
+            r = send("GET", "/v1/xa/recover", null);
+        } catch (ImagoXAException e) {
+            throw new ImagoXAException(XAException.XAER_RMFAIL, a.status(), null, "prepare " + xid
+                    + ": the broker answered " + a.status() + " but its vote was cut off (" + a.cut()
+                    + "), and recover, which would tell whether the branch is prepared, failed: " + e.getMessage(), e);
+        }
+        if (r.cut() == null && r.json().get("xids") instanceof List) {
+            for (Object o : (List<?>) r.json().get("xids")) {
+                if (ImagoXid.same(parseXid(o), xid)) {
+                    LOG.log(System.Logger.Level.WARNING, "prepare {0}: the broker answered {1} but its vote was"
+                            + " cut off ({2}); recover lists the branch: XA_OK", xid, a.status(), a.cut());
+                    return XA_OK;
+                }
+            }
+            LOG.log(System.Logger.Level.WARNING, "prepare {0}: the broker answered {1} but its vote was cut off"
+                    + " ({2}); recover does not list the branch (it held no message): XA_RDONLY", xid, a.status(), a.cut());
+            return XA_RDONLY;
+        }
+        throw new ImagoXAException(XAException.XAER_RMFAIL, a.status(), null, "prepare " + xid
+                + ": the broker answered " + a.status() + " but its vote was cut off (" + a.cut()
+                + "), and so was the answer of recover, which would tell whether the branch is prepared", a.cut());
+    }
+
     @Override
     public void commit(Xid xid, boolean onePhase) throws XAException {
         commitWithOffsets(xid, onePhase);
@@ -280,12 +325,24 @@ public final class ImagoXAResource implements XAResource {
     /**
      * Commits like {@link #commit} and returns where the branch's messages were stored, each a
      * map with "topic", "partition" and "offset", in the order they were published.
+     *
+     * <p>When the broker answered that the branch is committed (2xx) but the rest of its answer
+     * was cut off (the connection dropped, or a read failed, while the body was read),
+     * the branch is committed: this returns an empty list, without an exception, and logs a
+     * WARNING (System.Logger "io.imago.xa.ImagoXAResource") naming the xid. The positions are
+     * then unknown here; the messages are in their topics. (No XA code says "committed, answer
+     * lost", and an exception would make a caller retry a commit the broker has forgotten.)
      */
     public List<Map<String, Object>> commitWithOffsets(Xid xid, boolean onePhase) throws XAException {
         Map<String, Object> body = xidBody(xid);
         body.put("one_phase", onePhase);
         associations.end(xid);
-        Map<String, Object> out = post("/v1/xa/commit", body);
+        Answer a = post("/v1/xa/commit", body);
+        Map<String, Object> out = a.json();
+        if (a.cut() != null) {
+            LOG.log(System.Logger.Level.WARNING, "commit {0}: the broker answered {1} (committed) but the rest"
+                    + " of its answer was cut off ({2}); the offsets are unknown", xid, a.status(), a.cut());
+        }
         List<Map<String, Object>> offsets = new ArrayList<>();
         if (out.get("offsets") instanceof List) {
             for (Object o : (List<?>) out.get("offsets")) {
@@ -332,7 +389,12 @@ public final class ImagoXAResource implements XAResource {
         if (!list) {
             return new Xid[0];
         }
-        Map<String, Object> out = send("GET", "/v1/xa/recover", null);
+        Answer a = send("GET", "/v1/xa/recover", null);
+        if (a.cut() != null) {
+            throw new ImagoXAException(XAException.XAER_RMFAIL, a.status(), null, "GET /v1/xa/recover: the broker"
+                    + " answered " + a.status() + " but the list of branches was cut off: " + a.cut(), a.cut());
+        }
+        Map<String, Object> out = a.json();
         List<Xid> xids = new ArrayList<>();
         if (out.get("xids") instanceof List) {
             for (Object o : (List<?>) out.get("xids")) {
@@ -504,8 +566,19 @@ public final class ImagoXAResource implements XAResource {
         }
     }
 
-    private Map<String, Object> post(String path, Map<String, Object> body) throws XAException {
+    private Answer post(String path, Map<String, Object> body) throws XAException {
         return send("POST", path, Json.write(body));
+    }
+
+    /**
+     * A 2xx answer: its JSON object (empty when it had none), its status, and, when its body
+     * was cut off, why (the JSON is empty then). A 2xx says the verb was done, whatever the body.
+     */
+    private record Answer(Map<String, Object> json, int status, IOException cut) {
+    }
+
+    /** What came back for one request: the status line and headers, and the body or why it was cut off. */
+    private record Reply(int status, HttpHeaders headers, String body, IOException cut) {
     }
 
     /**
@@ -516,15 +589,26 @@ public final class ImagoXAResource implements XAResource {
      * XAER_RMFAIL (the request was not acted on: retry later). The HttpClient is not asked to
      * follow redirects: it would turn a 301/302 POST into a GET, and some clients drop
      * Authorization on a redirect to another host or port. Other 3xx are not followed.
+     *
+     * <p>The status line decides: a 2xx whose body is cut off (the connection drops, or a read
+     * fails, while it is read) is the verb's success, an {@link Answer} whose
+     * {@code cut} says so; any other answer cut off is XAER_RMFAIL, as no answer is.
      */
-    private Map<String, Object> send(String method, String path, String body) throws XAException {
+    private Answer send(String method, String path, String body) throws XAException {
         String what = method + " " + path;
         URI uri = URI.create(baseUrl + path);
         Set<URI> visited = new HashSet<>();
         visited.add(uri);
         for (int hops = 0; ; hops++) {
-            HttpResponse<String> resp = exchange(method, uri, body);
-            int status = resp.statusCode();
+            Reply resp = exchange(method, uri, body);
+            int status = resp.status();
+            if (resp.cut() != null) {
+                if (status >= 200 && status < 300) {
+                    return new Answer(new LinkedHashMap<>(), status, resp.cut());
+                }
+                throw new ImagoXAException(XAException.XAER_RMFAIL, status, null,
+                        what + ": " + status + " from " + uri + ", its answer cut off: " + resp.cut(), resp.cut());
+            }
             if (status == 307 || status == 308) {
                 uri = redirectTarget(what, uri, resp, visited, hops);
                 continue;
@@ -539,7 +623,7 @@ public final class ImagoXAResource implements XAResource {
                 }
             }
             if (status >= 200 && status < 300) {
-                return json != null ? json : new LinkedHashMap<>();
+                return new Answer(json != null ? json : new LinkedHashMap<>(), status, null);
             }
             throw errorFor(what, reportsOutcome(path), status, json, text);
         }
@@ -548,9 +632,9 @@ public final class ImagoXAResource implements XAResource {
     /** How many 307/308 redirects one request follows. */
     static final int MAX_REDIRECTS = 5;
 
-    private URI redirectTarget(String what, URI from, HttpResponse<String> resp, Set<URI> visited, int hops)
+    private URI redirectTarget(String what, URI from, Reply resp, Set<URI> visited, int hops)
             throws XAException {
-        int status = resp.statusCode();
+        int status = resp.status();
         String location = resp.headers().firstValue("Location").orElse(null);
         String problem = null;
         URI to = null;
@@ -582,7 +666,11 @@ public final class ImagoXAResource implements XAResource {
         return to;
     }
 
-    private HttpResponse<String> exchange(String method, URI uri, String body) throws XAException {
+    /**
+     * Sends one request. No status line is XAER_RMFAIL; a status line whose body could not be
+     * read whole is a Reply with {@code cut} set (the handler sees the status before the body).
+     */
+    private Reply exchange(String method, URI uri, String body) throws XAException {
         HttpRequest.Builder rb = HttpRequest.newBuilder(uri)
                 .timeout(requestTimeout)
                 .header("Accept", "application/json");
@@ -595,9 +683,19 @@ public final class ImagoXAResource implements XAResource {
         } else {
             rb.method(method, HttpRequest.BodyPublishers.noBody());
         }
+        AtomicReference<HttpResponse.ResponseInfo> head = new AtomicReference<>();
+        HttpResponse.BodyHandler<String> handler = info -> {
+            head.set(info);
+            return HttpResponse.BodySubscribers.ofString(StandardCharsets.UTF_8);
+        };
         try {
-            return http.send(rb.build(), HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
+            HttpResponse<String> resp = http.send(rb.build(), handler);
+            return new Reply(resp.statusCode(), resp.headers(), resp.body(), null);
         } catch (IOException e) {
+            HttpResponse.ResponseInfo info = head.get();
+            if (info != null) {
+                return new Reply(info.statusCode(), info.headers(), null, e);
+            }
             throw new ImagoXAException(XAException.XAER_RMFAIL, 0, null,
                     method + " " + uri + ": no answer from the broker: " + e, e);
         } catch (InterruptedException e) {
