@@ -276,8 +276,25 @@ func (b *Broker) waitApplied(req *produceReq) (ProduceResult, error) {
 
 // ApplyEntry applies the committed raft entry index (of term) whose data is data: the replica's
 // Ready loop calls it for every committed entry, in order, after the entry is durable in this
-// node's log. An error means this node's state and the log disagree; the node must stop.
+// node's log. An error means this node's state and the log disagree, or the entry is applied in
+// part (a file it needed could not be written): the node must stop, and the broker fails with
+// it (Err, Failed; every later write is refused) until a restart applies the entry again from
+// the log.
 func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
+	err := b.applyEntry(index, term, data)
+	if err != nil {
+		b.stateMu.Lock()
+		first := b.failed == nil
+		b.setFailedLocked(fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err))
+		b.stateMu.Unlock()
+		if first {
+			b.opts.Logger.Error("applying a committed raft entry failed; refusing writes until restart", "err", err)
+		}
+	}
+	return err
+}
+
+func (b *Broker) applyEntry(index, term uint64, data []byte) error {
 	loc, ok := b.rlog.loc(index)
 	if !ok || loc.term != term {
 		return fmt.Errorf("apply raft entry %d term %d: not in this node's log (it ends at %d)", index, term, b.rlog.LastIndex())
