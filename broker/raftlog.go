@@ -183,17 +183,17 @@ func (l *RaftLog) Entries(lo, hi, maxSize uint64) ([]RaftEntry, error) {
 	for i, loc := range locs {
 		raw := make([]byte, loc.size)
 		if err := l.b.log.readAt(raw, loc.pos); err != nil {
-			return nil, fmt.Errorf("read raft entry %d at %d: %w", lo+uint64(i), loc.pos, err)
+			return nil, l.readFailed(lo+uint64(i), loc.pos, err)
 		}
 		bv, err := decodeBatch(raw, recs)
 		if err != nil {
-			return nil, fmt.Errorf("%w: raft entry %d at log position %d: %v", ErrCorrupt, lo+uint64(i), loc.pos, err)
+			return nil, l.readFailed(lo+uint64(i), loc.pos, fmt.Errorf("%w: %v", ErrCorrupt, err))
 		}
 		recs = bv.Records
 		h := bv.Header
 		if h.Magic != raftMagic || h.RaftIndex != lo+uint64(i) || h.RaftTerm != loc.term {
-			return nil, fmt.Errorf("%w: log position %d holds raft entry %d term %d, expected %d term %d",
-				ErrCorrupt, loc.pos, h.RaftIndex, h.RaftTerm, lo+uint64(i), loc.term)
+			return nil, l.readFailed(lo+uint64(i), loc.pos, fmt.Errorf("%w: the batch there is raft entry %d term %d, expected term %d",
+				ErrCorrupt, h.RaftIndex, h.RaftTerm, loc.term))
 		}
 		e := RaftEntry{Index: h.RaftIndex, Term: h.RaftTerm}
 		if h.Type == batchRaft {
@@ -210,6 +210,25 @@ func (l *RaftLog) Entries(lo, hi, maxSize uint64) ([]RaftEntry, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// readFailed is Entries' error for entry index at log position pos, which could not be read or
+// failed verification: the log on this node's disk is damaged (or its disk fails), so the
+// broker fails (Err, Failed) and the raft node stops. The error names the segment file and the
+// byte in it, and what the operator does.
+func (l *RaftLog) readFailed(index uint64, pos int64, err error) error {
+	file, off := l.b.log.locate(pos)
+	err = fmt.Errorf("%w: raft entry %d at log position %d (%s, byte %d) cannot be read: %w; this node's commit log is damaged: "+
+		"keep its data directory for inspection, check the disk, and replace the node under a new node id "+
+		"(docs/runbooks.md, \"A corrupt commit log\"; docs/cluster.md, \"Runbook: replace a node\")", ErrStorage, index, pos, file, off, err)
+	l.b.stateMu.Lock()
+	first := l.b.failed == nil
+	l.b.setFailedLocked(fmt.Errorf("%w: %w", ErrClosed, err))
+	l.b.stateMu.Unlock()
+	if first {
+		l.b.opts.Logger.Error("reading the raft log failed; refusing writes until restart", "err", err)
+	}
+	return err
 }
 
 // stripRaftHeader zeroes the term and index of a magic-2 batch and recomputes its header CRC:

@@ -458,6 +458,7 @@ func (n *Node) stepGroup(g *group) {
 
 func (n *Node) run(ctx context.Context) {
 	defer close(n.done)
+	defer n.stopOnStorageFault()
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	var err error

@@ -81,6 +81,8 @@ type testCluster struct {
 	logs  map[uint64]*MemLog
 	tick  time.Duration // raft's tick (default 5ms)
 	onLog func(id uint64, l *MemLog)
+	// wrap, when set, is the LogStore each node runs on over its MemLog.
+	wrap func(id uint64, l *MemLog) LogStore
 }
 
 // startChanCluster starts three nodes on MemLogs; opts may set the tick and a hook that sees
@@ -123,7 +125,11 @@ func startChanCluster(t *testing.T, opts ...func(*testCluster)) *testCluster {
 
 func (c *testCluster) newNode(t *testing.T, id, applied uint64) *Node {
 	t.Helper()
-	st, err := OpenStorage(c.dirs[id], c.logs[id])
+	var log LogStore = c.logs[id]
+	if c.wrap != nil {
+		log = c.wrap(id, c.logs[id])
+	}
+	st, err := OpenStorage(c.dirs[id], log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -44,6 +45,10 @@ type Storage struct {
 	exists bool
 	// snapshots makes the snapshot of a compacted log (Config.Snapshots; set by NewNode).
 	snapshots Snapshotter
+	// fault is the first error of the log (a read error, a checksum that fails) that Entries or
+	// Term handed to raft: raft panics on any error but its own two, and the Ready loop turns
+	// that panic into a clean stop with this error (Node.run).
+	fault atomic.Pointer[error]
 }
 
 var _ raft.Storage = (*Storage)(nil)
@@ -227,7 +232,7 @@ func (s *Storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
 func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	ents, err := s.log.Entries(lo, hi, maxSize)
 	if err != nil {
-		return nil, raftErr(err)
+		return nil, s.raftErr(err)
 	}
 	out := make([]*pb.Entry, len(ents))
 	for i, e := range ents {
@@ -240,7 +245,7 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 func (s *Storage) Term(i uint64) (uint64, error) {
 	t, err := s.log.Term(i)
 	if err != nil {
-		return 0, raftErr(err)
+		return 0, s.raftErr(err)
 	}
 	return t, nil
 }
@@ -271,14 +276,48 @@ func (s *Storage) Snapshot() (*pb.Snapshot, error) {
 	return &pb.Snapshot{Data: data, Metadata: &pb.SnapshotMetadata{ConfState: s.cs, Index: new(sIndex), Term: new(sTerm)}}, nil
 }
 
-func raftErr(err error) error {
+// raftErr maps the log's errors to raft's. Raft's Storage contract knows two: ErrCompacted and
+// ErrUnavailable; raft panics on any other (and on ErrUnavailable where it expects the entries),
+// so any other is recorded as the storage's fault first.
+func (s *Storage) raftErr(err error) error {
 	switch {
 	case errors.Is(err, ErrCompacted):
 		return raft.ErrCompacted
 	case errors.Is(err, ErrUnavailable):
 		return raft.ErrUnavailable
 	}
+	s.fault.CompareAndSwap(nil, &err)
 	return err
+}
+
+// Fault returns the first error of the log Entries or Term handed to raft (other than
+// compacted or unavailable entries), or nil.
+func (s *Storage) Fault() error {
+	if p := s.fault.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// stopOnStorageFault ends the loop cleanly when raft panicked on an error of its storage (a
+// damaged log on this node's disk: a read error or a bad checksum): raft's Storage contract
+// allows only its own two errors and panics on any other, which would end the process abruptly
+// with a Go panic for a log line and every client's connection reset. The node stops with the
+// storage's error instead, as on any other error: waiting proposals end with ErrOutcomeUnknown,
+// Status().Err names the file and position. A panic without a storage fault is raft's own
+// broken invariant: it is not recovered, and goes on with its stack.
+func (n *Node) stopOnStorageFault() {
+	err := n.cfg.Storage.Fault()
+	if err == nil {
+		return
+	}
+	if recover() == nil {
+		return
+	}
+	err = fmt.Errorf("read the raft log: %w", err)
+	n.log.Error("raft node stopped", "err", err)
+	n.failPending(fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))
+	n.publish(err)
 }
 
 // The state file: "IMRS", version 2, term, vote, commit, the index of the last membership
