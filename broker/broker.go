@@ -28,6 +28,9 @@ type Broker struct {
 	dedupe *dedupe.Store
 	opened reading // both clocks at Open (clock.go)
 	found  int64   // the newest timestamp (unix ms) of the data Open read (clock.go); set by Open
+	// held: the idempotency keys of the batches Open's replay read, waiting for the store,
+	// which opens after recovery (addHeldKeys, recovery.go).
+	held []heldKey
 
 	topicMu     sync.Mutex // serialises topic creation; guards metas, nextTopicID
 	metas       []topicMeta
@@ -252,10 +255,11 @@ func (b *Broker) open() error {
 			return err
 		}
 	} else if keysFrom >= 0 {
-		if err := b.replayKeys(keysFrom); err != nil { // recovery.go
+		if err := b.addHeldKeys(keysFrom); err != nil { // recovery.go
 			return err
 		}
 	}
+	b.held = nil
 	b.markSyncedLocked()
 	b.log.onSync = func(d time.Duration) {
 		if d > slowSync {

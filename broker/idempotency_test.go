@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -138,5 +139,53 @@ func TestIdempotencyKeyTooLargeToRemember(t *testing.T) {
 	res, err := b.Produce(context.Background(), "t", at(0, 0, 1, 1), "fits")
 	if err != nil || res.Duplicate {
 		t.Fatalf("keyed request within the limits: %+v %v", res, err)
+	}
+}
+
+// The keys of the log tail that Open replays are held until the idempotency store opens, and a
+// long replay drops those that cannot be live (older than the window against the newest
+// timestamp read and the wall clock, whichever is earlier) so that it holds no more than a
+// window of keys. The rule must drop nothing the store would keep: here the tail spans 100
+// minutes of a one-hour window and the clock was set back 30 minutes before the restart, so keys
+// up to 90 minutes before the newest batch are live by the wall clock and must still be
+// answered as duplicates, and only older ones stored again.
+func TestReplayHoldsKeysOfTheWindow(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	now := t0
+	dir := t.TempDir()
+	o := manualOptions(t, dir)
+	o.Fsync = FsyncPolicy{Mode: FsyncNever}
+	o.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	o.IdempotencyWindow = time.Hour
+	b := mustOpen(t, o)
+	mustCreate(t, b, "t", 1)
+	ctx := context.Background()
+	const n = 3000 // past the 1024 keys at which the held list is first pruned
+	for i := 0; i < n; i++ {
+		mu.Lock()
+		now = t0.Add(time.Duration(2*i) * time.Second)
+		mu.Unlock()
+		if _, err := b.Produce(ctx, "t", []Message{msg(fmt.Sprint(i))}, fmt.Sprint("k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.abandon() // the keys live only in the log after Open's checkpoint
+	mu.Lock()
+	now = now.Add(-30 * time.Minute)
+	mu.Unlock()
+	b = mustOpen(t, o)
+	defer b.Close()
+	if b.held != nil {
+		t.Errorf("Open keeps %d held keys after adding them", len(b.held))
+	}
+	for _, i := range []int{n - 1, 1500, 400} { // 400: 93 min before the newest, 83 before now
+		res, err := b.Produce(ctx, "t", []Message{msg(fmt.Sprint(i))}, fmt.Sprint("k", i))
+		if err != nil || !res.Duplicate || res.Offsets[0].Offset != int64(i) {
+			t.Fatalf("retry of k%d after the restart: %+v %v, want the duplicate at offset %d", i, res, err, i)
+		}
+	}
+	if res, err := b.Produce(ctx, "t", []Message{msg("100")}, "k100"); err != nil || res.Duplicate {
+		t.Fatalf("retry of k100, past the window by both clocks: %+v %v, want it stored again", res, err)
 	}
 }

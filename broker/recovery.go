@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,9 +21,10 @@ import (
 //     index), a checkpoint past the end of the log, or no checkpoint at all means a full
 //     rebuild: the index directory is dropped and the whole log is replayed.
 //  2. Replay the log from the checkpoint position: every batch is verified (header CRC, each
-//     record's CRC, record count) and its records are re-indexed. Once recovery is done and the
-//     idempotency store open, the keys of the replayed batches are remembered again
-//     (replayKeys): they are aged against the newest timestamp the whole replay read (clock.go).
+//     record's CRC, record count) and its records are re-indexed. The keys of the replayed
+//     batches are held (holdKey) and, once recovery is done and the idempotency store open,
+//     remembered again (addHeldKeys): they are aged against the newest timestamp the whole
+//     replay read (clock.go).
 //     When the store finds its files damaged below their checkpointed point (dedupe.Open), it
 //     sets them aside and the keys of the whole log are remembered again instead (rebuildKeys).
 //  3. The first batch that fails verification is the torn tail when no valid batch follows it
@@ -41,7 +43,7 @@ import (
 var errRebuild = errors.New("index does not match the log")
 
 // recover returns the log position from which the idempotency keys of the log are not in the
-// store's files (the checkpoint's position; the log's start without one): replayKeys adds them.
+// store's files (the checkpoint's position; the log's start without one): addHeldKeys adds them.
 func (b *Broker) recover(cp *checkpointFile) (int64, error) {
 	if cp != nil {
 		err := b.loadIndexes(cp)
@@ -334,8 +336,9 @@ func (b *Broker) resetIndexes() error {
 
 // replay re-indexes the log from pos to its end and cuts a torn tail. In a rebuild, a
 // partition's first record (or snapshot) sets its start. The timestamps it reads count for
-// b.found (clock.go); the idempotency keys are added later (replayKeys).
+// b.found (clock.go); the idempotency keys are held for the store (holdKey).
 func (b *Broker) replay(pos int64, rebuild bool) error {
+	b.held = b.held[:0] // a rebuild replays again from the start
 	from := pos
 	end := b.log.end.Load()
 	byID := b.table.Load().byID
@@ -439,8 +442,49 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 	if err != nil {
 		return err
 	}
-	if addDedupe && bv.Header.Flags&batchFlagKey != 0 {
-		return b.replayKey(pos, bv.Header, offsets)
+	if bv.Header.Flags&batchFlagKey != 0 {
+		if addDedupe {
+			return b.replayKey(pos, keyEntry(bv.Header, offsets))
+		}
+		b.holdKey(pos, keyEntry(bv.Header, offsets))
+	}
+	return nil
+}
+
+// keyEntry is the idempotency entry of the keyed batch of header h stored at offsets.
+func keyEntry(h batchHeader, offsets []dedupe.Position) dedupe.Entry {
+	return dedupe.Entry{Key: h.Key, Fingerprint: h.Fingerprint, Time: h.Timestamp, Offsets: offsets}
+}
+
+// heldKey is the idempotency key of a batch Open's replay read at pos.
+type heldKey struct {
+	pos int64
+	e   dedupe.Entry
+}
+
+// holdKey keeps the key of the keyed batch replayed at pos for addHeldKeys. Keys past the window
+// against the wall clock at Open and the newest timestamp read so far, whichever is earlier, are
+// dropped whenever the list has doubled: the store would ignore them (their age at Open is at
+// least that, clock.go), so a replay of a whole log holds no more than the window's keys.
+func (b *Broker) holdKey(pos int64, e dedupe.Entry) {
+	if n := len(b.held); n >= 1024 && n == cap(b.held) {
+		oldest := min(b.found, b.opened.wall) - b.opts.IdempotencyWindow.Milliseconds()
+		b.held = slices.DeleteFunc(b.held, func(k heldKey) bool { return k.e.Time < oldest })
+	}
+	b.held = append(b.held, heldKey{pos: pos, e: e})
+}
+
+// addHeldKeys remembers again, once the store is open, the idempotency keys of the batches the
+// replay read from pos on (those before it are in the store's files), aged against the newest
+// timestamp the whole replay read (clock.go).
+func (b *Broker) addHeldKeys(pos int64) error {
+	for _, k := range b.held {
+		if k.pos < pos {
+			continue
+		}
+		if err := b.replayKey(k.pos, k.e); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -448,8 +492,8 @@ func (b *Broker) applyReplayed(pos int64, bv batchView, byID map[uint32]*topic, 
 // replayKey remembers the idempotency key of the keyed batch at pos again. The store ignores
 // one past the window, by both clocks, and ages one the broker's data held at Open as found
 // then (clock.go).
-func (b *Broker) replayKey(pos int64, h batchHeader, offsets []dedupe.Position) error {
-	if err := b.dedupe.Add(dedupe.Entry{Key: h.Key, Fingerprint: h.Fingerprint, Time: h.Timestamp, Offsets: offsets}); err != nil {
+func (b *Broker) replayKey(pos int64, e dedupe.Entry) error {
+	if err := b.dedupe.Add(e); err != nil {
 		if b.dedupe.Err() != nil {
 			return fmt.Errorf("replay idempotency key: %w", err)
 		}
@@ -460,10 +504,7 @@ func (b *Broker) replayKey(pos int64, h batchHeader, offsets []dedupe.Position) 
 }
 
 // replayKeys remembers again the idempotency keys of the message batches from pos to the end
-// of what recovery applied (a single node; a cluster member's come with the entries raft
-// re-delivers). They wait for the store, which opens once the whole replay has read the
-// newest timestamp of the broker's data (clock.go): the batches are read a second time, from
-// the page cache (the log after the checkpoint: CheckpointInterval or CheckpointBytes).
+// of what recovery applied, read from the log (rebuildKeys: the whole log after damage).
 func (b *Broker) replayKeys(pos int64) error {
 	end := b.appliedPos
 	rd := newLogReader(b.log, pos, end)
@@ -487,7 +528,7 @@ func (b *Broker) replayKeys(pos int64) error {
 			for i, r := range recs {
 				offsets[i] = dedupe.Position{Partition: int32(r.Partition), Offset: r.Offset}
 			}
-			if err := b.replayKey(pos, h, offsets); err != nil {
+			if err := b.replayKey(pos, keyEntry(h, offsets)); err != nil {
 				return err
 			}
 		}
