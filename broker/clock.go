@@ -1,6 +1,10 @@
 package broker
 
-import "time"
+import (
+	"time"
+
+	"github.com/imagomq/imago/broker/internal/dedupe"
+)
 
 // Wall-clock steps. Batch timestamps, index entries and idempotency keys carry the wall clock
 // (unix ms), which an NTP step, a VM resumed after hours or an operator can move by hours or
@@ -15,7 +19,7 @@ import "time"
 //     while the clock was set a year back is not taken for a year old once it is corrected;
 //   - something found at Open (an index segment, a dedupe file, the replayed log) is as old as
 //     the wall clock said at Open, but never older than it was when the broker's data was last
-//     written (its timestamp against b.found, the newest timestamp that data holds: openAge),
+//     written (its timestamp against b.found, the newest timestamp that data holds: OpenAge),
 //     plus the monotonic time since.
 //
 // So a step forward ages nothing faster than real time passes, and a step back keeps data and
@@ -46,20 +50,9 @@ func (b *Broker) clock() reading {
 // seenAt returns the monotonic reading at which a timestamp ts, learnt at c, had age zero.
 func seenAt(ts int64, c reading) int64 { return c.mono - max(c.wall-ts, 0) }
 
-// foundSeen is seenAt for a timestamp ts found at Open: its age then is openAge.
+// foundSeen is seenAt for a timestamp ts found at Open: its age then is dedupe.OpenAge.
 func (b *Broker) foundSeen(ts int64) int64 {
-	return b.opened.mono - openAge(ts, b.found, b.opened.wall)
-}
-
-// openAge is the age at Open (now) of a timestamp ts found in data whose newest timestamp is
-// newest (all unix ms): its wall age, but no more than its age against newest when ts is not
-// after it. Never negative.
-func openAge(ts, newest, now int64) int64 {
-	age := now - ts
-	if ts <= newest {
-		age = min(age, newest-ts)
-	}
-	return max(age, 0)
+	return b.opened.mono - dedupe.OpenAge(ts, b.found, b.opened.wall)
 }
 
 // elapsedSince returns Elapsed's default: the time since now, measured on the monotonic reading

@@ -44,7 +44,7 @@
 // at Open, loaded from the files or added again by the caller's replay (a Time at or before
 // Options.Newest), is as old as the wall clock says but never older than it was against
 // Options.Newest, the newest time the caller's data held when it was last written: the time
-// no process wrote counts as none (openAge). After a real outage entries are then remembered
+// no process wrote counts as none (OpenAge). After a real outage entries are then remembered
 // up to one more window of running time, which only keeps keys longer.
 //
 // In memory an entry keeps its offsets as runs (partition, first offset, count), the same
@@ -237,16 +237,17 @@ func (s *Store) clock() reading {
 func seenAt(t int64, c reading) int64 { return c.mono - max(c.wall-t, 0) }
 
 // foundSeen is seenAt for an entry of time t found at Open (loaded, or replayed by the caller):
-// its age at Open is openAge, then it ages by the monotonic clock.
+// its age at Open is OpenAge, then it ages by the monotonic clock.
 func (s *Store) foundSeen(t int64) int64 {
-	return s.opened.mono - openAge(t, s.newest, s.opened.wall)
+	return s.opened.mono - OpenAge(t, s.newest, s.opened.wall)
 }
 
-// openAge is the age at Open of an entry of time t, when the newest time the caller's data
-// held is newest (all unix ms): its wall age at Open, but no more than t's age against newest
-// when t is not after it. Only the wall clock spans a restart; the cap makes a step of it
-// while no process ran count as no time (package comment). Never negative.
-func openAge(t, newest, now int64) int64 {
+// OpenAge is the age at Open (now) of a time t found in data whose newest time is newest (all
+// unix ms): its wall age at Open, but no more than t's age against newest when t is not after
+// it. Only the wall clock spans a restart; the cap makes a step of it while no process ran
+// count as no time (package comment). Never negative. The broker ages what its Open finds by
+// the same rule (foundSeen).
+func OpenAge(t, newest, now int64) int64 {
 	age := now - t
 	if t <= newest {
 		age = min(age, newest-t)

@@ -172,7 +172,7 @@ func (s *Store) load(name string, created, limit int64, c reading) (loaded, erro
 	}
 	fs := &file{name: name, created: created, newest: math.MinInt64, newSeen: math.MinInt64}
 	good, stop := scan(io.LimitReader(f, limit), func(k Key, rec record) {
-		// Loaded: as old as found at Open (openAge), and older only by the monotonic clock.
+		// Loaded: as old as found at Open (OpenAge), and older only by the monotonic clock.
 		rec.seen = s.foundSeen(rec.time)
 		fs.newest = max(fs.newest, rec.time)
 		fs.newSeen = max(fs.newSeen, rec.seen)
