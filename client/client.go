@@ -5,6 +5,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -47,6 +48,7 @@ type Client struct {
 	base  string
 	token string
 	hc    *http.Client
+	tls   *tls.Config // WithTLSConfig: the default transport's, when hc is not given
 	retry httpRetry
 
 	// idPrefix and idSeq make idempotency keys: unique per client, ordered within it.
@@ -63,6 +65,11 @@ func WithToken(token string) Option { return func(c *Client) { c.token = token }
 // WithHTTPClient uses hc for requests (transport, TLS, proxies). The default is a client with
 // its own transport and no overall timeout: bound calls with their context.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithTLSConfig makes the default transport use cfg for an https:// server: the CAs to trust
+// (RootCAs; nil: the system's) and, for a server that requires mutual TLS, the client's
+// certificate. Ignored with WithHTTPClient, whose transport carries its own.
+func WithTLSConfig(cfg *tls.Config) Option { return func(c *Client) { c.tls = cfg } }
 
 // WithRetries sets how many times in all a retryable request is sent (see the package doc for
 // what is retryable); 1 disables retries. The default is 5.
@@ -98,6 +105,9 @@ func New(baseURL string, opts ...Option) *Client {
 	if c.hc == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 64
+		if c.tls != nil {
+			t.TLSClientConfig = c.tls.Clone()
+		}
 		c.hc = &http.Client{Transport: t}
 	}
 	var id [8]byte

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -87,9 +88,11 @@ func clusterRouteKind(pattern string) clusterRoute {
 // enough idle ones per host that 64 concurrent clients of a follower reuse them instead of
 // dialling the leader for each request, and a short dial timeout so that a dead leader is
 // reported quickly (no_leader: nothing was sent).
-func forwardTransport() *http.Transport {
+func forwardTransport(tlsConfig *tls.Config) *http.Transport {
 	return &http.Transport{
-		Proxy: nil, // never an environment proxy between members
+		TLSClientConfig:     tlsConfig, // nil with plain HTTP
+		TLSHandshakeTimeout: 2 * time.Second,
+		Proxy:               nil, // never an environment proxy between members
 		DialContext: (&net.Dialer{
 			Timeout:   2 * time.Second,
 			KeepAlive: 30 * time.Second,
@@ -136,7 +139,7 @@ type forwarder struct {
 }
 
 func newForwarder(s *Server, self replica.Peer) *forwarder {
-	f := &forwarder{s: s, transport: forwardTransport(), selfID: strconv.FormatUint(self.ID, 10)}
+	f := &forwarder{s: s, transport: forwardTransport(s.opts.ForwardTLS), selfID: strconv.FormatUint(self.ID, 10)}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite:        f.rewrite,
 		Transport:      f.transport,
@@ -167,7 +170,7 @@ func (proxyBuffers) Put(b []byte) {
 // Idempotency-Key, ...) pass through; hop-by-hop ones are dropped by the proxy.
 func (f *forwarder) rewrite(pr *httputil.ProxyRequest) {
 	leader := forwardOf(pr.In.Context()).leader
-	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Scheme = f.s.memberScheme()
 	pr.Out.URL.Host = leader.HTTPAddr
 	pr.Out.Host = ""
 	pr.SetXForwarded()
@@ -223,6 +226,9 @@ func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
 		"method", r.Method, "path", r.URL.Path, "err", err)
 	var oe *net.OpError
 	switch {
+	case tlsHandshakeFailed(err):
+		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeNoLeader,
+			"the leader (node %d at %s) could not be reached over TLS (its certificate is not trusted by http.tls.ca_file, or it refused this member's): nothing was sent; check http.tls on both members", leader.ID, leader.HTTPAddr))
 	case errors.As(err, &oe) && oe.Op == "dial":
 		f.s.writeError(w, r, newError(http.StatusServiceUnavailable, api.CodeNoLeader,
 			"the leader (node %d at %s) could not be reached; nothing was sent: retry after Retry-After", leader.ID, leader.HTTPAddr))
@@ -234,6 +240,19 @@ func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
 			"the request was forwarded to the leader (node %d at %s), which did not answer: it may or may not have been applied; "+
 				"retry with the same Idempotency-Key (or global transaction id), which returns the first outcome", leader.ID, leader.HTTPAddr))
 	}
+}
+
+// tlsHandshakeFailed reports whether err ended a forward in the TLS handshake, so that the
+// leader cannot have read the request: its certificate not trusted here, a leader speaking
+// plain HTTP, or the leader's alert refusing this member's certificate (with TLS 1.3 that
+// alert comes after the request was written, but the leader's handshake failed before it read
+// any of it; alerts about certificates are sent only in the handshake).
+func tlsHandshakeFailed(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	var oe *net.OpError
+	return errors.As(err, &cv) || errors.As(err, &rh) ||
+		errors.As(err, &oe) && oe.Op == "remote error" && strings.Contains(oe.Err.Error(), "certificate")
 }
 
 // forward proxies r to leader. A change of leader before the leader's answer arrived ends
@@ -257,6 +276,14 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, leader repli
 		}
 	}()
 	f.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// memberScheme is the scheme of the members' HTTP doors: https when they serve http.tls.
+func (s *Server) memberScheme() string {
+	if s.opts.ForwardTLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // close drops the idle connections to the leader.
@@ -307,7 +334,7 @@ func (s *Server) clusterGate(w http.ResponseWriter, r *http.Request, kind cluste
 		return false, noLeaderError("this node was just elected leader and accepts requests once it has applied an entry of its term; nothing was done, retry after Retry-After")
 	}
 	if s.opts.Forward == ForwardRedirect {
-		w.Header().Set("Location", "http://"+leader.HTTPAddr+r.URL.RequestURI())
+		w.Header().Set("Location", s.memberScheme()+"://"+leader.HTTPAddr+r.URL.RequestURI())
 		w.WriteHeader(http.StatusTemporaryRedirect)
 		return true, nil
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,6 +108,12 @@ func (m *member) requests() []seenRequest {
 // startMember serves a cluster member's door with node id id over a fresh broker.
 func startMember(t testing.TB, id uint64, opts Options) *member {
 	t.Helper()
+	return startMemberTLS(t, id, opts, nil)
+}
+
+// startMemberTLS is startMember whose door serves HTTPS with serverTLS (nil: plain HTTP).
+func startMemberTLS(t testing.TB, id uint64, opts Options, serverTLS *tls.Config) *member {
+	t.Helper()
 	m := &member{fc: &fakeCluster{self: replica.Peer{ID: id}}}
 	dir := t.TempDir()
 	ts := &testServer{t: t, dir: dir, reg: prometheus.NewRegistry(), opts: opts}
@@ -142,7 +149,12 @@ func startMember(t testing.TB, id uint64, opts Options) *member {
 			m.conns.Add(1)
 		}
 	}
-	ts.hs.Start()
+	if serverTLS != nil {
+		ts.hs.TLS = serverTLS
+		ts.hs.StartTLS()
+	} else {
+		ts.hs.Start()
+	}
 	m.testServer = ts
 	m.fc.mu.Lock()
 	m.fc.self.HTTPAddr = m.addr()

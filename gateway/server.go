@@ -11,6 +11,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +83,10 @@ type Options struct {
 	// nothing is signed, and a forwarded request is recorded by the member's address, marked
 	// so.
 	ForwardSecret []byte
+	// ForwardTLS (cluster mode), when set, makes this member reach the leader's HTTP door over
+	// HTTPS with it (the members serve http.tls): the forwards, and the Location of a redirect.
+	// nil: plain HTTP.
+	ForwardTLS *tls.Config
 	// MaxApplyLag (cluster mode): /readyz answers 503 not_ready while this member's applied
 	// raft index is more than this many entries behind the commit index a leader announced (a node
 	// catching up after a restart). 0 means DefaultMaxApplyLag.

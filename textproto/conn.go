@@ -353,9 +353,10 @@ func (w payloadDeadline) failed(err error) error {
 // lingerClose closes nc after a final answer without losing it: closing a socket that still
 // has unread input makes the kernel reset the connection, which can discard the answer before
 // the client reads it. So: half-close, drain briefly, close.
+// Over TLS (protocol.tls) the half-close is TLS's close_notify; the drain is the same.
 func lingerClose(nc net.Conn) {
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.CloseWrite()
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok { // *net.TCPConn, *tls.Conn
+		cw.CloseWrite()
 		nc.SetReadDeadline(time.Now().Add(lingerTime))
 		io.CopyN(io.Discard, nc, lingerBytes)
 	}

@@ -89,7 +89,7 @@ func askNodes(ctx context.Context, a *app, st *client.ClusterStatus) map[uint64]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := client.New(scheme+"://"+n.HTTPAddr, client.WithToken(a.token), client.WithRetries(1))
+			c := client.New(scheme+"://"+n.HTTPAddr, a.clientOptions(client.WithRetries(1))...)
 			ctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
 			v, err := c.ClusterStatus(ctx)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/client"
+	"github.com/imagomq/imago/internal/config"
 	"github.com/spf13/cobra"
 )
 
@@ -34,7 +35,11 @@ func completeTopics(a *app) cobra.CompletionFunc {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		topics, err := client.New(server, client.WithToken(token), client.WithRetries(1)).ListTopics(ctx)
+		tlsConfig, err := config.ClientTLS(a.tlsFiles(cmd))
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		topics, err := client.New(server, client.WithToken(token), client.WithTLSConfig(tlsConfig), client.WithRetries(1)).ListTopics(ctx)
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}

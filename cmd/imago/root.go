@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/imagomq/imago/client"
+	"github.com/imagomq/imago/internal/config"
 	"github.com/spf13/cobra"
 )
 
@@ -27,14 +29,35 @@ const defaultServer = "http://127.0.0.1:8080"
 type app struct {
 	server string
 	token  string
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
+	// caFile, certFile and keyFile are the TLS files of an https:// --server (tls is what
+	// they make, read before the command runs).
+	caFile, certFile, keyFile string
+	tls                       *tls.Config
+	stdin                     io.Reader
+	stdout                    io.Writer
+	stderr                    io.Writer
 }
 
 // client returns an HTTP API client for --server and --token (or IMAGO_TOKEN).
 func (a *app) client() *client.Client {
-	return client.New(a.server, client.WithToken(a.token))
+	return client.New(a.server, a.clientOptions()...)
+}
+
+// tlsFiles returns --ca-file, --cert-file and --key-file, each from its environment variable
+// (IMAGO_CA_FILE, IMAGO_CERT_FILE, IMAGO_KEY_FILE) when the flag was not given.
+func (a *app) tlsFiles(cmd *cobra.Command) (ca, cert, key string) {
+	files := []string{a.caFile, a.certFile, a.keyFile}
+	for i, flag := range []string{"ca-file", "cert-file", "key-file"} {
+		if !cmd.Flags().Changed(flag) {
+			files[i] = os.Getenv("IMAGO_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_")))
+		}
+	}
+	return files[0], files[1], files[2]
+}
+
+// clientOptions are the options of every client the commands make: the token and the TLS files.
+func (a *app) clientOptions(more ...client.Option) []client.Option {
+	return append([]client.Option{client.WithToken(a.token), client.WithTLSConfig(a.tls)}, more...)
 }
 
 // usageError marks an error as the caller's: bad flags, arguments or configuration (exit 2).
@@ -108,7 +131,7 @@ Listings take --output json (-o json) for scripts.
   imago consume settlement.transfers --partition 0 --from earliest --follow`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("server") {
 				if v := os.Getenv("IMAGO_SERVER"); v != "" {
 					a.server = v
@@ -117,12 +140,20 @@ Listings take --output json (-o json) for scripts.
 			if !cmd.Flags().Changed("token") {
 				a.token = os.Getenv("IMAGO_TOKEN")
 			}
+			var err error
+			if a.tls, err = config.ClientTLS(a.tlsFiles(cmd)); err != nil {
+				return usagef("--ca-file, --cert-file, --key-file: %v", err)
+			}
+			return nil
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.server, "server", defaultServer, "server base URL (env IMAGO_SERVER)")
 	pf.StringVar(&a.token, "token", "", "bearer token (default $IMAGO_TOKEN)")
+	pf.StringVar(&a.caFile, "ca-file", "", "PEM CA bundle that an https:// server's certificate is checked against (default $IMAGO_CA_FILE; empty: the system's roots)")
+	pf.StringVar(&a.certFile, "cert-file", "", "PEM client certificate for a server that requires mutual TLS (default $IMAGO_CERT_FILE)")
+	pf.StringVar(&a.keyFile, "key-file", "", "the private key of --cert-file (default $IMAGO_KEY_FILE)")
 
 	root.AddCommand(newServeCmd(a), newTopicsCmd(a), newProduceCmd(a), newConsumeCmd(a),
 		newBenchCmd(a), newVersionCmd(a))

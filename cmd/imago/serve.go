@@ -164,6 +164,9 @@ type server struct {
 	// member is the cluster member (serve_cluster.go); nil on a single node.
 	member *replica.Member
 
+	// tls holds the doors' TLS configurations (serve_tls.go).
+	tls serveTLS
+
 	closers []namedCloser
 }
 
@@ -208,6 +211,7 @@ func runServer(ctx context.Context, cfg config.Config, ops *xa.Operations, ready
 // start runs the stages in dependency order.
 func (s *server) start(ctx context.Context) error {
 	for _, stage := range []func(context.Context) error{
+		s.loadTLS,
 		s.openBroker,
 		s.openCluster,
 		s.openOffsets,
@@ -287,6 +291,7 @@ func (s *server) openGateway(ctx context.Context) error {
 		Cluster:           s.gatewayCluster(),
 		Forward:           cfg.Cluster.Forward,
 		ForwardSecret:     []byte(cfg.Cluster.ForwardSecret),
+		ForwardTLS:        s.tls.forward,
 	})
 	if err != nil {
 		return fmt.Errorf("start HTTP gateway: %w", err)
@@ -304,9 +309,10 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 	}
 	srv := newHTTPServer(cfg, s.gw.Handler(), logger)
 	served := make(chan error, 1)
+	addr := s.scheme() + "://" + ln.Addr().String()
+	ln = listenTLS(ln, s.tls.http)
 	go func() { served <- srv.Serve(ln) }()
 
-	addr := "http://" + ln.Addr().String()
 	logger.Info("listening", "addr", addr)
 	if readyFile != "" {
 		ready := addr + "\n"

@@ -41,6 +41,7 @@ func (s *server) openProtocol(ctx context.Context) error {
 	}
 	s.tp = tp
 	s.protocolAddr = ln.Addr().String()
+	ln = listenTLS(ln, s.tls.protocol)
 	done := make(chan struct{})
 	failed := make(chan struct{})
 	s.protocolFailed = failed

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ const defaultProtocolAddr = "127.0.0.1:8123"
 
 func newStatsCmd(a *app) *cobra.Command {
 	var output, protoAddr string
-	var protocol bool
+	var protocol, protocolTLS bool
 	cmd := &cobra.Command{
 		Use:   "stats [ITEM]",
 		Short: "Show the server's counters, over HTTP or the text protocol door",
@@ -28,6 +29,8 @@ func newStatsCmd(a *app) *cobra.Command {
 --protocol over the text protocol door (the "stats" command at --protocol-addr, env
 IMAGO_PROTOCOL_ADDR, default 127.0.0.1:8123), which also answers the items topics, offsets,
 groups, transactions and help. --token (or IMAGO_TOKEN) is sent as the door's "auth" line.
+--protocol-tls speaks TLS to a door that serves protocol.tls, with --ca-file, --cert-file and
+--key-file.
 
 The text output is one "name value" line per counter; --output json prints an object (over
 the protocol door every value is a string, as the door sends it).`,
@@ -60,7 +63,14 @@ the protocol door every value is a string, as the door sends it).`,
 				if len(args) == 1 {
 					item = args[0]
 				}
-				lines, err := protocolStats(cmd.Context(), protoAddr, a.token, item)
+				var tlsConfig *tls.Config
+				if protocolTLS {
+					tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+					if a.tls != nil {
+						tlsConfig = a.tls.Clone()
+					}
+				}
+				lines, err := protocolStats(cmd.Context(), protoAddr, a.token, item, tlsConfig)
 				if err != nil {
 					return err
 				}
@@ -95,6 +105,7 @@ the protocol door every value is a string, as the door sends it).`,
 	addOutputFlag(cmd, &output)
 	cmd.Flags().BoolVar(&protocol, "protocol", false, "ask the text protocol door instead of HTTP")
 	cmd.Flags().StringVar(&protoAddr, "protocol-addr", defaultProtocolAddr, "host:port of the text protocol door (env IMAGO_PROTOCOL_ADDR)")
+	cmd.Flags().BoolVar(&protocolTLS, "protocol-tls", false, "with --protocol: speak TLS to the door (protocol.tls), trusting --ca-file")
 	return cmd
 }
 
@@ -125,11 +136,18 @@ func printStatLines(w io.Writer, lines [][2]string, output string) error {
 
 // protocolStats sends "stats [item]" to the text protocol door (after "auth" when a token is
 // given) and returns the STAT lines as name/value pairs.
-func protocolStats(ctx context.Context, addr, token, item string) ([][2]string, error) {
-	var d net.Dialer
+// With tlsConfig the connection is TLS.
+func protocolStats(ctx context.Context, addr, token, item string, tlsConfig *tls.Config) ([][2]string, error) {
+	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: tlsConfig}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	conn, err := d.DialContext(dctx, "tcp", addr)
+	var conn net.Conn
+	var err error
+	if tlsConfig != nil {
+		conn, err = d.DialContext(dctx, "tcp", addr)
+	} else {
+		conn, err = d.NetDialer.DialContext(dctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, &unavailableError{fmt.Errorf("text protocol door at %s: %w", addr, err)}
 	}

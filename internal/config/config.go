@@ -74,6 +74,8 @@ type HTTP struct {
 	MaxWait time.Duration `yaml:"max_wait"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TLS serves HTTPS (tls.go). Default off: plain HTTP.
+	TLS TLS `yaml:"tls"`
 }
 
 // Protocol configures the text protocol door (docs/protocol.md).
@@ -82,6 +84,8 @@ type Protocol struct {
 	Enabled bool `yaml:"enabled"`
 	// Addr is the listen address. Default 127.0.0.1:8123.
 	Addr string `yaml:"addr"`
+	// TLS puts the door behind TLS (tls.go; ca_file does not apply). Default off.
+	TLS TLS `yaml:"tls"`
 }
 
 // Log configures the commit log.

@@ -37,6 +37,11 @@ func (c Config) Validate() error {
 			errs = append(errs, notLoopbackError("protocol.addr", c.Protocol.Addr))
 		}
 	}
+	errs = append(errs, c.HTTP.TLS.check("http.tls")...)
+	errs = append(errs, c.Protocol.TLS.check("protocol.tls")...)
+	if c.Protocol.TLS.CAFile != "" {
+		add("protocol.tls.ca_file: only http.tls has a ca_file (the CAs a member trusts when it forwards to the leader); the text protocol is never forwarded")
+	}
 	if c.HTTP.MaxWait < 0 {
 		add("http.max_wait %s: must not be negative", c.HTTP.MaxWait)
 	}

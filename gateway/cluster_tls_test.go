@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/testenv"
+)
+
+// Members whose doors serve HTTPS (http.tls): a follower forwards to the leader over TLS,
+// trusting the members' CA and presenting its own certificate to a leader that requires one,
+// and redirects to an https:// Location. A leader whose certificate the follower does not
+// trust is never sent the request: 503 no_leader naming TLS, nothing applied.
+func TestClusterForwardOverTLS(t *testing.T) {
+	ca := testenv.NewCA(t, "members")
+	leaderCert, leaderKey := ca.Issue(t, "leader", "127.0.0.1")
+	followerCert, followerKey := ca.Issue(t, "follower", "127.0.0.1")
+	lc, err := tls.LoadX509KeyPair(leaderCert, leaderKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The leader requires a client certificate of the members' CA, as http.tls.client_ca_file.
+	leaderTLS := &tls.Config{Certificates: []tls.Certificate{lc}, ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
+	start := func(t *testing.T, forward *tls.Config, mode string) (leader, follower *member) {
+		leader = startMemberTLS(t, 1, Options{Tokens: clusterTokens}, leaderTLS)
+		lp := leader.peer()
+		leader.fc.set(&lp, true)
+		follower = startMember(t, 2, Options{Tokens: clusterTokens, ForwardTLS: forward, Forward: mode})
+		follower.fc.set(&lp, false)
+		return leader, follower
+	}
+
+	t.Run("forward", func(t *testing.T) {
+		leader, follower := start(t, ca.ClientConfig(t, followerCert, followerKey), "")
+		follower.must(http.StatusCreated, http.MethodPut, "/v1/topics/tls.t", `{"partitions":1}`, "Authorization", payToken)
+		r := follower.must(http.StatusOK, http.MethodPost, "/v1/topics/tls.t/messages", `{"messages":[{"value":"a"}]}`,
+			"Authorization", payToken, "Idempotency-Key", "tls-k1")
+		leaderHeader(t, r, "1")
+		if _, err := leader.b.Topic("tls.t"); err != nil {
+			t.Fatalf("the leader has no topic: %v", err)
+		}
+		if got := len(leader.requests()); got != 2 {
+			t.Fatalf("the leader got %d requests over TLS, want 2", got)
+		}
+	})
+
+	t.Run("redirect", func(t *testing.T) {
+		leader, follower := start(t, ca.ClientConfig(t, followerCert, followerKey), ForwardRedirect)
+		req, _ := http.NewRequest(http.MethodGet, follower.hs.URL+"/v1/topics", nil)
+		req.Header.Set("Authorization", payToken)
+		hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := "https://" + leader.addr() + "/v1/topics"; resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != want {
+			t.Fatalf("%d Location %q, want 307 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+		}
+	})
+
+	for _, tc := range []struct {
+		name    string
+		forward func(t *testing.T) *tls.Config
+	}{
+		// The follower trusts another CA: the leader's certificate fails verification.
+		{"leader not trusted", func(t *testing.T) *tls.Config {
+			other := testenv.NewCA(t, "other")
+			c, k := other.Issue(t, "follower", "127.0.0.1")
+			return other.ClientConfig(t, c, k)
+		}},
+		// The follower has no certificate: the leader refuses it in the handshake.
+		{"no client certificate", func(t *testing.T) *tls.Config { return ca.ClientConfig(t, "", "") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leader, follower := start(t, tc.forward(t), "")
+			r := follower.do(http.MethodPost, "/v1/topics/tls.u/messages", `{"messages":[{"value":"a"}]}`, "Authorization", payToken, "Idempotency-Key", "tls-k2")
+			expectError(t, r, http.StatusServiceUnavailable, api.CodeNoLeader, "")
+			if !strings.Contains(string(r.body), "over TLS") || !strings.Contains(string(r.body), "nothing was sent") {
+				t.Errorf("answer %s does not say nothing was sent", r.body)
+			}
+			if got := len(leader.requests()); got != 0 {
+				t.Fatalf("the leader served %d requests", got)
+			}
+			if _, err := leader.b.Topic("tls.u"); !errors.Is(err, broker.ErrUnknownTopic) {
+				t.Fatalf("the leader applied the request: %v", err)
+			}
+		})
+	}
+}
