@@ -29,8 +29,10 @@
 // blindly: Tx.Commit settles an unknown outcome by asking the transaction's status, and a
 // transaction manager settles an XA branch through Recover, as XA intends. A 2xx status means
 // the server did what was asked even when the rest of its answer is lost: Tx.Commit then reads
-// the positions from the transaction's status, and XAResource.Commit reports the branch
-// committed. Every call takes a context, and no retry sleeps past its deadline.
+// the positions from the transaction's status, XAResource.Commit reports the branch
+// committed, and XAResource.Prepare finds its lost vote with Recover (listed: prepared, XA_OK;
+// not listed: read-only and forgotten, XA_RDONLY; Recover failing: XAER_RMFAIL). Every call
+// takes a context, and no retry sleeps past its deadline.
 //
 // # The batching producer
 //

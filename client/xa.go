@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -65,6 +66,11 @@ func ParseXid(s string) (Xid, error) {
 	}
 	x := Xid{FormatID: int32(f), Gtrid: g, Bqual: b}
 	return x, x.Validate()
+}
+
+// equal reports whether x and y name the same branch.
+func (x Xid) equal(y Xid) bool {
+	return x.FormatID == y.FormatID && bytes.Equal(x.Gtrid, y.Gtrid) && bytes.Equal(x.Bqual, y.Bqual)
 }
 
 func (x Xid) json() api.Xid {
@@ -247,15 +253,53 @@ func (r *XAResource) End(ctx context.Context, xid Xid, flags string) error {
 // Prepare makes an idle branch durable and votes. rdonly is true when the branch held no
 // message: it is already forgotten and needs neither commit nor rollback. A rollback-only
 // branch is rolled back and answers XA_RBROLLBACK.
+//
+// When the server answered 2xx (it prepared the branch) but its vote could not be read (a
+// connection cut while reading the body), Prepare asks Recover: a branch listed is prepared
+// and votes XA_OK, a branch not listed votes XA_RDONLY. The rule holds because a 2xx prepare
+// leaves the branch either prepared, which Recover lists until it is committed or rolled back
+// (a heuristic decision keeps it listed until Forget, and a prepared branch never times out),
+// or read-only, which the server forgets at once. So "not listed" is read-only unless someone
+// other than this transaction manager committed or rolled back the branch between the prepare
+// and the recover (an operator's plain rollback, not a heuristic one), which no transaction
+// manager should let happen to a branch it is preparing; the Java resource decides the same.
+// When Recover fails, the vote is unknown: XAER_RMFAIL (the broker could not be reached), and
+// the manager finds the branch, prepared, through Recover later; never XAER_RMERR, which says
+// the broker failed the branch, so that a manager rolls back a global transaction whose
+// branch here is prepared (a spurious rollback of a payment other resources may have prepared).
 func (r *XAResource) Prepare(ctx context.Context, xid Xid) (rdonly bool, err error) {
 	if err := xid.Validate(); err != nil {
 		return false, err
 	}
 	var out api.XAPrepareResponse
-	if err := r.verb(ctx, "prepare", api.XAXidRequest{Xid: xid.json()}, &out); err != nil {
-		return false, err
+	_, err = r.c.send(ctx, request{method: http.MethodPost, path: "/v1/xa/prepare",
+		in: api.XAXidRequest{Xid: xid.json()}, out: &out})
+	var de *decodeError
+	if errors.As(err, &de) {
+		return r.voteFromRecover(ctx, xid, de)
+	}
+	if err != nil {
+		return false, xaError(err)
 	}
 	return out.Vote == api.XAVoteReadOnly, nil
+}
+
+// voteFromRecover finds the vote of a prepare whose 2xx answer could not be read (lost):
+// listed by Recover, the branch is prepared (XA_OK); not listed, it was read-only and is
+// forgotten (XA_RDONLY). A failed Recover is XAER_RMFAIL: the vote is unknown.
+func (r *XAResource) voteFromRecover(ctx context.Context, xid Xid, lost *decodeError) (rdonly bool, err error) {
+	xids, err := r.Recover(ctx)
+	if err != nil {
+		return false, &XAError{Code: XAERRMFail,
+			Message: fmt.Sprintf("prepare %s: the server answered 2xx but its vote was lost (%v), and recover, which would tell whether the branch is prepared, failed: %v", xid, lost, err),
+			Err:     errors.Join(lost, err)}
+	}
+	for _, x := range xids {
+		if x.equal(xid) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Commit commits a prepared branch, or with onePhase an idle one (never a prepared one), and
