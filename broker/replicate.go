@@ -283,15 +283,26 @@ func (b *Broker) waitApplied(req *produceReq) (ProduceResult, error) {
 func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 	err := b.applyEntry(index, term, data)
 	if err != nil {
-		b.stateMu.Lock()
-		first := b.failed == nil
-		b.setFailedLocked(fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err))
-		b.stateMu.Unlock()
-		if first {
-			b.opts.Logger.Error("applying a committed raft entry failed; refusing writes until restart", "err", err)
-		}
+		b.FailApply(err)
 	}
 	return err
+}
+
+// FailApply fails the broker because a committed raft entry could not be applied outside
+// ApplyEntry, err saying which and why: a membership change whose record (the members file, the
+// raft state) could not be written, which stops the raft node before the broker is told of the
+// entry. The result is that of an ApplyEntry error (Err names the entry, Failed is closed,
+// every later write is refused with ErrStorage): the node is stopped, and what the process
+// holds in memory may include a change its disk lacks, until a restart applies the entry again
+// from the log. A broker that failed already keeps its first error.
+func (b *Broker) FailApply(err error) {
+	b.stateMu.Lock()
+	first := b.failed == nil
+	b.setFailedLocked(fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err))
+	b.stateMu.Unlock()
+	if first {
+		b.opts.Logger.Error("applying a committed raft entry failed; refusing writes until restart", "err", err)
+	}
 }
 
 func (b *Broker) applyEntry(index, term uint64, data []byte) error {

@@ -33,23 +33,26 @@ import (
 //
 // The other order (the ConfIndex first) left a node that crashed between the two without the
 // new member's address for good: the entry delivered again is skipped. For the same reason an
-// OnConfChange error stops the node before the ConfIndex moves.
+// OnConfChange error stops the node before the ConfIndex moves. Either error stops the node
+// with ErrApply (apply wraps it with the entry), so that what embeds the node fails its state
+// machine as for a normal entry that fails to apply: raft's tracker and OnConfChange's
+// memory may hold a change the disk lacks.
 func (n *Node) applyConfChange(e *pb.Entry) error {
 	var cc *pb.ConfChangeV2
 	switch e.GetType() {
 	case pb.EntryConfChange:
 		var v1 pb.ConfChange
 		if err := proto.Unmarshal(e.GetData(), &v1); err != nil {
-			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
+			return fmt.Errorf("membership change: %w", err)
 		}
 		cc = v1.AsV2()
 	case pb.EntryConfChangeV2:
 		cc = &pb.ConfChangeV2{}
 		if err := proto.Unmarshal(e.GetData(), cc); err != nil {
-			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
+			return fmt.Errorf("membership change: %w", err)
 		}
 	default:
-		return fmt.Errorf("apply: entry %d has unknown type %s", e.GetIndex(), e.GetType())
+		return fmt.Errorf("unknown entry type %s", e.GetType())
 	}
 	if e.GetIndex() <= n.cfg.Storage.ConfIndex() {
 		return nil
@@ -57,11 +60,11 @@ func (n *Node) applyConfChange(e *pb.Entry) error {
 	cs := n.rn.ApplyConfChange(cc)
 	if n.cfg.OnConfChange != nil {
 		if err := n.cfg.OnConfChange(e.GetIndex(), cc, cs); err != nil {
-			return fmt.Errorf("apply: entry %d: membership change: %w", e.GetIndex(), err)
+			return fmt.Errorf("membership change: %w", err)
 		}
 	}
 	if err := n.cfg.Storage.setConfState(cs, e.GetIndex()); err != nil {
-		return fmt.Errorf("apply: entry %d: %w", e.GetIndex(), err)
+		return fmt.Errorf("membership change: record the membership: %w", err)
 	}
 	n.log.Info("membership changed", "index", e.GetIndex(), "voters", cs.GetVoters(), "learners", cs.GetLearners())
 	return nil

@@ -32,6 +32,13 @@ var (
 	// compacted log), staged it through Config.Snapshots and stopped: the process restarts
 	// and installs it before it opens its state.
 	ErrSnapshotStaged = errors.New("cluster: snapshot staged; restart to install it")
+	// ErrApply: the node stopped because a committed entry could not be applied: the Applier
+	// refused a normal entry, or a membership change could not be recorded (Config.OnConfChange
+	// or the stored membership failed). Status().Err wraps it and names the entry. What
+	// embeds the node must fail its state machine with it, whichever the entry: the
+	// state in memory may hold the entry in part (OnConfChange's members, the Applier's
+	// indexes), and only a restart that applies the entry again from the log sets it right.
+	ErrApply = errors.New("cluster: apply committed entry")
 )
 
 // Snapshotter makes and stages the state machine's snapshots. A node whose log was never
@@ -50,8 +57,9 @@ type Snapshotter interface {
 // Applier is the state machine: it receives every committed normal entry, in index order, once
 // per incarnation of the node (after a restart from the index after Config.Applied). Empty
 // entries are the no-ops a new leader commits in its term; they are applied too so the applier
-// sees every index. An error stops the node: an applier that finds the entry disagreeing with
-// its state (an offset the leader assigned differently) must say so rather than continue.
+// sees every index. An error stops the node (Status().Err wraps ErrApply): an applier that
+// finds the entry disagreeing with its state (an offset the leader assigned differently) must
+// say so rather than continue.
 type Applier interface {
 	Apply(index, term uint64, data []byte) error
 }
@@ -92,8 +100,9 @@ type Config struct {
 	// the change and the membership it produced, before the stored membership records the
 	// change (applyConfChange): what it persists is durable by the time the change is
 	// skipped at a restart. It is called again for a change whose recording a crash cut short,
-	// so it must be idempotent; an error stops the node (the restart applies the change
-	// again). The transport learns new peers' addresses through it.
+	// so it must be idempotent; an error stops the node with ErrApply, as a failure to record
+	// the stored membership does (the restart applies the change again). The transport learns
+	// new peers' addresses through it.
 	OnConfChange func(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfState) error
 	// Snapshots makes and stages snapshots (nil: none; see Snapshotter).
 	Snapshots Snapshotter
@@ -702,12 +711,12 @@ func (n *Node) apply(e *pb.Entry) error {
 	data := e.GetData()
 	if e.GetType() != pb.EntryNormal {
 		if err := n.applyConfChange(e); err != nil {
-			return err
+			return fmt.Errorf("%w %d (term %d): %w", ErrApply, e.GetIndex(), e.GetTerm(), err)
 		}
 		data = nil // the state machine sees the index, not the change
 	}
 	if err := n.cfg.Applier.Apply(e.GetIndex(), e.GetTerm(), data); err != nil {
-		return fmt.Errorf("apply entry %d (term %d): %w", e.GetIndex(), e.GetTerm(), err)
+		return fmt.Errorf("%w %d (term %d): %w", ErrApply, e.GetIndex(), e.GetTerm(), err)
 	}
 	n.applied = e.GetIndex()
 	n.servingAt = e.GetTerm()

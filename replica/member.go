@@ -134,6 +134,13 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	go func() {
 		select {
 		case <-node.Done():
+			// A committed entry that failed to apply fails the broker, whichever the entry:
+			// a normal one did in ApplyEntry already, a membership change (its members file
+			// or raft state could not be written) never reached it. Before m.done closes, so
+			// that whoever sees the member stopped sees the broker failed.
+			if err := node.Status().Err; errors.Is(err, cluster.ErrApply) {
+				b.FailApply(err)
+			}
 		case <-b.Failed():
 			// The broker refuses writes until a restart. A leader must not keep the
 			// leadership on heartbeats alone; a follower could not apply. Stop the node: the

@@ -121,7 +121,8 @@ func (m *membership) known(id uint64) bool {
 // membership records it (cluster.Config.OnConfChange): the members file is written first, so a
 // crash never leaves a stored membership that names a member whose address the file lacks.
 // It is idempotent: a change applied again after a crash puts the same address again and lists
-// a removed id once. An error stops the node before the change is recorded; the restart
+// a removed id once. An error stops the node before the change is recorded, and fails the
+// broker (Start's watcher: the peers in memory may already hold the change); the restart
 // applies it again.
 func (mb *Member) onConfChange(index uint64, cc *pb.ConfChangeV2, cs *pb.ConfState) error {
 	var added Peer
