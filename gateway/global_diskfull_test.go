@@ -42,6 +42,8 @@ type diskFullGlobal struct {
 	// settled, when set, reports whether the records a committed transfer still writes in the
 	// background (its "done") have been written or have failed, so that /readyz tells.
 	settled func() bool
+	// lazyHold, when set, is the coordinator's LazyRecordDelay.
+	lazyHold time.Duration
 }
 
 func (e *diskFullGlobal) start() {
@@ -70,6 +72,7 @@ func (e *diskFullGlobal) start() {
 	if e.commitLog {
 		co.DecisionBroker = b
 	}
+	co.LazyRecordDelay = e.lazyHold
 	if e.coord, err = xa.Open(context.Background(), co); err != nil {
 		b.Close()
 		t.Fatalf("open coordinator: %v", err)
@@ -101,9 +104,12 @@ func (e *diskFullGlobal) stop() {
 	e.ts = nil
 }
 
-func newDiskFullGlobal(t *testing.T, dataDir string, commitLog bool) *diskFullGlobal {
+func newDiskFullGlobal(t *testing.T, dataDir string, commitLog bool, opts ...func(*diskFullGlobal)) *diskFullGlobal {
 	e := &diskFullGlobal{t: t, myDSN: testenv.MySQLDSN(t), pgDSN: testenv.PostgresDSN(t), dataDir: dataDir, commitLog: commitLog,
 		wallet: uniqueName("gdf_w_"), ledger: uniqueName("gdf_l_"), topic: uniqueName("gdf.")}
+	for _, o := range opts {
+		o(e)
+	}
 	var err error
 	if e.my, err = sql.Open("mysql", e.myDSN); err != nil {
 		t.Fatal(err)

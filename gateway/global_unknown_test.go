@@ -21,8 +21,11 @@ import (
 // The fault is a disk whose every fsync fails while writes still land (through the fsync seam:
 // a real failing disk cannot be had on demand), with the decisions in the commit log: the
 // decision's batch is neither known durable nor cut, so the broker answers outcome unknown.
+// The first failing fsync must be the decision's: the records nobody waits for (tx-00000's
+// "done", tx-00001's "preparing") are held for an hour, not 20ms, or on a loaded machine one of
+// them hit the failing disk first and tx-00001 was (rightly) rolled back before its decision.
 func TestGlobalTxDecisionUnknownIsOutcomeUnknown(t *testing.T) {
-	e := newDiskFullGlobal(t, filepath.Join(t.TempDir(), "data"), true)
+	e := newDiskFullGlobal(t, filepath.Join(t.TempDir(), "data"), true, func(e *diskFullGlobal) { e.lazyHold = time.Hour })
 	e.ts.must(http.StatusOK, http.MethodPost, "/v1/global-transactions", e.transferBody("tx-00000"))
 	var failing atomic.Bool
 	failing.Store(true)

@@ -31,7 +31,7 @@ func decisionStores(t *testing.T, fn func(t *testing.T, node string, open func()
 				b.Close() // reopened: its decisions are rebuilt from the log
 			}
 			b = openQuietBroker(t, dir, nil)
-			l, recs, err := openBrokerDecisionLog(b, "", time.Hour, time.Now, nil, nil, quietLogger())
+			l, recs, err := openBrokerDecisionLog(b, "", time.Hour, time.Now, nil, lazyDelay, nil, quietLogger())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -63,7 +63,7 @@ const brokerSweepEvery = time.Minute
 // The sweep drops a finished transaction once retention has passed by now and by elapsed (nil:
 // the monotonic reading of now).
 func openBrokerDecisionLog(b DecisionBroker, node string, retention time.Duration, now func() time.Time, elapsed func() time.Duration,
-	onSync func(time.Duration), log *slog.Logger) (*brokerDecisionLog, []record, error) {
+	delay time.Duration, onSync func(time.Duration), log *slog.Logger) (*brokerDecisionLog, []record, error) {
 	l := &brokerDecisionLog{b: b, node: node, onSync: onSync, log: log, ages: newFinishedAges(retention, now, elapsed),
 		entries: map[string]record{}, logQueue: newLogQueue(log, "log", "commitlog")}
 	var out []record
@@ -79,7 +79,7 @@ func openBrokerDecisionLog(b DecisionBroker, node string, retention time.Duratio
 		out = append(out, r)
 	}
 	l.ages.loaded(l.entries)
-	go l.run(lazyDelay)
+	go l.run(delay)
 	return l, out, nil
 }
 
@@ -96,8 +96,8 @@ func (l *brokerDecisionLog) close() error {
 // "preparing" record leaves its branches to presumed abort after Options.Grace instead of at
 // once, and one that loses a "done" record leaves recovery to find the transaction's branches
 // gone and record it again.
-// (lazyDelay is a variable for tests, which set it before opening a log; the log reads it once,
-// when it opens.)
+// (lazyDelay is the default of Options.LazyRecordDelay, and a variable for this package's tests,
+// which set it before opening a log; the log reads it once, when it opens.)
 var lazyDelay = 20 * time.Millisecond
 
 const lazyMax = 4096

@@ -41,7 +41,7 @@ func TestDecidedCommitLandsAfterQueuedRecords(t *testing.T) {
 	}
 	g := &gatedDecisions{Broker: b, entered: make(chan struct{}, 1), gate: make(chan struct{})}
 	node := newNode(t)
-	l, _, err := openBrokerDecisionLog(g, node, time.Hour, time.Now, nil, nil, quietLogger())
+	l, _, err := openBrokerDecisionLog(g, node, time.Hour, time.Now, nil, lazyDelay, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestHeldRecordsRideTogetherAndACommitSupersedesItsPreparing(t *testing.T) {
 	defer func(d time.Duration) { lazyDelay = d }(lazyDelay)
 	lazyDelay = time.Hour // nothing is written by the delay while the test runs
 	node := newNode(t)
-	l, _, err := openBrokerDecisionLog(c, node, time.Hour, time.Now, nil, nil, quietLogger())
+	l, _, err := openBrokerDecisionLog(c, node, time.Hour, time.Now, nil, lazyDelay, nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -147,7 +147,7 @@ func TestCommitLogDecisionsSweepSurvivesWallClockStep(t *testing.T) {
 			k := newSteppedClock()
 			node := sampleRecord(0).Gtrid[:nodeIDLen]
 			open := func() *brokerDecisionLog {
-				l, _, err := openBrokerDecisionLog(b, node, time.Hour, k.now, k.elapsed, nil, quietLogger())
+				l, _, err := openBrokerDecisionLog(b, node, time.Hour, k.now, k.elapsed, lazyDelay, nil, quietLogger())
 				if err != nil {
 					t.Fatal(err)
 				}
