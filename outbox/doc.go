@@ -137,7 +137,9 @@
 // then stops the source (ErrStrayRows) with the row in place, rather than remove it or leave
 // it below the cursor unpublished; docs/outbox.md says what the operator does. A batch whose
 // range had ids missing is read again 10 s, 1 min and 10 min after its completion, so a row
-// that commits there later (the writer missed by both looks) stops the source too (mysql_late.go).
+// that commits there later (the writer missed by both looks) stops the source too; a relay
+// that starts on a source or takes it over reads the whole range below the cursor on the same
+// schedule, so that what an earlier process completed is looked at again too (mysql_late.go).
 //
 // The relay reads MySQL on the same cadence as PostgreSQL: a batch every MinPoll while rows
 // keep coming (at once after a full one), doubling the wait while idle up to MaxPoll. Its

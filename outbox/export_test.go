@@ -121,3 +121,10 @@ func HideTrxOnce(thread int64) (after func() int64, restore func()) {
 
 // SetLateChecks sets the delays of the MySQL relay's late-row rechecks (mysql_late.go).
 func SetLateChecks(o *Options, d ...time.Duration) { o.lateChecks = d }
+
+// SetLateScanRows sets how many rows one late-row recheck statement reads.
+func SetLateScanRows(o *Options, n int) { o.lateScanRows = n }
+
+// OnLateChecked calls f for each range a late-row recheck read to its end without finding a
+// row, with the round (from 0) that read it.
+func OnLateChecked(o *Options, f func(lo, hi int64, round int)) { o.lateChecked = f }

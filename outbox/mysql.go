@@ -31,7 +31,7 @@ type mysqlStore struct {
 	wm  int64     // every id <= wm is final: committed rows are visible, missing ids never will be
 	gap *gapCheck // the gap being checked, if any
 
-	late  *lateRows // completed ranges to read again (mysql_late.go); the Relay's
+	late  *lateRows // completed ranges to read again (mysql_late.go); the Relay's, begun at load
 	epoch int64     // of the state row, as load read it
 
 	// Statements prepared on conn, by their text. A statement with arguments otherwise costs
@@ -194,6 +194,9 @@ func (s *mysqlStore) load(ctx context.Context) (state, error) {
 	}
 	s.wm, s.epoch = st.cursor.id, st.epoch
 	s.dropGap()
+	if s.late != nil {
+		s.late.begin(st.cursor.id, st.epoch, time.Now()) // what an earlier process completed (mysql_late.go)
+	}
 	return st, nil
 }
 
@@ -401,8 +404,11 @@ func (s *mysqlStore) complete(ctx context.Context, cur, end pos, batch []row, ne
 	if _, err = s.conn.ExecContext(ctx, `COMMIT`); err != nil {
 		return 0, fmt.Errorf("outbox: complete batch: commit: %w", err)
 	}
-	if s.late != nil && end.id-cur.id > int64(len(batch))*s.inc {
-		s.late.add(cur.id, end.id, s.epoch, time.Now()) // ids missing: read the range again later (mysql_late.go)
+	if s.late != nil {
+		if end.id-cur.id > int64(len(batch))*s.inc {
+			s.late.add(cur.id, end.id, s.epoch, time.Now()) // ids missing: read the range again later (mysql_late.go)
+		}
+		s.late.completed(end.id, s.epoch)
 	}
 	if nextClaim != nil {
 		s.wm = max(s.wm, nextClaim.id)

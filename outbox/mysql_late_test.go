@@ -1,8 +1,11 @@
 package outbox
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 // The late-row queue reads each range again at each delay after its completion, merges
@@ -51,5 +54,68 @@ func TestLateRowsQueue(t *testing.T) {
 	}
 	if len(l.q) > maxLateRanges {
 		t.Fatalf("queue of %d ranges, want at most %d", len(l.q), maxLateRanges)
+	}
+}
+
+// A session that loads the source's state queues what no range of this Relay stands behind:
+// all of (0, cursor] at first, after a new epoch or a cursor moved back (in place of the whole
+// queue), the part another relay completed meanwhile, and nothing after a plain reconnect.
+func TestLateRowsBegin(t *testing.T) {
+	t0 := time.Now()
+	l := lateRows{delays: []time.Duration{10 * time.Second, time.Minute}}
+	l.begin(0, 0, t0)
+	if len(l.q) != 0 {
+		t.Fatalf("a source with nothing completed: queue %+v, want empty", l.q)
+	}
+	l.begin(100, 0, t0)
+	if len(l.q) != 1 || l.q[0].lo != 0 || l.q[0].hi != 100 || l.q[0].from != 0 || !l.q[0].due.Equal(t0.Add(10*time.Second)) {
+		t.Fatalf("first load at cursor 100: queue %+v, want (0, 100] due at the first delay", l.q)
+	}
+	l.completed(150, 0) // a batch without missing ids: nothing queued, but covered
+	l.begin(150, 0, t0.Add(5*time.Second))
+	if len(l.q) != 1 || l.q[0].hi != 100 {
+		t.Fatalf("reconnect at the cursor this Relay completed: queue %+v, want (0, 100] alone", l.q)
+	}
+	l.begin(180, 0, t0.Add(6*time.Second))
+	if len(l.q) != 2 || l.q[1].lo != 150 || l.q[1].hi != 180 {
+		t.Fatalf("reconnect after another relay moved the cursor to 180: queue %+v, want (150, 180] added", l.q)
+	}
+	l.begin(120, 0, t0.Add(7*time.Second))
+	if len(l.q) != 1 || l.q[0].lo != 0 || l.q[0].hi != 120 || !l.q[0].due.Equal(t0.Add(17*time.Second)) {
+		t.Fatalf("cursor moved back to 120: queue %+v, want (0, 120] alone, due anew", l.q)
+	}
+	l.begin(120, 1, t0.Add(8*time.Second))
+	if len(l.q) != 1 || l.q[0].hi != 120 || l.q[0].epoch != 1 {
+		t.Fatalf("a new epoch: queue %+v, want (0, 120] of epoch 1 alone", l.q)
+	}
+	l.completed(130, 0) // another epoch's: not this Relay's now
+	l.begin(130, 1, t0.Add(9*time.Second))
+	if len(l.q) != 2 || l.q[1].lo != 120 || l.q[1].hi != 130 {
+		t.Fatalf("cursor 130 of epoch 1: queue %+v, want (120, 130] added", l.q)
+	}
+}
+
+// A recheck whose read fails leaves every range it had not read due for the next call: none
+// loses its rechecks to a database error (the relay reconnects and the queue is the Relay's).
+func TestCheckLateKeepsRangesOnError(t *testing.T) {
+	ctx := context.Background()
+	o := Options{Name: "late_err", Dialect: MySQL, DSN: testenv.MySQLDSN(t), Table: "imago_outbox_missing_late_err"}
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := openMySQL(ctx, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	t0 := time.Now()
+	s.late = &lateRows{delays: []time.Duration{time.Second}}
+	s.late.add(0, 10, 0, t0.Add(-time.Hour))
+	s.late.add(20, 30, 0, t0.Add(-time.Hour))
+	if err := s.checkLate(ctx, 30); err == nil {
+		t.Fatal("a recheck of a table that does not exist succeeded")
+	}
+	if len(s.late.q) != 2 {
+		t.Fatalf("queue after a failed recheck: %+v, want both ranges still due", s.late.q)
 	}
 }

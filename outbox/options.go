@@ -82,6 +82,12 @@ type Options struct {
 	// lateChecks are the delays after a MySQL batch's completion at which its range is read
 	// again for late rows (mysql_late.go); nil is defaultLateChecks. Tests set it.
 	lateChecks []time.Duration
+	// lateScanRows bounds the rows one late-row recheck reads; 0 is defaultLateScanRows. Tests
+	// set it.
+	lateScanRows int
+	// lateChecked, set only by tests, sees each range a late-row recheck read to its end
+	// without finding a row, with the round (the index into lateChecks) that read it.
+	lateChecked func(lo, hi int64, round int)
 	// BacklogEvery is how often the active relay counts its backlog. Default 2s.
 	BacklogEvery time.Duration
 	Logger       *slog.Logger
