@@ -50,7 +50,7 @@ var defaultLateChecks = []time.Duration{10 * time.Second, time.Minute, 10 * time
 // defaultLateScanRows bounds the rows one recheck statement reads (about 10 ms in mark mode).
 const defaultLateScanRows = 10000
 
-// maxLateRanges bounds the queue: past it, adjacent ranges due together are merged.
+// maxLateRanges bounds the queue: past it, ranges next to each other in it are merged.
 const maxLateRanges = 4096
 
 // lateRange is a completed batch's id range (lo, hi] to read again at due.
@@ -118,20 +118,28 @@ func (l *lateRows) add(lo, hi, epoch int64, now time.Time) {
 	l.q = append(l.q, lateRange{lo: lo, hi: hi, from: lo, epoch: epoch, due: due})
 }
 
-// compact merges pairs of adjacent ranges of one epoch and round, keeping the earlier due.
+// compact halves the queue by merging each pair of ranges of one epoch next to each other in
+// it into one range spanning both, rather than drop any: the ids between them are below the
+// cursor too, where any row is a stray, so reading them costs a read and misses nothing. The
+// merged range takes the earlier round and the later due, so that each of its parts is still
+// read at every delay it had left, none sooner than it was due (a row committed late is found
+// by a later reading as well as by an earlier one). The queue holds one epoch (begin empties it
+// at a new one), so one pass halves it.
 func (l *lateRows) compact() {
 	out := l.q[:0]
-	for _, r := range l.q {
-		if n := len(out); n > 0 && out[n-1].hi == r.lo && out[n-1].epoch == r.epoch && out[n-1].round == r.round {
-			out[n-1].hi = r.hi
-			continue
+	for i := 0; i < len(l.q); i++ {
+		r := l.q[i]
+		if i+1 < len(l.q) && l.q[i+1].epoch == r.epoch {
+			o := l.q[i+1]
+			r.lo, r.hi = min(r.lo, o.lo), max(r.hi, o.hi)
+			r.round = min(r.round, o.round)
+			r.due = later(r.due, o.due)
+			r.from = r.lo
+			i++
 		}
 		out = append(out, r)
 	}
 	l.q = out
-	if len(l.q) >= maxLateRanges { // nothing adjacent: drop the oldest checks rather than grow
-		l.q = append(l.q[:0], l.q[len(l.q)-maxLateRanges/2:]...)
-	}
 }
 
 // due removes and returns the ranges to read now, for the relay at cursor of epoch; those

@@ -55,6 +55,21 @@ func TestLateRowsQueue(t *testing.T) {
 	if len(l.q) > maxLateRanges {
 		t.Fatalf("queue of %d ranges, want at most %d", len(l.q), maxLateRanges)
 	}
+	// Merged, not dropped: every range added is in a range of the queue, read no sooner
+	// than it was due, with both of its rounds left.
+	for i := int64(0); i < 3*maxLateRanges; i++ {
+		due := t0.Add(time.Duration(i)*2*time.Second + 10*time.Second)
+		found := false
+		for _, r := range l.q {
+			if r.lo <= 2*i && r.hi >= 2*i+1 && !r.due.Before(due) && r.round == 0 && r.from == r.lo {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Fatalf("range (%d, %d] lost its rechecks in a full queue", 2*i, 2*i+1)
+		}
+	}
 }
 
 // A session that loads the source's state queues what no range of this Relay stands behind:
