@@ -70,9 +70,12 @@
 //   - overlap.go: the leader's round whose fsync runs while the loop steps and applies.
 //   - transport.go: the peer transport over TCP (a hello that names both ends, then
 //     length-prefixed messages; one writer per peer with a bounded queue that drops).
+//   - transport_tls.go: mutual TLS for everything on the raft port (PeerTLS): members prove
+//     themselves with certificates of the cluster's CA, a dialler checks the host it dialled.
 //   - logger.go: raft's log lines into slog.
 //   - snapshotfile.go: snapshot files copied over the raft port (a hello of its own, one file
 //     per connection), for a member whose log is behind the leader's compacted log.
+//   - joinquery.go: the join question a new node asks over the raft port before it runs.
 //
 // Snapshots: the state machine compacts its own log (the broker deletes commit-log segments no
 // partition needs, below its durable checkpoint) and implements Snapshotter. Storage.Snapshot

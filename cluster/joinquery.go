@@ -16,7 +16,8 @@ import (
 // before its raft node runs it asks the members what they know of its id, and starts only if
 // the leader answers that the id is new (replica.Start decides). The question travels on the
 // raft port like a snapshot file request: a hello of version helloJoin (from: the asking id,
-// to: the member asked), one request frame and one answer frame, both JSON.
+// to: the member asked), one request frame and one answer frame, both JSON; over mutual TLS
+// when the members' transports have it (AskJoin's peerTLS).
 
 // helloJoin is the hello version of a join question.
 const helloJoin = 3
@@ -78,14 +79,14 @@ func (t *Transport) serveJoin(c net.Conn, from uint64, req []byte) {
 }
 
 // AskJoin asks the member peerID, listening on addr, what the group knows of id; id is the
-// asking node's own id. It fails when the member cannot be reached or does not answer
-// before ctx ends.
-func AskJoin(ctx context.Context, id, peerID uint64, addr string) (JoinInfo, error) {
+// asking node's own id. With peerTLS (the same as the transport's, TransportConfig.TLS) the
+// question goes over mutual TLS; nil: plain TCP. It fails when the member cannot be reached
+// or does not answer before ctx ends.
+func AskJoin(ctx context.Context, peerTLS *PeerTLS, id, peerID uint64, addr string) (JoinInfo, error) {
 	fail := func(err error) (JoinInfo, error) {
 		return JoinInfo{}, fmt.Errorf("ask node %d (%s) about joining: %w", peerID, addr, err)
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := dialPeer(ctx, peerTLS, addr, 0)
 	if err != nil {
 		return fail(err)
 	}

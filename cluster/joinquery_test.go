@@ -28,14 +28,14 @@ func TestAskJoin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	info, err := AskJoin(ctx, 4, 1, src.Addr())
+	info, err := AskJoin(ctx, nil, 4, 1, src.Addr())
 	if err != nil || !info.Confirmed || !info.Learner || info.Leader != 1 {
 		t.Fatalf("answer %+v, err %v", info, err)
 	}
 	if id := <-asked; id != 4 {
 		t.Fatalf("the source was asked about %d, want 4", id)
 	}
-	if _, err := AskJoin(ctx, 4, 2, src.Addr()); err == nil {
+	if _, err := AskJoin(ctx, nil, 4, 2, src.Addr()); err == nil {
 		t.Fatal("a question addressed to node 2 was answered by node 1")
 	}
 
@@ -45,7 +45,7 @@ func TestAskJoin(t *testing.T) {
 	}
 	none.Start(context.Background(), &countingHandler{stepped: make(chan *pb.Message, 1)})
 	defer none.Stop()
-	if info, err := AskJoin(ctx, 4, 2, none.Addr()); err != nil || info.Confirmed || !strings.Contains(info.Error, "no join questions") {
+	if info, err := AskJoin(ctx, nil, 4, 2, none.Addr()); err != nil || info.Confirmed || !strings.Contains(info.Error, "no join questions") {
 		t.Fatalf("a member without a JoinSource: %+v, %v", info, err)
 	}
 

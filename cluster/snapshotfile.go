@@ -16,7 +16,8 @@ import (
 // snapshot dials the member that sent it with a hello of version helloFile, sends one request
 // frame (JSON: the snapshot's index and a file name), and reads one answer frame (JSON: the
 // file's size, or an error) followed by exactly that many bytes. One connection per file; the
-// raft connections are not held up by a large copy.
+// raft connections are not held up by a large copy. The files are the whole message store, so
+// the connection is mutual TLS like the raft stream when the transport has TLS.
 
 // helloFile is the hello version of a file request.
 const helloFile = 2
@@ -114,8 +115,7 @@ func (t *Transport) FetchFile(ctx context.Context, peerID, index uint64, name st
 	if p == nil {
 		return 0, fmt.Errorf("fetch snapshot file %s: node %d is not a known peer", name, peerID)
 	}
-	d := net.Dialer{Timeout: t.cfg.DialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", p.addr)
+	conn, err := dialPeer(ctx, t.cfg.TLS, p.addr, t.cfg.DialTimeout)
 	if err != nil {
 		return 0, fmt.Errorf("fetch snapshot file %s from node %d: %w", name, peerID, err)
 	}

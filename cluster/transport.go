@@ -18,10 +18,11 @@ import (
 )
 
 // Peer transport. Every node listens on its raft address and keeps one outbound TCP connection
-// to each peer. A connection starts with a hello (magic "IMRT", version 1, the sender's id and
-// the id it means to reach), so a node that is given the wrong address for a peer refuses the
-// connection instead of taking someone else's traffic. Then each frame is a 4-byte big-endian
-// length and a marshalled raftpb.Message.
+// to each peer, inside mutual TLS when TransportConfig.TLS is set (transport_tls.go: who is let
+// in and whom a dialler trusts). A connection starts with a hello (magic "IMRT", version 1, the
+// sender's id and the id it means to reach), so a node that is given the wrong address for a
+// peer refuses the connection instead of taking someone else's traffic. Then each frame is a
+// 4-byte big-endian length and a marshalled raftpb.Message.
 //
 // Sending never blocks the Ready loop: each peer has a bounded queue, and a message that does
 // not fit is dropped (raft retries appends and heartbeats, and the peer is reported
@@ -63,6 +64,11 @@ type TransportConfig struct {
 	// Join answers the join question of a node that starts with --join-cluster and no raft
 	// state (joinquery.go); nil: none is answered.
 	Join JoinSource
+	// TLS, if set, makes every connection on the raft port mutual TLS: the listener admits
+	// only members with a certificate of the cluster's CA, and every dial (raft messages,
+	// snapshot files) verifies the member it reaches (transport_tls.go). Nil: plain TCP with
+	// no authentication, for loopback or a network nobody else can reach.
+	TLS *PeerTLS
 }
 
 // Transport is the peer transport. It owns one listener goroutine, one reader goroutine per
@@ -293,14 +299,23 @@ func (t *Transport) accept() {
 	}
 }
 
-func (t *Transport) read(c net.Conn) {
+// read serves one inbound connection: raw as accepted (Stop closes it), c the connection with
+// the member once TLS, if configured, has admitted it.
+func (t *Transport) read(raw net.Conn) {
 	defer t.wg.Done()
 	defer func() {
 		t.mu.Lock()
-		delete(t.inbound, c)
+		delete(t.inbound, raw)
 		t.mu.Unlock()
-		c.Close()
+		raw.Close()
 	}()
+	c, err := t.acceptPeer(raw)
+	if err != nil {
+		if t.ctx.Err() == nil {
+			t.log.Warn("raft transport: refused connection", "remote", raw.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
 	r := bufio.NewReaderSize(c, 64<<10)
 	var hello [len(helloMagic) + 1 + 16]byte
 	if _, err := io.ReadFull(r, hello[:]); err != nil {
@@ -390,8 +405,7 @@ func (t *Transport) write(ctx context.Context, p *peer) {
 }
 
 func (t *Transport) dial(ctx context.Context, p *peer) (net.Conn, error) {
-	d := net.Dialer{Timeout: t.cfg.DialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", p.addr)
+	conn, err := dialPeer(ctx, t.cfg.TLS, p.addr, t.cfg.DialTimeout)
 	if err != nil {
 		return nil, err
 	}

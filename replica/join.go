@@ -51,7 +51,7 @@ func checkJoin(ctx context.Context, cfg Config, dir string, log *slog.Logger) er
 	}
 	var answers []string
 	for {
-		info, leader, got := askRound(ctx, id, ask)
+		info, leader, got := askRound(ctx, cfg.TLS, id, ask)
 		if info != nil {
 			return judgeJoin(*info, leader, id, dir, log)
 		}
@@ -68,7 +68,7 @@ func checkJoin(ctx context.Context, cfg Config, dir string, log *slog.Logger) er
 // askRound puts the join question to every member in ask at once and returns the first
 // confirmed answer and who gave it, or, when none came, what each member said. Leaders the
 // members name are added to ask.
-func askRound(ctx context.Context, id uint64, ask map[uint64]string) (*cluster.JoinInfo, uint64, []string) {
+func askRound(ctx context.Context, peerTLS *cluster.PeerTLS, id uint64, ask map[uint64]string) (*cluster.JoinInfo, uint64, []string) {
 	round, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -79,7 +79,7 @@ func askRound(ctx context.Context, id uint64, ask map[uint64]string) (*cluster.J
 	res := make(chan result, len(ask))
 	for pid, addr := range ask {
 		go func() {
-			info, err := cluster.AskJoin(round, id, pid, addr)
+			info, err := cluster.AskJoin(round, peerTLS, id, pid, addr)
 			res <- result{pid, info, err}
 		}()
 	}

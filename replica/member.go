@@ -101,7 +101,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 			return nil, err
 		}
 	}
-	tr, err := cluster.NewTransport(cluster.TransportConfig{ID: cfg.NodeID, Listen: listen, Peers: addrs, Logger: logger, Files: b.OpenSnapshotFile, Join: m.joinInfo})
+	tr, err := cluster.NewTransport(cluster.TransportConfig{ID: cfg.NodeID, Listen: listen, Peers: addrs, Logger: logger, Files: b.OpenSnapshotFile, Join: m.joinInfo, TLS: cfg.TLS})
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/cluster"
 	"github.com/imagomq/imago/internal/testenv"
 )
 
@@ -29,6 +30,8 @@ type testCluster struct {
 	tune func(*broker.Options)
 	// electionTick is the members' election timeout in ticks of 10 ms (0: 10).
 	electionTick int
+	// tls, when set, is each member's raft transport TLS (by index).
+	tls []*cluster.PeerTLS
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -49,6 +52,13 @@ func newTunedCluster(t *testing.T, tune func(*broker.Options)) *testCluster {
 // of electionTick ticks of 10 ms (0: 10).
 func newClusterIn(t *testing.T, dirs []string, tune func(*broker.Options), electionTick int) *testCluster {
 	c := &testCluster{t: t, tune: tune, dirs: dirs, electionTick: cmp.Or(electionTick, 10)}
+	c.launch()
+	return c
+}
+
+// launch gives c's three members addresses and starts them as a new cluster.
+func (c *testCluster) launch() {
+	t := c.t
 	for i := 1; i <= 3; i++ {
 		c.peers = append(c.peers, Peer{ID: uint64(i), RaftAddr: testenv.FreeAddr(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", 18080+i)})
 	}
@@ -62,7 +72,6 @@ func newClusterIn(t *testing.T, dirs []string, tune func(*broker.Options), elect
 			c.stop(i)
 		}
 	})
-	return c
 }
 
 func (c *testCluster) start(i int, bootstrap bool) {
@@ -84,7 +93,11 @@ func (c *testCluster) tryStart(i int, bootstrap bool) error {
 	if err != nil {
 		return err
 	}
-	m, err := Start(context.Background(), Config{NodeID: uint64(i + 1), Peers: c.peers, TickInterval: 10 * time.Millisecond, ElectionTick: c.electionTick, Bootstrap: bootstrap}, b, quiet)
+	var peerTLS *cluster.PeerTLS
+	if c.tls != nil {
+		peerTLS = c.tls[i]
+	}
+	m, err := Start(context.Background(), Config{NodeID: uint64(i + 1), Peers: c.peers, TickInterval: 10 * time.Millisecond, ElectionTick: c.electionTick, Bootstrap: bootstrap, TLS: peerTLS}, b, quiet)
 	if err != nil {
 		b.Close()
 		return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/cluster"
 )
 
 // Peer is one voting member as configured: its never-reused id and its two addresses.
@@ -44,6 +45,10 @@ type Config struct {
 	Join        bool
 	HTTPAddr    string
 	JoinTimeout time.Duration
+	// TLS, if set, is the mutual TLS of everything on the raft port: the transport's listener
+	// and dials, snapshot file copies and the join question (cluster.PeerTLS). Nil: plain TCP,
+	// which the configuration allows on loopback or with cluster.insecure_transport only.
+	TLS *cluster.PeerTLS
 }
 
 // Status is a member's view of the cluster: exactly what GET /v1/cluster answers, so the wire

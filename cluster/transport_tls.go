@@ -1,0 +1,124 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Mutual TLS on the raft port. Whatever travels over the raft address (the raft message
+// stream, snapshot file copies, join questions) can rewrite or read every acknowledged
+// message, so with a PeerTLS every connection is TLS 1.2 or later (1.3 when both ends have it,
+// which every Go build does) and both ends prove they are members:
+//
+//   - the listening member requires a client certificate and verifies it against the cluster's
+//     CA: a certificate that CA signed is a member's. The hello's ids are then checked as on a
+//     plain connection. The CA must therefore sign nothing but the members' certificates (a
+//     CA of the cluster's own, never a company-wide one): anything it signed is let in;
+//   - the dialling member verifies the listener's certificate against the same CA and requires
+//     its DNS or IP SANs to cover the host it dialled (the host of the peer's raft_addr): a
+//     member given a wrong or spoofed address reaches no impostor, and a member certificate
+//     only answers for the addresses it names.
+//
+// Every member uses one certificate for both roles, so each needs the serverAuth and
+// clientAuth extended key usages (or none) and SANs for the host the other members dial.
+// Without a PeerTLS the port speaks plain TCP with no authentication: the configuration allows
+// that on loopback only, or when the operator says a private network guards the port
+// (internal/config, cluster.insecure_transport).
+
+// ErrPeerTLS marks a certificate or CA that cannot make the raft transport's TLS.
+var ErrPeerTLS = errors.New("raft transport TLS")
+
+// PeerTLS is the mutual TLS of the raft transport: this member's certificate and key, and the
+// CA pool that signed every member's certificate. Its String hides the key.
+type PeerTLS struct {
+	server *tls.Config
+	client *tls.Config // ServerName is set per dial
+	// subject names the member's certificate in logs.
+	subject string
+}
+
+// handshakeTimeout bounds a TLS handshake on an accepted connection: a stranger that connects
+// and says nothing holds a goroutine no longer than this.
+const handshakeTimeout = 10 * time.Second
+
+// NewPeerTLS makes the raft transport's TLS from this member's certificate (with its key) and
+// the pool of the CA that signed every member's certificate.
+func NewPeerTLS(cert tls.Certificate, roots *x509.CertPool) (*PeerTLS, error) {
+	if len(cert.Certificate) == 0 || cert.PrivateKey == nil {
+		return nil, fmt.Errorf("%w: the member certificate or its key is missing", ErrPeerTLS)
+	}
+	if roots == nil {
+		return nil, fmt.Errorf("%w: no CA to verify the other members with", ErrPeerTLS)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("%w: parse the member certificate: %w", ErrPeerTLS, err)
+		}
+	}
+	base := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+	}
+	server := base.Clone()
+	server.ClientAuth = tls.RequireAndVerifyClientCert
+	server.ClientCAs = roots
+	client := base.Clone()
+	client.RootCAs = roots
+	return &PeerTLS{server: server, client: client, subject: leaf.Subject.String()}, nil
+}
+
+// String names the member certificate and never its key.
+func (p *PeerTLS) String() string {
+	if p == nil {
+		return "raft TLS off"
+	}
+	return fmt.Sprintf("raft TLS (certificate %q, key redacted)", p.subject)
+}
+
+// GoString keeps the key out of %#v output.
+func (p *PeerTLS) GoString() string { return p.String() }
+
+// dialPeer connects to a member's raft address: plain TCP without tls, otherwise TLS with the
+// handshake done, the member's certificate verified against the CA and its SANs covering the
+// dialled host. timeout 0 leaves the bound to ctx.
+func dialPeer(ctx context.Context, p *PeerTLS, addr string, timeout time.Duration) (net.Conn, error) {
+	nd := &net.Dialer{Timeout: timeout}
+	if p == nil {
+		return nd.DialContext(ctx, "tcp", addr)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	cfg := p.client.Clone()
+	cfg.ServerName = host
+	d := &tls.Dialer{NetDialer: nd, Config: cfg}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("TLS to %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// acceptPeer turns an accepted connection into one with a member: c itself without TLS,
+// otherwise the TLS server side after a handshake that verified the client's certificate.
+// On an error the caller closes c.
+func (t *Transport) acceptPeer(c net.Conn) (net.Conn, error) {
+	if t.cfg.TLS == nil {
+		return c, nil
+	}
+	tc := tls.Server(c, t.cfg.TLS.server)
+	ctx, cancel := context.WithTimeout(t.ctx, handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
+}
