@@ -20,6 +20,7 @@ import (
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
 	"github.com/imagomq/imago/internal/config"
+	"github.com/imagomq/imago/internal/testenv"
 	"github.com/imagomq/imago/replica"
 )
 
@@ -128,17 +129,22 @@ cluster:
     - {id: 2, raft_addr: 127.0.0.1:7082, http_addr: 127.0.0.1:8082}
     - {id: 3, raft_addr: 127.0.0.1:7083, http_addr: 127.0.0.1:8083}
 `
+	offsets := "offsets: {store: postgres, dsn: \"postgres://x@127.0.0.1:1/test\"}\n"
 	for _, tc := range []struct {
 		name, file, want string
 	}{
-		{"fsync interval", "log: {fsync: \"interval:10ms\"}\noffsets: {store: postgres, dsn: \"postgres://x@127.0.0.1:1/test\"}\n",
+		{"fsync interval", "log: {fsync: \"interval:10ms\"}\n" + offsets + cluster,
 			`log.fsync "interval:10ms": interval/never is refused in cluster mode: an acknowledgement needs a quorum's fsync`},
-		{"file offsets", "", "offsets.store file: shared offset store required: postgres, mysql or zookeeper"},
+		{"file offsets", cluster, "offsets.store file: shared offset store required: postgres, mysql or zookeeper"},
+		{"raft beyond loopback without tls", offsets + cluster + "  raft_addr: 0.0.0.0:7081\n",
+			`cluster.raft_addr "0.0.0.0:7081" is not a loopback address and the raft transport is not authenticated`},
+		{"raft tls file missing", offsets + cluster + "  tls: {cert_file: " + filepath.Join(dir, "nope.crt") + ", key_file: k.pem, ca_file: ca.pem}\n",
+			"cluster.tls.cert_file " + filepath.Join(dir, "nope.crt") + ": no such file or directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := filepath.Join(dir, tc.name+"-data")
 			path := filepath.Join(dir, tc.name+".yaml")
-			if err := os.WriteFile(path, []byte("data_dir: "+data+"\n"+tc.file+cluster), 0o600); err != nil {
+			if err := os.WriteFile(path, []byte("data_dir: "+data+"\n"+tc.file), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			var stdout, stderr bytes.Buffer
@@ -148,6 +154,53 @@ cluster:
 			}
 			if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the refused start created the data directory (%v)", err)
+			}
+		})
+	}
+}
+
+// TestServeClusterRaftTLS: with cluster.tls serve hands the member the raft transport's TLS made
+// from the files; with cluster.insecure_transport it hands none and warns that the raft port is
+// unauthenticated.
+func TestServeClusterRaftTLS(t *testing.T) {
+	orig := replicaStart
+	t.Cleanup(func() { replicaStart = orig })
+	var got replica.Config
+	replicaStart = func(_ context.Context, rc replica.Config, _ *broker.Broker, _ *slog.Logger) (*replica.Member, error) {
+		got = rc
+		return nil, errors.New("not starting in this test")
+	}
+	ca := testenv.NewCA(t, "imago cluster CA")
+	cert, key, caFile := ca.WriteFiles(t, t.TempDir(), "node1", "10.0.0.1")
+	for _, tc := range []struct {
+		name     string
+		set      func(*config.Cluster)
+		wantTLS  bool
+		wantWarn bool
+	}{
+		{"tls", func(c *config.Cluster) { c.TLS = config.ClusterTLS{CertFile: cert, KeyFile: key, CAFile: caFile} }, true, false},
+		{"insecure transport", func(c *config.Cluster) { c.InsecureTransport = true }, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Cluster.NodeID = 1
+			cfg.Cluster.Peers = []config.ClusterPeer{{ID: 1, RaftAddr: "10.0.0.1:7081", HTTPAddr: "10.0.0.1:8081"}}
+			tc.set(&cfg.Cluster)
+			var logs bytes.Buffer
+			got = replica.Config{}
+			s := &server{cfg: cfg, logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			if err := s.openCluster(context.Background()); err == nil || !strings.Contains(err.Error(), "not starting in this test") {
+				t.Fatalf("openCluster: %v", err)
+			}
+			if (got.TLS != nil) != tc.wantTLS {
+				t.Fatalf("the member's TLS: %v, want set %v", got.TLS, tc.wantTLS)
+			}
+			warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "raft transport runs without authentication")
+			if warned != tc.wantWarn {
+				t.Fatalf("warned %v, want %v; log:\n%s", warned, tc.wantWarn, logs.String())
+			}
+			if strings.Contains(logs.String(), "PRIVATE KEY") {
+				t.Fatalf("the log shows a key:\n%s", logs.String())
 			}
 		})
 	}

@@ -61,8 +61,9 @@ accepting connections, lets in-flight requests finish (http.shutdown_timeout), s
 closes the log; a second signal closes the connections at once.
 
 With a cluster block in the configuration (docs/cluster.md) the server is one member of a
-raft cluster: it refuses fsync other than always and the file offset store, joins the cluster
-at start-up, forwards to the leader what only the leader answers, and exits with status 1 when
+raft cluster: it refuses fsync other than always and the file offset store, refuses a raft
+address beyond loopback unless cluster.tls (mutual TLS between the members) or
+cluster.insecure_transport is set, joins the cluster at start-up, forwards to the leader what only the leader answers, and exits with status 1 when
 its cluster member stops on an error, so that a supervisor restarts it.`,
 		Example: `  imago serve
   imago serve --config imago.yaml

@@ -42,6 +42,14 @@ type Cluster struct {
 	// ForwardSecret is the value of the variable ForwardSecretEnv names, filled by Load; never
 	// read from the file.
 	ForwardSecret string `yaml:"-"`
+	// TLS makes everything on the raft port (raft messages, snapshot file copies, join
+	// questions) mutual TLS between the members (clustertls.go). A raft address that listens
+	// on anything but loopback needs it, or InsecureTransport.
+	TLS ClusterTLS `yaml:"tls"`
+	// InsecureTransport lets the raft port listen on a non-loopback address without TLS: the
+	// operator states that a private network admits nothing but the members, since whoever
+	// reaches the port can rewrite or read every acknowledged message. serve logs a warning.
+	InsecureTransport bool `yaml:"insecure_transport"`
 
 	// Bootstrap and Join are serve's --bootstrap-cluster and --join-cluster, never read from a
 	// file: a data directory without raft state starts only with one of them (docs/cluster.md).
@@ -203,13 +211,7 @@ func (c Config) validateCluster() []error {
 			add("cluster.raft_addr %q: want host:port such as 127.0.0.1:7081", cl.RaftAddr)
 		}
 	}
-	// The raft transport has no tokens: like the other doors it listens on loopback only
-	// unless auth.tokens are configured (and then a firewall must keep strangers off it).
-	if la := cl.ListenRaftAddr(); la != "" && len(c.Auth.Tokens) == 0 && !IsLoopback(la) {
-		if _, _, err := net.SplitHostPort(la); err == nil {
-			errs = append(errs, notLoopbackError("cluster.raft_addr", la))
-		}
-	}
+	errs = append(errs, cl.validateTransport()...)
 	return errs
 }
 

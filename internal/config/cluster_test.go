@@ -156,12 +156,18 @@ func TestValidateCluster(t *testing.T) {
 		{name: "bad raft listen address", mutate: func(c *Config) { c.Cluster.RaftAddr = "localhost" },
 			wantErr: []string{`cluster.raft_addr "localhost": want host:port`}},
 		{name: "raft on every interface without tokens", mutate: func(c *Config) { c.Cluster.RaftAddr = "0.0.0.0:7081" },
-			wantErr: []string{`cluster.raft_addr "0.0.0.0:7081" is not a loopback address`}},
+			wantErr: []string{`cluster.raft_addr "0.0.0.0:7081" is not a loopback address`, "Set cluster.tls", "cluster.insecure_transport: true"}},
 		{name: "peer raft addr not loopback without tokens", mutate: func(c *Config) { c.Cluster.Peers[0].RaftAddr = "10.0.0.1:7081" },
 			wantErr: []string{`cluster.raft_addr "10.0.0.1:7081" is not a loopback address`}},
-		{name: "raft on every interface with tokens", mutate: func(c *Config) {
+		// Tokens guard the HTTP and text doors, not the raft port (clustertls_test.go).
+		{name: "raft on every interface with tokens only", mutate: func(c *Config) {
 			c.Auth.Tokens = []Token{{Name: "ops", Token: "t0k3n", Admin: true}}
 			c.Cluster.RaftAddr = "0.0.0.0:7081"
+		}, wantErr: []string{`cluster.raft_addr "0.0.0.0:7081" ` + refuseInsecureRaft}},
+		{name: "raft on every interface, insecure transport", mutate: func(c *Config) {
+			c.Auth.Tokens = []Token{{Name: "ops", Token: "t0k3n", Admin: true}}
+			c.Cluster.RaftAddr = "0.0.0.0:7081"
+			c.Cluster.InsecureTransport = true
 		}},
 		{name: "forward", mutate: func(c *Config) { c.Cluster.Forward = "teleport" },
 			wantErr: []string{`cluster.forward "teleport": want proxy`}},

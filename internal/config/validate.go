@@ -17,7 +17,10 @@ import (
 // Validate checks the configuration and returns every problem found, joined. The most
 // important rule: with no auth.tokens, every listen address must be loopback (127.0.0.0/8, ::1
 // or localhost), because without tokens anyone who reaches the port may produce and consume.
-// An address with an empty host (":8080") listens on every interface and is refused too.
+// An address with an empty host (":8080") listens on every interface and is refused too. A
+// cluster member's raft address has a rule of its own, tokens or not: beyond loopback it needs
+// cluster.tls or cluster.insecure_transport (clustertls.go), and the cluster.tls files are read
+// here so that a missing or bad one stops the start before anything is opened.
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }

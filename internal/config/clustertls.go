@@ -1,0 +1,146 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"strings"
+)
+
+// ClusterTLS is cluster.tls: the PEM files of the raft transport's mutual TLS. Every member
+// has a certificate and key of its own, signed by one CA that signs nothing else; ca_file is
+// that CA's certificate, the same on every member. A member's certificate serves both ends of
+// a connection, so it needs the serverAuth and clientAuth extended key usages (or none), and
+// DNS or IP SANs that cover the host of its raft_addr as the other members dial it
+// (docs/cluster.md). The files are read at start; a change takes a restart.
+type ClusterTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
+}
+
+// Enabled reports whether any of the three files is configured (Validate requires all three).
+func (t ClusterTLS) Enabled() bool {
+	return t.CertFile != "" || t.KeyFile != "" || t.CAFile != ""
+}
+
+// Load reads the three files: the member's certificate with its key, and a pool of the CA's
+// certificates. It fails, naming the key and the file, when a file is missing or holds no
+// usable PEM, when the key is not the certificate's, or when the CA did not sign the
+// certificate for use as server and client (an expired certificate fails so too). The errors
+// never quote the key.
+func (t ClusterTLS) Load() (tls.Certificate, *x509.CertPool, error) {
+	fail := func(format string, args ...any) (tls.Certificate, *x509.CertPool, error) {
+		return tls.Certificate{}, nil, fmt.Errorf(format, args...)
+	}
+	if t.CertFile == "" || t.KeyFile == "" || t.CAFile == "" {
+		return fail("cluster.tls: cert_file, key_file and ca_file are all required (missing: %s)", strings.Join(t.missing(), ", "))
+	}
+	certPEM, err := readPEM("cert_file", t.CertFile, "CERTIFICATE")
+	if err != nil {
+		return fail("%w", err)
+	}
+	keyPEM, err := readPEM("key_file", t.KeyFile, "PRIVATE KEY")
+	if err != nil {
+		return fail("%w", err)
+	}
+	caPEM, err := readPEM("ca_file", t.CAFile, "CERTIFICATE")
+	if err != nil {
+		return fail("%w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fail("cluster.tls.cert_file %s with key_file %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fail("cluster.tls.cert_file %s: %w", t.CertFile, err)
+		}
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return fail("cluster.tls.ca_file %s: no certificate in it could be parsed", t.CAFile)
+	}
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			return fail("cluster.tls.cert_file %s is not a member certificate of ca_file %s (it must be signed by that CA, valid now, and allow use as both TLS server and client): %w", t.CertFile, t.CAFile, err)
+		}
+	}
+	return cert, roots, nil
+}
+
+func (t ClusterTLS) missing() []string {
+	var out []string
+	for _, f := range []struct{ key, v string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
+		if f.v == "" {
+			out = append(out, f.key)
+		}
+	}
+	return out
+}
+
+// readPEM reads the file of cluster.tls.<key> and checks that it holds a PEM block whose type
+// ends in kind ("CERTIFICATE", "PRIVATE KEY": RSA, EC and PKCS#8 keys alike).
+func readPEM(key, path, kind string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cluster.tls.%s %s: %w", key, path, err)
+	}
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return nil, fmt.Errorf("cluster.tls.%s %s: no PEM %s in it", key, path, strings.ToLower(kind))
+		}
+		if strings.HasSuffix(b.Type, kind) {
+			return data, nil
+		}
+	}
+}
+
+// refuseInsecureRaft is the refusal of a raft address that listens beyond loopback without
+// TLS (the tests and docs/cluster.md quote it).
+const refuseInsecureRaft = "is not a loopback address and the raft transport is not authenticated: " +
+	"anyone who can reach the port could send raft messages and copy snapshot files, and so rewrite or read every acknowledged message. " +
+	"Set cluster.tls (cert_file, key_file, ca_file: mutual TLS between the members, docs/cluster.md), " +
+	"or set cluster.insecure_transport: true if a private network admits nothing but the members"
+
+// validateTransport checks how the raft port is guarded: a listen address beyond loopback
+// needs mutual TLS or the operator's explicit insecure_transport; auth.tokens do not count,
+// since they guard the HTTP and text doors only. The TLS files are read here, so that a
+// missing or bad file stops the start before anything is opened.
+func (cl Cluster) validateTransport() []error {
+	var errs []error
+	if cl.TLS.Enabled() {
+		if cert, _, err := cl.TLS.Load(); err != nil {
+			errs = append(errs, err)
+		} else if self, ok := cl.Self(); ok {
+			// The other members dial this node's raft_addr and accept its certificate only
+			// if it names that host.
+			if host, _, err := net.SplitHostPort(self.RaftAddr); err == nil && host != "" {
+				if err := cert.Leaf.VerifyHostname(host); err != nil {
+					errs = append(errs, fmt.Errorf("cluster.tls.cert_file %s does not name %s, the host of this node's raft_addr in cluster.peers, which the other members dial and check its certificate against: %w", cl.TLS.CertFile, host, err))
+				}
+			}
+		}
+		if cl.InsecureTransport {
+			errs = append(errs, errors.New("cluster.insecure_transport and cluster.tls exclude each other: remove insecure_transport to use TLS"))
+		}
+	}
+	la := cl.ListenRaftAddr()
+	if la == "" || IsLoopback(la) || cl.TLS.Enabled() || cl.InsecureTransport {
+		return errs
+	}
+	if _, _, err := net.SplitHostPort(la); err == nil {
+		errs = append(errs, fmt.Errorf("cluster.raft_addr %q %s", la, refuseInsecureRaft))
+	}
+	return errs
+}
