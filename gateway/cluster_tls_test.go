@@ -18,12 +18,7 @@ import (
 // trust is never sent the request: 503 no_leader naming TLS, nothing applied.
 func TestClusterForwardOverTLS(t *testing.T) {
 	ca := testenv.NewCA(t, "members")
-	leaderCert, leaderKey := ca.Issue(t, "leader", "127.0.0.1")
-	followerCert, followerKey := ca.Issue(t, "follower", "127.0.0.1")
-	lc, err := tls.LoadX509KeyPair(leaderCert, leaderKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lc, followerCert := ca.Issue(t, "leader", "127.0.0.1"), ca.Issue(t, "follower", "127.0.0.1")
 	// The leader requires a client certificate of the members' CA, as http.tls.client_ca_file.
 	leaderTLS := &tls.Config{Certificates: []tls.Certificate{lc}, ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
 	start := func(t *testing.T, forward *tls.Config, mode string) (leader, follower *member) {
@@ -36,7 +31,7 @@ func TestClusterForwardOverTLS(t *testing.T) {
 	}
 
 	t.Run("forward", func(t *testing.T) {
-		leader, follower := start(t, ca.ClientConfig(t, followerCert, followerKey), "")
+		leader, follower := start(t, ca.ClientConfig(followerCert), "")
 		follower.must(http.StatusCreated, http.MethodPut, "/v1/topics/tls.t", `{"partitions":1}`, "Authorization", payToken)
 		r := follower.must(http.StatusOK, http.MethodPost, "/v1/topics/tls.t/messages", `{"messages":[{"value":"a"}]}`,
 			"Authorization", payToken, "Idempotency-Key", "tls-k1")
@@ -50,7 +45,7 @@ func TestClusterForwardOverTLS(t *testing.T) {
 	})
 
 	t.Run("redirect", func(t *testing.T) {
-		leader, follower := start(t, ca.ClientConfig(t, followerCert, followerKey), ForwardRedirect)
+		leader, follower := start(t, ca.ClientConfig(followerCert), ForwardRedirect)
 		req, _ := http.NewRequest(http.MethodGet, follower.hs.URL+"/v1/topics", nil)
 		req.Header.Set("Authorization", payToken)
 		hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -71,11 +66,10 @@ func TestClusterForwardOverTLS(t *testing.T) {
 		// The follower trusts another CA: the leader's certificate fails verification.
 		{"leader not trusted", func(t *testing.T) *tls.Config {
 			other := testenv.NewCA(t, "other")
-			c, k := other.Issue(t, "follower", "127.0.0.1")
-			return other.ClientConfig(t, c, k)
+			return other.ClientConfig(other.Issue(t, "follower", "127.0.0.1"))
 		}},
 		// The follower has no certificate: the leader refuses it in the handshake.
-		{"no client certificate", func(t *testing.T) *tls.Config { return ca.ClientConfig(t, "", "") }},
+		{"no client certificate", func(t *testing.T) *tls.Config { return ca.ClientConfig() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			leader, follower := start(t, tc.forward(t), "")

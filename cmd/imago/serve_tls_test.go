@@ -23,15 +23,15 @@ import (
 // plain HTTP, is not; the text protocol door answers over TLS only.
 func TestServeTLS(t *testing.T) {
 	ca := testenv.NewCA(t, "imago")
-	srvCert, srvKey := ca.Issue(t, "server", "127.0.0.1")
-	cliCert, cliKey := ca.Issue(t, "client", "127.0.0.1")
 	dir := t.TempDir()
+	srvCert, srvKey, caFile := ca.WriteFiles(t, dir, "server", "127.0.0.1")
+	cliCert, cliKey, _ := ca.WriteFiles(t, dir, "client", "127.0.0.1")
 	cfg := filepath.Join(dir, "imago.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`http:
   tls: {cert_file: %q, key_file: %q, client_ca_file: %q}
 protocol:
   tls: {cert_file: %q, key_file: %q}
-`, srvCert, srvKey, ca.File, srvCert, srvKey)), 0o600); err != nil {
+`, srvCert, srvKey, caFile, srvCert, srvKey)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	srv := startServer(t, filepath.Join(dir, "data"), "--config", cfg)
@@ -40,7 +40,7 @@ protocol:
 	}
 	ctx := context.Background()
 
-	cl := client.New(srv.URL, client.WithTLSConfig(ca.ClientConfig(t, cliCert, cliKey)))
+	cl := client.New(srv.URL, client.WithTLSConfig(ca.ClientConfig(ca.Issue(t, "client", "127.0.0.1"))))
 	if _, err := cl.CreateTopic(ctx, "tls.t", client.TopicConfig{Partitions: 1}); err != nil {
 		t.Fatalf("create a topic over mutual TLS: %v", err)
 	}
@@ -49,7 +49,7 @@ protocol:
 	}
 
 	// No client certificate: the handshake refuses it, nothing is served.
-	noCert := client.New(srv.URL, client.WithTLSConfig(ca.ClientConfig(t, "", "")), client.WithRetries(1))
+	noCert := client.New(srv.URL, client.WithTLSConfig(ca.ClientConfig()), client.WithRetries(1))
 	if _, err := noCert.ListTopics(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("a client without a certificate: %v, want a handshake refused for it", err)
 	}
@@ -62,23 +62,23 @@ protocol:
 	}
 
 	// The command line.
-	code, out, stderr := imago(t, srv, "", "--ca-file", ca.File, "--cert-file", cliCert, "--key-file", cliKey, "topics", "list")
+	code, out, stderr := imago(t, srv, "", "--ca-file", caFile, "--cert-file", cliCert, "--key-file", cliKey, "topics", "list")
 	if code != 0 || !strings.Contains(out, "tls.t") {
 		t.Fatalf("topics list over TLS: exit %d, %q, %q", code, out, stderr)
 	}
-	if code, _, stderr = imago(t, srv, "", "--ca-file", ca.File, "topics", "list"); code == 0 {
+	if code, _, stderr = imago(t, srv, "", "--ca-file", caFile, "topics", "list"); code == 0 {
 		t.Fatalf("topics list without a client certificate succeeded")
 	}
 	if code, _, stderr = imago(t, srv, "", "--ca-file", filepath.Join(dir, "missing.pem"), "topics", "list"); code != exitUsage || !strings.Contains(stderr, "missing.pem") {
 		t.Fatalf("a missing --ca-file: exit %d, %q", code, stderr)
 	}
-	code, out, stderr = imago(t, srv, "", "--ca-file", ca.File, "stats", "--protocol", "--protocol-tls", "--protocol-addr", srv.Protocol, "topics")
+	code, out, stderr = imago(t, srv, "", "--ca-file", caFile, "stats", "--protocol", "--protocol-tls", "--protocol-addr", srv.Protocol, "topics")
 	if code != 0 || !strings.Contains(out, "tls.t") {
 		t.Fatalf("stats --protocol over TLS: exit %d, %q, %q", code, out, stderr)
 	}
 
 	// The text protocol door over TLS, and refusing plain text.
-	tc, err := tls.Dial("tcp", srv.Protocol, ca.ClientConfig(t, "", ""))
+	tc, err := tls.Dial("tcp", srv.Protocol, ca.ClientConfig())
 	if err != nil {
 		t.Fatalf("TLS to the protocol door: %v", err)
 	}

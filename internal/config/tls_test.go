@@ -13,7 +13,7 @@ import (
 // them reports, each naming the key and the file.
 func TestTLSBlocks(t *testing.T) {
 	ca := testenv.NewCA(t, "doors")
-	cert, key := ca.Issue(t, "node", "127.0.0.1")
+	cert, key, caFile := ca.WriteFiles(t, t.TempDir(), "node", "127.0.0.1")
 	bad := filepath.Join(t.TempDir(), "bad.pem")
 	if err := os.WriteFile(bad, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
@@ -26,13 +26,13 @@ func TestTLSBlocks(t *testing.T) {
 		wantErr []string
 	}{
 		{"http and protocol tls", func(c *Config) {
-			c.HTTP.TLS = TLS{CertFile: cert, KeyFile: key, ClientCAFile: ca.File, CAFile: ca.File}
-			c.Protocol.TLS = TLS{CertFile: cert, KeyFile: key, ClientCAFile: ca.File}
+			c.HTTP.TLS = TLS{CertFile: cert, KeyFile: key, ClientCAFile: caFile, CAFile: caFile}
+			c.Protocol.TLS = TLS{CertFile: cert, KeyFile: key, ClientCAFile: caFile}
 		}, nil},
 		{"cert without key", func(c *Config) { c.HTTP.TLS = TLS{CertFile: cert} }, []string{"http.tls", "both cert_file and key_file"}},
 		{"key without cert", func(c *Config) { c.Protocol.TLS = TLS{KeyFile: key} }, []string{"protocol.tls", "both cert_file and key_file"}},
-		{"client ca without a certificate", func(c *Config) { c.HTTP.TLS = TLS{ClientCAFile: ca.File} }, []string{"http.tls", "need cert_file and key_file"}},
-		{"protocol has no ca_file", func(c *Config) { c.Protocol.TLS = TLS{CertFile: cert, KeyFile: key, CAFile: ca.File} }, []string{"protocol.tls.ca_file"}},
+		{"client ca without a certificate", func(c *Config) { c.HTTP.TLS = TLS{ClientCAFile: caFile} }, []string{"http.tls", "need cert_file and key_file"}},
+		{"protocol has no ca_file", func(c *Config) { c.Protocol.TLS = TLS{CertFile: cert, KeyFile: key, CAFile: caFile} }, []string{"protocol.tls.ca_file"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
@@ -48,7 +48,7 @@ func TestTLSBlocks(t *testing.T) {
 	}{
 		{"off", TLS{}, nil},
 		{"server", TLS{CertFile: cert, KeyFile: key}, nil},
-		{"mutual", TLS{CertFile: cert, KeyFile: key, ClientCAFile: ca.File}, nil},
+		{"mutual", TLS{CertFile: cert, KeyFile: key, ClientCAFile: caFile}, nil},
 		{"missing certificate", TLS{CertFile: missing, KeyFile: key}, []string{"http.tls", missing}},
 		{"key is not PEM", TLS{CertFile: cert, KeyFile: bad}, []string{"http.tls", bad}},
 		{"client ca missing", TLS{CertFile: cert, KeyFile: key, ClientCAFile: missing}, []string{"http.tls.client_ca_file", missing}},
@@ -70,13 +70,13 @@ func TestTLSBlocks(t *testing.T) {
 	if cfg, err := ClientTLS("", "", ""); cfg != nil || err != nil {
 		t.Fatalf("no files: %v, %v", cfg, err)
 	}
-	if _, err := ClientTLS(ca.File, cert, ""); err == nil || !strings.Contains(err.Error(), "both") {
+	if _, err := ClientTLS(caFile, cert, ""); err == nil || !strings.Contains(err.Error(), "both") {
 		t.Fatalf("certificate without key: %v", err)
 	}
 	if _, err := ClientTLS(bad, "", ""); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("bad CA file: %v", err)
 	}
-	if cfg, err := ClientTLS(ca.File, cert, key); err != nil || cfg.RootCAs == nil || len(cfg.Certificates) != 1 {
+	if cfg, err := ClientTLS(caFile, cert, key); err != nil || cfg.RootCAs == nil || len(cfg.Certificates) != 1 {
 		t.Fatalf("CA and client certificate: %v, %v", cfg, err)
 	}
 }

@@ -132,3 +132,9 @@ func serial(t testing.TB) *big.Int {
 	}
 	return n
 }
+
+// ClientConfig is a TLS client configuration that trusts this CA alone and presents certs
+// (none: a client without a certificate).
+func (ca *CA) ClientConfig(certs ...tls.Certificate) *tls.Config {
+	return &tls.Config{RootCAs: ca.Pool(), Certificates: certs, MinVersion: tls.VersionTLS12}
+}
