@@ -29,39 +29,56 @@ func TestFollowerApplyFailureFailsBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the follower to apply the topic", func() bool { return c.bs[f].AppliedIndex() == c.bs[l].AppliedIndex() })
-	topics := filepath.Join(c.dirs[f], "topics")
-	restore := fsutil.SetHook(func(ev fsutil.Event, do func() error) error {
-		if strings.HasPrefix(ev.Path, topics) {
-			return fmt.Errorf("sync %s: %w", ev.Path, syscall.EIO)
-		}
-		return do()
-	})
+	restore := failSyncs(filepath.Join(c.dirs[f], "topics"))
 	defer restore()
 	if _, err := c.bs[l].CreateTopic("t", broker.TopicConfig{Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
+	expectBrokerFailed(t, c, f, "", "apply raft entry", restore)
+}
+
+// failSyncs makes every fsync of a path that starts with prefix fail with EIO, until restore
+// (the fsync hook: a real disk does not fail one file's fsync on cue).
+func failSyncs(prefix string) (restore func()) {
+	return fsutil.SetHook(func(ev fsutil.Event, do func() error) error {
+		if strings.HasPrefix(ev.Path, prefix) {
+			return fmt.Errorf("sync %s: %w", ev.Path, syscall.EIO)
+		}
+		return do()
+	})
+}
+
+// expectBrokerFailed waits for node f's raft node to stop (on a reason naming stopped, unless
+// empty) and checks that its broker failed with it: Failed closed, Err an ErrStorage naming
+// what and the EIO, a produce refused. Then, with the fault restored, the leader of the two
+// others still takes a write.
+func expectBrokerFailed(t *testing.T, c *testCluster, f int, stopped, what string, restore func()) {
+	t.Helper()
 	select {
 	case <-c.ms[f].Done():
 	case <-time.After(30 * time.Second):
 		t.Fatalf("node %d still runs after its apply failed", f+1)
 	}
-	t.Logf("node %d stopped: %s", f+1, c.ms[f].Status().Error)
+	why := c.ms[f].Status().Error
+	t.Logf("node %d stopped: %s", f+1, why)
+	if !strings.Contains(why, stopped) {
+		t.Fatalf("node %d stopped on %q, not on %q", f+1, why, stopped)
+	}
 	select {
 	case <-c.bs[f].Failed():
 	default:
-		t.Fatalf("node %d's raft node stopped on %q, but its broker's Failed is not closed (Err %v)", f+1, c.ms[f].Status().Error, c.bs[f].Err())
+		t.Fatalf("node %d's raft node stopped on %q, but its broker's Failed is not closed (Err %v)", f+1, why, c.bs[f].Err())
 	}
 	err := c.bs[f].Err()
-	if !errors.Is(err, broker.ErrStorage) || !strings.Contains(err.Error(), "apply raft entry") || !strings.Contains(err.Error(), syscall.EIO.Error()) {
-		t.Fatalf("broker Err = %v, want ErrStorage naming the entry and the failure", err)
+	if !errors.Is(err, broker.ErrStorage) || !strings.Contains(err.Error(), what) || !strings.Contains(err.Error(), syscall.EIO.Error()) {
+		t.Fatalf("broker Err = %v, want ErrStorage naming the entry (%q) and the failure", err, what)
 	}
 	if _, err := c.bs[f].Produce(context.Background(), "a", []broker.Message{{Value: []byte("a")}}, ""); !errors.Is(err, broker.ErrStorage) {
 		t.Fatalf("produce through the failed node: %v, want ErrStorage", err)
 	}
 	restore()
-	// The two others go on.
-	l = c.leader()
-	if _, err := c.bs[l].Produce(context.Background(), "t", []broker.Message{{Value: []byte("b")}}, ""); err != nil {
+	l := c.leader()
+	if _, err := c.bs[l].Produce(context.Background(), "a", []broker.Message{{Value: []byte("b")}}, ""); err != nil {
 		t.Fatalf("produce through leader %d: %v", l+1, err)
 	}
 }

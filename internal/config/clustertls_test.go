@@ -85,21 +85,8 @@ func TestValidateClusterTransport(t *testing.T) {
 			network(&c)
 			tt.mutate(&c)
 			err := c.Validate()
-			if tt.wantErr == nil {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("want an error containing %q", tt.wantErr)
-			}
-			for _, w := range tt.wantErr {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), "PRIVATE KEY-----") {
+			checkErrs(t, err, tt.wantErr)
+			if err != nil && strings.Contains(err.Error(), "PRIVATE KEY-----") {
 				t.Fatalf("the error quotes a key: %v", err)
 			}
 		})
