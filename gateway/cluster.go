@@ -90,7 +90,7 @@ func clusterRouteKind(pattern string) clusterRoute {
 // reported quickly (no_leader: nothing was sent).
 func forwardTransport(tlsConfig *tls.Config) *http.Transport {
 	return &http.Transport{
-		TLSClientConfig:     tlsConfig, // nil with plain HTTP
+		TLSClientConfig:     forwardClientTLS(tlsConfig), // nil with plain HTTP
 		TLSHandshakeTimeout: 2 * time.Second,
 		Proxy:               nil, // never an environment proxy between members
 		DialContext: (&net.Dialer{
@@ -242,6 +242,33 @@ func (f *forwarder) failed(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// errNoClientCertificate ends a forward's handshake when the leader asks for a client
+// certificate that this member does not have (none, or none of a CA the leader accepts).
+var errNoClientCertificate = errors.New("the leader asks for a client certificate of a CA it accepts, and this member has none (http.tls cert_file)")
+
+// forwardClientTLS is cfg with the member's certificates offered through
+// GetClientCertificate, which refuses to go on when none suits the leader: with TLS 1.3 a
+// leader that refuses the certificate says so only after the request was written, and the
+// connection may then just end, which reads like a leader that died with the request. Ending
+// the handshake here keeps "nothing was sent" certain (tlsHandshakeFailed).
+func forwardClientTLS(cfg *tls.Config) *tls.Config {
+	if cfg == nil {
+		return nil
+	}
+	cfg = cfg.Clone()
+	certs := cfg.Certificates
+	cfg.Certificates = nil
+	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		for i := range certs {
+			if cri.SupportsCertificate(&certs[i]) == nil {
+				return &certs[i], nil
+			}
+		}
+		return nil, errNoClientCertificate
+	}
+	return cfg
+}
+
 // tlsHandshakeFailed reports whether err ended a forward in the TLS handshake, so that the
 // leader cannot have read the request: its certificate not trusted here, a leader speaking
 // plain HTTP, or the leader's alert refusing this member's certificate (with TLS 1.3 that
@@ -251,7 +278,7 @@ func tlsHandshakeFailed(err error) bool {
 	var cv *tls.CertificateVerificationError
 	var rh tls.RecordHeaderError
 	var oe *net.OpError
-	return errors.As(err, &cv) || errors.As(err, &rh) ||
+	return errors.As(err, &cv) || errors.As(err, &rh) || errors.Is(err, errNoClientCertificate) ||
 		errors.As(err, &oe) && oe.Op == "remote error" && strings.Contains(oe.Err.Error(), "certificate")
 }
 

@@ -68,8 +68,14 @@ func TestClusterForwardOverTLS(t *testing.T) {
 			other := testenv.NewCA(t, "other")
 			return other.ClientConfig(other.Issue(t, "follower", "127.0.0.1"))
 		}},
-		// The follower has no certificate: the leader refuses it in the handshake.
+		// The follower has no certificate: it ends the handshake itself when the leader asks
+		// for one (with TLS 1.3 the leader's refusal comes after the request is written).
 		{"no client certificate", func(t *testing.T) *tls.Config { return ca.ClientConfig() }},
+		// The follower's certificate is of a CA the leader does not accept: the same.
+		{"client certificate of another CA", func(t *testing.T) *tls.Config {
+			other := testenv.NewCA(t, "other")
+			return ca.ClientConfig(other.Issue(t, "follower", "127.0.0.1"))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			leader, follower := start(t, tc.forward(t), "")
