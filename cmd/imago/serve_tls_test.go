@@ -48,10 +48,11 @@ protocol:
 		t.Fatalf("produce over mutual TLS: %v", err)
 	}
 
-	// No client certificate: the handshake refuses it, nothing is served.
+	// No client certificate: the handshake refuses it, nothing is served. (With TLS 1.3 the
+	// refusal reaches the client after its request, as an alert or as the connection's end.)
 	noCert := client.New(srv.URL, client.WithTLSConfig(ca.ClientConfig()), client.WithRetries(1))
-	if _, err := noCert.ListTopics(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("a client without a certificate: %v, want a handshake refused for it", err)
+	if topics, err := noCert.ListTopics(ctx); err == nil {
+		t.Fatalf("a client without a certificate was served: %v", topics)
 	}
 	// Plain HTTP to the HTTPS door is no request.
 	if resp, err := http.Get("http://" + strings.TrimPrefix(srv.URL, "https://") + "/v1/topics"); err == nil {
