@@ -296,12 +296,35 @@ func (b *Broker) ApplyEntry(index, term uint64, data []byte) error {
 // holds in memory may include a change its disk lacks, until a restart applies the entry again
 // from the log. A broker that failed already keeps its first error.
 func (b *Broker) FailApply(err error) {
+	b.failReplica(err, "applying a committed raft entry failed; refusing writes until restart")
+}
+
+// FailStopped fails the broker because the raft node that replicates its log stopped on err
+// for another reason than an entry it could not apply: the entries or the raft state (term,
+// vote) of a round could not be saved, the log could not be read back, a proposal was not the
+// entry raft wrote at its index, a snapshot could not be staged. The node takes no part in the
+// cluster any more, so nothing this broker holds moves again until a restart, and it must not
+// look healthy to a program that embeds it (or to a health check that asks it): Err says why
+// the node stopped, Failed is closed, every later write is refused with ErrStorage. A broker
+// that failed already (the log's own write or fsync failed first, as for a failed save of
+// entries) keeps its first error.
+//
+// A node stopped by its owner (Stop) or to install a snapshot it staged is not failed: the
+// first is no fault, and after the second the process restarts at once to install the
+// snapshot.
+func (b *Broker) FailStopped(err error) {
+	b.failReplica(fmt.Errorf("raft node stopped: %w", err), "the raft node stopped; refusing writes until restart")
+}
+
+// failReplica is FailApply's and FailStopped's: the broker fails with err, logged as msg when
+// it is the first failure.
+func (b *Broker) failReplica(err error, msg string) {
 	b.stateMu.Lock()
 	first := b.failed == nil
 	b.setFailedLocked(fmt.Errorf("%w: %w, restart required: %v", ErrClosed, ErrStorage, err))
 	b.stateMu.Unlock()
 	if first {
-		b.opts.Logger.Error("applying a committed raft entry failed; refusing writes until restart", "err", err)
+		b.opts.Logger.Error(msg, "err", err)
 	}
 }
 

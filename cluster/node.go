@@ -132,7 +132,10 @@ type Status struct {
 	// Active is, on the leader, whether each member was heard from within the last election
 	// timeout (raft's RecentActive, which CheckQuorum keeps fresh); nil on other nodes.
 	Active map[uint64]bool
-	// Err is why the node stopped, if it stopped on an error.
+	// Err is why the node stopped, if it stopped on an error. Every such stop but
+	// ErrSnapshotStaged is final for this incarnation: the node follows the log no more, so
+	// what embeds it must fail its state machine too, whether the error wraps ErrApply or not
+	// (a program asks the state machine whether it is healthy, not the node).
 	Err error
 }
 

@@ -134,13 +134,9 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	go func() {
 		select {
 		case <-node.Done():
-			// A committed entry that failed to apply fails the broker, whichever the entry:
-			// a normal one did in ApplyEntry already, a membership change (its members file
-			// or raft state could not be written) never reached it. Before m.done closes, so
-			// that whoever sees the member stopped sees the broker failed.
-			if err := node.Status().Err; errors.Is(err, cluster.ErrApply) {
-				b.FailApply(err)
-			}
+			// Before m.done closes, so that whoever sees the member stopped sees the broker
+			// failed.
+			m.failBroker(node.Status().Err)
 		case <-b.Failed():
 			// The broker refuses writes until a restart. A leader must not keep the
 			// leadership on heartbeats alone; a follower could not apply. Stop the node: the
@@ -152,6 +148,28 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker, logger *slog.Logge
 	}()
 	m.log.Info("cluster member started", "raft_addr", tr.Addr(), "peers", len(ids), "applied_index", b.AppliedIndex(), "last_index", b.RaftLog().LastIndex())
 	return m, nil
+}
+
+// failBroker fails the broker when the node stopped on err: a node that stopped takes no part
+// in the cluster, and the broker over it must not look healthy to a program that embeds the
+// library (Broker.Err, Broker.Failed), whatever stopped it. A committed entry that failed to
+// apply (cluster.ErrApply) fails it as such, whichever the entry: a normal one did in
+// ApplyEntry already, a membership change (its members file or raft state could not be
+// written) never reached it. Any other error (a round's entries or raft state not saved, a
+// log read fault, a proposal not at its index, a snapshot not staged) fails it with the
+// node's reason; a failed write or fsync of the log itself failed it first, and that first
+// error stays. Two stops are no failure: Stop (err nil), and a snapshot staged for install
+// (cluster.ErrSnapshotStaged), a planned stop: nothing of the round that carried the snapshot
+// was persisted, the broker's state is sound, and the process restarts at once to install it
+// (SnapshotStaged) instead of reporting a storage failure.
+func (m *Member) failBroker(err error) {
+	switch {
+	case err == nil, errors.Is(err, cluster.ErrSnapshotStaged):
+	case errors.Is(err, cluster.ErrApply):
+		m.b.FailApply(err)
+	default:
+		m.b.FailStopped(err)
+	}
 }
 
 // Status returns the member's current view of the cluster.
@@ -230,8 +248,10 @@ func (m *Member) Leader() (Peer, bool) {
 func (m *Member) Serving() bool { return m.node.Status().Serving }
 
 // Done is closed when the member has stopped (Stop, the node stopped on an error, or the
-// broker failed and the member stopped the node: see Status().Error). A member that stopped on an error takes no part in the cluster; the process
-// should exit so that a supervisor restarts it.
+// broker failed and the member stopped the node: see Status().Error). A member that stopped
+// on an error takes no part in the cluster, and its broker has failed by the time Done is
+// closed (failBroker), unless it stopped to install a staged snapshot (SnapshotStaged): the
+// process should exit so that a supervisor restarts it, or restart itself for the snapshot.
 func (m *Member) Done() <-chan struct{} { return m.done }
 
 // Stop stops the node and the transport. Writes waiting for their entries end with

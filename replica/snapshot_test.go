@@ -104,6 +104,10 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	if !m.SnapshotStaged() {
 		t.Fatalf("the follower stopped without staging a snapshot: %s", m.Status().Error)
 	}
+	// A planned stop: the broker is not failed (failBroker), the restart installs the snapshot.
+	if err := c.bs[f].Err(); err != nil {
+		t.Fatalf("the follower's broker failed when it stopped to install a snapshot: %v", err)
+	}
 	c.stop(f)
 	// A crash after the staged state moved in place, before the raft state and the marker
 	// were done: the next start installs again and finishes.
