@@ -114,8 +114,10 @@ var xaErrno = map[string]int{
 
 // XAError is the failure of an XA verb: an XA code (XAERNota, …) and the server's message.
 // A network error is XAER_RMFAIL (the resource manager is unavailable; the transaction manager
-// recovers the branch later), and an answer that carries no XA code (401, 403, a malformed
-// request) is XAER_RMERR; Err then holds the cause, which errors.As reaches.
+// recovers the branch later), and so is a 2xx answer that could not be read where the verb
+// needs it (Recover's list; Prepare's vote when Recover cannot tell it); an answer that
+// carries no XA code (401, 403, a malformed request) is XAER_RMERR; Err then holds the cause,
+// which errors.As reaches.
 type XAError struct {
 	Code    string
 	Message string
@@ -160,7 +162,11 @@ func xaError(err error) error {
 	}
 	var de *decodeError
 	if errors.As(err, &de) {
-		return &XAError{Code: XAERRMErr, Err: err}
+		// A 2xx whose body could not be read (cut off, or not the JSON expected): the server
+		// did the verb, but what it answered is not known here, as after a network error.
+		// Prepare and Commit settle a lost answer themselves; for the others it is XAER_RMFAIL,
+		// never XAER_RMERR, which claims an error in the resource manager that nobody saw.
+		return &XAError{Code: XAERRMFail, Message: "the server answered 2xx but its answer could not be read: " + de.Error(), Err: err}
 	}
 	return &XAError{Code: XAERRMFail, Err: err}
 }
@@ -344,10 +350,19 @@ func (r *XAResource) Forget(ctx context.Context, xid Xid) error {
 
 // Recover lists every prepared branch not yet decided, and every heuristically completed one
 // not yet forgotten, across restarts of the broker. It is one scan (Java's TMSTARTRSCAN and
-// TMENDRSCAN in one call).
+// TMENDRSCAN in one call). A 2xx whose list could not be read (cut off on every attempt, or
+// not the JSON expected) is XAER_RMFAIL, as the Java resource answers: nothing is known of the
+// prepared branches, and a transaction manager runs its scan again later on XAER_RMFAIL,
+// where XAER_RMERR would report an error of the resource manager.
 func (r *XAResource) Recover(ctx context.Context) ([]Xid, error) {
 	var out api.XARecoverResponse
-	if _, err := r.c.get(ctx, "/v1/xa/recover", &out); err != nil {
+	status, err := r.c.get(ctx, "/v1/xa/recover", &out)
+	var de *decodeError
+	if errors.As(err, &de) {
+		return nil, &XAError{Code: XAERRMFail, Status: status, Err: err,
+			Message: fmt.Sprintf("recover: the server answered %d but the list of branches could not be read: %v", status, de)}
+	}
+	if err != nil {
 		return nil, xaError(err)
 	}
 	xids := make([]Xid, 0, len(out.Xids))
