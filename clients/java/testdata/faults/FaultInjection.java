@@ -508,6 +508,16 @@ public final class FaultInjection {
         fake.responder = s -> Raw.cut(200, listed);
         expectCode("recover, 200 with its list cut off", XAException.XAER_RMFAIL,
                 () -> r.recover(XAResource.TMSTARTRSCAN | XAResource.TMENDRSCAN));
+        // A 2xx that is not the list (a proxy's page, an empty object) is no list either.
+        for (String body : new String[] {"<html>ok</html>", "{}", "{\"xids\":null}"}) {
+            fake.responder = s -> Raw.whole(200, body);
+            expectCode("recover, 200 " + body, XAException.XAER_RMFAIL,
+                    () -> r.recover(XAResource.TMSTARTRSCAN | XAResource.TMENDRSCAN));
+            fake.responder = s -> s.path().equals("/v1/xa/recover") ? Raw.whole(200, body)
+                    : Raw.cut(200, "{\"vote\":\"ok\",\"st");
+            expectCode("prepare, 200 with its vote cut off, recover answers 200 " + body, XAException.XAER_RMFAIL,
+                    () -> r.prepare(x));
+        }
         fake.responder = s -> Raw.cut(500, apiError("internal_error"));
         expectCode("commit, 500 with its body cut off", XAException.XAER_RMFAIL, () -> r.commit(x, false));
         expectCode("start, 500 with its body cut off", XAException.XAER_RMFAIL, () -> r.start(y, XAResource.TMNOFLAGS));

@@ -394,12 +394,16 @@ public final class ImagoXAResource implements XAResource {
             throw new ImagoXAException(XAException.XAER_RMFAIL, a.status(), null, "GET /v1/xa/recover: the broker"
                     + " answered " + a.status() + " but the list of branches was cut off: " + a.cut(), a.cut());
         }
-        Map<String, Object> out = a.json();
+        // A 2xx without the list (a proxy's page, a body that is not JSON) is no answer: read as
+        // an empty list it would tell the manager that nothing is prepared here, and a manager
+        // may then take a committed transaction's branch as finished while it waits, prepared.
+        if (!(a.json().get("xids") instanceof List)) {
+            throw new ImagoXAException(XAException.XAER_RMFAIL, a.status(), null, "GET /v1/xa/recover: the broker"
+                    + " answered " + a.status() + " without the list of branches (no \"xids\" array in its body)", null);
+        }
         List<Xid> xids = new ArrayList<>();
-        if (out.get("xids") instanceof List) {
-            for (Object o : (List<?>) out.get("xids")) {
-                xids.add(parseXid(o));
-            }
+        for (Object o : (List<?>) a.json().get("xids")) {
+            xids.add(parseXid(o));
         }
         return xids.toArray(new Xid[0]);
     }
