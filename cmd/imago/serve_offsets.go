@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/groups"
 	"github.com/imagomq/imago/migrations"
 	"github.com/imagomq/imago/offsetdb"
 )
@@ -34,6 +35,11 @@ func (s *server) openOffsets(ctx context.Context) error {
 	s.offsets = store
 	s.onClose("offset store", store.Close)
 	s.logger.Info("offset store open", "store", storeName(c.Store))
+	if s.member == nil { // a single node: its log is whole now (groups/clamp.go says why not in a cluster)
+		if _, err := groups.ClampPastEnd(ctx, s.b, store, s.logger); err != nil {
+			return err
+		}
+	}
 
 	if !isDatabaseStore(c.Store) {
 		return nil
