@@ -71,7 +71,8 @@
 //   - transport.go: the peer transport over TCP (a hello that names both ends, then
 //     length-prefixed messages; one writer per peer with a bounded queue that drops).
 //   - transport_tls.go: mutual TLS for everything on the raft port (PeerTLS): members prove
-//     themselves with certificates of the cluster's CA, a dialler checks the host it dialled.
+//     themselves with certificates of the cluster's CA, a dialler checks the host it dialled;
+//     a member's certificate may be renewed while it runs (NewRenewablePeerTLS).
 //   - logger.go: raft's log lines into slog.
 //   - snapshotfile.go: snapshot files copied over the raft port (a hello of its own, one file
 //     per connection), for a member whose log is behind the leader's compacted log.

@@ -38,8 +38,9 @@ var ErrPeerTLS = errors.New("raft transport TLS")
 type PeerTLS struct {
 	server *tls.Config
 	client *tls.Config // ServerName is set per dial
-	// subject names the member's certificate in logs.
-	subject string
+	// certificate is the member's certificate at this moment (it may be renewed while the
+	// transport runs); it names the member in logs.
+	certificate func() *tls.Certificate
 }
 
 // handshakeTimeout bounds a TLS handshake on an accepted connection: a stranger that connects
@@ -47,39 +48,57 @@ type PeerTLS struct {
 const handshakeTimeout = 10 * time.Second
 
 // NewPeerTLS makes the raft transport's TLS from this member's certificate (with its key) and
-// the pool of the CA that signed every member's certificate.
+// the pool of the CA that signed every member's certificate. The certificate is fixed; see
+// NewRenewablePeerTLS for one that is renewed while the transport runs.
 func NewPeerTLS(cert tls.Certificate, roots *x509.CertPool) (*PeerTLS, error) {
 	if len(cert.Certificate) == 0 || cert.PrivateKey == nil {
 		return nil, fmt.Errorf("%w: the member certificate or its key is missing", ErrPeerTLS)
 	}
+	if cert.Leaf == nil {
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: parse the member certificate: %w", ErrPeerTLS, err)
+		}
+		cert.Leaf = leaf
+	}
+	return NewRenewablePeerTLS(func() *tls.Certificate { return &cert }, roots)
+}
+
+// NewRenewablePeerTLS makes the raft transport's TLS with a certificate that certificate
+// returns anew for every handshake, as listener and as dialler alike: a renewed certificate
+// is presented from the next connection on, without a restart (connections already made keep
+// theirs). certificate must return a certificate with its key and its Leaf parsed, never nil;
+// imago serve passes a certreload.Reloader's Certificate. The CA pool is fixed.
+func NewRenewablePeerTLS(certificate func() *tls.Certificate, roots *x509.CertPool) (*PeerTLS, error) {
+	if certificate == nil {
+		return nil, fmt.Errorf("%w: no member certificate", ErrPeerTLS)
+	}
+	if c := certificate(); c == nil || len(c.Certificate) == 0 || c.PrivateKey == nil || c.Leaf == nil {
+		return nil, fmt.Errorf("%w: the member certificate, its key or its parsed leaf is missing", ErrPeerTLS)
+	}
 	if roots == nil {
 		return nil, fmt.Errorf("%w: no CA to verify the other members with", ErrPeerTLS)
 	}
-	leaf := cert.Leaf
-	if leaf == nil {
-		var err error
-		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("%w: parse the member certificate: %w", ErrPeerTLS, err)
-		}
+	server := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return certificate(), nil },
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      roots,
 	}
-	base := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
+	client := &tls.Config{
+		MinVersion:           tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return certificate(), nil },
+		RootCAs:              roots,
 	}
-	server := base.Clone()
-	server.ClientAuth = tls.RequireAndVerifyClientCert
-	server.ClientCAs = roots
-	client := base.Clone()
-	client.RootCAs = roots
-	return &PeerTLS{server: server, client: client, subject: leaf.Subject.String()}, nil
+	return &PeerTLS{server: server, client: client, certificate: certificate}, nil
 }
 
-// String names the member certificate and never its key.
+// String names the member certificate in use and never its key.
 func (p *PeerTLS) String() string {
 	if p == nil {
 		return "raft TLS off"
 	}
-	return fmt.Sprintf("raft TLS (certificate %q, key redacted)", p.subject)
+	return fmt.Sprintf("raft TLS (certificate %q, key redacted)", p.certificate().Leaf.Subject.String())
 }
 
 // GoString keeps the key out of %#v output.

@@ -85,7 +85,9 @@ type Options struct {
 	ForwardSecret []byte
 	// ForwardTLS (cluster mode), when set, makes this member reach the leader's HTTP door over
 	// HTTPS with it (the members serve http.tls): the forwards, and the Location of a redirect.
-	// nil: plain HTTP.
+	// Its client certificate may change while the server runs (imago serve sets
+	// GetClientCertificate to the renewed http.tls certificate): each new connection to the
+	// leader presents the one in use then. nil: plain HTTP.
 	ForwardTLS *tls.Config
 	// MaxApplyLag (cluster mode): /readyz answers 503 not_ready while this member's applied
 	// raft index is more than this many entries behind the commit index a leader announced (a node

@@ -189,6 +189,9 @@ func TestServeClusterRaftTLS(t *testing.T) {
 			var logs bytes.Buffer
 			got = replica.Config{}
 			s := &server{cfg: cfg, logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			if err := s.loadTLS(context.Background()); err != nil {
+				t.Fatalf("loadTLS: %v", err)
+			}
 			if err := s.openCluster(context.Background()); err == nil || !strings.Contains(err.Error(), "not starting in this test") {
 				t.Fatalf("openCluster: %v", err)
 			}

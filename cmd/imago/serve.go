@@ -167,6 +167,9 @@ type server struct {
 
 	// tls holds the doors' TLS configurations (serve_tls.go).
 	tls serveTLS
+	// tlsCheckInterval is how often at most the certificate files are looked at for a
+	// renewal; zero: certreload.DefaultInterval (tests make it short).
+	tlsCheckInterval time.Duration
 
 	closers []namedCloser
 }
@@ -240,6 +243,7 @@ func (s *server) openBroker(ctx context.Context) error {
 	s.reg = prometheus.NewRegistry()
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = gateway.NewMetrics(s.reg)
+	s.registerTLSMetrics(s.reg)
 	s.fsync = &textproto.FsyncStats{Next: s.metrics}
 
 	opts := broker.NewOptions(cfg.DataDir)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/imagomq/imago/cluster"
 	"github.com/imagomq/imago/gateway"
 	"github.com/imagomq/imago/internal/config"
 	"github.com/imagomq/imago/replica"
@@ -34,10 +33,7 @@ func (s *server) openCluster(ctx context.Context) error {
 	if rc.HTTPAddr == "" {
 		rc.HTTPAddr = s.cfg.HTTP.Addr // a joining node that is not among the peers
 	}
-	peerTLS, err := raftTLS(cl)
-	if err != nil {
-		return err
-	}
+	peerTLS := s.tls.raft // loadTLS read cluster.tls
 	rc.TLS = peerTLS
 	if cl.InsecureTransport && peerTLS == nil {
 		s.logger.Warn("the raft transport runs without authentication (cluster.insecure_transport): whoever reaches the raft port can rewrite or read every message; only a private network that admits nothing but the members guards it",
@@ -55,23 +51,6 @@ func (s *server) openCluster(ctx context.Context) error {
 	s.logger.Info("cluster member started", "node_id", cl.NodeID, "raft_addr", cl.ListenRaftAddr(),
 		"peers", len(cl.Peers), "forward", cl.Forward)
 	return nil
-}
-
-// raftTLS is the raft transport's mutual TLS made from cluster.tls, or nil when none is
-// configured (Validate has allowed that only on loopback or with cluster.insecure_transport).
-func raftTLS(c config.Cluster) (*cluster.PeerTLS, error) {
-	if !c.TLS.Enabled() {
-		return nil, nil
-	}
-	cert, roots, err := c.TLS.Load()
-	if err != nil {
-		return nil, err
-	}
-	p, err := cluster.NewPeerTLS(cert, roots)
-	if err != nil {
-		return nil, fmt.Errorf("cluster.tls: %w", err)
-	}
-	return p, nil
 }
 
 // replicaConfig is the replica package's form of the cluster block.

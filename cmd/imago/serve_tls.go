@@ -3,18 +3,30 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 
+	"github.com/imagomq/imago/cluster"
+	"github.com/imagomq/imago/internal/certreload"
 	"github.com/imagomq/imago/internal/config"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// TLS of the doors (http.tls, protocol.tls; config/tls.go says what each key decides).
+// TLS of the doors (http.tls, protocol.tls; config/tls.go says what each key decides) and of
+// the raft port (cluster.tls; config/clustertls.go).
 
-// serveTLS holds the doors' TLS configurations, read once at start; nil: plain TCP.
+// serveTLS holds the TLS configurations; nil: plain TCP. Their certificates are kept current
+// by certs: a renewed certificate and key are used from the next handshake on, without a
+// restart (internal/certreload says when the files are looked at).
 type serveTLS struct {
 	http, protocol *tls.Config
 	// forward is what this member dials the leader's HTTP door with (cluster mode, http.tls).
 	forward *tls.Config
+	// raft is the raft transport's mutual TLS (cluster.tls).
+	raft *cluster.PeerTLS
+	// certs keep the certificates current, one per use (http, protocol, raft); the expiry
+	// metric reports them.
+	certs []*certreload.Reloader
 }
 
 // loadTLS reads the certificates and keys before anything opens, so a missing or bad file
@@ -23,16 +35,27 @@ type serveTLS struct {
 func (s *server) loadTLS(context.Context) error {
 	var err error
 	cfg := s.cfg
-	if s.tls.http, err = cfg.HTTP.TLS.ServerConfig("http.tls"); err != nil {
+	httpCert, err := s.certReloader(cfg.HTTP.TLS, "http.tls", "http")
+	if err != nil {
 		return err
 	}
-	if s.tls.forward, err = cfg.HTTP.TLS.ClientConfig("http.tls"); err != nil {
+	if s.tls.http, err = cfg.HTTP.TLS.ServerConfig("http.tls", httpCert); err != nil {
+		return err
+	}
+	if s.tls.forward, err = cfg.HTTP.TLS.ClientConfig("http.tls", httpCert); err != nil {
 		return err
 	}
 	if cfg.Protocol.Enabled {
-		if s.tls.protocol, err = cfg.Protocol.TLS.ServerConfig("protocol.tls"); err != nil {
+		protoCert, err := s.certReloader(cfg.Protocol.TLS, "protocol.tls", "protocol")
+		if err != nil {
 			return err
 		}
+		if s.tls.protocol, err = cfg.Protocol.TLS.ServerConfig("protocol.tls", protoCert); err != nil {
+			return err
+		}
+	}
+	if s.tls.raft, err = s.raftTLS(cfg.Cluster); err != nil {
+		return err
 	}
 	for _, d := range []struct {
 		key, addr string
@@ -48,6 +71,52 @@ func (s *server) loadTLS(context.Context) error {
 		}
 	}
 	return nil
+}
+
+// certReloader reads a door's certificate and key and keeps them current; nil when the door
+// has no TLS.
+func (s *server) certReloader(t config.TLS, key, use string) (*certreload.Reloader, error) {
+	r, err := t.Reloader(key, s.certOptions(use))
+	if r != nil {
+		s.tls.certs = append(s.tls.certs, r)
+	}
+	return r, err
+}
+
+// certOptions are the reload options of one use.
+func (s *server) certOptions(use string) certreload.Options {
+	return certreload.Options{Use: use, Interval: s.tlsCheckInterval, Logger: s.logger}
+}
+
+// raftTLS is the raft transport's mutual TLS made from cluster.tls, or nil when none is
+// configured (Validate has allowed that only on loopback or with cluster.insecure_transport).
+// The member's certificate is renewed while serve runs; the CA pool is the one read now.
+func (s *server) raftTLS(c config.Cluster) (*cluster.PeerTLS, error) {
+	if !c.Enabled() || !c.TLS.Enabled() {
+		return nil, nil
+	}
+	_, roots, err := c.TLS.Load()
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.CertReloader(roots, s.certOptions("raft"))
+	if err != nil {
+		return nil, err
+	}
+	s.tls.certs = append(s.tls.certs, r)
+	p, err := cluster.NewRenewablePeerTLS(r.Certificate, roots)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.tls: %w", err)
+	}
+	return p, nil
+}
+
+// registerTLSMetrics registers the expiry gauge of the certificates in use
+// (imago_tls_certificate_expiry_timestamp_seconds{use}); nothing when no TLS is configured.
+func (s *server) registerTLSMetrics(reg prometheus.Registerer) {
+	if len(s.tls.certs) > 0 {
+		reg.MustRegister(certreload.ExpiryCollector(s.tls.certs...))
+	}
 }
 
 // listenTLS wraps ln in TLS when cfg is set.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -46,6 +47,20 @@ protocol:
 	}
 	if _, err := cl.Produce(ctx, "tls.t", []client.Message{{Value: []byte(`"paid"`)}}, client.ProduceOptions{}); err != nil {
 		t.Fatalf("produce over mutual TLS: %v", err)
+	}
+
+	// The expiry of the certificates in use, per door.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.ClientConfig(ca.Issue(t, "client", "127.0.0.1"))}}
+	resp, err := hc.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, use := range []string{"http", "protocol"} {
+		if !strings.Contains(string(metrics), `imago_tls_certificate_expiry_timestamp_seconds{use="`+use+`"}`) {
+			t.Fatalf("/metrics has no certificate expiry for %s:\n%s", use, metrics)
+		}
 	}
 
 	// No client certificate: the handshake refuses it, nothing is served. (With TLS 1.3 the

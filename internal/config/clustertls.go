@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"strings"
+
+	"github.com/imagomq/imago/internal/certreload"
 )
 
 // ClusterTLS is cluster.tls: the PEM files of the raft transport's mutual TLS. Every member
@@ -17,7 +19,8 @@ import (
 // that CA's certificate, the same on every member. A member's certificate serves both ends of
 // a connection, so it needs the serverAuth and clientAuth extended key usages (or none), and
 // DNS or IP SANs that cover the host of its raft_addr as the other members dial it
-// (docs/cluster.md). The files are read at start; a change takes a restart.
+// (docs/cluster.md). The files are read at start; a renewed cert_file and key_file are read
+// again while serve runs (Cluster.CertReloader), a changed ca_file takes a restart.
 type ClusterTLS struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
@@ -53,25 +56,97 @@ func (t ClusterTLS) Load() (tls.Certificate, *x509.CertPool, error) {
 	if err != nil {
 		return fail("%w", err)
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, err := t.pair(certPEM, keyPEM)
 	if err != nil {
-		return fail("cluster.tls.cert_file %s with key_file %s: %w", t.CertFile, t.KeyFile, err)
-	}
-	if cert.Leaf == nil {
-		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return fail("cluster.tls.cert_file %s: %w", t.CertFile, err)
-		}
+		return fail("%w", err)
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return fail("cluster.tls.ca_file %s: no certificate in it could be parsed", t.CAFile)
 	}
-	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-			return fail("cluster.tls.cert_file %s is not a member certificate of ca_file %s (it must be signed by that CA, valid now, and allow use as both TLS server and client): %w", t.CertFile, t.CAFile, err)
-		}
+	if err := t.verifyMember(cert, roots); err != nil {
+		return fail("%w", err)
 	}
 	return cert, roots, nil
+}
+
+// LoadCert reads the member's certificate and key again (a renewal) and checks them as Load
+// does, against roots: the CA pool in use, since ca_file is read at start only.
+func (t ClusterTLS) LoadCert(roots *x509.CertPool) (tls.Certificate, error) {
+	certPEM, err := readPEM("cert_file", t.CertFile, "CERTIFICATE")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := readPEM("key_file", t.KeyFile, "PRIVATE KEY")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	cert, err := t.pair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := t.verifyMember(cert, roots); err != nil {
+		return tls.Certificate{}, err
+	}
+	return cert, nil
+}
+
+// pair makes the certificate with its key, its Leaf parsed.
+func (t ClusterTLS) pair(certPEM, keyPEM []byte) (tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cluster.tls.cert_file %s with key_file %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return tls.Certificate{}, fmt.Errorf("cluster.tls.cert_file %s: %w", t.CertFile, err)
+		}
+	}
+	return cert, nil
+}
+
+// verifyMember checks that roots signed cert for use as TLS server and client, valid now.
+func (t ClusterTLS) verifyMember(cert tls.Certificate, roots *x509.CertPool) error {
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			return fmt.Errorf("cluster.tls.cert_file %s is not a member certificate of ca_file %s (it must be signed by that CA, valid now, and allow use as both TLS server and client): %w", t.CertFile, t.CAFile, err)
+		}
+	}
+	return nil
+}
+
+// CertReloader keeps this member's raft certificate current while serve runs (certreload):
+// renewed cert_file and key_file are read again without a restart, and a replacement is used
+// only if it passes the checks of the start, against roots (the CA pool read at start) and
+// the host of this node's raft_addr. o gives the use, the check interval and the logger.
+func (cl Cluster) CertReloader(roots *x509.CertPool, o certreload.Options) (*certreload.Reloader, error) {
+	t := cl.TLS
+	o.CertFile, o.KeyFile = t.CertFile, t.KeyFile
+	o.Load = func() (tls.Certificate, error) {
+		cert, err := t.LoadCert(roots)
+		if err != nil {
+			return cert, err
+		}
+		return cert, cl.namesRaftHost(cert)
+	}
+	return certreload.New(o)
+}
+
+// namesRaftHost checks that cert names the host of this node's raft_addr in cluster.peers:
+// the other members dial that host and accept this node's certificate only if it names it.
+func (cl Cluster) namesRaftHost(cert tls.Certificate) error {
+	self, ok := cl.Self()
+	if !ok {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(self.RaftAddr)
+	if err != nil || host == "" {
+		return nil
+	}
+	if err := cert.Leaf.VerifyHostname(host); err != nil {
+		return fmt.Errorf("cluster.tls.cert_file %s does not name %s, the host of this node's raft_addr in cluster.peers, which the other members dial and check its certificate against: %w", cl.TLS.CertFile, host, err)
+	}
+	return nil
 }
 
 func (t ClusterTLS) missing() []string {
@@ -122,14 +197,8 @@ func (cl Cluster) validateTransport() []error {
 	if cl.TLS.Enabled() {
 		if cert, _, err := cl.TLS.Load(); err != nil {
 			errs = append(errs, err)
-		} else if self, ok := cl.Self(); ok {
-			// The other members dial this node's raft_addr and accept its certificate only
-			// if it names that host.
-			if host, _, err := net.SplitHostPort(self.RaftAddr); err == nil && host != "" {
-				if err := cert.Leaf.VerifyHostname(host); err != nil {
-					errs = append(errs, fmt.Errorf("cluster.tls.cert_file %s does not name %s, the host of this node's raft_addr in cluster.peers, which the other members dial and check its certificate against: %w", cl.TLS.CertFile, host, err))
-				}
-			}
+		} else if err := cl.namesRaftHost(cert); err != nil {
+			errs = append(errs, err)
 		}
 		if cl.InsecureTransport {
 			errs = append(errs, errors.New("cluster.insecure_transport and cluster.tls exclude each other: remove insecure_transport to use TLS"))

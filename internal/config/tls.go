@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/imagomq/imago/internal/certreload"
 )
 
 // TLS puts a door (http.tls, protocol.tls) behind TLS. Without cert_file and key_file the door
@@ -13,8 +15,11 @@ import (
 // way, since TLS encrypts but does not say who may produce.
 //
 // Decisions, for a payment team's review:
-//   - TLS 1.2 at least (Go's default suites); the files are read once at start, so a renewed
-//     certificate takes a restart (members of a cluster restart one at a time).
+//   - TLS 1.2 at least (Go's default suites). The certificate and key are read at start (a bad
+//     file stops serve) and again when they change while serve runs (certreload: looked at at
+//     most every 5 s, on use), so a renewed certificate needs no restart; a replacement that
+//     cannot be used is logged at ERROR and the last good pair served on. The CA bundles
+//     (client_ca_file, ca_file) are read at start only: a new CA takes a restart.
 //   - client_ca_file set: mutual TLS. Every client must present a certificate that chains to it,
 //     before any request is read; the bearer token is still checked after that.
 //   - ca_file (http.tls only) is what a cluster member trusts when it forwards a request to the
@@ -48,22 +53,42 @@ func (t TLS) check(key string) []error {
 	return errs
 }
 
-// ServerConfig reads the files and returns the door's server-side TLS configuration; nil, nil
-// when TLS is off. Errors name the key and the file.
-func (t TLS) ServerConfig(key string) (*tls.Config, error) {
-	if !t.Enabled() {
-		return nil, nil
-	}
+// KeyPair reads the door's certificate and key. Errors name the key and the files, never the
+// key material. It is the read at start and at every renewal (Reloader).
+func (t TLS) KeyPair(key string) (tls.Certificate, error) {
 	if errs := t.check(key); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return tls.Certificate{}, errors.Join(errs...)
 	}
 	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("%s: load cert_file %s and key_file %s: %w", key, t.CertFile, t.KeyFile, err)
+		return tls.Certificate{}, fmt.Errorf("%s: load cert_file %s and key_file %s: %w", key, t.CertFile, t.KeyFile, err)
+	}
+	return cert, nil
+}
+
+// Reloader reads the door's certificate and key (KeyPair: a missing or bad file is an error
+// naming the key and the file, which stops serve) and returns what keeps them current while
+// serve runs: renewed files are read again without a restart (certreload says when). o gives
+// the use, the check interval and the logger. nil, nil when TLS is off.
+func (t TLS) Reloader(key string, o certreload.Options) (*certreload.Reloader, error) {
+	if !t.Enabled() {
+		return nil, nil
+	}
+	o.CertFile, o.KeyFile = t.CertFile, t.KeyFile
+	o.Load = func() (tls.Certificate, error) { return t.KeyPair(key) }
+	return certreload.New(o)
+}
+
+// ServerConfig returns the door's server-side TLS configuration, presenting the certificate
+// cert holds at each handshake (cert is the door's Reloader); nil, nil when TLS is off
+// (cert nil). It reads client_ca_file; errors name the key and the file.
+func (t TLS) ServerConfig(key string, cert *certreload.Reloader) (*tls.Config, error) {
+	if !t.Enabled() || cert == nil {
+		return nil, nil
 	}
 	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: cert.GetCertificate,
 	}
 	if t.ClientCAFile != "" {
 		pool, err := readCAs(key+".client_ca_file", t.ClientCAFile)
@@ -77,18 +102,16 @@ func (t TLS) ServerConfig(key string) (*tls.Config, error) {
 }
 
 // ClientConfig returns the configuration a member uses to reach the other members' doors (the
-// forward to the leader): it trusts ca_file (system roots when empty) and presents this door's
-// own certificate, for peers that require one. nil, nil when TLS is off.
-func (t TLS) ClientConfig(key string) (*tls.Config, error) {
-	if !t.Enabled() {
+// forward to the leader): it trusts ca_file (system roots when empty) and presents the
+// certificate cert holds at each handshake (this door's own, for peers that require one).
+// nil, nil when TLS is off (cert nil).
+func (t TLS) ClientConfig(key string, cert *certreload.Reloader) (*tls.Config, error) {
+	if !t.Enabled() || cert == nil {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s: load cert_file %s and key_file %s: %w", key, t.CertFile, t.KeyFile, err)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: cert.GetClientCertificate}
 	if t.CAFile != "" {
+		var err error
 		if cfg.RootCAs, err = readCAs(key+".ca_file", t.CAFile); err != nil {
 			return nil, err
 		}

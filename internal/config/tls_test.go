@@ -1,11 +1,13 @@
 package config
 
 import (
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/imagomq/imago/internal/certreload"
 	"github.com/imagomq/imago/internal/testenv"
 )
 
@@ -55,7 +57,7 @@ func TestTLSBlocks(t *testing.T) {
 		{"client ca is not PEM", TLS{CertFile: cert, KeyFile: key, ClientCAFile: bad}, []string{"http.tls.client_ca_file", bad, "no PEM certificate"}},
 	} {
 		t.Run("read "+tc.name, func(t *testing.T) {
-			cfg, err := tc.tls.ServerConfig("http.tls")
+			cfg, err := serverConfig(tc.tls)
 			checkErrs(t, err, tc.wantErr)
 			if err == nil && (cfg == nil) == tc.tls.Enabled() {
 				t.Fatalf("config %v for %+v", cfg, tc.tls)
@@ -79,6 +81,16 @@ func TestTLSBlocks(t *testing.T) {
 	if cfg, err := ClientTLS(caFile, cert, key); err != nil || cfg.RootCAs == nil || len(cfg.Certificates) != 1 {
 		t.Fatalf("CA and client certificate: %v, %v", cfg, err)
 	}
+}
+
+// serverConfig reads the door's files as serve does: the certificate and key (the reloader),
+// then the server configuration around them.
+func serverConfig(t TLS) (*tls.Config, error) {
+	r, err := t.Reloader("http.tls", certreload.Options{Use: "http"})
+	if err != nil {
+		return nil, err
+	}
+	return t.ServerConfig("http.tls", r)
 }
 
 func checkErrs(t *testing.T, err error, want []string) {

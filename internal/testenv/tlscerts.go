@@ -56,8 +56,16 @@ func (ca *CA) Pool() *x509.CertPool {
 // PEM.
 func (ca *CA) IssuePEM(t testing.TB, name string, hosts ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
+	return ca.IssuePEMUntil(t, name, time.Now().Add(time.Hour), hosts...)
+}
+
+// IssuePEMUntil is IssuePEM with a certificate valid until notAfter (a renewal, or one that
+// has expired already).
+func (ca *CA) IssuePEMUntil(t testing.TB, name string, notAfter time.Time, hosts ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key := newKey(t)
 	tmpl := template(t, name)
+	tmpl.NotAfter = notAfter
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	for _, h := range hosts {
