@@ -256,9 +256,19 @@ func forwardClientTLS(cfg *tls.Config) *tls.Config {
 		return nil
 	}
 	cfg = cfg.Clone()
-	certs := cfg.Certificates
+	certs, get := cfg.Certificates, cfg.GetClientCertificate // get: a renewable certificate (certreload)
 	cfg.Certificates = nil
 	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if get != nil {
+			c, err := get(cri)
+			if err != nil {
+				return nil, err
+			}
+			if c != nil && len(c.Certificate) > 0 && cri.SupportsCertificate(c) == nil {
+				return c, nil
+			}
+			return nil, errNoClientCertificate
+		}
 		for i := range certs {
 			if cri.SupportsCertificate(&certs[i]) == nil {
 				return &certs[i], nil

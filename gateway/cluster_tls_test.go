@@ -30,8 +30,12 @@ func TestClusterForwardOverTLS(t *testing.T) {
 		return leader, follower
 	}
 
+	// The member's certificate as serve gives it: renewable, asked for at each handshake.
+	renewable := &tls.Config{RootCAs: ca.Pool(), GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return &followerCert, nil
+	}}
 	t.Run("forward", func(t *testing.T) {
-		leader, follower := start(t, ca.ClientConfig(followerCert), "")
+		leader, follower := start(t, renewable, "")
 		follower.must(http.StatusCreated, http.MethodPut, "/v1/topics/tls.t", `{"partitions":1}`, "Authorization", payToken)
 		r := follower.must(http.StatusOK, http.MethodPost, "/v1/topics/tls.t/messages", `{"messages":[{"value":"a"}]}`,
 			"Authorization", payToken, "Idempotency-Key", "tls-k1")
