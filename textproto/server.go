@@ -184,10 +184,12 @@ func (s *Server) accepted(nc net.Conn) {
 	go c.readLoop()
 }
 
-// refuse answers a connection over the limit and closes it.
+// refuse answers a connection over the limit and closes it. The deadline bounds reads too:
+// over TLS (protocol.tls) the write first reads the client's hello, and a client that sends
+// none must not hold the connection, this goroutine and Close without end.
 func (s *Server) refuse(nc net.Conn) {
 	defer s.wg.Done()
-	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	nc.SetDeadline(time.Now().Add(time.Second))
 	msg := fmt.Sprintf("too many connections (the limit is %d); retry later or raise the limit", s.opts.MaxConnections)
 	nc.Write(appendResult(nil, codeUnavailable, 0, msg))
 	lingerClose(nc)
