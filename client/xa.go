@@ -350,10 +350,10 @@ func (r *XAResource) Forget(ctx context.Context, xid Xid) error {
 
 // Recover lists every prepared branch not yet decided, and every heuristically completed one
 // not yet forgotten, across restarts of the broker. It is one scan (Java's TMSTARTRSCAN and
-// TMENDRSCAN in one call). A 2xx whose list could not be read (cut off on every attempt, or
-// not the JSON expected) is XAER_RMFAIL, as the Java resource answers: nothing is known of the
-// prepared branches, and a transaction manager runs its scan again later on XAER_RMFAIL,
-// where XAER_RMERR would report an error of the resource manager.
+// TMENDRSCAN in one call). A 2xx whose list could not be read (cut off on every attempt, not
+// the JSON expected, or JSON without the "xids" array) is XAER_RMFAIL, as the Java resource
+// answers: nothing is known of the prepared branches, and a transaction manager runs its scan
+// again later on XAER_RMFAIL, where XAER_RMERR would report an error of the resource manager.
 func (r *XAResource) Recover(ctx context.Context) ([]Xid, error) {
 	var out api.XARecoverResponse
 	status, err := r.c.get(ctx, "/v1/xa/recover", &out)
@@ -364,6 +364,13 @@ func (r *XAResource) Recover(ctx context.Context) ([]Xid, error) {
 	}
 	if err != nil {
 		return nil, xaError(err)
+	}
+	if out.Xids == nil {
+		// JSON without the list ({} from a proxy, "xids": null): the server always sends an
+		// array. Read as empty it would say that nothing is prepared here, and Prepare would
+		// take a lost vote for XA_RDONLY, leaving a prepared branch uncommitted.
+		return nil, &XAError{Code: XAERRMFail, Status: status,
+			Message: fmt.Sprintf(`recover: the server answered %d without the list of branches (no "xids" array)`, status)}
 	}
 	xids := make([]Xid, 0, len(out.Xids))
 	for _, j := range out.Xids {
