@@ -140,6 +140,9 @@ Listings take --output json (-o json) for scripts.
 			if !cmd.Flags().Changed("token") {
 				a.token = os.Getenv("IMAGO_TOKEN")
 			}
+			if !talksToServer(cmd) {
+				return nil // its TLS files do not matter: a stale IMAGO_CA_FILE must not stop serve
+			}
 			var err error
 			if a.tls, err = config.ClientTLS(a.tlsFiles(cmd)); err != nil {
 				return usagef("--ca-file, --cert-file, --key-file: %v", err)
@@ -164,7 +167,32 @@ Listings take --output json (-o json) for scripts.
 	root.AddCommand(newOutboxCmd(a))
 	root.AddCommand(newLogCmd(a))
 	root.AddCommand(newClusterCmd(a))
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "serve", "version", "migrate", "log":
+			c.Annotations = map[string]string{annotationOffline: "true"}
+		}
+	}
 	return root
+}
+
+// annotationOffline marks a command that never talks to a server as a client (serve, version,
+// migrate, log and their subcommands): the client's TLS files are not read for it.
+const annotationOffline = "offline"
+
+// talksToServer reports whether cmd may call a server, so that its --ca-file, --cert-file and
+// --key-file (or IMAGO_CA_FILE, ...) must be readable.
+func talksToServer(cmd *cobra.Command) bool {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Annotations[annotationOffline] == "true" {
+			return false
+		}
+		switch c.Name() {
+		case "help", "completion", cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd:
+			return false
+		}
+	}
+	return true
 }
 
 // Argument validators that report usage errors (exit 2).

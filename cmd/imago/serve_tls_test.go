@@ -88,6 +88,16 @@ protocol:
 	if code, _, stderr = imago(t, srv, "", "--ca-file", filepath.Join(dir, "missing.pem"), "topics", "list"); code != exitUsage || !strings.Contains(stderr, "missing.pem") {
 		t.Fatalf("a missing --ca-file: exit %d, %q", code, stderr)
 	}
+	// A command that never calls a server does not read them: a stale IMAGO_CA_FILE must not
+	// stop `imago version` (or serve).
+	t.Setenv("IMAGO_CA_FILE", filepath.Join(dir, "missing.pem"))
+	if code, out, stderr = imago(t, srv, "", "version"); code != 0 {
+		t.Fatalf("version with a missing IMAGO_CA_FILE: exit %d, %q, %q", code, out, stderr)
+	}
+	if code, _, stderr = imago(t, srv, "", "topics", "list"); code != exitUsage || !strings.Contains(stderr, "missing.pem") {
+		t.Fatalf("topics list with a missing IMAGO_CA_FILE: exit %d, %q", code, stderr)
+	}
+	os.Unsetenv("IMAGO_CA_FILE")
 	code, out, stderr = imago(t, srv, "", "--ca-file", caFile, "stats", "--protocol", "--protocol-tls", "--protocol-addr", srv.Protocol, "topics")
 	if code != 0 || !strings.Contains(out, "tls.t") {
 		t.Fatalf("stats --protocol over TLS: exit %d, %q, %q", code, out, stderr)
