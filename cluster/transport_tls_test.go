@@ -216,3 +216,29 @@ func TestTransportTLSDiallerVerifiesMember(t *testing.T) {
 		})
 	}
 }
+
+// TestTransportTLSIntermediateCA: member certificates issued by an intermediate CA (the chain
+// in each member's certificate file, the root as the cluster's CA), as a PKI usually hands them
+// out, are accepted both ways.
+func TestTransportTLSIntermediateCA(t *testing.T) {
+	root := testenv.NewCA(t, "imago root CA")
+	issuing := root.Intermediate(t, "imago issuing CA")
+	member := func(name string) *PeerTLS {
+		p, err := NewPeerTLS(issuing.Issue(t, name, "127.0.0.1"), root.Pool())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	n1, h1 := startTransport(t, TransportConfig{ID: 1, TLS: member("node1")})
+	n2, h2 := startTransport(t, TransportConfig{ID: 2, Peers: map[uint64]string{1: n1.Addr()}, TLS: member("node2")})
+	n1.AddPeer(2, n2.Addr())
+	n2.Send([]*pb.Message{{Type: pb.MsgHeartbeat.Enum(), To: new(uint64(1)), From: new(uint64(2))}})
+	if m := stepped(t, h1, "node 2's heartbeat at node 1"); m.GetFrom() != 2 {
+		t.Fatalf("node 1 got a message from %d", m.GetFrom())
+	}
+	n1.Send([]*pb.Message{{Type: pb.MsgHeartbeatResp.Enum(), To: new(uint64(2)), From: new(uint64(1))}})
+	if m := stepped(t, h2, "node 1's answer at node 2"); m.GetFrom() != 1 {
+		t.Fatalf("node 2 got a message from %d", m.GetFrom())
+	}
+}

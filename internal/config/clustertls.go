@@ -105,10 +105,20 @@ func (t ClusterTLS) pair(certPEM, keyPEM []byte) (tls.Certificate, error) {
 	return cert, nil
 }
 
-// verifyMember checks that roots signed cert for use as TLS server and client, valid now.
+// verifyMember checks that roots signed cert for use as TLS server and client, valid now,
+// directly or through the intermediate CAs cert_file holds after the member's certificate (as
+// a TLS peer sends them, and as the handshake then verifies them).
 func (t ClusterTLS) verifyMember(cert tls.Certificate, roots *x509.CertPool) error {
+	inter := x509.NewCertPool()
+	for _, der := range cert.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("cluster.tls.cert_file %s: an intermediate certificate after the member's: %w", t.CertFile, err)
+		}
+		inter.AddCert(c)
+	}
 	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
 			return fmt.Errorf("cluster.tls.cert_file %s is not a member certificate of ca_file %s (it must be signed by that CA, valid now, and allow use as both TLS server and client): %w", t.CertFile, t.CAFile, err)
 		}
 	}

@@ -22,6 +22,9 @@ func TestValidateClusterTransport(t *testing.T) {
 	otherDir := t.TempDir()
 	otherCert, otherKey, _ := other.WriteFiles(t, otherDir, "node1", "10.0.0.1")
 	_, key2, _ := ca.WriteFiles(t, t.TempDir(), "node2", "10.0.0.2")
+	// A PKI's usual chain: the member's certificate signed by an intermediate CA, which cert_file
+	// holds after it, and the root in ca_file.
+	interCert, interKey, rootFile := ca.Intermediate(t, "issuing CA").WriteFiles(t, t.TempDir(), "node1", "10.0.0.1")
 	garbage := filepath.Join(dir, "garbage.pem")
 	if err := os.WriteFile(garbage, []byte("not a certificate\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -50,6 +53,7 @@ func TestValidateClusterTransport(t *testing.T) {
 		{name: "every interface without tls refused", mutate: func(c *Config) { c.Cluster.RaftAddr = ":7081" },
 			wantErr: []string{`cluster.raft_addr ":7081" ` + refuseInsecureRaft}},
 		{name: "network with tls", mutate: func(c *Config) { c.Cluster.TLS = tlsFiles(cert, key, caFile) }},
+		{name: "certificate through an intermediate CA", mutate: func(c *Config) { c.Cluster.TLS = tlsFiles(interCert, interKey, rootFile) }},
 		{name: "network with insecure transport", mutate: func(c *Config) { c.Cluster.InsecureTransport = true }},
 		{name: "loopback without tls", mutate: func(c *Config) {
 			c.HTTP.Addr = "127.0.0.1:8081"

@@ -24,16 +24,34 @@ type CA struct {
 	key  *ecdsa.PrivateKey
 	// PEM is the CA certificate, as ca_file holds it.
 	PEM []byte
+	// parent is the CA that signed this one (Intermediate); nil for a root.
+	parent *CA
 }
 
 // NewCA makes a CA named name.
 func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
+	return newCA(t, name, nil)
+}
+
+// Intermediate makes a CA named name that ca signs. Certificates it issues carry it after
+// themselves (the chain a PKI hands out), and WriteFiles writes the root as ca.crt.
+func (ca *CA) Intermediate(t testing.TB, name string) *CA {
+	t.Helper()
+	return newCA(t, name, ca)
+}
+
+func newCA(t testing.TB, name string, parent *CA) *CA {
+	t.Helper()
 	key := newKey(t)
 	tmpl := template(t, name)
 	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	signer, signerKey := tmpl, key
+	if parent != nil {
+		signer, signerKey = parent.Cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
 	if err != nil {
 		t.Fatalf("testenv: make CA %s: %v", name, err)
 	}
@@ -41,7 +59,15 @@ func NewCA(t testing.TB, name string) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &CA{Cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &CA{Cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), parent: parent}
+}
+
+// root is the CA at the top of ca's chain.
+func (ca *CA) root() *CA {
+	for ca.parent != nil {
+		ca = ca.parent
+	}
+	return ca
 }
 
 // Pool is a pool holding only this CA.
@@ -83,8 +109,11 @@ func (ca *CA) IssuePEMUntil(t testing.TB, name string, notAfter time.Time, hosts
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	chain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	for c := ca; c.parent != nil; c = c.parent {
+		chain = append(chain, c.PEM...)
+	}
+	return chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }
 
 // Issue is IssuePEM as a tls.Certificate.
@@ -98,13 +127,13 @@ func (ca *CA) Issue(t testing.TB, name string, hosts ...string) tls.Certificate 
 	return cert
 }
 
-// WriteFiles issues a member certificate as IssuePEM does and writes it, its key and the CA
-// certificate into dir as name.crt, name.key and ca.crt, returning the three paths.
+// WriteFiles issues a member certificate as IssuePEM does and writes it, its key and the root
+// CA's certificate into dir as name.crt, name.key and ca.crt, returning the three paths.
 func (ca *CA) WriteFiles(t testing.TB, dir, name string, hosts ...string) (certFile, keyFile, caFile string) {
 	t.Helper()
 	c, k := ca.IssuePEM(t, name, hosts...)
 	certFile, keyFile, caFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), filepath.Join(dir, "ca.crt")
-	for path, data := range map[string][]byte{certFile: c, keyFile: k, caFile: ca.PEM} {
+	for path, data := range map[string][]byte{certFile: c, keyFile: k, caFile: ca.root().PEM} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
