@@ -328,6 +328,10 @@ func (t *Transport) read(raw net.Conn) {
 			"from", from, "to", to)
 		return
 	}
+	if err := t.checkSender(c, from, !fileConn && !joinConn); err != nil {
+		t.log.Warn("raft transport: refused connection", "remote", c.RemoteAddr().String(), "from", from, "err", err)
+		return
+	}
 	var lenBuf [4]byte
 	for {
 		if _, err := io.ReadFull(r, lenBuf[:]); err != nil {

@@ -17,8 +17,10 @@ import (
 //
 //   - the listening member requires a client certificate and verifies it against the cluster's
 //     CA: a certificate that CA signed is a member's. The hello's ids are then checked as on a
-//     plain connection. The CA must therefore sign nothing but the members' certificates (a
-//     CA of the cluster's own, never a company-wide one): anything it signed is let in;
+//     plain connection, and the certificate is bound to the sender the hello names
+//     (checkSender): a raft stream only from a known member whose raft host it names. The CA
+//     must still sign nothing but the members' certificates (a CA of the cluster's own, never
+//     a company-wide one): anything it signed may copy snapshot files and ask to join;
 //   - the dialling member verifies the listener's certificate against the same CA and requires
 //     its DNS or IP SANs to cover the host it dialled (the host of the peer's raft_addr): a
 //     member given a wrong or spoofed address reaches no impostor, and a member certificate
@@ -140,4 +142,42 @@ func (t *Transport) acceptPeer(c net.Conn) (net.Conn, error) {
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
 	return tc, nil
+}
+
+// checkSender binds a TLS connection's hello to the member certificate that opened it: the
+// certificate must name the host of the raft address this member has for the id the hello
+// says it comes from, as a dial to that member would require of it. Without this, any member's
+// certificate could speak as any other member (votes, appends in its name). A raft message
+// stream from an id this member does not know is refused too over TLS: raft follows a leader it
+// does not know, so a stranger's id with a high term could take the cluster over; a member that
+// lags and has not applied a newcomer's addition yet drops its messages, which raft sends again.
+// Snapshot file copies and the join question come from nodes that may not be known yet; their
+// certificate is still one of the cluster's CA. Plain connections are not checked (no TLS).
+func (t *Transport) checkSender(c net.Conn, from uint64, stream bool) error {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	t.pmu.RLock()
+	p := t.peers[from]
+	t.pmu.RUnlock()
+	if p == nil {
+		if stream {
+			return fmt.Errorf("%w: node %d is not a member this node knows", ErrPeerTLS, from)
+		}
+		return nil
+	}
+	host, _, err := net.SplitHostPort(p.addr)
+	if err != nil {
+		return fmt.Errorf("%w: node %d's raft address %q: %w", ErrPeerTLS, from, p.addr, err)
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return fmt.Errorf("%w: no client certificate", ErrPeerTLS)
+	}
+	if err := certs[0].VerifyHostname(host); err != nil {
+		return fmt.Errorf("%w: the certificate of %q does not name %s, the host of node %d's raft address %s: %w",
+			ErrPeerTLS, certs[0].Subject.CommonName, host, from, p.addr, err)
+	}
+	return nil
 }

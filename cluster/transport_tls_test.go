@@ -242,3 +242,69 @@ func TestTransportTLSIntermediateCA(t *testing.T) {
 		t.Fatalf("node 2 got a message from %d", m.GetFrom())
 	}
 }
+
+// TestTransportTLSBindsCertificateToMember: over TLS a raft stream is taken only from a
+// certificate that names the host of the raft address this member has for the id the stream
+// says it comes from. Another member's certificate speaking as node 2, and a stream from an id
+// this member does not know, are refused and reach no raft; node 2's own certificate is heard,
+// and a join question from a node not known yet is still answered.
+func TestTransportTLSBindsCertificateToMember(t *testing.T) {
+	ca := testenv.NewCA(t, "imago cluster CA")
+	join := func(context.Context, uint64) JoinInfo { return JoinInfo{Leader: 1, Confirmed: true} }
+	n1, h1 := startTransport(t, TransportConfig{ID: 1, Join: join, Peers: map[uint64]string{2: "127.0.0.2:1"},
+		TLS: memberTLS(t, ca, "node1", "127.0.0.1")})
+	hello := func(from uint64) []byte {
+		b, err := proto.Marshal(&pb.Message{Type: pb.MsgVote.Enum(), To: new(uint64(1)), From: new(from), Term: new(uint64(99))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := append([]byte(helloMagic), 1)
+		out = binary.BigEndian.AppendUint64(out, from)
+		out = binary.BigEndian.AppendUint64(out, 1)
+		out = binary.BigEndian.AppendUint32(out, uint32(len(b)))
+		return append(out, b...)
+	}
+	send := func(cert tls.Certificate, from uint64) (heard bool) {
+		c, err := tls.Dial("tcp", n1.Addr(), &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(hello(from)); err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan struct{}) // the member closes a refused connection
+		go func() {
+			io.Copy(io.Discard, c)
+			close(closed)
+		}()
+		select {
+		case m := <-h1.stepped:
+			return m.GetFrom() == from
+		case <-closed:
+			select {
+			case m := <-h1.stepped:
+				t.Fatalf("a refused connection's %s from %d reached raft", m.GetType(), m.GetFrom())
+			default:
+			}
+			return false
+		case <-time.After(10 * time.Second):
+			t.Fatal("the member neither heard nor closed the connection")
+			return false
+		}
+	}
+	if send(ca.Issue(t, "node3", "127.0.0.3"), 2) {
+		t.Fatal("a certificate naming 127.0.0.3 spoke as node 2, whose raft address is 127.0.0.2")
+	}
+	if send(ca.Issue(t, "node9", "127.0.0.1"), 9) {
+		t.Fatal("a stream from node 9, which this member does not know, reached raft")
+	}
+	if !send(ca.Issue(t, "node2", "127.0.0.2"), 2) {
+		t.Fatal("node 2's own certificate was not heard")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := AskJoin(ctx, memberTLS(t, ca, "node4", "127.0.0.4"), 4, 1, n1.Addr()); err != nil {
+		t.Fatalf("the join question of a node not known yet: %v", err)
+	}
+}
