@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -313,6 +314,9 @@ func (s *server) serve(ctx context.Context, readyFile string) error {
 		return errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err), s.closeAll())
 	}
 	srv := newHTTPServer(cfg, s.gw.Handler(), logger)
+	if s.tls.http != nil {
+		srv.ErrorLog = log.New(handshakeLog{logger, s.tls.handshakeFailures}, "", 0)
+	}
 	served := make(chan error, 1)
 	addr := s.scheme() + "://" + ln.Addr().String()
 	ln = listenTLS(ln, s.tls.http)

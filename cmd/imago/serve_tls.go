@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 
 	"github.com/imagomq/imago/cluster"
 	"github.com/imagomq/imago/internal/certreload"
@@ -27,6 +29,8 @@ type serveTLS struct {
 	// certs keep the certificates current, one per use (http, protocol, raft); the expiry
 	// metric reports them.
 	certs []*certreload.Reloader
+	// handshakeFailures counts failed handshakes on the HTTPS door (handshakeLog).
+	handshakeFailures prometheus.Counter
 }
 
 // loadTLS reads the certificates and keys before anything opens, so a missing or bad file
@@ -112,11 +116,42 @@ func (s *server) raftTLS(c config.Cluster) (*cluster.PeerTLS, error) {
 }
 
 // registerTLSMetrics registers the expiry gauge of the certificates in use
-// (imago_tls_certificate_expiry_timestamp_seconds{use}); nothing when no TLS is configured.
+// (imago_tls_certificate_expiry_timestamp_seconds{use}) and, with http.tls, the count of failed
+// handshakes on the HTTP door; nothing when no TLS is configured.
 func (s *server) registerTLSMetrics(reg prometheus.Registerer) {
 	if len(s.tls.certs) > 0 {
 		reg.MustRegister(certreload.ExpiryCollector(s.tls.certs...))
 	}
+	if s.tls.http != nil {
+		s.tls.handshakeFailures = prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "imago_tls_handshake_failures_total",
+			Help:        "TLS handshakes that failed on a door: a client that does not trust this certificate or has none the door accepts, a TCP health check that connects and closes, a scanner.",
+			ConstLabels: prometheus.Labels{"door": "http"},
+		})
+		reg.MustRegister(s.tls.handshakeFailures)
+	}
+}
+
+// handshakeLog is the HTTPS door's error log: a failed TLS handshake is counted
+// (imago_tls_handshake_failures_total) and logged at DEBUG, since a load balancer's TCP health
+// check fails one every few seconds and one WARN line per connection would bury the log;
+// everything else the HTTP server reports stays at WARN.
+type handshakeLog struct {
+	log      *slog.Logger
+	failures prometheus.Counter
+}
+
+func (h handshakeLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		if h.failures != nil {
+			h.failures.Inc()
+		}
+		h.log.Debug(msg)
+	} else {
+		h.log.Warn(msg)
+	}
+	return len(p), nil
 }
 
 // listenTLS wraps ln in TLS when cfg is set.

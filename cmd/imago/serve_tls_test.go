@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,28 @@ protocol:
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Fatalf("plain HTTP to the TLS door answered %d", resp.StatusCode)
 		}
+	}
+	// Both failed handshakes are counted, and neither is a WARN line in the server's log (a load
+	// balancer's TCP health check fails one every few seconds).
+	var failures float64
+	for deadline := time.Now().Add(10 * time.Second); failures < 2 && time.Now().Before(deadline); {
+		resp, err := hc.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, `imago_tls_handshake_failures_total{door="http"} `) {
+				failures, _ = strconv.ParseFloat(strings.Fields(l)[1], 64)
+			}
+		}
+	}
+	if failures < 2 {
+		t.Fatalf("imago_tls_handshake_failures_total is %v after two failed handshakes", failures)
+	}
+	if logged, _ := os.ReadFile(srv.logPath); strings.Contains(string(logged), "TLS handshake error") {
+		t.Fatalf("a failed handshake was logged above DEBUG:\n%s", logged)
 	}
 
 	// The command line.
