@@ -1,9 +1,7 @@
 package client_test
 
 import (
-	"io"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,7 +11,9 @@ import (
 
 // TestXARecoverAnswerUnreadableIsRMFail: the server answered recover 200, but the list of
 // branches could not be read: its body was cut off on every attempt (the retries ran out), or
-// it came whole and was not the JSON expected (a proxy's page). Nothing is known of the
+// it came whole and was not the list (a proxy's page, JSON without the list: read as an empty
+// list it would say nothing is prepared here, and a prepare whose vote was lost would vote
+// XA_RDONLY for a prepared branch, never committed). Nothing is known of the
 // prepared branches, so the answer is XAER_RMFAIL, on which a transaction manager runs its
 // recovery scan again later, as the Java resource answers; not XAER_RMERR, a resource error.
 // Once the answers are whole, recover lists the prepared branch.
@@ -38,23 +38,11 @@ func TestXARecoverAnswerUnreadableIsRMFail(t *testing.T) {
 				return cut.Transport.RoundTrip(r)
 			})}, &sent
 		}},
-		{"not-json", func(on *atomic.Bool) (*http.Client, *atomic.Int64) {
-			var sent atomic.Int64
-			return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-				resp, err := http.DefaultTransport.RoundTrip(r)
-				if err != nil || !isRecover(r) {
-					return resp, err
-				}
-				sent.Add(1)
-				if on.Load() {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					resp.Body = io.NopCloser(strings.NewReader("<html>ok</html>"))
-					resp.ContentLength = -1
-				}
-				return resp, nil
-			})}, &sent
-		}},
+		// A whole 200 whose body is not the list: a proxy's page, JSON without the list ({} or
+		// "xids": null; the server always sends an array).
+		{"not-json", spoilRecoverBody("<html>ok</html>")},
+		{"no-list", spoilRecoverBody(`{}`)},
+		{"null-list", spoilRecoverBody(`{"xids":null}`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := background(t)
@@ -89,5 +77,19 @@ func TestXARecoverAnswerUnreadableIsRMFail(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// spoilRecoverBody is a spoil of TestXARecoverAnswerUnreadableIsRMFail: the server's 2xx to
+// recover is answered with body instead, while on.
+func spoilRecoverBody(body string) func(on *atomic.Bool) (*http.Client, *atomic.Int64) {
+	return func(on *atomic.Bool) (*http.Client, *atomic.Int64) {
+		var sent atomic.Int64
+		return withRecoverBody(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.URL.Path == "/v1/xa/recover" {
+				sent.Add(1)
+			}
+			return http.DefaultTransport.RoundTrip(r)
+		}), on, body), &sent
 	}
 }

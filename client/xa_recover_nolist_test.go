@@ -26,39 +26,6 @@ func withRecoverBody(next http.RoundTripper, on *atomic.Bool, body string) *http
 	})}
 }
 
-// TestXARecoverAnswerWithoutListIsRMFail: recover answered 2xx with a body that is JSON but
-// holds no list of branches ({} from a proxy, or "xids": null; the server always sends an
-// array). Read as an empty list it tells a transaction manager that nothing is prepared here,
-// and a prepare whose vote was lost would then vote XA_RDONLY for a prepared branch, never
-// committed: XAER_RMFAIL, as the Java resource answers.
-func TestXARecoverAnswerWithoutListIsRMFail(t *testing.T) {
-	for _, body := range []string{`{}`, `{"xids":null}`} {
-		t.Run(body, func(t *testing.T) {
-			ctx := background(t)
-			var on atomic.Bool
-			c := client.New(imagoURL, client.WithHTTPClient(withRecoverBody(http.DefaultTransport, &on, body)))
-			topic := uniqueTopic("xa-recover-nolist")
-			if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
-				t.Fatal(err)
-			}
-			rm := c.NewXAResource()
-			x := preparedBranch(t, rm, topic, "debit")
-			if _, err := rm.Prepare(ctx, x); err != nil {
-				t.Fatal(err)
-			}
-			on.Store(true)
-			xids, err := rm.Recover(ctx)
-			on.Store(false)
-			if !client.IsXACode(err, client.XAERRMFail) {
-				t.Fatalf("recover answered 200 %s: %v %v, want XAER_RMFAIL", body, xids, err)
-			}
-			if err := rm.Rollback(ctx, x); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
-
 // TestXAPrepareAnswerCutOffRecoverWithoutList: the prepare's vote was cut off and recover
 // answered 2xx without a list: the vote is unknown (XAER_RMFAIL), not XA_RDONLY, which would
 // leave the prepared branch uncommitted for good.
