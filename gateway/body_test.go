@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 // rawRequest writes req on a new connection to addr (half-closing the connection's write side
@@ -46,7 +48,7 @@ func rawRequest(t *testing.T, addr, req string, halfClose bool) response {
 // than its Content-Length, not sent within the read timeout) is 400 invalid_json with a
 // message naming the problem, logged below Error; nothing is stored.
 func TestUnreadableBody(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	ts := startServer(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	ts.createTopic("t", 1)
 	slow := httptest.NewUnstartedServer(ts.s.Handler())

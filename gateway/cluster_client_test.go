@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/imagomq/imago/api"
+	"github.com/imagomq/imago/internal/testenv"
 	"github.com/imagomq/imago/xa"
 )
 
@@ -76,7 +77,7 @@ func TestClusterResolveAuditNamesClient(t *testing.T) {
 	secret := []byte("the test cluster's forward secret")
 	dir := t.TempDir()
 	fake := &inDoubtCoordinator{Coordinator: openCoordinator(t, dir, xa.Broker("broker", openBroker(t, dir)))}
-	var leaderLog syncBuffer
+	var leaderLog testenv.SyncBuffer
 	leader, follower := startPair(t,
 		Options{Tokens: clusterTokens, ForwardSecret: secret, Coordinator: fake, Logger: slog.New(slog.NewTextHandler(&leaderLog, nil))},
 		Options{Tokens: clusterTokens, ForwardSecret: secret})

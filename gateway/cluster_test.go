@@ -21,6 +21,7 @@ import (
 
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/testenv"
 	"github.com/imagomq/imago/replica"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -270,7 +271,7 @@ func TestClusterRedirect(t *testing.T) {
 // No leader known, or a leader that does not serve yet: 503 no_leader with Retry-After, and
 // /readyz says so.
 func TestClusterNoLeader(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	m := startMember(t, 2, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	m.fc.set(nil, false)
 	r := m.do(http.MethodPost, "/v1/topics/serve.t/messages", `{"messages":[{"value":1}]}`)

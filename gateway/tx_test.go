@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/broker"
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 // txCounter reads imago_transactions_total{kind,outcome}.
@@ -286,7 +286,7 @@ func TestLocalTxAutoCreate(t *testing.T) {
 // needs the produce right on each message's topic; heuristic decisions need admin and are
 // logged with the token's name.
 func TestTxRights(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	ts := startServer(t, Options{
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		Tokens: []Token{
@@ -342,24 +342,6 @@ func TestTxRights(t *testing.T) {
 		!strings.Contains(s, "decision=rollback") || !strings.Contains(s, "xid=XID:1:6731:6231") || strings.Contains(s, "a-secret") {
 		t.Fatalf("heuristic log:\n%s", s)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // FuzzDecodeTxBody checks that the transaction decoder never panics, does not modify its
@@ -419,7 +401,7 @@ func FuzzDecodeTxBody(f *testing.F) {
 // Without auth, an operator's heuristic decision is logged as made by "anonymous", as a resolve
 // of a global transaction records it: it was logged with an empty by=.
 func TestHeuristicByAnonymous(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	ts := startServer(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), AutoCreateTopics: true})
 	x := xidJSONText(7, "g7", "b7")
 	ts.must(200, "POST", "/v1/xa/start", `{"xid":`+x+`}`)

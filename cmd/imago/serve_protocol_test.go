@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/imagomq/imago/internal/config"
+	"github.com/imagomq/imago/internal/testenv"
 )
 
 // brokenListener is a fault-injection fake: a real listener whose Accept fails with a
@@ -28,24 +27,6 @@ func (l *brokenListener) Accept() (net.Conn, error) {
 	return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EBADF)}
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestProtocolAcceptFailureStopsServer: when the text protocol stops accepting connections
 // for good while the server runs, the failure is logged at Error and the server shuts down
 // with an error (exit non-zero), rather than serving HTTP alone with the text port dead.
@@ -54,7 +35,7 @@ func TestProtocolAcceptFailureStopsServer(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Protocol.Addr = "127.0.0.1:0"
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	broken := make(chan struct{})
 	s := &server{cfg: cfg, logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		listenProtocol: func(addr string) (net.Listener, error) {

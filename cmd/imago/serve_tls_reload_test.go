@@ -45,7 +45,7 @@ func TestServeTLSRenewal(t *testing.T) {
 	cfg.Cluster.NodeID = 1
 	cfg.Cluster.Peers = []config.ClusterPeer{{ID: 1, RaftAddr: "127.0.0.1:7081", HTTPAddr: "127.0.0.1:8081"}}
 	cfg.Cluster.TLS = config.ClusterTLS{CertFile: raftCert, KeyFile: raftKey, CAFile: caFile}
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	s := &server{cfg: cfg, logger: slog.New(slog.NewTextHandler(logs, nil)), tlsCheckInterval: time.Millisecond}
 	if err := s.loadTLS(context.Background()); err != nil {
 		t.Fatal(err)

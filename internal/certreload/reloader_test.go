@@ -1,7 +1,6 @@
 package certreload
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,7 +88,7 @@ func until(t *testing.T, presented func() string, want string) {
 }
 
 // logged dials until log holds n ERROR lines.
-func logged(t *testing.T, presented func() string, log *syncBuffer, n int) {
+func logged(t *testing.T, presented func() string, log *testenv.SyncBuffer, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		presented()
@@ -111,7 +109,7 @@ func TestReloaderServesRenewedCertificate(t *testing.T) {
 	dir := t.TempDir()
 	hourA := time.Now().Add(time.Hour).Truncate(time.Second)
 	certFile, keyFile := pairFiles(t, ca, dir, "A", hourA)
-	log := &syncBuffer{}
+	log := &testenv.SyncBuffer{}
 	r, err := New(Options{Use: "http", CertFile: certFile, KeyFile: keyFile, Load: loadPair(certFile, keyFile),
 		Interval: time.Millisecond, Logger: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
@@ -227,7 +225,7 @@ func TestReloaderRetriesRefusedPair(t *testing.T) {
 		}
 		return tls.LoadX509KeyPair(certFile, keyFile)
 	}
-	log := &syncBuffer{}
+	log := &testenv.SyncBuffer{}
 	r, err := New(Options{Use: "raft", CertFile: certFile, KeyFile: keyFile, Load: load,
 		Interval: time.Millisecond, Logger: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
@@ -245,22 +243,4 @@ func TestReloaderRetriesRefusedPair(t *testing.T) {
 	if n := strings.Count(log.String(), "level=ERROR"); n != 1 {
 		t.Fatalf("%d ERROR lines for one refused change, want 1; log:\n%s", n, log.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
