@@ -187,22 +187,7 @@ func tlsServerName(t *testing.T, srv, client *tls.Config) func() string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	tln := listenTLS(ln, srv)
-	go func() {
-		for {
-			c, err := tln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				_ = c.(*tls.Conn).Handshake()
-				_, _ = c.Read(make([]byte, 1)) // until the client closes
-			}()
-		}
-	}()
+	testenv.ServeHandshakes(t, listenTLS(ln, srv))
 	return func() string { return serverName(t, ln.Addr().String(), client) }
 }
 

@@ -167,3 +167,26 @@ func template(t testing.TB, name string) *x509.Certificate {
 func (ca *CA) ClientConfig(certs ...tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: ca.Pool(), Certificates: certs, MinVersion: tls.VersionTLS12}
 }
+
+// ServeHandshakes accepts connections of the TLS listener ln until it is closed (closed with the
+// test), completes each one's handshake and holds it until the client closes it or 5 s pass:
+// a server for tests that only look at the certificates a handshake shows.
+func ServeHandshakes(t testing.TB, ln net.Listener) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if tc, ok := c.(*tls.Conn); ok {
+					_ = tc.Handshake()
+				}
+				_, _ = c.Read(make([]byte, 1)) // until the client closes
+			}()
+		}
+	}()
+}
