@@ -44,11 +44,7 @@ func (t ClusterTLS) Load() (tls.Certificate, *x509.CertPool, error) {
 	if t.CertFile == "" || t.KeyFile == "" || t.CAFile == "" {
 		return fail("cluster.tls: cert_file, key_file and ca_file are all required (missing: %s)", strings.Join(t.missing(), ", "))
 	}
-	certPEM, err := readPEM("cert_file", t.CertFile, "CERTIFICATE")
-	if err != nil {
-		return fail("%w", err)
-	}
-	keyPEM, err := readPEM("key_file", t.KeyFile, "PRIVATE KEY")
+	certPEM, keyPEM, err := t.readPair()
 	if err != nil {
 		return fail("%w", err)
 	}
@@ -56,15 +52,12 @@ func (t ClusterTLS) Load() (tls.Certificate, *x509.CertPool, error) {
 	if err != nil {
 		return fail("%w", err)
 	}
-	cert, err := t.pair(certPEM, keyPEM)
-	if err != nil {
-		return fail("%w", err)
-	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return fail("cluster.tls.ca_file %s: no certificate in it could be parsed", t.CAFile)
 	}
-	if err := t.verifyMember(cert, roots); err != nil {
+	cert, err := t.memberPair(certPEM, keyPEM, roots)
+	if err != nil {
 		return fail("%w", err)
 	}
 	return cert, roots, nil
@@ -73,14 +66,27 @@ func (t ClusterTLS) Load() (tls.Certificate, *x509.CertPool, error) {
 // LoadCert reads the member's certificate and key again (a renewal) and checks them as Load
 // does, against roots: the CA pool in use, since ca_file is read at start only.
 func (t ClusterTLS) LoadCert(roots *x509.CertPool) (tls.Certificate, error) {
-	certPEM, err := readPEM("cert_file", t.CertFile, "CERTIFICATE")
+	certPEM, keyPEM, err := t.readPair()
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	keyPEM, err := readPEM("key_file", t.KeyFile, "PRIVATE KEY")
-	if err != nil {
-		return tls.Certificate{}, err
+	return t.memberPair(certPEM, keyPEM, roots)
+}
+
+// readPair reads cert_file and key_file, each of which must hold PEM of its kind.
+func (t ClusterTLS) readPair() (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = readPEM("cert_file", t.CertFile, "CERTIFICATE"); err != nil {
+		return nil, nil, err
 	}
+	if keyPEM, err = readPEM("key_file", t.KeyFile, "PRIVATE KEY"); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// memberPair makes the member's certificate with its key and checks that roots signed it for
+// a member (verifyMember).
+func (t ClusterTLS) memberPair(certPEM, keyPEM []byte, roots *x509.CertPool) (tls.Certificate, error) {
 	cert, err := t.pair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, err
