@@ -466,10 +466,43 @@ func (r *ceRun) finish(seed int64) int {
 	}
 
 	// The final logs: every node read whole as a follower; the leader's read is the
-	// linearizability check's complete read.
-	before := r.c.statusLine()
-	logs := make([][][]string, clusterSize)
-	base := -1
+	// linearizability check's complete read. settle cannot see a write that a node still holds
+	// before proposing it (its client gave up, the server goes on, and under the race detector
+	// that can take longer than settle's quiet spell): when the cluster's indexes moved during
+	// the reads, the reads are not final. Settle and read again, a few times at most.
+	var (
+		logs          [][][]string
+		base          int
+		before, after string
+		diffs         []string
+	)
+	for round := 1; ; round++ {
+		before = r.c.statusLine()
+		logs, base, diffs = r.finalReads()
+		after = r.c.statusLine()
+		if before == after || round == 5 {
+			break
+		}
+		t.Logf("the cluster moved during the final reads (round %d): %s\nthen: %s; settling and reading again", round, before, after)
+		r.c.settle(60 * time.Second)
+	}
+	for _, d := range diffs {
+		t.Error(d)
+	}
+	if r.checkLogs(logs, base) || len(diffs) > 0 {
+		t.Logf("cluster before the final reads: %s\nand after: %s", before, after)
+	}
+	return r.checkLinear(seed)
+}
+
+// finalReads reads every partition whole from every running node as a follower, and from the
+// first of them through the leader (recorded for the linearizability check). diffs names each
+// partition whose two reads from that node disagree.
+func (r *ceRun) finalReads() (logs [][][]string, base int, diffs []string) {
+	t := r.t
+	t.Helper()
+	logs = make([][][]string, clusterSize)
+	base = -1
 	for i := range r.c.nodes {
 		if r.c.gone[i] {
 			continue
@@ -482,19 +515,13 @@ func (r *ceRun) finish(seed int64) int {
 			logs[i][p] = r.readAll(i, p, true)
 		}
 	}
-	differ := false
 	for p := 0; p < r.parts; p++ {
 		final := r.readAll(base, p, false)
 		if !equalIDs(final, logs[base][p]) {
-			differ = true
-			t.Errorf("partition %d: the leader's read has %d messages, node %d's own read %d", p, len(final), base+1, len(logs[base][p]))
+			diffs = append(diffs, fmt.Sprintf("partition %d: the leader's read has %d messages, node %d's own read %d", p, len(final), base+1, len(logs[base][p])))
 		}
 	}
-	after := r.c.statusLine()
-	if r.checkLogs(logs, base) || differ {
-		t.Logf("cluster before the final reads: %s\nand after: %s", before, after)
-	}
-	return r.checkLinear(seed)
+	return logs, base, diffs
 }
 
 func equalIDs(a, b []string) bool {
