@@ -65,3 +65,62 @@ func TestClampPastEnd(t *testing.T) {
 		}
 	}
 }
+
+// A topic the restored data directory lacked (its group's offset, 99, stays in the store:
+// ClampPastEnd has no end to move it to) is created again and produced to before the group's
+// member first polls. Every message in it is new: the member must get all of them, from
+// offset 0, and the store must no longer hold 99, or the member's next start (a restart, a
+// rebalance) would skip them again. Before, the poll moved the cursor to the end: the three
+// messages produced before the first poll were never delivered.
+func TestPastEndOfTopicCreatedAgain(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := newTestBroker(t, log)
+	store, err := offsetdb.OpenFile(t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if err := store.Commit(ctx, []offsetdb.Offset{
+		{Group: "g", Topic: "again", Partition: 0, Next: 99}, // the lost topic's offset
+		{Group: "g", Topic: "a", Partition: 0, Next: 0},      // a topic of the restored directory, within its end
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ClampPastEnd(ctx, b, store, log); err != nil || len(got) != 0 {
+		t.Fatalf("clamp at start: %+v %v, want nothing moved (the topic is not there)", got, err)
+	}
+	c := New(b, store, log)
+	c.Start()
+	defer c.Close()
+
+	if _, err := b.CreateTopic("again", broker.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Produce(ctx, "again", []broker.Message{{Value: []byte("1")}, {Value: []byte("2")}, {Value: []byte("3")}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, m := joinLive(t, c, clustered("g", "again"))
+	ans := mustPoll(t, c, m, Limits{MaxMessages: 10, MaxBytes: 1 << 20})
+	if got := polledOffsets(ans); len(got) != 3 || got[0] != 0 || got[2] != 2 {
+		t.Fatalf("first poll delivered offsets %v, want [0 1 2]: messages of the topic created again were skipped", got)
+	}
+	o, ok, err := store.Get(ctx, "g", "again", 0)
+	if err != nil || !ok || o.Next != 0 {
+		t.Fatalf("stored offset %d (%v, %v) after the first poll, want 0 (moved back to the start)", o.Next, ok, err)
+	}
+
+	// A topic the broker had at start whose offset is past its end (as if the offset store was
+	// restored alongside, after the clamp) keeps ClampPastEnd's rule: moved to the end.
+	if err := store.Commit(ctx, []offsetdb.Offset{{Group: "h", Topic: "b", Partition: 0, Next: 50}}); err != nil {
+		t.Fatal(err)
+	}
+	produceToB(t, b, 2)
+	_, mh := joinLive(t, c, clustered("h", "b"))
+	if got := polledOffsets(mustPoll(t, c, mh, Limits{MaxMessages: 10, MaxBytes: 1 << 20})); len(got) != 0 {
+		t.Fatalf("group h polled %v, want nothing (moved to the end of a topic that was there at start)", got)
+	}
+	if o, ok, err := store.Get(ctx, "h", "b", 0); err != nil || !ok || o.Next != 2 {
+		t.Fatalf("group h's stored offset %d (%v, %v), want 2 (the end)", o.Next, ok, err)
+	}
+}

@@ -194,6 +194,10 @@ type Coordinator struct {
 	// generation an earlier leader gave. Guarded by mu.
 	genBase int64
 
+	// atStart names the topics the broker had when the coordinator was made; a committed
+	// offset past the end of a topic created since is moved to its start (pastEnd).
+	atStart map[string]bool
+
 	stop      chan struct{}
 	done      chan struct{}
 	startOnce sync.Once
@@ -206,8 +210,14 @@ func New(b Backend, store offsetdb.Store, log *slog.Logger) *Coordinator {
 	if log == nil {
 		log = slog.Default()
 	}
+	atStart := map[string]bool{}
+	if b != nil {
+		for _, t := range b.Topics() {
+			atStart[t.Name] = true
+		}
+	}
 	return &Coordinator{b: b, store: store, log: log, groups: map[string]*group{}, gates: map[string]*commitGate{}, known: map[string]bool{}, rewinds: map[string]uint64{},
-		lag: lagCache{entries: map[string]lagEntry{}}, stop: make(chan struct{}), done: make(chan struct{})}
+		lag: lagCache{entries: map[string]lagEntry{}}, atStart: atStart, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Start runs the sweeper that removes members past their session timeout. Calling it again,

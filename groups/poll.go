@@ -304,7 +304,11 @@ func (c *Coordinator) startOffsets(ctx context.Context, m *Member, parts []Parti
 			return nil, &StoreError{Op: "read the committed offset", Err: err}
 		}
 		if ok {
-			found[p] = o.Next
+			next, err := c.pastEnd(ctx, m.storeGroup, p, o.Next)
+			if err != nil {
+				return nil, err
+			}
+			found[p] = next
 			continue
 		}
 		if off, ok := m.initial[p]; ok {
