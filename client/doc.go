@@ -31,7 +31,8 @@
 // the server did what was asked even when the rest of its answer is lost: Tx.Commit then reads
 // the positions from the transaction's status, XAResource.Commit reports the branch
 // committed, and XAResource.Prepare finds its lost vote with Recover (listed: prepared, XA_OK;
-// not listed: read-only and forgotten, XA_RDONLY; Recover failing: XAER_RMFAIL). A 2xx of
+// not listed: read-only and forgotten, XA_RDONLY; Recover failing: XAER_RMFAIL), as it does
+// when a whole 2xx carries no vote or one it does not know. A 2xx of
 // XAResource.Recover whose list cannot be read (cut off on every attempt, or not the JSON
 // expected) is XAER_RMFAIL: the list is unknown, and a transaction manager scans again later.
 // Every call takes a context, and no retry sleeps past its deadline.

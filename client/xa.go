@@ -115,9 +115,9 @@ var xaErrno = map[string]int{
 // XAError is the failure of an XA verb: an XA code (XAERNota, …) and the server's message.
 // A network error is XAER_RMFAIL (the resource manager is unavailable; the transaction manager
 // recovers the branch later), and so is a 2xx answer that could not be read where the verb
-// needs it (Recover's list; Prepare's vote when Recover cannot tell it); an answer that
-// carries no XA code (401, 403, a malformed request) is XAER_RMERR; Err then holds the cause,
-// which errors.As reaches.
+// needs it (Recover's list; Prepare's vote, lost, missing or unknown, when Recover cannot
+// tell it); an answer that carries no XA code (401, 403, a malformed request) is XAER_RMERR;
+// Err then holds the cause, which errors.As reaches.
 type XAError struct {
 	Code    string
 	Message string
@@ -260,19 +260,23 @@ func (r *XAResource) End(ctx context.Context, xid Xid, flags string) error {
 // message: it is already forgotten and needs neither commit nor rollback. A rollback-only
 // branch is rolled back and answers XA_RBROLLBACK.
 //
-// When the server answered 2xx (it prepared the branch) but its vote could not be read (a
-// connection cut while reading the body), Prepare asks Recover: a branch listed is prepared
-// and votes XA_OK, a branch not listed votes XA_RDONLY. The rule holds because a 2xx prepare
-// leaves the branch either prepared, which Recover lists until it is committed or rolled back
-// (a heuristic decision keeps it listed until Forget, and a prepared branch never times out),
-// or read-only, which the server forgets at once. So "not listed" is read-only unless someone
-// other than this transaction manager committed or rolled back the branch between the prepare
-// and the recover (an operator's plain rollback, not a heuristic one), which no transaction
-// manager should let happen to a branch it is preparing; the Java resource decides the same.
-// When Recover fails, the vote is unknown: XAER_RMFAIL (the broker could not be reached), and
-// the manager finds the branch, prepared, through Recover later; never XAER_RMERR, which says
-// the broker failed the branch, so that a manager rolls back a global transaction whose
-// branch here is prepared (a spurious rollback of a payment other resources may have prepared).
+// When the server answered 2xx (it prepared the branch) but gave no vote this client knows,
+// Prepare asks Recover: a branch listed is prepared and votes XA_OK, a branch not listed
+// votes XA_RDONLY. That holds whether the vote could not be read (a connection cut while
+// reading the body, a body that is not JSON) or the JSON came whole without a vote, or with
+// one other than "ok" and "rdonly" ({} from a proxy, a vote of a newer server): only "ok" is
+// XA_OK and only "rdonly" is XA_RDONLY; nothing else is taken for either. The rule holds
+// because a 2xx prepare leaves the branch either prepared, which Recover lists until it is
+// committed or rolled back (a heuristic decision keeps it listed until Forget, and a prepared
+// branch never times out), or read-only, which the server forgets at once. So "not listed" is
+// read-only unless someone other than this transaction manager committed or rolled back the
+// branch between the prepare and the recover (an operator's plain rollback, not a heuristic
+// one), which no transaction manager should let happen to a branch it is preparing; the Java
+// resource decides the same. When Recover fails, the vote is unknown: XAER_RMFAIL (the broker
+// could not be reached), and the manager finds the branch, prepared, through Recover later;
+// never XAER_RMERR, which says the broker failed the branch, so that a manager rolls back a
+// global transaction whose branch here is prepared (a spurious rollback of a payment other
+// resources may have prepared).
 func (r *XAResource) Prepare(ctx context.Context, xid Xid) (rdonly bool, err error) {
 	if err := xid.Validate(); err != nil {
 		return false, err
@@ -282,23 +286,33 @@ func (r *XAResource) Prepare(ctx context.Context, xid Xid) (rdonly bool, err err
 		in: api.XAXidRequest{Xid: xid.json()}, out: &out})
 	var de *decodeError
 	if errors.As(err, &de) {
-		return r.voteFromRecover(ctx, xid, de)
+		return r.voteFromRecover(ctx, xid, fmt.Errorf("its vote was lost (%w)", de))
 	}
 	if err != nil {
 		return false, xaError(err)
 	}
-	return out.Vote == api.XAVoteReadOnly, nil
+	switch out.Vote {
+	case api.XAVoteOK:
+		return false, nil
+	case api.XAVoteReadOnly:
+		return true, nil
+	case "":
+		return r.voteFromRecover(ctx, xid, errors.New("its answer carried no vote"))
+	default:
+		return r.voteFromRecover(ctx, xid, fmt.Errorf("its vote %q is not one this client knows", out.Vote))
+	}
 }
 
-// voteFromRecover finds the vote of a prepare whose 2xx answer could not be read (lost):
-// listed by Recover, the branch is prepared (XA_OK); not listed, it was read-only and is
-// forgotten (XA_RDONLY). A failed Recover is XAER_RMFAIL: the vote is unknown.
-func (r *XAResource) voteFromRecover(ctx context.Context, xid Xid, lost *decodeError) (rdonly bool, err error) {
+// voteFromRecover finds the vote of a prepare whose 2xx answer did not give one (why says
+// how: lost, missing or unknown): listed by Recover, the branch is prepared (XA_OK); not
+// listed, it was read-only and is forgotten (XA_RDONLY). A failed Recover is XAER_RMFAIL:
+// the vote is unknown.
+func (r *XAResource) voteFromRecover(ctx context.Context, xid Xid, why error) (rdonly bool, err error) {
 	xids, err := r.Recover(ctx)
 	if err != nil {
 		return false, &XAError{Code: XAERRMFail,
-			Message: fmt.Sprintf("prepare %s: the server answered 2xx but its vote was lost (%v), and recover, which would tell whether the branch is prepared, failed: %v", xid, lost, err),
-			Err:     errors.Join(lost, err)}
+			Message: fmt.Sprintf("prepare %s: the server answered 2xx but %v, and recover, which would tell whether the branch is prepared, failed: %v", xid, why, err),
+			Err:     errors.Join(why, err)}
 	}
 	for _, x := range xids {
 		if x.equal(xid) {

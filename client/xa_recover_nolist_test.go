@@ -13,9 +13,14 @@ import (
 
 // withRecoverBody answers the server's 2xx to /v1/xa/recover with body instead, while on.
 func withRecoverBody(next http.RoundTripper, on *atomic.Bool, body string) *http.Client {
+	return withBody(next, "/v1/xa/recover", on, body)
+}
+
+// withBody answers the server's 2xx to path with body instead, while on.
+func withBody(next http.RoundTripper, path string, on *atomic.Bool, body string) *http.Client {
 	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		resp, err := next.RoundTrip(r)
-		if err != nil || r.URL.Path != "/v1/xa/recover" || !on.Load() {
+		if err != nil || r.URL.Path != path || resp.StatusCode/100 != 2 || !on.Load() {
 			return resp, err
 		}
 		io.Copy(io.Discard, resp.Body)

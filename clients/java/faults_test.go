@@ -11,7 +11,7 @@ import (
 // TestJavaXAFaults runs clients/java/testdata/faults/FaultInjection: how ImagoXAResource maps
 // answers a real broker cannot be made to give on demand (a 500 from a handler panic or a
 // proxy, a 401 after a token rotation, a follower's 307 to the leader, a redirect loop, a 200
-// whose body is cut off), served by a fake broker inside the Java program (fault injection),
+// whose body is cut off, a 200 to prepare without a vote it knows), served by a fake broker inside the Java program (fault injection),
 // and the transaction timeout limits against the real Imago started here.
 func TestJavaXAFaults(t *testing.T) {
 	java, javac := javaTools(t)

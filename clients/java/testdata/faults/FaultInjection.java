@@ -27,7 +27,7 @@ import javax.transaction.xa.Xid;
  * <p>Most cases are FAULT INJECTION: a fake broker (the JDK's HttpServer) answers what a real
  * Imago cannot be made to answer on demand (a 500 from a handler panic or a proxy in between, a
  * 401 after a token rotation, a proxy's 404, a cluster follower's 307 to the leader, a redirect
- * loop, a 200 whose body is cut off). The fake checks only what the resource sends and maps; the XA behaviour itself is
+ * loop, a 200 whose body is cut off, a 200 to prepare without a vote). The fake checks only what the resource sends and maps; the XA behaviour itself is
  * checked against the real broker by the conformance harness. The transaction timeout cases run
  * against the real Imago the Go test starts ({@code --imago URL}).
  *
@@ -154,6 +154,9 @@ public final class FaultInjection {
         }
         try (CutFake fake = new CutFake()) {
             cutBodies(fake);
+        }
+        try (Fake fake = new Fake()) {
+            prepareWithoutAVote(fake);
         }
         if (imago != null) {
             transactionTimeout(imago);
@@ -525,6 +528,72 @@ public final class FaultInjection {
         expectCode("commit, 409 XA_HEURHAZ with its body cut off", XAException.XAER_RMFAIL, () -> r.commit(x, false));
         fake.responder = s -> Raw.cut(307, "");
         expectCode("commit, 307 with its body cut off", XAException.XAER_RMFAIL, () -> r.commit(x, false));
+    }
+
+    /**
+     * A 200 to prepare that came whole but gives no vote the resource knows: no vote (an empty
+     * object from a proxy, a body that is not JSON) or another one (a newer broker's). The
+     * broker did prepare, so it is read as a vote cut off: recover tells it. Listed, the branch
+     * votes XA_OK; not listed, XA_RDONLY; recover failing or without a list, XAER_RMFAIL;
+     * never XAER_RMERR, on which a manager rolls back the global transaction while the branch
+     * here may be prepared. The messages say what the vote was, not that it was cut off.
+     */
+    static void prepareWithoutAVote(Fake fake) {
+        ImagoXAResource r = ImagoXAResource.builder(fake.url()).token("tok").build();
+        Xid x = ImagoXid.of(1, "faults-novote", "b");
+        String xidJson = "{\"format_id\":1,\"gtrid\":\"" + HexFormat.of().formatHex(x.getGlobalTransactionId())
+                + "\",\"bqual\":\"" + HexFormat.of().formatHex(x.getBranchQualifier()) + "\"}";
+        String listed = "{\"xids\":[{\"format_id\":1,\"gtrid\":\"6f74686572\",\"bqual\":\"62\"}," + xidJson + "]}";
+        String other = "{\"xids\":[{\"format_id\":1,\"gtrid\":\"6f74686572\",\"bqual\":\"62\"}]}";
+        String[] votes = { // whole 200 answers to prepare
+            "{}", "{\"state\":\"prepared\"}", "{\"vote\":\"\"}", "{\"vote\":null}", "<html>ok</html>",
+            "{\"vote\":\"maybe\",\"state\":\"prepared\"}", "{\"vote\":\"OK\"}", "{\"vote\":1}",
+        };
+        Object[][] recovers = { // the recover answer, the vote or error code wanted, what it stands for
+            {new Answer(200, listed), XAResource.XA_OK, "recover lists the branch: XA_OK"},
+            {new Answer(200, other), XAResource.XA_RDONLY, "recover does not list it: XA_RDONLY"},
+            {new Answer(503, apiError("unavailable")), XAException.XAER_RMFAIL, "recover answers 503: XAER_RMFAIL"},
+            {new Answer(500, "<html>proxy error</html>"), XAException.XAER_RMFAIL, "recover answers a proxy's 500: XAER_RMFAIL"},
+            {new Answer(200, "{}"), XAException.XAER_RMFAIL, "recover answers 200 {}: XAER_RMFAIL"},
+        };
+        for (String vote : votes) {
+            for (Object[] p : recovers) {
+                fake.responder = s -> s.path().equals("/v1/xa/recover") ? (Answer) p[0] : new Answer(200, vote);
+                fake.take();
+                String what = "prepare, 200 " + vote + ", " + p[2];
+                int want = (Integer) p[1];
+                try {
+                    int got = r.prepare(x);
+                    expect(what + " (got " + got + ")", got == want);
+                } catch (XAException e) {
+                    if (want == XAResource.XA_OK || want == XAResource.XA_RDONLY) {
+                        fail(what + ": " + XACodes.name(e.errorCode) + " (" + e.getMessage() + ")");
+                    } else if (e.errorCode != want) {
+                        fail(what + ": got " + XACodes.name(e.errorCode) + ", want " + XACodes.name(want) + " (" + e.getMessage() + ")");
+                    } else {
+                        String m = String.valueOf(e.getMessage());
+                        expect(what + ": " + XACodes.name(e.errorCode) + ", its message names the vote, not a cut (" + m + ")",
+                                !m.contains("cut off") && (m.contains("carried no vote") || m.contains("is not one this client knows")));
+                    }
+                }
+                List<Seen> seen = fake.take();
+                expect(what + ": prepare asked recover",
+                        seen.stream().anyMatch(s -> s.method().equals("GET") && s.path().equals("/v1/xa/recover")));
+            }
+        }
+        // The votes the broker sends are taken as they are, without asking recover.
+        for (Object[] v : new Object[][] {{"ok", XAResource.XA_OK}, {"rdonly", XAResource.XA_RDONLY}}) {
+            fake.responder = s -> new Answer(200, "{\"vote\":\"" + v[0] + "\",\"state\":\"x\"}");
+            fake.take();
+            try {
+                int got = r.prepare(x);
+                List<Seen> seen = fake.take();
+                expect("prepare, 200 vote " + v[0] + ": " + got + " from one request (" + seen.size() + ")",
+                        got == (Integer) v[1] && seen.size() == 1);
+            } catch (XAException e) {
+                fail("prepare, 200 vote " + v[0] + ": " + XACodes.name(e.errorCode) + " (" + e.getMessage() + ")");
+            }
+        }
     }
 
     /**

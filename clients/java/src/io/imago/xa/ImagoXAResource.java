@@ -64,7 +64,8 @@ import javax.transaction.xa.Xid;
  * without an XA code to prepare, commit, rollback, forget or recover (see {@code errorFor}):
  * such an answer does not say what became of the branch. The status line decides: a 2xx whose
  * body is cut off is the verb's success (see {@link #commitWithOffsets} and {@link #prepare}
- * for what they return then), any other answer cut off is {@code XAER_RMFAIL}.
+ * for what they return then; prepare treats a 2xx without a vote it knows the same way), any
+ * other answer cut off is {@code XAER_RMFAIL}.
  *
  * <p>Instances are thread-safe; create one per broker URL and share it (its HttpClient pools the
  * connections). All instances with the same base URL talk to the same resource manager
@@ -265,16 +266,21 @@ public final class ImagoXAResource implements XAResource {
 
     /**
      * Prepares the branch: {@code XA_OK}, or {@code XA_RDONLY} when it holds no message (no phase 2 then).
-     * When the broker answered 2xx but its answer was cut off (the vote is lost), the branch is
-     * prepared or, holding no message, already forgotten: the resource asks {@code recover}, and
-     * votes {@code XA_OK} when the branch is listed and {@code XA_RDONLY} when it is not (its
-     * failure is {@code XAER_RMFAIL}, and the manager rolls the transaction back).
+     * Only the vote {@code "ok"} is {@code XA_OK} and only {@code "rdonly"} is {@code XA_RDONLY}.
+     * When the broker answered 2xx (it prepared the branch, or found it empty and forgot it) but
+     * gave no vote this resource knows, because its answer was cut off (the vote is lost) or came
+     * whole without a vote or with another one ({@code {}} from a proxy, a vote of a newer
+     * broker), the resource asks {@code recover}, and votes {@code XA_OK} when the branch is
+     * listed and {@code XA_RDONLY} when it is not; when recover fails the vote is unknown:
+     * {@code XAER_RMFAIL} (the manager finds the branch through recover later), never
+     * {@code XAER_RMERR}, on which a manager rolls back a global transaction whose branch here
+     * may be prepared.
      */
     @Override
     public int prepare(Xid xid) throws XAException {
         Answer a = post("/v1/xa/prepare", xidBody(xid));
         if (a.cut() != null) {
-            return voteAfterCut(xid, a);
+            return voteFromRecover(xid, a, "its vote was cut off (" + a.cut() + ")");
         }
         Object vote = a.json().get("vote");
         if ("ok".equals(vote)) {
@@ -283,38 +289,43 @@ public final class ImagoXAResource implements XAResource {
         if ("rdonly".equals(vote)) {
             return XA_RDONLY;
         }
-        throw new ImagoXAException(XAException.XAER_RMERR, 200, null,
-                "prepare " + xid + ": the broker answered vote " + vote + ", want ok or rdonly", null);
+        if (vote == null || "".equals(vote)) {
+            return voteFromRecover(xid, a, "its answer carried no vote");
+        }
+        return voteFromRecover(xid, a, "its vote " + Json.write(vote) + " is not one this client knows");
     }
 
     /**
-     * The vote of a prepare whose 2xx answer was cut off: the broker prepared the branch, which
-     * recover lists until it is committed or rolled back, or found it empty and forgot it.
+     * The vote of a prepare whose 2xx answer gave none ({@code why}: cut off, missing or
+     * unknown): the broker prepared the branch, which recover lists until it is committed or
+     * rolled back, or found it empty and forgot it. A recover that fails, or whose list cannot
+     * be read, leaves the vote unknown: XAER_RMFAIL.
      */
-    private int voteAfterCut(Xid xid, Answer a) throws XAException {
+    private int voteFromRecover(Xid xid, Answer a, String why) throws XAException {
         Answer r;
         try {
             r = send("GET", "/v1/xa/recover", null);
         } catch (ImagoXAException e) {
             throw new ImagoXAException(XAException.XAER_RMFAIL, a.status(), null, "prepare " + xid
-                    + ": the broker answered " + a.status() + " but its vote was cut off (" + a.cut()
-                    + "), and recover, which would tell whether the branch is prepared, failed: " + e.getMessage(), e);
+                    + ": the broker answered " + a.status() + " but " + why
+                    + ", and recover, which would tell whether the branch is prepared, failed: " + e.getMessage(), e);
         }
         if (r.cut() == null && r.json().get("xids") instanceof List) {
             for (Object o : (List<?>) r.json().get("xids")) {
                 if (ImagoXid.same(parseXid(o), xid)) {
-                    LOG.log(System.Logger.Level.WARNING, "prepare {0}: the broker answered {1} but its vote was"
-                            + " cut off ({2}); recover lists the branch: XA_OK", xid, a.status(), a.cut());
+                    LOG.log(System.Logger.Level.WARNING, "prepare {0}: the broker answered {1} but {2};"
+                            + " recover lists the branch: XA_OK", xid, a.status(), why);
                     return XA_OK;
                 }
             }
-            LOG.log(System.Logger.Level.WARNING, "prepare {0}: the broker answered {1} but its vote was cut off"
-                    + " ({2}); recover does not list the branch (it held no message): XA_RDONLY", xid, a.status(), a.cut());
+            LOG.log(System.Logger.Level.WARNING, "prepare {0}: the broker answered {1} but {2};"
+                    + " recover does not list the branch (it held no message): XA_RDONLY", xid, a.status(), why);
             return XA_RDONLY;
         }
         throw new ImagoXAException(XAException.XAER_RMFAIL, a.status(), null, "prepare " + xid
-                + ": the broker answered " + a.status() + " but its vote was cut off (" + a.cut()
-                + "), and so was the answer of recover, which would tell whether the branch is prepared", a.cut());
+                + ": the broker answered " + a.status() + " but " + why + ", and recover, which would tell"
+                + " whether the branch is prepared, answered " + r.status() + " without a list it could read"
+                + (r.cut() != null ? " (cut off: " + r.cut() + ")" : ""), a.cut() != null ? a.cut() : r.cut());
     }
 
     @Override
