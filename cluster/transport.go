@@ -95,10 +95,10 @@ type Transport struct {
 	// Dropped counts messages dropped because a peer's queue was full.
 	Dropped atomic.Uint64
 
-	// refusedLog throttles the WARN lines of refused connections per remote host; refused
-	// counts the refusals by reason.
-	refusedLog *logThrottle
-	refused    [len(refusalReasons)]atomic.Uint64
+	// refusedLog throttles the WARN lines of refused connections per remote host, acceptLog
+	// those of failed accepts; refused counts the refusals by reason.
+	refusedLog, acceptLog *logThrottle
+	refused               [len(refusalReasons)]atomic.Uint64
 }
 
 // Why an inbound connection was refused or cut (RefusedConnections).
@@ -159,6 +159,7 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 		inbound: make(map[net.Conn]struct{}),
 	}
 	t.refusedLog = newLogThrottle(t.log, cfg.RefusalLogInterval, defaultRefusalLogHosts, time.Now)
+	t.acceptLog = newLogThrottle(t.log, cfg.RefusalLogInterval, 1, time.Now)
 	for id, addr := range cfg.Peers {
 		if id != cfg.ID {
 			t.peers[id] = &peer{id: id, addr: addr, q: make(chan []byte, peerQueue)}
@@ -333,16 +334,29 @@ func (t *Transport) Send(msgs []*pb.Message) {
 	}
 }
 
+// accept accepts connections until Stop. An accept that fails while the listener is open
+// (out of file descriptors, a connection aborted in the backlog) is retried after a pause
+// that doubles up to a second, as net/http does: giving up would leave the node deaf to its
+// peers until a restart. Such failures are logged as refusals are, at most once an interval.
 func (t *Transport) accept() {
 	defer t.wg.Done()
+	var pause time.Duration
 	for {
 		c, err := t.ln.Accept()
 		if err != nil {
-			if t.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				t.log.Warn("raft transport: accept", "err", err)
+			if t.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			t.acceptLog.warn("accept", "raft transport: accept", "err", err)
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			continue
 		}
+		pause = 0
 		t.mu.Lock()
 		if t.ctx.Err() != nil {
 			t.mu.Unlock()
