@@ -64,6 +64,10 @@ type TransportConfig struct {
 	// Join answers the join question of a node that starts with --join-cluster and no raft
 	// state (joinquery.go); nil: none is answered.
 	Join JoinSource
+	// RefusalLogInterval is how often, at most, a refused connection from one remote host is
+	// logged (default 1m): the first at once, then one line per interval with the number
+	// suppressed since the last (logthrottle.go). RefusedConnections counts every one.
+	RefusalLogInterval time.Duration
 	// TLS, if set, makes every connection on the raft port mutual TLS: the listener admits
 	// only members with a certificate of the cluster's CA, and every dial (raft messages,
 	// snapshot files) verifies the member it reaches (transport_tls.go). Nil: plain TCP with
@@ -90,6 +94,31 @@ type Transport struct {
 	inbound map[net.Conn]struct{}
 	// Dropped counts messages dropped because a peer's queue was full.
 	Dropped atomic.Uint64
+
+	// refusedLog throttles the WARN lines of refused connections per remote host, acceptLog
+	// those of failed accepts; refused counts the refusals by reason.
+	refusedLog, acceptLog *logThrottle
+	refused               [len(refusalReasons)]atomic.Uint64
+}
+
+// Why an inbound connection was refused or cut (RefusedConnections).
+type refusal int
+
+const (
+	refusedTLS       refusal = iota // the TLS handshake failed: no member certificate, not TLS at all
+	refusedNotMember                // the certificate does not belong to the member the hello names
+	refusedHello                    // no valid hello, or one meant for another node
+	refusedFrame                    // a frame larger than maxFrame
+	refusedMessage                  // a frame that is no raft message, or one misaddressed
+)
+
+// refusalReasons names the refusals, in the order of their constants.
+var refusalReasons = [...]string{
+	refusedTLS:       "tls",
+	refusedNotMember: "not_member",
+	refusedHello:     "hello",
+	refusedFrame:     "frame",
+	refusedMessage:   "message",
 }
 
 type peer struct {
@@ -112,6 +141,9 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.RefusalLogInterval <= 0 {
+		cfg.RefusalLogInterval = defaultRefusalLogInterval
+	}
 	ln := cfg.Listener
 	if ln == nil {
 		var err error
@@ -126,6 +158,8 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 		peers:   make(map[uint64]*peer),
 		inbound: make(map[net.Conn]struct{}),
 	}
+	t.refusedLog = newLogThrottle(t.log, cfg.RefusalLogInterval, defaultRefusalLogHosts, time.Now)
+	t.acceptLog = newLogThrottle(t.log, cfg.RefusalLogInterval, 1, time.Now)
 	for id, addr := range cfg.Peers {
 		if id != cfg.ID {
 			t.peers[id] = &peer{id: id, addr: addr, q: make(chan []byte, peerQueue)}
@@ -144,6 +178,30 @@ func (t *Transport) Connected(id uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.conn != nil
+}
+
+// RefusedConnections counts the inbound connections refused or cut since the transport was
+// made, by reason: "tls" (the TLS handshake failed), "not_member" (the certificate is not
+// that of the member the hello names), "hello" (no valid hello, or one for another node),
+// "frame" (a frame too large), "message" (not a raft message, or misaddressed). Every reason
+// is present, zero or not.
+func (t *Transport) RefusedConnections() map[string]uint64 {
+	out := make(map[string]uint64, len(refusalReasons))
+	for r, name := range refusalReasons {
+		out[name] = t.refused[r].Load()
+	}
+	return out
+}
+
+// refuse logs a refused or cut inbound connection (throttled per remote host) and counts it.
+// The count comes last, so whoever sees it has seen the line, if one was logged.
+func (t *Transport) refuse(why refusal, remote net.Addr, msg string, args ...any) {
+	host := remote.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	t.refusedLog.warn(host, msg, append([]any{"remote", remote.String(), "reason", refusalReasons[why]}, args...)...)
+	t.refused[why].Add(1)
 }
 
 // Addr is the address the transport listens on.
@@ -276,16 +334,29 @@ func (t *Transport) Send(msgs []*pb.Message) {
 	}
 }
 
+// accept accepts connections until Stop. An accept that fails while the listener is open
+// (out of file descriptors, a connection aborted in the backlog) is retried after a pause
+// that doubles up to a second, as net/http does: giving up would leave the node deaf to its
+// peers until a restart. Such failures are logged as refusals are, at most once an interval.
 func (t *Transport) accept() {
 	defer t.wg.Done()
+	var pause time.Duration
 	for {
 		c, err := t.ln.Accept()
 		if err != nil {
-			if t.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				t.log.Warn("raft transport: accept", "err", err)
+			if t.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			t.acceptLog.warn("accept", "raft transport: accept", "err", err)
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			continue
 		}
+		pause = 0
 		t.mu.Lock()
 		if t.ctx.Err() != nil {
 			t.mu.Unlock()
@@ -312,7 +383,7 @@ func (t *Transport) read(raw net.Conn) {
 	c, err := t.acceptPeer(raw)
 	if err != nil {
 		if t.ctx.Err() == nil {
-			t.log.Warn("raft transport: refused connection", "remote", raw.RemoteAddr().String(), "err", err)
+			t.refuse(refusedTLS, raw.RemoteAddr(), "raft transport: refused connection", "err", err)
 		}
 		return
 	}
@@ -324,12 +395,11 @@ func (t *Transport) read(raw net.Conn) {
 	from, to := binary.BigEndian.Uint64(hello[5:]), binary.BigEndian.Uint64(hello[13:])
 	fileConn, joinConn := hello[4] == helloFile, hello[4] == helloJoin
 	if string(hello[:4]) != helloMagic || (hello[4] != 1 && !fileConn && !joinConn) || to != t.cfg.ID {
-		t.log.Warn("raft transport: refused connection", "remote", c.RemoteAddr().String(),
-			"from", from, "to", to)
+		t.refuse(refusedHello, raw.RemoteAddr(), "raft transport: refused connection", "from", from, "to", to)
 		return
 	}
 	if err := t.checkSender(c, from, !fileConn && !joinConn); err != nil {
-		t.log.Warn("raft transport: refused connection", "remote", c.RemoteAddr().String(), "from", from, "err", err)
+		t.refuse(refusedNotMember, raw.RemoteAddr(), "raft transport: refused connection", "from", from, "err", err)
 		return
 	}
 	var lenBuf [4]byte
@@ -339,7 +409,7 @@ func (t *Transport) read(raw net.Conn) {
 		}
 		n := binary.BigEndian.Uint32(lenBuf[:])
 		if n > maxFrame {
-			t.log.Warn("raft transport: frame too large", "from", from, "bytes", n)
+			t.refuse(refusedFrame, raw.RemoteAddr(), "raft transport: frame too large", "from", from, "bytes", n)
 			return
 		}
 		buf := make([]byte, n)
@@ -356,11 +426,11 @@ func (t *Transport) read(raw net.Conn) {
 		}
 		m := &pb.Message{}
 		if err := proto.Unmarshal(buf, m); err != nil {
-			t.log.Warn("raft transport: bad message", "from", from, "err", err)
+			t.refuse(refusedMessage, raw.RemoteAddr(), "raft transport: bad message", "from", from, "err", err)
 			return
 		}
 		if m.GetTo() != t.cfg.ID || m.GetFrom() != from {
-			t.log.Warn("raft transport: misaddressed message", "from", m.GetFrom(), "to", m.GetTo(), "conn_from", from)
+			t.refuse(refusedMessage, raw.RemoteAddr(), "raft transport: misaddressed message", "from", m.GetFrom(), "to", m.GetTo(), "conn_from", from)
 			return
 		}
 		t.handler.Step(m)

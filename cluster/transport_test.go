@@ -6,10 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/imagomq/imago/internal/testenv"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
@@ -153,6 +159,46 @@ func TestTransportRefusesConnectionMeantForAnotherNode(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("connection with a hello for node 3 not closed by node 1: %v", err)
+	}
+	if got := tr.RefusedConnections(); got["hello"] != 1 {
+		t.Fatalf("refused connections counted %v, want hello=1", got)
+	}
+}
+
+// failingListener fails its first fails accepts as a listener out of file descriptors does,
+// then accepts.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int64
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestTransportAcceptRetriesAndLogsOnce: accepts that fail while the listener is open (out of
+// file descriptors) do not end the transport's listening, and are logged once, not once each.
+func TestTransportAcceptRetriesAndLogsOnce(t *testing.T) {
+	const fails = 6
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &failingListener{Listener: inner}
+	ln.fails.Store(fails)
+	var logged testenv.SyncBuffer
+	n1, h1 := startTransport(t, TransportConfig{ID: 1, Listener: ln, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	n2, _ := startTransport(t, TransportConfig{ID: 2, Peers: map[uint64]string{1: n1.Addr()}})
+	n2.Send([]*pb.Message{{Type: pb.MsgHeartbeat.Enum(), To: new(uint64(1)), From: new(uint64(2))}})
+	stepped(t, h1, "node 2's message after the failed accepts")
+	if n := ln.fails.Load(); n >= 0 {
+		t.Fatalf("%d failures left, yet a connection was accepted", n+1)
+	}
+	if lines := warnLines(logged.String(), "raft transport: accept"); len(lines) != 1 || !strings.Contains(lines[0], "too many open files") {
+		t.Fatalf("%d failed accepts logged %d WARN lines, want 1 with the error:\n%s", fails, len(lines), logged.String())
 	}
 }
 

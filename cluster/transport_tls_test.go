@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -29,10 +31,14 @@ func memberTLS(t *testing.T, ca *testenv.CA, name string, hosts ...string) *Peer
 	return p
 }
 
-// startTransport starts a transport on a loopback port and returns it with its handler.
+// startTransport starts a transport on a loopback port and returns it with its handler; its
+// log goes nowhere unless cfg has a Logger.
 func startTransport(t *testing.T, cfg TransportConfig) (*Transport, *countingHandler) {
 	t.Helper()
-	cfg.Listen, cfg.Logger = "127.0.0.1:0", quietLogger()
+	cfg.Listen = "127.0.0.1:0"
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
 	tr, err := NewTransport(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +192,44 @@ func TestTransportTLSRefusesStrangers(t *testing.T) {
 	}
 	if served.Load() != 0 || asked.Load() != 0 {
 		t.Fatalf("strangers were served %d files and %d join answers", served.Load(), asked.Load())
+	}
+}
+
+// TestTransportTLSRefusalsLogOncePerHost: a stranger that connects again and again (a port
+// scanner, an old member without a certificate) is refused each time and each refusal is
+// counted, but the log holds one WARN line for its host, not one per connection.
+func TestTransportTLSRefusalsLogOncePerHost(t *testing.T) {
+	const conns = 50
+	var logged testenv.SyncBuffer
+	n1, h1 := startTransport(t, TransportConfig{ID: 1, TLS: memberTLS(t, testenv.NewCA(t, "imago cluster CA"), "node1", "127.0.0.1"),
+		Logger: slog.New(slog.NewTextHandler(&logged, nil)), RefusalLogInterval: time.Hour})
+	for range conns {
+		c, err := net.Dial("tcp", n1.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write(strangerHello(t)) // not a TLS client hello: the handshake fails
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.Copy(io.Discard, c) // until the member closes the connection
+		c.Close()
+	}
+	// The member counts a refusal before it closes the connection, so the count is complete
+	// already; waitFor only guards against a member that would count later.
+	waitFor(t, fmt.Sprintf("%d refusals counted", conns), func() bool { return n1.RefusedConnections()["tls"] >= conns })
+	if got := n1.RefusedConnections(); got["tls"] != conns || got["hello"]+got["not_member"]+got["frame"]+got["message"] != 0 {
+		t.Fatalf("refused connections counted %v, want tls=%d and no other", got, conns)
+	}
+	select {
+	case m := <-h1.stepped:
+		t.Fatalf("the stranger's %s reached raft", m.GetType())
+	default:
+	}
+	lines := warnLines(logged.String(), "raft transport: refused connection")
+	if len(lines) != 1 {
+		t.Fatalf("%d refused connections from one host logged %d WARN lines, want 1:\n%s", conns, len(lines), logged.String())
+	}
+	if !strings.Contains(lines[0], "reason=tls") || !strings.Contains(lines[0], "remote=127.0.0.1:") {
+		t.Fatalf("the refusal's line is %q, want reason=tls and the remote address", lines[0])
 	}
 }
 

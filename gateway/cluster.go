@@ -45,6 +45,9 @@ type Cluster interface {
 	Self() replica.Peer
 	Leader() (replica.Peer, bool)
 	Serving() bool
+	// RefusedConnections counts the connections the raft port refused, by reason
+	// (imago_raft_refused_connections_total).
+	RefusedConnections() map[string]uint64
 }
 
 // Forward modes of Options.Forward.

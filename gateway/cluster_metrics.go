@@ -18,10 +18,11 @@ import (
 //	raft_has_leader                  1 while the node knows a leader
 //	raft_leader_changes_total        leader changes this node observed (leaderWatch)
 //	raft_follower_lag_entries{node}  on the leader: entries each other node is behind
+//	raft_refused_connections_total{reason}  connections the raft port refused or cut
 type raftCollector struct {
 	w atomic.Pointer[leaderWatch]
 
-	term, commit, applied, first, isLeader, hasLeader, changes, lag *prometheus.Desc
+	term, commit, applied, first, isLeader, hasLeader, changes, lag, refused *prometheus.Desc
 }
 
 func newRaftCollector() *raftCollector {
@@ -37,11 +38,13 @@ func newRaftCollector() *raftCollector {
 		hasLeader: d("imago_raft_has_leader", "1 while this node knows a leader."),
 		changes:   d("imago_raft_leader_changes_total", "Leader changes this node observed (a new leader id seen)."),
 		lag:       d("imago_raft_follower_lag_entries", "On the leader: raft log entries each other member is behind.", "node"),
+		refused: d("imago_raft_refused_connections_total",
+			"Connections the raft port refused or cut, by reason: tls (failed handshake), not_member (certificate of another member), hello (bad or misaddressed hello), frame (too large), message (not a raft message, or misaddressed).", "reason"),
 	}
 }
 
 func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.term, c.commit, c.applied, c.first, c.isLeader, c.hasLeader, c.changes, c.lag} {
+	for _, d := range []*prometheus.Desc{c.term, c.commit, c.applied, c.first, c.isLeader, c.hasLeader, c.changes, c.lag, c.refused} {
 		ch <- d
 	}
 }
@@ -70,6 +73,9 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.isLeader, b(leader))
 	g(c.hasLeader, b(st.LeaderID != 0))
 	ch <- prometheus.MustNewConstMetric(c.changes, prometheus.CounterValue, float64(w.changes.Load()))
+	for reason, n := range w.c.RefusedConnections() {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), reason)
+	}
 	if leader {
 		for _, n := range st.Nodes {
 			if n.ID != st.NodeID {

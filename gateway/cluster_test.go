@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -37,6 +38,7 @@ type fakeCluster struct {
 	hasLeader bool
 	serving   bool
 	status    replica.Status
+	refused   map[string]uint64
 }
 
 func (f *fakeCluster) Status() replica.Status {
@@ -61,6 +63,12 @@ func (f *fakeCluster) Leader() (replica.Peer, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.leader, f.hasLeader
+}
+
+func (f *fakeCluster) RefusedConnections() map[string]uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.refused)
 }
 
 func (f *fakeCluster) Serving() bool {
@@ -533,10 +541,12 @@ func TestClusterMetrics(t *testing.T) {
 	m.fc.mu.Lock()
 	m.fc.status = replica.Status{Role: "leader", Term: 3, CommitIndex: 10, AppliedIndex: 9, Nodes: []replica.NodeStatus{
 		{ID: 1, Role: "leader"}, {ID: 2, Role: "follower", LagEntries: 4}, {ID: 3, Role: "follower"}}}
+	m.fc.refused = map[string]uint64{"tls": 50, "hello": 0}
 	m.fc.mu.Unlock()
 	expect(scrape(), "imago_raft_term 3", "imago_raft_commit_index 10", "imago_raft_applied_index 9",
 		"imago_raft_is_leader 1", "imago_raft_has_leader 1", "imago_raft_leader_changes_total 1",
-		`imago_raft_follower_lag_entries{node="2"} 4`, `imago_raft_follower_lag_entries{node="3"} 0`)
+		`imago_raft_follower_lag_entries{node="2"} 4`, `imago_raft_follower_lag_entries{node="3"} 0`,
+		`imago_raft_refused_connections_total{reason="tls"} 50`, `imago_raft_refused_connections_total{reason="hello"} 0`)
 
 	m.fc.set(nil, false)
 	body := scrape()

@@ -268,6 +268,10 @@ func (m *Member) Stop() {
 // RaftAddr is the address the transport listens on.
 func (m *Member) RaftAddr() string { return m.tr.Addr() }
 
+// RefusedConnections counts the connections the raft port refused or cut, by reason
+// (cluster.Transport.RefusedConnections).
+func (m *Member) RefusedConnections() map[string]uint64 { return m.tr.RefusedConnections() }
+
 // applier hands committed entries to the broker.
 type applier struct{ b *broker.Broker }
 
