@@ -125,10 +125,14 @@ type recoverer struct {
 
 // deliver calls fn until it succeeds or the attempts are spent, then dead-letters msg. It
 // returns nil when the message is done (handled, or stored as a dead letter), ctx's error when
-// ctx ended first, and a *HandlerError otherwise.
+// ctx ended first, and a *HandlerError otherwise. A call of fn that returned nil is done even
+// when ctx ended meanwhile: its message is committed on the way out.
 func (r *recoverer) deliver(ctx context.Context, msg FetchedMessage, fn func(context.Context) error) error {
 	n, err := r.retry(ctx, msg, fn)
-	if err == nil || ctx.Err() != nil {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if !r.deadLetter {
