@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/imagomq/imago/api"
 )
 
 // DLQSuffix is appended to a topic's name to name its dead-letter topic.
@@ -165,9 +167,17 @@ func (r *recoverer) retry(ctx context.Context, msg FetchedMessage, fn func(conte
 
 // toDLQ stores msg in its dead-letter topic, retrying transient failures until ctx ends. It
 // returns nil once the dead letter is durable.
+//
+// Every attempt sends the same request: the same key and the same dead letter (made once, with
+// one imago-dlq-time). A request whose outcome is unknown (its answer lost, a 503
+// outcome_unknown, a broker that stopped after acknowledging a write it had not fsync'd yet) is
+// settled only by asking again with the same key and body: the broker answers the first
+// outcome, "duplicate" when it is stored and its failure when the restart cuts it. The same key
+// with another body is answered idempotency_key_reused whatever became of the first.
 func (r *recoverer) toDLQ(ctx context.Context, msg FetchedMessage, cause error, attempts int) error {
+	dl := DeadLetter(r.group, msg, cause, attempts)
 	for n := 1; ; n++ {
-		err := r.produceDLQ(ctx, msg, cause, attempts)
+		err := r.produceDLQ(ctx, msg, dl)
 		if err == nil {
 			r.log.Error("message moved to the dead-letter topic", "group", r.group, "topic", msg.Topic,
 				"partition", msg.Partition, "offset", msg.Offset, "attempts", attempts, "dlq", DLQTopic(msg.Topic), "err", cause)
@@ -176,10 +186,11 @@ func (r *recoverer) toDLQ(ctx context.Context, msg FetchedMessage, cause error, 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if IsCode(err, "idempotency_key_reused") {
-			// The key names one message of one group (DeadLetterKey): its dead letter is
-			// stored already, by an attempt that died before committing the offset; the
-			// headers differ (time, error text, attempts), the message does not. Stored once.
+		if IsCode(err, api.CodeIdempotencyKeyReused) {
+			// The key names one message of one group (DeadLetterKey), and this call sends one
+			// body only: its dead letter was stored by an earlier delivery of the message that
+			// died before committing the offset; the headers differ (time, error text,
+			// attempts), the message does not. Stored once.
 			r.log.Warn("the message's dead letter was stored by an earlier attempt; not storing it again", "group", r.group, "topic", msg.Topic,
 				"partition", msg.Partition, "offset", msg.Offset, "dlq", DLQTopic(msg.Topic))
 			return nil
@@ -195,13 +206,14 @@ func (r *recoverer) toDLQ(ctx context.Context, msg FetchedMessage, cause error, 
 	}
 }
 
-func (r *recoverer) produceDLQ(ctx context.Context, msg FetchedMessage, cause error, attempts int) error {
+// produceDLQ sends dl, the dead letter of msg, to msg's dead-letter topic.
+func (r *recoverer) produceDLQ(ctx context.Context, msg FetchedMessage, dl Message) error {
 	dlq := DLQTopic(msg.Topic)
 	parts, err := r.ensureDLQ(ctx, msg.Topic)
 	if err != nil {
 		return err
 	}
-	m := DeadLetter(r.group, msg, cause, attempts)
+	m := dl
 	m.Partition = Ptr(msg.Partition % parts)
 	_, err = r.c.Produce(ctx, dlq, []Message{m}, ProduceOptions{IdempotencyKey: DeadLetterKey(r.group, msg)})
 	return err
@@ -263,9 +275,11 @@ func DeadLetter(group string, msg FetchedMessage, cause error, attempts int) Mes
 
 // DeadLetterKey is the idempotency key of msg's dead letter for group: the same message
 // dead-lettered twice (a crash between the dead letter and the offset commit) is stored once,
-// within the server's dedupe window (24 h by default). The second dead letter's headers
-// differ (time, error, attempts), so the broker answers idempotency_key_reused; the consumer
-// takes that answer as "stored already" (the key names exactly one message of one group).
+// within the server's dedupe window (24 h by default). A consumer retries one dead letter with
+// the same key and the same body, so a lost answer is settled by the broker's first outcome. A
+// second delivery of the message makes a dead letter whose headers differ (time, error,
+// attempts), so the broker answers idempotency_key_reused; the consumer takes that answer as
+// "stored already" (the key names exactly one message of one group).
 func DeadLetterKey(group string, msg FetchedMessage) string {
 	return idemKey("imago-dlq", group, msg.Topic, strconv.Itoa(msg.Partition), strconv.FormatInt(msg.Offset, 10))
 }
