@@ -220,17 +220,19 @@ func (c *conn) readPutPayload(dst []byte, r request) (_ []byte, stop, keep bool)
 
 // nextPut adds the next request to the batch when it is a put for the batch's topic outside a
 // transaction that has fully arrived (line and payload). Anything else is left for the
-// normal path.
+// normal path. It skips the blank lines before it as handle does, and only those: a put must
+// mean the same whether or not it arrived behind another one.
 func (c *conn) nextPut(b *putBatch) bool {
 	buf, _ := c.br.Peek(c.br.Buffered())
 	skip := 0
-	for skip < len(buf) && (buf[skip] == '\r' || buf[skip] == '\n') {
-		skip++
+	for !bytes.HasPrefix(buf[skip:], []byte("put ")) {
+		i := bytes.IndexByte(buf[skip:], '\n')
+		if i < 0 || i+1 > c.s.opts.MaxLineBytes || !blankLine(buf[skip:skip+i]) {
+			return false
+		}
+		skip += i + 1
 	}
 	buf = buf[skip:]
-	if !bytes.HasPrefix(buf, []byte("put ")) {
-		return false
-	}
 	i := bytes.IndexByte(buf, '\n')
 	if i < 0 || i+1 > c.s.opts.MaxLineBytes {
 		return false
@@ -247,6 +249,12 @@ func (c *conn) nextPut(b *putBatch) bool {
 	b.arena, _, _ = c.readPayload(b.arena, r.length) // fully buffered: cannot fail
 	b.puts = append(b.puts, pendingPut{opaque: r.opaque, partition: r.partition, flag: r.flag, start: start, end: len(b.arena)})
 	return true
+}
+
+// blankLine reports whether a request line (without its "\n") is one that handle ignores:
+// parseLine trims the "\r"s that end it, then finds only spaces and tabs.
+func blankLine(line []byte) bool {
+	return len(bytes.Trim(bytes.TrimRight(line, "\r"), " \t")) == 0
 }
 
 // message builds the broker message of a put from its payload and flag.

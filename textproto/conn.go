@@ -38,7 +38,10 @@ type conn struct {
 
 	mu       sync.Mutex // guards the fields below, and orders read deadlines against stop
 	stopping bool
-	waiting  bool // the reader is blocked waiting for a request
+	// stopBy, set by stop, is when the writer gives up on the answers still queued: WriteTimeout
+	// after Close for all of them, not WriteTimeout for each.
+	stopBy  time.Time
+	waiting bool // the reader is blocked waiting for a request
 	// queued counts the bytes of the answers sent to the writer and not yet written; while it
 	// is over AnswerBufferBytes the reader waits on drained before reading a request.
 	queued    int
@@ -71,6 +74,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 func (c *conn) stop() {
 	c.mu.Lock()
 	c.stopping = true
+	if c.stopBy.IsZero() {
+		c.stopBy = time.Now().Add(c.s.opts.WriteTimeout)
+	}
 	if c.waiting {
 		c.nc.SetReadDeadline(time.Now())
 	}
@@ -144,6 +150,18 @@ func (c *conn) waitAnswers() bool {
 	return true
 }
 
+// writeDeadline is the deadline of the writer's next write: WriteTimeout from now, but never
+// past stopBy, so that a client that reads slowly cannot hold Close for longer than that.
+func (c *conn) writeDeadline() time.Time {
+	d := time.Now().Add(c.s.opts.WriteTimeout)
+	c.mu.Lock()
+	if !c.stopBy.IsZero() && c.stopBy.Before(d) {
+		d = c.stopBy
+	}
+	c.mu.Unlock()
+	return d
+}
+
 func (c *conn) writeLoop() {
 	defer c.s.wg.Done()
 	defer close(c.wdone)
@@ -154,7 +172,7 @@ func (c *conn) writeLoop() {
 			c.written(len(b))
 			continue // keep draining so that the reader never blocks
 		}
-		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+		c.nc.SetWriteDeadline(c.writeDeadline())
 		_, err := bw.Write(b)
 		if err == nil && len(c.out) == 0 {
 			err = bw.Flush()
@@ -167,7 +185,7 @@ func (c *conn) writeLoop() {
 		c.written(len(b))
 	}
 	if !failed {
-		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+		c.nc.SetWriteDeadline(c.writeDeadline())
 		if err := bw.Flush(); err != nil {
 			c.writeFailed(err)
 		}

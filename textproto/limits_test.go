@@ -3,8 +3,10 @@ package textproto
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -150,6 +152,68 @@ func TestClose(t *testing.T) {
 		ts.served <- err // for stop
 	case <-time.After(5 * time.Second):
 		t.Fatalf("Serve did not return")
+	}
+}
+
+// TestCloseSlowReader: Close does not wait on a client that reads its answers slowly. The
+// answers queued for it when Close is called get WriteTimeout in all to be written, not
+// WriteTimeout each: a client that read just fast enough to keep each write alive held Close
+// (and so the server's shutdown) until it had read them all.
+func TestCloseSlowReader(t *testing.T) {
+	const writeTimeout = time.Second
+	ts := startServer(t, Options{WriteTimeout: writeTimeout})
+	ts.createTopic("t", 1)
+	ts.dial().expect(putLine("t", 0, strings.Repeat("v", 64<<10), 0, 1), 200)
+	c := ts.dial()
+	c.nc.(*net.TCPConn).SetReadBuffer(64 << 10)
+	var sb strings.Builder
+	for i := 0; i < 512; i++ { // 32 MiB of answers: more than the answer budget and the sockets hold
+		fmt.Fprintf(&sb, "get t g 0 0 1048576 %d\r\n", i)
+	}
+	c.write(sb.String())
+	stop := make(chan struct{})
+	read := make(chan struct{})
+	go func() { // 256 KiB every 100ms: slow, but each write finishes within WriteTimeout
+		defer close(read)
+		buf := make([]byte, 256<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond): // pacing the slow client
+			}
+			c.nc.SetReadDeadline(time.Now().Add(time.Minute))
+			if _, err := io.ReadFull(c.nc, buf); err != nil {
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	cut := func() { once.Do(func() { close(stop); c.nc.Close(); <-read }) }
+	defer cut()
+	// Wait until the answer budget holds the reader: the server has a budget's worth queued.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, throttled := connQueue(ts.s); !throttled; _, throttled = connQueue(ts.s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never held the reader (%d gets executed)", ts.s.stats.cmdGet.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- ts.s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		if d := time.Since(start); d > writeTimeout+2*time.Second {
+			t.Fatalf("close took %v with a write timeout of %v: it waited for the slow reader", d, writeTimeout)
+		}
+	case <-time.After(writeTimeout + 20*time.Second):
+		cut()
+		<-closed
+		t.Fatalf("Close still waited on the slow reader %v after it was called (write timeout %v)", time.Since(start), writeTimeout)
 	}
 }
 

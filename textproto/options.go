@@ -51,7 +51,8 @@ type Options struct {
 	// PayloadMaxTime caps the time a whole put payload may take to arrive, however steadily
 	// it comes. Default 2m (a 1 MiB payload needs about 9 KB/s).
 	PayloadMaxTime time.Duration
-	// WriteTimeout bounds one write of answers to a client. Default 30s.
+	// WriteTimeout bounds one write of answers to a client, and after Close the writing of
+	// all the answers still queued for it. Default 30s.
 	WriteTimeout time.Duration
 	// AnswerBufferBytes bounds the answers a connection may have waiting to be written: while
 	// more are queued, its next request is not read (a client that never reads is then closed

@@ -106,3 +106,58 @@ func TestPipelinedPutsManyConnections(t *testing.T) {
 		t.Fatalf("the broker holds %d messages, want %d", total, conns*per)
 	}
 }
+
+// TestPipelinedPutMeansTheSameBatched: what follows a put means the same whether it arrives
+// with that put (and the server gathers it into the put's batch) or after the put was
+// answered. A line that starts with a stray carriage return ("\rput ...") is an unknown
+// command, not a put; behind a put it was batched as one and stored. Blank lines before a put
+// (Enter typed in nc) are skipped either way.
+func TestPipelinedPutMeansTheSameBatched(t *testing.T) {
+	ts := startServer(t, Options{})
+	ts.createTopic("t", 1)
+	const first = "put t 0 5 0 1\r\nhello"
+	type want struct {
+		code   int
+		opaque int64
+	}
+	cases := []struct {
+		name string
+		rest string
+		want []want // after the first put's 200
+	}{
+		{"stray CR", "\rput t 0 5 0 2\r\nworld\r\n", []want{{400, 2}, {400, 0}}},
+		{"blank line, stray CR", "\n\rput t 0 5 0 2\r\nworld\r\n", []want{{400, 2}, {400, 0}}},
+		{"blank lines", "\r\n \t\r\r\nput t 0 5 0 2\r\nworld", []want{{200, 2}}},
+	}
+	for _, tc := range cases {
+		for _, together := range []bool{false, true} {
+			before, _ := ts.b.Topic("t")
+			c := ts.dial()
+			if together {
+				c.write(first + tc.rest)
+			} else {
+				c.write(first)
+			}
+			if a := c.readAnswer(); a.code != 200 || a.opaque != 1 {
+				t.Fatalf("%s (together %v): first put answered %v", tc.name, together, a)
+			}
+			if !together {
+				c.write(tc.rest)
+			}
+			stored := int64(1)
+			for _, w := range tc.want {
+				a := c.readAnswer()
+				if a.kind != "result" || a.code != w.code || a.opaque != w.opaque {
+					t.Errorf("%s (together %v): got %v, want result %d with opaque %d", tc.name, together, a, w.code, w.opaque)
+				}
+				if w.code == 200 {
+					stored++
+				}
+			}
+			after, _ := ts.b.Topic("t")
+			if n := after.Partitions[0].EndOffset - before.Partitions[0].EndOffset; n != stored {
+				t.Errorf("%s (together %v): %d messages stored, want %d", tc.name, together, n, stored)
+			}
+		}
+	}
+}

@@ -203,8 +203,9 @@ func (s *Server) removeConn(c *conn) {
 }
 
 // Close stops accepting, lets every command being executed finish and answer, closes every
-// connection (those idle at once) and waits for their goroutines. It does not close the
-// broker. It is safe to call more than once.
+// connection (those idle at once) and waits for their goroutines. The answers still queued
+// for a connection get WriteTimeout in all to be written, so a client that reads slowly does
+// not hold Close. It does not close the broker. It is safe to call more than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closing {
