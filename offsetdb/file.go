@@ -33,8 +33,9 @@ const slowSync = 100 * time.Millisecond
 // fsync'd, renamed over offsets.log, and the directory fsync'd, so a crash
 // leaves either the old or the new log; when that directory fsync fails, the
 // store refuses commits until reopened. At open, a torn last record (a crash
-// mid-write) is cut off; any other damage is an error. One process at a time:
-// offsets.lock is flock'ed.
+// mid-write) is cut off; any other damage is an error; and the log is fsync'd
+// before it is used, since its tail may be a write whose fsync never ran. One
+// process at a time: offsets.lock is flock'ed.
 type FileStore struct {
 	dir string
 	log *slog.Logger
@@ -104,6 +105,13 @@ func (s *FileStore) load() error {
 			f.Close()
 			return fmt.Errorf("repair: %w", pathError("fsync", s.path(), err))
 		}
+	} else if err := s.sync(f); err != nil {
+		// What was read is served from now on (Get, and a commit that would move an offset
+		// backwards is acknowledged without a write), but its tail may never have been
+		// fsync'd: a process killed between a flush's write and its fsync leaves the records
+		// whole in the page cache, where this open reads them. Make them durable first.
+		f.Close()
+		return pathError("fsync", s.path(), err)
 	}
 	if _, err := f.Seek(valid, 0); err != nil {
 		f.Close()
