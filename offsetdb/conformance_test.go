@@ -228,6 +228,8 @@ func runConformance(t *testing.T, open opener) {
 			{Group: "g", Topic: "t", Next: -1},
 			{Group: "g/x", Topic: "t", Next: 1},
 			{Group: strings.Repeat("g", 256), Topic: "t", Next: 1},
+			{Group: "..", Topic: "t", Next: 1}, // a ZooKeeper path would resolve it away
+			{Group: "g", Topic: ".", Next: 1},
 		} {
 			if err := s.Commit(ctx, []Offset{o}); !errors.Is(err, ErrInvalidOffset) {
 				t.Errorf("commit %+v: %v, want ErrInvalidOffset", o, err)

@@ -100,6 +100,10 @@ func validate(o Offset) error {
 	case strings.ContainsRune(o.Group, '/') || strings.ContainsRune(o.Topic, '/'):
 		// A slash would change the ZooKeeper path; refused everywhere alike.
 		return fmt.Errorf("%w: group %q / topic %q must not contain '/'", ErrInvalidOffset, o.Group, o.Topic)
+	case o.Group == "." || o.Group == ".." || o.Topic == "." || o.Topic == "..":
+		// The ZooKeeper store's paths would resolve them away (group ".." lands beside the
+		// offsets node); refused everywhere alike, as the doors refuse such names.
+		return fmt.Errorf("%w: group %q / topic %q: \".\" and \"..\" are reserved names", ErrInvalidOffset, o.Group, o.Topic)
 	case o.Partition < 0 || o.Partition > 1<<31-1:
 		return fmt.Errorf("%w: partition %d", ErrInvalidOffset, o.Partition)
 	case o.Next < 0:

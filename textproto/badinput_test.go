@@ -33,6 +33,8 @@ func TestBadInput(t *testing.T) {
 		{"get t g 0 -1 100 15\r\n", 15, "offset -1 is negative"},
 		{"get t g 0 0 0 16\r\n", 16, "max_bytes 0 is out of range"},
 		{"get t g* 0 0 100 17\r\n", 17, "group name"},
+		{"offset t .. 0 0 22\r\n", 22, "group name \"..\" is reserved"},
+		{"get . g 0 0 100 23\r\n", 23, "topic name \".\" is reserved"},
 		{"get t g 0 0 100 op\r\n", 0, "opaque \"op\" is not an integer"},
 		{"version 1 2\r\n", 2, "at most 1 argument"},
 		{"quit now\r\n", 0, "no arguments"},

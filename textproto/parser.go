@@ -222,6 +222,11 @@ func parseName(what, w string) (string, error) {
 	if !broker.ValidName(w) {
 		return "", lineErr("%s name %s is invalid: use 1 to 249 characters from A-Z, a-z, 0-9, '.', '_' and '-'", what, quoteWord(w))
 	}
+	if broker.ReservedName(w) {
+		// As over HTTP: no topic or group is named "." or "..", which a path (a URL, a
+		// ZooKeeper node of the offset store) resolves away.
+		return "", lineErr("%s name %s is reserved: choose another name", what, quoteWord(w))
+	}
 	return w, nil
 }
 
