@@ -86,7 +86,7 @@ func decodeRecord(line []byte) (fileRecord, error) {
 	if err := dec.Decode(&r); err != nil {
 		return r, fmt.Errorf("%w: %w", errBadRecord, err)
 	}
-	if err := validate(r.offset()); err != nil {
+	if err := validStored(r.offset()); err != nil {
 		return r, fmt.Errorf("%w: %w", errBadRecord, err)
 	}
 	return r, nil

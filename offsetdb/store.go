@@ -91,7 +91,22 @@ func (g *closeGuard) check() error {
 // close reports whether this call closed it (false if already closed).
 func (g *closeGuard) close() bool { return g.closed.CompareAndSwap(false, true) }
 
+// validate checks an offset about to be written: validStored, and no group or topic named "."
+// or "..", which the ZooKeeper store's paths would resolve away (group ".." lands beside the
+// offsets node); refused in every store alike, as the doors refuse such names.
 func validate(o Offset) error {
+	if err := validStored(o); err != nil {
+		return err
+	}
+	if o.Group == "." || o.Group == ".." || o.Topic == "." || o.Topic == ".." {
+		return fmt.Errorf("%w: group %q / topic %q: \".\" and \"..\" are reserved names", ErrInvalidOffset, o.Group, o.Topic)
+	}
+	return nil
+}
+
+// validStored checks an offset read back from a file store. An offset an earlier version
+// stored under a reserved name stays readable: refusing it would stop the store's start.
+func validStored(o Offset) error {
 	switch {
 	case o.Group == "" || len(o.Group) > maxNameLen:
 		return fmt.Errorf("%w: group %q must be 1 to %d bytes", ErrInvalidOffset, o.Group, maxNameLen)
@@ -100,10 +115,6 @@ func validate(o Offset) error {
 	case strings.ContainsRune(o.Group, '/') || strings.ContainsRune(o.Topic, '/'):
 		// A slash would change the ZooKeeper path; refused everywhere alike.
 		return fmt.Errorf("%w: group %q / topic %q must not contain '/'", ErrInvalidOffset, o.Group, o.Topic)
-	case o.Group == "." || o.Group == ".." || o.Topic == "." || o.Topic == "..":
-		// The ZooKeeper store's paths would resolve them away (group ".." lands beside the
-		// offsets node); refused everywhere alike, as the doors refuse such names.
-		return fmt.Errorf("%w: group %q / topic %q: \".\" and \"..\" are reserved names", ErrInvalidOffset, o.Group, o.Topic)
 	case o.Partition < 0 || o.Partition > 1<<31-1:
 		return fmt.Errorf("%w: partition %d", ErrInvalidOffset, o.Partition)
 	case o.Next < 0:
