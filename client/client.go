@@ -196,7 +196,9 @@ func (c *Client) DescribeTopic(ctx context.Context, name string) (*Topic, error)
 // Produce appends msgs to topic as one unit and returns their positions in request order once
 // they are durable. With an idempotency key (opts) the request is retried on network errors,
 // 429 and 503; without one a network error leaves the outcome unknown and is returned as is
-// (see the package doc).
+// (see the package doc). When an attempt may have been stored (its answer was lost) and the
+// retries end without telling, the error wraps ErrOutcomeUnknown, not the last refusal: send
+// the request again only with the same IdempotencyKey.
 func (c *Client) Produce(ctx context.Context, topic string, msgs []Message, opts ProduceOptions) (*ProduceResult, error) {
 	key := opts.IdempotencyKey
 	if key == "" && opts.Idempotent {

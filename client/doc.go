@@ -19,7 +19,9 @@
 // seen (within its dedupe window, 24 h by default, kept across restarts) returns the first
 // answer with Duplicate set and stores nothing. So the client retries a produce only when it
 // carries a key (ProduceOptions.IdempotencyKey, or ProduceOptions.Idempotent to have one made
-// up), and never a produce without one: that error goes back to you.
+// up), and never a produce without one: that error goes back to you. When the retries of a
+// keyed produce run out after an attempt whose answer was lost, the error wraps
+// ErrOutcomeUnknown (not the last 429 or 503, which says nothing about that attempt).
 //
 // What is retried, with exponential backoff and jitter (WithRetries, WithBackoff), honouring
 // the server's Retry-After: network errors, 2xx answers cut off on the way, and answers 429

@@ -24,8 +24,9 @@ type Delivery struct {
 	// answer): Position is the first store's, and nothing was stored twice.
 	Duplicate bool
 	// Err is why the message's batch was not acknowledged. After a network error or a timeout
-	// the batch may still have been stored, with idempotency too (its answers were lost until
-	// ProducerDeliveryTimeout or the context ended): sending the message again makes a new
+	// (errors.Is(Err, ErrOutcomeUnknown) once retries followed one) the batch may still have
+	// been stored, with idempotency too (its answers were lost until ProducerDeliveryTimeout
+	// or the context ended, or its retries were refused): sending the message again makes a new
 	// batch with a new idempotency key, which stores it a second time if the first was stored.
 	// Find out first (fetch the partition), or send such messages with Client.Produce and an
 	// IdempotencyKey of your own that a retry reuses.

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"time"
+
+	"github.com/imagomq/imago/api"
 )
 
 // This file holds the one place requests are sent: JSON encoding, auth, error decoding, and
@@ -52,24 +55,76 @@ func (c *Client) send(ctx context.Context, r request) (int, error) {
 	if r.retry {
 		attempts = c.retry.attempts
 	}
+	// unknown is the first failed attempt of a write that may have been done: the answer the
+	// retries end with cannot tell what that attempt did (outcome).
+	var unknown error
 	for n := 1; ; n++ {
 		status, err := c.once(ctx, r, body)
+		if err != nil && unknown == nil && r.retry && r.method != http.MethodGet && outcomeUnknown(err) {
+			unknown = err
+		}
 		if err == nil || n >= attempts || !retryable(ctx, err) {
-			return status, err
+			return status, outcome(err, unknown)
 		}
 		wait := c.retry.backoff(n, err)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return status, err // no time left for another attempt: the last answer stands
+			return status, outcome(err, unknown) // no time left for another attempt
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return status, err
+			return status, outcome(err, unknown)
 		case <-t.C:
 		}
 	}
 }
+
+// outcomeUnknown reports whether a failed attempt may have been done: a transport error other
+// than a refused connection (the request may have reached the server and its answer been
+// lost), a 2xx answer cut off on the way, or the server's own 503 outcome_unknown.
+func outcomeUnknown(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code == api.CodeOutcomeUnknown
+	}
+	var de *decodeError
+	if errors.As(err, &de) {
+		return true
+	}
+	var oe *net.OpError
+	return !errors.As(err, &oe) || oe.Op != "dial"
+}
+
+// outcome is the error a write's retries end with (last), given the first attempt whose outcome
+// is unknown (nil: none). A refusal (429, 503) or a lost answer on the last attempt says nothing
+// about that first one, which may have been done: reported as it was, a 429 would tell the
+// caller that nothing was stored, and a caller that sends the messages again under a new key
+// stores them twice. So the error then wraps ErrOutcomeUnknown and the first attempt's error,
+// not the refusal. Any other answer (a 4xx) is the server's verdict on the request as a whole
+// (it knows the key) and stands.
+func outcome(last, unknown error) error {
+	if last == nil || unknown == nil {
+		return last
+	}
+	var e *Error
+	if errors.As(last, &e) && !retryable(context.Background(), last) {
+		return last
+	}
+	return &outcomeError{unknown: unknown, last: last}
+}
+
+// outcomeError is a write that failed after an attempt whose outcome is unknown (outcome).
+type outcomeError struct{ unknown, last error }
+
+func (e *outcomeError) Error() string {
+	if e.last == e.unknown {
+		return fmt.Sprintf("%v: %v; it may have been done", ErrOutcomeUnknown, e.unknown)
+	}
+	return fmt.Sprintf("%v: an attempt failed with %v and may have been done; the last retry: %v", ErrOutcomeUnknown, e.unknown, e.last)
+}
+
+func (e *outcomeError) Unwrap() []error { return []error{ErrOutcomeUnknown, e.unknown} }
 
 // retryable reports whether err may pass on a second attempt.
 func retryable(ctx context.Context, err error) bool {

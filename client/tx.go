@@ -34,8 +34,11 @@ const (
 
 // ErrOutcomeUnknown is returned by Tx.Commit when the commit's answer was lost and the server
 // no longer knows the transaction (it restarted, or forgot it an hour after it ended): the
-// messages may or may not be stored. Fetch them to find out.
-var ErrOutcomeUnknown = errors.New("imago client: the outcome of the commit is unknown")
+// messages may or may not be stored. Fetch them to find out. It is also wrapped by the error of
+// a retried write (a produce with an idempotency key, CreateTopic, Begin) when an attempt may
+// have been done (its answer was lost, cut off, or 503 outcome_unknown) and the retries ended
+// without an answer that tells: send it again only with the same idempotency key.
+var ErrOutcomeUnknown = errors.New("imago client: the outcome is unknown")
 
 // To returns m as a message of topic, for transactions and XA branches.
 func To(topic string, m Message) TxMessage { return TxMessage{Topic: topic, ProduceMessage: m} }

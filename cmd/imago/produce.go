@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 
+	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/client"
 	"github.com/spf13/cobra"
 )
@@ -44,7 +47,9 @@ field is the key. --header NAME=VALUE (repeatable) adds headers to every message
 
 With --idempotency-key all messages go in one request, which the server stores at most once:
 run the same command again (after a timeout, say) and it answers with the first offsets,
-marked duplicate. For each message the command prints "partition=P offset=O".`,
+marked duplicate. Without it a request is sent once: when its answer is lost, or after
+earlier requests were acknowledged, a rerun may store messages twice, and the command exits 1
+(not 5) and says so. For each message the command prints "partition=P offset=O".`,
 		Example: `  imago produce settlement.transfers hello world
   echo '{"from":"A","to":"B","amount":100}' | imago produce settlement.transfers --input json --key A
   imago produce settlement.transfers --input json --idempotency-key transfer-8812 '{"amount":100}'
@@ -155,10 +160,7 @@ func runProduce(ctx context.Context, a *app, f produceFlags, topic string, value
 		}
 		res, err := c.Produce(ctx, topic, batch, client.ProduceOptions{IdempotencyKey: f.idempotencyKey})
 		if err != nil {
-			if sent > 0 {
-				return fmt.Errorf("produce to %s after %d acknowledged messages: %w", topic, sent, err)
-			}
-			return fmt.Errorf("produce to %s: %w", topic, err)
+			return produceError(topic, sent, len(batch), f.idempotencyKey != "", err)
 		}
 		sent += len(batch)
 		if !f.quiet {
@@ -178,6 +180,55 @@ func runProduce(ctx context.Context, a *app, f produceFlags, topic string, value
 	}
 	return nil
 }
+
+// produceError is the error of a failed produce request of n messages after sent acknowledged
+// ones. Exit 5 (unavailable) tells a script that the same command may succeed later, which
+// holds only when running it again stores nothing twice: with --idempotency-key (one request,
+// whose key answers a rerun with the first outcome), or when nothing was stored (no request
+// acknowledged before, and this one refused or never sent). Otherwise a rerun would store
+// messages a second time: the acknowledged ones, or this request's when its answer was lost
+// (outcome unknown). Then the command exits 1 (rerunUnsafeError) and says so.
+func produceError(topic string, sent, n int, keyed bool, err error) error {
+	if sent > 0 {
+		err = fmt.Errorf("produce to %s after %d acknowledged messages: %w", topic, sent, err)
+	} else {
+		err = fmt.Errorf("produce to %s: %w", topic, err)
+	}
+	if keyed || exitCodeFor(err) != exitUnavailable {
+		return err
+	}
+	refused := !outcomeUnknown(err)
+	if sent == 0 && refused {
+		return err
+	}
+	msg := fmt.Sprintf("running the same command again would store the %d acknowledged messages a second time", sent)
+	if !refused {
+		msg = fmt.Sprintf("the outcome is unknown: the request's %d messages may have been stored, and running the same command again could store them a second time", n)
+		if sent > 0 {
+			msg += fmt.Sprintf(", as it would the %d acknowledged before", sent)
+		}
+	}
+	return &rerunUnsafeError{fmt.Errorf("%w; %s (send only what is not stored, or use --idempotency-key, which makes a rerun answer the first outcome)", err, msg)}
+}
+
+// outcomeUnknown reports whether a failed produce request may have been stored: anything but
+// the server's refusal (an API error other than 503 outcome_unknown) or a connection that was
+// never made.
+func outcomeUnknown(err error) bool {
+	var e *client.Error
+	if errors.As(err, &e) {
+		return e.Code == api.CodeOutcomeUnknown
+	}
+	var oe *net.OpError
+	return !errors.As(err, &oe) || oe.Op != "dial"
+}
+
+// rerunUnsafeError marks a failure that a rerun of the same command would make worse (a second
+// copy): it exits 1, never 5.
+type rerunUnsafeError struct{ err error }
+
+func (e *rerunUnsafeError) Error() string { return e.err.Error() }
+func (e *rerunUnsafeError) Unwrap() error { return e.err }
 
 func printOffsets(w io.Writer, res *client.ProduceResult) error {
 	bw := bufio.NewWriter(w)
