@@ -85,12 +85,28 @@ func (t *Tx) Add(ctx context.Context, msgs ...TxMessage) (held int, err error) {
 // are lost), Commit asks the transaction's status until the outcome is known or ctx ends:
 // committed returns the positions, rolled back an error, and a server that forgot the
 // transaction, or refuses to tell (401, 403), an error wrapping ErrOutcomeUnknown.
+//
+// A Commit that returned with the outcome unknown (ctx ended first) may be called again to
+// settle it: a transaction already committed answers its positions, one still committing is
+// waited for, and one rolled back or timed out returns the server's 409.
 func (t *Tx) Commit(ctx context.Context) ([]TopicPosition, error) {
 	pos, err := t.commitOnce(ctx)
 	if err == nil {
 		return pos, nil
 	}
-	if !outcomeLost(err) {
+	if IsCode(err, api.CodeTransactionNotOpen) {
+		// Not open: committed (by an earlier Commit whose answer was lost), committing, or
+		// rolled back. Only the status tells which; the 409 alone reads as a failed commit.
+		// Committing (shown open) or a status not read: the loop below settles it as it
+		// settles a lost answer.
+		st, serr := t.Status(ctx)
+		switch {
+		case serr == nil && st.State == TxCommitted:
+			return st.Offsets, nil
+		case serr == nil && st.State != TxOpen:
+			return nil, err
+		}
+	} else if !outcomeLost(err) {
 		return nil, err
 	}
 	// The lost answer's error (a network error, or a 503 *Error) is kept as text below, not

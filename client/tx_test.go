@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -105,6 +106,51 @@ func TestTxCommitLostAnswer(t *testing.T) {
 	}
 	if cut.Load() {
 		t.Fatal("the answer was not cut: the test tested nothing")
+	}
+	if end := endOffset(t, c, topic); end != 2 {
+		t.Fatalf("end %d, want 2", end)
+	}
+}
+
+// TestTxCommitAgainAfterUnknownOutcome: the answer of a commit is lost after the server
+// committed (a proxy cuts it: no real server does that on demand) and the caller's context ends
+// before Commit learnt the outcome, so Commit returns with the outcome unknown. The caller
+// commits the same transaction again to settle it: a transaction that is committed answers its
+// positions, not 409 transaction_not_open, which a caller takes for a commit that failed (and
+// publishes the messages again in a new transaction). Nothing is stored twice.
+func TestTxCommitAgainAfterUnknownOutcome(t *testing.T) {
+	ctx := background(t)
+	first, cancelFirst := context.WithCancel(ctx)
+	defer cancelFirst()
+	var cut atomic.Bool
+	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil && strings.HasSuffix(r.URL.Path, "/commit") && cut.CompareAndSwap(true, false) {
+			resp.Body.Close()
+			cancelFirst() // the caller gives up before the status is read
+			return nil, &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer (injected)")}
+		}
+		return resp, err
+	})}
+	c := client.New(imagoURL, client.WithHTTPClient(hc), client.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	topic := uniqueTopic("tx-again")
+	if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := c.Begin(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Add(ctx, client.To(topic, client.Text("x")), client.To(topic, client.Text("y"))); err != nil {
+		t.Fatal(err)
+	}
+	cut.Store(true)
+	if pos, err := tx.Commit(first); !errors.Is(err, context.Canceled) {
+		t.Fatalf("commit whose answer was lost and whose context ended: %+v %v; want the context's error (outcome unknown)", pos, err)
+	}
+	pos, err := tx.Commit(ctx)
+	if err != nil || len(pos) != 2 || pos[0].Offset != 0 || pos[1].Offset != 1 {
+		t.Fatalf("commit again of the committed transaction: %+v %v; want its positions 0 and 1", pos, err)
 	}
 	if end := endOffset(t, c, topic); end != 2 {
 		t.Fatalf("end %d, want 2", end)

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/migrations"
 	"github.com/imagomq/imago/offsetdb"
 )
@@ -56,7 +57,11 @@ type PgxTxHandler func(ctx context.Context, tx pgx.Tx, msg FetchedMessage) error
 // database), the consumer reads the gap directly from the partition. A partition without a
 // row starts where the broker starts the group (its group offset, else the partition's
 // start): the row is created with the first offset delivered, and a first poll whose answer
-// was lost is read again from there, as for a Consumer. After each batch it
+// was lost is read again from there, as for a Consumer. An offset outside the partition stops
+// Run with an error, for an operator to decide: below its start (retention deleted messages
+// the consumer never applied), or past its end (the log lost messages the consumer applied, a
+// data directory restored from a backup older than the database, and new messages take their
+// offsets: skipping them would lose them). After each batch it
 // also commits the offset to the group over HTTP, best effort, so that `imago groups
 // describe`, GET /v1/groups/{group}/offsets and the lag metrics show it; that broker-side
 // offset may lag the database after a crash (never lead it), which costs a re-delivery that
@@ -93,9 +98,60 @@ func newTxConsumer(c *Client, group string, topics []string, store txStore, opts
 	cs.bestEffort = true
 	tc := &TxConsumer{cs: cs, store: store}
 	cs.initPos = func(ctx context.Context, tp Assignment) (int64, bool, error) {
-		return store.read(ctx, group, tp.Topic, tp.Partition)
+		next, ok, err := store.read(ctx, group, tp.Topic, tp.Partition)
+		if err != nil || !ok {
+			return next, ok, err
+		}
+		if err := tc.checkNotPastEnd(ctx, tp, next); err != nil {
+			return 0, false, err
+		}
+		return next, true, nil
 	}
 	return tc
+}
+
+// pastEndError: the offset a transactional consumer's database holds for a partition lies
+// past the partition's end. Run stops with it.
+type pastEndError struct {
+	tp          Assignment
+	stored, end int64
+}
+
+func (e *pastEndError) Error() string {
+	return fmt.Sprintf("transactional consumer: %s/%d: offset %d stored in the database is past the partition's end %d: "+
+		"the log lacks messages this consumer applied (a broker data directory restored from a backup older than the database, "+
+		"or the topic created again), and new messages take their offsets, which the consumer would skip; "+
+		"move the stored offset once they are accounted for", e.tp.Topic, e.tp.Partition, e.stored, e.end)
+}
+
+// stopRunKey is the context key of the cancel function of a Run, which ends it with the error
+// that stops it (see checkNotPastEnd).
+type stopRunKey struct{}
+
+// checkNotPastEnd makes sure the partition reaches stored, the offset the database holds for
+// it. A log always holds what a consumer applied from it, so an offset past its end means
+// the log lost messages (a restored data directory, a topic created again), and the
+// messages produced since took their offsets: dropping what is below the stored offset would
+// skip them silently and for good. Which ones were applied, only an operator can tell: Run
+// stops with a *pastEndError (through the run's context). An offset below the partition's
+// start is not reported here: the first batch reports it (positionGoneError).
+func (tc *TxConsumer) checkNotPastEnd(ctx context.Context, tp Assignment, stored int64) error {
+	_, err := tc.cs.c.Fetch(ctx, tp.Topic, tp.Partition, FetchOptions{Offset: stored, MaxMessages: 1, MaxBytes: 1})
+	var e *Error
+	if !errors.As(err, &e) || e.Code != api.CodeOffsetOutOfRange {
+		return err // nil, or a failure to retry
+	}
+	switch {
+	case e.StartOffset != nil && stored < *e.StartOffset:
+		return nil // below the start
+	case e.EndOffset == nil || stored <= *e.EndOffset:
+		return err // a range it does not say: ask again
+	}
+	perr := &pastEndError{tp: tp, stored: stored, end: *e.EndOffset}
+	if stop, ok := ctx.Value(stopRunKey{}).(context.CancelCauseFunc); ok {
+		stop(perr)
+	}
+	return perr
 }
 
 // MemberID returns the member id of the current membership ("" when not joined).
@@ -129,7 +185,15 @@ func (tc *TxConsumer) run(ctx context.Context) error {
 			return fmt.Errorf("transactional consumer: %w", err)
 		}
 	}
-	return tc.cs.loop(ctx, tc.process)
+	rctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	rctx = context.WithValue(rctx, stopRunKey{}, stop)
+	err := tc.cs.loop(rctx, tc.process)
+	var pe *pastEndError
+	if err == nil && ctx.Err() == nil && errors.As(context.Cause(rctx), &pe) {
+		return pe
+	}
+	return err
 }
 
 // errMoved means the stored offset is not where the batch starts: someone else (a previous

@@ -49,8 +49,12 @@ func TestCLITransactions(t *testing.T) {
 	if out := must(0, "", "consume", "wallet", "--format", "offsets"); out != "0\t0\t-\t{\"account\":\"A\",\"amount\":-100}\n0\t1\tB\t{\"account\":\"B\",\"amount\":100}\n" {
 		t.Fatalf("consume --format offsets: %q", out)
 	}
-	must(exitConflict, "", "tx", "commit", id)     // not open any more
-	must(exitConflict, "", "tx", "rollback", id)   // idem
+	// Committed: a commit again (by a script whose first commit ended with the outcome unknown)
+	// prints the same positions; a rollback is refused.
+	if out := must(0, "", "tx", "commit", id); out != "topic=wallet partition=0 offset=0\ntopic=wallet partition=0 offset=1\n" {
+		t.Fatalf("tx commit again: %q", out)
+	}
+	must(exitConflict, "", "tx", "rollback", id)   // not open any more
 	must(exitNotFound, "", "tx", "status", "00ff") // unknown
 	id2 := strings.TrimSpace(must(0, "", "tx", "begin"))
 	must(0, "", "tx", "add", id2, "--topic", "wallet", "never")
@@ -58,6 +62,7 @@ func TestCLITransactions(t *testing.T) {
 	if out := must(0, "", "tx", "status", id2); !strings.Contains(out, "rolled_back") {
 		t.Fatalf("status after rollback: %s", out)
 	}
+	must(exitConflict, "", "tx", "commit", id2)                                         // rolled back: not open any more
 	must(exitUsage, "", "tx", "add", id2, "x")                                          // no --topic
 	must(exitUsage, "", "tx", "add", id2, "--topic", "wallet", "--key-field", "k", "x") // --key-field without json
 	must(exitNotFound, "", "tx", "add", id2+"00", "--topic", "wallet", "x")             // unknown transaction

@@ -147,7 +147,8 @@ func newTxCommitCmd(a *app) *cobra.Command {
 		Short: "Commit a transaction and print where its messages were stored",
 		Long: `Commit a transaction: its messages become visible together. Prints one line per
 message, "topic=T partition=P offset=O", in the order they were added. When the answer is
-lost the command asks the transaction's status until the outcome is known.`,
+lost the command asks the transaction's status until the outcome is known; a transaction
+already committed (by an earlier commit whose outcome was unknown) prints its positions again.`,
 		Args: exactArgs(1, "a transaction id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
