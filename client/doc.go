@@ -23,9 +23,13 @@
 // keyed produce run out after an attempt whose answer was lost, the error wraps
 // ErrOutcomeUnknown (not the last 429 or 503, which says nothing about that attempt).
 //
+// A 502 or 504 never comes from the server: a proxy or load balancer in front of it answers so
+// when the server's answer did not come, and the request may have been done. It is treated as
+// a network error: retried where those are, of unknown outcome for a write.
+//
 // What is retried, with exponential backoff and jitter (WithRetries, WithBackoff), honouring
 // the server's Retry-After: network errors, 2xx answers cut off on the way, and answers 429
-// (back-pressure) and 503 (not ready) of reads (GET), of topic creation (PUT is idempotent by
+// (back-pressure), 503 (not ready), 502 and 504 of reads (GET), of topic creation (PUT is idempotent by
 // contract), of keyed produce requests, of Begin (a transaction nobody uses times out
 // harmlessly) and of XAResource.Recover. The XA verbs and transaction writes are not repeated
 // blindly: Tx.Commit settles an unknown outcome by asking the transaction's status, and a

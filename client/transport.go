@@ -82,11 +82,12 @@ func (c *Client) send(ctx context.Context, r request) (int, error) {
 
 // outcomeUnknown reports whether a failed attempt may have been done: a transport error other
 // than a refused connection (the request may have reached the server and its answer been
-// lost), a 2xx answer cut off on the way, or the server's own 503 outcome_unknown.
+// lost), a 2xx answer cut off on the way, the server's own 503 outcome_unknown, or a proxy's
+// 502 or 504 (proxyGaveUp).
 func outcomeUnknown(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Code == api.CodeOutcomeUnknown
+		return e.Code == api.CodeOutcomeUnknown || proxyGaveUp(e.Status)
 	}
 	var de *decodeError
 	if errors.As(err, &de) {
@@ -126,6 +127,15 @@ func (e *outcomeError) Error() string {
 
 func (e *outcomeError) Unwrap() []error { return []error{ErrOutcomeUnknown, e.unknown} }
 
+// proxyGaveUp reports whether status is one the server never answers and a proxy or load
+// balancer in front of it does when the server's answer did not come: 502 Bad Gateway (the
+// connection to it failed, maybe after the request was sent) and 504 Gateway Timeout (the
+// request was sent and the answer was late). The request may have been done, as after a
+// network error: a keyed write is retried with its key, and what it did is not a refusal.
+func proxyGaveUp(status int) bool {
+	return status == http.StatusBadGateway || status == http.StatusGatewayTimeout
+}
+
 // retryable reports whether err may pass on a second attempt.
 func retryable(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
@@ -133,7 +143,7 @@ func retryable(ctx context.Context, err error) bool {
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable
+		return e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable || proxyGaveUp(e.Status)
 	}
 	var de *decodeError
 	if errors.As(err, &de) {

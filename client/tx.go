@@ -149,12 +149,13 @@ func (t *Tx) commitOnce(ctx context.Context) ([]TopicPosition, error) {
 }
 
 // outcomeLost reports whether err leaves the outcome of a commit, or its positions, to be
-// learnt from the transaction's status: a network error, a 503, or a 2xx answer whose body
-// could not be read (the commit is done; what it answered is lost).
+// learnt from the transaction's status: a network error, a 503, a proxy's 502 or 504
+// (proxyGaveUp), or a 2xx answer whose body could not be read (the commit is done; what it
+// answered is lost).
 func outcomeLost(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Status == http.StatusServiceUnavailable
+		return e.Status == http.StatusServiceUnavailable || proxyGaveUp(e.Status)
 	}
 	return true
 }

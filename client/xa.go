@@ -116,8 +116,11 @@ var xaErrno = map[string]int{
 // A network error is XAER_RMFAIL (the resource manager is unavailable; the transaction manager
 // recovers the branch later), and so is a 2xx answer that could not be read where the verb
 // needs it (Recover's list; Prepare's vote, lost, missing or unknown, when Recover cannot
-// tell it); an answer that carries no XA code (401, 403, a malformed request) is XAER_RMERR;
-// Err then holds the cause, which errors.As reaches.
+// tell it), and so is an answer without an XA code that says the server could not work now
+// (503, 429, a proxy's 502 or 504) or, from prepare, commit, rollback, forget and recover, that
+// says nothing of the branch (500, 401, 403); any other answer without an XA code (a malformed
+// request, or 401/403 to start, end or publish) is XAER_RMERR. Err then holds the cause, which
+// errors.As reaches.
 type XAError struct {
 	Code    string
 	Message string
@@ -145,8 +148,16 @@ func IsXACode(err error, code string) bool {
 	return errors.As(err, &xe) && xe.Code == code
 }
 
-// xaError turns the error of a call into an *XAError.
-func xaError(err error) error {
+// xaError turns the error of a call to verb into an *XAError. The server's XA code is the
+// answer when it gave one. Otherwise a status that says the server could not work now (503,
+// 429, 408, a proxy's 502 or 504, a redirect not followed) is XAER_RMFAIL: retry later. For the
+// verbs whose error a transaction manager reads as news of the branch's outcome (reportsOutcome:
+// prepare, commit, rollback, forget, recover), an answer that says nothing of the branch (a 500
+// from a handler or a proxy, a refused token, no such endpoint) is XAER_RMFAIL too, never
+// XAER_RMERR, which from commit says the branch's work was rolled back; for the others it
+// stays XAER_RMERR (the branch is not prepared: the manager rolls back). The Java resource maps
+// answers the same way.
+func xaError(err error, verb string) error {
 	if err == nil {
 		return nil
 	}
@@ -155,8 +166,13 @@ func xaError(err error) error {
 		if _, ok := xaErrno[e.Code]; ok {
 			return &XAError{Code: e.Code, Message: e.Message, Status: e.Status, Err: err}
 		}
-		if e.Status == http.StatusServiceUnavailable {
-			return &XAError{Code: XAERRMFail, Message: e.Message, Status: e.Status, Err: err}
+		switch s := e.Status; {
+		case s == http.StatusServiceUnavailable || s == http.StatusTooManyRequests || s == http.StatusRequestTimeout ||
+			proxyGaveUp(s) || s >= 300 && s < 400:
+			return &XAError{Code: XAERRMFail, Message: e.Error(), Status: s, Err: err}
+		case reportsOutcome(verb) && (s == http.StatusUnauthorized || s == http.StatusForbidden || s >= 500 ||
+			s == http.StatusNotFound && (e.Code == "" || e.Code == api.CodeNotFound)):
+			return &XAError{Code: XAERRMFail, Message: e.Error(), Status: s, Err: err}
 		}
 		return &XAError{Code: XAERRMErr, Message: e.Error(), Status: e.Status, Err: err}
 	}
@@ -169,6 +185,16 @@ func xaError(err error) error {
 		return &XAError{Code: XAERRMFail, Message: "the server answered 2xx but its answer could not be read: " + de.Error(), Err: err}
 	}
 	return &XAError{Code: XAERRMFail, Err: err}
+}
+
+// reportsOutcome reports whether a transaction manager reads an error of verb as news of the
+// branch's outcome (xaError).
+func reportsOutcome(verb string) bool {
+	switch verb {
+	case "prepare", "commit", "rollback", "forget", "recover":
+		return true
+	}
+	return false
 }
 
 // Flags of Start and End.
@@ -223,7 +249,7 @@ func (r *XAResource) IsSameRM(other *XAResource) bool {
 
 func (r *XAResource) verb(ctx context.Context, verb string, in, out any) error {
 	_, err := r.c.send(ctx, request{method: http.MethodPost, path: "/v1/xa/" + verb, in: in, out: out})
-	return xaError(err)
+	return xaError(err, verb)
 }
 
 // Start begins a branch (TMNoFlags), joins an idle one (TMJoin) or resumes a suspended one
@@ -289,7 +315,7 @@ func (r *XAResource) Prepare(ctx context.Context, xid Xid) (rdonly bool, err err
 		return r.voteFromRecover(ctx, xid, fmt.Errorf("its vote was lost (%w)", de))
 	}
 	if err != nil {
-		return false, xaError(err)
+		return false, xaError(err, "prepare")
 	}
 	switch out.Vote {
 	case api.XAVoteOK:
@@ -341,7 +367,7 @@ func (r *XAResource) Commit(ctx context.Context, xid Xid, onePhase bool) ([]Topi
 		return nil, nil
 	}
 	if err != nil {
-		return nil, xaError(err)
+		return nil, xaError(err, "commit")
 	}
 	return out.Offsets, nil
 }
@@ -377,7 +403,7 @@ func (r *XAResource) Recover(ctx context.Context) ([]Xid, error) {
 			Message: fmt.Sprintf("recover: the server answered %d but the list of branches could not be read: %v", status, de)}
 	}
 	if err != nil {
-		return nil, xaError(err)
+		return nil, xaError(err, "recover")
 	}
 	if out.Xids == nil {
 		// JSON without the list ({} from a proxy, "xids": null): the server always sends an
