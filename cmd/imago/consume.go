@@ -129,7 +129,7 @@ func checkFormat(format string) error {
 	return usagef("--format %q: want plain, offsets or json", format)
 }
 
-func runConsume(ctx context.Context, a *app, f consumeFlags, topic string) error {
+func runConsume(ctx context.Context, a *app, f consumeFlags, topic string) (err error) {
 	if err := checkFormat(f.format); err != nil {
 		return err
 	}
@@ -161,7 +161,13 @@ func runConsume(ctx context.Context, a *app, f consumeFlags, topic string) error
 	}
 
 	out := bufio.NewWriterSize(a.stdout, 64<<10)
-	defer out.Flush()
+	defer func() {
+		// Every return flushes here, --max and the end included: a write that fails (a full
+		// disk, a closed pipe) is the command's failure, never exit 0.
+		if ferr := out.Flush(); ferr != nil && err == nil {
+			err = ferr
+		}
+	}()
 	var printed int64
 	stopAt := int64(-1) // without --follow: the end when the first fetch answered
 	for {

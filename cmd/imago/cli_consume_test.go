@@ -1,0 +1,67 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/imagomq/imago/client"
+)
+
+// imagoToFile runs `imago --server srv consume ...` as a child process with its stdout on path
+// (a redirect: `imago consume ... > path`) and returns its exit code and stderr.
+func imagoToFile(t *testing.T, srv *serverProc, path string, args ...string) (int, string) {
+	t.Helper()
+	out, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("open %s: %v", path, err)
+	}
+	defer out.Close()
+	var stderr strings.Builder
+	cmd := imagoCmd(append([]string{"--server", srv.URL}, args...)...)
+	cmd.Stdout, cmd.Stderr = out, &stderr
+	_ = cmd.Run()
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// TestConsumeWriteErrorIsAFailure: `imago consume ... > file` on a full disk (/dev/full) wrote
+// nothing; the command must not exit 0, which tells a script the messages are in the file.
+// With --group the offsets of what could not be written stay uncommitted.
+func TestConsumeWriteErrorIsAFailure(t *testing.T) {
+	srv := startServer(t, t.TempDir()+"/data")
+	if code, _, stderr := imago(t, srv, "", "topics", "create", "pay", "--partitions", "1"); code != exitOK {
+		t.Fatalf("create: %d %s", code, stderr)
+	}
+	if code, _, stderr := imago(t, srv, "", "produce", "pay", "a", "b", "c"); code != exitOK {
+		t.Fatalf("produce: %d %s", code, stderr)
+	}
+	for _, args := range [][]string{
+		{"consume", "pay"},
+		{"consume", "pay", "--max", "1"},
+		{"consume", "pay", "--max", "3", "--format", "json"},
+		{"consume", "pay", "--from", "1", "--max", "1", "--format", "offsets"},
+		{"tail", "pay", "--from", "0", "--max", "2"},
+		{"consume", "pay", "--group", "audit", "--max", "1"},
+		{"consume", "pay", "--group", "audit"},
+	} {
+		code, stderr := imagoToFile(t, srv, "/dev/full", args...)
+		if code != exitFailure || !strings.Contains(stderr, "no space left") {
+			t.Errorf("imago %s > /dev/full: exit %d, want %d with the write error\nstderr: %s", strings.Join(args, " "), code, exitFailure, stderr)
+		}
+	}
+	// Nothing was written: the group committed nothing and reads everything.
+	g, err := srv.client().GroupOffsets(t.Context(), "audit")
+	if err != nil && !client.IsStatus(err, 404) {
+		t.Fatal(err)
+	}
+	if g != nil {
+		for _, o := range g.Offsets {
+			if o.Offset != 0 {
+				t.Errorf("group audit committed %s/%d at %d after a failed write", o.Topic, o.Partition, o.Offset)
+			}
+		}
+	}
+	if code, out, stderr := imago(t, srv, "", "consume", "pay", "--group", "audit"); code != exitOK || out != "a\nb\nc\n" {
+		t.Errorf("consume --group after the failed writes: exit %d %q %s", code, out, stderr)
+	}
+}
