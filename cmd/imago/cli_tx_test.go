@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -231,5 +235,60 @@ func TestCLITailGroupAndCompletion(t *testing.T) {
 	code, out, _ = imago(t, srv, "", "completion", "bash")
 	if code != 0 || !strings.Contains(out, "bash completion") {
 		t.Fatalf("completion bash: %d %.200s", code, out)
+	}
+}
+
+// TestTxAddLostAnswerIsNotRetryLater: a `tx add` whose answer is lost (the server added the
+// messages, the connection closed before the answer came back) must not exit 5, "the same
+// command may succeed later": run again, it adds the messages a second time and the commit
+// publishes both copies. A connection refused added nothing, and stays exit 5. The proxy in
+// front of the real server loses the answer on purpose.
+func TestTxAddLostAnswerIsNotRetryLater(t *testing.T) {
+	srv := startServer(t, t.TempDir()+"/data")
+	if code, _, stderr := imago(t, srv, "", "topics", "create", "wallet", "--partitions", "1"); code != exitOK {
+		t.Fatalf("create: %d %s", code, stderr)
+	}
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/messages") {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		rp.ServeHTTP(httptest.NewRecorder(), r) // the real server adds the messages
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		conn.Close() // and its answer is lost
+	}))
+	defer proxy.Close()
+
+	code, out, stderr := imago(t, srv, "", "tx", "begin")
+	if code != exitOK {
+		t.Fatalf("tx begin: %d %s", code, stderr)
+	}
+	id := strings.TrimSpace(out)
+	code, _, stderr = imago(t, &serverProc{URL: proxy.URL}, "", "tx", "add", id, "--topic", "wallet", "debit-A-100")
+	var st struct {
+		Messages int `json:"messages"`
+	}
+	if _, out, _ := imago(t, srv, "", "tx", "status", id, "-o", "json"); json.Unmarshal([]byte(out), &st) != nil || st.Messages != 1 {
+		t.Fatalf("the transaction holds %d messages, want 1: %s", st.Messages, out)
+	}
+	if code == exitOK || code == exitUnavailable {
+		t.Errorf("tx add with its answer lost: exit %d; a rerun would add the message twice\nstderr: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "tx status "+id) {
+		t.Errorf("tx add with its answer lost does not say how to find out: %s", stderr)
+	}
+
+	proxy.Close()
+	if code, _, stderr := imago(t, &serverProc{URL: proxy.URL}, "", "tx", "add", id, "--topic", "wallet", "x"); code != exitUnavailable {
+		t.Errorf("tx add to a closed port: exit %d, want %d (nothing added): %s", code, exitUnavailable, stderr)
 	}
 }

@@ -26,8 +26,8 @@ const exitCodesHelp = `Exit codes (for scripts):
   4  conflict: the state forbids it (HTTP 409: XA_* and XAER_PROTO/DUPID codes, a transaction
      not open or timed out, a topic that exists with another configuration)
   5  unavailable: the server cannot be reached, timed out, or asks to retry (429, 503,
-     XAER_RMFAIL); the same command may succeed later (a produce without --idempotency-key
-     exits 1 instead when running it again could store a message twice)
+     XAER_RMFAIL); the same command may succeed later (a produce without --idempotency-key,
+     or a tx add, exits 1 instead when running it again could store or add a message twice)
   6  denied: no token, a wrong token, or a token without the right (HTTP 401, 403)`
 
 // exitCodeFor is the exit code of a command's error (not a usage error).

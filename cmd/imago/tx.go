@@ -73,7 +73,8 @@ func newTxAddCmd(a *app) *cobra.Command {
 		Long: `Add messages to an open transaction. Each VALUE is one message; without VALUE each
 non-empty line of stdin is one, all sent in one request. --input, --key, --key-field,
 --partition and --header work as for 'imago produce'. Prints the number of messages the
-transaction holds.`,
+transaction holds. When the answer is lost (the messages may have been added), the command
+exits 1, not 5: check 'imago tx status ID' before adding them again.`,
 		Example: `  imago tx add "$id" --topic audit "manual correction"
   jq -c '.entries[]' e.json | imago tx add "$id" --topic ledger --input json --key-field account`,
 		Args: minArgs(1, "a transaction id"),
@@ -104,7 +105,7 @@ transaction holds.`,
 			}
 			held, err := a.client().Tx(args[0]).Add(cmd.Context(), msgs...)
 			if err != nil {
-				return fmt.Errorf("add to transaction %s: %w", args[0], err)
+				return txAddError(args[0], len(msgs), err)
 			}
 			_, err = fmt.Fprintf(a.stdout, "transaction %s holds %d messages\n", args[0], held)
 			return err
@@ -122,6 +123,19 @@ transaction holds.`,
 	})
 	_ = cmd.RegisterFlagCompletionFunc("input", fixedCompletions("text", "json", "message"))
 	return cmd
+}
+
+// txAddError is the error of a failed tx add of n messages. Exit 5 (unavailable) says the
+// same command may succeed later; that holds only when the messages were not added (the
+// server refused, or the connection was never made). When the answer was lost the
+// transaction may hold them already, and a rerun would add them a second time, published
+// twice at commit: then the command exits 1 (rerunUnsafeError) and says how to find out.
+func txAddError(id string, n int, err error) error {
+	err = fmt.Errorf("add to transaction %s: %w", id, err)
+	if exitCodeFor(err) != exitUnavailable || !outcomeUnknown(err) {
+		return err
+	}
+	return &rerunUnsafeError{fmt.Errorf("%w; the outcome is unknown: the transaction may hold the %d messages already, and running the same command again could add them a second time ('imago tx status %s' shows how many it holds; roll it back when unsure)", err, n, id)}
 }
 
 // readLines returns the non-empty lines of r.
