@@ -1,6 +1,10 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -63,5 +67,46 @@ func TestConsumeWriteErrorIsAFailure(t *testing.T) {
 	}
 	if code, out, stderr := imago(t, srv, "", "consume", "pay", "--group", "audit"); code != exitOK || out != "a\nb\nc\n" {
 		t.Errorf("consume --group after the failed writes: exit %d %q %s", code, out, stderr)
+	}
+}
+
+// TestConsumeGroupCommitFailureIsNotRetryLater: consume --group printed the messages, and the
+// commit of their offsets failed (503 injected by a proxy in front of the real server). The
+// group has not committed them, so the next run prints them again: exit 5, "the same command
+// may succeed later", would have a script that reruns on 5 write them twice. The command exits
+// 1 and says so; stdout holds what was printed.
+func TestConsumeGroupCommitFailureIsNotRetryLater(t *testing.T) {
+	srv := startServer(t, t.TempDir()+"/data")
+	if code, _, stderr := imago(t, srv, "", "topics", "create", "pay", "--partitions", "1"); code != exitOK {
+		t.Fatalf("create: %d %s", code, stderr)
+	}
+	if code, _, stderr := imago(t, srv, "", "produce", "pay", "a", "b"); code != exitOK {
+		t.Fatalf("produce: %d %s", code, stderr)
+	}
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/offsets") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"error":{"code":"not_ready","message":"offset store unavailable (injected)"}}` + "\n"))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+
+	code, out, stderr := imago(t, &serverProc{URL: proxy.URL}, "", "consume", "pay", "--group", "audit")
+	if out != "a\nb\n" {
+		t.Fatalf("consume --group printed %q", out)
+	}
+	if code != exitFailure || !strings.Contains(stderr, "prints them again") {
+		t.Errorf("consume --group whose commit failed: exit %d, want %d saying the next run prints the messages again\nstderr: %s", code, exitFailure, stderr)
+	}
+	if code, out, _ := imago(t, srv, "", "consume", "pay", "--group", "audit"); code != exitOK || out != "a\nb\n" {
+		t.Errorf("the next run: exit %d %q (the commit failed: it prints them again)", code, out)
 	}
 }

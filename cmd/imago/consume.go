@@ -47,7 +47,9 @@ as one JSON object per line (topic, partition, offset, key, value, headers, time
 With --group GROUP the command joins the consumer group (--mode clustered or broadcast) for
 TOPIC, prints the messages of the partitions the group gives it, from the group's committed
 offsets (--from earliest or latest applies to a group without any), and commits the offsets
-of what it printed, so that the next run goes on from there. --partition is then unused.`,
+of what it printed, so that the next run goes on from there. --partition is then unused.
+It commits only what stdout took: a write that fails commits nothing. When a commit fails,
+the command exits 1, not 5: the messages are printed, and the next run prints them again.`,
 		Example: `  imago consume settlement.transfers
   imago consume settlement.transfers --partition 2 --from 1000 --max 10
   imago consume settlement.transfers --from latest --follow

@@ -61,6 +61,7 @@ func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) 
 		}
 		next := map[client.Assignment]int64{}
 		var order []client.Assignment
+		batch := 0
 		for i := range res.Messages {
 			msg := &res.Messages[i]
 			if err := printMessage(out, msg, f.format); err != nil {
@@ -73,6 +74,7 @@ func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) 
 			next[tp] = msg.Offset + 1
 			pos[tp] = msg.Offset + 1
 			printed++
+			batch++
 			if f.max > 0 && printed >= f.max {
 				break
 			}
@@ -90,7 +92,7 @@ func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) 
 			err := c.CommitGroup(cctx, f.group, m.MemberID, offsets)
 			cancel()
 			if err != nil {
-				return fmt.Errorf("commit offsets of group %s: %w", f.group, err)
+				return groupCommitError(f.group, batch, err)
 			}
 		}
 		switch {
@@ -102,4 +104,16 @@ func runGroupConsume(ctx context.Context, a *app, f consumeFlags, topic string) 
 			return nil
 		}
 	}
+}
+
+// groupCommitError is the error of a failed commit of the offsets of n messages consume --group
+// printed. They are out, and the group (unless the commit's answer was lost) has not committed
+// them: the next run prints them again. Exit 5 (unavailable) would tell a script to run the
+// same command again, and it would write them twice; so the command exits 1 and says so.
+func groupCommitError(group string, n int, err error) error {
+	err = fmt.Errorf("commit offsets of group %s: %w; the %d messages just printed may not be committed, and the next run of the group prints them again", group, err, n)
+	if exitCodeFor(err) == exitUnavailable {
+		return &rerunUnsafeError{err}
+	}
+	return err
 }
