@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -108,5 +109,33 @@ func TestConsumeGroupCommitFailureIsNotRetryLater(t *testing.T) {
 	}
 	if code, out, _ := imago(t, srv, "", "consume", "pay", "--group", "audit"); code != exitOK || out != "a\nb\n" {
 		t.Errorf("the next run: exit %d %q (the commit failed: it prints them again)", code, out)
+	}
+}
+
+// TestConsumeJSONFraming: --format json is the format a script can split on newlines: a value
+// with newlines, tabs or bytes that are not UTF-8 is still one line per message, and decodes
+// back to what was produced.
+func TestConsumeJSONFraming(t *testing.T) {
+	srv := startServer(t, t.TempDir()+"/data")
+	if code, _, stderr := imago(t, srv, "", "topics", "create", "pay", "--partitions", "1"); code != exitOK {
+		t.Fatalf("create: %d %s", code, stderr)
+	}
+	in := `{"key":"k\n1","value":"line 1\nline 2\tend"}` + "\n" + `{"value_base64":"/w0K/g=="}` + "\n"
+	if code, _, stderr := imago(t, srv, in, "produce", "pay", "--input", "message"); code != exitOK {
+		t.Fatalf("produce: %d %s", code, stderr)
+	}
+	for _, args := range [][]string{{"consume", "pay", "--format", "json"}, {"consume", "pay", "--group", "g", "--format", "json"}} {
+		code, out, stderr := imago(t, srv, "", args...)
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if code != exitOK || len(lines) != 2 {
+			t.Fatalf("imago %s: exit %d, %d lines for 2 messages: %q %s", strings.Join(args, " "), code, len(lines), out, stderr)
+		}
+		var m0, m1 client.FetchedMessage
+		if err := json.Unmarshal([]byte(lines[0]), &m0); err != nil || m0.Key == nil || *m0.Key != "k\n1" || string(m0.Value) != `"line 1\nline 2\tend"` {
+			t.Errorf("first line %q: %v", lines[0], err)
+		}
+		if err := json.Unmarshal([]byte(lines[1]), &m1); err != nil || m1.ValueBase64 == nil || *m1.ValueBase64 != "/w0K/g==" {
+			t.Errorf("second line %q: %v", lines[1], err)
+		}
 	}
 }

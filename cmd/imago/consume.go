@@ -43,6 +43,9 @@ until interrupted (Ctrl-C) or --max messages were printed.
 JSON, bytes (value_base64) as the raw bytes. --format offsets prints
 "<partition><TAB><offset><TAB><key or -><TAB><value>". --format json prints each whole message
 as one JSON object per line (topic, partition, offset, key, value, headers, timestamp).
+plain and offsets print keys and values as they are: a value holding a newline spans several
+lines, a tab shifts the offsets columns. A script that must tell one message from the next
+uses --format json, where every message is exactly one line whatever its bytes.
 
 With --group GROUP the command joins the consumer group (--mode clustered or broadcast) for
 TOPIC, prints the messages of the partitions the group gives it, from the group's committed
