@@ -285,7 +285,9 @@ server must be stopped: the file store admits one process), or the database or Z
 the configuration (--config, or --store/--dsn), where the server may keep running. It first
 asks the server (--server) whether the group has live members and refuses if so: a live
 member keeps its position in memory and would commit forward again; stop the consumers
-first. --to-earliest and --to-latest need the server to learn the partitions' bounds; with
+first. When the server does not answer, reset cannot tell a stopped server from one it does
+not reach: with a database or ZooKeeper store it goes on and warns on stderr that live members
+and the partitions' bounds were not checked. --to-earliest and --to-latest need the server to learn the partitions' bounds; with
 the server stopped use --to-offset (and --partition, or the partitions the group committed).
 
 A transactional consumer (client.TxConsumer) keeps its offsets in the application's own
@@ -363,11 +365,16 @@ database: reset those with SQL there, not with this command.`,
 				return fmt.Errorf("the server at %s does not answer: --to-earliest and --to-latest need it for the partitions' bounds; use --to-offset", a.server)
 			}
 
-			store, _, err := sf.open(ctx, cmd)
+			store, kind, err := sf.open(ctx, cmd)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
+			if !up && kind != "file" {
+				// The file store's lock proves no server runs on it; a database or ZooKeeper
+				// may serve a server this command did not reach (another --server).
+				fmt.Fprintf(a.stderr, "imago: warning: the server at %s does not answer: group %s was not checked for live members (a live member would commit forward again over the reset), and --to-offset not against the partitions' bounds\n", a.server, group)
+			}
 			current, err := store.List(ctx, group)
 			if err != nil {
 				return fmt.Errorf("read offsets of %s: %w", group, err)

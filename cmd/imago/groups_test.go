@@ -185,3 +185,35 @@ func TestDLQCLIUsage(t *testing.T) {
 	wantContains(t, imagoExpect(t, srv, exitNotFound, "dlq", "replay", "no-such-topic"), "no-such-topic.DLQ")
 	wantContains(t, imagoExpect(t, srv, exitOK, "dlq", "replay", "--help"), "imago-replay-group", "Examples:")
 }
+
+// TestGroupsResetWarnsWhenLiveMembersUnchecked: with a database store the server may run
+// while reset writes the store, and reset refuses while the group has live members. When the
+// server it asks (--server) does not answer, it cannot know: the reset goes ahead (the server
+// may be stopped), but it must say that the live members were not checked. Here a live member
+// runs on a server --server does not name.
+func TestGroupsResetWarnsWhenLiveMembersUnchecked(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	srv := startServerEnv(t, t.TempDir()+"/data", []string{"IMAGO_OFFSETS_STORE=postgres", "IMAGO_OFFSETS_DSN=" + dsn})
+	c := srv.client()
+	topic, group := uniqueName(t, "cli."), uniqueName(t, "clig")
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = db.Exec("DELETE FROM imago.consumer_offsets WHERE group_name = $1", group)
+		_, _ = db.Exec("DELETE FROM imago.partition_ends WHERE topic = $1", topic)
+		db.Close()
+	})
+	imagoExpect(t, srv, exitOK, "topics", "create", topic, "--partitions", "1")
+	produceN(t, c, topic, 1, 0, 5)
+	stop := consumeAll(t, c, group, topic, 1, 5)
+	defer stop()
+
+	elsewhere := &serverProc{URL: "http://127.0.0.1:1"} // nothing listens there
+	code, out, stderr := imago(t, elsewhere, "", "groups", "reset", group, "--topic", topic, "--partition", "0", "--to-offset", "1", "--store", "postgres", "--dsn", dsn)
+	if code != exitOK {
+		t.Fatalf("reset with the server unreachable: exit %d\n%s%s", code, out, stderr)
+	}
+	wantContains(t, stderr, "warning", "does not answer", "not checked for live members")
+}
