@@ -115,6 +115,18 @@ func TestJavaSettlementExample(t *testing.T) {
 	}
 }
 
+// TestJavaSettlementExampleAccountIsData: an account id holding JSON syntax is published as the
+// string it is. Spliced into the message's JSON, it would rewrite the message's fields (here an
+// amount of 999 beside the debit of 100).
+func TestJavaSettlementExampleAccountIsData(t *testing.T) {
+	e := newSettlementExample(t)
+	e.account += `","amount":999,"x":"`
+	if out, code := e.run(e.srv.url(), 100, "--init-balance", "150"); code != 0 {
+		t.Fatalf("settlement: exit status %d, want 0 (committed):\n%s", code, out)
+	}
+	assertSettled(t, e.ctx, e.db, e.srv, e.account, 50, 1)
+}
+
 // cutFirstCommit serves a proxy in front of e's Imago that hands the first POST /v1/xa/commit
 // to act instead (which does something to the real server and returns its status), then
 // closes the connection without a byte of answer: a network fault, which a server cannot be

@@ -144,8 +144,11 @@ public final class SettlementExample {
                 throw new IllegalStateException("debit of " + amount + " from " + account
                         + " affected " + rows + " rows (unknown account or insufficient funds)");
             }
-            imago.publishJson(mq.xid(), topic, account, "{\"account\":\"" + account + "\",\"amount\":" + amount
-                    + ",\"gtrid\":\"" + gtrid + "\"}");
+            Map<String, Object> value = new LinkedHashMap<>(); // encoded, never spliced: an account is data
+            value.put("account", account);
+            value.put("amount", amount);
+            value.put("gtrid", gtrid);
+            imago.publishJson(mq.xid(), topic, account, Json.write(value));
 
             for (Branch b : started) {
                 b.xa().end(b.xid(), XAResource.TMSUCCESS);

@@ -57,11 +57,17 @@ while [ "$i" -le "$count" ]; do
 JSON
 )
   # 200 committed (or committing: decided, recovery finishes it); 409 rolled_back or
-  # rolling_back (nothing moved), in_doubt (an operator must look).
+  # rolling_back (nothing moved), in_doubt (half committed: the script stops, exit 2).
   code=$(send POST /v1/global-transactions "$body") || {
     echo "$id $from -> $to $amount: outcome unknown (HTTP $code $(cat "$out")); run again with RUN=$run" >&2
     exit 1
   }
   echo "$id $from -> $to $amount: HTTP $code $(cat "$out")"
+  if grep -q '"status": *"in_doubt"' "$out"; then
+    # A branch finished against the decision: half committed. Stop for an operator
+    # (GET /v1/global-transactions/$id), never send it again under a new id.
+    echo "$id: in_doubt: an operator must resolve it (GET /v1/global-transactions/$id); stopping" >&2
+    exit 2
+  fi
   i=$((i + 1))
 done

@@ -2,6 +2,7 @@ import bitronix.tm.Configuration;
 import bitronix.tm.TransactionManagerServices;
 import bitronix.tm.resource.jdbc.PoolingDataSource;
 import io.imago.xa.ImagoXAResource;
+import io.imago.xa.Json;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -13,6 +14,10 @@ import java.sql.Statement;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import javax.sql.DataSource;
+import javax.transaction.HeuristicMixedException;
+import javax.transaction.HeuristicRollbackException;
+import javax.transaction.RollbackException;
+import javax.transaction.SystemException;
 import javax.transaction.UserTransaction;
 
 /**
@@ -22,7 +27,9 @@ import javax.transaction.UserTransaction;
  * after a crash. The application code ({@link #settle}) sees only JTA's UserTransaction, a JDBC
  * DataSource and Imago's client: no Xid, no XAResource call.
  *
- * <p>Exit status: 0 committed; 3 rolled back (unknown account or insufficient funds); 1 error.
+ * <p>Exit status: 0 committed; 3 rolled back (unknown account or insufficient funds, or a no
+ * vote at commit); 4 in doubt: the commit ended in a heuristic outcome or an unknown one (never
+ * run it again blindly: that could debit twice); 1 error before the commit.
  */
 public final class JtaSettlement {
     public static void main(String[] args) throws Exception {
@@ -97,12 +104,27 @@ public final class JtaSettlement {
                 return 3;
             }
             // Joins the current transaction (the resource is enlisted on first use).
-            imago.publishJson(topic, account, "{\"account\":\"" + account + "\",\"amount\":" + amount + "}");
+            Map<String, Object> value = new LinkedHashMap<>(); // encoded, never spliced: an account is data
+            value.put("account", account);
+            value.put("amount", amount);
+            imago.publishJson(topic, account, Json.write(value));
         } catch (Exception | Error e) {
             ut.rollback();
             throw e;
         }
-        ut.commit(); // two-phase commit over PostgreSQL and Imago; a RollbackException if either votes no
+        try {
+            ut.commit(); // two-phase commit over PostgreSQL and Imago
+        } catch (RollbackException e) { // a no vote, or the timeout: nothing of it is committed
+            System.out.println("rolled back: " + e);
+            return 3;
+        } catch (HeuristicMixedException | HeuristicRollbackException | SystemException e) {
+            // Not a failure to send again: a heuristic outcome (part or all of it decided by a
+            // resource against the manager) or an outcome unknown (the manager's journal and
+            // its recovery finish it). Resending would debit twice; an operator must look.
+            System.out.println("in doubt: " + e + " (Bitronix's journal and recovery finish it; check both"
+                    + " sides before doing it again)");
+            return 4;
+        }
         System.out.println("committed: debited " + amount + " from " + account + ", published to " + topic);
         return 0;
     }

@@ -26,7 +26,8 @@ import (
 const Topic = "sync.accounts"
 
 // Change is one row change as the sink receives it: the row's image after the change (or its
-// key, for a delete) and its version, which grows by one with every change of the row.
+// key, for a delete) and its version, which grows by one with every change of the row, across
+// deletes (a row that comes back goes on from the version of its delete).
 type Change struct {
 	Table   string `json:"table"`
 	Op      string `json:"op"` // "upsert" or "delete"
@@ -60,6 +61,12 @@ func run(ctx context.Context, dsn, server string, accounts, rounds int) error {
 		id VARCHAR(32) PRIMARY KEY, balance BIGINT NOT NULL, version BIGINT NOT NULL) ENGINE=InnoDB`); err != nil {
 		return fmt.Errorf("create the accounts table: %w", err)
 	}
+	// A row's version outlives the row: a deleted row that comes back goes on from the version
+	// of its delete, as the sink's tombstone expects (restarting at 1 would stop the sink).
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS account_versions (
+		id VARCHAR(32) PRIMARY KEY, version BIGINT NOT NULL) ENGINE=InnoDB`); err != nil {
+		return fmt.Errorf("create the account_versions table: %w", err)
+	}
 	if _, err := client.New(server).CreateTopic(ctx, Topic, client.TopicConfig{Partitions: 3}); err != nil {
 		return fmt.Errorf("create topic %s: %w", Topic, err)
 	}
@@ -90,20 +97,23 @@ func run(ctx context.Context, dsn, server string, accounts, rounds int) error {
 	return nil
 }
 
-// change adds delta to the account's balance (creating it at version 1) and writes the new
-// row image to the outbox, in one transaction.
+// change adds delta to the account's balance (creating it) and writes the new row image to the
+// outbox, in one transaction.
 func change(ctx context.Context, db *sql.DB, w *outbox.Writer, id string, delta int64) (Change, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return Change{}, err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, balance, version) VALUES (?, ?, 1)
-		ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), version = version + 1`, id, delta); err != nil {
+	c := Change{Table: "accounts", Op: "upsert", ID: id}
+	if c.Version, err = nextVersion(ctx, tx, id); err != nil {
+		return Change{}, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, balance, version) VALUES (?, ?, ?)
+		ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), version = VALUES(version)`, id, delta, c.Version); err != nil {
 		return Change{}, fmt.Errorf("change %s: %w", id, err)
 	}
-	c := Change{Table: "accounts", Op: "upsert", ID: id}
-	if err := tx.QueryRowContext(ctx, `SELECT balance, version FROM accounts WHERE id = ?`, id).Scan(&c.Balance, &c.Version); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = ?`, id).Scan(&c.Balance); err != nil {
 		return Change{}, fmt.Errorf("read %s: %w", id, err)
 	}
 	return c, publish(ctx, tx, w, c)
@@ -117,14 +127,32 @@ func remove(ctx context.Context, db *sql.DB, w *outbox.Writer, id string) (Chang
 	}
 	defer tx.Rollback()
 	c := Change{Table: "accounts", Op: "delete", ID: id}
-	if err := tx.QueryRowContext(ctx, `SELECT version FROM accounts WHERE id = ? FOR UPDATE`, id).Scan(&c.Version); err != nil {
-		return Change{}, fmt.Errorf("lock %s: %w", id, err)
+	if c.Version, err = nextVersion(ctx, tx, id); err != nil {
+		return Change{}, err
 	}
-	c.Version++
-	if _, err := tx.ExecContext(ctx, `DELETE FROM accounts WHERE id = ?`, id); err != nil {
+	res, err := tx.ExecContext(ctx, `DELETE FROM accounts WHERE id = ?`, id)
+	if err != nil {
 		return Change{}, fmt.Errorf("delete %s: %w", id, err)
 	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return Change{}, fmt.Errorf("delete %s: %d rows (%v), want 1", id, n, err)
+	}
 	return c, publish(ctx, tx, w, c)
+}
+
+// nextVersion counts one more change of the row in account_versions and returns its version.
+// The counter survives the row's delete, and its row lock, taken first by every change of the
+// row, orders the row's changes (and their outbox rows) as their versions.
+func nextVersion(ctx context.Context, tx *sql.Tx, id string) (int64, error) {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO account_versions (id, version) VALUES (?, 1)
+		ON DUPLICATE KEY UPDATE version = version + 1`, id); err != nil {
+		return 0, fmt.Errorf("version of %s: %w", id, err)
+	}
+	var v int64
+	if err := tx.QueryRowContext(ctx, `SELECT version FROM account_versions WHERE id = ?`, id).Scan(&v); err != nil {
+		return 0, fmt.Errorf("version of %s: %w", id, err)
+	}
+	return v, nil
 }
 
 func publish(ctx context.Context, tx *sql.Tx, w *outbox.Writer, c Change) error {
