@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +17,8 @@ import (
 
 // Validate checks the configuration and returns every problem found, joined. The most
 // important rule: with no auth.tokens, every listen address must be loopback (127.0.0.0/8, ::1
-// or localhost), because without tokens anyone who reaches the port may produce and consume.
+// or localhost when it resolves to loopback only, IsLoopback), because without tokens anyone
+// who reaches the port may produce and consume.
 // An address with an empty host (":8080") listens on every interface and is refused too. A
 // cluster member's raft address has a rule of its own, tokens or not: beyond loopback it needs
 // cluster.tls or cluster.insecure_transport (clustertls.go), and the cluster.tls files are read
@@ -193,6 +195,9 @@ func (c Config) validateTokens() []error {
 }
 
 func notLoopbackError(key, addr string) error {
+	if host, _, _ := net.SplitHostPort(addr); strings.EqualFold(host, "localhost") {
+		key += " (localhost resolves to an address that is not loopback here: see /etc/hosts)"
+	}
 	return fmt.Errorf("%s %q is not a loopback address and no auth.tokens are configured: "+
 		"without tokens anyone who can reach the port could produce and consume messages. "+
 		"Listen on loopback (for example 127.0.0.1:8080), or configure auth.tokens in the configuration file "+
@@ -200,18 +205,37 @@ func notLoopbackError(key, addr string) error {
 }
 
 // IsLoopback reports whether the host of the host:port addr is loopback: an IP in 127.0.0.0/8
-// or ::1, or the name localhost. An empty host (":8080", every interface) is not loopback, and
-// neither is any other name, since it may resolve elsewhere.
+// or ::1, or the name localhost when it resolves to loopback addresses only. An empty host
+// (":8080", every interface) is not loopback, and neither is any other name, since it may
+// resolve elsewhere. localhost is resolved (the hosts file, or DNS where it is missing there)
+// because listening on "localhost:8080" binds whatever it resolves to: a hosts file that maps it
+// to the machine's network address would otherwise open the port to the network.
 func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
 	}
 	if strings.EqualFold(host, "localhost") {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ips, err := lookupIP(ctx, host)
+		if err != nil || len(ips) == 0 {
+			return false
+		}
+		for _, ip := range ips {
+			if !ip.IsLoopback() {
+				return false
+			}
+		}
 		return true
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// lookupIP resolves a host name as a listener resolves it (tests replace it).
+var lookupIP = func(ctx context.Context, host string) ([]net.IP, error) {
+	return net.DefaultResolver.LookupIP(ctx, "ip", host)
 }
 
 // LogValue implements slog.LogValuer so that a Token logged by mistake shows no secret.
