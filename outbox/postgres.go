@@ -27,7 +27,9 @@ const pgStateTable = "imago.outbox_relay"
 func openPG(ctx context.Context, o *Options) (*pgStore, error) {
 	cfg, err := pgx.ParseConfig(o.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("outbox: source %s: PostgreSQL DSN: %w", o.Name, err)
+		// The parse error quotes the DSN, and masks the password only in the forms the driver
+		// recognises: do not wrap it.
+		return nil, fmt.Errorf("outbox: source %s: cannot parse the PostgreSQL DSN", o.Name)
 	}
 	s := &pgStore{o: o}
 	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { s.woken.Store(true) }

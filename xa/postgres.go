@@ -16,6 +16,18 @@ import (
 	"github.com/imagomq/imago/broker"
 )
 
+// OpenPostgresDB opens a pool of the pgx driver on dsn, which is parsed first: an error names
+// no part of the DSN. The driver's parse error quotes the DSN with the password masked only in
+// the forms it recognises ("password = secret" with spaces, or a URL password holding an
+// unescaped "@", show through), and a pool opened on a DSN it cannot parse returns that error
+// from every connection attempt, into the logs. OpenResource and `imago serve` use it.
+func OpenPostgresDB(dsn string) (*sql.DB, error) {
+	if _, err := pgx.ParseConfig(dsn); err != nil {
+		return nil, errors.New("cannot parse the PostgreSQL DSN (the driver's reason is not shown: it quotes the DSN, password included)")
+	}
+	return sql.Open("pgx", dsn)
+}
+
 // Postgres makes a PostgreSQL database an XA resource. db must use the pgx driver
 // (github.com/jackc/pgx/v5/stdlib, driver name "pgx"). The caller keeps ownership of db.
 // At the first enlistment the server's max_prepared_transactions is checked: with 0,

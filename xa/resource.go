@@ -72,7 +72,7 @@ func OpenResource(name, driverName, dsn string) (Resource, error) {
 		r.owned = true
 		return r, nil
 	case migrations.Postgres:
-		db, err := sql.Open("pgx", dsn)
+		db, err := OpenPostgresDB(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("resource %s: %w", name, err)
 		}

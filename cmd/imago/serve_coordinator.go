@@ -81,7 +81,7 @@ func (s *server) openCoordinator(ctx context.Context) error {
 		if dialect == migrations.MySQL {
 			db, err = xa.OpenMySQLDB(rc.DSN) // keeps prepared statements per connection
 		} else {
-			db, err = sql.Open("pgx", rc.DSN)
+			db, err = xa.OpenPostgresDB(rc.DSN) // never quotes the DSN in its error
 		}
 		if err != nil {
 			return &usageError{fmt.Errorf("resources.%s: %w", name, err)}
