@@ -94,7 +94,7 @@ type Log struct {
 	Fsync string `yaml:"fsync"`
 	// SegmentBytes is the size at which the log rolls to a new segment ("1GiB"). Default 1 GiB.
 	SegmentBytes ByteSize `yaml:"segment_bytes"`
-	// Retention deletes whole segments older than this. Default 168h.
+	// Retention deletes whole segments older than this; it must be positive. Default 168h.
 	Retention time.Duration `yaml:"retention"`
 	// RetentionBytes caps each partition's size; 0 (the default) means no cap.
 	RetentionBytes ByteSize `yaml:"retention_bytes"`

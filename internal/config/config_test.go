@@ -257,6 +257,10 @@ func TestValidate(t *testing.T) {
 		{name: "no port", mutate: func(c *Config) { c.HTTP.Addr = "127.0.0.1" }, wantErr: []string{"host:port"}},
 		{name: "bad fsync", mutate: func(c *Config) { c.Log.Fsync = "sometimes" }, wantErr: []string{"log.fsync"}},
 		{name: "tiny segments", mutate: func(c *Config) { c.Log.SegmentBytes = 10 }, wantErr: []string{"segment_bytes"}},
+		// 0 is not "keep forever" (that is no setting) nor "delete at once": the broker took it
+		// as its default, a week, while the start-up log said retention=0s.
+		{name: "zero retention", mutate: func(c *Config) { c.Log.Retention = 0 }, wantErr: []string{"log.retention 0s", "168h"}},
+		{name: "negative retention", mutate: func(c *Config) { c.Log.Retention = -time.Hour }, wantErr: []string{"log.retention -1h0m0s"}},
 		{name: "bad store", mutate: func(c *Config) { c.Offsets.Store = "redis" }, wantErr: []string{"offsets.store"}},
 		{name: "partitions", mutate: func(c *Config) { c.DefaultPartitions = 0 }, wantErr: []string{"default_partitions"}},
 		{name: "token without secret", mutate: func(c *Config) { c.Auth.Tokens = []Token{{Name: "x"}} }, wantErr: []string{"no secret"}},

@@ -59,8 +59,10 @@ func (c Config) Validate() error {
 	if c.Log.SegmentBytes < 1<<20 {
 		add("log.segment_bytes %s: must be at least 1MiB", c.Log.SegmentBytes)
 	}
-	if c.Log.Retention < 0 {
-		add("log.retention %s: must not be negative", c.Log.Retention)
+	if c.Log.Retention <= 0 {
+		// The broker takes 0 for its default (168h): it is neither "keep forever" nor "delete
+		// at once", whatever the operator meant.
+		add("log.retention %s: must be positive (default 168h; 0 would not keep messages forever, it would mean the default)", c.Log.Retention)
 	}
 	if c.Log.RetentionBytes < 0 {
 		add("log.retention_bytes %d: must not be negative", c.Log.RetentionBytes)
