@@ -24,6 +24,17 @@ import (
 // counts every XAER_NOTA of a listed branch as imago_xa_recovery_actions_total{action=
 // "held_by_session"} and logs it, so a branch held longer than expected can be alerted on.
 
+// XA START also sets the session's innodb_lock_wait_timeout to the transaction's remaining
+// timeout in whole seconds, plus one, so that the coordinator's deadline, not the server's
+// lock wait error, ends a wait that crosses it (the answer is timed_out). A statement that
+// waits for a row lock past the deadline fails on the coordinator's side, which closes the
+// connection, but the server does not look at the socket while a statement waits for a lock:
+// without the bound, the session went on waiting for the server's default (50 s), holding the
+// rows its earlier statements locked long after the answer said the transaction rolled back,
+// and a retry of the same transfer waited behind it. With it, the server ends the wait at
+// most one timeout and a second after the deadline (a wait that began just before the
+// deadline), a second or two after it when the wait began with the branch.
+
 // mysqlSessionTimeout is the wait_timeout, in whole seconds, set at XA START for a
 // transaction with timeout left before its deadline.
 func mysqlSessionTimeout(timeout, phase time.Duration) int64 {
@@ -33,7 +44,14 @@ func mysqlSessionTimeout(timeout, phase time.Duration) int64 {
 
 // sessionSetup is the statement run before XA START on the branch's session.
 func (r *mysqlRM) sessionSetup(timeout time.Duration) string {
-	return "SET SESSION wait_timeout = " + strconv.FormatInt(mysqlSessionTimeout(timeout, r.phaseTimeout()), 10)
+	return "SET SESSION wait_timeout = " + strconv.FormatInt(mysqlSessionTimeout(timeout, r.phaseTimeout()), 10) +
+		", innodb_lock_wait_timeout = " + strconv.FormatInt(mysqlLockWaitTimeout(timeout), 10)
+}
+
+// mysqlLockWaitTimeout is the innodb_lock_wait_timeout, in whole seconds, set at XA START for a
+// transaction with timeout left before its deadline: no lock wait of its outlasts it by much.
+func mysqlLockWaitTimeout(timeout time.Duration) int64 {
+	return max(0, int64((timeout+time.Second-1)/time.Second)) + 1
 }
 
 // phaseTimeout is the coordinator's phase timeout (Options.PhaseTimeout), or its default.
