@@ -62,17 +62,7 @@ func TestTxCommitAnswerCutOffAfterSuccess(t *testing.T) {
 	ctx := background(t)
 	hc, arm, armed := cutting(func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/commit") })
 	c := client.New(imagoURL, client.WithHTTPClient(hc), client.WithBackoff(time.Millisecond, 5*time.Millisecond))
-	topic := uniqueTopic("tx-cut")
-	if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
-	tx, err := c.Begin(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Add(ctx, client.To(topic, client.Text("x")), client.To(topic, client.Text("y"))); err != nil {
-		t.Fatal(err)
-	}
+	tx, topic := txOfTwo(t, c, "tx-cut")
 	arm()
 	pos, err := tx.Commit(ctx)
 	if armed() {

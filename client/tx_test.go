@@ -88,17 +88,7 @@ func TestTxCommitLostAnswer(t *testing.T) {
 		return resp, err
 	})}
 	c := client.New(imagoURL, client.WithHTTPClient(hc), client.WithBackoff(time.Millisecond, 5*time.Millisecond))
-	topic := uniqueTopic("tx-lost")
-	if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
-	tx, err := c.Begin(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Add(ctx, client.To(topic, client.Text("x")), client.To(topic, client.Text("y"))); err != nil {
-		t.Fatal(err)
-	}
+	tx, topic := txOfTwo(t, c, "tx-lost")
 	cut.Store(true)
 	pos, err := tx.Commit(ctx)
 	if err != nil || len(pos) != 2 || pos[0].Offset != 0 || pos[1].Offset != 1 {
@@ -133,17 +123,7 @@ func TestTxCommitAgainAfterUnknownOutcome(t *testing.T) {
 		return resp, err
 	})}
 	c := client.New(imagoURL, client.WithHTTPClient(hc), client.WithBackoff(time.Millisecond, 5*time.Millisecond))
-	topic := uniqueTopic("tx-again")
-	if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
-	tx, err := c.Begin(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Add(ctx, client.To(topic, client.Text("x")), client.To(topic, client.Text("y"))); err != nil {
-		t.Fatal(err)
-	}
+	tx, topic := txOfTwo(t, c, "tx-again")
 	cut.Store(true)
 	if pos, err := tx.Commit(first); !errors.Is(err, context.Canceled) {
 		t.Fatalf("commit whose answer was lost and whose context ended: %+v %v; want the context's error (outcome unknown)", pos, err)
@@ -155,4 +135,23 @@ func TestTxCommitAgainAfterUnknownOutcome(t *testing.T) {
 	if end := endOffset(t, c, topic); end != 2 {
 		t.Fatalf("end %d, want 2", end)
 	}
+}
+
+// txOfTwo creates a topic of one partition named after prefix and begins a transaction on c
+// that holds two messages for it, x and y.
+func txOfTwo(t *testing.T, c *client.Client, prefix string) (*client.Tx, string) {
+	t.Helper()
+	ctx := background(t)
+	topic := uniqueTopic(prefix)
+	if _, err := c.CreateTopic(ctx, topic, client.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := c.Begin(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Add(ctx, client.To(topic, client.Text("x")), client.To(topic, client.Text("y"))); err != nil {
+		t.Fatal(err)
+	}
+	return tx, topic
 }

@@ -58,19 +58,8 @@ func consumeAll(t *testing.T, c *client.Client, group, topic string, parts int, 
 }
 
 func TestGroupsCLIPostgresStore(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
-	srv := startServerEnv(t, t.TempDir()+"/data", []string{"IMAGO_OFFSETS_STORE=postgres", "IMAGO_OFFSETS_DSN=" + dsn})
+	srv, db, dsn, topic, group := pgGroupsServer(t)
 	c := srv.client()
-	topic, group := uniqueName(t, "cli."), uniqueName(t, "clig")
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = db.Exec("DELETE FROM imago.consumer_offsets WHERE group_name = $1", group)
-		_, _ = db.Exec("DELETE FROM imago.partition_ends WHERE topic = $1", topic)
-		db.Close()
-	})
 	imagoExpect(t, srv, exitOK, "topics", "create", topic, "--partitions", "2")
 	produceN(t, c, topic, 2, 0, 20)
 	stop := consumeAll(t, c, group, topic, 2, 10)
@@ -192,19 +181,8 @@ func TestDLQCLIUsage(t *testing.T) {
 // may be stopped), but it must say that the live members were not checked. Here a live member
 // runs on a server --server does not name.
 func TestGroupsResetWarnsWhenLiveMembersUnchecked(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
-	srv := startServerEnv(t, t.TempDir()+"/data", []string{"IMAGO_OFFSETS_STORE=postgres", "IMAGO_OFFSETS_DSN=" + dsn})
+	srv, _, dsn, topic, group := pgGroupsServer(t)
 	c := srv.client()
-	topic, group := uniqueName(t, "cli."), uniqueName(t, "clig")
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = db.Exec("DELETE FROM imago.consumer_offsets WHERE group_name = $1", group)
-		_, _ = db.Exec("DELETE FROM imago.partition_ends WHERE topic = $1", topic)
-		db.Close()
-	})
 	imagoExpect(t, srv, exitOK, "topics", "create", topic, "--partitions", "1")
 	produceN(t, c, topic, 1, 0, 5)
 	stop := consumeAll(t, c, group, topic, 1, 5)
@@ -216,4 +194,23 @@ func TestGroupsResetWarnsWhenLiveMembersUnchecked(t *testing.T) {
 		t.Fatalf("reset with the server unreachable: exit %d\n%s%s", code, out, stderr)
 	}
 	wantContains(t, stderr, "warning", "does not answer", "not checked for live members")
+}
+
+// pgGroupsServer starts a server whose offsets are in the test PostgreSQL, opens that database,
+// and names a topic and a group for the test, whose rows are deleted at its end.
+func pgGroupsServer(t *testing.T) (srv *serverProc, db *sql.DB, dsn, topic, group string) {
+	t.Helper()
+	dsn = testenv.PostgresDSN(t)
+	srv = startServerEnv(t, t.TempDir()+"/data", []string{"IMAGO_OFFSETS_STORE=postgres", "IMAGO_OFFSETS_DSN=" + dsn})
+	topic, group = uniqueName(t, "cli."), uniqueName(t, "clig")
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = db.Exec("DELETE FROM imago.consumer_offsets WHERE group_name = $1", group)
+		_, _ = db.Exec("DELETE FROM imago.partition_ends WHERE topic = $1", topic)
+		db.Close()
+	})
+	return srv, db, dsn, topic, group
 }
