@@ -285,8 +285,9 @@ func (cs *Consumer) loop(ctx context.Context, process processor) error {
 				return nil
 			}
 			var gone *positionGoneError
-			if errors.As(err, &gone) {
-				return err
+			var past *pastEndError
+			if errors.As(err, &gone) || errors.As(err, &past) {
+				return err // an operator must decide: retrying cannot change it
 			}
 			cs.cfg.logger.Warn("reading positions failed; retrying", "group", cs.group, "err", err)
 			if !pause() {

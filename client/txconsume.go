@@ -124,16 +124,12 @@ func (e *pastEndError) Error() string {
 		"move the stored offset once they are accounted for", e.tp.Topic, e.tp.Partition, e.stored, e.end)
 }
 
-// stopRunKey is the context key of the cancel function of a Run, which ends it with the error
-// that stops it (see checkNotPastEnd).
-type stopRunKey struct{}
-
 // checkNotPastEnd makes sure the partition reaches stored, the offset the database holds for
 // it. A log always holds what a consumer applied from it, so an offset past its end means
 // the log lost messages (a restored data directory, a topic created again), and the
 // messages produced since took their offsets: dropping what is below the stored offset would
 // skip them silently and for good. Which ones were applied, only an operator can tell: Run
-// stops with a *pastEndError (through the run's context). An offset below the partition's
+// stops with the *pastEndError (the consumer's loop returns it). An offset below the partition's
 // start is not reported here: the first batch reports it (positionGoneError).
 func (tc *TxConsumer) checkNotPastEnd(ctx context.Context, tp Assignment, stored int64) error {
 	_, err := tc.cs.c.Fetch(ctx, tp.Topic, tp.Partition, FetchOptions{Offset: stored, MaxMessages: 1, MaxBytes: 1})
@@ -147,11 +143,7 @@ func (tc *TxConsumer) checkNotPastEnd(ctx context.Context, tp Assignment, stored
 	case e.EndOffset == nil || stored <= *e.EndOffset:
 		return err // a range it does not say: ask again
 	}
-	perr := &pastEndError{tp: tp, stored: stored, end: *e.EndOffset}
-	if stop, ok := ctx.Value(stopRunKey{}).(context.CancelCauseFunc); ok {
-		stop(perr)
-	}
-	return perr
+	return &pastEndError{tp: tp, stored: stored, end: *e.EndOffset}
 }
 
 // MemberID returns the member id of the current membership ("" when not joined).
@@ -185,15 +177,7 @@ func (tc *TxConsumer) run(ctx context.Context) error {
 			return fmt.Errorf("transactional consumer: %w", err)
 		}
 	}
-	rctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	rctx = context.WithValue(rctx, stopRunKey{}, stop)
-	err := tc.cs.loop(rctx, tc.process)
-	var pe *pastEndError
-	if err == nil && ctx.Err() == nil && errors.As(context.Cause(rctx), &pe) {
-		return pe
-	}
-	return err
+	return tc.cs.loop(ctx, tc.process)
 }
 
 // errMoved means the stored offset is not where the batch starts: someone else (a previous
