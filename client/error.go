@@ -57,6 +57,15 @@ func IsStatus(err error, status int) bool {
 	return errors.As(err, &e) && e.Status == status
 }
 
+// MayHaveBeenDone reports whether the failed request of err may have been done by the server,
+// so that sending it again (without the same idempotency key) could do it twice: an error
+// wrapping ErrOutcomeUnknown, a transport error other than a refused connection (the answer
+// may have been lost), a 2xx answer cut off on the way, the server's 503 outcome_unknown, or a
+// proxy's 502 or 504. Any other answer of the server is its verdict: nothing was done.
+func MayHaveBeenDone(err error) bool {
+	return err != nil && (errors.Is(err, ErrOutcomeUnknown) || outcomeUnknown(err))
+}
+
 // parseError builds an *Error from a non-2xx response.
 func parseError(resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 
-	"github.com/imagomq/imago/api"
 	"github.com/imagomq/imago/client"
 	"github.com/spf13/cobra"
 )
@@ -197,7 +194,7 @@ func produceError(topic string, sent, n int, keyed bool, err error) error {
 	if keyed || exitCodeFor(err) != exitUnavailable {
 		return err
 	}
-	refused := !outcomeUnknown(err)
+	refused := !client.MayHaveBeenDone(err)
 	if sent == 0 && refused {
 		return err
 	}
@@ -209,18 +206,6 @@ func produceError(topic string, sent, n int, keyed bool, err error) error {
 		}
 	}
 	return &rerunUnsafeError{fmt.Errorf("%w; %s (send only what is not stored, or use --idempotency-key, which makes a rerun answer the first outcome)", err, msg)}
-}
-
-// outcomeUnknown reports whether a failed produce request may have been stored: anything but
-// the server's refusal (an API error other than 503 outcome_unknown) or a connection that was
-// never made.
-func outcomeUnknown(err error) bool {
-	var e *client.Error
-	if errors.As(err, &e) {
-		return e.Code == api.CodeOutcomeUnknown
-	}
-	var oe *net.OpError
-	return !errors.As(err, &oe) || oe.Op != "dial"
 }
 
 // rerunUnsafeError marks a failure that a rerun of the same command would make worse (a second

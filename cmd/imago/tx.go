@@ -132,7 +132,7 @@ exits 1, not 5: check 'imago tx status ID' before adding them again.`,
 // twice at commit: then the command exits 1 (rerunUnsafeError) and says how to find out.
 func txAddError(id string, n int, err error) error {
 	err = fmt.Errorf("add to transaction %s: %w", id, err)
-	if exitCodeFor(err) != exitUnavailable || !outcomeUnknown(err) {
+	if exitCodeFor(err) != exitUnavailable || !client.MayHaveBeenDone(err) {
 		return err
 	}
 	return &rerunUnsafeError{fmt.Errorf("%w; the outcome is unknown: the transaction may hold the %d messages already, and running the same command again could add them a second time ('imago tx status %s' shows how many it holds; roll it back when unsure)", err, n, id)}
