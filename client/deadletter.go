@@ -213,9 +213,8 @@ func (r *recoverer) produceDLQ(ctx context.Context, msg FetchedMessage, dl Messa
 	if err != nil {
 		return err
 	}
-	m := dl
-	m.Partition = Ptr(msg.Partition % parts)
-	_, err = r.c.Produce(ctx, dlq, []Message{m}, ProduceOptions{IdempotencyKey: DeadLetterKey(r.group, msg)})
+	dl.Partition = Ptr(msg.Partition % parts)
+	_, err = r.c.Produce(ctx, dlq, []Message{dl}, ProduceOptions{IdempotencyKey: DeadLetterKey(r.group, msg)})
 	return err
 }
 

@@ -26,6 +26,10 @@ import (
 // (pastEnd): moving it to the end, as the poll does with a cursor past the end, would skip
 // whatever was produced between the creation and that member's first poll.
 
+// pastEndLog begins the Error line of an offset moved back from past its partition's end.
+const pastEndLog = "a group's committed offset was past its partition's end: the log lacks messages acknowledged to the group " +
+	"(a data directory restored from a backup older than the offset store, or a log cut short)"
+
 // Clamped is one committed offset moved back to its partition's end.
 type Clamped struct {
 	Group     string
@@ -66,8 +70,7 @@ func ClampPastEnd(ctx context.Context, b Backend, store offsetdb.Store, log *slo
 			if err := store.Reset(ctx, g, o.Topic, o.Partition, end); err != nil {
 				return out, fmt.Errorf("clamp offsets past the end: group %q, %s/%d: move %d back to %d: %w", g, o.Topic, o.Partition, o.Next, end, err)
 			}
-			log.Error("a group's committed offset was past its partition's end: the log lacks messages acknowledged to the group "+
-				"(a data directory restored from a backup older than the offset store, or a log cut short); moved to the end, so that new messages are not skipped",
+			log.Error(pastEndLog+"; moved to the end, so that new messages are not skipped",
 				"group", g, "topic", o.Topic, "partition", o.Partition, "offset", o.Next, "end_offset", end)
 			out = append(out, Clamped{Group: g, Topic: o.Topic, Partition: o.Partition, Was: o.Next, End: end})
 		}
@@ -100,8 +103,7 @@ func (c *Coordinator) pastEnd(ctx context.Context, sg string, p Partition, next 
 		return 0, &StoreError{Op: "move a committed offset past the partition's end back", Err: err}
 	}
 	c.lag.invalidate(sg)
-	c.log.Error("a group's committed offset was past its partition's end: the log lacks messages acknowledged to the group "+
-		"(a data directory restored from a backup older than the offset store, or a log cut short); "+why,
+	c.log.Error(pastEndLog+"; "+why,
 		"group", sg, "topic", p.Topic, "partition", p.Partition, "offset", next, "end_offset", pi.EndOffset, "now", to)
 	return to, nil
 }

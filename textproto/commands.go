@@ -251,10 +251,11 @@ func (c *conn) nextPut(b *putBatch) bool {
 	return true
 }
 
-// blankLine reports whether a request line (without its "\n") is one that handle ignores:
-// parseLine trims the "\r"s that end it, then finds only spaces and tabs.
+// blankLine reports whether a request line (without its "\n") is one that handle ignores: one
+// that parseLine finds empty.
 func blankLine(line []byte) bool {
-	return len(bytes.Trim(bytes.TrimRight(line, "\r"), " \t")) == 0
+	r, err := parseLine(line)
+	return r.cmd == cmdNone && err == nil
 }
 
 // message builds the broker message of a put from its payload and flag.

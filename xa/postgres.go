@@ -22,10 +22,11 @@ import (
 // unescaped "@", show through), and a pool opened on a DSN it cannot parse returns that error
 // from every connection attempt, into the logs. OpenResource and `imago serve` use it.
 func OpenPostgresDB(dsn string) (*sql.DB, error) {
-	if _, err := pgx.ParseConfig(dsn); err != nil {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
 		return nil, errors.New("cannot parse the PostgreSQL DSN (the driver's reason is not shown: it quotes the DSN, password included)")
 	}
-	return sql.Open("pgx", dsn)
+	return stdlib.OpenDB(*cfg), nil
 }
 
 // Postgres makes a PostgreSQL database an XA resource. db must use the pgx driver
